@@ -1,0 +1,196 @@
+"""``cotrain`` command line: a thin typer shell over ``orchestrator.api``.
+
+Each command calls one API function; a ``CotrainError`` becomes one red line on stderr and
+exit code 1. Heavy modules are imported inside the commands so ``cotrain --help`` is instant.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Co-train N model views on a small labelled set and a large pool; every label in DuckDB.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="cotrain: %(message)s", force=True)
+
+
+class RichReporter:
+    """Progress bars per round and per view."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=out, transient=True)
+        self.tasks: dict[str, Any] = {}
+        self.round_task: Any = None
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def round_started(self, round_idx: int, pool_size: int, n_views: int) -> None:
+        for t in self.tasks.values():
+            self.progress.remove_task(t)
+        self.tasks = {}
+        if self.round_task is None:
+            self.round_task = self.progress.add_task("rounds", total=None)
+        self.progress.update(self.round_task, description=f"round {round_idx} (pool {pool_size:,})")
+
+    def advance(self, view: str, phase: str, n: int, total: int) -> None:
+        key = f"{view}:{phase}"
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(f"  {view} {phase}", total=total)
+        self.progress.advance(self.tasks[key], n)
+
+    def round_finished(self, summary: dict[str, Any]) -> None:
+        self.progress.advance(self.round_task, 1)
+        m = summary["metrics"].get("ensemble", (None, None))[0]
+        acc = f", ensemble test acc {m:.3f}" if m is not None else ""
+        out.print(f"round {summary['round']}: +{summary['added']} labels, {summary['disputed']} disputed"
+                  f"{acc} ({summary['seconds']:.1f}s)", highlight=False)
+
+
+@app.command()
+def init(path: Path = typer.Argument(Path("cotrain.yaml"), help="Where to write the example config."),
+         force: bool = typer.Option(False, "--force", help="Overwrite an existing file.")) -> None:
+    """Write a commented example config."""
+    from orchestrator import api
+    from store.errors import CotrainError
+
+    try:
+        p = api.init_config(path, force)
+    except CotrainError as exc:
+        _fail(exc)
+    out.print(f"wrote {p}")
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="YAML config."),
+        store: Optional[Path] = typer.Option(None, help="Store file (overrides the config's 'store')."),
+        new_run: bool = typer.Option(False, "--new-run", help="Start a new run even if one exists."),
+        verbose: bool = typer.Option(True, "--verbose/--quiet", help="Log round events to stderr.")) -> None:
+    """Run co-training rounds (resumes an unfinished run of the same config)."""
+    _logging(verbose)
+    from orchestrator import api
+    from store.errors import CotrainError
+
+    try:
+        with RichReporter() as rep:
+            result = api.run(config, store=store, new_run=new_run, reporter=rep)
+    except CotrainError as exc:
+        _fail(exc)
+    if result.already_finished:
+        out.print(f"run {result.run_id} in {result.store} already finished ({result.termination_condition}); "
+                  "pass --new-run to run again")
+    _print_status(result.store, result.run_id)
+
+
+@app.command()
+def status(store: Path = typer.Argument(Path("cotrain.duckdb"), help="Store file."),
+           run_id: Optional[int] = typer.Option(None, "--run", help="Run id (default: latest).")) -> None:
+    """Runs and rounds: labels added, per-view test accuracy, agreement."""
+    from store.errors import CotrainError
+
+    try:
+        _print_status(str(store), run_id)
+    except CotrainError as exc:
+        _fail(exc)
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _print_status(store: str, run_id: int | None) -> None:
+    from rich.table import Table
+
+    from orchestrator import api
+
+    rep = api.status(store, run_id)
+    runs = Table(title=f"runs in {rep.store}")
+    for col in ("run", "status", "termination", "policy", "feeding", "views", "gold", "pseudo", "rounds", "test"):
+        runs.add_column(col)
+    for r in rep.runs:
+        runs.add_row(str(r["run_id"]), r["status"], r["termination"] or "-", r["policy"], r["feeding"],
+                     ", ".join(r["views"]), str(r["n_gold"]), str(r["n_pseudo"]), str(r["n_rounds"]), str(r["n_test"]))
+    out.print(runs)
+    if not rep.rounds:
+        return
+    order = rep.rounds[0]["view_order"]
+    t = Table(title=f"run {rep.run_id}: rounds (test accuracy per view)")
+    for col in ("round", "pool", "added", "disputed", *order, "agreement", "end"):
+        t.add_column(col, justify="right")
+    for rd in rep.rounds:
+        accs = [_fmt(rd["views"].get(v, {}).get("test_accuracy")) for v in order]
+        t.add_row(str(rd["round"]), f"{rd['pool_size']:,}", str(rd["labels_added"]), str(rd["n_disputed"]), *accs,
+                  _fmt(rd["mean_pairwise_agreement"]), rd["termination"] or "")
+    out.print(t)
+
+
+@app.command()
+def export(store: Path = typer.Argument(..., help="Store file."),
+           out_path: Path = typer.Argument(..., metavar="OUT", help="Output file (.parquet, .jsonl, .csv)."),
+           fmt: Optional[str] = typer.Option(None, "--format", help="parquet | jsonl | csv (default: from OUT)."),
+           run_id: Optional[int] = typer.Option(None, "--run", help="Run id (default: latest)."),
+           max_round: Optional[int] = typer.Option(None, "--round", help="Pseudo-labels up to this round."),
+           min_confidence: Optional[float] = typer.Option(None, "--min-confidence"),
+           source: Optional[str] = typer.Option(None, help="gold | pseudo | a policy | a view name."),
+           no_gold: bool = typer.Option(False, "--no-gold", help="Pseudo-labels only.")) -> None:
+    """Export gold + pseudo-labels with provenance columns."""
+    from orchestrator import api
+    from store.errors import CotrainError
+
+    if fmt is not None and fmt not in ("parquet", "jsonl", "csv"):
+        _fail(ValueError(f"--format must be parquet, jsonl or csv, not '{fmt}'"))
+    try:
+        n = api.export(store, out_path, fmt, run_id=run_id, max_round=max_round,  # type: ignore[arg-type]
+                       min_confidence=min_confidence, source=source, include_gold=not no_gold)
+    except CotrainError as exc:
+        _fail(exc)
+    out.print(f"wrote {n} rows to {out_path}")
+
+
+@app.command()
+def demo(folder: Path = typer.Argument(Path("cotrain-demo"), help="Folder for data, config and store."),
+         n_pool: int = typer.Option(600, help="Unlabelled items."),
+         n_labelled: int = typer.Option(20, help="Gold labels."),
+         max_rounds: int = typer.Option(5)) -> None:
+    """Run the offline demo: Rotten Tomatoes, a TF-IDF view and a MiniLM embedding view."""
+    _logging(False)
+    from orchestrator import api
+    from store.errors import CotrainError
+
+    try:
+        with RichReporter() as rep:
+            d, result = api.demo(folder, n_pool=n_pool, n_labelled=n_labelled, max_rounds=max_rounds, reporter=rep)
+    except CotrainError as exc:
+        _fail(exc)
+    _print_status(result.store, result.run_id)
+    out.print(f"config: {d / 'cotrain.yaml'}   export: cotrain export {result.store} labels.parquet")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The run configuration: YAML validated by pydantic, in one place.
+
+Every error becomes a ``ConfigError`` naming the key (``views[1].kind``) and what was
+expected, on one line. Relative paths are resolved against the config file's folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from store.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LabelSpec(_Strict):
+    """A class of the task. ``description`` is used by LLM views' prompts."""
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _as_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+class TaskConfig(_Strict):
+    labels: list[LabelSpec] = Field(min_length=2)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _names_allowed(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"name": x} if isinstance(x, (str, int, float)) and not isinstance(x, bool) else x for x in v]
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _unique(cls, v: list[LabelSpec]) -> list[LabelSpec]:
+        seen: set[str] = set()
+        for spec in v:
+            if spec.name in seen:
+                raise ValueError(f"label '{spec.name}' is declared twice")
+            seen.add(spec.name)
+        return v
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.labels]
+
+
+class DataConfig(_Strict):
+    """Where items come from. ``train`` holds labelled and unlabelled items (empty label =
+    unlabelled); held-out test items come from ``test`` or rows whose ``split_column``
+    equals ``test_value``. Test items are used for evaluation only."""
+
+    train: str
+    test: str | None = None
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    id_column: str | None = None
+    label_column: str = "label"
+    split_column: str | None = None
+    test_value: str = "test"
+
+
+class SklearnParams(_Strict):
+    columns: list[str] | None = None
+    column_prefix: str | None = None
+    text: str | None = None
+    estimator: str = "logistic_regression"
+    estimator_params: dict[str, Any] = Field(default_factory=dict)
+    scale: bool | None = None
+    tfidf: dict[str, Any] = Field(default_factory=dict)
+    calibration: Literal["sigmoid", "isotonic"] | None = None
+    calibration_cv: int = Field(default=3, ge=2)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> SklearnParams:
+        given = [k for k in ("columns", "column_prefix", "text") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'columns', 'column_prefix' or 'text'")
+        return self
+
+
+class EmbeddingParams(_Strict):
+    text: str
+    encoder: str = "all-MiniLM-L6-v2"
+    head: Literal["logistic_regression", "mlp"] = "logistic_regression"
+    head_params: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(default=64, ge=1)
+    normalize: bool = True
+    device: Literal["cpu", "cuda"] | None = None
+
+
+#: Parameter schemas of the built-in kinds; plug-in kinds get their params unchecked here.
+BUILTIN_PARAMS: dict[str, type[BaseModel]] = {"sklearn": SklearnParams, "embedding": EmbeddingParams}
+
+
+class ViewConfig(BaseModel):
+    """A view: ``name``, ``kind`` (built-in or ``package.module:Class``) and its parameters
+    as further keys of the same mapping."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: str = Field(min_length=1)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _known_kind(self) -> ViewConfig:
+        schema = BUILTIN_PARAMS.get(self.kind)
+        if schema is not None:
+            schema.model_validate(self.params)
+        elif ":" not in self.kind and "." not in self.kind:
+            raise ValueError(f"unknown view kind '{self.kind}' (built-in: {', '.join(BUILTIN_PARAMS)}; "
+                             "a plug-in is 'package.module:Class')")
+        return self
+
+
+class CotrainConfig(_Strict):
+    """How rounds run. ``policy``: threshold | k_best | agreement | self (self-training
+    baseline: each view trains only on its own picks). ``feeding``: cross (a view's picks
+    train only the other views) | shared (one growing labelled set)."""
+
+    max_rounds: int = Field(default=10, ge=0)
+    policy: Literal["threshold", "k_best", "agreement", "self"] = "threshold"
+    threshold: float = Field(default=0.9, ge=0.0, lt=1.0)
+    k: int = Field(default=10, ge=1)
+    min_agree: int = Field(default=2, ge=1)
+    feeding: Literal["cross", "shared"] = "cross"
+    pseudo_weight: float | Literal["confidence"] = 1.0
+    pool_sample: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=50_000, ge=1)
+    store_predictions: bool = True
+
+    @field_validator("pseudo_weight")
+    @classmethod
+    def _positive(cls, v: float | str) -> float | str:
+        if isinstance(v, float) and not v > 0:
+            raise ValueError("must be > 0 or 'confidence'")
+        return v
+
+
+class Config(_Strict):
+    task: TaskConfig
+    data: DataConfig
+    views: list[ViewConfig] = Field(min_length=1)
+    cotrain: CotrainConfig = Field(default_factory=CotrainConfig)
+    seed: int = 0
+    store: str = "cotrain.duckdb"
+
+    @field_validator("views")
+    @classmethod
+    def _unique_views(cls, v: list[ViewConfig]) -> list[ViewConfig]:
+        names = [x.name for x in v]
+        for n in names:
+            if names.count(n) > 1:
+                raise ValueError(f"view name '{n}' is used twice")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        n = len(self.views)
+        c = self.cotrain
+        if c.policy == "agreement" and c.min_agree > n:
+            raise ValueError(f"cotrain.min_agree={c.min_agree} but only {n} view(s) are configured")
+        if c.policy in ("threshold", "k_best") and c.feeding == "cross" and n < 2:
+            raise ValueError("cotrain.feeding 'cross' needs at least 2 views; use policy 'self' for one view")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def snapshot(self) -> dict[str, Any]:
+        """The config as JSON-ready data, view params included."""
+        return json.loads(self.model_dump_json())
+
+    def fingerprint(self) -> str:
+        """Hash of what determines a run's result (the store path excluded)."""
+        snap = self.snapshot()
+        snap.pop("store", None)
+        return hashlib.sha256(json.dumps(snap, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "<root>"
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    return _loc(tuple(err["loc"])), msg
+
+
+def parse_config(data: Any, source: str | None = None, base_dir: Path | None = None) -> Config:
+    """Validate a mapping into a ``Config``; resolve data/store paths against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", "expected a mapping with keys task, data, views", source)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        key, msg = _first_error(exc)
+        raise ConfigError(key, msg, source) from None
+    if base_dir is not None:
+        d = cfg.data
+        d.train = str((base_dir / d.train).resolve()) if not Path(d.train).is_absolute() else d.train
+        if d.test and not Path(d.test).is_absolute():
+            d.test = str((base_dir / d.test).resolve())
+        if cfg.store != ":memory:" and not Path(cfg.store).is_absolute():
+            cfg.store = str((base_dir / cfg.store).resolve())
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("<file>", "config file not found", str(p))
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError("<yaml>", f"malformed YAML at {where}{problem}", str(p)) from None
+    return parse_config(data, source=str(p), base_dir=p.parent.resolve())

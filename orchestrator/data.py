@@ -1,0 +1,168 @@
+"""Reading items: CSV, JSONL or Parquet into the run's data snapshot and ``items`` table.
+
+Every problem is a ``DataError`` naming the file and, where it is about one item, the
+1-based data row and the item's id.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from orchestrator.config import Config, DataConfig
+from store.database import Store
+from store.errors import DataError
+
+SPLIT_COL = "__split"
+FILE_ROW_COL = "__file_row"
+
+
+def detect_format(path: Path, declared: str) -> str:
+    if declared != "auto":
+        return declared
+    suffixes = "".join(path.suffixes).lower()
+    for fmt, ends in (("parquet", (".parquet", ".pq")), ("jsonl", (".jsonl", ".ndjson", ".json")),
+                      ("csv", (".csv", ".tsv", ".csv.gz", ".txt"))):
+        if suffixes.endswith(ends) or path.suffix.lower() in ends:
+            return fmt
+    raise DataError("cannot tell the format from the file name; set data.format to csv, jsonl or parquet",
+                    str(path))
+
+
+def read_table(path: str | Path, declared_format: str = "auto") -> pa.Table:
+    """Read a whole file into Arrow with DuckDB's readers (type sniffing, quoting, gzip)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("file not found", str(p))
+    if p.stat().st_size == 0:
+        raise DataError("file is empty", str(p))
+    fmt = detect_format(p, declared_format)
+    con = duckdb.connect(":memory:")
+    try:
+        if fmt == "csv":
+            rel = con.read_csv(str(p))
+        elif fmt == "jsonl":
+            rel = con.read_json(str(p), format="newline_delimited")
+        else:
+            rel = con.read_parquet(str(p))
+        table = rel.to_arrow_table()
+    except duckdb.Error as exc:
+        raise DataError(f"cannot read as {fmt}: {str(exc).splitlines()[0]}", str(p)) from None
+    finally:
+        con.close()
+    if table.num_rows == 0:
+        raise DataError("file has no data rows", str(p))
+    return table
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    n_train: int
+    n_gold: int
+    n_unlabelled: int
+    n_test: int
+    columns: list[str]
+
+
+def _with_meta(table: pa.Table, split: str | pa.Array) -> pa.Table:
+    n = table.num_rows
+    split_arr = pa.array([split] * n, pa.string()) if isinstance(split, str) else split
+    table = table.append_column(SPLIT_COL, split_arr)
+    return table.append_column(FILE_ROW_COL, pa.array(range(1, n + 1), pa.int64()))
+
+
+def _split_column(table: pa.Table, d: DataConfig, path: str) -> pa.Table:
+    if d.split_column is None:
+        return _with_meta(table, "train")
+    if d.split_column not in table.column_names:
+        raise DataError(f"split column '{d.split_column}' (data.split_column) is missing", path)
+    vals = table.column(d.split_column).cast(pa.string()).to_pylist()
+    split = pa.array(["test" if v == d.test_value else "train" for v in vals], pa.string())
+    return _with_meta(table, split)
+
+
+def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
+    """Snapshot the configured files into ``data_<run_id>`` and fill ``items``.
+
+    Call inside the run-creation transaction: on error nothing is kept.
+    """
+    d = cfg.data
+    labels = cfg.task.names
+    train = _split_column(read_table(d.train, d.format), d, d.train)
+    parts = [train]
+    paths = {"train": d.train, "test": d.test or d.train}
+    if d.test:
+        test = read_table(d.test, d.format)
+        if d.split_column and d.split_column in test.column_names:
+            test = test.drop_columns([d.split_column])
+        parts.append(_with_meta(test, "test"))
+    for part, name in zip(parts, ("train", "test")):
+        if d.label_column not in part.column_names:
+            raise DataError(f"label column '{d.label_column}' (data.label_column) is missing", paths[name])
+        if d.id_column and d.id_column not in part.column_names:
+            raise DataError(f"id column '{d.id_column}' (data.id_column) is missing", paths[name])
+    try:
+        table = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise DataError(f"test file's columns do not match the train file's: {exc}", d.test) from None
+    data_table = store.snapshot_data(run_id, table)
+    con = store.con
+    label = f'NULLIF(trim(CAST(d."{d.label_column}" AS VARCHAR)), \'\')'
+    meta = {SPLIT_COL, FILE_ROW_COL, d.label_column}
+    if d.split_column:
+        meta.add(d.split_column)
+    if d.id_column:
+        id_expr = f'CAST(d."{d.id_column}" AS VARCHAR)'
+    else:
+        content = [c for c in table.column_names if c not in meta]
+        packed = ", ".join(f'"{c}" := d."{c}"' for c in content)
+        id_expr = f"substr(md5(CAST(to_json(struct_pack({packed})) AS VARCHAR)), 1, 16)"
+    con.execute(
+        f"""
+        CREATE TEMP TABLE __ids AS
+        SELECT d.__row, d.{SPLIT_COL} AS split, d.{FILE_ROW_COL} AS file_row, {id_expr} AS base_id,
+               {label} AS gold_label,
+               row_number() OVER (PARTITION BY {id_expr} ORDER BY d.__row) AS dup
+        FROM "{data_table}" d
+        """
+    )
+    try:
+        if d.id_column:
+            bad = con.execute("SELECT split, file_row FROM __ids WHERE base_id IS NULL ORDER BY __row LIMIT 1").fetchone()
+            if bad:
+                raise DataError(f"id column '{d.id_column}' is empty", paths[bad[0]], row=bad[1])
+            bad = con.execute(
+                "SELECT split, file_row, base_id FROM __ids WHERE dup > 1 ORDER BY __row LIMIT 1").fetchone()
+            if bad:
+                raise DataError("duplicate id", paths[bad[0]], row=bad[1], item=bad[2])
+            id_sql = "base_id"
+        else:
+            # identical content: keep each copy, numbered in file order
+            id_sql = "CASE WHEN dup = 1 THEN base_id ELSE base_id || '-' || dup END"
+        bad = con.execute(
+            "SELECT split, file_row, base_id, gold_label FROM __ids WHERE gold_label IS NOT NULL"
+            " AND NOT list_contains(?, gold_label) ORDER BY __row LIMIT 1", [labels]).fetchone()
+        if bad:
+            raise DataError(f"label '{bad[3]}' is not one of the task's labels {labels}",
+                            paths[bad[0]], row=bad[1], item=bad[2])
+        bad = con.execute(
+            "SELECT split, file_row, base_id FROM __ids WHERE split = 'test' AND gold_label IS NULL"
+            " ORDER BY __row LIMIT 1").fetchone()
+        if bad:
+            raise DataError("held-out test item has no gold label", paths[bad[0]], row=bad[1], item=bad[2])
+        con.execute(
+            f"INSERT INTO items SELECT ?, {id_sql}, __row, split, gold_label FROM __ids ORDER BY __row", [run_id])
+    finally:
+        con.execute("DROP TABLE IF EXISTS __ids")
+    counts = con.execute(
+        "SELECT count(*) FILTER (split = 'train'), count(*) FILTER (split = 'train' AND gold_label IS NOT NULL),"
+        " count(*) FILTER (split = 'test') FROM items WHERE run_id = ?", [run_id]).fetchone()
+    n_train, n_gold, n_test = (int(x) for x in counts)
+    if n_train == 0:
+        raise DataError("no training rows (every row is in the test split)", d.train)
+    if n_gold == 0:
+        raise DataError(f"no labelled training rows: fill '{d.label_column}' for a few items", d.train)
+    columns = [c for c in store.data_columns(run_id) if c not in (SPLIT_COL, FILE_ROW_COL)]
+    return LoadedData(n_train, n_gold, n_train - n_gold, n_test, columns)

