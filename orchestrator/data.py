@@ -109,7 +109,13 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
         raise DataError(f"test file's columns do not match the train file's: {exc}", d.test) from None
     data_table = store.snapshot_data(run_id, table)
     con = store.con
-    label = f'NULLIF(trim(CAST(d."{d.label_column}" AS VARCHAR)), \'\')'
+    label_ref = f'd."{d.label_column}"'
+    ltype = table.schema.field(d.label_column).type
+    if pa.types.is_floating(ltype):
+        vals = table.column(d.label_column).drop_null().to_numpy()
+        if (vals == vals.round()).all():  # integer labels a writer turned into floats (0 -> 0.0)
+            label_ref = f"CAST({label_ref} AS BIGINT)"
+    label = f"NULLIF(trim(CAST({label_ref} AS VARCHAR)), '')"
     meta = {SPLIT_COL, FILE_ROW_COL, d.label_column}
     if d.split_column:
         meta.add(d.split_column)

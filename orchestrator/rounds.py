@@ -235,7 +235,7 @@ class RoundRunner:
                 labels_m, conf_m, ens_lab = self._predict_pool(run_id, r, views, fields, state, pool, pred_s)
                 picked = self._select(labels_m, conf_m, state)
                 merged = merge_picks(labels_m, conf_m, picked, c.threshold)
-                self._write_selection(run_id, r, state, pool, merged, labels_m, conf_m, views)
+                self._write_selection(run_id, r, state, pool, merged, labels_m, conf_m, picked, views)
                 if merged.item.size == 0:
                     finished_now = "no_change"
             added = 0 if merged is None else int(merged.item.size)
@@ -330,7 +330,8 @@ class RoundRunner:
         return select_k_best(labels_m, conf_m, class_quota(prior, c.k))
 
     def _write_selection(self, run_id: int, r: int, state: _State, pool: np.ndarray, merged: Any,
-                         labels_m: np.ndarray, conf_m: np.ndarray, views: list[View]) -> None:
+                         labels_m: np.ndarray, conf_m: np.ndarray, picked: np.ndarray,
+                         views: list[View]) -> None:
         names = np.asarray([v.name for v in views], dtype=object)
         lab_names = np.asarray(self.labels, dtype=object)
         if merged.item.size:
@@ -348,7 +349,9 @@ class RoundRunner:
             }))
         if merged.disputed.size:
             d = merged.disputed
-            conf_ok = ~np.isnan(conf_m[d]) & (np.nan_to_num(conf_m[d], nan=-1) > self.cfg.cotrain.threshold)
+            # the voices that made the dispute: views that picked the item or are confident on it
+            conf_ok = (picked[d] | select_threshold(labels_m[d], conf_m[d], self.cfg.cotrain.threshold)) \
+                & (labels_m[d] != ABSTAIN)
             self.store.insert_arrow("disputes", pa.table({
                 "run_id": pa.array(np.full(len(d), run_id, dtype=np.int32)),
                 "round": pa.array(np.full(len(d), r, dtype=np.int32)),
@@ -438,25 +441,24 @@ class _State:
         return np.flatnonzero(~self.is_test & (self.gold < 0) & (self.pseudo < 0))
 
     def training_sets(self, c: Any, policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
-        """Rows, labels and weights of every item any view trains on, and per-view masks."""
-        gold_pos = np.flatnonzero(~self.is_test & (self.gold >= 0))
-        pseudo_pos = np.flatnonzero(self.pseudo >= 0)
-        pos = np.concatenate([gold_pos, pseudo_pos])
-        y = np.concatenate([self.gold[gold_pos], self.pseudo[pseudo_pos]])
-        pw = self.pseudo_conf[pseudo_pos] if c.pseudo_weight == "confidence" else \
-            np.full(len(pseudo_pos), float(c.pseudo_weight))
-        w = np.concatenate([np.ones(len(gold_pos)), pw])
+        """Rows, labels and weights of every item some view trains on (in data order, as
+        scikit-learn's SelfTrainingClassifier sees them), and each view's mask over them."""
+        has = ~self.is_test & ((self.gold >= 0) | (self.pseudo >= 0))
+        pos = np.flatnonzero(has)
+        is_gold = self.gold[pos] >= 0
+        y = np.where(is_gold, self.gold[pos], self.pseudo[pos])
+        pw = self.pseudo_conf[pos] if c.pseudo_weight == "confidence" else np.full(len(pos), float(c.pseudo_weight))
+        w = np.where(is_gold, 1.0, pw)
+        src = self.sources[pos]
         masks = []
-        src = self.sources[pseudo_pos]
         for j in range(self.sources.shape[1]):
             if policy == "self":
                 mp = src[:, j]
             elif c.feeding == "shared":
-                mp = np.ones(len(pseudo_pos), dtype=bool)
+                mp = np.ones(len(pos), dtype=bool)
             else:  # cross: picks made (also) by another view
-                others = np.delete(src, j, axis=1)
-                mp = others.any(axis=1)
-            masks.append(np.concatenate([np.ones(len(gold_pos), dtype=bool), mp]))
+                mp = np.delete(src, j, axis=1).any(axis=1)
+            masks.append(is_gold | mp)
         return self.row_idx[pos], y, w, masks
 
     def accept(self, pos: np.ndarray, label: np.ndarray, conf: np.ndarray, sources: np.ndarray) -> None:

@@ -107,17 +107,18 @@ class Merged:
 def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, dispute_threshold: float) -> Merged:
     """Accept items whose picking views agree and on which no confident view disagrees.
 
-    Confidence of an accepted label is the mean confidence of the views that picked it.
+    The "voices" on an item are the views that picked it plus every view confident above
+    ``dispute_threshold``; voices that give different labels make the item disputed, and a
+    disputed item is never accepted. Confidence of an accepted label is the mean
+    confidence of the views that picked it.
     """
-    n, v = labels.shape
     picked = picked & (labels != ABSTAIN)
-    pick_lab = np.where(picked, labels, ABSTAIN)
-    hi = pick_lab.max(axis=1)
-    lo = np.where(picked, labels, np.iinfo(np.int64).max).min(axis=1)
-    any_pick = picked.any(axis=1)
-    conflict = any_pick & (hi != lo)
-    disputed = conflict | find_disputes(labels, conf, dispute_threshold)
-    accept = any_pick & ~disputed
+    voices = picked | select_threshold(labels, conf, dispute_threshold)
+    big = np.iinfo(np.int64).max
+    hi = np.where(voices, labels, ABSTAIN).max(axis=1)
+    lo = np.where(voices, labels, big).min(axis=1)
+    disputed = voices.any(axis=1) & (hi != lo)
+    accept = picked.any(axis=1) & ~disputed
     item = np.flatnonzero(accept)
     label = hi[item]
     src = picked[item]

@@ -1,0 +1,121 @@
+"""Every bad config gives one ConfigError naming the key and what was expected."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_config, parse_config
+from store.errors import ConfigError
+
+BASE = {
+    "task": {"labels": ["neg", "pos"]},
+    "data": {"train": "items.csv"},
+    "views": [
+        {"name": "a", "kind": "sklearn", "columns": ["x"]},
+        {"name": "b", "kind": "sklearn", "text": "t"},
+    ],
+}
+
+
+def with_(path: str, value):
+    cfg = copy.deepcopy(BASE)
+    node = cfg
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node[int(p)] if p.isdigit() else node.setdefault(p, {})
+    last: str | int = int(parts[-1]) if parts[-1].isdigit() else parts[-1]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return cfg
+
+
+def test_valid_config_defaults():
+    cfg = parse_config(copy.deepcopy(BASE))
+    assert cfg.task.names == ["neg", "pos"]
+    assert cfg.cotrain.policy == "threshold" and cfg.cotrain.feeding == "cross"
+    assert cfg.views[1].params == {"text": "t"}
+
+
+def test_numeric_label_names_become_strings():
+    cfg = parse_config(with_("task.labels", [0, 1]))
+    assert cfg.task.names == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "match"),
+    [
+        ("task.labels", ["only"], r"config key 'task.labels': List should have at least 2 items"),
+        ("task.labels", ["a", "a"], r"'task.labels': label 'a' is declared twice"),
+        ("data.train", KeyError, r"'data.train': required key is missing"),
+        ("data.format", "xlsx", r"'data.format': Input should be 'auto', 'csv', 'jsonl' or 'parquet'"),
+        ("views", [], r"'views': List should have at least 1 item"),
+        ("views.0.kind", "nonsense", r"'views\[0\]': unknown view kind 'nonsense'"),
+        ("views.0.estimatr", "x", r"'views\[0\]\.estimatr': unknown key"),
+        ("views.0.columns", None, r"'views\[0\]': give exactly one of 'columns', 'column_prefix' or 'text'"),
+        ("views.1.name", "a", r"'views': view name 'a' is used twice"),
+        ("views.1.name", "has space", r"'views\[1\]\.name': String should match pattern"),
+        ("cotrain.threshold", 1.5, r"'cotrain.threshold': Input should be less than 1"),
+        ("cotrain.max_rounds", -1, r"'cotrain.max_rounds': Input should be greater than or equal to 0"),
+        ("cotrain.policy", "vote", r"'cotrain.policy': Input should be 'threshold', 'k_best', 'agreement' or 'self'"),
+        ("cotrain.feeding", "both", r"'cotrain.feeding': Input should be 'cross' or 'shared'"),
+        ("cotrain.min_agree", 3, r"cotrain.min_agree=3 but only 2 view\(s\)"),
+        ("cotrain.pseudo_weight", 0.0, r"'cotrain.pseudo_weight'"),
+        ("cotrain.batch", 3, r"'cotrain.batch': unknown key"),
+        ("seeds", 3, r"'seeds': unknown key"),
+    ],
+)
+def test_bad_config(path, value, match):
+    cfg = with_(path, value)
+    if path == "cotrain.min_agree":
+        cfg["cotrain"]["policy"] = "agreement"
+    with pytest.raises(ConfigError, match=match) as info:
+        parse_config(cfg)
+    assert "\n" not in str(info.value)
+
+
+def test_cross_feeding_needs_two_views():
+    cfg = copy.deepcopy(BASE)
+    cfg["views"] = cfg["views"][:1]
+    with pytest.raises(ConfigError, match="'cross' needs at least 2 views"):
+        parse_config(cfg)
+    cfg["cotrain"] = {"policy": "self"}
+    assert parse_config(cfg).cotrain.policy == "self"
+
+
+def test_plugin_kind_params_pass_through():
+    cfg = with_("views.0", {"name": "p", "kind": "my.module:MyView", "alpha": 3})
+    assert parse_config(cfg).views[0].params == {"alpha": 3}
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path: Path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("task:\n  labels: [a, b\ndata: {train: x.csv}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: config key '<yaml>': malformed YAML at line \d+, column \d+"):
+        load_config(p)
+
+
+def test_missing_config_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_paths_resolve_against_config_folder(tmp_path: Path):
+    import yaml
+
+    (tmp_path / "sub").mkdir()
+    p = tmp_path / "sub" / "c.yaml"
+    p.write_text(yaml.safe_dump(BASE))
+    cfg = load_config(p)
+    assert cfg.data.train == str(tmp_path / "sub" / "items.csv")
+    assert cfg.store == str(tmp_path / "sub" / "cotrain.duckdb")
+
+
+def test_fingerprint_ignores_store_path_only():
+    a = parse_config(copy.deepcopy(BASE))
+    b = parse_config(with_("store", "elsewhere.duckdb"))
+    c = parse_config(with_("seed", 1))
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()

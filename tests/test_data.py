@@ -1,0 +1,163 @@
+"""Data in: CSV, JSONL, Parquet; ids; labels; held-out test; one-line errors that store nothing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from orchestrator import api
+from orchestrator.config import load_config
+from orchestrator.rounds import RoundRunner
+from store.database import Store
+from store.errors import CotrainError, DataError, ViewError
+from tests.conftest import synthetic_frame, write_config
+
+
+def _start(cfg_path: Path, store: Store) -> int:
+    cfg = load_config(cfg_path)
+    run_id, _ = RoundRunner(cfg, store, base_dir=cfg_path.parent).start()
+    return run_id
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_formats_load_the_same_items(tmp_path: Path, fmt: str, mem_store: Store):
+    run_id = _start(write_config(tmp_path, fmt=fmt), mem_store)
+    counts = mem_store.con.execute(
+        "SELECT split, count(*), count(gold_label) FROM items WHERE run_id = ? GROUP BY split ORDER BY split",
+        [run_id]).fetchall()
+    assert counts == [("test", 150, 150), ("train", 600, 15)]
+    assert mem_store.scalar("SELECT item_id FROM items WHERE row_idx = 0") == "it00000"
+
+
+def test_separate_test_file(tmp_path: Path, mem_store: Store):
+    df = synthetic_frame()
+    train, test = df[df.split == "train"], df[df.split == "test"]
+    train.drop(columns=["truth", "split"]).to_csv(tmp_path / "train.csv", index=False)
+    test.drop(columns=["truth", "split"]).to_csv(tmp_path / "test.csv", index=False)
+    cfg = yaml.safe_load(write_config(tmp_path).read_text())
+    cfg["data"] = {"train": "train.csv", "test": "test.csv", "id_column": "id"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    run_id = _start(tmp_path / "c.yaml", mem_store)
+    assert mem_store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'test'", [run_id]) == 150
+
+
+def test_content_hash_ids_are_stable_and_distinct_for_duplicates(tmp_path: Path):
+    df = pd.DataFrame({"text": ["good", "bad", "good", "fine"], "label": ["pos", "neg", None, None]})
+    df.to_csv(tmp_path / "d.csv", index=False)
+    cfg = {"task": {"labels": ["neg", "pos"]}, "data": {"train": "d.csv"},
+           "views": [{"name": "t", "kind": "sklearn", "text": "text"}], "cotrain": {"policy": "self"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    ids = []
+    for _ in range(2):
+        with Store(":memory:") as st:
+            rid = _start(tmp_path / "c.yaml", st)
+            ids.append([r[0] for r in st.con.execute(
+                "SELECT item_id FROM items WHERE run_id = ? ORDER BY row_idx", [rid]).fetchall()])
+    assert ids[0] == ids[1]
+    assert len(set(ids[0])) == 4
+    assert ids[0][2] == ids[0][0] + "-2"  # same content as row 1, numbered in file order
+
+
+def test_numeric_labels_match_declared_names(tmp_path: Path, mem_store: Store):
+    df = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "label": [0, 1, None, None]})
+    df.to_csv(tmp_path / "d.csv", index=False)
+    cfg = {"task": {"labels": [0, 1]}, "data": {"train": "d.csv"},
+           "views": [{"name": "t", "kind": "sklearn", "columns": ["x"]}], "cotrain": {"policy": "self"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    rid = _start(tmp_path / "c.yaml", mem_store)
+    assert mem_store.scalar("SELECT list(gold_label ORDER BY row_idx) FROM items WHERE run_id = ?",
+                            [rid]) == ["0", "1", None, None]
+
+
+def _expect_error(tmp_path: Path, mutate, exc_type: type, match: str) -> None:
+    df = synthetic_frame(n=60, n_gold=6, n_test=20)
+    cfg_path = write_config(tmp_path, df)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    mutate(tmp_path, cfg)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    store_path = tmp_path / "s.duckdb"
+    with Store(store_path) as st:  # a store that already holds something
+        st.con.execute("CREATE TABLE keep AS SELECT 42 AS x")
+    with pytest.raises(exc_type, match=match) as info:
+        api.run(cfg_path, store=store_path)
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value, CotrainError)
+    with Store(store_path) as st:  # nothing written, nothing lost
+        assert st.scalar("SELECT count(*) FROM runs") == 0
+        assert st.scalar("SELECT count(*) FROM items") == 0
+        assert st.scalar("SELECT x FROM keep") == 42
+        assert st.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'data_%'") == 0
+
+
+def test_unknown_label_names_row_and_item(tmp_path: Path):
+    def mutate(tmp, cfg):
+        df = pd.read_csv(tmp / "items.csv")
+        first = df.index[df.label.notna()][1]
+        df.loc[first, "label"] = "cow"
+        df.to_csv(tmp / "items.csv", index=False)
+        mutate.row = first + 1
+        mutate.item = df.loc[first, "id"]
+    _expect_error(tmp_path, mutate, DataError, r"items.csv row \d+ item 'it\d+': label 'cow' is not one of")
+
+
+def test_missing_view_column(tmp_path: Path):
+    def mutate(tmp, cfg):
+        cfg["views"][0] = {"name": "va", "kind": "sklearn", "columns": ["a_0", "zzz"]}
+    _expect_error(tmp_path, mutate, ViewError, r"view 'va': column 'zzz' is not a column of the data")
+
+
+def test_missing_label_column(tmp_path: Path):
+    def mutate(tmp, cfg):
+        cfg["data"]["label_column"] = "gold"
+    _expect_error(tmp_path, mutate, DataError, r"items.csv: label column 'gold' \(data.label_column\) is missing")
+
+
+def test_empty_file(tmp_path: Path):
+    def mutate(tmp, cfg):
+        (tmp / "items.csv").write_text("")
+    _expect_error(tmp_path, mutate, DataError, r"items.csv: file is empty")
+
+
+def test_header_only_file(tmp_path: Path):
+    def mutate(tmp, cfg):
+        (tmp / "items.csv").write_text("id,a_0,a_1,a_2,a_3,b_0,b_1,b_2,b_3,label,split\n")
+    _expect_error(tmp_path, mutate, DataError, r"items.csv: file has no data rows")
+
+
+def test_missing_file(tmp_path: Path):
+    def mutate(tmp, cfg):
+        cfg["data"]["train"] = "absent.csv"
+    _expect_error(tmp_path, mutate, DataError, r"absent.csv: file not found")
+
+
+def test_duplicate_id(tmp_path: Path):
+    def mutate(tmp, cfg):
+        df = pd.read_csv(tmp / "items.csv")
+        df.loc[5, "id"] = df.loc[2, "id"]
+        df.to_csv(tmp / "items.csv", index=False)
+    _expect_error(tmp_path, mutate, DataError, r"items.csv row 6 item 'it00002': duplicate id")
+
+
+def test_test_item_without_gold(tmp_path: Path):
+    def mutate(tmp, cfg):
+        df = pd.read_csv(tmp / "items.csv")
+        i = df.index[df.split == "test"][0]
+        df.loc[i, "label"] = None
+        df.to_csv(tmp / "items.csv", index=False)
+    _expect_error(tmp_path, mutate, DataError, r"held-out test item has no gold label")
+
+
+def test_no_labelled_items(tmp_path: Path):
+    def mutate(tmp, cfg):
+        df = pd.read_csv(tmp / "items.csv")
+        df.loc[df.split == "train", "label"] = None
+        df.to_csv(tmp / "items.csv", index=False)
+    _expect_error(tmp_path, mutate, DataError, r"no labelled training rows")
+
+
+def test_unknown_view_kind_plugin_path(tmp_path: Path):
+    def mutate(tmp, cfg):
+        cfg["views"][1] = {"name": "vb", "kind": "nosuch.module:View"}
+    _expect_error(tmp_path, mutate, ViewError, r"unknown view kind 'nosuch.module:View'")
