@@ -125,20 +125,24 @@ def _print_status(store: str, run_id: int | None) -> None:
 
     from orchestrator import api
 
+    from rich import box
+
     rep = api.status(store, run_id)
-    runs = Table(title=f"runs in {rep.store}")
-    for col in ("run", "status", "termination", "policy", "feeding", "views", "gold", "pseudo", "rounds", "test"):
-        runs.add_column(col)
+    compact = {"box": box.SIMPLE_HEAD, "pad_edge": False}
+    runs = Table(title=f"runs in {rep.store}", **compact)
+    for col in ("run", "state", "policy", "gold", "pseudo", "rounds", "test", "views"):
+        runs.add_column(col, no_wrap=col != "views", overflow="fold")
     for r in rep.runs:
-        runs.add_row(str(r["run_id"]), r["status"], r["termination"] or "-", r["policy"], r["feeding"],
-                     ", ".join(r["views"]), str(r["n_gold"]), str(r["n_pseudo"]), str(r["n_rounds"]), str(r["n_test"]))
+        state = r["termination"] if r["status"] == "finished" else r["status"]
+        runs.add_row(str(r["run_id"]), state, f"{r['policy']}/{r['feeding']}", str(r["n_gold"]), str(r["n_pseudo"]),
+                     str(r["n_rounds"]), str(r["n_test"]), ", ".join(r["views"]))
     out.print(runs)
     if not rep.rounds:
         return
     order = rep.rounds[0]["view_order"]
-    t = Table(title=f"run {rep.run_id}: rounds (test accuracy per view)")
-    for col in ("round", "pool", "added", "disputed", *order, "agreement", "end"):
-        t.add_column(col, justify="right")
+    t = Table(title=f"run {rep.run_id}: rounds (test accuracy per view)", **compact)
+    for col in ("round", "pool", "added", "disp", *order, "agree", "end"):
+        t.add_column(col, justify="right", no_wrap=True)
     for rd in rep.rounds:
         accs = [_fmt(rd["views"].get(v, {}).get("test_accuracy")) for v in order]
         t.add_row(str(rd["round"]), f"{rd['pool_size']:,}", str(rd["labels_added"]), str(rd["n_disputed"]), *accs,

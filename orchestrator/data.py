@@ -57,6 +57,12 @@ def read_table(path: str | Path, declared_format: str = "auto") -> pa.Table:
     return table
 
 
+def _first(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
+    """First row of a query, fully fetched (duckdb 2.x keeps a half-read result open)."""
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None
+
+
 @dataclass(frozen=True)
 class LoadedData:
     n_train: int
@@ -136,26 +142,23 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
     )
     try:
         if d.id_column:
-            bad = con.execute("SELECT split, file_row FROM __ids WHERE base_id IS NULL ORDER BY __row LIMIT 1").fetchone()
+            bad = _first(con, "SELECT split, file_row FROM __ids WHERE base_id IS NULL ORDER BY __row LIMIT 1")
             if bad:
                 raise DataError(f"id column '{d.id_column}' is empty", paths[bad[0]], row=bad[1])
-            bad = con.execute(
-                "SELECT split, file_row, base_id FROM __ids WHERE dup > 1 ORDER BY __row LIMIT 1").fetchone()
+            bad = _first(con, "SELECT split, file_row, base_id FROM __ids WHERE dup > 1 ORDER BY __row LIMIT 1")
             if bad:
                 raise DataError("duplicate id", paths[bad[0]], row=bad[1], item=bad[2])
             id_sql = "base_id"
         else:
             # identical content: keep each copy, numbered in file order
             id_sql = "CASE WHEN dup = 1 THEN base_id ELSE base_id || '-' || dup END"
-        bad = con.execute(
-            "SELECT split, file_row, base_id, gold_label FROM __ids WHERE gold_label IS NOT NULL"
-            " AND NOT list_contains(?, gold_label) ORDER BY __row LIMIT 1", [labels]).fetchone()
+        bad = _first(con, "SELECT split, file_row, base_id, gold_label FROM __ids WHERE gold_label IS NOT NULL"
+                     " AND NOT list_contains(?, gold_label) ORDER BY __row LIMIT 1", [labels])
         if bad:
             raise DataError(f"label '{bad[3]}' is not one of the task's labels {labels}",
                             paths[bad[0]], row=bad[1], item=bad[2])
-        bad = con.execute(
-            "SELECT split, file_row, base_id FROM __ids WHERE split = 'test' AND gold_label IS NULL"
-            " ORDER BY __row LIMIT 1").fetchone()
+        bad = _first(con, "SELECT split, file_row, base_id FROM __ids WHERE split = 'test' AND gold_label IS NULL"
+                     " ORDER BY __row LIMIT 1")
         if bad:
             raise DataError("held-out test item has no gold label", paths[bad[0]], row=bad[1], item=bad[2])
         con.execute(
@@ -164,7 +167,7 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
         con.execute("DROP TABLE IF EXISTS __ids")
     counts = con.execute(
         "SELECT count(*) FILTER (split = 'train'), count(*) FILTER (split = 'train' AND gold_label IS NOT NULL),"
-        " count(*) FILTER (split = 'test') FROM items WHERE run_id = ?", [run_id]).fetchone()
+        " count(*) FILTER (split = 'test') FROM items WHERE run_id = ?", [run_id]).fetchall()[0]
     n_train, n_gold, n_test = (int(x) for x in counts)
     if n_train == 0:
         raise DataError("no training rows (every row is in the test split)", d.train)

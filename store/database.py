@@ -75,10 +75,7 @@ class Store:
         self.close()
 
     def _has_table(self, name: str) -> bool:
-        row = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-        ).fetchone()
-        return bool(row and row[0])
+        return bool(self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]))
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -109,8 +106,8 @@ class Store:
         return self.con.sql(sql, params=list(params or [])).to_arrow_table()
 
     def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
-        row = self.con.execute(sql, params or []).fetchone()
-        return row[0] if row else None
+        rows = self.con.execute(sql, params or []).fetchall()  # fetchall: duckdb 2.x keeps a
+        return rows[0][0] if rows else None                      # half-read result open
 
     # ------------------------------------------------------------------ runs
     def create_run(
@@ -194,7 +191,10 @@ class Store:
     def completed_rounds(self, run_id: int) -> list[dict[str, Any]]:
         cur = self.con.execute("SELECT * FROM rounds WHERE run_id = ? ORDER BY round", [run_id])
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        for row in rows:
+            row["rng_state"] = json.loads(row["rng_state"])
+        return rows
 
     def insert_round(self, row: dict[str, Any]) -> None:
         row = dict(row)

@@ -14,9 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import logging
+
 from store.errors import ViewError
 from views.base import ViewContext, abstain, build_params, expand_proba
 from views.encoders import DEFAULT_TEXT_ENCODER, load_sentence_transformer, resolve_text_encoder
+
+log = logging.getLogger("cotrain")
 
 
 def text_key(text: str) -> str:
@@ -55,16 +59,18 @@ class MLPHead:
                 bound = 1.0 / np.sqrt(lin.in_features)
                 lin.weight.uniform_(-bound, bound, generator=gen)
                 lin.bias.uniform_(-bound, bound, generator=gen)
-        net = torch.nn.Sequential(lin1, torch.nn.ReLU(), torch.nn.Dropout(self.dropout), lin2)
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        net.train()
+        params = [*lin1.parameters(), *lin2.parameters()]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        keep = 1.0 - self.dropout
         for _ in range(self.epochs):  # full batch: heads are small
             opt.zero_grad()
-            loss = (torch.nn.functional.cross_entropy(net(Xt), yt, reduction="none") * w).sum() / w.sum()
+            h = torch.relu(lin1(Xt))
+            if self.dropout > 0:  # dropout from our own generator, not torch's global RNG
+                h = h * (torch.rand(h.shape, generator=gen) < keep) / keep
+            loss = (torch.nn.functional.cross_entropy(lin2(h), yt, reduction="none") * w).sum() / w.sum()
             loss.backward()
             opt.step()
-        net.eval()
-        self.net_ = net
+        self.net_ = torch.nn.Sequential(lin1, torch.nn.ReLU(), lin2).eval()
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -144,6 +150,7 @@ class EmbeddingView:
                 show_progress_bar=self.context.show_progress, convert_to_numpy=True,
             ).astype(np.float32)
             self.encoded_count_ += len(new_keys)
+            log.info("view %s: encoded %d new texts", self.name, len(new_keys))
             if self.context.cache:
                 self.context.cache.put(self.namespace, new_keys, vecs)
             cached.update(zip(new_keys, vecs))

@@ -56,6 +56,12 @@ def load_sentence_transformer(path: Path, device: str | None = None):  # -> Sent
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ViewError(str(path), "sentence-transformers is not installed: pip install 'cotrain[embed]'") from exc
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
     if device is None:
         import torch
 

