@@ -131,14 +131,16 @@ class ViewConfig(BaseModel):
 class CotrainConfig(_Strict):
     """How rounds run. ``policy``: threshold | k_best | agreement | self (self-training
     baseline: each view trains only on its own picks). ``feeding``: cross (a view's picks
-    train only the other views) | shared (one growing labelled set)."""
+    train only the other views) | shared (one growing labelled set). ``veto: ensemble`` drops
+    a pick whose label differs from the ensemble's (mean of all views' probabilities)."""
 
     max_rounds: int = Field(default=10, ge=0)
-    policy: Literal["threshold", "k_best", "agreement", "self"] = "threshold"
+    policy: Literal["threshold", "k_best", "agreement", "self"] = "k_best"
     threshold: float = Field(default=0.9, ge=0.0, lt=1.0)
     k: int = Field(default=10, ge=1)
     min_agree: int = Field(default=2, ge=1)
     feeding: Literal["cross", "shared"] = "cross"
+    veto: Literal["ensemble", "none"] = "ensemble"
     pseudo_weight: float | Literal["confidence"] = 1.0
     pool_sample: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=50_000, ge=1)

@@ -114,6 +114,17 @@ def _probs_array(probs: np.ndarray) -> pa.Array:
         pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32)), pa.array(probs.astype(np.float32).ravel()))
 
 
+def _masked_lists(mask: np.ndarray, values: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    """Row i -> values[i][mask[i]] as an Arrow list array, without a Python loop.
+
+    ``values`` is (n, V) or (V,) (broadcast to every row)."""
+    mask = np.asarray(mask, dtype=bool)
+    offsets = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int32)
+    rows, cols = np.nonzero(mask)
+    flat = values[cols] if values.ndim == 1 else values[rows, cols]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=dtype))
+
+
 def _metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, float | None]:
     from sklearn.metrics import f1_score
 
@@ -234,7 +245,8 @@ class RoundRunner:
                     pool = np.sort(rng.choice(pool, size=c.pool_sample, replace=False))
                 labels_m, conf_m, ens_lab = self._predict_pool(run_id, r, views, fields, state, pool, pred_s)
                 picked = self._select(labels_m, conf_m, state)
-                merged = merge_picks(labels_m, conf_m, picked, c.threshold)
+                merged = merge_picks(labels_m, conf_m, picked, c.threshold,
+                                     consensus=ens_lab if c.veto == "ensemble" and c.policy != "self" else None)
                 self._write_selection(run_id, r, state, pool, merged, labels_m, conf_m, picked, views)
                 if merged.item.size == 0:
                     finished_now = "no_change"
@@ -305,14 +317,14 @@ class RoundRunner:
             ens = ensemble_proba(probs)
             ens_lab[lo:hi] = label_matrix(ens[:, None, :])[0][:, 0]
             if c.store_predictions:
-                ids = state.item_id[rows]
+                ids = state.ids(rows)
                 for j, view in enumerate(views):
                     voted = lab[:, j] != ABSTAIN
                     self.store.insert_arrow("predictions", pa.table({
                         "run_id": pa.array(np.full(hi - lo, run_id, dtype=np.int32)),
                         "round": pa.array(np.full(hi - lo, r, dtype=np.int32)),
-                        "view": pa.array([view.name] * (hi - lo), pa.string()),
-                        "item_id": pa.array(ids, pa.string()),
+                        "view": pa.repeat(pa.scalar(view.name), hi - lo),
+                        "item_id": ids,
                         "label": pa.array(np.asarray(self.labels, dtype=object)[np.where(voted, lab[:, j], 0)],
                                           pa.string(), mask=~voted),
                         "confidence": pa.array(conf[:, j].astype(np.float32), mask=~voted),
@@ -338,14 +350,14 @@ class RoundRunner:
             rows = pool[merged.item]
             self.store.insert_arrow("pseudo_labels", pa.table({
                 "run_id": pa.array(np.full(len(rows), run_id, dtype=np.int32)),
-                "item_id": pa.array(state.item_id[rows], pa.string()),
+                "item_id": state.ids(rows),
                 "label": pa.array(lab_names[merged.label], pa.string()),
                 "confidence": pa.array(merged.confidence.astype(np.float32)),
-                "source": pa.array([self.cfg.cotrain.policy] * len(rows), pa.string()),
-                "source_views": pa.array([list(names[s]) for s in merged.sources], pa.list_(pa.string())),
+                "source": pa.repeat(pa.scalar(self.cfg.cotrain.policy), len(rows)),
+                "source_views": _masked_lists(merged.sources, names, pa.string()),
                 "round": pa.array(np.full(len(rows), r, dtype=np.int32)),
-                "status": pa.array(["accepted"] * len(rows), pa.string()),
-                "created_at": pa.array([utcnow()] * len(rows), pa.timestamp("us")),
+                "status": pa.repeat(pa.scalar("accepted"), len(rows)),
+                "created_at": pa.repeat(pa.scalar(utcnow(), pa.timestamp("us")), len(rows)),
             }))
         if merged.disputed.size:
             d = merged.disputed
@@ -355,12 +367,10 @@ class RoundRunner:
             self.store.insert_arrow("disputes", pa.table({
                 "run_id": pa.array(np.full(len(d), run_id, dtype=np.int32)),
                 "round": pa.array(np.full(len(d), r, dtype=np.int32)),
-                "item_id": pa.array(state.item_id[pool[d]], pa.string()),
-                "views": pa.array([list(names[m]) for m in conf_ok], pa.list_(pa.string())),
-                "labels": pa.array([list(lab_names[labels_m[i][m]]) for i, m in zip(d, conf_ok)],
-                                   pa.list_(pa.string())),
-                "confidences": pa.array([conf_m[i][m].astype(np.float32).tolist() for i, m in zip(d, conf_ok)],
-                                        pa.list_(pa.float32())),
+                "item_id": state.ids(pool[d]),
+                "views": _masked_lists(conf_ok, names, pa.string()),
+                "labels": _masked_lists(conf_ok, lab_names[np.maximum(labels_m[d], 0)], pa.string()),
+                "confidences": _masked_lists(conf_ok, conf_m[d].astype(np.float32), pa.float32()),
             }))
 
     def _result(self, run_id: int, resumed: bool, already_finished: bool = False) -> RunResult:
@@ -388,7 +398,7 @@ class RoundRunner:
 class _State:
     """In-memory view of the run's labels: gold, accepted pseudo-labels, and who made them."""
 
-    item_id: np.ndarray        # (n,) object
+    item_id: pa.Array          # (n,) string
     row_idx: np.ndarray        # (n,) int64 data-snapshot row of each item
     is_test: np.ndarray        # (n,) bool
     gold: np.ndarray           # (n,) int, -1 unlabelled
@@ -400,33 +410,40 @@ class _State:
 
     @classmethod
     def load(cls, store: Store, run_id: int, labels: list[str], view_names: list[str]) -> _State:
-        t = store.query("SELECT item_id, row_idx, split, gold_label FROM items WHERE run_id = ? ORDER BY row_idx",
-                        [run_id])
-        index = {name: i for i, name in enumerate(labels)}
-        item_id = np.asarray(t.column("item_id").to_pylist(), dtype=object)
+        """Read the run's items and accepted pseudo-labels with columnar queries (no Python
+        object per item: ids stay one Arrow string array)."""
+        t = store.query(
+            "SELECT item_id, row_idx, split = 'test' AS is_test,"
+            " coalesce(list_position(?, gold_label), 0) - 1 AS gold"
+            " FROM items WHERE run_id = ? ORDER BY row_idx", [labels, run_id])
         row_idx = t.column("row_idx").to_numpy()
-        is_test = np.asarray(t.column("split").to_pylist(), dtype=object) == "test"
-        gold = np.asarray([index.get(g, -1) if g is not None else -1 for g in t.column("gold_label").to_pylist()],
-                          dtype=np.int64)
-        n, v = len(item_id), len(view_names)
-        st = cls(item_id, row_idx, is_test, gold, np.full(n, -1, dtype=np.int64), np.zeros(n),
-                 np.zeros((n, v), dtype=bool))
+        if len(row_idx) and row_idx[-1] != len(row_idx) - 1:
+            raise RunError(f"run {run_id}: items do not cover the data snapshot row by row")
+        is_test = t.column("is_test").to_numpy(zero_copy_only=False)
+        gold = t.column("gold").to_numpy().astype(np.int64)
+        n, v = len(row_idx), len(view_names)
+        st = cls(t.column("item_id").combine_chunks(), row_idx, is_test, gold, np.full(n, -1, dtype=np.int64),
+                 np.zeros(n), np.zeros((n, v), dtype=bool))
         st.test_rows = row_idx[is_test]
         st.test_y = gold[is_test]
-        p = store.query("SELECT item_id, label, confidence, source_views FROM pseudo_labels"
-                        " WHERE run_id = ? AND status = 'accepted'", [run_id])
+        p = store.query(
+            "SELECT i.row_idx, coalesce(list_position(?, p.label), 0) - 1 AS label, p.confidence, p.source_views"
+            " FROM pseudo_labels p JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id"
+            " WHERE p.run_id = ? AND p.status = 'accepted'", [labels, run_id])
         if p.num_rows:
-            pos = {iid: i for i, iid in enumerate(item_id)}
+            pos = p.column("row_idx").to_numpy()
+            st.pseudo[pos] = p.column("label").to_numpy()
+            st.pseudo_conf[pos] = p.column("confidence").to_numpy()
             vpos = {name: j for j, name in enumerate(view_names)}
-            for iid, lab, conf, srcs in zip(*(p.column(c).to_pylist() for c in
-                                              ("item_id", "label", "confidence", "source_views"))):
-                i = pos[iid]
-                st.pseudo[i] = index[lab]
-                st.pseudo_conf[i] = conf
+            for i, srcs in zip(pos, p.column("source_views").to_pylist()):
                 for s in srcs:
                     if s in vpos:
                         st.sources[i, vpos[s]] = True
         return st
+
+    def ids(self, pos: np.ndarray) -> pa.Array:
+        """Item ids at positions ``pos``."""
+        return self.item_id.take(pa.array(np.asarray(pos, dtype=np.int64)))
 
     @property
     def n_gold(self) -> int:

@@ -19,11 +19,10 @@ def label_matrix(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, V, K) probabilities (NaN rows = abstain) -> (labels, conf) of shape (n, V)."""
     probs = np.asarray(probs, dtype=np.float64)
     absent = np.isnan(probs).any(axis=-1)
-    filled = np.where(np.isnan(probs), -np.inf, probs)
-    labels = filled.argmax(axis=-1).astype(np.int64)
-    conf = filled.max(axis=-1)
+    labels = probs.argmax(axis=-1).astype(np.int64)
+    conf = np.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
     labels[absent] = ABSTAIN
-    conf = np.where(absent, np.nan, conf)
+    conf[absent] = np.nan
     return labels, conf
 
 
@@ -60,7 +59,12 @@ def select_k_best(labels: np.ndarray, conf: np.ndarray, quota: np.ndarray) -> np
             idx = np.flatnonzero(labels[:, j] == c)
             if idx.size == 0:
                 continue
-            order = np.argsort(-conf[idx, j], kind="stable")
+            score = conf[idx, j]
+            if idx.size > q:  # keep every item tied with the q-th best, then sort only those
+                kth = np.partition(score, idx.size - q)[idx.size - q]
+                keep = score >= kth
+                idx, score = idx[keep], score[keep]
+            order = np.argsort(-score, kind="stable")
             picked[idx[order[:q]], j] = True
     return picked
 
@@ -104,8 +108,12 @@ class Merged:
     disputed: np.ndarray
 
 
-def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, dispute_threshold: float) -> Merged:
+def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, dispute_threshold: float,
+                consensus: np.ndarray | None = None) -> Merged:
     """Accept items whose picking views agree and on which no confident view disagrees.
+
+    ``consensus`` (optional, one label per item, e.g. the ensemble's) vetoes a pick whose
+    label differs from it: the item is neither accepted nor disputed and stays in the pool.
 
     The "voices" on an item are the views that picked it plus every view confident above
     ``dispute_threshold``; voices that give different labels make the item disputed, and a
@@ -119,6 +127,8 @@ def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, disput
     lo = np.where(voices, labels, big).min(axis=1)
     disputed = voices.any(axis=1) & (hi != lo)
     accept = picked.any(axis=1) & ~disputed
+    if consensus is not None:
+        accept &= np.asarray(consensus) == hi
     item = np.flatnonzero(accept)
     label = hi[item]
     src = picked[item]
@@ -131,11 +141,12 @@ def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, disput
 def ensemble_proba(probs: np.ndarray) -> np.ndarray:
     """Mean of the non-abstaining views' probabilities; NaN where all abstain."""
     probs = np.asarray(probs, dtype=np.float64)
-    present = ~np.isnan(probs)
+    present = ~np.isnan(probs).any(axis=-1)                      # (n, V)
     count = present.sum(axis=1)
-    total = np.where(present, probs, 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    total = np.einsum("nvk,nv->nk", np.nan_to_num(probs, nan=0.0), present.astype(np.float64))
+    out = total / np.maximum(count, 1)[:, None]
+    out[count == 0] = np.nan
+    return out
 
 
 def pairwise_agreement(labels: np.ndarray) -> list[tuple[int, int, int, float | None]]:

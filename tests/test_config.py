@@ -36,7 +36,7 @@ def with_(path: str, value):
 def test_valid_config_defaults():
     cfg = parse_config(copy.deepcopy(BASE))
     assert cfg.task.names == ["neg", "pos"]
-    assert cfg.cotrain.policy == "threshold" and cfg.cotrain.feeding == "cross"
+    assert cfg.cotrain.policy == "k_best" and cfg.cotrain.feeding == "cross" and cfg.cotrain.veto == "ensemble"
     assert cfg.views[1].params == {"text": "t"}
 
 

@@ -161,3 +161,9 @@ def test_unknown_view_kind_plugin_path(tmp_path: Path):
     def mutate(tmp, cfg):
         cfg["views"][1] = {"name": "vb", "kind": "nosuch.module:View"}
     _expect_error(tmp_path, mutate, ViewError, r"unknown view kind 'nosuch.module:View'")
+
+
+def test_bad_estimator_fails_before_anything_is_stored(tmp_path: Path):
+    def mutate(tmp, cfg):
+        cfg["views"][0]["estimator"] = "sklearn.linear_model.NoSuchModel"
+    _expect_error(tmp_path, mutate, ViewError, r"view 'va': cannot build estimator 'sklearn.linear_model.NoSuchModel'")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from orchestrator.selection import (
@@ -140,3 +141,26 @@ def test_agreement_of_independent_views_is_more_precise_than_one_view():
     assert p_single == pytest.approx(0.7, abs=0.02)
     # three independent views at 0.7 that all agree are right with prob 0.343/(0.343+2*0.3^3/4)
     assert p_agree == pytest.approx(0.343 / (0.343 + 0.027 / 4), abs=0.02)
+
+
+def test_consensus_veto_drops_picks_the_ensemble_disagrees_with():
+    labels = np.array([[0, 1], [1, 1], [0, 0]])
+    conf = np.array([[0.95, 0.6], [0.99, 0.7], [0.97, 0.5]])
+    picked = select_threshold(labels, conf, 0.9)
+    consensus = np.array([1, 1, 0])  # e.g. the ensemble's labels
+    m = merge_picks(labels, conf, picked, dispute_threshold=0.9, consensus=consensus)
+    assert m.item.tolist() == [1, 2]
+    assert m.disputed.size == 0  # a vetoed item is not a dispute: it stays in the pool
+
+
+def test_masked_lists_matches_python_loop():
+    from orchestrator.rounds import _masked_lists
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((50, 4)) < 0.4
+    names = np.array(["a", "b", "c", "d"], dtype=object)
+    vals = rng.random((50, 4)).astype(np.float32)
+    assert _masked_lists(mask, names, pa.string()).to_pylist() == \
+        [list(names[m]) for m in mask]
+    got = _masked_lists(mask, vals, pa.float32()).to_pylist()
+    assert got == [vals[i][m].tolist() for i, m in enumerate(mask)]

@@ -102,6 +102,10 @@ class SklearnView:
             if missing:
                 raise ViewError(self.name, f"column '{missing[0]}' is not a column of the data")
             self.fields_ = list(self.columns or [])
+        try:  # fail before anything is stored, and import the estimator's module now
+            make_estimator(self.estimator, self.estimator_params, self.context.seed)
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            raise ViewError(self.name, f"cannot build estimator '{self.estimator}': {exc}") from None
         return self.fields_
 
     # ---------------------------------------------------------------- model
