@@ -33,7 +33,7 @@ class LabelSpec(_Strict):
 
 
 class TaskConfig(_Strict):
-    labels: list[LabelSpec] = Field(min_length=2)
+    labels: list[LabelSpec] = Field(min_length=2, max_length=32_000)  # label indices are int16
 
     @field_validator("labels", mode="before")
     @classmethod

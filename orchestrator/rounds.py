@@ -235,9 +235,9 @@ class RoundRunner:
         elif len(pool) == 0:
             finished_now = "pool_exhausted"
         pred_s = {v.name: 0.0 for v in views}
-        labels_m = np.zeros((0, len(views)), dtype=np.int64)
-        conf_m = np.zeros((0, len(views)))
-        ens_lab = np.zeros(0, dtype=np.int64)
+        labels_m = np.zeros((0, len(views)), dtype=np.int16)
+        conf_m = np.zeros((0, len(views)), dtype=np.float32)
+        ens_lab = np.zeros(0, dtype=np.int16)
         merged = None
         with self.store.transaction():
             if finished_now is None:
@@ -299,9 +299,11 @@ class RoundRunner:
                       pool: np.ndarray, pred_s: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         c = self.cfg.cotrain
         n = len(pool)
-        labels_m = np.full((n, len(views)), ABSTAIN, dtype=np.int64)
-        conf_m = np.full((n, len(views)), np.nan)
-        ens_lab = np.full(n, ABSTAIN, dtype=np.int64)
+        # the label matrix is kept compact (int16 labels, float32 confidences): it is the only
+        # per-item state a round holds; probabilities are streamed per batch
+        labels_m = np.full((n, len(views)), ABSTAIN, dtype=np.int16)
+        conf_m = np.full((n, len(views)), np.nan, dtype=np.float32)
+        ens_lab = np.full(n, ABSTAIN, dtype=np.int16)
         for lo in range(0, n, c.batch_size):
             hi = min(lo + c.batch_size, n)
             rows = pool[lo:hi]
@@ -401,9 +403,9 @@ class _State:
     item_id: pa.Array          # (n,) string
     row_idx: np.ndarray        # (n,) int64 data-snapshot row of each item
     is_test: np.ndarray        # (n,) bool
-    gold: np.ndarray           # (n,) int, -1 unlabelled
-    pseudo: np.ndarray         # (n,) int, -1 none
-    pseudo_conf: np.ndarray    # (n,) float
+    gold: np.ndarray           # (n,) int16, -1 unlabelled
+    pseudo: np.ndarray         # (n,) int16, -1 none
+    pseudo_conf: np.ndarray    # (n,) float32
     sources: np.ndarray        # (n, V) bool
     test_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     test_y: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -420,10 +422,10 @@ class _State:
         if len(row_idx) and row_idx[-1] != len(row_idx) - 1:
             raise RunError(f"run {run_id}: items do not cover the data snapshot row by row")
         is_test = t.column("is_test").to_numpy(zero_copy_only=False)
-        gold = t.column("gold").to_numpy().astype(np.int64)
+        gold = t.column("gold").to_numpy().astype(np.int16)
         n, v = len(row_idx), len(view_names)
-        st = cls(t.column("item_id").combine_chunks(), row_idx, is_test, gold, np.full(n, -1, dtype=np.int64),
-                 np.zeros(n), np.zeros((n, v), dtype=bool))
+        st = cls(t.column("item_id").combine_chunks(), row_idx, is_test, gold, np.full(n, -1, dtype=np.int16),
+                 np.zeros(n, dtype=np.float32), np.zeros((n, v), dtype=bool))
         st.test_rows = row_idx[is_test]
         st.test_y = gold[is_test]
         p = store.query(

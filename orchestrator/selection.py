@@ -30,7 +30,7 @@ def select_threshold(labels: np.ndarray, conf: np.ndarray, threshold: float) -> 
     """A view picks an item when its top probability is strictly above ``threshold``
     (the criterion of scikit-learn's SelfTrainingClassifier)."""
     with np.errstate(invalid="ignore"):
-        return (labels != ABSTAIN) & (np.nan_to_num(conf, nan=-1.0) > threshold)
+        return (labels != ABSTAIN) & (conf > threshold)  # NaN compares False
 
 
 def class_quota(prior: np.ndarray, k: int) -> np.ndarray:
@@ -86,9 +86,9 @@ def select_agreement(labels: np.ndarray, conf: np.ndarray, min_agree: int, thres
 def find_disputes(labels: np.ndarray, conf: np.ndarray, threshold: float) -> np.ndarray:
     """Items on which at least two confident views (above ``threshold``) disagree."""
     confident = select_threshold(labels, conf, threshold)
-    lab = np.where(confident, labels, ABSTAIN)
-    hi = np.where(confident, lab, -1).max(axis=1)
-    lo = np.where(confident, lab, np.iinfo(np.int64).max).min(axis=1)
+    big = np.iinfo(labels.dtype).max if labels.dtype.kind == "i" else np.iinfo(np.int64).max
+    hi = np.where(confident, labels, ABSTAIN).max(axis=1)
+    lo = np.where(confident, labels, big).min(axis=1)
     return confident.any(axis=1) & (hi != lo)
 
 
@@ -122,7 +122,7 @@ def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, disput
     """
     picked = picked & (labels != ABSTAIN)
     voices = picked | select_threshold(labels, conf, dispute_threshold)
-    big = np.iinfo(np.int64).max
+    big = np.iinfo(labels.dtype).max if labels.dtype.kind == "i" else np.iinfo(np.int64).max
     hi = np.where(voices, labels, ABSTAIN).max(axis=1)
     lo = np.where(voices, labels, big).min(axis=1)
     disputed = voices.any(axis=1) & (hi != lo)
@@ -130,7 +130,7 @@ def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, disput
     if consensus is not None:
         accept &= np.asarray(consensus) == hi
     item = np.flatnonzero(accept)
-    label = hi[item]
+    label = hi[item].astype(np.int64)
     src = picked[item]
     c = np.where(src, np.nan_to_num(conf[item], nan=0.0), 0.0)
     confidence = c.sum(axis=1) / np.maximum(src.sum(axis=1), 1)

@@ -1,0 +1,88 @@
+"""The sklearn view on its own: inputs, calibration, weights, abstention."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from store.errors import ViewError
+from views.base import ViewContext
+from views.sklearn_view import SklearnView
+from tests.conftest import synthetic_frame
+
+LABELS = ("ant", "bee", "cat")
+
+
+@pytest.fixture(scope="module")
+def data():
+    df = synthetic_frame(n=300, n_gold=300, n_test=100, seed=2)
+    df["label"] = df["truth"]
+    y = df.truth.map({l: i for i, l in enumerate(LABELS)}).to_numpy()
+    return df, y
+
+
+def _view(**params) -> SklearnView:
+    return SklearnView("v", ViewContext(LABELS, seed=0), **params)
+
+
+def test_calibrated_view_gives_probabilities_in_label_order(data):
+    df, y = data
+    v = _view(column_prefix="a_", estimator="sklearn.svm.LinearSVC", calibration="sigmoid")
+    v.resolve_fields(df.columns)
+    v.fit(df[:300], y[:300], np.ones(300))
+    p = v.predict_proba(df[300:])
+    assert p.shape == (100, 3) and np.allclose(p.sum(1), 1)
+    assert (p.argmax(1) == y[300:]).mean() > 0.5
+    assert type(v.model_.steps[-1][1]).__name__ == "CalibratedClassifierCV"
+
+
+def test_missing_class_in_training_gets_zero_probability(data):
+    df, y = data
+    keep = y[:300] != 1
+    v = _view(column_prefix="a_")
+    v.resolve_fields(df.columns)
+    v.fit(df[:300][keep], y[:300][keep], np.ones(keep.sum()))
+    p = v.predict_proba(df[300:])
+    assert (p[:, 1] == 0).all() and np.allclose(p.sum(1), 1)
+
+
+def test_single_class_abstains_with_warning(data):
+    df, y = data
+    v = _view(column_prefix="a_")
+    v.resolve_fields(df.columns)
+    with pytest.warns(UserWarning, match="fewer than 2 classes; the view abstains"):
+        v.fit(df[:5], np.zeros(5, dtype=int), np.ones(5))
+    assert np.isnan(v.predict_proba(df[:3])).all()
+
+
+def test_sample_weights_change_the_fit(data):
+    df, y = data
+    a, b = _view(column_prefix="a_"), _view(column_prefix="a_")
+    for v in (a, b):
+        v.resolve_fields(df.columns)
+    w = np.where(y[:300] == 0, 10.0, 1.0)
+    a.fit(df[:300], y[:300], np.ones(300))
+    b.fit(df[:300], y[:300], w)
+    assert b.predict_proba(df[300:])[:, 0].mean() > a.predict_proba(df[300:])[:, 0].mean()
+
+
+def test_text_view_reads_a_text_field():
+    df = pd.DataFrame({"t": ["good film", "great fun", "bad plot", "awful", "good", "bad"] * 5})
+    y = np.array([1, 1, 0, 0, 1, 0] * 5)
+    v = SklearnView("t", ViewContext(("neg", "pos"), seed=0), text="t")
+    assert v.resolve_fields(["t"]) == ["t"]
+    v.fit(df, y, np.ones(len(y)))
+    assert v.predict_proba(pd.DataFrame({"t": ["good", "bad"]})).argmax(1).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"columns": ["a_0"], "text": "t"}, "exactly one of"),
+    ({"column_prefix": "zz_"}, "no column of the data starts with 'zz_'"),
+    ({"columns": ["a_0", "nope"]}, "column 'nope' is not a column"),
+    ({"text": "nope"}, "text field 'nope' is not a column"),
+    ({"column_prefix": "a_", "estimator": "random_forest", "estimator_params": {"n_trees": 3}},
+     "cannot build estimator 'random_forest'"),
+])
+def test_bad_view_params(data, params, match):
+    with pytest.raises(ViewError, match=match):
+        _view(**params).resolve_fields(data[0].columns)
