@@ -78,6 +78,17 @@ class Store:
         return bool(self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]))
 
     @contextmanager
+    def registered(self, data: pa.Table) -> Iterator[str]:
+        """Expose an Arrow table to SQL under a fresh name for the duration of the block."""
+        self._arrow_seq += 1
+        name = f"__arrow_{self._arrow_seq}"
+        self.con.register(name, data)
+        try:
+            yield name
+        finally:
+            self.con.unregister(name)
+
+    @contextmanager
     def transaction(self) -> Iterator[None]:
         """Everything inside commits together or not at all."""
         self.con.execute("BEGIN TRANSACTION")
@@ -92,14 +103,9 @@ class Store:
         """Append an Arrow table whose column names match ``table``'s columns."""
         if data.num_rows == 0:
             return
-        self._arrow_seq += 1
-        name = f"__arrow_{self._arrow_seq}"
-        self.con.register(name, data)
-        try:
-            cols = ", ".join(f'"{c}"' for c in data.column_names)
+        cols = ", ".join(f'"{c}"' for c in data.column_names)
+        with self.registered(data) as name:
             self.con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{name}"')
-        finally:
-            self.con.unregister(name)
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Run a read query and return an Arrow table."""
@@ -156,13 +162,8 @@ class Store:
         """Store the run's input rows as ``data_<run_id>`` (with a ``__row`` index column)."""
         table = f"data_{run_id}"
         data = data.append_column("__row", pa.array(np.arange(data.num_rows, dtype=np.int64)))
-        self._arrow_seq += 1
-        name = f"__arrow_{self._arrow_seq}"
-        self.con.register(name, data)
-        try:
+        with self.registered(data) as name:
             self.con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM "{name}"')
-        finally:
-            self.con.unregister(name)
         return table
 
     def data_columns(self, run_id: int) -> list[str]:
@@ -219,18 +220,12 @@ class Store:
         """Cached vectors for those keys that have one."""
         if not keys:
             return {}
-        k = pa.table({"key": pa.array(list(keys), pa.string())})
-        self._arrow_seq += 1
-        name = f"__arrow_{self._arrow_seq}"
-        self.con.register(name, k)
-        try:
+        with self.registered(pa.table({"key": pa.array(list(keys), pa.string())})) as name:
             t = self.con.sql(
                 f'SELECT c.key, c.vector FROM feature_cache c JOIN (SELECT DISTINCT key FROM "{name}") k'
                 " ON c.key = k.key WHERE c.namespace = ?",
                 params=[namespace],
             ).to_arrow_table()
-        finally:
-            self.con.unregister(name)
         if t.num_rows == 0:
             return {}
         vec = t.column("vector").combine_chunks()
@@ -253,16 +248,11 @@ class Store:
         )
         t = pa.table({"namespace": pa.array([namespace] * len(keys)), "key": pa.array(list(keys)),
                       "vector": arr})
-        self._arrow_seq += 1
-        name = f"__arrow_{self._arrow_seq}"
-        self.con.register(name, t)
-        try:
+        with self.registered(t) as name:
             self.con.execute(
                 f'INSERT INTO feature_cache SELECT DISTINCT ON (namespace, key) namespace, key, vector FROM "{name}"'
                 " ON CONFLICT DO NOTHING"
             )
-        finally:
-            self.con.unregister(name)
 
 
 class StoreCache:

@@ -71,7 +71,7 @@ def test_numeric_labels_match_declared_names(tmp_path: Path, mem_store: Store):
                             [rid]) == ["0", "1", None, None]
 
 
-def _expect_error(tmp_path: Path, mutate, exc_type: type, match: str) -> None:
+def _expect_error(tmp_path: Path, mutate, exc_type: type, match: str) -> Exception:
     df = synthetic_frame(n=60, n_gold=6, n_test=20)
     cfg_path = write_config(tmp_path, df)
     cfg = yaml.safe_load(cfg_path.read_text())
@@ -89,17 +89,20 @@ def _expect_error(tmp_path: Path, mutate, exc_type: type, match: str) -> None:
         assert st.scalar("SELECT count(*) FROM items") == 0
         assert st.scalar("SELECT x FROM keep") == 42
         assert st.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'data_%'") == 0
+    return info.value
 
 
 def test_unknown_label_names_row_and_item(tmp_path: Path):
+    bad: dict[str, object] = {}
+
     def mutate(tmp, cfg):
         df = pd.read_csv(tmp / "items.csv")
         first = df.index[df.label.notna()][1]
         df.loc[first, "label"] = "cow"
         df.to_csv(tmp / "items.csv", index=False)
-        mutate.row = first + 1
-        mutate.item = df.loc[first, "id"]
-    _expect_error(tmp_path, mutate, DataError, r"items.csv row \d+ item 'it\d+': label 'cow' is not one of")
+        bad.update(row=int(first) + 1, item=df.loc[first, "id"])
+    err = _expect_error(tmp_path, mutate, DataError, r"items.csv row \d+ item 'it\d+': label 'cow' is not one of")
+    assert (err.row, err.item) == (bad["row"], bad["item"])
 
 
 def test_missing_view_column(tmp_path: Path):
