@@ -204,7 +204,8 @@ class RoundRunner:
         t0 = time.perf_counter()
         started = utcnow()
         pool = state.pool()
-        log.info("round %d started: pool %d", r, len(pool))
+        pool_left = len(pool)
+        log.info("round %d started: pool %d", r, pool_left)
         self.reporter.round_started(r, len(pool), len(views))
         # ---- fit
         train_rows, train_y, train_w, masks = state.training_sets(c, self.cfg.cotrain.policy)
@@ -277,7 +278,7 @@ class RoundRunner:
                         "n_both": [n for _, _, n, _ in agr], "rate": [x for _, _, _, x in agr]}))
             self.store.insert_round({
                 "run_id": run_id, "round": r, "started_at": started, "finished_at": utcnow(),
-                "n_gold": state.n_gold, "n_pseudo": state.n_pseudo, "pool_size": int(labels_m.shape[0]),
+                "n_gold": state.n_gold, "n_pseudo": state.n_pseudo, "pool_size": pool_left,
                 "labels_added": added, "n_disputed": 0 if merged is None else int(merged.disputed.size),
                 "termination": finished_now, "rng_state": rng.bit_generator.state,
                 "seconds_fit": sum(fit_s.values()), "seconds_predict": sum(pred_s.values()),
@@ -287,7 +288,7 @@ class RoundRunner:
                 self.store.finish_run(run_id, finished_now)
         if merged is not None:
             state.accept(pool[merged.item], merged.label, merged.confidence, merged.sources)
-        summary = {"round": r, "pool": int(labels_m.shape[0]), "added": added,
+        summary = {"round": r, "pool": pool_left, "predicted": int(labels_m.shape[0]), "added": added,
                    "disputed": 0 if merged is None else int(merged.disputed.size),
                    "metrics": metrics, "termination": finished_now,
                    "seconds": time.perf_counter() - t0}

@@ -46,7 +46,7 @@ def _m001_core(con: duckdb.DuckDBPyConnection) -> None:
             finished_at   TIMESTAMP NOT NULL,
             n_gold        BIGINT NOT NULL,
             n_pseudo      BIGINT NOT NULL,           -- accepted pseudo-labels before this round
-            pool_size     BIGINT NOT NULL,           -- unlabelled items predicted this round
+            pool_size     BIGINT NOT NULL,           -- unlabelled items left at the start of the round
             labels_added  BIGINT NOT NULL,
             n_disputed    BIGINT NOT NULL,
             termination   VARCHAR,                   -- set on the run's last round
