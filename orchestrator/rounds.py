@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -33,7 +32,7 @@ from orchestrator.selection import (
     select_threshold,
 )
 from store.database import Store, StoreCache, utcnow
-from store.errors import RunError, ViewError
+from store.errors import RunError
 from views.base import View, ViewContext
 from views.registry import build_view
 
@@ -486,5 +485,3 @@ class _State:
         self.pseudo_conf[pos] = conf
         self.sources[pos] = sources
 
-
-ProgressFactory = Callable[[], Reporter]
