@@ -186,11 +186,25 @@ class Config(_Strict):
         """The config as JSON-ready data, view params included."""
         return json.loads(self.model_dump_json())
 
-    def fingerprint(self) -> str:
-        """Hash of what determines a run's result (the store path excluded)."""
+    def fingerprint(self, data_digest: str = "") -> str:
+        """Hash of what determines a run's result: the config (store path excluded) and,
+        when given, the digest of the data files' contents."""
         snap = self.snapshot()
         snap.pop("store", None)
+        snap["__data"] = data_digest
         return hashlib.sha256(json.dumps(snap, sort_keys=True).encode()).hexdigest()[:16]
+
+    def data_digest(self) -> str:
+        """sha256 over the bytes of the train (and test) files; '' for files that are absent
+        (loading reports those)."""
+        h = hashlib.sha256()
+        for path in (self.data.train, self.data.test):
+            if path and Path(path).is_file():
+                with open(path, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+            h.update(b"\0")
+        return h.hexdigest()[:16]
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

@@ -152,15 +152,15 @@ class RoundRunner:
     def start(self, new_run: bool = False) -> tuple[int, bool]:
         """Return (run_id, resumed). Creates the run (data snapshot + items) if needed."""
         latest = self.store.latest_run()
-        fp = self.cfg.fingerprint()
+        fp = self.cfg.fingerprint(self.cfg.data_digest())
         if latest is not None and not new_run:
             info = self.store.run_info(latest)
             if info["config_hash"] == fp:
                 return latest, True
             if info["status"] == "running":
                 raise RunError(
-                    f"store {self.store.path} holds unfinished run {latest} made with a different config; "
-                    "re-run with that config to resume it, or pass --new-run to start another run")
+                    f"store {self.store.path} holds unfinished run {latest} made with a different config or "
+                    "data; re-run with those to resume it, or pass --new-run to start another run")
         with self.store.transaction():
             run_id = self.store.create_run(
                 config=self.cfg.snapshot(), config_hash=fp, seed=self.cfg.seed, code_version=code_version(),

@@ -175,7 +175,7 @@ def test_unfinished_run_with_other_config_is_refused(tmp_path: Path):
     api.run(cfg)
     with Store(tmp_path / "run.duckdb") as st:  # make it look interrupted
         st.con.execute("UPDATE runs SET status = 'running'")
-    with pytest.raises(RunError, match="holds unfinished run 1 made with a different config"):
+    with pytest.raises(RunError, match="holds unfinished run 1 made with a different config or data"):
         api.run(_edit(cfg, seed=5))
 
 
@@ -195,3 +195,14 @@ def test_cotraining_beats_supervised_on_synthetic_views(tmp_path: Path):
     base = api.run(write_config(tmp_path / "a", df, max_rounds=0))
     co = api.run(write_config(tmp_path / "b", df, policy="k_best", k=30, max_rounds=10))
     assert co.final_metrics["ensemble"]["test_accuracy"] > base.final_metrics["ensemble"]["test_accuracy"]
+
+
+def test_changed_data_file_starts_a_new_run(tmp_path: Path):
+    cfg = write_config(tmp_path, max_rounds=1)
+    first = api.run(cfg)
+    df = pd.read_csv(tmp_path / "items.csv")
+    df.loc[df.label.isna().idxmax(), "a_0"] += 1.0  # edit one unlabelled item in place
+    df.to_csv(tmp_path / "items.csv", index=False)
+    second = api.run(cfg)
+    assert not second.already_finished and second.run_id == first.run_id + 1
+    assert api.run(cfg).already_finished  # unchanged again: nothing to redo
