@@ -63,10 +63,22 @@ class Dataset:
     k_best: int
     min_agree: int
 
-    def frame(self) -> pd.DataFrame: ...
-    def view_configs(self) -> list[dict[str, Any]]: ...
-    def anchor_features(self, idx: np.ndarray) -> list[Any]: ...
-    def ct_views(self) -> tuple[int, int]: ...
+    y: np.ndarray
+
+    def frame(self) -> pd.DataFrame:
+        """The items' fields, one row per item, in ``y``'s order."""
+        raise NotImplementedError
+
+    def view_configs(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def features(self) -> list[Any]:
+        """Per view, a feature matrix for the anchors (None: TF-IDF fitted per split)."""
+        raise NotImplementedError
+
+    def ct_views(self) -> tuple[int, int]:
+        """The two views CTClassifier gets."""
+        raise NotImplementedError
 
 
 class UCI(Dataset):
@@ -155,11 +167,13 @@ def view_matrices(ds: Dataset, train: np.ndarray, test: np.ndarray) -> list[tupl
 
 
 def run_self_training(mats, y_semi: np.ndarray, y_test: np.ndarray, names: list[str]) -> dict[str, float]:
+    from sklearn.linear_model import LogisticRegression
     from sklearn.semi_supervised import SelfTrainingClassifier
 
     probas, out = [], {}
     for name, (Xtr, Xte) in zip(names, mats):
-        est = _lr() if not hasattr(Xtr, "tocsr") else __import__("sklearn.linear_model").linear_model.LogisticRegression(max_iter=1000)
+        # sparse TF-IDF cannot be centred: plain logistic regression there
+        est = LogisticRegression(max_iter=1000) if hasattr(Xtr, "tocsr") else _lr()
         clf = SelfTrainingClassifier(est).fit(Xtr, y_semi)
         p = clf.predict_proba(Xte)
         probas.append(p)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from orchestrator.config import Config, DataConfig
 from store.database import Store
@@ -84,9 +85,8 @@ def _split_column(table: pa.Table, d: DataConfig, path: str) -> pa.Table:
         return _with_meta(table, "train")
     if d.split_column not in table.column_names:
         raise DataError(f"split column '{d.split_column}' (data.split_column) is missing", path)
-    vals = table.column(d.split_column).cast(pa.string()).to_pylist()
-    split = pa.array(["test" if v == d.test_value else "train" for v in vals], pa.string())
-    return _with_meta(table, split)
+    is_test = pc.fill_null(pc.equal(table.column(d.split_column).cast(pa.string()), d.test_value), False)
+    return _with_meta(table, pc.if_else(is_test, "test", "train").combine_chunks())
 
 
 def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:

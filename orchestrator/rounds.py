@@ -31,8 +31,9 @@ from orchestrator.selection import (
     select_k_best,
     select_threshold,
 )
-from store.database import Store, StoreCache, utcnow
+from store.database import Store, StoreCache, rows_as_lists, utcnow
 from store.errors import RunError
+from store.queries import label_counts
 from views.base import View, ViewContext
 from views.registry import build_view
 
@@ -92,25 +93,22 @@ def _view_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: Any) -> list[View]:
-    """Build every configured view and check the fields it reads exist."""
+def build_views(cfg: Config, store: Store | None, columns: list[str],
+                base_dir: Any) -> tuple[list[View], list[str]]:
+    """Build every configured view, check the fields it reads exist, and return the views
+    with the sorted union of their fields."""
     from pathlib import Path
 
     views: list[View] = []
+    fields: set[str] = set()
     for i, vc in enumerate(cfg.views):
         ctx = ViewContext(labels=tuple(cfg.task.names), seed=_view_seed(cfg.seed, i),
                           cache=StoreCache(store) if store is not None else None,
                           base_dir=Path(base_dir))
         view = build_view(vc.name, vc.kind, vc.params, ctx)
-        view.resolve_fields(columns)
+        fields.update(view.resolve_fields(columns))
         views.append(view)
-    return views
-
-
-def _probs_array(probs: np.ndarray) -> pa.Array:
-    n, k = probs.shape
-    return pa.ListArray.from_arrays(
-        pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32)), pa.array(probs.astype(np.float32).ravel()))
+    return views, sorted(fields)
 
 
 def _masked_lists(mask: np.ndarray, values: np.ndarray, dtype: pa.DataType) -> pa.Array:
@@ -179,8 +177,7 @@ class RoundRunner:
         if info["status"] == "finished":
             return self._result(run_id, resumed=True, already_finished=True)
         columns = [c for c in self.store.data_columns(run_id) if not c.startswith("__")]
-        views = build_views(self.cfg, self.store, columns, self.base_dir)
-        fields = sorted({f for v in views for f in v.resolve_fields(columns)})
+        views, fields = build_views(self.cfg, self.store, columns, self.base_dir)
         state = _State.load(self.store, run_id, self.labels, [v.name for v in views])
         rng = np.random.default_rng(self.cfg.seed)
         if done:
@@ -205,7 +202,7 @@ class RoundRunner:
         pool = state.pool()
         pool_left = len(pool)
         log.info("round %d started: pool %d", r, pool_left)
-        self.reporter.round_started(r, len(pool), len(views))
+        self.reporter.round_started(r, pool_left, len(views))
         # ---- fit
         train_rows, train_y, train_w, masks = state.training_sets(c, self.cfg.cotrain.policy)
         train_df = self._fetch(run_id, train_rows, fields)
@@ -232,7 +229,7 @@ class RoundRunner:
         finished_now: Termination | None = None
         if r >= c.max_rounds:
             finished_now = "max_rounds"
-        elif len(pool) == 0:
+        elif pool_left == 0:
             finished_now = "pool_exhausted"
         pred_s = {v.name: 0.0 for v in views}
         labels_m = np.zeros((0, len(views)), dtype=np.int16)
@@ -241,13 +238,13 @@ class RoundRunner:
         merged = None
         with self.store.transaction():
             if finished_now is None:
-                if c.pool_sample and c.pool_sample < len(pool):
+                if c.pool_sample and c.pool_sample < pool_left:
                     pool = np.sort(rng.choice(pool, size=c.pool_sample, replace=False))
                 labels_m, conf_m, ens_lab = self._predict_pool(run_id, r, views, fields, state, pool, pred_s)
                 picked = self._select(labels_m, conf_m, state)
                 merged = merge_picks(labels_m, conf_m, picked, c.threshold,
                                      consensus=ens_lab if c.veto == "ensemble" and c.policy != "self" else None)
-                self._write_selection(run_id, r, state, pool, merged, labels_m, conf_m, picked, views)
+                self._write_selection(run_id, r, state, pool, merged, labels_m, conf_m, views)
                 if merged.item.size == 0:
                     finished_now = "no_change"
             added = 0 if merged is None else int(merged.item.size)
@@ -330,7 +327,7 @@ class RoundRunner:
                         "label": pa.array(np.asarray(self.labels, dtype=object)[np.where(voted, lab[:, j], 0)],
                                           pa.string(), mask=~voted),
                         "confidence": pa.array(conf[:, j].astype(np.float32), mask=~voted),
-                        "probs": _probs_array(probs[:, j]),
+                        "probs": rows_as_lists(probs[:, j]),
                     }))
         return labels_m, conf_m, ens_lab
 
@@ -344,8 +341,7 @@ class RoundRunner:
         return select_k_best(labels_m, conf_m, class_quota(prior, c.k))
 
     def _write_selection(self, run_id: int, r: int, state: _State, pool: np.ndarray, merged: Any,
-                         labels_m: np.ndarray, conf_m: np.ndarray, picked: np.ndarray,
-                         views: list[View]) -> None:
+                         labels_m: np.ndarray, conf_m: np.ndarray, views: list[View]) -> None:
         names = np.asarray([v.name for v in views], dtype=object)
         lab_names = np.asarray(self.labels, dtype=object)
         if merged.item.size:
@@ -362,10 +358,7 @@ class RoundRunner:
                 "created_at": pa.repeat(pa.scalar(utcnow(), pa.timestamp("us")), len(rows)),
             }))
         if merged.disputed.size:
-            d = merged.disputed
-            # the voices that made the dispute: views that picked the item or are confident on it
-            conf_ok = (picked[d] | select_threshold(labels_m[d], conf_m[d], self.cfg.cotrain.threshold)) \
-                & (labels_m[d] != ABSTAIN)
+            d, conf_ok = merged.disputed, merged.voices
             self.store.insert_arrow("disputes", pa.table({
                 "run_id": pa.array(np.full(len(d), run_id, dtype=np.int32)),
                 "round": pa.array(np.full(len(d), r, dtype=np.int32)),
@@ -378,10 +371,7 @@ class RoundRunner:
     def _result(self, run_id: int, resumed: bool, already_finished: bool = False) -> RunResult:
         info = self.store.run_info(run_id)
         rounds = self.store.completed_rounds(run_id)
-        n_gold = self.store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'train'"
-                                   " AND gold_label IS NOT NULL", [run_id])
-        n_pseudo = self.store.scalar("SELECT count(*) FROM pseudo_labels WHERE run_id = ? AND status = 'accepted'",
-                                     [run_id])
+        n_gold, n_pseudo = label_counts(self.store, run_id)
         final: dict[str, dict[str, float | None]] = {}
         if rounds:
             last = rounds[-1]["round"]
@@ -391,8 +381,8 @@ class RoundRunner:
                 final[view] = {"test_accuracy": acc, "test_macro_f1": f1}
         return RunResult(run_id=run_id, store=self.store.path, status=info["status"],
                          termination_condition=info["termination"], n_rounds=len(rounds),
-                         labels_added=[int(x["labels_added"]) for x in rounds], n_gold=int(n_gold),
-                         n_pseudo=int(n_pseudo), resumed=resumed, already_finished=already_finished,
+                         labels_added=[int(x["labels_added"]) for x in rounds], n_gold=n_gold,
+                         n_pseudo=n_pseudo, resumed=resumed, already_finished=already_finished,
                          final_metrics=final)
 
 

@@ -98,7 +98,8 @@ class Merged:
 
     ``item``: row positions accepted; ``label``/``confidence``: per accepted item;
     ``sources``: (n_accepted, V) bool, the views whose picks made the label;
-    ``disputed``: row positions where confident views disagree (never accepted).
+    ``disputed``: row positions where confident views disagree (never accepted);
+    ``voices``: (n_disputed, V) bool, the views that took part in each dispute.
     """
 
     item: np.ndarray
@@ -106,6 +107,7 @@ class Merged:
     confidence: np.ndarray
     sources: np.ndarray
     disputed: np.ndarray
+    voices: np.ndarray
 
 
 def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, dispute_threshold: float,
@@ -134,8 +136,9 @@ def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, disput
     src = picked[item]
     c = np.where(src, np.nan_to_num(conf[item], nan=0.0), 0.0)
     confidence = c.sum(axis=1) / np.maximum(src.sum(axis=1), 1)
+    disputed_at = np.flatnonzero(disputed)
     return Merged(item=item, label=label, confidence=confidence, sources=src,
-                  disputed=np.flatnonzero(disputed))
+                  disputed=disputed_at, voices=voices[disputed_at])
 
 
 def ensemble_proba(probs: np.ndarray) -> np.ndarray:

@@ -25,6 +25,14 @@ from store.migrations import apply_migrations
 _PID_RE = re.compile(r"PID (\d+)")
 
 
+def rows_as_lists(matrix: np.ndarray) -> pa.Array:
+    """An (n, d) float matrix as an Arrow list<float> array, one list per row (no Python loop)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    n, d = matrix.shape
+    return pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32)),
+                                    pa.array(matrix.ravel()))
+
+
 def utcnow() -> datetime:
     """Naive UTC timestamp (DuckDB TIMESTAMP has no zone)."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -240,14 +248,8 @@ class Store:
         """Store vectors; keys already cached are left as they are."""
         if len(keys) == 0:
             return
-        vectors = np.asarray(vectors, dtype=np.float32)
-        dim = vectors.shape[1]
-        arr = pa.ListArray.from_arrays(
-            pa.array(np.arange(0, (len(keys) + 1) * dim, dim, dtype=np.int32)),
-            pa.array(vectors.ravel()),
-        )
-        t = pa.table({"namespace": pa.array([namespace] * len(keys)), "key": pa.array(list(keys)),
-                      "vector": arr})
+        t = pa.table({"namespace": pa.repeat(pa.scalar(namespace), len(keys)), "key": pa.array(list(keys)),
+                      "vector": rows_as_lists(vectors)})
         with self.registered(t) as name:
             self.con.execute(
                 f'INSERT INTO feature_cache SELECT DISTINCT ON (namespace, key) namespace, key, vector FROM "{name}"'

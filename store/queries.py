@@ -31,15 +31,21 @@ def rounds_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
     return out
 
 
+def label_counts(store: Store, run_id: int) -> tuple[int, int]:
+    """(gold training labels, accepted pseudo-labels) of a run."""
+    n_gold = store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'train'"
+                          " AND gold_label IS NOT NULL", [run_id])
+    n_pseudo = store.scalar("SELECT count(*) FROM pseudo_labels WHERE run_id = ? AND status = 'accepted'", [run_id])
+    return int(n_gold), int(n_pseudo)
+
+
 def run_summaries(store: Store) -> list[dict[str, Any]]:
     out = []
     for info in store.runs():
         rid = info["run_id"]
         n_items = store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'train'", [rid])
         n_test = store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'test'", [rid])
-        n_gold = store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'train'"
-                              " AND gold_label IS NOT NULL", [rid])
-        n_pseudo = store.scalar("SELECT count(*) FROM pseudo_labels WHERE run_id = ? AND status = 'accepted'", [rid])
+        n_gold, n_pseudo = label_counts(store, rid)
         n_rounds = store.scalar("SELECT count(*) FROM rounds WHERE run_id = ?", [rid])
         out.append({
             "run_id": rid, "status": info["status"], "termination": info["termination"],

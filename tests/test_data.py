@@ -71,6 +71,13 @@ def test_numeric_labels_match_declared_names(tmp_path: Path, mem_store: Store):
                             [rid]) == ["0", "1", None, None]
 
 
+def _rewrite_items(tmp: Path, edit) -> None:
+    """Apply ``edit`` to the items CSV as a DataFrame and write it back."""
+    df = pd.read_csv(tmp / "items.csv")
+    edit(df)
+    df.to_csv(tmp / "items.csv", index=False)
+
+
 def _expect_error(tmp_path: Path, mutate, exc_type: type, match: str) -> Exception:
     df = synthetic_frame(n=60, n_gold=6, n_test=20)
     cfg_path = write_config(tmp_path, df)
@@ -137,26 +144,25 @@ def test_missing_file(tmp_path: Path):
 
 def test_duplicate_id(tmp_path: Path):
     def mutate(tmp, cfg):
-        df = pd.read_csv(tmp / "items.csv")
-        df.loc[5, "id"] = df.loc[2, "id"]
-        df.to_csv(tmp / "items.csv", index=False)
+        def edit(df):
+            df.loc[5, "id"] = df.loc[2, "id"]
+        _rewrite_items(tmp, edit)
     _expect_error(tmp_path, mutate, DataError, r"items.csv row 6 item 'it00002': duplicate id")
 
 
 def test_test_item_without_gold(tmp_path: Path):
     def mutate(tmp, cfg):
-        df = pd.read_csv(tmp / "items.csv")
-        i = df.index[df.split == "test"][0]
-        df.loc[i, "label"] = None
-        df.to_csv(tmp / "items.csv", index=False)
+        def edit(df):
+            df.loc[df.index[df.split == "test"][0], "label"] = None
+        _rewrite_items(tmp, edit)
     _expect_error(tmp_path, mutate, DataError, r"held-out test item has no gold label")
 
 
 def test_no_labelled_items(tmp_path: Path):
     def mutate(tmp, cfg):
-        df = pd.read_csv(tmp / "items.csv")
-        df.loc[df.split == "train", "label"] = None
-        df.to_csv(tmp / "items.csv", index=False)
+        def edit(df):
+            df.loc[df.split == "train", "label"] = None
+        _rewrite_items(tmp, edit)
     _expect_error(tmp_path, mutate, DataError, r"no labelled training rows")
 
 

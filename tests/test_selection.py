@@ -89,6 +89,7 @@ def test_merge_accepts_agreeing_picks_and_records_disputes():
     assert m.confidence[0] == pytest.approx((0.95 + 0.92) / 2)
     assert m.sources.tolist() == [[True, True], [False, True], [True, False]]
     assert m.disputed.tolist() == [1]
+    assert m.voices.tolist() == [[True, True]]  # both confident views took part in the dispute
 
 
 def test_merge_blocks_pick_when_unpicked_view_is_confidently_against():
