@@ -100,8 +100,63 @@ class EmbeddingParams(_Strict):
     device: Literal["cpu", "cuda"] | None = None
 
 
+class DemonstrationParams(_Strict):
+    """Few-shot examples for an ``llm`` view, drawn each round from what it trains on."""
+
+    strategy: Literal["none", "balanced", "knn"] = "none"
+    k: int = Field(default=4, ge=1, le=64)
+    max_tokens: int = Field(default=512, ge=1)
+    encoder: str = "all-MiniLM-L6-v2"
+    text: str | None = None
+
+
+class PriceParams(_Strict):
+    input_per_mtok: float = Field(default=0.0, ge=0.0)
+    output_per_mtok: float = Field(default=0.0, ge=0.0)
+
+
+class LLMParams(_Strict):
+    model: str = Field(default="local:smollm2-135m", min_length=1)
+    fields: list[str] = Field(min_length=1)
+    api_base: str | None = None
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    instructions: str = ""
+    system: str | None = None
+    template: str | None = None
+    verbalizers: dict[str, list[str]] = Field(default_factory=dict)
+    scoring: Literal["auto", "logprobs", "sample"] = "auto"
+    samples: int = Field(default=5, ge=1, le=64)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_logprobs: int = Field(default=20, ge=1, le=20)
+    max_answer_tokens: int = Field(default=48, ge=1)
+    demonstrations: DemonstrationParams = Field(default_factory=DemonstrationParams)
+    calibration: Literal["none", "bias", "temperature", "both"] = "none"
+    calibration_max_items: int = Field(default=200, ge=2)
+    concurrency: int = Field(default=4, ge=1, le=256)
+    rate_limit: float | None = Field(default=None, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    backoff_s: float = Field(default=0.5, ge=0)
+    price: PriceParams | None = None
+    budget_usd: float | None = Field(default=None, ge=0)
+    n_ctx: int = Field(default=8192, ge=256)
+    threads: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "api_key" in data:
+            raise ValueError("api_key must not be written in a config (it would be stored with the run); "
+                             "put the key in an environment variable and name it in api_key_env")
+        if isinstance(data, dict) and isinstance(data.get("verbalizers"), dict):
+            data = {**data, "verbalizers": {k: [v] if isinstance(v, str) else v
+                                            for k, v in data["verbalizers"].items()}}
+        return data
+
+
 #: Parameter schemas of the built-in kinds; plug-in kinds get their params unchecked here.
-BUILTIN_PARAMS: dict[str, type[BaseModel]] = {"sklearn": SklearnParams, "embedding": EmbeddingParams}
+BUILTIN_PARAMS: dict[str, type[BaseModel]] = {"sklearn": SklearnParams, "embedding": EmbeddingParams,
+                                              "llm": LLMParams}
 
 
 class ViewConfig(BaseModel):

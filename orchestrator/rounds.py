@@ -33,8 +33,9 @@ from orchestrator.selection import (
 )
 from store.database import Store, StoreCache, rows_as_lists, utcnow
 from store.errors import RunError
+from store.llm_ledger import LLMLedger
 from store.queries import label_counts
-from views.base import View, ViewContext
+from views.base import ITEM_ID_COLUMN, View, ViewContext
 from views.registry import build_view
 
 log = logging.getLogger("cotrain")
@@ -94,7 +95,7 @@ def _view_seed(seed: int, index: int) -> int:
 
 
 def build_views(cfg: Config, store: Store | None, columns: list[str],
-                base_dir: Any) -> tuple[list[View], list[str]]:
+                base_dir: Any, ledger: LLMLedger | None = None) -> tuple[list[View], list[str]]:
     """Build every configured view, check the fields it reads exist, and return the views
     with the sorted union of their fields."""
     from pathlib import Path
@@ -104,7 +105,9 @@ def build_views(cfg: Config, store: Store | None, columns: list[str],
     for i, vc in enumerate(cfg.views):
         ctx = ViewContext(labels=tuple(cfg.task.names), seed=_view_seed(cfg.seed, i),
                           cache=StoreCache(store) if store is not None else None,
-                          base_dir=Path(base_dir))
+                          base_dir=Path(base_dir),
+                          label_descriptions=tuple(spec.description for spec in cfg.task.labels),
+                          ledger=ledger)
         view = build_view(vc.name, vc.kind, vc.params, ctx)
         fields.update(view.resolve_fields(columns))
         views.append(view)
@@ -145,6 +148,7 @@ class RoundRunner:
         self.base_dir = base_dir
         self.labels = cfg.task.names
         self.k = len(self.labels)
+        self._state: Any = None  # the running run's _State, once loaded
 
     # ------------------------------------------------------------------ start / resume
     def start(self, new_run: bool = False) -> tuple[int, bool]:
@@ -177,21 +181,38 @@ class RoundRunner:
         if info["status"] == "finished":
             return self._result(run_id, resumed=True, already_finished=True)
         columns = [c for c in self.store.data_columns(run_id) if not c.startswith("__")]
-        views, fields = build_views(self.cfg, self.store, columns, self.base_dir)
-        state = _State.load(self.store, run_id, self.labels, [v.name for v in views])
-        rng = np.random.default_rng(self.cfg.seed)
-        if done:
-            rng.bit_generator.state = done[-1]["rng_state"]
-            log.info("run %d: resuming after round %d", run_id, done[-1]["round"])
-        start_round = done[-1]["round"] + 1 if done else 0
-        test_df = self._fetch(run_id, state.test_rows, fields)
-        for r in range(start_round, self.cfg.cotrain.max_rounds + 1):
-            if self._round(run_id, r, views, fields, state, rng, test_df):
-                break
+        ledger = LLMLedger(self.store, run_id)
+        views: list[View] = []
+        try:
+            views, fields = build_views(self.cfg, self.store, columns, self.base_dir, ledger)
+            state = _State.load(self.store, run_id, self.labels, [v.name for v in views])
+            self._state = state
+            rng = np.random.default_rng(self.cfg.seed)
+            if done:
+                rng.bit_generator.state = done[-1]["rng_state"]
+                log.info("run %d: resuming after round %d", run_id, done[-1]["round"])
+            start_round = done[-1]["round"] + 1 if done else 0
+            test_df = self._fetch(run_id, state.test_rows, fields)
+            for r in range(start_round, self.cfg.cotrain.max_rounds + 1):
+                ledger.round = r
+                for v in views:
+                    if callable(getattr(v, "set_round", None)):
+                        v.set_round(r)  # type: ignore[attr-defined]
+                if self._round(run_id, r, views, fields, state, rng, test_df):
+                    break
+        finally:
+            for v in views:
+                if callable(getattr(v, "close", None)):
+                    v.close()  # type: ignore[attr-defined]
+            ledger.close()
         return self._result(run_id, resumed=resumed and bool(done))
 
     def _fetch(self, run_id: int, rows: np.ndarray, fields: list[str]) -> pd.DataFrame:
-        return self.store.fetch_rows(run_id, rows, fields).to_pandas()
+        """Rows of the data snapshot with the fields views read, plus the items' ids
+        (``__item_id``: snapshot row i is item position i)."""
+        df = self.store.fetch_rows(run_id, rows, fields).to_pandas()
+        df[ITEM_ID_COLUMN] = self._state.ids(rows).to_pandas().to_numpy() if len(rows) else []
+        return df
 
     def _round(self, run_id: int, r: int, views: list[View], fields: list[str], state: _State,
                rng: np.random.Generator, test_df: pd.DataFrame) -> bool:

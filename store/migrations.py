@@ -114,8 +114,47 @@ def _m001_core(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m002_llm(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE llm_cache (
+            key         VARCHAR PRIMARY KEY,         -- sha256 of the model's identity + the full request
+            model       VARCHAR NOT NULL,            -- identity: model string (+ api_base) or local:name
+            request     JSON NOT NULL,               -- messages and parameters; never credentials
+            response    JSON NOT NULL,               -- content, top logprobs, usage, finish reason
+            created_at  TIMESTAMP NOT NULL
+        );
+        CREATE TABLE llm_calls (
+            run_id             INTEGER,
+            round              INTEGER,
+            view               VARCHAR,
+            key                VARCHAR NOT NULL,     -- llm_cache.key of the request
+            model              VARCHAR NOT NULL,
+            cached             BOOLEAN NOT NULL,     -- answered from llm_cache: no call, no cost
+            status             VARCHAR NOT NULL,     -- ok | error | budget
+            error              VARCHAR,
+            attempts           INTEGER NOT NULL,     -- HTTP attempts made (retries + 1); 0 when cached
+            prompt_tokens      BIGINT,
+            completion_tokens  BIGINT,
+            cost_usd           DOUBLE,
+            latency_s          DOUBLE,
+            created_at         TIMESTAMP NOT NULL
+        );
+        CREATE TABLE llm_demonstrations (
+            run_id      INTEGER NOT NULL,
+            round       INTEGER NOT NULL,
+            view        VARCHAR NOT NULL,
+            item_id     VARCHAR NOT NULL,            -- the item predicted
+            demo_ids    VARCHAR[] NOT NULL,          -- pseudo-labelled or gold items shown as examples, in order
+            PRIMARY KEY (run_id, round, view, item_id)
+        );
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("001_core_schema", _m001_core),
+    ("002_llm_calls", _m002_llm),
 ]
 
 

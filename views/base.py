@@ -16,6 +16,10 @@ import numpy as np
 import pandas as pd
 
 
+#: Column the orchestrator adds to every frame it hands a view: the items' ids.
+ITEM_ID_COLUMN = "__item_id"
+
+
 @runtime_checkable
 class FeatureCache(Protocol):
     """Where a view keeps per-item features (e.g. embeddings) across rounds and runs."""
@@ -30,7 +34,9 @@ class ViewContext:
     """What the orchestrator hands every view when building it.
 
     ``seed`` is drawn from the run's generator so views seed their own estimators without
-    touching global RNG state; ``base_dir`` resolves relative paths in view params.
+    touching global RNG state; ``base_dir`` resolves relative paths in view params;
+    ``label_descriptions`` (aligned with ``labels``) feed LLM prompts; ``ledger``
+    (``store.llm_ledger.LLMLedger``) caches and files LLM calls.
     """
 
     labels: tuple[str, ...]
@@ -38,6 +44,8 @@ class ViewContext:
     cache: FeatureCache | None = None
     base_dir: Path = field(default_factory=Path.cwd)
     show_progress: bool = False
+    label_descriptions: tuple[str | None, ...] = ()
+    ledger: Any = None
 
 
 @runtime_checkable
@@ -60,6 +68,11 @@ class View(Protocol):
     def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
         """(n_items, n_labels) probabilities; a NaN row means abstain."""
         ...
+
+
+# Optional hooks a view may define; the orchestrator calls them when present:
+#   set_round(round_idx: int) -> None   before each round's fit (seed per-round draws)
+#   close() -> None                      when the run ends (stop servers, threads)
 
 
 def abstain(n: int, k: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from views.base import View, ViewContext
 BUILTIN_KINDS: dict[str, str] = {
     "sklearn": "views.sklearn_view:SklearnView",
     "embedding": "views.embedding:EmbeddingView",
+    "llm": "views.llm.view:LLMView",
 }
 
 

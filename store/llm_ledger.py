@@ -1,0 +1,144 @@
+"""The store's side of LLM calls: response cache, call ledger and demonstrations shown.
+
+Everything here is written through a cursor of its own, committed as it arrives and
+independently of the round's transaction: an answer that was paid for is never asked for
+again, even if the process dies before the round commits. The cache is keyed by the
+model's identity and the full request (messages and parameters), never by credentials:
+nothing that reaches this module carries an API key.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from store.database import Store, utcnow
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One request's outcome, as the LLM client reports it."""
+
+    view: str
+    key: str
+    model: str
+    request: dict[str, Any]
+    response: dict[str, Any] | None   # None when the call failed or was refused by the budget
+    cached: bool
+    status: str                       # ok | error | budget
+    error: str | None = None
+    attempts: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    latency_s: float | None = None
+
+
+class LLMLedger:
+    """Response cache, call log and demonstration log of one run (``run_id``) in a store.
+
+    ``round`` is set by the orchestrator at the start of every round so calls and
+    demonstrations are filed under it. Thread-safe: the LLM client may call it from its
+    event-loop thread.
+    """
+
+    def __init__(self, store: Store, run_id: int | None) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.round: int | None = None
+        self._lock = threading.Lock()
+        self._con = store.con.cursor()
+        self._seq = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def _insert(self, table: str, data: pa.Table, conflict: str = "") -> None:
+        self._seq += 1
+        name = f"__ledger_{self._seq}"
+        cols = ", ".join(f'"{c}"' for c in data.column_names)
+        self._con.register(name, data)
+        try:
+            self._con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{name}" {conflict}')
+        finally:
+            self._con.unregister(name)
+
+    # ------------------------------------------------------------------ cache
+    def cached(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Stored responses for those keys that have one."""
+        if not keys:
+            return {}
+        with self._lock:
+            self._seq += 1
+            name = f"__ledger_{self._seq}"
+            self._con.register(name, pa.table({"key": pa.array(list(set(keys)), pa.string())}))
+            try:
+                rows = self._con.execute(
+                    f'SELECT c.key, c.response FROM llm_cache c JOIN "{name}" k ON c.key = k.key').fetchall()
+            finally:
+                self._con.unregister(name)
+        return {k: json.loads(r) for k, r in rows}
+
+    # ------------------------------------------------------------------ calls
+    def record(self, calls: Sequence[CallRecord]) -> None:
+        """Cache the new answers and log every call, in one commit."""
+        if not calls:
+            return
+        now = utcnow()
+        fresh = {c.key: c for c in calls if not c.cached and c.status == "ok" and c.response is not None}
+        with self._lock:
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                if fresh:
+                    self._insert("llm_cache", pa.table({
+                        "key": list(fresh), "model": [c.model for c in fresh.values()],
+                        "request": [json.dumps(c.request, sort_keys=True) for c in fresh.values()],
+                        "response": [json.dumps(c.response, sort_keys=True) for c in fresh.values()],
+                        "created_at": pa.array([now] * len(fresh), pa.timestamp("us")),
+                    }), "ON CONFLICT DO NOTHING")
+                n = len(calls)
+                self._insert("llm_calls", pa.table({
+                    "run_id": pa.array([self.run_id] * n, pa.int32()),
+                    "round": pa.array([self.round] * n, pa.int32()),
+                    "view": pa.array([c.view for c in calls], pa.string()),
+                    "key": [c.key for c in calls], "model": [c.model for c in calls],
+                    "cached": [c.cached for c in calls], "status": [c.status for c in calls],
+                    "error": pa.array([c.error for c in calls], pa.string()),
+                    "attempts": pa.array([c.attempts for c in calls], pa.int32()),
+                    "prompt_tokens": pa.array([c.prompt_tokens for c in calls], pa.int64()),
+                    "completion_tokens": pa.array([c.completion_tokens for c in calls], pa.int64()),
+                    "cost_usd": pa.array([c.cost_usd for c in calls], pa.float64()),
+                    "latency_s": pa.array([c.latency_s for c in calls], pa.float64()),
+                    "created_at": pa.array([now] * n, pa.timestamp("us")),
+                }))
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+
+    def spent(self, view: str) -> float:
+        """Dollars this run's view has spent on calls (cache hits cost nothing)."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT coalesce(sum(cost_usd), 0) FROM llm_calls WHERE run_id IS NOT DISTINCT FROM ? AND view = ?"
+                " AND NOT cached", [self.run_id, view]).fetchall()
+        return float(rows[0][0])
+
+    # ------------------------------------------------------------------ demonstrations
+    def record_demonstrations(self, view: str, item_ids: Sequence[str], demo_ids: Sequence[Sequence[str]]) -> None:
+        """Which examples each item's prompt showed in the current round (re-done rounds overwrite)."""
+        if self.run_id is None or self.round is None or not item_ids:
+            return
+        n = len(item_ids)
+        t = pa.table({
+            "run_id": pa.array([self.run_id] * n, pa.int32()), "round": pa.array([self.round] * n, pa.int32()),
+            "view": pa.array([view] * n, pa.string()), "item_id": pa.array(list(item_ids), pa.string()),
+            "demo_ids": pa.array([list(d) for d in demo_ids], pa.list_(pa.string())),
+        })
+        with self._lock:
+            self._insert("llm_demonstrations", t, "ON CONFLICT DO UPDATE SET demo_ids = excluded.demo_ids")

@@ -1,0 +1,410 @@
+"""The one seam where cotrain calls an LLM.
+
+Every chat completion of every view and agent goes through :class:`LLMClient`: litellm
+(``acompletion``) under an async concurrency limit and a rate limit, retries with
+exponential backoff on timeouts, 429 and 5xx, a response cache in the store keyed by
+(model identity, full request), and a ledger row per request with tokens, latency and
+cost. The API key is read from the environment at call time and never leaves this module.
+
+The client owns one event loop in a background thread, so it can be called from plain
+synchronous code and from inside a running loop (a notebook) alike, and litellm's pooled
+HTTP clients stay bound to one loop for the client's lifetime.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from store.errors import ViewError
+
+log = logging.getLogger("cotrain")
+
+#: litellm exception class names worth retrying (transient), looked up lazily.
+RETRYABLE = ("Timeout", "RateLimitError", "APIConnectionError", "InternalServerError",
+             "ServiceUnavailableError", "BadGatewayError", "APIError", "APIResponseValidationError")
+#: Errors that no retry or other item will fix: the whole view stops with a clear message.
+FATAL = ("AuthenticationError", "PermissionDeniedError", "NotFoundError", "PaymentRequiredError")
+
+
+class Ledger(Protocol):
+    """Where the client reads cached answers and files every call (``store.llm_ledger``)."""
+
+    def cached(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+    def record(self, calls: Sequence[Any]) -> None: ...
+
+    def spent(self, view: str) -> float: ...
+
+
+@dataclass(frozen=True)
+class Price:
+    """Dollars per million tokens; overrides litellm's price map (local or unknown models)."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach a model. ``identity`` keys the cache: the model string plus the
+    api_base for remote models; ``local:<name>`` for an embedded model, whose port
+    changes every run."""
+
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    identity: str = ""
+
+    def key_identity(self) -> str:
+        return self.identity or (f"{self.model}@{self.api_base}" if self.api_base else self.model)
+
+
+@dataclass
+class Completion:
+    """What a request produced. ``ok`` is False when every attempt failed or the budget
+    was spent; the caller then treats the item as an abstention."""
+
+    key: str
+    content: str | None = None
+    top_logprobs: list[list[tuple[str, float]]] | None = None  # per generated token
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    cached: bool = False
+    status: str = "ok"
+    error: str | None = None
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class ClientStats:
+    """Totals since the client was built (the ledger has the per-call detail)."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    budget_refused: int = 0
+
+
+def import_litellm() -> Any:
+    """Import litellm offline and quiet: its price map from the installed package (it would
+    otherwise fetch one from GitHub at import), no provider-list banners on stdout."""
+    import warnings
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydantic ReadOnly notices from litellm's types
+        import litellm
+    litellm.suppress_debug_info = True
+    logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+    return litellm
+
+
+def request_key(identity: str, request: dict[str, Any]) -> str:
+    """Cache key: sha256 of the model identity and the canonical JSON of the request."""
+    blob = json.dumps({"model": identity, **request}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def parse_response(resp: Any) -> dict[str, Any]:
+    """The part of a chat completion cotrain keeps: content, top logprobs, usage."""
+    data = resp.model_dump() if hasattr(resp, "model_dump") else dict(resp)
+    choice = (data.get("choices") or [{}])[0]
+    msg = choice.get("message") or {}
+    lp = choice.get("logprobs") or None
+    top: list[list[list[Any]]] | None = None
+    if isinstance(lp, dict) and lp.get("content"):
+        top = []
+        for tok in lp["content"]:
+            alts = tok.get("top_logprobs") or [{"token": tok.get("token"), "logprob": tok.get("logprob")}]
+            top.append([[a.get("token") or "", float(a.get("logprob") if a.get("logprob") is not None else -math.inf)]
+                        for a in alts])
+    usage = data.get("usage") or {}
+    return {"content": msg.get("content"), "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
+            "usage": {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
+                      "completion_tokens": int(usage.get("completion_tokens") or 0)}}
+
+
+class _RateLimiter:
+    """At most ``rate`` request starts per second (no limit when None)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+            self._next = max(now, self._next) + self.interval
+
+
+@dataclass
+class LLMClient:
+    """Chat completions for one view (or agent) against one endpoint.
+
+    ``complete(requests)`` returns one :class:`Completion` per request, in order; cached
+    requests make no call. Transient failures are retried ``max_retries`` times with
+    exponential backoff (``backoff_s`` × 2^attempt, jittered, honouring Retry-After);
+    what still fails comes back with ``status='error'``. Once ``budget_usd`` is spent the
+    remaining requests come back with ``status='budget'`` without a call.
+    """
+
+    endpoint: Endpoint
+    view: str
+    ledger: Ledger | None = None
+    concurrency: int = 4
+    rate_limit: float | None = None
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    price: Price | None = None
+    budget_usd: float | None = None
+    api_base_override: str | None = None   # a local server's URL, not part of the cache key
+    on_progress: Callable[[int], None] | None = None
+    stats: ClientStats = field(default_factory=ClientStats)
+
+    def __post_init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._spent: float | None = None
+        self._budget_warned = False
+        self._jitter = random.Random()  # backoff jitter only; never affects results
+
+    # ------------------------------------------------------------------ lifecycle
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            t = threading.Thread(target=loop.run_forever, name=f"cotrain-llm-{self.view}", daemon=True)
+            t.start()
+            self._loop, self._thread = loop, t
+        return self._loop
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+            self._loop.close()
+            self._loop = self._thread = None
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ public
+    def key(self, request: dict[str, Any]) -> str:
+        return request_key(self.endpoint.key_identity(), request)
+
+    def complete(self, requests: Sequence[dict[str, Any]]) -> list[Completion]:
+        """Answer ``requests`` (each ``{"messages": [...], **params}``), from the cache where possible."""
+        if not requests:
+            return []
+        fut: Future[list[Completion]] = asyncio.run_coroutine_threadsafe(
+            self._complete_all(list(requests)), self._ensure_loop())
+        return fut.result()
+
+    def spent(self) -> float:
+        if self._spent is None:
+            self._spent = self.ledger.spent(self.view) if self.ledger is not None else 0.0
+        return self._spent
+
+    # ------------------------------------------------------------------ internals
+    async def _complete_all(self, requests: list[dict[str, Any]]) -> list[Completion]:
+        keys = [self.key(r) for r in requests]
+        hits = self.ledger.cached(keys) if self.ledger is not None else {}
+        out: list[Completion | None] = [None] * len(requests)
+        records: list[Any] = []
+        for i, k in enumerate(keys):
+            if k in hits:
+                out[i] = self._from_response(k, hits[k], cached=True)
+                records.append(self._record(requests[i], out[i], hits[k]))
+        self.stats.cache_hits += len(records)
+        if records:
+            self._flush(records)
+            if self.on_progress:
+                self.on_progress(len(records))
+        todo = [i for i in range(len(requests)) if out[i] is None]
+        # identical requests within one batch are asked once
+        first: dict[str, int] = {}
+        for i in todo:
+            first.setdefault(keys[i], i)
+        sem = asyncio.Semaphore(max(1, self.concurrency))
+        limiter = _RateLimiter(self.rate_limit)
+
+        async def one(i: int) -> None:
+            async with sem:
+                comp, raw = await self._call(requests[i], keys[i], limiter)
+                out[i] = comp
+                # filed before the slot is released: a later request never starts before
+                # an earlier answer is safely in the cache
+                self._flush([self._record(requests[i], comp, raw)])
+                if self.on_progress:
+                    self.on_progress(1)
+
+        await asyncio.gather(*(one(i) for i in first.values()))
+        for i in todo:
+            if out[i] is None:  # a duplicate of a request answered above
+                src = out[first[keys[i]]]
+                assert src is not None
+                out[i] = Completion(key=src.key, content=src.content, top_logprobs=src.top_logprobs,
+                                    status=src.status, error=src.error, cached=True)
+        return [c for c in out if c is not None]
+
+    def _flush(self, records: list[Any]) -> None:
+        if self.ledger is not None:
+            self.ledger.record(records)
+
+    def _record(self, request: dict[str, Any], comp: Completion, response: dict[str, Any] | None) -> Any:
+        from store.llm_ledger import CallRecord
+
+        return CallRecord(
+            view=self.view, key=comp.key, model=self.endpoint.key_identity(), request=request, response=response,
+            cached=comp.cached, status=comp.status, error=comp.error, attempts=comp.attempts,
+            prompt_tokens=None if comp.cached else comp.prompt_tokens,
+            completion_tokens=None if comp.cached else comp.completion_tokens,
+            cost_usd=0.0 if comp.cached else comp.cost_usd, latency_s=comp.latency_s)
+
+    def _from_response(self, key: str, resp: dict[str, Any], cached: bool) -> Completion:
+        top = resp.get("top_logprobs")
+        return Completion(
+            key=key, content=resp.get("content"),
+            top_logprobs=[[(str(t), float(lp)) for t, lp in pos] for pos in top] if top else None,
+            prompt_tokens=int(resp.get("usage", {}).get("prompt_tokens", 0)),
+            completion_tokens=int(resp.get("usage", {}).get("completion_tokens", 0)), cached=cached)
+
+    def _over_budget(self) -> bool:
+        if self.budget_usd is None:
+            return False
+        if self.spent() >= self.budget_usd:
+            if not self._budget_warned:
+                log.warning("view %s: budget of $%.4f spent ($%.4f); its remaining items abstain",
+                            self.view, self.budget_usd, self.spent())
+                self._budget_warned = True
+            return True
+        return False
+
+    def _api_key(self) -> str | None:
+        if self.endpoint.api_key_env:
+            val = os.environ.get(self.endpoint.api_key_env)
+            if not val:
+                raise ViewError(self.view, f"environment variable {self.endpoint.api_key_env} (api_key_env) is not set")
+            return val
+        return "sk-no-key" if self.api_base_override else None  # local servers need none; litellm wants one
+
+    async def _call(self, request: dict[str, Any], key: str,
+                    limiter: _RateLimiter) -> tuple[Completion, dict[str, Any] | None]:
+        litellm = import_litellm()
+        if self._over_budget():
+            self.stats.budget_refused += 1
+            return Completion(key=key, status="budget", error="budget spent"), None
+        api_base = self.api_base_override or self.endpoint.api_base
+        attempts = 0
+        last_err = ""
+        t0 = time.perf_counter()
+        while True:
+            await limiter.wait()
+            attempts += 1
+            try:
+                resp = await litellm.acompletion(
+                    model=self.endpoint.model, api_base=api_base, api_key=self._api_key(),
+                    timeout=self.timeout_s, num_retries=0, max_retries=0, drop_params=True, **request)
+                data = parse_response(resp)
+                break
+            except Exception as exc:  # classified below; never swallowed silently
+                name = type(exc).__name__
+                last_err = _redact(_one_line(exc), self._api_key())
+                if name in FATAL:
+                    raise ViewError(self.view, f"{self.endpoint.model}: {name}: {last_err}") from None
+                retryable = name in RETRYABLE or isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError))
+                if not retryable or attempts > self.max_retries:
+                    self.stats.errors += 1
+                    self.stats.calls += 1
+                    log.warning("view %s: request failed after %d attempt(s): %s: %s",
+                                self.view, attempts, name, last_err)
+                    return Completion(key=key, status="error", error=f"{name}: {last_err}"[:500], attempts=attempts,
+                                      latency_s=time.perf_counter() - t0), None
+                self.stats.retries += 1
+                await asyncio.sleep(self._delay(attempts, exc))
+        latency = time.perf_counter() - t0
+        pt, ct = data["usage"]["prompt_tokens"], data["usage"]["completion_tokens"]
+        cost = self._cost(resp, pt, ct)
+        comp = self._from_response(key, data, cached=False)
+        comp.cost_usd, comp.latency_s, comp.attempts = cost, latency, attempts
+        self.stats.calls += 1
+        self.stats.prompt_tokens += pt
+        self.stats.completion_tokens += ct
+        self.stats.cost_usd += cost
+        self._spent = self.spent() + cost
+        return comp, data
+
+    def _delay(self, attempt: int, exc: Exception) -> float:
+        retry_after = _retry_after(exc)
+        if retry_after is not None:
+            return min(retry_after, self.max_backoff_s)
+        return min(self.backoff_s * (2 ** (attempt - 1)) * (0.5 + self._jitter.random()), self.max_backoff_s)
+
+    def _cost(self, resp: Any, prompt_tokens: int, completion_tokens: int) -> float:
+        if self.price is not None:
+            return self.price.cost(prompt_tokens, completion_tokens)
+        litellm = import_litellm()
+
+        try:
+            return float(litellm.completion_cost(completion_response=resp, model=self.endpoint.model) or 0.0)
+        except Exception:  # model not in litellm's price map: a local or unknown model
+            return 0.0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
+
+
+def _redact(text: str, secret: str | None) -> str:
+    """Never let a key (or a prefix a provider echoes back) into a log or the store."""
+    if secret and len(secret) >= 8:
+        for n in (len(secret), 12, 8):
+            text = text.replace(secret[:n], "***")
+    return text
+
+
+def _retry_after(exc: Exception) -> float | None:
+    resp = getattr(exc, "response", None)
+    headers = getattr(resp, "headers", None)
+    if not headers:
+        return None
+    val = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return max(0.0, float(val)) if val is not None else None
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,416 @@
+"""``llm`` view kind: a prompted LLM as one view among others.
+
+Any model litellm reaches (``openai/gpt-4o-mini``, ``ollama/llama3``, ``hosted_vllm/...``
+with ``api_base``) or an embedded local model (``local:smollm2-135m``, the default, served
+on 127.0.0.1 by llama.cpp for as long as the view is open). Probabilities come from
+label-word log-probabilities when the endpoint returns them, else from k sampled JSON
+answers (``scoring: auto`` decides with one probe request; ``logprobs``/``sample`` force).
+
+The view learns from its peers: at every fit it takes the labelled and pseudo-labelled
+items it is given as the pool of few-shot demonstrations (``balanced`` or ``knn`` by the
+text encoder's vectors, under a token budget), and may fit a per-class bias and/or a
+temperature on them (``calibration``). Which demonstrations each prediction saw is filed
+in the store (``llm_demonstrations``); every request, cache hit, token and dollar is filed
+by the client (``llm_calls``).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from store.errors import ViewError
+from views.base import ITEM_ID_COLUMN, ViewContext, build_params
+from views.llm.client import Endpoint, LLMClient, Price, import_litellm
+from views.llm.demos import balanced_draw, nearest, within_budget
+from views.llm.local import DEFAULT_LOCAL_MODEL, LocalServer, local_model
+from views.llm.prompt import DEFAULT_SYSTEM, DEFAULT_USER, PromptBuilder, estimate_tokens
+from views.llm.scoring import apply_calibration, fit_calibration, label_word_probs, parse_answer, vote_probs
+
+log = logging.getLogger("cotrain")
+
+DEFAULT_MODEL = f"local:{DEFAULT_LOCAL_MODEL}"
+_DEMO_DEFAULTS: dict[str, Any] = {"strategy": "none", "k": 4, "max_tokens": 512,
+                                  "encoder": "all-MiniLM-L6-v2", "text": None}
+
+
+class LLMView:
+    """Parameters (checked by ``orchestrator.config.LLMParams`` when read from YAML):
+
+    model, api_base, api_key_env (the *name* of the variable holding the key); fields (item
+    fields the prompt shows); instructions, system, template (Jinja); verbalizers
+    (``{label: [words]}``); scoring (auto|logprobs|sample), samples, temperature,
+    top_logprobs, max_answer_tokens; demonstrations ({strategy: none|balanced|knn, k,
+    max_tokens, encoder, text}); calibration (none|bias|temperature|both),
+    calibration_max_items; concurrency, rate_limit (requests/s), timeout_s, max_retries,
+    backoff_s; price ({input_per_mtok, output_per_mtok}); budget_usd; n_ctx and threads
+    (local models).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        context: ViewContext,
+        model: str = DEFAULT_MODEL,
+        fields: Sequence[str] | None = None,
+        api_base: str | None = None,
+        api_key_env: str | None = None,
+        instructions: str = "",
+        system: str | None = None,
+        template: str | None = None,
+        verbalizers: dict[str, list[str]] | None = None,
+        scoring: str = "auto",
+        samples: int = 5,
+        temperature: float = 0.7,
+        top_logprobs: int = 20,
+        max_answer_tokens: int = 48,
+        demonstrations: dict[str, Any] | None = None,
+        calibration: str = "none",
+        calibration_max_items: int = 200,
+        concurrency: int = 4,
+        rate_limit: float | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        price: dict[str, float] | None = None,
+        budget_usd: float | None = None,
+        n_ctx: int = 8192,
+        threads: int | None = None,
+    ) -> None:
+        self.name = name
+        self.context = context
+        self.model = model
+        self.fields = list(fields or [])
+        self.api_base = api_base
+        self.api_key_env = api_key_env
+        self.instructions = instructions
+        self.system = system
+        self.template = template
+        self.verbalizers = build_params(verbalizers)
+        self.scoring = scoring
+        self.samples = samples
+        self.temperature = temperature
+        self.top_logprobs = top_logprobs
+        self.max_answer_tokens = max_answer_tokens
+        self.demonstrations = {**_DEMO_DEFAULTS, **build_params(demonstrations)}
+        self.calibration = calibration
+        self.calibration_max_items = calibration_max_items
+        self.concurrency = concurrency
+        self.rate_limit = rate_limit
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.price = build_params(price) if price else None
+        self.budget_usd = budget_usd
+        self.n_ctx = n_ctx
+        self.threads = threads
+        # fitted / run state
+        self.mode_: str | None = None if scoring == "auto" else scoring
+        self.bias_: np.ndarray | None = None
+        self.temperature_: float = 1.0
+        self.round_: int | None = None
+        self.n_fits_ = 0
+        self.abstentions_ = 0
+        self._builder: PromptBuilder | None = None
+        self._client: LLMClient | None = None
+        self._server: LocalServer | None = None
+        self._encoder_view: Any = None
+        self._demo_items: list[dict[str, str]] = []
+        self._demo_y = np.zeros(0, dtype=int)
+        self._demo_ids: list[str] = []
+        self._demo_cost: list[int] = []
+        self._demo_vecs: np.ndarray | None = None
+        self._round_demos = np.zeros(0, dtype=np.int64)
+
+    # ------------------------------------------------------------------ build / check
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.context.labels
+
+    def _verbalisers(self) -> list[list[str]]:
+        unknown = sorted(set(self.verbalizers) - set(self.labels))
+        if unknown:
+            raise ViewError(self.name, f"verbalizers name unknown label '{unknown[0]}' "
+                            f"(labels: {', '.join(self.labels)})")
+        out = []
+        for lab in self.labels:
+            words = self.verbalizers.get(lab) or [lab]
+            if isinstance(words, str):
+                words = [words]
+            if not all(isinstance(w, str) and w.strip() for w in words):
+                raise ViewError(self.name, f"verbalizers of '{lab}' must be non-empty strings")
+            out.append([w.strip() for w in words])
+        return out
+
+    def resolve_fields(self, columns: Sequence[str]) -> list[str]:
+        if not self.fields:
+            raise ViewError(self.name, "the llm view needs 'fields': the item fields its prompt shows")
+        for f in self.fields:
+            if f not in columns:
+                raise ViewError(self.name, f"field '{f}' is not a column of the data")
+        if self.scoring not in ("auto", "logprobs", "sample"):
+            raise ViewError(self.name, f"scoring must be auto, logprobs or sample, not '{self.scoring}'")
+        if self.calibration not in ("none", "bias", "temperature", "both"):
+            raise ViewError(self.name, f"calibration must be none, bias, temperature or both, not '{self.calibration}'")
+        if self.demonstrations["strategy"] not in ("none", "balanced", "knn"):
+            raise ViewError(self.name, "demonstrations.strategy must be none, balanced or knn, "
+                            f"not '{self.demonstrations['strategy']}'")
+        if self.model.startswith("local:"):
+            local_model(self.model.split(":", 1)[1]).target()  # installed? (raises naming the pip command)
+        elif self.api_key_env is not None and not self.api_key_env.replace("_", "").isalnum():
+            raise ViewError(self.name, "api_key_env is the NAME of an environment variable, not a key")
+        self._builder = self._make_builder()
+        self._builder.check()
+        used = list(self.fields)
+        if self.demonstrations["strategy"] == "knn":
+            text = self.demonstrations["text"] or self.fields[0]
+            if text not in columns:
+                raise ViewError(self.name, f"demonstrations.text field '{text}' is not a column of the data")
+            if text not in used:
+                used.append(text)
+            self._embedder().resolve_fields(columns)
+        return used
+
+    def _make_builder(self) -> PromptBuilder:
+        descs = getattr(self.context, "label_descriptions", None) or [None] * len(self.labels)
+        return PromptBuilder(labels=self.labels, descriptions=descs, verbalisers=self._verbalisers(),
+                             fields=self.fields, instructions=self.instructions or "",
+                             system=self.system if self.system is not None else DEFAULT_SYSTEM,
+                             template=self.template if self.template is not None else DEFAULT_USER, view=self.name)
+
+    @property
+    def builder(self) -> PromptBuilder:
+        if self._builder is None:
+            self._builder = self._make_builder()
+        return self._builder
+
+    def _embedder(self) -> Any:
+        if self._encoder_view is None:
+            from views.embedding import EmbeddingView
+
+            self._encoder_view = EmbeddingView(f"{self.name}.demos", self.context,
+                                               text=self.demonstrations["text"] or self.fields[0],
+                                               encoder=self.demonstrations["encoder"])
+        return self._encoder_view
+
+    # ------------------------------------------------------------------ client / server
+    def endpoint(self) -> Endpoint:
+        if self.model.startswith("local:"):
+            name = self.model.split(":", 1)[1]
+            return Endpoint(model="openai/local", identity=f"local:{name}")
+        return Endpoint(model=self.model, api_base=self.api_base, api_key_env=self.api_key_env)
+
+    def client(self) -> LLMClient:
+        """The view's client; starts the embedded server on first use for local models."""
+        if self._client is None:
+            override = None
+            if self.model.startswith("local:"):
+                path = local_model(self.model.split(":", 1)[1]).path()
+                self._server = LocalServer(path, n_ctx=self.n_ctx, n_parallel=max(1, self.concurrency),
+                                           threads=self.threads).start()
+                override = self._server.base_url
+            self._client = LLMClient(
+                endpoint=self.endpoint(), view=self.name, ledger=getattr(self.context, "ledger", None),
+                concurrency=self.concurrency, rate_limit=self.rate_limit, timeout_s=self.timeout_s,
+                max_retries=self.max_retries, backoff_s=self.backoff_s,
+                price=Price(**self.price) if self.price else None, budget_usd=self.budget_usd,
+                api_base_override=override)
+        return self._client
+
+    def close(self) -> None:
+        """Stop the client's loop and the embedded server (idempotent)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __del__(self) -> None:  # a forgotten view must not keep a server running
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ rounds
+    def set_round(self, round_idx: int) -> None:
+        """Called by the orchestrator before each round's fit: seeds the round's draws so a
+        resumed run shows the same demonstrations (and so hits the cache)."""
+        self.round_ = round_idx
+
+    def _rng(self) -> np.random.Generator:
+        step = self.round_ if self.round_ is not None else self.n_fits_
+        return np.random.default_rng([self.context.seed, step])
+
+    @staticmethod
+    def _ids(items: pd.DataFrame) -> list[str]:
+        if ITEM_ID_COLUMN in items.columns:
+            return items[ITEM_ID_COLUMN].astype(str).tolist()
+        return [f"#{i}" for i in range(len(items))]
+
+    def _records(self, items: pd.DataFrame) -> list[dict[str, str]]:
+        cols = {f: items[f].tolist() for f in self.fields}
+        return [{f: "" if _missing(cols[f][i]) else str(cols[f][i]) for f in self.fields} for i in range(len(items))]
+
+    def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
+        """Take the given (pseudo-)labelled items as the demonstration pool and fit calibration."""
+        y = np.asarray(y, dtype=int)
+        rng = self._rng()
+        self.n_fits_ += 1
+        strategy = self.demonstrations["strategy"]
+        self._demo_items = self._records(items)
+        self._demo_y = y
+        self._demo_ids = self._ids(items)
+        mode = self.mode_ or "logprobs"
+        self._demo_cost = [estimate_tokens(m["content"]) + estimate_tokens(self.builder.answer(int(lab), mode)) + 8
+                           for m, lab in zip((self.builder.messages(r, mode)[-1] for r in self._demo_items), y)]
+        self._demo_vecs = None
+        if strategy == "knn" and len(items):
+            self._demo_vecs = self._embedder().embed(self._embed_texts(items))
+        self._round_demos = (balanced_draw(y, int(self.demonstrations["k"]), rng, len(self.labels))
+                             if strategy == "balanced" else np.zeros(0, dtype=np.int64))
+        self.bias_, self.temperature_ = None, 1.0
+        if self.calibration != "none" and len(np.unique(y)) >= 2:
+            n = min(len(y), int(self.calibration_max_items))
+            idx = np.sort(rng.choice(len(y), size=n, replace=False))
+            proba = self._score(items.iloc[idx].reset_index(drop=True), record=False)
+            if (~np.isnan(proba).any(axis=1)).sum() >= 2 * len(self.labels):
+                self.bias_, self.temperature_ = fit_calibration(
+                    proba, y[idx], np.asarray(sample_weight, dtype=float)[idx],
+                    bias=self.calibration in ("bias", "both"), temperature=self.calibration in ("temperature", "both"))
+                log.info("view %s: calibration fitted on %d items (bias %s, T %.2f)", self.name, n,
+                         np.round(self.bias_, 2).tolist(), self.temperature_)
+
+    def _embed_texts(self, items: pd.DataFrame) -> list[str]:
+        col = self.demonstrations["text"] or self.fields[0]
+        return items[col].fillna("").astype(str).tolist()
+
+    def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
+        return self._score(items, record=True)
+
+    # ------------------------------------------------------------------ scoring
+    def _demos_for(self, items: pd.DataFrame, ids: list[str]) -> list[list[int]]:
+        """Each item's demonstrations (indices into the demonstration pool), in prompt order."""
+        n = len(ids)
+        strategy = self.demonstrations["strategy"]
+        k, budget = int(self.demonstrations["k"]), int(self.demonstrations["max_tokens"])
+        if strategy == "none" or not self._demo_ids:
+            return [[] for _ in range(n)]
+        pos = {d: i for i, d in enumerate(self._demo_ids)}
+        if strategy == "balanced":
+            base = [int(d) for d in self._round_demos]
+            return [within_budget([d for d in base if self._demo_ids[d] != ids[i]], self._demo_cost, budget)
+                    for i in range(n)]
+        assert self._demo_vecs is not None
+        vecs = self._embedder().embed(self._embed_texts(items))
+        exclude = np.asarray([pos.get(i, -1) for i in ids], dtype=np.int64)
+        near = nearest(vecs, self._demo_vecs, k, exclude)
+        # most similar last: closest to the question in the prompt
+        return [within_budget(list(row), self._demo_cost, budget)[::-1] for row in near]
+
+    def _requests(self, messages: list[dict[str, str]], mode: str) -> list[dict[str, Any]]:
+        if mode == "logprobs":
+            return [{"messages": messages, "max_tokens": 1, "temperature": 0.0, "logprobs": True,
+                     "top_logprobs": int(self.top_logprobs)}]
+        n = max(1, int(self.samples))
+        temp = float(self.temperature) if n > 1 else 0.0
+        return [{"messages": messages, "max_tokens": int(self.max_answer_tokens), "temperature": temp, "seed": s}
+                for s in range(n)]
+
+    def _decide_mode(self, messages: list[dict[str, str]]) -> None:
+        """``scoring: auto``: one probe request; logprobs if the endpoint returns them."""
+        comp = self.client().complete(self._requests(messages, "logprobs"))[0]
+        if not comp.ok:
+            return  # undecided: this batch uses logprobs, the next one probes again
+        self.mode_ = "logprobs" if comp.top_logprobs else "sample"
+        log.info("view %s: scoring by %s", self.name,
+                 "label-word log-probabilities" if self.mode_ == "logprobs" else
+                 f"{self.samples} sampled answers (the endpoint returns no logprobs)")
+
+    def _score(self, items: pd.DataFrame, record: bool) -> np.ndarray:
+        n, k = len(items), len(self.labels)
+        out = np.full((n, k), np.nan)
+        if n == 0:
+            return out
+        records, ids = self._records(items), self._ids(items)
+        demos = self._demos_for(items, ids)
+        msgs = [self.builder.messages(records[i], self.mode_ or "logprobs",
+                                      [(self._demo_items[d], int(self._demo_y[d])) for d in demos[i]])
+                for i in range(n)]
+        if self.mode_ is None:
+            self._decide_mode(msgs[0])
+            if self.mode_ == "sample":
+                msgs = [self.builder.messages(records[i], "sample",
+                                              [(self._demo_items[d], int(self._demo_y[d])) for d in demos[i]])
+                        for i in range(n)]
+        mode = self.mode_ or "logprobs"
+        per_item = [self._requests(m, mode) for m in msgs]
+        flat = [r for reqs in per_item for r in reqs]
+        comps = self.client().complete(flat)
+        verb = self.builder.verbalisers
+        pos = 0
+        for i, reqs in enumerate(per_item):
+            got = comps[pos:pos + len(reqs)]
+            pos += len(reqs)
+            if mode == "logprobs":
+                c = got[0]
+                p = label_word_probs(c.top_logprobs[0], verb) if c.ok and c.top_logprobs else None
+            else:
+                p = vote_probs([parse_answer(c.content, verb) if c.ok else None for c in got], k)
+            if p is not None:
+                out[i] = p
+        self.abstentions_ += int(np.isnan(out).any(axis=1).sum())
+        if record and self.demonstrations["strategy"] != "none":
+            ledger = getattr(self.context, "ledger", None)
+            if ledger is not None:
+                ledger.record_demonstrations(self.name, ids, [[self._demo_ids[d] for d in ds] for ds in demos])
+        return apply_calibration(out, self.bias_, self.temperature_)
+
+    # ------------------------------------------------------------------ planning
+    def plan(self, items: pd.DataFrame) -> dict[str, Any]:
+        """Requests and prompt tokens to label ``items`` once (a dry run: no call is made).
+
+        Demonstrations are costed at the strategy's ``k`` examples of these items' own mean
+        length; tokens are counted with litellm's tokenizer for the model (offline)."""
+        litellm = import_litellm()
+        records = self._records(items)
+        mode = self.mode_ or ("sample" if self.scoring == "sample" else "logprobs")
+        k_demo = 0 if self.demonstrations["strategy"] == "none" else int(self.demonstrations["k"])
+        sample = records[: min(len(records), 50)]
+        model = self.endpoint().model if not self.model.startswith("local:") else "gpt-3.5-turbo"
+        counts = []
+        for r in sample:
+            demos = [(sample[(j + 1) % len(sample)], 0) for j in range(k_demo)]
+            try:
+                counts.append(litellm.token_counter(model=model, messages=self.builder.messages(r, mode, demos)))
+            except Exception:  # no tokenizer for this model name
+                counts.append(sum(estimate_tokens(m["content"]) + 4 for m in self.builder.messages(r, mode, demos)))
+        per_call = float(np.mean(counts)) if counts else 0.0
+        calls_per_item = 1 if mode == "logprobs" else max(1, int(self.samples))
+        out_tokens = 1 if mode == "logprobs" else int(self.max_answer_tokens)
+        return {"view": self.name, "model": self.model, "mode": mode, "calls_per_item": calls_per_item,
+                "prompt_tokens_per_call": per_call, "completion_tokens_per_call": out_tokens,
+                "demonstrations": self.demonstrations["strategy"]}
+
+    def price_per_call(self, prompt_tokens: float, completion_tokens: float) -> float | None:
+        """Dollars for one call of that size: config price, litellm's map, 0 for local models,
+        None when unknown."""
+        if self.price:
+            return Price(**self.price).cost(int(prompt_tokens), int(completion_tokens))
+        if self.model.startswith("local:"):
+            return 0.0
+        litellm = import_litellm()
+
+        try:
+            p, c = litellm.cost_per_token(model=self.model, prompt_tokens=int(prompt_tokens),
+                                          completion_tokens=int(completion_tokens))
+            return float(p + c)
+        except Exception:
+            return None
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
