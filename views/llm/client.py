@@ -115,9 +115,10 @@ def import_litellm() -> Any:
     import warnings
 
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydantic ReadOnly notices from litellm's types
-        import litellm
+    # litellm builds pydantic models of its types lazily, at the first call; each prints a
+    # ReadOnly-qualifier notice that says nothing about the user's run
+    warnings.filterwarnings("ignore", message=r".*ReadOnly. qualifier.*", category=UserWarning)
+    import litellm
     litellm.suppress_debug_info = True
     logging.getLogger("LiteLLM").setLevel(logging.WARNING)
     return litellm
@@ -209,7 +210,18 @@ class LLMClient:
         return self._loop
 
     def close(self) -> None:
+        """Cancel what litellm left running on the loop (its logging worker), then stop it."""
         if self._loop is not None:
+            async def _cancel_pending() -> None:
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+            try:
+                asyncio.run_coroutine_threadsafe(_cancel_pending(), self._loop).result(timeout=5)
+            except Exception:  # a stuck task must not keep the process from finishing
+                log.debug("view %s: pending LLM tasks did not cancel in time", self.view)
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
                 self._thread.join(timeout=5)
@@ -273,12 +285,16 @@ class LLMClient:
                     self.on_progress(1)
 
         await asyncio.gather(*(one(i) for i in first.values()))
+        dups = []
         for i in todo:
-            if out[i] is None:  # a duplicate of a request answered above
+            if out[i] is None:  # a duplicate of a request answered above: no call, no cost
                 src = out[first[keys[i]]]
                 assert src is not None
                 out[i] = Completion(key=src.key, content=src.content, top_logprobs=src.top_logprobs,
                                     status=src.status, error=src.error, cached=True)
+                dups.append(self._record(requests[i], out[i], None))
+        self.stats.cache_hits += len(dups)
+        self._flush(dups)
         return [c for c in out if c is not None]
 
     def _flush(self, records: list[Any]) -> None:

@@ -1,0 +1,127 @@
+"""The LLM call seam against a real OpenAI-compatible server on 127.0.0.1 that misbehaves
+on purpose: retries, give-ups, cache, budget, concurrency and rate limits, secrets."""
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from store.database import Store
+from store.errors import ViewError
+from store.llm_ledger import LLMLedger
+from tests.openai_server import MisbehavingServer
+from views.llm.client import Endpoint, LLMClient, Price
+
+SECRET = "sk-test-SECRET-0123456789abcdef"
+
+
+def _req(text: str = "a great film") -> dict:
+    return {"messages": [{"role": "user", "content": text}], "max_tokens": 1, "temperature": 0.0,
+            "logprobs": True, "top_logprobs": 4}
+
+
+@pytest.fixture
+def key_env(monkeypatch):
+    monkeypatch.setenv("COTRAIN_TEST_KEY", SECRET)
+    return "COTRAIN_TEST_KEY"
+
+
+def _client(srv: MisbehavingServer, key_env: str, ledger=None, **kw) -> LLMClient:
+    kw = {"timeout_s": 0.5, "backoff_s": 0.01, **kw}
+    return LLMClient(Endpoint(model="openai/fake", api_base=srv.base_url, api_key_env=key_env), view="v",
+                     ledger=ledger, **kw)
+
+
+def test_transient_failures_are_retried_until_an_answer(key_env):
+    with MisbehavingServer(faults={1: "429", 2: "500", 3: "slow", 4: "malformed"}, slow_s=1.5) as srv, \
+            _client(srv, key_env) as c:
+        [comp] = c.complete([_req()])
+    assert comp.ok and comp.attempts == 5 and srv.count == 5
+    assert comp.top_logprobs and comp.top_logprobs[0][0][0] == "Positive"
+    assert c.stats.retries == 4 and c.stats.errors == 0
+
+
+def test_persistent_failure_gives_up_as_an_error_not_a_crash(key_env, mem_store, caplog):
+    ledger = LLMLedger(mem_store, run_id=None)
+    with MisbehavingServer(default="500") as srv, _client(srv, key_env, ledger, max_retries=2) as c:
+        comps = c.complete([_req("good"), _req("bad")])
+    assert [x.status for x in comps] == ["error", "error"]
+    assert srv.count == 6  # 2 requests x (1 + 2 retries)
+    rows = mem_store.query("SELECT status, attempts, error FROM llm_calls").to_pylist()
+    assert [r["status"] for r in rows] == ["error", "error"] and all(r["attempts"] == 3 for r in rows)
+    assert "InternalServerError" in rows[0]["error"]
+    assert mem_store.scalar("SELECT count(*) FROM llm_cache") == 0  # failures are never cached
+
+
+def test_cache_answers_repeats_without_a_call(key_env, mem_store):
+    ledger = LLMLedger(mem_store, run_id=None)
+    with MisbehavingServer() as srv:
+        with _client(srv, key_env, ledger) as c:
+            first = c.complete([_req("good"), _req("bad"), _req("good")])  # the duplicate is asked once
+        assert srv.count == 2
+        with _client(srv, key_env, ledger) as c2:  # a new client (a re-run) over the same store
+            second = c2.complete([_req("bad"), _req("good")])
+        assert srv.count == 2
+    assert [x.content for x in second] == [first[1].content, first[0].content]
+    assert all(x.cached for x in second) and c2.stats.cache_hits == 2
+    assert mem_store.scalar("SELECT count(*) FROM llm_cache") == 2
+    assert mem_store.scalar("SELECT count(*) FILTER (WHERE cached) FROM llm_calls") == 3
+
+
+def test_cache_key_ignores_the_port_of_a_local_server():
+    a = LLMClient(Endpoint(model="openai/local", identity="local:m"), view="v", api_base_override="http://127.0.0.1:1/v1")
+    b = LLMClient(Endpoint(model="openai/local", identity="local:m"), view="v", api_base_override="http://127.0.0.1:2/v1")
+    remote = LLMClient(Endpoint(model="openai/local", api_base="http://h:1/v1"), view="v")
+    assert a.key(_req()) == b.key(_req()) != remote.key(_req())
+    assert a.key(_req()) != a.key({**_req(), "temperature": 0.5})
+
+
+def test_concurrency_and_rate_limits_hold(key_env):
+    with MisbehavingServer(delay_s=0.15) as srv, _client(srv, key_env, concurrency=3, timeout_s=5) as c:
+        c.complete([_req(f"good {i}") for i in range(12)])
+    assert 2 <= srv.max_inflight <= 3
+    with MisbehavingServer() as srv, _client(srv, key_env, rate_limit=20.0) as c:
+        t = time.perf_counter()
+        c.complete([_req(f"good {i}") for i in range(10)])
+        assert time.perf_counter() - t >= 0.44  # 10 starts at 20/s: 9 intervals of 50 ms
+
+
+def test_budget_stops_calls_cleanly(key_env, mem_store, caplog):
+    ledger = LLMLedger(mem_store, run_id=None)
+    # 2 prompt tokens at $50,000 per million = $0.1 a call: the third call crosses $0.25
+    with MisbehavingServer() as srv, _client(srv, key_env, ledger, concurrency=1, budget_usd=0.25,
+                                             price=Price(input_per_mtok=50_000)) as c:
+        with caplog.at_level(logging.WARNING, logger="cotrain"):
+            comps = c.complete([_req(f"good {i}") for i in range(6)])
+    assert srv.count == 3
+    assert [x.status for x in comps] == ["ok"] * 3 + ["budget"] * 3
+    assert "budget of $0.2500 spent" in caplog.text
+    assert mem_store.scalar("SELECT round(sum(cost_usd), 6) FROM llm_calls") == pytest.approx(0.3)
+
+
+def test_bad_key_stops_the_view_with_the_key_redacted(key_env, caplog):
+    with MisbehavingServer(default="401") as srv, _client(srv, key_env) as c:
+        with pytest.raises(ViewError, match="AuthenticationError") as err:
+            c.complete([_req()])
+    assert srv.auth_headers == [f"Bearer {SECRET}"]  # the key was sent ...
+    assert SECRET[:8] not in str(err.value) and SECRET[:8] not in caplog.text  # ... and never repeated
+
+
+def test_missing_key_variable_is_named(monkeypatch):
+    monkeypatch.delenv("NOPE_KEY", raising=False)
+    with MisbehavingServer() as srv, LLMClient(Endpoint(model="openai/fake", api_base=srv.base_url,
+                                                       api_key_env="NOPE_KEY"), view="v") as c:
+        with pytest.raises(ViewError, match="NOPE_KEY"):
+            c.complete([_req()])
+
+
+def test_ledger_files_calls_under_run_and_round(key_env, tmp_path):
+    with Store(tmp_path / "s.duckdb") as st:
+        ledger = LLMLedger(st, run_id=7)
+        ledger.round = 3
+        with MisbehavingServer() as srv, _client(srv, key_env, ledger) as c:
+            c.complete([_req("good")])
+        row = st.query("SELECT run_id, round, view, cached, status, prompt_tokens, latency_s FROM llm_calls").to_pylist()
+        assert row[0]["run_id"] == 7 and row[0]["round"] == 3 and row[0]["prompt_tokens"] == 1
+        assert row[0]["latency_s"] > 0
