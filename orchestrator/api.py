@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from orchestrator.rounds import Reporter, RoundRunner, RunResult
 from store.database import Store
 from store.errors import ConfigError, CotrainError
 from store.export import ExportFilter, ExportFormat, export_labels
-from store.queries import resolve_run, rounds_summary, run_summaries
+from store.queries import llm_usage, resolve_run, rounds_summary, run_summaries
 
 
 def example_config() -> str:
@@ -60,16 +60,71 @@ class StatusReport:
     runs: list[dict[str, Any]]
     run_id: int | None
     rounds: list[dict[str, Any]]
+    llm: list[dict[str, Any]] = field(default_factory=list)  # LLM usage per round and view
 
 
 def status(store: str | Path, run_id: int | None = None) -> StatusReport:
-    """Runs in the store, and the rounds of one run (default: the latest)."""
+    """Runs in the store, and the rounds (and LLM usage) of one run (default: the latest)."""
     with Store(store, read_only=True) as st:
         runs = run_summaries(st)
         if not runs:
             return StatusReport(str(store), [], None, [])
         rid = resolve_run(st, run_id)
-        return StatusReport(str(store), runs, rid, rounds_summary(st, rid))
+        return StatusReport(str(store), runs, rid, rounds_summary(st, rid), llm_usage(st, rid))
+
+
+def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
+    """A dry run: read and check the data and views, and estimate each LLM view's calls,
+    tokens and dollars for the whole run, without calling any model or writing a store.
+
+    Estimates are upper bounds: every round asks about the whole pool (it shrinks as labels
+    are accepted), and repeated prompts (zero-shot rounds after the first) would be cache hits.
+    """
+    from orchestrator.rounds import build_views
+
+    cfg, base = _config(config)
+    with Store(":memory:") as st:
+        runner = RoundRunner(cfg, st, base_dir=base)
+        run_id, _ = runner.start()
+        counts = dict(st.con.execute(
+            "SELECT CASE WHEN split = 'test' THEN 'test' WHEN gold_label IS NULL THEN 'pool' ELSE 'gold' END, count(*)"
+            " FROM items WHERE run_id = ? GROUP BY 1", [run_id]).fetchall())
+        n_gold, n_pool, n_test = (int(counts.get(k, 0)) for k in ("gold", "pool", "test"))
+        columns = [c for c in st.data_columns(run_id) if not c.startswith("__")]
+        views, fields = build_views(cfg, None, columns, base)
+        pool_rows = st.query("SELECT row_idx FROM items WHERE run_id = ? AND split = 'train' AND gold_label IS NULL"
+                             " ORDER BY row_idx LIMIT 50", [run_id]).column("row_idx").to_numpy()
+        sample = st.fetch_rows(run_id, pool_rows, fields).to_pandas()
+    rounds = cfg.cotrain.max_rounds
+    per_round_pool = min(n_pool, cfg.cotrain.pool_sample or n_pool)
+    out = []
+    for v in views:
+        if not callable(getattr(v, "plan", None)):
+            continue
+        p = v.plan(sample)  # type: ignore[attr-defined]
+        calib = 0 if getattr(v, "calibration", "none") == "none" else min(
+            n_gold + rounds * per_round_pool, int(getattr(v, "calibration_max_items", 0)))
+        if p["demonstrations"] == "none":  # same prompts every round: later rounds hit the cache
+            items = per_round_pool + n_test + min(n_gold, calib)
+        else:
+            items = rounds * per_round_pool + (rounds + 1) * (n_test + calib)
+        calls = items * p["calls_per_item"]
+        per_call = v.price_per_call(p["prompt_tokens_per_call"], p["completion_tokens_per_call"])  # type: ignore
+        out.append({**p, "items": items, "calls": calls,
+                    "prompt_tokens": int(calls * p["prompt_tokens_per_call"]),
+                    "completion_tokens": int(calls * p["completion_tokens_per_call"]),
+                    "cost_usd": None if per_call is None else calls * per_call,
+                    "budget_usd": getattr(v, "budget_usd", None)})
+        if callable(getattr(v, "close", None)):
+            v.close()  # type: ignore[attr-defined]
+    return {"n_gold": n_gold, "n_pool": n_pool, "n_test": n_test, "max_rounds": rounds, "views": out}
+
+
+def models() -> list[dict[str, Any]]:
+    """The embedded local LLMs: where their files are and whether they verify."""
+    from views.llm.local import list_local_models
+
+    return list_local_models()
 
 
 def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, *, run_id: int | None = None,
@@ -99,4 +154,5 @@ def demo(folder: str | Path = "cotrain-demo", n_pool: int = 600, n_labelled: int
     return d, run(d / "cotrain.yaml", reporter=reporter)
 
 
-__all__ = ["CotrainError", "StatusReport", "demo", "example_config", "export", "init_config", "run", "status"]
+__all__ = ["CotrainError", "StatusReport", "demo", "example_config", "export", "init_config", "models", "plan", "run",
+           "status"]

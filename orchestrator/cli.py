@@ -89,12 +89,21 @@ def init(path: Path = typer.Argument(Path("cotrain.yaml"), help="Where to write 
 def run(config: Path = typer.Argument(..., help="YAML config."),
         store: Optional[Path] = typer.Option(None, help="Store file (overrides the config's 'store')."),
         new_run: bool = typer.Option(False, "--new-run", help="Start a new run even if one exists."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Check the config and data, estimate LLM calls, "
+                                     "tokens and cost; call nothing, write nothing."),
         verbose: bool = typer.Option(True, "--verbose/--quiet", help="Log round events to stderr.")) -> None:
     """Run co-training rounds (resumes an unfinished run of the same config)."""
     _logging(verbose)
     from orchestrator import api
     from store.errors import CotrainError
 
+    if dry_run:
+        _logging(False)  # the dry run builds a throwaway in-memory run; its log lines would mislead
+        try:
+            _print_plan(api.plan(config))
+        except CotrainError as exc:
+            _fail(exc)
+        return
     try:
         with RichReporter() as rep:
             result = api.run(config, store=store, new_run=new_run, reporter=rep)
@@ -104,6 +113,43 @@ def run(config: Path = typer.Argument(..., help="YAML config."),
         out.print(f"run {result.run_id} in {result.store} already finished ({result.termination_condition}); "
                   "pass --new-run to run again")
     _print_status(result.store, result.run_id)
+
+
+def _print_plan(p: dict[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    out.print(f"data: {p['n_gold']} gold, {p['n_pool']:,} unlabelled, {p['n_test']} test items; "
+              f"up to {p['max_rounds']} rounds")
+    if not p["views"]:
+        out.print("no LLM view: nothing is paid per call")
+        return
+    t = Table(title="LLM views: estimated calls for the whole run (upper bounds)", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("view", "model", "scoring", "demos", "calls", "prompt tok", "output tok", "cost", "budget"):
+        t.add_column(col, justify="right" if col in ("calls", "prompt tok", "output tok", "cost", "budget") else "left",
+                     overflow="fold")
+    for v in p["views"]:
+        cost = "unknown price" if v["cost_usd"] is None else f"${v['cost_usd']:.4f}"
+        budget = "-" if v["budget_usd"] is None else f"${v['budget_usd']:.2f}"
+        t.add_row(v["view"], v["model"], v["mode"], v["demonstrations"], f"{v['calls']:,}",
+                  f"{v['prompt_tokens']:,}", f"{v['completion_tokens']:,}", cost, budget)
+    out.print(t)
+
+
+@app.command()
+def models() -> None:
+    """Embedded local LLMs: where their files are and whether they verify."""
+    from rich import box
+    from rich.table import Table
+
+    from orchestrator import api
+
+    t = Table(title="local models (model: local:<name>)", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("name", "default", "status", "licence", "path"):
+        t.add_column(col, overflow="fold")
+    for m in api.models():
+        t.add_row(m["name"], "yes" if m["default"] else "", m["status"], m["licence"], m["path"] or "-")
+    out.print(t)
 
 
 @app.command()
@@ -150,6 +196,16 @@ def _print_status(store: str, run_id: int | None) -> None:
         t.add_row(str(rd["round"]), f"{rd['pool_size']:,}", str(rd["labels_added"]), str(rd["n_disputed"]), *accs,
                   _fmt(rd["mean_pairwise_agreement"]), rd["termination"] or "")
     out.print(t)
+    if rep.llm:
+        u = Table(title=f"run {rep.run_id}: LLM calls per round and view", **compact)
+        for col in ("round", "view", "calls", "cached", "errors", "budget", "tokens in", "tokens out", "cost",
+                    "latency"):
+            u.add_column(col, justify="left" if col == "view" else "right", overflow="fold")
+        for x in rep.llm:
+            u.add_row(str(x["round"]), x["view"], str(x["calls"]), str(x["cache_hits"]), str(x["errors"]),
+                      str(x["over_budget"]), f"{x['prompt_tokens']:,}", f"{x['completion_tokens']:,}",
+                      f"${x['cost_usd']:.4f}", "-" if x["mean_latency_s"] is None else f"{x['mean_latency_s']:.2f}s")
+        out.print(u)
 
 
 @app.command()

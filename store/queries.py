@@ -62,3 +62,21 @@ def resolve_run(store: Store, run_id: int | None) -> int:
         raise StoreError("holds no run yet", store.path)
     store.run_info(rid)
     return rid
+
+
+def llm_usage(store: Store, run_id: int) -> list[dict[str, Any]]:
+    """LLM calls per round and view: calls made, cache hits, errors, budget refusals,
+    tokens, dollars and mean latency of the calls made."""
+    if not store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'llm_calls'"):
+        return []  # a store written before LLM views existed
+    return store.query(
+        "SELECT round, view,"
+        " count(*) FILTER (WHERE NOT cached) AS calls,"
+        " count(*) FILTER (WHERE cached) AS cache_hits,"
+        " count(*) FILTER (WHERE status = 'error') AS errors,"
+        " count(*) FILTER (WHERE status = 'budget') AS over_budget,"
+        " coalesce(sum(prompt_tokens), 0) AS prompt_tokens,"
+        " coalesce(sum(completion_tokens), 0) AS completion_tokens,"
+        " coalesce(sum(cost_usd), 0) AS cost_usd,"
+        " avg(latency_s) FILTER (WHERE NOT cached AND status = 'ok') AS mean_latency_s"
+        " FROM llm_calls WHERE run_id = ? GROUP BY round, view ORDER BY round, view", [run_id]).to_pylist()

@@ -128,14 +128,14 @@ class MisbehavingServer:
         label = rule_label(text)
         other = "negative" if label == "positive" else "positive"
         logprobs = None
-        if req.get("logprobs") and mode != "no_logprobs":
+        if mode == "garbage":  # neither logprobs nor a readable answer
+            content = "Hmm, hard to say. It could go either way!"
+        elif req.get("logprobs") and mode != "no_logprobs":
             top = [(label.capitalize(), math.log(0.6)), (label, math.log(0.2)), (other, math.log(0.1)),
                    ("The", math.log(0.05))][: int(req.get("top_logprobs") or 1)]
             logprobs = {"content": [{"token": top[0][0], "logprob": top[0][1],
                                      "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}]}
             content = top[0][0]
-        elif mode == "garbage":
-            content = "Hmm, hard to say. It could go either way!"
         else:
             content = json.dumps({"label": label, "confidence": 0.9})
         pt = sum(len(m["content"].split()) for m in req["messages"])

