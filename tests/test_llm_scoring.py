@@ -117,9 +117,14 @@ def test_templates_render_fields_labels_and_demos():
                       fields=["question", "passage"], instructions="Judge it.")
     msgs = b.messages({"question": "Q?", "passage": "P."}, "logprobs", [({"question": "q0", "passage": "p0"}, 1)])
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
-    assert "Judge it." in msgs[0]["content"] and "negative: bad opinion" in msgs[0]["content"]
+    assert msgs[0]["content"] == "Judge it."
     assert msgs[2]["content"] == "positive"
-    assert "Question: Q?" in msgs[-1]["content"] and "Passage: P." in msgs[-1]["content"]
+    assert msgs[-1]["content"] == "Question: Q?\nPassage: P.\nIs it negative or positive? Answer with one word."
+    custom = PromptBuilder(labels=["neg", "pos"], descriptions=["bad opinion", None], verbalisers=[["no"], ["yes"]],
+                           fields=["q"], template="{{ item.q }} {% for l in labels %}[{{ l.name }}={{ l.description }}]"
+                           "{% endfor %}")
+    assert custom.messages({"q": "Q"}, "logprobs")[-1]["content"] == "Q [neg=bad opinion][pos=]"
+    assert [m["role"] for m in custom.messages({"q": "Q"}, "logprobs")] == ["user"]  # empty system is dropped
     sample = b.messages({"question": "Q?", "passage": "P."}, "sample")
     assert "JSON" in sample[-1]["content"]
 

@@ -336,7 +336,9 @@ class LLMClient:
             if not val:
                 raise ViewError(self.view, f"environment variable {self.endpoint.api_key_env} (api_key_env) is not set")
             return val
-        return "sk-no-key" if self.api_base_override else None  # local servers need none; litellm wants one
+        # a self-hosted server (llama.cpp, vLLM, the embedded one) needs no key, but litellm's
+        # OpenAI route insists on one; hosted providers read their usual variable themselves
+        return "sk-no-key" if (self.api_base_override or self.endpoint.api_base) else None
 
     async def _call(self, request: dict[str, Any], key: str,
                     limiter: _RateLimiter) -> tuple[Completion, dict[str, Any] | None]:
