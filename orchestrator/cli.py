@@ -233,10 +233,10 @@ def export(store: Path = typer.Argument(..., help="Store file."),
 
 @app.command()
 def demo(folder: Path = typer.Argument(Path("cotrain-demo"), help="Folder for data, config and store."),
-         n_pool: int = typer.Option(600, help="Unlabelled items."),
+         n_pool: int = typer.Option(300, help="Unlabelled items."),
          n_labelled: int = typer.Option(20, help="Gold labels."),
-         max_rounds: int = typer.Option(5)) -> None:
-    """Run the offline demo: Rotten Tomatoes, a TF-IDF view and a MiniLM embedding view."""
+         max_rounds: int = typer.Option(4)) -> None:
+    """Run the offline demo: Rotten Tomatoes, TF-IDF + MiniLM + local LLM views."""
     _logging(False)
     from orchestrator import api
     from store.errors import CotrainError

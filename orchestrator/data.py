@@ -171,7 +171,5 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
     n_train, n_gold, n_test = (int(x) for x in counts)
     if n_train == 0:
         raise DataError("no training rows (every row is in the test split)", d.train)
-    if n_gold == 0:
-        raise DataError(f"no labelled training rows: fill '{d.label_column}' for a few items", d.train)
     columns = [c for c in store.data_columns(run_id) if c not in (SPLIT_COL, FILE_ROW_COL)]
     return LoadedData(n_train, n_gold, n_train - n_gold, n_test, columns)

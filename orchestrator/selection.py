@@ -35,10 +35,12 @@ def select_threshold(labels: np.ndarray, conf: np.ndarray, threshold: float) -> 
 
 def class_quota(prior: np.ndarray, k: int) -> np.ndarray:
     """Picks per class for one view and round: ``k`` split by the labelled class prior
-    (Blum-Mitchell's p positives and n negatives), at least one for every class seen."""
+    (Blum-Mitchell's p positives and n negatives), at least one for every class seen.
+    With no gold label at all (zero-shot LLM + small model, as in Lang et al. 2022) the
+    prior is uniform."""
     prior = np.asarray(prior, dtype=np.float64)
     if prior.sum() <= 0:
-        return np.zeros(len(prior), dtype=np.int64)
+        prior = np.ones(len(prior))
     prior = prior / prior.sum()
     quota = np.rint(prior * k).astype(np.int64)
     quota[(prior > 0) & (quota == 0)] = 1

@@ -43,7 +43,7 @@ def test_class_quota_follows_prior_with_one_each():
     assert class_quota(np.array([30, 10]), 4).tolist() == [3, 1]
     assert class_quota(np.array([98, 1, 1]), 10).tolist() == [10, 1, 1]
     assert class_quota(np.array([5, 0, 5]), 4).tolist() == [2, 0, 2]  # unseen class: no quota
-    assert class_quota(np.array([0, 0]), 4).tolist() == [0, 0]
+    assert class_quota(np.array([0, 0]), 4).tolist() == [2, 2]  # no gold at all: uniform
 
 
 def test_k_best_per_class_breaks_ties_by_item_order():

@@ -50,6 +50,8 @@ class LLMView:
     (local models).
     """
 
+    zero_shot = True  # labels without any training item: a run may start with no gold label
+
     def __init__(
         self,
         name: str,
