@@ -25,7 +25,7 @@ def test_init_writes_a_valid_commented_config(tmp_path: Path):
     text = target.read_text()
     assert text.count("#") > 20
     cfg = load_config(target)
-    assert [v.kind for v in cfg.views] == ["sklearn", "embedding"]
+    assert [v.kind for v in cfg.views] == ["sklearn", "embedding", "llm"]
     again = runner.invoke(app, ["init", str(target)])
     assert again.exit_code == 1 and "already exists; pass --force" in again.output
 
@@ -82,3 +82,20 @@ def test_help_is_fast():
                            "print(sorted(m for m in ('torch','sklearn','sentence_transformers','litellm','duckdb')"
                            " if m in sys.modules))"], cwd=REPO, capture_output=True, text=True).stdout
     assert mods.strip() == "[]"
+
+
+def test_models_lists_local_models():
+    res = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "smollm2-135m" in res.output and "qwen2.5-coder-0.5b" in res.output
+
+
+def test_dry_run_estimates_without_calling_or_storing(tmp_path: Path):
+    from tests.test_llm_view import llm_config
+
+    cfg = llm_config(tmp_path, "http://127.0.0.1:9/v1", key_env=None,  # nothing listens there: nothing is called
+                     price={"input_per_mtok": 0.15, "output_per_mtok": 0.6})
+    res = runner.invoke(app, ["run", str(cfg), "--dry-run"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "8 gold, 40 unlabelled, 20 test items" in res.output and "$0.0" in res.output
+    assert not (tmp_path / "run.duckdb").exists()

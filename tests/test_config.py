@@ -119,3 +119,20 @@ def test_fingerprint_ignores_store_path_only():
     b = parse_config(with_("store", "elsewhere.duckdb"))
     c = parse_config(with_("seed", 1))
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"scoring": "vote"}, r"'views\[0\]\.scoring"),
+    ({"api_key_env": "sk-abc 123"}, r"'views\[0\]\.api_key_env"),
+    ({"demonstrations": {"strategy": "nearest"}}, r"'views\[0\]\.demonstrations"),
+    ({"samples": 0}, r"'views\[0\]\.samples"),
+    ({"fields": []}, r"'views\[0\]\.fields"),
+    ({"budget_usd": -1}, r"'views\[0\]\.budget_usd"),
+    ({"api_key": "sk-live-123"}, r"api_key must not be written in a config"),
+])
+def test_bad_llm_params(params, match):
+    view = {"name": "l", "kind": "llm", "fields": ["text"], **params}
+    with pytest.raises(ConfigError, match=match) as info:
+        parse_config({"task": {"labels": ["a", "b"]}, "data": {"train": "x.csv"}, "views": [view],
+                      "cotrain": {"policy": "self"}})
+    assert "\n" not in str(info.value) and "sk-live" not in str(info.value)

@@ -190,3 +190,20 @@ def test_dry_run_estimates_and_calls_nothing(tmp_path, key_env):
     assert v["calls"] == 40 + 20  # zero-shot: later rounds are cache hits
     assert v["prompt_tokens"] > 0 and v["cost_usd"] == pytest.approx(
         (v["prompt_tokens"] * 1.0 + v["completion_tokens"] * 2.0) / 1e6, rel=0.05)
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"fields": ["body"]}, r"view 'llm': field 'body' is not a column"),
+    ({"verbalizers": {"neutral": ["meh"]}}, r"verbalizers name unknown label 'neutral'"),
+    ({"model": "local:gpt-9"}, r"unknown local model 'gpt-9'"),
+    ({"demonstrations": {"strategy": "knn", "text": "body"}}, r"demonstrations.text field 'body'"),
+    ({"template": "{{ item.text }"}, r"'template' is not a valid template"),
+])
+def test_bad_llm_view_fails_at_build_naming_the_problem(tmp_path, params, match):
+    from store.errors import CotrainError
+
+    cfg = llm_config(tmp_path, "http://127.0.0.1:9/v1", key_env=None, **params)
+    with pytest.raises(CotrainError, match=match):
+        api.run(cfg)
+    con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
+    assert _one(con, "SELECT count(*) FROM runs") == 0  # nothing stored
