@@ -198,13 +198,16 @@ def _print_status(store: str, run_id: int | None) -> None:
     out.print(t)
     if rep.llm:
         u = Table(title=f"run {rep.run_id}: LLM calls per round and view", **compact)
-        for col in ("round", "view", "calls", "cached", "errors", "budget", "tokens in", "tokens out", "cost",
-                    "latency"):
+        refused = any(x["over_budget"] for x in rep.llm)  # the column only when a budget bit
+        cols = ["round", "view", "calls", "cached", "errors", *(["budget"] if refused else []), "tokens in/out",
+                "cost", "latency"]
+        for col in cols:
             u.add_column(col, justify="left" if col == "view" else "right", overflow="fold")
         for x in rep.llm:
             u.add_row(str(x["round"]), x["view"], str(x["calls"]), str(x["cache_hits"]), str(x["errors"]),
-                      str(x["over_budget"]), f"{x['prompt_tokens']:,}", f"{x['completion_tokens']:,}",
-                      f"${x['cost_usd']:.4f}", "-" if x["mean_latency_s"] is None else f"{x['mean_latency_s']:.2f}s")
+                      *([str(x["over_budget"])] if refused else []),
+                      f"{x['prompt_tokens']:,}/{x['completion_tokens']:,}", f"${x['cost_usd']:.4f}",
+                      "-" if x["mean_latency_s"] is None else f"{x['mean_latency_s']:.2f}s")
         out.print(u)
 
 

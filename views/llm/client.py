@@ -21,7 +21,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -190,7 +190,7 @@ class LLMClient:
     price: Price | None = None
     budget_usd: float | None = None
     api_base_override: str | None = None   # a local server's URL, not part of the cache key
-    on_progress: Callable[[int], None] | None = None
+    progress_every_s: float = 15.0  # log "n/N requests" at most this often during long batches
     stats: ClientStats = field(default_factory=ClientStats)
 
     def __post_init__(self) -> None:
@@ -264,8 +264,6 @@ class LLMClient:
         self.stats.cache_hits += len(records)
         if records:
             self._flush(records)
-            if self.on_progress:
-                self.on_progress(len(records))
         todo = [i for i in range(len(requests)) if out[i] is None]
         # identical requests within one batch are asked once
         first: dict[str, int] = {}
@@ -273,6 +271,8 @@ class LLMClient:
             first.setdefault(keys[i], i)
         sem = asyncio.Semaphore(max(1, self.concurrency))
         limiter = _RateLimiter(self.rate_limit)
+        total, done = len(first), 0
+        t_start = last_log = time.monotonic()
 
         async def one(i: int) -> None:
             async with sem:
@@ -281,8 +281,13 @@ class LLMClient:
                 # filed before the slot is released: a later request never starts before
                 # an earlier answer is safely in the cache
                 self._flush([self._record(requests[i], comp, raw)])
-                if self.on_progress:
-                    self.on_progress(1)
+                nonlocal done, last_log
+                done += 1
+                now = time.monotonic()
+                if now - last_log >= self.progress_every_s and done < total:
+                    last_log = now
+                    log.info("view %s: %d/%d requests answered (%.1f/s; %d more were cached)", self.view, done,
+                             total, done / (now - t_start), len(records))
 
         await asyncio.gather(*(one(i) for i in first.values()))
         dups = []
