@@ -81,6 +81,12 @@ def test_concurrency_and_rate_limits_hold(key_env):
     with MisbehavingServer(delay_s=0.15) as srv, _client(srv, key_env, concurrency=3, timeout_s=5) as c:
         c.complete([_req(f"good {i}") for i in range(12)])
     assert 2 <= srv.max_inflight <= 3
+    from concurrent.futures import ThreadPoolExecutor
+
+    with MisbehavingServer(delay_s=0.15) as srv, _client(srv, key_env, concurrency=2, timeout_s=5) as c, \
+            ThreadPoolExecutor(3) as pool:  # several callers (debate threads) share one limit
+        list(pool.map(lambda i: c.complete([_req(f"good {i} {j}") for j in range(4)]), range(3)))
+    assert srv.max_inflight == 2 and srv.count == 12
     with MisbehavingServer() as srv, _client(srv, key_env, rate_limit=20.0) as c:
         t = time.perf_counter()
         c.complete([_req(f"good {i}") for i in range(10)])

@@ -199,6 +199,8 @@ class LLMClient:
         self._spent: float | None = None
         self._budget_warned = False
         self._jitter = random.Random()  # backoff jitter only; never affects results
+        self._sem: asyncio.Semaphore | None = None
+        self._limiter: _RateLimiter | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -227,6 +229,7 @@ class LLMClient:
                 self._thread.join(timeout=5)
             self._loop.close()
             self._loop = self._thread = None
+            self._sem = self._limiter = None
 
     def __enter__(self) -> LLMClient:
         return self
@@ -269,8 +272,12 @@ class LLMClient:
         first: dict[str, int] = {}
         for i in todo:
             first.setdefault(keys[i], i)
-        sem = asyncio.Semaphore(max(1, self.concurrency))
-        limiter = _RateLimiter(self.rate_limit)
+        # one semaphore and one rate limiter per client (created on its loop): concurrent
+        # complete() calls from several threads share the limits
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(max(1, self.concurrency))
+            self._limiter = _RateLimiter(self.rate_limit)
+        sem, limiter = self._sem, self._limiter
         total, done = len(first), 0
         t_start = last_log = time.monotonic()
 

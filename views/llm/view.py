@@ -267,8 +267,9 @@ class LLMView:
         self._demo_y = y
         self._demo_ids = self._ids(items)
         mode = self.mode_ or "logprobs"
-        self._demo_cost = [estimate_tokens(m["content"]) + estimate_tokens(self.builder.answer(int(lab), mode)) + 8
-                           for m, lab in zip((self.builder.messages(r, mode)[-1] for r in self._demo_items), y)]
+        self._demo_cost = [] if strategy == "none" else [  # token cost of each item as a demonstration
+            estimate_tokens(m["content"]) + estimate_tokens(self.builder.answer(int(lab), mode)) + 8
+            for m, lab in zip((self.builder.messages(r, mode)[-1] for r in self._demo_items), y)]
         self._demo_vecs = None
         if strategy == "knn" and len(items):
             self._demo_vecs = self._embedder().embed(self._embed_texts(items))
