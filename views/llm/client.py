@@ -200,16 +200,18 @@ class LLMClient:
         self._budget_warned = False
         self._jitter = random.Random()  # backoff jitter only; never affects results
         self._sem: asyncio.Semaphore | None = None
+        self._loop_lock = threading.Lock()
         self._limiter: _RateLimiter | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            t = threading.Thread(target=loop.run_forever, name=f"cotrain-llm-{self.view}", daemon=True)
-            t.start()
-            self._loop, self._thread = loop, t
-        return self._loop
+        with self._loop_lock:  # several threads (parallel debate agents) may call at once
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                t = threading.Thread(target=loop.run_forever, name=f"cotrain-llm-{self.view}", daemon=True)
+                t.start()
+                self._loop, self._thread = loop, t
+            return self._loop
 
     def close(self) -> None:
         """Cancel what litellm left running on the loop (its logging worker), then stop it."""

@@ -25,8 +25,9 @@ import pandas as pd
 from store.errors import ViewError
 from views.base import ITEM_ID_COLUMN, ViewContext, build_params
 from views.llm.client import Endpoint, LLMClient, Price, import_litellm
+from views.llm.connect import Connection, check_model, connect, endpoint_for
 from views.llm.demos import balanced_draw, nearest, within_budget
-from views.llm.local import DEFAULT_LOCAL_MODEL, LocalServer, local_model
+from views.llm.local import DEFAULT_LOCAL_MODEL, LocalServer
 from views.llm.prompt import DEFAULT_SYSTEM, DEFAULT_USER, PromptBuilder, estimate_tokens
 from views.llm.scoring import apply_calibration, fit_calibration, label_word_probs, parse_answer, vote_probs
 
@@ -117,8 +118,7 @@ class LLMView:
         self.n_fits_ = 0
         self.abstentions_ = 0
         self._builder: PromptBuilder | None = None
-        self._client: LLMClient | None = None
-        self._server: LocalServer | None = None
+        self._conn: Connection | None = None
         self._encoder_view: Any = None
         self._demo_items: list[dict[str, str]] = []
         self._demo_y = np.zeros(0, dtype=int)
@@ -160,9 +160,8 @@ class LLMView:
         if self.demonstrations["strategy"] not in ("none", "balanced", "knn"):
             raise ViewError(self.name, "demonstrations.strategy must be none, balanced or knn, "
                             f"not '{self.demonstrations['strategy']}'")
-        if self.model.startswith("local:"):
-            local_model(self.model.split(":", 1)[1]).target()  # installed? (raises naming the pip command)
-        elif self.api_key_env is not None and not self.api_key_env.replace("_", "").isalnum():
+        check_model(self.model)  # a local model is installed? (raises naming the pip command)
+        if self.api_key_env is not None and not self.api_key_env.replace("_", "").isalnum():
             raise ViewError(self.name, "api_key_env is the NAME of an environment variable, not a key")
         self._builder = self._make_builder()
         self._builder.check()
@@ -200,36 +199,28 @@ class LLMView:
 
     # ------------------------------------------------------------------ client / server
     def endpoint(self) -> Endpoint:
-        if self.model.startswith("local:"):
-            name = self.model.split(":", 1)[1]
-            return Endpoint(model="openai/local", identity=f"local:{name}")
-        return Endpoint(model=self.model, api_base=self.api_base, api_key_env=self.api_key_env)
+        return endpoint_for(self.model, self.api_base, self.api_key_env)
 
     def client(self) -> LLMClient:
         """The view's client; starts the embedded server on first use for local models."""
-        if self._client is None:
-            override = None
-            if self.model.startswith("local:"):
-                path = local_model(self.model.split(":", 1)[1]).path()
-                self._server = LocalServer(path, n_ctx=self.n_ctx, n_parallel=max(1, self.concurrency),
-                                           threads=self.threads).start()
-                override = self._server.base_url
-            self._client = LLMClient(
-                endpoint=self.endpoint(), view=self.name, ledger=getattr(self.context, "ledger", None),
-                concurrency=self.concurrency, rate_limit=self.rate_limit, timeout_s=self.timeout_s,
-                max_retries=self.max_retries, backoff_s=self.backoff_s,
-                price=Price(**self.price) if self.price else None, budget_usd=self.budget_usd,
-                api_base_override=override)
-        return self._client
+        if self._conn is None:
+            self._conn = connect(
+                self.model, self.name, api_base=self.api_base, api_key_env=self.api_key_env,
+                ledger=getattr(self.context, "ledger", None), concurrency=self.concurrency,
+                rate_limit=self.rate_limit, timeout_s=self.timeout_s, max_retries=self.max_retries,
+                backoff_s=self.backoff_s, price=self.price, budget_usd=self.budget_usd, n_ctx=self.n_ctx,
+                threads=self.threads)
+        return self._conn.client
+
+    @property
+    def _server(self) -> LocalServer | None:
+        return self._conn.server if self._conn is not None else None
 
     def close(self) -> None:
         """Stop the client's loop and the embedded server (idempotent)."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def __del__(self) -> None:  # a forgotten view must not keep a server running
         try:

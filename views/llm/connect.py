@@ -1,0 +1,56 @@
+"""Opening an LLM endpoint: the one place that turns a model string into a client (and, for
+``local:<name>``, the embedded llama.cpp server behind it). Used by the ``llm`` view and by
+the debate agents."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from views.llm.client import Endpoint, LLMClient, Price
+from views.llm.local import LocalServer, local_model
+
+
+def endpoint_for(model: str, api_base: str | None = None, api_key_env: str | None = None) -> Endpoint:
+    """``local:<name>`` is served by llama.cpp on a port that changes every run, so its cache
+    identity is the model's name, not its URL."""
+    if model.startswith("local:"):
+        return Endpoint(model="openai/local", identity=model)
+    return Endpoint(model=model, api_base=api_base, api_key_env=api_key_env)
+
+
+def check_model(model: str) -> None:
+    """Fail early (naming the pip command) when a local model is not installed."""
+    if model.startswith("local:"):
+        local_model(model.split(":", 1)[1]).target()
+
+
+@dataclass
+class Connection:
+    """A client and, for a local model, the server it talks to; ``close()`` stops both."""
+
+    client: LLMClient
+    server: LocalServer | None = None
+
+    def close(self) -> None:
+        self.client.close()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: str | None = None,
+            ledger: Any = None, concurrency: int = 4, rate_limit: float | None = None, timeout_s: float = 60.0,
+            max_retries: int = 4, backoff_s: float = 0.5, price: dict[str, float] | None = None,
+            budget_usd: float | None = None, n_ctx: int = 8192, threads: int | None = None) -> Connection:
+    """Open ``model`` for the caller ``name`` (a view or an agent: the ledger files calls under it)."""
+    server = None
+    override = None
+    if model.startswith("local:"):
+        path = local_model(model.split(":", 1)[1]).path()
+        server = LocalServer(path, n_ctx=n_ctx, n_parallel=max(1, concurrency), threads=threads).start()
+        override = server.base_url
+    client = LLMClient(endpoint=endpoint_for(model, api_base, api_key_env), view=name, ledger=ledger,
+                       concurrency=concurrency, rate_limit=rate_limit, timeout_s=timeout_s, max_retries=max_retries,
+                       backoff_s=backoff_s, price=Price(**price) if price else None, budget_usd=budget_usd,
+                       api_base_override=override)
+    return Connection(client, server)
