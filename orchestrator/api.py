@@ -16,7 +16,7 @@ from orchestrator.rounds import Reporter, RoundRunner, RunResult
 from store.database import Store
 from store.errors import ConfigError, CotrainError
 from store.export import ExportFilter, ExportFormat, export_labels
-from store.queries import llm_usage, resolve_run, rounds_summary, run_summaries
+from store.queries import debate_summary, llm_usage, resolve_run, rounds_summary, run_summaries
 
 
 def example_config() -> str:
@@ -61,6 +61,7 @@ class StatusReport:
     run_id: int | None
     rounds: list[dict[str, Any]]
     llm: list[dict[str, Any]] = field(default_factory=list)  # LLM usage per round and view
+    debates: list[dict[str, Any]] = field(default_factory=list)  # debates per round
 
 
 def status(store: str | Path, run_id: int | None = None) -> StatusReport:
@@ -70,7 +71,8 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
         if not runs:
             return StatusReport(str(store), [], None, [])
         rid = resolve_run(st, run_id)
-        return StatusReport(str(store), runs, rid, rounds_summary(st, rid), llm_usage(st, rid))
+        return StatusReport(str(store), runs, rid, rounds_summary(st, rid), llm_usage(st, rid),
+                            debate_summary(st, rid))
 
 
 def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +122,86 @@ def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
     return {"n_gold": n_gold, "n_pool": n_pool, "n_test": n_test, "max_rounds": rounds, "views": out}
 
 
+@dataclass
+class DebateReport:
+    """What ``debate`` did (or, on a dry run, would do)."""
+
+    store: str | None
+    plan: dict[str, Any]
+    n_items: int = 0
+    verdicts: int = 0
+    no_verdict: int = 0
+    over_budget: int = 0
+    accuracy: float | None = None   # on items of the file that carry a gold label
+    calls: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+def debate(config: str | Path | Config | dict[str, Any], items: str | Path, *, store: str | Path | None = None,
+           dry_run: bool = False) -> DebateReport:
+    """Debate the items of a file (CSV / JSONL / Parquet) without co-training, using the
+    config's ``debate`` section; verdicts and turns go to the store (``run_id`` NULL). Items
+    carry the debate's ``fields``, an optional ``data.id_column`` and an optional gold label
+    (``data.label_column``) that is used only to report the verdicts' accuracy."""
+    from orchestrator.data import read_table
+    from orchestrator.debate import file_debates, make_debater, plan_debate
+    from store.errors import DataError
+    from store.llm_ledger import LLMLedger
+
+    cfg, _ = _config(config)
+    if cfg.debate is None:
+        raise ConfigError("debate", "the config has no 'debate' section")
+    d = cfg.debate
+    table = read_table(items)
+    cols = table.column_names
+    for f in d.fields:
+        if f not in cols:
+            raise DataError(f"column '{f}' (debate.fields) is missing", str(items))
+    id_col = cfg.data.id_column if cfg.data.id_column in cols else None
+    ids = [str(x) for x in table.column(id_col).to_pylist()] if id_col else [f"row{i + 1}" for i in range(len(table))]
+    if len(set(ids)) != len(ids):
+        raise DataError("item ids are not unique", str(items))
+    records = [{f: "" if v is None else str(v) for f, v in zip(d.fields, vals)}
+               for vals in zip(*(table.column(f).to_pylist() for f in d.fields))]
+    gold = table.column(cfg.data.label_column).to_pylist() if cfg.data.label_column in cols else [None] * len(ids)
+    names = cfg.task.names
+    for i, g in enumerate(gold):
+        if g is not None and str(g) != "" and str(g) not in names:
+            raise DataError(f"unknown label '{g}' (labels: {', '.join(names)})", str(items), row=i + 1, item=ids[i])
+    plan = plan_debate(cfg, len(ids), records)
+    if dry_run:
+        return DebateReport(None, plan, n_items=len(ids))
+    path = str(store) if store is not None else cfg.store
+    with Store(path) as st:
+        ledger = LLMLedger(st, run_id=None)
+        try:
+            with make_debater(cfg, ledger) as debater:
+                debater.check()
+                outcomes = debater.run([(i, r, []) for i, r in zip(ids, records)])
+            with st.transaction():
+                file_debates(st, outcomes, run_id=None, round_idx=None, triggers=["given"] * len(ids),
+                             splits=["given"] * len(ids), accepted=[False] * len(ids), aggregation=d.aggregation,
+                             label_names=names)
+        finally:
+            ledger.close()
+    judged = [(o, g) for o, g in zip(outcomes, gold) if g not in (None, "")]
+    acc = (sum(o.verdict >= 0 and names[o.verdict] == str(g) for o, g in judged) / len(judged)) if judged else None
+    return DebateReport(path, plan, n_items=len(ids), verdicts=sum(o.status == "verdict" for o in outcomes),
+                        no_verdict=sum(o.status == "no_verdict" for o in outcomes),
+                        over_budget=sum(o.status == "budget" for o in outcomes), accuracy=acc,
+                        calls=sum(o.calls for o in outcomes), tokens=sum(o.tokens for o in outcomes),
+                        cost_usd=sum(o.cost_usd for o in outcomes))
+
+
+def debate_transcript(store: str | Path, item_id: str) -> dict[str, Any]:
+    """The latest debate of ``item_id``: the debate row and its turns in order."""
+    from store.queries import debate_of_item
+
+    with Store(store, read_only=True) as st:
+        return debate_of_item(st, item_id)
+
+
 def models() -> list[dict[str, Any]]:
     """The embedded local LLMs: where their files are and whether they verify."""
     from views.llm.local import list_local_models
@@ -155,5 +237,5 @@ def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int
     return d, run(d / "cotrain.yaml", reporter=reporter)
 
 
-__all__ = ["CotrainError", "StatusReport", "demo", "example_config", "export", "init_config", "models", "plan", "run",
-           "status"]
+__all__ = ["CotrainError", "DebateReport", "StatusReport", "debate", "debate_transcript", "demo", "example_config",
+           "export", "init_config", "models", "plan", "run", "status"]

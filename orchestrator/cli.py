@@ -137,6 +137,55 @@ def _print_plan(p: dict[str, Any]) -> None:
 
 
 @app.command()
+def debate(target: str = typer.Argument(..., metavar="CONFIG|show", help="YAML config, or 'show'."),
+           item: Optional[str] = typer.Argument(None, help="With 'show': the item id."),
+           items: Optional[Path] = typer.Option(None, "--items", help="Items to debate (CSV, JSONL, Parquet)."),
+           store: Optional[Path] = typer.Option(None, help="Store file (default: the config's; for show: "
+                                                "cotrain.duckdb)."),
+           dry_run: bool = typer.Option(False, "--dry-run", help="Print planned items, calls, tokens and cost only."),
+           verbose: bool = typer.Option(True, "--verbose/--quiet")) -> None:
+    """Debate items among LLM agents without co-training, or show an item's debate:
+    cotrain debate CONFIG --items FILE [--dry-run];  cotrain debate show ITEM [--store S]."""
+    _logging(verbose and not dry_run)
+    from orchestrator import api
+    from store.errors import CotrainError
+
+    try:
+        if target == "show":
+            if item is None:
+                raise typer.BadParameter("give the item id: cotrain debate show ITEM")
+            _print_transcript(api.debate_transcript(store or Path("cotrain.duckdb"), item))
+            return
+        if items is None:
+            raise typer.BadParameter("give the items to debate with --items FILE")
+        rep = api.debate(target, items, store=store, dry_run=dry_run)
+    except CotrainError as exc:
+        _fail(exc)
+    p = rep.plan
+    cost = "unknown price" if p["cost_usd"] is None else f"${p['cost_usd']:.4f}"
+    out.print(f"plan: {p['items']} item(s), at most {p['calls']:,} calls, ~{p['tokens']:,} tokens, {cost}"
+              + (f" (budget ${p['budget_usd']:.2f})" if p["budget_usd"] is not None else ""), highlight=False)
+    if dry_run:
+        return
+    acc = "" if rep.accuracy is None else f", accuracy on gold {rep.accuracy:.3f}"
+    out.print(f"debated {rep.n_items}: {rep.verdicts} verdicts, {rep.no_verdict} without verdict, "
+              f"{rep.over_budget} over budget{acc}; {rep.calls} calls, {rep.tokens:,} tokens, ${rep.cost_usd:.4f} "
+              f"-> {rep.store}", highlight=False)
+
+
+def _print_transcript(t: dict[str, Any]) -> None:
+    d = t["debate"]
+    where = "standalone" if d["run_id"] is None else f"run {d['run_id']}, round {d['round']}"
+    out.print(f"item {d['item_id']} ({where}, {d['trigger']}): verdict {d['verdict'] or '-'} "
+              f"(confidence {d['confidence'] or 0:.2f}, {d['aggregation']}, {d['rounds_used']} round(s)"
+              f"{', stopped early' if d['early_stopped'] else ''})", highlight=False)
+    for turn in t["turns"]:
+        label = turn["label"] or f"abstained ({turn['status']})"
+        out.print(f"  round {turn['debate_round'] + 1}  {turn['agent']} [{turn['model']}]: {label} "
+                  f"({turn['confidence'] or 0:.2f}) {turn['rationale'] or ''}", highlight=False)
+
+
+@app.command()
 def models() -> None:
     """Embedded local LLMs: where their files are and whether they verify."""
     from rich import box
@@ -209,6 +258,15 @@ def _print_status(store: str, run_id: int | None) -> None:
                       f"{x['prompt_tokens']:,}/{x['completion_tokens']:,}", f"${x['cost_usd']:.4f}",
                       "-" if x["mean_latency_s"] is None else f"{x['mean_latency_s']:.2f}s")
         out.print(u)
+    if rep.debates:
+        t2 = Table(title=f"run {rep.run_id}: debates per round", **compact)
+        for col in ("round", "debated", "verdicts", "accepted", "budget", "calls", "tokens", "cost", "test acc"):
+            t2.add_column(col, justify="right", overflow="fold")
+        for x in rep.debates:
+            acc = "-" if x["test_verdict_accuracy"] is None else f"{x['test_verdict_accuracy']:.3f} ({x['test_debated']})"
+            t2.add_row(str(x["round"]), str(x["debated"]), str(x["verdicts"]), str(x["accepted"]),
+                       str(x["over_budget"]), str(x["calls"]), f"{x['tokens']:,}", f"${x['cost_usd']:.4f}", acc)
+        out.print(t2)
 
 
 @app.command()

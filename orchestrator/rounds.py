@@ -24,6 +24,7 @@ from orchestrator.selection import (
     ABSTAIN,
     class_quota,
     ensemble_proba,
+    find_disputes,
     label_matrix,
     merge_picks,
     pairwise_agreement,
@@ -32,7 +33,7 @@ from orchestrator.selection import (
     select_threshold,
 )
 from store.database import Store, StoreCache, rows_as_lists, utcnow
-from store.errors import DataError, RunError
+from store.errors import ConfigError, DataError, RunError
 from store.llm_ledger import LLMLedger
 from store.queries import label_counts
 from views.base import ITEM_ID_COLUMN, View, ViewContext
@@ -149,6 +150,7 @@ class RoundRunner:
         self.labels = cfg.task.names
         self.k = len(self.labels)
         self._state: Any = None  # the running run's _State, once loaded
+        self.debater: Any = None  # agents.runner.Debater while a run with a debate section runs
 
     # ------------------------------------------------------------------ start / resume
     def start(self, new_run: bool = False) -> tuple[int, bool]:
@@ -169,6 +171,10 @@ class RoundRunner:
                 labels=self.labels, views=[v.name for v in self.cfg.views])
             loaded = load_into_store(self.store, run_id, self.cfg)
             views, _ = build_views(self.cfg, None, loaded.columns, self.base_dir)  # field check before commit
+            d = self.cfg.debate
+            missing = [f for f in (d.fields if d is not None and d.enabled else []) if f not in loaded.columns]
+            if missing:
+                raise ConfigError("debate.fields", f"'{missing[0]}' is not a column of the data")
             if loaded.n_gold == 0 and not any(getattr(v, "zero_shot", False) for v in views):
                 raise DataError(f"no labelled training rows: fill '{self.cfg.data.label_column}' for a few items "
                                 "(or add an llm view, which labels zero-shot)", self.cfg.data.train)
@@ -186,7 +192,13 @@ class RoundRunner:
         columns = [c for c in self.store.data_columns(run_id) if not c.startswith("__")]
         ledger = LLMLedger(self.store, run_id)
         views: list[View] = []
+        d = self.cfg.debate
         try:
+            if d is not None and d.enabled:
+                from orchestrator.debate import make_debater
+
+                self.debater = make_debater(self.cfg, ledger)
+                self.debater.check()
             views, fields = build_views(self.cfg, self.store, columns, self.base_dir, ledger)
             state = _State.load(self.store, run_id, self.labels, [v.name for v in views])
             self._state = state
@@ -207,6 +219,9 @@ class RoundRunner:
             for v in views:
                 if callable(getattr(v, "close", None)):
                     v.close()  # type: ignore[attr-defined]
+            if self.debater is not None:
+                self.debater.close()
+                self.debater = None
             ledger.close()
         return self._result(run_id, resumed=resumed and bool(done))
 
@@ -260,6 +275,8 @@ class RoundRunner:
         conf_m = np.zeros((0, len(views)), dtype=np.float32)
         ens_lab = np.zeros(0, dtype=np.int16)
         merged = None
+        debate_accepted: tuple[np.ndarray, np.ndarray, np.ndarray] = (
+            np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.float32))
         with self.store.transaction():
             if finished_now is None:
                 if c.pool_sample and c.pool_sample < pool_left:
@@ -269,9 +286,12 @@ class RoundRunner:
                 merged = merge_picks(labels_m, conf_m, picked, c.threshold,
                                      consensus=ens_lab if c.veto == "ensemble" and c.policy != "self" else None)
                 self._write_selection(run_id, r, state, pool, merged, labels_m, conf_m, views)
-                if merged.item.size == 0:
+                if self.debater is not None:
+                    debate_accepted = self._debate(run_id, r, state, pool, merged, labels_m, conf_m, views,
+                                                   test_probs)
+                if merged.item.size == 0 and debate_accepted[0].size == 0:
                     finished_now = "no_change"
-            added = 0 if merged is None else int(merged.item.size)
+            added = (0 if merged is None else int(merged.item.size)) + int(debate_accepted[0].size)
             per_view_added = {v.name: (0 if merged is None else int(merged.sources[:, j].sum()))
                               for j, v in enumerate(views)}
             rows = []
@@ -308,6 +328,8 @@ class RoundRunner:
                 self.store.finish_run(run_id, finished_now)
         if merged is not None:
             state.accept(pool[merged.item], merged.label, merged.confidence, merged.sources)
+        if debate_accepted[0].size:
+            state.accept_shared(*debate_accepted)
         summary = {"round": r, "pool": pool_left, "predicted": int(labels_m.shape[0]), "added": added,
                    "disputed": 0 if merged is None else int(merged.disputed.size),
                    "metrics": metrics, "termination": finished_now,
@@ -354,6 +376,61 @@ class RoundRunner:
                         "probs": rows_as_lists(probs[:, j]),
                     }))
         return labels_m, conf_m, ens_lab
+
+    def _debate(self, run_id: int, r: int, state: _State, pool: np.ndarray, merged: Any, labels_m: np.ndarray,
+                conf_m: np.ndarray, views: list[View],
+                test_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Debate the round's disputed (or low-confidence) pool items, plus up to
+        ``evaluate_test`` disputed held-out items for evaluation; file everything; return the
+        accepted verdicts as (positions, labels, confidences)."""
+        from orchestrator.debate import choose_items, file_debates, view_votes
+
+        d = self.cfg.debate
+        assert d is not None
+        names = [v.name for v in views]
+        chosen = choose_items(d, merged.disputed, merged.item, conf_m)
+        rows = [(pool[i], trig, labels_m[i], conf_m[i], "train") for i, trig in chosen]
+        if d.evaluate_test and len(state.test_rows):
+            t_lab, t_conf = label_matrix(test_probs)
+            t_disp = np.flatnonzero(find_disputes(t_lab, t_conf, self.cfg.cotrain.threshold))
+            test_pos = np.flatnonzero(state.is_test)
+            # held-out items chosen by the same trigger, for the verdicts' accuracy only
+            chosen_t = choose_items(d.model_copy(update={"max_items": d.evaluate_test}), t_disp,
+                                    np.zeros(0, dtype=np.int64), t_conf)
+            rows += [(test_pos[i], trig, t_lab[i], t_conf[i], "test") for i, trig in chosen_t]
+        empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.float32))
+        if not rows:
+            return empty
+        positions = np.asarray([x[0] for x in rows], dtype=np.int64)
+        df = self.store.fetch_rows(run_id, state.row_idx[positions], d.fields).to_pandas()
+        ids = state.ids(positions).to_pylist()
+        items = [(ids[k], {f: "" if df[f].iloc[k] is None else str(df[f].iloc[k]) for f in d.fields},
+                  view_votes(lab, cf, names, self.labels)) for k, (_, _, lab, cf, _) in enumerate(rows)]
+        outcomes = self.debater.run(items)
+        accepted = [o.status == "verdict" and o.confidence >= d.accept_confidence and split == "train"
+                    for o, (_, _, _, _, split) in zip(outcomes, rows)]
+        file_debates(self.store, outcomes, run_id=run_id, round_idx=r, triggers=[x[1] for x in rows],
+                     splits=[x[4] for x in rows], accepted=accepted, aggregation=d.aggregation,
+                     label_names=self.labels)
+        acc = np.flatnonzero(accepted)
+        if acc.size == 0:
+            return empty
+        pos = positions[acc]
+        lab = np.asarray([outcomes[k].verdict for k in acc], dtype=np.int16)
+        conf = np.asarray([outcomes[k].confidence for k in acc], dtype=np.float32)
+        self.store.insert_arrow("pseudo_labels", pa.table({
+            "run_id": pa.array(np.full(len(pos), run_id, dtype=np.int32)),
+            "item_id": state.ids(pos),
+            "label": pa.array(np.asarray(self.labels, dtype=object)[lab], pa.string()),
+            "confidence": pa.array(conf),
+            "source": pa.repeat(pa.scalar("debate"), len(pos)),
+            "source_views": pa.array([["debate"]] * len(pos), pa.list_(pa.string())),
+            "round": pa.array(np.full(len(pos), r, dtype=np.int32)),
+            "status": pa.repeat(pa.scalar("accepted"), len(pos)),
+            "created_at": pa.repeat(pa.scalar(utcnow(), pa.timestamp("us")), len(pos)),
+        }))
+        log.info("round %d: %d item(s) debated, %d verdict(s) accepted", r, len(rows), len(pos))
+        return pos, lab, conf
 
     def _select(self, labels_m: np.ndarray, conf_m: np.ndarray, state: _State) -> np.ndarray:
         c = self.cfg.cotrain
@@ -421,6 +498,7 @@ class _State:
     pseudo: np.ndarray         # (n,) int16, -1 none
     pseudo_conf: np.ndarray    # (n,) float32
     sources: np.ndarray        # (n, V) bool
+    shared: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (n,) debate verdicts: train every view
     test_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     test_y: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
@@ -440,16 +518,19 @@ class _State:
         n, v = len(row_idx), len(view_names)
         st = cls(t.column("item_id").combine_chunks(), row_idx, is_test, gold, np.full(n, -1, dtype=np.int16),
                  np.zeros(n, dtype=np.float32), np.zeros((n, v), dtype=bool))
+        st.shared = np.zeros(n, dtype=bool)
         st.test_rows = row_idx[is_test]
         st.test_y = gold[is_test]
         p = store.query(
-            "SELECT i.row_idx, coalesce(list_position(?, p.label), 0) - 1 AS label, p.confidence, p.source_views"
+            "SELECT i.row_idx, coalesce(list_position(?, p.label), 0) - 1 AS label, p.confidence, p.source_views,"
+            " p.source = 'debate' AS shared"
             " FROM pseudo_labels p JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id"
             " WHERE p.run_id = ? AND p.status = 'accepted'", [labels, run_id])
         if p.num_rows:
             pos = p.column("row_idx").to_numpy()
             st.pseudo[pos] = p.column("label").to_numpy()
             st.pseudo_conf[pos] = p.column("confidence").to_numpy()
+            st.shared[pos] = p.column("shared").to_numpy(zero_copy_only=False)
             vpos = {name: j for j, name in enumerate(view_names)}
             for i, srcs in zip(pos, p.column("source_views").to_pylist()):
                 for s in srcs:
@@ -491,8 +572,14 @@ class _State:
                 mp = np.ones(len(pos), dtype=bool)
             else:  # cross: picks made (also) by another view
                 mp = np.delete(src, j, axis=1).any(axis=1)
-            masks.append(is_gold | mp)
+            masks.append(is_gold | mp | self.shared[pos])
         return self.row_idx[pos], y, w, masks
+
+    def accept_shared(self, pos: np.ndarray, label: np.ndarray, conf: np.ndarray) -> None:
+        """Accept labels that no view picked (debate verdicts): every view trains on them."""
+        self.pseudo[pos] = label
+        self.pseudo_conf[pos] = conf
+        self.shared[pos] = True
 
     def accept(self, pos: np.ndarray, label: np.ndarray, conf: np.ndarray, sources: np.ndarray) -> None:
         self.pseudo[pos] = label

@@ -152,9 +152,51 @@ def _m002_llm(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m003_debates(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE debates (
+            debate_id       BIGINT PRIMARY KEY,
+            run_id          INTEGER,                 -- NULL: a standalone debate (cotrain debate --items)
+            round           INTEGER,                 -- co-training round; NULL when standalone
+            item_id         VARCHAR NOT NULL,
+            split           VARCHAR NOT NULL,        -- train (may become a label) | test (evaluation only)
+            trigger         VARCHAR NOT NULL,        -- disputed | low_confidence | given
+            status          VARCHAR NOT NULL,        -- verdict | no_verdict | budget
+            verdict         VARCHAR,
+            confidence      DOUBLE,
+            accepted        BOOLEAN NOT NULL,        -- became a pseudo-label (source 'debate')
+            aggregation     VARCHAR NOT NULL,
+            rounds_used     INTEGER NOT NULL,
+            early_stopped   BOOLEAN NOT NULL,
+            calls           INTEGER NOT NULL,        -- requests made (cache hits excluded)
+            tokens          BIGINT NOT NULL,
+            cost_usd        DOUBLE NOT NULL,
+            seconds         DOUBLE,
+            created_at      TIMESTAMP NOT NULL
+        );
+        CREATE TABLE debate_turns (
+            debate_id         BIGINT NOT NULL,
+            agent             VARCHAR NOT NULL,      -- an agent's name, or 'judge'
+            model             VARCHAR NOT NULL,
+            debate_round      INTEGER NOT NULL,
+            label             VARCHAR,               -- NULL: abstained (failed call or unreadable answer)
+            confidence        DOUBLE,
+            rationale         VARCHAR,
+            status            VARCHAR NOT NULL,      -- ok | unreadable | error
+            prompt_tokens     BIGINT,
+            completion_tokens BIGINT,
+            latency_s         DOUBLE,
+            cached            BOOLEAN NOT NULL
+        );
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("001_core_schema", _m001_core),
     ("002_llm_calls", _m002_llm),
+    ("003_debates", _m003_debates),
 ]
 
 

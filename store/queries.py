@@ -67,7 +67,7 @@ def resolve_run(store: Store, run_id: int | None) -> int:
 def llm_usage(store: Store, run_id: int) -> list[dict[str, Any]]:
     """LLM calls per round and view: calls made, cache hits, errors, budget refusals,
     tokens, dollars and mean latency of the calls made."""
-    if not store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'llm_calls'"):
+    if not _has(store, "llm_calls"):
         return []  # a store written before LLM views existed
     return store.query(
         "SELECT round, view,"
@@ -80,3 +80,38 @@ def llm_usage(store: Store, run_id: int) -> list[dict[str, Any]]:
         " coalesce(sum(cost_usd), 0) AS cost_usd,"
         " avg(latency_s) FILTER (WHERE NOT cached AND status = 'ok') AS mean_latency_s"
         " FROM llm_calls WHERE run_id = ? GROUP BY round, view ORDER BY round, view", [run_id]).to_pylist()
+
+
+def _has(store: Store, table: str) -> bool:
+    return bool(store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]))
+
+
+def debate_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
+    """Per round: items debated, verdicts, verdicts accepted, tokens, dollars, and the accuracy
+    of verdicts on held-out items (debated for evaluation only)."""
+    if not _has(store, "debates"):
+        return []
+    return store.query(
+        "SELECT d.round, count(*) FILTER (WHERE d.split = 'train') AS debated,"
+        " count(*) FILTER (WHERE d.status = 'verdict' AND d.split = 'train') AS verdicts,"
+        " count(*) FILTER (WHERE d.accepted) AS accepted,"
+        " count(*) FILTER (WHERE d.status = 'budget') AS over_budget,"
+        " count(*) FILTER (WHERE d.early_stopped) AS early_stopped,"
+        " sum(d.calls)::BIGINT AS calls, sum(d.tokens)::BIGINT AS tokens, sum(d.cost_usd) AS cost_usd,"
+        " count(*) FILTER (WHERE d.split = 'test') AS test_debated,"
+        " avg(CASE WHEN d.verdict = i.gold_label THEN 1.0 ELSE 0.0 END) FILTER (WHERE d.split = 'test')"
+        "   AS test_verdict_accuracy"
+        " FROM debates d LEFT JOIN items i ON i.run_id = d.run_id AND i.item_id = d.item_id"
+        " WHERE d.run_id = ? GROUP BY d.round ORDER BY d.round", [run_id]).to_pylist()
+
+
+def debate_of_item(store: Store, item_id: str) -> dict[str, Any]:
+    """The latest debate of an item and its turns; ``StoreError`` when it was never debated."""
+    if not _has(store, "debates"):
+        raise StoreError(f"item '{item_id}' was never debated", store.path)
+    rows = store.query("SELECT * FROM debates WHERE item_id = ? ORDER BY debate_id DESC LIMIT 1", [item_id]).to_pylist()
+    if not rows:
+        raise StoreError(f"item '{item_id}' was never debated", store.path)
+    turns = store.query("SELECT * FROM debate_turns WHERE debate_id = ? ORDER BY debate_round, agent = 'judge', agent",
+                        [rows[0]["debate_id"]]).to_pylist()
+    return {"debate": rows[0], "turns": turns}

@@ -1,6 +1,6 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 that misbehaves on purpose.
 
-It answers ``POST /v1/chat/completions`` by a fixed rule (the last user message mentions a
+It answers ``POST /v1/chat/completions`` by a fixed rule (the item's user message mentions a
 ``positive`` cue word -> "positive", else "negative"), with label-word log-probabilities
 when asked for them and a JSON answer otherwise. Faults are scheduled per request number
 (1-based) or set as the default: ``slow``, ``429``, ``500``, ``malformed`` (a body that is
@@ -124,7 +124,10 @@ class MisbehavingServer:
                                         "code": "invalid_api_key"}}).encode()
             return self._send(h, 401, msg)
         req = json.loads(body)
-        text = [m["content"] for m in req["messages"] if m["role"] == "user"][-1]
+        users = [m["content"] for m in req["messages"] if m["role"] == "user"]
+        # the item is in the last user turn, or in the first one when later turns are a
+        # debate's "the other agents answered ..." follow-up
+        text = users[-1] if len(users) == 1 or "other agents answered" not in users[-1] else users[0]
         label = rule_label(text)
         other = "negative" if label == "positive" else "positive"
         logprobs = None
@@ -137,7 +140,7 @@ class MisbehavingServer:
                                      "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}]}
             content = top[0][0]
         else:
-            content = json.dumps({"label": label, "confidence": 0.9})
+            content = json.dumps({"label": label, "confidence": 0.9, "rationale": f"the text reads {label}"})
         pt = sum(len(m["content"].split()) for m in req["messages"])
         payload = {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
                    "model": req.get("model", "fake"),

@@ -99,3 +99,27 @@ def test_dry_run_estimates_without_calling_or_storing(tmp_path: Path):
     assert res.exit_code == 0, res.output
     assert "8 gold, 40 unlabelled, 20 test items" in res.output and "$0.0" in res.output
     assert not (tmp_path / "run.duckdb").exists()
+
+
+def test_debate_commands(tmp_path: Path):
+    from tests.openai_server import MisbehavingServer
+    from tests.test_debate import _debate_config
+
+    items = tmp_path / "d.jsonl"
+    pd.DataFrame({"id": ["q1", "q2"], "text": ["great film", "dull film"]}).to_json(items, orient="records", lines=True)
+    with MisbehavingServer() as srv:
+        cfg = _debate_config(tmp_path, srv.base_url, price={"input_per_mtok": 1.0, "output_per_mtok": 1.0},
+                             budget_usd=2.0)
+        dry = runner.invoke(app, ["debate", str(cfg), "--items", str(items), "--dry-run"], env={"COLUMNS": "200"})
+        assert dry.exit_code == 0, dry.output
+        assert "plan: 2 item(s), at most 12 calls" in dry.output and "(budget $2.00)" in dry.output
+        assert srv.count == 0
+        res = runner.invoke(app, ["debate", str(cfg), "--items", str(items), "--quiet"], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, res.output
+        assert "debated 2: 2 verdicts" in res.output and srv.count == 12
+    show = runner.invoke(app, ["debate", "show", "q1", "--store", str(tmp_path / "run.duckdb")],
+                         env={"COLUMNS": "200"})
+    assert show.exit_code == 0, show.output
+    assert "verdict positive" in show.output and show.output.count("round 2  a") == 3
+    missing = runner.invoke(app, ["debate", "show", "nope", "--store", str(tmp_path / "run.duckdb")])
+    assert missing.exit_code == 1 and "item 'nope' was never debated" in missing.output

@@ -75,3 +75,24 @@ def test_rerun_makes_no_call_by_the_servers_own_count(tmp_path):
     assert first.status == second.status == "finished"
     for counter in ("prompt_tokens_total", "prompt_tokens_cached_total", "tokens_predicted_total", "n_decode_total"):
         assert after[counter] == before[counter], counter
+
+
+def test_a_real_debate_on_the_local_model():
+    """Two SmolLM2 agents, one shared llama.cpp server, two items, two rounds: the graph runs,
+    every turn is filed (a 135M model's unreadable answer is an abstention, not a label)."""
+    from agents.debate import AgentSpec, DebateSpec, Prompts
+    from agents.runner import Debater
+
+    spec = DebateSpec(agents=(AgentSpec("a1", temperature=0.3), AgentSpec("a2", temperature=0.9)), rounds=2,
+                      consensus=0.99, max_answer_tokens=48)
+    prompts = Prompts(labels=["negative", "positive"], verbalisers=[["negative"], ["positive"]], fields=["text"],
+                      instructions="Classify the sentiment of a movie review.")
+    with Debater(spec, prompts, concurrency=2) as d:
+        outs = d.run([("e1", {"text": EASY[0][0]}, []), ("e2", {"text": EASY[1][0]}, [])])
+        assert len(d._conns) == 1  # both agents share one server
+    for o in outs:
+        assert 2 <= len(o.turns) <= 4 and o.status in ("verdict", "no_verdict")
+        for t in o.turns:
+            assert (t["label"] is None) == (t["status"] != "ok")
+            assert t["label"] in (None, "negative", "positive")
+        assert o.calls == len(o.turns) and o.tokens > 0

@@ -1,0 +1,145 @@
+"""Running debates over many items: one client per endpoint, debates in parallel, budgets.
+
+Every turn goes through the LLM seam (``views.llm.connect``), filed in the store's ledger
+under ``debate:<agent>``: a turn already answered (a resumed run, a re-run) is served from the
+cache and costs nothing. Debates run ``concurrency`` at a time (langgraph ``batch``); the
+clients' own limits bound the requests in flight. Before each batch the dollars and tokens
+spent so far are checked against the budget: once it is spent, the remaining items are not
+debated (status ``budget``) and a warning says so.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.aggregate import ABSTAIN
+from agents.debate import AgentSpec, DebateSpec, Prompts, TurnResult, build_debate_graph
+from views.llm.connect import Connection, check_model, connect
+
+log = logging.getLogger("cotrain")
+
+
+@dataclass
+class DebateOutcome:
+    """One item's debate: the verdict (label index or -1), its aggregated confidence, and every turn."""
+
+    item_id: str
+    status: str                   # verdict | no_verdict | budget
+    verdict: int = ABSTAIN
+    confidence: float = 0.0
+    rounds_used: int = 0
+    early_stopped: bool = False
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def calls(self) -> int:
+        return sum(1 for t in self.turns if not t["cached"])
+
+    @property
+    def tokens(self) -> int:
+        return sum(int(t["prompt_tokens"] or 0) + int(t["completion_tokens"] or 0) for t in self.turns
+                   if not t["cached"])
+
+    @property
+    def cost_usd(self) -> float:
+        return float(sum(t["cost_usd"] or 0.0 for t in self.turns if not t["cached"]))
+
+
+@dataclass
+class Budget:
+    usd: float | None = None
+    tokens: int | None = None
+
+
+class Debater:
+    """Debates items under one :class:`DebateSpec`. Use as a context manager (it may start
+    local model servers)."""
+
+    def __init__(self, spec: DebateSpec, prompts: Prompts, ledger: Any = None, concurrency: int = 4,
+                 timeout_s: float = 60.0, max_retries: int = 4, backoff_s: float = 0.5,
+                 price: dict[str, float] | None = None, budget: Budget | None = None) -> None:
+        self.spec = spec
+        self.prompts = prompts
+        self.ledger = ledger
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.price = price
+        self.budget = budget or Budget()
+        self.spent_usd = 0.0
+        self.spent_tokens = 0
+        self._conns: dict[tuple[str, str | None, str | None], Connection] = {}
+        self._graph: Any = None
+
+    def check(self) -> None:
+        """Fail early if an agent's local model is missing."""
+        for a in self.spec.all_agents():
+            check_model(a.model)
+
+    def _client(self, agent: AgentSpec) -> Any:
+        key = (agent.model, agent.api_base, agent.api_key_env)
+        if key not in self._conns:  # agents on one model share its server and client
+            self._conns[key] = connect(
+                agent.model, f"debate:{agent.model}", api_base=agent.api_base, api_key_env=agent.api_key_env,
+                ledger=self.ledger, concurrency=self.concurrency, timeout_s=self.timeout_s,
+                max_retries=self.max_retries, backoff_s=self.backoff_s, price=self.price)
+        return self._conns[key].client
+
+    def ask(self, agent: AgentSpec, request: dict[str, Any]) -> TurnResult:
+        c = self._client(agent).complete([request])[0]
+        return TurnResult(content=c.content, ok=c.ok, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+                          cost_usd=c.cost_usd, latency_s=c.latency_s, cached=c.cached, error=c.error)
+
+    def graph(self) -> Any:
+        if self._graph is None:
+            self._graph = build_debate_graph(self.spec, self.prompts, self.ask)
+        return self._graph
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns = {}
+
+    def __enter__(self) -> Debater:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _over_budget(self) -> bool:
+        b = self.budget
+        return (b.usd is not None and self.spent_usd >= b.usd) or (b.tokens is not None and self.spent_tokens >= b.tokens)
+
+    def run(self, items: Sequence[tuple[str, dict[str, str], list[dict[str, Any]]]]) -> list[DebateOutcome]:
+        """Debate ``(item_id, fields, views' votes)`` triples; outcomes in the same order."""
+        out: list[DebateOutcome] = []
+        warned = False
+        step = max(1, self.concurrency)
+        for lo in range(0, len(items), step):
+            chunk = items[lo:lo + step]
+            if self._over_budget():
+                if not warned:
+                    log.warning("debate budget spent ($%.4f, %d tokens): %d item(s) not debated",
+                                self.spent_usd, self.spent_tokens, len(items) - lo)
+                    warned = True
+                out.extend(DebateOutcome(item_id=i, status="budget") for i, _, _ in chunk)
+                continue
+            t0 = time.perf_counter()
+            states = self.graph().batch([{"item_id": i, "item": f, "votes": v, "round": 0, "transcript": []}
+                                         for i, f, v in chunk], config={"max_concurrency": step})
+            dt = (time.perf_counter() - t0) / len(chunk)
+            for (item_id, _, _), st in zip(chunk, states):
+                o = DebateOutcome(item_id=item_id, status="verdict" if st.get("verdict", ABSTAIN) != ABSTAIN
+                                  else "no_verdict", verdict=int(st.get("verdict", ABSTAIN)),
+                                  confidence=float(st.get("confidence", 0.0)), rounds_used=int(st.get("round", 0)),
+                                  early_stopped=bool(st.get("early_stopped", False)),
+                                  turns=list(st.get("transcript", [])), seconds=dt)
+                self.spent_usd += o.cost_usd
+                self.spent_tokens += o.tokens
+                out.append(o)
+        return out

@@ -1,0 +1,166 @@
+"""Debates among LLM agents: aggregation as pure functions, the langgraph debate against a
+real OpenAI-compatible server on 127.0.0.1 (that misbehaves on purpose for one agent),
+inside co-training and standalone, with budgets, dry runs and resume from the cache."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+import yaml
+
+from agents.aggregate import ABSTAIN, Vote, confidence_weighted, consensus, majority, read_answer
+from agents.debate import AgentSpec, DebateSpec, Prompts
+from agents.runner import Budget, Debater
+from orchestrator import api
+from store.errors import ConfigError
+from tests.openai_server import MisbehavingServer
+from tests.test_llm_view import _one, llm_config, sentiment_frame
+
+VERB = [["negative"], ["positive"]]
+
+
+# ---------------------------------------------------------------------- pure parts
+def test_answers_are_read_or_abstain():
+    assert read_answer('{"label": "positive", "confidence": 0.8, "rationale": "nice"}', VERB) == (1, 0.8, "nice")
+    assert read_answer('{"label": "negative"}', VERB) == (0, 0.5, "")
+    for bad in (None, "", "positive!", '{"label": "neutral", "confidence": 0.9}', '{"confidence": 0.9}'):
+        assert read_answer(bad, VERB) == (ABSTAIN, 0.0, "")
+
+
+def test_aggregations():
+    v = [Vote("a", 1, 0.9), Vote("b", 1, 0.6), Vote("c", 0, 0.95), Vote("d", ABSTAIN, 0.0)]
+    assert majority(v, 2) == (1, 0.5)                       # 2 of 4 agents
+    assert confidence_weighted(v, 2) == (1, pytest.approx(1.5 / 4))
+    assert majority([Vote("a", 1, 0.9), Vote("b", 0, 0.9)], 2) == (ABSTAIN, 0.0)  # a tie is no verdict
+    assert confidence_weighted([Vote("a", 1, 0.4), Vote("b", 0, 0.9)], 2) == (0, pytest.approx(0.45))
+    assert majority([Vote("a", ABSTAIN, 0.0)], 2) == (ABSTAIN, 0.0)
+    assert consensus([Vote("a", 1, 0.9), Vote("b", 1, 0.85)], 0.8)
+    assert not consensus([Vote("a", 1, 0.9), Vote("b", 1, 0.7)], 0.8)
+    assert not consensus([Vote("a", 1, 0.9), Vote("b", ABSTAIN, 0.0)], 0.8)  # an abstention never agrees
+
+
+# ---------------------------------------------------------------------- the graph
+def _debater(srv: MisbehavingServer, n: int = 3, bad: MisbehavingServer | None = None, **spec_kw) -> Debater:
+    agents = [AgentSpec(f"a{i}", model="openai/fake", api_base=srv.base_url) for i in range(n)]
+    if bad is not None:
+        agents[-1] = AgentSpec("flaky", model="openai/flaky", api_base=bad.base_url)
+    judge = AgentSpec("judge", model="openai/fake", api_base=srv.base_url) \
+        if spec_kw.get("aggregation") == "judge" else None
+    budget = spec_kw.pop("budget", None)
+    spec = DebateSpec(agents=tuple(agents), judge=judge, **spec_kw)
+    prompts = Prompts(labels=["negative", "positive"], verbalisers=VERB, fields=["text"])
+    return Debater(spec, prompts, timeout_s=1.0, max_retries=1, backoff_s=0.01, concurrency=2, budget=budget)
+
+
+ITEMS = [("i1", {"text": "a great film"}, [{"view": "v1", "label": "negative", "confidence": 0.95}]),
+         ("i2", {"text": "a dull film"}, [])]
+
+
+def test_consensus_stops_early_else_all_rounds_run():
+    with MisbehavingServer() as srv:  # every answer has confidence 0.9
+        with _debater(srv, rounds=3, consensus=0.85) as d:
+            early = d.run(ITEMS)
+        with _debater(srv, rounds=3, consensus=0.95) as d:
+            full = d.run(ITEMS)
+    assert [(o.verdict, o.rounds_used, o.early_stopped) for o in early] == [(1, 1, True), (0, 1, True)]
+    assert [(o.verdict, o.rounds_used, o.early_stopped) for o in full] == [(1, 3, False), (0, 3, False)]
+    assert len(full[0].turns) == 9 and {t["debate_round"] for t in full[0].turns} == {0, 1, 2}
+    assert all(t["rationale"] for t in full[0].turns)
+
+
+@pytest.mark.parametrize("aggregation", ["majority", "confidence", "judge"])
+def test_each_aggregation_reaches_the_verdict(aggregation):
+    with MisbehavingServer() as srv, _debater(srv, rounds=2, consensus=1.0, aggregation=aggregation) as d:
+        outs = d.run(ITEMS)
+    assert [o.verdict for o in outs] == [1, 0]
+    judged = [t for t in outs[0].turns if t["agent"] == "judge"]
+    assert len(judged) == (1 if aggregation == "judge" else 0)
+    expected = {"majority": 1.0, "confidence": 0.9, "judge": 0.9}[aggregation]
+    assert outs[0].confidence == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("fault", ["500", "429", "slow", "garbage"])
+def test_a_failing_agent_abstains_and_never_counts(fault):
+    with MisbehavingServer() as srv, MisbehavingServer(default=fault, slow_s=3.0) as bad, \
+            _debater(srv, bad=bad, rounds=2, consensus=0.85) as d:
+        outs = d.run(ITEMS)
+    assert bad.count > 0
+    for o in outs:
+        flaky = [t for t in o.turns if t["agent"] == "flaky"]
+        assert flaky and all(t["label"] is None and t["confidence"] == 0.0 for t in flaky)
+        assert {t["status"] for t in flaky} == ({"unreadable"} if fault == "garbage" else {"error"})
+        assert not o.early_stopped and o.rounds_used == 2  # an abstention never makes a consensus
+        assert o.status == "verdict" and o.confidence == pytest.approx(2 / 3)  # 2 of 3 agents
+    if fault in ("500", "429"):
+        assert bad.count == 2 * 2 * 2  # 2 items x 2 rounds x (1 try + 1 retry)
+
+
+def test_budget_stops_the_debate_and_says_so(caplog):
+    with MisbehavingServer() as srv, _debater(srv, rounds=1, budget=Budget(tokens=1)) as d:
+        with caplog.at_level(logging.WARNING, logger="cotrain"):
+            outs = d.run(ITEMS * 3)
+    assert [o.status for o in outs[:2]] == ["verdict", "verdict"]  # the first batch (concurrency 2) runs
+    assert {o.status for o in outs[2:]} == {"budget"} and not any(o.turns for o in outs[2:])
+    assert "debate budget spent" in caplog.text and "4 item(s) not debated" in caplog.text
+
+
+# ---------------------------------------------------------------------- standalone and in co-training
+def _debate_config(tmp: Path, base_url: str, **debate) -> Path:
+    cfg_path = llm_config(tmp, base_url, key_env=None)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["debate"] = {"fields": ["text"], "agents": [{"name": f"a{i}", "model": "openai/fake", "api_base": base_url}
+                                                     for i in range(3)], "rounds": 2, "consensus": 0.95,
+                     "timeout_s": 2.0, **debate}
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return cfg_path
+
+
+def test_standalone_debate_files_turns_and_resumes_from_the_cache(tmp_path):
+    items = tmp_path / "to_debate.csv"
+    pd.DataFrame({"id": ["x1", "x2", "x3"], "text": ["great acting", "boring plot", "wonderful score"],
+                  "label": ["positive", "negative", "negative"]}).to_csv(items, index=False)
+    with MisbehavingServer() as srv:
+        cfg = _debate_config(tmp_path, srv.base_url)
+        plan = api.debate(cfg, items, dry_run=True)
+        assert srv.count == 0 and plan.plan["calls"] == 3 * 3 * 2 and plan.plan["cost_usd"] is None
+        rep = api.debate(cfg, items)
+        first = srv.count
+        again = api.debate(cfg, items)  # every turn is cached: nothing is asked twice
+        assert srv.count == first == 18
+    assert rep.verdicts == 3 and rep.accuracy == pytest.approx(2 / 3) and rep.calls == 18
+    assert again.calls == 0 and again.verdicts == 3
+    t = api.debate_transcript(tmp_path / "run.duckdb", "x1")
+    assert t["debate"]["verdict"] == "positive" and len(t["turns"]) == 6
+    assert t["debate"]["run_id"] is None and t["debate"]["trigger"] == "given"
+
+
+def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):
+    with MisbehavingServer() as srv:
+        cfg = _debate_config(tmp_path, srv.base_url, trigger="both", low_confidence=0.95, max_items=4,
+                             evaluate_test=3, accept_confidence=0.6)
+        res = api.run(cfg)
+    assert res.status == "finished"
+    con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
+    accepted = con.sql("SELECT p.item_id, p.label, d.split FROM pseudo_labels p JOIN debates d"
+                       " ON d.item_id = p.item_id AND d.accepted WHERE p.source = 'debate'").fetchall()
+    assert accepted and _one(con, "SELECT count(*) FROM debates WHERE split = 'test' AND accepted") == 0
+    truth = dict(zip(sentiment_frame()["id"], sentiment_frame()["text"]))
+    assert all((lab == "positive") == any(w in truth[i] for w in ("good", "great", "wonderful", "excellent"))
+               for i, lab, _ in accepted)
+    rep = api.status(tmp_path / "run.duckdb", res.run_id)
+    assert rep.debates and rep.debates[0]["debated"] > 0 and rep.debates[0]["test_verdict_accuracy"] == 1.0
+    # verdicts train every view: the round after reports them in the views' training sets
+    n_train = dict(con.sql("SELECT view, n_train FROM metrics WHERE round = 1").fetchall())
+    n_debate_r0 = _one(con, "SELECT count(*) FROM pseudo_labels WHERE source = 'debate' AND round = 0")
+    assert n_debate_r0 > 0 and n_train["tfidf"] >= 8 + n_debate_r0
+
+
+def test_bad_debate_config_is_named(tmp_path):
+    with MisbehavingServer() as srv:
+        with pytest.raises(ConfigError, match=r"'debate': aggregation 'judge' needs a 'judge' agent"):
+            api.run(_debate_config(tmp_path, srv.base_url, aggregation="judge"))
+        with pytest.raises(ConfigError, match=r"'debate.fields': 'body' is not a column"):
+            api.run(_debate_config(tmp_path, srv.base_url, fields=["body"]))
