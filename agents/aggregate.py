@@ -31,9 +31,15 @@ class Vote:
 def read_answer(text: str | None, verbalisers: Sequence[Sequence[str]]) -> tuple[int, float, str]:
     """(label, confidence, rationale) from an agent's JSON answer; (-1, 0, "") when unreadable.
 
-    A missing confidence counts as 0.5: the agent named a label without saying how sure it is."""
+    Small models often answer in prose instead: a text without JSON that names exactly one
+    label counts as that label. A missing confidence counts as 0.5: the agent named a label
+    without saying how sure it is. Text naming two labels, or JSON naming none, is unreadable."""
     if not text:
         return ABSTAIN, 0.0, ""
+    if "{" not in text:  # a plain answer naming exactly one label ('The answer is: "positive".')
+        named = {i for i, vs in enumerate(verbalisers) for v in vs
+                 if re.search(rf"\b{re.escape(v.lower())}\b", text.lower())}
+        return (named.pop(), 0.5, "") if len(named) == 1 else (ABSTAIN, 0.0, "")
     for m in _JSON_OBJ.finditer(text):
         try:
             raw = json.loads(m.group(0))

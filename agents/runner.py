@@ -10,6 +10,7 @@ debated (status ``budget``) and a warning says so.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class Debater:
         self.spent_tokens = 0
         self._conns: dict[tuple[str, str | None, str | None], Connection] = {}
         self._graph: Any = None
+        self._lock = threading.Lock()
 
     def check(self) -> None:
         """Fail early if an agent's local model is missing."""
@@ -83,12 +85,13 @@ class Debater:
 
     def _client(self, agent: AgentSpec) -> Any:
         key = (agent.model, agent.api_base, agent.api_key_env)
-        if key not in self._conns:  # agents on one model share its server and client
-            self._conns[key] = connect(
-                agent.model, f"debate:{agent.model}", api_base=agent.api_base, api_key_env=agent.api_key_env,
-                ledger=self.ledger, concurrency=self.concurrency, timeout_s=self.timeout_s,
-                max_retries=self.max_retries, backoff_s=self.backoff_s, price=self.price)
-        return self._conns[key].client
+        with self._lock:  # agents run in parallel threads: open each endpoint once
+            if key not in self._conns:  # agents on one model share its server and client
+                self._conns[key] = connect(
+                    agent.model, f"debate:{agent.model}", api_base=agent.api_base, api_key_env=agent.api_key_env,
+                    ledger=self.ledger, concurrency=self.concurrency, timeout_s=self.timeout_s,
+                    max_retries=self.max_retries, backoff_s=self.backoff_s, price=self.price)
+            return self._conns[key].client
 
     def ask(self, agent: AgentSpec, request: dict[str, Any]) -> TurnResult:
         c = self._client(agent).complete([request])[0]

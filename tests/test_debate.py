@@ -26,7 +26,9 @@ VERB = [["negative"], ["positive"]]
 def test_answers_are_read_or_abstain():
     assert read_answer('{"label": "positive", "confidence": 0.8, "rationale": "nice"}', VERB) == (1, 0.8, "nice")
     assert read_answer('{"label": "negative"}', VERB) == (0, 0.5, "")
-    for bad in (None, "", "positive!", '{"label": "neutral", "confidence": 0.9}', '{"confidence": 0.9}'):
+    assert read_answer('The answer to the question is: "positive".', VERB) == (1, 0.5, "")
+    for bad in (None, "", "both positive and negative", "unclear", '{"label": "neutral", "confidence": 0.9}',
+                '{"confidence": 0.9}', '{"label": one of negative, positive}'):
         assert read_answer(bad, VERB) == (ABSTAIN, 0.0, "")
 
 
