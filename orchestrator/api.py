@@ -96,7 +96,8 @@ def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
         views, fields = build_views(cfg, None, columns, base)
         pool_rows = st.query("SELECT row_idx FROM items WHERE run_id = ? AND split = 'train' AND gold_label IS NULL"
                              " ORDER BY row_idx LIMIT 50", [run_id]).column("row_idx").to_numpy()
-        sample = st.fetch_rows(run_id, pool_rows, fields).to_pandas()
+        wanted = sorted(set(fields) | set(cfg.debate.fields if cfg.debate is not None else []))
+        sample = st.fetch_rows(run_id, pool_rows, wanted).to_pandas()
     rounds = cfg.cotrain.max_rounds
     per_round_pool = min(n_pool, cfg.cotrain.pool_sample or n_pool)
     out = []
@@ -119,7 +120,15 @@ def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
                     "budget_usd": getattr(v, "budget_usd", None)})
         if callable(getattr(v, "close", None)):
             v.close()  # type: ignore[attr-defined]
-    return {"n_gold": n_gold, "n_pool": n_pool, "n_test": n_test, "max_rounds": rounds, "views": out}
+    debate = None
+    if cfg.debate is not None and cfg.debate.enabled:
+        from orchestrator.debate import plan_debate
+
+        d = cfg.debate
+        records = sample[d.fields].astype(str).to_dict("records") if all(f in sample for f in d.fields) else []
+        debate = plan_debate(cfg, rounds * (d.max_items + d.evaluate_test), records)
+    return {"n_gold": n_gold, "n_pool": n_pool, "n_test": n_test, "max_rounds": rounds, "views": out,
+            "debate": debate}
 
 
 @dataclass
@@ -138,8 +147,23 @@ class DebateReport:
     cost_usd: float = 0.0
 
 
+def with_debate_overrides(cfg: Config, overrides: dict[str, Any] | None) -> Config:
+    """The config with ``debate`` keys replaced (CLI flags), validated like the YAML."""
+    if not overrides:
+        return cfg
+    if cfg.debate is None:
+        raise ConfigError("debate", "the config has no 'debate' section")
+    data = cfg.snapshot()
+    data["debate"].update(overrides)
+    if "n_agents" in data["debate"]:
+        n = data["debate"].pop("n_agents")
+        agents = data["debate"]["agents"]
+        data["debate"]["agents"] = [dict(agents[i % len(agents)], name=f"agent{i + 1}") for i in range(n)]
+    return parse_config(data)
+
+
 def debate(config: str | Path | Config | dict[str, Any], items: str | Path, *, store: str | Path | None = None,
-           dry_run: bool = False) -> DebateReport:
+           dry_run: bool = False, overrides: dict[str, Any] | None = None) -> DebateReport:
     """Debate the items of a file (CSV / JSONL / Parquet) without co-training, using the
     config's ``debate`` section; verdicts and turns go to the store (``run_id`` NULL). Items
     carry the debate's ``fields``, an optional ``data.id_column`` and an optional gold label
@@ -150,6 +174,7 @@ def debate(config: str | Path | Config | dict[str, Any], items: str | Path, *, s
     from store.llm_ledger import LLMLedger
 
     cfg, _ = _config(config)
+    cfg = with_debate_overrides(cfg, overrides)
     if cfg.debate is None:
         raise ConfigError("debate", "the config has no 'debate' section")
     d = cfg.debate

@@ -121,8 +121,13 @@ def _print_plan(p: dict[str, Any]) -> None:
 
     out.print(f"data: {p['n_gold']} gold, {p['n_pool']:,} unlabelled, {p['n_test']} test items; "
               f"up to {p['max_rounds']} rounds")
+    if p.get("debate"):
+        d = p["debate"]
+        cost = "unknown price" if d["cost_usd"] is None else f"${d['cost_usd']:.4f}"
+        out.print(f"debate: at most {d['items']} item(s), {d['calls']:,} calls, ~{d['tokens']:,} tokens, {cost}",
+                  highlight=False)
     if not p["views"]:
-        out.print("no LLM view: nothing is paid per call")
+        out.print("no LLM view" + ("" if p.get("debate") else ": nothing is paid per call"))
         return
     t = Table(title="LLM views: estimated calls for the whole run (upper bounds)", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("view", "model", "scoring", "demos", "calls", "prompt tok", "output tok", "cost", "budget"):
@@ -143,6 +148,11 @@ def debate(target: str = typer.Argument(..., metavar="CONFIG|show", help="YAML c
            store: Optional[Path] = typer.Option(None, help="Store file (default: the config's; for show: "
                                                 "cotrain.duckdb)."),
            dry_run: bool = typer.Option(False, "--dry-run", help="Print planned items, calls, tokens and cost only."),
+           rounds: Optional[int] = typer.Option(None, help="Override debate.rounds."),
+           agents: Optional[int] = typer.Option(None, help="Override the number of agents (cycling the configured ones)."),
+           aggregation: Optional[str] = typer.Option(None, help="Override debate.aggregation: majority | confidence | judge."),
+           context: Optional[str] = typer.Option(None, help="Override debate.context: full | summary."),
+           budget_usd: Optional[float] = typer.Option(None, "--budget-usd", help="Override debate.budget_usd."),
            verbose: bool = typer.Option(True, "--verbose/--quiet")) -> None:
     """Debate items among LLM agents without co-training, or show an item's debate:
     cotrain debate CONFIG --items FILE [--dry-run];  cotrain debate show ITEM [--store S]."""
@@ -158,7 +168,9 @@ def debate(target: str = typer.Argument(..., metavar="CONFIG|show", help="YAML c
             return
         if items is None:
             raise typer.BadParameter("give the items to debate with --items FILE")
-        rep = api.debate(target, items, store=store, dry_run=dry_run)
+        overrides = {k: v for k, v in (("rounds", rounds), ("n_agents", agents), ("aggregation", aggregation),
+                                       ("context", context), ("budget_usd", budget_usd)) if v is not None}
+        rep = api.debate(target, items, store=store, dry_run=dry_run, overrides=overrides)
     except CotrainError as exc:
         _fail(exc)
     p = rep.plan

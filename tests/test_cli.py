@@ -117,6 +117,11 @@ def test_debate_commands(tmp_path: Path):
         res = runner.invoke(app, ["debate", str(cfg), "--items", str(items), "--quiet"], env={"COLUMNS": "200"})
         assert res.exit_code == 0, res.output
         assert "debated 2: 2 verdicts" in res.output and srv.count == 12
+        flags = runner.invoke(app, ["debate", str(cfg), "--items", str(items), "--dry-run", "--rounds", "3",
+                                    "--agents", "4", "--aggregation", "confidence"], env={"COLUMNS": "200"})
+        assert flags.exit_code == 0 and "at most 24 calls" in flags.output, flags.output
+        bad = runner.invoke(app, ["debate", str(cfg), "--items", str(items), "--aggregation", "vote"])
+        assert bad.exit_code == 1 and "debate.aggregation" in bad.output
     show = runner.invoke(app, ["debate", "show", "q1", "--store", str(tmp_path / "run.duckdb")],
                          env={"COLUMNS": "200"})
     assert show.exit_code == 0, show.output

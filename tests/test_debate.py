@@ -144,6 +144,11 @@ def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):
         cfg = _debate_config(tmp_path, srv.base_url, trigger="both", low_confidence=0.95, max_items=4,
                              evaluate_test=3, accept_confidence=0.6)
         res = api.run(cfg)
+        asked = srv.count
+        plan = api.plan(cfg)
+        again = api.run(cfg, new_run=True)  # every view prompt and every debate turn is cached
+        assert srv.count == asked and again.status == "finished"
+    assert plan["debate"]["items"] == 2 * (4 + 3) and plan["debate"]["calls"] == 14 * 3 * 2
     assert res.status == "finished"
     con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
     accepted = con.sql("SELECT p.item_id, p.label, d.split FROM pseudo_labels p JOIN debates d"
@@ -153,6 +158,7 @@ def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):
     assert all((lab == "positive") == any(w in truth[i] for w in ("good", "great", "wonderful", "excellent"))
                for i, lab, _ in accepted)
     rep = api.status(tmp_path / "run.duckdb", res.run_id)
+    assert all(d["calls"] == 0 for d in api.status(tmp_path / "run.duckdb", again.run_id).debates)
     assert rep.debates and rep.debates[0]["debated"] > 0 and rep.debates[0]["test_verdict_accuracy"] == 1.0
     # verdicts train every view: the round after reports them in the views' training sets
     n_train = dict(con.sql("SELECT view, n_train FROM metrics WHERE round = 1").fetchall())
