@@ -1,5 +1,6 @@
 """LLM agents and the debate over disputed items (langgraph).
 
-The co-training core records disputed items in the store's ``disputes`` table; the debate
-that consumes them lands with the debate issue. Never imports the orchestrator.
+``aggregate`` reads answers and turns votes into verdicts (pure functions); ``debate`` builds
+the langgraph debate from a ``DebateSpec``; ``runner`` runs debates over many items through
+the LLM seam of ``views.llm``. Never imports the orchestrator.
 """
