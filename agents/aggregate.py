@@ -5,17 +5,15 @@ abstention (label -1, confidence 0), which never counts as agreeing or as a vote
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from views.llm.scoring import Answer, match_label
+from views.llm.scoring import json_answer, match_label
 
 ABSTAIN = -1
-_JSON_OBJ = re.compile(r"\{.*?\}", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -40,19 +38,14 @@ def read_answer(text: str | None, verbalisers: Sequence[Sequence[str]]) -> tuple
         named = {i for i, vs in enumerate(verbalisers) for v in vs
                  if re.search(rf"\b{re.escape(v.lower())}\b", text.lower())}
         return (named.pop(), 0.5, "") if len(named) == 1 else (ABSTAIN, 0.0, "")
-    for m in _JSON_OBJ.finditer(text):
-        try:
-            raw = json.loads(m.group(0))
-            ans = Answer.model_validate(raw)
-        except (json.JSONDecodeError, ValueError, TypeError):
-            continue
-        idx = match_label(ans.label, verbalisers)
-        if idx is None:
-            return ABSTAIN, 0.0, ""
-        rationale = raw.get("rationale") if isinstance(raw, dict) else None
-        return idx, float(ans.confidence if ans.confidence is not None else 0.5), \
-            str(rationale or "")[:500]
-    return ABSTAIN, 0.0, ""
+    found = json_answer(text)
+    if found is None:
+        return ABSTAIN, 0.0, ""
+    ans, raw = found
+    idx = match_label(ans.label, verbalisers)
+    if idx is None:
+        return ABSTAIN, 0.0, ""
+    return idx, float(ans.confidence if ans.confidence is not None else 0.5), str(raw.get("rationale") or "")[:500]
 
 
 def consensus(votes: Sequence[Vote], min_confidence: float) -> bool:

@@ -31,13 +31,18 @@ def debate_spec(d: DebateConfig, seed: int) -> DebateSpec:
                       max_answer_tokens=d.max_answer_tokens, seed=seed)
 
 
+def debate_prompts(cfg: Config) -> Prompts:
+    d = cfg.debate
+    assert d is not None
+    return Prompts(labels=cfg.task.names, verbalisers=[[n] for n in cfg.task.names], fields=d.fields,
+                   instructions=d.instructions, descriptions=[x.description for x in cfg.task.labels])
+
+
 def make_debater(cfg: Config, ledger: Any = None) -> Debater:
     """A :class:`Debater` for the config's ``debate`` section (which must be set)."""
     d = cfg.debate
     assert d is not None
-    prompts = Prompts(labels=cfg.task.names, verbalisers=[[n] for n in cfg.task.names], fields=d.fields,
-                      instructions=d.instructions, descriptions=[x.description for x in cfg.task.labels])
-    return Debater(debate_spec(d, cfg.seed), prompts, ledger=ledger, concurrency=d.concurrency,
+    return Debater(debate_spec(d, cfg.seed), debate_prompts(cfg), ledger=ledger, concurrency=d.concurrency,
                    timeout_s=d.timeout_s, max_retries=d.max_retries,
                    price=d.price.model_dump() if d.price else None, budget=Budget(d.budget_usd, d.budget_tokens))
 
@@ -109,34 +114,24 @@ def file_debates(store: Store, outcomes: Sequence[DebateOutcome], *, run_id: int
 
 def plan_debate(cfg: Config, n_items: int, sample: Sequence[dict[str, str]]) -> dict[str, Any]:
     """Calls, tokens and dollars to debate ``n_items`` (upper bounds: no early stop)."""
-    from views.llm.client import import_litellm
+    from views.llm.client import Price, count_tokens, estimate_cost
 
     d = cfg.debate
     assert d is not None
-    litellm = import_litellm()
     spec = debate_spec(d, cfg.seed)
-    prompts = make_debater(cfg).prompts
+    prompts = debate_prompts(cfg)
+    price = Price(**d.price.model_dump()) if d.price is not None else None
     per_agent = []
     for a in spec.all_agents():
         msgs = [prompts.first(a, dict(item), []) for item in sample[:20]] or [prompts.first(a, {}, [])]
-        model = a.model if not a.model.startswith("local:") else "gpt-3.5-turbo"
-        first = float(np.mean([litellm.token_counter(model=model, messages=m) for m in msgs]))
+        first = float(np.mean([count_tokens(a.model, m) for m in msgs]))
         is_judge = spec.judge is not None and a is spec.judge
         calls = 1 if is_judge else spec.rounds
         # the judge reads every turn; a debater's later rounds add its own and the others' answers
         prompt_tok = (first + spec.rounds * len(spec.agents) * d.max_answer_tokens if is_judge
                       else first + (spec.rounds - 1) * (first + len(spec.agents) * d.max_answer_tokens))
         out_tok = calls * d.max_answer_tokens
-        if d.price is not None:
-            cost: float | None = (prompt_tok * d.price.input_per_mtok + out_tok * d.price.output_per_mtok) / 1e6
-        elif a.model.startswith("local:"):
-            cost = 0.0
-        else:
-            try:
-                p, c = litellm.cost_per_token(model=a.model, prompt_tokens=int(prompt_tok), completion_tokens=out_tok)
-                cost = float(p + c)
-            except Exception:
-                cost = None
+        cost = estimate_cost(a.model, price, prompt_tok, out_tok)
         per_agent.append({"agent": a.name, "model": a.model, "calls": calls, "prompt_tokens": prompt_tok,
                           "completion_tokens": out_tok, "cost_usd": cost})
     calls = n_items * sum(x["calls"] for x in per_agent)

@@ -418,17 +418,8 @@ class RoundRunner:
         pos = positions[acc]
         lab = np.asarray([outcomes[k].verdict for k in acc], dtype=np.int16)
         conf = np.asarray([outcomes[k].confidence for k in acc], dtype=np.float32)
-        self.store.insert_arrow("pseudo_labels", pa.table({
-            "run_id": pa.array(np.full(len(pos), run_id, dtype=np.int32)),
-            "item_id": state.ids(pos),
-            "label": pa.array(np.asarray(self.labels, dtype=object)[lab], pa.string()),
-            "confidence": pa.array(conf),
-            "source": pa.repeat(pa.scalar("debate"), len(pos)),
-            "source_views": pa.array([["debate"]] * len(pos), pa.list_(pa.string())),
-            "round": pa.array(np.full(len(pos), r, dtype=np.int32)),
-            "status": pa.repeat(pa.scalar("accepted"), len(pos)),
-            "created_at": pa.repeat(pa.scalar(utcnow(), pa.timestamp("us")), len(pos)),
-        }))
+        self._insert_pseudo(run_id, r, state, pos, lab, conf, "debate",
+                            pa.array([["debate"]] * len(pos), pa.list_(pa.string())))
         log.info("round %d: %d item(s) debated, %d verdict(s) accepted", r, len(rows), len(pos))
         return pos, lab, conf
 
@@ -441,23 +432,28 @@ class RoundRunner:
         prior = np.bincount(state.gold[state.gold >= 0], minlength=self.k)
         return select_k_best(labels_m, conf_m, class_quota(prior, c.k))
 
+    def _insert_pseudo(self, run_id: int, r: int, state: _State, pos: np.ndarray, label: np.ndarray,
+                       conf: np.ndarray, source: str, source_views: pa.Array) -> None:
+        """Append accepted pseudo-labels for items at positions ``pos``."""
+        self.store.insert_arrow("pseudo_labels", pa.table({
+            "run_id": pa.array(np.full(len(pos), run_id, dtype=np.int32)),
+            "item_id": state.ids(pos),
+            "label": pa.array(np.asarray(self.labels, dtype=object)[label], pa.string()),
+            "confidence": pa.array(np.asarray(conf, dtype=np.float32)),
+            "source": pa.repeat(pa.scalar(source), len(pos)),
+            "source_views": source_views,
+            "round": pa.array(np.full(len(pos), r, dtype=np.int32)),
+            "status": pa.repeat(pa.scalar("accepted"), len(pos)),
+            "created_at": pa.repeat(pa.scalar(utcnow(), pa.timestamp("us")), len(pos)),
+        }))
+
     def _write_selection(self, run_id: int, r: int, state: _State, pool: np.ndarray, merged: Any,
                          labels_m: np.ndarray, conf_m: np.ndarray, views: list[View]) -> None:
         names = np.asarray([v.name for v in views], dtype=object)
         lab_names = np.asarray(self.labels, dtype=object)
         if merged.item.size:
-            rows = pool[merged.item]
-            self.store.insert_arrow("pseudo_labels", pa.table({
-                "run_id": pa.array(np.full(len(rows), run_id, dtype=np.int32)),
-                "item_id": state.ids(rows),
-                "label": pa.array(lab_names[merged.label], pa.string()),
-                "confidence": pa.array(merged.confidence.astype(np.float32)),
-                "source": pa.repeat(pa.scalar(self.cfg.cotrain.policy), len(rows)),
-                "source_views": _masked_lists(merged.sources, names, pa.string()),
-                "round": pa.array(np.full(len(rows), r, dtype=np.int32)),
-                "status": pa.repeat(pa.scalar("accepted"), len(rows)),
-                "created_at": pa.repeat(pa.scalar(utcnow(), pa.timestamp("us")), len(rows)),
-            }))
+            self._insert_pseudo(run_id, r, state, pool[merged.item], merged.label, merged.confidence,
+                                self.cfg.cotrain.policy, _masked_lists(merged.sources, names, pa.string()))
         if merged.disputed.size:
             d, conf_ok = merged.disputed, merged.voices
             self.store.insert_arrow("disputes", pa.table({

@@ -86,15 +86,18 @@ class Store:
         return bool(self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]))
 
     @contextmanager
-    def registered(self, data: pa.Table) -> Iterator[str]:
-        """Expose an Arrow table to SQL under a fresh name for the duration of the block."""
-        self._arrow_seq += 1
-        name = f"__arrow_{self._arrow_seq}"
-        self.con.register(name, data)
+    def registered(self, data: pa.Table, con: duckdb.DuckDBPyConnection | None = None) -> Iterator[str]:
+        """Expose an Arrow table to SQL under a fresh name for the duration of the block, on
+        the store's connection or on ``con`` (a cursor of it)."""
+        con = self.con if con is None else con
+        with self._lock:
+            self._arrow_seq += 1
+            name = f"__arrow_{self._arrow_seq}"
+        con.register(name, data)
         try:
             yield name
         finally:
-            self.con.unregister(name)
+            con.unregister(name)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

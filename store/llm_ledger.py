@@ -52,36 +52,25 @@ class LLMLedger:
         self.round: int | None = None
         self._lock = threading.Lock()
         self._con = store.con.cursor()
-        self._seq = 0
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
 
     def _insert(self, table: str, data: pa.Table, conflict: str = "") -> None:
-        self._seq += 1
-        name = f"__ledger_{self._seq}"
         cols = ", ".join(f'"{c}"' for c in data.column_names)
-        self._con.register(name, data)
-        try:
+        with self.store.registered(data, self._con) as name:
             self._con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{name}" {conflict}')
-        finally:
-            self._con.unregister(name)
 
     # ------------------------------------------------------------------ cache
     def cached(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Stored responses for those keys that have one."""
         if not keys:
             return {}
-        with self._lock:
-            self._seq += 1
-            name = f"__ledger_{self._seq}"
-            self._con.register(name, pa.table({"key": pa.array(list(set(keys)), pa.string())}))
-            try:
-                rows = self._con.execute(
-                    f'SELECT c.key, c.response FROM llm_cache c JOIN "{name}" k ON c.key = k.key').fetchall()
-            finally:
-                self._con.unregister(name)
+        with self._lock, self.store.registered(pa.table({"key": pa.array(list(set(keys)), pa.string())}),
+                                                self._con) as name:
+            rows = self._con.execute(
+                f'SELECT c.key, c.response FROM llm_cache c JOIN "{name}" k ON c.key = k.key').fetchall()
         return {k: json.loads(r) for k, r in rows}
 
     # ------------------------------------------------------------------ calls

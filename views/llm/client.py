@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from store.errors import ViewError
+from views.llm.prompt import estimate_tokens
 
 log = logging.getLogger("cotrain")
 
@@ -122,6 +123,34 @@ def import_litellm() -> Any:
     litellm.suppress_debug_info = True
     logging.getLogger("LiteLLM").setLevel(logging.WARNING)
     return litellm
+
+
+def count_tokens(model: str, messages: list[dict[str, str]]) -> int:
+    """Prompt tokens of ``messages`` for ``model`` by litellm's tokenizers (offline). Embedded
+    local models are counted with a GPT tokenizer; a model litellm has no tokenizer for falls
+    back to about 4 characters a token."""
+    litellm = import_litellm()
+    name = "gpt-3.5-turbo" if model.startswith("local:") else model
+    try:
+        return int(litellm.token_counter(model=name, messages=messages))
+    except Exception:  # no tokenizer for this model name
+        return sum(estimate_tokens(m["content"]) + 4 for m in messages)
+
+
+def estimate_cost(model: str, price: Price | None, prompt_tokens: float, completion_tokens: float) -> float | None:
+    """Dollars for a call of that size: the configured price, $0 for an embedded local model,
+    else litellm's price map; None when the price is unknown."""
+    if price is not None:
+        return price.cost(prompt_tokens, completion_tokens)  # type: ignore[arg-type]
+    if model.startswith("local:"):
+        return 0.0
+    litellm = import_litellm()
+    try:
+        p, c = litellm.cost_per_token(model=model, prompt_tokens=int(prompt_tokens),
+                                      completion_tokens=int(completion_tokens))
+        return float(p + c)
+    except Exception:  # not in litellm's price map
+        return None
 
 
 def request_key(identity: str, request: dict[str, Any]) -> str:

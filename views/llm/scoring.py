@@ -17,6 +17,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -81,6 +82,18 @@ def match_label(text: str, verbalisers: Sequence[Sequence[str]]) -> int | None:
     return hits.pop() if len(hits) == 1 else None
 
 
+def json_answer(text: str) -> tuple[Answer, dict[str, Any]] | None:
+    """The first JSON object in ``text`` that is a valid :class:`Answer`, with its raw
+    fields (callers read extra ones, such as a debater's ``rationale``)."""
+    for m in _JSON_OBJ.finditer(text):
+        try:
+            raw = json.loads(m.group(0))
+            return Answer.model_validate(raw), raw
+        except (json.JSONDecodeError, ValidationError, TypeError):
+            continue
+    return None
+
+
 def parse_answer(text: str | None, verbalisers: Sequence[Sequence[str]]) -> tuple[int, float | None] | None:
     """(label index, stated confidence) from a model's answer, or None when unreadable.
 
@@ -90,13 +103,10 @@ def parse_answer(text: str | None, verbalisers: Sequence[Sequence[str]]) -> tupl
     """
     if not text or not text.strip():
         return None
-    for m in _JSON_OBJ.finditer(text):
-        try:
-            ans = Answer.model_validate(json.loads(m.group(0)))
-        except (json.JSONDecodeError, ValidationError, TypeError):
-            continue
-        idx = match_label(ans.label, verbalisers)
-        return (idx, ans.confidence) if idx is not None else None
+    found = json_answer(text)
+    if found is not None:
+        idx = match_label(found[0].label, verbalisers)
+        return (idx, found[0].confidence) if idx is not None else None
     if "{" in text:  # tried to answer in JSON and failed: do not guess from fragments
         return None
     idx = match_label(text, verbalisers)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from store.errors import ViewError
 from views.base import ITEM_ID_COLUMN, ViewContext, build_params
-from views.llm.client import Endpoint, LLMClient, Price, import_litellm
+from views.llm.client import Endpoint, LLMClient, Price, count_tokens, estimate_cost
 from views.llm.connect import Connection, check_model, connect, endpoint_for
 from views.llm.demos import balanced_draw, nearest, within_budget
 from views.llm.local import DEFAULT_LOCAL_MODEL, LocalServer
@@ -369,19 +369,12 @@ class LLMView:
 
         Demonstrations are costed at the strategy's ``k`` examples of these items' own mean
         length; tokens are counted with litellm's tokenizer for the model (offline)."""
-        litellm = import_litellm()
         records = self._records(items)
         mode = self.mode_ or ("sample" if self.scoring == "sample" else "logprobs")
         k_demo = 0 if self.demonstrations["strategy"] == "none" else int(self.demonstrations["k"])
         sample = records[: min(len(records), 50)]
-        model = self.endpoint().model if not self.model.startswith("local:") else "gpt-3.5-turbo"
-        counts = []
-        for r in sample:
-            demos = [(sample[(j + 1) % len(sample)], 0) for j in range(k_demo)]
-            try:
-                counts.append(litellm.token_counter(model=model, messages=self.builder.messages(r, mode, demos)))
-            except Exception:  # no tokenizer for this model name
-                counts.append(sum(estimate_tokens(m["content"]) + 4 for m in self.builder.messages(r, mode, demos)))
+        counts = [count_tokens(self.model, self.builder.messages(
+            r, mode, [(sample[(j + 1) % len(sample)], 0) for j in range(k_demo)])) for r in sample]
         per_call = float(np.mean(counts)) if counts else 0.0
         calls_per_item = 1 if mode == "logprobs" else max(1, int(self.samples))
         out_tokens = 1 if mode == "logprobs" else int(self.max_answer_tokens)
@@ -390,20 +383,8 @@ class LLMView:
                 "demonstrations": self.demonstrations["strategy"]}
 
     def price_per_call(self, prompt_tokens: float, completion_tokens: float) -> float | None:
-        """Dollars for one call of that size: config price, litellm's map, 0 for local models,
-        None when unknown."""
-        if self.price:
-            return Price(**self.price).cost(int(prompt_tokens), int(completion_tokens))
-        if self.model.startswith("local:"):
-            return 0.0
-        litellm = import_litellm()
-
-        try:
-            p, c = litellm.cost_per_token(model=self.model, prompt_tokens=int(prompt_tokens),
-                                          completion_tokens=int(completion_tokens))
-            return float(p + c)
-        except Exception:
-            return None
+        """Dollars for one call of that size (None when the price is unknown)."""
+        return estimate_cost(self.model, Price(**self.price) if self.price else None, prompt_tokens, completion_tokens)
 
 
 def _missing(v: Any) -> bool:
