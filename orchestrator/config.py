@@ -60,11 +60,13 @@ class TaskConfig(_Strict):
 class DataConfig(_Strict):
     """Where items come from. ``train`` holds labelled and unlabelled items (empty label =
     unlabelled); held-out test items come from ``test`` or rows whose ``split_column``
-    equals ``test_value``. Test items are used for evaluation only."""
+    equals ``test_value``. Test items are used for evaluation only. A folder (format
+    ``images``) is read as ``<folder>/<label>/*.png`` with an ``unlabelled/`` folder: columns
+    ``image`` (path relative to the folder's parent, also the item id) and the label column."""
 
     train: str
     test: str | None = None
-    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "csv", "jsonl", "parquet", "images"] = "auto"
     id_column: str | None = None
     label_column: str = "label"
     split_column: str | None = None
@@ -98,6 +100,37 @@ class EmbeddingParams(_Strict):
     batch_size: int = Field(default=64, ge=1)
     normalize: bool = True
     device: Literal["cpu", "cuda"] | None = None
+
+
+class VisionParams(_Strict):
+    """A frozen image encoder + head. ``encoder``: ``mobilenet_v2`` (packaged ImageNet weights)
+    or a dotted path to a torch module / factory called with ``encoder_params``."""
+
+    image: str
+    encoder: str = "mobilenet_v2"
+    encoder_params: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = None
+    tokenizer: str | None = None
+    tokenizer_params: dict[str, Any] = Field(default_factory=dict)
+    prompt: str = "a photo of a {label}."
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    image_size: int = Field(default=224, ge=16, le=1024)
+    resize: Literal["stretch", "center_crop"] = "stretch"
+    mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406], min_length=3, max_length=3)
+    std: list[float] = Field(default_factory=lambda: [0.229, 0.224, 0.225], min_length=3, max_length=3)
+    head: Literal["logistic_regression", "mlp"] = "logistic_regression"
+    head_params: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(default=64, ge=1)
+    device: Literal["cpu", "cuda"] | None = None
+    threads: int | None = Field(default=None, ge=1)
+    image_root: str | None = None
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, v: list[float]) -> list[float]:
+        if min(v) <= 0:
+            raise ValueError("std values must be > 0")
+        return v
 
 
 class DemonstrationParams(_Strict):
@@ -156,7 +189,7 @@ class LLMParams(_Strict):
 
 #: Parameter schemas of the built-in kinds; plug-in kinds get their params unchecked here.
 BUILTIN_PARAMS: dict[str, type[BaseModel]] = {"sklearn": SklearnParams, "embedding": EmbeddingParams,
-                                              "llm": LLMParams}
+                                              "llm": LLMParams, "vision": VisionParams}
 
 
 class ViewConfig(BaseModel):
@@ -307,12 +340,18 @@ class Config(_Strict):
         return hashlib.sha256(json.dumps(snap, sort_keys=True).encode()).hexdigest()[:16]
 
     def data_digest(self) -> str:
-        """sha256 over the bytes of the train (and test) files; '' for files that are absent
-        (loading reports those)."""
+        """sha256 over the bytes of the train (and test) files, or of every file with its
+        relative path for an image folder; '' for files that are absent (loading reports those)."""
         h = hashlib.sha256()
         for path in (self.data.train, self.data.test):
-            if path and Path(path).is_file():
-                with open(path, "rb") as f:
+            p = Path(path) if path else None
+            files = sorted(f for f in p.rglob("*") if f.is_file()) if p is not None and p.is_dir() else [p]
+            for file in files:
+                if file is None or not file.is_file():
+                    continue
+                if p is not None and p.is_dir():
+                    h.update(str(file.relative_to(p)).encode() + b"\0")
+                with open(file, "rb") as f:
                     while chunk := f.read(1 << 20):
                         h.update(chunk)
             h.update(b"\0")

@@ -23,6 +23,8 @@ FILE_ROW_COL = "__file_row"
 def detect_format(path: Path, declared: str) -> str:
     if declared != "auto":
         return declared
+    if path.is_dir():
+        return "images"
     suffixes = "".join(path.suffixes).lower()
     for fmt, ends in (("parquet", (".parquet", ".pq")), ("jsonl", (".jsonl", ".ndjson", ".json")),
                       ("csv", (".csv", ".tsv", ".csv.gz", ".txt"))):
@@ -32,9 +34,55 @@ def detect_format(path: Path, declared: str) -> str:
                     str(path))
 
 
-def read_table(path: str | Path, declared_format: str = "auto") -> pa.Table:
-    """Read a whole file into Arrow with DuckDB's readers (type sniffing, quoting, gzip)."""
+UNLABELLED_FOLDERS = ("unlabelled", "unlabeled")
+
+
+def data_dirs(d: DataConfig) -> tuple[Path, ...]:
+    """Folders that relative file paths inside items (images) resolve against: each data
+    file's folder, or an image folder's parent (its ``image`` paths start with its name)."""
+    out: list[Path] = []
+    for path in (d.train, d.test):
+        if path:
+            parent = Path(path).resolve().parent
+            if parent not in out:
+                out.append(parent)
+    return tuple(out)
+
+
+def read_image_folder(root: Path, label_column: str = "label") -> pa.Table:
+    """``root/<label>/<file>`` as rows (image, label); files under ``unlabelled/`` get no label.
+
+    ``image`` is the path relative to ``root``'s parent (``train/cat/001.png``), so a train and
+    a test folder side by side never give two items the same path.
+    """
+    from views.vision.images import IMAGE_SUFFIXES
+
+    images: list[str] = []
+    labels: list[str | None] = []
+    for f in sorted(root.rglob("*")):
+        if not f.is_file() or f.name.startswith("."):
+            continue
+        rel = f.relative_to(root)
+        if len(rel.parts) < 2:
+            raise DataError(f"'{rel}' lies directly in the image folder: put each image in a folder named "
+                            f"after its label, or in {UNLABELLED_FOLDERS[0]}/", str(root))
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        images.append(str(f.relative_to(root.parent)))
+        labels.append(None if rel.parts[0].lower() in UNLABELLED_FOLDERS else rel.parts[0])
+    if not images:
+        raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in label folders", str(root))
+    return pa.table({"image": pa.array(images, pa.string()), label_column: pa.array(labels, pa.string())})
+
+
+def read_table(path: str | Path, declared_format: str = "auto", label_column: str = "label") -> pa.Table:
+    """Read a whole file into Arrow with DuckDB's readers (type sniffing, quoting, gzip), or an
+    image folder into (image, label) rows."""
     p = Path(path)
+    if p.is_dir() and declared_format in ("auto", "images"):
+        return read_image_folder(p, label_column)
+    if declared_format == "images":
+        raise DataError("data.format 'images' needs a folder of label folders", str(p))
     if not p.is_file():
         raise DataError("file not found", str(p))
     if p.stat().st_size == 0:
@@ -96,11 +144,11 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
     """
     d = cfg.data
     labels = cfg.task.names
-    train = _split_column(read_table(d.train, d.format), d, d.train)
+    train = _split_column(read_table(d.train, d.format, d.label_column), d, d.train)
     parts = [train]
     paths = {"train": d.train, "test": d.test or d.train}
     if d.test:
-        test = read_table(d.test, d.format)
+        test = read_table(d.test, d.format, d.label_column)
         if d.split_column and d.split_column in test.column_names:
             test = test.drop_columns([d.split_column])
         parts.append(_with_meta(test, "test"))
@@ -125,8 +173,9 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
     meta = {SPLIT_COL, FILE_ROW_COL, d.label_column}
     if d.split_column:
         meta.add(d.split_column)
-    if d.id_column:
-        id_expr = f'CAST(d."{d.id_column}" AS VARCHAR)'
+    id_column = d.id_column or ("image" if Path(d.train).is_dir() else None)  # an image folder: its paths
+    if id_column:
+        id_expr = f'CAST(d."{id_column}" AS VARCHAR)'
     else:
         content = [c for c in table.column_names if c not in meta]
         packed = ", ".join(f'"{c}" := d."{c}"' for c in content)
@@ -141,10 +190,10 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
         """
     )
     try:
-        if d.id_column:
+        if id_column:
             bad = _first(con, "SELECT split, file_row FROM __ids WHERE base_id IS NULL ORDER BY __row LIMIT 1")
             if bad:
-                raise DataError(f"id column '{d.id_column}' is empty", paths[bad[0]], row=bad[1])
+                raise DataError(f"id column '{id_column}' is empty", paths[bad[0]], row=bad[1])
             bad = _first(con, "SELECT split, file_row, base_id FROM __ids WHERE dup > 1 ORDER BY __row LIMIT 1")
             if bad:
                 raise DataError("duplicate id", paths[bad[0]], row=bad[1], item=bad[2])

@@ -32,7 +32,7 @@ from orchestrator.selection import (
     select_k_best,
     select_threshold,
 )
-from store.database import Store, StoreCache, rows_as_lists, utcnow
+from store.database import Store, StoreCache, StoreProblems, rows_as_lists, utcnow
 from store.errors import ConfigError, DataError, RunError
 from store.llm_ledger import LLMLedger
 from store.queries import label_counts
@@ -95,11 +95,14 @@ def _view_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def build_views(cfg: Config, store: Store | None, columns: list[str],
-                base_dir: Any, ledger: LLMLedger | None = None) -> tuple[list[View], list[str]]:
+def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: Any,
+                ledger: LLMLedger | None = None, problems: StoreProblems | None = None,
+                ) -> tuple[list[View], list[str]]:
     """Build every configured view, check the fields it reads exist, and return the views
     with the sorted union of their fields."""
     from pathlib import Path
+
+    from orchestrator.data import data_dirs
 
     views: list[View] = []
     fields: set[str] = set()
@@ -108,7 +111,7 @@ def build_views(cfg: Config, store: Store | None, columns: list[str],
                           cache=StoreCache(store) if store is not None else None,
                           base_dir=Path(base_dir),
                           label_descriptions=tuple(spec.description for spec in cfg.task.labels),
-                          ledger=ledger)
+                          ledger=ledger, data_dirs=data_dirs(cfg.data), problems=problems)
         view = build_view(vc.name, vc.kind, vc.params, ctx)
         fields.update(view.resolve_fields(columns))
         views.append(view)
@@ -199,7 +202,8 @@ class RoundRunner:
 
                 self.debater = make_debater(self.cfg, ledger)
                 self.debater.check()
-            views, fields = build_views(self.cfg, self.store, columns, self.base_dir, ledger)
+            problems = StoreProblems(self.store, run_id)
+            views, fields = build_views(self.cfg, self.store, columns, self.base_dir, ledger, problems)
             state = _State.load(self.store, run_id, self.labels, [v.name for v in views])
             self._state = state
             rng = np.random.default_rng(self.cfg.seed)
@@ -210,6 +214,7 @@ class RoundRunner:
             test_df = self._fetch(run_id, state.test_rows, fields)
             for r in range(start_round, self.cfg.cotrain.max_rounds + 1):
                 ledger.round = r
+                problems.round = r
                 for v in views:
                     if callable(getattr(v, "set_round", None)):
                         v.set_round(r)  # type: ignore[attr-defined]

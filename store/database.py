@@ -260,6 +260,23 @@ class Store:
             )
 
 
+class StoreProblems:
+    """Adapter giving views the ``ProblemLog`` protocol: an item a view could not read
+    (a missing or broken image) is filed once per run and view, with the file it names.
+
+    Writes go through the store's connection, so inside a round they commit with it."""
+
+    def __init__(self, store: Store, run_id: int) -> None:
+        self._store = store
+        self.run_id = run_id
+        self.round: int | None = None
+
+    def report(self, view: str, item_id: str, problem: str, location: str | None = None) -> None:
+        self._store.con.execute(
+            "INSERT INTO item_problems VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [self.run_id, view, item_id, problem, location, self.round, utcnow()])
+
+
 class StoreCache:
     """Adapter giving views the ``FeatureCache`` protocol over a store namespace."""
 

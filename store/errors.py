@@ -75,6 +75,7 @@ class ViewError(CotrainError):
 
     def __init__(self, view: str, message: str) -> None:
         self.view = view
+        self.detail = message
         super().__init__(f"view '{view}': {message}")
 
 

@@ -193,10 +193,28 @@ def _m003_debates(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m004_item_problems(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE item_problems (
+            run_id      INTEGER NOT NULL,
+            view        VARCHAR NOT NULL,
+            item_id     VARCHAR NOT NULL,
+            problem     VARCHAR NOT NULL,        -- e.g. 'file not found', 'not an image Pillow can read'
+            location    VARCHAR,                 -- the file (or the item's bytes) it is about
+            round       INTEGER,                 -- the round it was first seen in
+            created_at  TIMESTAMP NOT NULL,
+            PRIMARY KEY (run_id, view, item_id)
+        );
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("001_core_schema", _m001_core),
     ("002_llm_calls", _m002_llm),
     ("003_debates", _m003_debates),
+    ("004_item_problems", _m004_item_problems),
 ]
 
 

@@ -105,6 +105,16 @@ def debate_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
         " WHERE d.run_id = ? GROUP BY d.round ORDER BY d.round", [run_id]).to_pylist()
 
 
+def item_problems(store: Store, run_id: int) -> list[dict[str, Any]]:
+    """Items a view could not read (and abstained on), per view and problem, with an example."""
+    if not _has(store, "item_problems"):
+        return []
+    return store.query(
+        "SELECT view, problem, count(*) AS items, min(location) AS example"
+        " FROM item_problems WHERE run_id = ? GROUP BY view, problem ORDER BY view, items DESC, problem",
+        [run_id]).to_pylist()
+
+
 def debate_of_item(store: Store, item_id: str) -> dict[str, Any]:
     """The latest debate of an item and its turns; ``StoreError`` when it was never debated."""
     if not _has(store, "debates"):

@@ -51,7 +51,7 @@ def test_numeric_label_names_become_strings():
         ("task.labels", ["only"], r"config key 'task.labels': List should have at least 2 items"),
         ("task.labels", ["a", "a"], r"'task.labels': label 'a' is declared twice"),
         ("data.train", KeyError, r"'data.train': required key is missing"),
-        ("data.format", "xlsx", r"'data.format': Input should be 'auto', 'csv', 'jsonl' or 'parquet'"),
+        ("data.format", "xlsx", r"'data.format': Input should be 'auto', 'csv', 'jsonl', 'parquet' or 'images'"),
         ("views", [], r"'views': List should have at least 1 item"),
         ("views.0.kind", "nonsense", r"'views\[0\]': unknown view kind 'nonsense'"),
         ("views.0.estimatr", "x", r"'views\[0\]\.estimatr': unknown key"),

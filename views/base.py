@@ -29,6 +29,13 @@ class FeatureCache(Protocol):
     def put(self, namespace: str, keys: Sequence[str], vectors: np.ndarray) -> None: ...
 
 
+@runtime_checkable
+class ProblemLog(Protocol):
+    """Where a view files an item it could not read (it abstains on it instead of failing)."""
+
+    def report(self, view: str, item_id: str, problem: str, location: str | None = None) -> None: ...
+
+
 @dataclass(frozen=True)
 class ViewContext:
     """What the orchestrator hands every view when building it.
@@ -36,7 +43,9 @@ class ViewContext:
     ``seed`` is drawn from the run's generator so views seed their own estimators without
     touching global RNG state; ``base_dir`` resolves relative paths in view params;
     ``label_descriptions`` (aligned with ``labels``) feed LLM prompts; ``ledger``
-    (``store.llm_ledger.LLMLedger``) caches and files LLM calls.
+    (``store.llm_ledger.LLMLedger``) caches and files LLM calls; ``data_dirs`` are the
+    folders of the data files, against which relative file paths in items (images) resolve;
+    ``problems`` files items a view cannot read.
     """
 
     labels: tuple[str, ...]
@@ -46,6 +55,8 @@ class ViewContext:
     show_progress: bool = False
     label_descriptions: tuple[str | None, ...] = ()
     ledger: Any = None
+    data_dirs: tuple[Path, ...] = ()
+    problems: ProblemLog | None = None
 
 
 @runtime_checkable

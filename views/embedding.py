@@ -18,6 +18,7 @@ import logging
 
 from store.errors import ViewError
 from views.base import ViewContext, abstain, build_params, expand_proba
+from views.heads import HEADS, make_head
 from views.encoders import DEFAULT_TEXT_ENCODER, load_sentence_transformer, resolve_text_encoder
 
 log = logging.getLogger("cotrain")
@@ -26,58 +27,6 @@ log = logging.getLogger("cotrain")
 def text_key(text: str) -> str:
     """Stable cache key of a text."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
-class MLPHead:
-    """A one-hidden-layer torch MLP with weighted cross-entropy, seeded by its own generator."""
-
-    def __init__(self, hidden: int = 128, epochs: int = 100, lr: float = 1e-2,
-                 weight_decay: float = 1e-4, dropout: float = 0.1, seed: int = 0) -> None:
-        self.hidden = hidden
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.dropout = dropout
-        self.seed = seed
-        self.net_: Any = None
-        self.classes_: np.ndarray | None = None
-
-    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> MLPHead:
-        import torch
-
-        gen = torch.Generator().manual_seed(self.seed)
-        self.classes_ = np.unique(y)
-        index = {c: i for i, c in enumerate(self.classes_)}
-        yt = torch.tensor([index[c] for c in y], dtype=torch.long)
-        Xt = torch.tensor(X, dtype=torch.float32)
-        w = torch.tensor(sample_weight if sample_weight is not None else np.ones(len(y)), dtype=torch.float32)
-        d = X.shape[1]
-        lin1 = torch.nn.Linear(d, self.hidden)
-        lin2 = torch.nn.Linear(self.hidden, len(self.classes_))
-        with torch.no_grad():
-            for lin in (lin1, lin2):
-                bound = 1.0 / np.sqrt(lin.in_features)
-                lin.weight.uniform_(-bound, bound, generator=gen)
-                lin.bias.uniform_(-bound, bound, generator=gen)
-        params = [*lin1.parameters(), *lin2.parameters()]
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        keep = 1.0 - self.dropout
-        for _ in range(self.epochs):  # full batch: heads are small
-            opt.zero_grad()
-            h = torch.relu(lin1(Xt))
-            if self.dropout > 0:  # dropout from our own generator, not torch's global RNG
-                h = h * (torch.rand(h.shape, generator=gen) < keep) / keep
-            loss = (torch.nn.functional.cross_entropy(lin2(h), yt, reduction="none") * w).sum() / w.sum()
-            loss.backward()
-            opt.step()
-        self.net_ = torch.nn.Sequential(lin1, torch.nn.ReLU(), lin2).eval()
-        return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            return torch.softmax(self.net_(torch.tensor(X, dtype=torch.float32)), dim=1).numpy()
 
 
 class EmbeddingView:
@@ -120,7 +69,7 @@ class EmbeddingView:
             raise ViewError(self.name, "the embedding view needs 'text': the field to encode")
         if self.text not in columns:
             raise ViewError(self.name, f"text field '{self.text}' is not a column of the data")
-        if self.head not in ("logistic_regression", "mlp"):
+        if self.head not in HEADS:
             raise ViewError(self.name, f"head must be 'logistic_regression' or 'mlp', not '{self.head}'")
         resolve_text_encoder(self.encoder, self.context.base_dir)  # fail early if absent
         return [self.text]
@@ -167,12 +116,7 @@ class EmbeddingView:
             self.head_ = None
             return
         X = self.embed(self._texts(items))
-        if self.head == "mlp":
-            head: Any = MLPHead(seed=self.context.seed, **self.head_params)
-        else:
-            from sklearn.linear_model import LogisticRegression
-
-            head = LogisticRegression(**{"max_iter": 1000, "C": 1.0, **self.head_params})
+        head = make_head(self.head, self.head_params, self.context.seed)
         head.fit(X, y, sample_weight=np.asarray(sample_weight, dtype=np.float64))
         self.head_ = head
         self.classes_ = np.asarray(head.classes_, dtype=int)

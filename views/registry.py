@@ -15,6 +15,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "sklearn": "views.sklearn_view:SklearnView",
     "embedding": "views.embedding:EmbeddingView",
     "llm": "views.llm.view:LLMView",
+    "vision": "views.vision.view:VisionView",
 }
 
 

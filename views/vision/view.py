@@ -1,0 +1,322 @@
+"""``vision`` view kind: a frozen pretrained image encoder plus a small trainable head.
+
+Each image is decoded (Pillow, RGB), resized and normalised, and encoded once: features are
+kept in the store's feature cache keyed by the encoder, the preprocessing and the hash of
+the image's bytes, so later rounds, resumed runs and other runs never re-encode. An item
+whose image is missing, truncated or not an image abstains, with a warning naming the file,
+and is filed in ``item_problems`` (counted by ``cotrain status``); the run goes on.
+
+With a CLIP-like encoder (``encode_image`` + ``encode_text`` + a tokenizer) the view gives
+zero-shot probabilities from label prompts until it has something to train on.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from store.errors import ViewError
+from views.base import ITEM_ID_COLUMN, ViewContext, abstain, build_params, expand_proba
+from views.heads import HEADS, make_head
+from views.vision.encoders import (DEFAULT_IMAGE_ENCODER, OnnxEncoder, TorchEncoder, load_torch_encoder,
+                                   onnxruntime_available)
+from views.vision.images import (IMAGENET_MEAN, IMAGENET_STD, ImageProblem, content_key, decode, normalise,
+                                 resolve_source)
+
+log = logging.getLogger("cotrain")
+
+BACKENDS = ("auto", "torch", "onnx")
+RESIZES = ("stretch", "center_crop")
+
+
+class VisionView:
+    """Image features from a frozen encoder + a head.
+
+    Parameters: image (column holding a path, bytes or an HF image struct; required);
+    encoder (``mobilenet_v2``, the packaged ImageNet model, or a dotted path to a torch module
+    or factory); encoder_params; weights (state-dict file for the encoder); tokenizer and
+    tokenizer_params (CLIP-like encoders); prompt (zero-shot text, ``{label}`` and
+    ``{description}`` filled in); backend (``auto``: ONNX Runtime on the CPU when installed,
+    else torch); image_size; resize (``stretch`` | ``center_crop``); mean, std; head
+    (``logistic_regression`` | ``mlp``); head_params; batch_size; device (``cpu``/``cuda``,
+    default CUDA when available); threads (ONNX Runtime); image_root (folder relative paths
+    resolve against, default the data files' folders).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        context: ViewContext,
+        image: str | None = None,
+        encoder: str = DEFAULT_IMAGE_ENCODER,
+        encoder_params: dict[str, Any] | None = None,
+        weights: str | None = None,
+        tokenizer: str | None = None,
+        tokenizer_params: dict[str, Any] | None = None,
+        prompt: str = "a photo of a {label}.",
+        backend: str = "auto",
+        image_size: int = 224,
+        resize: str = "stretch",
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        head: str = "logistic_regression",
+        head_params: dict[str, Any] | None = None,
+        batch_size: int = 64,
+        device: str | None = None,
+        threads: int | None = None,
+        image_root: str | None = None,
+    ) -> None:
+        self.name = name
+        self.context = context
+        self.image = image
+        self.encoder = encoder
+        self.encoder_params = build_params(encoder_params)
+        self.weights = weights
+        self.tokenizer = tokenizer
+        self.tokenizer_params = build_params(tokenizer_params)
+        self.prompt = prompt
+        self.backend = backend
+        self.image_size = image_size
+        self.resize = resize
+        self.mean = tuple(float(x) for x in mean)
+        self.std = tuple(float(x) for x in std)
+        self.head = head
+        self.head_params = build_params(head_params)
+        self.batch_size = batch_size
+        self.device = device
+        self.threads = threads
+        self.image_root = image_root
+        self._torch: TorchEncoder | None = None
+        self._runner: TorchEncoder | OnnxEncoder | None = None
+        self._keys: dict[str, str] = {}          # item id -> content key, for this process
+        self._bad: dict[str, ImageProblem] = {}  # item id -> why its image cannot be used
+        self._text: np.ndarray | None = None
+        self.head_: Any = None
+        self.classes_: np.ndarray | None = None
+        self.encoded_count_ = 0    # images actually run through the encoder (cache misses)
+        self.backend_used_: str | None = None
+
+    # ------------------------------------------------------------------ checks
+    def resolve_fields(self, columns: Sequence[str]) -> list[str]:
+        if not self.image:
+            raise ViewError(self.name, "the vision view needs 'image': the column holding each item's image "
+                            "(a path, bytes, or a Hugging Face image struct)")
+        if self.image not in columns:
+            raise ViewError(self.name, f"image field '{self.image}' is not a column of the data")
+        if self.head not in HEADS:
+            raise ViewError(self.name, f"head must be one of {', '.join(HEADS)}, not '{self.head}'")
+        if self.backend not in BACKENDS:
+            raise ViewError(self.name, f"backend must be one of {', '.join(BACKENDS)}, not '{self.backend}'")
+        if self.resize not in RESIZES:
+            raise ViewError(self.name, f"resize must be one of {', '.join(RESIZES)}, not '{self.resize}'")
+        if not 16 <= int(self.image_size) <= 1024:
+            raise ViewError(self.name, f"image_size must be between 16 and 1024, not {self.image_size}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ViewError(self.name, "mean and std need 3 values (R, G, B), std > 0")
+        if self.device not in (None, "cpu", "cuda"):
+            raise ViewError(self.name, f"device must be 'cpu' or 'cuda', not '{self.device}'")
+        if self.backend == "onnx" and not onnxruntime_available():
+            raise ViewError(self.name, "backend 'onnx' needs onnxruntime and onnx: pip install 'cotrain[vision]'")
+        if self.encoder == DEFAULT_IMAGE_ENCODER and self.weights is None:
+            from views.vision.mobilenet import packaged_weights
+
+            try:
+                packaged_weights()
+            except ViewError as exc:
+                raise ViewError(self.name, exc.detail) from None
+        return [self.image]
+
+    # ------------------------------------------------------------------ encoder
+    @property
+    def namespace(self) -> str:
+        enc = self._torch_encoder()
+        return (f"vision:{enc.identity}:size={self.image_size}:resize={self.resize}"
+                f":mean={self.mean}:std={self.std}")
+
+    def _torch_encoder(self) -> TorchEncoder:
+        if self._torch is None:
+            import torch
+
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            try:
+                self._torch = load_torch_encoder(self.encoder, self.encoder_params, self.weights, self.tokenizer,
+                                                 self.tokenizer_params, device, self.context.base_dir)
+            except ViewError as exc:
+                raise ViewError(self.name, exc.detail) from None
+        return self._torch
+
+    def _image_runner(self) -> TorchEncoder | OnnxEncoder:
+        if self._runner is None:
+            enc = self._torch_encoder()
+            use_onnx = self.backend == "onnx" or (
+                self.backend == "auto" and enc.device == "cpu" and onnxruntime_available())
+            runner: TorchEncoder | OnnxEncoder = enc
+            if use_onnx:
+                try:
+                    runner = OnnxEncoder(enc, int(self.image_size), self.threads)
+                except ViewError as exc:
+                    if self.backend == "onnx":
+                        raise ViewError(self.name, exc.detail) from None
+                    log.info("view %s: %s; running the encoder in torch", self.name, exc.detail)
+            self._runner = runner
+            self.backend_used_ = runner.backend
+        return self._runner
+
+    @property
+    def zero_shot(self) -> bool:
+        """True when the encoder has a text tower: the view labels before any training."""
+        return self._torch_encoder().has_text_tower
+
+    # ------------------------------------------------------------------ features
+    def _roots(self) -> list[Path]:
+        if self.image_root:
+            root = Path(self.image_root).expanduser()
+            return [root if root.is_absolute() else self.context.base_dir / root]
+        return list(self.context.data_dirs) or [self.context.base_dir]
+
+    def _problem(self, item_id: str, problem: ImageProblem) -> None:
+        if item_id not in self._bad:
+            self._bad[item_id] = problem
+            log.warning("view %s: item %s abstains: %s: %s", self.name, item_id, problem.where, problem.problem)
+            if self.context.problems is not None:
+                self.context.problems.report(self.name, item_id, problem.problem, problem.where)
+
+    def features(self, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(features of the readable items, boolean mask of readable items over ``items``)."""
+        ids = (items[ITEM_ID_COLUMN].astype(str).tolist() if ITEM_ID_COLUMN in items.columns
+               else [str(i) for i in items.index])
+        roots = self._roots()
+        keys: list[str | None] = []
+        owners: dict[str, list[int]] = {}  # content key -> positions of the items showing it
+        blobs: dict[str, tuple[bytes, str]] = {}  # content key -> (bytes, where), read this call
+        for pos, (item_id, value) in enumerate(zip(ids, items[self.image].tolist())):
+            key = None if item_id in self._bad else self._keys.get(item_id)
+            if key is None and item_id not in self._bad:
+                key = self._read(item_id, resolve_source(value, roots, item_id), blobs)
+            keys.append(key)
+            if key is not None:
+                owners.setdefault(key, []).append(pos)
+        cache = self.context.cache
+        namespace = self.namespace
+        found = cache.get(namespace, list(owners)) if cache is not None and owners else {}
+        missing = [k for k in owners if k not in found]
+        for k in missing:  # memoised in an earlier call but not cached: read its bytes again
+            if k not in blobs:
+                pos = owners[k][0]
+                self._read(ids[pos], resolve_source(items[self.image].iloc[pos], roots, ids[pos]), blobs)
+        if missing:
+            found.update(self._encode_missing([k for k in missing if k in blobs], blobs, owners, ids, namespace))
+        mask = np.array([k is not None and k in found for k in keys], dtype=bool)
+        X = np.stack([found[k] for k, ok in zip(keys, mask) if ok]) if mask.any() else np.zeros((0, 0), np.float32)
+        return X, mask
+
+    def _read(self, item_id: str, src: Any, blobs: dict[str, tuple[bytes, str]]) -> str | None:
+        """Read an item's image bytes; its content key, or None (filed) when unreadable."""
+        try:
+            data = src.read()
+            if not data:
+                raise ImageProblem(src.where, "no image (empty value)")
+        except ImageProblem as exc:
+            self._problem(item_id, exc)
+            return None
+        key = content_key(data)
+        self._keys[item_id] = key
+        blobs.setdefault(key, (data, src.where))
+        return key
+
+    def _encode_missing(self, missing: list[str], blobs: dict[str, tuple[bytes, str]],
+                        owners: dict[str, list[int]], ids: list[str], namespace: str) -> dict[str, np.ndarray]:
+        """Decode and encode images not in the cache, in batches, with a progress bar."""
+        runner = self._image_runner()
+        out: dict[str, np.ndarray] = {}
+        size = int(self.image_size)
+        progress = _progress(self.context.show_progress, len(missing), f"{self.name}: encoding images")
+        try:
+            for start in range(0, len(missing), self.batch_size):
+                chunk = missing[start: start + self.batch_size]
+                arrays, ok_keys = [], []
+                for k in chunk:
+                    data, where = blobs[k]
+                    try:
+                        arrays.append(decode(data, where, size, self.resize))
+                        ok_keys.append(k)
+                    except ImageProblem as exc:
+                        for pos in owners[k]:
+                            self._keys.pop(ids[pos], None)
+                            self._problem(ids[pos], exc)
+                if arrays:
+                    batch = normalise(np.stack(arrays), self.mean, self.std)
+                    vecs = runner.encode(batch).astype(np.float32)
+                    if self.context.cache is not None:
+                        self.context.cache.put(namespace, ok_keys, vecs)
+                    out.update(zip(ok_keys, vecs))
+                    self.encoded_count_ += len(ok_keys)
+                if progress is not None:
+                    progress[0].advance(progress[1], len(chunk))
+        finally:
+            if progress is not None:
+                progress[0].stop()
+        log.info("view %s: encoded %d new images (%s)", self.name, len(out), runner.backend)
+        return out
+
+    # ------------------------------------------------------------------ View protocol
+    def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
+        y = np.asarray(y, dtype=int)
+        w = np.asarray(sample_weight, dtype=np.float64)
+        X, mask = self.features(items)
+        y, w = y[mask], w[mask]
+        if len(np.unique(y)) < 2:
+            self.head_ = None
+            return
+        head = make_head(self.head, self.head_params, self.context.seed)
+        head.fit(X, y, sample_weight=w)
+        self.head_ = head
+        self.classes_ = np.asarray(head.classes_, dtype=int)
+
+    def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
+        k = len(self.context.labels)
+        out = abstain(len(items), k)
+        if len(items) == 0:
+            return out
+        if self.head_ is None and not self.zero_shot:
+            return out
+        X, mask = self.features(items)
+        if not mask.any():
+            return out
+        out[mask] = (expand_proba(self.head_.predict_proba(X), self.classes_, k) if self.head_ is not None
+                     else self.zero_shot_proba(X))
+        return out
+
+    def zero_shot_proba(self, X: np.ndarray) -> np.ndarray:
+        """Softmax over labels of the scaled cosine similarity of image and prompt embeddings."""
+        enc = self._torch_encoder()
+        if self._text is None:
+            descs = self.context.label_descriptions or (None,) * len(self.context.labels)
+            prompts = [self.prompt.format(label=lab, description=desc or lab)
+                       for lab, desc in zip(self.context.labels, descs)]
+            t = enc.encode_text(prompts)
+            self._text = t / np.linalg.norm(t, axis=1, keepdims=True).clip(1e-12)
+        scale = getattr(enc.module, "logit_scale", None)
+        s = float(scale.exp()) if scale is not None else 100.0
+        img = X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-12)
+        logits = s * img @ self._text.T
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+def _progress(show: bool, total: int, what: str) -> tuple[Any, Any] | None:
+    """A transient rich progress bar over ``total`` images, or None when progress is off."""
+    if not show or total <= 0:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   transient=True)
+    task = bar.add_task(what, total=total)
+    bar.start()
+    return bar, task
