@@ -36,3 +36,39 @@ class CentroidView:
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
         return p / p.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------- a CLIP-like image encoder
+COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
+
+
+def colour_clip():  # -> torch.nn.Module
+    """A CLIP-like model small enough to reason about: an image's embedding is its mean
+    (normalised) RGB, a prompt's is the RGB of the colour it names. Its zero-shot answer for a
+    plain red, green or blue image is therefore known."""
+    import math
+
+    import torch
+
+    class ColourClip(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+
+        def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3))
+
+        def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+            return tokens.float()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.encode_image(x)
+
+    return ColourClip()
+
+
+def colour_tokenizer(texts: list[str]):  # -> torch.Tensor
+    """Prompt -> the RGB vector of the colour word it contains."""
+    import torch
+
+    return torch.tensor([next((v for k, v in COLOURS.items() if k in t), (0.0, 0.0, 0.0)) for t in texts])

@@ -121,13 +121,7 @@ class VisionView:
             raise ViewError(self.name, f"device must be 'cpu' or 'cuda', not '{self.device}'")
         if self.backend == "onnx" and not onnxruntime_available():
             raise ViewError(self.name, "backend 'onnx' needs onnxruntime and onnx: pip install 'cotrain[vision]'")
-        if self.encoder == DEFAULT_IMAGE_ENCODER and self.weights is None:
-            from views.vision.mobilenet import packaged_weights
-
-            try:
-                packaged_weights()
-            except ViewError as exc:
-                raise ViewError(self.name, exc.detail) from None
+        self._torch_encoder()  # import, build and load weights now: a bad encoder fails before any run starts
         return [self.image]
 
     # ------------------------------------------------------------------ encoder
@@ -231,7 +225,6 @@ class VisionView:
     def _encode_missing(self, missing: list[str], blobs: dict[str, tuple[bytes, str]],
                         owners: dict[str, list[int]], ids: list[str], namespace: str) -> dict[str, np.ndarray]:
         """Decode and encode images not in the cache, in batches, with a progress bar."""
-        runner = self._image_runner()
         out: dict[str, np.ndarray] = {}
         size = int(self.image_size)
         progress = _progress(self.context.show_progress, len(missing), f"{self.name}: encoding images")
@@ -250,7 +243,7 @@ class VisionView:
                             self._problem(ids[pos], exc)
                 if arrays:
                     batch = normalise(np.stack(arrays), self.mean, self.std)
-                    vecs = runner.encode(batch).astype(np.float32)
+                    vecs = self._image_runner().encode(batch).astype(np.float32)
                     if self.context.cache is not None:
                         self.context.cache.put(namespace, ok_keys, vecs)
                     out.update(zip(ok_keys, vecs))
@@ -260,7 +253,8 @@ class VisionView:
         finally:
             if progress is not None:
                 progress[0].stop()
-        log.info("view %s: encoded %d new images (%s)", self.name, len(out), runner.backend)
+        if out:
+            log.info("view %s: encoded %d new images (%s)", self.name, len(out), self.backend_used_)
         return out
 
     # ------------------------------------------------------------------ View protocol

@@ -1,0 +1,287 @@
+"""The vision view against real images written here (PNG, JPEG, a truncated file, a text
+file posing as an image) and the real packaged MobileNetV2 weights."""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from orchestrator import api
+from orchestrator.config import parse_config
+from orchestrator.rounds import build_views
+from store.database import Store, StoreCache, StoreProblems
+from store.errors import ConfigError, CotrainError
+from views.base import ITEM_ID_COLUMN, ViewContext
+from views.vision.images import ImageProblem, decode
+from views.vision.view import VisionView
+
+DIGITS = [str(d) for d in range(10)]
+
+
+@pytest.fixture(autouse=True)
+def _onnx_cache(tmp_path_factory, monkeypatch):
+    """Exported ONNX encoders go to a folder of the test session, not the user's cache."""
+    monkeypatch.setenv("COTRAIN_HOME", str(tmp_path_factory.getbasetemp() / "cotrain-home"))
+
+
+def _digit_png(pixels: np.ndarray) -> Image.Image:
+    return Image.fromarray((pixels.reshape(8, 8) * 16).clip(0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory) -> Path:
+    """scikit-learn's 8x8 digits as PNG and JPEG files + items.csv (path, 64 pixel columns,
+    label, split); item 3 is truncated, item 5 is text, item 9 names a missing file."""
+    from sklearn.datasets import load_digits
+
+    root = tmp_path_factory.mktemp("digits")
+    (root / "img").mkdir()
+    X, y = load_digits(return_X_y=True)
+    idx = np.random.default_rng(0).permutation(len(y))[:360]
+    rows = []
+    for n, i in enumerate(idx):
+        name = f"img/{n}.{'png' if n % 2 == 0 else 'jpg'}"
+        _digit_png(X[i]).save(root / name)
+        split = "test" if n >= 260 else "train"
+        rows.append({"image": name, "label": str(y[i]) if split == "test" or n < 40 else "", "split": split,
+                     **{f"px{j}": X[i, j] for j in range(64)}})
+    full = (root / "img" / "3.jpg").read_bytes()
+    (root / "img" / "3.jpg").write_bytes(full[: len(full) // 3])  # truncated JPEG
+    (root / "img" / "5.jpg").write_text("this is not an image", encoding="utf-8")
+    rows[9]["image"] = "img/missing.png"
+    pd.DataFrame(rows).to_csv(root / "items.csv", index=False)
+    return root
+
+
+def _config(root: Path, store: str = "run.duckdb", **vision) -> Path:
+    cfg = {"task": {"labels": DIGITS}, "data": {"train": "items.csv", "split_column": "split"},
+           "views": [{"name": "vision", "kind": "vision", "image": "image", "image_size": 32, **vision},
+                     {"name": "pixels", "kind": "sklearn", "column_prefix": "px"}],
+           "cotrain": {"policy": "k_best", "k": 10, "max_rounds": 2}, "store": store}
+    path = root / f"{Path(store).stem}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# ---------------------------------------------------------------- the encoder
+def test_packaged_mobilenet_loads_and_onnx_matches_eager_torch(digits_folder: Path):
+    from views.vision.encoders import OnnxEncoder, TorchEncoder
+    from views.vision.images import IMAGENET_MEAN, IMAGENET_STD, normalise
+    from views.vision.mobilenet import FEATURE_DIM, mobilenet_v2
+
+    torch_enc = TorchEncoder(mobilenet_v2(), "mobilenet_v2:imagenet", "cpu")
+    batch = normalise(np.stack([decode((digits_folder / f"img/{i}.png").read_bytes(), "x", 64)
+                                for i in (0, 2, 4, 6)]), IMAGENET_MEAN, IMAGENET_STD)
+    eager = torch_enc.encode(batch)
+    onnx = OnnxEncoder(torch_enc, 64)
+    assert onnx.path.is_file() and eager.shape == (4, FEATURE_DIM)
+    np.testing.assert_allclose(onnx.encode(batch), eager, atol=1e-4)
+    assert np.abs(eager[0] - eager[1]).max() > 1e-3  # different digits, different features
+    # the ImageNet classifier came with the weights: real, trained parameters
+    assert float(torch_enc.module.classifier[1].weight.abs().mean()) > 1e-3
+
+
+def test_images_decode_and_broken_ones_are_named(digits_folder: Path):
+    png = decode((digits_folder / "img/0.png").read_bytes(), "0.png", 40)
+    jpg = decode((digits_folder / "img/1.jpg").read_bytes(), "1.jpg", 40, resize="center_crop")
+    assert png.shape == jpg.shape == (3, 40, 40) and 0 <= png.min() and png.max() <= 1
+    with pytest.raises(ImageProblem, match=r"3\.jpg: corrupt or truncated image"):
+        decode((digits_folder / "img/3.jpg").read_bytes(), "img/3.jpg", 40)
+    with pytest.raises(ImageProblem, match=r"5\.jpg: not an image Pillow can read"):
+        decode((digits_folder / "img/5.jpg").read_bytes(), "img/5.jpg", 40)
+
+
+def test_unreadable_images_abstain_are_filed_and_warned(digits_folder: Path, caplog):
+    df = pd.read_csv(digits_folder / "items.csv").head(12)
+    df[ITEM_ID_COLUMN] = [f"item{i}" for i in range(len(df))]
+    with Store(":memory:") as st:
+        problems = StoreProblems(st, run_id=1)
+        ctx = ViewContext(labels=tuple(DIGITS), seed=0, cache=StoreCache(st), data_dirs=(digits_folder,),
+                          problems=problems)
+        view = VisionView("vision", ctx, image="image", image_size=32)
+        view.resolve_fields(df.columns)
+        with caplog.at_level(logging.WARNING, logger="cotrain"):
+            X, mask = view.features(df)
+        assert mask.tolist() == [i not in (3, 5, 9) for i in range(12)] and X.shape == (9, 1280)
+        for name in ("3.jpg", "5.jpg", "missing.png"):
+            assert name in caplog.text
+        filed = st.query("SELECT item_id, problem, location FROM item_problems ORDER BY item_id").to_pylist()
+        assert [r["item_id"] for r in filed] == ["item3", "item5", "item9"]
+        assert {r["problem"] for r in filed} == {"corrupt or truncated image", "not an image Pillow can read",
+                                                 "file not found"}
+        assert all(r["location"].startswith(str(digits_folder)) for r in filed)
+        y = np.array([int(v) for v in df["label"].fillna(-1)])
+        y = np.where(y < 0, np.arange(len(y)) % 10, y)
+        view.fit(df, y, np.ones(len(df)))
+        proba = view.predict_proba(df)
+        assert np.isnan(proba[[3, 5, 9]]).all() and np.allclose(proba[mask].sum(axis=1), 1)
+        assert view.encoded_count_ == 9  # fit and predict re-used the features of the first pass
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="cotrain"):
+            view.features(df)
+        assert caplog.text == ""  # each broken file is warned about once
+
+
+# ---------------------------------------------------------------- co-training runs
+def test_cross_modal_run_reports_broken_images_and_never_re_encodes(digits_folder: Path, caplog):
+    cfg = _config(digits_folder)
+    with caplog.at_level(logging.INFO, logger="cotrain"):
+        res = api.run(cfg)
+    encoded = sum(int(m) for m in re.findall(r"encoded (\d+) new images", caplog.text))
+    assert encoded == 360 - 3
+    assert res.termination_condition == "max_rounds" and res.n_pseudo > 0
+    assert res.final_metrics["vision"]["test_accuracy"] > 0.4  # 10 classes: chance is 0.1
+    rep = api.status(digits_folder / "run.duckdb")
+    assert sum(p["items"] for p in rep.problems) == 3
+    assert {p["problem"] for p in rep.problems} == {"corrupt or truncated image", "not an image Pillow can read",
+                                                    "file not found"}
+    with Store(digits_folder / "run.duckdb", read_only=True) as st:
+        sources = dict(st.con.execute("SELECT v, count(*) FROM (SELECT unnest(source_views) AS v FROM pseudo_labels) GROUP BY 1").fetchall())
+        assert sources.get("vision", 0) > 0 and sources.get("pixels", 0) > 0  # each view taught the other
+        # the broken items never got a vision prediction, only abstentions
+        assert st.scalar("SELECT count(*) FROM item_problems WHERE view = 'vision'") == 3
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cotrain"):
+        res2 = api.run(cfg, new_run=True)
+    assert "new images" not in caplog.text  # every feature came from the store
+    assert res2.final_metrics["vision"]["test_accuracy"] == res.final_metrics["vision"]["test_accuracy"]
+
+
+def test_torch_and_onnx_backends_give_the_same_labels(digits_folder: Path):
+    res = {b: api.run(_config(digits_folder, store=f"{b}.duckdb", backend=b)) for b in ("torch", "onnx")}
+    assert res["torch"].final_metrics["vision"]["test_accuracy"] == res["onnx"].final_metrics["vision"]["test_accuracy"]
+    assert res["torch"].n_pseudo == res["onnx"].n_pseudo
+
+
+def test_image_folder_layout(tmp_path: Path):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    for split, rng in (("train", range(0, 200)), ("test", range(200, 300))):
+        for i in rng:
+            label = "unlabelled" if split == "train" and i >= 30 else str(y[i])
+            (tmp_path / split / label).mkdir(parents=True, exist_ok=True)
+            _digit_png(X[i]).save(tmp_path / split / label / f"{i}.png")
+    (tmp_path / "train" / "3" / "notes.txt").write_text("ignored: not an image suffix")
+    cfg = {"task": {"labels": DIGITS}, "data": {"train": "train", "test": "test"},
+           "views": [{"name": "a", "kind": "vision", "image": "image", "image_size": 32},
+                     {"name": "b", "kind": "vision", "image": "image", "image_size": 48, "head": "mlp"}],
+           "cotrain": {"policy": "k_best", "k": 10, "max_rounds": 1}, "store": "s.duckdb"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    res = api.run(tmp_path / "c.yaml")
+    with Store(tmp_path / "s.duckdb", read_only=True) as st:
+        counts = dict(st.con.execute(
+            "SELECT CASE WHEN split = 'test' THEN 'test' WHEN gold_label IS NULL THEN 'pool' ELSE 'gold' END,"
+            " count(*) FROM items GROUP BY 1").fetchall())
+        ids = [r[0] for r in st.con.execute("SELECT item_id FROM items ORDER BY row_idx LIMIT 2").fetchall()]
+    assert counts == {"gold": 30, "pool": 170, "test": 100}
+    assert all(re.fullmatch(r"train/\d/\d+\.png", i) for i in ids)  # an image's path is its id
+    assert res.final_metrics["a"]["test_accuracy"] > 0.3 and not api.status(tmp_path / "s.duckdb").problems
+
+
+def test_images_as_bytes_in_parquet_share_features_with_files(digits_folder: Path, tmp_path: Path, caplog):
+    full = pd.read_csv(digits_folder / "items.csv")
+    df = pd.concat([full.iloc[20:60], full.iloc[260:320]], ignore_index=True)  # 20 gold, 20 pool, 60 test
+    raw = [(digits_folder / p).read_bytes() for p in df["image"]]
+    df["hf"] = [{"bytes": b, "path": p} for b, p in zip(raw, df["image"])]  # HF datasets' Image struct ...
+    df["image"] = raw  # ... and plain bytes
+    df.to_parquet(tmp_path / "items.parquet", index=False)
+    cfg = {"task": {"labels": DIGITS}, "data": {"train": "items.parquet", "split_column": "split"},
+           "views": [{"name": "raw", "kind": "vision", "image": "image", "image_size": 32},
+                     {"name": "hf", "kind": "vision", "image": "hf", "image_size": 32}],
+           "cotrain": {"policy": "k_best", "k": 5, "max_rounds": 1}, "store": "s.duckdb"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with caplog.at_level(logging.INFO, logger="cotrain"):
+        res = api.run(tmp_path / "c.yaml")
+    assert sum(int(m) for m in re.findall(r"view raw: encoded (\d+) new images", caplog.text)) == 100
+    assert "view hf: encoded" not in caplog.text  # the same bytes: features found in the store
+    assert res.final_metrics["raw"]["test_accuracy"] == res.final_metrics["hf"]["test_accuracy"]
+
+
+def test_clip_like_encoder_labels_zero_shot_without_gold(tmp_path: Path):
+    rows = []
+    colours = {"red": (220, 20, 30), "green": (20, 200, 40), "blue": (30, 40, 210)}
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    for i in range(60):
+        name = list(colours)[i % 3]
+        noise = rng.integers(-15, 15, size=(16, 16, 3))
+        arr = (np.array(colours[name]) + noise).clip(0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(tmp_path / "img" / f"{i}.png")
+        rows.append({"image": f"img/{i}.png", "label": name if i >= 45 else "", "split": "test" if i >= 45 else "train",
+                     "hue": float(np.argmax(colours[name])) + rng.normal(0, 0.3)})
+    pd.DataFrame(rows).to_csv(tmp_path / "items.csv", index=False)
+    cfg = {"task": {"labels": list(colours)}, "data": {"train": "items.csv", "split_column": "split"},
+           "views": [{"name": "clip", "kind": "vision", "image": "image", "image_size": 16,
+                      "encoder": "tests.plugin_views:colour_clip", "tokenizer": "tests.plugin_views:colour_tokenizer",
+                      "prompt": "a {label} square"},
+                     {"name": "hue", "kind": "sklearn", "columns": ["hue"]}],
+           "cotrain": {"policy": "k_best", "k": 5, "max_rounds": 2}, "store": "s.duckdb"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    res = api.run(tmp_path / "c.yaml")  # no gold label at all: the CLIP-like view starts
+    rounds = api.status(tmp_path / "s.duckdb").rounds
+    assert rounds[0]["views"]["clip"]["test_accuracy"] == 1.0  # zero-shot, before any training
+    assert res.final_metrics["hue"]["test_accuracy"] > 0.9  # taught by the image view's labels
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("params, match", [
+    ({"image": None}, r"views\[0\].*image"),
+    ({"image": "picture"}, r"image field 'picture' is not a column"),
+    ({"backend": "tensorrt"}, r"views\[0\].*backend"),
+    ({"image_size": 8}, r"views\[0\].*image_size"),
+    ({"std": [0.2, 0.0, 0.2]}, r"std values must be > 0"),
+    ({"encoder": "no_such_pkg.models:net"}, r"cannot import image encoder 'no_such_pkg.models:net'"),
+    ({"encoder": "tests.plugin_views:colour_tokenizer"}, r"returned Tensor, not a torch.nn.Module|building the encoder"),
+    ({"weights": "absent.pt"}, r"weights file not found: .*absent.pt"),
+    ({"weights": "items.csv"}, r"cannot read weights file"),
+])
+def test_bad_vision_view_is_named_and_nothing_is_stored(digits_folder: Path, tmp_path: Path, params, match):
+    cfg = yaml.safe_load(_config(digits_folder).read_text())
+    cfg["views"][0].update(params)
+    cfg["views"][0] = {k: v for k, v in cfg["views"][0].items() if v is not None}
+    cfg["data"]["train"] = str(digits_folder / "items.csv")
+    cfg["store"] = str(tmp_path / "bad.duckdb")
+    if "weights" in params:
+        cfg["views"][0]["weights"] = str(digits_folder / params["weights"])
+    with pytest.raises(CotrainError, match=match):
+        c = parse_config(cfg)
+        views, _ = build_views(c, None, list(pd.read_csv(digits_folder / "items.csv", nrows=1).columns), digits_folder)
+        for v in views:
+            v.zero_shot  # noqa: B018 - loads the encoder, as a run's start does
+    with pytest.raises(CotrainError, match=match):
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+        api.run(tmp_path / "c.yaml")
+    if (tmp_path / "bad.duckdb").exists():
+        with Store(tmp_path / "bad.duckdb", read_only=True) as st:
+            assert st.scalar("SELECT count(*) FROM runs") == 0
+
+
+def test_image_folder_with_a_stray_file_is_named(tmp_path: Path):
+    (tmp_path / "train" / "1").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "1" / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "stray.png")
+    cfg = {"task": {"labels": DIGITS}, "data": {"train": "train"},
+           "views": [{"name": "a", "kind": "vision", "image": "image"}, {"name": "b", "kind": "vision", "image": "image"}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(CotrainError, match=r"train: 'stray.png' lies directly in the image folder"):
+        api.run(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=r"unknown example 'cifar'"):
+        api.demo(tmp_path / "demo", example="cifar")
+
+
+@pytest.mark.parametrize("example, views", [("mfeat", {"vision", "fourier", "shape"}), ("animals", {"vision", "pixels"})])
+def test_cross_modal_examples_run(tmp_path: Path, example: str, views: set[str]):
+    """The README's `cotrain demo --example ...`, on a subsample of the packaged dataset."""
+    d, res = api.demo(tmp_path / example, example=example, n_items=500, n_test=150, max_rounds=1,
+                      labelled_fraction=0.1)
+    assert set(res.final_metrics) == views | {"ensemble"}
+    assert res.n_gold == 30 and res.n_pseudo > 0  # 10% of 350 training items, 3 per class
+    assert res.final_metrics["vision"]["test_accuracy"] > 0.4  # 10 classes: chance is 0.1
+    assert len(list((d / "images").glob("*.png"))) == 500
