@@ -15,6 +15,8 @@ from orchestrator.config import Config, load_config, parse_config
 from orchestrator.rounds import Reporter, RoundRunner, RunResult
 from store.database import Store
 from store.errors import ConfigError, CotrainError
+from store.reviews import ReviewSummary
+from store.reviews import import_reviews as _import_reviews
 from store.export import ExportFilter, ExportFormat, export_labels
 from store.queries import debate_summary, item_problems, llm_usage, resolve_run, rounds_summary, run_summaries
 
@@ -237,10 +239,22 @@ def models() -> list[dict[str, Any]]:
 
 def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, *, run_id: int | None = None,
            max_round: int | None = None, min_confidence: float | None = None, source: str | None = None,
-           include_gold: bool = True) -> int:
-    """Write gold + accepted pseudo-labels with provenance; return rows written."""
+           include_gold: bool = True, disputed_only: bool = False, sample: int | None = None, seed: int = 0) -> int:
+    """Write gold, reviewed and accepted pseudo-labels with provenance; return rows written.
+
+    ``fmt``: parquet | jsonl | csv | hf (a ``save_to_disk`` folder) | hf-parquet (with a
+    ``ClassLabel``) | label-studio (tasks + labeling config) | argilla (records + settings)."""
     with Store(store, read_only=True) as st:
-        return export_labels(st, out, fmt, ExportFilter(run_id, max_round, min_confidence, source, include_gold))
+        return export_labels(st, out, fmt, ExportFilter(run_id, max_round, min_confidence, source, include_gold,
+                                                        disputed_only, sample, seed))
+
+
+def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = None, reviewer: str | None = None,
+                   rounds: int = 1) -> ReviewSummary:
+    """Read reviewed labels (Label Studio / Argilla export, or CSV id,label) back as gold,
+    revoke the pseudo-labels they contradict, and reopen the run for ``rounds`` more rounds."""
+    with Store(store) as st:
+        return _import_reviews(st, file, run_id=run_id, reviewer=reviewer, rounds=rounds)
 
 
 #: Examples ``demo`` can write and run: a text one and two cross-modal image ones.
@@ -285,4 +299,4 @@ def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int
 
 
 __all__ = ["CotrainError", "DebateReport", "StatusReport", "debate", "debate_transcript", "demo", "example_config",
-           "export", "init_config", "models", "plan", "run", "status"]
+           "export", "import_reviews", "init_config", "models", "plan", "run", "status"]

@@ -288,27 +288,72 @@ def _print_status(store: str, run_id: int | None) -> None:
         out.print(t3)
 
 
+EXPORT_FORMATS = ("parquet", "jsonl", "csv", "hf", "hf-parquet", "label-studio", "argilla")
+
+
 @app.command()
 def export(store: Path = typer.Argument(..., help="Store file."),
-           out_path: Path = typer.Argument(..., metavar="OUT", help="Output file (.parquet, .jsonl, .csv)."),
-           fmt: Optional[str] = typer.Option(None, "--format", help="parquet | jsonl | csv (default: from OUT)."),
+           out_path: Path = typer.Argument(..., metavar="OUT", help="Output file (.parquet, .jsonl, .csv, .json) "
+                                           "or folder (hf)."),
+           fmt: Optional[str] = typer.Option(None, "--format", help="parquet | jsonl | csv | hf | hf-parquet | "
+                                             "label-studio | argilla (default: from OUT)."),
            run_id: Optional[int] = typer.Option(None, "--run", help="Run id (default: latest)."),
            max_round: Optional[int] = typer.Option(None, "--round", help="Pseudo-labels up to this round."),
            min_confidence: Optional[float] = typer.Option(None, "--min-confidence"),
-           source: Optional[str] = typer.Option(None, help="gold | pseudo | a policy | a view name."),
-           no_gold: bool = typer.Option(False, "--no-gold", help="Pseudo-labels only.")) -> None:
-    """Export gold + pseudo-labels with provenance columns."""
+           source: Optional[str] = typer.Option(None, help="gold | review | pseudo | a policy | a view name."),
+           no_gold: bool = typer.Option(False, "--no-gold", help="Pseudo-labels only."),
+           disputed: bool = typer.Option(False, "--disputed", help="Only items the views disputed in some round."),
+           sample: Optional[int] = typer.Option(None, help="A sample of this many items, stratified by label."),
+           seed: int = typer.Option(0, help="Seed of --sample.")) -> None:
+    """Export labels with provenance: flat files, Hugging Face datasets, or review tasks for
+    Label Studio / Argilla (each view's vote as a prediction or in the metadata)."""
     from orchestrator import api
     from store.errors import CotrainError
 
-    if fmt is not None and fmt not in ("parquet", "jsonl", "csv"):
-        _fail(ValueError(f"--format must be parquet, jsonl or csv, not '{fmt}'"))
+    if fmt is not None and fmt not in EXPORT_FORMATS:
+        _fail(ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, not '{fmt}'"))
     try:
         n = api.export(store, out_path, fmt, run_id=run_id, max_round=max_round,  # type: ignore[arg-type]
-                       min_confidence=min_confidence, source=source, include_gold=not no_gold)
+                       min_confidence=min_confidence, source=source, include_gold=not no_gold,
+                       disputed_only=disputed, sample=sample, seed=seed)
     except CotrainError as exc:
         _fail(exc)
     out.print(f"wrote {n} rows to {out_path}")
+
+
+@app.command("import-reviews")
+def import_reviews(store: Path = typer.Argument(..., help="Store file."),
+                   file: Path = typer.Argument(..., help="Label Studio export (JSON or JSON_MIN), Argilla export "
+                                               "(JSON), or CSV with columns id,label[,reviewer,reviewed_at]."),
+                   run_id: Optional[int] = typer.Option(None, "--run", help="Run id (default: latest)."),
+                   reviewer: Optional[str] = typer.Option(None, help="Name for records that carry none "
+                                                          "(default: the OS user)."),
+                   rounds: int = typer.Option(1, help="More rounds the next `cotrain run` may run.")) -> None:
+    """Record reviewed labels as gold, revoke the pseudo-labels they contradict (kept in
+    history), and reopen the run so the next `cotrain run` trains on them."""
+    from rich import box
+    from rich.table import Table
+
+    from orchestrator import api
+    from store.errors import CotrainError
+
+    try:
+        rep = api.import_reviews(store, file, run_id=run_id, reviewer=reviewer, rounds=rounds)
+    except CotrainError as exc:
+        _fail(exc)
+    o = rep.outcomes
+    out.print(f"run {rep.run_id}: {rep.imported} reviews from {file} ({rep.file_format}); {rep.skipped} records "
+              f"without an answer skipped; confirmed {o['confirmed']}, corrected {o['corrected']}, new {o['new']}")
+    if rep.by_source:
+        t = Table(title="reviewed pseudo-labels per source (all reviews of this run)", box=box.SIMPLE_HEAD)
+        for col in ("by", "source", "confirmed", "corrected", "precision"):
+            t.add_column(col, justify="left" if col in ("by", "source") else "right")
+        for x in rep.by_source:
+            t.add_row(x["kind"], x["name"], str(x["confirmed"]), str(x["corrected"]), f"{x['precision']:.3f}")
+        out.print(t)
+    if rep.rounds_granted:
+        out.print(f"run {rep.run_id} reopened: the next `cotrain run` runs {rep.rounds_granted} more round(s) "
+                  "with these labels as gold")
 
 
 @app.command()

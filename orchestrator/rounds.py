@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from orchestrator.config import Config
 from orchestrator.data import load_into_store
@@ -154,6 +155,7 @@ class RoundRunner:
         self.k = len(self.labels)
         self._state: Any = None  # the running run's _State, once loaded
         self.debater: Any = None  # agents.runner.Debater while a run with a debate section runs
+        self._last_round = cfg.cotrain.max_rounds  # or a reopened run's round_limit, set in run()
 
     # ------------------------------------------------------------------ start / resume
     def start(self, new_run: bool = False) -> tuple[int, bool]:
@@ -212,7 +214,10 @@ class RoundRunner:
                 log.info("run %d: resuming after round %d", run_id, done[-1]["round"])
             start_round = done[-1]["round"] + 1 if done else 0
             test_df = self._fetch(run_id, state.test_rows, fields)
-            for r in range(start_round, self.cfg.cotrain.max_rounds + 1):
+            # a run reopened by a review import runs to the limit the import set
+            self._last_round = info.get("round_limit") if info.get("round_limit") is not None \
+                else self.cfg.cotrain.max_rounds
+            for r in range(start_round, self._last_round + 1):
                 ledger.round = r
                 problems.round = r
                 for v in views:
@@ -271,7 +276,7 @@ class RoundRunner:
         metrics = {v.name: _metrics(y_test, test_probs[:, j]) for j, v in enumerate(views)}
         metrics["ensemble"] = _metrics(y_test, ensemble_proba(test_probs))
         finished_now: Termination | None = None
-        if r >= c.max_rounds:
+        if r >= self._last_round:
             finished_now = "max_rounds"
         elif pool_left == 0:
             finished_now = "pool_exhausted"
@@ -313,6 +318,8 @@ class RoundRunner:
             self.store.insert_arrow("metrics", pa.table(
                 list(zip(*rows)), names=["run_id", "round", "view", "n_train", "labels_added", "test_accuracy",
                                          "test_macro_f1", "pool_agreement", "seconds_fit", "seconds_predict"]))
+            if len(test_df) and c.store_predictions:
+                self._write_test_predictions(run_id, r, views, test_probs, state)
             if labels_m.shape[0]:
                 agr = pairwise_agreement(labels_m)
                 names = [v.name for v in views]
@@ -342,6 +349,22 @@ class RoundRunner:
         log.info("round %d committed: %d labels added, %s", r, added, finished_now or "continuing")
         self.reporter.round_finished(summary)
         return finished_now is not None
+
+    def _write_test_predictions(self, run_id: int, r: int, views: list[View], test_probs: np.ndarray,
+                                state: _State) -> None:
+        """Each view's and the ensemble's label and confidence on every held-out item (for
+        confusion matrices and per-item error analysis in the report)."""
+        ids = state.ids(np.flatnonzero(state.is_test))
+        blocks = [(v.name, test_probs[:, j]) for j, v in enumerate(views)] + [("ensemble", ensemble_proba(test_probs))]
+        for name, probs in blocks:
+            lab, conf = label_matrix(probs[:, None, :])
+            voted = lab[:, 0] != ABSTAIN
+            label = pa.array(np.asarray(self.labels, dtype=object)[np.where(voted, lab[:, 0], 0)], pa.string())
+            self.store.insert_arrow("test_predictions", pa.table({
+                "run_id": pa.array(np.full(len(ids), run_id, dtype=np.int32)),
+                "round": pa.array(np.full(len(ids), r, dtype=np.int32)),
+                "view": pa.array([name] * len(ids), pa.string()), "item_id": ids,
+                "label": pc.if_else(pa.array(voted), label, pa.scalar(None, pa.string())), "confidence": pa.array(conf[:, 0], pa.float32())}))
 
     def _predict_pool(self, run_id: int, r: int, views: list[View], fields: list[str], state: _State,
                       pool: np.ndarray, pred_s: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -507,10 +530,12 @@ class _State:
     def load(cls, store: Store, run_id: int, labels: list[str], view_names: list[str]) -> _State:
         """Read the run's items and accepted pseudo-labels with columnar queries (no Python
         object per item: ids stay one Arrow string array)."""
-        t = store.query(
-            "SELECT item_id, row_idx, split = 'test' AS is_test,"
-            " coalesce(list_position(?, gold_label), 0) - 1 AS gold"
-            " FROM items WHERE run_id = ? ORDER BY row_idx", [labels, run_id])
+        reviewed = "(SELECT item_id, arg_max(label, review_id) AS label FROM reviews WHERE run_id = ? GROUP BY item_id)"
+        t = store.query(  # a reviewer's label overrides the file's: reviewed items are gold
+            "SELECT i.item_id, i.row_idx, i.split = 'test' AS is_test,"
+            f" coalesce(list_position(?, coalesce(rv.label, i.gold_label)), 0) - 1 AS gold"
+            f" FROM items i LEFT JOIN {reviewed} rv ON rv.item_id = i.item_id"
+            " WHERE i.run_id = ? ORDER BY i.row_idx", [labels, run_id, run_id])
         row_idx = t.column("row_idx").to_numpy()
         if len(row_idx) and row_idx[-1] != len(row_idx) - 1:
             raise RunError(f"run {run_id}: items do not cover the data snapshot row by row")

@@ -53,6 +53,11 @@ class DataError(CotrainError):
         super().__init__(f"{prefix}: {message}" if prefix else message)
 
 
+class ReviewError(DataError):
+    """A review file cannot be imported: unknown format, item, label or task. Names the file
+    and the first bad record (1-based); nothing of the file is stored."""
+
+
 class StoreError(CotrainError):
     """The DuckDB store cannot be opened, migrated or queried as asked."""
 

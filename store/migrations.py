@@ -73,7 +73,7 @@ def _m001_core(con: duckdb.DuckDBPyConnection) -> None:
             source        VARCHAR NOT NULL,          -- policy that accepted it (threshold, k_best, agreement, self)
             source_views  VARCHAR[] NOT NULL,        -- views whose picks made it
             round         INTEGER NOT NULL,
-            status        VARCHAR NOT NULL,          -- accepted | revoked
+            status        VARCHAR NOT NULL,          -- accepted | confirmed | revoked (by a review)
             created_at    TIMESTAMP NOT NULL
         );
         CREATE TABLE disputes (
@@ -210,11 +210,46 @@ def _m004_item_problems(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m005_reviews(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE reviews (
+            review_id     BIGINT PRIMARY KEY,
+            run_id        INTEGER NOT NULL,
+            item_id       VARCHAR NOT NULL,
+            label         VARCHAR NOT NULL,          -- the reviewer's label: gold from now on
+            reviewer      VARCHAR,
+            reviewed_at   TIMESTAMP,                 -- when the reviewer answered (if the tool says)
+            imported_at   TIMESTAMP NOT NULL,
+            source_file   VARCHAR NOT NULL,
+            file_format   VARCHAR NOT NULL,          -- label_studio | label_studio_min | argilla | csv
+            file_row      INTEGER NOT NULL,          -- 1-based record of the file
+            prior_label   VARCHAR,                   -- the item's label before this review
+            prior_source  VARCHAR,                   -- gold | review | a pseudo-label source | NULL
+            prior_views   VARCHAR[],                 -- views whose picks made that pseudo-label
+            outcome       VARCHAR NOT NULL           -- confirmed | corrected | new
+        );
+        CREATE TABLE test_predictions (
+            run_id      INTEGER NOT NULL,
+            round       INTEGER NOT NULL,
+            view        VARCHAR NOT NULL,            -- a view, or 'ensemble'
+            item_id     VARCHAR NOT NULL,
+            label       VARCHAR,                     -- NULL: abstained
+            confidence  FLOAT
+        );
+        ALTER TABLE pseudo_labels ADD COLUMN reviewed_by BIGINT;        -- review that confirmed/revoked it
+        ALTER TABLE pseudo_labels ADD COLUMN status_changed_at TIMESTAMP;
+        ALTER TABLE runs ADD COLUMN round_limit INTEGER;   -- last round of a run reopened by a review import
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("001_core_schema", _m001_core),
     ("002_llm_calls", _m002_llm),
     ("003_debates", _m003_debates),
     ("004_item_problems", _m004_item_problems),
+    ("005_reviews", _m005_reviews),
 ]
 
 

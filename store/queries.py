@@ -115,6 +115,21 @@ def item_problems(store: Store, run_id: int) -> list[dict[str, Any]]:
         [run_id]).to_pylist()
 
 
+def review_precision(store: Store, run_id: int) -> list[dict[str, Any]]:
+    """Per pseudo-label source (the policy, ``debate``, and each view whose picks made it): how
+    many reviewed pseudo-labels the reviewers confirmed or corrected: the measured precision."""
+    if not _has(store, "reviews"):
+        return []
+    return store.query(
+        """WITH r AS (SELECT source, source_views, status = 'confirmed' AS ok FROM pseudo_labels
+                      WHERE run_id = ? AND status IN ('confirmed', 'revoked')),
+                s AS (SELECT 'policy' AS kind, source AS name, ok FROM r
+                      UNION ALL SELECT 'view', unnest(source_views), ok FROM r)
+           SELECT kind, name, count(*) FILTER (WHERE ok) AS confirmed, count(*) FILTER (WHERE NOT ok) AS corrected,
+                  count(*) FILTER (WHERE ok) / count(*) AS precision
+           FROM s GROUP BY kind, name ORDER BY kind, name""", [run_id]).to_pylist()
+
+
 def debate_of_item(store: Store, item_id: str) -> dict[str, Any]:
     """The latest debate of an item and its turns; ``StoreError`` when it was never debated."""
     if not _has(store, "debates"):

@@ -1,0 +1,215 @@
+"""Exports people load unchanged: Hugging Face ``datasets`` (``save_to_disk`` folder or
+Parquet with a ``ClassLabel``), Label Studio import JSON with each view's vote as a
+prediction, and Argilla v2 records with cotrain's label as a suggestion.
+
+Every review record carries the item id and the task's fingerprint, so
+``store.reviews.import_reviews`` can map answers back and refuse another task's file.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+import pyarrow as pa
+
+from store.database import Store
+from store.errors import StoreError
+from store.export import ExportFilter, export_query
+from store.reviews import LABEL_QUESTION, task_fingerprint
+
+_PROVENANCE = ("item_id", "label", "source", "source_views", "agreeing_views", "round", "confidence")
+
+
+def display_fields(config: dict[str, Any], columns: list[str]) -> tuple[list[str], list[str]]:
+    """(text fields, image fields) a reviewer should see: what the run's views and debate read."""
+    text: list[str] = []
+    images: list[str] = []
+    for v in config.get("views", []):
+        kind = v.get("kind")
+        if kind == "vision" and v.get("image"):
+            images.append(v["image"])
+        elif kind == "llm":
+            text += list(v.get("fields") or [])
+        elif kind in ("embedding", "sklearn") and v.get("text"):
+            text.append(v["text"])
+    debate = config.get("debate") or {}
+    text += list(debate.get("fields") or [])
+    text = [c for c in dict.fromkeys(text) if c in columns and c not in images]
+    images = [c for c in dict.fromkeys(images) if c in columns]
+    return text, images
+
+
+def _votes(store: Store, run_id: int, item_ids: list[str]) -> dict[str, list[tuple[str, str, float]]]:
+    """item -> [(view, label, confidence)] from each view's latest stored prediction."""
+    if not item_ids:
+        return {}
+    out: dict[str, list[tuple[str, str, float]]] = {}
+    with store.registered(pa.table({"item_id": pa.array(item_ids, pa.string())})) as name:
+        rows = store.con.execute(
+            f"""SELECT p.item_id, p.view, arg_max(p.label, p.round), arg_max(p.confidence, p.round)
+                FROM predictions p JOIN "{name}" f ON f.item_id = p.item_id
+                WHERE p.run_id = ? AND p.label IS NOT NULL GROUP BY p.item_id, p.view ORDER BY p.view""",
+            [run_id]).fetchall()
+    for item, view, label, conf in rows:
+        out.setdefault(item, []).append((view, label, float(conf)))
+    return out
+
+
+def _image_value(value: Any, roots: list[Path]) -> str | None:
+    """A path a tool can open (absolute), or a data URI for image bytes."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            value = value["bytes"]
+        else:
+            value = value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        return "data:image/png;base64," + base64.b64encode(bytes(value)).decode()
+    p = Path(str(value)).expanduser()
+    if not p.is_absolute():
+        p = next((r / p for r in roots if (r / p).is_file()), roots[0] / p if roots else p)
+    return str(p)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe copy of a cell (NaN becomes null)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode()
+    return value
+
+
+def export_annotation(store: Store, out: Path, fmt: str, flt: ExportFilter) -> int:
+    """Write ``fmt`` (hf | hf-parquet | label-studio | argilla) to ``out``; return the rows."""
+    sql, params = export_query(store, flt)
+    table = store.con.sql(sql, params=params).to_arrow_table()
+    run_id = flt.run_id if flt.run_id is not None else store.latest_run()
+    info = store.run_info(run_id)
+    labels = list(info["labels"])
+    columns = [c for c in table.column_names if c not in _PROVENANCE]
+    text, images = display_fields(info["config"], columns)
+    data = info["config"].get("data", {})
+    roots = [Path(p).parent for p in (data.get("train"), data.get("test")) if p]
+    if fmt in ("hf", "hf-parquet"):
+        _to_hf(table, labels, images, roots, out, fmt)
+    elif fmt in ("label-studio", "argilla"):
+        rows = table.to_pylist()
+        votes = _votes(store, run_id, [r["item_id"] for r in rows])
+        fields = text or images or [c for c in columns if pa.types.is_string(table.schema.field(c).type)]
+        task = task_fingerprint(labels)
+        writer = _to_label_studio if fmt == "label-studio" else _to_argilla
+        writer(rows, votes, labels, fields, images, roots, task, out)
+    else:
+        raise StoreError(f"unknown export format '{fmt}'")
+    return table.num_rows
+
+
+def _agent(row: dict[str, Any]) -> str:
+    views = ",".join(row.get("source_views") or [])
+    return f"cotrain:{row['source']}" + (f"({views})" if views else "")
+
+
+# ------------------------------------------------------------------ Hugging Face
+def _to_hf(table: pa.Table, labels: list[str], images: list[str], roots: list[Path], out: Path, fmt: str) -> None:
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise StoreError("the Hugging Face export needs the datasets package: pip install datasets") from exc
+    ds = datasets.Dataset(table)
+    ds = ds.cast_column("label", datasets.ClassLabel(names=labels))
+    for col in images:
+        if pa.types.is_string(table.schema.field(col).type):
+            ds = ds.map(lambda b: {col: [_image_value(v, roots) for v in b[col]]}, batched=True)
+            ds = ds.cast_column(col, datasets.Image())
+    if fmt == "hf":
+        if out.exists() and any(out.iterdir()):
+            raise StoreError(f"{out} exists and is not empty; the hf format writes a save_to_disk folder there")
+        ds.save_to_disk(str(out))
+    else:
+        ds.to_parquet(str(out))
+
+
+# ------------------------------------------------------------------ Label Studio
+def label_studio_config(labels: list[str], fields: list[str], images: list[str]) -> str:
+    """A Label Studio labeling config: the item's fields and one Choices control named ``label``."""
+    shown = [f'  <Image name={quoteattr(c)} value={quoteattr("$" + c)}/>' for c in images] + \
+            [f'  <Header value={quoteattr(c)}/>\n  <Text name={quoteattr(c)} value={quoteattr("$" + c)}/>'
+             for c in fields if c not in images]
+    target = (images or fields or ["item_id"])[0]
+    choices = "\n".join(f"    <Choice value={quoteattr(lab)}/>" for lab in labels)
+    return ("<View>\n" + "\n".join(shown) + f'\n  <Choices name="{LABEL_QUESTION}" toName={quoteattr(target)} '
+            f'choice="single" showInLine="true">\n{choices}\n  </Choices>\n</View>\n')
+
+
+def _to_label_studio(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str, str, float]]], labels: list[str],
+                     fields: list[str], images: list[str], roots: list[Path], task: str, out: Path) -> None:
+    target = (images or fields or ["item_id"])[0]
+
+    def result(label: str) -> list[dict[str, Any]]:
+        return [{"from_name": LABEL_QUESTION, "to_name": target, "type": "choices", "value": {"choices": [label]}}]
+
+    tasks = []
+    for r in rows:
+        data = {"item_id": r["item_id"], "cotrain_task": task, "cotrain_label": r["label"],
+                "cotrain_source": r["source"], "cotrain_confidence": _plain(r["confidence"])}
+        for c in fields:
+            data[c] = _plain(r.get(c))
+        for c in images:
+            data[c] = _image_value(r.get(c), roots)
+        preds = [{"model_version": _agent(r), "score": _plain(r["confidence"]), "result": result(r["label"])}
+                 ] if r["label"] is not None else []  # a disputed item nobody labelled: only the views' votes
+        preds += [{"model_version": view, "score": conf, "result": result(label)}
+                  for view, label, conf in votes.get(r["item_id"], [])]
+        tasks.append({"data": data, "predictions": preds})
+    out.write_text(json.dumps(tasks, indent=1, default=str), encoding="utf-8")
+    out.with_suffix(".label_config.xml").write_text(label_studio_config(labels, fields, images), encoding="utf-8")
+
+
+# ------------------------------------------------------------------ Argilla
+def argilla_settings(labels: list[str], fields: list[str], images: list[str], views: list[str]) -> dict[str, Any]:
+    """Dataset settings in the layout of Argilla's ``Settings.to_json``: the item's fields,
+    a single-label question named ``label``, and metadata for provenance and votes."""
+    terms = ["item_id", "cotrain_source", *[f"vote_{v}" for v in views]]
+    return {
+        "guidelines": "Check the suggested label (cotrain's); each view's vote is in the metadata.",
+        "questions": [{"name": LABEL_QUESTION, "title": LABEL_QUESTION, "description": None, "required": True,
+                       "settings": {"type": "label_selection", "visible_options": len(labels) if len(labels) >= 3
+                                    else None, "options": [{"value": x, "text": x, "description": None}
+                                                           for x in labels]}}],
+        "fields": [{"name": c, "title": c, "required": True, "description": None,
+                    "settings": {"type": "image"} if c in images else {"type": "text", "use_markdown": False}}
+                   for c in [*images, *[f for f in fields if f not in images]]],
+        "vectors": [],
+        "metadata": [{"name": n, "title": n, "visible_for_annotators": True,
+                      "settings": {"type": "terms", "values": None, "visible_for_annotators": True}} for n in terms]
+                    + [{"name": "cotrain_confidence", "title": "cotrain_confidence", "visible_for_annotators": True,
+                        "settings": {"type": "float", "min": 0.0, "max": 1.0, "visible_for_annotators": True}}],
+        "allow_extra_metadata": True,
+        "distribution": {"strategy": "overlap", "min_submitted": 1},
+        "mapping": None,
+    }
+
+
+def _to_argilla(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str, str, float]]], labels: list[str],
+                fields: list[str], images: list[str], roots: list[Path], task: str, out: Path) -> None:
+    records = []
+    views: list[str] = sorted({v for vs in votes.values() for v, _, _ in vs})
+    for r in rows:
+        shown = {c: _image_value(r.get(c), roots) for c in images}
+        shown.update({c: None if r.get(c) is None else str(_plain(r.get(c))) for c in fields if c not in images})
+        meta = {"item_id": r["item_id"], "cotrain_task": task, "cotrain_source": r["source"],
+                "cotrain_confidence": _plain(r["confidence"]),
+                **{f"vote_{v}": f"{label} ({conf:.2f})" for v, label, conf in votes.get(r["item_id"], [])}}
+        suggestion = {LABEL_QUESTION: {"value": r["label"], "score": _plain(r["confidence"]), "agent": _agent(r)}}
+        records.append({"id": r["item_id"], "fields": shown, "metadata": meta,
+                        "suggestions": suggestion if r["label"] is not None else {},
+                        "responses": {}, "vectors": {}, "status": "pending", "_server_id": None})
+    out.write_text(json.dumps(records, indent=1, default=str), encoding="utf-8")
+    out.with_suffix(".settings.json").write_text(
+        json.dumps(argilla_settings(labels, fields, images, views), indent=1), encoding="utf-8")

@@ -1,0 +1,286 @@
+"""Reviews: labels people gave in an annotation tool, read back as gold.
+
+``import_reviews`` reads a Label Studio export (full JSON or JSON_MIN), an Argilla export
+(``records.to_json`` / ``to_list``, nested or flattened) or a CSV of ``id,label`` (optional
+``reviewer``, ``reviewed_at``), checks every record against the run, and in one transaction:
+
+* files each review in ``reviews`` with the reviewer, the time, the file and record, and
+  the item's label before it (gold, an earlier review, or a pseudo-label and its source);
+* marks the run's accepted pseudo-labels of reviewed items ``confirmed`` or ``revoked``
+  (kept, never deleted; ``reviewed_by`` names the review);
+* reopens the run for ``rounds`` more rounds, so the next ``cotrain run`` trains on them.
+
+A file with an unknown item, an unknown label, or records exported from a different task
+is rejected with a ``ReviewError`` naming the first bad record, and nothing is written.
+"""
+from __future__ import annotations
+
+import csv
+import getpass
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from store.database import Store, utcnow
+from store.errors import ReviewError
+
+LABEL_QUESTION = "label"  # the question / control name cotrain's exports use
+
+
+def task_fingerprint(labels: list[str]) -> str:
+    """Identity of a task (its labels, in order), written into exported records so a review
+    file from another task is recognised on import."""
+    return hashlib.sha256(json.dumps(list(labels)).encode()).hexdigest()[:12]
+
+
+@dataclass
+class ParsedReview:
+    row: int                     # 1-based record of the file
+    item_id: str
+    label: str
+    reviewer: str | None
+    reviewed_at: datetime | None
+    task: str | None = None      # cotrain_task carried by the record, when it has one
+
+
+@dataclass
+class ReviewSummary:
+    """What an import did: reviews filed, records skipped (no answer), outcomes, and per
+    pseudo-label source how many reviewers confirmed or corrected."""
+
+    run_id: int
+    file_format: str
+    imported: int
+    skipped: int
+    outcomes: dict[str, int] = field(default_factory=dict)   # confirmed | corrected | new
+    by_source: list[dict[str, Any]] = field(default_factory=list)
+    rounds_granted: int = 0
+
+
+def _time(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(float(value), tz=timezone.utc).replace(tzinfo=None)
+    try:
+        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+def _who(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("email") or value.get("username") or value.get("id")
+    return None if value in (None, "") else str(value)
+
+
+def _choice(value: Any) -> str | None:
+    """A single label from a Label Studio value: ``{"choices": [x]}``, ``[x]`` or ``x``."""
+    if isinstance(value, dict):
+        value = value.get("choices")
+    if isinstance(value, list):
+        return str(value[0]) if len(value) == 1 else None
+    return None if value in (None, "") else str(value)
+
+
+# ------------------------------------------------------------------ readers
+def _label_studio(tasks: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
+    out, skipped = [], 0
+    for n, task in enumerate(tasks, start=1):
+        data = task.get("data") or {}
+        item = data.get("item_id", task.get("item_id"))
+        anns = [a for a in (task.get("annotations") or task.get("completions") or [])
+                if not a.get("was_cancelled")]
+        if item is None:
+            raise ReviewError("task has no data.item_id (was it exported by cotrain?)", path, row=n)
+        if not anns:
+            skipped += 1
+            continue
+        ann = max(anns, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+        results = [r for r in ann.get("result") or [] if r.get("type") == "choices"]
+        mine = [r for r in results if r.get("from_name") == LABEL_QUESTION] or results
+        label = _choice(mine[0].get("value")) if mine else None
+        if label is None:
+            skipped += 1
+            continue
+        out.append(ParsedReview(n, str(item), label, _who(ann.get("completed_by")),
+                                _time(ann.get("updated_at") or ann.get("created_at")), data.get("cotrain_task")))
+    return out, skipped
+
+
+def _label_studio_min(rows: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
+    out, skipped = [], 0
+    for n, row in enumerate(rows, start=1):
+        if row.get("item_id") is None:
+            raise ReviewError("record has no item_id (was it exported by cotrain?)", path, row=n)
+        label = _choice(row.get(LABEL_QUESTION))
+        if label is None:
+            skipped += 1
+            continue
+        out.append(ParsedReview(n, str(row["item_id"]), label, _who(row.get("annotator")),
+                                _time(row.get("updated_at") or row.get("created_at")), row.get("cotrain_task")))
+    return out, skipped
+
+
+def _argilla(records: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
+    out, skipped = [], 0
+    for n, rec in enumerate(records, start=1):
+        meta = rec.get("metadata") or {}
+        item = meta.get("item_id") or rec.get("id")
+        if item is None:
+            raise ReviewError("record has no id or metadata.item_id", path, row=n)
+        if "responses" in rec:  # nested: {"label": [{"value", "user_id", "status"}]}
+            answers = [(r.get("value"), r.get("user_id"), r.get("status", "submitted"))
+                       for r in (rec.get("responses") or {}).get(LABEL_QUESTION, [])]
+        else:  # flattened: "label.responses", "label.responses.users", "label.responses.status"
+            vals = rec.get(f"{LABEL_QUESTION}.responses") or []
+            users = rec.get(f"{LABEL_QUESTION}.responses.users") or [None] * len(vals)
+            status = rec.get(f"{LABEL_QUESTION}.responses.status") or ["submitted"] * len(vals)
+            answers = list(zip(vals, users, status))
+        submitted = [a for a in answers if a[2] in (None, "submitted") and a[0] not in (None, "")]
+        if not submitted:
+            skipped += 1
+            continue
+        value, user, _ = submitted[-1]
+        out.append(ParsedReview(n, str(item), str(value), _who(user), _time(rec.get("updated_at")),
+                                meta.get("cotrain_task")))
+    return out, skipped
+
+
+def _csv(path: Path) -> tuple[list[ParsedReview], int]:
+    out, skipped = [], 0
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = [c.strip().lower() for c in reader.fieldnames or []]
+        id_col = next((c for c in ("item_id", "id") if c in cols), None)
+        if id_col is None or "label" not in cols:
+            raise ReviewError("a CSV of reviews needs columns 'id' (or 'item_id') and 'label'", str(path), row=1)
+        for n, raw in enumerate(reader, start=1):
+            row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
+            if not row.get(id_col):
+                raise ReviewError(f"empty '{id_col}'", str(path), row=n)
+            if not row.get("label"):
+                skipped += 1
+                continue
+            out.append(ParsedReview(n, row[id_col], row["label"], row.get("reviewer") or None,
+                                    _time(row.get("reviewed_at")), row.get("cotrain_task") or None))
+    return out, skipped
+
+
+def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
+    """(format, reviews, records skipped for having no answer) of a review file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ReviewError("file not found", str(p))
+    if p.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return ("csv", *_csv(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+        data = json.loads(text) if p.suffix.lower() != ".jsonl" else [json.loads(x) for x in text.splitlines() if x.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReviewError(f"not a JSON export: {exc}", str(p)) from None
+    if isinstance(data, dict):  # {"records": [...]} (Argilla to_dict-style wrappers)
+        data = data.get("records", data.get("tasks", []))
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+        raise ReviewError("expected a JSON list of records (Label Studio or Argilla export)", str(p))
+    first = data[0]
+    if "annotations" in first or "completions" in first:
+        return ("label_studio", *_label_studio(data, str(p)))
+    if "fields" in first or "responses" in first or f"{LABEL_QUESTION}.responses" in first:
+        return ("argilla", *_argilla(data, str(p)))
+    if "item_id" in first:
+        return ("label_studio_min", *_label_studio_min(data, str(p)))
+    raise ReviewError("unknown export: records have neither 'annotations' (Label Studio), "
+                      "'responses' (Argilla) nor 'item_id' (Label Studio JSON_MIN)", str(p), row=1)
+
+
+# ------------------------------------------------------------------ import
+def import_reviews(store: Store, path: str | Path, run_id: int | None = None, reviewer: str | None = None,
+                   rounds: int = 1) -> ReviewSummary:
+    """Check and file the reviews of ``path`` against run ``run_id`` (default: the latest)."""
+    if rounds < 0:
+        raise ReviewError("rounds must be >= 0", str(path))
+    fmt, parsed, skipped = read_reviews(path)
+    rid = run_id if run_id is not None else store.latest_run()
+    if rid is None:
+        raise ReviewError("the store holds no run to import reviews into", str(path))
+    info = store.run_info(rid)
+    labels = list(info["labels"])
+    task = task_fingerprint(labels)
+    if not parsed:
+        raise ReviewError(f"no reviewed record in the file ({skipped} without an answer)", str(path))
+    ids = pa.table({"item_id": pa.array([r.item_id for r in parsed], pa.string())})
+    with store.registered(ids) as name:
+        known = {r[0] for r in store.con.execute(
+            f'SELECT DISTINCT i.item_id FROM items i JOIN "{name}" f ON f.item_id = i.item_id WHERE i.run_id = ?',
+            [rid]).fetchall()}
+    for r in parsed:  # file order: the first bad record is the one named
+        if r.task is not None and r.task != task:
+            raise ReviewError(f"exported from a different task (task {r.task}; run {rid} is task {task}, labels "
+                              f"{labels})", str(path), row=r.row, item=r.item_id)
+        if r.item_id not in known:
+            raise ReviewError(f"unknown item id: run {rid} has no such item", str(path), row=r.row, item=r.item_id)
+        if r.label not in labels:
+            raise ReviewError(f"label '{r.label}' is not one of the task's labels {labels}", str(path),
+                              row=r.row, item=r.item_id)
+    now = utcnow()
+    who = reviewer or getpass.getuser()
+    state = _prior_state(store, rid, sorted(known))
+    rows: list[tuple[Any, ...]] = []
+    last_review: dict[str, int] = {}
+    next_id = int(store.scalar("SELECT coalesce(max(review_id), 0) + 1 FROM reviews"))
+    outcomes: dict[str, int] = {"confirmed": 0, "corrected": 0, "new": 0}
+    with store.transaction():
+        for r in parsed:
+            prior_label, prior_source, prior_views = state.get(r.item_id, (None, None, None))
+            outcome = "new" if prior_label is None else ("confirmed" if prior_label == r.label else "corrected")
+            outcomes[outcome] += 1
+            rows.append((next_id, rid, r.item_id, r.label, r.reviewer or who, r.reviewed_at, now, str(Path(path)),
+                         fmt, r.row, prior_label, prior_source, prior_views, outcome))
+            state[r.item_id] = (r.label, "review", None)
+            last_review[r.item_id] = next_id
+            next_id += 1
+        store.con.executemany("INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        final = pa.table({"item_id": pa.array(list(last_review), pa.string()),
+                          "review_id": pa.array(list(last_review.values()), pa.int64()),
+                          "label": pa.array([state[i][0] for i in last_review], pa.string())})
+        with store.registered(final) as name:
+            store.con.execute(
+                f"""UPDATE pseudo_labels p SET
+                        status = CASE WHEN p.label = f.label THEN 'confirmed' ELSE 'revoked' END,
+                        reviewed_by = f.review_id, status_changed_at = ?
+                    FROM "{name}" f
+                    WHERE p.run_id = ? AND p.item_id = f.item_id AND p.status = 'accepted'""", [now, rid])
+        if rounds:  # the run's last round so far, plus the rounds granted
+            store.con.execute(
+                "UPDATE runs SET status = 'running', termination = NULL, finished_at = NULL,"
+                " round_limit = (SELECT coalesce(max(round), -1) FROM rounds WHERE run_id = ?) + ? WHERE run_id = ?",
+                [rid, rounds, rid])
+    from store.queries import review_precision
+
+    return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), rounds)
+
+
+def _prior_state(store: Store, run_id: int, item_ids: list[str]) -> dict[str, tuple[Any, Any, Any]]:
+    """item -> (label, source, views) before this import: latest review, else gold, else the
+    accepted pseudo-label."""
+    ids = pa.table({"item_id": pa.array(item_ids, pa.string())})
+    with store.registered(ids) as name:
+        rows = store.con.execute(
+            f"""SELECT i.item_id,
+                       coalesce(rv.label, i.gold_label, p.label),
+                       CASE WHEN rv.label IS NOT NULL THEN 'review' WHEN i.gold_label IS NOT NULL THEN 'gold'
+                            ELSE p.source END,
+                       CASE WHEN rv.label IS NULL AND i.gold_label IS NULL THEN p.source_views END
+                FROM items i JOIN "{name}" f ON f.item_id = i.item_id
+                LEFT JOIN (SELECT item_id, arg_max(label, review_id) AS label FROM reviews WHERE run_id = ?
+                           GROUP BY item_id) rv ON rv.item_id = i.item_id
+                LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id AND p.status = 'accepted'
+                WHERE i.run_id = ?""", [run_id, run_id]).fetchall()
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}

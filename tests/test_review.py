@@ -1,0 +1,284 @@
+"""Exports people load unchanged (Hugging Face datasets, Label Studio, Argilla) and the review
+round-trip: reviewed labels come back as gold, contradicted pseudo-labels are revoked (kept
+in history), and the next run trains on them."""
+from __future__ import annotations
+
+import csv
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from orchestrator import api
+from store.database import Store
+from store.errors import ReviewError, StoreError
+from tests.conftest import LABELS, synthetic_frame, write_config
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, Path, pd.DataFrame]:
+    """(config, store, truth by id) of a finished two-view run."""
+    tmp = tmp_path_factory.mktemp("review")
+    df = synthetic_frame()
+    cfg = write_config(tmp, df, policy="k_best", k=12, max_rounds=3)
+    api.run(cfg)
+    return cfg, tmp / "run.duckdb", df.set_index("id")["truth"]
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> tuple[Path, Path, pd.Series]:
+    """A finished run of the test's own, which the test may change."""
+    df = synthetic_frame()
+    cfg = write_config(tmp_path, df, policy="k_best", k=12, max_rounds=3)
+    api.run(cfg)
+    return cfg, tmp_path / "run.duckdb", df.set_index("id")["truth"]
+
+
+def _pseudo(store: Path) -> pd.DataFrame:
+    with Store(store, read_only=True) as st:
+        return st.con.sql("SELECT item_id, label, source, source_views, round, status, reviewed_by FROM pseudo_labels"
+                          " ORDER BY item_id").df()
+
+
+# ---------------------------------------------------------------- exports
+def test_hugging_face_exports_load_with_a_class_label(finished, tmp_path: Path):
+    import datasets
+
+    _, store, _ = finished
+    n = api.export(store, tmp_path / "labels.parquet")
+    assert api.export(store, tmp_path / "hf", "hf") == n
+    ds = datasets.load_from_disk(str(tmp_path / "hf"))
+    assert ds.features["label"].names == LABELS and len(ds) == n
+    assert api.export(store, tmp_path / "hf.parquet", "hf-parquet") == n
+    pq = datasets.load_dataset("parquet", data_files=str(tmp_path / "hf.parquet"), split="train")
+    assert pq.features["label"].names == LABELS
+    flat = pd.read_parquet(tmp_path / "labels.parquet")
+    assert [LABELS[i] for i in pq["label"]] == flat["label"].tolist()
+    assert pq["source"] == flat["source"].tolist() and "source_views" in pq.features
+    with pytest.raises(StoreError, match="not empty"):
+        api.export(store, tmp_path / "hf", "hf")
+
+
+def test_label_studio_export_has_each_views_vote_and_a_config(finished, tmp_path: Path):
+    _, store, _ = finished
+    out = tmp_path / "tasks.json"
+    n = api.export(store, out, "label-studio", include_gold=False)
+    tasks = json.loads(out.read_text())
+    assert len(tasks) == n == len(_pseudo(store))
+    t = tasks[0]
+    assert {"item_id", "cotrain_task", "cotrain_label", "cotrain_source"} <= set(t["data"])
+    versions = [p["model_version"] for p in t["predictions"]]
+    assert versions[0].startswith("cotrain:k_best(") and {"va", "vb"} & set(versions[1:])
+    for p in t["predictions"]:
+        assert 0 <= p["score"] <= 1 and p["result"][0]["value"]["choices"][0] in LABELS
+        assert p["result"][0]["from_name"] == "label" and p["result"][0]["type"] == "choices"
+    config = ET.fromstring(out.with_suffix(".label_config.xml").read_text())
+    choices = config.find("Choices")
+    assert choices.get("name") == "label" and [c.get("value") for c in choices] == LABELS
+    to_name = choices.get("toName")
+    assert any(el.get("name") == to_name for el in config) and all(to_name in t["data"] for t in tasks)
+
+
+def test_argilla_export_loads_as_records_and_settings(finished, tmp_path: Path):
+    rg = pytest.importorskip("argilla")
+    from argilla._models import FieldModel, MetadataFieldModel, QuestionModel
+
+    _, store, _ = finished
+    out = tmp_path / "records.json"
+    n = api.export(store, out, "argilla", min_confidence=0.5)
+    records = json.loads(out.read_text())
+    assert len(records) == n > 0
+    for rec in records:
+        r = rg.Record.from_dict(rec)
+        assert r.suggestions["label"].value in LABELS and r.suggestions["label"].agent.startswith("cotrain:")
+        assert r.metadata["item_id"] == rec["id"] and r.suggestions["label"].score >= 0.5
+    assert any(k.startswith("vote_") for rec in records for k in rec["metadata"])
+    settings = json.loads(out.with_suffix(".settings.json").read_text())
+    for f in settings["fields"]:
+        FieldModel.model_validate(f)
+    question = QuestionModel.model_validate(settings["questions"][0])
+    assert [o["value"] for o in question.settings.options] == LABELS
+    for m in settings["metadata"]:
+        MetadataFieldModel.model_validate(m)
+    names = {f["name"] for f in settings["fields"]}
+    assert all(set(rec["fields"]) == names for rec in records)
+
+
+def test_export_filters_disputed_and_a_stratified_sample(finished, tmp_path: Path):
+    _, store, _ = finished
+    with Store(store, read_only=True) as st:
+        disputed = {r[0] for r in st.con.execute("SELECT item_id FROM disputes").fetchall()}
+    n = api.export(store, tmp_path / "d.csv", disputed_only=True)
+    d = pd.read_csv(tmp_path / "d.csv")
+    assert n == len(d) > 0 and set(d["item_id"]) <= disputed
+    assert (d["source"] == "disputed").any() and d.loc[d.source == "disputed", "label"].isna().all()
+    api.export(store, tmp_path / "d.json", "label-studio", disputed_only=True)
+    open_tasks = [t for t in json.loads((tmp_path / "d.json").read_text()) if t["data"]["cotrain_label"] is None]
+    assert open_tasks and all(len({p["result"][0]["value"]["choices"][0] for p in t["predictions"]}) >= 1
+                              and all(p["model_version"] in ("va", "vb") for p in t["predictions"])
+                              for t in open_tasks)  # only the views' (disputing) votes
+    api.export(store, tmp_path / "all.csv")
+    every = pd.read_csv(tmp_path / "all.csv")
+    api.export(store, tmp_path / "s.csv", sample=30, seed=1)
+    s = pd.read_csv(tmp_path / "s.csv")
+    assert 27 <= len(s) <= 33 and set(s["label"]) == set(every["label"])
+    share = every["label"].value_counts(normalize=True)
+    assert (s["label"].value_counts(normalize=True) - share).abs().max() < 0.1
+    api.export(store, tmp_path / "s2.csv", sample=30, seed=1)
+    assert pd.read_csv(tmp_path / "s2.csv")["item_id"].tolist() == s["item_id"].tolist()  # seeded
+    api.export(store, tmp_path / "s3.csv", sample=30, seed=2)
+    assert pd.read_csv(tmp_path / "s3.csv")["item_id"].tolist() != s["item_id"].tolist()
+
+
+# ---------------------------------------------------------------- review round-trip
+def _label_studio_answers(tasks: list[dict], truth: pd.Series, n: int) -> list[dict]:
+    """What Label Studio's JSON export holds after a person labelled the first ``n`` tasks
+    with the true label (confirming or correcting cotrain's)."""
+    out = []
+    for i, t in enumerate(tasks):
+        task = {"id": i + 1, "data": t["data"], "predictions": t["predictions"], "annotations": []}
+        if i < n:
+            task["annotations"].append({
+                "id": 100 + i, "completed_by": {"id": 7, "email": "ann@example.org"}, "was_cancelled": False,
+                "created_at": "2026-11-20T10:00:00.000000Z", "updated_at": f"2026-11-20T10:{i:02d}:00.000000Z",
+                "result": [{"from_name": "label", "to_name": "id", "type": "choices",
+                            "value": {"choices": [truth[t["data"]["item_id"]]]}}]})
+        out.append(task)
+    return out
+
+
+def test_label_studio_round_trip_trains_the_next_round_on_reviews(fresh, tmp_path: Path):
+    cfg, store, truth = fresh
+    before = _pseudo(store)
+    with Store(store, read_only=True) as st:
+        rounds_before = st.scalar("SELECT count(*) FROM rounds")
+        gold_before = st.scalar("SELECT n_gold FROM rounds ORDER BY round DESC LIMIT 1")
+    api.export(store, tmp_path / "tasks.json", "label-studio", include_gold=False)
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    wrong = [t for t in tasks if truth[t["data"]["item_id"]] != t["data"]["cotrain_label"]]
+    right = [t for t in tasks if truth[t["data"]["item_id"]] == t["data"]["cotrain_label"]]
+    assert wrong and right
+    picked = wrong[:5] + right[:10]
+    (tmp_path / "export.json").write_text(json.dumps(_label_studio_answers(picked, truth, len(picked)) +
+                                                     _label_studio_answers(right[10:12], truth, 0)))
+    rep = api.import_reviews(store, tmp_path / "export.json")
+    assert rep.file_format == "label_studio" and rep.imported == 15 and rep.skipped == 2
+    assert rep.outcomes == {"confirmed": 10, "corrected": len(wrong[:5]), "new": 0}
+    after = _pseudo(store).set_index("item_id")
+    for t in wrong[:5]:
+        assert after.loc[t["data"]["item_id"], "status"] == "revoked"  # kept in history, not deleted
+    for t in right[:10]:
+        assert after.loc[t["data"]["item_id"], "status"] == "confirmed"
+    assert len(after) == len(before) and (after["status"] == "accepted").sum() == len(before) - 15
+    with Store(store, read_only=True) as st:
+        rv = st.con.sql("SELECT reviewer, reviewed_at, outcome, prior_source, prior_views FROM reviews").df()
+        assert st.scalar("SELECT status FROM runs") == "running"
+    assert set(rv["reviewer"]) == {"ann@example.org"} and rv["reviewed_at"].notna().all()
+    assert set(rv["prior_source"]) == {"k_best"} and all(len(v) for v in rv["prior_views"])
+    # precision per source, measured by the reviewers
+    by_view = {x["name"]: x for x in rep.by_source if x["kind"] == "view"}
+    assert sum(x["confirmed"] for x in rep.by_source if x["kind"] == "policy") == 10
+    assert all(0 <= x["precision"] <= 1 for x in by_view.values()) and by_view
+
+    res = api.run(cfg)  # the next run continues the reopened run for one more round
+    assert res.run_id == 1 and res.status == "finished"
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM rounds") == rounds_before + 1
+        last = st.con.execute("SELECT n_gold FROM rounds ORDER BY round DESC LIMIT 1").fetchall()[0][0]
+        assert last == gold_before + 15  # the reviewed items are gold now
+        n_train = dict(st.con.execute("SELECT view, n_train FROM metrics WHERE round = ? AND view <> 'ensemble'",
+                                      [rounds_before]).fetchall())
+        # revoked labels are still in the history, and no longer trained on
+        assert st.scalar("SELECT count(*) FROM pseudo_labels WHERE status = 'revoked'") == len(wrong[:5])
+    assert min(n_train.values()) >= gold_before + 15
+    api.export(store, tmp_path / "after.csv")
+    exported = pd.read_csv(tmp_path / "after.csv").set_index("item_id")
+    for t in picked:
+        item = t["data"]["item_id"]
+        assert exported.loc[item, "source"] == "review" and exported.loc[item, "label"] == truth[item]
+
+
+def test_argilla_json_min_and_csv_reviews_are_read(fresh, tmp_path: Path):
+    cfg, store, truth = fresh
+    items = _pseudo(store)["item_id"].tolist()
+    api.export(store, tmp_path / "records.json", "argilla", include_gold=False)
+    records = json.loads((tmp_path / "records.json").read_text())[:3]
+    user = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+    for r in records:
+        r["responses"] = {"label": [{"value": truth[r["id"]], "user_id": user, "status": "submitted"}]}
+        r["status"] = "completed"
+    (tmp_path / "argilla.json").write_text(json.dumps(records))
+    assert api.import_reviews(store, tmp_path / "argilla.json", rounds=0).imported == 3
+    flat = [{"id": items[5], "label.responses": [truth[items[5]]], "label.responses.users": [user],
+             "label.responses.status": ["submitted"], "metadata": {"item_id": items[5]}}]
+    (tmp_path / "flat.json").write_text(json.dumps(flat))
+    assert api.import_reviews(store, tmp_path / "flat.json", rounds=0).file_format == "argilla"
+    (tmp_path / "min.json").write_text(json.dumps([{"item_id": items[6], "label": truth[items[6]],
+                                                   "annotator": "bo@example.org", "id": 1}]))
+    assert api.import_reviews(store, tmp_path / "min.json", rounds=0).file_format == "label_studio_min"
+    with open(tmp_path / "r.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "label", "reviewer"])
+        w.writerow([items[7], truth[items[7]], "cy"])
+        w.writerow([items[8], "", "cy"])  # not answered: skipped
+    rep = api.import_reviews(store, tmp_path / "r.csv", reviewer="fallback", rounds=0)
+    assert (rep.imported, rep.skipped) == (1, 1)
+    with Store(store, read_only=True) as st:
+        who = dict(st.con.execute("SELECT file_format, reviewer FROM reviews").fetchall())
+        assert st.scalar("SELECT status FROM runs") == "finished"  # rounds=0 does not reopen
+    assert who == {"argilla": user, "label_studio_min": "bo@example.org", "csv": "cy"}
+
+
+@pytest.mark.parametrize("rows, match", [
+    ([["it00000", "ant"], ["nope", "ant"]], r"r\.csv row 2 item 'nope': unknown item id"),
+    ([["it00000", "ant"], ["it00001", "wasp"]], r"r\.csv row 2 item 'it00001': label 'wasp' is not one of"),
+    ([["it00000", "ant", "0123456789ab"]], r"r\.csv row 1 item 'it00000': exported from a different task"),
+])
+def test_bad_review_files_are_rejected_whole(fresh, tmp_path: Path, rows, match):
+    _, store, _ = fresh
+    before = _pseudo(store)
+    with open(tmp_path / "r.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "label", "cotrain_task"][: len(rows[0])])
+        w.writerows(rows)
+    with pytest.raises(ReviewError, match=match):
+        api.import_reviews(store, tmp_path / "r.csv")
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM reviews") == 0
+        assert st.scalar("SELECT status FROM runs") == "finished"
+    pd.testing.assert_frame_equal(_pseudo(store), before)
+
+
+def test_other_bad_review_files(fresh, tmp_path: Path):
+    _, store, _ = fresh
+    (tmp_path / "a.csv").write_text("item,answer\nit00000,ant\n")
+    with pytest.raises(ReviewError, match=r"a\.csv row 1: a CSV of reviews needs columns 'id'"):
+        api.import_reviews(store, tmp_path / "a.csv")
+    (tmp_path / "b.json").write_text('[{"foo": 1}]')
+    with pytest.raises(ReviewError, match=r"b\.json row 1: unknown export"):
+        api.import_reviews(store, tmp_path / "b.json")
+    (tmp_path / "c.json").write_text(json.dumps([{"data": {"item_id": "it00000"}, "annotations": []}]))
+    with pytest.raises(ReviewError, match=r"c\.json: no reviewed record in the file \(1 without an answer\)"):
+        api.import_reviews(store, tmp_path / "c.json")
+    (tmp_path / "d.json").write_text("{not json")
+    with pytest.raises(ReviewError, match=r"d\.json: not a JSON export"):
+        api.import_reviews(store, tmp_path / "d.json")
+    with pytest.raises(ReviewError, match=r"missing\.json: file not found"):
+        api.import_reviews(store, tmp_path / "missing.json")
+
+
+def test_cli_import_reviews_reports_precision(fresh, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    _, store, truth = fresh
+    item = _pseudo(store)["item_id"].iloc[0]
+    (tmp_path / "r.csv").write_text(f"id,label\n{item},{truth[item]}\n")
+    res = CliRunner().invoke(app, ["import-reviews", str(store), str(tmp_path / "r.csv"), "--reviewer", "dee"])
+    assert res.exit_code == 0, res.output
+    assert "1 reviews" in res.output and "precision" in res.output and "reopened" in res.output
+    bad = CliRunner().invoke(app, ["import-reviews", str(store), str(tmp_path / "nope.csv")])
+    assert bad.exit_code != 0 and "nope.csv: file not found" in bad.output
