@@ -249,6 +249,15 @@ def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, 
                                                         disputed_only, sample, seed))
 
 
+def report(store: str | Path, out: str | Path = "report.html", *, run_id: int | None = None,
+           top_disputed: int = 25) -> Path:
+    """Write one self-contained HTML page about a run (plots, disputed items, debates, cost)."""
+    from store.report import write_report
+
+    with Store(store, read_only=True) as st:
+        return write_report(st, out, run_id, top_disputed)
+
+
 def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = None, reviewer: str | None = None,
                    rounds: int = 1) -> ReviewSummary:
     """Read reviewed labels (Label Studio / Argilla export, or CSV id,label) back as gold,
@@ -299,4 +308,4 @@ def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int
 
 
 __all__ = ["CotrainError", "DebateReport", "StatusReport", "debate", "debate_transcript", "demo", "example_config",
-           "export", "import_reviews", "init_config", "models", "plan", "run", "status"]
+           "export", "import_reviews", "init_config", "report", "models", "plan", "run", "status"]

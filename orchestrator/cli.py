@@ -321,6 +321,23 @@ def export(store: Path = typer.Argument(..., help="Store file."),
     out.print(f"wrote {n} rows to {out_path}")
 
 
+@app.command()
+def report(store: Path = typer.Argument(..., help="Store file."),
+           out_path: Path = typer.Option(Path("report.html"), "--out", help="HTML file to write."),
+           run_id: Optional[int] = typer.Option(None, "--run", help="Run id (default: latest)."),
+           top: int = typer.Option(25, help="Disputed items to list.")) -> None:
+    """Write one self-contained HTML page about a run: accuracy per round, labels by source,
+    view agreement, confusion matrices, confidence, cost, disputed items and debates."""
+    from orchestrator import api
+    from store.errors import CotrainError
+
+    try:
+        path = api.report(store, out_path, run_id=run_id, top_disputed=top)
+    except CotrainError as exc:
+        _fail(exc)
+    out.print(f"wrote {path}")
+
+
 @app.command("import-reviews")
 def import_reviews(store: Path = typer.Argument(..., help="Store file."),
                    file: Path = typer.Argument(..., help="Label Studio export (JSON or JSON_MIN), Argilla export "

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from store.errors import StoreError, StoreLockedError
-from store.migrations import apply_migrations
+from store.migrations import apply_migrations, pending_migrations
 
 _PID_RE = re.compile(r"PID (\d+)")
 
@@ -71,6 +71,17 @@ class Store:
         elif not self._has_table("_migrations"):
             self.con.close()
             raise StoreError("not a cotrain store (no _migrations table)", self.path)
+        elif pending_migrations(self.con) and self.path != ":memory:":
+            # a store written by an older cotrain: bring its schema up to date (the migrations only
+            # add tables and columns), then read it as asked
+            self.con.close()
+            try:
+                with duckdb.connect(self.path) as rw:
+                    apply_migrations(rw)
+                self.con = duckdb.connect(self.path, read_only=True)
+            except duckdb.IOException as exc:
+                m = _PID_RE.search(str(exc))
+                raise StoreLockedError(self.path, int(m.group(1)) if m else None) from None
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:

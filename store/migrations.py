@@ -253,6 +253,13 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
+def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of the migrations a store has not had yet (all of them for an empty file)."""
+    has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = '_migrations'").fetchall()
+    done = {r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()} if has[0][0] else set()
+    return [name for name, _ in MIGRATIONS if name not in done]
+
+
 def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied now."""
     con.execute(

@@ -1,0 +1,106 @@
+"""The HTML report of a real small run (an LLM view, a debate, reviews), checked in headless
+Chromium: it loads with no console error, asks for nothing outside the file, and shows every
+plot."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator import api
+from store.database import Store
+from store.report import report_data
+from tests.openai_server import MisbehavingServer
+from tests.test_debate import _debate_config
+from tests.test_llm_view import sentiment_frame
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+EXPECTED_PLOTS = {"test_accuracy", "test_macro_f1", "added", "agreement", "confusion_test", "confusion_review",
+                  "confidence", "cost"}
+
+
+@pytest.fixture(scope="module")
+def reviewed_run(tmp_path_factory) -> Path:
+    """A finished co-training run with an LLM view and a debate, then one review import."""
+    tmp = tmp_path_factory.mktemp("report")
+    with MisbehavingServer() as srv:
+        cfg = _debate_config(tmp, srv.base_url, trigger="both", low_confidence=0.95, max_items=4,
+                             evaluate_test=3, accept_confidence=0.6)
+        api.run(cfg)
+    store = tmp / "run.duckdb"
+    with Store(store, read_only=True) as st:
+        pseudo = st.con.execute("SELECT item_id FROM pseudo_labels ORDER BY item_id LIMIT 4").fetchall()
+    truth = dict(zip(sentiment_frame()["id"], sentiment_frame()["text"]))
+    rows = [(i, "positive" if any(w in truth[i] for w in ("good", "great", "wonderful", "excellent")) else "negative")
+            for (i,) in pseudo]
+    (tmp / "reviews.csv").write_text("id,label,reviewer\n" + "".join(f"{i},{lab},rev\n" for i, lab in rows))
+    api.import_reviews(store, tmp / "reviews.csv", rounds=0)
+    return store
+
+
+def test_report_data_adds_up(reviewed_run: Path):
+    with Store(reviewed_run, read_only=True) as st:
+        d = report_data(st)
+        n_pseudo = st.scalar("SELECT count(*) FROM pseudo_labels")
+        n_test = st.scalar("SELECT count(*) FROM items WHERE split = 'test'")
+    assert sum(a["n"] for a in d["added"]) == n_pseudo
+    assert sum(r["n"] for r in d["gold_test"]) == n_test
+    assert sum(r["n"] for r in d["pseudo_vs_review"]) == 4
+    assert d["llm"] and d["debates"] and d["precision"]
+    assert any("debate" in it for it in d["disputed"])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it as root)")
+def test_report_loads_in_headless_chromium_and_shows_every_plot(reviewed_run: Path, tmp_path: Path):
+    from playwright.sync_api import sync_playwright
+
+    out = api.report(reviewed_run, tmp_path / "report.html")
+    html = out.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", html) and "<script" not in html  # self-contained
+    problems: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning")
+                    else None)
+            page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
+            page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(out.as_uri(), wait_until="load")
+            plots = page.evaluate("""() => [...document.querySelectorAll('figure.plot')].map(f => {
+                const img = f.querySelector('img'); const box = img.getBoundingClientRect();
+                return {name: f.dataset.plot, complete: img.complete, natural: img.naturalWidth,
+                        width: box.width, height: box.height};
+            })""")
+            links = page.evaluate("""() => [...document.querySelectorAll('a[href^="#debate-"]')].map(
+                a => !!document.getElementById(a.getAttribute('href').slice(1)))""")
+            headings = page.evaluate("() => [...document.querySelectorAll('h2')].map(h => h.textContent)")
+        finally:
+            browser.close()
+    assert problems == []
+    assert all(u.startswith(("file:", "data:")) for u in requests)
+    assert {p["name"] for p in plots} == EXPECTED_PLOTS
+    for plot in plots:
+        assert plot["complete"] and plot["natural"] > 0 and plot["width"] > 200 and plot["height"] > 100, plot
+    assert links and all(links)  # every debate link lands on its transcript
+    assert {"Run", "Rounds", "Plots", "LLM usage", "Most disputed and debated items", "Reviewers' verdict on pseudo-labels"} \
+        <= set(headings)
+
+
+def test_report_cli_and_bad_input(reviewed_run: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    res = CliRunner().invoke(app, ["report", str(reviewed_run), "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 0 and (tmp_path / "r.html").stat().st_size > 10_000
+    res = CliRunner().invoke(app, ["report", str(reviewed_run), "--run", "9", "--out", str(tmp_path / "x.html")])
+    assert res.exit_code != 0 and "no run 9" in res.output
+    res = CliRunner().invoke(app, ["report", str(reviewed_run), "--out", str(tmp_path / "nope" / "r.html")])
+    assert res.exit_code != 0 and "does not exist" in res.output
