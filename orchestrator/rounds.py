@@ -98,7 +98,7 @@ def _view_seed(seed: int, index: int) -> int:
 
 def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: Any,
                 ledger: LLMLedger | None = None, problems: StoreProblems | None = None,
-                ) -> tuple[list[View], list[str]]:
+                reporter: Reporter | None = None) -> tuple[list[View], list[str]]:
     """Build every configured view, check the fields it reads exist, and return the views
     with the sorted union of their fields."""
     from pathlib import Path
@@ -112,11 +112,20 @@ def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: 
                           cache=StoreCache(store) if store is not None else None,
                           base_dir=Path(base_dir),
                           label_descriptions=tuple(spec.description for spec in cfg.task.labels),
-                          ledger=ledger, data_dirs=data_dirs(cfg.data), problems=problems)
+                          ledger=ledger, data_dirs=data_dirs(cfg.data), problems=problems,
+                          progress=None if reporter is None else _progress_of(reporter, vc.name))
         view = build_view(vc.name, vc.kind, vc.params, ctx)
         fields.update(view.resolve_fields(columns))
         views.append(view)
     return views, sorted(fields)
+
+
+def _progress_of(reporter: Reporter, view: str) -> Any:
+    """A view's ``progress(phase, n, total)`` callback into the run's reporter."""
+    def progress(phase: str, n: int, total: int) -> None:
+        reporter.advance(view, phase, n, total)
+
+    return progress
 
 
 def _masked_lists(mask: np.ndarray, values: np.ndarray, dtype: pa.DataType) -> pa.Array:
@@ -205,7 +214,8 @@ class RoundRunner:
                 self.debater = make_debater(self.cfg, ledger)
                 self.debater.check()
             problems = StoreProblems(self.store, run_id)
-            views, fields = build_views(self.cfg, self.store, columns, self.base_dir, ledger, problems)
+            views, fields = build_views(self.cfg, self.store, columns, self.base_dir, ledger, problems,
+                                        self.reporter)
             state = _State.load(self.store, run_id, self.labels, [v.name for v in views])
             self._state = state
             rng = np.random.default_rng(self.cfg.seed)

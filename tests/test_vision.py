@@ -129,12 +129,31 @@ def test_unreadable_images_abstain_are_filed_and_warned(digits_folder: Path, cap
 
 
 # ---------------------------------------------------------------- co-training runs
+class _Recorder:
+    """A run reporter that keeps every progress step (the CLI draws them as bars)."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, str, int, int]] = []
+
+    def round_started(self, round_idx: int, pool_size: int, n_views: int) -> None:
+        pass
+
+    def advance(self, view: str, phase: str, n: int, total: int) -> None:
+        self.steps.append((view, phase, n, total))
+
+    def round_finished(self, summary: dict) -> None:
+        pass
+
+
 def test_cross_modal_run_reports_broken_images_and_never_re_encodes(digits_folder: Path, caplog):
     cfg = _config(digits_folder)
+    rec = _Recorder()
     with caplog.at_level(logging.INFO, logger="cotrain"):
-        res = api.run(cfg)
+        res = api.run(cfg, reporter=rec)
     encoded = sum(int(m) for m in re.findall(r"encoded (\d+) new images", caplog.text))
     assert encoded == 360 - 3
+    # encoding advanced the run's progress display, batch by batch
+    assert sum(n for v, phase, n, _ in rec.steps if (v, phase) == ("vision", "encode")) == 360 - 1  # 2 undecodable
     assert res.termination_condition == "max_rounds" and res.n_pseudo > 0
     assert res.final_metrics["vision"]["test_accuracy"] > 0.4  # 10 classes: chance is 0.1
     rep = api.status(digits_folder / "run.duckdb")

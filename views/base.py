@@ -7,7 +7,7 @@ abstains on that item. The probabilities of all views over a pool form the label
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -45,7 +45,9 @@ class ViewContext:
     ``label_descriptions`` (aligned with ``labels``) feed LLM prompts; ``ledger``
     (``store.llm_ledger.LLMLedger``) caches and files LLM calls; ``data_dirs`` are the
     folders of the data files, against which relative file paths in items (images) resolve;
-    ``problems`` files items a view cannot read.
+    ``problems`` files items a view cannot read; ``progress(phase, n_done, total)``, when
+    given, advances the caller's progress display (the CLI's bars) for long steps such as
+    encoding images.
     """
 
     labels: tuple[str, ...]
@@ -57,6 +59,7 @@ class ViewContext:
     ledger: Any = None
     data_dirs: tuple[Path, ...] = ()
     problems: ProblemLog | None = None
+    progress: Callable[[str, int, int], None] | None = None
 
 
 @runtime_checkable

@@ -227,7 +227,9 @@ class VisionView:
         """Decode and encode images not in the cache, in batches, with a progress bar."""
         out: dict[str, np.ndarray] = {}
         size = int(self.image_size)
-        progress = _progress(self.context.show_progress, len(missing), f"{self.name}: encoding images")
+        report = self.context.progress  # the run's progress display, else a bar of our own when asked
+        progress = None if report is not None else _progress(self.context.show_progress, len(missing),
+                                                               f"{self.name}: encoding images")
         try:
             for start in range(0, len(missing), self.batch_size):
                 chunk = missing[start: start + self.batch_size]
@@ -248,7 +250,9 @@ class VisionView:
                         self.context.cache.put(namespace, ok_keys, vecs)
                     out.update(zip(ok_keys, vecs))
                     self.encoded_count_ += len(ok_keys)
-                if progress is not None:
+                if report is not None:
+                    report("encode", len(chunk), len(missing))
+                elif progress is not None:
                     progress[0].advance(progress[1], len(chunk))
         finally:
             if progress is not None:
