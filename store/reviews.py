@@ -257,11 +257,15 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                         reviewed_by = f.review_id, status_changed_at = ?
                     FROM "{name}" f
                     WHERE p.run_id = ? AND p.item_id = f.item_id AND p.status = 'accepted'""", [now, rid])
-        if rounds:  # the run's last round so far, plus the rounds granted
-            store.con.execute(
-                "UPDATE runs SET status = 'running', termination = NULL, finished_at = NULL,"
-                " round_limit = (SELECT coalesce(max(round), -1) FROM rounds WHERE run_id = ?) + ? WHERE run_id = ?",
-                [rid, rounds, rid])
+        if rounds:  # the run's last round so far, plus the rounds granted; never less than an
+            # unfinished run was going to run anyway
+            last = int(store.scalar("SELECT coalesce(max(round), -1) FROM rounds WHERE run_id = ?", [rid]))
+            limit = last + rounds
+            if info["status"] == "running":
+                planned = info.get("round_limit")
+                limit = max(limit, int(planned if planned is not None else info["config"]["cotrain"]["max_rounds"]))
+            store.con.execute("UPDATE runs SET status = 'running', termination = NULL, finished_at = NULL,"
+                              " round_limit = ? WHERE run_id = ?", [limit, rid])
     from store.queries import review_precision
 
     return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), rounds)

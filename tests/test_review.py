@@ -282,3 +282,20 @@ def test_cli_import_reviews_reports_precision(fresh, tmp_path: Path):
     assert "1 reviews" in res.output and "precision" in res.output and "reopened" in res.output
     bad = CliRunner().invoke(app, ["import-reviews", str(store), str(tmp_path / "nope.csv")])
     assert bad.exit_code != 0 and "nope.csv: file not found" in bad.output
+
+
+def test_reviews_never_shorten_an_unfinished_run(tmp_path: Path):
+    """Reviews imported into a run that stopped early (a crash) keep its planned rounds."""
+    df = synthetic_frame()
+    cfg = write_config(tmp_path, df, policy="k_best", k=12, max_rounds=5)
+    api.run(cfg)
+    store = tmp_path / "run.duckdb"
+    with Store(store) as st:  # as if it had crashed after round 1
+        st.con.execute("DELETE FROM rounds WHERE round > 1")
+        st.con.execute("UPDATE runs SET status = 'running', termination = NULL, finished_at = NULL")
+        item = st.scalar("SELECT item_id FROM pseudo_labels WHERE round <= 1 LIMIT 1")
+    truth = df.set_index("id")["truth"]
+    (tmp_path / "r.csv").write_text(f"id,label\n{item},{truth[item]}\n")
+    api.import_reviews(store, tmp_path / "r.csv")
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT round_limit FROM runs") == 5
