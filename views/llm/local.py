@@ -29,10 +29,10 @@ DEFAULT_LOCAL_MODEL = "smollm2-135m"
 
 
 def models_cache_dir() -> Path:
-    """Where assembled model files are kept (``COTRAIN_HOME`` or ``~/.cache/cotrain``)."""
-    root = os.environ.get("COTRAIN_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cotrain")
-    return Path(root) / "models"
+    """Where assembled model files are kept (``cache_home()/models``)."""
+    from views.encoders import cache_home
+
+    return cache_home() / "models"
 
 
 @dataclass(frozen=True)

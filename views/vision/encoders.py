@@ -25,10 +25,10 @@ DEFAULT_IMAGE_ENCODER = "mobilenet_v2"
 
 
 def onnx_cache_dir() -> Path:
-    """Where exported ONNX encoders are kept (``COTRAIN_HOME`` or ``~/.cache/cotrain``)."""
-    root = os.environ.get("COTRAIN_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cotrain")
-    return Path(root) / "onnx"
+    """Where exported ONNX encoders are kept (``cache_home()/onnx``)."""
+    from views.encoders import cache_home
+
+    return cache_home() / "onnx"
 
 
 def onnxruntime_available() -> bool:
