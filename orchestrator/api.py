@@ -18,7 +18,8 @@ from store.errors import ConfigError, CotrainError
 from store.reviews import ReviewSummary
 from store.reviews import import_reviews as _import_reviews
 from store.export import ExportFilter, ExportFormat, export_labels
-from store.queries import debate_summary, item_problems, llm_usage, resolve_run, rounds_summary, run_summaries
+from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, rounds_summary,
+                           run_summaries)
 
 
 def example_config() -> str:
@@ -65,6 +66,7 @@ class StatusReport:
     llm: list[dict[str, Any]] = field(default_factory=list)  # LLM usage per round and view
     debates: list[dict[str, Any]] = field(default_factory=list)  # debates per round
     problems: list[dict[str, Any]] = field(default_factory=list)  # unreadable items per view and problem
+    reviews: list[dict[str, Any]] = field(default_factory=list)  # reviewers' verdicts per pseudo-label source
 
 
 def status(store: str | Path, run_id: int | None = None) -> StatusReport:
@@ -75,7 +77,7 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
             return StatusReport(str(store), [], None, [])
         rid = resolve_run(st, run_id)
         return StatusReport(str(store), runs, rid, rounds_summary(st, rid), llm_usage(st, rid),
-                            debate_summary(st, rid), item_problems(st, rid))
+                            debate_summary(st, rid), item_problems(st, rid), review_precision(st, rid))
 
 
 def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:

@@ -229,6 +229,19 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _precision_table(rows: list[dict[str, Any]], title: str) -> Any:
+    """Reviewers' verdicts per pseudo-label source: confirmed, corrected, precision."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("by", "source", "confirmed", "corrected", "precision"):
+        t.add_column(col, justify="left" if col in ("by", "source") else "right")
+    for x in rows:
+        t.add_row(x["kind"], x["name"], str(x["confirmed"]), str(x["corrected"]), f"{x['precision']:.3f}")
+    return t
+
+
 def _print_status(store: str, run_id: int | None) -> None:
     from rich.table import Table
 
@@ -279,6 +292,8 @@ def _print_status(store: str, run_id: int | None) -> None:
             t2.add_row(str(x["round"]), str(x["debated"]), str(x["verdicts"]), str(x["accepted"]),
                        str(x["over_budget"]), str(x["calls"]), f"{x['tokens']:,}", f"${x['cost_usd']:.4f}", acc)
         out.print(t2)
+    if rep.reviews:
+        out.print(_precision_table(rep.reviews, f"run {rep.run_id}: reviewed pseudo-labels per source"))
     if rep.problems:
         t3 = Table(title=f"run {rep.run_id}: unreadable items (the view abstained on them)", **compact)
         for col in ("view", "problem", "items", "e.g."):
@@ -348,9 +363,6 @@ def import_reviews(store: Path = typer.Argument(..., help="Store file."),
                    rounds: int = typer.Option(1, help="More rounds the next `cotrain run` may run.")) -> None:
     """Record reviewed labels as gold, revoke the pseudo-labels they contradict (kept in
     history), and reopen the run so the next `cotrain run` trains on them."""
-    from rich import box
-    from rich.table import Table
-
     from orchestrator import api
     from store.errors import CotrainError
 
@@ -362,12 +374,7 @@ def import_reviews(store: Path = typer.Argument(..., help="Store file."),
     out.print(f"run {rep.run_id}: {rep.imported} reviews from {file} ({rep.file_format}); {rep.skipped} records "
               f"without an answer skipped; confirmed {o['confirmed']}, corrected {o['corrected']}, new {o['new']}")
     if rep.by_source:
-        t = Table(title="reviewed pseudo-labels per source (all reviews of this run)", box=box.SIMPLE_HEAD)
-        for col in ("by", "source", "confirmed", "corrected", "precision"):
-            t.add_column(col, justify="left" if col in ("by", "source") else "right")
-        for x in rep.by_source:
-            t.add_row(x["kind"], x["name"], str(x["confirmed"]), str(x["corrected"]), f"{x['precision']:.3f}")
-        out.print(t)
+        out.print(_precision_table(rep.by_source, "reviewed pseudo-labels per source (all reviews of this run)"))
     if rep.rounds_granted:
         out.print(f"run {rep.run_id} reopened: the next `cotrain run` runs {rep.rounds_granted} more round(s) "
                   "with these labels as gold")

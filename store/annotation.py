@@ -123,10 +123,16 @@ def _to_hf(table: pa.Table, labels: list[str], images: list[str], roots: list[Pa
         raise StoreError("the Hugging Face export needs the datasets package: pip install datasets") from exc
     ds = datasets.Dataset(table)
     ds = ds.cast_column("label", datasets.ClassLabel(names=labels))
-    for col in images:
-        if pa.types.is_string(table.schema.field(col).type):
-            ds = ds.map(lambda b: {col: [_image_value(v, roots) for v in b[col]]}, batched=True)
-            ds = ds.cast_column(col, datasets.Image())
+    for col in images:  # paths (made absolute), bytes or {bytes, path} structs become an Image feature
+        kind = table.schema.field(col).type
+        if pa.types.is_string(kind):
+            ds = ds.map(lambda b, c=col: {c: [_image_value(v, roots) for v in b[c]]}, batched=True)
+        elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            ds = ds.map(lambda b, c=col: {c: [None if v is None else {"bytes": v, "path": None} for v in b[c]]},
+                        batched=True)
+        elif not pa.types.is_struct(kind):
+            continue
+        ds = ds.cast_column(col, datasets.Image())
     if fmt == "hf":
         if out.exists() and any(out.iterdir()):
             raise StoreError(f"{out} exists and is not empty; the hf format writes a save_to_disk folder there")

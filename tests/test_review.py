@@ -280,6 +280,8 @@ def test_cli_import_reviews_reports_precision(fresh, tmp_path: Path):
     res = CliRunner().invoke(app, ["import-reviews", str(store), str(tmp_path / "r.csv"), "--reviewer", "dee"])
     assert res.exit_code == 0, res.output
     assert "1 reviews" in res.output and "precision" in res.output and "reopened" in res.output
+    status = CliRunner().invoke(app, ["status", str(store)])
+    assert status.exit_code == 0 and "reviewed pseudo-labels per source" in status.output
     bad = CliRunner().invoke(app, ["import-reviews", str(store), str(tmp_path / "nope.csv")])
     assert bad.exit_code != 0 and "nope.csv: file not found" in bad.output
 

@@ -202,6 +202,11 @@ def test_image_folder_layout(tmp_path: Path):
     assert counts == {"gold": 30, "pool": 170, "test": 100}
     assert all(re.fullmatch(r"train/\d/\d+\.png", i) for i in ids)  # an image's path is its id
     assert res.final_metrics["a"]["test_accuracy"] > 0.3 and not api.status(tmp_path / "s.duckdb").problems
+    import datasets
+
+    api.export(tmp_path / "s.duckdb", tmp_path / "hf.parquet", "hf-parquet")
+    pq = datasets.load_dataset("parquet", data_files=str(tmp_path / "hf.parquet"), split="train")
+    assert isinstance(pq.features["image"], datasets.Image) and pq[0]["image"].size == (8, 8)
 
 
 def test_images_as_bytes_in_parquet_share_features_with_files(digits_folder: Path, tmp_path: Path, caplog):
@@ -221,6 +226,13 @@ def test_images_as_bytes_in_parquet_share_features_with_files(digits_folder: Pat
     assert sum(int(m) for m in re.findall(r"view raw: encoded (\d+) new images", caplog.text)) == 100
     assert "view hf: encoded" not in caplog.text  # the same bytes: features found in the store
     assert res.final_metrics["raw"]["test_accuracy"] == res.final_metrics["hf"]["test_accuracy"]
+    # the Hugging Face export turns both image columns into Image features that decode
+    import datasets
+
+    api.export(tmp_path / "s.duckdb", tmp_path / "hf", "hf")
+    ds = datasets.load_from_disk(str(tmp_path / "hf"))
+    assert isinstance(ds.features["image"], datasets.Image) and isinstance(ds.features["hf"], datasets.Image)
+    assert ds[0]["image"].size == (8, 8) and ds[0]["hf"].size == (8, 8)
 
 
 def test_clip_like_encoder_labels_zero_shot_without_gold(tmp_path: Path):
