@@ -316,3 +316,18 @@ def test_cross_modal_examples_run(tmp_path: Path, example: str, views: set[str])
     assert res.n_gold == 30 and res.n_pseudo > 0  # 10% of 350 training items, 3 per class
     assert res.final_metrics["vision"]["test_accuracy"] > 0.4  # 10 classes: chance is 0.1
     assert len(list((d / "images").glob("*.png"))) == 500
+
+
+def test_frames_without_item_ids_never_share_what_was_read(digits_folder: Path):
+    """A view used on its own gets frames without ids: row 0 of one frame is not row 0 of the next."""
+    df = pd.read_csv(digits_folder / "items.csv")
+    ctx = ViewContext(labels=tuple(DIGITS), seed=0, data_dirs=(digits_folder,))
+    view = VisionView("vision", ctx, image="image", image_size=32)
+    first, _ = view.features(df.iloc[[0, 1]].reset_index(drop=True))
+    second, _ = view.features(df.iloc[[2, 4]].reset_index(drop=True))
+    again, _ = view.features(df.iloc[[2, 4]].reset_index(drop=True))
+    assert not np.allclose(first, second) and np.allclose(second, again)
+    _, mask = view.features(df.iloc[[3, 0]].reset_index(drop=True))  # row 3's file is truncated
+    assert mask.tolist() == [False, True]
+    _, mask = view.features(df.iloc[[0, 3]].reset_index(drop=True))
+    assert mask.tolist() == [True, False]

@@ -89,6 +89,14 @@ class View(Protocol):
 #   close() -> None                      when the run ends (stop servers, threads)
 
 
+def item_ids(items: pd.DataFrame) -> list[str] | None:
+    """The items' ids (``ITEM_ID_COLUMN``, which the orchestrator adds), or None for a frame
+    without them (a view used on its own)."""
+    if ITEM_ID_COLUMN in items.columns:
+        return items[ITEM_ID_COLUMN].astype(str).tolist()
+    return None
+
+
 def abstain(n: int, k: int) -> np.ndarray:
     """An all-abstain probability block."""
     return np.full((n, k), np.nan, dtype=np.float64)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from store.errors import ViewError
-from views.base import ITEM_ID_COLUMN, ViewContext, build_params
+from views.base import ViewContext, build_params, item_ids
 from views.llm.client import Endpoint, LLMClient, Price, count_tokens, estimate_cost
 from views.llm.connect import Connection, check_model, connect, endpoint_for
 from views.llm.demos import balanced_draw, nearest, within_budget
@@ -240,9 +240,8 @@ class LLMView:
 
     @staticmethod
     def _ids(items: pd.DataFrame) -> list[str]:
-        if ITEM_ID_COLUMN in items.columns:
-            return items[ITEM_ID_COLUMN].astype(str).tolist()
-        return [f"#{i}" for i in range(len(items))]
+        ids = item_ids(items)
+        return ids if ids is not None else [f"#{i}" for i in range(len(items))]
 
     def _records(self, items: pd.DataFrame) -> list[dict[str, str]]:
         cols = {f: items[f].tolist() for f in self.fields}

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from store.errors import ViewError
-from views.base import ITEM_ID_COLUMN, ViewContext, abstain, build_params, expand_proba
+from views.base import ViewContext, abstain, build_params, expand_proba, item_ids
 from views.heads import HEADS, make_head
 from views.vision.encoders import (DEFAULT_IMAGE_ENCODER, OnnxEncoder, TorchEncoder, load_torch_encoder,
                                    onnxruntime_available)
@@ -181,8 +181,20 @@ class VisionView:
 
     def features(self, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(features of the readable items, boolean mask of readable items over ``items``)."""
-        ids = (items[ITEM_ID_COLUMN].astype(str).tolist() if ITEM_ID_COLUMN in items.columns
-               else [str(i) for i in items.index])
+        ids = item_ids(items)
+        if ids is not None:
+            return self._features(items, ids)
+        # no item ids (the view used on its own): positions name the items for this call only,
+        # so nothing learnt about them may outlive it (another frame's row 0 is another item)
+        ids = [f"#{i}" for i in range(len(items))]
+        try:
+            return self._features(items, ids)
+        finally:
+            for i in ids:
+                self._keys.pop(i, None)
+                self._bad.pop(i, None)
+
+    def _features(self, items: pd.DataFrame, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
         roots = self._roots()
         keys: list[str | None] = []
         owners: dict[str, list[int]] = {}  # content key -> positions of the items showing it
