@@ -37,18 +37,6 @@ def detect_format(path: Path, declared: str) -> str:
 UNLABELLED_FOLDERS = ("unlabelled", "unlabeled")
 
 
-def data_dirs(d: DataConfig) -> tuple[Path, ...]:
-    """Folders that relative file paths inside items (images) resolve against: each data
-    file's folder, or an image folder's parent (its ``image`` paths start with its name)."""
-    out: list[Path] = []
-    for path in (d.train, d.test):
-        if path:
-            parent = Path(path).resolve().parent
-            if parent not in out:
-                out.append(parent)
-    return tuple(out)
-
-
 def read_image_folder(root: Path, label_column: str = "label") -> pa.Table:
     """``root/<label>/<file>`` as rows (image, label); files under ``unlabelled/`` get no label.
 

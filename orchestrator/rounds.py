@@ -103,7 +103,7 @@ def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: 
     with the sorted union of their fields."""
     from pathlib import Path
 
-    from orchestrator.data import data_dirs
+    from store.media import data_roots
 
     views: list[View] = []
     fields: set[str] = set()
@@ -112,7 +112,7 @@ def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: 
                           cache=StoreCache(store) if store is not None else None,
                           base_dir=Path(base_dir),
                           label_descriptions=tuple(spec.description for spec in cfg.task.labels),
-                          ledger=ledger, data_dirs=data_dirs(cfg.data), problems=problems,
+                          ledger=ledger, data_dirs=data_roots(cfg.data.train, cfg.data.test), problems=problems,
                           progress=None if reporter is None else _progress_of(reporter, vc.name))
         view = build_view(vc.name, vc.kind, vc.params, ctx)
         fields.update(view.resolve_fields(columns))
@@ -374,7 +374,8 @@ class RoundRunner:
                 "run_id": pa.array(np.full(len(ids), run_id, dtype=np.int32)),
                 "round": pa.array(np.full(len(ids), r, dtype=np.int32)),
                 "view": pa.array([name] * len(ids), pa.string()), "item_id": ids,
-                "label": pc.if_else(pa.array(voted), label, pa.scalar(None, pa.string())), "confidence": pa.array(conf[:, 0], pa.float32())}))
+                "label": pc.if_else(pa.array(voted), label, pa.scalar(None, pa.string())),
+                "confidence": pa.array(conf[:, 0], pa.float32())}))
 
     def _predict_pool(self, run_id: int, r: int, views: list[View], fields: list[str], state: _State,
                       pool: np.ndarray, pred_s: dict[str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

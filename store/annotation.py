@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -19,6 +20,7 @@ import pyarrow as pa
 from store.database import Store
 from store.errors import StoreError
 from store.export import ExportFilter, export_query
+from store.media import data_roots, resolve_source
 from store.reviews import LABEL_QUESTION, task_fingerprint
 
 _PROVENANCE = ("item_id", "label", "source", "source_views", "agreeing_views", "round", "confidence")
@@ -59,21 +61,13 @@ def _votes(store: Store, run_id: int, item_ids: list[str]) -> dict[str, list[tup
     return out
 
 
-def _image_value(value: Any, roots: list[Path]) -> str | None:
-    """A path a tool can open (absolute), or a data URI for image bytes."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        if value.get("bytes") is not None:
-            value = value["bytes"]
-        else:
-            value = value.get("path")
-    if isinstance(value, (bytes, bytearray)):
-        return "data:image/png;base64," + base64.b64encode(bytes(value)).decode()
-    p = Path(str(value)).expanduser()
-    if not p.is_absolute():
-        p = next((r / p for r in roots if (r / p).is_file()), roots[0] / p if roots else p)
-    return str(p)
+def image_value(value: Any, roots: Sequence[Path]) -> str | None:
+    """What a tool can open for an image cell: an absolute path, or a data URI for image
+    bytes; None when the item has no image."""
+    src = resolve_source(value, roots, "")
+    if src.data is not None:
+        return "data:image/png;base64," + base64.b64encode(src.data).decode() if src.data else None
+    return str(src.path)
 
 
 def _plain(value: Any) -> Any:
@@ -95,7 +89,7 @@ def export_annotation(store: Store, out: Path, fmt: str, flt: ExportFilter) -> i
     columns = [c for c in table.column_names if c not in _PROVENANCE]
     text, images = display_fields(info["config"], columns)
     data = info["config"].get("data", {})
-    roots = [Path(p).parent for p in (data.get("train"), data.get("test")) if p]
+    roots = data_roots(data.get("train"), data.get("test"))
     if fmt in ("hf", "hf-parquet"):
         _to_hf(table, labels, images, roots, out, fmt)
     elif fmt in ("label-studio", "argilla"):
@@ -116,7 +110,7 @@ def _agent(row: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ Hugging Face
-def _to_hf(table: pa.Table, labels: list[str], images: list[str], roots: list[Path], out: Path, fmt: str) -> None:
+def _to_hf(table: pa.Table, labels: list[str], images: list[str], roots: Sequence[Path], out: Path, fmt: str) -> None:
     try:
         import datasets
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -126,7 +120,7 @@ def _to_hf(table: pa.Table, labels: list[str], images: list[str], roots: list[Pa
     for col in images:  # paths (made absolute), bytes or {bytes, path} structs become an Image feature
         kind = table.schema.field(col).type
         if pa.types.is_string(kind):
-            ds = ds.map(lambda b, c=col: {c: [_image_value(v, roots) for v in b[c]]}, batched=True)
+            ds = ds.map(lambda b, c=col: {c: [image_value(v, roots) for v in b[c]]}, batched=True)
         elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
             ds = ds.map(lambda b, c=col: {c: [None if v is None else {"bytes": v, "path": None} for v in b[c]]},
                         batched=True)
@@ -154,7 +148,7 @@ def label_studio_config(labels: list[str], fields: list[str], images: list[str])
 
 
 def _to_label_studio(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str, str, float]]], labels: list[str],
-                     fields: list[str], images: list[str], roots: list[Path], task: str, out: Path) -> None:
+                     fields: list[str], images: list[str], roots: Sequence[Path], task: str, out: Path) -> None:
     target = (images or fields or ["item_id"])[0]
 
     def result(label: str) -> list[dict[str, Any]]:
@@ -167,7 +161,7 @@ def _to_label_studio(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str
         for c in fields:
             data[c] = _plain(r.get(c))
         for c in images:
-            data[c] = _image_value(r.get(c), roots)
+            data[c] = image_value(r.get(c), roots)
         preds = [{"model_version": _agent(r), "score": _plain(r["confidence"]), "result": result(r["label"])}
                  ] if r["label"] is not None else []  # a disputed item nobody labelled: only the views' votes
         preds += [{"model_version": view, "score": conf, "result": result(label)}
@@ -203,11 +197,11 @@ def argilla_settings(labels: list[str], fields: list[str], images: list[str], vi
 
 
 def _to_argilla(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str, str, float]]], labels: list[str],
-                fields: list[str], images: list[str], roots: list[Path], task: str, out: Path) -> None:
+                fields: list[str], images: list[str], roots: Sequence[Path], task: str, out: Path) -> None:
     records = []
     views: list[str] = sorted({v for vs in votes.values() for v, _, _ in vs})
     for r in rows:
-        shown = {c: _image_value(r.get(c), roots) for c in images}
+        shown = {c: image_value(r.get(c), roots) for c in images}
         shown.update({c: None if r.get(c) is None else str(_plain(r.get(c))) for c in fields if c not in images})
         meta = {"item_id": r["item_id"], "cotrain_task": task, "cotrain_source": r["source"],
                 "cotrain_confidence": _plain(r["confidence"]),

@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from store.database import Store
 from store.errors import StoreError
+from store.media import ImageProblem, data_roots, resolve_source
 from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision,
                            rounds_summary)
 
@@ -118,8 +120,8 @@ def report_data(store: Store, run_id: int | None = None, top_disputed: int = 25)
 
 
 def _disputed(store: Store, rid: int, info: dict[str, Any], top: int) -> list[dict[str, Any]]:
-    """The most disputed items, then the other debated ones: rounds disputed, each view's latest vote, the item's label now,
-    a short text of it, and its latest debate with the turns."""
+    """The most disputed items, then the other debated ones: rounds disputed, each view's
+    latest vote, the item's label now, a short text of it, and its latest debate with the turns."""
     from store.annotation import display_fields
 
     rows = _rows(store, """
@@ -156,7 +158,7 @@ def _disputed(store: Store, rid: int, info: dict[str, Any], top: int) -> list[di
         texts = {r["row_idx"]: " | ".join(str(x[c]) for c in text_fields[:2]) for r, x in zip(rows, t)}
     if image_fields:
         data = info["config"].get("data", {})
-        roots = [Path(p).parent for p in (data.get("train"), data.get("test")) if p]
+        roots = data_roots(data.get("train"), data.get("test"))
         t = store.fetch_rows(rid, at, image_fields[:1]).to_pylist()
         thumbs = {r["row_idx"]: _thumbnail(x[image_fields[0]], roots) for r, x in zip(rows, t)}
     debates = {r["item_id"]: r for r in _rows(store, """
@@ -174,25 +176,20 @@ def _disputed(store: Store, rid: int, info: dict[str, Any], top: int) -> list[di
     return rows
 
 
-def _thumbnail(value: Any, roots: list[Path], size: int = 56) -> str | None:
+def _thumbnail(value: Any, roots: Sequence[Path], size: int = 56) -> str | None:
     """A small PNG data URI of an item's image (None when it cannot be read)."""
-    from store.annotation import _image_value
-
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow comes with the vision extra
         return None
-    src = _image_value(value, roots)
-    if src is None:
-        return None
     try:
-        raw = base64.b64decode(src.split(",", 1)[1]) if src.startswith("data:") else Path(src).read_bytes()
+        raw = resolve_source(value, roots, "").read()
         with Image.open(io.BytesIO(raw)) as img:
             img = img.convert("RGB")
             img.thumbnail((size, size))
             buf = io.BytesIO()
             img.save(buf, format="PNG")
-    except (OSError, ValueError, SyntaxError):
+    except (ImageProblem, OSError, ValueError, SyntaxError):
         return None
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 

@@ -182,7 +182,8 @@ def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
         return ("csv", *_csv(p))
     try:
         text = p.read_text(encoding="utf-8")
-        data = json.loads(text) if p.suffix.lower() != ".jsonl" else [json.loads(x) for x in text.splitlines() if x.strip()]
+        data = (json.loads(text) if p.suffix.lower() != ".jsonl"
+                else [json.loads(x) for x in text.splitlines() if x.strip()])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReviewError(f"not a JSON export: {exc}", str(p)) from None
     if isinstance(data, dict):  # {"records": [...]} (Argilla to_dict-style wrappers)

@@ -24,8 +24,8 @@ from views.base import ViewContext, abstain, build_params, expand_proba, item_id
 from views.heads import HEADS, make_head
 from views.vision.encoders import (DEFAULT_IMAGE_ENCODER, OnnxEncoder, TorchEncoder, load_torch_encoder,
                                    onnxruntime_available)
-from views.vision.images import (IMAGENET_MEAN, IMAGENET_STD, ImageProblem, content_key, decode, normalise,
-                                 resolve_source)
+from store.media import ImageProblem, resolve_source
+from views.vision.images import IMAGENET_MEAN, IMAGENET_STD, content_key, decode, normalise
 
 log = logging.getLogger("cotrain")
 
