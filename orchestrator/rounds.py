@@ -541,12 +541,11 @@ class _State:
     def load(cls, store: Store, run_id: int, labels: list[str], view_names: list[str]) -> _State:
         """Read the run's items and accepted pseudo-labels with columnar queries (no Python
         object per item: ids stay one Arrow string array)."""
-        reviewed = "(SELECT item_id, arg_max(label, review_id) AS label FROM reviews WHERE run_id = ? GROUP BY item_id)"
         t = store.query(  # a reviewer's label overrides the file's: reviewed items are gold
             "SELECT i.item_id, i.row_idx, i.split = 'test' AS is_test,"
-            f" coalesce(list_position(?, coalesce(rv.label, i.gold_label)), 0) - 1 AS gold"
-            f" FROM items i LEFT JOIN {reviewed} rv ON rv.item_id = i.item_id"
-            " WHERE i.run_id = ? ORDER BY i.row_idx", [labels, run_id, run_id])
+            " coalesce(list_position(?, coalesce(rv.label, i.gold_label)), 0) - 1 AS gold"
+            " FROM items i LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id"
+            " WHERE i.run_id = ? ORDER BY i.row_idx", [labels, run_id])
         row_idx = t.column("row_idx").to_numpy()
         if len(row_idx) and row_idx[-1] != len(row_idx) - 1:
             raise RunError(f"run {run_id}: items do not cover the data snapshot row by row")

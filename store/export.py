@@ -83,10 +83,7 @@ def export_query(store: Store, flt: ExportFilter) -> tuple[str, list[object]]:
                          <= greatest(1, round({int(flt.sample)} * count(*) OVER (PARTITION BY l.label)
                                                / count(*) OVER ()))"""
     sql = f"""
-        WITH rv AS (
-            SELECT item_id, arg_max(label, review_id) AS label, arg_max(reviewer, review_id) AS reviewer
-            FROM reviews WHERE run_id = ? GROUP BY item_id
-        ), l AS (
+        WITH rv AS (SELECT item_id, label FROM reviewed_labels WHERE run_id = ?), l AS (
             SELECT i.item_id, i.row_idx, coalesce(rv.label, i.gold_label) AS label,
                    CASE WHEN rv.label IS NOT NULL THEN 'review' ELSE 'gold' END AS source,
                    CAST([] AS VARCHAR[]) AS source_views, CAST([] AS VARCHAR[]) AS agreeing_views,

@@ -244,12 +244,25 @@ def _m005_reviews(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m006_reviewed_labels(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        -- each reviewed item's latest review: the label every reader treats as gold
+        CREATE VIEW reviewed_labels AS
+        SELECT run_id, item_id, max(review_id) AS review_id, arg_max(label, review_id) AS label,
+               arg_max(reviewer, review_id) AS reviewer
+        FROM reviews GROUP BY run_id, item_id;
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("001_core_schema", _m001_core),
     ("002_llm_calls", _m002_llm),
     ("003_debates", _m003_debates),
     ("004_item_problems", _m004_item_problems),
     ("005_reviews", _m005_reviews),
+    ("006_reviewed_labels", _m006_reviewed_labels),
 ]
 
 

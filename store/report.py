@@ -87,12 +87,11 @@ def report_data(store: Store, run_id: int | None = None, top_disputed: int = 25)
         SELECT view_a, view_b, rate, n_both FROM view_agreement
         WHERE run_id = ? AND round = (SELECT max(round) FROM view_agreement WHERE run_id = ?)""", [rid, rid])
     d["gold_test"] = _rows(store, """
-        WITH rv AS (SELECT item_id, arg_max(label, review_id) AS label FROM reviews WHERE run_id = ? GROUP BY item_id)
         SELECT coalesce(rv.label, i.gold_label) AS truth, t.label AS predicted, count(*) AS n
         FROM test_predictions t JOIN items i ON i.run_id = t.run_id AND i.item_id = t.item_id
-        LEFT JOIN rv ON rv.item_id = t.item_id
+        LEFT JOIN reviewed_labels rv ON rv.run_id = t.run_id AND rv.item_id = t.item_id
         WHERE t.run_id = ? AND t.view = 'ensemble'
-          AND t.round = (SELECT max(round) FROM test_predictions WHERE run_id = ?) GROUP BY ALL""", [rid, rid, rid])
+          AND t.round = (SELECT max(round) FROM test_predictions WHERE run_id = ?) GROUP BY ALL""", [rid, rid])
     d["pseudo_vs_review"] = _rows(store, """
         SELECT r.label AS truth, p.label AS predicted, count(*) AS n
         FROM pseudo_labels p JOIN reviews r ON r.review_id = p.reviewed_by
@@ -136,10 +135,9 @@ def _disputed(store: Store, rid: int, info: dict[str, Any], top: int) -> list[di
                CASE WHEN rv.label IS NOT NULL THEN 'review' WHEN i.gold_label IS NOT NULL THEN 'gold'
                     ELSE p.source END AS label_source
         FROM d JOIN items i ON i.run_id = ? AND i.item_id = d.item_id
-        LEFT JOIN (SELECT item_id, arg_max(label, review_id) AS label FROM reviews WHERE run_id = ?
-                   GROUP BY item_id) rv ON rv.item_id = d.item_id
-        LEFT JOIN pseudo_labels p ON p.run_id = ? AND p.item_id = d.item_id AND p.status = 'accepted'
-        ORDER BY d.rounds DESC, d.debated DESC, d.last DESC, d.item_id LIMIT ?""", [rid, rid, rid, rid, rid, top])
+        LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = d.item_id
+        LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = d.item_id AND p.status = 'accepted'
+        ORDER BY d.rounds DESC, d.debated DESC, d.last DESC, d.item_id LIMIT ?""", [rid, rid, rid, top])
     if not rows:
         return []
     ids = [r["item_id"] for r in rows]

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from store.database import Store, utcnow
 from store.errors import ReviewError
+from store.queries import review_precision
 
 LABEL_QUESTION = "label"  # the question / control name cotrain's exports use
 
@@ -267,8 +268,6 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                 limit = max(limit, int(planned if planned is not None else info["config"]["cotrain"]["max_rounds"]))
             store.con.execute("UPDATE runs SET status = 'running', termination = NULL, finished_at = NULL,"
                               " round_limit = ? WHERE run_id = ?", [limit, rid])
-    from store.queries import review_precision
-
     return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), rounds)
 
 
@@ -284,8 +283,7 @@ def _prior_state(store: Store, run_id: int, item_ids: list[str]) -> dict[str, tu
                             ELSE p.source END,
                        CASE WHEN rv.label IS NULL AND i.gold_label IS NULL THEN p.source_views END
                 FROM items i JOIN "{name}" f ON f.item_id = i.item_id
-                LEFT JOIN (SELECT item_id, arg_max(label, review_id) AS label FROM reviews WHERE run_id = ?
-                           GROUP BY item_id) rv ON rv.item_id = i.item_id
+                LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id
                 LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id AND p.status = 'accepted'
-                WHERE i.run_id = ?""", [run_id, run_id]).fetchall()
+                WHERE i.run_id = ?""", [run_id]).fetchall()
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
