@@ -45,8 +45,9 @@ def display_fields(config: dict[str, Any], columns: list[str]) -> tuple[list[str
     return text, images
 
 
-def _votes(store: Store, run_id: int, item_ids: list[str]) -> dict[str, list[tuple[str, str, float]]]:
-    """item -> [(view, label, confidence)] from each view's latest stored prediction."""
+def latest_votes(store: Store, run_id: int, item_ids: list[str]) -> dict[str, list[tuple[str, str, float]]]:
+    """item -> [(view, label, confidence)], by view name, from each view's latest stored
+    prediction of the item (abstentions are not votes)."""
     if not item_ids:
         return {}
     out: dict[str, list[tuple[str, str, float]]] = {}
@@ -94,7 +95,7 @@ def export_annotation(store: Store, out: Path, fmt: str, flt: ExportFilter) -> i
         _to_hf(table, labels, images, roots, out, fmt)
     elif fmt in ("label-studio", "argilla"):
         rows = table.to_pylist()
-        votes = _votes(store, run_id, [r["item_id"] for r in rows])
+        votes = latest_votes(store, run_id, [r["item_id"] for r in rows])
         fields = text or images or [c for c in columns if pa.types.is_string(table.schema.field(c).type)]
         task = task_fingerprint(labels)
         writer = _to_label_studio if fmt == "label-studio" else _to_argilla
@@ -110,7 +111,8 @@ def _agent(row: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ Hugging Face
-def _to_hf(table: pa.Table, labels: list[str], images: list[str], roots: Sequence[Path], out: Path, fmt: str) -> None:
+def _to_hf(table: pa.Table, labels: list[str], images: list[str], roots: Sequence[Path], out: Path,
+           fmt: str) -> None:
     try:
         import datasets
     except ImportError as exc:  # pragma: no cover - depends on the install

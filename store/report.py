@@ -121,7 +121,7 @@ def report_data(store: Store, run_id: int | None = None, top_disputed: int = 25)
 def _disputed(store: Store, rid: int, info: dict[str, Any], top: int) -> list[dict[str, Any]]:
     """The most disputed items, then the other debated ones: rounds disputed, each view's
     latest vote, the item's label now, a short text of it, and its latest debate with the turns."""
-    from store.annotation import display_fields
+    from store.annotation import display_fields, latest_votes
 
     rows = _rows(store, """
         WITH ds AS (SELECT item_id, count(*) AS rounds, max(round) AS last FROM disputes WHERE run_id = ?
@@ -141,11 +141,7 @@ def _disputed(store: Store, rid: int, info: dict[str, Any], top: int) -> list[di
     if not rows:
         return []
     ids = [r["item_id"] for r in rows]
-    votes: dict[str, dict[str, tuple[str | None, float | None]]] = {}
-    for item, view, label, conf in store.con.execute(
-            "SELECT item_id, view, arg_max(label, round), arg_max(confidence, round) FROM predictions"
-            " WHERE run_id = ? AND list_contains(?, item_id) GROUP BY item_id, view", [rid, ids]).fetchall():
-        votes.setdefault(item, {})[view] = (label, conf)
+    votes = latest_votes(store, rid, ids)
     cols = store.data_columns(rid)
     text_fields, image_fields = display_fields(info["config"], cols)
     texts: dict[int, str] = {}
@@ -163,7 +159,7 @@ def _disputed(store: Store, rid: int, info: dict[str, Any], top: int) -> list[di
         SELECT item_id, arg_max(debate_id, debate_id) AS debate_id FROM debates
         WHERE run_id = ? AND list_contains(?, item_id) GROUP BY item_id""", [rid, ids])}
     for r in rows:
-        r["votes"] = votes.get(r["item_id"], {})
+        r["votes"] = {view: (label, conf) for view, label, conf in votes.get(r["item_id"], [])}
         r["text"] = texts.get(r["row_idx"], "")
         r["thumbnail"] = thumbs.get(r["row_idx"])
         deb = debates.get(r["item_id"])
