@@ -23,8 +23,6 @@ FILE_ROW_COL = "__file_row"
 def detect_format(path: Path, declared: str) -> str:
     if declared != "auto":
         return declared
-    if path.is_dir():
-        return "images"
     suffixes = "".join(path.suffixes).lower()
     for fmt, ends in (("parquet", (".parquet", ".pq")), ("jsonl", (".jsonl", ".ndjson", ".json")),
                       ("csv", (".csv", ".tsv", ".csv.gz", ".txt"))):
