@@ -248,7 +248,13 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
             state[r.item_id] = (r.label, "review", None)
             last_review[r.item_id] = next_id
             next_id += 1
-        store.con.executemany("INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        cols = ("review_id", "run_id", "item_id", "label", "reviewer", "reviewed_at", "imported_at", "source_file",
+                "file_format", "file_row", "prior_label", "prior_source", "prior_views", "outcome")
+        types = (pa.int64(), pa.int32(), pa.string(), pa.string(), pa.string(), pa.timestamp("us"),
+                 pa.timestamp("us"), pa.string(), pa.string(), pa.int32(), pa.string(), pa.string(),
+                 pa.list_(pa.string()), pa.string())
+        store.insert_arrow("reviews", pa.table([pa.array(list(c), t) for c, t in zip(zip(*rows), types)],
+                                               names=list(cols)))
         final = pa.table({"item_id": pa.array(list(last_review), pa.string()),
                           "review_id": pa.array(list(last_review.values()), pa.int64()),
                           "label": pa.array([state[i][0] for i in last_review], pa.string())})
