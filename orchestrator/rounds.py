@@ -37,7 +37,7 @@ from store.database import Store, StoreCache, StoreProblems, rows_as_lists, utcn
 from store.errors import ConfigError, DataError, RunError
 from store.llm_ledger import LLMLedger
 from store.queries import label_counts
-from views.base import ITEM_ID_COLUMN, View, ViewContext
+from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, View, ViewContext
 from views.registry import build_view
 
 log = logging.getLogger("cotrain")
@@ -265,6 +265,7 @@ class RoundRunner:
         # ---- fit
         train_rows, train_y, train_w, masks = state.training_sets(c, self.cfg.cotrain.policy)
         train_df = self._fetch(run_id, train_rows, fields)
+        train_df[LABEL_SOURCE_COLUMN] = state.label_sources(train_rows)  # item position == snapshot row
         fit_s: dict[str, float] = {}
         n_train: dict[str, int] = {}
         for j, view in enumerate(views):
@@ -534,6 +535,7 @@ class _State:
     pseudo_conf: np.ndarray    # (n,) float32
     sources: np.ndarray        # (n, V) bool
     shared: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (n,) debate verdicts: train every view
+    reviewed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (n,) gold from a reviewer
     test_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     test_y: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
@@ -543,7 +545,8 @@ class _State:
         object per item: ids stay one Arrow string array)."""
         t = store.query(  # a reviewer's label overrides the file's: reviewed items are gold
             "SELECT i.item_id, i.row_idx, i.split = 'test' AS is_test,"
-            " coalesce(list_position(?, coalesce(rv.label, i.gold_label)), 0) - 1 AS gold"
+            " coalesce(list_position(?, coalesce(rv.label, i.gold_label)), 0) - 1 AS gold,"
+            " rv.label IS NOT NULL AS reviewed"
             " FROM items i LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id"
             " WHERE i.run_id = ? ORDER BY i.row_idx", [labels, run_id])
         row_idx = t.column("row_idx").to_numpy()
@@ -555,6 +558,7 @@ class _State:
         st = cls(t.column("item_id").combine_chunks(), row_idx, is_test, gold, np.full(n, -1, dtype=np.int16),
                  np.zeros(n, dtype=np.float32), np.zeros((n, v), dtype=bool))
         st.shared = np.zeros(n, dtype=bool)
+        st.reviewed = t.column("reviewed").to_numpy(zero_copy_only=False).astype(bool)
         st.test_rows = row_idx[is_test]
         st.test_y = gold[is_test]
         p = store.query(
@@ -610,6 +614,12 @@ class _State:
                 mp = np.delete(src, j, axis=1).any(axis=1)
             masks.append(is_gold | mp | self.shared[pos])
         return self.row_idx[pos], y, w, masks
+
+    def label_sources(self, pos: np.ndarray) -> np.ndarray:
+        """Where the training labels at positions ``pos`` came from: ``review``, ``gold`` or
+        ``pseudo`` (views' picks and debate verdicts)."""
+        pos = np.asarray(pos, dtype=np.int64)
+        return np.where(self.reviewed[pos], "review", np.where(self.gold[pos] >= 0, "gold", "pseudo")).astype(object)
 
     def accept_shared(self, pos: np.ndarray, label: np.ndarray, conf: np.ndarray) -> None:
         """Accept labels that no view picked (debate verdicts): every view trains on them."""

@@ -18,6 +18,10 @@ import pandas as pd
 
 #: Column the orchestrator adds to every frame it hands a view: the items' ids.
 ITEM_ID_COLUMN = "__item_id"
+#: Column the orchestrator adds to the frame it hands ``fit``: where each training label came
+#: from (``gold``, ``review`` or ``pseudo``), so a view can tell trusted labels from its
+#: peers' picks (LLM views draw few-shot demonstrations from trusted ones only by default).
+LABEL_SOURCE_COLUMN = "__label_source"
 
 
 @runtime_checkable
