@@ -129,16 +129,12 @@ def _print_plan(p: dict[str, Any]) -> None:
     if not p["views"]:
         out.print("no LLM view" + ("" if p.get("debate") else ": nothing is paid per call"))
         return
-    t = Table(title="LLM views: estimated calls for the whole run (upper bounds)", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("view", "model", "scoring", "demos", "calls", "prompt tok", "output tok", "cost", "budget"):
-        t.add_column(col, justify="right" if col in ("calls", "prompt tok", "output tok", "cost", "budget") else "left",
-                     overflow="fold")
-    for v in p["views"]:
-        cost = "unknown price" if v["cost_usd"] is None else f"${v['cost_usd']:.4f}"
-        budget = "-" if v["budget_usd"] is None else f"${v['budget_usd']:.2f}"
-        t.add_row(v["view"], v["model"], v["mode"], v["demonstrations"], f"{v['calls']:,}",
-                  f"{v['prompt_tokens']:,}", f"{v['completion_tokens']:,}", cost, budget)
-    out.print(t)
+    rows = [[v["view"], v["model"], v["mode"], v["demonstrations"], f"{v['calls']:,}", f"{v['prompt_tokens']:,}",
+             f"{v['completion_tokens']:,}", "unknown price" if v["cost_usd"] is None else f"${v['cost_usd']:.4f}",
+             "-" if v["budget_usd"] is None else f"${v['budget_usd']:.2f}"] for v in p["views"]]
+    _print_tables("LLM views: estimated calls for the whole run (upper bounds)",
+                  ["view", "model", "scoring", "demos", "calls", "prompt tok", "output tok", "cost", "budget"], rows,
+                  left={"view", "scoring", "demos"}, wrap={"model"})
 
 
 @app.command()
@@ -205,12 +201,9 @@ def models() -> None:
 
     from orchestrator import api
 
-    t = Table(title="local models (model: local:<name>)", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("name", "default", "status", "licence", "path"):
-        t.add_column(col, overflow="fold")
-    for m in api.models():
-        t.add_row(m["name"], "yes" if m["default"] else "", m["status"], m["licence"], m["path"] or "-")
-    out.print(t)
+    _print_tables("local models (model: local:<name>)", ["name", "default", "status", "licence", "path"],
+                  [[m["name"], "yes" if m["default"] else "", m["status"], m["licence"], m["path"] or "-"]
+                   for m in api.models()], left={"name", "default", "status", "licence"}, wrap={"path", "licence"})
 
 
 @app.command()
@@ -229,78 +222,63 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def _precision_table(rows: list[dict[str, Any]], title: str) -> Any:
+def _print_precision(rows: list[dict[str, Any]], title: str) -> None:
     """Reviewers' verdicts per pseudo-label source: confirmed, corrected, precision."""
-    from rich import box
-    from rich.table import Table
+    _print_tables(title, ["by", "source", "confirmed", "corrected", "precision"],
+                  [[x["kind"], x["name"], x["confirmed"], x["corrected"], f"{x['precision']:.3f}"] for x in rows],
+                  left={"by", "source"}, keep=2)
 
-    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("by", "source", "confirmed", "corrected", "precision"):
-        t.add_column(col, justify="left" if col in ("by", "source") else "right")
-    for x in rows:
-        t.add_row(x["kind"], x["name"], str(x["confirmed"]), str(x["corrected"]), f"{x['precision']:.3f}")
-    return t
+
+def _print_tables(title: str, headers: list[str], rows: list[list[Any]], **kw: Any) -> None:
+    """Print rows as one or more tables that fit the terminal without cutting a number."""
+    from orchestrator.tables import fitted_tables
+
+    for t in fitted_tables(title, headers, rows, out.width, **kw):
+        out.print(t)
 
 
 def _print_status(store: str, run_id: int | None) -> None:
-    from rich.table import Table
-
     from orchestrator import api
 
-    from rich import box
-
     rep = api.status(store, run_id)
-    compact = {"box": box.SIMPLE_HEAD, "pad_edge": False}
-    runs = Table(title=f"runs in {rep.store}", **compact)
-    for col in ("run", "state", "policy", "gold", "pseudo", "rounds", "test", "views"):
-        runs.add_column(col, no_wrap=col != "views", overflow="fold")
+    runs = []
     for r in rep.runs:
         state = r["termination"] if r["status"] == "finished" else r["status"]
-        runs.add_row(str(r["run_id"]), state, f"{r['policy']}/{r['feeding']}", str(r["n_gold"]), str(r["n_pseudo"]),
-                     str(r["n_rounds"]), str(r["n_test"]), ", ".join(r["views"]))
-    out.print(runs)
+        runs.append([r["run_id"], state, f"{r['policy']}/{r['feeding']}", r["n_gold"], r["n_pseudo"], r["n_rounds"],
+                     r["n_test"], ", ".join(r["views"])])
+    _print_tables(f"runs in {rep.store}", ["run", "state", "policy", "gold", "pseudo", "rounds", "test", "views"],
+                  runs, left={"state", "policy"}, wrap={"views"})
     if not rep.rounds:
         return
     order = rep.rounds[0]["view_order"]
-    t = Table(title=f"run {rep.run_id}: rounds (test accuracy per view)", **compact)
-    for col in ("round", "pool", "added", "disp", *order, "agree", "end"):
-        t.add_column(col, justify="right", no_wrap=True)
-    for rd in rep.rounds:
-        accs = [_fmt(rd["views"].get(v, {}).get("test_accuracy")) for v in order]
-        t.add_row(str(rd["round"]), f"{rd['pool_size']:,}", str(rd["labels_added"]), str(rd["n_disputed"]), *accs,
-                  _fmt(rd["mean_pairwise_agreement"]), rd["termination"] or "")
-    out.print(t)
+    rows = [[rd["round"], f"{rd['pool_size']:,}", rd["labels_added"], rd["n_disputed"],
+             *(_fmt(rd["views"].get(v, {}).get("test_accuracy")) for v in order),
+             _fmt(rd["mean_pairwise_agreement"]), rd["termination"] or ""] for rd in rep.rounds]
+    _print_tables(f"run {rep.run_id}: rounds (test accuracy per view)",
+                  ["round", "pool", "added", "disp", *order, "agree", "end"], rows, left={"end"})
     if rep.llm:
-        u = Table(title=f"run {rep.run_id}: LLM calls per round and view", **compact)
         refused = any(x["over_budget"] for x in rep.llm)  # the column only when a budget bit
         cols = ["round", "view", "calls", "cached", "errors", *(["budget"] if refused else []), "tokens in/out",
                 "cost", "latency"]
-        for col in cols:
-            u.add_column(col, justify="left" if col == "view" else "right", overflow="fold")
-        for x in rep.llm:
-            u.add_row(str(x["round"]), x["view"], str(x["calls"]), str(x["cache_hits"]), str(x["errors"]),
-                      *([str(x["over_budget"])] if refused else []),
-                      f"{x['prompt_tokens']:,}/{x['completion_tokens']:,}", f"${x['cost_usd']:.4f}",
-                      "-" if x["mean_latency_s"] is None else f"{x['mean_latency_s']:.2f}s")
-        out.print(u)
+        rows = [[x["round"], x["view"], x["calls"], x["cache_hits"], x["errors"],
+                 *([x["over_budget"]] if refused else []), f"{x['prompt_tokens']:,}/{x['completion_tokens']:,}",
+                 f"${x['cost_usd']:.4f}", "-" if x["mean_latency_s"] is None else f"{x['mean_latency_s']:.2f}s"]
+                for x in rep.llm]
+        _print_tables(f"run {rep.run_id}: LLM calls per round and view", cols, rows, left={"view"}, keep=2)
     if rep.debates:
-        t2 = Table(title=f"run {rep.run_id}: debates per round", **compact)
-        for col in ("round", "debated", "verdicts", "accepted", "budget", "calls", "tokens", "cost", "test acc"):
-            t2.add_column(col, justify="right", overflow="fold")
-        for x in rep.debates:
-            acc = "-" if x["test_verdict_accuracy"] is None else f"{x['test_verdict_accuracy']:.3f} ({x['test_debated']})"
-            t2.add_row(str(x["round"]), str(x["debated"]), str(x["verdicts"]), str(x["accepted"]),
-                       str(x["over_budget"]), str(x["calls"]), f"{x['tokens']:,}", f"${x['cost_usd']:.4f}", acc)
-        out.print(t2)
+        rows = [[x["round"], x["debated"], x["verdicts"], x["accepted"], x["over_budget"], x["calls"],
+                 f"{x['tokens']:,}", f"${x['cost_usd']:.4f}",
+                 "-" if x["test_verdict_accuracy"] is None else f"{x['test_verdict_accuracy']:.3f} ({x['test_debated']})"]
+                for x in rep.debates]
+        _print_tables(f"run {rep.run_id}: debates per round",
+                      ["round", "debated", "verdicts", "accepted", "budget", "calls", "tokens", "cost", "test acc"], rows)
     if rep.reviews:
-        out.print(_precision_table(rep.reviews, f"run {rep.run_id}: reviewed pseudo-labels per source"))
+        _print_precision(rep.reviews, f"run {rep.run_id}: reviewed pseudo-labels per source")
     if rep.problems:
-        t3 = Table(title=f"run {rep.run_id}: unreadable items (the view abstained on them)", **compact)
-        for col in ("view", "problem", "items", "e.g."):
-            t3.add_column(col, justify="right" if col == "items" else "left", overflow="fold")
-        for x in rep.problems:
-            t3.add_row(x["view"], x["problem"], str(x["items"]), x["example"] or "")
-        out.print(t3)
+        _print_tables(f"run {rep.run_id}: unreadable items (the view abstained on them)",
+                      ["view", "problem", "items", "e.g."],
+                      [[x["view"], x["problem"], x["items"], x["example"] or ""] for x in rep.problems],
+                      left={"view"}, wrap={"problem", "e.g."})
 
 
 EXPORT_FORMATS = ("parquet", "jsonl", "csv", "hf", "hf-parquet", "label-studio", "argilla")
@@ -374,7 +352,7 @@ def import_reviews(store: Path = typer.Argument(..., help="Store file."),
     out.print(f"run {rep.run_id}: {rep.imported} reviews from {file} ({rep.file_format}); {rep.skipped} records "
               f"without an answer skipped; confirmed {o['confirmed']}, corrected {o['corrected']}, new {o['new']}")
     if rep.by_source:
-        out.print(_precision_table(rep.by_source, "reviewed pseudo-labels per source (all reviews of this run)"))
+        _print_precision(rep.by_source, "reviewed pseudo-labels per source (all reviews of this run)")
     if rep.rounds_granted:
         out.print(f"run {rep.run_id} reopened: the next `cotrain run` runs {rep.rounds_granted} more round(s) "
                   "with these labels as gold")

@@ -31,19 +31,59 @@ def test_init_writes_a_valid_commented_config(tmp_path: Path):
 
 
 def test_run_status_export(tmp_path: Path):
+    """Each command succeeds; what it did is read from the store and the API, not from the
+    terminal (whose width the test does not control)."""
+    from orchestrator import api
+
     cfg = write_config(tmp_path)
+    store = tmp_path / "run.duckdb"
     res = runner.invoke(app, ["run", str(cfg), "--quiet"])
     assert res.exit_code == 0, res.output
-    assert "round 4: +0 labels" in res.output
-    res = runner.invoke(app, ["status", str(tmp_path / "run.duckdb")])
-    assert res.exit_code == 0 and "max_rounds" in res.output and "ensemble" in res.output
+    rep = api.status(store)
+    assert [r["round"] for r in rep.rounds] == [0, 1, 2, 3, 4]
+    assert rep.rounds[-1]["labels_added"] == 0 and rep.rounds[-1]["termination"] == "max_rounds"
+    assert rep.runs[0]["status"] == "finished" and rep.runs[0]["termination"] == "max_rounds"
+    res = runner.invoke(app, ["status", str(store)])
+    assert res.exit_code == 0, res.output
     out = tmp_path / "labels.csv"
-    res = runner.invoke(app, ["export", str(tmp_path / "run.duckdb"), str(out), "--min-confidence", "0.9"])
+    res = runner.invoke(app, ["export", str(store), str(out), "--min-confidence", "0.9"])
     assert res.exit_code == 0, res.output
     df = pd.read_csv(out)
-    assert f"wrote {len(df)} rows" in res.output and (df.confidence >= 0.9).all()
-    res = runner.invoke(app, ["run", str(cfg), "--quiet"])
-    assert "already finished" in res.output
+    assert len(df) == api.export(store, tmp_path / "again.parquet", min_confidence=0.9)
+    assert len(df) > 15 and (df.confidence >= 0.9).all()
+    res = runner.invoke(app, ["run", str(cfg), "--quiet"])  # finished: nothing runs again
+    assert res.exit_code == 0, res.output
+    assert len(api.status(store).runs) == 1 and api.run(cfg).already_finished
+
+
+def test_tables_fit_the_terminal_without_cutting_numbers(tmp_path: Path):
+    """At 80 and 40 columns (set here, not inherited) no cell of status is cut short: a
+    table too wide for the terminal is split, repeating its key column."""
+    cfg = write_config(tmp_path, max_rounds=2)
+    assert runner.invoke(app, ["run", str(cfg), "--quiet"]).exit_code == 0
+    for width in ("80", "40"):
+        res = runner.invoke(app, ["status", str(tmp_path / "run.duckdb")], env={"COLUMNS": width})
+        assert res.exit_code == 0, res.output
+        lines = res.output.splitlines()
+        assert "…" not in res.output and max(len(x) for x in lines) <= int(width)
+        assert "max_rounds" in lines[-1]  # the last round's end reason is printed in full
+
+
+def test_fitted_tables_split_rather_than_cut():
+    from rich.console import Console
+
+    from orchestrator.tables import fitted_tables
+
+    headers = ["round", *(f"view_{i}" for i in range(12)), "end"]
+    rows = [[r, *(f"{0.123456 * i:.3f}" for i in range(12)), "max_rounds"] for r in range(3)]
+    tables = fitted_tables("t", headers, rows, 40)
+    shown = [[c.header for c in t.columns] for t in tables]
+    assert all(cols[0] == "round" for cols in shown)  # the key column is repeated
+    assert sorted(h for cols in shown for h in cols[1:]) == sorted(headers[1:])  # every column exactly once
+    for t in tables:
+        con = Console(width=40, record=True, file=open("/dev/null", "w"))
+        con.print(t)
+        assert max(con.measure(t).maximum, 0) <= 40
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
