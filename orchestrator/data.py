@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from orchestrator.config import Config, DataConfig
 from store.database import Store
 from store.errors import DataError
+from store.sql import ident
 
 SPLIT_COL = "__split"
 FILE_ROW_COL = "__file_row"
@@ -149,7 +150,7 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
         raise DataError(f"test file's columns do not match the train file's: {exc}", d.test) from None
     data_table = store.snapshot_data(run_id, table)
     con = store.con
-    label_ref = f'd."{d.label_column}"'
+    label_ref = f"d.{ident(d.label_column)}"
     ltype = table.schema.field(d.label_column).type
     if pa.types.is_floating(ltype):
         vals = table.column(d.label_column).drop_null().to_numpy()
@@ -161,10 +162,10 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
         meta.add(d.split_column)
     id_column = d.id_column or ("image" if Path(d.train).is_dir() else None)  # an image folder: its paths
     if id_column:
-        id_expr = f'CAST(d."{id_column}" AS VARCHAR)'
+        id_expr = f"CAST(d.{ident(id_column)} AS VARCHAR)"
     else:
         content = [c for c in table.column_names if c not in meta]
-        packed = ", ".join(f'"{c}" := d."{c}"' for c in content)
+        packed = ", ".join(f"{ident(c)} := d.{ident(c)}" for c in content)
         id_expr = f"substr(md5(CAST(to_json(struct_pack({packed})) AS VARCHAR)), 1, 16)"
     con.execute(
         f"""
@@ -172,7 +173,7 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
         SELECT d.__row, d.{SPLIT_COL} AS split, d.{FILE_ROW_COL} AS file_row, {id_expr} AS base_id,
                {label} AS gold_label,
                row_number() OVER (PARTITION BY {id_expr} ORDER BY d.__row) AS dup
-        FROM "{data_table}" d
+        FROM {ident(data_table)} d
         """
     )
     try:

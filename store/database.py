@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from store.errors import StoreError, StoreLockedError
 from store.migrations import apply_migrations, pending_migrations
+from store.sql import ident, idents
 
 _PID_RE = re.compile(r"PID (\d+)")
 
@@ -125,9 +126,9 @@ class Store:
         """Append an Arrow table whose column names match ``table``'s columns."""
         if data.num_rows == 0:
             return
-        cols = ", ".join(f'"{c}"' for c in data.column_names)
+        cols = idents(data.column_names)
         with self.registered(data) as name:
-            self.con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{name}"')
+            self.con.execute(f"INSERT INTO {ident(table)} ({cols}) SELECT {cols} FROM {ident(name)}")
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Run a read query and return an Arrow table."""
@@ -185,7 +186,7 @@ class Store:
         table = f"data_{run_id}"
         data = data.append_column("__row", pa.array(np.arange(data.num_rows, dtype=np.int64)))
         with self.registered(data) as name:
-            self.con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM "{name}"')
+            self.con.execute(f"CREATE TABLE {ident(table)} AS SELECT * FROM {ident(name)}")
         return table
 
     def data_columns(self, run_id: int) -> list[str]:
@@ -203,12 +204,13 @@ class Store:
         batch read in row order costs one sequential scan of its own stretch, no join.
         """
         row_idx = np.asarray(row_idx, dtype=np.int64)
-        sel = ", ".join(['"__row"', *(f'"{c}"' for c in columns)])
+        sel = idents(["__row", *columns])
+        table = ident(f"data_{int(run_id)}")
         if row_idx.size == 0:
-            return self.con.sql(f'SELECT {sel} FROM "data_{run_id}" LIMIT 0').to_arrow_table().drop_columns(["__row"])
+            return self.con.sql(f"SELECT {sel} FROM {table} LIMIT 0").to_arrow_table().drop_columns(["__row"])
         lo, hi = int(row_idx.min()), int(row_idx.max())
         span = self.con.sql(
-            f'SELECT {sel} FROM "data_{run_id}" WHERE __row BETWEEN {lo} AND {hi}'
+            f"SELECT {sel} FROM {table} WHERE __row BETWEEN ? AND ?", params=[lo, hi]
         ).to_arrow_table()  # scans keep insertion order (DuckDB's preserve_insertion_order)
         have = span.column("__row").to_numpy()
         if have.size > 1 and not (np.diff(have) > 0).all():  # never seen; stay correct anyway
@@ -233,7 +235,7 @@ class Store:
         row["rng_state"] = json.dumps(row["rng_state"])
         cols = list(row)
         self.con.execute(
-            f"INSERT INTO rounds ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+            f"INSERT INTO rounds ({idents(cols)}) VALUES ({', '.join('?' for _ in cols)})",
             [row[c] for c in cols],
         )
 
@@ -244,7 +246,7 @@ class Store:
             return {}
         with self.registered(pa.table({"key": pa.array(list(keys), pa.string())})) as name:
             t = self.con.sql(
-                f'SELECT c.key, c.vector FROM feature_cache c JOIN (SELECT DISTINCT key FROM "{name}") k'
+                f"SELECT c.key, c.vector FROM feature_cache c JOIN (SELECT DISTINCT key FROM {ident(name)}) k"
                 " ON c.key = k.key WHERE c.namespace = ?",
                 params=[namespace],
             ).to_arrow_table()
@@ -266,7 +268,7 @@ class Store:
                       "vector": rows_as_lists(vectors)})
         with self.registered(t) as name:
             self.con.execute(
-                f'INSERT INTO feature_cache SELECT DISTINCT ON (namespace, key) namespace, key, vector FROM "{name}"'
+                f"INSERT INTO feature_cache SELECT DISTINCT ON (namespace, key) namespace, key, vector FROM {ident(name)}"
                 " ON CONFLICT DO NOTHING"
             )
 

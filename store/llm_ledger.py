@@ -17,6 +17,11 @@ from typing import Any
 import pyarrow as pa
 
 from store.database import Store, utcnow
+from store.sql import ident, idents
+
+
+#: The keys of :meth:`LLMLedger.usage`.
+USAGE_KEYS = ("calls", "cache_hits", "errors", "over_budget", "prompt_tokens", "completion_tokens", "cost_usd")
 
 
 @dataclass(frozen=True)
@@ -52,15 +57,43 @@ class LLMLedger:
         self.round: int | None = None
         self._lock = threading.Lock()
         self._con = store.con.cursor()
+        self._usage_lock = threading.Lock()
+        self._usage = dict.fromkeys(USAGE_KEYS, 0)
+        self._usage["cost_usd"] = 0.0
+        if run_id is not None:  # a resumed run's earlier calls count too
+            row = self._con.execute(
+                "SELECT count(*) FILTER (WHERE NOT cached), count(*) FILTER (WHERE cached),"
+                " count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE status = 'budget'),"
+                " coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0)"
+                " FROM llm_calls WHERE run_id = ?", [run_id]).fetchone()
+            self._usage.update(zip(USAGE_KEYS, (*map(int, row[:6]), float(row[6]))))
+
+    def usage(self) -> dict[str, int | float]:
+        """This run's LLM usage so far, from counters in memory (no query): ``calls`` made,
+        ``cache_hits``, ``errors``, ``over_budget``, ``prompt_tokens``, ``completion_tokens``,
+        ``cost_usd`` (as ``cotrain status`` counts them from ``llm_calls``)."""
+        with self._usage_lock:
+            return dict(self._usage)
+
+    def _count(self, calls: Sequence[CallRecord]) -> None:
+        with self._usage_lock:
+            u = self._usage
+            for c in calls:
+                u["cache_hits" if c.cached else "calls"] += 1
+                u["errors"] += c.status == "error"
+                u["over_budget"] += c.status == "budget"
+                u["prompt_tokens"] += c.prompt_tokens or 0
+                u["completion_tokens"] += c.completion_tokens or 0
+                u["cost_usd"] += c.cost_usd or 0.0
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
 
     def _insert(self, table: str, data: pa.Table, conflict: str = "") -> None:
-        cols = ", ".join(f'"{c}"' for c in data.column_names)
+        cols = idents(data.column_names)
         with self.store.registered(data, self._con) as name:
-            self._con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{name}" {conflict}')
+            self._con.execute(f"INSERT INTO {ident(table)} ({cols}) SELECT {cols} FROM {ident(name)} {conflict}")
 
     # ------------------------------------------------------------------ cache
     def cached(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -70,7 +103,7 @@ class LLMLedger:
         with self._lock, self.store.registered(pa.table({"key": pa.array(list(set(keys)), pa.string())}),
                                                 self._con) as name:
             rows = self._con.execute(
-                f'SELECT c.key, c.response FROM llm_cache c JOIN "{name}" k ON c.key = k.key').fetchall()
+                f"SELECT c.key, c.response FROM llm_cache c JOIN {ident(name)} k ON c.key = k.key").fetchall()
         return {k: json.loads(r) for k, r in rows}
 
     # ------------------------------------------------------------------ calls
@@ -109,6 +142,7 @@ class LLMLedger:
             except BaseException:
                 self._con.execute("ROLLBACK")
                 raise
+        self._count(calls)
 
     def spent(self, view: str) -> float:
         """Dollars this run's view has spent on calls (cache hits cost nothing)."""
