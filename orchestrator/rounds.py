@@ -46,7 +46,11 @@ Termination = Literal["max_rounds", "pool_exhausted", "no_change"]
 
 
 class Reporter(Protocol):
-    """Progress hooks; the CLI renders them with rich, the library default ignores them."""
+    """Progress hooks; the CLI renders them with rich, the library default ignores them.
+
+    A reporter may also define ``run_started(run_id, first_round, last_round, ledger)``,
+    called once before the first round with the run's ``LLMLedger`` (whose ``usage()`` counts
+    calls and cost so far); ``orchestrator.progress`` uses it for the progress file."""
 
     def round_started(self, round_idx: int, pool_size: int, n_views: int) -> None: ...
 
@@ -96,11 +100,56 @@ def _view_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+def protected_columns(cfg: Config) -> dict[str, str]:
+    """Columns no view (and no debate agent) may read, each with the config key naming it:
+    the label, the configured id and the split column. cotrain's own ``__`` columns are
+    protected too (see :func:`readable_columns`)."""
+    d = cfg.data
+    out = {d.label_column: "data.label_column"}
+    if d.id_column:
+        out[d.id_column] = "data.id_column"
+    if d.split_column:
+        out[d.split_column] = "data.split_column"
+    return out
+
+
+def readable_columns(cfg: Config, columns: list[str]) -> list[str]:
+    """The data columns views may read: all but the protected and internal ones."""
+    protected = protected_columns(cfg)
+    return [c for c in columns if c not in protected and not c.startswith("__")]
+
+
+def _resolve_fields(view: View, cfg: Config, columns: list[str]) -> list[str]:
+    """The view's fields, resolved against the readable columns only, so a prefix never
+    matches the label column; naming a protected column is one error naming its key."""
+    from store.errors import ViewError
+
+    protected = protected_columns(cfg)
+    try:
+        fields = view.resolve_fields(readable_columns(cfg, columns))
+    except ViewError:
+        try:  # would the view have resolved with the protected columns? then say which it named
+            internal = ["__row", "__split", "__file_row", ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN]
+            named = [f for f in view.resolve_fields([*columns, *internal]) if f in protected or f.startswith("__")]
+        except ViewError:
+            named = []
+        if named:
+            what = protected.get(named[0], "an internal cotrain column")
+            raise ViewError(view.name, f"reads '{named[0]}', which is {what}; views may never read the label, "
+                            "id or split column (that would leak the answer)") from None
+        raise
+    bad = [f for f in fields if f in protected or f.startswith("__")]
+    if bad:  # a plug-in that ignores the columns it is given
+        raise ViewError(view.name, f"reads '{bad[0]}', a protected column; views may never read the label, "
+                        "id or split column")
+    return fields
+
+
 def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: Any,
                 ledger: LLMLedger | None = None, problems: StoreProblems | None = None,
                 reporter: Reporter | None = None) -> tuple[list[View], list[str]]:
-    """Build every configured view, check the fields it reads exist, and return the views
-    with the sorted union of their fields."""
+    """Build every configured view, check the fields it reads exist and are not protected
+    (label, id, split), and return the views with the sorted union of their fields."""
     from pathlib import Path
 
     from store.media import data_roots
@@ -115,7 +164,7 @@ def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: 
                           ledger=ledger, data_dirs=data_roots(cfg.data.train, cfg.data.test), problems=problems,
                           progress=None if reporter is None else _progress_of(reporter, vc.name))
         view = build_view(vc.name, vc.kind, vc.params, ctx)
-        fields.update(view.resolve_fields(columns))
+        fields.update(_resolve_fields(view, cfg, columns))
         views.append(view)
     return views, sorted(fields)
 
@@ -186,9 +235,14 @@ class RoundRunner:
             loaded = load_into_store(self.store, run_id, self.cfg)
             views, _ = build_views(self.cfg, None, loaded.columns, self.base_dir)  # field check before commit
             d = self.cfg.debate
-            missing = [f for f in (d.fields if d is not None and d.enabled else []) if f not in loaded.columns]
+            asked = d.fields if d is not None and d.enabled else []
+            missing = [f for f in asked if f not in loaded.columns]
             if missing:
                 raise ConfigError("debate.fields", f"'{missing[0]}' is not a column of the data")
+            leaks = [f for f in asked if f not in readable_columns(self.cfg, loaded.columns)]
+            if leaks:
+                raise ConfigError("debate.fields", f"'{leaks[0]}' is the label, id or split column; agents may "
+                                  "never read it")
             if loaded.n_gold == 0 and not any(getattr(v, "zero_shot", False) for v in views):
                 raise DataError(f"no labelled training rows: fill '{self.cfg.data.label_column}' for a few items "
                                 "(or add an llm view, which labels zero-shot)", self.cfg.data.train)
@@ -227,6 +281,9 @@ class RoundRunner:
             # a run reopened by a review import runs to the limit the import set
             self._last_round = info.get("round_limit") if info.get("round_limit") is not None \
                 else self.cfg.cotrain.max_rounds
+            hook = getattr(self.reporter, "run_started", None)  # optional: the progress file's reporter
+            if callable(hook):
+                hook(run_id, start_round, self._last_round, ledger)
             for r in range(start_round, self._last_round + 1):
                 ledger.round = r
                 problems.round = r
