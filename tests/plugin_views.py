@@ -38,6 +38,21 @@ class CentroidView:
         return p / p.sum(axis=1, keepdims=True)
 
 
+class PacedCentroidView(CentroidView):
+    """A CentroidView that takes ``delay_s`` per predicted batch: a run slow enough to watch."""
+
+    def __init__(self, name: str, context: ViewContext, columns: Sequence[str] = (), temperature: float = 1.0,
+                 delay_s: float = 0.0):
+        super().__init__(name, context, columns, temperature)
+        self.delay_s = delay_s
+
+    def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
+        import time
+
+        time.sleep(self.delay_s)
+        return super().predict_proba(items)
+
+
 # ---------------------------------------------------------------- a CLIP-like image encoder
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
 
@@ -72,3 +87,33 @@ def colour_tokenizer(texts: list[str]):  # -> torch.Tensor
     import torch
 
     return torch.tensor([next((v for k, v in COLOURS.items() if k in t), (0.0, 0.0, 0.0)) for t in texts])
+
+
+# ---------------------------------------------------------------- user code that leaves a mark
+def _mark(marker: str) -> None:
+    if marker:
+        from pathlib import Path
+
+        Path(marker).write_text("constructed", encoding="utf-8")
+
+
+class MarkingView(CentroidView):
+    """A plug-in view whose constructor leaves a file: a dry run must never construct it."""
+
+    def __init__(self, name: str, context: ViewContext, columns: Sequence[str] = (), marker: str = ""):
+        _mark(marker)
+        super().__init__(name, context, columns)
+
+
+try:
+    from sklearn.linear_model import LogisticRegression
+
+    class MarkingClassifier(LogisticRegression):
+        """A scikit-learn classifier whose constructor leaves a file (stands for any user code)."""
+
+        def __init__(self, marker: str = "", C: float = 1.0, max_iter: int = 1000, random_state=None):
+            _mark(marker)
+            self.marker = marker
+            super().__init__(C=C, max_iter=max_iter, random_state=random_state)
+except ImportError:  # pragma: no cover
+    pass

@@ -51,7 +51,8 @@ class ViewContext:
     folders of the data files, against which relative file paths in items (images) resolve;
     ``problems`` files items a view cannot read; ``progress(phase, n_done, total)``, when
     given, advances the caller's progress display (the CLI's bars) for long steps such as
-    encoding images.
+    encoding images. ``dry_run`` is set while ``cotrain run --dry-run`` plans: a view may
+    import what the config names but must call no user code (factories, estimator classes).
     """
 
     labels: tuple[str, ...]
@@ -64,6 +65,7 @@ class ViewContext:
     data_dirs: tuple[Path, ...] = ()
     problems: ProblemLog | None = None
     progress: Callable[[str, int, int], None] | None = None
+    dry_run: bool = False
 
 
 @runtime_checkable

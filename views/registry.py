@@ -46,6 +46,32 @@ def resolve_kind(kind: str) -> type:
     return cls
 
 
+def check_call(target: Any, what: str, *args: Any, **kwargs: Any) -> None:
+    """Check that ``target(*args, **kwargs)`` would bind to its signature, without calling it
+    (a dry run imports user code but never runs it). ``TypeError`` names the problem."""
+    import inspect
+
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+        return
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{what}: {exc}") from None
+
+
+def check_view(name: str, kind: str, params: dict[str, Any], context: ViewContext) -> type:
+    """Import a view kind and check its parameters bind, without constructing it: what a
+    dry run does for a plug-in kind, whose constructor is user code."""
+    cls = resolve_kind(kind)
+    try:
+        check_call(cls, f"kind '{kind}'", name=name, context=context, **params)
+    except TypeError as exc:
+        raise ViewError(name, f"bad parameters for {exc}") from None
+    return cls
+
+
 def build_view(name: str, kind: str, params: dict[str, Any], context: ViewContext) -> View:
     cls = resolve_kind(kind)
     try:

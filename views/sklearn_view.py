@@ -28,13 +28,37 @@ ESTIMATORS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def make_estimator(spec: str, params: dict[str, Any], seed: int) -> BaseEstimator:
-    """An estimator from a built-in name or dotted class path, seeded if it takes ``random_state``."""
+def estimator_class(spec: str, params: dict[str, Any], seed: int) -> tuple[type, dict[str, Any]]:
+    """The estimator class for a built-in name or dotted class path, and the keyword
+    arguments it will be built with (seeded if it takes ``random_state``), checked against
+    its signature. Imports, never constructs: a dotted path is user code, and a dry run must
+    not run it. ``ValueError`` for an unknown name, a non-class, or parameters that do not bind."""
+    from views.registry import check_call
+
     path, defaults = ESTIMATORS.get(spec, (spec, {}))
-    cls = import_object(path)
+    if spec not in ESTIMATORS and "." not in spec and ":" not in spec:
+        raise ValueError(f"unknown estimator '{spec}' (built-in: {', '.join(ESTIMATORS)}; "
+                         "or a dotted path to a scikit-learn classifier class)")
+    try:
+        cls = import_object(path)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import '{path}' (built-in estimators: {', '.join(ESTIMATORS)}): {exc}") from None
+    if not isinstance(cls, type):
+        raise ValueError(f"'{path}' is a {type(cls).__name__}, not a classifier class "
+                         f"(built-in estimators: {', '.join(ESTIMATORS)})")
     kwargs = {**defaults, **params}
     if "random_state" in inspect.signature(cls).parameters and "random_state" not in kwargs:
         kwargs["random_state"] = seed
+    try:
+        check_call(cls, f"estimator '{spec}'", **kwargs)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    return cls, kwargs
+
+
+def make_estimator(spec: str, params: dict[str, Any], seed: int) -> BaseEstimator:
+    """An estimator from a built-in name or dotted class path, seeded if it takes ``random_state``."""
+    cls, kwargs = estimator_class(spec, params, seed)
     return cls(**kwargs)
 
 
@@ -102,9 +126,9 @@ class SklearnView:
             if missing:
                 raise ViewError(self.name, f"column '{missing[0]}' is not a column of the data")
             self.fields_ = list(self.columns or [])
-        try:  # fail before anything is stored, and import the estimator's module now
-            make_estimator(self.estimator, self.estimator_params, self.context.seed)
-        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        try:  # fail before anything is stored: import and check now, construct only when fitting
+            estimator_class(self.estimator, self.estimator_params, self.context.seed)
+        except ValueError as exc:
             raise ViewError(self.name, f"cannot build estimator '{self.estimator}': {exc}") from None
         return self.fields_
 

@@ -149,6 +149,23 @@ class OnnxEncoder:
         return self.session.run(None, {"pixels": np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
+def check_encoder(encoder: str, tokenizer: str | None = None) -> None:
+    """Import a configured encoder (and tokenizer) without calling it: what a dry run checks."""
+    from views.registry import import_object
+
+    if encoder == DEFAULT_IMAGE_ENCODER:
+        return
+    for what, path in (("image encoder", encoder), ("tokenizer", tokenizer)):
+        if not path:
+            continue
+        try:
+            obj = import_object(path)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ViewError(encoder, f"cannot import {what} '{path}': {exc}") from None
+        if not callable(obj):
+            raise ViewError(encoder, f"{what} '{path}' is not callable")
+
+
 def load_torch_encoder(encoder: str, encoder_params: dict[str, Any], weights: str | None,
                        tokenizer: str | None, tokenizer_params: dict[str, Any], device: str,
                        base_dir: Path) -> TorchEncoder:

@@ -121,7 +121,12 @@ class VisionView:
             raise ViewError(self.name, f"device must be 'cpu' or 'cuda', not '{self.device}'")
         if self.backend == "onnx" and not onnxruntime_available():
             raise ViewError(self.name, "backend 'onnx' needs onnxruntime and onnx: pip install 'cotrain[vision]'")
-        self._torch_encoder()  # import, build and load weights now: a bad encoder fails before any run starts
+        if self.context.dry_run:  # import the encoder, but call no user factory
+            from views.vision.encoders import check_encoder
+
+            check_encoder(self.encoder, self.tokenizer)
+        else:
+            self._torch_encoder()  # import, build and load weights now: a bad encoder fails before any run starts
         return [self.image]
 
     # ------------------------------------------------------------------ encoder
