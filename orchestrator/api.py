@@ -53,8 +53,15 @@ def run(config: str | Path | Config | dict[str, Any], *, store: str | Path | Non
     """
     cfg, base = _config(config)
     path = str(store) if store is not None else cfg.store
-    with Store(path) as st:
-        return RoundRunner(cfg, st, reporter, base_dir=base).run(new_run=new_run)
+    with Store(path) as st:  # the write lock first: a progress file is only ever written by the store's holder
+        if path == ":memory:":
+            return RoundRunner(cfg, st, reporter, base_dir=base).run(new_run=new_run)
+        from orchestrator.progress import ProgressFileReporter, TeeReporter
+
+        with ProgressFileReporter(path) as live:  # `cotrain status` reads it while the store is locked
+            result = RoundRunner(cfg, st, TeeReporter(reporter, live), base_dir=base).run(new_run=new_run)
+            live.close("finished", run_id=result.run_id)
+        return result
 
 
 @dataclass
@@ -67,17 +74,84 @@ class StatusReport:
     debates: list[dict[str, Any]] = field(default_factory=list)  # debates per round
     problems: list[dict[str, Any]] = field(default_factory=list)  # unreadable items per view and problem
     reviews: list[dict[str, Any]] = field(default_factory=list)  # reviewers' verdicts per pseudo-label source
+    # the progress file (``<store>.progress.json``) of a run that is running (the store is
+    # locked: ``runs`` and ``rounds`` are empty then) or whose process ended without
+    # finishing; see ``live_progress``
+    live: dict[str, Any] | None = None
+
+
+def live_progress(store: str | Path) -> dict[str, Any] | None:
+    """What the progress file beside ``store`` says, or None when there is none: the
+    ``store.progress.Progress`` fields as a dict, with ``state`` as it is now (a ``running``
+    file whose process is dead says ``interrupted``, and ``stale`` is True), ``age_s`` since
+    it was written and ``eta_s`` counted down by that age."""
+    import time
+
+    from store.progress import effective_state, progress_path, read_progress
+
+    p = read_progress(progress_path(store))
+    if p is None:
+        return None
+    out = p.to_dict()
+    out["state"] = effective_state(p)
+    out["stale"] = out["state"] != p.state
+    out["age_s"] = max(0.0, time.time() - p.updated_at)
+    if out["state"] != "running":
+        out["rate"] = out["eta_s"] = None
+    elif p.eta_s is not None:
+        out["eta_s"] = max(0.0, p.eta_s - out["age_s"])
+    return out
+
+
+def _open_read(store: str | Path, action: str) -> Store:
+    """The store opened read-only; while a run holds it, a one-line error that names the
+    holder's PID and points at ``cotrain status``."""
+    from store.errors import StoreLockedError
+
+    try:
+        return Store(store, read_only=True)
+    except StoreLockedError as exc:
+        try:
+            live = live_progress(store)
+        except CotrainError:
+            live = None
+        what = "a process"
+        if live is not None and live["state"] == "running":
+            what = f"run {live['run_id']}" if live["run_id"] is not None else "a run"
+            what += f" (round {live['round']}, {live['phase']})" if live["round"] is not None else " (starting)"
+        raise StoreLockedError(
+            exc.path, exc.pid, f"{what} is writing it; {action} once it ends, and watch it with "
+            f"`cotrain status {store}`") from None
 
 
 def status(store: str | Path, run_id: int | None = None) -> StatusReport:
-    """Runs in the store, and the rounds (and LLM usage) of one run (default: the latest)."""
-    with Store(store, read_only=True) as st:
+    """Runs in the store, and the rounds (and LLM usage) of one run (default: the latest).
+
+    While a run holds the store (DuckDB lets no other process open it), the report has only
+    ``live``: that run's progress from its progress file. Without a progress file a locked
+    store raises ``StoreLockedError`` as before."""
+    from store.errors import StoreLockedError
+
+    try:
+        st = Store(store, read_only=True)
+    except StoreLockedError:
+        live = live_progress(store)
+        if live is None or live["state"] != "running":
+            raise  # held by something that is not a run, or a run of an older cotrain
+        return StatusReport(str(store), [], live["run_id"], [], live=live)
+    with st:
+        try:
+            live = live_progress(store)
+        except CotrainError:  # the store itself is readable: a damaged progress file says nothing
+            live = None
+        if live is not None and live["state"] == "finished":
+            live = None  # nothing to watch, nothing lost
         runs = run_summaries(st)
         if not runs:
-            return StatusReport(str(store), [], None, [])
+            return StatusReport(str(store), [], None, [], live=live)
         rid = resolve_run(st, run_id)
         return StatusReport(str(store), runs, rid, rounds_summary(st, rid), llm_usage(st, rid),
-                            debate_summary(st, rid), item_problems(st, rid), review_precision(st, rid))
+                            debate_summary(st, rid), item_problems(st, rid), review_precision(st, rid), live=live)
 
 
 def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
@@ -246,7 +320,7 @@ def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, 
 
     ``fmt``: parquet | jsonl | csv | hf (a ``save_to_disk`` folder) | hf-parquet (with a
     ``ClassLabel``) | label-studio (tasks + labeling config) | argilla (records + settings)."""
-    with Store(store, read_only=True) as st:
+    with _open_read(store, "export") as st:
         return export_labels(st, out, fmt, ExportFilter(run_id, max_round, min_confidence, source, include_gold,
                                                         disputed_only, sample, seed))
 
@@ -256,7 +330,7 @@ def report(store: str | Path, out: str | Path = "report.html", *, run_id: int | 
     """Write one self-contained HTML page about a run (plots, disputed items, debates, cost)."""
     from store.report import write_report
 
-    with Store(store, read_only=True) as st:
+    with _open_read(store, "write the report") as st:
         return write_report(st, out, run_id, top_disputed)
 
 
@@ -312,4 +386,4 @@ def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int
 
 
 __all__ = ["CotrainError", "DebateReport", "StatusReport", "debate", "debate_transcript", "demo", "example_config",
-           "export", "import_reviews", "init_config", "report", "models", "plan", "run", "status"]
+           "export", "import_reviews", "init_config", "live_progress", "report", "models", "plan", "run", "status"]

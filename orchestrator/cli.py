@@ -209,7 +209,8 @@ def models() -> None:
 @app.command()
 def status(store: Path = typer.Argument(Path("cotrain.duckdb"), help="Store file."),
            run_id: Optional[int] = typer.Option(None, "--run", help="Run id (default: latest).")) -> None:
-    """Runs and rounds: labels added, per-view test accuracy, agreement."""
+    """Runs and rounds: labels added, per-view test accuracy, agreement. While a run holds
+    the store: its live progress (round, phase, items per view, rate, ETA, LLM calls and cost)."""
     from store.errors import CotrainError
 
     try:
@@ -237,10 +238,46 @@ def _print_tables(title: str, headers: list[str], rows: list[list[Any]], **kw: A
         out.print(t)
 
 
+def _duration(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _print_live(p: dict[str, Any]) -> None:
+    """A running run's progress (``api.live_progress``), or one line about a run whose
+    process ended without finishing."""
+    run = "a run" if p["run_id"] is None else f"run {p['run_id']}"
+    where = "while starting" if p["round"] is None else f"in round {p['round']} ({p['phase']})"
+    if p["state"] != "running":
+        why = p["state"] + (f": {p['error']}" if p.get("error") else "")
+        out.print(f"{run}: its process (PID {p['pid']}) ended without finishing ({why}) {where}; "
+                  "run it again to resume", highlight=False)
+        return
+    of = "" if p["last_round"] is None else f" of {p['last_round']}"
+    head = "starting" if p["round"] is None else f"round {p['round']}{of}, {p['phase']}"
+    rows = [[v["view"], v["phase"], f"{v['done']:,}", f"{v['total']:,}",
+             f"{100 * v['done'] / v['total']:.0f}%" if v["total"] else "-"] for v in p["views"]]
+    _print_tables(f"{run} is running (PID {p['pid']}): {head}", ["view", "step", "done", "total", "%"], rows,
+                  left={"view", "step"}, wrap={"view"})
+    rate = "-" if p["rate"] is None else f"{p['rate']:,.1f} items/s"
+    out.print(f"rate {rate}, ETA of this step {_duration(p['eta_s'])}, pool {p['pool'] or 0:,}, "
+              f"updated {p['age_s']:.1f}s ago", highlight=False)
+    u = p.get("llm") or {}
+    if u.get("calls") or u.get("cache_hits"):
+        out.print(f"LLM so far: {u['calls']:,} calls, {u['cache_hits']:,} cached, {u['errors']:,} errors, "
+                  f"{u['prompt_tokens']:,}/{u['completion_tokens']:,} tokens, ${u['cost_usd']:.4f}", highlight=False)
+
+
 def _print_status(store: str, run_id: int | None) -> None:
     from orchestrator import api
 
     rep = api.status(store, run_id)
+    if rep.live is not None:
+        _print_live(rep.live)
+        if not rep.runs:
+            return
     runs = []
     for r in rep.runs:
         state = r["termination"] if r["status"] == "finished" else r["status"]

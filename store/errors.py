@@ -69,10 +69,10 @@ class StoreError(CotrainError):
 class StoreLockedError(StoreError):
     """Another process holds the store open for writing."""
 
-    def __init__(self, path: str, pid: int | None) -> None:
+    def __init__(self, path: str, pid: int | None, hint: str = "wait for it to finish or stop it") -> None:
         self.pid = pid
         who = f"PID {pid}" if pid is not None else "another process"
-        super().__init__(f"locked by {who}; wait for it to finish or stop it", path)
+        super().__init__(f"locked by {who}; {hint}", path)
 
 
 class ViewError(CotrainError):
