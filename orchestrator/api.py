@@ -315,14 +315,19 @@ def models() -> list[dict[str, Any]]:
 
 def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, *, run_id: int | None = None,
            max_round: int | None = None, min_confidence: float | None = None, source: str | None = None,
-           include_gold: bool = True, disputed_only: bool = False, sample: int | None = None, seed: int = 0) -> int:
+           include_gold: bool = True, disputed_only: bool = False, sample: int | None = None, seed: int = 0,
+           force: bool = False, escape_formulas: bool = True) -> int:
     """Write gold, reviewed and accepted pseudo-labels with provenance; return rows written.
 
     ``fmt``: parquet | jsonl | csv | hf (a ``save_to_disk`` folder) | hf-parquet (with a
-    ``ClassLabel``) | label-studio (tasks + labeling config) | argilla (records + settings)."""
+    ``ClassLabel``) | label-studio (tasks + labeling config) | argilla (records + settings).
+    An existing ``out`` (a non-empty folder for hf) is replaced only with ``force``; the store
+    and the runs' input data never are. CSV cells a spreadsheet would run as formulas (starting
+    with ``= + - @``, tab or CR) get a leading ``'`` unless ``escape_formulas`` is False."""
     with _open_read(store, "export") as st:
         return export_labels(st, out, fmt, ExportFilter(run_id, max_round, min_confidence, source, include_gold,
-                                                        disputed_only, sample, seed))
+                                                        disputed_only, sample, seed),
+                             force=force, escape_formulas=escape_formulas)
 
 
 def report(store: str | Path, out: str | Path = "report.html", *, run_id: int | None = None,

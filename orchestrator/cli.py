@@ -334,7 +334,13 @@ def export(store: Path = typer.Argument(..., help="Store file."),
            no_gold: bool = typer.Option(False, "--no-gold", help="Pseudo-labels only."),
            disputed: bool = typer.Option(False, "--disputed", help="Only items the views disputed in some round."),
            sample: Optional[int] = typer.Option(None, help="A sample of this many items, stratified by label."),
-           seed: int = typer.Option(0, help="Seed of --sample.")) -> None:
+           seed: int = typer.Option(0, help="Seed of --sample."),
+           force: bool = typer.Option(False, "--force", help="Replace an existing OUT (never the store or the "
+                                      "run's input data)."),
+           no_escape_formulas: bool = typer.Option(False, "--no-escape-formulas",
+                                                   help="CSV: keep cells starting with = + - @ as they are "
+                                                        "(by default they get a leading ' so a spreadsheet "
+                                                        "does not run them).")) -> None:
     """Export labels with provenance: flat files, Hugging Face datasets, or review tasks for
     Label Studio / Argilla (each view's vote as a prediction or in the metadata)."""
     from orchestrator import api
@@ -345,7 +351,8 @@ def export(store: Path = typer.Argument(..., help="Store file."),
     try:
         n = api.export(store, out_path, fmt, run_id=run_id, max_round=max_round,  # type: ignore[arg-type]
                        min_confidence=min_confidence, source=source, include_gold=not no_gold,
-                       disputed_only=disputed, sample=sample, seed=seed)
+                       disputed_only=disputed, sample=sample, seed=seed, force=force,
+                       escape_formulas=not no_escape_formulas)
     except CotrainError as exc:
         _fail(exc)
     out.print(f"wrote {n} rows to {out_path}")

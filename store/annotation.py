@@ -22,6 +22,7 @@ from store.errors import StoreError
 from store.export import ExportFilter, export_query
 from store.media import data_roots, resolve_source
 from store.reviews import LABEL_QUESTION, task_fingerprint
+from store.sql import ident
 
 _PROVENANCE = ("item_id", "label", "source", "source_views", "agreeing_views", "round", "confidence")
 
@@ -54,7 +55,7 @@ def latest_votes(store: Store, run_id: int, item_ids: list[str]) -> dict[str, li
     with store.registered(pa.table({"item_id": pa.array(item_ids, pa.string())})) as name:
         rows = store.con.execute(
             f"""SELECT p.item_id, p.view, arg_max(p.label, p.round), arg_max(p.confidence, p.round)
-                FROM predictions p JOIN "{name}" f ON f.item_id = p.item_id
+                FROM predictions p JOIN {ident(name)} f ON f.item_id = p.item_id
                 WHERE p.run_id = ? AND p.label IS NOT NULL GROUP BY p.item_id, p.view ORDER BY p.view""",
             [run_id]).fetchall()
     for item, view, label, conf in rows:
@@ -129,9 +130,7 @@ def _to_hf(table: pa.Table, labels: list[str], images: list[str], roots: Sequenc
         elif not pa.types.is_struct(kind):
             continue
         ds = ds.cast_column(col, datasets.Image())
-    if fmt == "hf":
-        if out.exists() and any(out.iterdir()):
-            raise StoreError(f"{out} exists and is not empty; the hf format writes a save_to_disk folder there")
+    if fmt == "hf":  # export_labels' guard_output has refused a non-empty folder unless forced
         ds.save_to_disk(str(out))
     else:
         ds.to_parquet(str(out))

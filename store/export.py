@@ -5,15 +5,24 @@ the label),
 ``source_views`` (views whose picks made it), ``agreeing_views`` (views whose prediction in
 that round gave the same label), ``round``, ``confidence``, then the item's own fields.
 Parquet output loads unchanged with ``datasets.load_dataset("parquet", data_files=...)``.
+
+Exports are safe to open: a CSV cell (and header) that a spreadsheet would run as a formula
+(it starts with ``=``, ``+``, ``-``, ``@``, tab or carriage return) gets a leading ``'``, as
+OWASP recommends for CSV injection (``escape_formulas=False`` turns this off); an existing
+file is replaced only with ``force``; and the store itself (and its ``.wal``) and the input
+data of any run in it are never written over, force or not (:func:`guard_output`).
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from store.database import Store
 from store.errors import StoreError
+from store.sql import ident, idents, literal
 
 ExportFormat = Literal["parquet", "jsonl", "csv", "hf", "hf-parquet", "label-studio", "argilla"]
 FLAT_FORMATS = ("parquet", "jsonl", "csv")
@@ -39,7 +48,7 @@ def export_query(store: Store, flt: ExportFilter) -> tuple[str, list[object]]:
     info = store.run_info(run_id)  # raises for an unknown run
     data_cols = [c for c in store.data_columns(run_id) if c not in _INTERNAL]
     label_col = info["config"]["data"]["label_column"]
-    fields = ", ".join(f'd."{c}"' for c in data_cols if c != label_col and c not in ("item_id", "label"))
+    fields = idents([c for c in data_cols if c != label_col and c not in ("item_id", "label")], prefix="d.")
     fields = (", " + fields) if fields else ""
     where: list[str] = []
     params: list[object] = [run_id, run_id, run_id]  # reviews, items, pseudo_labels
@@ -79,9 +88,10 @@ def export_query(store: Store, flt: ExportFilter) -> tuple[str, list[object]]:
         if flt.sample < 1:
             raise StoreError("the sample size must be >= 1")
         # stratified: each label keeps its share (at least one item), drawn by a seeded hash
-        sample = f"""QUALIFY row_number() OVER (PARTITION BY l.label ORDER BY hash(l.item_id, {int(flt.seed)}))
-                         <= greatest(1, round({int(flt.sample)} * count(*) OVER (PARTITION BY l.label)
-                                               / count(*) OVER ()))"""
+        sample = """QUALIFY row_number() OVER (PARTITION BY l.label ORDER BY hash(l.item_id, CAST(? AS BIGINT)))
+                        <= greatest(1, round(CAST(? AS BIGINT) * count(*) OVER (PARTITION BY l.label)
+                                             / count(*) OVER ()))"""
+        params.extend([int(flt.seed), int(flt.sample)])
     sql = f"""
         WITH rv AS (SELECT item_id, label FROM reviewed_labels WHERE run_id = ?), l AS (
             SELECT i.item_id, i.row_idx, coalesce(rv.label, i.gold_label) AS label,
@@ -102,42 +112,135 @@ def export_query(store: Store, flt: ExportFilter) -> tuple[str, list[object]]:
             SELECT l.* FROM l {cond} {sample}
         )
         SELECT l.item_id, l.label, l.source, l.source_views, l.agreeing_views, l.round, l.confidence{fields}
-        FROM chosen l JOIN "data_{run_id}" d ON d.__row = l.row_idx
+        FROM chosen l JOIN {ident(f"data_{int(run_id)}")} d ON d.__row = l.row_idx
         ORDER BY l.row_idx
     """
     return sql, params
 
 
 def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None,
-                  flt: ExportFilter | None = None) -> int:
+                  flt: ExportFilter | None = None, *, force: bool = False, escape_formulas: bool = True) -> int:
     """Write the labelled dataset to ``out``; return the number of rows written.
 
     ``hf`` / ``hf-parquet`` (a Hugging Face ``datasets`` folder or Parquet file with a
     ``ClassLabel``), ``label-studio`` and ``argilla`` (review tasks with each view's vote) are
-    written by ``store.annotation``."""
+    written by ``store.annotation``. An existing file (a non-empty folder for ``hf``) is
+    replaced only with ``force``; the store and the runs' input data never are. CSV cells
+    that a spreadsheet would run as formulas are escaped unless ``escape_formulas`` is False."""
     flt = flt or ExportFilter()
     out = Path(out)
     fmt = fmt or _format_from_name(out)
     if not out.parent.exists():
         raise StoreError(f"output folder {out.parent} does not exist")
+    if fmt not in (*FLAT_FORMATS, "hf", "hf-parquet", "label-studio", "argilla"):
+        raise StoreError(f"unknown export format '{fmt}' ({', '.join(FLAT_FORMATS)}, hf, hf-parquet, "
+                         "label-studio, argilla)")
+    guard_output(store, output_paths(out, fmt), force=force, folder=fmt == "hf")
     if fmt not in FLAT_FORMATS:
         from store.annotation import export_annotation
 
         return export_annotation(store, out, fmt, flt)
     sql, params = export_query(store, flt)
-    rel = store.con.sql(sql, params=params)
-    n = int(store.con.sql(f"SELECT count(*) FROM ({sql})", params=params).fetchall()[0][0])
-    target = str(out).replace("'", "''")
-    if fmt == "parquet":
-        rel.to_parquet(str(out))
-    elif fmt == "csv":
-        rel.to_csv(str(out), header=True)
-    elif fmt == "jsonl":
-        store.con.execute(f"COPY ({sql}) TO '{target}' (FORMAT json)", params)
-    else:
-        raise StoreError(f"unknown export format '{fmt}' ({', '.join(FLAT_FORMATS)}, hf, hf-parquet, "
-                         "label-studio, argilla)")
-    return n
+    if fmt == "csv" and escape_formulas:  # the columns' names and types, without running the query
+        shape = store.con.sql(f"SELECT * FROM ({sql}) LIMIT 0", params=params)
+        sql = escaped_select(sql, shape.columns, shape.types)
+    options = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER", "jsonl": "FORMAT json"}[fmt]
+    written = store.con.execute(f"COPY ({sql}) TO {literal(str(out))} ({options})", params).fetchone()
+    return int(written[0]) if written else 0
+
+
+# ------------------------------------------------------------------ CSV formula injection
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection").
+FORMULA_START = r"^[-=+@\t\r]"
+#: DuckDB types whose text a spreadsheet reads as a value (a number, a date, true/false), never
+#: as a formula; a negative number's leading ``-`` is its sign. Every other column is written as
+#: text (lists and structs render as ``[...]`` / ``{...}``) and escaped.
+_VALUE_TYPES = {"boolean", "tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint",
+                "uinteger", "ubigint", "uhugeint", "float", "double", "decimal", "date", "time", "timestamp",
+                "timestamp_s", "timestamp_ms", "timestamp_ns", "timestamp with time zone",
+                "time with time zone", "uuid"}
+
+
+def escape_formula(text: str) -> str:
+    """``text`` with a leading ``'`` when a spreadsheet would run it as a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def escaped_select(sql: str, columns: Sequence[str], types: Sequence[Any]) -> str:
+    """``sql`` wrapped so that every text cell (and header) a spreadsheet would run as a
+    formula starts with ``'``: one vectorised ``CASE`` per text or nested column, in SQL.
+    Columns are addressed by position, so duplicate or hostile names change nothing."""
+    inner = [f"c{i}" for i in range(len(columns))]
+    exprs = []
+    for name, col, kind in zip(columns, inner, types):
+        alias = ident(escape_formula(str(name)))
+        if str(getattr(kind, "id", kind)).lower() in _VALUE_TYPES:
+            exprs.append(f"q.{col} AS {alias}")
+            continue
+        text = f"q.{col}" if str(kind).upper() == "VARCHAR" else f"CAST(q.{col} AS VARCHAR)"
+        exprs.append(f"CASE WHEN regexp_matches({text}, {literal(FORMULA_START)}) THEN concat('''', {text}) "
+                     f"ELSE {text} END AS {alias}")
+    return f"SELECT {', '.join(exprs)} FROM ({sql}) AS q({', '.join(inner)})"
+
+
+# ------------------------------------------------------------------ what an export may write over
+def output_paths(out: Path, fmt: str) -> list[Path]:
+    """Every path an export in ``fmt`` writes (the review formats write a sidecar)."""
+    if fmt == "label-studio":
+        return [out, out.with_suffix(".label_config.xml")]
+    if fmt == "argilla":
+        return [out, out.with_suffix(".settings.json")]
+    return [out]
+
+
+def protected_paths(store: Store) -> list[tuple[Path, str, bool]]:
+    """(path, what it is, is a folder) of what no output may replace: the store file and its
+    write-ahead log, and the input data (files or image folders) of every run in the store."""
+    out: list[tuple[Path, str, bool]] = []
+    if store.path != ":memory:":
+        db = Path(store.path).expanduser().resolve()
+        out += [(db, "the store itself", False), (Path(str(db) + ".wal"), "the store's write-ahead log", False)]
+    for run in store.runs():
+        data = (run.get("config") or {}).get("data") or {}
+        for key in ("train", "test"):
+            if data.get(key):
+                p = Path(str(data[key])).expanduser().resolve()
+                out.append((p, f"run {run['run_id']}'s input data (data.{key})", p.is_dir()))
+    return out
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # also a hard link or another spelling of the same file
+    except OSError:
+        return False
+
+
+def guard_output(store: Store, paths: Sequence[str | Path], *, force: bool, folder: bool = False) -> None:
+    """Refuse, with one line naming the path, to write any of ``paths`` when it is the store,
+    its ``.wal``, a run's input file or lies inside a run's input folder (always), or when it
+    already exists (unless ``force``; for a ``folder`` output: when it is a non-empty folder)."""
+    protected = protected_paths(store)
+    for given in paths:
+        p = Path(given).expanduser()
+        r = p.resolve()
+        for q, what, is_dir in protected:
+            same = r == q or _same(p, q)
+            if same or (is_dir and q in r.parents):
+                where = str(p) if r == p.absolute() else f"{p} (= {r})"
+                raise StoreError(f"refusing to overwrite {what}{'' if same else ' (a path inside it)'}: {where}")
+        if folder and p.is_file():
+            raise StoreError(f"{p} is a file; the hf format writes a save_to_disk folder there")
+        if not folder and p.is_dir():
+            raise StoreError(f"{p} is a folder; name a file to write")
+        if force:
+            continue
+        if folder:
+            if p.is_dir() and any(p.iterdir()):
+                raise StoreError(f"{p} exists and is not empty; the hf format writes a save_to_disk folder "
+                                 "there (pass --force to write into it)")
+        elif p.exists() or p.is_symlink():
+            raise StoreError(f"{p} already exists; pass --force to overwrite it")
 
 
 def _format_from_name(out: Path) -> ExportFormat:

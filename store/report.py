@@ -444,9 +444,13 @@ def _disputed_html(d: dict[str, Any]) -> str:
 
 
 def write_report(store: Store, out: str | Path, run_id: int | None = None, top_disputed: int = 25) -> Path:
-    """Render the run's report to ``out`` (one self-contained HTML file)."""
+    """Render the run's report to ``out`` (one self-contained HTML file). An earlier report
+    there is replaced; the store itself and the runs' input data never are."""
+    from store.export import guard_output
+
     p = Path(out)
     if not p.parent.exists():
         raise StoreError(f"output folder {p.parent} does not exist")
+    guard_output(store, [p], force=True)
     p.write_text(render(report_data(store, run_id, top_disputed)), encoding="utf-8")
     return p

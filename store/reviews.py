@@ -29,6 +29,7 @@ import pyarrow as pa
 from store.database import Store, utcnow
 from store.errors import ReviewError
 from store.queries import review_precision
+from store.sql import ident
 
 LABEL_QUESTION = "label"  # the question / control name cotrain's exports use
 
@@ -203,6 +204,12 @@ def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
 
 
 # ------------------------------------------------------------------ import
+def _formula_escaped(text: str) -> bool:
+    """Whether ``text`` is a cell that ``cotrain export`` escaped against spreadsheet formulas
+    (``'`` before ``= + - @``, tab or CR); unescaped only where the plain value is the known one."""
+    return len(text) > 1 and text[0] == "'" and text[1] in "=+-@\t\r"
+
+
 def import_reviews(store: Store, path: str | Path, run_id: int | None = None, reviewer: str | None = None,
                    rounds: int = 1) -> ReviewSummary:
     """Check and file the reviews of ``path`` against run ``run_id`` (default: the latest)."""
@@ -217,11 +224,20 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
     task = task_fingerprint(labels)
     if not parsed:
         raise ReviewError(f"no reviewed record in the file ({skipped} without an answer)", str(path))
-    ids = pa.table({"item_id": pa.array([r.item_id for r in parsed], pa.string())})
+    wanted = [r.item_id for r in parsed]
+    if fmt == "csv":  # also the ids without the ' a CSV export put before a cell like =x, -x, @x
+        wanted += [r.item_id[1:] for r in parsed if _formula_escaped(r.item_id)]
+    ids = pa.table({"item_id": pa.array(wanted, pa.string())})
     with store.registered(ids) as name:
         known = {r[0] for r in store.con.execute(
-            f'SELECT DISTINCT i.item_id FROM items i JOIN "{name}" f ON f.item_id = i.item_id WHERE i.run_id = ?',
+            f'SELECT DISTINCT i.item_id FROM items i JOIN {ident(name)} f ON f.item_id = i.item_id WHERE i.run_id = ?',
             [rid]).fetchall()}
+    if fmt == "csv":  # a CSV that started as a cotrain export reads back as the values it escaped
+        for r in parsed:
+            if r.item_id not in known and _formula_escaped(r.item_id) and r.item_id[1:] in known:
+                r.item_id = r.item_id[1:]
+            if r.label not in labels and _formula_escaped(r.label) and r.label[1:] in labels:
+                r.label = r.label[1:]
     for r in parsed:  # file order: the first bad record is the one named
         if r.task is not None and r.task != task:
             raise ReviewError(f"exported from a different task (task {r.task}; run {rid} is task {task}, labels "
@@ -263,7 +279,7 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                 f"""UPDATE pseudo_labels p SET
                         status = CASE WHEN p.label = f.label THEN 'confirmed' ELSE 'revoked' END,
                         reviewed_by = f.review_id, status_changed_at = ?
-                    FROM "{name}" f
+                    FROM {ident(name)} f
                     WHERE p.run_id = ? AND p.item_id = f.item_id AND p.status = 'accepted'""", [now, rid])
         if rounds:  # the run's last round so far, plus the rounds granted; never less than an
             # unfinished run was going to run anyway
@@ -288,7 +304,7 @@ def _prior_state(store: Store, run_id: int, item_ids: list[str]) -> dict[str, tu
                        CASE WHEN rv.label IS NOT NULL THEN 'review' WHEN i.gold_label IS NOT NULL THEN 'gold'
                             ELSE p.source END,
                        CASE WHEN rv.label IS NULL AND i.gold_label IS NULL THEN p.source_views END
-                FROM items i JOIN "{name}" f ON f.item_id = i.item_id
+                FROM items i JOIN {ident(name)} f ON f.item_id = i.item_id
                 LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id
                 LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id AND p.status = 'accepted'
                 WHERE i.run_id = ?""", [run_id]).fetchall()

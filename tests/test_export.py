@@ -64,12 +64,12 @@ def test_export_filters(finished_store: Path, tmp_path: Path):
     out = tmp_path / "f.parquet"
     stored = _stored(finished_store)
     assert api.export(finished_store, out, max_round=0, include_gold=False) == (stored["round"] == 0).sum()
-    assert api.export(finished_store, out, min_confidence=0.95, include_gold=False) == \
+    assert api.export(finished_store, out, min_confidence=0.95, include_gold=False, force=True) == \
         (stored.confidence >= 0.95).sum()
-    n_va = api.export(finished_store, out, source="va")
+    n_va = api.export(finished_store, out, source="va", force=True)
     assert n_va == len(pd.read_parquet(out)) and n_va > 0
     assert all("va" in v for v in pd.read_parquet(out).source_views)
-    assert api.export(finished_store, out, source="gold") == 15
+    assert api.export(finished_store, out, source="gold", force=True) == 15
 
 
 def test_export_errors(finished_store: Path, tmp_path: Path):

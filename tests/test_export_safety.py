@@ -1,0 +1,278 @@
+"""Exports are safe to open (issue 11, item 6): CSV cells a spreadsheet would run as formulas
+are escaped as OWASP recommends; an existing file is replaced only with ``force``; the store
+itself, its write-ahead log and the run's input data are never written over, force or not.
+Every test reads a real run's store and the files on disk, never terminal text."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator import api
+from orchestrator.cli import app
+from store.database import Store
+from store.errors import CotrainError, StoreError
+from tests.conftest import synthetic_frame, write_config
+
+#: item text a spreadsheet would run as a formula (or as its first cell's control character)
+HOSTILE = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tx", "\rx"]
+NORMAL = "a=b, -c +d @e"          # formula characters inside the text: left alone
+HOSTILE_ID = "-it-hostile"        # an item id is a text cell too
+HOSTILE_COLUMN = "-note"          # and so is a header cell
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    """A finished two-view sklearn run whose gold items carry hostile text. Its input is JSONL:
+    DuckDB's CSV sniffer cannot read a quoted cell holding a bare CR (``\rx``) yet."""
+    tmp = tmp_path_factory.mktemp("safety")
+    df = synthetic_frame()
+    gold = df.index[df["label"].notna() & (df["split"] == "train")].tolist()
+    df["note"] = "plain note"
+    df[HOSTILE_COLUMN] = "x"
+    hostile_ids = []
+    for i, text in zip(gold, HOSTILE):
+        df.loc[i, "note"] = text
+        hostile_ids.append(df.loc[i, "id"])
+    df.loc[gold[len(HOSTILE)], "note"] = NORMAL
+    normal_id = df.loc[gold[len(HOSTILE)], "id"]
+    df.loc[gold[len(HOSTILE) + 1], "id"] = HOSTILE_ID
+    api.run(write_config(tmp, df, fmt="jsonl", policy="k_best", k=12, max_rounds=2))
+    return {"store": tmp / "run.duckdb", "input": tmp / "items.jsonl", "hostile": dict(zip(hostile_ids, HOSTILE)),
+            "normal_id": normal_id}
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory) -> dict:
+    """A finished run read from a CSV file: the input people most often export over."""
+    tmp = tmp_path_factory.mktemp("safety_csv")
+    api.run(write_config(tmp, max_rounds=1))
+    return {"store": tmp / "run.duckdb", "input": tmp / "items.csv"}
+
+
+def _rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------- (a) formula escaping
+def test_csv_cells_that_start_a_formula_get_a_leading_quote(run, tmp_path: Path):
+    stored_notes = {}
+    with Store(run["store"], read_only=True) as st:  # the run stored the hostile text unchanged
+        stored_notes = dict(st.con.execute('SELECT id, note FROM data_1').fetchall())
+    assert {i: stored_notes[i] for i in run["hostile"]} == run["hostile"]
+
+    out = tmp_path / "labels.csv"
+    n = api.export(run["store"], out)
+    header, rows = _rows(out)
+    assert len(rows) == n > len(HOSTILE)
+    by_id = {r["item_id"]: r for r in rows}
+    for item, text in run["hostile"].items():
+        assert by_id[item]["note"] == "'" + text
+    assert by_id[run["normal_id"]]["note"] == NORMAL
+    others = [r["note"] for i, r in by_id.items() if i not in run["hostile"] and i != run["normal_id"]]
+    assert others and set(others) == {"plain note"}
+    assert "'" + HOSTILE_ID in by_id and HOSTILE_ID not in by_id
+    assert "'" + HOSTILE_COLUMN in header and HOSTILE_COLUMN not in header
+    assert header[:7] == ["item_id", "label", "source", "source_views", "agreeing_views", "round", "confidence"]
+    # numbers stay numbers: a negative feature keeps its sign, no quote
+    negative = [r["a_0"] for r in rows if r["a_0"].startswith("-")]
+    assert negative and all(float(v) < 0 for v in negative)
+    assert all(r["source_views"].startswith("[") for r in rows)
+
+    raw = tmp_path / "raw.csv"
+    assert api.export(run["store"], raw, escape_formulas=False) == n
+    raw_header, raw_rows = _rows(raw)
+    raw_by_id = {r["item_id"]: r for r in raw_rows}
+    for item, text in run["hostile"].items():
+        assert raw_by_id[item]["note"] == text
+    assert HOSTILE_ID in raw_by_id and HOSTILE_COLUMN in raw_header
+    # the two files differ in exactly those cells: text cells that start a formula
+    unescape = {"'" + HOSTILE_COLUMN: HOSTILE_COLUMN}
+    assert [unescape.get(h, h) for h in header] == raw_header
+    text_cols = {"item_id", "id", "label", "source", "source_views", "agreeing_views", "split", "note",
+                 HOSTILE_COLUMN}
+    changed = 0
+    for esc, plain in zip(rows, raw_rows):
+        for k, v in esc.items():
+            want = plain[unescape.get(k, k)]
+            if unescape.get(k, k) in text_cols and want[:1] in ("=", "+", "-", "@", "\t", "\r"):
+                want, changed = "'" + want, changed + 1
+            assert v == want
+    assert changed == len(HOSTILE) + 2  # the six notes, and the id as item_id and as the data's id
+
+
+def test_escaping_leaves_an_ordinary_csv_byte_identical(run, tmp_path: Path):
+    """Pseudo-labelled rows hold no hostile cell: escaping on or off writes the same bytes
+    (lists, numbers and text render exactly as before)."""
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    cols = {"source", "note"}
+    n = api.export(run["store"], a, include_gold=False)
+    assert n > 0 and api.export(run["store"], b, include_gold=False, escape_formulas=False) == n
+    header, rows = _rows(a)
+    assert cols <= set(header) and {r["note"] for r in rows} == {"plain note"}
+    # only the hostile header differs between the two files
+    assert a.read_bytes().replace(b"'" + HOSTILE_COLUMN.encode(), HOSTILE_COLUMN.encode()) == b.read_bytes()
+
+
+def test_other_formats_keep_the_text_as_it_is(run, tmp_path: Path):
+    """Escaping is for CSV opened in a spreadsheet; JSONL and Parquet carry the text unchanged."""
+    api.export(run["store"], tmp_path / "l.jsonl")
+    api.export(run["store"], tmp_path / "l.parquet")
+    for df in (pd.read_json(tmp_path / "l.jsonl", lines=True, dtype=False), pd.read_parquet(tmp_path / "l.parquet")):
+        notes = df.set_index("item_id")["note"]
+        assert {i: notes[i] for i in run["hostile"]} == run["hostile"]
+
+
+# ---------------------------------------------------------------- (b) no silent overwrite
+@pytest.mark.parametrize("fmt, name", [("csv", "x.csv"), ("jsonl", "x.jsonl"), ("parquet", "x.parquet"),
+                                       ("hf-parquet", "x.parquet"), ("label-studio", "x.json")])
+def test_an_existing_file_is_replaced_only_with_force(run, tmp_path: Path, fmt: str, name: str):
+    out = tmp_path / name
+    out.write_bytes(b"precious bytes\n")
+    with pytest.raises(StoreError) as err:
+        api.export(run["store"], out, fmt)
+    assert str(out) in str(err.value) and "already exists" in str(err.value) and "\n" not in str(err.value)
+    assert out.read_bytes() == b"precious bytes\n"
+    n = api.export(run["store"], out, fmt, force=True)
+    assert n > 0 and out.read_bytes() != b"precious bytes\n"
+    if fmt == "csv":
+        assert len(_rows(out)[1]) == n
+
+
+def test_a_review_sidecar_is_not_overwritten_either(run, tmp_path: Path):
+    out = tmp_path / "tasks.json"
+    sidecar = tmp_path / "tasks.label_config.xml"
+    sidecar.write_text("<mine/>")
+    with pytest.raises(StoreError, match="tasks.label_config.xml already exists"):
+        api.export(run["store"], out, "label-studio")
+    assert sidecar.read_text() == "<mine/>" and not out.exists()
+    api.export(run["store"], out, "label-studio", force=True)
+    assert sidecar.read_text().startswith("<View>")
+
+
+def test_hf_writes_into_a_non_empty_folder_only_with_force(run, tmp_path: Path):
+    pytest.importorskip("datasets")
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not empty"):
+        api.export(run["store"], folder, "hf")
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+    n = api.export(run["store"], folder, "hf", force=True)
+    assert n > 0 and (folder / "state.json").is_file() and (folder / "keep.txt").read_text() == "mine"
+
+
+# ---------------------------------------------------------------- (c) never the store or the input
+@pytest.mark.parametrize("which", ["csv_run", "run"])
+def test_the_store_and_the_input_are_never_overwritten_even_with_force(which, request, tmp_path: Path):
+    store, data = request.getfixturevalue(which)["store"], request.getfixturevalue(which)["input"]
+    before = (_sha(store), _sha(data))
+    wal = Path(str(store) + ".wal")
+    link, hard = tmp_path / "link.csv", tmp_path / "hard.csv"
+    link.symlink_to(data)
+    os.link(store, hard)  # a hard link: another name of the store's own bytes
+    cases = [(store, "csv", f"refusing to overwrite the store itself: {store}"),
+             (store, "parquet", "the store itself"), (store, "jsonl", "the store itself"),
+             (store, "hf-parquet", "the store itself"), (store, "hf", "the store itself"),
+             (store.parent / ".." / store.parent.name / store.name, "csv", "the store itself"),
+             (hard, "csv", "the store itself"),
+             (wal, "csv", f"refusing to overwrite the store's write-ahead log: {wal}"),
+             (data, None, f"refusing to overwrite run 1's input data (data.train): {data}"),
+             (data, "jsonl", "input data"), (data, "label-studio", "input data"),
+             (link, None, "input data")]
+    for force in (False, True):
+        for target, fmt, message in cases:
+            with pytest.raises(StoreError) as err:
+                api.export(store, target, fmt, force=force)
+            assert message in str(err.value) and "\n" not in str(err.value), (target, fmt, force)
+    assert (_sha(store), _sha(data)) == before and not wal.exists()
+    with Store(store, read_only=True) as st:  # the store still opens and reads
+        assert st.latest_run() == 1 and st.con.execute("SELECT count(*) FROM items").fetchone()[0] == 750
+    assert str(data).endswith(".csv" if which == "csv_run" else ".jsonl")
+
+
+def test_an_image_folder_input_protects_every_path_inside_it(tmp_path: Path):
+    folder = tmp_path / "images"
+    (folder / "cat").mkdir(parents=True)
+    (folder / "cat" / "1.png").write_bytes(b"\x89PNG")
+    with Store(tmp_path / "s.duckdb") as st:
+        st.create_run(config={"data": {"train": str(folder), "test": None, "label_column": "label"}},
+                      config_hash="x", seed=0, code_version="test", labels=["cat"], views=["v"])
+    for target, fmt in [(folder / "x.csv", None), (folder / "cat" / "new.jsonl", None), (folder, "hf"),
+                        (folder / "cat" / "1.png", "csv")]:
+        with pytest.raises(StoreError, match="refusing to overwrite run 1's input data"):
+            api.export(tmp_path / "s.duckdb", target, fmt, force=True)
+    with pytest.raises(StoreError, match="input data"):
+        api.report(tmp_path / "s.duckdb", folder / "report.html")
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == ["cat", "cat/1.png"]
+    assert (folder / "cat" / "1.png").read_bytes() == b"\x89PNG"
+
+
+# ---------------------------------------------------------------- (d) report --out
+def test_report_refuses_the_store_and_the_input_but_replaces_a_report(csv_run, tmp_path: Path):
+    store, data = csv_run["store"], csv_run["input"]
+    before = (_sha(store), _sha(data))
+    with pytest.raises(StoreError, match="refusing to overwrite the store itself"):
+        api.report(store, store)
+    with pytest.raises(StoreError, match="refusing to overwrite run 1's input data"):
+        api.report(store, data)
+    assert (_sha(store), _sha(data)) == before
+    pytest.importorskip("matplotlib")
+    page = tmp_path / "report.html"
+    page.write_text("an older report")
+    assert api.report(store, page) == page and "<html" in page.read_text()
+
+
+# ---------------------------------------------------------------- (e) the CLI flags
+def test_cli_force_and_no_escape_formulas(run, csv_run, tmp_path: Path):
+    runner = CliRunner()
+    store = str(run["store"])
+    item, text = next(iter(run["hostile"].items()))
+    out = tmp_path / "c.csv"
+    out.write_text("old")
+    res = runner.invoke(app, ["export", store, str(out)])
+    assert res.exit_code == 1 and out.read_text() == "old"
+    res = runner.invoke(app, ["export", store, str(out), "--force"])
+    assert res.exit_code == 0
+    assert {r["item_id"]: r["note"] for r in _rows(out)[1]}[item] == "'" + text
+    res = runner.invoke(app, ["export", store, str(out), "--force", "--no-escape-formulas"])
+    assert res.exit_code == 0
+    assert {r["item_id"]: r["note"] for r in _rows(out)[1]}[item] == text
+    store, data = str(csv_run["store"]), csv_run["input"]
+    before = (_sha(csv_run["store"]), _sha(data))
+    for args in (["export", store, str(data), "--force"], ["export", store, store, "--format", "csv", "--force"],
+                 ["report", store, "--out", store], ["report", store, "--out", str(data)]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1 and isinstance(res.exception, SystemExit), args
+    assert (_sha(csv_run["store"]), _sha(data)) == before
+
+
+# ---------------------------------------------------------------- escaped CSV back as reviews
+def test_an_escaped_csv_export_imports_back_as_reviews(run, tmp_path: Path):
+    """A reviewer edits the exported CSV and hands it back: escaped ids read as the items."""
+    store = tmp_path / "copy.duckdb"
+    shutil.copy(run["store"], store)
+    out = tmp_path / "review.csv"
+    n = api.export(store, out)
+    assert any(r["item_id"] == "'" + HOSTILE_ID for r in _rows(out)[1])
+    summary = api.import_reviews(store, out, rounds=0)
+    assert summary.imported == n
+    with Store(store, read_only=True) as st:
+        ids = {r[0] for r in st.con.execute("SELECT item_id FROM reviews").fetchall()}
+    assert HOSTILE_ID in ids and "'" + HOSTILE_ID not in ids
+    with pytest.raises(CotrainError):  # a quote before an ordinary id is not an escape
+        bad = tmp_path / "bad.csv"
+        bad.write_text("item_id,label\n'it00001,ant\n")
+        api.import_reviews(store, bad, rounds=0)
