@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from store.errors import ConfigError
+from store.secrets import find_secret, redact
 
 
 class _Strict(BaseModel):
@@ -304,8 +305,18 @@ class Config(_Strict):
     views: list[ViewConfig] = Field(min_length=1)
     cotrain: CotrainConfig = Field(default_factory=CotrainConfig)
     debate: DebateConfig | None = None
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     store: str = "cotrain.duckdb"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets(cls, data: Any) -> Any:
+        """Backstop for configs built in Python without ``parse_config``."""
+        found = find_secret(data) if isinstance(data, dict) else None
+        if found is not None:
+            raise ValueError(f"{found[0]}: {found[1]}; put the secret in an environment variable and name it "
+                             "in api_key_env")
+        return data
 
     @field_validator("views")
     @classmethod
@@ -328,8 +339,9 @@ class Config(_Strict):
 
     # ------------------------------------------------------------------ helpers
     def snapshot(self) -> dict[str, Any]:
-        """The config as JSON-ready data, view params included."""
-        return json.loads(self.model_dump_json())
+        """The config as JSON-ready data, view params included, credentials redacted (the
+        loader refuses them; this is what is stored with the run and shown in reports)."""
+        return redact(json.loads(self.model_dump_json()))
 
     def fingerprint(self, data_digest: str = "") -> str:
         """Hash of what determines a run's result: the config (store path excluded) and,
@@ -382,6 +394,10 @@ def parse_config(data: Any, source: str | None = None, base_dir: Path | None = N
     """Validate a mapping into a ``Config``; resolve data/store paths against ``base_dir``."""
     if not isinstance(data, dict):
         raise ConfigError("<root>", "expected a mapping with keys task, data, views", source)
+    secret = find_secret(data)
+    if secret is not None:
+        raise ConfigError(secret[0], f"{secret[1]}; a config is stored with the run and shown in reports, so put "
+                          "the secret in an environment variable and name it in api_key_env", source)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:

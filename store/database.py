@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from store.errors import StoreError, StoreLockedError
 from store.migrations import apply_migrations, pending_migrations
+from store.secrets import redact
 from store.sql import ident, idents
 
 _PID_RE = re.compile(r"PID (\d+)")
@@ -153,7 +154,7 @@ class Store:
         self.con.execute(
             "INSERT INTO runs (run_id, created_at, status, config, config_hash, seed, code_version,"
             " labels, views, data_table) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
-            [run_id, utcnow(), json.dumps(config), config_hash, seed, code_version, labels, views,
+            [run_id, utcnow(), json.dumps(redact(config)), config_hash, seed, code_version, labels, views,
              f"data_{run_id}"],
         )
         return run_id
@@ -164,7 +165,7 @@ class Store:
             raise StoreError(f"no run {run_id}", self.path)
         cols = [d[0] for d in self.con.description]
         info = dict(zip(cols, rows[0]))
-        info["config"] = json.loads(info["config"])
+        info["config"] = redact(json.loads(info["config"]))  # a store from an older cotrain may hold one
         return info
 
     def runs(self) -> list[dict[str, Any]]:

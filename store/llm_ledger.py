@@ -65,7 +65,8 @@ class LLMLedger:
                 "SELECT count(*) FILTER (WHERE NOT cached), count(*) FILTER (WHERE cached),"
                 " count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE status = 'budget'),"
                 " coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0)"
-                " FROM llm_calls WHERE run_id = ?", [run_id]).fetchone()
+                " FROM llm_calls WHERE run_id = ?", [run_id]).fetchall()[0]  # fetchall: duckdb 2.x keeps a
+            # half-read result open, and the next register() on this cursor would fail
             self._usage.update(zip(USAGE_KEYS, (*map(int, row[:6]), float(row[6]))))
 
     def usage(self) -> dict[str, int | float]:

@@ -1,0 +1,114 @@
+"""Credentials never leave memory: how cotrain recognises a secret in a config, and how it
+redacts one from anything it stores or shows.
+
+A config is stored with its run (``runs.config``) and printed in reports, so a secret in it
+would be published. :func:`find_secret` names the first place a config holds one (a key
+named like a credential, a URL carrying a user or password, a query-string key, or a value
+shaped like a well-known API key); the config loader refuses it and points at
+``api_key_env``. :func:`redact` is the second line of defence for anything that reaches the
+store or a report anyway (e.g. a store written by an older cotrain).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+REDACTED = "<redacted>"
+
+#: Parts of a key name (split at ``_``, ``-``, ``.`` and case changes) that make it a credential.
+_WORDS = {"token", "password", "passwd", "pwd", "secret", "secrets", "credential", "credentials", "auth",
+          "authorization", "bearer", "apikey", "passphrase", "cookie"}
+#: Two-part names ending in ``key`` that are credentials (``api_key``, ``access_key`` ...).
+_KEY_OWNERS = {"api", "access", "private", "secret", "client", "signing", "encryption", "master", "auth"}
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/\s@?#]+)@")
+_URL_QUERY = re.compile(r"(?i)([?&;](?:api[_-]?key|key|token|access[_-]?token|auth|password|secret|sig|signature)=)"
+                        r"([^&#\s]+)")
+#: Values shaped like well-known API keys (OpenAI, Anthropic, Hugging Face, GitHub, Slack, AWS, Google).
+_KEY_SHAPES = re.compile(r"\b(?:sk-[A-Za-z0-9_\-]{16,}|sk-ant-[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{24,}"
+                         r"|gh[pousr]_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16}"
+                         r"|AIza[0-9A-Za-z_\-]{35})\b")
+
+
+def _parts(name: str) -> list[str]:
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name))
+    return [p for p in re.split(r"[^A-Za-z0-9]+", name.lower()) if p]
+
+
+def credential_name(name: str) -> bool:
+    """True when a key's name says it holds a credential (``api_key``, ``hf_token``,
+    ``password``, ``clientSecret`` ...). Names ending in ``_env`` hold the *name* of an
+    environment variable and are fine; ``max_tokens`` and ``tokenizer`` are not credentials."""
+    parts = _parts(name)
+    if not parts or parts[-1] == "env":
+        return False
+    if any(p in _WORDS for p in parts):
+        return True
+    return parts == ["key"] or (len(parts) >= 2 and parts[-1] == "key" and parts[-2] in _KEY_OWNERS)
+
+
+def secret_in_text(text: str) -> str | None:
+    """What makes a string a secret, or None: a URL with a user or password, a key in a URL's
+    query, or a value shaped like a known API key."""
+    if _URL_USERINFO.search(text):
+        return "a URL carrying a user name or password"
+    if _URL_QUERY.search(text):
+        return "a URL carrying a key in its query"
+    if _KEY_SHAPES.search(text):
+        return "a value shaped like an API key"
+    return None
+
+
+#: Mappings whose keys are the task's label names, not setting names (a label may be "password").
+_LABEL_KEYED = {"verbalizers"}
+
+
+def _walk(obj: Any, path: str, keys_are_labels: bool = False) -> Iterator[tuple[str, Any, Any]]:
+    """(path, key, value) for every mapping entry and list item, depth first; ``key`` is None
+    for list items and for the entries of a mapping keyed by label names."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            p = f"{path}.{k}" if path else str(k)
+            yield p, None if keys_are_labels else k, v
+            yield from _walk(v, p, str(k) in _LABEL_KEYED)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            p = f"{path}[{i}]"
+            yield p, None, v
+            yield from _walk(v, p)
+
+
+def find_secret(config: Any) -> tuple[str, str] | None:
+    """The first (key path, reason) where a raw config holds a credential, or None."""
+    for path, key, value in _walk(config, ""):
+        if key is not None and credential_name(str(key)) and value not in (None, "", [], {}):
+            return path, f"{key} must not be written in a config: its name says it holds a credential"
+        if isinstance(value, str):
+            why = secret_in_text(value)
+            if why:
+                return path, f"must not hold {why}"
+    return None
+
+
+def redact_text(text: str) -> str:
+    """``text`` with URL credentials and key-shaped values replaced by ``<redacted>``."""
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    text = _URL_QUERY.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    return _KEY_SHAPES.sub(REDACTED, text)
+
+
+def redact(obj: Any, keys_are_labels: bool = False) -> Any:
+    """A copy of a config-like structure with every credential replaced by ``<redacted>``."""
+    if isinstance(obj, dict):
+        return {k: (REDACTED if not keys_are_labels and credential_name(str(k)) and v not in (None, "", [], {})
+                    else redact(v, str(k) in _LABEL_KEYED)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(redact(v) for v in obj)
+    if isinstance(obj, str):
+        return redact_text(obj)
+    return obj
+
+
+__all__ = ["REDACTED", "credential_name", "find_secret", "redact", "redact_text", "secret_in_text"]

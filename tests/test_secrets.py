@@ -1,0 +1,108 @@
+"""Secrets never leave memory: a credential anywhere in a config is refused before anything
+is written, and whatever reaches a store anyway (an older cotrain's) is redacted on the way
+out to reports, exports and status."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+
+from orchestrator import api
+from orchestrator.config import parse_config
+from store.errors import ConfigError
+from store.secrets import credential_name, find_secret, redact
+from tests.conftest import write_config
+
+SECRET = "s3cr3t-VALUE-0123456789abcdef"
+
+
+def _plant(tmp: Path, where: str) -> Path:
+    cfg = write_config(tmp, max_rounds=1)
+    data = yaml.safe_load(cfg.read_text())
+    llm = {"name": "l", "kind": "llm", "fields": ["a_0"], "model": "openai/x", "api_base": "http://127.0.0.1:9/v1"}
+    if where == "llm.api_key":
+        data["views"].append({**llm, "api_key": SECRET})
+    elif where == "llm.api_base userinfo":
+        data["views"].append({**llm, "api_base": f"https://bob:{SECRET}@llm.example/v1"})
+    elif where == "llm.api_base query":
+        data["views"].append({**llm, "api_base": f"https://llm.example/v1?api_key={SECRET}"})
+    elif where == "plugin param":
+        data["views"][1] = {"name": "vb", "kind": "tests.plugin_views:CentroidView", "columns": ["b_0"],
+                            "hf_token": SECRET}
+    elif where == "estimator_params":
+        data["views"][1]["estimator_params"] = {"password": SECRET}
+    elif where == "nested list":
+        data["views"][1]["estimator_params"] = {"extra": [{"clientSecret": SECRET}]}
+    elif where == "debate agent":
+        data["debate"] = {"fields": ["a_0"], "agents": [{"name": "a1", "model": "openai/x",
+                                                          "api_base": f"http://u:{SECRET}@127.0.0.1:9/v1"}]}
+    elif where == "key-shaped value":
+        data["views"].append({**llm, "instructions": "use sk-proj-" + SECRET})
+    cfg.write_text(yaml.safe_dump(data))
+    return cfg
+
+
+PLACES = ["llm.api_key", "llm.api_base userinfo", "llm.api_base query", "plugin param", "estimator_params",
+          "nested list", "debate agent", "key-shaped value"]
+
+
+@pytest.mark.parametrize("where", PLACES)
+def test_a_planted_credential_is_refused_and_written_nowhere(tmp_path: Path, where: str):
+    cfg = _plant(tmp_path, where)
+    for call in (api.plan, api.run):
+        with pytest.raises(ConfigError) as err:
+            call(cfg)
+        msg = str(err.value)
+        assert "api_key_env" in msg and "\n" not in msg and SECRET not in msg
+    assert not (tmp_path / "run.duckdb").exists()
+    for f in tmp_path.rglob("*"):  # only the config itself holds it
+        if f.is_file() and f.name != "cotrain.yaml":
+            assert SECRET.encode() not in f.read_bytes(), f
+
+
+def test_names_that_are_not_credentials_pass():
+    for name in ("max_tokens", "max_answer_tokens", "budget_tokens", "tokenizer", "tokenizer_params", "api_key_env",
+                 "top_logprobs", "keywords", "monkey", "sort_key", "author"):
+        assert not credential_name(name), name
+    for name in ("api_key", "apiKey", "hf_token", "password", "client_secret", "Authorization", "key", "access_key",
+                 "auth"):
+        assert credential_name(name), name
+    ok = {"task": {"labels": ["password", "token"]}, "data": {"train": "x.csv"},
+          "views": [{"name": "l", "kind": "llm", "fields": ["t"], "api_key_env": "OPENAI_API_KEY",
+                     "verbalizers": {"password": ["password"], "token": "token"}, "max_answer_tokens": 8}],
+          "cotrain": {"policy": "self"}}
+    assert find_secret(ok) is None
+    parse_config(ok)
+
+
+def test_an_older_store_holding_a_secret_shows_it_nowhere(tmp_path: Path):
+    cfg = write_config(tmp_path, max_rounds=1)
+    api.run(cfg)
+    store = tmp_path / "run.duckdb"
+    con = duckdb.connect(str(store))
+    config = json.loads(con.execute("SELECT config FROM runs").fetchall()[0][0])
+    config["views"][1]["estimator_params"] = {"api_key": SECRET}  # as an older cotrain could have stored it
+    config["views"][0]["api_base"] = f"https://bob:{SECRET}@host/v1"
+    con.execute("UPDATE runs SET config = ?", [json.dumps(config)])
+    con.close()
+    out = tmp_path / "out"
+    out.mkdir()
+    for fmt, name in (("parquet", "l.parquet"), ("csv", "l.csv"), ("jsonl", "l.jsonl"), ("label-studio", "ls.json"),
+                      ("argilla", "ar.json"), ("hf-parquet", "h.parquet")):
+        api.export(store, out / name, fmt)
+    html = api.report(store, out / "report.html")
+    assert "&lt;redacted&gt;" in html.read_text(encoding="utf-8")
+    status = api.status(store)
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert SECRET.encode() not in f.read_bytes(), f
+    assert SECRET not in repr(status)
+
+
+def test_redact_keeps_everything_else():
+    cfg = {"a": {"token": "x", "tokens": 5, "url": "https://u:p@h/x?key=abc&b=1"}, "l": ["sk-" + "a" * 30, "ok"]}
+    assert redact(cfg) == {"a": {"token": "<redacted>", "tokens": 5, "url": "https://<redacted>@h/x?key=<redacted>&b=1"},
+                           "l": ["<redacted>", "ok"]}
