@@ -165,14 +165,14 @@ def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
 
     cfg, base = _config(config)
     with Store(":memory:") as st:
-        runner = RoundRunner(cfg, st, base_dir=base)
+        runner = RoundRunner(cfg, st, base_dir=base, dry_run=True)
         run_id, _ = runner.start()
         counts = dict(st.con.execute(
             "SELECT CASE WHEN split = 'test' THEN 'test' WHEN gold_label IS NULL THEN 'pool' ELSE 'gold' END, count(*)"
             " FROM items WHERE run_id = ? GROUP BY 1", [run_id]).fetchall())
         n_gold, n_pool, n_test = (int(counts.get(k, 0)) for k in ("gold", "pool", "test"))
         columns = [c for c in st.data_columns(run_id) if not c.startswith("__")]
-        views, fields = build_views(cfg, None, columns, base)
+        views, fields = build_views(cfg, None, columns, base, dry_run=True)
         pool_rows = st.query("SELECT row_idx FROM items WHERE run_id = ? AND split = 'train' AND gold_label IS NULL"
                              " ORDER BY row_idx LIMIT 50", [run_id]).column("row_idx").to_numpy()
         wanted = sorted(set(fields) | set(cfg.debate.fields if cfg.debate is not None else []))

@@ -38,7 +38,7 @@ from store.errors import ConfigError, DataError, RunError
 from store.llm_ledger import LLMLedger
 from store.queries import label_counts
 from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, View, ViewContext
-from views.registry import build_view
+from views.registry import BUILTIN_KINDS, build_view, check_view
 
 log = logging.getLogger("cotrain")
 
@@ -147,9 +147,13 @@ def _resolve_fields(view: View, cfg: Config, columns: list[str]) -> list[str]:
 
 def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: Any,
                 ledger: LLMLedger | None = None, problems: StoreProblems | None = None,
-                reporter: Reporter | None = None) -> tuple[list[View], list[str]]:
+                reporter: Reporter | None = None, dry_run: bool = False) -> tuple[list[View], list[str]]:
     """Build every configured view, check the fields it reads exist and are not protected
-    (label, id, split), and return the views with the sorted union of their fields."""
+    (label, id, split), and return the views with the sorted union of their fields.
+
+    ``dry_run``: a plug-in kind is imported and its parameters checked, but not constructed
+    (its constructor is user code), so it is left out of the returned views; built-in views
+    are built with ``context.dry_run`` set and call no user factory either."""
     from pathlib import Path
 
     from store.media import data_roots
@@ -162,7 +166,10 @@ def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: 
                           base_dir=Path(base_dir),
                           label_descriptions=tuple(spec.description for spec in cfg.task.labels),
                           ledger=ledger, data_dirs=data_roots(cfg.data.train, cfg.data.test), problems=problems,
-                          progress=None if reporter is None else _progress_of(reporter, vc.name))
+                          progress=None if reporter is None else _progress_of(reporter, vc.name), dry_run=dry_run)
+        if dry_run and vc.kind not in BUILTIN_KINDS:
+            check_view(vc.name, vc.kind, vc.params, ctx)
+            continue
         view = build_view(vc.name, vc.kind, vc.params, ctx)
         fields.update(_resolve_fields(view, cfg, columns))
         views.append(view)
@@ -204,8 +211,9 @@ class RoundRunner:
     """Runs (or resumes) one run of a config against an open store."""
 
     def __init__(self, cfg: Config, store: Store, reporter: Reporter | None = None,
-                 base_dir: Any = ".") -> None:
+                 base_dir: Any = ".", dry_run: bool = False) -> None:
         self.cfg = cfg
+        self.dry_run = dry_run  # plan only: build nothing that runs user code
         self.store = store
         self.reporter = reporter or NullReporter()
         self.base_dir = base_dir
@@ -233,7 +241,8 @@ class RoundRunner:
                 config=self.cfg.snapshot(), config_hash=fp, seed=self.cfg.seed, code_version=code_version(),
                 labels=self.labels, views=[v.name for v in self.cfg.views])
             loaded = load_into_store(self.store, run_id, self.cfg)
-            views, _ = build_views(self.cfg, None, loaded.columns, self.base_dir)  # field check before commit
+            views, _ = build_views(self.cfg, None, loaded.columns, self.base_dir,  # field check before commit
+                                   dry_run=self.dry_run)
             d = self.cfg.debate
             asked = d.fields if d is not None and d.enabled else []
             missing = [f for f in asked if f not in loaded.columns]
@@ -243,7 +252,7 @@ class RoundRunner:
             if leaks:
                 raise ConfigError("debate.fields", f"'{leaks[0]}' is the label, id or split column; agents may "
                                   "never read it")
-            if loaded.n_gold == 0 and not any(getattr(v, "zero_shot", False) for v in views):
+            if loaded.n_gold == 0 and not self.dry_run and not any(getattr(v, "zero_shot", False) for v in views):
                 raise DataError(f"no labelled training rows: fill '{self.cfg.data.label_column}' for a few items "
                                 "(or add an llm view, which labels zero-shot)", self.cfg.data.train)
         log.info("run %d created: %d training items (%d labelled), %d test items",
