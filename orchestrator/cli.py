@@ -1,12 +1,16 @@
 """``cotrain`` command line: a thin typer shell over ``orchestrator.api``.
 
-Each command calls one API function; a ``CotrainError`` becomes one red line on stderr and
-exit code 1. Heavy modules are imported inside the commands so ``cotrain --help`` is instant.
+Each command calls one API function inside :func:`_guarded`: a ``CotrainError`` becomes one
+red line on stderr and exit code 1; any other exception becomes one line too, with its full
+traceback written to a log file whose path the line gives; Ctrl-C says how far the run got
+and exits 130. Heavy modules are imported inside the commands so ``cotrain --help`` is instant.
 """
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,8 +24,72 @@ err = Console(stderr=True)
 
 
 def _fail(exc: Exception) -> None:
-    err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {_one_line(str(exc))}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(1)
+
+
+def _one_line(text: str) -> str:
+    """A message as one line (a data value may hold newlines), markup-escaped, secrets redacted."""
+    from rich.markup import escape
+
+    from store.secrets import redact_text
+
+    return escape(redact_text(" ".join(str(text).split()) or "(no message)"))
+
+
+def crash_log(exc: BaseException) -> Path | None:
+    """Write ``exc``'s full traceback (secrets redacted) to a new file under
+    ``cache_home()/logs``; return its path, or None when no file could be written."""
+    import os
+    import time
+    import traceback
+
+    from store.secrets import redact_text
+    from views.encoders import cache_home
+
+    text = redact_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    try:
+        folder = cache_home() / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"cotrain-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(f"cotrain {' '.join(sys.argv[1:])}\n\n{text}", encoding="utf-8")
+        return path
+    except OSError:
+        return None
+
+
+@contextmanager
+def _guarded() -> Iterator[None]:
+    """Every failure of a command is one line on stderr and a non-zero exit code.
+
+    * ``CotrainError``: its own message, which names the file, key, view or item; exit 1.
+    * Ctrl-C: ``interrupted after round r; run again to resume`` (or as much as is known); 130.
+    * anything else (a bug, or a library failing in a way cotrain did not foresee): its type
+      and message on one line, the traceback in a log file whose path the line gives; exit 1.
+    """
+    import click
+
+    from store.errors import CotrainError, RunInterrupted
+
+    try:
+        yield
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        raise
+    except RunInterrupted as exc:
+        err.print(_one_line(str(exc)), highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing after the last commit was kept; run again to resume", highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(130) from None
+    except CotrainError as exc:
+        _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - the one place every unforeseen failure is reported
+        path = crash_log(exc)
+        where = f" (traceback in {_one_line(str(path))})" if path else ""
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {_one_line(str(exc))}{where}",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def _logging(verbose: bool) -> None:
@@ -76,12 +144,9 @@ def init(path: Path = typer.Argument(Path("cotrain.yaml"), help="Where to write 
          force: bool = typer.Option(False, "--force", help="Overwrite an existing file.")) -> None:
     """Write a commented example config."""
     from orchestrator import api
-    from store.errors import CotrainError
 
-    try:
+    with _guarded():
         p = api.init_config(path, force)
-    except CotrainError as exc:
-        _fail(exc)
     out.print(f"wrote {p}")
 
 
@@ -95,24 +160,19 @@ def run(config: Path = typer.Argument(..., help="YAML config."),
     """Run co-training rounds (resumes an unfinished run of the same config)."""
     _logging(verbose)
     from orchestrator import api
-    from store.errors import CotrainError
 
     if dry_run:
         _logging(False)  # the dry run builds a throwaway in-memory run; its log lines would mislead
-        try:
+        with _guarded():
             _print_plan(api.plan(config))
-        except CotrainError as exc:
-            _fail(exc)
         return
-    try:
+    with _guarded():
         with RichReporter() as rep:
             result = api.run(config, store=store, new_run=new_run, reporter=rep)
-    except CotrainError as exc:
-        _fail(exc)
-    if result.already_finished:
-        out.print(f"run {result.run_id} in {result.store} already finished ({result.termination_condition}); "
-                  "pass --new-run to run again")
-    _print_status(result.store, result.run_id)
+        if result.already_finished:
+            out.print(f"run {result.run_id} in {result.store} already finished ({result.termination_condition}); "
+                      "pass --new-run to run again")
+        _print_status(result.store, result.run_id)
 
 
 def _print_plan(p: dict[str, Any]) -> None:
@@ -154,9 +214,8 @@ def debate(target: str = typer.Argument(..., metavar="CONFIG|show", help="YAML c
     cotrain debate CONFIG --items FILE [--dry-run];  cotrain debate show ITEM [--store S]."""
     _logging(verbose and not dry_run)
     from orchestrator import api
-    from store.errors import CotrainError
 
-    try:
+    with _guarded():
         if target == "show":
             if item is None:
                 raise typer.BadParameter("give the item id: cotrain debate show ITEM")
@@ -167,8 +226,6 @@ def debate(target: str = typer.Argument(..., metavar="CONFIG|show", help="YAML c
         overrides = {k: v for k, v in (("rounds", rounds), ("n_agents", agents), ("aggregation", aggregation),
                                        ("context", context), ("budget_usd", budget_usd)) if v is not None}
         rep = api.debate(target, items, store=store, dry_run=dry_run, overrides=overrides)
-    except CotrainError as exc:
-        _fail(exc)
     p = rep.plan
     cost = "unknown price" if p["cost_usd"] is None else f"${p['cost_usd']:.4f}"
     out.print(f"plan: {p['items']} item(s), at most {p['calls']:,} calls, ~{p['tokens']:,} tokens, {cost}"
@@ -211,12 +268,9 @@ def status(store: Path = typer.Argument(Path("cotrain.duckdb"), help="Store file
            run_id: Optional[int] = typer.Option(None, "--run", help="Run id (default: latest).")) -> None:
     """Runs and rounds: labels added, per-view test accuracy, agreement. While a run holds
     the store: its live progress (round, phase, items per view, rate, ETA, LLM calls and cost)."""
-    from store.errors import CotrainError
 
-    try:
+    with _guarded():
         _print_status(str(store), run_id)
-    except CotrainError as exc:
-        _fail(exc)
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -344,17 +398,14 @@ def export(store: Path = typer.Argument(..., help="Store file."),
     """Export labels with provenance: flat files, Hugging Face datasets, or review tasks for
     Label Studio / Argilla (each view's vote as a prediction or in the metadata)."""
     from orchestrator import api
-    from store.errors import CotrainError
 
     if fmt is not None and fmt not in EXPORT_FORMATS:
         _fail(ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, not '{fmt}'"))
-    try:
+    with _guarded():
         n = api.export(store, out_path, fmt, run_id=run_id, max_round=max_round,  # type: ignore[arg-type]
                        min_confidence=min_confidence, source=source, include_gold=not no_gold,
                        disputed_only=disputed, sample=sample, seed=seed, force=force,
                        escape_formulas=not no_escape_formulas)
-    except CotrainError as exc:
-        _fail(exc)
     out.print(f"wrote {n} rows to {out_path}")
 
 
@@ -366,12 +417,9 @@ def report(store: Path = typer.Argument(..., help="Store file."),
     """Write one self-contained HTML page about a run: accuracy per round, labels by source,
     view agreement, confusion matrices, confidence, cost, disputed items and debates."""
     from orchestrator import api
-    from store.errors import CotrainError
 
-    try:
+    with _guarded():
         path = api.report(store, out_path, run_id=run_id, top_disputed=top)
-    except CotrainError as exc:
-        _fail(exc)
     out.print(f"wrote {path}")
 
 
@@ -386,12 +434,9 @@ def import_reviews(store: Path = typer.Argument(..., help="Store file."),
     """Record reviewed labels as gold, revoke the pseudo-labels they contradict (kept in
     history), and reopen the run so the next `cotrain run` trains on them."""
     from orchestrator import api
-    from store.errors import CotrainError
 
-    try:
+    with _guarded():
         rep = api.import_reviews(store, file, run_id=run_id, reviewer=reviewer, rounds=rounds)
-    except CotrainError as exc:
-        _fail(exc)
     o = rep.outcomes
     out.print(f"run {rep.run_id}: {rep.imported} reviews from {file} ({rep.file_format}); {rep.skipped} records "
               f"without an answer skipped; confirmed {o['confirmed']}, corrected {o['corrected']}, new {o['new']}")
@@ -416,20 +461,19 @@ def demo(folder: Path = typer.Argument(Path("cotrain-demo"), help="Folder for da
     animals (Animal-MNIST silhouettes vs their raw pixels)."""
     _logging(False)
     from orchestrator import api
-    from store.errors import CotrainError
 
-    try:
+    with _guarded():
         with RichReporter() as rep:
             d, result = api.demo(folder, n_pool=n_pool, n_labelled=n_labelled, max_rounds=max_rounds, reporter=rep,
                                  example=example, labelled_fraction=labelled_fraction, n_items=n_items)
-    except CotrainError as exc:
-        _fail(exc)
     _print_status(result.store, result.run_id)
     out.print(f"config: {d / 'cotrain.yaml'}   export: cotrain export {result.store} labels.parquet")
 
 
 def main() -> None:
-    app()
+    """The ``cotrain`` entry point."""
+    with _guarded():
+        app()
 
 
 if __name__ == "__main__":

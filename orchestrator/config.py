@@ -420,6 +420,12 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError("<file>", "config file not found", str(p))
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError("<file>", f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line} "
+                          "(save the file as UTF-8)", str(p)) from None
+    except OSError as exc:
+        raise ConfigError("<file>", f"cannot read: {exc.strerror or exc}", str(p)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -34,7 +34,7 @@ from orchestrator.selection import (
     select_threshold,
 )
 from store.database import Store, StoreCache, StoreProblems, rows_as_lists, utcnow
-from store.errors import ConfigError, DataError, RunError
+from store.errors import ConfigError, DataError, RunError, RunInterrupted
 from store.llm_ledger import LLMLedger
 from store.queries import label_counts
 from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, View, ViewContext
@@ -266,6 +266,30 @@ class RoundRunner:
         done = self.store.completed_rounds(run_id)
         if info["status"] == "finished":
             return self._result(run_id, resumed=True, already_finished=True)
+        if info["status"] == "failed":  # the same config again, presumably with the cause fixed
+            self.store.mark_run(run_id, "running")
+            log.info("run %d failed before; resuming it", run_id)
+        try:
+            self._rounds(run_id, info, done)
+        except KeyboardInterrupt:
+            last = self.store.completed_rounds(run_id)
+            raise RunInterrupted(run_id, last[-1]["round"] if last else None) from None
+        except Exception as exc:
+            self._mark_failed(run_id, exc)
+            raise
+        return self._result(run_id, resumed=resumed and bool(done))
+
+    def _mark_failed(self, run_id: int, exc: BaseException) -> None:
+        """A round raised: its transaction was rolled back, so every committed round stays.
+        Mark the run ``failed`` (it no longer blocks a corrected config; the same config
+        resumes it)."""
+        try:
+            self.store.mark_run(run_id, "failed", f"error: {type(exc).__name__}")
+        except Exception:  # noqa: BLE001 - the store itself may be what failed; the first error matters
+            log.warning("run %d: could not mark the run failed", run_id)
+
+    def _rounds(self, run_id: int, info: dict[str, Any], done: list[dict[str, Any]]) -> None:
+        """Build the views and run rounds from the first uncommitted one to the limit."""
         columns = [c for c in self.store.data_columns(run_id) if not c.startswith("__")]
         ledger = LLMLedger(self.store, run_id)
         views: list[View] = []
@@ -309,7 +333,6 @@ class RoundRunner:
                 self.debater.close()
                 self.debater = None
             ledger.close()
-        return self._result(run_id, resumed=resumed and bool(done))
 
     def _fetch(self, run_id: int, rows: np.ndarray, fields: list[str]) -> pd.DataFrame:
         """Rows of the data snapshot with the fields views read, plus the items' ids

@@ -40,6 +40,18 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def _file_errors(method: Any) -> Any:
+    """Run a Store method inside ``Store._errors``: a damaged file is one line naming it."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        with self._errors():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Store:
     """A DuckDB store file (or ``:memory:``) with cotrain's schema applied.
 
@@ -68,6 +80,20 @@ class Store:
             raise StoreError(msg.splitlines()[0], self.path) from None
         except duckdb.Error as exc:
             raise StoreError(str(exc).splitlines()[0], self.path) from None
+        with self._errors():
+            self._open_checks(read_only)
+
+    def _open_checks(self, read_only: bool) -> None:
+        """Refuse a DuckDB file that is not a cotrain store, then bring a writable one's schema
+        up to date (or an older store's, before a read-only open)."""
+        if not self._has_table("_migrations"):
+            others = [r[0] for r in self.con.execute(
+                "SELECT table_name FROM information_schema.tables ORDER BY table_name LIMIT 4").fetchall()]
+            if others:  # someone's own database: never add cotrain's tables to it
+                self.con.close()
+                shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+                raise StoreError(f"not a cotrain store: it holds other tables ({shown}) and no _migrations table; "
+                                 "choose another store file", self.path)
         if not read_only:
             apply_migrations(self.con)
         elif not self._has_table("_migrations"):
@@ -86,6 +112,23 @@ class Store:
                 raise StoreLockedError(self.path, int(m.group(1)) if m else None) from None
 
     # ------------------------------------------------------------------ plumbing
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """DuckDB failures of the file itself (a block failing its checksum, an I/O error)
+        as one ``StoreError`` line naming the store; SQL mistakes stay as they are."""
+        try:
+            yield
+        except duckdb.Error as exc:
+            damaged = type(exc) is duckdb.Error or isinstance(  # a bad checksum is a bare duckdb.Error
+                exc, (duckdb.IOException, duckdb.InternalException, duckdb.FatalException))
+            if not damaged:
+                raise
+            if isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower():
+                m = _PID_RE.search(str(exc))
+                raise StoreLockedError(self.path, int(m.group(1)) if m else None) from None
+            raise StoreError(f"cannot read the file ({type(exc).__name__}: {str(exc).splitlines()[0]}); it may be "
+                             "damaged: restore it from a copy", self.path) from None
+
     def close(self) -> None:
         self.con.close()
 
@@ -123,6 +166,7 @@ class Store:
             raise
         self.con.execute("COMMIT")
 
+    @_file_errors
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         """Append an Arrow table whose column names match ``table``'s columns."""
         if data.num_rows == 0:
@@ -133,11 +177,13 @@ class Store:
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
         """Run a read query and return an Arrow table."""
-        return self.con.sql(sql, params=list(params or [])).to_arrow_table()
+        with self._errors():
+            return self.con.sql(sql, params=list(params or [])).to_arrow_table()
 
     def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
-        rows = self.con.execute(sql, params or []).fetchall()  # fetchall: duckdb 2.x keeps a
-        return rows[0][0] if rows else None                      # half-read result open
+        with self._errors():
+            rows = self.con.execute(sql, params or []).fetchall()  # fetchall: duckdb 2.x keeps a
+        return rows[0][0] if rows else None                          # half-read result open
 
     # ------------------------------------------------------------------ runs
     def create_run(
@@ -159,6 +205,7 @@ class Store:
         )
         return run_id
 
+    @_file_errors
     def run_info(self, run_id: int) -> dict[str, Any]:
         rows = self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).fetchall()
         if not rows:
@@ -168,12 +215,18 @@ class Store:
         info["config"] = redact(json.loads(info["config"]))  # a store from an older cotrain may hold one
         return info
 
+    @_file_errors
     def runs(self) -> list[dict[str, Any]]:
         ids = [r[0] for r in self.con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
         return [self.run_info(i) for i in ids]
 
     def latest_run(self) -> int | None:
         return self.scalar("SELECT max(run_id) FROM runs")
+
+    def mark_run(self, run_id: int, status: str, termination: str | None = None) -> None:
+        """Set a run's status: ``failed`` (an error stopped it; ``termination`` says which) or
+        ``running`` again (it resumes). Committed at once, outside any round."""
+        self.con.execute("UPDATE runs SET status = ?, termination = ? WHERE run_id = ?", [status, termination, run_id])
 
     def finish_run(self, run_id: int, termination: str) -> None:
         self.con.execute(
@@ -182,6 +235,7 @@ class Store:
         )
 
     # ------------------------------------------------------------------ data snapshot
+    @_file_errors
     def snapshot_data(self, run_id: int, data: pa.Table) -> str:
         """Store the run's input rows as ``data_<run_id>`` (with a ``__row`` index column)."""
         table = f"data_{run_id}"
@@ -190,6 +244,7 @@ class Store:
             self.con.execute(f"CREATE TABLE {ident(table)} AS SELECT * FROM {ident(name)}")
         return table
 
+    @_file_errors
     def data_columns(self, run_id: int) -> list[str]:
         rows = self.con.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
@@ -197,6 +252,7 @@ class Store:
         ).fetchall()
         return [r[0] for r in rows if r[0] != "__row"]
 
+    @_file_errors
     def fetch_rows(self, run_id: int, row_idx: np.ndarray, columns: Sequence[str]) -> pa.Table:
         """Rows of the data snapshot by ``__row``, in the order given.
 
@@ -223,6 +279,7 @@ class Store:
         return span.drop_columns(["__row"]).take(pa.array(pos))
 
     # ------------------------------------------------------------------ rounds
+    @_file_errors
     def completed_rounds(self, run_id: int) -> list[dict[str, Any]]:
         cur = self.con.execute("SELECT * FROM rounds WHERE run_id = ? ORDER BY round", [run_id])
         cols = [d[0] for d in cur.description]
@@ -241,6 +298,7 @@ class Store:
         )
 
     # ------------------------------------------------------------------ feature cache
+    @_file_errors
     def cache_get(self, namespace: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached vectors for those keys that have one."""
         if not keys:
@@ -261,6 +319,7 @@ class Store:
             out[key] = flat[offsets[i]: offsets[i + 1]]
         return out
 
+    @_file_errors
     def cache_put(self, namespace: str, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Store vectors; keys already cached are left as they are."""
         if len(keys) == 0:

@@ -86,3 +86,15 @@ class ViewError(CotrainError):
 
 class RunError(CotrainError):
     """A run cannot start or resume as asked (e.g. the store holds a different config)."""
+
+
+class RunInterrupted(CotrainError, KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) stopped a run. Everything up to ``last_round`` is committed; running
+    the same config again resumes after it. Still a ``KeyboardInterrupt``, so code that stops
+    on Ctrl-C keeps doing so."""
+
+    def __init__(self, run_id: int, last_round: int | None) -> None:
+        self.run_id = run_id
+        self.last_round = last_round
+        done = f"after round {last_round}" if last_round is not None else "before round 0 was committed"
+        super().__init__(f"interrupted {done}; run again to resume")

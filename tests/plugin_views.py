@@ -117,3 +117,21 @@ try:
             super().__init__(C=C, max_iter=max_iter, random_state=random_state)
 except ImportError:  # pragma: no cover
     pass
+
+
+class FailingView(CentroidView):
+    """A plug-in view that raises a plain ``RuntimeError`` (a bug, not a cotrain error) when
+    fitted in round ``fail_round``: stands for any failure cotrain did not foresee."""
+
+    def __init__(self, name: str, context: ViewContext, columns: Sequence[str] = (), fail_round: int = -1):
+        super().__init__(name, context, columns)
+        self.fail_round = fail_round
+        self.round = 0
+
+    def set_round(self, round_idx: int) -> None:
+        self.round = round_idx
+
+    def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
+        if self.round == self.fail_round:
+            raise RuntimeError(f"boom in round {self.round}")
+        super().fit(items, y, sample_weight)

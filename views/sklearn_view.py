@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from store.errors import ViewError
-from views.base import ViewContext, abstain, build_params, expand_proba
+from views.base import ViewContext, abstain, build_params, expand_proba, item_ids
 from views.registry import import_object
 
 #: Built-in estimator names -> (dotted class path, default params).
@@ -62,6 +62,10 @@ def make_estimator(spec: str, params: dict[str, Any], seed: int) -> BaseEstimato
     return cls(**kwargs)
 
 
+#: TfidfVectorizer parameters that must be tuples; YAML gives lists.
+_TUPLE_PARAMS = ("ngram_range",)
+
+
 def _accepts_sample_weight(est: BaseEstimator) -> bool:
     return "sample_weight" in inspect.signature(est.fit).parameters
 
@@ -106,6 +110,7 @@ class SklearnView:
         self.fields_: list[str] = []
         self.model_: Any = None
         self.classes_: np.ndarray | None = None
+        self._nan_ok: bool | None = None  # does the estimator take NaN? (asked once)
 
     # ---------------------------------------------------------------- fields
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
@@ -153,7 +158,9 @@ class SklearnView:
         if self.text:
             from sklearn.feature_extraction.text import TfidfVectorizer
 
-            steps.append(("tfidf", TfidfVectorizer(**{"sublinear_tf": True, "min_df": 1, **self.tfidf})))
+            params = {k: tuple(v) if k in _TUPLE_PARAMS and isinstance(v, list) else v  # YAML has no tuples
+                      for k, v in self.tfidf.items()}
+            steps.append(("tfidf", TfidfVectorizer(**{"sublinear_tf": True, "min_df": 1, **params})))
         elif self.scale is not False and not self.estimator.startswith("naive_bayes"):
             from sklearn.preprocessing import StandardScaler
 
@@ -162,9 +169,48 @@ class SklearnView:
         return Pipeline(steps)
 
     def _matrix(self, items: pd.DataFrame) -> Any:
+        """The estimator's input: the text field as strings, or the columns as a float matrix
+        checked value by value, so a bad cell is one error naming its column and item."""
         if self.text:
             return items[self.text].fillna("").astype(str).tolist()
-        return items[self.fields_].to_numpy(dtype=np.float64, na_value=np.nan)
+        cols = []
+        for c in self.fields_:
+            col = items[c]
+            if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
+                num = pd.to_numeric(col, errors="coerce")
+                bad = np.flatnonzero(num.isna().to_numpy() & col.notna().to_numpy())
+                if bad.size:
+                    raise ViewError(self.name, f"column '{c}' is not numeric: item {self._item(items, bad[0])!r} "
+                                    f"holds {str(col.iloc[bad[0]])[:40]!r}")
+                col = num
+            cols.append(col.to_numpy(dtype=np.float64, na_value=np.nan))
+        X = np.column_stack(cols) if cols else np.zeros((len(items), 0))
+        finite = np.isfinite(X) | (np.isnan(X) & self._allows_nan())
+        if not finite.all():
+            i, j = (int(x[0]) for x in np.nonzero(~finite))
+            what = "an infinite" if np.isinf(X[i, j]) else "a missing (NaN)"
+            fix = "" if np.isinf(X[i, j]) else ", or use an estimator that accepts missing values (hist_gradient_boosting)"
+            raise ViewError(self.name, f"column '{self.fields_[j]}' has {what} value at item "
+                            f"{self._item(items, i)!r}: fill it{fix}")
+        return X
+
+    @staticmethod
+    def _item(items: pd.DataFrame, i: int) -> str:
+        """Item i's id (the orchestrator adds them), or its 1-based position in the frame."""
+        ids = item_ids(items)
+        return ids[i] if ids is not None else f"row {i + 1}"
+
+    def _allows_nan(self) -> bool:
+        """Whether the configured estimator handles missing values itself (scikit-learn's tags)."""
+        if self._nan_ok is None:
+            try:
+                from sklearn.utils import get_tags
+
+                est = make_estimator(self.estimator, self.estimator_params, 0)
+                self._nan_ok = bool(get_tags(est).input_tags.allow_nan)
+            except Exception:  # noqa: BLE001 - older scikit-learn or a foreign estimator: assume not
+                self._nan_ok = False
+        return self._nan_ok
 
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
         y = np.asarray(y, dtype=int)

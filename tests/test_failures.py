@@ -1,0 +1,216 @@
+"""Every failure is one line, a failed run never blocks a corrected config, Ctrl-C says how
+far the run got, and nothing committed is lost."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from orchestrator import api
+from store.database import Store
+from store.errors import ConfigError, StoreError, ViewError
+from tests.conftest import synthetic_frame, write_config
+
+REPO = Path(__file__).parents[1]
+
+
+def _cli(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["COTRAIN_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=180, env={**env, "PYTHONPATH": str(REPO)})
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    return lines[0]
+
+
+def _edit(cfg: Path, fn) -> None:
+    data = yaml.safe_load(cfg.read_text())
+    fn(data)
+    cfg.write_text(yaml.safe_dump(data))
+
+
+def test_nan_and_text_in_numeric_pool_columns_name_column_and_item(tmp_path: Path):
+    df = synthetic_frame()
+    df["a_2"] = df["a_2"].astype(object)
+    df.loc[df.index[100], "a_2"] = np.nan    # a pool row (no gold), so predict met it, not fit
+    cfg = write_config(tmp_path, df)
+    with pytest.raises(ViewError) as err:
+        api.run(cfg)
+    assert str(err.value) == ("view 'va': column 'a_2' has a missing (NaN) value at item 'it00100': fill it, "
+                              "or use an estimator that accepts missing values (hist_gradient_boosting)")
+    df.loc[df.index[100], "a_2"] = "n/a"
+    (tmp_path / "t").mkdir()
+    cfg = write_config(tmp_path / "t", df)
+    with pytest.raises(ViewError, match=r"column 'a_2' is not numeric: item 'it00100' holds 'n/a'"):
+        api.run(cfg)
+    _edit(cfg, lambda d: d["views"][0].update(estimator="hist_gradient_boosting"))
+    df.loc[df.index[100], "a_2"] = np.nan
+    df["a_2"] = df["a_2"].astype(float)
+    df.drop(columns=["truth"]).to_csv(tmp_path / "t" / "items.csv", index=False)
+    assert api.run(cfg).status == "finished"  # an estimator that takes NaN gets it
+
+
+def test_a_failed_fit_marks_the_run_failed_and_blocks_nothing(tmp_path: Path):
+    cfg = write_config(tmp_path)
+    _edit(cfg, lambda d: d["views"][0].update(estimator_params={"C": -1.0}))  # valid YAML, invalid at fit
+    with pytest.raises(ViewError, match="view 'va': fit failed"):
+        api.run(cfg)
+    store = tmp_path / "run.duckdb"
+    assert [r["status"] for r in api.status(store).runs] == ["failed"]
+    _edit(cfg, lambda d: d["views"][0].update(estimator_params={"C": 1.0}))  # the corrected config
+    res = api.run(cfg)  # no --new-run needed
+    assert res.status == "finished" and res.run_id == 2
+    assert [r["status"] for r in api.status(store).runs] == ["failed", "finished"]
+
+
+def test_a_failed_run_resumes_with_nothing_committed_lost(tmp_path: Path):
+    cfg = write_config(tmp_path)
+    _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:FailingView",
+                                                    "columns": ["b_0", "b_1"], "fail_round": 2}))
+    with pytest.raises(RuntimeError, match="boom in round 2"):
+        api.run(cfg)
+    store = tmp_path / "run.duckdb"
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT status FROM runs") == "failed"
+        assert st.scalar("SELECT max(round) FROM rounds") == 1       # rounds 0 and 1 stay committed
+        kept = st.scalar("SELECT count(*) FROM pseudo_labels")
+    # a corrected config starts a new run at once (no --new-run); the failed run keeps its labels
+    _edit(cfg, lambda d: d["views"][1].update(fail_round=-1))
+    res = api.run(cfg)
+    assert res.run_id == 2 and res.status == "finished"
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM pseudo_labels WHERE run_id = 1") == kept
+
+
+def test_the_same_config_resumes_its_failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    cfg = write_config(tmp_path)
+    import views.sklearn_view as sv
+
+    real_fit = sv.SklearnView.fit
+    calls = {"n": 0}
+
+    def flaky(self, items, y, w):  # fails once, in round 2's first fit (a transient fault)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError("disk hiccup")
+        return real_fit(self, items, y, w)
+
+    monkeypatch.setattr(sv.SklearnView, "fit", flaky)
+    with pytest.raises(OSError):
+        api.run(cfg)
+    monkeypatch.setattr(sv.SklearnView, "fit", real_fit)
+    res = api.run(cfg)
+    assert res.run_id == 1 and res.resumed and res.status == "finished"
+    (tmp_path / "ref").mkdir()
+    ref = api.run(write_config(tmp_path / "ref"))
+    assert res.labels_added == ref.labels_added and res.final_metrics == ref.final_metrics
+
+
+def test_unforeseen_errors_are_one_line_with_a_traceback_file(tmp_path: Path):
+    cfg = write_config(tmp_path)
+    _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:FailingView",
+                                                    "columns": ["b_0"], "fail_round": 0}))
+    proc = _cli("run", str(cfg), "--quiet", cwd=tmp_path, home=tmp_path / "home")
+    line = _one_error_line(proc)
+    assert line.startswith("error: RuntimeError: boom in round 0 (traceback in ")
+    log = Path(line.split("(traceback in ", 1)[1].rstrip(")"))
+    assert log.parent == tmp_path / "home" / "logs"
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "plugin_views.py" in text and "boom in round 0" in text
+
+
+def test_store_faults_are_one_line(tmp_path: Path):
+    home = tmp_path / "home"
+    # a foreign DuckDB file with an 'items' table: refused, and left without cotrain's tables
+    foreign = tmp_path / "mine.duckdb"
+    con = duckdb.connect(str(foreign))
+    con.execute("CREATE TABLE items (x INTEGER)")
+    con.close()
+    cfg = write_config(tmp_path, max_rounds=1)
+    line = _one_error_line(_cli("run", str(cfg), "--store", str(foreign), cwd=tmp_path, home=home))
+    assert "not a cotrain store" in line and "items" in line
+    con = duckdb.connect(str(foreign), read_only=True)
+    assert [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()] == ["items"]
+    con.close()
+    with pytest.raises(StoreError, match="not a cotrain store"):
+        Store(foreign, read_only=True)
+    # a store whose data blocks fail DuckDB's checksum after it opens
+    api.run(cfg)
+    store = tmp_path / "run.duckdb"
+    data = bytearray(store.read_bytes())
+    for off in range(len(data) // 3, len(data) - 4096, 262144):
+        data[off:off + 64] = bytes(b ^ 0xFF for b in data[off:off + 64])
+    store.write_bytes(bytes(data))
+    for args in (("status", str(store)), ("export", str(store), str(tmp_path / "x.parquet")),
+                 ("report", str(store), "--out", str(tmp_path / "r.html")), ("run", str(cfg), "--quiet")):
+        line = _one_error_line(_cli(*args, cwd=tmp_path, home=home))
+        assert line.startswith(f"error: store {store}: cannot read the file"), line
+
+
+def test_config_faults_are_one_line(tmp_path: Path):
+    cfg = write_config(tmp_path)
+    raw = cfg.read_bytes().replace(b"seed: 0", b"seed: 0\n# caf\xe9")
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(raw)
+    line = _one_error_line(_cli("run", str(bad), cwd=tmp_path, home=tmp_path / "home"))
+    assert "not UTF-8 text: byte 0xe9 on line" in line
+    _edit(cfg, lambda d: d.update(seed=-5))
+    with pytest.raises(ConfigError, match="seed"):
+        api.run(cfg)
+
+
+def test_tfidf_tuples_from_yaml(tmp_path: Path):
+    df = pd.DataFrame({"text": [f"{w} film {i}" for i, w in enumerate(["great", "awful"] * 60)]})
+    df["label"] = np.where(np.arange(120) < 10, np.where(np.arange(120) % 2 == 0, "pos", "neg"), None)
+    df["b_0"] = np.where(np.arange(120) % 2 == 0, 1.0, -1.0) + np.random.default_rng(0).normal(0, 1, 120)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    cfg = {"task": {"labels": ["neg", "pos"]}, "data": {"train": "d.csv"},
+           "views": [{"name": "t", "kind": "sklearn", "text": "text", "tfidf": {"ngram_range": [1, 2]}},
+                     {"name": "b", "kind": "sklearn", "column_prefix": "b_"}],
+           "cotrain": {"max_rounds": 1, "policy": "threshold"}, "store": "s.duckdb"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert api.run(tmp_path / "c.yaml").status == "finished"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT semantics")
+def test_ctrl_c_says_how_far_the_run_got_and_resumes(tmp_path: Path):
+    df = synthetic_frame(n=4000, n_gold=30, n_test=100)
+    cfg = write_config(tmp_path, df, max_rounds=6, batch_size=200)
+    _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:PacedCentroidView",
+                                                    "columns": ["b_0", "b_1", "b_2", "b_3"], "delay_s": 0.05}))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--quiet"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**env, "PYTHONPATH": str(REPO), "COTRAIN_HOME": str(tmp_path / "home")})
+    progress = tmp_path / "run.duckdb.progress.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until round 1 is under way (round 0 committed)
+        if progress.exists() and '"rounds_done": 1' in progress.read_text(errors="replace"):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    lines = [x for x in stderr.strip().splitlines() if x]
+    assert len(lines) == 1 and lines[0].startswith("interrupted after round ") and "run again to resume" in lines[0], \
+        stderr
+    after = int(lines[0].split("round ")[1].split(";")[0])
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT max(round) FROM rounds") == after
+        assert st.scalar("SELECT status FROM runs") == "running"
+    res = api.run(cfg)
+    assert res.resumed and res.status == "finished" and res.n_rounds > after + 1
