@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from store.labels import ABSTAIN
 from views.llm.scoring import json_answer, match_label
-
-ABSTAIN = -1
 
 
 @dataclass(frozen=True)

@@ -248,9 +248,10 @@ def debate(config: str | Path | Config | dict[str, Any], items: str | Path, *, s
     carry the debate's ``fields``, an optional ``data.id_column`` and an optional gold label
     (``data.label_column``) that is used only to report the verdicts' accuracy."""
     from orchestrator.data import read_table
-    from orchestrator.debate import file_debates, make_debater, plan_debate
+    from orchestrator.debate import make_debater, plan_debate
     from store.errors import DataError
     from store.llm_ledger import LLMLedger
+    from store.writers import write_debates
 
     cfg, _ = _config(config)
     cfg = with_debate_overrides(cfg, overrides)
@@ -284,7 +285,7 @@ def debate(config: str | Path | Config | dict[str, Any], items: str | Path, *, s
                 debater.check()
                 outcomes = debater.run([(i, r, []) for i, r in zip(ids, records)])
             with st.transaction():
-                file_debates(st, outcomes, run_id=None, round_idx=None, triggers=["given"] * len(ids),
+                write_debates(st, outcomes, run_id=None, round_idx=None, triggers=["given"] * len(ids),
                              splits=["given"] * len(ids), accepted=[False] * len(ids), aggregation=d.aggregation,
                              label_names=names)
         finally:

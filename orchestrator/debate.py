@@ -6,6 +6,7 @@ the label matrix and the store.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,9 +15,11 @@ import pyarrow as pa
 
 from agents.aggregate import ABSTAIN
 from agents.debate import AgentSpec, DebateSpec, Prompts
-from agents.runner import Budget, DebateOutcome, Debater
+from agents.runner import Budget, Debater
 from orchestrator.config import AgentConfig, Config, DebateConfig
-from store.database import Store, utcnow
+from store.writers import RoundWriter, write_debates
+
+log = logging.getLogger("cotrain")
 
 
 def _agent(a: AgentConfig) -> AgentSpec:
@@ -70,46 +73,50 @@ def view_votes(labels_row: np.ndarray, conf_row: np.ndarray, views: Sequence[str
             for j in range(len(views)) if labels_row[j] != ABSTAIN]
 
 
-def file_debates(store: Store, outcomes: Sequence[DebateOutcome], *, run_id: int | None, round_idx: int | None,
-                 triggers: Sequence[str], splits: Sequence[str], accepted: Sequence[bool], aggregation: str,
-                 label_names: Sequence[str]) -> None:
-    """Insert debates and their turns (the caller owns the transaction)."""
-    if not outcomes:
-        return
-    start = int(store.scalar("SELECT coalesce(max(debate_id), 0) FROM debates")) + 1
-    ids = list(range(start, start + len(outcomes)))
-    now = utcnow()
-    store.insert_arrow("debates", pa.table({
-        "debate_id": pa.array(ids, pa.int64()),
-        "run_id": pa.array([run_id] * len(ids), pa.int32()),
-        "round": pa.array([round_idx] * len(ids), pa.int32()),
-        "item_id": [o.item_id for o in outcomes], "split": list(splits), "trigger": list(triggers),
-        "status": [o.status for o in outcomes],
-        "verdict": pa.array([label_names[o.verdict] if o.verdict != ABSTAIN else None for o in outcomes], pa.string()),
-        "confidence": pa.array([o.confidence for o in outcomes], pa.float64()),
-        "accepted": list(accepted), "aggregation": [aggregation] * len(ids),
-        "rounds_used": pa.array([o.rounds_used for o in outcomes], pa.int32()),
-        "early_stopped": [o.early_stopped for o in outcomes],
-        "calls": pa.array([o.calls for o in outcomes], pa.int32()),
-        "tokens": pa.array([o.tokens for o in outcomes], pa.int64()),
-        "cost_usd": pa.array([o.cost_usd for o in outcomes], pa.float64()),
-        "seconds": pa.array([o.seconds for o in outcomes], pa.float64()),
-        "created_at": pa.array([now] * len(ids), pa.timestamp("us")),
-    }))
-    turns = [(did, t) for did, o in zip(ids, outcomes) for t in o.turns]
-    if turns:
-        store.insert_arrow("debate_turns", pa.table({
-            "debate_id": pa.array([d for d, _ in turns], pa.int64()),
-            "agent": [t["agent"] for _, t in turns], "model": [t["model"] for _, t in turns],
-            "debate_round": pa.array([t["debate_round"] for _, t in turns], pa.int32()),
-            "label": pa.array([t["label"] for _, t in turns], pa.string()),
-            "confidence": pa.array([t["confidence"] for _, t in turns], pa.float64()),
-            "rationale": [t["rationale"] for _, t in turns], "status": [t["status"] for _, t in turns],
-            "prompt_tokens": pa.array([t["prompt_tokens"] for _, t in turns], pa.int64()),
-            "completion_tokens": pa.array([t["completion_tokens"] for _, t in turns], pa.int64()),
-            "latency_s": pa.array([t["latency_s"] for _, t in turns], pa.float64()),
-            "cached": [bool(t["cached"]) for _, t in turns],
-        }))
+def debate_round(runner: Any, write: RoundWriter, state: Any, pool: np.ndarray, merged: Any, pred: Any,
+                 test_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The debate step of a co-training round: debate the round's disputed (or
+    low-confidence) pool items, plus up to ``evaluate_test`` disputed held-out items for
+    evaluation only; file everything; write and return the accepted verdicts as
+    (positions, labels, confidences). ``runner`` is the round's ``RoundRunner``."""
+    from orchestrator.selection import find_disputes, label_matrix
+
+    cfg, store = runner.cfg, runner.store
+    d = cfg.debate
+    assert d is not None
+    chosen = choose_items(d, merged.disputed, merged.item, pred.conf)
+    rows = [(pool[i], trig, pred.labels[i], pred.conf[i], "train") for i, trig in chosen]
+    if d.evaluate_test and state.is_test.any():
+        t_lab, t_conf = label_matrix(test_probs)
+        t_disp = np.flatnonzero(find_disputes(t_lab, t_conf, cfg.cotrain.threshold))
+        test_pos = state.test_pos
+        # held-out items chosen by the same trigger, for the verdicts' accuracy only
+        chosen_t = choose_items(d.model_copy(update={"max_items": d.evaluate_test}), t_disp,
+                                np.zeros(0, dtype=np.int64), t_conf)
+        rows += [(test_pos[i], trig, t_lab[i], t_conf[i], "test") for i, trig in chosen_t]
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.float32))
+    if not rows:
+        return empty
+    positions = np.asarray([x[0] for x in rows], dtype=np.int64)
+    df = store.fetch_rows(write.run_id, state.row_idx[positions], d.fields).to_pandas()
+    ids = state.ids(positions).to_pylist()
+    items = [(ids[k], {f: "" if df[f].iloc[k] is None else str(df[f].iloc[k]) for f in d.fields},
+              view_votes(lab, cf, write.views, write.labels)) for k, (_, _, lab, cf, _) in enumerate(rows)]
+    outcomes = runner.debater.run(items)
+    accepted = [o.status == "verdict" and o.confidence >= d.accept_confidence and split == "train"
+                for o, (_, _, _, _, split) in zip(outcomes, rows)]
+    write_debates(store, outcomes, run_id=write.run_id, round_idx=write.round, triggers=[x[1] for x in rows],
+                  splits=[x[4] for x in rows], accepted=accepted, aggregation=d.aggregation,
+                  label_names=write.labels)
+    acc = np.flatnonzero(accepted)
+    if acc.size == 0:
+        return empty
+    pos = positions[acc]
+    lab = np.asarray([outcomes[k].verdict for k in acc], dtype=np.int16)
+    conf = np.asarray([outcomes[k].confidence for k in acc], dtype=np.float32)
+    write.pseudo_labels(state.ids(pos), lab, conf, "debate", pa.array([["debate"]] * len(pos), pa.list_(pa.string())))
+    log.info("round %d: %d item(s) debated, %d verdict(s) accepted", write.round, len(rows), len(pos))
+    return pos, lab, conf
 
 
 def plan_debate(cfg: Config, n_items: int, sample: Sequence[dict[str, str]]) -> dict[str, Any]:

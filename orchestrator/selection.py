@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ABSTAIN = -1
+from store.labels import ABSTAIN
 
 
 def label_matrix(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,13 +85,18 @@ def select_agreement(labels: np.ndarray, conf: np.ndarray, min_agree: int, thres
     return picked
 
 
+def disagreement(labels: np.ndarray, voices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The dispute rule, in one place: among the views that speak on an item (``voices``),
+    (the highest label spoken, ABSTAIN when none speaks; whether two voices differ)."""
+    big = np.iinfo(labels.dtype).max if labels.dtype.kind == "i" else np.iinfo(np.int64).max
+    hi = np.where(voices, labels, ABSTAIN).max(axis=1)
+    lo = np.where(voices, labels, big).min(axis=1)
+    return hi, voices.any(axis=1) & (hi != lo)
+
+
 def find_disputes(labels: np.ndarray, conf: np.ndarray, threshold: float) -> np.ndarray:
     """Items on which at least two confident views (above ``threshold``) disagree."""
-    confident = select_threshold(labels, conf, threshold)
-    big = np.iinfo(labels.dtype).max if labels.dtype.kind == "i" else np.iinfo(np.int64).max
-    hi = np.where(confident, labels, ABSTAIN).max(axis=1)
-    lo = np.where(confident, labels, big).min(axis=1)
-    return confident.any(axis=1) & (hi != lo)
+    return disagreement(labels, select_threshold(labels, conf, threshold))[1]
 
 
 @dataclass(frozen=True)
@@ -126,10 +131,7 @@ def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, disput
     """
     picked = picked & (labels != ABSTAIN)
     voices = picked | select_threshold(labels, conf, dispute_threshold)
-    big = np.iinfo(labels.dtype).max if labels.dtype.kind == "i" else np.iinfo(np.int64).max
-    hi = np.where(voices, labels, ABSTAIN).max(axis=1)
-    lo = np.where(voices, labels, big).min(axis=1)
-    disputed = voices.any(axis=1) & (hi != lo)
+    hi, disputed = disagreement(labels, voices)
     accept = picked.any(axis=1) & ~disputed
     if consensus is not None:
         accept &= np.asarray(consensus) == hi
@@ -165,3 +167,66 @@ def pairwise_agreement(labels: np.ndarray) -> list[tuple[int, int, int, float | 
             rate = float((labels[both, a] == labels[both, b]).mean()) if nb else None
             out.append((a, b, nb, rate))
     return out
+
+
+# ---------------------------------------------------------------------- a round's decisions
+POLICIES = ("threshold", "k_best", "agreement", "self")
+
+
+def select_round(policy: str, labels: np.ndarray, conf: np.ndarray, *, threshold: float, k: int = 10,
+                 min_agree: int = 2, prior: np.ndarray | None = None, ensemble: np.ndarray | None = None,
+                 veto: bool = True) -> Merged:
+    """Every selection decision of a round, from the label matrix to accepted labels and
+    disputes: the policy's picks, merged, with the ensemble's veto.
+
+    ``prior``: gold label counts per class (``k_best`` splits ``k`` by it); ``ensemble``:
+    one label per item (the ensemble's), which vetoes a disagreeing pick when ``veto`` and the
+    policy is not ``self`` (self-training has no peers to veto it)."""
+    if policy in ("threshold", "self"):
+        picked = select_threshold(labels, conf, threshold)
+    elif policy == "agreement":
+        picked = select_agreement(labels, conf, min_agree, threshold)
+    elif policy == "k_best":
+        if prior is None:
+            raise ValueError("k_best needs the gold prior")
+        picked = select_k_best(labels, conf, class_quota(prior, k))
+    else:
+        raise ValueError(f"unknown policy '{policy}' ({', '.join(POLICIES)})")
+    consensus = ensemble if veto and policy != "self" else None
+    return merge_picks(labels, conf, picked, threshold, consensus=consensus)
+
+
+def feeding_masks(is_gold: np.ndarray, sources: np.ndarray, shared: np.ndarray, *, policy: str,
+                  feeding: str) -> list[np.ndarray]:
+    """Which training items each view learns from, one mask per view over the same items.
+
+    Gold (and reviewed) items and ``shared`` labels (debate verdicts) train every view. A
+    pseudo-label made by views ``sources[i]`` trains: only its own maker(s) under ``self``
+    (self-training); every view under ``shared`` feeding; under ``cross`` feeding only the
+    views other than its maker, so no view is taught what it said itself (Blum-Mitchell)."""
+    is_gold = np.asarray(is_gold, dtype=bool)
+    sources = np.asarray(sources, dtype=bool)
+    base = is_gold | np.asarray(shared, dtype=bool)
+    masks = []
+    for j in range(sources.shape[1]):
+        if policy == "self":
+            mp = sources[:, j]
+        elif feeding == "shared":
+            mp = np.ones(len(is_gold), dtype=bool)
+        else:  # cross: picks made (also) by another view
+            mp = np.delete(sources, j, axis=1).any(axis=1)
+        masks.append(base | mp)
+    return masks
+
+
+def termination(round_idx: int, last_round: int, pool_left: int, added: int | None = None) -> str | None:
+    """Why the run ends at this round, or None to go on: ``max_rounds`` (the last round only
+    fits and evaluates), ``pool_exhausted`` (nothing left to label), or, once the round's
+    selection is known (``added``), ``no_change`` (it added nothing)."""
+    if round_idx >= last_round:
+        return "max_rounds"
+    if pool_left == 0:
+        return "pool_exhausted"
+    if added is not None and added == 0:
+        return "no_change"
+    return None

@@ -1,10 +1,13 @@
 """Read-side queries for ``cotrain status`` and reports: plain data, no rendering."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from store.database import Store
 from store.errors import StoreError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def rounds_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
@@ -29,6 +32,36 @@ def rounds_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
             "mean_pairwise_agreement": pair, "view_order": list(info["views"]) + ["ensemble"],
         })
     return out
+
+
+def item_labels(store: Store, run_id: int, labels: list[str]) -> "pa.Table":
+    """Every item of a run in data order: ``item_id``, ``row_idx``, ``is_test``, ``gold`` (the
+    label's index in ``labels``, -1 none; a reviewer's label overrides the file's) and
+    ``reviewed``."""
+    return store.query(
+        "SELECT i.item_id, i.row_idx, i.split = 'test' AS is_test,"
+        " coalesce(list_position(?, coalesce(rv.label, i.gold_label)), 0) - 1 AS gold,"
+        " rv.label IS NOT NULL AS reviewed"
+        " FROM items i LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id"
+        " WHERE i.run_id = ? ORDER BY i.row_idx", [labels, run_id])
+
+
+def accepted_pseudo_labels(store: Store, run_id: int, labels: list[str]) -> "pa.Table":
+    """A run's accepted pseudo-labels: ``row_idx``, ``label`` (index), ``confidence``,
+    ``source_views`` and ``shared`` (a debate verdict, which trains every view)."""
+    return store.query(
+        "SELECT i.row_idx, coalesce(list_position(?, p.label), 0) - 1 AS label, p.confidence, p.source_views,"
+        " p.source = 'debate' AS shared"
+        " FROM pseudo_labels p JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id"
+        " WHERE p.run_id = ? AND p.status = 'accepted'", [labels, run_id])
+
+
+def final_metrics(store: Store, run_id: int) -> dict[str, dict[str, float | None]]:
+    """Test accuracy and macro-F1 per view (and the ensemble) at the run's last round."""
+    rows = store.con.execute(
+        "SELECT view, test_accuracy, test_macro_f1 FROM metrics WHERE run_id = ?"
+        " AND round = (SELECT max(round) FROM rounds WHERE run_id = ?)", [run_id, run_id]).fetchall()
+    return {view: {"test_accuracy": acc, "test_macro_f1": f1} for view, acc, f1 in rows}
 
 
 def label_counts(store: Store, run_id: int) -> tuple[int, int]:

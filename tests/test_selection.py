@@ -155,7 +155,7 @@ def test_consensus_veto_drops_picks_the_ensemble_disagrees_with():
 
 
 def test_masked_lists_matches_python_loop():
-    from orchestrator.rounds import _masked_lists
+    from store.writers import masked_lists as _masked_lists
 
     rng = np.random.default_rng(0)
     mask = rng.random((50, 4)) < 0.4

@@ -1,0 +1,59 @@
+"""What a run tells its caller: progress hooks while it runs, and the result when it ends."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Reporter(Protocol):
+    """Progress hooks; the CLI renders them with rich, the library default ignores them.
+
+    A reporter may also define ``run_started(run_id, first_round, last_round, ledger)``,
+    called once before the first round with the run's ``LLMLedger`` (whose ``usage()`` counts
+    calls and cost so far); ``orchestrator.progress`` uses it for the progress file."""
+
+    def round_started(self, round_idx: int, pool_size: int, n_views: int) -> None: ...
+
+    def advance(self, view: str, phase: str, n: int, total: int) -> None: ...
+
+    def round_finished(self, summary: dict[str, Any]) -> None: ...
+
+
+class NullReporter:
+    def round_started(self, round_idx: int, pool_size: int, n_views: int) -> None:
+        pass
+
+    def advance(self, view: str, phase: str, n: int, total: int) -> None:
+        pass
+
+    def round_finished(self, summary: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class RunResult:
+    """What a run did, in the manner of scikit-learn's fitted attributes."""
+
+    run_id: int
+    store: str
+    status: str
+    termination_condition: str | None
+    n_rounds: int                      # rounds committed (round 0 included)
+    labels_added: list[int]            # per round
+    n_gold: int
+    n_pseudo: int
+    resumed: bool = False
+    already_finished: bool = False
+    final_metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cotrain")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+__all__ = ["NullReporter", "Reporter", "RunResult", "code_version"]

@@ -1,0 +1,137 @@
+"""The steps of a round that touch models: fit every view, evaluate on held-out items, and
+predict the pool in batches into the label matrix. Plain functions over views and frames;
+the orchestrator's ``RoundRunner`` sequences them and the store's writers file their output.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.selection import ABSTAIN, ensemble_proba, label_matrix, pairwise_agreement
+from views.base import View
+
+log = logging.getLogger("cotrain")
+
+#: ``advance(view, phase, n_done, total)``: progress callback (the run's reporter).
+Advance = Callable[[str, str, int, int], None]
+
+
+@dataclass
+class FitResult:
+    seconds: dict[str, float] = field(default_factory=dict)
+    n_train: dict[str, int] = field(default_factory=dict)
+
+
+def fit_views(views: Sequence[View], train: pd.DataFrame, y: np.ndarray, w: np.ndarray,
+              masks: Sequence[np.ndarray], advance: Advance) -> FitResult:
+    """Fit view j on the training rows ``masks[j]`` selects; a view's UserWarnings are logged."""
+    out = FitResult()
+    for j, view in enumerate(views):
+        m = masks[j]
+        t = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            view.fit(train[m].reset_index(drop=True), y[m], w[m])
+        for wn in caught:
+            if issubclass(wn.category, UserWarning):
+                log.warning("%s", wn.message)
+        out.seconds[view.name] = time.perf_counter() - t
+        out.n_train[view.name] = int(m.sum())
+        advance(view.name, "fit", 1, 1)
+    return out
+
+
+def metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, float | None]:
+    """(accuracy, macro-F1) of probabilities against labels; an abstention counts as wrong."""
+    from sklearn.metrics import f1_score
+
+    if len(y_true) == 0:
+        return None, None
+    voted = ~np.isnan(proba).any(axis=1)
+    pred = np.where(voted, np.nan_to_num(proba, nan=-1).argmax(axis=1), -1)
+    acc = float((pred == y_true).mean())
+    f1 = float(f1_score(y_true, pred, labels=np.unique(y_true), average="macro", zero_division=0))
+    return acc, f1
+
+
+@dataclass
+class Evaluation:
+    probs: np.ndarray                                   # (n_test, V, K)
+    scores: dict[str, tuple[float | None, float | None]]  # view or "ensemble" -> (accuracy, macro-F1)
+
+
+def evaluate_views(views: Sequence[View], test: pd.DataFrame, y_test: np.ndarray, k: int) -> Evaluation:
+    """Every view's and the ensemble's probabilities and scores on the held-out items."""
+    probs = np.stack([v.predict_proba(test) for v in views], axis=1) if len(test) else \
+        np.zeros((0, len(views), k))
+    scores = {v.name: metrics(y_test, probs[:, j]) for j, v in enumerate(views)}
+    scores["ensemble"] = metrics(y_test, ensemble_proba(probs))
+    return Evaluation(probs, scores)
+
+
+@dataclass
+class PoolPrediction:
+    """The label matrix of the pool (kept compact: int16 labels, float32 confidences: it is
+    the only per-item state a round holds) and the ensemble's label of each item."""
+
+    labels: np.ndarray     # (n, V) int16, ABSTAIN where a view abstains
+    conf: np.ndarray       # (n, V) float32, NaN where a view abstains
+    ensemble: np.ndarray   # (n,) int16
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, n_views: int) -> PoolPrediction:
+        return cls(np.zeros((0, n_views), dtype=np.int16), np.zeros((0, n_views), dtype=np.float32),
+                   np.zeros(0, dtype=np.int16))
+
+
+#: ``sink(lo, hi, probs, labels, conf)``: receives each predicted batch (to be stored).
+BatchSink = Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def predict_pool(views: Sequence[View], n: int, batch_size: int, fetch: Callable[[int, int], pd.DataFrame],
+                 k: int, advance: Advance, sink: BatchSink | None = None) -> PoolPrediction:
+    """Predict ``n`` pool items in batches (``fetch(lo, hi)`` gives the frame of items lo..hi)
+    into the label matrix; probabilities are streamed to ``sink`` batch by batch, never held."""
+    out = PoolPrediction(np.full((n, len(views)), ABSTAIN, dtype=np.int16),
+                         np.full((n, len(views)), np.nan, dtype=np.float32),
+                         np.full(n, ABSTAIN, dtype=np.int16), {v.name: 0.0 for v in views})
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)
+        df = fetch(lo, hi)
+        probs = np.empty((hi - lo, len(views), k))
+        for j, view in enumerate(views):
+            t = time.perf_counter()
+            probs[:, j] = view.predict_proba(df)
+            out.seconds[view.name] += time.perf_counter() - t
+            advance(view.name, "predict", hi - lo, n)
+        lab, conf = label_matrix(probs)
+        out.labels[lo:hi], out.conf[lo:hi] = lab, conf
+        out.ensemble[lo:hi] = label_matrix(ensemble_proba(probs)[:, None, :])[0][:, 0]
+        if sink is not None:
+            sink(lo, hi, probs, lab, conf)
+    return out
+
+
+def agreement_with_ensemble(pred: PoolPrediction, j: int) -> float | None:
+    """Share of the pool where view j and the ensemble both vote and agree."""
+    if not pred.labels.shape[0]:
+        return None
+    both = (pred.labels[:, j] != ABSTAIN) & (pred.ensemble != ABSTAIN)
+    return float((pred.labels[both, j] == pred.ensemble[both]).mean()) if both.any() else None
+
+
+def view_pairs(pred: PoolPrediction) -> list[tuple[int, int, int, float | None]]:
+    """Pairwise agreement between views over the pool (empty when nothing was predicted)."""
+    return pairwise_agreement(pred.labels) if pred.labels.shape[0] else []
+
+
+__all__ = ["Evaluation", "FitResult", "PoolPrediction", "agreement_with_ensemble", "evaluate_views", "fit_views",
+           "metrics", "predict_pool", "view_pairs"]

@@ -1,0 +1,104 @@
+"""Building a run's views from the config: each view is built once, given its context
+(seed, caches, ledger, progress), and checked to read only columns it may: never the label,
+id or split column, nor cotrain's own ``__`` columns.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator.config import Config
+from store.database import Store, StoreCache, StoreProblems
+from store.errors import ViewError
+from store.llm_ledger import LLMLedger
+from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, View, ViewContext
+from views.registry import BUILTIN_KINDS, build_view, check_view
+
+#: cotrain's own columns in the data snapshot and in the frames views get.
+INTERNAL_COLUMNS = ("__row", "__split", "__file_row", ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN)
+
+
+def _view_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def protected_columns(cfg: Config) -> dict[str, str]:
+    """Columns no view (and no debate agent) may read, each with the config key naming it:
+    the label, the configured id and the split column. cotrain's own ``__`` columns are
+    protected too (see :func:`readable_columns`)."""
+    d = cfg.data
+    out = {d.label_column: "data.label_column"}
+    if d.id_column:
+        out[d.id_column] = "data.id_column"
+    if d.split_column:
+        out[d.split_column] = "data.split_column"
+    return out
+
+
+def readable_columns(cfg: Config, columns: list[str]) -> list[str]:
+    """The data columns views may read: all but the protected and internal ones."""
+    protected = protected_columns(cfg)
+    return [c for c in columns if c not in protected and not c.startswith("__")]
+
+
+def _resolve_fields(view: View, cfg: Config, columns: list[str]) -> list[str]:
+    """The view's fields, resolved against the readable columns only, so a prefix never
+    matches the label column; naming a protected column is one error naming its key."""
+    protected = protected_columns(cfg)
+    try:
+        fields = view.resolve_fields(readable_columns(cfg, columns))
+    except ViewError:
+        try:  # would the view have resolved with the protected columns? then say which it named
+            named = [f for f in view.resolve_fields([*columns, *INTERNAL_COLUMNS])
+                     if f in protected or f.startswith("__")]
+        except ViewError:
+            named = []
+        if named:
+            what = protected.get(named[0], "an internal cotrain column")
+            raise ViewError(view.name, f"reads '{named[0]}', which is {what}; views may never read the label, "
+                            "id or split column (that would leak the answer)") from None
+        raise
+    bad = [f for f in fields if f in protected or f.startswith("__")]
+    if bad:  # a plug-in that ignores the columns it is given
+        raise ViewError(view.name, f"reads '{bad[0]}', a protected column; views may never read the label, "
+                        "id or split column")
+    return fields
+
+
+def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: Any,
+                ledger: LLMLedger | None = None, problems: StoreProblems | None = None,
+                reporter: Any = None, dry_run: bool = False) -> tuple[list[View], list[str]]:
+    """Build every configured view, check the fields it reads exist and are not protected
+    (label, id, split), and return the views with the sorted union of their fields.
+
+    ``dry_run``: a plug-in kind is imported and its parameters checked, but not constructed
+    (its constructor is user code), so it is left out of the returned views; built-in views
+    are built with ``context.dry_run`` set and call no user factory either."""
+    from store.media import data_roots
+
+    views: list[View] = []
+    fields: set[str] = set()
+    for i, vc in enumerate(cfg.views):
+        ctx = ViewContext(labels=tuple(cfg.task.names), seed=_view_seed(cfg.seed, i),
+                          cache=StoreCache(store) if store is not None else None,
+                          base_dir=Path(base_dir),
+                          label_descriptions=tuple(spec.description for spec in cfg.task.labels),
+                          ledger=ledger, data_dirs=data_roots(cfg.data.train, cfg.data.test), problems=problems,
+                          progress=None if reporter is None else _progress_of(reporter, vc.name), dry_run=dry_run)
+        if dry_run and vc.kind not in BUILTIN_KINDS:
+            check_view(vc.name, vc.kind, vc.params, ctx)
+            continue
+        view = build_view(vc.name, vc.kind, vc.params, ctx)
+        fields.update(_resolve_fields(view, cfg, columns))
+        views.append(view)
+    return views, sorted(fields)
+
+
+def _progress_of(reporter: Any, view: str) -> Any:
+    """A view's ``progress(phase, n, total)`` callback into the run's reporter."""
+    def progress(phase: str, n: int, total: int) -> None:
+        reporter.advance(view, phase, n, total)
+
+    return progress
