@@ -5,7 +5,9 @@ under ``debate:<agent>``: a turn already answered (a resumed run, a re-run) is s
 cache and costs nothing. Debates run ``concurrency`` at a time (langgraph ``batch``); the
 clients' own limits bound the requests in flight. Before each batch the dollars and tokens
 spent so far are checked against the budget: once it is spent, the remaining items are not
-debated (status ``budget``) and a warning says so.
+debated (status ``budget``) and a warning says so. What was spent is read from the ledger (its
+``debate:`` calls of this run), as the views' budgets are, so a resumed run goes on from what it
+spent before it stopped; without a ledger it is counted in memory.
 """
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from agents.debate import AgentSpec, DebateSpec, Prompts, TurnResult, build_deba
 from views.llm.connect import Connection, check_model, connect
 
 log = logging.getLogger("cotrain")
+
+#: Debate agents' calls are filed in the ledger under ``debate:<model>`` (a view name cannot hold a colon).
+DEBATE_VIEW_PREFIX = "debate:"
 
 
 @dataclass
@@ -72,8 +77,13 @@ class Debater:
         self.backoff_s = backoff_s
         self.price = price
         self.budget = budget or Budget()
-        self.spent_usd = 0.0
-        self.spent_tokens = 0
+        self._mem_usd = 0.0   # spent by this Debater (counts only without a ledger)
+        self._mem_tokens = 0
+        # a run's debates count all the run spent on them, before a resume too; a standalone
+        # debate (the ledger has no run) counts from here
+        self._base = (0.0, 0)
+        if getattr(ledger, "run_id", None) is None:
+            self._base = self._ledger_spend() or (0.0, 0)
         self._conns: dict[tuple[str, str | None, str | None], Connection] = {}
         self._graph: Any = None
         self._lock = threading.Lock()
@@ -114,9 +124,32 @@ class Debater:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _ledger_spend(self) -> tuple[float, int] | None:
+        fn = getattr(self.ledger, "spent_under", None)
+        return fn(DEBATE_VIEW_PREFIX) if fn is not None else None
+
+    def spent(self) -> tuple[float, int]:
+        """Dollars and tokens the debates have spent against the budget: from the ledger where
+        there is one (this run's ``debate:`` calls), else counted by this Debater."""
+        got = self._ledger_spend()
+        if got is None:
+            return self._mem_usd, self._mem_tokens
+        return got[0] - self._base[0], got[1] - self._base[1]
+
+    @property
+    def spent_usd(self) -> float:
+        return self.spent()[0]
+
+    @property
+    def spent_tokens(self) -> int:
+        return self.spent()[1]
+
     def _over_budget(self) -> bool:
         b = self.budget
-        return (b.usd is not None and self.spent_usd >= b.usd) or (b.tokens is not None and self.spent_tokens >= b.tokens)
+        if b.usd is None and b.tokens is None:
+            return False
+        usd, tokens = self.spent()
+        return (b.usd is not None and usd >= b.usd) or (b.tokens is not None and tokens >= b.tokens)
 
     def run(self, items: Sequence[tuple[str, dict[str, str], list[dict[str, Any]]]]) -> list[DebateOutcome]:
         """Debate ``(item_id, fields, views' votes)`` triples; outcomes in the same order."""
@@ -127,8 +160,9 @@ class Debater:
             chunk = items[lo:lo + step]
             if self._over_budget():
                 if not warned:
+                    usd, tokens = self.spent()
                     log.warning("debate budget spent ($%.4f, %d tokens): %d item(s) not debated",
-                                self.spent_usd, self.spent_tokens, len(items) - lo)
+                                usd, tokens, len(items) - lo)
                     warned = True
                 out.extend(DebateOutcome(item_id=i, status="budget") for i, _, _ in chunk)
                 continue
@@ -142,7 +176,7 @@ class Debater:
                                   confidence=float(st.get("confidence", 0.0)), rounds_used=int(st.get("round", 0)),
                                   early_stopped=bool(st.get("early_stopped", False)),
                                   turns=list(st.get("transcript", [])), seconds=dt)
-                self.spent_usd += o.cost_usd
-                self.spent_tokens += o.tokens
+                self._mem_usd += o.cost_usd
+                self._mem_tokens += o.tokens
                 out.append(o)
         return out

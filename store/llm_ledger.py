@@ -153,6 +153,19 @@ class LLMLedger:
                 " AND NOT cached", [self.run_id, view]).fetchall()
         return float(rows[0][0])
 
+    def spent_under(self, prefix: str) -> tuple[float, int]:
+        """Dollars and tokens (prompt + completion) this run has spent on calls filed under a
+        view whose name starts with ``prefix`` (``debate:`` for every debate agent; view names
+        cannot hold a colon). Cache hits cost nothing. Read from the store, so a resumed run
+        counts what it spent before it stopped."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT coalesce(sum(cost_usd), 0), coalesce(sum(coalesce(prompt_tokens, 0)"
+                " + coalesce(completion_tokens, 0)), 0) FROM llm_calls"
+                " WHERE run_id IS NOT DISTINCT FROM ? AND starts_with(view, ?) AND NOT cached",
+                [self.run_id, prefix]).fetchall()
+        return float(rows[0][0]), int(rows[0][1])
+
     # ------------------------------------------------------------------ demonstrations
     def record_demonstrations(self, view: str, item_ids: Sequence[str], demo_ids: Sequence[Sequence[str]]) -> None:
         """Which examples each item's prompt showed in the current round (re-done rounds overwrite)."""

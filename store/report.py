@@ -41,11 +41,8 @@ text-align:left;vertical-align:top}th{background:#f4f6f9}td.num{text-align:right
 
 def _svg(fig: Any) -> str:
     """A matplotlib figure as an <img> with an SVG data URI (self-contained, isolated ids)."""
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
     return f'<img alt="" src="data:image/svg+xml;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
@@ -54,15 +51,24 @@ def _figure(fig: Any, caption: str, name: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _plt() -> Any:
-    import matplotlib
+#: The report's plot style, applied with ``matplotlib.rc_context`` while it draws (the user's
+#: rcParams are as before afterwards).
+STYLE = {"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
+         "svg.hashsalt": "cotrain"}
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
-                         "axes.spines.right": False, "svg.hashsalt": "cotrain"})
-    return plt
+class _Figures:
+    """Makes the report's figures without pyplot: each is a plain ``matplotlib.figure.Figure``
+    on its own Agg canvas, so no backend is switched (``matplotlib.use`` is never called, a
+    notebook's inline backend stays) and pyplot's figure registry is never touched."""
+
+    def subplots(self, figsize: tuple[float, float]) -> tuple[Any, Any]:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)
+        return fig, fig.add_subplot()
 
 
 # ------------------------------------------------------------------ data
@@ -196,14 +202,14 @@ def _rounds_axis(ax: Any) -> None:
     ax.set_xlabel("round")
 
 
-def _plot_metrics(plt: Any, d: dict[str, Any]) -> list[str]:
+def _plot_metrics(figs: _Figures, d: dict[str, Any]) -> list[str]:
     rows = [m for m in d["metrics"] if m["test_accuracy"] is not None]
     if not rows:
         return []
     views = list(dict.fromkeys(m["view"] for m in d["metrics"]))
     out = []
     for key, title in (("test_accuracy", "test accuracy"), ("test_macro_f1", "test macro-F1")):
-        fig, ax = plt.subplots(figsize=(6.2, 3.4))
+        fig, ax = figs.subplots(figsize=(6.2, 3.4))
         for v in views:
             pts = [(m["round"], m[key]) for m in rows if m["view"] == v and m[key] is not None]
             if pts:
@@ -219,12 +225,12 @@ def _plot_metrics(plt: Any, d: dict[str, Any]) -> list[str]:
     return out
 
 
-def _plot_added(plt: Any, d: dict[str, Any]) -> list[str]:
+def _plot_added(figs: _Figures, d: dict[str, Any]) -> list[str]:
     if not d["added"]:
         return []
     rounds = sorted({a["round"] for a in d["added"]})
     cats = list(dict.fromkeys(a["maker"] for a in d["added"]))
-    fig, ax = plt.subplots(figsize=(6.2, 3.4))
+    fig, ax = figs.subplots(figsize=(6.2, 3.4))
     bottom = np.zeros(len(rounds))
     for c in cats:
         h = np.array([sum(a["n"] for a in d["added"] if a["round"] == r and a["maker"] == c) for r in rounds])
@@ -237,9 +243,9 @@ def _plot_added(plt: Any, d: dict[str, Any]) -> list[str]:
                          "agreeing, or a debate verdict (revoked labels included).", "added")]
 
 
-def _heatmap(plt: Any, m: np.ndarray, rows: list[str], cols: list[str], title: str, fmt: str, cmap: str,
+def _heatmap(figs: _Figures, m: np.ndarray, rows: list[str], cols: list[str], title: str, fmt: str, cmap: str,
              xlabel: str = "", ylabel: str = "") -> Any:
-    fig, ax = plt.subplots(figsize=(max(3.6, 0.55 * len(cols) + 2.4), max(3.0, 0.45 * len(rows) + 1.6)))
+    fig, ax = figs.subplots(figsize=(max(3.6, 0.55 * len(cols) + 2.4), max(3.0, 0.45 * len(rows) + 1.6)))
     im = ax.imshow(m, cmap=cmap, vmin=0, vmax=np.nanmax(m) if np.isfinite(np.nanmax(m)) and np.nanmax(m) > 0 else 1)
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), rows)
@@ -257,7 +263,7 @@ def _heatmap(plt: Any, m: np.ndarray, rows: list[str], cols: list[str], title: s
     return fig
 
 
-def _plot_agreement(plt: Any, d: dict[str, Any]) -> list[str]:
+def _plot_agreement(figs: _Figures, d: dict[str, Any]) -> list[str]:
     if not d["agreement"]:
         return []
     views = sorted({a["view_a"] for a in d["agreement"]} | {a["view_b"] for a in d["agreement"]})
@@ -265,12 +271,12 @@ def _plot_agreement(plt: Any, d: dict[str, Any]) -> list[str]:
     for a in d["agreement"]:
         i, j = views.index(a["view_a"]), views.index(a["view_b"])
         m[i, j] = m[j, i] = np.nan if a["rate"] is None else a["rate"]
-    fig = _heatmap(plt, m, views, views, "agreement on the pool", ".2f", "viridis")
+    fig = _heatmap(figs, m, views, views, "agreement on the pool", ".2f", "viridis")
     return [_figure(fig, "Share of pool items on which two views give the same label (last round with "
                          "predictions; items where either abstains are left out).", "agreement")]
 
 
-def _confusion(plt: Any, rows: list[dict[str, Any]], labels: list[str], title: str, caption: str, name: str,
+def _confusion(figs: _Figures, rows: list[dict[str, Any]], labels: list[str], title: str, caption: str, name: str,
                ylabel: str, xlabel: str) -> list[str]:
     if not rows:
         return []
@@ -279,10 +285,10 @@ def _confusion(plt: Any, rows: list[dict[str, Any]], labels: list[str], title: s
     for r in rows:
         if r["truth"] in labels:
             m[labels.index(r["truth"]), cols.index(r["predicted"]) if r["predicted"] in labels else -1] += r["n"]
-    return [_figure(_heatmap(plt, m, labels, cols, title, ".0f", "Blues", xlabel, ylabel), caption, name)]
+    return [_figure(_heatmap(figs, m, labels, cols, title, ".0f", "Blues", xlabel, ylabel), caption, name)]
 
 
-def _plot_confidence(plt: Any, d: dict[str, Any]) -> list[str]:
+def _plot_confidence(figs: _Figures, d: dict[str, Any]) -> list[str]:
     if not d["confidence"]:
         return []
     edges = np.arange(20) / 20
@@ -290,7 +296,7 @@ def _plot_confidence(plt: Any, d: dict[str, Any]) -> list[str]:
     rej = np.zeros(20)
     for c in d["confidence"]:
         (acc if c["accepted"] else rej)[c["bin"]] += c["n"]
-    fig, ax = plt.subplots(figsize=(6.2, 3.4))
+    fig, ax = figs.subplots(figsize=(6.2, 3.4))
     ax.bar(edges, rej, width=0.05, align="edge", alpha=0.6, label="passed over")
     ax.bar(edges, acc, width=0.05, align="edge", alpha=0.8, label="accepted", bottom=rej)
     ax.set_xlabel("highest view confidence for the item in the round")
@@ -300,7 +306,7 @@ def _plot_confidence(plt: Any, d: dict[str, Any]) -> list[str]:
                     "confidence")]
 
 
-def _plot_cost(plt: Any, d: dict[str, Any]) -> list[str]:
+def _plot_cost(figs: _Figures, d: dict[str, Any]) -> list[str]:
     per: dict[int, list[float]] = {}
     for x in d["llm"]:
         a = per.setdefault(x["round"], [0.0, 0.0, 0.0])
@@ -310,7 +316,7 @@ def _plot_cost(plt: Any, d: dict[str, Any]) -> list[str]:
     if not per:
         return []
     rounds = sorted(per)
-    fig, ax = plt.subplots(figsize=(6.2, 3.4))
+    fig, ax = figs.subplots(figsize=(6.2, 3.4))
     p = np.array([per[r][0] for r in rounds])
     c = np.array([per[r][1] for r in rounds])
     ax.bar(rounds, p, label="prompt tokens")
@@ -343,18 +349,21 @@ def _f(x: Any, digits: int = 3) -> str:
 
 def render(d: dict[str, Any]) -> str:
     """The HTML page for ``report_data``'s output."""
-    plt = _plt()
+    import matplotlib
+
     info, labels, e = d["info"], d["labels"], html.escape
     cfg = info["config"]
     c = d["counts"]
-    figures = (_plot_metrics(plt, d) + _plot_added(plt, d) + _plot_agreement(plt, d)
-               + _confusion(plt, d["gold_test"], labels, "ensemble vs held-out gold",
-                            "The ensemble's labels on held-out items (last round) against their gold labels.",
-                            "confusion_test", "gold", "ensemble")
-               + _confusion(plt, d["pseudo_vs_review"], labels, "pseudo-labels vs reviewers",
-                            "Reviewed pseudo-labels against the reviewers' labels.", "confusion_review",
-                            "reviewer", "pseudo-label")
-               + _plot_confidence(plt, d) + _plot_cost(plt, d))
+    figs = _Figures()
+    with matplotlib.rc_context(STYLE):
+        figures = (_plot_metrics(figs, d) + _plot_added(figs, d) + _plot_agreement(figs, d)
+                   + _confusion(figs, d["gold_test"], labels, "ensemble vs held-out gold",
+                                "The ensemble's labels on held-out items (last round) against their gold labels.",
+                                "confusion_test", "gold", "ensemble")
+                   + _confusion(figs, d["pseudo_vs_review"], labels, "pseudo-labels vs reviewers",
+                                "Reviewed pseudo-labels against the reviewers' labels.", "confusion_review",
+                                "reviewer", "pseudo-label")
+                   + _plot_confidence(figs, d) + _plot_cost(figs, d))
     views = ", ".join(f"{v['name']} ({v['kind']})" for v in cfg.get("views", []))
     co = cfg.get("cotrain", {})
     summary = _table(["", ""], [

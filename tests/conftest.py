@@ -70,3 +70,59 @@ def write_config(tmp: Path, df: pd.DataFrame | None = None, *, fmt: str = "csv",
     path = tmp / "cotrain.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+# ---------------------------------------------------------------------- process-wide state
+_PROBE_HEAD = '''
+import json, logging, os, warnings
+for _n in ("LiteLLM", "httpx", "transformers", "huggingface_hub"):  # loggers a user has configured
+    logging.getLogger(_n).setLevel(logging.INFO)
+
+def _state():
+    lg = {n: [lg.level, lg.propagate, lg.disabled, [repr(h) for h in lg.handlers], [repr(f) for f in lg.filters]]
+          for n, lg in [("", logging.getLogger()), *logging.Logger.manager.loggerDict.items()]
+          if isinstance(lg, logging.Logger)}
+    return {"env": dict(os.environ), "filters": [repr(f) for f in warnings.filters], "loggers": lg}
+
+'''
+_PROBE_SNAP = '''
+_before = _state()
+'''
+_PROBE_TAIL = '''
+print("\\n" + json.dumps({"before": _before, "after": _state()}))
+'''
+
+
+@pytest.fixture
+def leaves_process_as_found():
+    """``check(body, cwd, setup)`` runs ``body`` in a fresh Python between two snapshots of what
+    library code must not change (``os.environ``, ``warnings.filters``, every logger that existed
+    before, the root included: level, propagate, handlers, filters) and asserts they are equal;
+    returns the child's stderr and ``before``. ``setup`` runs before the first snapshot: the
+    base dependencies (numpy adds warning filters as it is imported, as it does for anyone).
+    Loggers a library creates for itself keep its defaults."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    root = Path(__file__).resolve().parent.parent
+
+    def check(body: str, cwd: Path, setup: str = "import duckdb, numpy, pandas, pyarrow",
+              timeout: float = 300) -> tuple[str, dict[str, Any]]:
+        script = _PROBE_HEAD + textwrap.dedent(setup) + _PROBE_SNAP + textwrap.dedent(body) + _PROBE_TAIL
+        p = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True,
+                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(root)})
+        assert p.returncode == 0, p.stderr[-4000:]
+        snap = json.loads(p.stdout.strip().splitlines()[-1])
+        before, after = snap["before"], snap["after"]
+        env_b, env_a = before["env"], after["env"]
+        env_diff = {k for k in env_b.keys() | env_a.keys() if env_b.get(k) != env_a.get(k)}
+        assert not env_diff, f"environment variables changed: {sorted(env_diff)}"
+        assert after["filters"] == before["filters"]
+        changed = [n for n, st in before["loggers"].items() if after["loggers"].get(n) != st]
+        assert not changed, f"loggers changed: {changed}"
+        return p.stderr, before
+
+    return check

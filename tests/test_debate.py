@@ -109,6 +109,50 @@ def test_budget_stops_the_debate_and_says_so(caplog):
     assert "debate budget spent" in caplog.text and "4 item(s) not debated" in caplog.text
 
 
+def test_debate_budget_is_read_from_the_ledger_across_a_resume(tmp_path):
+    """The debate's dollars and tokens are what the run's ledger holds: a Debater built over the
+    same store and run (a resumed run) refuses at once when the stored spend already reaches the
+    budget, or after one more batch when it nearly does; another run, a fresh store or a
+    standalone debate (no run) start from zero."""
+    from store.database import Store
+    from store.llm_ledger import LLMLedger
+
+    def debater(srv, ledger, budget):
+        agents = tuple(AgentSpec(f"a{i}", model="openai/fake", api_base=srv.base_url) for i in range(2))
+        return Debater(DebateSpec(agents=agents, rounds=1), Prompts(labels=["negative", "positive"], verbalisers=VERB,
+                                                                    fields=["text"]),
+                       ledger=ledger, concurrency=2, timeout_s=2.0, max_retries=0, budget=budget,
+                       price={"input_per_mtok": 100.0, "output_per_mtok": 300.0})
+
+    items = [(f"i{k}", {"text": t}, []) for k, t in enumerate(
+        ["a great film", "a dull film", "superb acting", "boring plot", "the best score", "awful pacing",
+         "wonderful cast", "flat jokes"])]
+    ran = lambda outs: [o.status != "budget" for o in outs]  # noqa: E731
+    with MisbehavingServer() as srv, Store(tmp_path / "s.duckdb") as st:
+        with debater(srv, LLMLedger(st, run_id=1), Budget()) as d:
+            first = d.run(items[:2])  # what the run spent before it stopped
+        usd, tokens = d.spent()
+        assert usd == pytest.approx(sum(o.cost_usd for o in first)) and usd > 0
+        assert tokens == sum(o.tokens for o in first) > 0
+        asked = srv.count
+        for budget in (Budget(usd=usd), Budget(tokens=tokens)):  # resumed: nothing left to spend
+            with debater(srv, LLMLedger(st, run_id=1), budget) as d:
+                assert d.spent() == (pytest.approx(usd), tokens)
+                assert ran(d.run(items[2:])) == [False] * 6
+        assert srv.count == asked
+        with debater(srv, LLMLedger(st, run_id=1), Budget(tokens=tokens + 1)) as d:  # room for one batch
+            assert ran(d.run(items[2:6])) == [True, True, False, False]
+        with debater(srv, LLMLedger(st, run_id=2), Budget(tokens=1)) as d:  # another run: from zero
+            assert d.spent() == (0.0, 0) and ran(d.run(items[4:8])) == [True, True, False, False]
+        with debater(srv, LLMLedger(st, run_id=None), Budget()) as d:  # a standalone debate, filed under NULL
+            d.run(items[:1])
+        with debater(srv, LLMLedger(st, run_id=None), Budget(tokens=1)) as d:  # the next one counts from its start
+            assert d.spent() == (0.0, 0) and ran(d.run(items[6:8])) == [True, True]
+    with MisbehavingServer() as srv, Store(tmp_path / "fresh.duckdb") as st, \
+            debater(srv, LLMLedger(st, run_id=1), Budget(tokens=1)) as d:
+        assert d.spent() == (0.0, 0) and ran(d.run(items[:4])) == [True, True, False, False]
+
+
 # ---------------------------------------------------------------------- standalone and in co-training
 def _debate_config(tmp: Path, base_url: str, **debate) -> Path:
     cfg_path = llm_config(tmp, base_url, key_env=None)

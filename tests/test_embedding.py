@@ -82,3 +82,29 @@ def test_run_with_embedding_view_encodes_each_text_once(rt_small, tmp_path: Path
     with caplog.at_level(logging.INFO, logger="cotrain"):
         api.run(tmp_path / "c.yaml", new_run=True)
     assert "encoded" not in caplog.text  # a second run on the same store re-encodes nothing
+
+
+def test_encoder_loads_offline_and_leaves_the_process_as_it_found_it(leaves_process_as_found, tmp_path: Path):
+    """The packaged MiniLM loads and encodes with no hub, and afterwards no environment variable
+    (no HF_HUB_OFFLINE), warning filter or logger is changed; huggingface_hub itself is not left
+    offline; a folder that holds no model fails at once instead of retrying the hub."""
+    empty = tmp_path / "no_model"
+    empty.mkdir()
+    leaves_process_as_found(f'''
+        import time
+        from pathlib import Path
+        from views.encoders import load_sentence_transformer, resolve_text_encoder
+
+        m = load_sentence_transformer(resolve_text_encoder("all-MiniLM-L6-v2"), device="cpu")
+        assert m.encode(["a great film"]).shape == (1, 384)
+        import huggingface_hub.constants
+        from transformers.utils import logging as hf_logging
+        assert not huggingface_hub.constants.HF_HUB_OFFLINE and hf_logging.is_progress_bar_enabled()
+        for missing in (Path({str(empty)!r}), Path({str(tmp_path / "absent")!r})):
+            t = time.perf_counter()
+            try:
+                load_sentence_transformer(missing, device="cpu")
+                raise AssertionError("loaded a model from " + str(missing))
+            except (OSError, ValueError) as exc:
+                assert time.perf_counter() - t < 5, (missing, exc)
+    ''', tmp_path)

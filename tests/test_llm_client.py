@@ -131,3 +131,24 @@ def test_ledger_files_calls_under_run_and_round(key_env, tmp_path):
         row = st.query("SELECT run_id, round, view, cached, status, prompt_tokens, latency_s FROM llm_calls").to_pylist()
         assert row[0]["run_id"] == 7 and row[0]["round"] == 3 and row[0]["prompt_tokens"] == 1
         assert row[0]["latency_s"] > 0
+
+
+def test_litellm_leaves_the_process_as_it_found_it(leaves_process_as_found, tmp_path):
+    """Importing litellm and a real call through the client (plus token counting and pricing)
+    change no environment variable (litellm's .env loading included), warning filter or logger
+    level, and litellm's lazy first-call warnings stay quiet."""
+    (tmp_path / ".env").write_text("COTRAIN_DOTENV_PROBE=loaded\n")  # litellm loads ./.env at import
+    stderr, before = leaves_process_as_found('''
+        from tests.openai_server import MisbehavingServer
+        from views.llm.client import Endpoint, LLMClient, count_tokens, estimate_cost
+
+        msgs = [{"role": "user", "content": "a great film"}]
+        with MisbehavingServer() as srv, LLMClient(Endpoint(model="openai/fake", api_base=srv.base_url), view="v") as c:
+            [comp] = c.complete([{"messages": msgs, "max_tokens": 1, "logprobs": True, "top_logprobs": 4}])
+        assert comp.ok and comp.content == "Positive", comp
+        assert count_tokens("gpt-4o", msgs) > 0 and count_tokens("local:m", msgs) > 0
+        assert estimate_cost("gpt-4o", None, 1000, 10) > 0
+    ''', tmp_path)
+    assert "COTRAIN_DOTENV_PROBE" not in before["env"]
+    assert before["loggers"]["LiteLLM"][0] == before["loggers"]["httpx"][0] == logging.INFO
+    assert "ReadOnly" not in stderr and "Provider List" not in stderr

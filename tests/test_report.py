@@ -104,3 +104,26 @@ def test_report_cli_and_bad_input(reviewed_run: Path, tmp_path: Path):
     assert res.exit_code != 0 and "no run 9" in res.output
     res = CliRunner().invoke(app, ["report", str(reviewed_run), "--out", str(tmp_path / "nope" / "r.html")])
     assert res.exit_code != 0 and "does not exist" in res.output
+
+
+def test_report_leaves_matplotlib_as_it_found_it(reviewed_run: Path, tmp_path: Path):
+    """In a notebook the report must not switch the user's backend, touch pyplot's figures or
+    change rcParams; it still draws in its own style (9 pt text kept as text)."""
+    import base64
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    old = matplotlib.get_backend()
+    matplotlib.use("svg")  # stands in for a notebook's own backend (not the Agg the report draws with)
+    try:
+        with matplotlib.rc_context({"font.size": 13.0, "axes.spines.top": True, "svg.fonttype": "path"}):
+            before, figs = dict(matplotlib.rcParams), plt.get_fignums()
+            out = api.report(reviewed_run, tmp_path / "report.html")
+            assert matplotlib.get_backend() == "svg"
+            assert dict(matplotlib.rcParams) == before and plt.get_fignums() == figs
+    finally:
+        matplotlib.use(old)
+    svgs = [base64.b64decode(s).decode() for s in re.findall(r'data:image/svg\+xml;base64,([^"]+)', out.read_text())]
+    assert len(svgs) == len(EXPECTED_PLOTS)
+    assert all("font-size: 9px" in s and "<text" in s for s in svgs)

@@ -5,7 +5,10 @@ Heavy imports (sentence-transformers, ~10 s) happen only when an encoder is load
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from store.errors import ViewError
@@ -54,24 +57,51 @@ def resolve_text_encoder(name: str, base_dir: Path | None = None) -> Path:
                     f"({', '.join(PACKAGED_TEXT_ENCODERS)}) nor a model folder; hub downloads are off")
 
 
+#: Loggers of other libraries that importing sentence-transformers may configure.
+ENCODER_TOUCHES = ("huggingface_hub", "sentence_transformers")
+
+
 def load_sentence_transformer(path: Path, device: str | None = None):  # -> SentenceTransformer
-    """Load a sentence-transformers model from a folder with the hub switched off."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ViewError(str(path), "sentence-transformers is not installed: pip install 'cotrain[embed]'") from exc
+    """Load a sentence-transformers model from a folder, never from the hub, leaving the process
+    as it found it.
+
+    ``local_files_only`` keeps this one load off the hub: a missing or incomplete folder fails
+    at once instead of retrying the hub for ~90 s. No ``HF_HUB_OFFLINE``: huggingface_hub reads
+    it once, when it is first imported, so setting it even for a moment could switch the whole
+    process offline for good. transformers' messages and load-time progress bar are off for the
+    load only; the import and the load run inside :func:`views.scoped.borrowed_process_state`
+    (environment, warning filters and loggers as before afterwards).
+    """
+    from views.scoped import borrowed_process_state
+
+    with borrowed_process_state(loggers=ENCODER_TOUCHES):
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ViewError(str(path), "sentence-transformers is not installed: pip install 'cotrain[embed]'") from exc
+        if device is None:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        with _quiet_transformers():
+            return SentenceTransformer(str(path), device=device, local_files_only=True)
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' verbosity at ``error`` and its progress bars off, both restored on exit."""
     try:
         from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover
-        pass
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return SentenceTransformer(str(path), device=device)
+        yield
+        return
+    lg = logging.getLogger("transformers")  # its library root logger, configured when it was imported
+    level, bars = lg.level, hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        lg.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()

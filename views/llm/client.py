@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from store.errors import ViewError
+from views.llm.litellm_import import import_litellm
 from views.llm.prompt import estimate_tokens
 
 log = logging.getLogger("cotrain")
@@ -108,21 +109,6 @@ class ClientStats:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     budget_refused: int = 0
-
-
-def import_litellm() -> Any:
-    """Import litellm offline and quiet: its price map from the installed package (it would
-    otherwise fetch one from GitHub at import), no provider-list banners on stdout."""
-    import warnings
-
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    # litellm builds pydantic models of its types lazily, at the first call; each prints a
-    # ReadOnly-qualifier notice that says nothing about the user's run
-    warnings.filterwarnings("ignore", message=r".*ReadOnly. qualifier.*", category=UserWarning)
-    import litellm
-    litellm.suppress_debug_info = True
-    logging.getLogger("LiteLLM").setLevel(logging.WARNING)
-    return litellm
 
 
 def count_tokens(model: str, messages: list[dict[str, str]]) -> int:
