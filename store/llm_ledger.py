@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
+from store.contracts import CallRecord
 from store.database import Store, utcnow
 from store.sql import ident, idents
 
@@ -24,27 +24,9 @@ from store.sql import ident, idents
 USAGE_KEYS = ("calls", "cache_hits", "errors", "over_budget", "prompt_tokens", "completion_tokens", "cost_usd")
 
 
-@dataclass(frozen=True)
-class CallRecord:
-    """One request's outcome, as the LLM client reports it."""
-
-    view: str
-    key: str
-    model: str
-    request: dict[str, Any]
-    response: dict[str, Any] | None   # None when the call failed or was refused by the budget
-    cached: bool
-    status: str                       # ok | error | budget
-    error: str | None = None
-    attempts: int = 0
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cost_usd: float | None = None
-    latency_s: float | None = None
-
-
 class LLMLedger:
-    """Response cache, call log and demonstration log of one run (``run_id``) in a store.
+    """Response cache, call log and demonstration log of one run (``run_id``) in a store
+    (the ``store.contracts.Ledger`` protocol).
 
     ``round`` is set by the orchestrator at the start of every round so calls and
     demonstrations are filed under it. Thread-safe: the LLM client may call it from its

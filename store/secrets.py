@@ -78,9 +78,9 @@ def _walk(obj: Any, path: str, keys_are_labels: bool = False) -> Iterator[tuple[
             yield from _walk(v, p)
 
 
-def find_secret(config: Any) -> tuple[str, str] | None:
+def find_secret(data: Any) -> tuple[str, str] | None:
     """The first (key path, reason) where a raw config holds a credential, or None."""
-    for path, key, value in _walk(config, ""):
+    for path, key, value in _walk(data, ""):
         if key is not None and credential_name(str(key)) and value not in (None, "", [], {}):
             return path, f"{key} must not be written in a config: its name says it holds a credential"
         if isinstance(value, str):

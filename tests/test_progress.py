@@ -24,7 +24,8 @@ from orchestrator.cli import app
 from orchestrator.progress import ProgressFileReporter, TeeReporter
 from store.database import Store
 from store.errors import StoreLockedError
-from store.llm_ledger import USAGE_KEYS, CallRecord, LLMLedger
+from store.contracts import CallRecord
+from store.llm_ledger import USAGE_KEYS, LLMLedger
 from store.progress import (Progress, ViewProgress, effective_state, pid_alive, progress_path, read_progress,
                             write_progress)
 from tests.conftest import synthetic_frame, write_config

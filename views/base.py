@@ -15,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from store.contracts import Ledger
+
 
 #: Column the orchestrator adds to every frame it hands a view: the items' ids.
 ITEM_ID_COLUMN = "__item_id"
@@ -47,7 +49,7 @@ class ViewContext:
     ``seed`` is drawn from the run's generator so views seed their own estimators without
     touching global RNG state; ``base_dir`` resolves relative paths in view params;
     ``label_descriptions`` (aligned with ``labels``) feed LLM prompts; ``ledger``
-    (``store.llm_ledger.LLMLedger``) caches and files LLM calls; ``data_dirs`` are the
+    (a ``store.contracts.Ledger``) caches and files LLM calls; ``data_dirs`` are the
     folders of the data files, against which relative file paths in items (images) resolve;
     ``problems`` files items a view cannot read; ``progress(phase, n_done, total)``, when
     given, advances the caller's progress display (the CLI's bars) for long steps such as
@@ -61,7 +63,7 @@ class ViewContext:
     base_dir: Path = field(default_factory=Path.cwd)
     show_progress: bool = False
     label_descriptions: tuple[str | None, ...] = ()
-    ledger: Any = None
+    ledger: Ledger | None = None
     data_dirs: tuple[Path, ...] = ()
     problems: ProblemLog | None = None
     progress: Callable[[str, int, int], None] | None = None

@@ -331,7 +331,7 @@ class LLMClient:
             self.ledger.record(records)
 
     def _record(self, request: dict[str, Any], comp: Completion, response: dict[str, Any] | None) -> Any:
-        from store.llm_ledger import CallRecord
+        from store.contracts import CallRecord
 
         return CallRecord(
             view=self.view, key=comp.key, model=self.endpoint.key_identity(), request=request, response=response,
