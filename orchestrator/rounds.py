@@ -65,12 +65,16 @@ class RoundRunner:
                     f"store {self.store.path} holds unfinished run {latest} made with a different config or "
                     "data; re-run with those to resume it, or pass --new-run to start another run")
         with self.store.transaction():
+            c, d = self.cfg.cotrain, self.cfg.data
             run_id = self.store.create_run(
                 config=self.cfg.snapshot(), config_hash=fp, seed=self.cfg.seed, code_version=code_version(),
-                labels=self.labels, views=[v.name for v in self.cfg.views])
+                labels=self.labels, views=[v.name for v in self.cfg.views], label_column=d.label_column,
+                policy=c.policy, feeding=c.feeding, max_rounds=c.max_rounds,
+                input_files=[f for f in (d.train, d.test) if f])
             loaded = load_into_store(self.store, run_id, self.cfg)
-            views, _ = build_views(self.cfg, None, loaded.columns, self.base_dir,  # field check before commit
-                                   dry_run=self.dry_run)
+            views, fields = build_views(self.cfg, None, loaded.columns, self.base_dir,  # field check before commit
+                                        dry_run=self.dry_run)
+            self.store.set_view_fields(run_id, fields)
             self._check_debate_fields(loaded.columns)
             if loaded.n_gold == 0 and not self.dry_run and not any(getattr(v, "zero_shot", False) for v in views):
                 raise DataError(f"no labelled training rows: fill '{self.cfg.data.label_column}' for a few items "

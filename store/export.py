@@ -47,7 +47,7 @@ def export_query(store: Store, flt: ExportFilter) -> tuple[str, list[object]]:
         raise StoreError("holds no run to export", store.path)
     info = store.run_info(run_id)  # raises for an unknown run
     data_cols = [c for c in store.data_columns(run_id) if c not in _INTERNAL]
-    label_col = info["config"]["data"]["label_column"]
+    label_col = info["label_column"]
     fields = idents([c for c in data_cols if c != label_col and c not in ("item_id", "label")], prefix="d.")
     fields = (", " + fields) if fields else ""
     where: list[str] = []
@@ -201,11 +201,9 @@ def protected_paths(store: Store) -> list[tuple[Path, str, bool]]:
         db = Path(store.path).expanduser().resolve()
         out += [(db, "the store itself", False), (Path(str(db) + ".wal"), "the store's write-ahead log", False)]
     for run in store.runs():
-        data = (run.get("config") or {}).get("data") or {}
-        for key in ("train", "test"):
-            if data.get(key):
-                p = Path(str(data[key])).expanduser().resolve()
-                out.append((p, f"run {run['run_id']}'s input data (data.{key})", p.is_dir()))
+        for key, f in zip(("train", "test"), run.get("input_files") or []):
+            p = Path(str(f)).expanduser().resolve()
+            out.append((p, f"run {run['run_id']}'s input data (data.{key})", p.is_dir()))
     return out
 
 

@@ -256,6 +256,43 @@ def _m006_reviewed_labels(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m007_run_columns_and_current_labels(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        -- what readers need from a run's config, as typed columns written when the run is made
+        -- (the store never reads config JSON by key); older runs are filled from their snapshot
+        ALTER TABLE runs ADD COLUMN label_column VARCHAR;
+        ALTER TABLE runs ADD COLUMN policy VARCHAR;
+        ALTER TABLE runs ADD COLUMN feeding VARCHAR;
+        ALTER TABLE runs ADD COLUMN max_rounds INTEGER;
+        ALTER TABLE runs ADD COLUMN input_files VARCHAR[];     -- data files the run read
+        ALTER TABLE runs ADD COLUMN view_fields VARCHAR[];     -- item fields the views read
+        UPDATE runs SET
+            label_column = json_extract_string(config, '$.data.label_column'),
+            policy = json_extract_string(config, '$.cotrain.policy'),
+            feeding = json_extract_string(config, '$.cotrain.feeding'),
+            max_rounds = CAST(json_extract(config, '$.cotrain.max_rounds') AS INTEGER),
+            input_files = list_filter([json_extract_string(config, '$.data.train'),
+                                       json_extract_string(config, '$.data.test')], lambda x: x IS NOT NULL);
+        -- the one definition of an item's current label: a reviewer's, else the file's gold,
+        -- else its accepted pseudo-label; with where it came from
+        CREATE VIEW current_labels AS
+        SELECT i.run_id, i.item_id, i.row_idx, i.split,
+               coalesce(rv.label, i.gold_label, p.label) AS label,
+               CASE WHEN rv.label IS NOT NULL THEN 'review' WHEN i.gold_label IS NOT NULL THEN 'gold'
+                    WHEN p.label IS NOT NULL THEN p.source END AS source,
+               CASE WHEN rv.label IS NULL AND i.gold_label IS NULL THEN p.source_views END AS source_views,
+               CASE WHEN rv.label IS NULL AND i.gold_label IS NULL THEN p.round END AS round,
+               CASE WHEN rv.label IS NOT NULL OR i.gold_label IS NOT NULL THEN CAST(1.0 AS FLOAT)
+                    ELSE p.confidence END AS confidence,
+               rv.label IS NOT NULL AS reviewed
+        FROM items i
+        LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id
+        LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id AND p.status = 'accepted';
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("001_core_schema", _m001_core),
     ("002_llm_calls", _m002_llm),
@@ -263,6 +300,7 @@ MIGRATIONS: list[Migration] = [
     ("004_item_problems", _m004_item_problems),
     ("005_reviews", _m005_reviews),
     ("006_reviewed_labels", _m006_reviewed_labels),
+    ("007_run_columns_and_current_labels", _m007_run_columns_and_current_labels),
 ]
 
 

@@ -82,8 +82,8 @@ def run_summaries(store: Store) -> list[dict[str, Any]]:
         n_rounds = store.scalar("SELECT count(*) FROM rounds WHERE run_id = ?", [rid])
         out.append({
             "run_id": rid, "status": info["status"], "termination": info["termination"],
-            "created_at": info["created_at"], "seed": info["seed"], "policy": info["config"]["cotrain"]["policy"],
-            "feeding": info["config"]["cotrain"]["feeding"], "views": list(info["views"]),
+            "created_at": info["created_at"], "seed": info["seed"], "policy": info["policy"],
+            "feeding": info["feeding"], "views": list(info["views"]),
             "n_items": n_items, "n_test": n_test, "n_gold": n_gold, "n_pseudo": n_pseudo, "n_rounds": n_rounds,
         })
     return out

@@ -209,7 +209,9 @@ def test_an_image_folder_input_protects_every_path_inside_it(tmp_path: Path):
     (folder / "cat" / "1.png").write_bytes(b"\x89PNG")
     with Store(tmp_path / "s.duckdb") as st:
         st.create_run(config={"data": {"train": str(folder), "test": None, "label_column": "label"}},
-                      config_hash="x", seed=0, code_version="test", labels=["cat"], views=["v"])
+                      config_hash="x", seed=0, code_version="test", labels=["cat"], views=["v"],
+                      label_column="label", policy="k_best", feeding="cross", max_rounds=1,
+                      input_files=[str(folder)])
     for target, fmt in [(folder / "x.csv", None), (folder / "cat" / "new.jsonl", None), (folder, "hf"),
                         (folder / "cat" / "1.png", "csv")]:
         with pytest.raises(StoreError, match="refusing to overwrite run 1's input data"):
