@@ -12,10 +12,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
+
+from orchestrator.console import RichReporter, print_plan, print_precision, print_status, print_tables, print_transcript
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Co-train N model views on a small labelled set and a large pool; every label in DuckDB.")
@@ -99,46 +101,6 @@ def _logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-class RichReporter:
-    """Progress bars per round and per view."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=out, transient=True)
-        self.tasks: dict[str, Any] = {}
-        self.round_task: Any = None
-
-    def __enter__(self) -> RichReporter:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def round_started(self, round_idx: int, pool_size: int, n_views: int) -> None:
-        for t in self.tasks.values():
-            self.progress.remove_task(t)
-        self.tasks = {}
-        if self.round_task is None:
-            self.round_task = self.progress.add_task("rounds", total=None)
-        self.progress.update(self.round_task, description=f"round {round_idx} (pool {pool_size:,})")
-
-    def advance(self, view: str, phase: str, n: int, total: int) -> None:
-        key = f"{view}:{phase}"
-        if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(f"  {view} {phase}", total=total)
-        self.progress.advance(self.tasks[key], n)
-
-    def round_finished(self, summary: dict[str, Any]) -> None:
-        self.progress.advance(self.round_task, 1)
-        m = summary["metrics"].get("ensemble", (None, None))[0]
-        acc = f", ensemble test acc {m:.3f}" if m is not None else ""
-        out.print(f"round {summary['round']}: +{summary['added']} labels, {summary['disputed']} disputed"
-                  f"{acc} ({summary['seconds']:.1f}s)", highlight=False)
-
-
 @app.command()
 def init(path: Path = typer.Argument(Path("cotrain.yaml"), help="Where to write the example config."),
          force: bool = typer.Option(False, "--force", help="Overwrite an existing file.")) -> None:
@@ -164,37 +126,15 @@ def run(config: Path = typer.Argument(..., help="YAML config."),
     if dry_run:
         _logging(False)  # the dry run builds a throwaway in-memory run; its log lines would mislead
         with _guarded():
-            _print_plan(api.plan(config))
+            print_plan(out, api.plan(config))
         return
     with _guarded():
-        with RichReporter() as rep:
+        with RichReporter(out) as rep:
             result = api.run(config, store=store, new_run=new_run, reporter=rep)
         if result.already_finished:
             out.print(f"run {result.run_id} in {result.store} already finished ({result.termination_condition}); "
                       "pass --new-run to run again")
-        _print_status(result.store, result.run_id)
-
-
-def _print_plan(p: dict[str, Any]) -> None:
-    from rich import box
-    from rich.table import Table
-
-    out.print(f"data: {p['n_gold']} gold, {p['n_pool']:,} unlabelled, {p['n_test']} test items; "
-              f"up to {p['max_rounds']} rounds")
-    if p.get("debate"):
-        d = p["debate"]
-        cost = "unknown price" if d["cost_usd"] is None else f"${d['cost_usd']:.4f}"
-        out.print(f"debate: at most {d['items']} item(s), {d['calls']:,} calls, ~{d['tokens']:,} tokens, {cost}",
-                  highlight=False)
-    if not p["views"]:
-        out.print("no LLM view" + ("" if p.get("debate") else ": nothing is paid per call"))
-        return
-    rows = [[v["view"], v["model"], v["mode"], v["demonstrations"], f"{v['calls']:,}", f"{v['prompt_tokens']:,}",
-             f"{v['completion_tokens']:,}", "unknown price" if v["cost_usd"] is None else f"${v['cost_usd']:.4f}",
-             "-" if v["budget_usd"] is None else f"${v['budget_usd']:.2f}"] for v in p["views"]]
-    _print_tables("LLM views: estimated calls for the whole run (upper bounds)",
-                  ["view", "model", "scoring", "demos", "calls", "prompt tok", "output tok", "cost", "budget"], rows,
-                  left={"view", "scoring", "demos"}, wrap={"model"})
+        print_status(out, result.store, result.run_id)
 
 
 @app.command()
@@ -219,7 +159,7 @@ def debate(target: str = typer.Argument(..., metavar="CONFIG|show", help="YAML c
         if target == "show":
             if item is None:
                 raise typer.BadParameter("give the item id: cotrain debate show ITEM")
-            _print_transcript(api.debate_transcript(store or Path("cotrain.duckdb"), item))
+            print_transcript(out, api.debate_transcript(store or Path("cotrain.duckdb"), item))
             return
         if items is None:
             raise typer.BadParameter("give the items to debate with --items FILE")
@@ -238,27 +178,12 @@ def debate(target: str = typer.Argument(..., metavar="CONFIG|show", help="YAML c
               f"-> {rep.store}", highlight=False)
 
 
-def _print_transcript(t: dict[str, Any]) -> None:
-    d = t["debate"]
-    where = "standalone" if d["run_id"] is None else f"run {d['run_id']}, round {d['round']}"
-    out.print(f"item {d['item_id']} ({where}, {d['trigger']}): verdict {d['verdict'] or '-'} "
-              f"(confidence {d['confidence'] or 0:.2f}, {d['aggregation']}, {d['rounds_used']} round(s)"
-              f"{', stopped early' if d['early_stopped'] else ''})", highlight=False)
-    for turn in t["turns"]:
-        label = turn["label"] or f"abstained ({turn['status']})"
-        out.print(f"  round {turn['debate_round'] + 1}  {turn['agent']} [{turn['model']}]: {label} "
-                  f"({turn['confidence'] or 0:.2f}) {turn['rationale'] or ''}", highlight=False)
-
-
 @app.command()
 def models() -> None:
     """Embedded local LLMs: where their files are and whether they verify."""
-    from rich import box
-    from rich.table import Table
-
     from orchestrator import api
 
-    _print_tables("local models (model: local:<name>)", ["name", "default", "status", "licence", "path"],
+    print_tables(out, "local models (model: local:<name>)", ["name", "default", "status", "licence", "path"],
                   [[m["name"], "yes" if m["default"] else "", m["status"], m["licence"], m["path"] or "-"]
                    for m in api.models()], left={"name", "default", "status", "licence"}, wrap={"path", "licence"})
 
@@ -270,106 +195,7 @@ def status(store: Path = typer.Argument(Path("cotrain.duckdb"), help="Store file
     the store: its live progress (round, phase, items per view, rate, ETA, LLM calls and cost)."""
 
     with _guarded():
-        _print_status(str(store), run_id)
-
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-def _print_precision(rows: list[dict[str, Any]], title: str) -> None:
-    """Reviewers' verdicts per pseudo-label source: confirmed, corrected, precision."""
-    _print_tables(title, ["by", "source", "confirmed", "corrected", "precision"],
-                  [[x["kind"], x["name"], x["confirmed"], x["corrected"], f"{x['precision']:.3f}"] for x in rows],
-                  left={"by", "source"}, keep=2)
-
-
-def _print_tables(title: str, headers: list[str], rows: list[list[Any]], **kw: Any) -> None:
-    """Print rows as one or more tables that fit the terminal without cutting a number."""
-    from orchestrator.tables import fitted_tables
-
-    for t in fitted_tables(title, headers, rows, out.width, **kw):
-        out.print(t)
-
-
-def _duration(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = int(round(s))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-def _print_live(p: dict[str, Any]) -> None:
-    """A running run's progress (``api.live_progress``), or one line about a run whose
-    process ended without finishing."""
-    run = "a run" if p["run_id"] is None else f"run {p['run_id']}"
-    where = "while starting" if p["round"] is None else f"in round {p['round']} ({p['phase']})"
-    if p["state"] != "running":
-        why = p["state"] + (f": {p['error']}" if p.get("error") else "")
-        out.print(f"{run}: its process (PID {p['pid']}) ended without finishing ({why}) {where}; "
-                  "run it again to resume", highlight=False)
-        return
-    of = "" if p["last_round"] is None else f" of {p['last_round']}"
-    head = "starting" if p["round"] is None else f"round {p['round']}{of}, {p['phase']}"
-    rows = [[v["view"], v["phase"], f"{v['done']:,}", f"{v['total']:,}",
-             f"{100 * v['done'] / v['total']:.0f}%" if v["total"] else "-"] for v in p["views"]]
-    _print_tables(f"{run} is running (PID {p['pid']}): {head}", ["view", "step", "done", "total", "%"], rows,
-                  left={"view", "step"}, wrap={"view"})
-    rate = "-" if p["rate"] is None else f"{p['rate']:,.1f} items/s"
-    out.print(f"rate {rate}, ETA of this step {_duration(p['eta_s'])}, pool {p['pool'] or 0:,}, "
-              f"updated {p['age_s']:.1f}s ago", highlight=False)
-    u = p.get("llm") or {}
-    if u.get("calls") or u.get("cache_hits"):
-        out.print(f"LLM so far: {u['calls']:,} calls, {u['cache_hits']:,} cached, {u['errors']:,} errors, "
-                  f"{u['prompt_tokens']:,}/{u['completion_tokens']:,} tokens, ${u['cost_usd']:.4f}", highlight=False)
-
-
-def _print_status(store: str, run_id: int | None) -> None:
-    from orchestrator import api
-
-    rep = api.status(store, run_id)
-    if rep.live is not None:
-        _print_live(rep.live)
-        if not rep.runs:
-            return
-    runs = []
-    for r in rep.runs:
-        state = r["termination"] if r["status"] == "finished" else r["status"]
-        runs.append([r["run_id"], state, f"{r['policy']}/{r['feeding']}", r["n_gold"], r["n_pseudo"], r["n_rounds"],
-                     r["n_test"], ", ".join(r["views"])])
-    _print_tables(f"runs in {rep.store}", ["run", "state", "policy", "gold", "pseudo", "rounds", "test", "views"],
-                  runs, left={"state", "policy"}, wrap={"views"})
-    if not rep.rounds:
-        return
-    order = rep.rounds[0]["view_order"]
-    rows = [[rd["round"], f"{rd['pool_size']:,}", rd["labels_added"], rd["n_disputed"],
-             *(_fmt(rd["views"].get(v, {}).get("test_accuracy")) for v in order),
-             _fmt(rd["mean_pairwise_agreement"]), rd["termination"] or ""] for rd in rep.rounds]
-    _print_tables(f"run {rep.run_id}: rounds (test accuracy per view)",
-                  ["round", "pool", "added", "disp", *order, "agree", "end"], rows, left={"end"})
-    if rep.llm:
-        refused = any(x["over_budget"] for x in rep.llm)  # the column only when a budget bit
-        cols = ["round", "view", "calls", "cached", "errors", *(["budget"] if refused else []), "tokens in/out",
-                "cost", "latency"]
-        rows = [[x["round"], x["view"], x["calls"], x["cache_hits"], x["errors"],
-                 *([x["over_budget"]] if refused else []), f"{x['prompt_tokens']:,}/{x['completion_tokens']:,}",
-                 f"${x['cost_usd']:.4f}", "-" if x["mean_latency_s"] is None else f"{x['mean_latency_s']:.2f}s"]
-                for x in rep.llm]
-        _print_tables(f"run {rep.run_id}: LLM calls per round and view", cols, rows, left={"view"}, keep=2)
-    if rep.debates:
-        rows = [[x["round"], x["debated"], x["verdicts"], x["accepted"], x["over_budget"], x["calls"],
-                 f"{x['tokens']:,}", f"${x['cost_usd']:.4f}",
-                 "-" if x["test_verdict_accuracy"] is None else f"{x['test_verdict_accuracy']:.3f} ({x['test_debated']})"]
-                for x in rep.debates]
-        _print_tables(f"run {rep.run_id}: debates per round",
-                      ["round", "debated", "verdicts", "accepted", "budget", "calls", "tokens", "cost", "test acc"], rows)
-    if rep.reviews:
-        _print_precision(rep.reviews, f"run {rep.run_id}: reviewed pseudo-labels per source")
-    if rep.problems:
-        _print_tables(f"run {rep.run_id}: unreadable items (the view abstained on them)",
-                      ["view", "problem", "items", "e.g."],
-                      [[x["view"], x["problem"], x["items"], x["example"] or ""] for x in rep.problems],
-                      left={"view"}, wrap={"problem", "e.g."})
+        print_status(out, str(store), run_id)
 
 
 EXPORT_FORMATS = ("parquet", "jsonl", "csv", "hf", "hf-parquet", "label-studio", "argilla")
@@ -441,7 +267,7 @@ def import_reviews(store: Path = typer.Argument(..., help="Store file."),
     out.print(f"run {rep.run_id}: {rep.imported} reviews from {file} ({rep.file_format}); {rep.skipped} records "
               f"without an answer skipped; confirmed {o['confirmed']}, corrected {o['corrected']}, new {o['new']}")
     if rep.by_source:
-        _print_precision(rep.by_source, "reviewed pseudo-labels per source (all reviews of this run)")
+        print_precision(out, rep.by_source, "reviewed pseudo-labels per source (all reviews of this run)")
     if rep.rounds_granted:
         out.print(f"run {rep.run_id} reopened: the next `cotrain run` runs {rep.rounds_granted} more round(s) "
                   "with these labels as gold")
@@ -463,10 +289,10 @@ def demo(folder: Path = typer.Argument(Path("cotrain-demo"), help="Folder for da
     from orchestrator import api
 
     with _guarded():
-        with RichReporter() as rep:
+        with RichReporter(out) as rep:
             d, result = api.demo(folder, n_pool=n_pool, n_labelled=n_labelled, max_rounds=max_rounds, reporter=rep,
                                  example=example, labelled_fraction=labelled_fraction, n_items=n_items)
-    _print_status(result.store, result.run_id)
+    print_status(out, result.store, result.run_id)
     out.print(f"config: {d / 'cotrain.yaml'}   export: cotrain export {result.store} labels.parquet")
 
 
