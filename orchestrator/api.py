@@ -17,7 +17,7 @@ from store.database import Store
 from store.errors import ConfigError, CotrainError
 from store.reviews import ReviewSummary
 from store.reviews import import_reviews as _import_reviews
-from store.export import ExportFilter, ExportFormat, export_labels
+from store.exchange.export import ExportFilter, ExportFormat, export_labels
 from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, rounds_summary,
                            run_summaries)
 

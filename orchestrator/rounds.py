@@ -25,7 +25,7 @@ from orchestrator.data import load_into_store
 from orchestrator.reporting import NullReporter, Reporter, RunResult, code_version
 from orchestrator.selection import ABSTAIN, Merged, label_matrix, select_round, termination
 from orchestrator.state import LabelState
-from orchestrator.viewset import build_views, readable_columns
+from orchestrator.viewset import build_views, display_fields, readable_columns
 from store.database import Store, StoreProblems, utcnow
 from store.errors import ConfigError, DataError, RunError, RunInterrupted
 from store.llm_ledger import LLMLedger
@@ -72,9 +72,9 @@ class RoundRunner:
                 policy=c.policy, feeding=c.feeding, max_rounds=c.max_rounds,
                 input_files=[f for f in (d.train, d.test) if f])
             loaded = load_into_store(self.store, run_id, self.cfg)
-            views, fields = build_views(self.cfg, None, loaded.columns, self.base_dir,  # field check before commit
-                                        dry_run=self.dry_run)
-            self.store.set_view_fields(run_id, fields)
+            views, _ = build_views(self.cfg, None, loaded.columns, self.base_dir,  # field check before commit
+                                   dry_run=self.dry_run)
+            self.store.set_display_fields(run_id, *display_fields(self.cfg, loaded.columns))
             self._check_debate_fields(loaded.columns)
             if loaded.n_gold == 0 and not self.dry_run and not any(getattr(v, "zero_shot", False) for v in views):
                 raise DataError(f"no labelled training rows: fill '{self.cfg.data.label_column}' for a few items "

@@ -102,3 +102,22 @@ def _progress_of(reporter: Any, view: str) -> Any:
         reporter.advance(view, phase, n, total)
 
     return progress
+
+
+def display_fields(cfg: Config, columns: list[str]) -> tuple[list[str], list[str]]:
+    """(text fields, image fields) a reviewer should see beside a label: what the run's
+    views and debate read. Stored with the run, so exports and reports need no config."""
+    text: list[str] = []
+    images: list[str] = []
+    for v in cfg.views:
+        p = v.params
+        if v.kind == "vision" and p.get("image"):
+            images.append(p["image"])
+        elif v.kind == "llm":
+            text += list(p.get("fields") or [])
+        elif v.kind in ("embedding", "sklearn") and p.get("text"):
+            text.append(p["text"])
+    if cfg.debate is not None:
+        text += list(cfg.debate.fields)
+    text = [c for c in dict.fromkeys(text) if c in columns and c not in images]
+    return text, [c for c in dict.fromkeys(images) if c in columns]

@@ -200,23 +200,25 @@ class Store:
         feeding: str,
         max_rounds: int,
         input_files: list[str],
-        view_fields: list[str] | None = None,
+        text_fields: list[str] | None = None,
+        image_fields: list[str] | None = None,
     ) -> int:
         """A new run row. What readers need from the config is passed as typed columns; the
         config itself is kept (redacted) for people to read."""
         run_id = int(self.scalar("SELECT coalesce(max(run_id), 0) + 1 FROM runs"))
         self.con.execute(
             "INSERT INTO runs (run_id, created_at, status, config, config_hash, seed, code_version,"
-            " labels, views, data_table, label_column, policy, feeding, max_rounds, input_files, view_fields)"
-            " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " labels, views, data_table, label_column, policy, feeding, max_rounds, input_files, text_fields,"
+            " image_fields) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [run_id, utcnow(), json.dumps(redact(config)), config_hash, seed, code_version, labels, views,
-             f"data_{run_id}", label_column, policy, feeding, max_rounds, input_files, view_fields],
+             f"data_{run_id}", label_column, policy, feeding, max_rounds, input_files, text_fields or [],
+             image_fields or []],
         )
         return run_id
 
-    def set_view_fields(self, run_id: int, fields: list[str]) -> None:
-        """Record which item fields the run's views read (exports show them to reviewers)."""
-        self.con.execute("UPDATE runs SET view_fields = ? WHERE run_id = ?", [fields, run_id])
+    def set_display_fields(self, run_id: int, text: list[str], images: list[str]) -> None:
+        """Record the item fields a reviewer should see (exports and the report show them)."""
+        self.con.execute("UPDATE runs SET text_fields = ?, image_fields = ? WHERE run_id = ?", [text, images, run_id])
 
     @_file_errors
     def run_info(self, run_id: int) -> dict[str, Any]:

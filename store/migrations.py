@@ -6,6 +6,8 @@ migration that has shipped: append a new one.
 """
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -266,7 +268,8 @@ def _m007_run_columns_and_current_labels(con: duckdb.DuckDBPyConnection) -> None
         ALTER TABLE runs ADD COLUMN feeding VARCHAR;
         ALTER TABLE runs ADD COLUMN max_rounds INTEGER;
         ALTER TABLE runs ADD COLUMN input_files VARCHAR[];     -- data files the run read
-        ALTER TABLE runs ADD COLUMN view_fields VARCHAR[];     -- item fields the views read
+        ALTER TABLE runs ADD COLUMN text_fields VARCHAR[];     -- text fields a reviewer should see
+        ALTER TABLE runs ADD COLUMN image_fields VARCHAR[];    -- image fields a reviewer should see
         UPDATE runs SET
             label_column = json_extract_string(config, '$.data.label_column'),
             policy = json_extract_string(config, '$.cotrain.policy'),
@@ -291,6 +294,25 @@ def _m007_run_columns_and_current_labels(con: duckdb.DuckDBPyConnection) -> None
         LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id AND p.status = 'accepted';
         """
     )
+    # older runs: the fields their views and debate read, by the rule cotrain 0.1 used then
+    for run_id, config in con.execute("SELECT run_id, config FROM runs").fetchall():
+        text, images = _fields_of_old_config(json.loads(config))
+        con.execute("UPDATE runs SET text_fields = ?, image_fields = ? WHERE run_id = ?", [text, images, run_id])
+
+
+def _fields_of_old_config(config: dict) -> tuple[list[str], list[str]]:
+    """(text fields, image fields) of a config snapshot written before migration 007."""
+    text: list[str] = []
+    images: list[str] = []
+    for v in config.get("views", []):
+        if v.get("kind") == "vision" and v.get("image"):
+            images.append(v["image"])
+        elif v.get("kind") == "llm":
+            text += list(v.get("fields") or [])
+        elif v.get("kind") in ("embedding", "sklearn") and v.get("text"):
+            text.append(v["text"])
+    text += list((config.get("debate") or {}).get("fields") or [])
+    return [c for c in dict.fromkeys(text) if c not in images], list(dict.fromkeys(images))
 
 
 MIGRATIONS: list[Migration] = [

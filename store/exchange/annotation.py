@@ -19,31 +19,12 @@ import pyarrow as pa
 
 from store.database import Store
 from store.errors import StoreError
-from store.export import ExportFilter, export_query
+from store.exchange.query import ExportFilter, export_query
 from store.media import data_roots, resolve_source
 from store.reviews import LABEL_QUESTION, task_fingerprint
 from store.sql import ident
 
 _PROVENANCE = ("item_id", "label", "source", "source_views", "agreeing_views", "round", "confidence")
-
-
-def display_fields(config: dict[str, Any], columns: list[str]) -> tuple[list[str], list[str]]:
-    """(text fields, image fields) a reviewer should see: what the run's views and debate read."""
-    text: list[str] = []
-    images: list[str] = []
-    for v in config.get("views", []):
-        kind = v.get("kind")
-        if kind == "vision" and v.get("image"):
-            images.append(v["image"])
-        elif kind == "llm":
-            text += list(v.get("fields") or [])
-        elif kind in ("embedding", "sklearn") and v.get("text"):
-            text.append(v["text"])
-    debate = config.get("debate") or {}
-    text += list(debate.get("fields") or [])
-    text = [c for c in dict.fromkeys(text) if c in columns and c not in images]
-    images = [c for c in dict.fromkeys(images) if c in columns]
-    return text, images
 
 
 def latest_votes(store: Store, run_id: int, item_ids: list[str]) -> dict[str, list[tuple[str, str, float]]]:
@@ -89,9 +70,9 @@ def export_annotation(store: Store, out: Path, fmt: str, flt: ExportFilter) -> i
     info = store.run_info(run_id)
     labels = list(info["labels"])
     columns = [c for c in table.column_names if c not in _PROVENANCE]
-    text, images = display_fields(info["config"], columns)
-    data = info["config"].get("data", {})
-    roots = data_roots(data.get("train"), data.get("test"))
+    text = [c for c in info["text_fields"] or [] if c in columns]
+    images = [c for c in info["image_fields"] or [] if c in columns]
+    roots = data_roots(*(info["input_files"] or []))
     if fmt in ("hf", "hf-parquet"):
         _to_hf(table, labels, images, roots, out, fmt)
     elif fmt in ("label-studio", "argilla"):
