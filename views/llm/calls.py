@@ -1,0 +1,127 @@
+"""What an LLM call is, apart from making it: the endpoint, the price, the completion kept,
+totals, the cache key of a request, and offline token and cost estimates."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from views.llm.litellm_import import import_litellm
+from views.llm.prompt import estimate_tokens
+
+
+@dataclass(frozen=True)
+class Price:
+    """Dollars per million tokens; overrides litellm's price map (local or unknown models)."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach a model. ``identity`` keys the cache: the model string plus the
+    api_base for remote models; ``local:<name>`` for an embedded model, whose port
+    changes every run."""
+
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    identity: str = ""
+
+    def key_identity(self) -> str:
+        return self.identity or (f"{self.model}@{self.api_base}" if self.api_base else self.model)
+
+
+@dataclass
+class Completion:
+    """What a request produced. ``ok`` is False when every attempt failed or the budget
+    was spent; the caller then treats the item as an abstention."""
+
+    key: str
+    content: str | None = None
+    top_logprobs: list[list[tuple[str, float]]] | None = None  # per generated token
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    cached: bool = False
+    status: str = "ok"
+    error: str | None = None
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class ClientStats:
+    """Totals since the client was built (the ledger has the per-call detail)."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    budget_refused: int = 0
+
+
+def count_tokens(model: str, messages: list[dict[str, str]]) -> int:
+    """Prompt tokens of ``messages`` for ``model`` by litellm's tokenizers (offline). Embedded
+    local models are counted with a GPT tokenizer; a model litellm has no tokenizer for falls
+    back to about 4 characters a token."""
+    litellm = import_litellm()
+    name = "gpt-3.5-turbo" if model.startswith("local:") else model
+    try:
+        return int(litellm.token_counter(model=name, messages=messages))
+    except Exception:  # no tokenizer for this model name
+        return sum(estimate_tokens(m["content"]) + 4 for m in messages)
+
+
+def estimate_cost(model: str, price: Price | None, prompt_tokens: float, completion_tokens: float) -> float | None:
+    """Dollars for a call of that size: the configured price, $0 for an embedded local model,
+    else litellm's price map; None when the price is unknown."""
+    if price is not None:
+        return price.cost(prompt_tokens, completion_tokens)  # type: ignore[arg-type]
+    if model.startswith("local:"):
+        return 0.0
+    litellm = import_litellm()
+    try:
+        p, c = litellm.cost_per_token(model=model, prompt_tokens=int(prompt_tokens),
+                                      completion_tokens=int(completion_tokens))
+        return float(p + c)
+    except Exception:  # not in litellm's price map
+        return None
+
+
+def request_key(identity: str, request: dict[str, Any]) -> str:
+    """Cache key: sha256 of the model identity and the canonical JSON of the request."""
+    blob = json.dumps({"model": identity, **request}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def parse_response(resp: Any) -> dict[str, Any]:
+    """The part of a chat completion cotrain keeps: content, top logprobs, usage."""
+    data = resp.model_dump() if hasattr(resp, "model_dump") else dict(resp)
+    choice = (data.get("choices") or [{}])[0]
+    msg = choice.get("message") or {}
+    lp = choice.get("logprobs") or None
+    top: list[list[list[Any]]] | None = None
+    if isinstance(lp, dict) and lp.get("content"):
+        top = []
+        for tok in lp["content"]:
+            alts = tok.get("top_logprobs") or [{"token": tok.get("token"), "logprob": tok.get("logprob")}]
+            top.append([[a.get("token") or "", float(a.get("logprob") if a.get("logprob") is not None else -math.inf)]
+                        for a in alts])
+    usage = data.get("usage") or {}
+    return {"content": msg.get("content"), "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
+            "usage": {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
+                      "completion_tokens": int(usage.get("completion_tokens") or 0)}}
