@@ -5,15 +5,23 @@ Every problem is a ``DataError`` naming the file and, where it is about one item
 """
 from __future__ import annotations
 
+import csv
+import gzip
+import json
+import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from orchestrator.config import Config, DataConfig
 from store.database import Store
+from store.encoding import replace_bare_cr, utf8_problem
 from store.errors import DataError
 from store.sql import ident
 
@@ -25,8 +33,9 @@ def detect_format(path: Path, declared: str) -> str:
     if declared != "auto":
         return declared
     suffixes = "".join(path.suffixes).lower()
-    for fmt, ends in (("parquet", (".parquet", ".pq")), ("jsonl", (".jsonl", ".ndjson", ".json")),
-                      ("csv", (".csv", ".tsv", ".csv.gz", ".txt"))):
+    for fmt, ends in (("parquet", (".parquet", ".pq")),
+                      ("jsonl", (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz")),
+                      ("csv", (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".txt"))):
         if suffixes.endswith(ends) or path.suffix.lower() in ends:
             return fmt
     raise DataError("cannot tell the format from the file name; set data.format to csv, jsonl or parquet",
@@ -75,22 +84,229 @@ def read_table(path: str | Path, declared_format: str = "auto", label_column: st
     if p.stat().st_size == 0:
         raise DataError("file is empty", str(p))
     fmt = detect_format(p, declared_format)
-    con = duckdb.connect(":memory:")
-    try:
-        if fmt == "csv":
-            rel = con.read_csv(str(p))
-        elif fmt == "jsonl":
-            rel = con.read_json(str(p), format="newline_delimited")
-        else:
-            rel = con.read_parquet(str(p))
-        table = rel.to_arrow_table()
-    except duckdb.Error as exc:
-        raise DataError(f"cannot read as {fmt}: {str(exc).splitlines()[0]}", str(p)) from None
-    finally:
-        con.close()
+    table = _read_csv(p) if fmt == "csv" else _read_other(p, fmt)
+    bad = next((c for c in table.column_names if "\x00" in c), None)
+    if bad is not None:
+        raise DataError(f"column name {bad!r} contains a NUL character", str(p))
     if table.num_rows == 0:
         raise DataError("file has no data rows", str(p))
     return table
+
+
+# ------------------------------------------------------------------ reading a file
+# DuckDB's messages run over many lines (the reader's settings, possible fixes, the whole
+# offending line); an error keeps its one-line reason, with the file's line and byte.
+_NOISE = ("original line", "possible", "*", "file =", "column ", "this type", "it was not possible",
+          "the search space", "delimiter", "quote", "escape", "comment", "encoding", "new_line", "header",
+          "skip_rows", "strict_mode", "date_format", "timestamp_format", "null_padding", "sample_size",
+          "ignore_errors", "all_varchar")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line: control characters escaped, cut to ``limit`` characters."""
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _reason(exc: Exception, *, shown: str | None = None, actual: str | None = None) -> str:
+    """DuckDB's reason in one line: its first line, plus the line that says what was wrong."""
+    msg = str(exc)
+    if shown and actual:
+        msg = msg.replace(actual, shown)
+    lines = [x.strip() for x in msg.splitlines()]
+    head = re.sub(r"^(Invalid Input|Conversion|IO|Parser) Error: ", "", lines[0] if lines else msg)
+    why = next((x for x in lines[1:] if x and not x.lower().startswith(_NOISE)), None)
+    return _one_line(f"{head.rstrip('. ')}: {why}" if why else head)
+
+
+def _read_other(p: Path, fmt: str) -> pa.Table:
+    con = duckdb.connect(":memory:")
+    try:
+        if fmt == "jsonl":
+            rel = con.read_json(str(p), format="newline_delimited")
+        else:
+            rel = con.read_parquet(str(p))
+        return rel.to_arrow_table()
+    except (duckdb.Error, UnicodeDecodeError) as exc:
+        # UnicodeDecodeError: DuckDB cut its own message inside a character (it quotes the bad
+        # record, shortened) and the message could not be read
+        unreadable = isinstance(exc, UnicodeDecodeError)
+        if fmt == "jsonl":
+            why = utf8_problem(p) or (_json_diagnosis(p) if unreadable else None) or _json_reason(p, exc)
+        else:
+            why = _reason(exc)
+        if unreadable and why == _reason(exc):
+            why = "the reader failed and its message could not be decoded"
+        raise DataError(f"cannot read as {fmt}: {why}", str(p)) from None
+    finally:
+        con.close()
+
+
+def _json_reason(p: Path, exc: Exception) -> str:
+    """DuckDB's JSON error with the file's line. DuckDB counts non-blank records, and names the
+    record after the bad one for malformed JSON (``at byte 7 in line 3`` for the 2nd record),
+    the record itself for one it cannot convert (``in line 2: Object ... has duplicate key``)."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    m = re.search(r"at byte (\d+) in line (\d+): (.*)", first)
+    if m:
+        byte, record, what = int(m.group(1)), int(m.group(2)) - 1, m.group(3).strip()
+        what = what.replace("Try auto-detecting the JSON format", "").strip().rstrip(".")
+        found = _record_line(p, record)
+        if found is None:
+            where = f"record {record}"
+        else:
+            where = f"line {found[0]}" + (f", byte {byte}" if byte <= found[1] else "")
+        return _one_line(f"malformed JSON at {where}: {what}")
+    m = re.search(r"the keys ('.*') and ('.*') differ only in case", first)
+    if m:  # DuckDB matches keys case-insensitively and cannot read both
+        return _one_line(f"the keys {m.group(1)} and {m.group(2)} differ only in case, which the reader cannot "
+                         "tell apart: rename one of them")
+    m = re.search(r"^(?:Invalid Input Error: )?(.*?) in file .*?, in line (\d+): (.*)", first)
+    if m:
+        found = _record_line(p, int(m.group(2)))
+        where = f"line {found[0]}" if found else f"record {m.group(2)}"
+        return _one_line(f"{m.group(1)} at {where}: {m.group(3).strip()}")
+    return _reason(exc)
+
+
+def _json_diagnosis(p: Path) -> str | None:
+    """The first line of a JSONL file that Python's parser refuses or that repeats a key."""
+    def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        dup = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if dup is not None:
+            raise ValueError(f"duplicate key {dup!r}")
+        return dict(pairs)
+
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if raw.strip():
+                try:
+                    json.loads(raw, object_pairs_hook=no_repeats)
+                except (ValueError, RecursionError) as exc:
+                    return _one_line(f"line {n}: {exc}")
+    return None
+
+
+def _record_line(p: Path, record: int) -> tuple[int, int] | None:
+    """(1-based line, its length in bytes) of the ``record``-th non-blank line of the file."""
+    if record < 1:
+        return None
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    seen = 0
+    with opener(p, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            if raw.strip():
+                seen += 1
+                if seen == record:
+                    return n, len(raw.rstrip(b"\r\n"))
+    return None
+
+
+def _read_csv(p: Path) -> pa.Table:
+    """DuckDB's CSV reader, retried when its sniffer is too narrow: every row sampled for the
+    types, long lines allowed, and (for a file whose lines end in LF) a bare CR inside a cell
+    read as part of the cell, as pandas writes it (unquoted ``\\rx``), not as a line break."""
+    attempts = ({}, {"sample_size": -1, "max_line_size": 1 << 30})
+    exc: Exception | None = None
+    for opts in attempts:
+        try:
+            table = _duckdb_csv(p, **opts)
+        except duckdb.Error as e:
+            exc = e
+            continue
+        # rows with more fields than the header make DuckDB read each line as one cell
+        if table.num_columns == 1 and any(d in table.column_names[0] for d in ",;\t|"):
+            bad = _first_bad_csv_line(p)
+            if bad:
+                raise DataError(f"cannot read as csv: {bad}", str(p))
+        return table
+    problem = utf8_problem(p)
+    if problem:
+        raise DataError(f"cannot read as csv: {problem}", str(p)) from None
+    shown, actual = str(p), None
+    with tempfile.TemporaryDirectory(prefix="cotrain-csv-") as tmp:
+        copy = _bare_cr_copy(p, Path(tmp) / "data.csv")
+        if copy is not None:
+            path, stand_in = copy
+            actual = str(path)
+            try:
+                return _restore_cr(_duckdb_csv(path, **attempts[-1]), stand_in)
+            except duckdb.Error as e:
+                exc = e
+        assert exc is not None
+        bad = _first_bad_csv_line(p)
+        reason = _reason(exc, shown=shown, actual=actual)
+    raise DataError(f"cannot read as csv: {bad + '; ' if bad else ''}{reason}", str(p)) from None
+
+
+def _duckdb_csv(p: Path, **opts: object) -> pa.Table:
+    con = duckdb.connect(":memory:")
+    try:
+        return con.read_csv(str(p), **opts).to_arrow_table()  # type: ignore[arg-type]
+    except UnicodeDecodeError:  # DuckDB cut its message inside a character: read as a failure
+        raise duckdb.InvalidInputException("the CSV reader failed and its message could not be decoded") from None
+    finally:
+        con.close()
+
+
+def _bare_cr_copy(p: Path, out: Path) -> tuple[Path, str] | None:
+    """``p`` (decompressed) written to ``out`` with each bare CR replaced by a stand-in
+    character (:func:`store.encoding.replace_bare_cr`) and that character, or ``None``."""
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rb") as f:
+        data, stand_in = replace_bare_cr(f.read())
+    if stand_in is None:
+        return None
+    out.write_bytes(data)
+    return out, stand_in
+
+
+def _restore_cr(table: pa.Table, stand_in: str) -> pa.Table:
+    cols = []
+    for col in table.columns:
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            col = pc.replace_substring(col, stand_in, "\r")
+        cols.append(col)
+    return pa.table(cols, names=[n.replace(stand_in, "\r") for n in table.column_names])
+
+
+def _first_bad_csv_line(p: Path) -> str | None:
+    """Where a CSV stops having the header's number of fields, or a CR breaks a cell: ``line
+    N has K fields, the header has H`` (lines counted by LF), or ``None``."""
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a long cell is no error
+    try:
+        with opener(p, "rt", encoding="utf-8-sig", newline="") as f:
+            delim = max(",;\t|", key=f.readline().count)
+            f.seek(0)
+            reader = csv.reader(iter(lambda: _lf_line(f), ""), delimiter=delim)
+            width: int | None = None
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return None
+                except csv.Error as exc:
+                    return f"line {reader.line_num}: {exc}".replace(
+                        " - do you need to open the file with newline=''?", " (a bare CR inside a cell?)")
+                if width is None:
+                    width = len(row)
+                elif row and len(row) != width:
+                    return f"line {reader.line_num} has {len(row)} fields, the header has {width}"
+    except (OSError, UnicodeDecodeError, EOFError):
+        return None
+
+
+def _lf_line(f) -> str:  # noqa: ANN001
+    """The next line of a text file opened with ``newline=''``, split at LF only."""
+    parts = []
+    while True:
+        part = f.readline()
+        parts.append(part)
+        if not part or part.endswith("\n"):
+            return "".join(parts)
 
 
 def _first(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
@@ -115,11 +331,38 @@ def _with_meta(table: pa.Table, split: str | pa.Array) -> pa.Table:
     return table.append_column(FILE_ROW_COL, pa.array(range(1, n + 1), pa.int64()))
 
 
+#: Columns cotrain adds to the data snapshot; a file may not bring its own.
+RESERVED_COLUMNS = ("__row", SPLIT_COL, FILE_ROW_COL)
+
+
+def _no_reserved(table: pa.Table, path: str) -> pa.Table:
+    bad = next((c for c in table.column_names if c in RESERVED_COLUMNS), None)
+    if bad is not None:
+        raise DataError(f"column {bad!r} has a name cotrain uses for its own columns "
+                        f"({', '.join(RESERVED_COLUMNS)}); rename it", path)
+    return table
+
+
+def _missing(kind: str, name: str, columns: list[str]) -> str:
+    """``label column 'x' (data.label_column) is missing``, and why when the file has a name
+    like it: DuckDB's readers match names case-insensitively and rename the later of two that
+    differ only in case (``label`` beside ``LABEL`` becomes ``label_1``)."""
+    msg = f"{kind} column {name!r} (data.{kind}_column) is missing"
+    renamed = [c for c in columns if re.fullmatch(re.escape(name) + r"_\d+", c)]
+    clash = [c for c in columns if c.lower() == name.lower()]
+    if renamed and clash:
+        return (f"{msg}; the reader named it {renamed[0]!r} because {clash[0]!r} differs from it only in case "
+                "(rename one of them)")
+    if clash:
+        return f"{msg}; the file has {clash[0]!r} (names must match exactly)"
+    return msg
+
+
 def _split_column(table: pa.Table, d: DataConfig, path: str) -> pa.Table:
     if d.split_column is None:
         return _with_meta(table, "train")
     if d.split_column not in table.column_names:
-        raise DataError(f"split column '{d.split_column}' (data.split_column) is missing", path)
+        raise DataError(_missing("split", d.split_column, table.column_names), path)
     is_test = pc.fill_null(pc.equal(table.column(d.split_column).cast(pa.string()), d.test_value), False)
     return _with_meta(table, pc.if_else(is_test, "test", "train").combine_chunks())
 
@@ -131,31 +374,35 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
     """
     d = cfg.data
     labels = cfg.task.names
-    train = _split_column(read_table(d.train, d.format, d.label_column), d, d.train)
+    train = _split_column(_no_reserved(read_table(d.train, d.format, d.label_column), d.train), d, d.train)
     parts = [train]
     paths = {"train": d.train, "test": d.test or d.train}
     if d.test:
-        test = read_table(d.test, d.format, d.label_column)
+        test = _no_reserved(read_table(d.test, d.format, d.label_column), d.test)
         if d.split_column and d.split_column in test.column_names:
             test = test.drop_columns([d.split_column])
         parts.append(_with_meta(test, "test"))
     for part, name in zip(parts, ("train", "test")):
         if d.label_column not in part.column_names:
-            raise DataError(f"label column '{d.label_column}' (data.label_column) is missing", paths[name])
+            raise DataError(_missing("label", d.label_column, part.column_names), paths[name])
         if d.id_column and d.id_column not in part.column_names:
-            raise DataError(f"id column '{d.id_column}' (data.id_column) is missing", paths[name])
+            raise DataError(_missing("id", d.id_column, part.column_names), paths[name])
     try:
         table = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise DataError(f"test file's columns do not match the train file's: {exc}", d.test) from None
+        raise DataError(f"test file's columns do not match the train file's: {_one_line(str(exc))}", d.test) from None
     data_table = store.snapshot_data(run_id, table)
     con = store.con
     label_ref = f"d.{ident(d.label_column)}"
     ltype = table.schema.field(d.label_column).type
     if pa.types.is_floating(ltype):
         vals = table.column(d.label_column).drop_null().to_numpy()
-        if (vals == vals.round()).all():  # integer labels a writer turned into floats (0 -> 0.0)
-            label_ref = f"CAST({label_ref} AS BIGINT)"
+        vals = vals[np.isfinite(vals) & (np.abs(vals) < 2.0**62)]
+        if (vals == vals.round()).all():  # integer labels a writer turned into floats (0 -> 0.0);
+            # NaN is no label, and inf or 1e300 is named as it reads
+            x = label_ref
+            label_ref = (f"CASE WHEN isnan({x}) THEN NULL WHEN isfinite({x}) AND abs({x}) < 4.6e18 "
+                         f"THEN CAST(CAST({x} AS BIGINT) AS VARCHAR) ELSE CAST({x} AS VARCHAR) END")
     label = f"NULLIF(trim(CAST({label_ref} AS VARCHAR)), '')"
     meta = {SPLIT_COL, FILE_ROW_COL, d.label_column}
     if d.split_column:
@@ -180,7 +427,7 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
         if id_column:
             bad = _first(con, "SELECT split, file_row FROM __ids WHERE base_id IS NULL ORDER BY __row LIMIT 1")
             if bad:
-                raise DataError(f"id column '{id_column}' is empty", paths[bad[0]], row=bad[1])
+                raise DataError(f"id column {id_column!r} is empty", paths[bad[0]], row=bad[1])
             bad = _first(con, "SELECT split, file_row, base_id FROM __ids WHERE dup > 1 ORDER BY __row LIMIT 1")
             if bad:
                 raise DataError("duplicate id", paths[bad[0]], row=bad[1], item=bad[2])
@@ -191,7 +438,7 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
         bad = _first(con, "SELECT split, file_row, base_id, gold_label FROM __ids WHERE gold_label IS NOT NULL"
                      " AND NOT list_contains(?, gold_label) ORDER BY __row LIMIT 1", [labels])
         if bad:
-            raise DataError(f"label '{bad[3]}' is not one of the task's labels {labels}",
+            raise DataError(f"label {bad[3]!r} is not one of the task's labels {labels}",
                             paths[bad[0]], row=bad[1], item=bad[2])
         bad = _first(con, "SELECT split, file_row, base_id FROM __ids WHERE split = 'test' AND gold_label IS NULL"
                      " ORDER BY __row LIMIT 1")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import getpass
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from store.database import Store, utcnow
+from store.encoding import replace_bare_cr, utf8_problem
 from store.errors import ReviewError
 from store.queries import review_precision
 from store.sql import ident
@@ -156,23 +158,56 @@ def _argilla(records: list[dict[str, Any]], path: str) -> tuple[list[ParsedRevie
 
 
 def _csv(path: Path) -> tuple[list[ParsedReview], int]:
+    problem = utf8_problem(path)
+    if problem:
+        raise ReviewError(f"cannot read the CSV: {problem}", str(path))
+    # a CSV export carries every data column; a long text cell is no error
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    data, cr = replace_bare_cr(path.read_bytes())  # a CR inside a cell that pandas left unquoted
     out, skipped = [], 0
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with io.StringIO(data.decode("utf-8-sig"), newline="") as f:
         reader = csv.DictReader(f)
-        cols = [c.strip().lower() for c in reader.fieldnames or []]
-        id_col = next((c for c in ("item_id", "id") if c in cols), None)
-        if id_col is None or "label" not in cols:
-            raise ReviewError("a CSV of reviews needs columns 'id' (or 'item_id') and 'label'", str(path), row=1)
-        for n, raw in enumerate(reader, start=1):
-            row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
-            if not row.get(id_col):
-                raise ReviewError(f"empty '{id_col}'", str(path), row=n)
-            if not row.get("label"):
-                skipped += 1
-                continue
-            out.append(ParsedReview(n, row[id_col], row["label"], row.get("reviewer") or None,
-                                    _time(row.get("reviewed_at")), row.get("cotrain_task") or None))
+
+        def back(v: Any) -> Any:  # the CR a stand-in held while the reader split rows
+            return v.replace(cr, "\r") if cr is not None and isinstance(v, str) else v
+
+        try:
+            cols = [back(c).strip().lower() for c in reader.fieldnames or []]
+            id_col = next((c for c in ("item_id", "id") if c in cols), None)
+            if id_col is None or "label" not in cols:
+                raise ReviewError("a CSV of reviews needs columns 'id' (or 'item_id') and 'label'", str(path),
+                                  row=1)
+            for n, raw in enumerate(reader, start=1):
+                # ids keep their exact text (an id may start or end with a space); import_reviews
+                # falls back to the stripped text when the exact one is not an item
+                exact = {back(k).strip().lower(): back(v) or "" for k, v in raw.items() if k is not None}
+                row = {k: v.strip() for k, v in exact.items()}
+                if not row.get(id_col):
+                    raise ReviewError(f"empty '{id_col}'", str(path), row=n)
+                if not row.get("label"):
+                    skipped += 1
+                    continue
+                out.append(ParsedReview(n, exact[id_col], exact["label"], row.get("reviewer") or None,
+                                        _time(row.get("reviewed_at")), row.get("cotrain_task") or None))
+        except csv.Error as exc:
+            raise ReviewError(f"cannot read the CSV at line {reader.line_num}: {exc}", str(path)) from None
     return out, skipped
+
+
+def _json_lines(text: str, path: Path) -> list[Any]:
+    """Records of a JSONL file, split at LF only (U+2028 and the like may sit inside a string);
+    a bad record names its line of the file."""
+    records = []
+    for n, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            if isinstance(exc, RecursionError):
+                raise ReviewError(f"not a JSON export: line {n}: nested too deeply", str(path)) from None
+            raise ReviewError(f"not a JSON export: line {n}, column {exc.colno}: {exc.msg}", str(path)) from None
+    return records
 
 
 def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
@@ -182,11 +217,13 @@ def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
         raise ReviewError("file not found", str(p))
     if p.suffix.lower() in (".csv", ".tsv", ".txt"):
         return ("csv", *_csv(p))
+    problem = utf8_problem(p)
+    if problem:
+        raise ReviewError(f"not a JSON export: {problem}", str(p))
+    text = p.read_text(encoding="utf-8-sig")
     try:
-        text = p.read_text(encoding="utf-8")
-        data = (json.loads(text) if p.suffix.lower() != ".jsonl"
-                else [json.loads(x) for x in text.splitlines() if x.strip()])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(text) if p.suffix.lower() != ".jsonl" else _json_lines(text, p)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ReviewError(f"not a JSON export: {exc}", str(p)) from None
     if isinstance(data, dict):  # {"records": [...]} (Argilla to_dict-style wrappers)
         data = data.get("records", data.get("tasks", []))
@@ -210,6 +247,17 @@ def _formula_escaped(text: str) -> bool:
     return len(text) > 1 and text[0] == "'" and text[1] in "=+-@\t\r"
 
 
+def _resolve(text: str, known: Any) -> str:
+    """A CSV cell as the value it names: exactly, else without surrounding spaces, else
+    without the ``'`` a CSV export put before ``= + - @``; as it is when none is known."""
+    for cand in (text, text.strip()):
+        if cand in known:
+            return cand
+        if _formula_escaped(cand) and cand[1:] in known:
+            return cand[1:]
+    return text.strip()
+
+
 def import_reviews(store: Store, path: str | Path, run_id: int | None = None, reviewer: str | None = None,
                    rounds: int = 1) -> ReviewSummary:
     """Check and file the reviews of ``path`` against run ``run_id`` (default: the latest)."""
@@ -225,8 +273,10 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
     if not parsed:
         raise ReviewError(f"no reviewed record in the file ({skipped} without an answer)", str(path))
     wanted = [r.item_id for r in parsed]
-    if fmt == "csv":  # also the ids without the ' a CSV export put before a cell like =x, -x, @x
-        wanted += [r.item_id[1:] for r in parsed if _formula_escaped(r.item_id)]
+    if fmt == "csv":  # also the ids without the ' a CSV export put before a cell like =x, -x, @x,
+        # and without the spaces around a cell that a spreadsheet may have added
+        wanted += [r.item_id.strip() for r in parsed]
+        wanted += [r.item_id.strip()[1:] for r in parsed if _formula_escaped(r.item_id.strip())]
     ids = pa.table({"item_id": pa.array(wanted, pa.string())})
     with store.registered(ids) as name:
         known = {r[0] for r in store.con.execute(
@@ -234,10 +284,8 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
             [rid]).fetchall()}
     if fmt == "csv":  # a CSV that started as a cotrain export reads back as the values it escaped
         for r in parsed:
-            if r.item_id not in known and _formula_escaped(r.item_id) and r.item_id[1:] in known:
-                r.item_id = r.item_id[1:]
-            if r.label not in labels and _formula_escaped(r.label) and r.label[1:] in labels:
-                r.label = r.label[1:]
+            r.item_id = _resolve(r.item_id, known)
+            r.label = _resolve(r.label, labels)
     for r in parsed:  # file order: the first bad record is the one named
         if r.task is not None and r.task != task:
             raise ReviewError(f"exported from a different task (task {r.task}; run {rid} is task {task}, labels "
@@ -245,7 +293,7 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
         if r.item_id not in known:
             raise ReviewError(f"unknown item id: run {rid} has no such item", str(path), row=r.row, item=r.item_id)
         if r.label not in labels:
-            raise ReviewError(f"label '{r.label}' is not one of the task's labels {labels}", str(path),
+            raise ReviewError(f"label {r.label!r} is not one of the task's labels {labels}", str(path),
                               row=r.row, item=r.item_id)
     now = utcnow()
     who = reviewer or getpass.getuser()
