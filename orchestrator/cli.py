@@ -19,7 +19,7 @@ from rich.console import Console
 
 from orchestrator.console import RichReporter, print_plan, print_precision, print_status, print_tables, print_transcript
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,  # main() guards
                   help="Co-train N model views on a small labelled set and a large pool; every label in DuckDB.")
 out = Console()
 err = Console(stderr=True)

@@ -679,9 +679,6 @@ def test_fuzz_sweep(tmp_path: Path, seed: int):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="store/exchange/annotation.py (not this suite's files; reported): a data column named "
-                   "like an export column ('source') crashes `export --format hf` with KeyError and overwrites the "
-                   "provenance in label-studio/argilla records")
 def test_fuzz_data_columns_named_like_export_columns(tmp_path: Path):
     """Data columns named like the export's own (source, ROUND, confidence, item_id, label in
     another case) through every export format; Label Studio records keep cotrain's provenance."""

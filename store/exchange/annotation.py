@@ -19,12 +19,11 @@ import pyarrow as pa
 
 from store.database import Store
 from store.errors import StoreError
-from store.exchange.query import ExportFilter, export_query
+from store.exchange.query import PROVENANCE, ExportFilter, export_query, field_aliases
 from store.media import data_roots, resolve_source
 from store.reviews import LABEL_QUESTION, task_fingerprint
 from store.sql import ident
 
-_PROVENANCE = ("item_id", "label", "source", "source_views", "agreeing_views", "round", "confidence")
 
 
 def latest_votes(store: Store, run_id: int, item_ids: list[str]) -> dict[str, list[tuple[str, str, float]]]:
@@ -69,9 +68,10 @@ def export_annotation(store: Store, out: Path, fmt: str, flt: ExportFilter) -> i
     run_id = flt.run_id if flt.run_id is not None else store.latest_run()
     info = store.run_info(run_id)
     labels = list(info["labels"])
-    columns = [c for c in table.column_names if c not in _PROVENANCE]
-    text = [c for c in info["text_fields"] or [] if c in columns]
-    images = [c for c in info["image_fields"] or [] if c in columns]
+    columns = [c for c in table.column_names if c not in PROVENANCE]
+    exported = dict(field_aliases(store.data_columns(run_id), info["label_column"]))  # data name -> column
+    text = [exported[c] for c in info["text_fields"] or [] if exported.get(c) in columns]
+    images = [exported[c] for c in info["image_fields"] or [] if exported.get(c) in columns]
     roots = data_roots(*(info["input_files"] or []))
     if fmt in ("hf", "hf-parquet"):
         _to_hf(table, labels, images, roots, out, fmt)

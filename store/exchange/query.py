@@ -11,11 +11,30 @@ from typing import Literal
 
 from store.database import Store
 from store.errors import StoreError
-from store.sql import ident, idents
+from store.sql import ident
 
 ExportFormat = Literal["parquet", "jsonl", "csv", "hf", "hf-parquet", "label-studio", "argilla"]
 FLAT_FORMATS = ("parquet", "jsonl", "csv")
 _INTERNAL = ("__row", "__split", "__file_row")
+#: The export's own columns, before the item's fields.
+PROVENANCE = ("item_id", "label", "source", "source_views", "agreeing_views", "round", "confidence")
+
+
+def field_aliases(columns: list[str], label_column: str) -> list[tuple[str, str]]:
+    """(data column, exported name) of the item's fields. A field named like one of the
+    export's own columns (SQL names are case-insensitive: ``Source`` too) is exported as
+    ``data_<name>``, so it neither replaces nor shadows the provenance."""
+    taken = {c.lower() for c in PROVENANCE}
+    out = []
+    for c in columns:
+        if c == label_column:
+            continue
+        alias = c
+        while alias.lower() in taken:
+            alias = f"data_{alias}"
+        taken.add(alias.lower())
+        out.append((c, alias))
+    return out
 
 
 @dataclass(frozen=True)
@@ -37,7 +56,7 @@ def export_query(store: Store, flt: ExportFilter) -> tuple[str, list[object]]:
     info = store.run_info(run_id)  # raises for an unknown run
     data_cols = [c for c in store.data_columns(run_id) if c not in _INTERNAL]
     label_col = info["label_column"]
-    fields = idents([c for c in data_cols if c != label_col and c not in ("item_id", "label")], prefix="d.")
+    fields = ", ".join(f"d.{ident(c)} AS {ident(alias)}" for c, alias in field_aliases(data_cols, label_col))
     fields = (", " + fields) if fields else ""
     where: list[str] = []
     params: list[object] = [run_id, run_id, run_id]  # reviews, items, pseudo_labels
