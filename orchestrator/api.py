@@ -15,8 +15,8 @@ from orchestrator.config import Config, load_config, parse_config
 from orchestrator.rounds import Reporter, RoundRunner, RunResult
 from store.database import Store
 from store.errors import ConfigError, CotrainError
-from store.reviews import ReviewSummary
-from store.reviews import import_reviews as _import_reviews
+from store.exchange.reviews import ReviewSummary
+from store.exchange.reviews import import_reviews as _import_reviews
 from store.exchange.export import ExportFilter, ExportFormat, export_labels
 from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, rounds_summary,
                            run_summaries)
@@ -344,8 +344,25 @@ def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = 
                    rounds: int = 1) -> ReviewSummary:
     """Read reviewed labels (Label Studio / Argilla export, or CSV id,label) back as gold,
     revoke the pseudo-labels they contradict, and reopen the run for ``rounds`` more rounds."""
+    from store.errors import ReviewError
+
+    if rounds < 0:
+        raise ReviewError("rounds must be >= 0", str(file))
+
+    def reopen(rid: int, info: dict[str, Any]) -> int:
+        """The run goes on for ``rounds`` more rounds after its last one, never fewer than an
+        unfinished run was going to run anyway."""
+        if not rounds:
+            return 0
+        limit = st.last_round(rid) + rounds
+        if info["status"] == "running":
+            planned = info.get("round_limit")
+            limit = max(limit, int(planned if planned is not None else info["max_rounds"]))
+        st.reopen_run(rid, limit)
+        return rounds
+
     with Store(store) as st:
-        return _import_reviews(st, file, run_id=run_id, reviewer=reviewer, rounds=rounds)
+        return _import_reviews(st, file, run_id=run_id, reviewer=reviewer, then=reopen)
 
 
 #: Examples ``demo`` can write and run: a text one and two cross-modal image ones.

@@ -243,6 +243,15 @@ class Store:
         ``running`` again (it resumes). Committed at once, outside any round."""
         self.con.execute("UPDATE runs SET status = ?, termination = ? WHERE run_id = ?", [status, termination, run_id])
 
+    def reopen_run(self, run_id: int, round_limit: int) -> None:
+        """Let a run go on to ``round_limit`` (a review import's decision, taken by the caller)."""
+        self.con.execute("UPDATE runs SET status = 'running', termination = NULL, finished_at = NULL,"
+                         " round_limit = ? WHERE run_id = ?", [round_limit, run_id])
+
+    def last_round(self, run_id: int) -> int:
+        """The run's last committed round (-1 before round 0 commits)."""
+        return int(self.scalar("SELECT coalesce(max(round), -1) FROM rounds WHERE run_id = ?", [run_id]))
+
     def finish_run(self, run_id: int, termination: str) -> None:
         self.con.execute(
             "UPDATE runs SET status = 'finished', termination = ?, finished_at = ? WHERE run_id = ?",

@@ -3,7 +3,7 @@ Parquet with a ``ClassLabel``), Label Studio import JSON with each view's vote a
 prediction, and Argilla v2 records with cotrain's label as a suggestion.
 
 Every review record carries the item id and the task's fingerprint, so
-``store.reviews.import_reviews`` can map answers back and refuse another task's file.
+``store.exchange.reviews.import_reviews`` can map answers back and refuse another task's file.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from store.database import Store
 from store.errors import StoreError
 from store.exchange.query import PROVENANCE, ExportFilter, export_query, field_aliases
 from store.media import data_roots, resolve_source
-from store.reviews import LABEL_QUESTION, task_fingerprint
+from store.exchange.reviews import LABEL_QUESTION, task_fingerprint
 from store.sql import ident
 
 

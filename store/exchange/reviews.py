@@ -20,6 +20,7 @@ import getpass
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -259,10 +260,12 @@ def _resolve(text: str, known: Any) -> str:
 
 
 def import_reviews(store: Store, path: str | Path, run_id: int | None = None, reviewer: str | None = None,
-                   rounds: int = 1) -> ReviewSummary:
-    """Check and file the reviews of ``path`` against run ``run_id`` (default: the latest)."""
-    if rounds < 0:
-        raise ReviewError("rounds must be >= 0", str(path))
+                   then: Callable[[int, dict[str, Any]], int] | None = None) -> ReviewSummary:
+    """Check and file the reviews of ``path`` against run ``run_id`` (default: the latest).
+
+    ``then(run_id, run_info)``, when given, runs inside the same transaction once the reviews
+    are filed (the caller's decision, e.g. reopening the run; the store takes none) and
+    returns the rounds it granted; if it raises, nothing of the import is kept."""
     fmt, parsed, skipped = read_reviews(path)
     rid = run_id if run_id is not None else store.latest_run()
     if rid is None:
@@ -329,16 +332,8 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                         reviewed_by = f.review_id, status_changed_at = ?
                     FROM {ident(name)} f
                     WHERE p.run_id = ? AND p.item_id = f.item_id AND p.status = 'accepted'""", [now, rid])
-        if rounds:  # the run's last round so far, plus the rounds granted; never less than an
-            # unfinished run was going to run anyway
-            last = int(store.scalar("SELECT coalesce(max(round), -1) FROM rounds WHERE run_id = ?", [rid]))
-            limit = last + rounds
-            if info["status"] == "running":
-                planned = info.get("round_limit")
-                limit = max(limit, int(planned if planned is not None else info["config"]["cotrain"]["max_rounds"]))
-            store.con.execute("UPDATE runs SET status = 'running', termination = NULL, finished_at = NULL,"
-                              " round_limit = ? WHERE run_id = ?", [limit, rid])
-    return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), rounds)
+        granted = then(rid, info) if then is not None else 0
+    return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), granted)
 
 
 def _prior_state(store: Store, run_id: int, item_ids: list[str]) -> dict[str, tuple[Any, Any, Any]]:
