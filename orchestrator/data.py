@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -23,10 +22,8 @@ from orchestrator.config import Config, DataConfig
 from store.database import Store
 from store.encoding import replace_bare_cr, utf8_problem
 from store.errors import DataError
-from store.sql import ident
+from store.items import FILE_ROW_COL, SPLIT_COL, load_items
 
-SPLIT_COL = "__split"
-FILE_ROW_COL = "__file_row"
 
 
 def detect_format(path: Path, declared: str) -> str:
@@ -309,12 +306,6 @@ def _lf_line(f) -> str:  # noqa: ANN001
             return "".join(parts)
 
 
-def _first(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
-    """First row of a query, fully fetched (duckdb 2.x keeps a half-read result open)."""
-    rows = con.execute(sql, params or []).fetchall()
-    return rows[0] if rows else None
-
-
 @dataclass(frozen=True)
 class LoadedData:
     n_train: int
@@ -391,67 +382,10 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
         table = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise DataError(f"test file's columns do not match the train file's: {_one_line(str(exc))}", d.test) from None
-    data_table = store.snapshot_data(run_id, table)
-    con = store.con
-    label_ref = f"d.{ident(d.label_column)}"
-    ltype = table.schema.field(d.label_column).type
-    if pa.types.is_floating(ltype):
-        vals = table.column(d.label_column).drop_null().to_numpy()
-        vals = vals[np.isfinite(vals) & (np.abs(vals) < 2.0**62)]
-        if (vals == vals.round()).all():  # integer labels a writer turned into floats (0 -> 0.0);
-            # NaN is no label, and inf or 1e300 is named as it reads
-            x = label_ref
-            label_ref = (f"CASE WHEN isnan({x}) THEN NULL WHEN isfinite({x}) AND abs({x}) < 4.6e18 "
-                         f"THEN CAST(CAST({x} AS BIGINT) AS VARCHAR) ELSE CAST({x} AS VARCHAR) END")
-    label = f"NULLIF(trim(CAST({label_ref} AS VARCHAR)), '')"
-    meta = {SPLIT_COL, FILE_ROW_COL, d.label_column}
-    if d.split_column:
-        meta.add(d.split_column)
     id_column = d.id_column or ("image" if Path(d.train).is_dir() else None)  # an image folder: its paths
-    if id_column:
-        id_expr = f"CAST(d.{ident(id_column)} AS VARCHAR)"
-    else:
-        content = [c for c in table.column_names if c not in meta]
-        packed = ", ".join(f"{ident(c)} := d.{ident(c)}" for c in content)
-        id_expr = f"substr(md5(CAST(to_json(struct_pack({packed})) AS VARCHAR)), 1, 16)"
-    con.execute(
-        f"""
-        CREATE TEMP TABLE __ids AS
-        SELECT d.__row, d.{SPLIT_COL} AS split, d.{FILE_ROW_COL} AS file_row, {id_expr} AS base_id,
-               {label} AS gold_label,
-               row_number() OVER (PARTITION BY {id_expr} ORDER BY d.__row) AS dup
-        FROM {ident(data_table)} d
-        """
-    )
-    try:
-        if id_column:
-            bad = _first(con, "SELECT split, file_row FROM __ids WHERE base_id IS NULL ORDER BY __row LIMIT 1")
-            if bad:
-                raise DataError(f"id column {id_column!r} is empty", paths[bad[0]], row=bad[1])
-            bad = _first(con, "SELECT split, file_row, base_id FROM __ids WHERE dup > 1 ORDER BY __row LIMIT 1")
-            if bad:
-                raise DataError("duplicate id", paths[bad[0]], row=bad[1], item=bad[2])
-            id_sql = "base_id"
-        else:
-            # identical content: keep each copy, numbered in file order
-            id_sql = "CASE WHEN dup = 1 THEN base_id ELSE base_id || '-' || dup END"
-        bad = _first(con, "SELECT split, file_row, base_id, gold_label FROM __ids WHERE gold_label IS NOT NULL"
-                     " AND NOT list_contains(?, gold_label) ORDER BY __row LIMIT 1", [labels])
-        if bad:
-            raise DataError(f"label {bad[3]!r} is not one of the task's labels {labels}",
-                            paths[bad[0]], row=bad[1], item=bad[2])
-        bad = _first(con, "SELECT split, file_row, base_id FROM __ids WHERE split = 'test' AND gold_label IS NULL"
-                     " ORDER BY __row LIMIT 1")
-        if bad:
-            raise DataError("held-out test item has no gold label", paths[bad[0]], row=bad[1], item=bad[2])
-        con.execute(
-            f"INSERT INTO items SELECT ?, {id_sql}, __row, split, gold_label FROM __ids ORDER BY __row", [run_id])
-    finally:
-        con.execute("DROP TABLE IF EXISTS __ids")
-    counts = con.execute(
-        "SELECT count(*) FILTER (split = 'train'), count(*) FILTER (split = 'train' AND gold_label IS NOT NULL),"
-        " count(*) FILTER (split = 'test') FROM items WHERE run_id = ?", [run_id]).fetchall()[0]
-    n_train, n_gold, n_test = (int(x) for x in counts)
+    counts = load_items(store, run_id, table, labels=labels, label_column=d.label_column, id_column=id_column,
+                        split_column=d.split_column, paths=paths)
+    n_train, n_gold, n_test = counts.n_train, counts.n_gold, counts.n_test
     if n_train == 0:
         raise DataError("no training rows (every row is in the test split)", d.train)
     columns = [c for c in store.data_columns(run_id) if c not in (SPLIT_COL, FILE_ROW_COL)]

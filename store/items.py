@@ -1,0 +1,105 @@
+"""Loading a run's items: the data snapshot (``data_<run>``) and the ``items`` table, with
+each item's id, split and gold label, checked in SQL so a bad row is named by file and line.
+
+The orchestrator reads the files (``orchestrator.data``) and hands the Arrow table here with
+what it knows of the columns; nothing here reads a config.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from store.database import Store
+from store.errors import DataError
+from store.sql import ident
+
+#: Columns the loader adds to the snapshot: the item's split and its 1-based row in its file.
+SPLIT_COL = "__split"
+FILE_ROW_COL = "__file_row"
+
+
+def _first(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
+    """First row of a query, fully fetched (duckdb 2.x keeps a half-read result open)."""
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None
+
+
+@dataclass(frozen=True)
+class ItemCounts:
+    n_train: int
+    n_gold: int
+    n_test: int
+
+
+def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[str], label_column: str,
+               id_column: str | None, split_column: str | None, paths: Mapping[str, str]) -> ItemCounts:
+    """Snapshot ``table`` (with ``__split`` and ``__file_row``) as ``data_<run_id>`` and fill
+    ``items``. ``id_column`` None: an item's id is a hash of its content (copies numbered in
+    file order). ``paths`` names the file of each split, for errors. Call inside the
+    run-creation transaction: on error nothing is kept."""
+    d_label, d_split = label_column, split_column
+    con = store.con
+    data_table = store.snapshot_data(run_id, table)
+    con = store.con
+    label_ref = f"d.{ident(d_label)}"
+    ltype = table.schema.field(d_label).type
+    if pa.types.is_floating(ltype):
+        vals = table.column(d_label).drop_null().to_numpy()
+        vals = vals[np.isfinite(vals) & (np.abs(vals) < 2.0**62)]
+        if (vals == vals.round()).all():  # integer labels a writer turned into floats (0 -> 0.0);
+            # NaN is no label, and inf or 1e300 is named as it reads
+            x = label_ref
+            label_ref = (f"CASE WHEN isnan({x}) THEN NULL WHEN isfinite({x}) AND abs({x}) < 4.6e18 "
+                         f"THEN CAST(CAST({x} AS BIGINT) AS VARCHAR) ELSE CAST({x} AS VARCHAR) END")
+    label = f"NULLIF(trim(CAST({label_ref} AS VARCHAR)), '')"
+    meta = {SPLIT_COL, FILE_ROW_COL, d_label}
+    if d_split:
+        meta.add(d_split)
+    if id_column:
+        id_expr = f"CAST(d.{ident(id_column)} AS VARCHAR)"
+    else:
+        content = [c for c in table.column_names if c not in meta]
+        packed = ", ".join(f"{ident(c)} := d.{ident(c)}" for c in content)
+        id_expr = f"substr(md5(CAST(to_json(struct_pack({packed})) AS VARCHAR)), 1, 16)"
+    con.execute(
+        f"""
+        CREATE TEMP TABLE __ids AS
+        SELECT d.__row, d.{SPLIT_COL} AS split, d.{FILE_ROW_COL} AS file_row, {id_expr} AS base_id,
+               {label} AS gold_label,
+               row_number() OVER (PARTITION BY {id_expr} ORDER BY d.__row) AS dup
+        FROM {ident(data_table)} d
+        """
+    )
+    try:
+        if id_column:
+            bad = _first(con, "SELECT split, file_row FROM __ids WHERE base_id IS NULL ORDER BY __row LIMIT 1")
+            if bad:
+                raise DataError(f"id column {id_column!r} is empty", paths[bad[0]], row=bad[1])
+            bad = _first(con, "SELECT split, file_row, base_id FROM __ids WHERE dup > 1 ORDER BY __row LIMIT 1")
+            if bad:
+                raise DataError("duplicate id", paths[bad[0]], row=bad[1], item=bad[2])
+            id_sql = "base_id"
+        else:
+            # identical content: keep each copy, numbered in file order
+            id_sql = "CASE WHEN dup = 1 THEN base_id ELSE base_id || '-' || dup END"
+        bad = _first(con, "SELECT split, file_row, base_id, gold_label FROM __ids WHERE gold_label IS NOT NULL"
+                     " AND NOT list_contains(?, gold_label) ORDER BY __row LIMIT 1", [labels])
+        if bad:
+            raise DataError(f"label {bad[3]!r} is not one of the task's labels {labels}",
+                            paths[bad[0]], row=bad[1], item=bad[2])
+        bad = _first(con, "SELECT split, file_row, base_id FROM __ids WHERE split = 'test' AND gold_label IS NULL"
+                     " ORDER BY __row LIMIT 1")
+        if bad:
+            raise DataError("held-out test item has no gold label", paths[bad[0]], row=bad[1], item=bad[2])
+        con.execute(
+            f"INSERT INTO items SELECT ?, {id_sql}, __row, split, gold_label FROM __ids ORDER BY __row", [run_id])
+    finally:
+        con.execute("DROP TABLE IF EXISTS __ids")
+    counts = con.execute(
+        "SELECT count(*) FILTER (split = 'train'), count(*) FILTER (split = 'train' AND gold_label IS NOT NULL),"
+        " count(*) FILTER (split = 'test') FROM items WHERE run_id = ?", [run_id]).fetchall()[0]
+    return ItemCounts(*(int(x) for x in counts))
