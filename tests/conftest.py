@@ -1,9 +1,12 @@
-"""Shared fixtures: an in-memory store, synthetic multi-view data written to real files."""
+"""Shared fixtures and helpers: an in-memory store, synthetic multi-view data and sentiment
+items written to real files, LLM and debate configs, and a check that code leaves the process
+as it found it. Test files import helpers from here, never from one another."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,6 +73,63 @@ def write_config(tmp: Path, df: pd.DataFrame | None = None, *, fmt: str = "csv",
     path = tmp / "cotrain.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+# ---------------------------------------------------------------------- LLM views and debates
+GOOD = ["good", "great", "wonderful", "excellent"]
+BAD = ["dull", "boring", "awful", "tedious"]
+TOPICS = ["acting", "plot", "score", "pacing", "dialogue", "camera work", "ending", "cast", "script", "editing"]
+
+
+def sentiment_frame(n_gold: int = 8, n_pool: int = 40, n_test: int = 20, seed: int = 0) -> pd.DataFrame:
+    """Short reviews whose label is told by one GOOD or BAD word (the rule of
+    ``tests.openai_server``): ``n_gold`` labelled, ``n_pool`` unlabelled, ``n_test`` held out."""
+    rng = np.random.default_rng(seed)
+    n = n_gold + n_pool + n_test
+    y = np.arange(n) % 2
+    words = [(GOOD if lab else BAD)[rng.integers(0, 4)] for lab in y]
+    text = [f"the {TOPICS[rng.integers(0, 10)]} was {w}, {TOPICS[rng.integers(0, 10)]} {i}" for i, w in enumerate(words)]
+    labels = np.where(y == 1, "positive", "negative").astype(object)
+    gold = labels.copy()
+    gold[n_gold:n_gold + n_pool] = None
+    split = ["train"] * (n_gold + n_pool) + ["test"] * n_test
+    return pd.DataFrame({"id": [f"r{i:03d}" for i in range(n)], "text": text, "label": gold, "split": split})
+
+
+def one_value(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> object:
+    """The first column of the first row ``sql`` returns."""
+    return con.execute(sql, params or []).fetchall()[0][0]
+
+
+def llm_config(tmp: Path, base_url: str, *, key_env: str | None = "COTRAIN_TEST_KEY", max_rounds: int = 2,
+               df: pd.DataFrame | None = None, **llm: object) -> Path:
+    """Write ``items.csv`` (``sentiment_frame`` unless ``df``) and a config with an ``llm`` view
+    at ``base_url`` (``llm`` overrides its keys) and a TF-IDF view into ``tmp``."""
+    (df if df is not None else sentiment_frame()).to_csv(tmp / "items.csv", index=False)
+    view = {"name": "llm", "kind": "llm", "model": "openai/fake", "api_base": base_url, "fields": ["text"],
+            "scoring": "logprobs", "concurrency": 2, "timeout_s": 2.0, "backoff_s": 0.01, **llm}
+    if key_env:
+        view["api_key_env"] = key_env
+    cfg = {"task": {"labels": [{"name": "negative", "description": "a bad opinion"},
+                               {"name": "positive", "description": "a good opinion"}]},
+           "data": {"train": "items.csv", "id_column": "id", "split_column": "split"},
+           "views": [view, {"name": "tfidf", "kind": "sklearn", "text": "text"}],
+           "cotrain": {"max_rounds": max_rounds, "k": 6}, "seed": 0, "store": "run.duckdb"}
+    path = tmp / "cotrain.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def debate_config(tmp: Path, base_url: str, **debate: Any) -> Path:
+    """``llm_config`` (no key) plus a ``debate`` section: 3 agents at ``base_url``, 2 rounds;
+    ``debate`` overrides its keys."""
+    cfg_path = llm_config(tmp, base_url, key_env=None)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["debate"] = {"fields": ["text"], "agents": [{"name": f"a{i}", "model": "openai/fake", "api_base": base_url}
+                                                     for i in range(3)], "rounds": 2, "consensus": 0.95,
+                     "timeout_s": 2.0, **debate}
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return cfg_path
 
 
 # ---------------------------------------------------------------------- process-wide state

@@ -4,20 +4,18 @@ inside co-training and standalone, with budgets, dry runs and resume from the ca
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pytest
-import yaml
 
 from agents.aggregate import ABSTAIN, Vote, confidence_weighted, consensus, majority, read_answer
 from agents.debate import AgentSpec, DebateSpec, Prompts
 from agents.runner import Budget, Debater
 from orchestrator import api
 from store.errors import ConfigError
+from tests.conftest import debate_config, one_value, sentiment_frame
 from tests.openai_server import MisbehavingServer
-from tests.test_llm_view import _one, llm_config, sentiment_frame
 
 VERB = [["negative"], ["positive"]]
 
@@ -104,9 +102,15 @@ def test_budget_stops_the_debate_and_says_so(caplog):
     with MisbehavingServer() as srv, _debater(srv, rounds=1, budget=Budget(tokens=1)) as d:
         with caplog.at_level(logging.WARNING, logger="cotrain"):
             outs = d.run(ITEMS * 3)
+        asked = srv.count
+        usd, tokens = d.spent()
     assert [o.status for o in outs[:2]] == ["verdict", "verdict"]  # the first batch (concurrency 2) runs
     assert {o.status for o in outs[2:]} == {"budget"} and not any(o.turns for o in outs[2:])
-    assert "debate budget spent" in caplog.text and "4 item(s) not debated" in caplog.text
+    assert [o.calls for o in outs] == [3, 3, 0, 0, 0, 0] and asked == 6  # 3 agents x 1 round, first batch only
+    assert tokens == sum(o.tokens for o in outs) > 1 and usd == 0.0  # no price: tokens are the budget
+    # it says so once, with the spend and the number of items left undebated as the warning's values
+    warned = [r for r in caplog.records if r.name.startswith("cotrain") and r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and warned[0].args == (usd, tokens, 4)
 
 
 def test_debate_budget_is_read_from_the_ledger_across_a_resume(tmp_path):
@@ -154,22 +158,12 @@ def test_debate_budget_is_read_from_the_ledger_across_a_resume(tmp_path):
 
 
 # ---------------------------------------------------------------------- standalone and in co-training
-def _debate_config(tmp: Path, base_url: str, **debate) -> Path:
-    cfg_path = llm_config(tmp, base_url, key_env=None)
-    cfg = yaml.safe_load(cfg_path.read_text())
-    cfg["debate"] = {"fields": ["text"], "agents": [{"name": f"a{i}", "model": "openai/fake", "api_base": base_url}
-                                                     for i in range(3)], "rounds": 2, "consensus": 0.95,
-                     "timeout_s": 2.0, **debate}
-    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return cfg_path
-
-
 def test_standalone_debate_files_turns_and_resumes_from_the_cache(tmp_path):
     items = tmp_path / "to_debate.csv"
     pd.DataFrame({"id": ["x1", "x2", "x3"], "text": ["great acting", "boring plot", "wonderful score"],
                   "label": ["positive", "negative", "negative"]}).to_csv(items, index=False)
     with MisbehavingServer() as srv:
-        cfg = _debate_config(tmp_path, srv.base_url)
+        cfg = debate_config(tmp_path, srv.base_url)
         plan = api.debate(cfg, items, dry_run=True)
         assert srv.count == 0 and plan.plan["calls"] == 3 * 3 * 2 and plan.plan["cost_usd"] is None
         rep = api.debate(cfg, items)
@@ -185,7 +179,7 @@ def test_standalone_debate_files_turns_and_resumes_from_the_cache(tmp_path):
 
 def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):
     with MisbehavingServer() as srv:
-        cfg = _debate_config(tmp_path, srv.base_url, trigger="both", low_confidence=0.95, max_items=4,
+        cfg = debate_config(tmp_path, srv.base_url, trigger="both", low_confidence=0.95, max_items=4,
                              evaluate_test=3, accept_confidence=0.6)
         res = api.run(cfg)
         asked = srv.count
@@ -197,7 +191,7 @@ def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):
     con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
     accepted = con.sql("SELECT p.item_id, p.label, d.split FROM pseudo_labels p JOIN debates d"
                        " ON d.item_id = p.item_id AND d.accepted WHERE p.source = 'debate'").fetchall()
-    assert accepted and _one(con, "SELECT count(*) FROM debates WHERE split = 'test' AND accepted") == 0
+    assert accepted and one_value(con, "SELECT count(*) FROM debates WHERE split = 'test' AND accepted") == 0
     truth = dict(zip(sentiment_frame()["id"], sentiment_frame()["text"]))
     assert all((lab == "positive") == any(w in truth[i] for w in ("good", "great", "wonderful", "excellent"))
                for i, lab, _ in accepted)
@@ -206,13 +200,13 @@ def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):
     assert rep.debates and rep.debates[0]["debated"] > 0 and rep.debates[0]["test_verdict_accuracy"] == 1.0
     # verdicts train every view: the round after reports them in the views' training sets
     n_train = dict(con.sql("SELECT view, n_train FROM metrics WHERE round = 1").fetchall())
-    n_debate_r0 = _one(con, "SELECT count(*) FROM pseudo_labels WHERE source = 'debate' AND round = 0")
+    n_debate_r0 = one_value(con, "SELECT count(*) FROM pseudo_labels WHERE source = 'debate' AND round = 0")
     assert n_debate_r0 > 0 and n_train["tfidf"] >= 8 + n_debate_r0
 
 
 def test_bad_debate_config_is_named(tmp_path):
     with MisbehavingServer() as srv:
         with pytest.raises(ConfigError, match=r"'debate': aggregation 'judge' needs a 'judge' agent"):
-            api.run(_debate_config(tmp_path, srv.base_url, aggregation="judge"))
+            api.run(debate_config(tmp_path, srv.base_url, aggregation="judge"))
         with pytest.raises(ConfigError, match=r"'debate.fields': 'body' is not a column"):
-            api.run(_debate_config(tmp_path, srv.base_url, fields=["body"]))
+            api.run(debate_config(tmp_path, srv.base_url, fields=["body"]))

@@ -1,8 +1,6 @@
 """The embedding view with the real packaged MiniLM encoder: offline, cached, deterministic."""
 from __future__ import annotations
 
-import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -66,22 +64,33 @@ def test_bad_encoder_and_field():
         v.resolve_fields(["body"])
 
 
-def test_run_with_embedding_view_encodes_each_text_once(rt_small, tmp_path: Path, caplog):
+def test_run_with_embedding_view_encodes_each_text_once(rt_small, tmp_path: Path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    encoded: list[str] = []  # every text the encoder is given
+    real = SentenceTransformer.encode
+
+    def encode(self, sentences, *args, **kwargs):
+        encoded.extend([sentences] if isinstance(sentences, str) else sentences)
+        return real(self, sentences, *args, **kwargs)
+
+    monkeypatch.setattr(SentenceTransformer, "encode", encode)
     rt_small.to_csv(tmp_path / "items.csv", index=False)
     cfg = {"task": {"labels": list(LABELS)}, "data": {"train": "items.csv", "split_column": "split"},
            "views": [{"name": "tfidf", "kind": "sklearn", "text": "text"},
                      {"name": "minilm", "kind": "embedding", "text": "text"}],
            "cotrain": {"policy": "k_best", "k": 8, "max_rounds": 3}, "store": "s.duckdb"}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    with caplog.at_level(logging.INFO, logger="cotrain"):
-        res = api.run(tmp_path / "c.yaml")
-    encoded = sum(int(m) for m in re.findall(r"encoded (\d+) new texts", caplog.text))
-    assert encoded == rt_small.text.nunique()
-    assert res.n_pseudo > 0 and res.final_metrics["minilm"]["test_accuracy"] is not None
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="cotrain"):
-        api.run(tmp_path / "c.yaml", new_run=True)
-    assert "encoded" not in caplog.text  # a second run on the same store re-encodes nothing
+    res = api.run(tmp_path / "c.yaml")
+    assert sorted(encoded) == sorted(rt_small.text.unique())  # each distinct text once
+    with Store(tmp_path / "s.duckdb", read_only=True) as st:
+        cached = st.scalar("SELECT count(*) FROM feature_cache WHERE namespace LIKE 'sentence-transformers:%'")
+    assert cached == rt_small.text.nunique()
+    assert res.n_pseudo > 0 and 0.0 <= res.final_metrics["minilm"]["test_accuracy"] <= 1.0  # evaluated
+    encoded.clear()
+    again = api.run(tmp_path / "c.yaml", new_run=True)
+    assert encoded == []  # a second run on the same store re-encodes nothing ...
+    assert again.final_metrics["minilm"] == res.final_metrics["minilm"]  # ... and reads the same vectors
 
 
 def test_encoder_loads_offline_and_leaves_the_process_as_it_found_it(leaves_process_as_found, tmp_path: Path):

@@ -102,8 +102,11 @@ def test_budget_stops_calls_cleanly(key_env, mem_store, caplog):
             comps = c.complete([_req(f"good {i}") for i in range(6)])
     assert srv.count == 3
     assert [x.status for x in comps] == ["ok"] * 3 + ["budget"] * 3
-    assert "budget of $0.2500 spent" in caplog.text
     assert mem_store.scalar("SELECT round(sum(cost_usd), 6) FROM llm_calls") == pytest.approx(0.3)
+    assert c.spent() == pytest.approx(0.3)
+    # one warning, whose values are the view, its budget and what was spent
+    warned = [r for r in caplog.records if r.name.startswith("cotrain") and r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and warned[0].args[:2] == ("v", 0.25) and warned[0].args[2] == pytest.approx(0.3)
 
 
 def test_bad_key_stops_the_view_with_the_key_redacted(key_env, caplog):

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from orchestrator import api
-from tests.test_llm_view import llm_config, sentiment_frame
+from store.database import Store
+from tests.conftest import llm_config, sentiment_frame
 from views.base import ViewContext
 from views.llm.local import LOCAL_MODELS, LocalServer, list_local_models, local_model
 from views.llm.view import LLMView
@@ -65,10 +66,13 @@ def test_rerun_makes_no_call_by_the_servers_own_count(tmp_path):
     """Two runs over one store against one llama.cpp server: its own token counters do not move
     during the second."""
     with LocalServer(local_model("smollm2-135m").path(), n_parallel=2) as srv:
+        # a generous timeout: an answer that times out is not cached, and the rerun would ask again
         cfg = llm_config(tmp_path, srv.base_url, key_env=None, model="openai/local", max_rounds=1,
-                         df=sentiment_frame(n_gold=4, n_pool=12, n_test=6))
+                         df=sentiment_frame(n_gold=4, n_pool=12, n_test=6), timeout_s=60.0)
         first = api.run(cfg)
         before = srv.metrics()
+        with Store(tmp_path / "run.duckdb", read_only=True) as st:
+            assert st.scalar("SELECT count(*) FROM llm_calls WHERE status <> 'ok'") == 0
         assert before["prompt_tokens_total"] + before["prompt_tokens_cached_total"] > 0
         second = api.run(cfg, new_run=True)
         after = srv.metrics()

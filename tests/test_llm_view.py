@@ -11,55 +11,16 @@ import sys
 from pathlib import Path
 
 import duckdb
-import numpy as np
-import pandas as pd
 import pytest
-import yaml
 
 from orchestrator import api
 from orchestrator.config import parse_config
 from store.errors import ConfigError
+from tests.conftest import llm_config, one_value
 from tests.openai_server import MisbehavingServer
 
 REPO = Path(__file__).parents[1]
 SECRET = "sk-test-SECRET-fedcba9876543210"
-GOOD = ["good", "great", "wonderful", "excellent"]
-BAD = ["dull", "boring", "awful", "tedious"]
-TOPICS = ["acting", "plot", "score", "pacing", "dialogue", "camera work", "ending", "cast", "script", "editing"]
-
-
-def sentiment_frame(n_gold: int = 8, n_pool: int = 40, n_test: int = 20, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    n = n_gold + n_pool + n_test
-    y = np.arange(n) % 2
-    words = [(GOOD if lab else BAD)[rng.integers(0, 4)] for lab in y]
-    text = [f"the {TOPICS[rng.integers(0, 10)]} was {w}, {TOPICS[rng.integers(0, 10)]} {i}" for i, w in enumerate(words)]
-    labels = np.where(y == 1, "positive", "negative").astype(object)
-    gold = labels.copy()
-    gold[n_gold:n_gold + n_pool] = None
-    split = ["train"] * (n_gold + n_pool) + ["test"] * n_test
-    return pd.DataFrame({"id": [f"r{i:03d}" for i in range(n)], "text": text, "label": gold, "split": split})
-
-
-def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> object:
-    return con.execute(sql, params or []).fetchall()[0][0]
-
-
-def llm_config(tmp: Path, base_url: str, *, key_env: str | None = "COTRAIN_TEST_KEY", max_rounds: int = 2,
-               df: pd.DataFrame | None = None, **llm: object) -> Path:
-    (df if df is not None else sentiment_frame()).to_csv(tmp / "items.csv", index=False)
-    view = {"name": "llm", "kind": "llm", "model": "openai/fake", "api_base": base_url, "fields": ["text"],
-            "scoring": "logprobs", "concurrency": 2, "timeout_s": 2.0, "backoff_s": 0.01, **llm}
-    if key_env:
-        view["api_key_env"] = key_env
-    cfg = {"task": {"labels": [{"name": "negative", "description": "a bad opinion"},
-                               {"name": "positive", "description": "a good opinion"}]},
-           "data": {"train": "items.csv", "id_column": "id", "split_column": "split"},
-           "views": [view, {"name": "tfidf", "kind": "sklearn", "text": "text"}],
-           "cotrain": {"max_rounds": max_rounds, "k": 6}, "seed": 0, "store": "run.duckdb"}
-    path = tmp / "cotrain.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
 
 
 @pytest.fixture
@@ -83,23 +44,25 @@ def test_run_labels_with_the_llm_and_reruns_call_nothing(tmp_path, key_env):
     usage = con.sql("SELECT run_id, count(*) FILTER (WHERE NOT cached), count(*) FILTER (WHERE cached)"
                     " FROM llm_calls GROUP BY run_id ORDER BY run_id").fetchall()
     assert usage[0][1] == first and usage[1][1] == 0 and usage[1][2] > 0
-    assert _one(con, "SELECT count(*) FROM predictions WHERE view = 'llm' AND label IS NULL") == 0
+    assert one_value(con, "SELECT count(*) FROM predictions WHERE view = 'llm' AND label IS NULL") == 0
     rep = api.status(tmp_path / "run.duckdb", res.run_id)
     assert {(u["round"], u["view"]) for u in rep.llm} >= {(0, "llm"), (1, "llm")}
     assert sum(u["calls"] for u in rep.llm) == first
 
 
-def test_unreadable_answers_are_abstentions_never_labels(tmp_path, key_env, caplog):
+def test_unreadable_answers_are_abstentions_never_labels(tmp_path, key_env):
     # no logprobs, so `auto` switches to sampled JSON answers; every answer is unreadable
     with MisbehavingServer(default="garbage") as srv:
         cfg = llm_config(tmp_path, srv.base_url, scoring="auto", samples=3, max_rounds=1)
-        with caplog.at_level(logging.INFO, logger="cotrain"):
-            res = api.run(cfg)
-    assert "3 sampled answers" in caplog.text
+        res = api.run(cfg)
     assert res.status == "finished"
     con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
-    assert _one(con, "SELECT count(*) FROM predictions WHERE view = 'llm' AND label IS NOT NULL") == 0
-    assert _one(con, "SELECT count(*) FROM pseudo_labels WHERE list_contains(source_views, 'llm')") == 0
+    # one logprobs probe, then 3 sampled answers (seeds 0, 1, 2) for each of the 40 pool and 20 test items
+    asked = con.sql("SELECT json_extract_string(request, '$.seed'), json_extract(request, '$.logprobs') IS NOT NULL,"
+                    " count(*) FROM llm_cache GROUP BY ALL ORDER BY ALL").fetchall()
+    assert asked == [("0", False, 60), ("1", False, 60), ("2", False, 60), (None, True, 1)]
+    assert one_value(con, "SELECT count(*) FROM predictions WHERE view = 'llm' AND label IS NOT NULL") == 0
+    assert one_value(con, "SELECT count(*) FROM pseudo_labels WHERE list_contains(source_views, 'llm')") == 0
     assert res.final_metrics["llm"]["test_accuracy"] == 0.0  # abstaining counts as wrong
 
 
@@ -108,8 +71,8 @@ def test_failing_server_ends_in_abstentions_and_a_finished_run(tmp_path, key_env
         res = api.run(llm_config(tmp_path, srv.base_url, max_retries=1, max_rounds=1))
     assert res.status == "finished"
     con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
-    assert _one(con, "SELECT count(*) FROM llm_calls WHERE status = 'error'") > 0
-    assert _one(con, "SELECT count(*) FROM llm_cache") == 0
+    assert one_value(con, "SELECT count(*) FROM llm_calls WHERE status = 'error'") > 0
+    assert one_value(con, "SELECT count(*) FROM llm_cache") == 0
 
 
 def test_sampled_answers_vote(tmp_path, key_env):
@@ -131,7 +94,7 @@ def test_demonstrations_come_from_the_training_set_and_are_filed(tmp_path, key_e
     assert all(d <= gold and len(d) == 4 for d in round0)  # round 0 trains on gold only
     assert all(r[1] not in r[2] for r in rows)  # an item never demonstrates itself
     # the prompts really carried them: a cached request has 4 demo turns (8 messages + system + item)
-    req = _one(con, "SELECT request FROM llm_cache WHERE request LIKE '%assistant%' LIMIT 1")
+    req = one_value(con, "SELECT request FROM llm_cache WHERE request LIKE '%assistant%' LIMIT 1")
     assert '"role":"assistant"' in req.replace(" ", "")
 
 
@@ -206,4 +169,4 @@ def test_bad_llm_view_fails_at_build_naming_the_problem(tmp_path, params, match)
     with pytest.raises(CotrainError, match=match):
         api.run(cfg)
     con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
-    assert _one(con, "SELECT count(*) FROM runs") == 0  # nothing stored
+    assert one_value(con, "SELECT count(*) FROM runs") == 0  # nothing stored

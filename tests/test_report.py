@@ -12,9 +12,8 @@ import pytest
 from orchestrator import api
 from store.database import Store
 from store.report import report_data
+from tests.conftest import debate_config, sentiment_frame
 from tests.openai_server import MisbehavingServer
-from tests.test_debate import _debate_config
-from tests.test_llm_view import sentiment_frame
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 EXPECTED_PLOTS = {"test_accuracy", "test_macro_f1", "added", "agreement", "confusion_test", "confusion_review",
@@ -26,7 +25,7 @@ def reviewed_run(tmp_path_factory) -> Path:
     """A finished co-training run with an LLM view and a debate, then one review import."""
     tmp = tmp_path_factory.mktemp("report")
     with MisbehavingServer() as srv:
-        cfg = _debate_config(tmp, srv.base_url, trigger="both", low_confidence=0.95, max_items=4,
+        cfg = debate_config(tmp, srv.base_url, trigger="both", low_confidence=0.95, max_items=4,
                              evaluate_test=3, accept_confidence=0.6)
         api.run(cfg)
     store = tmp / "run.duckdb"
@@ -100,10 +99,12 @@ def test_report_cli_and_bad_input(reviewed_run: Path, tmp_path: Path):
 
     res = CliRunner().invoke(app, ["report", str(reviewed_run), "--out", str(tmp_path / "r.html")])
     assert res.exit_code == 0 and (tmp_path / "r.html").stat().st_size > 10_000
-    res = CliRunner().invoke(app, ["report", str(reviewed_run), "--run", "9", "--out", str(tmp_path / "x.html")])
-    assert res.exit_code != 0 and "no run 9" in res.output
-    res = CliRunner().invoke(app, ["report", str(reviewed_run), "--out", str(tmp_path / "nope" / "r.html")])
-    assert res.exit_code != 0 and "does not exist" in res.output
+    for args, named in ((["--run", "9", "--out", str(tmp_path / "x.html")], str(reviewed_run)),
+                        (["--out", str(tmp_path / "nope" / "r.html")], str(tmp_path / "nope"))):
+        res = CliRunner().invoke(app, ["report", str(reviewed_run), *args])
+        lines = res.output.strip().splitlines()  # exit code 1 and one error line naming the store or folder
+        assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]  # the failures wrote nothing
 
 
 def test_report_leaves_matplotlib_as_it_found_it(reviewed_run: Path, tmp_path: Path):

@@ -270,20 +270,35 @@ def test_other_bad_review_files(fresh, tmp_path: Path):
 
 
 def test_cli_import_reviews_reports_precision(fresh, tmp_path: Path):
+    """What the command did is read from the store and ``api.status``; of a failure, the
+    contract is exit code 1 and one ``error:`` line naming the file."""
     from typer.testing import CliRunner
 
     from orchestrator.cli import app
 
     _, store, truth = fresh
-    item = _pseudo(store)["item_id"].iloc[0]
+    item, views = _pseudo(store)[["item_id", "source_views"]].iloc[0]
     (tmp_path / "r.csv").write_text(f"id,label\n{item},{truth[item]}\n")
     res = CliRunner().invoke(app, ["import-reviews", str(store), str(tmp_path / "r.csv"), "--reviewer", "dee"])
     assert res.exit_code == 0, res.output
-    assert "1 reviews" in res.output and "precision" in res.output and "reopened" in res.output
+    with Store(store, read_only=True) as st:
+        filed = st.con.execute("SELECT item_id, label, reviewer, outcome, file_format, file_row, prior_label,"
+                               " prior_source FROM reviews").fetchall()
+        assert st.con.execute("SELECT status, termination, round_limit FROM runs").fetchall() == [("running", None, 4)]
+    assert filed == [(item, truth[item], "dee", "confirmed", "csv", 1, truth[item], "k_best")]
+    rep = api.status(store)
+    assert rep.runs[0]["status"] == "running"  # reopened for one more round
+    assert rep.reviews == [{"kind": "policy", "name": "k_best", "confirmed": 1, "corrected": 0, "precision": 1.0},
+                           *({"kind": "view", "name": v, "confirmed": 1, "corrected": 0, "precision": 1.0}
+                             for v in sorted(views))]
     status = CliRunner().invoke(app, ["status", str(store)])
-    assert status.exit_code == 0 and "reviewed pseudo-labels per source" in status.output
+    assert status.exit_code == 0, status.output
     bad = CliRunner().invoke(app, ["import-reviews", str(store), str(tmp_path / "nope.csv")])
-    assert bad.exit_code != 0 and "nope.csv: file not found" in bad.output
+    lines = bad.output.strip().splitlines()
+    assert bad.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), bad.output
+    assert str(tmp_path / "nope.csv") in lines[0]
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM reviews") == 1  # nothing filed by the failed import
 
 
 def test_reviews_never_shorten_an_unfinished_run(tmp_path: Path):

@@ -135,12 +135,19 @@ def test_cross_feeding_trains_each_view_on_the_others_picks(tmp_path: Path):
 
 
 def test_k_best_adds_class_balanced_picks(tmp_path: Path):
-    api.run(write_config(tmp_path, policy="k_best", k=9, max_rounds=1))
+    res = api.run(write_config(tmp_path, policy="k_best", k=9, max_rounds=1))
+    assert res.labels_added == [18, 0]  # 9 per view (3 per class, the gold being balanced); none vetoed here
     with Store(tmp_path / "run.duckdb", read_only=True) as st:
-        per_view_class = st.con.execute(
-            "SELECT v, label, count(*) FROM (SELECT unnest(source_views) AS v, label FROM pseudo_labels)"
-            " GROUP BY ALL").fetchall()
-    assert all(n <= 3 for _, _, n in per_view_class)  # 9 split over 3 balanced classes
+        picks = st.con.execute("SELECT source_views, label, list_sort(list(item_id)), min(round), max(round),"
+                               " list_distinct(list(source)) FROM pseudo_labels GROUP BY ALL ORDER BY ALL").fetchall()
+        # each view's picks of a class are its 3 most confident pool predictions of that class
+        top = {(v, lab): sorted(r[0] for r in st.con.execute(
+            "SELECT item_id FROM predictions WHERE round = 0 AND view = ? AND label = ?"
+            " ORDER BY confidence DESC, item_id LIMIT 3", [v, lab]).fetchall())
+            for v in ("va", "vb") for lab in LABELS}
+    assert [(tuple(views), lab) for views, lab, *_ in picks] == [(v, lab) for v in (("va",), ("vb",)) for lab in LABELS]
+    for views, lab, ids, first, last, sources in picks:
+        assert ids == top[(views[0], lab)] and (first, last, sources) == (0, 0, ["k_best"])
 
 
 def test_no_change_termination(tmp_path: Path):

@@ -88,3 +88,107 @@ def test_insert_arrow_is_columnar_and_fast(mem_store: Store):
                   "label": pa.array(["a"] * n), "confidence": np.full(n, 0.5, dtype=np.float32)})
     mem_store.insert_arrow("predictions", t)
     assert mem_store.scalar("SELECT count(*) FROM predictions") == n
+
+
+
+# ---------------------------------------------------------------------- a store from an older cotrain
+@pytest.fixture(scope="module")
+def current_store(tmp_path_factory) -> Path:
+    """A finished run written by this cotrain (every migration applied)."""
+    from orchestrator import api
+    from tests.conftest import write_config
+
+    tmp = tmp_path_factory.mktemp("current")
+    api.run(write_config(tmp, policy="k_best", k=6, max_rounds=2))
+    return tmp / "run.duckdb"
+
+
+def _tables(con, catalog: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_type = 'BASE TABLE'"
+        " ORDER BY table_name", [catalog]).fetchall()]
+
+
+def _columns(con, catalog: str, table: str) -> str:
+    return ", ".join(f'"{r[0]}"' for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_name = ?"
+        " ORDER BY ordinal_position", [catalog, table]).fetchall())
+
+
+def _older_store(current: Path, target: Path, n: int) -> dict[str, tuple[str, list[tuple]]]:
+    """Write ``target`` as a cotrain that knew only the first ``n`` migrations would have: that
+    schema, those names in ``_migrations``, and ``current``'s rows in the columns that schema
+    has, plus the runs' data snapshots (which no migration makes). Returns, per table, the
+    columns written and its rows (ordered)."""
+    import duckdb
+
+    with duckdb.connect(":memory:") as mem:
+        for _, fn in MIGRATIONS:
+            fn(mem)
+        made_by_migrations = set(_tables(mem, "memory")) | {"_migrations"}
+    written: dict[str, tuple[str, list[tuple]]] = {}
+    with duckdb.connect(str(target)) as con:
+        con.execute("CREATE TABLE _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+        for i, (name, fn) in enumerate(MIGRATIONS[:n]):
+            fn(con)
+            con.execute("INSERT INTO _migrations VALUES (?, TIMESTAMP '2024-01-01 00:00:00' + to_days(?))", [name, i])
+        main = target.stem
+        old = set(_tables(con, main)) - {"_migrations"}
+        con.execute(f"ATTACH '{current}' AS cur (READ_ONLY)")
+        for table in _tables(con, "cur"):
+            if table in old:
+                cols = _columns(con, main, table)
+                con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM cur."{table}"')
+            elif table not in made_by_migrations:  # a run's data snapshot
+                con.execute(f'CREATE TABLE "{table}" AS SELECT * FROM cur."{table}"')
+            else:
+                continue
+            cols = _columns(con, main, table)
+            written[table] = (cols, con.execute(f'SELECT {cols} FROM "{table}" ORDER BY ALL').fetchall())
+        con.execute("DETACH cur")
+    assert written["runs"][1] and written["items"][1] and written["pseudo_labels"][1]  # a real run is in it
+    return written
+
+
+def _first_read(how: str, store: Path, out: Path) -> None:
+    from orchestrator import api
+
+    if how == "status":
+        assert [r["status"] for r in api.status(store).runs] == ["finished"]
+    elif how == "export":
+        assert api.export(store, out) > 15
+    else:
+        with Store(store, read_only=True) as st:
+            assert st.read_only and st.scalar("SELECT count(*) FROM rounds") == 3
+
+
+FIRST_READS = ("status", "export", "read_only_store")
+
+
+@pytest.mark.parametrize(("n", "how"), [(n, FIRST_READS[(n - 1) % 3]) for n in range(1, len(MIGRATIONS))])
+def test_an_older_store_reads_as_the_run_it_holds(current_store: Path, tmp_path: Path, n: int, how: str):
+    """A store written by a cotrain that had only the first ``n`` migrations (each older
+    schema, each first read in turn) opens read-only (``api.status``, ``api.export`` or
+    ``Store(read_only=True)`` first): it is brought up to date (every migration recorded, the
+    old ones as they were), every row it held is kept exactly, and it reads as the same run
+    as the store this cotrain wrote."""
+    import duckdb
+
+    from orchestrator import api
+
+    older = tmp_path / "older.duckdb"
+    written = _older_store(current_store, older, n)
+    with duckdb.connect(str(older), read_only=True) as con:
+        before = con.execute("SELECT name, applied_at FROM _migrations ORDER BY name").fetchall()
+    assert [name for name, _ in before] == [name for name, _ in MIGRATIONS[:n]]
+    _first_read(how, older, tmp_path / "first.csv")
+    with duckdb.connect(str(older), read_only=True) as con:
+        after = con.execute("SELECT name, applied_at FROM _migrations ORDER BY name").fetchall()
+        assert [name for name, _ in after] == [name for name, _ in MIGRATIONS] and after[:n] == before
+        for table, (cols, rows) in written.items():
+            assert con.execute(f'SELECT {cols} FROM "{table}" ORDER BY ALL').fetchall() == rows, table
+    old, cur = api.status(older), api.status(current_store)
+    assert (old.runs, old.rounds, old.llm, old.debates, old.problems, old.reviews) == \
+        (cur.runs, cur.rounds, cur.llm, cur.debates, cur.problems, cur.reviews)
+    assert api.export(older, tmp_path / "old.csv") == api.export(current_store, tmp_path / "cur.csv")
+    assert (tmp_path / "old.csv").read_bytes() == (tmp_path / "cur.csv").read_bytes()

