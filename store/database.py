@@ -56,7 +56,8 @@ class Store:
     """A DuckDB store file (or ``:memory:``) with cotrain's schema applied.
 
     Use as a context manager, or call :meth:`close`. ``read_only=True`` opens an existing
-    file without taking the write lock (no migration is applied then).
+    file without keeping the write lock; a store written by an older cotrain is first brought
+    up to date (its migrations only add tables, columns and views), then reopened read-only.
     """
 
     def __init__(self, path: str | Path = ":memory:", read_only: bool = False) -> None:
