@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict
 
 from agents.aggregate import ABSTAIN, Vote, confidence_weighted, consensus, majority, read_answer
+from views.llm.local import DEFAULT_MODEL
 
-DEFAULT_AGENT_MODEL = "local:smollm2-135m"
+DEFAULT_AGENT_MODEL = DEFAULT_MODEL
 
 
 @dataclass(frozen=True)

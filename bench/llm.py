@@ -140,9 +140,9 @@ def speed_test(texts: list[str], template: str, labels: list[str]) -> dict[str, 
     with LocalServer(local_model("smollm2-135m").path(), n_parallel=CONCURRENCY) as srv, \
             Store(CACHE / "speed.duckdb") as st:
         ledger = LLMLedger(st, run_id=None)
-        view = LLMView("llm", ViewContext(labels=tuple(labels), seed=0, ledger=ledger), model="openai/local",
-                       api_base=srv.base_url, fields=["text"], template=template, concurrency=CONCURRENCY,
-                       scoring="logprobs")
+        view = LLMView.from_params("llm", ViewContext(labels=tuple(labels), seed=0, ledger=ledger),
+                                   model="openai/local", api_base=srv.base_url, fields=["text"], template=template,
+                                   concurrency=CONCURRENCY, scoring="logprobs")
         view.resolve_fields(["text"])
         async def raw(batch: list[str]) -> None:
             sem = asyncio.Semaphore(CONCURRENCY)

@@ -127,7 +127,8 @@ class RottenTomatoes(Dataset):
             from views.embedding import EmbeddingView
 
             with Store(CACHE / "rt.duckdb") as st:
-                v = EmbeddingView("minilm", ViewContext(tuple(self.classes), 0, StoreCache(st)), text="text")
+                v = EmbeddingView.from_params("minilm", ViewContext(tuple(self.classes), 0, StoreCache(st)),
+                                              text="text")
                 t = time.perf_counter()
                 self._emb = v.embed(self.texts)
                 if v.encoded_count_:

@@ -20,6 +20,7 @@ from store.exchange.reviews import import_reviews as _import_reviews
 from store.exchange.export import ExportFilter, ExportFormat, export_labels
 from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, rounds_summary,
                            run_summaries)
+from views.base import Plannable
 
 
 def example_config() -> str:
@@ -161,44 +162,25 @@ def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
     Estimates are upper bounds: every round asks about the whole pool (it shrinks as labels
     are accepted), and repeated prompts (zero-shot rounds after the first) would be cache hits.
     """
-    from orchestrator.rounds import build_views
-
     cfg, base = _config(config)
     with Store(":memory:") as st:
         runner = RoundRunner(cfg, st, base_dir=base, dry_run=True)
-        run_id, _ = runner.start()
-        counts = dict(st.con.execute(
-            "SELECT CASE WHEN split = 'test' THEN 'test' WHEN gold_label IS NULL THEN 'pool' ELSE 'gold' END, count(*)"
-            " FROM items WHERE run_id = ? GROUP BY 1", [run_id]).fetchall())
-        n_gold, n_pool, n_test = (int(counts.get(k, 0)) for k in ("gold", "pool", "test"))
-        columns = [c for c in st.data_columns(run_id) if not c.startswith("__")]
-        views, fields = build_views(cfg, None, columns, base, dry_run=True)
-        pool_rows = st.query("SELECT row_idx FROM items WHERE run_id = ? AND split = 'train' AND gold_label IS NULL"
-                             " ORDER BY row_idx LIMIT 50", [run_id]).column("row_idx").to_numpy()
-        wanted = sorted(set(fields) | set(cfg.debate.fields if cfg.debate is not None else []))
-        sample = st.fetch_rows(run_id, pool_rows, wanted).to_pandas()
-    rounds = cfg.cotrain.max_rounds
-    per_round_pool = min(n_pool, cfg.cotrain.pool_sample or n_pool)
-    out = []
-    for v in views:
-        if not callable(getattr(v, "plan", None)):
-            continue
-        p = v.plan(sample)  # type: ignore[attr-defined]
-        calib = 0 if getattr(v, "calibration", "none") == "none" else min(
-            n_gold + rounds * per_round_pool, int(getattr(v, "calibration_max_items", 0)))
-        if p["demonstrations"] == "none":  # same prompts every round: later rounds hit the cache
-            items = per_round_pool + n_test + min(n_gold, calib)
-        else:
-            items = rounds * per_round_pool + (rounds + 1) * (n_test + calib)
-        calls = items * p["calls_per_item"]
-        per_call = v.price_per_call(p["prompt_tokens_per_call"], p["completion_tokens_per_call"])  # type: ignore
-        out.append({**p, "items": items, "calls": calls,
-                    "prompt_tokens": int(calls * p["prompt_tokens_per_call"]),
-                    "completion_tokens": int(calls * p["completion_tokens_per_call"]),
-                    "cost_usd": None if per_call is None else calls * per_call,
-                    "budget_usd": getattr(v, "budget_usd", None)})
-        if callable(getattr(v, "close", None)):
-            v.close()  # type: ignore[attr-defined]
+        try:
+            run_id, _ = runner.start()  # builds the views once (dry: no user code runs)
+            counts = dict(st.con.execute(
+                "SELECT CASE WHEN split = 'test' THEN 'test' WHEN gold_label IS NULL THEN 'pool' ELSE 'gold' END,"
+                " count(*) FROM items WHERE run_id = ? GROUP BY 1", [run_id]).fetchall())
+            n_gold, n_pool, n_test = (int(counts.get(k, 0)) for k in ("gold", "pool", "test"))
+            pool_rows = st.query("SELECT row_idx FROM items WHERE run_id = ? AND split = 'train' AND gold_label IS NULL"
+                                 " ORDER BY row_idx LIMIT 50", [run_id]).column("row_idx").to_numpy()
+            wanted = sorted(set(runner.fields) | set(cfg.debate.fields if cfg.debate is not None else []))
+            sample = st.fetch_rows(run_id, pool_rows, wanted).to_pandas()
+            rounds = cfg.cotrain.max_rounds
+            per_round_pool = min(n_pool, cfg.cotrain.pool_sample or n_pool)
+            out = [_plan_view(v, sample, n_gold, n_test, rounds, per_round_pool)
+                   for v in runner.views or [] if isinstance(v, Plannable)]
+        finally:
+            runner.close()
     debate = None
     if cfg.debate is not None and cfg.debate.enabled:
         from orchestrator.debate import plan_debate
@@ -208,6 +190,22 @@ def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
         debate = plan_debate(cfg, rounds * (d.max_items + d.evaluate_test), records)
     return {"n_gold": n_gold, "n_pool": n_pool, "n_test": n_test, "max_rounds": rounds, "views": out,
             "debate": debate}
+
+
+def _plan_view(v: Plannable, sample: Any, n_gold: int, n_test: int, rounds: int, per_round_pool: int) -> dict[str, Any]:
+    """One LLM view's calls, tokens and dollars for the whole run (see ``plan``)."""
+    p = v.plan(sample)
+    calib = 0 if v.calibration == "none" else min(n_gold + rounds * per_round_pool, int(v.calibration_max_items))
+    if p["demonstrations"] == "none":  # same prompts every round: later rounds hit the cache
+        items = per_round_pool + n_test + min(n_gold, calib)
+    else:
+        items = rounds * per_round_pool + (rounds + 1) * (n_test + calib)
+    calls = items * p["calls_per_item"]
+    per_call = v.price_per_call(p["prompt_tokens_per_call"], p["completion_tokens_per_call"])
+    return {**p, "items": items, "calls": calls,
+            "prompt_tokens": int(calls * p["prompt_tokens_per_call"]),
+            "completion_tokens": int(calls * p["completion_tokens_per_call"]),
+            "cost_usd": None if per_call is None else calls * per_call, "budget_usd": v.budget_usd}
 
 
 @dataclass

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from store.errors import ConfigError
 from store.secrets import find_secret, redact
+from views.llm.local import DEFAULT_MODEL
+from views.params import PriceParams
+from views.registry import BUILTIN_KINDS, params_model
 
 
 class _Strict(BaseModel):
@@ -74,145 +77,45 @@ class DataConfig(_Strict):
     test_value: str = "test"
 
 
-class SklearnParams(_Strict):
-    columns: list[str] | None = None
-    column_prefix: str | None = None
-    text: str | None = None
-    estimator: str = "logistic_regression"
-    estimator_params: dict[str, Any] = Field(default_factory=dict)
-    scale: bool | None = None
-    tfidf: dict[str, Any] = Field(default_factory=dict)
-    calibration: Literal["sigmoid", "isotonic"] | None = None
-    calibration_cv: int = Field(default=3, ge=2)
-
-    @model_validator(mode="after")
-    def _one_input(self) -> SklearnParams:
-        given = [k for k in ("columns", "column_prefix", "text") if getattr(self, k)]
-        if len(given) != 1:
-            raise ValueError("give exactly one of 'columns', 'column_prefix' or 'text'")
-        return self
-
-
-class EmbeddingParams(_Strict):
-    text: str
-    encoder: str = "all-MiniLM-L6-v2"
-    head: Literal["logistic_regression", "mlp"] = "logistic_regression"
-    head_params: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int = Field(default=64, ge=1)
-    normalize: bool = True
-    device: Literal["cpu", "cuda"] | None = None
-
-
-class VisionParams(_Strict):
-    """A frozen image encoder + head. ``encoder``: ``mobilenet_v2`` (packaged ImageNet weights)
-    or a dotted path to a torch module / factory called with ``encoder_params``."""
-
-    image: str
-    encoder: str = "mobilenet_v2"
-    encoder_params: dict[str, Any] = Field(default_factory=dict)
-    weights: str | None = None
-    tokenizer: str | None = None
-    tokenizer_params: dict[str, Any] = Field(default_factory=dict)
-    prompt: str = "a photo of a {label}."
-    backend: Literal["auto", "torch", "onnx"] = "auto"
-    image_size: int = Field(default=224, ge=16, le=1024)
-    resize: Literal["stretch", "center_crop"] = "stretch"
-    mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406], min_length=3, max_length=3)
-    std: list[float] = Field(default_factory=lambda: [0.229, 0.224, 0.225], min_length=3, max_length=3)
-    head: Literal["logistic_regression", "mlp"] = "logistic_regression"
-    head_params: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int = Field(default=64, ge=1)
-    device: Literal["cpu", "cuda"] | None = None
-    threads: int | None = Field(default=None, ge=1)
-    image_root: str | None = None
-
-    @field_validator("std")
-    @classmethod
-    def _positive_std(cls, v: list[float]) -> list[float]:
-        if min(v) <= 0:
-            raise ValueError("std values must be > 0")
-        return v
-
-
-class DemonstrationParams(_Strict):
-    """Few-shot examples for an ``llm`` view, drawn each round from what it trains on."""
-
-    strategy: Literal["none", "balanced", "knn"] = "none"
-    k: int = Field(default=4, ge=1, le=64)
-    max_tokens: int = Field(default=512, ge=1)
-    encoder: str = "all-MiniLM-L6-v2"
-    text: str | None = None
-
-
-class PriceParams(_Strict):
-    input_per_mtok: float = Field(default=0.0, ge=0.0)
-    output_per_mtok: float = Field(default=0.0, ge=0.0)
-
-
-class LLMParams(_Strict):
-    model: str = Field(default="local:smollm2-135m", min_length=1)
-    fields: list[str] = Field(min_length=1)
-    api_base: str | None = None
-    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    instructions: str = ""
-    system: str | None = None
-    template: str | None = None
-    verbalizers: dict[str, list[str]] = Field(default_factory=dict)
-    scoring: Literal["auto", "logprobs", "sample"] = "auto"
-    samples: int = Field(default=5, ge=1, le=64)
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    top_logprobs: int = Field(default=20, ge=1, le=20)
-    max_answer_tokens: int = Field(default=48, ge=1)
-    demonstrations: DemonstrationParams = Field(default_factory=DemonstrationParams)
-    calibration: Literal["none", "bias", "temperature", "both"] = "none"
-    calibration_max_items: int = Field(default=200, ge=2)
-    concurrency: int = Field(default=4, ge=1, le=256)
-    rate_limit: float | None = Field(default=None, gt=0)
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=4, ge=0, le=20)
-    backoff_s: float = Field(default=0.5, ge=0)
-    price: PriceParams | None = None
-    budget_usd: float | None = Field(default=None, ge=0)
-    n_ctx: int = Field(default=8192, ge=256)
-    threads: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_secrets(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "api_key" in data:
-            raise ValueError("api_key must not be written in a config (it would be stored with the run); "
-                             "put the key in an environment variable and name it in api_key_env")
-        if isinstance(data, dict) and isinstance(data.get("verbalizers"), dict):
-            data = {**data, "verbalizers": {k: [v] if isinstance(v, str) else v
-                                            for k, v in data["verbalizers"].items()}}
-        return data
-
-
-#: Parameter schemas of the built-in kinds; plug-in kinds get their params unchecked here.
-BUILTIN_PARAMS: dict[str, type[BaseModel]] = {"sklearn": SklearnParams, "embedding": EmbeddingParams,
-                                              "llm": LLMParams, "vision": VisionParams}
-
-
 class ViewConfig(BaseModel):
     """A view: ``name``, ``kind`` (built-in or ``package.module:Class``) and its parameters
-    as further keys of the same mapping."""
+    as further keys of the same mapping.
+
+    A built-in kind's parameters are validated here by the kind's ``Params`` model
+    (``views.params``) and the validated model is kept (:attr:`validated`): the view is built
+    from it, so nothing is checked or defaulted twice. A plug-in kind's module is not
+    imported while a config loads; its parameters are checked when the view is built (by its
+    ``Params`` if it declares one)."""
 
     model_config = ConfigDict(extra="allow")
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     kind: str = Field(min_length=1)
+    _validated: BaseModel | None = PrivateAttr(default=None)
 
     @property
     def params(self) -> dict[str, Any]:
+        """The parameters as written in the config (what the run's snapshot stores)."""
         return dict(self.model_extra or {})
+
+    @property
+    def validated(self) -> BaseModel | None:
+        """The parameters validated by the kind's ``Params`` model (None for a plug-in kind)."""
+        return self._validated
+
+    @property
+    def view_params(self) -> BaseModel | dict[str, Any]:
+        """What the view is built from: the validated model, else the raw parameters."""
+        return self._validated if self._validated is not None else self.params
 
     @model_validator(mode="after")
     def _known_kind(self) -> ViewConfig:
-        schema = BUILTIN_PARAMS.get(self.kind)
-        if schema is not None:
-            schema.model_validate(self.params)
+        if self.kind in BUILTIN_KINDS:
+            model = params_model(self.kind)
+            assert model is not None
+            self._validated = model.model_validate(self.params)
         elif ":" not in self.kind and "." not in self.kind:
-            raise ValueError(f"unknown view kind '{self.kind}' (built-in: {', '.join(BUILTIN_PARAMS)}; "
+            raise ValueError(f"unknown view kind '{self.kind}' (built-in: {', '.join(BUILTIN_KINDS)}; "
                              "a plug-in is 'package.module:Class')")
         return self
 
@@ -247,7 +150,7 @@ class AgentConfig(_Strict):
     """A debater (or the judge): any litellm model, or an embedded ``local:<name>`` model."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    model: str = Field(default="local:smollm2-135m", min_length=1)
+    model: str = Field(default=DEFAULT_MODEL, min_length=1)
     persona: str = ""
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     api_base: str | None = None

@@ -21,7 +21,7 @@ import pandas as pd
 
 from orchestrator import steps
 from orchestrator.config import Config
-from orchestrator.data import load_into_store
+from orchestrator.data import LoadedData, load_into_store
 from orchestrator.reporting import NullReporter, Reporter, RunResult, code_version
 from orchestrator.selection import ABSTAIN, Merged, label_matrix, select_round, termination
 from orchestrator.state import LabelState
@@ -31,7 +31,7 @@ from store.errors import ConfigError, DataError, RunError, RunInterrupted
 from store.llm_ledger import LLMLedger
 from store.queries import final_metrics, label_counts
 from store.writers import RoundWriter
-from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, View
+from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, RoundAware, View, ZeroShot
 
 log = logging.getLogger("cotrain")
 
@@ -50,10 +50,18 @@ class RoundRunner:
         self.k = len(self.labels)
         self.debater: Any = None  # agents.runner.Debater while a run with a debate section runs
         self._last_round = cfg.cotrain.max_rounds  # or a reopened run's round_limit, set in run()
+        # The run's views, built once: by start() when it creates the run (the field check
+        # before the commit), else by _rounds(); closed (with the ledger) by close().
+        self.views: list[View] | None = None
+        self.fields: list[str] = []
+        self._ledger: LLMLedger | None = None
+        self._problems: StoreProblems | None = None
 
     # ------------------------------------------------------------------ start / resume
     def start(self, new_run: bool = False) -> tuple[int, bool]:
-        """Return (run_id, resumed). Creates the run (data snapshot + items) if needed."""
+        """Return (run_id, resumed). Creates the run (data snapshot + items) if needed, and
+        then builds the views (they check their fields before the run is committed) that
+        ``run`` goes on with; a caller that only starts should ``close()``."""
         latest = self.store.latest_run()
         fp = self.cfg.fingerprint(self.cfg.data_digest())
         if latest is not None and not new_run:
@@ -64,24 +72,66 @@ class RoundRunner:
                 raise RunError(
                     f"store {self.store.path} holds unfinished run {latest} made with a different config or "
                     "data; re-run with those to resume it, or pass --new-run to start another run")
-        with self.store.transaction():
-            c, d = self.cfg.cotrain, self.cfg.data
-            run_id = self.store.create_run(
-                config=self.cfg.snapshot(), config_hash=fp, seed=self.cfg.seed, code_version=code_version(),
-                labels=self.labels, views=[v.name for v in self.cfg.views], label_column=d.label_column,
-                policy=c.policy, feeding=c.feeding, max_rounds=c.max_rounds,
-                input_files=[f for f in (d.train, d.test) if f])
-            loaded = load_into_store(self.store, run_id, self.cfg)
-            views, _ = build_views(self.cfg, None, loaded.columns, self.base_dir,  # field check before commit
-                                   dry_run=self.dry_run)
-            self.store.set_display_fields(run_id, *display_fields(self.cfg, loaded.columns))
-            self._check_debate_fields(loaded.columns)
-            if loaded.n_gold == 0 and not self.dry_run and not any(getattr(v, "zero_shot", False) for v in views):
-                raise DataError(f"no labelled training rows: fill '{self.cfg.data.label_column}' for a few items "
-                                "(or add an llm view, which labels zero-shot)", self.cfg.data.train)
+        try:
+            with self.store.transaction():
+                run_id, loaded = self._create_run(fp)
+        except BaseException:
+            self.close()  # the views built for the check (the run was rolled back)
+            raise
         log.info("run %d created: %d training items (%d labelled), %d test items",
                  run_id, loaded.n_train, loaded.n_gold, loaded.n_test)
         return run_id, False
+
+    def _create_run(self, fp: str) -> tuple[int, LoadedData]:
+        """Create the run and load its data, then build the views, which check their fields
+        against the data before anything is committed (the caller's transaction)."""
+        c, d = self.cfg.cotrain, self.cfg.data
+        run_id = self.store.create_run(
+            config=self.cfg.snapshot(), config_hash=fp, seed=self.cfg.seed, code_version=code_version(),
+            labels=self.labels, views=[v.name for v in self.cfg.views], label_column=d.label_column,
+            policy=c.policy, feeding=c.feeding, max_rounds=c.max_rounds,
+            input_files=[f for f in (d.train, d.test) if f])
+        loaded = load_into_store(self.store, run_id, self.cfg)
+        views = self._build_views(run_id, loaded.columns)
+        self.store.set_display_fields(run_id, *display_fields(self.cfg, loaded.columns))
+        self._check_debate_fields(loaded.columns)
+        if loaded.n_gold == 0 and not self.dry_run and not any(isinstance(v, ZeroShot) and v.zero_shot for v in views):
+            raise DataError(f"no labelled training rows: fill '{d.label_column}' for a few items "
+                            "(or add an llm view, which labels zero-shot)", d.train)
+        return run_id, loaded
+
+    def _build_views(self, run_id: int, columns: list[str]) -> list[View]:
+        """Build the run's views once, with what binds them to this run (feature cache,
+        ledger, problem log, progress); a dry run's views get none of these."""
+        if self.views is None:
+            if self.dry_run:
+                self.views, self.fields = build_views(self.cfg, None, columns, self.base_dir, dry_run=True)
+            else:
+                self._open_ledger(run_id)
+                self.views, self.fields = build_views(self.cfg, self.store, columns, self.base_dir, self._ledger,
+                                                      self._problems, self.reporter)
+        return self.views
+
+    def _open_ledger(self, run_id: int) -> LLMLedger:
+        if self._ledger is None:
+            self._ledger = LLMLedger(self.store, run_id)
+            self._problems = StoreProblems(self.store, run_id)
+        return self._ledger
+
+    def close(self) -> None:
+        """Close the views, the debater and the ledger (idempotent)."""
+        views, self.views, self.fields = self.views or [], None, []
+        try:
+            for v in views:
+                if isinstance(v, Closeable):
+                    v.close()
+        finally:
+            if self.debater is not None:
+                self.debater.close()
+                self.debater = None
+            if self._ledger is not None:
+                self._ledger.close()
+                self._ledger = self._problems = None
 
     def _check_debate_fields(self, columns: list[str]) -> None:
         d = self.cfg.debate
@@ -97,22 +147,25 @@ class RoundRunner:
     # ------------------------------------------------------------------ the loop
     def run(self, new_run: bool = False) -> RunResult:
         run_id, resumed = self.start(new_run)
-        info = self.store.run_info(run_id)
-        done = self.store.completed_rounds(run_id)
-        if info["status"] == "finished":
-            return self._result(run_id, resumed=True, already_finished=True)
-        if info["status"] == "failed":  # the same config again, presumably with the cause fixed
-            self.store.mark_run(run_id, "running")
-            log.info("run %d failed before; resuming it", run_id)
         try:
-            self._rounds(run_id, info, done)
-        except KeyboardInterrupt:
-            last = self.store.completed_rounds(run_id)
-            raise RunInterrupted(run_id, last[-1]["round"] if last else None) from None
-        except Exception as exc:
-            self._mark_failed(run_id, exc)
-            raise
-        return self._result(run_id, resumed=resumed and bool(done))
+            info = self.store.run_info(run_id)
+            done = self.store.completed_rounds(run_id)
+            if info["status"] == "finished":
+                return self._result(run_id, resumed=True, already_finished=True)
+            if info["status"] == "failed":  # the same config again, presumably with the cause fixed
+                self.store.mark_run(run_id, "running")
+                log.info("run %d failed before; resuming it", run_id)
+            try:
+                self._rounds(run_id, info, done)
+            except KeyboardInterrupt:
+                last = self.store.completed_rounds(run_id)
+                raise RunInterrupted(run_id, last[-1]["round"] if last else None) from None
+            except Exception as exc:
+                self._mark_failed(run_id, exc)
+                raise
+            return self._result(run_id, resumed=resumed and bool(done))
+        finally:
+            self.close()
 
     def _mark_failed(self, run_id: int, exc: BaseException) -> None:
         """A round raised: its transaction was rolled back, so every committed round stays.
@@ -124,19 +177,19 @@ class RoundRunner:
             log.warning("run %d: could not mark the run failed", run_id)
 
     def _rounds(self, run_id: int, info: dict[str, Any], done: list[dict[str, Any]]) -> None:
-        """Build the views once and run rounds from the first uncommitted one to the limit."""
+        """Run rounds from the first uncommitted one to the limit, with the views start() built
+        (a resumed run builds them here, once)."""
         columns = [c for c in self.store.data_columns(run_id) if not c.startswith("__")]
-        ledger = LLMLedger(self.store, run_id)
-        views: list[View] = []
+        ledger = self._open_ledger(run_id)
         try:
             if self.cfg.debate is not None and self.cfg.debate.enabled:
                 from orchestrator.debate import make_debater
 
                 self.debater = make_debater(self.cfg, ledger)
                 self.debater.check()
-            problems = StoreProblems(self.store, run_id)
-            views, fields = build_views(self.cfg, self.store, columns, self.base_dir, ledger, problems,
-                                        self.reporter)
+            views, fields = self._build_views(run_id, columns), self.fields
+            problems = self._problems
+            assert problems is not None
             state = LabelState.load(self.store, run_id, self.labels, [v.name for v in views])
             rng = np.random.default_rng(self.cfg.seed)
             if done:
@@ -154,18 +207,12 @@ class RoundRunner:
                 ledger.round = r
                 problems.round = r
                 for v in views:
-                    if callable(getattr(v, "set_round", None)):
-                        v.set_round(r)  # type: ignore[attr-defined]
+                    if isinstance(v, RoundAware):
+                        v.set_round(r)
                 if self._round(run_id, r, views, fields, state, rng, test_df):
                     break
         finally:
-            for v in views:
-                if callable(getattr(v, "close", None)):
-                    v.close()  # type: ignore[attr-defined]
-            if self.debater is not None:
-                self.debater.close()
-                self.debater = None
-            ledger.close()
+            self.close()
 
     def _fetch(self, run_id: int, state: LabelState, pos: np.ndarray, fields: list[str]) -> pd.DataFrame:
         """Items at positions ``pos`` with the fields views read, plus their ids

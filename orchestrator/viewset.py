@@ -90,7 +90,7 @@ def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: 
         if dry_run and vc.kind not in BUILTIN_KINDS:
             check_view(vc.name, vc.kind, vc.params, ctx)
             continue
-        view = build_view(vc.name, vc.kind, vc.params, ctx)
+        view = build_view(vc.name, vc.kind, vc.view_params, ctx)  # the model validated at load
         fields.update(_resolve_fields(view, cfg, columns))
         views.append(view)
     return views, sorted(fields)

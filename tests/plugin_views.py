@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
-from views.base import ViewContext
+from views.base import ParamsView, ViewContext
+from views.params import ViewParams
 
 
 class CentroidView:
@@ -135,3 +138,53 @@ class FailingView(CentroidView):
         if self.round == self.fail_round:
             raise RuntimeError(f"boom in round {self.round}")
         super().fit(items, y, sample_weight)
+
+
+# ---------------------------------------------------------------- the view contract
+class CentroidParams(ViewParams):
+    """The parameters of :class:`CountingView`: a plug-in declaring its ``Params``."""
+
+    columns: list[str] = Field(min_length=1)
+    temperature: float = Field(default=1.0, gt=0)
+
+
+class CountingView(ParamsView, CentroidView):
+    """A CentroidView built from its ``Params`` that counts its constructions (``built``,
+    one name per construction) and, while ``fail_in_round`` is set, fails in that round."""
+
+    Params = CentroidParams
+    built: ClassVar[list[str]] = []
+    fail_in_round: ClassVar[int | None] = None
+
+    def __init__(self, name: str, context: ViewContext, params: CentroidParams):
+        CountingView.built.append(name)
+        CentroidView.__init__(self, name, context, params.columns, params.temperature)
+        self.round = 0
+
+    def set_round(self, round_idx: int) -> None:
+        self.round = round_idx
+
+    def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
+        if self.round == CountingView.fail_in_round:
+            raise RuntimeError(f"boom in round {self.round}")
+        super().fit(items, y, sample_weight)
+
+
+class CountingLegacyView(CentroidView):
+    """A legacy plug-in (keyword parameters, no ``Params``) that counts its constructions."""
+
+    built: ClassVar[list[str]] = []
+
+    def __init__(self, name: str, context: ViewContext, columns: Sequence[str] = (), temperature: float = 1.0):
+        CountingLegacyView.built.append(name)
+        super().__init__(name, context, columns, temperature)
+
+
+#: How many times :func:`counting_colour_clip` built its encoder.
+ENCODER_LOADS: list[int] = []
+
+
+def counting_colour_clip():  # -> torch.nn.Module
+    """:func:`colour_clip`, counting each time a view loads it."""
+    ENCODER_LOADS.append(1)
+    return colour_clip()

@@ -26,7 +26,7 @@ def rt_small():
 def test_embeddings_are_cached_in_the_store(rt_small, tmp_path: Path):
     texts = rt_small.text.tolist()[:30]
     with Store(tmp_path / "s.duckdb") as st:
-        view = EmbeddingView("e", ViewContext(LABELS, seed=0, cache=StoreCache(st)), text="text")
+        view = EmbeddingView.from_params("e", ViewContext(LABELS, seed=0, cache=StoreCache(st)), text="text")
         view.resolve_fields(["text"])
         first = view.embed(texts)
         assert first.shape == (30, 384) and view.encoded_count_ == len(set(texts))
@@ -35,7 +35,7 @@ def test_embeddings_are_cached_in_the_store(rt_small, tmp_path: Path):
         assert view.encoded_count_ == len(set(texts))  # nothing re-encoded
         assert np.allclose(again[:30], first)
     with Store(tmp_path / "s.duckdb") as st:  # a new process/view reads the same cache
-        fresh = EmbeddingView("e2", ViewContext(LABELS, seed=0, cache=StoreCache(st)), text="text")
+        fresh = EmbeddingView.from_params("e2", ViewContext(LABELS, seed=0, cache=StoreCache(st)), text="text")
         assert np.allclose(fresh.embed(texts), first) and fresh.encoded_count_ == 0
 
 
@@ -46,7 +46,7 @@ def test_heads_fit_and_are_deterministic(rt_small, head: str):
     test = rt_small[rt_small.split == "test"]
     probs = []
     for _ in range(2):
-        v = EmbeddingView("e", ViewContext(LABELS, seed=3), text="text", head=head,
+        v = EmbeddingView.from_params("e", ViewContext(LABELS, seed=3), text="text", head=head,
                           head_params={"epochs": 60} if head == "mlp" else {})
         v.fit(train, y, np.ones(len(y)))
         probs.append(v.predict_proba(test))
@@ -57,7 +57,7 @@ def test_heads_fit_and_are_deterministic(rt_small, head: str):
 
 
 def test_bad_encoder_and_field():
-    v = EmbeddingView("e", ViewContext(LABELS, seed=0), text="body", encoder="no-such-encoder")
+    v = EmbeddingView.from_params("e", ViewContext(LABELS, seed=0), text="body", encoder="no-such-encoder")
     with pytest.raises(ViewError, match="text field 'body' is not a column"):
         v.resolve_fields(["text"])
     with pytest.raises(ViewError, match="encoder 'no-such-encoder' is neither a packaged encoder"):

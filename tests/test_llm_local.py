@@ -45,8 +45,8 @@ def test_models_lists_the_default_as_verified():
 def test_default_local_model_labels_easy_sentiment(caplog):
     ctx = ViewContext(labels=("negative", "positive"), seed=0,
                       label_descriptions=("a negative opinion of the film", "a positive opinion of the film"))
-    view = LLMView("llm", ctx, fields=["text"], instructions="Classify the sentiment of a movie review.",
-                   concurrency=2)
+    view = LLMView.from_params("llm", ctx, fields=["text"], instructions="Classify the sentiment of a movie review.",
+                               concurrency=2)
     items = pd.DataFrame({"text": [t for t, _ in EASY]})
     try:
         view.resolve_fields(["text"])

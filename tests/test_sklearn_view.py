@@ -22,7 +22,7 @@ def data():
 
 
 def _view(**params) -> SklearnView:
-    return SklearnView("v", ViewContext(LABELS, seed=0), **params)
+    return SklearnView.from_params("v", ViewContext(LABELS, seed=0), **params)
 
 
 def test_calibrated_view_gives_probabilities_in_label_order(data):
@@ -69,7 +69,7 @@ def test_sample_weights_change_the_fit(data):
 def test_text_view_reads_a_text_field():
     df = pd.DataFrame({"t": ["good film", "great fun", "bad plot", "awful", "good", "bad"] * 5})
     y = np.array([1, 1, 0, 0, 1, 0] * 5)
-    v = SklearnView("t", ViewContext(("neg", "pos"), seed=0), text="t")
+    v = SklearnView.from_params("t", ViewContext(("neg", "pos"), seed=0), text="t")
     assert v.resolve_fields(["t"]) == ["t"]
     v.fit(df, y, np.ones(len(y)))
     assert v.predict_proba(pd.DataFrame({"t": ["good", "bad"]})).argmax(1).tolist() == [1, 0]

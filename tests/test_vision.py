@@ -104,7 +104,7 @@ def test_unreadable_images_abstain_are_filed_and_warned(digits_folder: Path, cap
         problems = StoreProblems(st, run_id=1)
         ctx = ViewContext(labels=tuple(DIGITS), seed=0, cache=StoreCache(st), data_dirs=(digits_folder,),
                           problems=problems)
-        view = VisionView("vision", ctx, image="image", image_size=32)
+        view = VisionView.from_params("vision", ctx, image="image", image_size=32)
         view.resolve_fields(df.columns)
         with caplog.at_level(logging.WARNING, logger="cotrain"):
             X, mask = view.features(df)
@@ -349,7 +349,7 @@ def test_frames_without_item_ids_never_share_what_was_read(digits_folder: Path):
     """A view used on its own gets frames without ids: row 0 of one frame is not row 0 of the next."""
     df = pd.read_csv(digits_folder / "items.csv")
     ctx = ViewContext(labels=tuple(DIGITS), seed=0, data_dirs=(digits_folder,))
-    view = VisionView("vision", ctx, image="image", image_size=32)
+    view = VisionView.from_params("vision", ctx, image="image", image_size=32)
     first, _ = view.features(df.iloc[[0, 1]].reset_index(drop=True))
     second, _ = view.features(df.iloc[[2, 4]].reset_index(drop=True))
     again, _ = view.features(df.iloc[[2, 4]].reset_index(drop=True))

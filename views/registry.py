@@ -1,21 +1,36 @@
-"""Resolve a view kind (built-in name or ``package.module:Class`` / dotted path) to a class.
+"""Resolve a view kind (built-in name or ``package.module:Class`` / dotted path) to a class,
+and a kind to its parameter model.
 
-A plug-in class is built as ``cls(name=..., context=..., **params)`` and must satisfy
-``views.base.View``.
+A view class that declares ``Params`` (a pydantic model, see ``views.params``) is built as
+``cls(name=..., context=..., params=<validated Params>)``; one that does not (a legacy
+plug-in) as ``cls(name=..., context=..., **params)``. Either must satisfy ``views.base.View``.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from store.errors import ViewError
-from views.base import View, ViewContext
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from views.base import View, ViewContext
 
 BUILTIN_KINDS: dict[str, str] = {
     "sklearn": "views.sklearn_view:SklearnView",
     "embedding": "views.embedding:EmbeddingView",
     "llm": "views.llm.view:LLMView",
     "vision": "views.vision.view:VisionView",
+}
+#: Each built-in kind's ``Params``, named here so that validating a config imports only the
+#: light ``views.params`` and no model code; the class declares the same model (tested).
+_BUILTIN_PARAMS: dict[str, str] = {
+    "sklearn": "views.params:SklearnParams",
+    "embedding": "views.params:EmbeddingParams",
+    "llm": "views.params:LLMParams",
+    "vision": "views.params:VisionParams",
 }
 
 
@@ -61,21 +76,66 @@ def check_call(target: Any, what: str, *args: Any, **kwargs: Any) -> None:
         raise TypeError(f"{what}: {exc}") from None
 
 
-def check_view(name: str, kind: str, params: dict[str, Any], context: ViewContext) -> type:
-    """Import a view kind and check its parameters bind, without constructing it: what a
-    dry run does for a plug-in kind, whose constructor is user code."""
+def declared_params(cls: type) -> type[BaseModel] | None:
+    """The parameter model a view class declares as ``Params``, or None (a legacy plug-in)."""
+    from pydantic import BaseModel
+
+    model = getattr(cls, "Params", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def params_model(kind: str) -> type[BaseModel] | None:
+    """The parameter model of a view kind: a built-in's from ``views.params`` (nothing else
+    is imported), a plug-in's ``Params`` if its class declares one (the class is imported),
+    else None: the plug-in's parameters are passed to its constructor unchecked."""
+    if kind in _BUILTIN_PARAMS:
+        return import_object(_BUILTIN_PARAMS[kind])
+    return declared_params(resolve_kind(kind))
+
+
+def check_view(name: str, kind: str, params: Mapping[str, Any], context: ViewContext) -> type:
+    """Import a view kind and check its parameters, without constructing it: what a dry run
+    does for a plug-in kind, whose constructor is user code. A declared ``Params`` model is
+    checked by its keys only (unknown, missing), since its validators are user code too."""
     cls = resolve_kind(kind)
+    model = declared_params(cls)
     try:
-        check_call(cls, f"kind '{kind}'", name=name, context=context, **params)
+        if model is None:
+            check_call(cls, f"kind '{kind}'", name=name, context=context, **params)
+        else:
+            fields = model.model_fields
+            if model.model_config.get("extra") == "forbid":
+                unknown = [k for k in params if k not in fields]
+                if unknown:
+                    raise TypeError(f"kind '{kind}': unknown parameter '{unknown[0]}'")
+            missing = [k for k, f in fields.items() if f.is_required() and k not in params]
+            if missing:
+                raise TypeError(f"kind '{kind}': required parameter '{missing[0]}' is missing")
+            check_call(cls, f"kind '{kind}'", name=name, context=context, params=None)
     except TypeError as exc:
         raise ViewError(name, f"bad parameters for {exc}") from None
     return cls
 
 
-def build_view(name: str, kind: str, params: dict[str, Any], context: ViewContext) -> View:
+def build_view(name: str, kind: str, params: Mapping[str, Any] | BaseModel, context: ViewContext) -> View:
+    """Build a view of ``kind``. ``params`` is the kind's validated ``Params`` (what a loaded
+    config holds) or a mapping, validated here for a class that declares ``Params``
+    (``ViewError`` naming the key) and passed as keyword arguments to one that does not."""
+    from pydantic import BaseModel
+
+    from views.base import validate_params
+
     cls = resolve_kind(kind)
+    model = declared_params(cls)
     try:
-        view = cls(name=name, context=context, **params)
+        if model is not None:
+            if not isinstance(params, model):
+                raw = params.model_dump(exclude_unset=True) if isinstance(params, BaseModel) else params
+                params = validate_params(model, raw, name)
+            view = cls(name=name, context=context, params=params)
+        else:
+            raw = params.model_dump(exclude_unset=True) if isinstance(params, BaseModel) else dict(params)
+            view = cls(name=name, context=context, **raw)
     except TypeError as exc:
         raise ViewError(name, f"bad parameters for kind '{kind}': {exc}") from None
     for attr in ("resolve_fields", "fit", "predict_proba"):

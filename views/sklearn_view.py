@@ -13,7 +13,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from store.errors import ViewError
-from views.base import ViewContext, abstain, build_params, expand_proba, item_ids
+from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids
+from views.params import SklearnParams
 from views.registry import import_object
 
 #: Built-in estimator names -> (dotted class path, default params).
@@ -70,43 +71,23 @@ def _accepts_sample_weight(est: BaseEstimator) -> bool:
     return "sample_weight" in inspect.signature(est.fit).parameters
 
 
-class SklearnView:
-    """A scikit-learn model over columns or a text field.
+class SklearnView(ParamsView):
+    """A scikit-learn model over columns or a text field; parameters: :class:`SklearnParams`."""
 
-    Parameters (all from the config's view entry):
-      columns / column_prefix / text: what the view reads (exactly one of them);
-      estimator: built-in name (``logistic_regression`` ...) or dotted class path;
-      estimator_params: keyword arguments for it;
-      scale: standardise numeric columns first (default True for column input);
-      tfidf: keyword arguments for ``TfidfVectorizer`` when reading text;
-      calibration: ``sigmoid`` or ``isotonic`` wraps the model in ``CalibratedClassifierCV``.
-    """
+    Params = SklearnParams
 
-    def __init__(
-        self,
-        name: str,
-        context: ViewContext,
-        columns: Sequence[str] | None = None,
-        column_prefix: str | None = None,
-        text: str | None = None,
-        estimator: str = "logistic_regression",
-        estimator_params: dict[str, Any] | None = None,
-        scale: bool | None = None,
-        tfidf: dict[str, Any] | None = None,
-        calibration: str | None = None,
-        calibration_cv: int = 3,
-    ) -> None:
+    def __init__(self, name: str, context: ViewContext, params: SklearnParams) -> None:
         self.name = name
         self.context = context
-        self.columns = list(columns) if columns else None
-        self.column_prefix = column_prefix
-        self.text = text
-        self.estimator = estimator
-        self.estimator_params = build_params(estimator_params)
-        self.scale = scale
-        self.tfidf = build_params(tfidf)
-        self.calibration = calibration
-        self.calibration_cv = calibration_cv
+        self.columns = list(params.columns) if params.columns else None
+        self.column_prefix = params.column_prefix
+        self.text = params.text
+        self.estimator = params.estimator
+        self.estimator_params = build_params(params.estimator_params)
+        self.scale = params.scale
+        self.tfidf = build_params(params.tfidf)
+        self.calibration = params.calibration
+        self.calibration_cv = params.calibration_cv
         self.fields_: list[str] = []
         self.model_: Any = None
         self.classes_: np.ndarray | None = None
@@ -114,10 +95,7 @@ class SklearnView:
 
     # ---------------------------------------------------------------- fields
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
-        given = [x for x in (self.columns, self.column_prefix, self.text) if x]
-        if len(given) != 1:
-            raise ViewError(self.name, "give exactly one of 'columns', 'column_prefix' or 'text'")
-        cols = list(columns)
+        cols = list(columns)  # exactly one of text / column_prefix / columns is set (SklearnParams)
         if self.text:
             if self.text not in cols:
                 raise ViewError(self.name, f"text field '{self.text}' is not a column of the data")

@@ -26,6 +26,8 @@ from views.encoders import package_dir
 log = logging.getLogger("cotrain")
 
 DEFAULT_LOCAL_MODEL = "smollm2-135m"
+#: The model LLM views and debate agents use unless told otherwise (``local:<name>``).
+DEFAULT_MODEL = f"local:{DEFAULT_LOCAL_MODEL}"
 
 
 def models_cache_dir() -> Path:

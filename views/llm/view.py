@@ -23,23 +23,21 @@ import numpy as np
 import pandas as pd
 
 from store.errors import ViewError
-from views.base import ViewContext, build_params, item_ids
+from views.base import ParamsView, ViewContext, item_ids
 from views.llm.client import Endpoint, LLMClient, Price, count_tokens, estimate_cost
 from views.llm.connect import Connection, check_model, connect, endpoint_for
 from views.llm.demos import balanced_draw, nearest, within_budget
-from views.llm.local import DEFAULT_LOCAL_MODEL, LocalServer
+from views.llm.local import LocalServer
 from views.llm.prompt import DEFAULT_SYSTEM, DEFAULT_USER, PromptBuilder, estimate_tokens
 from views.llm.scoring import apply_calibration, fit_calibration, label_word_probs, parse_answer, vote_probs
+from views.params import LLMParams
 
 log = logging.getLogger("cotrain")
 
-DEFAULT_MODEL = f"local:{DEFAULT_LOCAL_MODEL}"
-_DEMO_DEFAULTS: dict[str, Any] = {"strategy": "none", "k": 4, "max_tokens": 512,
-                                  "encoder": "all-MiniLM-L6-v2", "text": None}
 
 
-class LLMView:
-    """Parameters (checked by ``orchestrator.config.LLMParams`` when read from YAML):
+class LLMView(ParamsView):
+    """Parameters (:class:`views.params.LLMParams`, the one place of their defaults):
 
     model, api_base, api_key_env (the *name* of the variable holding the key); fields (item
     fields the prompt shows); instructions, system, template (Jinja); verbalizers
@@ -51,67 +49,39 @@ class LLMView:
     (local models).
     """
 
+    Params = LLMParams
     zero_shot = True  # labels without any training item: a run may start with no gold label
 
-    def __init__(
-        self,
-        name: str,
-        context: ViewContext,
-        model: str = DEFAULT_MODEL,
-        fields: Sequence[str] | None = None,
-        api_base: str | None = None,
-        api_key_env: str | None = None,
-        instructions: str = "",
-        system: str | None = None,
-        template: str | None = None,
-        verbalizers: dict[str, list[str]] | None = None,
-        scoring: str = "auto",
-        samples: int = 5,
-        temperature: float = 0.7,
-        top_logprobs: int = 20,
-        max_answer_tokens: int = 48,
-        demonstrations: dict[str, Any] | None = None,
-        calibration: str = "none",
-        calibration_max_items: int = 200,
-        concurrency: int = 4,
-        rate_limit: float | None = None,
-        timeout_s: float = 60.0,
-        max_retries: int = 4,
-        backoff_s: float = 0.5,
-        price: dict[str, float] | None = None,
-        budget_usd: float | None = None,
-        n_ctx: int = 8192,
-        threads: int | None = None,
-    ) -> None:
+    def __init__(self, name: str, context: ViewContext, params: LLMParams) -> None:
         self.name = name
         self.context = context
-        self.model = model
-        self.fields = list(fields or [])
-        self.api_base = api_base
-        self.api_key_env = api_key_env
-        self.instructions = instructions
-        self.system = system
-        self.template = template
-        self.verbalizers = build_params(verbalizers)
-        self.scoring = scoring
-        self.samples = samples
-        self.temperature = temperature
-        self.top_logprobs = top_logprobs
-        self.max_answer_tokens = max_answer_tokens
-        self.demonstrations = {**_DEMO_DEFAULTS, **build_params(demonstrations)}
-        self.calibration = calibration
-        self.calibration_max_items = calibration_max_items
-        self.concurrency = concurrency
-        self.rate_limit = rate_limit
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.price = build_params(price) if price else None
-        self.budget_usd = budget_usd
-        self.n_ctx = n_ctx
-        self.threads = threads
+        self.model = params.model
+        self.fields = list(params.fields)
+        self.api_base = params.api_base
+        self.api_key_env = params.api_key_env
+        self.instructions = params.instructions
+        self.system = params.system
+        self.template = params.template
+        self.verbalizers = {lab: list(words) for lab, words in params.verbalizers.items()}
+        self.scoring = params.scoring
+        self.samples = params.samples
+        self.temperature = params.temperature
+        self.top_logprobs = params.top_logprobs
+        self.max_answer_tokens = params.max_answer_tokens
+        self.demonstrations = params.demonstrations.model_dump()
+        self.calibration = params.calibration
+        self.calibration_max_items = params.calibration_max_items
+        self.concurrency = params.concurrency
+        self.rate_limit = params.rate_limit
+        self.timeout_s = params.timeout_s
+        self.max_retries = params.max_retries
+        self.backoff_s = params.backoff_s
+        self.price = params.price.model_dump() if params.price is not None else None
+        self.budget_usd = params.budget_usd
+        self.n_ctx = params.n_ctx
+        self.threads = params.threads
         # fitted / run state
-        self.mode_: str | None = None if scoring == "auto" else scoring
+        self.mode_: str | None = None if self.scoring == "auto" else self.scoring
         self.bias_: np.ndarray | None = None
         self.temperature_: float = 1.0
         self.round_: int | None = None
@@ -140,29 +110,16 @@ class LLMView:
         out = []
         for lab in self.labels:
             words = self.verbalizers.get(lab) or [lab]
-            if isinstance(words, str):
-                words = [words]
             if not all(isinstance(w, str) and w.strip() for w in words):
                 raise ViewError(self.name, f"verbalizers of '{lab}' must be non-empty strings")
             out.append([w.strip() for w in words])
         return out
 
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
-        if not self.fields:
-            raise ViewError(self.name, "the llm view needs 'fields': the item fields its prompt shows")
         for f in self.fields:
             if f not in columns:
                 raise ViewError(self.name, f"field '{f}' is not a column of the data")
-        if self.scoring not in ("auto", "logprobs", "sample"):
-            raise ViewError(self.name, f"scoring must be auto, logprobs or sample, not '{self.scoring}'")
-        if self.calibration not in ("none", "bias", "temperature", "both"):
-            raise ViewError(self.name, f"calibration must be none, bias, temperature or both, not '{self.calibration}'")
-        if self.demonstrations["strategy"] not in ("none", "balanced", "knn"):
-            raise ViewError(self.name, "demonstrations.strategy must be none, balanced or knn, "
-                            f"not '{self.demonstrations['strategy']}'")
         check_model(self.model)  # a local model is installed? (raises naming the pip command)
-        if self.api_key_env is not None and not self.api_key_env.replace("_", "").isalnum():
-            raise ViewError(self.name, "api_key_env is the NAME of an environment variable, not a key")
         self._builder = self._make_builder()
         self._builder.check()
         used = list(self.fields)
@@ -192,9 +149,9 @@ class LLMView:
         if self._encoder_view is None:
             from views.embedding import EmbeddingView
 
-            self._encoder_view = EmbeddingView(f"{self.name}.demos", self.context,
-                                               text=self.demonstrations["text"] or self.fields[0],
-                                               encoder=self.demonstrations["encoder"])
+            self._encoder_view = EmbeddingView.from_params(f"{self.name}.demos", self.context,
+                                                           text=self.demonstrations["text"] or self.fields[0],
+                                                           encoder=self.demonstrations["encoder"])
         return self._encoder_view
 
     # ------------------------------------------------------------------ client / server

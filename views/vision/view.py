@@ -20,76 +20,53 @@ import numpy as np
 import pandas as pd
 
 from store.errors import ViewError
-from views.base import ViewContext, abstain, build_params, expand_proba, item_ids
-from views.heads import HEADS, make_head
-from views.vision.encoders import (DEFAULT_IMAGE_ENCODER, OnnxEncoder, TorchEncoder, load_torch_encoder,
-                                   onnxruntime_available)
+from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids
+from views.heads import make_head
+from views.params import VisionParams
+from views.vision.encoders import OnnxEncoder, TorchEncoder, load_torch_encoder, onnxruntime_available
 from store.media import ImageProblem, resolve_source
-from views.vision.images import IMAGENET_MEAN, IMAGENET_STD, content_key, decode, normalise
+from views.vision.images import content_key, decode, normalise
 
 log = logging.getLogger("cotrain")
 
-BACKENDS = ("auto", "torch", "onnx")
-RESIZES = ("stretch", "center_crop")
 
+class VisionView(ParamsView):
+    """Image features from a frozen encoder + a head; parameters: :class:`VisionParams`.
 
-class VisionView:
-    """Image features from a frozen encoder + a head.
-
-    Parameters: image (column holding a path, bytes or an HF image struct; required);
-    encoder (``mobilenet_v2``, the packaged ImageNet model, or a dotted path to a torch module
-    or factory); encoder_params; weights (state-dict file for the encoder); tokenizer and
-    tokenizer_params (CLIP-like encoders); prompt (zero-shot text, ``{label}`` and
-    ``{description}`` filled in); backend (``auto``: ONNX Runtime on the CPU when installed,
-    else torch); image_size; resize (``stretch`` | ``center_crop``); mean, std; head
-    (``logistic_regression`` | ``mlp``); head_params; batch_size; device (``cpu``/``cuda``,
-    default CUDA when available); threads (ONNX Runtime); image_root (folder relative paths
-    resolve against, default the data files' folders).
+    ``image``: the column holding a path, bytes or an HF image struct; ``encoder``:
+    ``mobilenet_v2`` (the packaged ImageNet model) or a dotted path to a torch module or
+    factory, with ``encoder_params`` and ``weights`` (a state-dict file); ``tokenizer`` and
+    ``tokenizer_params`` (CLIP-like encoders); ``prompt`` (zero-shot text, ``{label}`` and
+    ``{description}`` filled in); ``backend`` (``auto``: ONNX Runtime on the CPU when
+    installed, else torch); ``image_size``, ``resize``, ``mean``, ``std``; ``head`` with
+    ``head_params``; ``batch_size``; ``device`` (default CUDA when available); ``threads``
+    (ONNX Runtime); ``image_root`` (folder relative paths resolve against, default the data
+    files' folders).
     """
 
-    def __init__(
-        self,
-        name: str,
-        context: ViewContext,
-        image: str | None = None,
-        encoder: str = DEFAULT_IMAGE_ENCODER,
-        encoder_params: dict[str, Any] | None = None,
-        weights: str | None = None,
-        tokenizer: str | None = None,
-        tokenizer_params: dict[str, Any] | None = None,
-        prompt: str = "a photo of a {label}.",
-        backend: str = "auto",
-        image_size: int = 224,
-        resize: str = "stretch",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        head: str = "logistic_regression",
-        head_params: dict[str, Any] | None = None,
-        batch_size: int = 64,
-        device: str | None = None,
-        threads: int | None = None,
-        image_root: str | None = None,
-    ) -> None:
+    Params = VisionParams
+
+    def __init__(self, name: str, context: ViewContext, params: VisionParams) -> None:
         self.name = name
         self.context = context
-        self.image = image
-        self.encoder = encoder
-        self.encoder_params = build_params(encoder_params)
-        self.weights = weights
-        self.tokenizer = tokenizer
-        self.tokenizer_params = build_params(tokenizer_params)
-        self.prompt = prompt
-        self.backend = backend
-        self.image_size = image_size
-        self.resize = resize
-        self.mean = tuple(float(x) for x in mean)
-        self.std = tuple(float(x) for x in std)
-        self.head = head
-        self.head_params = build_params(head_params)
-        self.batch_size = batch_size
-        self.device = device
-        self.threads = threads
-        self.image_root = image_root
+        self.image = params.image
+        self.encoder = params.encoder
+        self.encoder_params = build_params(params.encoder_params)
+        self.weights = params.weights
+        self.tokenizer = params.tokenizer
+        self.tokenizer_params = build_params(params.tokenizer_params)
+        self.prompt = params.prompt
+        self.backend = params.backend
+        self.image_size = params.image_size
+        self.resize = params.resize
+        self.mean = tuple(params.mean)
+        self.std = tuple(params.std)
+        self.head = params.head
+        self.head_params = build_params(params.head_params)
+        self.batch_size = params.batch_size
+        self.device = params.device
+        self.threads = params.threads
+        self.image_root = params.image_root
         self._torch: TorchEncoder | None = None
         self._runner: TorchEncoder | OnnxEncoder | None = None
         self._keys: dict[str, str] = {}          # item id -> content key, for this process
@@ -102,23 +79,8 @@ class VisionView:
 
     # ------------------------------------------------------------------ checks
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
-        if not self.image:
-            raise ViewError(self.name, "the vision view needs 'image': the column holding each item's image "
-                            "(a path, bytes, or a Hugging Face image struct)")
         if self.image not in columns:
             raise ViewError(self.name, f"image field '{self.image}' is not a column of the data")
-        if self.head not in HEADS:
-            raise ViewError(self.name, f"head must be one of {', '.join(HEADS)}, not '{self.head}'")
-        if self.backend not in BACKENDS:
-            raise ViewError(self.name, f"backend must be one of {', '.join(BACKENDS)}, not '{self.backend}'")
-        if self.resize not in RESIZES:
-            raise ViewError(self.name, f"resize must be one of {', '.join(RESIZES)}, not '{self.resize}'")
-        if not 16 <= int(self.image_size) <= 1024:
-            raise ViewError(self.name, f"image_size must be between 16 and 1024, not {self.image_size}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ViewError(self.name, "mean and std need 3 values (R, G, B), std > 0")
-        if self.device not in (None, "cpu", "cuda"):
-            raise ViewError(self.name, f"device must be 'cpu' or 'cuda', not '{self.device}'")
         if self.backend == "onnx" and not onnxruntime_available():
             raise ViewError(self.name, "backend 'onnx' needs onnxruntime and onnx: pip install 'cotrain[vision]'")
         if self.context.dry_run:  # import the encoder, but call no user factory
