@@ -11,7 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import Config, load_config, parse_config
+from orchestrator.config import Config, parse_config, resolve_config
+from orchestrator.planning import plan
 from orchestrator.rounds import Reporter, RoundRunner, RunResult
 from store.database import Store
 from store.errors import ConfigError, CotrainError
@@ -20,7 +21,6 @@ from store.exchange.reviews import import_reviews as _import_reviews
 from store.exchange.export import ExportFilter, ExportFormat, export_labels
 from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, rounds_summary,
                            run_summaries)
-from views.base import Plannable
 
 
 def example_config() -> str:
@@ -36,15 +36,6 @@ def init_config(path: str | Path = "cotrain.yaml", force: bool = False) -> Path:
     return p
 
 
-def _config(config: str | Path | Config | dict[str, Any]) -> tuple[Config, Path]:
-    if isinstance(config, Config):
-        return config, Path.cwd()
-    if isinstance(config, dict):
-        return parse_config(config, base_dir=Path.cwd()), Path.cwd()
-    p = Path(config)
-    return load_config(p), p.parent.resolve()
-
-
 def run(config: str | Path | Config | dict[str, Any], *, store: str | Path | None = None,
         new_run: bool = False, reporter: Reporter | None = None) -> RunResult:
     """Run co-training, or resume the store's unfinished run of the same config.
@@ -52,7 +43,7 @@ def run(config: str | Path | Config | dict[str, Any], *, store: str | Path | Non
     ``store`` overrides the config's store path. A finished run of the same config is not
     redone (``result.already_finished``) unless ``new_run``.
     """
-    cfg, base = _config(config)
+    cfg, base = resolve_config(config)
     path = str(store) if store is not None else cfg.store
     with Store(path) as st:  # the write lock first: a progress file is only ever written by the store's holder
         if path == ":memory:":
@@ -155,59 +146,6 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
                             debate_summary(st, rid), item_problems(st, rid), review_precision(st, rid), live=live)
 
 
-def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
-    """A dry run: read and check the data and views, and estimate each LLM view's calls,
-    tokens and dollars for the whole run, without calling any model or writing a store.
-
-    Estimates are upper bounds: every round asks about the whole pool (it shrinks as labels
-    are accepted), and repeated prompts (zero-shot rounds after the first) would be cache hits.
-    """
-    cfg, base = _config(config)
-    with Store(":memory:") as st:
-        runner = RoundRunner(cfg, st, base_dir=base, dry_run=True)
-        try:
-            run_id, _ = runner.start()  # builds the views once (dry: no user code runs)
-            counts = dict(st.con.execute(
-                "SELECT CASE WHEN split = 'test' THEN 'test' WHEN gold_label IS NULL THEN 'pool' ELSE 'gold' END,"
-                " count(*) FROM items WHERE run_id = ? GROUP BY 1", [run_id]).fetchall())
-            n_gold, n_pool, n_test = (int(counts.get(k, 0)) for k in ("gold", "pool", "test"))
-            pool_rows = st.query("SELECT row_idx FROM items WHERE run_id = ? AND split = 'train' AND gold_label IS NULL"
-                                 " ORDER BY row_idx LIMIT 50", [run_id]).column("row_idx").to_numpy()
-            wanted = sorted(set(runner.fields) | set(cfg.debate.fields if cfg.debate is not None else []))
-            sample = st.fetch_rows(run_id, pool_rows, wanted).to_pandas()
-            rounds = cfg.cotrain.max_rounds
-            per_round_pool = min(n_pool, cfg.cotrain.pool_sample or n_pool)
-            out = [_plan_view(v, sample, n_gold, n_test, rounds, per_round_pool)
-                   for v in runner.views or [] if isinstance(v, Plannable)]
-        finally:
-            runner.close()
-    debate = None
-    if cfg.debate is not None and cfg.debate.enabled:
-        from orchestrator.debate import plan_debate
-
-        d = cfg.debate
-        records = sample[d.fields].astype(str).to_dict("records") if all(f in sample for f in d.fields) else []
-        debate = plan_debate(cfg, rounds * (d.max_items + d.evaluate_test), records)
-    return {"n_gold": n_gold, "n_pool": n_pool, "n_test": n_test, "max_rounds": rounds, "views": out,
-            "debate": debate}
-
-
-def _plan_view(v: Plannable, sample: Any, n_gold: int, n_test: int, rounds: int, per_round_pool: int) -> dict[str, Any]:
-    """One LLM view's calls, tokens and dollars for the whole run (see ``plan``)."""
-    p = v.plan(sample)
-    calib = 0 if v.calibration == "none" else min(n_gold + rounds * per_round_pool, int(v.calibration_max_items))
-    if p["demonstrations"] == "none":  # same prompts every round: later rounds hit the cache
-        items = per_round_pool + n_test + min(n_gold, calib)
-    else:
-        items = rounds * per_round_pool + (rounds + 1) * (n_test + calib)
-    calls = items * p["calls_per_item"]
-    per_call = v.price_per_call(p["prompt_tokens_per_call"], p["completion_tokens_per_call"])
-    return {**p, "items": items, "calls": calls,
-            "prompt_tokens": int(calls * p["prompt_tokens_per_call"]),
-            "completion_tokens": int(calls * p["completion_tokens_per_call"]),
-            "cost_usd": None if per_call is None else calls * per_call, "budget_usd": v.budget_usd}
-
-
 @dataclass
 class DebateReport:
     """What ``debate`` did (or, on a dry run, would do)."""
@@ -251,7 +189,7 @@ def debate(config: str | Path | Config | dict[str, Any], items: str | Path, *, s
     from store.llm_ledger import LLMLedger
     from store.writers import write_debates
 
-    cfg, _ = _config(config)
+    cfg, _ = resolve_config(config)
     cfg = with_debate_overrides(cfg, overrides)
     if cfg.debate is None:
         raise ConfigError("debate", "the config has no 'debate' section")

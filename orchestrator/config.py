@@ -335,3 +335,14 @@ def load_config(path: str | Path) -> Config:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError("<yaml>", f"malformed YAML at {where}{problem}", str(p)) from None
     return parse_config(data, source=str(p), base_dir=p.parent.resolve())
+
+
+def resolve_config(config: str | Path | Config | dict[str, Any]) -> tuple[Config, Path]:
+    """A validated config and the folder its relative paths resolve against, from a file
+    path, a mapping (relative to the working folder) or a ``Config``."""
+    if isinstance(config, Config):
+        return config, Path.cwd()
+    if isinstance(config, dict):
+        return parse_config(config, base_dir=Path.cwd()), Path.cwd()
+    p = Path(config)
+    return load_config(p), p.parent.resolve()

@@ -7,6 +7,7 @@ from store.database import Store
 from store.errors import StoreError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
 
 
@@ -54,6 +55,20 @@ def accepted_pseudo_labels(store: Store, run_id: int, labels: list[str]) -> "pa.
         " p.source = 'debate' AS shared"
         " FROM pseudo_labels p JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id"
         " WHERE p.run_id = ? AND p.status = 'accepted'", [labels, run_id])
+
+
+def item_counts(store: Store, run_id: int) -> dict[str, int]:
+    """A run's gold, pool (unlabelled training) and test item counts."""
+    rows = dict(store.con.execute(
+        "SELECT CASE WHEN split = 'test' THEN 'test' WHEN gold_label IS NULL THEN 'pool' ELSE 'gold' END, count(*)"
+        " FROM items WHERE run_id = ? GROUP BY 1", [run_id]).fetchall())
+    return {k: int(rows.get(k, 0)) for k in ("gold", "pool", "test")}
+
+
+def first_pool_rows(store: Store, run_id: int, n: int) -> "np.ndarray":
+    """Data rows of the first ``n`` unlabelled training items (a sample for estimates)."""
+    return store.query("SELECT row_idx FROM items WHERE run_id = ? AND split = 'train' AND gold_label IS NULL"
+                       " ORDER BY row_idx LIMIT ?", [run_id, n]).column("row_idx").to_numpy()
 
 
 def final_metrics(store: Store, run_id: int) -> dict[str, dict[str, float | None]]:
