@@ -6,10 +6,14 @@ on 127.0.0.1 by llama.cpp for as long as the view is open). Probabilities come f
 label-word log-probabilities when the endpoint returns them, else from k sampled JSON
 answers (``scoring: auto`` decides with one probe request; ``logprobs``/``sample`` force).
 
-The view learns from its peers: at every fit it takes the labelled and pseudo-labelled
-items it is given as the pool of few-shot demonstrations (``balanced`` or ``knn`` by the
-text encoder's vectors, under a token budget), and may fit a per-class bias and/or a
-temperature on them (``calibration``). Which demonstrations each prediction saw is filed
+The view learns from its peers: at every fit it takes the labelled items it is given as
+the pool of few-shot demonstrations (``balanced`` or ``knn`` by the text encoder's vectors,
+under a token budget), and may fit a per-class bias and/or a temperature on them
+(``calibration``). Item text is data: a demonstration puts an item's text into other items'
+prompts, so only gold and reviewed items demonstrate and calibrate (the orchestrator tags
+each training row's source in ``__label_source``); pseudo-labelled ones demonstrate only with
+``demonstrations.from_pseudo: true``, and an item's own label always comes from label-word
+scoring, never from its text. Which demonstrations each prediction saw is filed
 in the store (``llm_demonstrations``); every request, cache hit, token and dollar is filed
 by the client (``llm_calls``).
 """
@@ -23,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from store.errors import ViewError
-from views.base import ParamsView, ViewContext, item_ids
+from views.base import LABEL_SOURCE_COLUMN, ParamsView, ViewContext, item_ids
 from views.llm.client import Endpoint, LLMClient, Price, count_tokens, estimate_cost
 from views.llm.connect import Connection, check_model, connect, endpoint_for
 from views.llm.demos import balanced_draw, nearest, within_budget
@@ -34,6 +38,8 @@ from views.params import LLMParams
 
 log = logging.getLogger("cotrain")
 
+#: Label sources (``LABEL_SOURCE_COLUMN``) whose items' text may be shown to other items.
+TRUSTED_SOURCES = ("gold", "review")
 
 
 class LLMView(ParamsView):
@@ -43,7 +49,9 @@ class LLMView(ParamsView):
     fields the prompt shows); instructions, system, template (Jinja); verbalizers
     (``{label: [words]}``); scoring (auto|logprobs|sample), samples, temperature,
     top_logprobs, max_answer_tokens; demonstrations ({strategy: none|balanced|knn, k,
-    max_tokens, encoder, text}); calibration (none|bias|temperature|both),
+    max_tokens, encoder, text, from_pseudo}: drawn from gold and reviewed items only, plus
+    pseudo-labelled ones when ``from_pseudo`` is true); calibration
+    (none|bias|temperature|both, fitted on gold and reviewed items only),
     calibration_max_items; concurrency, rate_limit (requests/s), timeout_s, max_retries,
     backoff_s; price ({input_per_mtok, output_per_mtok}); budget_usd; n_ctx and threads
     (local models).
@@ -204,12 +212,29 @@ class LLMView(ParamsView):
         cols = {f: items[f].tolist() for f in self.fields}
         return [{f: "" if _missing(cols[f][i]) else str(cols[f][i]) for f in self.fields} for i in range(len(items))]
 
+    @staticmethod
+    def _trusted(items: pd.DataFrame) -> np.ndarray:
+        """Rows whose label is gold or reviewed. A frame without ``LABEL_SOURCE_COLUMN`` (the
+        view used on its own) is all trusted: its caller chose those items."""
+        if LABEL_SOURCE_COLUMN not in items.columns:
+            return np.ones(len(items), dtype=bool)
+        return items[LABEL_SOURCE_COLUMN].isin(TRUSTED_SOURCES).to_numpy(dtype=bool)
+
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
-        """Take the given (pseudo-)labelled items as the demonstration pool and fit calibration."""
+        """Take the given gold/reviewed items (and pseudo-labelled ones with
+        ``demonstrations.from_pseudo``) as the demonstration pool and fit calibration."""
         y = np.asarray(y, dtype=int)
+        sample_weight = np.asarray(sample_weight, dtype=float)
         rng = self._rng()
         self.n_fits_ += 1
         strategy = self.demonstrations["strategy"]
+        trusted = self._trusted(items)
+        # Calibration fits on trusted labels only, whatever from_pseudo says: peers' picks
+        # would pull the bias towards the peers (the LLM's errors are supposed to differ from
+        # theirs), and one poisoned pseudo-label would shift every item's probabilities.
+        cal_items, cal_y, cal_w = items[trusted].reset_index(drop=True), y[trusted], sample_weight[trusted]
+        if not self.demonstrations.get("from_pseudo"):  # pool text is data: only trusted items demonstrate
+            items, y = cal_items, cal_y
         self._demo_items = self._records(items)
         self._demo_y = y
         self._demo_ids = self._ids(items)
@@ -223,13 +248,13 @@ class LLMView(ParamsView):
         self._round_demos = (balanced_draw(y, int(self.demonstrations["k"]), rng, len(self.labels))
                              if strategy == "balanced" else np.zeros(0, dtype=np.int64))
         self.bias_, self.temperature_ = None, 1.0
-        if self.calibration != "none" and len(np.unique(y)) >= 2:
-            n = min(len(y), int(self.calibration_max_items))
-            idx = np.sort(rng.choice(len(y), size=n, replace=False))
-            proba = self._score(items.iloc[idx].reset_index(drop=True), record=False)
+        if self.calibration != "none" and len(np.unique(cal_y)) >= 2:
+            n = min(len(cal_y), int(self.calibration_max_items))
+            idx = np.sort(rng.choice(len(cal_y), size=n, replace=False))
+            proba = self._score(cal_items.iloc[idx].reset_index(drop=True), record=False)
             if (~np.isnan(proba).any(axis=1)).sum() >= 2 * len(self.labels):
                 self.bias_, self.temperature_ = fit_calibration(
-                    proba, y[idx], np.asarray(sample_weight, dtype=float)[idx],
+                    proba, cal_y[idx], cal_w[idx],
                     bias=self.calibration in ("bias", "both"), temperature=self.calibration in ("temperature", "both"))
                 log.info("view %s: calibration fitted on %d items (bias %s, T %.2f)", self.name, n,
                          np.round(self.bias_, 2).tolist(), self.temperature_)
