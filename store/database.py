@@ -27,6 +27,12 @@ from store.sql import ident, idents
 _PID_RE = re.compile(r"PID (\d+)")
 
 
+def _locked(path: str, exc: BaseException) -> StoreLockedError:
+    """DuckDB's "could not set lock ... (PID n)" as a ``StoreLockedError`` naming the holder."""
+    m = _PID_RE.search(str(exc))
+    return StoreLockedError(path, int(m.group(1)) if m else None)
+
+
 def rows_as_lists(matrix: np.ndarray) -> pa.Array:
     """An (n, d) float matrix as an Arrow list<float> array, one list per row (no Python loop)."""
     matrix = np.asarray(matrix, dtype=np.float32)
@@ -76,8 +82,7 @@ class Store:
         except duckdb.IOException as exc:
             msg = str(exc)
             if "lock" in msg.lower():
-                m = _PID_RE.search(msg)
-                raise StoreLockedError(self.path, int(m.group(1)) if m else None) from None
+                raise _locked(self.path, exc) from None
             raise StoreError(msg.splitlines()[0], self.path) from None
         except duckdb.Error as exc:
             raise StoreError(str(exc).splitlines()[0], self.path) from None
@@ -109,8 +114,7 @@ class Store:
                     apply_migrations(rw)
                 self.con = duckdb.connect(self.path, read_only=True)
             except duckdb.IOException as exc:
-                m = _PID_RE.search(str(exc))
-                raise StoreLockedError(self.path, int(m.group(1)) if m else None) from None
+                raise _locked(self.path, exc) from None
 
     # ------------------------------------------------------------------ plumbing
     @contextmanager
@@ -125,8 +129,7 @@ class Store:
             if not damaged:
                 raise
             if isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower():
-                m = _PID_RE.search(str(exc))
-                raise StoreLockedError(self.path, int(m.group(1)) if m else None) from None
+                raise _locked(self.path, exc) from None
             raise StoreError(f"cannot read the file ({type(exc).__name__}: {str(exc).splitlines()[0]}); it may be "
                              "damaged: restore it from a copy", self.path) from None
 
