@@ -315,6 +315,47 @@ def _fields_of_old_config(config: dict) -> tuple[list[str], list[str]]:
     return [c for c in dict.fromkeys(text) if c not in images], list(dict.fromkeys(images))
 
 
+def _m008_label_estimates(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        -- p_correct: estimated probability that an accepted pseudo-label is right (combined
+        -- posterior calibrated on gold by cross-validation); NULL before 008 and for debate verdicts
+        ALTER TABLE pseudo_labels ADD COLUMN p_correct FLOAT;
+        CREATE TABLE round_estimates (            -- per round: how evidence was combined, what selection estimated
+            run_id INTEGER NOT NULL, round INTEGER NOT NULL,
+            combination VARCHAR NOT NULL,         -- single | product | label_model | mean
+            n_calibration INTEGER NOT NULL,       -- gold items with out-of-fold predictions
+            calibration_accuracy DOUBLE,          -- out-of-fold accuracy of the combination on gold
+            n_candidates INTEGER NOT NULL, n_selected INTEGER NOT NULL,
+            est_precision DOUBLE,                 -- mean p_correct of the round's accepted labels
+            est_precision_all DOUBLE,             -- mean p_correct of every accepted label so far
+            coverage DOUBLE,                      -- share of the training pool pseudo-labelled after the round
+            class_bars DOUBLE[], class_quota INTEGER[], class_selected INTEGER[],  -- per class, label order
+            stopped VARCHAR,                      -- why selection stopped (min_precision), else NULL
+            PRIMARY KEY (run_id, round));
+        CREATE TABLE view_estimates (             -- per round and view: estimated accuracy and weight
+            run_id INTEGER NOT NULL, round INTEGER NOT NULL, view VARCHAR NOT NULL,
+            cv_accuracy DOUBLE, label_model_accuracy DOUBLE, weight DOUBLE,
+            PRIMARY KEY (run_id, round, view));
+        CREATE OR REPLACE VIEW current_labels AS
+        SELECT i.run_id, i.item_id, i.row_idx, i.split,
+               coalesce(rv.label, i.gold_label, p.label) AS label,
+               CASE WHEN rv.label IS NOT NULL THEN 'review' WHEN i.gold_label IS NOT NULL THEN 'gold'
+                    WHEN p.label IS NOT NULL THEN p.source END AS source,
+               CASE WHEN rv.label IS NULL AND i.gold_label IS NULL THEN p.source_views END AS source_views,
+               CASE WHEN rv.label IS NULL AND i.gold_label IS NULL THEN p.round END AS round,
+               CASE WHEN rv.label IS NOT NULL OR i.gold_label IS NOT NULL THEN CAST(1.0 AS FLOAT)
+                    ELSE p.confidence END AS confidence,
+               rv.label IS NOT NULL AS reviewed,
+               CASE WHEN rv.label IS NOT NULL OR i.gold_label IS NOT NULL THEN CAST(1.0 AS FLOAT)
+                    ELSE p.p_correct END AS p_correct
+        FROM items i
+        LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id
+        LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id AND p.status = 'accepted';
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("001_core_schema", _m001_core),
     ("002_llm_calls", _m002_llm),
@@ -323,6 +364,7 @@ MIGRATIONS: list[Migration] = [
     ("005_reviews", _m005_reviews),
     ("006_reviewed_labels", _m006_reviewed_labels),
     ("007_run_columns_and_current_labels", _m007_run_columns_and_current_labels),
+    ("008_label_estimates", _m008_label_estimates),
 ]
 
 

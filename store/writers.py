@@ -71,8 +71,9 @@ class RoundWriter:
             "confidence": pa.array(np.asarray(conf), pa.float32())}))
 
     def pseudo_labels(self, ids: pa.Array, label: np.ndarray, conf: np.ndarray, source: str,
-                      source_views: pa.Array) -> None:
-        """Accepted pseudo-labels, each with who made it (a policy, or ``debate``)."""
+                      source_views: pa.Array, p_correct: np.ndarray | None = None) -> None:
+        """Accepted pseudo-labels, each with who made it (a policy, or ``debate``) and, when
+        the selection estimated it, the probability that it is right."""
         n = len(ids)
         self.store.insert_arrow("pseudo_labels", pa.table({
             "run_id": pa.array(np.full(n, self.run_id, dtype=np.int32)), "item_id": ids,
@@ -82,12 +83,42 @@ class RoundWriter:
             "round": pa.array(np.full(n, self.round, dtype=np.int32)),
             "status": pa.repeat(pa.scalar("accepted"), n),
             "created_at": pa.repeat(pa.scalar(utcnow(), pa.timestamp("us")), n),
+            "p_correct": pa.array(np.asarray(p_correct, dtype=np.float32)) if p_correct is not None
+            else pa.nulls(n, pa.float32()),
         }))
 
-    def view_picks(self, ids: pa.Array, label: np.ndarray, conf: np.ndarray, source: str, picked_by: np.ndarray) -> None:
+    def view_picks(self, ids: pa.Array, label: np.ndarray, conf: np.ndarray, source: str, picked_by: np.ndarray,
+                   p_correct: np.ndarray | None = None) -> None:
         """Accepted picks of views: ``picked_by`` is (n, V) bool over ``views``."""
         self.pseudo_labels(ids, label, conf, source,
-                           masked_lists(picked_by, np.asarray(self.views, dtype=object), pa.string()))
+                           masked_lists(picked_by, np.asarray(self.views, dtype=object), pa.string()), p_correct)
+
+    def estimates(self, round_row: dict[str, Any], views: Sequence[dict[str, Any]]) -> None:
+        """What the round's selection estimated: one ``round_estimates`` row (combination,
+        calibration, per-class bars, quotas and picks, estimated precision, coverage) and one
+        ``view_estimates`` row per view (out-of-fold accuracy, label-model accuracy, weight)."""
+        row = {"run_id": self.run_id, "round": self.round, **round_row}
+        self.store.insert_arrow("round_estimates", pa.table({
+            "run_id": pa.array([row["run_id"]], pa.int32()), "round": pa.array([row["round"]], pa.int32()),
+            "combination": [row["combination"]], "n_calibration": pa.array([row["n_calibration"]], pa.int32()),
+            "calibration_accuracy": pa.array([row.get("calibration_accuracy")], pa.float64()),
+            "n_candidates": pa.array([row["n_candidates"]], pa.int32()),
+            "n_selected": pa.array([row["n_selected"]], pa.int32()),
+            "est_precision": pa.array([row.get("est_precision")], pa.float64()),
+            "est_precision_all": pa.array([row.get("est_precision_all")], pa.float64()),
+            "coverage": pa.array([row.get("coverage")], pa.float64()),
+            "class_bars": pa.array([row.get("class_bars")], pa.list_(pa.float64())),
+            "class_quota": pa.array([row.get("class_quota")], pa.list_(pa.int32())),
+            "class_selected": pa.array([row.get("class_selected")], pa.list_(pa.int32())),
+            "stopped": pa.array([row.get("stopped")], pa.string())}))
+        if views:
+            self.store.insert_arrow("view_estimates", pa.table({
+                "run_id": pa.array([self.run_id] * len(views), pa.int32()),
+                "round": pa.array([self.round] * len(views), pa.int32()),
+                "view": [v["view"] for v in views],
+                "cv_accuracy": pa.array([v.get("cv_accuracy") for v in views], pa.float64()),
+                "label_model_accuracy": pa.array([v.get("label_model_accuracy") for v in views], pa.float64()),
+                "weight": pa.array([v.get("weight") for v in views], pa.float64())}))
 
     def disputes(self, ids: pa.Array, voices: np.ndarray, lab: np.ndarray, conf: np.ndarray) -> None:
         """Disputed items: the views that spoke on each (``voices``, (n, V)), their labels
