@@ -24,7 +24,8 @@ from views.registry import BUILTIN_KINDS, build_view, check_view, params_model, 
 
 #: The fewest parameters each built-in kind needs.
 REQUIRED: dict[str, dict[str, Any]] = {"sklearn": {"column_prefix": "a_"}, "embedding": {"text": "t"},
-                                       "vision": {"image": "image"}, "llm": {"fields": ["t"]}}
+                                       "vision": {"image": "image"}, "llm": {"fields": ["t"]},
+                                       "graph": {"column_prefix": "a_"}}
 CTX = ViewContext(labels=("neg", "pos"), seed=0)
 
 
@@ -78,6 +79,7 @@ def test_the_config_keeps_the_validated_model_and_the_view_is_built_from_it(tmp_
     ("vision", {"image": "image", "mean": [0.5, 0.5]}, "mean"),
     ("llm", {"fields": ["t"], "temperature": 3.0}, "temperature"),
     ("llm", {"fields": ["t"], "demonstrations": {"k": 0}}, r"demonstrations\.k"),
+    ("graph", {"column_prefix": "a_", "alpha": 1.0}, "alpha"),
 ])
 def test_a_bad_parameter_is_one_config_error_naming_its_key(kind: str, params: dict, key: str):
     data = {"task": {"labels": ["neg", "pos"]}, "data": {"train": "items.csv"},

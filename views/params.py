@@ -51,6 +51,38 @@ class SklearnParams(ViewParams):
         return self
 
 
+class GraphParams(ViewParams):
+    """Label spreading over a k-nearest-neighbour graph (``views.graph.GraphView``).
+
+    ``columns`` / ``column_prefix`` / ``text``: what the view reads (exactly one); a text
+    field is embedded with ``encoder`` (``features: embedding``, the default) or TF-IDF
+    (``features: tfidf``). ``n_neighbors``: edges per item; ``alpha``: how much an item takes
+    from its neighbours rather than its own label (scikit-learn's clamping factor);
+    ``max_iter``: propagation steps (an item further than this many hops from every labelled
+    item abstains); ``scale``: standardise numeric columns; ``small_max_items``: graphs of at
+    most this many items use scikit-learn's ``LabelSpreading``, larger ones a sparse graph."""
+
+    columns: list[str] | None = None
+    column_prefix: str | None = None
+    text: str | None = None
+    features: Literal["embedding", "tfidf"] = "embedding"
+    encoder: str = DEFAULT_TEXT_ENCODER
+    n_neighbors: int = Field(default=10, ge=1, le=1000)
+    alpha: float = Field(default=0.2, gt=0.0, lt=1.0)
+    max_iter: int = Field(default=30, ge=1, le=10_000)
+    scale: bool = True
+    small_max_items: int = Field(default=20_000, ge=0)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> GraphParams:
+        given = [k for k in ("columns", "column_prefix", "text") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'columns', 'column_prefix' or 'text'")
+        if not self.text and {"features", "encoder"} & self.model_fields_set:
+            raise ValueError("'features' and 'encoder' apply to a 'text' field only")
+        return self
+
+
 class EmbeddingParams(ViewParams):
     """``text``: the field to encode; ``encoder``: a packaged name or model folder;
     ``head`` with ``head_params``; ``batch_size`` (encoder batch); ``normalize`` (unit

@@ -23,6 +23,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "embedding": "views.embedding:EmbeddingView",
     "llm": "views.llm.view:LLMView",
     "vision": "views.vision.view:VisionView",
+    "graph": "views.graph:GraphView",
 }
 #: Each built-in kind's ``Params``, named here so that validating a config imports only the
 #: light ``views.params`` and no model code; the class declares the same model (tested).
@@ -31,6 +32,7 @@ _BUILTIN_PARAMS: dict[str, str] = {
     "embedding": "views.params:EmbeddingParams",
     "llm": "views.params:LLMParams",
     "vision": "views.params:VisionParams",
+    "graph": "views.params:GraphParams",
 }
 
 
