@@ -18,9 +18,9 @@ from store.database import Store
 from store.errors import ConfigError, CotrainError
 from store.exchange.reviews import ReviewSummary
 from store.exchange.reviews import import_reviews as _import_reviews
-from store.exchange.export import ExportFilter, ExportFormat, export_labels
-from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, rounds_summary,
-                           run_summaries)
+from store.exchange.export import ExportCount, ExportFilter, ExportFormat, export_labels
+from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, round_estimates,
+                           rounds_summary, run_summaries, view_estimates)
 
 
 def example_config() -> str:
@@ -66,6 +66,11 @@ class StatusReport:
     debates: list[dict[str, Any]] = field(default_factory=list)  # debates per round
     problems: list[dict[str, Any]] = field(default_factory=list)  # unreadable items per view and problem
     reviews: list[dict[str, Any]] = field(default_factory=list)  # reviewers' verdicts per pseudo-label source
+    # per round: combination, est_precision (the round's labels), est_precision_all (all so
+    # far), coverage, stopped_min_precision, ... (``store.queries.round_estimates``)
+    estimates: list[dict[str, Any]] = field(default_factory=list)
+    # per view, its latest round: cv_accuracy, label_model_accuracy, weight
+    view_estimates: list[dict[str, Any]] = field(default_factory=list)
     # the progress file (``<store>.progress.json``) of a run that is running (the store is
     # locked: ``runs`` and ``rounds`` are empty then) or whose process ended without
     # finishing; see ``live_progress``
@@ -143,7 +148,8 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
             return StatusReport(str(store), [], None, [], live=live)
         rid = resolve_run(st, run_id)
         return StatusReport(str(store), runs, rid, rounds_summary(st, rid), llm_usage(st, rid),
-                            debate_summary(st, rid), item_problems(st, rid), review_precision(st, rid), live=live)
+                            debate_summary(st, rid), item_problems(st, rid), review_precision(st, rid), live=live,
+                            estimates=round_estimates(st, rid), view_estimates=view_estimates(st, rid))
 
 
 @dataclass
@@ -253,18 +259,24 @@ def models() -> list[dict[str, Any]]:
 def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, *, run_id: int | None = None,
            max_round: int | None = None, min_confidence: float | None = None, source: str | None = None,
            include_gold: bool = True, disputed_only: bool = False, sample: int | None = None, seed: int = 0,
-           force: bool = False, escape_formulas: bool = True) -> int:
+           force: bool = False, escape_formulas: bool = True, min_p_correct: float | None = None) -> ExportCount:
     """Write gold, reviewed and accepted pseudo-labels with provenance; return rows written.
+
+    Every row carries ``p_correct``, the estimated probability that its label is right (1.0
+    for gold and reviewed labels, empty when the run estimated none). ``min_p_correct`` (0 to
+    1) keeps gold and reviewed labels and the pseudo-labels estimated at least that likely
+    right; those without an estimate are dropped, and the result's ``unestimated`` says how
+    many.
 
     ``fmt``: parquet | jsonl | csv | hf (a ``save_to_disk`` folder) | hf-parquet (with a
     ``ClassLabel``) | label-studio (tasks + labeling config) | argilla (records + settings).
     An existing ``out`` (a non-empty folder for hf) is replaced only with ``force``; the store
     and the runs' input data never are. CSV cells a spreadsheet would run as formulas (starting
     with ``= + - @``, tab or CR) get a leading ``'`` unless ``escape_formulas`` is False."""
+    flt = ExportFilter(run_id, max_round, min_confidence, source, include_gold, disputed_only, sample, seed,
+                       min_p_correct)  # checks min_p_correct before the store is opened
     with _open_read(store, "export") as st:
-        return export_labels(st, out, fmt, ExportFilter(run_id, max_round, min_confidence, source, include_gold,
-                                                        disputed_only, sample, seed),
-                             force=force, escape_formulas=escape_formulas)
+        return export_labels(st, out, fmt, flt, force=force, escape_formulas=escape_formulas)
 
 
 def report(store: str | Path, out: str | Path = "report.html", *, run_id: int | None = None,

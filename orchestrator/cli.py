@@ -210,6 +210,10 @@ def export(store: Path = typer.Argument(..., help="Store file."),
            run_id: Optional[int] = typer.Option(None, "--run", help="Run id (default: latest)."),
            max_round: Optional[int] = typer.Option(None, "--round", help="Pseudo-labels up to this round."),
            min_confidence: Optional[float] = typer.Option(None, "--min-confidence"),
+           min_p_correct: Optional[float] = typer.Option(None, "--min-p-correct", help="Keep pseudo-labels whose "
+                                                         "estimated probability of being right is at least this "
+                                                         "(0 to 1); gold and reviewed labels always pass, "
+                                                         "pseudo-labels without an estimate are dropped."),
            source: Optional[str] = typer.Option(None, help="gold | review | pseudo | a policy | a view name."),
            no_gold: bool = typer.Option(False, "--no-gold", help="Pseudo-labels only."),
            disputed: bool = typer.Option(False, "--disputed", help="Only items the views disputed in some round."),
@@ -227,11 +231,16 @@ def export(store: Path = typer.Argument(..., help="Store file."),
 
     if fmt is not None and fmt not in EXPORT_FORMATS:
         _fail(ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, not '{fmt}'"))
+    if min_p_correct is not None and not 0 <= min_p_correct <= 1:
+        _fail(ValueError(f"--min-p-correct must be between 0 and 1, not {min_p_correct}"))
     with _guarded():
         n = api.export(store, out_path, fmt, run_id=run_id, max_round=max_round,  # type: ignore[arg-type]
                        min_confidence=min_confidence, source=source, include_gold=not no_gold,
                        disputed_only=disputed, sample=sample, seed=seed, force=force,
-                       escape_formulas=not no_escape_formulas)
+                       escape_formulas=not no_escape_formulas, min_p_correct=min_p_correct)
+    if n.unestimated is not None:
+        err.print(f"--min-p-correct dropped {n.unestimated} pseudo-label(s) that carry no p_correct estimate "
+                  "(runs before estimates were recorded, debate verdicts)", highlight=False, soft_wrap=True)
     out.print(f"wrote {n} rows to {out_path}")
 
 

@@ -159,6 +159,18 @@ def print_status(out: Console, store: str, run_id: int | None) -> None:
              fmt(rd["mean_pairwise_agreement"]), rd["termination"] or ""] for rd in rep.rounds]
     print_tables(out, f"run {rep.run_id}: rounds (test accuracy per view)",
                   ["round", "pool", "added", "disp", *order, "agree", "end"], rows, left={"end"})
+    if rep.estimates:
+        rows = [[x["round"], x["combination"], f"{x['n_selected']}/{x['n_candidates']}", fmt(x["est_precision"]),
+                 fmt(x["est_precision_all"]), fmt(x["coverage"]),
+                 "min_precision" if x["stopped_min_precision"] else (x["stopped"] or "")] for x in rep.estimates]
+        print_tables(out, f"run {rep.run_id}: selection estimates per round",
+                     ["round", "combination", "picked", "est prec", "est prec all", "coverage", "stopped"], rows,
+                     left={"combination", "stopped"})
+    if rep.view_estimates:
+        rows = [[x["view"], x["round"], fmt(x["cv_accuracy"]), fmt(x["label_model_accuracy"]), fmt(x["weight"])]
+                for x in rep.view_estimates]
+        print_tables(out, f"run {rep.run_id}: view estimates (latest round)",
+                     ["view", "round", "cv acc", "label-model acc", "weight"], rows, left={"view"}, wrap={"view"})
     if rep.llm:
         refused = any(x["over_budget"] for x in rep.llm)  # the column only when a budget bit
         cols = ["round", "view", "calls", "cached", "errors", *(["budget"] if refused else []), "tokens in/out",

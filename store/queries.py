@@ -188,3 +188,31 @@ def debate_of_item(store: Store, item_id: str) -> dict[str, Any]:
     turns = store.query("SELECT * FROM debate_turns WHERE debate_id = ? ORDER BY debate_round, agent = 'judge', agent",
                         [rows[0]["debate_id"]]).to_pylist()
     return {"debate": rows[0], "turns": turns}
+
+
+def round_estimates(store: Store, run_id: int) -> list[dict[str, Any]]:
+    """Per round, what selection estimated (migration 008): ``combination``, calibration,
+    candidates and picks, ``est_precision`` (of the round's accepted labels),
+    ``est_precision_all`` (of every accepted label so far), ``coverage``, the per-class bars,
+    quotas and picks, ``stopped`` and ``stopped_min_precision`` (selection stopped because the
+    estimated precision would fall below ``min_precision``). Empty for runs before estimates."""
+    if not _has(store, "round_estimates"):
+        return []
+    return store.query(
+        "SELECT round, combination, n_calibration, calibration_accuracy, n_candidates, n_selected, est_precision,"
+        " est_precision_all, coverage, class_bars, class_quota, class_selected, stopped,"
+        " coalesce(stopped LIKE 'min_precision%', false) AS stopped_min_precision"
+        " FROM round_estimates WHERE run_id = ? ORDER BY round", [run_id]).to_pylist()
+
+
+def view_estimates(store: Store, run_id: int, latest: bool = True) -> list[dict[str, Any]]:
+    """Per view: ``cv_accuracy`` (out-of-fold on gold), ``label_model_accuracy`` and ``weight``
+    with their ``round``; the latest round each view has (``latest``), else every round."""
+    if not _has(store, "view_estimates"):
+        return []
+    keep = "QUALIFY row_number() OVER (PARTITION BY view ORDER BY round DESC) = 1" if latest else ""
+    views = list(store.run_info(run_id)["views"])
+    return store.query(
+        "SELECT view, round, cv_accuracy, label_model_accuracy, weight FROM view_estimates"
+        f" WHERE run_id = ? {keep} ORDER BY coalesce(list_position(?, view), 1000000), view, round",
+        [run_id, views]).to_pylist()

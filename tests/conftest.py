@@ -75,6 +75,31 @@ def write_config(tmp: Path, df: pd.DataFrame | None = None, *, fmt: str = "csv",
     return path
 
 
+def write_estimates(store: Path, rounds: dict[int, dict[str, Any]], views: dict[int, list[dict[str, Any]]],
+                    p_correct: dict[str, float | None] | None = None, run_id: int = 1) -> None:
+    """Give a finished run's store known selection estimates (migration 008), replacing any the
+    run wrote: ``rounds`` (round -> ``round_estimates`` columns; the rest NULL, counts 0),
+    ``views`` (round -> one ``view_estimates`` row per view), ``p_correct`` (item -> its
+    accepted pseudo-label's value). Rows are written as given (no writer derives a value)."""
+    with Store(store) as st, st.transaction():
+        st.con.execute("DELETE FROM round_estimates WHERE run_id = ?", [run_id])
+        st.con.execute("DELETE FROM view_estimates WHERE run_id = ?", [run_id])
+        cols = ["combination", "n_calibration", "calibration_accuracy", "n_candidates", "n_selected", "est_precision",
+                "est_precision_all", "coverage", "class_bars", "class_quota", "class_selected", "stopped"]
+        for r, given in rounds.items():
+            row = {"combination": "product", "n_calibration": 0, "n_candidates": 0, "n_selected": 0, **given}
+            st.con.execute(f"INSERT INTO round_estimates (run_id, round, {', '.join(cols)})"
+                           f" VALUES (?, ?, {', '.join('?' * len(cols))})", [run_id, r, *(row.get(c) for c in cols)])
+        for r, rows in views.items():
+            for v in rows:
+                st.con.execute("INSERT INTO view_estimates VALUES (?, ?, ?, ?, ?, ?)",
+                               [run_id, r, v["view"], v.get("cv_accuracy"), v.get("label_model_accuracy"),
+                                v.get("weight")])
+        for item, p in (p_correct or {}).items():
+            st.con.execute("UPDATE pseudo_labels SET p_correct = ? WHERE run_id = ? AND item_id = ?"
+                           " AND status = 'accepted'", [p, run_id, item])
+
+
 # ---------------------------------------------------------------------- LLM views and debates
 GOOD = ["good", "great", "wonderful", "excellent"]
 BAD = ["dull", "boring", "awful", "tedious"]

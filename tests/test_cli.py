@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from orchestrator import api
 from orchestrator.cli import app
 from orchestrator.config import load_config
-from tests.conftest import debate_config, llm_config, write_config
+from tests.conftest import debate_config, llm_config, write_config, write_estimates
 from tests.openai_server import MisbehavingServer
 
 REPO = Path(__file__).parents[1]
@@ -75,6 +75,37 @@ def test_run_status_export(tmp_path: Path):
     res = runner.invoke(app, ["run", str(cfg), "--quiet"])  # finished: nothing runs again
     assert res.exit_code == 0, res.output
     assert len(api.status(store).runs) == 1 and api.run(cfg).already_finished
+
+
+def test_status_reports_the_selections_estimates(tmp_path: Path):
+    """Per round: combination, estimated precision (the round's and all so far), coverage,
+    whether selection stopped on min_precision; per view: its latest estimates. Older rounds
+    without estimates (NULLs) read as None."""
+    cfg = write_config(tmp_path, max_rounds=2)
+    store = tmp_path / "run.duckdb"
+    assert runner.invoke(app, ["run", str(cfg), "--quiet"]).exit_code == 0
+    rounds = {1: {"combination": "label_model", "n_calibration": 15, "calibration_accuracy": 0.8, "n_candidates": 40,
+                  "n_selected": 12, "est_precision": 0.95, "est_precision_all": 0.95, "coverage": 0.02},
+              2: {"combination": "label_model", "n_calibration": 15, "n_candidates": 30, "n_selected": 5,
+                  "est_precision": 0.9, "est_precision_all": 0.93, "coverage": 0.03, "stopped": "min_precision"}}
+    views = {1: [{"view": "va", "cv_accuracy": 0.7, "label_model_accuracy": 0.72, "weight": 1.1},
+                 {"view": "vb", "cv_accuracy": 0.6, "label_model_accuracy": 0.61, "weight": 0.5}],
+             2: [{"view": "vb", "cv_accuracy": 0.65, "label_model_accuracy": None, "weight": 0.7}]}
+    write_estimates(store, rounds, views)
+    rep = api.status(store)
+    got = [(e["round"], e["combination"], e["est_precision"], e["est_precision_all"], e["coverage"],
+            e["stopped_min_precision"], e["calibration_accuracy"]) for e in rep.estimates]
+    assert got == [(1, "label_model", 0.95, 0.95, 0.02, False, 0.8), (2, "label_model", 0.9, 0.93, 0.03, True, None)]
+    assert [(v["view"], v["round"], v["cv_accuracy"], v["label_model_accuracy"], v["weight"])
+            for v in rep.view_estimates] == [("va", 1, 0.7, 0.72, 1.1), ("vb", 2, 0.65, None, 0.7)]
+    res = runner.invoke(app, ["status", str(store)], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert max(len(x) for x in res.output.splitlines()) <= 80
+    write_estimates(store, {1: {"combination": "single"}}, {1: [{"view": "va"}]})  # nothing estimated
+    rep = api.status(store)
+    assert [(e["est_precision"], e["coverage"], e["stopped_min_precision"]) for e in rep.estimates] == \
+        [(None, None, False)]
+    assert runner.invoke(app, ["status", str(store)]).exit_code == 0
 
 
 def test_tables_fit_the_terminal_without_cutting_numbers(tmp_path: Path):

@@ -9,7 +9,7 @@ import pytest
 from orchestrator import api
 from store.database import Store
 from store.errors import StoreError
-from tests.conftest import write_config
+from tests.conftest import write_config, write_estimates
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def test_export_roundtrip(finished_store: Path, tmp_path: Path, fmt: str):
     df = {"parquet": pd.read_parquet, "csv": pd.read_csv,
           "jsonl": lambda p: pd.read_json(p, lines=True)}[fmt](out)
     assert len(df) == n == 15 + len(_stored(finished_store))
-    assert list(df.columns[:7]) == ["item_id", "label", "source", "source_views", "agreeing_views", "round",
-                                    "confidence"]
+    assert list(df.columns[:8]) == ["item_id", "label", "source", "source_views", "agreeing_views", "round",
+                                    "confidence", "p_correct"]
     assert {"a_0", "b_3", "split"} <= set(df.columns)  # the item's own fields come along
     pseudo = df[df.source != "gold"].set_index("item_id")
     stored = _stored(finished_store).set_index("item_id")
@@ -79,3 +79,117 @@ def test_export_errors(finished_store: Path, tmp_path: Path):
         api.export(finished_store, tmp_path / "x.csv", run_id=9)
     with pytest.raises(StoreError, match="does not exist"):
         api.export(finished_store, tmp_path / "nope" / "x.csv")
+
+
+# ------------------------------------------------------------------ p_correct (issue 13)
+@pytest.fixture(scope="module")
+def estimated(finished_store: Path, tmp_path_factory) -> dict:
+    """A copy of the finished run whose pseudo-labels carry known ``p_correct`` values (every
+    fourth one none, as a debate verdict's), and one of them reviewed."""
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("estimated")
+    store = tmp / "run.duckdb"
+    shutil.copy(finished_store, store)
+    with Store(store, read_only=True) as st:
+        pseudo = [i for (i,) in st.con.execute("SELECT item_id FROM pseudo_labels ORDER BY item_id").fetchall()]
+        gold = {i for (i,) in st.con.execute("SELECT item_id FROM items WHERE split = 'train'"
+                                            " AND gold_label IS NOT NULL").fetchall()}
+    values = {item: None if n % 4 == 0 else round(0.3 + 0.7 * (n % 10) / 9, 3) for n, item in enumerate(pseudo)}
+    write_estimates(store, {}, {}, values)
+    reviewed = pseudo[4]  # has no estimate (n % 4 == 0) yet, reviewed it always passes
+    (tmp / "reviews.csv").write_text(f"id,label\n{reviewed},bee\n")
+    api.import_reviews(store, tmp / "reviews.csv", rounds=0)
+    with Store(store, read_only=True) as st:  # what the store holds (FLOAT: compared as stored)
+        stored = dict(st.con.execute("SELECT item_id, p_correct FROM pseudo_labels WHERE status = 'accepted'"
+                                     ).fetchall())
+    return {"store": store, "stored": stored, "gold": gold, "reviewed": reviewed}
+
+
+def _expected_p(est: dict, item: str) -> float | None:
+    return 1.0 if item in est["gold"] or item == est["reviewed"] else est["stored"][item]
+
+
+def _same_p(got: object, want: float | None) -> bool:
+    if want is None:
+        return got is None or (isinstance(got, float) and pd.isna(got))
+    return got == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv", "hf-parquet"])
+def test_every_flat_export_carries_the_stored_p_correct(estimated: dict, tmp_path: Path, fmt: str):
+    out = tmp_path / ("labels." + ("parquet" if fmt == "hf-parquet" else fmt))
+    n = api.export(estimated["store"], out, fmt)
+    df = {"parquet": pd.read_parquet, "hf-parquet": pd.read_parquet, "csv": pd.read_csv,
+          "jsonl": lambda p: pd.read_json(p, lines=True, dtype=False)}[fmt](out)
+    assert list(df.columns).index("p_correct") == list(df.columns).index("confidence") + 1
+    assert len(df) == n == len(estimated["gold"]) + 1 + len(estimated["stored"])
+    got = dict(zip(df.item_id, df.p_correct))
+    assert all(_same_p(got[i], _expected_p(estimated, i)) for i in got), got
+    assert sum(pd.isna(v) for v in got.values()) == sum(v is None for v in estimated["stored"].values()) > 0
+
+
+def test_review_tasks_carry_p_correct(estimated: dict, tmp_path: Path):
+    import json
+
+    api.export(estimated["store"], tmp_path / "ls.json", "label-studio")
+    api.export(estimated["store"], tmp_path / "ar.json", "argilla")
+    tasks = json.loads((tmp_path / "ls.json").read_text())
+    records = json.loads((tmp_path / "ar.json").read_text())
+    ls = {t["data"]["item_id"]: t["data"]["cotrain_p_correct"] for t in tasks}
+    ar = {r["id"]: r["metadata"]["cotrain_p_correct"] for r in records}
+    assert ls == ar and set(ls) == estimated["gold"] | {estimated["reviewed"]} | set(estimated["stored"])
+    assert all(_same_p(v, _expected_p(estimated, i)) for i, v in ls.items())
+    settings = json.loads((tmp_path / "ar.settings.json").read_text())
+    assert "cotrain_p_correct" in {m["name"] for m in settings["metadata"]}
+
+
+def test_hf_folder_carries_p_correct(estimated: dict, tmp_path: Path):
+    datasets = pytest.importorskip("datasets")
+    api.export(estimated["store"], tmp_path / "hf", "hf")
+    ds = datasets.load_from_disk(str(tmp_path / "hf"))
+    assert all(_same_p(p, _expected_p(estimated, i)) for i, p in zip(ds["item_id"], ds["p_correct"]))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("threshold", [0.0, 0.6, 1.0])
+def test_min_p_correct_keeps_exactly_the_expected_ids(estimated: dict, tmp_path: Path, fmt: str, threshold: float):
+    out = tmp_path / f"kept.{fmt}"
+    n = api.export(estimated["store"], out, min_p_correct=threshold)
+    df = pd.read_csv(out) if fmt == "csv" else pd.read_parquet(out)
+    want = estimated["gold"] | {estimated["reviewed"]} | {
+        i for i, p in estimated["stored"].items() if p is not None and p >= threshold}
+    assert set(df.item_id) == want and n == len(df) == len(want)
+    assert n.unestimated == sum(p is None for p in estimated["stored"].values()) > 0
+    assert (df.p_correct[~df.source.isin(["gold", "review"])] >= threshold).all()
+    only_pseudo = api.export(estimated["store"], out, min_p_correct=threshold, include_gold=False, force=True)
+    assert only_pseudo == len(want) - len(estimated["gold"]) - 1
+    assert api.export(estimated["store"], out, force=True).unestimated is None  # no filter, nothing counted
+
+
+def test_min_p_correct_is_checked(estimated: dict, tmp_path: Path):
+    for bad in (-0.01, 1.5, float("nan")):
+        with pytest.raises(StoreError, match="min_p_correct must be between 0 and 1"):
+            api.export(estimated["store"], tmp_path / "x.csv", min_p_correct=bad)
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_cli_min_p_correct(estimated: dict, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    out = tmp_path / "kept.csv"
+    res = CliRunner().invoke(app, ["export", str(estimated["store"]), str(out), "--min-p-correct", "0.6"])
+    assert res.exit_code == 0, res.output
+    expected = api.export(estimated["store"], tmp_path / "api.csv", min_p_correct=0.6)
+    assert set(pd.read_csv(out).item_id) == set(pd.read_csv(tmp_path / "api.csv").item_id)
+    lines = res.stderr.strip().splitlines()  # one line, saying how many had no estimate
+    assert len(lines) == 1 and str(expected.unestimated) in lines[0].split(), res.stderr
+    for bad in ("1.5", "-1", "nan"):
+        res = CliRunner().invoke(app, ["export", str(estimated["store"]), str(tmp_path / "bad.csv"),
+                                       "--min-p-correct", bad])
+        lines = res.output.strip().splitlines()
+        assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), res.output
+        assert "--min-p-correct" in lines[0]
+    assert not (tmp_path / "bad.csv").exists()

@@ -12,12 +12,12 @@ import pytest
 from orchestrator import api
 from store.database import Store
 from store.report import report_data
-from tests.conftest import debate_config, sentiment_frame
+from tests.conftest import debate_config, sentiment_frame, write_config, write_estimates
 from tests.openai_server import MisbehavingServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 EXPECTED_PLOTS = {"test_accuracy", "test_macro_f1", "added", "agreement", "confusion_test", "confusion_review",
-                  "confidence", "cost"}
+                  "confidence", "cost", "precision_coverage"}
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,16 @@ def reviewed_run(tmp_path_factory) -> Path:
             for (i,) in pseudo]
     (tmp / "reviews.csv").write_text("id,label,reviewer\n" + "".join(f"{i},{lab},rev\n" for i, lab in rows))
     api.import_reviews(store, tmp / "reviews.csv", rounds=0)
+    with Store(store, read_only=True) as st:
+        estimated = st.scalar("SELECT count(*) FROM round_estimates WHERE est_precision_all IS NOT NULL"
+                              " AND coverage IS NOT NULL")
+        rounds = [r for (r,) in st.con.execute("SELECT round FROM rounds ORDER BY round").fetchall()]
+    if not estimated:  # a run whose selection estimated nothing: the estimates a selection would write
+        write_estimates(store, {r: {"est_precision": 0.9, "est_precision_all": 0.95 - 0.01 * r, "coverage": 0.1 * r}
+                                for r in rounds},
+                        {rounds[-1]: [{"view": "llm", "cv_accuracy": 0.9, "label_model_accuracy": 0.88, "weight": 2.0},
+                                      {"view": "tfidf", "cv_accuracy": 0.6, "label_model_accuracy": None,
+                                       "weight": 0.4}]})
     return store
 
 
@@ -128,3 +138,58 @@ def test_report_leaves_matplotlib_as_it_found_it(reviewed_run: Path, tmp_path: P
     svgs = [base64.b64decode(s).decode() for s in re.findall(r'data:image/svg\+xml;base64,([^"]+)', out.read_text())]
     assert len(svgs) == len(EXPECTED_PLOTS)
     assert all("font-size: 9px" in s and "<text" in s for s in svgs)
+
+
+# ------------------------------------------------------------------ estimates (issue 13)
+@pytest.fixture(scope="module")
+def estimated_run(tmp_path_factory) -> Path:
+    """A small finished sklearn run whose rounds carry known estimates: round 0 (gold only)
+    none, as an older run's rows would be."""
+    tmp = tmp_path_factory.mktemp("estimates")
+    api.run(write_config(tmp, max_rounds=3))
+    store = tmp / "run.duckdb"
+    write_estimates(store, {0: {"combination": "single"},
+                            1: {"est_precision": 0.97, "est_precision_all": 0.97, "coverage": 0.05},
+                            2: {"est_precision": 0.9, "est_precision_all": 0.94, "coverage": 0.09},
+                            3: {"est_precision": 0.8, "est_precision_all": 0.9, "coverage": 0.12,
+                                "stopped": "min_precision"}},
+                    {2: [{"view": "va", "cv_accuracy": 0.5, "label_model_accuracy": 0.52, "weight": 0.3}],
+                     3: [{"view": "va", "cv_accuracy": 0.61, "label_model_accuracy": 0.63, "weight": 0.45},
+                         {"view": "vb", "cv_accuracy": 0.58, "label_model_accuracy": None, "weight": None}]})
+    return store
+
+
+def test_report_plots_estimated_precision_against_coverage(estimated_run: Path, tmp_path: Path):
+    import html as html_mod
+
+    from store.report.plots import _Figures, _plot_precision_coverage
+
+    with Store(estimated_run, read_only=True) as st:
+        d = report_data(st)
+    pts = [(e["round"], e["coverage"], e["est_precision_all"]) for e in d["estimates"]]
+    assert pts == [(0, None, None), (1, 0.05, 0.97), (2, 0.09, 0.94), (3, 0.12, 0.9)]
+    assert [(v["view"], v["round"], v["weight"]) for v in d["view_estimates"]] == [("va", 3, 0.45), ("vb", 3, None)]
+    [fig] = _plot_precision_coverage(_Figures(), d)  # one figure; round 0 (no estimate) is left out
+    assert 'data-plot="precision_coverage"' in fig
+    page = api.report(estimated_run, tmp_path / "r.html").read_text()
+    assert page.count('data-plot="precision_coverage"') == 1 and 'id="view-estimates"' in page
+    table = page.split('id="view-estimates"')[1].split("</table>")[0]
+    cells = [html_mod.unescape(c) for c in re.findall(r"<td[^>]*>([^<]*)</td>", table)]
+    assert cells == ["va", "3", "0.610", "0.630", "0.450", "vb", "3", "0.580", "-", "-"]
+
+
+def test_report_without_estimates(estimated_run: Path, tmp_path: Path):
+    """Rows of NULL estimates (an older run's) draw no precision plot and break nothing; a run
+    without any has neither the plot nor the table."""
+    import shutil
+
+    store = tmp_path / "run.duckdb"
+    shutil.copy(estimated_run, store)
+    write_estimates(store, {1: {"combination": "single"}, 2: {"combination": "single", "coverage": 0.1}},
+                    {2: [{"view": "va"}, {"view": "vb"}]})
+    page = api.report(store, tmp_path / "r.html").read_text()
+    assert 'data-plot="precision_coverage"' not in page and 'id="view-estimates"' in page
+    write_estimates(store, {}, {})
+    page = api.report(store, tmp_path / "r.html").read_text()
+    assert 'data-plot="precision_coverage"' not in page and 'id="view-estimates"' not in page
+    assert 'data-plot="test_accuracy"' in page

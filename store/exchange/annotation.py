@@ -139,7 +139,8 @@ def _to_label_studio(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str
     tasks = []
     for r in rows:
         data = {"item_id": r["item_id"], "cotrain_task": task, "cotrain_label": r["label"],
-                "cotrain_source": r["source"], "cotrain_confidence": _plain(r["confidence"])}
+                "cotrain_source": r["source"], "cotrain_confidence": _plain(r["confidence"]),
+                "cotrain_p_correct": _plain(r["p_correct"])}
         for c in fields:
             data[c] = _plain(r.get(c))
         for c in images:
@@ -170,8 +171,9 @@ def argilla_settings(labels: list[str], fields: list[str], images: list[str], vi
         "vectors": [],
         "metadata": [{"name": n, "title": n, "visible_for_annotators": True,
                       "settings": {"type": "terms", "values": None, "visible_for_annotators": True}} for n in terms]
-                    + [{"name": "cotrain_confidence", "title": "cotrain_confidence", "visible_for_annotators": True,
-                        "settings": {"type": "float", "min": 0.0, "max": 1.0, "visible_for_annotators": True}}],
+                    + [{"name": n, "title": n, "visible_for_annotators": True,
+                        "settings": {"type": "float", "min": 0.0, "max": 1.0, "visible_for_annotators": True}}
+                       for n in ("cotrain_confidence", "cotrain_p_correct")],
         "allow_extra_metadata": True,
         "distribution": {"strategy": "overlap", "min_submitted": 1},
         "mapping": None,
@@ -186,7 +188,7 @@ def _to_argilla(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str, str
         shown = {c: image_value(r.get(c), roots) for c in images}
         shown.update({c: None if r.get(c) is None else str(_plain(r.get(c))) for c in fields if c not in images})
         meta = {"item_id": r["item_id"], "cotrain_task": task, "cotrain_source": r["source"],
-                "cotrain_confidence": _plain(r["confidence"]),
+                "cotrain_confidence": _plain(r["confidence"]), "cotrain_p_correct": _plain(r["p_correct"]),
                 **{f"vote_{v}": f"{label} ({conf:.2f})" for v, label, conf in votes.get(r["item_id"], [])}}
         suggestion = {LABEL_QUESTION: {"value": r["label"], "score": _plain(r["confidence"]), "agent": _agent(r)}}
         records.append({"id": r["item_id"], "fields": shown, "metadata": meta,

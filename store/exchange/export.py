@@ -3,7 +3,9 @@
 Columns: ``item_id``, ``label``, ``source`` (``gold``, ``review`` or the policy that accepted
 the label),
 ``source_views`` (views whose picks made it), ``agreeing_views`` (views whose prediction in
-that round gave the same label), ``round``, ``confidence``, then the item's own fields.
+that round gave the same label), ``round``, ``confidence``, ``p_correct`` (the estimated
+probability that the label is right; 1.0 for gold and reviewed labels, empty when the run
+estimated none), then the item's own fields.
 Parquet output loads unchanged with ``datasets.load_dataset("parquet", data_files=...)``.
 
 Exports are safe to open: a CSV cell (and header) that a spreadsheet would run as a formula
@@ -24,9 +26,23 @@ from store.errors import StoreError
 from store.exchange.query import FLAT_FORMATS, ExportFilter, ExportFormat, export_query
 from store.sql import ident, literal
 
+class ExportCount(int):
+    """The number of rows an export wrote; ``unestimated``: how many rows the ``min_p_correct``
+    filter dropped because they carry no estimate (None when that filter was not given)."""
+
+    unestimated: int | None
+
+    def __new__(cls, rows: int, unestimated: int | None = None) -> ExportCount:
+        self = super().__new__(cls, rows)
+        self.unestimated = unestimated
+        return self
+
+
 def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None,
-                  flt: ExportFilter | None = None, *, force: bool = False, escape_formulas: bool = True) -> int:
-    """Write the labelled dataset to ``out``; return the number of rows written.
+                  flt: ExportFilter | None = None, *, force: bool = False,
+                  escape_formulas: bool = True) -> ExportCount:
+    """Write the labelled dataset to ``out``; return the number of rows written (with, when
+    ``flt.min_p_correct`` is given, how many it dropped for lacking an estimate).
 
     ``hf`` / ``hf-parquet`` (a Hugging Face ``datasets`` folder or Parquet file with a
     ``ClassLabel``), ``label-studio`` and ``argilla`` (review tasks with each view's vote) are
@@ -42,17 +58,21 @@ def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None
         raise StoreError(f"unknown export format '{fmt}' ({', '.join(FLAT_FORMATS)}, hf, hf-parquet, "
                          "label-studio, argilla)")
     guard_output(store, output_paths(out, fmt), force=force, folder=fmt == "hf")
+    unestimated = None
+    if flt.min_p_correct is not None:
+        count_sql, count_params = export_query(store, flt, count_unestimated=True)
+        unestimated = int(store.scalar(count_sql, count_params))
     if fmt not in FLAT_FORMATS:
         from store.exchange.annotation import export_annotation
 
-        return export_annotation(store, out, fmt, flt)
+        return ExportCount(export_annotation(store, out, fmt, flt), unestimated)
     sql, params = export_query(store, flt)
     if fmt == "csv" and escape_formulas:  # the columns' names and types, without running the query
         shape = store.con.sql(f"SELECT * FROM ({sql}) LIMIT 0", params=params)
         sql = escaped_select(sql, shape.columns, shape.types)
     options = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER", "jsonl": "FORMAT json"}[fmt]
     written = store.con.execute(f"COPY ({sql}) TO {literal(str(out))} ({options})", params).fetchone()
-    return int(written[0]) if written else 0
+    return ExportCount(int(written[0]) if written else 0, unestimated)
 
 
 # ------------------------------------------------------------------ CSV formula injection

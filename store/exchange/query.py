@@ -1,8 +1,9 @@
 """Which labels an export holds: the filter and the one query every export format reads.
 
 Columns: ``item_id``, ``label``, ``source`` (``gold``, ``review`` or the policy that accepted
-the label), ``source_views``, ``agreeing_views``, ``round``, ``confidence``, then the item's
-own fields.
+the label), ``source_views``, ``agreeing_views``, ``round``, ``confidence``, ``p_correct`` (the
+estimated probability that the label is right: 1.0 for gold and reviewed labels, NULL when the
+run estimated none: runs before migration 008 and debate verdicts), then the item's own fields.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ ExportFormat = Literal["parquet", "jsonl", "csv", "hf", "hf-parquet", "label-stu
 FLAT_FORMATS = ("parquet", "jsonl", "csv")
 _INTERNAL = ("__row", "__split", "__file_row")
 #: The export's own columns, before the item's fields.
-PROVENANCE = ("item_id", "label", "source", "source_views", "agreeing_views", "round", "confidence")
+PROVENANCE = ("item_id", "label", "source", "source_views", "agreeing_views", "round", "confidence", "p_correct")
 
 
 def field_aliases(columns: list[str], label_column: str) -> list[tuple[str, str]]:
@@ -47,9 +48,18 @@ class ExportFilter:
     disputed_only: bool = False        # items the views disputed in some round (unlabelled ones too)
     sample: int | None = None          # a sample of this size, stratified by label
     seed: int = 0                      # of the sample
+    min_p_correct: float | None = None  # pseudo-labels estimated right with at least this probability
+                                        # (gold and reviewed always pass; no estimate: dropped)
+
+    def __post_init__(self) -> None:
+        if self.min_p_correct is not None and not 0 <= self.min_p_correct <= 1:  # NaN too
+            raise StoreError(f"min_p_correct must be between 0 and 1, not {self.min_p_correct}")
 
 
-def export_query(store: Store, flt: ExportFilter) -> tuple[str, list[object]]:
+def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = False) -> tuple[str, list[object]]:
+    """The export's SQL and its parameters. With ``count_unestimated``: instead, one count of
+    the rows every other filter keeps but ``min_p_correct`` drops for lacking an estimate
+    (``p_correct`` NULL), before any sample is drawn."""
     run_id = flt.run_id if flt.run_id is not None else store.latest_run()
     if run_id is None:
         raise StoreError("holds no run to export", store.path)
@@ -65,7 +75,8 @@ def export_query(store: Store, flt: ExportFilter) -> tuple[str, list[object]]:
         disputed_unlabelled = """
             UNION ALL
             SELECT i.item_id, i.row_idx, CAST(NULL AS VARCHAR) AS label, 'disputed' AS source,
-                   CAST([] AS VARCHAR[]), CAST([] AS VARCHAR[]), max(ds.round), CAST(NULL AS FLOAT)
+                   CAST([] AS VARCHAR[]), CAST([] AS VARCHAR[]), max(ds.round), CAST(NULL AS FLOAT),
+                   CAST(NULL AS FLOAT)
             FROM items i JOIN disputes ds ON ds.run_id = i.run_id AND ds.item_id = i.item_id
             LEFT JOIN rv ON rv.item_id = i.item_id
             WHERE i.run_id = ? AND i.split = 'train' AND i.gold_label IS NULL AND rv.label IS NULL
@@ -90,6 +101,10 @@ def export_query(store: Store, flt: ExportFilter) -> tuple[str, list[object]]:
     if flt.disputed_only:
         where.append("l.item_id IN (SELECT item_id FROM disputes WHERE run_id = ?)")
         params.append(run_id)
+    unestimated, unestimated_params = where + ["l.p_correct IS NULL"], list(params)
+    if flt.min_p_correct is not None:
+        where.append("(l.source IN ('gold', 'review') OR l.p_correct >= ?)")
+        params.append(flt.min_p_correct)
     cond = ("WHERE " + " AND ".join(where)) if where else ""
     sample = ""
     if flt.sample is not None:
@@ -100,12 +115,13 @@ def export_query(store: Store, flt: ExportFilter) -> tuple[str, list[object]]:
                         <= greatest(1, round(CAST(? AS BIGINT) * count(*) OVER (PARTITION BY l.label)
                                              / count(*) OVER ()))"""
         params.extend([int(flt.seed), int(flt.sample)])
-    sql = f"""
+    cte = f"""
         WITH rv AS (SELECT item_id, label FROM reviewed_labels WHERE run_id = ?), l AS (
             SELECT i.item_id, i.row_idx, coalesce(rv.label, i.gold_label) AS label,
                    CASE WHEN rv.label IS NOT NULL THEN 'review' ELSE 'gold' END AS source,
                    CAST([] AS VARCHAR[]) AS source_views, CAST([] AS VARCHAR[]) AS agreeing_views,
-                   CAST(NULL AS INTEGER) AS round, CAST(1.0 AS FLOAT) AS confidence
+                   CAST(NULL AS INTEGER) AS round, CAST(1.0 AS FLOAT) AS confidence,
+                   CAST(1.0 AS FLOAT) AS p_correct
             FROM items i LEFT JOIN rv ON rv.item_id = i.item_id
             WHERE i.run_id = ? AND i.split = 'train' AND coalesce(rv.label, i.gold_label) IS NOT NULL
             UNION ALL
@@ -113,13 +129,17 @@ def export_query(store: Store, flt: ExportFilter) -> tuple[str, list[object]]:
                    coalesce((SELECT list(pr.view ORDER BY pr.view) FROM predictions pr
                              WHERE pr.run_id = p.run_id AND pr.round = p.round AND pr.item_id = p.item_id
                                AND pr.label = p.label), CAST([] AS VARCHAR[])) AS agreeing_views,
-                   p.round, p.confidence
+                   p.round, p.confidence, p.p_correct
             FROM pseudo_labels p JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id
             WHERE p.run_id = ? AND p.status = 'accepted'{disputed_unlabelled}
-        ), chosen AS (
+        )"""
+    if count_unestimated:
+        return f"{cte} SELECT count(*) FROM l WHERE {' AND '.join(unestimated)}", unestimated_params
+    sql = f"""{cte}, chosen AS (
             SELECT l.* FROM l {cond} {sample}
         )
-        SELECT l.item_id, l.label, l.source, l.source_views, l.agreeing_views, l.round, l.confidence{fields}
+        SELECT l.item_id, l.label, l.source, l.source_views, l.agreeing_views, l.round, l.confidence,
+               l.p_correct{fields}
         FROM chosen l JOIN {ident(f"data_{int(run_id)}")} d ON d.__row = l.row_idx
         ORDER BY l.row_idx
     """

@@ -13,8 +13,8 @@ import numpy as np
 from store.database import Store
 from store.exchange.annotation import latest_votes
 from store.media import ImageProblem, data_roots, resolve_source
-from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision,
-                           rounds_summary)
+from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, round_estimates,
+                           rounds_summary, view_estimates)
 
 
 def _rows(store: Store, sql: str, params: list[Any]) -> list[dict[str, Any]]:
@@ -53,6 +53,8 @@ def report_data(store: Store, run_id: int | None = None, top_disputed: int = 25)
         SELECT least(floor(c.conf * 20), 19)::INTEGER AS bin, p.item_id IS NOT NULL AS accepted, count(*) AS n
         FROM c LEFT JOIN pseudo_labels p ON p.run_id = ? AND p.item_id = c.item_id AND p.round = c.round
         GROUP BY ALL ORDER BY bin""", [rid, rid])
+    d["estimates"] = round_estimates(store, rid)    # per round (empty before migration 008)
+    d["view_estimates"] = view_estimates(store, rid)  # per view, its latest round
     d["llm"] = llm_usage(store, rid)
     d["debates"] = debate_summary(store, rid)
     d["precision"] = review_precision(store, rid)

@@ -10,7 +10,7 @@ from store.database import Store
 from store.errors import StoreError
 from store.report.data import report_data
 from store.report.plots import (STYLE, _confusion, _Figures, _plot_added, _plot_agreement, _plot_confidence,
-                                _plot_cost, _plot_metrics)
+                                _plot_cost, _plot_metrics, _plot_precision_coverage)
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1180px;padding:0 24px 60px;
@@ -55,7 +55,7 @@ def render(d: dict[str, Any]) -> str:
                    + _confusion(figs, d["pseudo_vs_review"], labels, "pseudo-labels vs reviewers",
                                 "Reviewed pseudo-labels against the reviewers' labels.", "confusion_review",
                                 "reviewer", "pseudo-label")
-                   + _plot_confidence(figs, d) + _plot_cost(figs, d))
+                   + _plot_confidence(figs, d) + _plot_precision_coverage(figs, d) + _plot_cost(figs, d))
     views = ", ".join(info["views"])
     summary = _table(["", ""], [
         ["status", e(f"{info['status']}" + (f" ({info['termination']})" if info.get("termination") else ""))],
@@ -76,6 +76,13 @@ def render(d: dict[str, Any]) -> str:
              f"report of a DuckDB store: every number here is a query over it.</p>", "<h2>Run</h2>", summary,
              "<h2>Rounds</h2>", rounds_table, "<h2>Plots</h2>",
              f'<div class="grid">{"".join(figures)}</div>' if figures else "<p class=muted>Nothing to plot yet.</p>"]
+    if d["view_estimates"]:
+        parts += ['<h2 id="view-estimates">View estimates</h2><p class=muted>Each view\'s latest round: how '
+                  "accurate it is estimated to be and how much its vote weighs when the views' evidence is "
+                  "combined.</p>",
+                  _table(["view", "round", "out-of-fold accuracy on gold", "label-model accuracy", "weight"], [
+                      [e(x["view"]), x["round"], _f(x["cv_accuracy"]), _f(x["label_model_accuracy"]), _f(x["weight"])]
+                      for x in d["view_estimates"]], num={1, 2, 3, 4})]
     if d["llm"] or d["debates"]:
         parts += ["<h2>LLM usage</h2>", _table(["round", "view", "calls", "cache hits", "errors", "tokens in/out",
                                                 "cost", "latency"], [

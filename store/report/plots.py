@@ -184,4 +184,26 @@ def _plot_cost(figs: _Figures, d: dict[str, Any]) -> list[str]:
                          "and dollars spent.", "cost")]
 
 
+def _plot_precision_coverage(figs: _Figures, d: dict[str, Any]) -> list[str]:
+    """Estimated precision of every accepted label so far against the share of the pool
+    labelled, one point per round (rounds without both estimates, e.g. older runs, are left
+    out). Only the estimate is drawn: the store holds no benchmark truth for the pool."""
+    pts = [(e["round"], e["coverage"], e["est_precision_all"]) for e in d.get("estimates", [])
+           if e["coverage"] is not None and e["est_precision_all"] is not None]
+    if not pts:
+        return []
+    rounds, x, y = zip(*pts)
+    fig, ax = figs.subplots(figsize=(6.2, 3.4))
+    ax.plot(x, y, marker="o", color="black", lw=1.2)
+    for r, xi, yi in pts:
+        ax.annotate(str(r), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("coverage (share of the pool pseudo-labelled)")
+    ax.set_ylabel("estimated precision (all labels)")
+    ax.set_title("estimated precision vs coverage")
+    ax.grid(alpha=0.3)
+    return [_figure(fig, "Estimated precision of every accepted pseudo-label so far (mean p_correct) against the "
+                         "share of the pool they cover, after each round (the point's number).",
+                    "precision_coverage")]
+
+
 # ------------------------------------------------------------------ page
