@@ -121,13 +121,26 @@ class ViewConfig(BaseModel):
 
 
 class CotrainConfig(_Strict):
-    """How rounds run. ``policy``: threshold | k_best | agreement | self (self-training
-    baseline: each view trains only on its own picks). ``feeding``: cross (a view's picks
-    train only the other views) | shared (one growing labelled set). ``veto: ensemble`` drops
-    a pick whose label differs from the ensemble's (mean of all views' probabilities)."""
+    """How rounds run.
+
+    ``policy``: ``auto`` (default) selects on the views' combined evidence, class by class
+    with adaptive per-class bars, as many items per round as spread the pool over the
+    remaining rounds, and stops once the estimated precision of the next batch falls below
+    ``min_precision``; or an explicit ``threshold`` | ``k_best`` | ``agreement`` | ``self``
+    (self-training baseline: each view trains only on its own picks). ``combination``:
+    how the views' probabilities become one posterior (``auto`` chooses by out-of-fold
+    accuracy on gold among ``product``, ``mean`` and, with three or more views,
+    ``label_model``); it is also the ensemble that is evaluated and that vetoes picks
+    (``veto: ensemble``). ``calibration_folds``: cross-validation folds over the gold items
+    that estimate each view's accuracy and calibrate p_correct (0: none; p_correct is then
+    the uncalibrated posterior). ``feeding``: cross (a view's picks train only the other
+    views) | shared (one growing labelled set)."""
 
     max_rounds: int = Field(default=10, ge=0)
-    policy: Literal["threshold", "k_best", "agreement", "self"] = "k_best"
+    policy: Literal["auto", "threshold", "k_best", "agreement", "self"] = "auto"
+    combination: Literal["auto", "product", "label_model", "mean"] = "auto"
+    min_precision: float = Field(default=0.9, gt=0.0, lt=1.0)
+    calibration_folds: int = Field(default=5, ge=0, le=20)
     threshold: float = Field(default=0.9, ge=0.0, lt=1.0)
     k: int = Field(default=10, ge=1)
     min_agree: int = Field(default=2, ge=1)
@@ -137,6 +150,13 @@ class CotrainConfig(_Strict):
     pool_sample: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=50_000, ge=1)
     store_predictions: bool = True
+
+    @field_validator("calibration_folds")
+    @classmethod
+    def _folds(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("must be 0 (no cross-validation) or at least 2")
+        return v
 
     @field_validator("pseudo_weight")
     @classmethod

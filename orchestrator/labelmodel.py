@@ -83,14 +83,7 @@ def dawid_skene(labels: np.ndarray, k: int, gold: np.ndarray | None = None, *, m
         if it > 1 and float(np.abs(conf - before).max()) < tol:  # the parameters have settled
             converged = True
         # E-step: posterior from the prior and every non-abstaining vote
-        logp = np.tile(np.log(prior), (n, 1))
-        logc = np.log(conf)
-        for j in range(v):
-            voted = labels[:, j] != ABSTAIN
-            logp[voted] += logc[j][:, labels[voted, j]].T
-        logp -= logp.max(axis=1, keepdims=True)
-        new = np.exp(logp)
-        new /= new.sum(axis=1, keepdims=True)
+        new = ds_posterior(labels, conf, prior)
         new[known] = np.eye(k)[gold[known]]
         post = new
         if converged or n == 0:
@@ -98,6 +91,23 @@ def dawid_skene(labels: np.ndarray, k: int, gold: np.ndarray | None = None, *, m
             break
     accuracy = np.array([float((prior * np.diag(conf[j])).sum() / prior.sum()) for j in range(v)])
     return LabelModelFit(post, conf, prior, accuracy, it, converged)
+
+
+def ds_posterior(labels: np.ndarray, confusion: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Posterior over the classes of items with votes ``labels`` (n, V) under a fitted
+    Dawid-Skene model (``confusion`` (V, K, K), ``prior`` (K,)): the E-step alone, for items
+    the model was not fitted on (held-out, or a pool too large to fit on whole). An item on
+    which every view abstains gets the prior."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n, v = labels.shape
+    logp = np.tile(np.log(prior), (n, 1))
+    logc = np.log(confusion)
+    for j in range(v):
+        voted = labels[:, j] != ABSTAIN
+        logp[voted] += logc[j][:, labels[voted, j]].T
+    logp -= logp.max(axis=1, keepdims=True)
+    out = np.exp(logp)
+    return out / out.sum(axis=1, keepdims=True)
 
 
 def log_linear_pool(probs: np.ndarray, weights: np.ndarray | None = None, eps: float = 1e-6) -> np.ndarray:
@@ -127,4 +137,4 @@ def accuracy_weights(accuracy: np.ndarray, k: int) -> np.ndarray:
     return np.maximum(np.log(acc * (k - 1) / (1 - acc)) - np.log(chance * (k - 1) / (1 - chance)), 0.0)
 
 
-__all__ = ["LabelModelFit", "accuracy_weights", "dawid_skene", "log_linear_pool"]
+__all__ = ["LabelModelFit", "accuracy_weights", "dawid_skene", "ds_posterior", "log_linear_pool"]

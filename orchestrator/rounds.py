@@ -19,12 +19,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator import steps
+from dataclasses import replace
+
+from orchestrator import records, steps
+from orchestrator.calibration import gold_folds
+from orchestrator.combination import Combination, view_accuracy, view_weights
 from orchestrator.config import Config
 from orchestrator.data import LoadedData, load_into_store
 from orchestrator.reporting import NullReporter, Reporter, RunResult, code_version
-from orchestrator.selection import ABSTAIN, Merged, label_matrix, select_round, termination
-from orchestrator.state import LabelState
+from orchestrator.evidence import RoundEvidence, assess, merge_adaptive
+from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, select_adaptive, select_round, termination
+from orchestrator.state import LabelState, crossfit_rows
 from orchestrator.viewset import build_views, display_fields, readable_columns
 from store.database import Store, StoreProblems, utcnow
 from store.errors import ConfigError, DataError, RunError, RunInterrupted
@@ -232,30 +237,35 @@ class RoundRunner:
         log.info("round %d started: pool %d", r, pool_left)
         self.reporter.round_started(r, pool_left, len(views))
         names = [v.name for v in views]
-        fit = self._fit(run_id, views, fields, state)
-        ev = steps.evaluate_views(views, test_df, state.test_y, self.k)
+        fit, oof, oof_y = self._fit(run_id, r, views, fields, state)
         end = termination(r, self._last_round, pool_left)
         write = RoundWriter(self.store, run_id, r, self.labels, names)
-        pred, merged = steps.PoolPrediction.empty(len(views)), None
+        pred, merged, adaptive = steps.PoolPrediction.empty(len(views)), None, None
         debated = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.float32)
         with self.store.transaction():
             if end is None:
                 if c.pool_sample and c.pool_sample < pool_left:  # Blum-Mitchell's U': a random sample
                     pool = np.sort(rng.choice(pool, size=c.pool_sample, replace=False))
-                pred = self._predict(run_id, views, fields, state, pool, write)
-                merged = select_round(c.policy, pred.labels, pred.conf, threshold=c.threshold, k=c.k,
-                                      min_agree=c.min_agree, prior=state.gold_prior(self.k), ensemble=pred.ensemble,
-                                      veto=c.veto == "ensemble")
-                self._write_selection(write, state, pool, merged, pred)
+                pred = self._predict(run_id, views, fields, state, pool, write, oof, oof_y)
+                evidence = assess(c.combination, oof, oof_y, pred.combined, pred.labels, state.gold_prior(self.k),
+                                  self.k, rng)
+                pred.ensemble = evidence.label
+                ev = steps.evaluate_views(views, test_df, state.test_y, self.k, evidence.combination.combine)
+                merged, adaptive = self._select(r, pred, evidence, state, len(pool))
+                records.selection(write, state, pool, merged, pred, c.policy)
                 if self.debater is not None:
                     from orchestrator.debate import debate_round
 
                     debated = debate_round(self, write, state, pool, merged, pred, ev.probs)
                 end = termination(r, self._last_round, pool_left, int(merged.item.size) + int(debated[0].size))
+            else:
+                evidence = assess(c.combination, oof, oof_y, None, None, state.gold_prior(self.k), self.k, rng)
+                ev = steps.evaluate_views(views, test_df, state.test_y, self.k, evidence.combination.combine)
             added = (0 if merged is None else int(merged.item.size)) + int(debated[0].size)
-            self._write_metrics(write, views, fit, ev, pred, merged, added)
+            records.metrics(write, views, fit, ev, pred, merged, added)
+            records.estimates(write, views, state, evidence, merged, adaptive, oof_y)
             if len(test_df) and c.store_predictions:
-                self._write_test_predictions(write, state, views, ev.probs)
+                records.test_predictions(write, state, views, ev.probs, evidence.combination.combine)
             write.view_agreement(steps.view_pairs(pred))
             write.round_row(started_at=started, n_gold=state.n_gold, n_pseudo=state.n_pseudo, pool_size=pool_left,
                             labels_added=added, n_disputed=0 if merged is None else int(merged.disputed.size),
@@ -273,16 +283,33 @@ class RoundRunner:
             "termination": end, "seconds": time.perf_counter() - t0})
         return end is not None
 
-    def _fit(self, run_id: int, views: list[View], fields: list[str], state: LabelState) -> steps.FitResult:
-        """Fit every view on its training set (gold, reviewed and the labels fed to it)."""
-        pos, y, w, masks = state.training_sets(self.cfg.cotrain)
+    def _fit(self, run_id: int, r: int, views: list[View], fields: list[str],
+             state: LabelState) -> tuple[steps.FitResult, np.ndarray, np.ndarray]:
+        """Fit every view on its training set (gold, reviewed and the labels fed to it),
+        after cross-validating over the gold items (``calibration_folds``): returns the fit
+        and the gold items' out-of-fold probabilities (m, V, K) with their labels."""
+        c = self.cfg.cotrain
+        pos, y, w, masks = state.training_sets(c)
         train_df = self._fetch(run_id, state, pos, fields)
         train_df[LABEL_SOURCE_COLUMN] = state.label_sources(pos)
-        return steps.fit_views(views, train_df, y, w, masks, self.reporter.advance)
+        oof, oof_y = np.zeros((0, len(views), self.k)), np.zeros(0, dtype=np.int64)
+        gold_rows = np.flatnonzero(state.gold[pos] >= 0)
+        if c.calibration_folds >= 2 and gold_rows.size:
+            cv_rng = np.random.default_rng([self.cfg.seed, r])  # its own stream: the run's is not consumed
+            support = np.bincount(y[state.gold[pos] < 0].astype(np.int64), minlength=self.k)
+            folds = gold_folds(y[gold_rows], c.calibration_folds, cv_rng, support)
+            if (folds >= 0).any():
+                keep = crossfit_rows(gold_rows, len(pos), cv_rng)
+                oof = steps.crossfit(views, train_df, y, w, [m & keep for m in masks], gold_rows, folds, self.k)
+                oof_y = y[gold_rows][folds >= 0].astype(np.int64)
+        return steps.fit_views(views, train_df, y, w, masks, self.reporter.advance), oof, oof_y
 
     def _predict(self, run_id: int, views: list[View], fields: list[str], state: LabelState, pool: np.ndarray,
-                 write: RoundWriter) -> steps.PoolPrediction:
-        """The pool's label matrix; each batch's probabilities are written as they come."""
+                 write: RoundWriter, oof: np.ndarray, oof_y: np.ndarray) -> steps.PoolPrediction:
+        """The pool's label matrix and its combined posteriors (product and mean, weighted by
+        the views' out-of-fold accuracy); each batch's probabilities are written as they come."""
+        w = view_weights(view_accuracy(oof, oof_y) if len(oof_y) else None, len(views), self.k)
+        combiners = {"product": Combination("product", w).combine, "mean": Combination("mean", w).combine}
         def sink(lo: int, hi: int, probs: np.ndarray, lab: np.ndarray, conf: np.ndarray) -> None:
             ids = state.ids(pool[lo:hi])
             for j, view in enumerate(views):
@@ -290,41 +317,22 @@ class RoundRunner:
 
         return steps.predict_pool(views, len(pool), self.cfg.cotrain.batch_size,
                                   lambda lo, hi: self._fetch(run_id, state, pool[lo:hi], fields), self.k,
-                                  self.reporter.advance, sink if self.cfg.cotrain.store_predictions else None)
+                                  self.reporter.advance, sink if self.cfg.cotrain.store_predictions else None,
+                                  combiners)
 
-    def _write_selection(self, write: RoundWriter, state: LabelState, pool: np.ndarray, merged: Merged,
-                         pred: steps.PoolPrediction) -> None:
-        if merged.item.size:
-            write.view_picks(state.ids(pool[merged.item]), merged.label, merged.confidence, self.cfg.cotrain.policy,
-                             merged.sources)
-        if merged.disputed.size:
-            d = merged.disputed
-            write.disputes(state.ids(pool[d]), merged.voices, pred.labels[d], pred.conf[d])
-
-    def _write_metrics(self, write: RoundWriter, views: list[View], fit: steps.FitResult, ev: steps.Evaluation,
-                       pred: steps.PoolPrediction, merged: Merged | None, added: int) -> None:
-        rows = []
-        for j, v in enumerate(views):
-            acc, f1 = ev.scores[v.name]
-            rows.append({"view": v.name, "n_train": fit.n_train[v.name],
-                         "labels_added": 0 if merged is None else int(merged.sources[:, j].sum()),
-                         "test_accuracy": acc, "test_macro_f1": f1,
-                         "pool_agreement": steps.agreement_with_ensemble(pred, j),
-                         "seconds_fit": fit.seconds[v.name], "seconds_predict": pred.seconds.get(v.name, 0.0)})
-        acc, f1 = ev.scores["ensemble"]
-        rows.append({"view": "ensemble", "labels_added": added, "test_accuracy": acc, "test_macro_f1": f1})
-        write.metrics(rows)
-
-    def _write_test_predictions(self, write: RoundWriter, state: LabelState, views: list[View],
-                                test_probs: np.ndarray) -> None:
-        """Each view's and the ensemble's label on every held-out item (for the report)."""
-        from orchestrator.selection import ensemble_proba
-
-        ids = state.ids(state.test_pos)
-        blocks = [(v.name, test_probs[:, j]) for j, v in enumerate(views)] + [("ensemble", ensemble_proba(test_probs))]
-        for name, probs in blocks:
-            lab, conf = label_matrix(probs[:, None, :])
-            write.test_predictions(ids, name, lab[:, 0], conf[:, 0])
+    def _select(self, r: int, pred: steps.PoolPrediction, evidence: RoundEvidence, state: LabelState,
+                n_pool: int) -> tuple[Merged, AdaptiveSelection | None]:
+        """The round's selection: ``auto`` selects class by class on the combined evidence,
+        as many as spread the pool over the rounds left; an explicit policy picks as before,
+        vetoed by the combined label. Each accepted label gets its p_correct."""
+        c = self.cfg.cotrain
+        if c.policy == "auto":
+            volume = int(np.ceil(n_pool / max(1, self._last_round - r)))
+            sel = select_adaptive(evidence.posterior, evidence.p_correct, evidence.prior, volume, c.min_precision)
+            return merge_adaptive(sel, evidence, pred.labels, pred.conf, c.threshold), sel
+        m = select_round(c.policy, pred.labels, pred.conf, threshold=c.threshold, k=c.k, min_agree=c.min_agree,
+                         prior=state.gold_prior(self.k), ensemble=pred.ensemble, veto=c.veto == "ensemble")
+        return replace(m, p_correct=evidence.p_correct_of(m.item, m.label)), None
 
     def _result(self, run_id: int, resumed: bool, already_finished: bool = False) -> RunResult:
         info = self.store.run_info(run_id)

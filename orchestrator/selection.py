@@ -106,7 +106,9 @@ class Merged:
     ``item``: row positions accepted; ``label``/``confidence``: per accepted item;
     ``sources``: (n_accepted, V) bool, the views whose picks made the label;
     ``disputed``: row positions where confident views disagree (never accepted);
-    ``voices``: (n_disputed, V) bool, the views that took part in each dispute.
+    ``voices``: (n_disputed, V) bool, the views that took part in each dispute;
+    ``p_correct``: per accepted item, the estimated probability that its label is right
+    (None when nothing estimated it).
     """
 
     item: np.ndarray
@@ -115,6 +117,7 @@ class Merged:
     sources: np.ndarray
     disputed: np.ndarray
     voices: np.ndarray
+    p_correct: np.ndarray | None = None
 
 
 def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, dispute_threshold: float,
@@ -169,8 +172,98 @@ def pairwise_agreement(labels: np.ndarray) -> list[tuple[int, int, int, float | 
     return out
 
 
+# ---------------------------------------------------------------------- combined evidence
+#: No pick is ever accepted with an estimated p_correct below this: more likely wrong than right.
+P_CORRECT_FLOOR = 0.5
+
+
+@dataclass(frozen=True)
+class AdaptiveSelection:
+    """What :func:`select_adaptive` chose. ``item``: pool positions accepted, ``label`` and
+    ``p_correct`` per accepted item; per class: ``bars`` (the p_correct a pick needed),
+    ``quota`` (the most picks allowed) and ``selected`` (picks made); ``stopped``:
+    ``min_precision`` when no candidate was good enough, else None."""
+
+    item: np.ndarray
+    label: np.ndarray
+    p_correct: np.ndarray
+    bars: np.ndarray
+    quota: np.ndarray
+    selected: np.ndarray
+    stopped: str | None
+
+
+def class_bars(label: np.ndarray, p_correct: np.ndarray, prior: np.ndarray, min_precision: float) -> np.ndarray:
+    """Per-class acceptance bars in the spirit of FlexMatch (Zhang et al. 2021): a class's
+    learning effect is how many candidates reach ``min_precision``, relative to its prior
+    (so a rare class is not judged by a common one's count); normalised by the best class
+    (beta), the bar is ``min_precision * beta / (2 - beta)``, never below
+    :data:`P_CORRECT_FLOOR`. A class no view is sure of yet gets a low bar, so its best
+    candidates still come through; a class being learned well keeps the full bar."""
+    k = len(prior)
+    sure = np.bincount(label[p_correct >= min_precision], minlength=k)[:k].astype(np.float64)
+    sigma = np.where(prior > 0, sure / np.maximum(prior, 1e-12), 0.0)
+    beta = sigma / sigma.max() if sigma.max() > 0 else np.zeros(k)
+    return np.maximum(min_precision * beta / (2.0 - beta), P_CORRECT_FLOOR)
+
+
+def select_adaptive(posterior: np.ndarray, p_correct: np.ndarray, prior: np.ndarray, volume: int,
+                    min_precision: float) -> AdaptiveSelection:
+    """Select on combined evidence, class by class, so no class starves.
+
+    ``posterior``: (n, K) combined posterior of the pool (NaN rows: nobody voted);
+    ``p_correct``: (n,) the calibrated probability that each item's top label is right;
+    ``prior``: (K,) estimated class shares; ``volume``: the picks wanted this round. Class c
+    may take ``class_quota(prior, volume)[c]`` items whose top label is c and whose
+    p_correct reaches its bar (:func:`class_bars`), best posterior first. If the batch's
+    mean p_correct (its estimated precision) is below ``min_precision``, the least likely
+    picks are dropped until it is not, each class keeping its best pick; if nothing
+    qualifies, selection stops (``min_precision``)."""
+    posterior = np.asarray(posterior, dtype=np.float64)
+    p_correct = np.asarray(p_correct, dtype=np.float64)
+    prior = np.asarray(prior, dtype=np.float64)
+    k = posterior.shape[1]
+    voted = ~np.isnan(posterior).any(axis=1) & ~np.isnan(p_correct)
+    label = np.where(voted, np.nan_to_num(posterior, nan=-1.0).argmax(axis=1), ABSTAIN)
+    bars = class_bars(label[voted], p_correct[voted], prior, min_precision)
+    quota = class_quota(prior, volume)
+    chosen: list[np.ndarray] = []
+    for c in range(k):
+        idx = np.flatnonzero(voted & (label == c) & (p_correct >= bars[c]))
+        if idx.size and quota[c] > 0:
+            order = np.argsort(-posterior[idx, c], kind="stable")
+            chosen.append(idx[order[: quota[c]]])
+    item = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+    item = _trim_to_precision(item, label, p_correct, min_precision)
+    selected = np.bincount(label[item], minlength=k)[:k] if item.size else np.zeros(k, dtype=np.int64)
+    return AdaptiveSelection(item=item, label=label[item].astype(np.int64), p_correct=p_correct[item], bars=bars,
+                             quota=quota, selected=selected, stopped=None if item.size else "min_precision")
+
+
+def _trim_to_precision(item: np.ndarray, label: np.ndarray, p: np.ndarray, min_precision: float) -> np.ndarray:
+    """Drop the least likely picks until the mean p_correct reaches ``min_precision``; a
+    class's single best pick is dropped only after every other pick."""
+    if not item.size or p[item].mean() >= min_precision:
+        return item
+    order = item[np.argsort(p[item], kind="stable")]          # least likely first
+    best = {}
+    for i in order:                                            # the last seen per class is its best
+        best[int(label[i])] = i
+    protected = np.isin(order, list(best.values()))
+    order = np.concatenate([order[~protected], order[protected]])  # protected ones dropped last
+    keep = np.ones(order.size, dtype=bool)
+    total, n = float(p[order].sum()), order.size
+    for j in range(order.size):
+        if n == 0 or total / n >= min_precision:
+            break
+        keep[j] = False
+        total -= float(p[order[j]])
+        n -= 1
+    return np.sort(order[keep])
+
+
 # ---------------------------------------------------------------------- a round's decisions
-POLICIES = ("threshold", "k_best", "agreement", "self")
+POLICIES = ("auto", "threshold", "k_best", "agreement", "self")
 
 
 def select_round(policy: str, labels: np.ndarray, conf: np.ndarray, *, threshold: float, k: int = 10,
@@ -182,6 +275,8 @@ def select_round(policy: str, labels: np.ndarray, conf: np.ndarray, *, threshold
     ``prior``: gold label counts per class (``k_best`` splits ``k`` by it); ``ensemble``:
     one label per item (the ensemble's), which vetoes a disagreeing pick when ``veto`` and the
     policy is not ``self`` (self-training has no peers to veto it)."""
+    if policy == "auto":
+        raise ValueError("policy 'auto' selects with select_adaptive on the combined posterior")
     if policy in ("threshold", "self"):
         picked = select_threshold(labels, conf, threshold)
     elif policy == "agreement":
@@ -203,7 +298,8 @@ def feeding_masks(is_gold: np.ndarray, sources: np.ndarray, shared: np.ndarray, 
     Gold (and reviewed) items and ``shared`` labels (debate verdicts) train every view. A
     pseudo-label made by views ``sources[i]`` trains: only its own maker(s) under ``self``
     (self-training); every view under ``shared`` feeding; under ``cross`` feeding only the
-    views other than its maker, so no view is taught what it said itself (Blum-Mitchell)."""
+    views other than its maker, so no view is taught what it said itself (Blum-Mitchell); a
+    lone view has no peer, so under ``cross`` it learns from its own picks."""
     is_gold = np.asarray(is_gold, dtype=bool)
     sources = np.asarray(sources, dtype=bool)
     base = is_gold | np.asarray(shared, dtype=bool)
@@ -211,7 +307,7 @@ def feeding_masks(is_gold: np.ndarray, sources: np.ndarray, shared: np.ndarray, 
     for j in range(sources.shape[1]):
         if policy == "self":
             mp = sources[:, j]
-        elif feeding == "shared":
+        elif feeding == "shared" or sources.shape[1] == 1:
             mp = np.ones(len(is_gold), dtype=bool)
         else:  # cross: picks made (also) by another view
             mp = np.delete(sources, j, axis=1).any(axis=1)

@@ -83,8 +83,9 @@ class LabelState:
         return int((self.pseudo >= 0).sum())
 
     def gold_prior(self, k: int) -> np.ndarray:
-        """Gold label counts per class (``k_best`` splits its picks by them)."""
-        return np.bincount(self.gold[self.gold >= 0], minlength=k)
+        """Gold label counts per class among the training items (``k_best`` splits its picks
+        by them; the held-out items' labels never enter a decision)."""
+        return np.bincount(self.gold[(self.gold >= 0) & ~self.is_test], minlength=k)
 
     def pool(self) -> np.ndarray:
         """Positions of unlabelled training items without an accepted pseudo-label."""
@@ -122,4 +123,21 @@ class LabelState:
         self.shared[pos] = True
 
 
-__all__ = ["LabelState"]
+#: Pseudo-labelled items the cross-validation fits keep at most (all gold items stay).
+CROSSFIT_MAX_PSEUDO = 20_000
+
+
+def crossfit_rows(gold_rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Which of the ``n`` training rows the cross-validation fits use: every gold row and at
+    most :data:`CROSSFIT_MAX_PSEUDO` of the others (a random subset), so estimating
+    accuracy costs a bounded number of fits however large the pseudo-labelled set grows."""
+    keep = np.zeros(n, dtype=bool)
+    keep[gold_rows] = True
+    rest = np.flatnonzero(~keep)
+    if rest.size > CROSSFIT_MAX_PSEUDO:
+        rest = rng.choice(rest, CROSSFIT_MAX_PSEUDO, replace=False)
+    keep[rest] = True
+    return keep
+
+
+__all__ = ["CROSSFIT_MAX_PSEUDO", "LabelState", "crossfit_rows"]

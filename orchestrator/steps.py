@@ -60,18 +60,42 @@ def metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, float 
     return acc, f1
 
 
+def crossfit(views: Sequence[View], train: pd.DataFrame, y: np.ndarray, w: np.ndarray, masks: Sequence[np.ndarray],
+             gold_rows: np.ndarray, folds: np.ndarray, k: int) -> np.ndarray:
+    """Out-of-fold probabilities of the gold rows: for each fold, every view is fitted on
+    its training rows less that fold's gold rows and predicts them. (m, V, K) for the
+    ``gold_rows`` (positions in ``train``) whose fold is not -1, in that order. The views are
+    left fitted on the last fold: fit them on everything afterwards."""
+    gold_rows = np.asarray(gold_rows, dtype=np.int64)
+    used = gold_rows[folds >= 0]
+    out = np.full((len(used), len(views), k), np.nan)
+    where = {int(r): i for i, r in enumerate(used)}
+    for f in np.unique(folds[folds >= 0]):
+        held = gold_rows[folds == f]
+        hold = np.zeros(len(train), dtype=bool)
+        hold[held] = True
+        fit_views(views, train, y, w, [m & ~hold for m in masks], lambda *a: None)
+        frame = train.iloc[held].reset_index(drop=True)
+        rows = [where[int(r)] for r in held]
+        for j, view in enumerate(views):
+            out[rows, j] = view.predict_proba(frame)
+    return out
+
+
 @dataclass
 class Evaluation:
     probs: np.ndarray                                   # (n_test, V, K)
     scores: dict[str, tuple[float | None, float | None]]  # view or "ensemble" -> (accuracy, macro-F1)
 
 
-def evaluate_views(views: Sequence[View], test: pd.DataFrame, y_test: np.ndarray, k: int) -> Evaluation:
-    """Every view's and the ensemble's probabilities and scores on the held-out items."""
+def evaluate_views(views: Sequence[View], test: pd.DataFrame, y_test: np.ndarray, k: int,
+                   combine: Callable[[np.ndarray], np.ndarray] = ensemble_proba) -> Evaluation:
+    """Every view's and the ensemble's probabilities and scores on the held-out items; the
+    ensemble is ``combine`` of the views' probabilities (the round's combination)."""
     probs = np.stack([v.predict_proba(test) for v in views], axis=1) if len(test) else \
         np.zeros((0, len(views), k))
     scores = {v.name: metrics(y_test, probs[:, j]) for j, v in enumerate(views)}
-    scores["ensemble"] = metrics(y_test, ensemble_proba(probs))
+    scores["ensemble"] = metrics(y_test, combine(probs) if len(test) else np.zeros((0, k)))
     return Evaluation(probs, scores)
 
 
@@ -84,6 +108,8 @@ class PoolPrediction:
     conf: np.ndarray       # (n, V) float32, NaN where a view abstains
     ensemble: np.ndarray   # (n,) int16
     seconds: dict[str, float] = field(default_factory=dict)
+    #: name -> (n, K) float32: each combination of the views' probabilities asked for
+    combined: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, n_views: int) -> PoolPrediction:
@@ -96,12 +122,15 @@ BatchSink = Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], None]
 
 
 def predict_pool(views: Sequence[View], n: int, batch_size: int, fetch: Callable[[int, int], pd.DataFrame],
-                 k: int, advance: Advance, sink: BatchSink | None = None) -> PoolPrediction:
+                 k: int, advance: Advance, sink: BatchSink | None = None,
+                 combiners: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None) -> PoolPrediction:
     """Predict ``n`` pool items in batches (``fetch(lo, hi)`` gives the frame of items lo..hi)
-    into the label matrix; probabilities are streamed to ``sink`` batch by batch, never held."""
+    into the label matrix; probabilities are streamed to ``sink`` batch by batch, never held:
+    what is kept is the label matrix and, per entry of ``combiners``, the combined (n, K)."""
     out = PoolPrediction(np.full((n, len(views)), ABSTAIN, dtype=np.int16),
                          np.full((n, len(views)), np.nan, dtype=np.float32),
-                         np.full(n, ABSTAIN, dtype=np.int16), {v.name: 0.0 for v in views})
+                         np.full(n, ABSTAIN, dtype=np.int16), {v.name: 0.0 for v in views},
+                         {name: np.full((n, k), np.nan, dtype=np.float32) for name in combiners or {}})
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         df = fetch(lo, hi)
@@ -114,6 +143,8 @@ def predict_pool(views: Sequence[View], n: int, batch_size: int, fetch: Callable
         lab, conf = label_matrix(probs)
         out.labels[lo:hi], out.conf[lo:hi] = lab, conf
         out.ensemble[lo:hi] = label_matrix(ensemble_proba(probs)[:, None, :])[0][:, 0]
+        for name, combine in (combiners or {}).items():
+            out.combined[name][lo:hi] = combine(probs)
         if sink is not None:
             sink(lo, hi, probs, lab, conf)
     return out
@@ -132,5 +163,5 @@ def view_pairs(pred: PoolPrediction) -> list[tuple[int, int, int, float | None]]
     return pairwise_agreement(pred.labels) if pred.labels.shape[0] else []
 
 
-__all__ = ["Evaluation", "FitResult", "PoolPrediction", "agreement_with_ensemble", "evaluate_views", "fit_views",
+__all__ = ["Evaluation", "FitResult", "PoolPrediction", "agreement_with_ensemble", "crossfit", "evaluate_views", "fit_views",
            "metrics", "predict_pool", "view_pairs"]

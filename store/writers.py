@@ -98,6 +98,8 @@ class RoundWriter:
         calibration, per-class bars, quotas and picks, estimated precision, coverage) and one
         ``view_estimates`` row per view (out-of-fold accuracy, label-model accuracy, weight)."""
         row = {"run_id": self.run_id, "round": self.round, **round_row}
+        row["est_precision_all"] = self.store.scalar(  # this round's labels are already inserted
+            "SELECT avg(p_correct) FROM pseudo_labels WHERE run_id = ? AND status = 'accepted'", [self.run_id])
         self.store.insert_arrow("round_estimates", pa.table({
             "run_id": pa.array([row["run_id"]], pa.int32()), "round": pa.array([row["round"]], pa.int32()),
             "combination": [row["combination"]], "n_calibration": pa.array([row["n_calibration"]], pa.int32()),

@@ -36,7 +36,8 @@ def with_(path: str, value):
 def test_valid_config_defaults():
     cfg = parse_config(copy.deepcopy(BASE))
     assert cfg.task.names == ["neg", "pos"]
-    assert cfg.cotrain.policy == "k_best" and cfg.cotrain.feeding == "cross" and cfg.cotrain.veto == "ensemble"
+    assert cfg.cotrain.policy == "auto" and cfg.cotrain.feeding == "cross" and cfg.cotrain.veto == "ensemble"
+    assert cfg.cotrain.combination == "auto" and cfg.cotrain.min_precision == 0.9 and cfg.cotrain.calibration_folds == 5
     assert cfg.views[1].params == {"text": "t"}
 
 
@@ -60,7 +61,7 @@ def test_numeric_label_names_become_strings():
         ("views.1.name", "has space", r"'views\[1\]\.name': String should match pattern"),
         ("cotrain.threshold", 1.5, r"'cotrain.threshold': Input should be less than 1"),
         ("cotrain.max_rounds", -1, r"'cotrain.max_rounds': Input should be greater than or equal to 0"),
-        ("cotrain.policy", "vote", r"'cotrain.policy': Input should be 'threshold', 'k_best', 'agreement' or 'self'"),
+        ("cotrain.policy", "vote", r"'cotrain.policy': Input should be 'auto', 'threshold', 'k_best', 'agreement' or 'self'"),
         ("cotrain.feeding", "both", r"'cotrain.feeding': Input should be 'cross' or 'shared'"),
         ("cotrain.min_agree", 3, r"cotrain.min_agree=3 but only 2 view\(s\)"),
         ("cotrain.pseudo_weight", 0.0, r"'cotrain.pseudo_weight'"),
@@ -80,10 +81,13 @@ def test_bad_config(path, value, match):
 def test_cross_feeding_needs_two_views():
     cfg = copy.deepcopy(BASE)
     cfg["views"] = cfg["views"][:1]
+    cfg["cotrain"] = {"policy": "k_best"}
     with pytest.raises(ConfigError, match="'cross' needs at least 2 views"):
         parse_config(cfg)
     cfg["cotrain"] = {"policy": "self"}
     assert parse_config(cfg).cotrain.policy == "self"
+    cfg["cotrain"] = {}  # auto with one view: the view learns from its own combined-evidence picks
+    assert parse_config(cfg).cotrain.policy == "auto"
 
 
 def test_plugin_kind_params_pass_through():

@@ -135,8 +135,8 @@ def test_cross_feeding_trains_each_view_on_the_others_picks(tmp_path: Path):
 
 
 def test_k_best_adds_class_balanced_picks(tmp_path: Path):
-    res = api.run(write_config(tmp_path, policy="k_best", k=9, max_rounds=1))
-    assert res.labels_added == [18, 0]  # 9 per view (3 per class, the gold being balanced); none vetoed here
+    res = api.run(write_config(tmp_path, policy="k_best", k=9, max_rounds=1, veto="none"))
+    assert res.labels_added == [18, 0]  # 9 per view (3 per class, the gold being balanced)
     with Store(tmp_path / "run.duckdb", read_only=True) as st:
         picks = st.con.execute("SELECT source_views, label, list_sort(list(item_id)), min(round), max(round),"
                                " list_distinct(list(source)) FROM pseudo_labels GROUP BY ALL ORDER BY ALL").fetchall()

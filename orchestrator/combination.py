@@ -1,0 +1,145 @@
+"""How the views' evidence on an item becomes one posterior, chosen and weighted from gold.
+
+A :class:`Combination` turns the label matrix's probabilities (n, V, K) into (n, K):
+``single`` (one view), ``product`` (log-linear pool: the product of the views'
+probabilities, each raised to its weight), ``mean`` (weighted mean) or ``label_model``
+(Dawid-Skene posterior from the views' votes). Weights come from each view's out-of-fold
+accuracy on gold, so a near-uniform or near-chance view cannot drag the result down.
+:func:`fit_combination` chooses among them by out-of-fold accuracy on gold only.
+
+Pure functions and a frozen dataclass; nothing here touches a model or a store.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from orchestrator.labelmodel import accuracy_weights, dawid_skene, ds_posterior, log_linear_pool
+from orchestrator.selection import label_matrix
+from store.labels import ABSTAIN
+
+#: What ``cotrain.combination`` may name; ``auto`` chooses among them.
+COMBINATIONS = ("product", "label_model", "mean")
+#: Items of the pool the label model is fitted on (its posterior then covers every item).
+LABEL_MODEL_FIT_ITEMS = 20_000
+
+
+@dataclass(frozen=True)
+class Combination:
+    """A fitted way to combine views. ``weights`` (V,); ``confusion``/``prior``: the label
+    model's parameters (``label_model`` only); ``cv_accuracy`` (V,): each view's out-of-fold
+    accuracy on gold (NaN when unknown); ``label_model_accuracy`` (V,) when a label model
+    was fitted; ``scores``: out-of-fold accuracy of each candidate it was chosen among."""
+
+    method: str
+    weights: np.ndarray
+    confusion: np.ndarray | None = None
+    prior: np.ndarray | None = None
+    cv_accuracy: np.ndarray | None = None
+    label_model_accuracy: np.ndarray | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+
+    def combine(self, probs: np.ndarray) -> np.ndarray:
+        """(n, V, K) probabilities (NaN rows = abstain) -> (n, K); NaN rows where every view
+        abstains (for the label model: where every view abstains too)."""
+        probs = np.asarray(probs, dtype=np.float64)
+        if self.method == "label_model":
+            assert self.confusion is not None and self.prior is not None
+            votes = label_matrix(probs)[0]
+            out = ds_posterior(votes, self.confusion, self.prior)
+            out[(votes == ABSTAIN).all(axis=1)] = np.nan
+            return out
+        if self.method == "mean":
+            return weighted_mean(probs, self.weights)
+        return log_linear_pool(probs, self.weights)
+
+
+def weighted_mean(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean of the non-abstaining views' probabilities; NaN where all abstain."""
+    present = ~np.isnan(probs).any(axis=-1)
+    w = present * np.asarray(weights, dtype=np.float64)[None, :]
+    total = np.einsum("nvk,nv->nk", np.nan_to_num(probs, nan=0.0), w)
+    norm = w.sum(axis=1)
+    out = total / np.where(norm > 0, norm, 1.0)[:, None]
+    out[norm <= 0] = np.nan
+    return out
+
+
+def view_accuracy(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(V,) share of items each view labels right among those it votes on (NaN: none)."""
+    votes = label_matrix(probs)[0]
+    voted = votes != ABSTAIN
+    right = (votes == np.asarray(y)[:, None]) & voted
+    n = voted.sum(axis=0)
+    return np.where(n > 0, right.sum(axis=0) / np.maximum(n, 1), np.nan)
+
+
+def view_weights(cv_accuracy: np.ndarray | None, v: int, k: int) -> np.ndarray:
+    """Weights in [0, 1]: log-odds of each view's out-of-fold accuracy over chance
+    (``labelmodel.accuracy_weights``), scaled so the best view has 1. Views with no estimate,
+    or a gold set on which every view is at chance, weigh 1."""
+    if cv_accuracy is None or np.isnan(cv_accuracy).all():
+        return np.ones(v)
+    acc = np.where(np.isnan(cv_accuracy), np.nanmean(cv_accuracy), cv_accuracy)
+    w = accuracy_weights(acc, k)
+    return w / w.max() if w.max() > 0 else np.ones(v)
+
+
+def _accuracy(post: np.ndarray, y: np.ndarray) -> float:
+    voted = ~np.isnan(post).any(axis=1)
+    return float(((np.nan_to_num(post, nan=-1).argmax(axis=1) == y) & voted).mean()) if len(y) else float("nan")
+
+
+def fit_combination(method: str, oof: np.ndarray, oof_y: np.ndarray, pool_votes: np.ndarray | None, k: int,
+                    rng: np.random.Generator) -> Combination:
+    """Fit (and, for ``auto``, choose) the combination.
+
+    ``oof``: (m, V, K) out-of-fold probabilities of the gold items with known folds, ``oof_y``
+    their labels; ``pool_votes``: (n, V) the pool's label matrix (None at a round that
+    predicts no pool). One view: ``single``. ``auto`` scores ``product``, ``mean`` and (three
+    or more views) ``label_model`` by out-of-fold accuracy on gold and keeps the best, ties
+    going to that order; the label model it scores is fitted on the pool's votes alone, so
+    the gold it is scored on never shaped it. The label model kept is then refitted with the
+    out-of-fold gold votes clamped to their labels beside the pool's votes."""
+    m, v = oof.shape[0], oof.shape[1]
+    cv = view_accuracy(oof, oof_y) if m else None
+    w = view_weights(cv, v, k)
+    if v == 1:
+        return Combination("single", w, cv_accuracy=cv)
+    candidates = ["product", "mean", "label_model"] if method == "auto" else [method]
+    if method == "auto" and v < 3:
+        candidates.remove("label_model")  # two sources do not identify a label model
+    lm_fit = None
+    votes = _fit_sample(pool_votes, rng) if pool_votes is not None else np.zeros((0, v), dtype=np.int64)
+    if "label_model" in candidates and len(votes) >= 10 * k:
+        lm_fit = dawid_skene(votes, k)
+    elif method == "auto" and "label_model" in candidates:
+        candidates.remove("label_model")  # too few pool votes to fit it on
+    scores: dict[str, float] = {}
+    if m and len(candidates) > 1:
+        for name in candidates:
+            lm = (lm_fit.confusion, lm_fit.prior) if name == "label_model" and lm_fit else (None, None)
+            scores[name] = _accuracy(Combination(name, w, *lm).combine(oof), oof_y)
+        best = max(scores.values())
+        chosen = next(c for c in candidates if scores.get(c) == best)
+    else:
+        chosen = candidates[0]
+    if chosen != "label_model":
+        return Combination(chosen, w, cv_accuracy=cv, scores=scores)
+    gold_votes = label_matrix(oof)[0] if m else np.zeros((0, v), dtype=np.int64)
+    fit = dawid_skene(np.concatenate([gold_votes, votes]), k,
+                      np.concatenate([np.asarray(oof_y, dtype=np.int64), np.full(len(votes), ABSTAIN)]))
+    return Combination("label_model", w, fit.confusion, fit.prior, cv_accuracy=cv,
+                       label_model_accuracy=fit.accuracy, scores=scores)
+
+
+def _fit_sample(votes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """At most ``LABEL_MODEL_FIT_ITEMS`` rows of the pool's votes (a random subset)."""
+    if len(votes) <= LABEL_MODEL_FIT_ITEMS:
+        return np.asarray(votes, dtype=np.int64)
+    keep = np.sort(rng.choice(len(votes), LABEL_MODEL_FIT_ITEMS, replace=False))
+    return np.asarray(votes[keep], dtype=np.int64)
+
+
+__all__ = ["COMBINATIONS", "Combination", "fit_combination", "view_accuracy", "view_weights", "weighted_mean"]
