@@ -1,0 +1,171 @@
+"""Honest estimates from gold only: gold folds spread every class, the calibration map is a
+monotone Beta-posterior step function that stays modest on little evidence and is
+calibrated on fresh data, and the ECE is what a hand computation gives."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.calibration import Calibrator, expected_calibration_error, fit_calibrator, gold_folds
+
+
+# ---------------------------------------------------------------------- gold_folds
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=0, max_size=60), st.integers(2, 7), st.integers(0, 2**32 - 1))
+def test_gold_folds_spread_every_class(y, n_folds, seed):
+    y = np.asarray(y, dtype=np.int64)
+    fold = gold_folds(y, n_folds, np.random.default_rng(seed))
+    assert fold.shape == y.shape and fold.dtype.kind == "i"
+    for c in np.unique(y):
+        f = fold[y == c]
+        if f.size < 2:                                   # a singleton class is held out
+            assert (f == -1).all()
+            continue
+        assert ((f >= 0) & (f < n_folds)).all()
+        counts = np.bincount(f, minlength=n_folds)
+        assert counts.max() - counts.min() <= 1          # dealt round-robin: as even as can be
+        assert len(np.unique(f)) == min(f.size, n_folds)  # so no fold's training part loses the class
+    # deterministic for a seeded generator
+    assert np.array_equal(fold, gold_folds(y, n_folds, np.random.default_rng(seed)))
+
+
+def test_gold_folds_singleton_with_support_gets_a_fold():
+    y = np.array([0, 0, 0, 1, 2, 2])
+    alone = gold_folds(y, 3, np.random.default_rng(0))
+    assert alone[3] == -1 and (alone[[0, 1, 2, 4, 5]] >= 0).all()
+    supported = gold_folds(y, 3, np.random.default_rng(0), support=np.array([0, 4, 0]))
+    assert 0 <= supported[3] < 3                         # pseudo-labels of class 1 train the fold's views
+    # support for another class does not rescue the singleton
+    assert gold_folds(y, 3, np.random.default_rng(0), support=np.array([5, 0, 5]))[3] == -1
+
+
+def test_gold_folds_fewer_than_two_folds_holds_everything_out():
+    y = np.array([0, 0, 1, 1])
+    assert (gold_folds(y, 1, np.random.default_rng(0)) == -1).all()
+    assert (gold_folds(y, 0, np.random.default_rng(0)) == -1).all()
+
+
+def test_gold_folds_differ_across_seeds():
+    y = np.repeat(np.arange(3), 20)
+    folds = {tuple(gold_folds(y, 5, np.random.default_rng(s))) for s in range(5)}
+    assert len(folds) > 1
+
+
+# ---------------------------------------------------------------------- fit_calibrator
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 80), st.integers(0, 2**32 - 1), st.booleans())
+def test_calibrator_is_monotone_and_in_unit_interval(n, seed, continuous):
+    rng = np.random.default_rng(seed)
+    score = rng.uniform(0, 1, n) if continuous else rng.integers(0, 5, n) / 4.0   # with ties
+    correct = rng.random(n) < score
+    cal = fit_calibrator(score, correct)
+    assert cal.n == n and cal.accuracy == pytest.approx(correct.mean())
+    grid = np.sort(np.r_[np.linspace(-0.5, 1.5, 201), score])
+    out = cal(grid)
+    assert ((out >= 0) & (out <= 1)).all()
+    assert (np.diff(out) >= -1e-12).all()                  # non-decreasing in the score
+    assert (np.diff(np.asarray(cal.edges)) >= 0).all() and len(cal.edges) == len(cal.values)
+    # never certain: every value is a Beta(1, 1) posterior mean of a block of at most n items
+    assert out.max() <= (n + 1) / (n + 2) + 1e-12 and out.min() >= 1 / (n + 2) - 1e-12
+
+
+@pytest.mark.parametrize("n", [1, 10, 12, 200])
+def test_all_right_vouches_for_beta_posterior_mean(n):
+    score = np.linspace(0.4, 1.0, n)
+    cal = fit_calibrator(score, np.ones(n, dtype=bool))
+    grid = np.linspace(0, 1, 51)
+    assert np.allclose(cal(grid), (n + 1) / (n + 2))
+    assert np.allclose(cal(score), (n + 1) / (n + 2))
+    all_wrong = fit_calibrator(score, np.zeros(n, dtype=bool))
+    assert np.allclose(all_wrong(grid), 1 / (n + 2))
+
+
+def test_calibrator_two_blocks_by_hand():
+    # 4 wrong at low scores, 4 right at high: two blocks, (0+1)/(4+2) and (4+1)/(4+2)
+    score = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9])
+    correct = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    cal = fit_calibrator(score, correct)
+    assert cal.edges == (-np.inf, 0.6) and cal.values == pytest.approx((1 / 6, 5 / 6))
+    assert np.allclose(cal(np.array([0.0, 0.55, 0.6, 0.95, 2.0])), [1 / 6, 1 / 6, 5 / 6, 5 / 6, 5 / 6])
+    # a custom prior: (right + a) / (n + a + b)
+    cal = fit_calibrator(score, correct, prior=(2.0, 1.0))
+    assert cal.values == pytest.approx((2 / 7, 6 / 7))
+
+
+def test_calibrator_pools_violators():
+    # right, wrong, right, right: PAV pools the first two (0.5), the last two stand at 1.0
+    cal = fit_calibrator(np.array([0.1, 0.2, 0.3, 0.4]), np.array([1, 0, 1, 1]))
+    assert cal.values == pytest.approx(((1 + 1) / (2 + 2), (2 + 1) / (2 + 2)))
+    assert cal.edges == (-np.inf, 0.3)
+
+
+def test_well_calibrated_score_stays_calibrated_on_fresh_data():
+    rng = np.random.default_rng(11)
+    fit_score = rng.uniform(0.3, 1.0, 5000)
+    cal = fit_calibrator(fit_score, rng.random(5000) < fit_score)
+    fresh = rng.uniform(0.3, 1.0, 5000)
+    fresh_correct = rng.random(5000) < fresh
+    p = cal(fresh)
+    assert expected_calibration_error(p, fresh_correct) <= 0.03
+    assert np.abs(p - fresh).mean() <= 0.03                 # and close to the true map itself
+
+
+def test_miscalibrated_score_is_corrected():
+    # an overconfident score: right with probability score**3
+    rng = np.random.default_rng(5)
+    s = rng.uniform(0.5, 1.0, 5000)
+    cal = fit_calibrator(s, rng.random(5000) < s ** 3)
+    fresh = rng.uniform(0.5, 1.0, 5000)
+    ok = rng.random(5000) < fresh ** 3
+    assert expected_calibration_error(fresh, ok) > 0.1
+    assert expected_calibration_error(cal(fresh), ok) <= 0.03
+
+
+def test_identity_without_evidence():
+    cal = fit_calibrator(np.zeros(0), np.zeros(0, dtype=bool))
+    assert cal == Calibrator() and cal.n == 0 and cal.accuracy is None
+    s = np.array([0.0, 0.3, 0.77, 1.0])
+    out = cal(s)
+    assert np.array_equal(out, s) and out is not s
+
+
+@pytest.mark.xfail(strict=True, reason="fit_calibrator runs PAV on the stable-sorted index, not on the score: "
+                   "items with the same score can land in different blocks, so p_correct at a tied score "
+                   "depends on the order of the out-of-fold items (8 gold at score 1.0, 6 right: 0.875 or 0.7)")
+def test_tied_scores_share_one_value_whatever_the_order():
+    score = np.ones(8)
+    correct = np.array([0, 0, 1, 1, 1, 1, 1, 1], dtype=bool)
+    a = fit_calibrator(score, correct)(np.array([1.0]))[0]
+    b = fit_calibrator(score, correct[::-1])(np.array([1.0]))[0]
+    assert a == pytest.approx(b) == pytest.approx((6 + 1) / (8 + 2))
+
+
+# ---------------------------------------------------------------------- expected_calibration_error
+def test_ece_by_hand():
+    # one bin (0.9 -> bin 13 of 15): accuracy 0.5, mean p 0.9
+    assert expected_calibration_error(np.array([0.9, 0.9]), np.array([1, 0])) == pytest.approx(0.4)
+    # perfectly calibrated bins
+    assert expected_calibration_error(np.array([0.5, 0.5, 1.0]), np.array([1, 0, 1])) == pytest.approx(0.0)
+    # two bins, weighted by their items: bin of 0.2 (acc 0, 3 items), bin of 1.0 (acc 1)
+    p = np.array([0.2, 0.2, 0.2, 1.0])
+    assert expected_calibration_error(p, np.array([0, 0, 0, 1])) == pytest.approx(3 * 0.2 / 4)
+    # 10 bins: 0.05 and 0.15 fall in different bins; 1.0 goes to the last one
+    p = np.array([0.05, 0.15, 1.0, 1.0])
+    got = expected_calibration_error(p, np.array([1, 0, 1, 0]), n_bins=10)
+    assert got == pytest.approx((0.95 + 0.15 + 2 * 0.5) / 4)
+    # NaN probabilities are left out; nothing left: None
+    assert expected_calibration_error(np.array([np.nan, 0.7]), np.array([0, 1])) == pytest.approx(0.3)
+    assert expected_calibration_error(np.array([np.nan]), np.array([1])) is None
+    assert expected_calibration_error(np.zeros(0), np.zeros(0)) is None
+
+
+@pytest.mark.xfail(strict=True, reason="fit_calibrator extrapolates its lowest block to every lower score: 20 "
+                   "out-of-fold gold items, all right at top probabilities 0.95-1.0, make a combined top "
+                   "probability of 0.3 (4 classes) worth p_correct 21/22 = 0.955, so select_adaptive's "
+                   "min_precision stop cannot fire on a pool the views are unsure of")
+def test_scores_below_all_evidence_are_not_vouched_for():
+    rng = np.random.default_rng(0)
+    cal = fit_calibrator(rng.uniform(0.95, 1.0, 20), np.ones(20, dtype=bool))
+    assert cal(np.array([0.3]))[0] < 0.9

@@ -1,0 +1,208 @@
+"""Combining views' probabilities: each method on hand-made arrays, weights from out-of-fold
+accuracy (chance gets 0, the best view 1), and ``auto`` on synthetic views of known accuracy
+choosing a combination at least as good as majority vote that ignores a view at chance."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.combination import Combination, fit_combination, view_accuracy, view_weights, weighted_mean
+from orchestrator.selection import label_matrix
+from store.labels import ABSTAIN
+
+NAN2 = [np.nan, np.nan]
+
+
+def synthetic_probs(n: int, k: int, accuracies: list[float], seed: int, abstain: float = 0.0):
+    """Truth y and (n, V, K) probabilities of views that vote the truth with the given
+    accuracy (else a uniform other class), putting a random top probability on their vote
+    (0.5-0.95 for a view above chance, an overconfident 0.7-0.99 for one at chance); rows
+    where a view abstains are NaN."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    probs = np.empty((n, len(accuracies), k))
+    for j, acc in enumerate(accuracies):
+        vote = np.where(rng.random(n) < acc, y, (y + rng.integers(1, k, n)) % k)
+        top = rng.uniform(0.5, 0.95, n) if acc > 1.0 / k + 1e-9 else rng.uniform(0.7, 0.99, n)
+        p = np.repeat(((1 - top) / (k - 1))[:, None], k, axis=1)
+        p[np.arange(n), vote] = top
+        p[rng.random(n) < abstain] = np.nan
+        probs[:, j] = p
+    return y, probs
+
+
+def majority_vote_accuracy(probs: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of the plain vote count (ties to the lowest class, all-abstain wrong)."""
+    votes = label_matrix(probs)[0]
+    k = probs.shape[2]
+    counts = np.zeros((len(y), k))
+    for j in range(votes.shape[1]):
+        ok = votes[:, j] != ABSTAIN
+        counts[np.flatnonzero(ok), votes[ok, j]] += 1
+    return float(((counts.argmax(axis=1) == y) & (counts.sum(axis=1) > 0)).mean())
+
+
+# ---------------------------------------------------------------------- Combination.combine
+def test_product_by_hand_with_abstentions():
+    p = np.array([[[0.9, 0.1], [0.6, 0.4]],
+                  [NAN2, [0.2, 0.8]],
+                  [NAN2, NAN2]])
+    out = Combination("product", np.ones(2)).combine(p)
+    a = 0.9 * 0.6 / (0.9 * 0.6 + 0.1 * 0.4)
+    assert np.allclose(out[0], [a, 1 - a])
+    assert np.allclose(out[1], [0.2, 0.8])              # an abstaining view is left out
+    assert np.isnan(out[2]).all()                        # nobody voted
+    # weights are exponents: 0.5 on the second view
+    out = Combination("product", np.array([1.0, 0.5])).combine(p[:1])
+    b = 0.9 * 0.6 ** 0.5 / (0.9 * 0.6 ** 0.5 + 0.1 * 0.4 ** 0.5)
+    assert np.allclose(out[0], [b, 1 - b])
+
+
+def test_near_uniform_view_barely_moves_the_product():
+    sure = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1]])
+    flat = np.full((2, 3), 1 / 3) + np.array([[0.01, -0.005, -0.005], [-0.01, 0.0, 0.01]])
+    both = Combination("product", np.ones(2)).combine(np.stack([sure, flat], axis=1))
+    assert np.abs(both - sure).max() < 0.02
+    assert (both.argmax(axis=1) == sure.argmax(axis=1)).all()
+
+
+@pytest.mark.parametrize("method", ["product", "mean"])
+def test_weight_zero_ignores_a_view(method):
+    good = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    bad = np.array([[0.01, 0.99], [0.99, 0.01], [0.05, 0.95]])
+    out = Combination(method, np.array([1.0, 0.0])).combine(np.stack([good, bad], axis=1))
+    assert np.allclose(out, good, atol=1e-6)
+    # a zero-weight view alone on an item: the mean has nothing left, the product is flat
+    lone = np.stack([np.full((1, 2), np.nan), bad[:1]], axis=1)
+    got = Combination(method, np.array([1.0, 0.0])).combine(lone)
+    assert np.isnan(got).all() if method == "mean" else np.allclose(got, 0.5)
+
+
+def test_mean_by_hand_with_abstentions():
+    p = np.array([[[0.9, 0.1], [0.5, 0.5]],
+                  [NAN2, [0.2, 0.8]],
+                  [NAN2, NAN2]])
+    out = Combination("mean", np.array([1.0, 0.25])).combine(p)
+    assert np.allclose(out[0], [(0.9 + 0.25 * 0.5) / 1.25, (0.1 + 0.25 * 0.5) / 1.25])
+    assert np.allclose(out[1], [0.2, 0.8])
+    assert np.isnan(out[2]).all()
+    assert np.allclose(weighted_mean(p[:2], np.ones(2)), [[0.7, 0.3], [0.2, 0.8]])
+
+
+def test_single_is_the_view_itself():
+    p = np.array([[[0.7, 0.2, 0.1]], [[np.nan] * 3], [[0.1, 0.1, 0.8]]])
+    out = Combination("single", np.ones(1)).combine(p)
+    assert np.allclose(out[[0, 2]], p[[0, 2], 0], atol=1e-6) and np.isnan(out[1]).all()
+
+
+def test_label_model_by_hand():
+    # two classes, three views; view 0 right 90%, views 1 and 2 right 60%; uniform prior
+    confusion = np.array([[[0.9, 0.1], [0.1, 0.9]], [[0.6, 0.4], [0.4, 0.6]], [[0.6, 0.4], [0.4, 0.6]]])
+    prior = np.array([0.5, 0.5])
+    comb = Combination("label_model", np.ones(3), confusion, prior)
+    hot = np.eye(2)
+    p = np.stack([np.stack([hot[0], hot[1], hot[1]]),       # strong view against two weak ones
+                  np.stack([[np.nan] * 2, hot[1], hot[1]]),   # strong view abstains
+                  np.full((3, 2), np.nan)])                   # nobody votes
+    out = comb.combine(p)
+    l0, l1 = 0.9 * 0.4 * 0.4, 0.1 * 0.6 * 0.6
+    assert np.allclose(out[0], [l0 / (l0 + l1), l1 / (l0 + l1)])
+    assert np.allclose(out[1], [0.16 / 0.52, 0.36 / 0.52])
+    assert np.isnan(out[2]).all()
+    # it reads votes, not probabilities: a 0.55 vote counts as much as a 1.0 one
+    soft = p.copy()
+    soft[0, 0] = [0.55, 0.45]
+    assert np.allclose(comb.combine(soft[:1]), out[:1])
+
+
+# ---------------------------------------------------------------------- view_weights
+def test_view_weights():
+    w = view_weights(np.array([0.9, 0.25, 0.6, 0.1]), 4, 4)
+    assert w[0] == pytest.approx(1.0) and w[1] == 0.0 and w[3] == 0.0     # chance and below: no say
+    assert 0 < w[2] < 1
+    assert view_weights(np.array([0.6, 0.9]), 2, 4).tolist() == pytest.approx([w[2], 1.0])
+    assert np.array_equal(view_weights(None, 3, 4), np.ones(3))
+    assert np.array_equal(view_weights(np.full(2, np.nan), 2, 4), np.ones(2))
+    assert np.array_equal(view_weights(np.array([0.5, 0.4]), 2, 2), np.ones(2))   # all at chance: equal
+    # an unknown view takes the mean of the known accuracies
+    w = view_weights(np.array([0.9, np.nan, 0.5]), 3, 4)
+    assert w[0] == pytest.approx(1.0) and w[1] == pytest.approx(view_weights(np.array([0.9, 0.7]), 2, 4)[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6), st.integers(2, 10))
+def test_view_weights_in_unit_interval_and_ordered(acc, k):
+    acc = np.asarray(acc)
+    w = view_weights(acc, len(acc), k)
+    assert ((w >= 0) & (w <= 1 + 1e-12)).all() and w.max() == pytest.approx(1.0)
+    above = acc > 1.0 / k
+    if above.any():
+        assert w[np.argmax(acc)] == pytest.approx(1.0)
+        assert (w[acc <= 1.0 / k] == 0).all()
+        order = np.argsort(acc[above], kind="stable")
+        assert (np.diff(w[above][order]) >= -1e-12).all()   # more accurate, more weight
+
+
+def test_view_accuracy_counts_only_votes():
+    p = np.array([[[0.9, 0.1], [0.4, 0.6]], [[0.2, 0.8], NAN2], [[0.6, 0.4], NAN2]])
+    acc = view_accuracy(p, np.array([0, 1, 1]))
+    assert acc[0] == pytest.approx(2 / 3) and acc[1] == pytest.approx(0.0)
+    assert np.isnan(view_accuracy(np.full((2, 1, 2), np.nan), np.array([0, 1]))).all()
+
+
+# ---------------------------------------------------------------------- fit_combination
+@pytest.mark.parametrize("seed", range(4))
+def test_auto_beats_majority_vote_and_ignores_the_chance_view(seed):
+    k, accs = 4, [0.8, 0.75, 0.7, 0.25]
+    y, oof = synthetic_probs(300, k, accs, seed)
+    y_pool, pool = synthetic_probs(3000, k, accs, seed + 100, abstain=0.05)
+    comb = fit_combination("auto", oof, y, label_matrix(pool)[0], k, np.random.default_rng(seed))
+    assert comb.method in ("product", "mean", "label_model")
+    assert set(comb.scores) == {"product", "mean", "label_model"}
+    assert comb.scores[comb.method] == max(comb.scores.values())
+    assert comb.scores[comb.method] >= majority_vote_accuracy(oof, y)
+    assert comb.weights[3] <= 0.1 and comb.weights.max() == pytest.approx(1.0)
+    assert np.allclose(comb.cv_accuracy, view_accuracy(oof, y))
+    # what was kept also beats majority vote on fresh items
+    fresh = comb.combine(pool)
+    assert (fresh.argmax(axis=1) == y_pool).mean() >= majority_vote_accuracy(pool, y_pool) - 0.01
+    if comb.method == "label_model":
+        assert comb.label_model_accuracy is not None and comb.label_model_accuracy[3] < 0.4
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_two_views_never_label_model(seed):
+    k = 3
+    y, oof = synthetic_probs(200, k, [0.9, 0.6], seed)
+    _, pool = synthetic_probs(2000, k, [0.9, 0.6], seed + 1)
+    comb = fit_combination("auto", oof, y, label_matrix(pool)[0], k, np.random.default_rng(seed))
+    assert comb.method in ("product", "mean") and "label_model" not in comb.scores
+    assert comb.confusion is None and comb.label_model_accuracy is None
+
+
+def test_one_view_is_single_and_explicit_methods_are_kept():
+    y, oof = synthetic_probs(100, 3, [0.8], 0)
+    assert fit_combination("auto", oof, y, None, 3, np.random.default_rng(0)).method == "single"
+    y, oof = synthetic_probs(100, 3, [0.8, 0.7, 0.6], 1)
+    _, pool = synthetic_probs(500, 3, [0.8, 0.7, 0.6], 2)
+    votes = label_matrix(pool)[0]
+    for method in ("product", "mean", "label_model"):
+        comb = fit_combination(method, oof, y, votes, 3, np.random.default_rng(0))
+        assert comb.method == method and comb.scores == {}
+
+
+def test_auto_without_enough_pool_votes_skips_the_label_model():
+    y, oof = synthetic_probs(100, 3, [0.8, 0.7, 0.6], 3)
+    _, pool = synthetic_probs(29, 3, [0.8, 0.7, 0.6], 4)            # fewer than 10 * K votes
+    comb = fit_combination("auto", oof, y, label_matrix(pool)[0], 3, np.random.default_rng(0))
+    assert set(comb.scores) == {"product", "mean"}
+    assert fit_combination("auto", oof, y, None, 3, np.random.default_rng(0)).method in ("product", "mean")
+
+
+def test_no_gold_means_equal_weights_and_the_first_candidate():
+    _, pool = synthetic_probs(300, 3, [0.8, 0.7, 0.6], 5)
+    comb = fit_combination("auto", np.zeros((0, 3, 3)), np.zeros(0, dtype=np.int64), label_matrix(pool)[0], 3,
+                           np.random.default_rng(0))
+    assert comb.method == "product" and np.array_equal(comb.weights, np.ones(3)) and comb.cv_accuracy is None
