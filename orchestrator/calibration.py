@@ -37,12 +37,14 @@ def gold_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator, support: n
 
 @dataclass(frozen=True)
 class Calibrator:
-    """A monotone step map from a combined posterior's top probability to p_correct.
+    """A monotone map from a combined posterior's top probability to p_correct.
 
-    ``edges`` (ascending scores) start the steps; ``values`` their p_correct: a score takes
-    the value of the last edge at or below it (the first value below every edge). With no
-    step it is the identity (nothing to calibrate with). ``n``: out-of-fold items it was
-    fitted on; ``accuracy``: their share labelled right."""
+    ``edges`` (ascending scores) start steps whose p_correct is ``values``; a score takes
+    the value of the last edge at or below it, and never more than the score itself: the
+    gold evidence can lower an over-confident posterior but does not vouch for an item
+    beyond what the views say (within a block of all-right gold items, or below every gold
+    score, it has nothing finer to say). With no step it is the identity. ``n``: the
+    out-of-fold items it was fitted on; ``accuracy``: their share labelled right."""
 
     edges: tuple[float, ...] = ()
     values: tuple[float, ...] = ()
@@ -50,41 +52,43 @@ class Calibrator:
     accuracy: float | None = None
 
     def __call__(self, score: np.ndarray) -> np.ndarray:
-        score = np.asarray(score, dtype=np.float64)
+        score = np.clip(np.asarray(score, dtype=np.float64), 0.0, 1.0)
         if not self.edges:
-            return score.copy()
+            return score
         at = np.searchsorted(np.asarray(self.edges), score, side="right") - 1
-        return np.asarray(self.values)[np.maximum(at, 0)]
+        return np.minimum(np.asarray(self.values)[np.maximum(at, 0)], score)
 
 
 def fit_calibrator(score: np.ndarray, correct: np.ndarray, prior: tuple[float, float] = (1.0, 1.0)) -> Calibrator:
     """Fit p_correct(score) on out-of-fold predictions: ``score`` the top combined
     probability, ``correct`` whether that label was the gold one.
 
-    Isotonic regression (pool adjacent violators) groups the items, sorted by score, into
-    blocks of equal accuracy; each block's p_correct is its Beta posterior mean
-    (right + a) / (n + a + b) with ``prior`` = (a, b), made monotone again. A dozen gold
-    items that were all right thus vouch for 13/14 = 0.93, never for 1.0: with few gold
-    labels the estimate stays as modest as the evidence."""
+    Isotonic regression (pool adjacent violators, over the distinct scores, so tied items
+    always share a block) groups the items into blocks of equal accuracy; each block's
+    p_correct is its Beta posterior mean (right + a) / (n + a + b) with ``prior`` = (a, b),
+    made monotone again. A dozen gold items that were all right thus vouch for 13/14 = 0.93,
+    never for 1.0: with few gold labels the estimate stays as modest as the evidence."""
     score = np.asarray(score, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
     n = int(score.size)
     if n == 0:
         return Calibrator()
-    order = np.argsort(score, kind="stable")
-    s, c = score[order], correct[order]
+    uniq, inv = np.unique(score, return_inverse=True)
+    count = np.bincount(inv, minlength=uniq.size).astype(np.float64)
+    right = np.bincount(inv, weights=correct, minlength=uniq.size)
     from sklearn.isotonic import IsotonicRegression
 
-    fitted = IsotonicRegression(increasing=True, y_min=0.0, y_max=1.0).fit_transform(np.arange(n), c)
-    starts = np.flatnonzero(np.r_[True, np.diff(fitted) != 0])
-    ends = np.r_[starts[1:], n]
+    fitted = IsotonicRegression(increasing=True, y_min=0.0, y_max=1.0).fit_transform(
+        np.arange(uniq.size), right / count, sample_weight=count)
+    starts = np.flatnonzero(np.r_[True, np.abs(np.diff(fitted)) > 1e-12])
+    ends = np.r_[starts[1:], uniq.size]
     a, b = prior
-    values = np.array([(c[i:j].sum() + a) / (j - i + a + b) for i, j in zip(starts, ends)])
+    values = np.array([(right[i:j].sum() + a) / (count[i:j].sum() + a + b) for i, j in zip(starts, ends)])
     values = np.maximum.accumulate(values)
-    edges = s[starts]
-    edges[0] = -np.inf
+    edges = uniq[starts]
+    edges[0] = -np.inf  # the lowest block reaches down (capped by the score itself)
     return Calibrator(edges=tuple(float(x) for x in edges), values=tuple(float(x) for x in values), n=n,
-                      accuracy=float(c.mean()))
+                      accuracy=float(correct.mean()))
 
 
 def expected_calibration_error(p: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float | None:

@@ -241,25 +241,27 @@ def select_adaptive(posterior: np.ndarray, p_correct: np.ndarray, prior: np.ndar
 
 
 def _trim_to_precision(item: np.ndarray, label: np.ndarray, p: np.ndarray, min_precision: float) -> np.ndarray:
-    """Drop the least likely picks until the mean p_correct reaches ``min_precision``; a
-    class's single best pick is dropped only after every other pick."""
+    """Drop picks below ``min_precision``, least likely first, until the mean p_correct
+    reaches it (dropping a pick above the bar would only lower the mean). A class's single
+    best pick goes only after every other pick below the bar."""
     if not item.size or p[item].mean() >= min_precision:
         return item
     order = item[np.argsort(p[item], kind="stable")]          # least likely first
     best = {}
     for i in order:                                            # the last seen per class is its best
         best[int(label[i])] = i
-    protected = np.isin(order, list(best.values()))
-    order = np.concatenate([order[~protected], order[protected]])  # protected ones dropped last
-    keep = np.ones(order.size, dtype=bool)
-    total, n = float(p[order].sum()), order.size
-    for j in range(order.size):
-        if n == 0 or total / n >= min_precision:
+    low = order[p[order] < min_precision]
+    protected = np.isin(low, list(best.values()))
+    drop_order = np.concatenate([low[~protected], low[protected]])
+    total, n = float(p[item].sum()), item.size
+    dropped = []
+    for i in drop_order:
+        if total / n >= min_precision:
             break
-        keep[j] = False
-        total -= float(p[order[j]])
+        dropped.append(i)
+        total -= float(p[i])
         n -= 1
-    return np.sort(order[keep])
+    return np.sort(np.setdiff1d(item, np.asarray(dropped, dtype=np.int64)))
 
 
 # ---------------------------------------------------------------------- a round's decisions
