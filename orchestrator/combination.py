@@ -2,8 +2,9 @@
 
 A :class:`Combination` turns the label matrix's probabilities (n, V, K) into (n, K):
 ``single`` (one view), ``product`` (log-linear pool: the product of the views'
-probabilities, each raised to its weight), ``mean`` (weighted mean) or ``label_model``
-(Dawid-Skene posterior from the views' votes). Weights come from each view's out-of-fold
+probabilities, each raised to its weight), ``mean`` (weighted mean), ``label_model``
+(Dawid-Skene posterior from the views' votes) or ``best_view`` (the view with the best
+out-of-fold accuracy alone: the floor when weak views would only blur a strong one). Weights come from each view's out-of-fold
 accuracy on gold, so a near-uniform or near-chance view cannot drag the result down.
 :func:`fit_combination` chooses among them by out-of-fold accuracy on gold only.
 
@@ -19,7 +20,7 @@ from orchestrator.labelmodel import accuracy_weights, dawid_skene, ds_posterior,
 from orchestrator.selection import label_matrix
 from store.labels import ABSTAIN
 
-#: What ``cotrain.combination`` may name; ``auto`` chooses among them.
+#: What ``cotrain.combination`` may name; ``auto`` chooses among them (and ``best_view``).
 COMBINATIONS = ("product", "label_model", "mean")
 #: Items of the pool the label model is fitted on (its posterior then covers every item).
 LABEL_MODEL_FIT_ITEMS = 20_000
@@ -52,6 +53,8 @@ class Combination:
             return out
         if self.method == "mean":
             return weighted_mean(probs, self.weights)
+        if self.method == "best_view":
+            return probs[:, int(np.argmax(self.weights))].copy()
         return log_linear_pool(probs, self.weights)
 
 
@@ -107,7 +110,7 @@ def fit_combination(method: str, oof: np.ndarray, oof_y: np.ndarray, pool_votes:
     w = view_weights(cv, v, k)
     if v == 1:
         return Combination("single", w, cv_accuracy=cv)
-    candidates = ["product", "mean", "label_model"] if method == "auto" else [method]
+    candidates = ["product", "mean", "label_model", "best_view"] if method == "auto" else [method]
     if method == "auto" and v < 3:
         candidates.remove("label_model")  # two sources do not identify a label model
     lm_fit = None
@@ -120,11 +123,15 @@ def fit_combination(method: str, oof: np.ndarray, oof_y: np.ndarray, pool_votes:
     if m and len(candidates) > 1:
         for name in candidates:
             lm = (lm_fit.confusion, lm_fit.prior) if name == "label_model" and lm_fit else (None, None)
-            scores[name] = _accuracy(Combination(name, w, *lm).combine(oof), oof_y)
+            wn = np.eye(v)[int(np.nanargmax(np.nan_to_num(cv, nan=-1.0)))] if name == "best_view" else w
+            scores[name] = _accuracy(Combination(name, wn, *lm).combine(oof), oof_y)
         best = max(scores.values())
         chosen = next(c for c in candidates if scores.get(c) == best)
     else:
         chosen = candidates[0]
+    if chosen == "best_view":  # the weights say which view: all of it, none of the others
+        return Combination(chosen, np.eye(v)[int(np.nanargmax(np.nan_to_num(cv, nan=-1.0)))] if cv is not None
+                           else np.eye(v)[0], cv_accuracy=cv, scores=scores)
     if chosen != "label_model":
         return Combination(chosen, w, cv_accuracy=cv, scores=scores)
     gold_votes = label_matrix(oof)[0] if m else np.zeros((0, v), dtype=np.int64)

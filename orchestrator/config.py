@@ -129,16 +129,16 @@ class CotrainConfig(_Strict):
     ``min_precision``; or an explicit ``threshold`` | ``k_best`` | ``agreement`` | ``self``
     (self-training baseline: each view trains only on its own picks). ``combination``:
     how the views' probabilities become one posterior (``auto`` chooses by out-of-fold
-    accuracy on gold among ``product``, ``mean`` and, with three or more views,
-    ``label_model``); it is also the ensemble that is evaluated and that vetoes picks
-    (``veto: ensemble``). ``calibration_folds``: cross-validation folds over the gold items
+    accuracy on gold among ``product``, ``mean``, ``label_model`` (three or more views)
+    and ``best_view`` (the single view that scores best)); it is also the ensemble that is
+    evaluated and that vetoes picks (``veto: ensemble``). ``calibration_folds``: cross-validation folds over the gold items
     that estimate each view's accuracy and calibrate p_correct (0: none; p_correct is then
     the uncalibrated posterior). ``feeding``: cross (a view's picks train only the other
     views) | shared (one growing labelled set)."""
 
     max_rounds: int = Field(default=10, ge=0)
     policy: Literal["auto", "threshold", "k_best", "agreement", "self"] = "auto"
-    combination: Literal["auto", "product", "label_model", "mean"] = "auto"
+    combination: Literal["auto", "product", "label_model", "mean", "best_view"] = "auto"
     min_precision: float = Field(default=0.9, gt=0.0, lt=1.0)
     calibration_folds: int = Field(default=5, ge=0, le=20)
     threshold: float = Field(default=0.9, ge=0.0, lt=1.0)

@@ -68,7 +68,7 @@ def estimate_prior(gold_counts: np.ndarray, posterior: np.ndarray) -> np.ndarray
 def pool_posterior(comb: Combination, combined: dict[str, np.ndarray], votes: np.ndarray) -> np.ndarray:
     """The pool's posterior under ``comb``: the batch-combined array when the prediction step
     kept one for it, else (the label model) from the votes."""
-    if comb.method == "single":
+    if comb.method == "single":  # one view: the product is that view
         return np.asarray(combined["product"], dtype=np.float64)
     if comb.method in combined:
         return np.asarray(combined[comb.method], dtype=np.float64)

@@ -308,8 +308,11 @@ class RoundRunner:
                  write: RoundWriter, oof: np.ndarray, oof_y: np.ndarray) -> steps.PoolPrediction:
         """The pool's label matrix and its combined posteriors (product and mean, weighted by
         the views' out-of-fold accuracy); each batch's probabilities are written as they come."""
-        w = view_weights(view_accuracy(oof, oof_y) if len(oof_y) else None, len(views), self.k)
-        combiners = {"product": Combination("product", w).combine, "mean": Combination("mean", w).combine}
+        cv = view_accuracy(oof, oof_y) if len(oof_y) else None
+        w = view_weights(cv, len(views), self.k)
+        best = np.eye(len(views))[int(np.nanargmax(np.nan_to_num(cv, nan=-1.0))) if cv is not None else 0]
+        combiners = {"product": Combination("product", w).combine, "mean": Combination("mean", w).combine,
+                     "best_view": Combination("best_view", best).combine}
         def sink(lo: int, hi: int, probs: np.ndarray, lab: np.ndarray, conf: np.ndarray) -> None:
             ids = state.ids(pool[lo:hi])
             for j, view in enumerate(views):

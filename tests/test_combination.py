@@ -159,8 +159,8 @@ def test_auto_beats_majority_vote_and_ignores_the_chance_view(seed):
     y, oof = synthetic_probs(300, k, accs, seed)
     y_pool, pool = synthetic_probs(3000, k, accs, seed + 100, abstain=0.05)
     comb = fit_combination("auto", oof, y, label_matrix(pool)[0], k, np.random.default_rng(seed))
-    assert comb.method in ("product", "mean", "label_model")
-    assert set(comb.scores) == {"product", "mean", "label_model"}
+    assert comb.method in ("product", "mean", "label_model", "best_view")
+    assert set(comb.scores) == {"product", "mean", "label_model", "best_view"}
     assert comb.scores[comb.method] == max(comb.scores.values())
     assert comb.scores[comb.method] >= majority_vote_accuracy(oof, y)
     assert comb.weights[3] <= 0.1 and comb.weights.max() == pytest.approx(1.0)
@@ -178,8 +178,10 @@ def test_two_views_never_label_model(seed):
     y, oof = synthetic_probs(200, k, [0.9, 0.6], seed)
     _, pool = synthetic_probs(2000, k, [0.9, 0.6], seed + 1)
     comb = fit_combination("auto", oof, y, label_matrix(pool)[0], k, np.random.default_rng(seed))
-    assert comb.method in ("product", "mean") and "label_model" not in comb.scores
+    assert comb.method in ("product", "mean", "best_view") and "label_model" not in comb.scores
     assert comb.confusion is None and comb.label_model_accuracy is None
+    if comb.method == "best_view":  # the weak view is dropped whole, and that scored best
+        assert np.array_equal(comb.weights, [1.0, 0.0]) and comb.scores["best_view"] == max(comb.scores.values())
 
 
 def test_one_view_is_single_and_explicit_methods_are_kept():
@@ -197,8 +199,9 @@ def test_auto_without_enough_pool_votes_skips_the_label_model():
     y, oof = synthetic_probs(100, 3, [0.8, 0.7, 0.6], 3)
     _, pool = synthetic_probs(29, 3, [0.8, 0.7, 0.6], 4)            # fewer than 10 * K votes
     comb = fit_combination("auto", oof, y, label_matrix(pool)[0], 3, np.random.default_rng(0))
-    assert set(comb.scores) == {"product", "mean"}
-    assert fit_combination("auto", oof, y, None, 3, np.random.default_rng(0)).method in ("product", "mean")
+    assert set(comb.scores) == {"product", "mean", "best_view"}
+    assert fit_combination("auto", oof, y, None, 3, np.random.default_rng(0)).method in ("product", "mean",
+                                                                                         "best_view")
 
 
 def test_no_gold_means_equal_weights_and_the_first_candidate():

@@ -1,10 +1,13 @@
-"""Small trainable heads over frozen features, shared by the ``embedding`` and ``vision`` views:
-scikit-learn's logistic regression or a one-hidden-layer torch MLP."""
+"""Small trainable heads over frozen features, shared by the ``embedding`` and ``vision`` views
+(and the ``sklearn`` view's ``logistic_regression``): a logistic regression that chooses its
+own regularisation, or a one-hidden-layer torch MLP."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 HEADS = ("logistic_regression", "mlp")
 
@@ -61,10 +64,90 @@ class MLPHead:
             return torch.softmax(self.net_(torch.tensor(X, dtype=torch.float32)), dim=1).numpy()
 
 
+class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
+    """Logistic regression that chooses C from its training set when ``C`` is not given.
+
+    With few labels the usual C=1 over-regularises (a 10-label text task: 0.42 against 0.64
+    at C=10). So: stratified ``cv``-fold cross-validation of the log-loss over ``Cs``, then
+    one fit on everything with the best C. The cross-validation sees at most
+    ``cv_max_items`` items (a seeded random sample), so a view refitted many times a round
+    on a growing pseudo-labelled set stays cheap. When a class has a single item no fold can
+    hold it out, and ``few_labels_C`` is used. ``C_`` records the C used and
+    ``cv_scores_`` the mean log-loss per C when tuned."""
+
+    def __init__(self, C: float | None = None, Cs: Sequence[float] = (0.1, 1.0, 10.0, 100.0), cv: int = 3,
+                 cv_max_items: int = 300, few_labels_C: float = 10.0, max_iter: int = 1000,
+                 tol: float = 1e-4, class_weight: Any = None, penalty: str = "l2", solver: str = "lbfgs",
+                 l1_ratio: float | None = None, fit_intercept: bool = True, random_state: int | None = None) -> None:
+        self.C = C
+        self.Cs = Cs
+        self.cv = cv
+        self.cv_max_items = cv_max_items
+        self.few_labels_C = few_labels_C
+        self.max_iter = max_iter
+        self.tol = tol
+        self.class_weight = class_weight
+        self.penalty = penalty
+        self.solver = solver
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.random_state = random_state
+
+    def _lr(self, C: float) -> Any:
+        from sklearn.linear_model import LogisticRegression
+
+        kw: dict[str, Any] = {"C": C, "max_iter": self.max_iter, "tol": self.tol, "class_weight": self.class_weight,
+                              "solver": self.solver, "fit_intercept": self.fit_intercept,
+                              "random_state": self.random_state}
+        if self.penalty != "l2":
+            kw["penalty"] = self.penalty
+        if self.l1_ratio is not None:
+            kw["l1_ratio"] = self.l1_ratio
+        return LogisticRegression(**kw)
+
+    def _choose_C(self, X: Any, y: np.ndarray, w: np.ndarray) -> float:
+        from sklearn.metrics import log_loss
+        from sklearn.model_selection import StratifiedKFold
+
+        if self.C is not None:
+            return float(self.C)
+        if len(y) > self.cv_max_items:
+            keep = np.sort(np.random.default_rng(self.random_state or 0).choice(len(y), self.cv_max_items,
+                                                                                replace=False))
+            X, y, w = X[keep], y[keep], w[keep]
+        counts = np.unique(y, return_counts=True)[1]
+        folds = int(min(self.cv, counts.min()))
+        if folds < 2:
+            return float(self.few_labels_C)
+        split = StratifiedKFold(folds, shuffle=True, random_state=self.random_state or 0)
+        labels = np.unique(y)
+        scores = []
+        for C in self.Cs:
+            loss = 0.0
+            for tr, te in split.split(np.zeros(len(y)), y):
+                m = self._lr(C).fit(X[tr], y[tr], sample_weight=w[tr])
+                loss += log_loss(y[te], m.predict_proba(X[te]), labels=labels, sample_weight=w[te])
+            scores.append(loss / folds)
+        self.cv_scores_ = dict(zip(map(float, self.Cs), scores))
+        return float(self.Cs[int(np.argmin(scores))])
+
+    def fit(self, X: Any, y: np.ndarray, sample_weight: np.ndarray | None = None) -> TunedLogisticRegression:
+        y = np.asarray(y)
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        self.C_ = self._choose_C(X, y, w)
+        self.model_ = self._lr(self.C_).fit(X, y, sample_weight=w)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self.model_.predict_proba(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.model_.predict(X)
+
+
 def make_head(kind: str, params: dict[str, Any], seed: int) -> Any:
     """A fresh, unfitted head of ``kind`` with the user's ``params``, seeded by ``seed``."""
     if kind == "mlp":
         return MLPHead(seed=seed, **params)
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(**{"max_iter": 1000, "C": 1.0, **params})
+    return TunedLogisticRegression(**{"random_state": seed, **params})

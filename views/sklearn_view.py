@@ -19,7 +19,8 @@ from views.registry import import_object
 
 #: Built-in estimator names -> (dotted class path, default params).
 ESTIMATORS: dict[str, tuple[str, dict[str, Any]]] = {
-    "logistic_regression": ("sklearn.linear_model.LogisticRegression", {"max_iter": 1000}),
+    # C chosen by cross-validation on the training set unless given (views.heads)
+    "logistic_regression": ("views.heads.TunedLogisticRegression", {}),
     "random_forest": ("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 200}),
     "hist_gradient_boosting": ("sklearn.ensemble.HistGradientBoostingClassifier", {}),
     "naive_bayes": ("sklearn.naive_bayes.MultinomialNB", {}),
