@@ -133,7 +133,10 @@ class CotrainConfig(_Strict):
     and ``best_view`` (the single view that scores best)); it is also the ensemble that is
     evaluated and that vetoes picks (``veto: ensemble``). ``calibration_folds``: cross-validation folds over the gold items
     that estimate each view's accuracy and calibrate p_correct (0: none; p_correct is then
-    the uncalibrated posterior). ``feeding``: cross (a view's picks train only the other
+    the uncalibrated posterior). ``select``: how ``auto`` ranks a class's candidates: by
+    the combined ``posterior``, or by Lang et al.'s ``cut_statistic`` in ``cut_view``'s
+    feature space (``cut_neighbors`` neighbours; default view: the first that exposes its
+    features), which helps when a labeller is badly calibrated. ``feeding``: cross (a view's picks train only the other
     views) | shared (one growing labelled set)."""
 
     max_rounds: int = Field(default=10, ge=0)
@@ -141,6 +144,9 @@ class CotrainConfig(_Strict):
     combination: Literal["auto", "product", "label_model", "mean", "best_view"] = "auto"
     min_precision: float = Field(default=0.9, gt=0.0, lt=1.0)
     calibration_folds: int = Field(default=5, ge=0, le=20)
+    select: Literal["posterior", "cut_statistic"] = "posterior"
+    cut_view: str | None = None
+    cut_neighbors: int = Field(default=20, ge=2, le=1000)
     threshold: float = Field(default=0.9, ge=0.0, lt=1.0)
     k: int = Field(default=10, ge=1)
     min_agree: int = Field(default=2, ge=1)
@@ -254,6 +260,10 @@ class Config(_Strict):
     def _consistent(self) -> Config:
         n = len(self.views)
         c = self.cotrain
+        if c.cut_view is not None and c.cut_view not in [v.name for v in self.views]:
+            raise ValueError(f"cotrain.cut_view '{c.cut_view}' is not a view of this config")
+        if c.select == "cut_statistic" and c.policy != "auto":
+            raise ValueError("cotrain.select 'cut_statistic' ranks the candidates of policy 'auto'")
         if c.policy == "agreement" and c.min_agree > n:
             raise ValueError(f"cotrain.min_agree={c.min_agree} but only {n} view(s) are configured")
         if c.policy in ("threshold", "k_best") and c.feeding == "cross" and n < 2:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from dataclasses import replace
 
@@ -25,6 +26,7 @@ from orchestrator import records, steps
 from orchestrator.calibration import gold_folds
 from orchestrator.combination import Combination, view_accuracy, view_weights
 from orchestrator.config import Config
+from orchestrator.cut_statistic import cut_statistic
 from orchestrator.data import LoadedData, load_into_store
 from orchestrator.reporting import NullReporter, Reporter, RunResult, code_version
 from orchestrator.evidence import RoundEvidence, assess, merge_adaptive
@@ -36,7 +38,7 @@ from store.errors import ConfigError, DataError, RunError, RunInterrupted
 from store.llm_ledger import LLMLedger
 from store.queries import final_metrics, label_counts
 from store.writers import RoundWriter
-from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, RoundAware, View, ZeroShot
+from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, Featurizer, RoundAware, View, ZeroShot
 
 log = logging.getLogger("cotrain")
 
@@ -251,7 +253,9 @@ class RoundRunner:
                                   self.k, rng)
                 pred.ensemble = evidence.label
                 ev = steps.evaluate_views(views, test_df, state.test_y, self.k, evidence.combination.combine)
-                merged, adaptive = self._select(r, pred, evidence, state, len(pool))
+                frames = lambda: (self._fetch(run_id, state, pool[lo:lo + c.batch_size], fields)  # noqa: E731
+                                  for lo in range(0, len(pool), c.batch_size))
+                merged, adaptive = self._select(r, pred, evidence, state, len(pool), frames)
                 records.selection(write, state, pool, merged, pred, c.policy)
                 if self.debater is not None:
                     from orchestrator.debate import debate_round
@@ -323,15 +327,30 @@ class RoundRunner:
                                   self.reporter.advance, sink if self.cfg.cotrain.store_predictions else None,
                                   combiners)
 
+    def _cut_rank(self, frames: Any, views: list[View], evidence: RoundEvidence) -> np.ndarray:
+        """Minus Lang et al.'s cut statistic of each pool item's combined label, in the
+        feature space of ``cut_view`` (default: the first view that exposes features)."""
+        c = self.cfg.cotrain
+        able = [v for v in views if isinstance(v, Featurizer)]
+        view = next((v for v in able if v.name == c.cut_view), None) if c.cut_view else (able[0] if able else None)
+        if view is None:
+            raise ConfigError("cotrain.cut_view", f"view '{c.cut_view or views[0].name}' exposes no features "
+                              "to build the cut statistic's graph in")
+        parts = [view.features(df) for df in frames()]
+        X = sparse.vstack(parts).tocsr() if parts and sparse.issparse(parts[0]) else np.vstack(parts)
+        return -cut_statistic(X, evidence.label, evidence.prior, c.cut_neighbors)
+
     def _select(self, r: int, pred: steps.PoolPrediction, evidence: RoundEvidence, state: LabelState,
-                n_pool: int) -> tuple[Merged, AdaptiveSelection | None]:
+                n_pool: int, pool_frames: Any = None) -> tuple[Merged, AdaptiveSelection | None]:
         """The round's selection: ``auto`` selects class by class on the combined evidence,
         as many as spread the pool over the rounds left; an explicit policy picks as before,
         vetoed by the combined label. Each accepted label gets its p_correct."""
         c = self.cfg.cotrain
         if c.policy == "auto":
             volume = int(np.ceil(n_pool / max(1, self._last_round - r)))
-            sel = select_adaptive(evidence.posterior, evidence.p_correct, evidence.prior, volume, c.min_precision)
+            rank = self._cut_rank(pool_frames, self.views or [], evidence) if c.select == "cut_statistic" else None
+            sel = select_adaptive(evidence.posterior, evidence.p_correct, evidence.prior, volume, c.min_precision,
+                                  rank)
             return merge_adaptive(sel, evidence, pred.labels, pred.conf, c.threshold), sel
         m = select_round(c.policy, pred.labels, pred.conf, threshold=c.threshold, k=c.k, min_agree=c.min_agree,
                          prior=state.gold_prior(self.k), ensemble=pred.ensemble, veto=c.veto == "ensemble")

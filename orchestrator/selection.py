@@ -208,14 +208,15 @@ def class_bars(label: np.ndarray, p_correct: np.ndarray, prior: np.ndarray, min_
 
 
 def select_adaptive(posterior: np.ndarray, p_correct: np.ndarray, prior: np.ndarray, volume: int,
-                    min_precision: float) -> AdaptiveSelection:
+                    min_precision: float, rank: np.ndarray | None = None) -> AdaptiveSelection:
     """Select on combined evidence, class by class, so no class starves.
 
     ``posterior``: (n, K) combined posterior of the pool (NaN rows: nobody voted);
     ``p_correct``: (n,) the calibrated probability that each item's top label is right;
     ``prior``: (K,) estimated class shares; ``volume``: the picks wanted this round. Class c
     may take ``class_quota(prior, volume)[c]`` items whose top label is c and whose
-    p_correct reaches its bar (:func:`class_bars`), best posterior first. If the batch's
+    p_correct reaches its bar (:func:`class_bars`), best posterior first (or highest
+    ``rank`` first, e.g. minus the cut statistic). If the batch's
     mean p_correct (its estimated precision) is below ``min_precision``, the least likely
     picks are dropped until it is not, each class keeping its best pick; if nothing
     qualifies, selection stops (``min_precision``)."""
@@ -231,7 +232,8 @@ def select_adaptive(posterior: np.ndarray, p_correct: np.ndarray, prior: np.ndar
     for c in range(k):
         idx = np.flatnonzero(voted & (label == c) & (p_correct >= bars[c]))
         if idx.size and quota[c] > 0:
-            order = np.argsort(-posterior[idx, c], kind="stable")
+            key = posterior[idx, c] if rank is None else np.asarray(rank, dtype=np.float64)[idx]
+            order = np.argsort(-key, kind="stable")
             chosen.append(idx[order[: quota[c]]])
     item = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
     item = _trim_to_precision(item, label, p_correct, min_precision)

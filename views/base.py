@@ -105,6 +105,14 @@ class RoundAware(Protocol):
 
 
 @runtime_checkable
+class Featurizer(Protocol):
+    """Gives the feature matrix it reads items through (dense or sparse), so its space can
+    carry a neighbour graph (``select: cut_statistic``)."""
+
+    def features(self, items: pd.DataFrame) -> Any: ...
+
+
+@runtime_checkable
 class Closeable(Protocol):
     """Holds resources (servers, threads) released when the run ends; idempotent."""
 

@@ -104,6 +104,10 @@ class EmbeddingView(ParamsView):
         self.head_ = head
         self.classes_ = np.asarray(head.classes_, dtype=int)
 
+    def features(self, items: pd.DataFrame) -> np.ndarray:
+        """The items' sentence embeddings (from the cache where present)."""
+        return self.embed(self._texts(items))
+
     def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
         k = len(self.context.labels)
         if self.head_ is None or len(items) == 0:

@@ -239,6 +239,13 @@ class GraphView(ParamsView):
             X = StandardScaler().fit_transform(X)
         return X
 
+    def features(self, items: pd.DataFrame) -> FeatureMatrix:
+        """The space the graph is built in, over ``items`` alone (embeddings; TF-IDF or
+        standardised columns fitted over them)."""
+        raw = self._raw(items)
+        empty = [] if self.text and self.features == "tfidf" else np.zeros((0,) + np.shape(raw)[1:])
+        return self._graph_features(empty, raw)
+
     # ---------------------------------------------------------------- fit / predict
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
         """Remember the labelled items (weight > 0) and their labels; abstain while they hold

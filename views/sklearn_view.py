@@ -210,6 +210,14 @@ class SklearnView(ParamsView):
         self.model_ = model
         self.classes_ = np.asarray(model.classes_, dtype=int)
 
+    def features(self, items: pd.DataFrame) -> Any:
+        """What the estimator reads: TF-IDF or scaled columns as fitted last (the raw matrix
+        before any fit)."""
+        X = self._matrix(items)
+        if self.model_ is None:
+            return X
+        return self.model_[:-1].transform(X) if len(self.model_.steps) > 1 else X
+
     def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
         k = len(self.context.labels)
         if self.model_ is None or len(items) == 0:

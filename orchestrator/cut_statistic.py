@@ -1,0 +1,46 @@
+"""Lang et al.'s cut statistic (2022, "Co-training improves prompt-based learning for large
+language models"; clinicalml/cotrain-prompting ``src/utils/cotrain_utils.py``): how much an
+item's label disagrees with its neighbours' in another view's feature space, against what
+the class prior would predict. Lower z is more trustworthy. It ranks candidates by where
+they sit, not by how sure a (possibly badly calibrated) labeller says it is.
+
+A pure function over a feature matrix and labels; no model, store or global state.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from store.labels import ABSTAIN
+
+
+def cut_statistic(X: Any, labels: np.ndarray, prior: np.ndarray, n_neighbors: int = 20) -> np.ndarray:
+    """z per item (ABSTAIN labels get +inf).
+
+    Graph: each item's ``n_neighbors`` nearest items by Euclidean distance, the item itself
+    counted as one of them (as in the reference), weights w = 1 / (1 + d). With p the prior
+    of the item's label, J = sum w [label_i != label_j] and
+    z = (J - (1 - p) sum w) / sqrt(p (1 - p) sum w^2). ``X``: dense or sparse (n, d)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = np.asarray(labels, dtype=np.int64)
+    n = labels.shape[0]
+    z = np.full(n, np.inf)
+    if n < 2:
+        return z
+    k = min(n_neighbors, n)
+    dist, idx = NearestNeighbors(n_neighbors=k).fit(X).kneighbors(X)
+    w = 1.0 / (1.0 + dist)
+    differ = labels[idx] != labels[:, None]
+    J = (w * differ).sum(axis=1)
+    voted = labels != ABSTAIN
+    p = np.where(voted, np.asarray(prior, dtype=np.float64)[np.maximum(labels, 0)], 0.5)
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    mean = (1 - p) * w.sum(axis=1)
+    sd = np.sqrt(p * (1 - p) * (w ** 2).sum(axis=1))
+    z[voted] = ((J - mean) / sd)[voted]
+    return z
+
+
+__all__ = ["cut_statistic"]
