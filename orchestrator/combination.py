@@ -129,11 +129,12 @@ def fit_combination(method: str, oof: np.ndarray, oof_y: np.ndarray, pool_votes:
         chosen = next(c for c in candidates if scores.get(c) == best)
     else:
         chosen = candidates[0]
+    lm_acc = lm_fit.accuracy if lm_fit is not None else None  # recorded even when not chosen
     if chosen == "best_view":  # the weights say which view: all of it, none of the others
         return Combination(chosen, np.eye(v)[int(np.nanargmax(np.nan_to_num(cv, nan=-1.0)))] if cv is not None
-                           else np.eye(v)[0], cv_accuracy=cv, scores=scores)
+                           else np.eye(v)[0], cv_accuracy=cv, label_model_accuracy=lm_acc, scores=scores)
     if chosen != "label_model":
-        return Combination(chosen, w, cv_accuracy=cv, scores=scores)
+        return Combination(chosen, w, cv_accuracy=cv, label_model_accuracy=lm_acc, scores=scores)
     gold_votes = label_matrix(oof)[0] if m else np.zeros((0, v), dtype=np.int64)
     fit = dawid_skene(np.concatenate([gold_votes, votes]), k,
                       np.concatenate([np.asarray(oof_y, dtype=np.int64), np.full(len(votes), ABSTAIN)]))
