@@ -9,14 +9,24 @@ as some providers do). ``kill`` SIGKILLs the process ``kill_pid`` before answeri
 
 It records every request: how many, their bodies' hashes, the Authorization headers seen,
 the most requests in flight at once. Used by the tests and by ``bench/llm.py``.
+
+``engine="asyncio"`` serves from one event loop instead of a thread per connection: a request
+waits ``delay_s`` without holding a thread, so parallelism is unlimited (a stand-in for a vLLM
+box). Overload can be injected: ``p429`` answers that share of requests 429 at random, and
+``capacity`` answers 429 at once to any request arriving while ``capacity`` are in flight.
+``python -m tests.openai_server --delay 0.2`` serves in its own process and prints its URL.
 """
 from __future__ import annotations
 
+import argparse
+import asyncio
 import hashlib
 import json
 import math
 import os
+import random
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -35,8 +45,12 @@ class MisbehavingServer:
     """``with MisbehavingServer(faults={1: "429"}) as srv: srv.base_url``."""
 
     def __init__(self, faults: dict[int, str] | None = None, default: str = "ok", slow_s: float = 2.0,
-                 delay_s: float = 0.0, kill_pid: int | None = None) -> None:
+                 delay_s: float = 0.0, kill_pid: int | None = None, engine: str = "threads", p429: float = 0.0,
+                 capacity: int | None = None, seed: int = 0, port: int = 0) -> None:
         self.faults = dict(faults or {})
+        self.engine, self.p429, self.capacity, self.port = engine, p429, capacity, port
+        self._rng = random.Random(seed)
+        self.rejected = 0  # requests answered 429 (scheduled, random or over capacity)
         self.default = default
         self.slow_s = slow_s
         self.delay_s = delay_s
@@ -48,13 +62,38 @@ class MisbehavingServer:
         self.max_inflight = 0
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
+        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._aserver: asyncio.base_events.Server | None = None
+        self._aport = 0
 
     @property
     def base_url(self) -> str:
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        port = self._aport if self.engine == "asyncio" else (self._httpd.server_address[1] if self._httpd else 0)
+        assert port, "the server is not started"
+        return f"http://127.0.0.1:{port}/v1"
+
+    def _arrive(self, auth: str) -> tuple[int, str]:
+        """Count a request in; its number and the mode it gets."""
+        with self._lock:
+            self.count += 1
+            n = self.count
+            self.auth_headers.append(auth)
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+            mode = self.faults.get(n, self.default)
+            if mode == "ok" and ((self.capacity is not None and self.inflight > self.capacity)
+                                 or (self.p429 and self._rng.random() < self.p429)):
+                mode = "429"
+            self.rejected += mode == "429"
+        return n, mode
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.inflight -= 1
 
     def __enter__(self) -> MisbehavingServer:
+        if self.engine == "asyncio":
+            return self._start_asyncio()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,24 +104,30 @@ class MisbehavingServer:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with server._lock:
-                    server.count += 1
-                    n = server.count
-                    server.auth_headers.append(self.headers.get("Authorization", ""))
-                    server.inflight += 1
-                    server.max_inflight = max(server.max_inflight, server.inflight)
+                n, mode = server._arrive(self.headers.get("Authorization", ""))
                 try:
-                    server._handle(self, n, body)
+                    server._handle(self, n, mode, body)
                 finally:
-                    with server._lock:
-                        server.inflight -= 1
+                    server._leave()
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._aloop is not None:
+            loop, srv = self._aloop, self._aserver
+
+            async def _stop() -> None:
+                assert srv is not None
+                srv.close()
+                for t in [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+                    t.cancel()
+
+            asyncio.run_coroutine_threadsafe(_stop(), loop).result(timeout=5)
+            loop.call_soon_threadsafe(loop.stop)
+            self._aloop = None
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -101,28 +146,34 @@ class MisbehavingServer:
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    def _handle(self, h: BaseHTTPRequestHandler, n: int, body: bytes) -> None:
-        mode = self.faults.get(n, self.default)
-        if self.delay_s:
-            time.sleep(self.delay_s)
+    def _wait_s(self, mode: str) -> float:
+        if mode == "429" and self.capacity is not None:
+            return 0.0  # turned away on arrival
+        return self.delay_s + (self.slow_s if mode == "slow" else 0.0)
+
+    def _handle(self, h: BaseHTTPRequestHandler, n: int, mode: str, body: bytes) -> None:
+        if self._wait_s(mode):
+            time.sleep(self._wait_s(mode))
         if mode == "kill" and self.kill_pid:
             os.kill(self.kill_pid, signal.SIGKILL)
             time.sleep(0.5)
-            return self._send(h, 500, b'{"error": {"message": "client killed"}}')
-        if mode == "slow":
-            time.sleep(self.slow_s)
+        self._send(h, *self._reply(n, mode, body, h.headers.get("Authorization", "")))
+
+    def _reply(self, n: int, mode: str, body: bytes, auth: str) -> tuple[int, bytes, dict[str, str]]:
+        """Status, body and extra headers of the answer to request ``n``."""
+        if mode == "kill":
+            return 500, b'{"error": {"message": "client killed"}}', {}
         if mode == "429":
-            return self._send(h, 429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}',
-                              {"Retry-After": "0"})
+            return 429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}', {"Retry-After": "0"}
         if mode == "500":
-            return self._send(h, 500, b'{"error": {"message": "internal error"}}')
+            return 500, b'{"error": {"message": "internal error"}}', {}
         if mode == "malformed":
-            return self._send(h, 200, b'{"id": "x", "choices": [{"message": {"content": "posi')
+            return 200, b'{"id": "x", "choices": [{"message": {"content": "posi', {}
         if mode == "401":
-            key = h.headers.get("Authorization", "").removeprefix("Bearer ")
+            key = auth.removeprefix("Bearer ")
             msg = json.dumps({"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error",
                                         "code": "invalid_api_key"}}).encode()
-            return self._send(h, 401, msg)
+            return 401, msg, {}
         req = json.loads(body)
         users = [m["content"] for m in req["messages"] if m["role"] == "user"]
         # the item is in the last user turn, or in the first one when later turns are a
@@ -149,5 +200,68 @@ class MisbehavingServer:
                    "usage": {"prompt_tokens": pt, "completion_tokens": 1, "total_tokens": pt + 1}}
         with self._lock:
             self.answered[hashlib.sha256(body).hexdigest()] += 1
-        self._send(h, 200, json.dumps(payload).encode())
+        return 200, json.dumps(payload).encode(), {}
+
+    # ------------------------------------------------------------------ asyncio engine
+    def _start_asyncio(self) -> MisbehavingServer:
+        started = threading.Event()
+        self._aloop = loop = asyncio.new_event_loop()
+
+        async def _open() -> None:
+            self._aserver = await asyncio.start_server(self._connection, "127.0.0.1", self.port, backlog=4096)
+            self._aport = self._aserver.sockets[0].getsockname()[1]
+            started.set()
+
+        threading.Thread(target=loop.run_forever, daemon=True, name="openai-test-server").start()
+        asyncio.run_coroutine_threadsafe(_open(), loop).result(timeout=10)
+        started.wait(10)
+        return self
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """HTTP/1.1 with keep-alive, one request at a time per connection (as clients send them)."""
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                headers: dict[str, str] = {}
+                while (h := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    k, _, v = h.decode("latin-1").partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = await reader.readexactly(int(headers.get("content-length", 0)))
+                n, mode = self._arrive(headers.get("authorization", ""))
+                try:
+                    if self._wait_s(mode):
+                        await asyncio.sleep(self._wait_s(mode))
+                    if mode == "kill" and self.kill_pid:
+                        os.kill(self.kill_pid, signal.SIGKILL)
+                        await asyncio.sleep(0.5)
+                    status, payload, extra = self._reply(n, mode, body, headers.get("authorization", ""))
+                finally:
+                    self._leave()
+                head = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}", "Content-Type: application/json",
+                        f"Content-Length: {len(payload)}", *(f"{k}: {v}" for k, v in extra.items())]
+                writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+def main() -> None:
+    """Serve in this process until stdin closes; print the base URL first (for benchmarks)."""
+    ap = argparse.ArgumentParser(description="a local OpenAI-compatible test server")
+    ap.add_argument("--delay", type=float, default=0.2, help="seconds before every answer")
+    ap.add_argument("--engine", default="asyncio", choices=["asyncio", "threads"])
+    ap.add_argument("--p429", type=float, default=0.0)
+    ap.add_argument("--capacity", type=int, default=None)
+    args = ap.parse_args()
+    with MisbehavingServer(delay_s=args.delay, engine=args.engine, p429=args.p429, capacity=args.capacity) as srv:
+        print(srv.base_url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
 

@@ -157,7 +157,9 @@ class LLMParams(ViewParams):
     embedded ``local:<name>``), ``api_base``, ``api_key_env`` (the *name* of the variable
     holding the key: a key itself is refused); ``fields`` the prompt shows, ``instructions``,
     ``system``, ``template`` (Jinja), ``verbalizers`` (``{label: [words]}``, a single word
-    allowed); scoring; ``demonstrations``; ``calibration``; client limits; ``price`` and
+    allowed); scoring; ``demonstrations``; ``calibration``; client limits (``concurrency``, and
+    ``max_concurrency`` above it to adapt between the two: AIMD on 429s, timeouts and latency,
+    for remote servers; a ``local:`` model keeps ``concurrency``); ``price`` and
     ``budget_usd``; ``n_ctx`` and ``threads`` for local models."""
 
     model: str = Field(default=DEFAULT_MODEL, min_length=1)
@@ -177,6 +179,7 @@ class LLMParams(ViewParams):
     calibration: Literal["none", "bias", "temperature", "both"] = "none"
     calibration_max_items: int = Field(default=200, ge=2)
     concurrency: int = Field(default=4, ge=1, le=256)
+    max_concurrency: int | None = Field(default=None, ge=1, le=4096)
     rate_limit: float | None = Field(default=None, gt=0)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)

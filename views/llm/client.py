@@ -1,10 +1,13 @@
 """The one seam where cotrain calls an LLM.
 
-Every chat completion of every view and agent goes through :class:`LLMClient`: litellm
-(``acompletion``) under an async concurrency limit and a rate limit, retries with
-exponential backoff on timeouts, 429 and 5xx, a response cache in the store keyed by
+Every chat completion of every view and agent goes through :class:`LLMClient`: plain HTTP
+for OpenAI-compatible servers and litellm (``acompletion``) for other providers
+(:mod:`views.llm.transport`), under a concurrency limit (fixed, or adapted between
+``concurrency`` and ``max_concurrency`` by :mod:`views.llm.aimd`) and a rate limit, retries
+with exponential backoff on timeouts, 429 and 5xx, a response cache in the store keyed by
 (model identity, full request), and a ledger row per request with tokens, latency and
-cost. The API key is read from the environment at call time and never leaves this module.
+cost, committed in small groups (:mod:`views.llm.group_commit`). The API key is read from
+the environment at call time and never leaves this module.
 
 The client owns one event loop in a background thread, so it can be called from plain
 synchronous code and from inside a running loop (a notebook) alike, and litellm's pooled
@@ -26,35 +29,24 @@ from typing import Any
 
 from store.errors import ViewError
 from store.contracts import Ledger
+from views.llm.aimd import AIMD, Gate, RateLimiter as _RateLimiter
 from views.llm.calls import (ClientStats, Completion, Endpoint, Price, count_tokens, estimate_cost,
                              parse_response, request_key)
+from views.llm.group_commit import GroupCommitter
 from views.llm.litellm_import import import_litellm
+from views.llm.transport import HTTPTransport, fast_path, litellm_complete, retry_after as _retry_after
 
 log = logging.getLogger("cotrain")
 
 #: litellm exception class names worth retrying (transient), looked up lazily.
-RETRYABLE = ("Timeout", "RateLimitError", "APIConnectionError", "InternalServerError",
+RETRYABLE = ("Timeout", "APITimeoutError", "RateLimitError", "APIConnectionError", "InternalServerError",
              "ServiceUnavailableError", "BadGatewayError", "APIError", "APIResponseValidationError")
 #: Errors that no retry or other item will fix: the whole view stops with a clear message.
 FATAL = ("AuthenticationError", "PermissionDeniedError", "NotFoundError", "PaymentRequiredError")
-
-
-class _RateLimiter:
-    """At most ``rate`` request starts per second (no limit when None)."""
-
-    def __init__(self, rate: float | None) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self._next = 0.0
-        self._lock = asyncio.Lock()
-
-    async def wait(self) -> None:
-        if not self.interval:
-            return
-        async with self._lock:
-            now = time.monotonic()
-            if self._next > now:
-                await asyncio.sleep(self._next - now)
-            self._next = max(now, self._next) + self.interval
+#: Errors that say the server is overloaded: the adaptive limit halves.
+OVERLOAD = ("Timeout", "APITimeoutError", "RateLimitError", "ServiceUnavailableError")
+#: Largest group of answers committed together (see :mod:`views.llm.group_commit`).
+MAX_COMMIT_GROUP = 64
 
 
 @dataclass
@@ -66,12 +58,22 @@ class LLMClient:
     exponential backoff (``backoff_s`` × 2^attempt, jittered, honouring Retry-After);
     what still fails comes back with ``status='error'``. Once ``budget_usd`` is spent the
     remaining requests come back with ``status='budget'`` without a call.
+
+    ``concurrency`` requests are in flight at most; with ``max_concurrency`` above it the limit
+    starts there and adapts up to ``max_concurrency`` (AIMD: halved on 429, timeouts and rising
+    latency). Answers are filed in groups of ``commit_group`` (default: a quarter of the
+    current limit, at most 64; 1 at concurrency below 8), or after ``commit_wait_s``.
+    ``transport``: ``auto`` (plain HTTP for OpenAI-compatible servers), ``http`` or ``litellm``.
     """
 
     endpoint: Endpoint
     view: str
     ledger: Ledger | None = None
     concurrency: int = 4
+    max_concurrency: int | None = None
+    commit_group: int | None = None
+    commit_wait_s: float = 0.05
+    transport: str = "auto"
     rate_limit: float | None = None
     timeout_s: float = 60.0
     max_retries: int = 4
@@ -89,9 +91,13 @@ class LLMClient:
         self._spent: float | None = None
         self._budget_warned = False
         self._jitter = random.Random()  # backoff jitter only; never affects results
-        self._sem: asyncio.Semaphore | None = None
+        self._gate: Gate | None = None
         self._loop_lock = threading.Lock()
         self._limiter: _RateLimiter | None = None
+        self._http: HTTPTransport | None = None
+        self.control: AIMD | None = None  # the adaptive limit, once a batch has run
+        self.commits = 0                  # ledger transactions of answers made by this client
+        self._prices: dict[tuple[int, int], float | None] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -107,6 +113,8 @@ class LLMClient:
         """Cancel what litellm left running on the loop (its logging worker), then stop it."""
         if self._loop is not None:
             async def _cancel_pending() -> None:
+                if self._http is not None:
+                    await self._http.close()
                 tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
                 for t in tasks:
                     t.cancel()
@@ -121,7 +129,7 @@ class LLMClient:
                 self._thread.join(timeout=5)
             self._loop.close()
             self._loop = self._thread = None
-            self._sem = self._limiter = None
+            self._gate = self._limiter = self._http = None
 
     def __enter__(self) -> LLMClient:
         return self
@@ -164,31 +172,31 @@ class LLMClient:
         first: dict[str, int] = {}
         for i in todo:
             first.setdefault(keys[i], i)
-        # one semaphore and one rate limiter per client (created on its loop): concurrent
+        # one gate and one rate limiter per client (created on its loop): concurrent
         # complete() calls from several threads share the limits
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(max(1, self.concurrency))
-            self._limiter = _RateLimiter(self.rate_limit)
-        sem, limiter = self._sem, self._limiter
+        gate, limiter = self._limits()
+        committer = GroupCommitter(self.ledger.record if self.ledger is not None else None, self._group,
+                                   self.commit_wait_s)
         total, done = len(first), 0
         t_start = last_log = time.monotonic()
 
         async def one(i: int) -> None:
-            async with sem:
-                comp, raw = await self._call(requests[i], keys[i], limiter)
-                out[i] = comp
-                # filed before the slot is released: a later request never starts before
-                # an earlier answer is safely in the cache
-                self._flush([self._record(requests[i], comp, raw)])
-                nonlocal done, last_log
-                done += 1
-                now = time.monotonic()
-                if now - last_log >= self.progress_every_s and done < total:
-                    last_log = now
-                    log.info("view %s: %d/%d requests answered (%.1f/s; %d more were cached)", self.view, done,
-                             total, done / (now - t_start), len(records))
+            comp, raw = await self._call(requests[i], keys[i], gate, limiter, committer)
+            out[i] = comp
+            committer.add(self._record(requests[i], comp, raw))
+            nonlocal done, last_log
+            done += 1
+            now = time.monotonic()
+            if now - last_log >= self.progress_every_s and done < total:
+                last_log = now
+                log.info("view %s: %d/%d requests answered (%.1f/s, %d in flight; %d more were cached)", self.view,
+                         done, total, done / (now - t_start), gate.inflight, len(records))
 
-        await asyncio.gather(*(one(i) for i in first.values()))
+        try:
+            await asyncio.gather(*(one(i) for i in first.values()))
+        finally:  # what was answered is filed, even when another request failed
+            await committer.flush()
+            self.commits += committer.commits
         dups = []
         for i in todo:
             if out[i] is None:  # a duplicate of a request answered above: no call, no cost
@@ -200,6 +208,21 @@ class LLMClient:
         self.stats.cache_hits += len(dups)
         self._flush(dups)
         return [c for c in out if c is not None]
+
+    def _limits(self) -> tuple[Gate, _RateLimiter]:
+        if self._gate is None:
+            adaptive = self.max_concurrency is not None and self.max_concurrency > self.concurrency
+            if adaptive and self.control is None:
+                self.control = AIMD(initial=max(1, self.concurrency), maximum=int(self.max_concurrency or 1))
+            self._gate = Gate(self.concurrency, self.control if adaptive else None)
+            self._limiter = _RateLimiter(self.rate_limit)
+        assert self._limiter is not None
+        return self._gate, self._limiter
+
+    def _group(self) -> int:
+        if self.commit_group:
+            return self.commit_group
+        return max(1, min(MAX_COMMIT_GROUP, (self._gate.limit if self._gate else self.concurrency) // 4))
 
     def _flush(self, records: list[Any]) -> None:
         if self.ledger is not None:
@@ -244,45 +267,71 @@ class LLMClient:
         # OpenAI route insists on one; hosted providers read their usual variable themselves
         return "sk-no-key" if (self.api_base_override or self.endpoint.api_base) else None
 
-    async def _call(self, request: dict[str, Any], key: str,
-                    limiter: _RateLimiter) -> tuple[Completion, dict[str, Any] | None]:
-        litellm = import_litellm()
-        if self._over_budget():
-            self.stats.budget_refused += 1
-            return Completion(key=key, status="budget", error="budget spent"), None
+    def _transport(self) -> HTTPTransport | None:
         api_base = self.api_base_override or self.endpoint.api_base
+        if self._http is None and self.transport != "litellm" and api_base and \
+                (self.transport == "http" or fast_path(self.endpoint.model, api_base)):
+            self._http = HTTPTransport(self.endpoint.model, api_base, self.timeout_s)
+        return self._http
+
+    async def _attempt(self, request: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        http = self._transport()
+        if http is not None:
+            resp = await http.complete(request, self._api_key())
+        else:
+            resp = await litellm_complete(import_litellm(), self.endpoint.model,
+                                          self.api_base_override or self.endpoint.api_base, self._api_key(),
+                                          self.timeout_s, request)
+        return resp, parse_response(resp)
+
+    async def _call(self, request: dict[str, Any], key: str, gate: Gate, limiter: _RateLimiter,
+                    committer: GroupCommitter) -> tuple[Completion, dict[str, Any] | None]:
+        """One request: a slot under the gate per attempt (a retry waits under the limit as it is
+        after the cut its 429 caused), the rate limit, retries with backoff."""
         attempts = 0
-        last_err = ""
-        t0 = time.perf_counter()
+        t0: float | None = None
         while True:
-            await limiter.wait()
-            attempts += 1
+            epoch = await gate.acquire()
+            latency: float | None = None
+            overload = False
             try:
-                resp = await litellm.acompletion(
-                    model=self.endpoint.model, api_base=api_base, api_key=self._api_key(),
-                    timeout=self.timeout_s, num_retries=0, max_retries=0, drop_params=True, **request)
-                data = parse_response(resp)
-                break
-            except Exception as exc:  # classified below; never swallowed silently
-                name = type(exc).__name__
-                last_err = _redact(_one_line(exc), self._api_key())
-                if name in FATAL:
-                    raise ViewError(self.view, f"{self.endpoint.model}: {name}: {last_err}") from None
-                retryable = name in RETRYABLE or isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError))
-                if not retryable or attempts > self.max_retries:
-                    self.stats.errors += 1
-                    self.stats.calls += 1
-                    log.warning("view %s: request failed after %d attempt(s): %s: %s",
-                                self.view, attempts, name, last_err)
-                    return Completion(key=key, status="error", error=f"{name}: {last_err}"[:500], attempts=attempts,
-                                      latency_s=time.perf_counter() - t0), None
-                self.stats.retries += 1
-                await asyncio.sleep(self._delay(attempts, exc))
-        latency = time.perf_counter() - t0
+                await committer.room()  # at most one group of answers uncommitted
+                if attempts == 0 and self._over_budget():
+                    self.stats.budget_refused += 1
+                    return Completion(key=key, status="budget", error="budget spent"), None
+                await limiter.wait()
+                attempts += 1
+                t_try = time.perf_counter()
+                t0 = t0 or t_try
+                try:
+                    resp, data = await self._attempt(request)
+                    latency = time.perf_counter() - t_try
+                    break
+                except Exception as exc:  # classified below; never swallowed silently
+                    name = type(exc).__name__
+                    overload = name in OVERLOAD or isinstance(exc, asyncio.TimeoutError)
+                    last_err = _redact(_one_line(exc), self._api_key())
+                    if name in FATAL:
+                        raise ViewError(self.view, f"{self.endpoint.model}: {name}: {last_err}") from None
+                    retryable = name in RETRYABLE or isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError))
+                    if not retryable or attempts > self.max_retries:
+                        self.stats.errors += 1
+                        self.stats.calls += 1
+                        log.warning("view %s: request failed after %d attempt(s): %s: %s",
+                                    self.view, attempts, name, last_err)
+                        return Completion(key=key, status="error", error=f"{name}: {last_err}"[:500],
+                                          attempts=attempts, latency_s=time.perf_counter() - t0), None
+                    delay = self._delay(attempts, exc)
+                    log.debug("view %s: attempt %d failed, retrying in %.2f s: %s: %s", self.view, attempts, delay,
+                              name, last_err)
+            finally:
+                gate.release(latency, epoch, overload)
+            self.stats.retries += 1
+            await asyncio.sleep(delay)
         pt, ct = data["usage"]["prompt_tokens"], data["usage"]["completion_tokens"]
         cost = self._cost(resp, pt, ct)
         comp = self._from_response(key, data, cached=False)
-        comp.cost_usd, comp.latency_s, comp.attempts = cost, latency, attempts
+        comp.cost_usd, comp.latency_s, comp.attempts = cost, time.perf_counter() - t0, attempts
         self.stats.calls += 1
         self.stats.prompt_tokens += pt
         self.stats.completion_tokens += ct
@@ -299,6 +348,13 @@ class LLMClient:
     def _cost(self, resp: Any, prompt_tokens: int, completion_tokens: int) -> float:
         if self.price is not None:
             return self.price.cost(prompt_tokens, completion_tokens)
+        if self.endpoint.key_identity().startswith("local:"):
+            return 0.0  # an embedded model costs nothing (and needs no price map)
+        if isinstance(resp, dict):  # the HTTP path: litellm's price of that many tokens, memoised
+            sizes = (prompt_tokens, completion_tokens)
+            if sizes not in self._prices:
+                self._prices[sizes] = estimate_cost(self.endpoint.model, None, *sizes)
+            return float(self._prices[sizes] or 0.0)
         litellm = import_litellm()
 
         try:
@@ -318,18 +374,6 @@ def _redact(text: str, secret: str | None) -> str:
         for n in (len(secret), 12, 8):
             text = text.replace(secret[:n], "***")
     return text
-
-
-def _retry_after(exc: Exception) -> float | None:
-    resp = getattr(exc, "response", None)
-    headers = getattr(resp, "headers", None)
-    if not headers:
-        return None
-    val = headers.get("retry-after") or headers.get("Retry-After")
-    try:
-        return max(0.0, float(val)) if val is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 __all__ = ["ClientStats", "Completion", "Endpoint", "LLMClient", "Price", "count_tokens", "estimate_cost",

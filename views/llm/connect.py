@@ -39,7 +39,7 @@ class Connection:
 
 
 def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: str | None = None,
-            ledger: Any = None, concurrency: int = 4, rate_limit: float | None = None, timeout_s: float = 60.0,
+            ledger: Any = None, concurrency: int = 4, max_concurrency: int | None = None, rate_limit: float | None = None, timeout_s: float = 60.0,
             max_retries: int = 4, backoff_s: float = 0.5, price: dict[str, float] | None = None,
             budget_usd: float | None = None, n_ctx: int = 8192, threads: int | None = None) -> Connection:
     """Open ``model`` for the caller ``name`` (a view or an agent: the ledger files calls under it)."""
@@ -49,8 +49,9 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
         path = local_model(model.split(":", 1)[1]).path()
         server = LocalServer(path, n_ctx=n_ctx, n_parallel=max(1, concurrency), threads=threads).start()
         override = server.base_url
+        max_concurrency = None  # llama.cpp serves n_parallel slots: nothing to adapt
     client = LLMClient(endpoint=endpoint_for(model, api_base, api_key_env), view=name, ledger=ledger,
-                       concurrency=concurrency, rate_limit=rate_limit, timeout_s=timeout_s, max_retries=max_retries,
+                       concurrency=concurrency, max_concurrency=max_concurrency, rate_limit=rate_limit, timeout_s=timeout_s, max_retries=max_retries,
                        backoff_s=backoff_s, price=Price(**price) if price else None, budget_usd=budget_usd,
                        api_base_override=override)
     return Connection(client, server)

@@ -52,8 +52,8 @@ class LLMView(ParamsView):
     max_tokens, encoder, text, from_pseudo}: drawn from gold and reviewed items only, plus
     pseudo-labelled ones when ``from_pseudo`` is true); calibration
     (none|bias|temperature|both, fitted on gold and reviewed items only),
-    calibration_max_items; concurrency, rate_limit (requests/s), timeout_s, max_retries,
-    backoff_s; price ({input_per_mtok, output_per_mtok}); budget_usd; n_ctx and threads
+    calibration_max_items; concurrency, max_concurrency (adaptive above concurrency),
+    rate_limit (requests/s), timeout_s, max_retries, backoff_s; price ({input_per_mtok, output_per_mtok}); budget_usd; n_ctx and threads
     (local models).
     """
 
@@ -80,6 +80,7 @@ class LLMView(ParamsView):
         self.calibration = params.calibration
         self.calibration_max_items = params.calibration_max_items
         self.concurrency = params.concurrency
+        self.max_concurrency = params.max_concurrency
         self.rate_limit = params.rate_limit
         self.timeout_s = params.timeout_s
         self.max_retries = params.max_retries
@@ -172,6 +173,7 @@ class LLMView(ParamsView):
             self._conn = connect(
                 self.model, self.name, api_base=self.api_base, api_key_env=self.api_key_env,
                 ledger=getattr(self.context, "ledger", None), concurrency=self.concurrency,
+                max_concurrency=self.max_concurrency,
                 rate_limit=self.rate_limit, timeout_s=self.timeout_s, max_retries=self.max_retries,
                 backoff_s=self.backoff_s, price=self.price, budget_usd=self.budget_usd, n_ctx=self.n_ctx,
                 threads=self.threads)
