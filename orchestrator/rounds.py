@@ -240,6 +240,7 @@ class RoundRunner:
         self.reporter.round_started(r, pool_left, len(views))
         names = [v.name for v in views]
         fit, oof, oof_y = self._fit(run_id, r, views, fields, state)
+        test_probs = steps.predict_test(views, test_df, self.k)
         end = termination(r, self._last_round, pool_left)
         write = RoundWriter(self.store, run_id, r, self.labels, names)
         pred, merged, adaptive = steps.PoolPrediction.empty(len(views)), None, None
@@ -252,7 +253,7 @@ class RoundRunner:
                 evidence = assess(c.combination, oof, oof_y, pred.combined, pred.labels, state.gold_prior(self.k),
                                   self.k, rng)
                 pred.ensemble = evidence.label
-                ev = steps.evaluate_views(views, test_df, state.test_y, self.k, evidence.combination.combine)
+                ev = steps.evaluate_views(names, test_probs, state.test_y, self.k, evidence.combination.combine)
                 frames = lambda: (self._fetch(run_id, state, pool[lo:lo + c.batch_size], fields)  # noqa: E731
                                   for lo in range(0, len(pool), c.batch_size))
                 merged, adaptive = self._select(r, pred, evidence, state, len(pool), frames)
@@ -264,7 +265,7 @@ class RoundRunner:
                 end = termination(r, self._last_round, pool_left, int(merged.item.size) + int(debated[0].size))
             else:
                 evidence = assess(c.combination, oof, oof_y, None, None, state.gold_prior(self.k), self.k, rng)
-                ev = steps.evaluate_views(views, test_df, state.test_y, self.k, evidence.combination.combine)
+                ev = steps.evaluate_views(names, test_probs, state.test_y, self.k, evidence.combination.combine)
             added = (0 if merged is None else int(merged.item.size)) + int(debated[0].size)
             records.metrics(write, views, fit, ev, pred, merged, added)
             records.estimates(write, views, state, evidence, merged, adaptive, oof_y)

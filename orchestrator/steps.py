@@ -88,14 +88,18 @@ class Evaluation:
     scores: dict[str, tuple[float | None, float | None]]  # view or "ensemble" -> (accuracy, macro-F1)
 
 
-def evaluate_views(views: Sequence[View], test: pd.DataFrame, y_test: np.ndarray, k: int,
+def predict_test(views: Sequence[View], test: pd.DataFrame, k: int) -> np.ndarray:
+    """Every view's probabilities on the held-out items, (n_test, V, K). Run outside the
+    round's transaction: an LLM view's answers are committed as they arrive."""
+    return np.stack([v.predict_proba(test) for v in views], axis=1) if len(test) else np.zeros((0, len(views), k))
+
+
+def evaluate_views(names: Sequence[str], probs: np.ndarray, y_test: np.ndarray, k: int,
                    combine: Callable[[np.ndarray], np.ndarray] = ensemble_proba) -> Evaluation:
-    """Every view's and the ensemble's probabilities and scores on the held-out items; the
-    ensemble is ``combine`` of the views' probabilities (the round's combination)."""
-    probs = np.stack([v.predict_proba(test) for v in views], axis=1) if len(test) else \
-        np.zeros((0, len(views), k))
-    scores = {v.name: metrics(y_test, probs[:, j]) for j, v in enumerate(views)}
-    scores["ensemble"] = metrics(y_test, combine(probs) if len(test) else np.zeros((0, k)))
+    """Every view's and the ensemble's scores on the held-out items from their probabilities
+    (:func:`predict_test`); the ensemble is ``combine`` of them (the round's combination)."""
+    scores = {name: metrics(y_test, probs[:, j]) for j, name in enumerate(names)}
+    scores["ensemble"] = metrics(y_test, combine(probs) if len(probs) else np.zeros((0, k)))
     return Evaluation(probs, scores)
 
 
@@ -164,4 +168,5 @@ def view_pairs(pred: PoolPrediction) -> list[tuple[int, int, int, float | None]]
 
 
 __all__ = ["Evaluation", "FitResult", "PoolPrediction", "agreement_with_ensemble", "crossfit", "evaluate_views", "fit_views",
+           "predict_test",
            "metrics", "predict_pool", "view_pairs"]

@@ -67,7 +67,9 @@ def test_max_rounds_zero_equals_supervised_fit(tmp_path: Path):
 def test_self_policy_reproduces_self_training_classifier(tmp_path: Path):
     df = synthetic_frame(n=400, n_gold=12, n_test=50, seed=3)
     cfg = write_config(tmp_path, df, policy="self", threshold=0.75, max_rounds=10)
-    cfg = _edit(cfg, views=[{"name": "all", "kind": "sklearn", "columns": [f"a_{j}" for j in range(4)]}])
+    # C fixed at scikit-learn's default: the built-in logistic regression otherwise tunes it
+    cfg = _edit(cfg, views=[{"name": "all", "kind": "sklearn", "columns": [f"a_{j}" for j in range(4)],
+                             "estimator_params": {"C": 1.0}}])
     res = api.run(cfg)
     train = df[df.split == "train"].reset_index(drop=True)
     cols = [f"a_{j}" for j in range(4)]
