@@ -58,9 +58,10 @@ def test_unreadable_answers_are_abstentions_never_labels(tmp_path, key_env):
     assert res.status == "finished"
     con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
     # one logprobs probe, then 3 sampled answers (seeds 0, 1, 2) for each of the 40 pool and 20 test items
+    # and the 8 gold items (cross-validation over the gold labels asks about each once, out of fold)
     asked = con.sql("SELECT json_extract_string(request, '$.seed'), json_extract(request, '$.logprobs') IS NOT NULL,"
                     " count(*) FROM llm_cache GROUP BY ALL ORDER BY ALL").fetchall()
-    assert asked == [("0", False, 60), ("1", False, 60), ("2", False, 60), (None, True, 1)]
+    assert asked == [("0", False, 68), ("1", False, 68), ("2", False, 68), (None, True, 1)]
     assert one_value(con, "SELECT count(*) FROM predictions WHERE view = 'llm' AND label IS NOT NULL") == 0
     assert one_value(con, "SELECT count(*) FROM pseudo_labels WHERE list_contains(source_views, 'llm')") == 0
     assert res.final_metrics["llm"]["test_accuracy"] == 0.0  # abstaining counts as wrong
