@@ -201,5 +201,7 @@ def test_a_run_with_a_graph_view_stores_its_metrics(tmp_path: Path):
     # round 0 spreads 10 gold labels over the 590-item pool: most of it is confidently labelled
     assert added > 400 and rounds[1][2] > 200
     final = res.final_metrics
-    assert final["g"]["test_accuracy"] >= 0.9 and final["g"]["test_accuracy"] >= final["lr"]["test_accuracy"] + 0.03, final
+    # the graph's labels teach the logistic regression too (cross feeding): both end high, the
+    # graph no lower than the regression it taught
+    assert final["g"]["test_accuracy"] >= 0.9 and final["g"]["test_accuracy"] >= final["lr"]["test_accuracy"], final
 

@@ -41,10 +41,10 @@ class RecordingServer(MisbehavingServer):
         self.requests: list[dict[str, Any]] = []
         self._rec_lock = threading.Lock()
 
-    def _handle(self, h, n, body):  # type: ignore[no-untyped-def]
+    def _handle(self, h, n, mode, body):  # type: ignore[no-untyped-def]
         with self._rec_lock:
             self.requests.append(json.loads(body))
-        return super()._handle(h, n, body)
+        return super()._handle(h, n, mode, body)
 
 
 def injection_frame() -> pd.DataFrame:
