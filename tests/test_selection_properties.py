@@ -91,6 +91,8 @@ def test_feeding_masks(n, v, seed, policy, feeding):
         only_mine = sources[:, j] & (sources.sum(axis=1) == 1)
         if policy == "self":
             assert np.array_equal(m & ~is_gold & ~shared, sources[:, j] & ~is_gold & ~shared)
+        elif feeding == "cross" and v == 1:                            # a lone view has no peer: its own picks
+            assert m[sources[:, 0]].all()
         elif feeding == "cross":
             assert not (m & only_mine).any()                          # never taught what only it said
             others = np.delete(sources, j, axis=1).any(axis=1)
