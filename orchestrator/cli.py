@@ -71,7 +71,7 @@ def _guarded() -> Iterator[None]:
     """
     import click
 
-    from store.errors import CotrainError, RunInterrupted
+    from store.errors import INTERRUPTS, CotrainError, RunInterrupted
 
     try:
         yield
@@ -80,7 +80,7 @@ def _guarded() -> Iterator[None]:
     except RunInterrupted as exc:
         err.print(_one_line(str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
-    except KeyboardInterrupt:
+    except INTERRUPTS:
         err.print("interrupted; nothing after the last commit was kept; run again to resume", highlight=False,
                   soft_wrap=True)
         raise typer.Exit(130) from None

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from store.errors import INTERRUPTS
 from store.progress import Progress, ViewProgress, progress_path, this_host, write_progress
 
 log = logging.getLogger("cotrain")
@@ -84,7 +85,7 @@ class ProgressFileReporter:
             return
         if exc_type is None:
             self.close("finished")
-        elif issubclass(exc_type, KeyboardInterrupt):
+        elif issubclass(exc_type, INTERRUPTS):
             self.close("interrupted")
         else:
             self.close("failed", error=exc_type.__name__)  # the type only: a message may quote anything

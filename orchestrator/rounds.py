@@ -34,7 +34,7 @@ from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, select_ad
 from orchestrator.state import LabelState, crossfit_rows
 from orchestrator.viewset import build_views, display_fields, readable_columns
 from store.database import Store, StoreProblems, utcnow
-from store.errors import ConfigError, DataError, RunError, RunInterrupted
+from store.errors import INTERRUPTS, ConfigError, DataError, RunError, RunInterrupted
 from store.llm_ledger import LLMLedger
 from store.queries import final_metrics, label_counts
 from store.writers import RoundWriter
@@ -164,7 +164,7 @@ class RoundRunner:
                 log.info("run %d failed before; resuming it", run_id)
             try:
                 self._rounds(run_id, info, done)
-            except KeyboardInterrupt:
+            except INTERRUPTS:
                 last = self.store.completed_rounds(run_id)
                 raise RunInterrupted(run_id, last[-1]["round"] if last else None) from None
             except Exception as exc:

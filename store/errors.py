@@ -7,6 +7,13 @@ as one line, so the CLI can print ``str(err)`` and exit cleanly.
 """
 from __future__ import annotations
 
+import duckdb
+
+#: What Ctrl-C can arrive as. DuckDB checks for SIGINT while a query runs and raises its own
+#: ``InterruptException`` (an ``Exception``, not a ``KeyboardInterrupt``) when the signal lands
+#: mid-query, so code that treats Ctrl-C as a stop must catch both.
+INTERRUPTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, duckdb.InterruptException)
+
 
 class CotrainError(Exception):
     """Root of every error cotrain raises on purpose."""

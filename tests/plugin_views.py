@@ -124,11 +124,15 @@ except ImportError:  # pragma: no cover
 
 class FailingView(CentroidView):
     """A plug-in view that raises a plain ``RuntimeError`` (a bug, not a cotrain error) when
-    fitted in round ``fail_round``: stands for any failure cotrain did not foresee."""
+    fitted in round ``fail_round``: stands for any failure cotrain did not foresee. With
+    ``interrupt: <path>`` it raises DuckDB's ``InterruptException`` instead (what Ctrl-C becomes
+    when the signal lands while a query runs), once: it leaves a file at that path."""
 
-    def __init__(self, name: str, context: ViewContext, columns: Sequence[str] = (), fail_round: int = -1):
+    def __init__(self, name: str, context: ViewContext, columns: Sequence[str] = (), fail_round: int = -1,
+                 interrupt: str = ""):
         super().__init__(name, context, columns)
         self.fail_round = fail_round
+        self.interrupt = interrupt
         self.round = 0
 
     def set_round(self, round_idx: int) -> None:
@@ -136,6 +140,13 @@ class FailingView(CentroidView):
 
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
         if self.round == self.fail_round:
+            if self.interrupt:
+                import duckdb
+                from pathlib import Path
+                if not Path(self.interrupt).exists():
+                    Path(self.interrupt).touch()
+                    raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+                return super().fit(items, y, sample_weight)
             raise RuntimeError(f"boom in round {self.round}")
         super().fit(items, y, sample_weight)
 

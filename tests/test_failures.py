@@ -17,7 +17,7 @@ import yaml
 
 from orchestrator import api
 from store.database import Store
-from store.errors import ConfigError, StoreError, ViewError
+from store.errors import ConfigError, RunInterrupted, StoreError, ViewError
 from tests.conftest import synthetic_frame, write_config
 
 REPO = Path(__file__).parents[1]
@@ -94,6 +94,23 @@ def test_a_failed_run_resumes_with_nothing_committed_lost(tmp_path: Path):
     assert res.run_id == 2 and res.status == "finished"
     with Store(store, read_only=True) as st:
         assert st.scalar("SELECT count(*) FROM pseudo_labels WHERE run_id = 1") == kept
+
+
+def test_ctrl_c_during_a_query_is_an_interruption_not_a_failure(tmp_path: Path):
+    # DuckDB turns a SIGINT that lands mid-query into its own InterruptException (an Exception):
+    # the run must stay resumable ("running", not "failed") and say how far it got
+    cfg = write_config(tmp_path)
+    _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:FailingView",
+                                                    "columns": ["b_0", "b_1"], "fail_round": 2,
+                                                    "interrupt": str(tmp_path / "interrupted")}))
+    with pytest.raises(RunInterrupted) as info:
+        api.run(cfg)
+    assert info.value.last_round == 1
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT status FROM runs") == "running"
+        assert st.scalar("SELECT max(round) FROM rounds") == 1
+    res = api.run(cfg)  # the same config resumes the same run
+    assert res.run_id == 1 and res.resumed and res.status == "finished"
 
 
 def test_the_same_config_resumes_its_failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -201,8 +201,15 @@ def test_cross_modal_run_reports_broken_images_and_never_re_encodes(digits_folde
 
 def test_torch_and_onnx_backends_give_the_same_labels(digits_folder: Path):
     res = {b: api.run(_config(digits_folder, store=f"{b}.duckdb", backend=b)) for b in ("torch", "onnx")}
-    assert res["torch"].final_metrics["vision"]["test_accuracy"] == res["onnx"].final_metrics["vision"]["test_accuracy"]
-    assert res["torch"].n_pseudo == res["onnx"].n_pseudo
+    labels = {}
+    for b in res:
+        with Store(digits_folder / f"{b}.duckdb", read_only=True) as st:
+            labels[b] = st.query("SELECT item_id, label, round FROM pseudo_labels ORDER BY item_id").to_pylist()
+    assert labels["torch"] and labels["torch"] == labels["onnx"]
+    # features agree to 1e-4, so the heads agree; the head's C, chosen by cross-validated
+    # log-loss over a grid, may still flip between neighbours on near-ties: one test item apart
+    acc = [res[b].final_metrics["vision"]["test_accuracy"] for b in res]
+    assert abs(acc[0] - acc[1]) <= 0.05
 
 
 def test_image_folder_layout(tmp_path: Path):
@@ -336,11 +343,13 @@ def test_image_folder_with_a_stray_file_is_named(tmp_path: Path):
 
 @pytest.mark.parametrize("example, views", [("mfeat", {"vision", "fourier", "shape"}), ("animals", {"vision", "pixels"})])
 def test_cross_modal_examples_run(tmp_path: Path, example: str, views: set[str]):
-    """The README's `cotrain demo --example ...`, on a subsample of the packaged dataset."""
+    """The README's `cotrain demo --example ...`, on a subsample of the packaged dataset. Three
+    gold labels a class cannot certify a 0.9-precise batch under `auto` (the out-of-fold estimate
+    from 30 labels is too uncertain), so the subsample keeps 20% of its labels: 7 a class."""
     d, res = api.demo(tmp_path / example, example=example, n_items=500, n_test=150, max_rounds=1,
-                      labelled_fraction=0.1)
+                      labelled_fraction=0.2)
     assert set(res.final_metrics) == views | {"ensemble"}
-    assert res.n_gold == 30 and res.n_pseudo > 0  # 10% of 350 training items, 3 per class
+    assert res.n_gold == 70 and res.n_pseudo > 0  # 20% of 350 training items
     assert res.final_metrics["vision"]["test_accuracy"] > 0.4  # 10 classes: chance is 0.1
     assert len(list((d / "images").glob("*.png"))) == 500
 
