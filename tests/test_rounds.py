@@ -106,7 +106,8 @@ def test_given_labels_never_change(tmp_path: Path):
     assert exported.item_id.is_unique
 
 
-@pytest.mark.parametrize("policy", ["threshold", "k_best", "agreement"])
+@pytest.mark.parametrize("policy", ["auto", *(pytest.param(p, marks=pytest.mark.slow)
+                                              for p in ("threshold", "k_best", "agreement"))])
 def test_same_seed_same_labels(tmp_path: Path, policy: str):
     results = []
     for name in ("one", "two"):

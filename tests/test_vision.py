@@ -199,6 +199,7 @@ def test_cross_modal_run_reports_broken_images_and_never_re_encodes(digits_folde
     assert res2.final_metrics["vision"]["test_accuracy"] == res.final_metrics["vision"]["test_accuracy"]
 
 
+@pytest.mark.slow  # the encoders' parity is checked in the default suite by the first test here
 def test_torch_and_onnx_backends_give_the_same_labels(digits_folder: Path):
     res = {b: api.run(_config(digits_folder, store=f"{b}.duckdb", backend=b)) for b in ("torch", "onnx")}
     labels = {}
@@ -341,7 +342,8 @@ def test_image_folder_with_a_stray_file_is_named(tmp_path: Path):
         api.demo(tmp_path / "demo", example="cifar")
 
 
-@pytest.mark.parametrize("example, views", [("mfeat", {"vision", "fourier", "shape"}), ("animals", {"vision", "pixels"})])
+@pytest.mark.parametrize("example, views", [("mfeat", {"vision", "fourier", "shape"}),
+                                            pytest.param("animals", {"vision", "pixels"}, marks=pytest.mark.slow)])
 def test_cross_modal_examples_run(tmp_path: Path, example: str, views: set[str]):
     """The README's `cotrain demo --example ...`, on a subsample of the packaged dataset. Three
     gold labels a class cannot certify a 0.9-precise batch under `auto` (the out-of-fold estimate

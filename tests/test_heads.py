@@ -1,0 +1,62 @@
+"""The default head, ``TunedLogisticRegression``: which C it uses in each regime, that the
+cross-validated choice is the grid's best log-loss, and that it fits few labels better than C=1."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold
+
+from views.heads import TunedLogisticRegression, _log_loss
+
+
+def _blobs(n_per_class: int, k: int = 4, d: int = 30, sep: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, sep, size=(k, d))
+    y = np.repeat(np.arange(k), n_per_class)
+    return centres[y] + rng.normal(0, 1.0, size=(len(y), d)), y
+
+
+def test_the_c_used_in_each_regime():
+    X, y = _blobs(5)
+    assert TunedLogisticRegression(C=3.0).fit(X, y).C_ == 3.0          # the user's C is kept
+    one = np.concatenate([y[:-4], [0, 1, 2, 3]]).copy()
+    one[y == 3] = 0
+    one[-1] = 3                                                       # class 3 has a single item
+    assert TunedLogisticRegression(few_labels_C=7.0).fit(X, one).C_ == 7.0
+    Xb, yb = _blobs(100)
+    assert TunedLogisticRegression(large_C=2.0).fit(Xb, yb).C_ == 2.0  # above cv_max_items: untuned
+
+
+def test_the_tuned_c_is_the_grids_best_cross_validated_log_loss():
+    X, y = _blobs(8, seed=1)
+    w = np.random.default_rng(2).uniform(0.5, 1.0, len(y))
+    head = TunedLogisticRegression(random_state=0).fit(X, y, sample_weight=w)
+    assert set(head.cv_scores_) == {0.1, 1.0, 10.0, 100.0}
+    assert head.C_ == min(head.cv_scores_, key=head.cv_scores_.get)
+    # each score is the mean over stratified folds of sklearn's weighted log-loss
+    split = StratifiedKFold(3, shuffle=True, random_state=0)
+    for C, score in head.cv_scores_.items():
+        ref = np.mean([log_loss(y[te], LogisticRegression(C=C, max_iter=1000).fit(X[tr], y[tr], sample_weight=w[tr])
+                                .predict_proba(X[te]), sample_weight=w[te], labels=np.unique(y))
+                       for tr, te in split.split(X, y)])
+        assert score == pytest.approx(ref, rel=1e-3, abs=1e-3)
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    assert _log_loss(np.array([0, 2]), p, np.arange(3), np.array([1.0, 3.0])) == pytest.approx(
+        log_loss([0, 2], p, sample_weight=[1.0, 3.0], labels=[0, 1, 2]))
+
+
+def test_few_labels_generalise_better_than_the_usual_c():
+    # unit-norm features, as sentence embeddings are: C=1 shrinks 3 labels a class towards
+    # uniform; the tuned C must give a lower log-loss on the items it never saw
+    gains = []
+    for seed in range(5):
+        X, y = _blobs(3 + 200, seed=seed, sep=0.35)
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+        gold = np.concatenate([np.flatnonzero(y == c)[:3] for c in range(4)])
+        rest = np.setdiff1d(np.arange(len(y)), gold)
+        tuned = TunedLogisticRegression(random_state=0).fit(X[gold], y[gold])
+        plain = LogisticRegression(C=1.0, max_iter=1000).fit(X[gold], y[gold])
+        gains.append(log_loss(y[rest], plain.predict_proba(X[rest])) - log_loss(y[rest], tuned.predict_proba(X[rest])))
+    assert np.mean(gains) > 0.05 and tuned.C_ > 1.0, gains
