@@ -137,7 +137,10 @@ class CotrainConfig(_Strict):
     the combined ``posterior``, or by Lang et al.'s ``cut_statistic`` in ``cut_view``'s
     feature space (``cut_neighbors`` neighbours; default view: the first that exposes its
     features), which helps when a labeller is badly calibrated. ``feeding``: cross (a view's picks train only the other
-    views) | shared (one growing labelled set)."""
+    views) | shared (one growing labelled set). ``data_in_memory``: read the fields views
+    see once and hold them across rounds (``true``), read them from the store for every
+    batch (``false``: memory bounded by ``batch_size``), or ``auto``: hold them when they
+    take at most a quarter of the memory available at the start."""
 
     max_rounds: int = Field(default=10, ge=0)
     policy: Literal["auto", "threshold", "k_best", "agreement", "self"] = "auto"
@@ -156,6 +159,7 @@ class CotrainConfig(_Strict):
     pool_sample: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=50_000, ge=1)
     store_predictions: bool = True
+    data_in_memory: bool | Literal["auto"] = "auto"
 
     @field_validator("calibration_folds")
     @classmethod

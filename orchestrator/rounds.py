@@ -28,6 +28,7 @@ from orchestrator.combination import Combination, view_accuracy, view_weights
 from orchestrator.config import Config
 from orchestrator.cut_statistic import cut_statistic
 from orchestrator.data import LoadedData, load_into_store
+from orchestrator.frames import FrameSource, StoreFrames, open_frames
 from orchestrator.reporting import NullReporter, Reporter, RunResult, code_version
 from orchestrator.evidence import RoundEvidence, assess, merge_adaptive
 from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, select_adaptive, select_round, termination
@@ -198,6 +199,7 @@ class RoundRunner:
             problems = self._problems
             assert problems is not None
             state = LabelState.load(self.store, run_id, self.labels, [v.name for v in views])
+            self._frames = open_frames(self.store, run_id, fields, len(state.row_idx), self.cfg.cotrain.data_in_memory)
             rng = np.random.default_rng(self.cfg.seed)
             if done:
                 rng.bit_generator.state = done[-1]["rng_state"]
@@ -224,7 +226,8 @@ class RoundRunner:
     def _fetch(self, run_id: int, state: LabelState, pos: np.ndarray, fields: list[str]) -> pd.DataFrame:
         """Items at positions ``pos`` with the fields views read, plus their ids
         (``__item_id``: item position i is data snapshot row i)."""
-        df = self.store.fetch_rows(run_id, state.row_idx[pos], fields).to_pandas()
+        frames = self._frames if self._frames is not None else StoreFrames(self.store, run_id, fields)
+        df = frames.rows(state.row_idx[pos])
         df[ITEM_ID_COLUMN] = state.ids(pos).to_pandas().to_numpy() if len(pos) else []
         return df
 

@@ -306,6 +306,16 @@ class Store:
             raise StoreError(f"data_{run_id} lacks some requested rows", self.path)
         return span.drop_columns(["__row"]).take(pa.array(pos))
 
+    def data_columns_table(self, run_id: int, columns: Sequence[str]) -> pa.Table:
+        """Every row of the data snapshot, ``columns`` only, in ``__row`` order (row i of the
+        result is ``__row`` i): one scan, for a caller that holds the fields in memory."""
+        sel = idents(["__row", *columns])
+        table = self.con.sql(f"SELECT {sel} FROM {ident(f'data_{int(run_id)}')} ORDER BY __row").to_arrow_table()
+        rows = table.column("__row").to_numpy()
+        if not np.array_equal(rows, np.arange(len(rows))):
+            raise StoreError(f"data_{run_id} does not number its rows 0..n-1", self.path)
+        return table.drop_columns(["__row"])
+
     # ------------------------------------------------------------------ rounds
     @_file_errors
     def completed_rounds(self, run_id: int) -> list[dict[str, Any]]:

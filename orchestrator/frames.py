@@ -1,0 +1,116 @@
+"""Where a round reads the fields its views see: from the store on every call, or from one
+copy held in memory across rounds.
+
+A round reads every training item and every pool item at least once (fit, predict, the
+cut statistic); with the store as the source that is a DuckDB scan and an Arrow-to-pandas
+conversion per batch, every round. When the snapshot's fields fit in memory
+(``cotrain.data_in_memory``), they are read once, column by column as Arrow, and each
+later read is an in-memory ``take``: the same rows, the same dtypes, no SQL.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from store.database import Store
+
+log = logging.getLogger("cotrain")
+
+#: ``data_in_memory: auto`` holds the fields when they take at most this share of the
+#: memory available when the run starts.
+AUTO_SHARE = 0.25
+#: Without a way to read the available memory, ``auto`` allows this many bytes.
+AUTO_FALLBACK_BYTES = 2 * 2**30
+SAMPLE_ROWS = 2000
+
+
+class FrameSource(Protocol):
+    """Rows of the run's data snapshot (by ``__row``, in the order given) as a pandas frame
+    of the fields views read."""
+
+    in_memory: bool
+
+    def rows(self, row_idx: np.ndarray) -> pd.DataFrame: ...
+
+
+class StoreFrames:
+    """Every read is a query of the store (bounded memory whatever the pool's size)."""
+
+    in_memory = False
+
+    def __init__(self, store: Store, run_id: int, fields: Sequence[str]) -> None:
+        self.store, self.run_id, self.fields = store, run_id, list(fields)
+
+    def rows(self, row_idx: np.ndarray) -> pd.DataFrame:
+        return self.store.fetch_rows(self.run_id, row_idx, self.fields).to_pandas()
+
+
+class MemoryFrames:
+    """The fields of every row, read once; a read is an Arrow ``take`` (row i is ``__row`` i)."""
+
+    in_memory = True
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+
+    @classmethod
+    def load(cls, store: Store, run_id: int, fields: Sequence[str]) -> MemoryFrames:
+        return cls(store.data_columns_table(run_id, fields).combine_chunks())
+
+    def rows(self, row_idx: np.ndarray) -> pd.DataFrame:
+        return self.table.take(pa.array(np.asarray(row_idx, dtype=np.int64))).to_pandas()
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.table.nbytes)
+
+
+def available_bytes() -> int | None:
+    """Memory available to this process now (Linux ``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def estimated_bytes(store: Store, run_id: int, fields: Sequence[str], n_rows: int) -> int:
+    """The fields' in-memory size, extrapolated from the first rows' Arrow size."""
+    if not n_rows or not fields:
+        return 0
+    m = min(n_rows, SAMPLE_ROWS)
+    sample = store.fetch_rows(run_id, np.arange(m, dtype=np.int64), fields)
+    return int(sample.nbytes / m * n_rows)
+
+
+def open_frames(store: Store, run_id: int, fields: Sequence[str], n_rows: int, mode: str | bool,
+                limit_bytes: int | None = None) -> FrameSource:
+    """The run's frame source: ``mode`` True holds the fields in memory, False reads the
+    store each time, ``"auto"`` holds them when they take at most ``limit_bytes`` (default:
+    :data:`AUTO_SHARE` of the available memory)."""
+    if mode == "auto":
+        need = estimated_bytes(store, run_id, fields, n_rows)
+        avail = available_bytes()
+        limit = limit_bytes if limit_bytes is not None else \
+            AUTO_FALLBACK_BYTES if avail is None else int(avail * AUTO_SHARE)
+        mode = need <= limit
+        log.info("data fields: %.0f MB; %s", need / 2**20,
+                 "held in memory" if mode else f"read from the store (limit {limit / 2**20:.0f} MB)")
+    if mode:
+        return MemoryFrames.load(store, run_id, fields)
+    return StoreFrames(store, run_id, fields)
+
+
+__all__ = ["FrameSource", "MemoryFrames", "StoreFrames", "available_bytes", "estimated_bytes", "open_frames"]

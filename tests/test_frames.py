@@ -1,0 +1,66 @@
+"""Fields held in memory across rounds read exactly as fields read from the store, and a run
+gives the same labels either way."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from orchestrator import api
+from orchestrator.frames import MemoryFrames, StoreFrames, estimated_bytes, open_frames
+from store.database import Store
+from tests.conftest import synthetic_frame, write_config
+
+FIELDS = ["a_0", "a_1", "b_0", "b_3"]
+
+
+def _store_with_run(tmp_path: Path) -> Path:
+    cfg = write_config(tmp_path, synthetic_frame(n=600, n_gold=20, n_test=50), max_rounds=0)
+    api.run(cfg)
+    return tmp_path / "run.duckdb"
+
+
+def test_memory_and_store_read_the_same_rows(tmp_path: Path):
+    with Store(_store_with_run(tmp_path), read_only=True) as st:
+        n = st.scalar("SELECT count(*) FROM data_1")
+        mem, db = MemoryFrames.load(st, 1, FIELDS), StoreFrames(st, 1, FIELDS)
+        rng = np.random.default_rng(0)
+        for rows in (np.arange(n), rng.permutation(n)[:97], np.array([5, 5, 0, n - 1]), np.zeros(0, dtype=np.int64)):
+            a, b = mem.rows(rows), db.rows(rows)
+            assert list(a.columns) == FIELDS and a.dtypes.tolist() == b.dtypes.tolist()
+            pd.testing.assert_frame_equal(a, b)
+        assert mem.nbytes >= n * len(FIELDS) * 4
+
+
+def test_auto_holds_what_fits_and_reads_the_rest_from_the_store(tmp_path: Path):
+    with Store(_store_with_run(tmp_path), read_only=True) as st:
+        n = st.scalar("SELECT count(*) FROM data_1")
+        need = estimated_bytes(st, 1, FIELDS, n)
+        assert need > 0
+        assert open_frames(st, 1, FIELDS, n, "auto", limit_bytes=need * 2).in_memory
+        assert not open_frames(st, 1, FIELDS, n, "auto", limit_bytes=need // 2).in_memory
+        assert open_frames(st, 1, FIELDS, n, True).in_memory and not open_frames(st, 1, FIELDS, n, False).in_memory
+
+
+@pytest.mark.parametrize("policy", ["auto", "k_best"])
+def test_a_run_gives_the_same_labels_with_fields_in_memory_or_in_the_store(tmp_path: Path, policy: str):
+    labels = []
+    for mode in (True, False):
+        d = tmp_path / str(mode)
+        d.mkdir()
+        cfg = write_config(d, synthetic_frame(n=1500, n_gold=20, n_test=100), policy=policy, k=20, max_rounds=3,
+                           batch_size=256, data_in_memory=mode)
+        api.run(cfg)
+        with Store(d / "run.duckdb", read_only=True) as st:
+            labels.append(st.query("SELECT item_id, label, round FROM pseudo_labels ORDER BY item_id").to_pylist())
+    assert labels[0] and labels[0] == labels[1]
+
+
+def test_the_setting_is_validated(tmp_path: Path):
+    cfg = write_config(tmp_path, data_in_memory="sometimes")
+    with pytest.raises(Exception, match="data_in_memory"):
+        api.run(cfg)
+    assert yaml.safe_load(cfg.read_text())["cotrain"]["data_in_memory"] == "sometimes"
