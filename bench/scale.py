@@ -119,16 +119,18 @@ def measure(n: int, tmp: Path, repeats: int) -> list[dict]:
             c_s, c_rss, _ = run_measured([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--quiet"], tmp)
             con = duckdb.connect(str(store), read_only=True)
             added = con.execute("SELECT count(*) FROM pseudo_labels").fetchone()[0]
-            acc = con.execute("SELECT value FROM metrics WHERE view = 'va' AND metric = 'test_accuracy' "
+            acc = con.execute("SELECT test_accuracy FROM metrics WHERE view = 'va' "
                               "ORDER BY round DESC LIMIT 1").fetchone()[0]
-            rounds = con.execute("SELECT count(*) FROM rounds").fetchone()[0]
+            rounds, fit_s, pred_s, rounds_s = con.execute(
+                "SELECT count(*), sum(seconds_fit), sum(seconds_predict), sum(seconds_total) FROM rounds").fetchone()
             con.close()
             store.unlink()
             r = {"n": n, "store_predictions": store_predictions, "cotrain_s": c_s, "sklearn_s": a_s,
                  "ratio": c_s / a_s, "cotrain_peak_rss_mb": c_rss, "sklearn_peak_rss_mb": a_rss,
                  "features_mb": feat_bytes / 2**20, "cotrain_added": int(added), "sklearn_added": anchor["added"],
                  "cotrain_accuracy": acc, "sklearn_accuracy": anchor["accuracy"], "cotrain_rounds": int(rounds),
-                 "sklearn_iterations": anchor["iterations"]}
+                 "sklearn_iterations": anchor["iterations"], "cotrain_fit_s": fit_s, "cotrain_predict_s": pred_s,
+                 "cotrain_rounds_s": rounds_s, "cotrain_outside_rounds_s": c_s - rounds_s}
             print(json.dumps(r), flush=True)
             if best is None or r["ratio"] < best["ratio"]:
                 best = r

@@ -89,6 +89,14 @@ def view_weights(cv_accuracy: np.ndarray | None, v: int, k: int) -> np.ndarray:
     return w / w.max() if w.max() > 0 else np.ones(v)
 
 
+def best_view_weights(cv_accuracy: np.ndarray | None, v: int) -> np.ndarray:
+    """``best_view``'s weights: 1 for the view with the best out-of-fold accuracy (the first
+    view without an estimate), 0 for the others."""
+    if cv_accuracy is None or np.isnan(cv_accuracy).all():
+        return np.eye(v)[0]
+    return np.eye(v)[int(np.nanargmax(np.nan_to_num(cv_accuracy, nan=-1.0)))]
+
+
 def _accuracy(post: np.ndarray, y: np.ndarray) -> float:
     voted = ~np.isnan(post).any(axis=1)
     return float(((np.nan_to_num(post, nan=-1).argmax(axis=1) == y) & voted).mean()) if len(y) else float("nan")
@@ -123,7 +131,7 @@ def fit_combination(method: str, oof: np.ndarray, oof_y: np.ndarray, pool_votes:
     if m and len(candidates) > 1:
         for name in candidates:
             lm = (lm_fit.confusion, lm_fit.prior) if name == "label_model" and lm_fit else (None, None)
-            wn = np.eye(v)[int(np.nanargmax(np.nan_to_num(cv, nan=-1.0)))] if name == "best_view" else w
+            wn = best_view_weights(cv, v) if name == "best_view" else w
             scores[name] = _accuracy(Combination(name, wn, *lm).combine(oof), oof_y)
         best = max(scores.values())
         chosen = next(c for c in candidates if scores.get(c) == best)
@@ -131,8 +139,8 @@ def fit_combination(method: str, oof: np.ndarray, oof_y: np.ndarray, pool_votes:
         chosen = candidates[0]
     lm_acc = lm_fit.accuracy if lm_fit is not None else None  # recorded even when not chosen
     if chosen == "best_view":  # the weights say which view: all of it, none of the others
-        return Combination(chosen, np.eye(v)[int(np.nanargmax(np.nan_to_num(cv, nan=-1.0)))] if cv is not None
-                           else np.eye(v)[0], cv_accuracy=cv, label_model_accuracy=lm_acc, scores=scores)
+        return Combination(chosen, best_view_weights(cv, v), cv_accuracy=cv, label_model_accuracy=lm_acc,
+                           scores=scores)
     if chosen != "label_model":
         return Combination(chosen, w, cv_accuracy=cv, label_model_accuracy=lm_acc, scores=scores)
     gold_votes = label_matrix(oof)[0] if m else np.zeros((0, v), dtype=np.int64)
@@ -150,4 +158,4 @@ def _fit_sample(votes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(votes[keep], dtype=np.int64)
 
 
-__all__ = ["COMBINATIONS", "Combination", "fit_combination", "view_accuracy", "view_weights", "weighted_mean"]
+__all__ = ["COMBINATIONS", "Combination", "best_view_weights", "fit_combination", "view_accuracy", "view_weights", "weighted_mean"]

@@ -24,7 +24,7 @@ from dataclasses import replace
 
 from orchestrator import records, steps
 from orchestrator.calibration import gold_folds
-from orchestrator.combination import Combination, view_accuracy, view_weights
+from orchestrator.combination import Combination, best_view_weights, view_accuracy, view_weights
 from orchestrator.config import Config
 from orchestrator.cut_statistic import cut_statistic
 from orchestrator.data import LoadedData, load_into_store
@@ -228,7 +228,7 @@ class RoundRunner:
         (``__item_id``: item position i is data snapshot row i)."""
         frames = self._frames if self._frames is not None else StoreFrames(self.store, run_id, fields)
         df = frames.rows(state.row_idx[pos])
-        df[ITEM_ID_COLUMN] = state.ids(pos).to_pandas().to_numpy() if len(pos) else []
+        df[ITEM_ID_COLUMN] = state.ids(pos).to_pandas().array if len(pos) else []  # Arrow-backed: no str objects
         return df
 
     # ------------------------------------------------------------------ one round
@@ -318,9 +318,8 @@ class RoundRunner:
         the views' out-of-fold accuracy); each batch's probabilities are written as they come."""
         cv = view_accuracy(oof, oof_y) if len(oof_y) else None
         w = view_weights(cv, len(views), self.k)
-        best = np.eye(len(views))[int(np.nanargmax(np.nan_to_num(cv, nan=-1.0))) if cv is not None else 0]
         combiners = {"product": Combination("product", w).combine, "mean": Combination("mean", w).combine,
-                     "best_view": Combination("best_view", best).combine}
+                     "best_view": Combination("best_view", best_view_weights(cv, len(views))).combine}
         def sink(lo: int, hi: int, probs: np.ndarray, lab: np.ndarray, conf: np.ndarray) -> None:
             ids = state.ids(pool[lo:hi])
             for j, view in enumerate(views):

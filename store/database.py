@@ -307,8 +307,7 @@ class Store:
         return span.drop_columns(["__row"]).take(pa.array(pos))
 
     def data_columns_table(self, run_id: int, columns: Sequence[str]) -> pa.Table:
-        """Every row of the data snapshot, ``columns`` only, in ``__row`` order (row i of the
-        result is ``__row`` i): one scan, for a caller that holds the fields in memory."""
+        """Every row of the data snapshot (row i is ``__row`` i), ``columns`` only: one scan."""
         sel = idents(["__row", *columns])
         table = self.con.sql(f"SELECT {sel} FROM {ident(f'data_{int(run_id)}')} ORDER BY __row").to_arrow_table()
         rows = table.column("__row").to_numpy()

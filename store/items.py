@@ -65,12 +65,14 @@ def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[s
         content = [c for c in table.column_names if c not in meta]
         packed = ", ".join(f"{ident(c)} := d.{ident(c)}" for c in content)
         id_expr = f"substr(md5(CAST(to_json(struct_pack({packed})) AS VARCHAR)), 1, 16)"
+    # a given id column is checked for duplicates with a hash aggregate (the row numbering
+    # below sorts every id: only content hashes need it, to number identical copies)
+    dup = "1" if id_column else f"row_number() OVER (PARTITION BY {id_expr} ORDER BY d.__row)"
     con.execute(
         f"""
         CREATE TEMP TABLE __ids AS
         SELECT d.__row, d.{SPLIT_COL} AS split, d.{FILE_ROW_COL} AS file_row, {id_expr} AS base_id,
-               {label} AS gold_label,
-               row_number() OVER (PARTITION BY {id_expr} ORDER BY d.__row) AS dup
+               {label} AS gold_label, {dup} AS dup
         FROM {ident(data_table)} d
         """
     )
@@ -79,8 +81,9 @@ def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[s
             bad = _first(con, "SELECT split, file_row FROM __ids WHERE base_id IS NULL ORDER BY __row LIMIT 1")
             if bad:
                 raise DataError(f"id column {id_column!r} is empty", paths[bad[0]], row=bad[1])
-            bad = _first(con, "SELECT split, file_row, base_id FROM __ids WHERE dup > 1 ORDER BY __row LIMIT 1")
-            if bad:
+            if _first(con, "SELECT base_id FROM __ids GROUP BY base_id HAVING count(*) > 1 LIMIT 1"):
+                bad = _first(con, "SELECT split, file_row, base_id FROM (SELECT *, row_number() OVER "
+                             "(PARTITION BY base_id ORDER BY __row) AS n FROM __ids) WHERE n > 1 ORDER BY __row LIMIT 1")
                 raise DataError("duplicate id", paths[bad[0]], row=bad[1], item=bad[2])
             id_sql = "base_id"
         else:

@@ -175,6 +175,27 @@ class ParamsView:
         return cls(name, context, validate_params(cls.Params, params, name))  # type: ignore[call-arg]
 
 
+def select_fields(view: str, columns: Sequence[str], *, text: str | None = None, column_prefix: str | None = None,
+                  names: Sequence[str] | None = None) -> list[str]:
+    """The data columns a view reads, from exactly one of a ``text`` field, a
+    ``column_prefix`` or explicit column ``names``; a ``ViewError`` naming the view and the
+    missing field otherwise (before anything is stored)."""
+    cols = list(columns)
+    if text:
+        if text not in cols:
+            raise ViewError(view, f"text field '{text}' is not a column of the data")
+        return [text]
+    if column_prefix:
+        found = [c for c in cols if c.startswith(column_prefix)]
+        if not found:
+            raise ViewError(view, f"no column of the data starts with '{column_prefix}'")
+        return found
+    missing = [c for c in names or [] if c not in cols]
+    if missing:
+        raise ViewError(view, f"column '{missing[0]}' is not a column of the data")
+    return list(names or [])
+
+
 def item_ids(items: pd.DataFrame) -> list[str] | None:
     """The items' ids (``ITEM_ID_COLUMN``, which the orchestrator adds), or None for a frame
     without them (a view used on its own)."""

@@ -39,7 +39,7 @@ import pandas as pd
 from scipy import sparse
 
 from store.errors import ViewError
-from views.base import ParamsView, ViewContext, abstain, expand_proba, item_ids
+from views.base import ParamsView, ViewContext, abstain, expand_proba, item_ids, select_fields
 from views.params import EmbeddingParams, GraphParams
 
 FeatureMatrix = np.ndarray | sparse.csr_matrix
@@ -166,22 +166,11 @@ class GraphView(ParamsView):
 
     # ---------------------------------------------------------------- fields
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
-        cols = list(columns)  # exactly one of text / column_prefix / columns is set (GraphParams)
-        if self.text:
-            if self.text not in cols:
-                raise ViewError(self.name, f"text field '{self.text}' is not a column of the data")
-            if self.features == "embedding":
-                self._embedding_view().resolve_fields(cols)  # fails early if the encoder is absent
-            self.fields_ = [self.text]
-        elif self.column_prefix:
-            self.fields_ = [c for c in cols if c.startswith(self.column_prefix)]
-            if not self.fields_:
-                raise ViewError(self.name, f"no column of the data starts with '{self.column_prefix}'")
-        else:
-            missing = [c for c in self.columns or [] if c not in cols]
-            if missing:
-                raise ViewError(self.name, f"column '{missing[0]}' is not a column of the data")
-            self.fields_ = list(self.columns or [])
+        # exactly one of text / column_prefix / columns is set (GraphParams)
+        self.fields_ = select_fields(self.name, columns, text=self.text, column_prefix=self.column_prefix,
+                                     names=self.columns)
+        if self.text and self.features == "embedding":
+            self._embedding_view().resolve_fields(list(columns))  # fails early if the encoder is absent
         return self.fields_
 
     # ---------------------------------------------------------------- features

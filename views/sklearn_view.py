@@ -13,7 +13,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from store.errors import ViewError
-from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids
+from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids, select_fields
 from views.params import SklearnParams
 from views.registry import import_object
 
@@ -96,20 +96,9 @@ class SklearnView(ParamsView):
 
     # ---------------------------------------------------------------- fields
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
-        cols = list(columns)  # exactly one of text / column_prefix / columns is set (SklearnParams)
-        if self.text:
-            if self.text not in cols:
-                raise ViewError(self.name, f"text field '{self.text}' is not a column of the data")
-            self.fields_ = [self.text]
-        elif self.column_prefix:
-            self.fields_ = [c for c in cols if c.startswith(self.column_prefix)]
-            if not self.fields_:
-                raise ViewError(self.name, f"no column of the data starts with '{self.column_prefix}'")
-        else:
-            missing = [c for c in self.columns or [] if c not in cols]
-            if missing:
-                raise ViewError(self.name, f"column '{missing[0]}' is not a column of the data")
-            self.fields_ = list(self.columns or [])
+        # exactly one of text / column_prefix / columns is set (SklearnParams)
+        self.fields_ = select_fields(self.name, columns, text=self.text, column_prefix=self.column_prefix,
+                                     names=self.columns)
         try:  # fail before anything is stored: import and check now, construct only when fitting
             estimator_class(self.estimator, self.estimator_params, self.context.seed)
         except ValueError as exc:
