@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from orchestrator.selection import feeding_masks
@@ -103,11 +104,12 @@ class LabelState:
         masks = feeding_masks(is_gold, self.sources[pos], self.shared[pos], policy=c.policy, feeding=c.feeding)
         return pos, y, w, masks
 
-    def label_sources(self, pos: np.ndarray) -> np.ndarray:
+    def label_sources(self, pos: np.ndarray) -> pd.Categorical:
         """Where the training labels at positions ``pos`` came from: ``review``, ``gold`` or
         ``pseudo`` (views' picks and debate verdicts)."""
         pos = np.asarray(pos, dtype=np.int64)
-        return np.where(self.reviewed[pos], "review", np.where(self.gold[pos] >= 0, "gold", "pseudo")).astype(object)
+        codes = np.where(self.reviewed[pos], 2, np.where(self.gold[pos] >= 0, 0, 1)).astype(np.int8)
+        return pd.Categorical.from_codes(codes, categories=["gold", "pseudo", "review"])  # no str per item
 
     # ------------------------------------------------------------------ updating
     def accept(self, pos: np.ndarray, label: np.ndarray, conf: np.ndarray, sources: np.ndarray) -> None:

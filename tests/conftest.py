@@ -132,7 +132,7 @@ def llm_config(tmp: Path, base_url: str, *, key_env: str | None = "COTRAIN_TEST_
     at ``base_url`` (``llm`` overrides its keys) and a TF-IDF view into ``tmp``."""
     (df if df is not None else sentiment_frame()).to_csv(tmp / "items.csv", index=False)
     view = {"name": "llm", "kind": "llm", "model": "openai/fake", "api_base": base_url, "fields": ["text"],
-            "scoring": "logprobs", "concurrency": 2, "timeout_s": 2.0, "backoff_s": 0.01, **llm}
+            "scoring": "logprobs", "concurrency": 2, "timeout_s": 30.0, "backoff_s": 0.01, **llm}
     if key_env:
         view["api_key_env"] = key_env
     cfg = {"task": {"labels": [{"name": "negative", "description": "a bad opinion"},

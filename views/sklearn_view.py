@@ -141,6 +141,16 @@ class SklearnView(ParamsView):
         checked value by value, so a bad cell is one error naming its column and item."""
         if self.text:
             return items[self.text].fillna("").astype(str).tolist()
+        frame = items[self.fields_]
+        dtypes = set(frame.dtypes)
+        one = next(iter(dtypes)) if len(dtypes) == 1 else None
+        if isinstance(one, np.dtype) and one.kind in "fiu":
+            # plain numeric columns of one dtype (the common case): one copy, and float32 stays
+            # float32 (as scikit-learn's own input would)
+            X = frame.to_numpy(dtype=np.result_type(one, np.float32))
+            if not self._allows_nan() and not np.isfinite(X).all():
+                self._not_finite(items, X)
+            return X
         cols = []
         for c in self.fields_:
             col = items[c]
@@ -153,6 +163,12 @@ class SklearnView(ParamsView):
                 col = num
             cols.append(col.to_numpy(dtype=np.float64, na_value=np.nan))
         X = np.column_stack(cols) if cols else np.zeros((len(items), 0))
+        if not np.isfinite(X).all():
+            self._not_finite(items, X)
+        return X
+
+    def _not_finite(self, items: pd.DataFrame, X: np.ndarray) -> None:
+        """Raise for the first value the estimator cannot take (inf; NaN unless it takes NaN)."""
         finite = np.isfinite(X) | (np.isnan(X) & self._allows_nan())
         if not finite.all():
             i, j = (int(x[0]) for x in np.nonzero(~finite))
@@ -160,7 +176,6 @@ class SklearnView(ParamsView):
             fix = "" if np.isinf(X[i, j]) else ", or use an estimator that accepts missing values (hist_gradient_boosting)"
             raise ViewError(self.name, f"column '{self.fields_[j]}' has {what} value at item "
                             f"{self._item(items, i)!r}: fill it{fix}")
-        return X
 
     @staticmethod
     def _item(items: pd.DataFrame, i: int) -> str:
