@@ -4,8 +4,8 @@ copy held in memory across rounds.
 A round reads every training item and every pool item at least once (fit, predict, the
 cut statistic); with the store as the source that is a DuckDB scan and an Arrow-to-pandas
 conversion per batch, every round. When the snapshot's fields fit in memory
-(``cotrain.data_in_memory``), they are read once, column by column as Arrow, and each
-later read is an in-memory ``take``: the same rows, the same dtypes, no SQL.
+(``cotrain.data_in_memory``), they are read once into a pandas frame, and each later read
+is an in-memory ``take``: the same rows, the same dtypes, no SQL.
 """
 from __future__ import annotations
 
@@ -52,23 +52,21 @@ class StoreFrames:
 
 
 class MemoryFrames:
-    """The fields of every row, read once; a read is an Arrow ``take`` (row i is ``__row`` i)."""
+    """The fields of every row, read once into one pandas frame; a read is a positional
+    ``take`` (row i is ``__row`` i): numeric columns are one block, so it is one numpy gather."""
 
     in_memory = True
 
     def __init__(self, table: pa.Table) -> None:
-        self.table = table
+        self.nbytes = int(table.nbytes)
+        self.frame = table.to_pandas()
 
     @classmethod
     def load(cls, store: Store, run_id: int, fields: Sequence[str]) -> MemoryFrames:
-        return cls(store.data_columns_table(run_id, fields).combine_chunks())
+        return cls(store.data_columns_table(run_id, fields))
 
     def rows(self, row_idx: np.ndarray) -> pd.DataFrame:
-        return self.table.take(pa.array(np.asarray(row_idx, dtype=np.int64))).to_pandas()
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.table.nbytes)
+        return self.frame.take(np.asarray(row_idx, dtype=np.int64)).reset_index(drop=True)
 
 
 def available_bytes() -> int | None:
