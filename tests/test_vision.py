@@ -63,7 +63,8 @@ def _config(root: Path, store: str = "run.duckdb", **vision) -> Path:
     cfg = {"task": {"labels": DIGITS}, "data": {"train": "items.csv", "split_column": "split"},
            "views": [{"name": "vision", "kind": "vision", "image": "image", "image_size": 32, **vision},
                      {"name": "pixels", "kind": "sklearn", "column_prefix": "px"}],
-           "cotrain": {"policy": "k_best", "k": 10, "max_rounds": 2}, "store": store}
+           # these tests are about images, not calibration: no cross-validation over gold
+           "cotrain": {"policy": "k_best", "k": 10, "max_rounds": 2, "calibration_folds": 0}, "store": store}
     path = root / f"{Path(store).stem}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -226,7 +227,7 @@ def test_image_folder_layout(tmp_path: Path):
     cfg = {"task": {"labels": DIGITS}, "data": {"train": "train", "test": "test"},
            "views": [{"name": "a", "kind": "vision", "image": "image", "image_size": 32},
                      {"name": "b", "kind": "vision", "image": "image", "image_size": 48, "head": "mlp"}],
-           "cotrain": {"policy": "k_best", "k": 10, "max_rounds": 1}, "store": "s.duckdb"}
+           "cotrain": {"policy": "k_best", "k": 10, "max_rounds": 1, "calibration_folds": 0}, "store": "s.duckdb"}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     res = api.run(tmp_path / "c.yaml")
     with Store(tmp_path / "s.duckdb", read_only=True) as st:
@@ -254,7 +255,7 @@ def test_images_as_bytes_in_parquet_share_features_with_files(digits_folder: Pat
     cfg = {"task": {"labels": DIGITS}, "data": {"train": "items.parquet", "split_column": "split"},
            "views": [{"name": "raw", "kind": "vision", "image": "image", "image_size": 32},
                      {"name": "hf", "kind": "vision", "image": "hf", "image_size": 32}],
-           "cotrain": {"policy": "k_best", "k": 5, "max_rounds": 1}, "store": "s.duckdb"}
+           "cotrain": {"policy": "k_best", "k": 5, "max_rounds": 1, "calibration_folds": 0}, "store": "s.duckdb"}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     rec = _Recorder()
     res = api.run(tmp_path / "c.yaml", reporter=rec)
@@ -288,7 +289,7 @@ def test_clip_like_encoder_labels_zero_shot_without_gold(tmp_path: Path):
                       "encoder": "tests.plugin_views:colour_clip", "tokenizer": "tests.plugin_views:colour_tokenizer",
                       "prompt": "a {label} square"},
                      {"name": "hue", "kind": "sklearn", "columns": ["hue"]}],
-           "cotrain": {"policy": "k_best", "k": 5, "max_rounds": 2}, "store": "s.duckdb"}
+           "cotrain": {"policy": "k_best", "k": 5, "max_rounds": 2, "calibration_folds": 0}, "store": "s.duckdb"}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     res = api.run(tmp_path / "c.yaml")  # no gold label at all: the CLIP-like view starts
     rounds = api.status(tmp_path / "s.duckdb").rounds
