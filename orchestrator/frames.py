@@ -32,7 +32,9 @@ SAMPLE_ROWS = 2000
 
 class FrameSource(Protocol):
     """Rows of the run's data snapshot (by ``__row``, in the order given) as a pandas frame
-    of the fields views read."""
+    of the fields views read. The two sources give the same values; a column with nulls
+    may differ in dtype (an int column with a null is float64 in memory for every row, but
+    int64 in a batch from the store that happens to hold none)."""
 
     in_memory: bool
 
@@ -70,18 +72,24 @@ class MemoryFrames:
 
 
 def available_bytes() -> int | None:
-    """Memory available to this process now (Linux ``MemAvailable``), or None if unknown."""
+    """Memory available to this process now: the machine's (Linux ``MemAvailable``), or less
+    when a container's cgroup limit leaves less; None if unknown."""
+    found: list[int] = []
     try:
         with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+            found += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
+    except (OSError, ValueError):
+        try:
+            found.append(int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")))
+        except (ValueError, OSError, AttributeError):
+            pass
+    try:  # cgroup v2: memory.max is "max" when unlimited
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit != "max":
+            found.append(int(limit) - int(open("/sys/fs/cgroup/memory.current").read().strip()))
+    except (OSError, ValueError):
         pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
+    return max(0, min(found)) if found else None
 
 
 def estimated_bytes(store: Store, run_id: int, fields: Sequence[str], n_rows: int) -> int:
@@ -99,7 +107,9 @@ def open_frames(store: Store, run_id: int, fields: Sequence[str], n_rows: int, m
     store each time, ``"auto"`` holds them when they take at most ``limit_bytes`` (default:
     :data:`AUTO_SHARE` of the available memory)."""
     if mode == "auto":
-        need = estimated_bytes(store, run_id, fields, n_rows)
+        # the Arrow read and its pandas copy coexist while loading, and pandas may hold a
+        # column wider than Arrow does (bools, objects): budget twice the Arrow estimate
+        need = 2 * estimated_bytes(store, run_id, fields, n_rows)
         avail = available_bytes()
         limit = limit_bytes if limit_bytes is not None else \
             AUTO_FALLBACK_BYTES if avail is None else int(avail * AUTO_SHARE)

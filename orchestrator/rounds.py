@@ -64,6 +64,7 @@ class RoundRunner:
         self.fields: list[str] = []
         self._ledger: LLMLedger | None = None
         self._problems: StoreProblems | None = None
+        self._frames: FrameSource | None = None  # where rounds read fields (memory or store), set by _rounds
 
     # ------------------------------------------------------------------ start / resume
     def start(self, new_run: bool = False) -> tuple[int, bool]:
@@ -129,6 +130,7 @@ class RoundRunner:
     def close(self) -> None:
         """Close the views, the debater and the ledger (idempotent)."""
         views, self.views, self.fields = self.views or [], None, []
+        self._frames = None  # the fields held in memory go with the run
         try:
             for v in views:
                 if isinstance(v, Closeable):

@@ -306,12 +306,12 @@ class Store:
             raise StoreError(f"data_{run_id} lacks some requested rows", self.path)
         return span.drop_columns(["__row"]).take(pa.array(pos))
 
+    @_file_errors
     def data_columns_table(self, run_id: int, columns: Sequence[str]) -> pa.Table:
         """Every row of the data snapshot (row i is ``__row`` i), ``columns`` only: one scan."""
-        sel = idents(["__row", *columns])
-        table = self.con.sql(f"SELECT {sel} FROM {ident(f'data_{int(run_id)}')} ORDER BY __row").to_arrow_table()
-        rows = table.column("__row").to_numpy()
-        if not np.array_equal(rows, np.arange(len(rows))):
+        table = self.con.sql(f"SELECT {idents(['__row', *columns])} FROM {ident(f'data_{int(run_id)}')} "
+                             "ORDER BY __row").to_arrow_table()
+        if not np.array_equal(table.column("__row").to_numpy(), np.arange(table.num_rows)):
             raise StoreError(f"data_{run_id} does not number its rows 0..n-1", self.path)
         return table.drop_columns(["__row"])
 

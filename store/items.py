@@ -98,9 +98,11 @@ def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[s
                      " ORDER BY __row LIMIT 1")
         if bad:
             raise DataError("held-out test item has no gold label", paths[bad[0]], row=bad[1], item=bad[2])
-        # __ids was scanned from the snapshot in row order, and DuckDB keeps insertion order:
-        # items land in row order without sorting a million rows again
-        con.execute(f"INSERT INTO items SELECT ?, {id_sql}, __row, split, gold_label FROM __ids", [run_id])
+        # with a given id column, __ids is a plain scan of the snapshot in row order (DuckDB keeps
+        # insertion order), so items land in row order without sorting again; content ids went
+        # through a window, which does not keep order
+        order = "" if id_column else " ORDER BY __row"
+        con.execute(f"INSERT INTO items SELECT ?, {id_sql}, __row, split, gold_label FROM __ids{order}", [run_id])
     finally:
         con.execute("DROP TABLE IF EXISTS __ids")
     counts = con.execute(

@@ -86,3 +86,23 @@ def test_text_view_reads_a_text_field():
 def test_bad_view_params(data, params, match):
     with pytest.raises(ViewError, match=match):
         _view(**params).resolve_fields(data[0].columns)
+
+
+@pytest.mark.parametrize("estimator", ["logistic_regression", "hist_gradient_boosting"])
+def test_non_finite_cells_are_named_and_float32_stays_float32(data, estimator):
+    df = data[0].copy()
+    cols = [c for c in df.columns if c.startswith("a_")]
+    df[cols] = df[cols].astype(np.float32)
+    v = _view(column_prefix="a_", estimator=estimator)
+    v.resolve_fields(list(df.columns))
+    X = v._matrix(df)
+    assert X.dtype == np.float32 and X.flags.writeable  # one copy, as the anchor's input, and writable
+    df.loc[df.index[3], "a_1"] = np.inf
+    with pytest.raises(ViewError, match=r"column 'a_1' has an infinite value at item"):
+        v._matrix(df)
+    df.loc[df.index[3], "a_1"] = np.nan  # NaN: an error only for an estimator that cannot take it
+    if estimator == "hist_gradient_boosting":
+        assert np.isnan(v._matrix(df)[3, 1])
+    else:
+        with pytest.raises(ViewError, match=r"column 'a_1' has a missing \(NaN\) value"):
+            v._matrix(df)

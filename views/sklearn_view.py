@@ -147,9 +147,9 @@ class SklearnView(ParamsView):
         if isinstance(one, np.dtype) and one.kind in "fiu":
             # plain numeric columns of one dtype (the common case): one copy, and float32 stays
             # float32 (as scikit-learn's own input would)
-            X = frame.to_numpy(dtype=np.result_type(one, np.float32))
-            if not self._allows_nan() and not np.isfinite(X).all():
-                self._not_finite(items, X)
+            X = np.require(frame.to_numpy(dtype=np.result_type(one, np.float32)), requirements="W")
+            if not np.isfinite(X).all():
+                self._not_finite(items, X)  # raises unless every non-finite value is a NaN the estimator takes
             return X
         cols = []
         for c in self.fields_:
