@@ -5,13 +5,14 @@ A round reads every training item and every pool item at least once (fit, predic
 cut statistic); with the store as the source that is a DuckDB scan and an Arrow-to-pandas
 conversion per batch, every round. When the snapshot's fields fit in memory
 (``cotrain.data_in_memory``), they are read once into a pandas frame, and each later read
-is an in-memory ``take``: the same rows, the same dtypes, no SQL.
+is an in-memory ``take``: the same rows and values, no SQL (see :class:`FrameSource` on dtypes).
 """
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -83,10 +84,11 @@ def available_bytes() -> int | None:
             found.append(int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")))
         except (ValueError, OSError, AttributeError):
             pass
+    cgroup = Path("/sys/fs/cgroup")
     try:  # cgroup v2: memory.max is "max" when unlimited
-        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        limit = (cgroup / "memory.max").read_text().strip()
         if limit != "max":
-            found.append(int(limit) - int(open("/sys/fs/cgroup/memory.current").read().strip()))
+            found.append(int(limit) - int((cgroup / "memory.current").read_text().strip()))
     except (OSError, ValueError):
         pass
     return max(0, min(found)) if found else None
