@@ -44,7 +44,7 @@ def test_auto_holds_what_fits_and_reads_the_rest_from_the_store(tmp_path: Path):
         assert open_frames(st, 1, FIELDS, n, True).in_memory and not open_frames(st, 1, FIELDS, n, False).in_memory
 
 
-@pytest.mark.parametrize("policy", ["auto", "k_best"])
+@pytest.mark.parametrize("policy", ["auto", pytest.param("k_best", marks=pytest.mark.slow)])
 def test_a_run_gives_the_same_labels_with_fields_in_memory_or_in_the_store(tmp_path: Path, policy: str):
     labels = []
     for mode in (True, False):

@@ -343,7 +343,7 @@ def test_image_folder_with_a_stray_file_is_named(tmp_path: Path):
         api.demo(tmp_path / "demo", example="cifar")
 
 
-@pytest.mark.parametrize("example, views", [("mfeat", {"vision", "fourier", "shape"}),
+@pytest.mark.parametrize("example, views", [pytest.param("mfeat", {"vision", "fourier", "shape"}, marks=pytest.mark.slow),
                                             pytest.param("animals", {"vision", "pixels"}, marks=pytest.mark.slow)])
 def test_cross_modal_examples_run(tmp_path: Path, example: str, views: set[str]):
     """The README's `cotrain demo --example ...`, on a subsample of the packaged dataset. Three
