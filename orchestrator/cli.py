@@ -217,7 +217,10 @@ def export(store: Path = typer.Argument(..., help="Store file."),
            source: Optional[str] = typer.Option(None, help="gold | review | pseudo | a policy | a view name."),
            no_gold: bool = typer.Option(False, "--no-gold", help="Pseudo-labels only."),
            disputed: bool = typer.Option(False, "--disputed", help="Only items the views disputed in some round."),
-           sample: Optional[int] = typer.Option(None, help="A sample of this many items, stratified by label."),
+           sample: Optional[int] = typer.Option(None, help="A sample of this many items (see --select)."),
+           select: str = typer.Option("stratified", help="How --sample draws: stratified (by label, among the "
+                                      "rows exported) | random | uncertainty | active (for review: among items "
+                                      "without gold or reviewed label, active = most labels changed per review)."),
            seed: int = typer.Option(0, help="Seed of --sample."),
            force: bool = typer.Option(False, "--force", help="Replace an existing OUT (never the store or the "
                                       "run's input data)."),
@@ -237,7 +240,7 @@ def export(store: Path = typer.Argument(..., help="Store file."),
         n = api.export(store, out_path, fmt, run_id=run_id, max_round=max_round,  # type: ignore[arg-type]
                        min_confidence=min_confidence, source=source, include_gold=not no_gold,
                        disputed_only=disputed, sample=sample, seed=seed, force=force,
-                       escape_formulas=not no_escape_formulas, min_p_correct=min_p_correct)
+                       escape_formulas=not no_escape_formulas, min_p_correct=min_p_correct, select=select)
     if n.unestimated is not None:
         err.print(f"--min-p-correct dropped {n.unestimated} pseudo-label(s) that carry no p_correct estimate "
                   "(runs before estimates were recorded, debate verdicts)", highlight=False, soft_wrap=True)

@@ -115,7 +115,7 @@ def resolve_run(store: Store, run_id: int | None) -> int:
 def llm_usage(store: Store, run_id: int) -> list[dict[str, Any]]:
     """LLM calls per round and view: calls made, cache hits, errors, budget refusals,
     tokens, dollars and mean latency of the calls made."""
-    if not _has(store, "llm_calls"):
+    if not has_table(store, "llm_calls"):
         return []  # a store written before LLM views existed
     return store.query(
         "SELECT round, view,"
@@ -130,14 +130,15 @@ def llm_usage(store: Store, run_id: int) -> list[dict[str, Any]]:
         " FROM llm_calls WHERE run_id = ? GROUP BY round, view ORDER BY round, view", [run_id]).to_pylist()
 
 
-def _has(store: Store, table: str) -> bool:
+def has_table(store: Store, table: str) -> bool:
+    """Whether the store has ``table`` (older stores lack the later migrations' tables)."""
     return bool(store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]))
 
 
 def debate_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
     """Per round: items debated, verdicts, verdicts accepted, tokens, dollars, and the accuracy
     of verdicts on held-out items (debated for evaluation only)."""
-    if not _has(store, "debates"):
+    if not has_table(store, "debates"):
         return []
     return store.query(
         "SELECT d.round, count(*) FILTER (WHERE d.split = 'train') AS debated,"
@@ -155,7 +156,7 @@ def debate_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
 
 def item_problems(store: Store, run_id: int) -> list[dict[str, Any]]:
     """Items a view could not read (and abstained on), per view and problem, with an example."""
-    if not _has(store, "item_problems"):
+    if not has_table(store, "item_problems"):
         return []
     return store.query(
         "SELECT view, problem, count(*) AS items, min(location) AS example"
@@ -166,7 +167,7 @@ def item_problems(store: Store, run_id: int) -> list[dict[str, Any]]:
 def review_precision(store: Store, run_id: int) -> list[dict[str, Any]]:
     """Per pseudo-label source (the policy, ``debate``, and each view whose picks made it): how
     many reviewed pseudo-labels the reviewers confirmed or corrected: the measured precision."""
-    if not _has(store, "reviews"):
+    if not has_table(store, "reviews"):
         return []
     return store.query(
         """WITH r AS (SELECT source, source_views, status = 'confirmed' AS ok FROM pseudo_labels
@@ -180,7 +181,7 @@ def review_precision(store: Store, run_id: int) -> list[dict[str, Any]]:
 
 def debate_of_item(store: Store, item_id: str) -> dict[str, Any]:
     """The latest debate of an item and its turns; ``StoreError`` when it was never debated."""
-    if not _has(store, "debates"):
+    if not has_table(store, "debates"):
         raise StoreError(f"item '{item_id}' was never debated", store.path)
     rows = store.query("SELECT * FROM debates WHERE item_id = ? ORDER BY debate_id DESC LIMIT 1", [item_id]).to_pylist()
     if not rows:
@@ -196,7 +197,7 @@ def round_estimates(store: Store, run_id: int) -> list[dict[str, Any]]:
     ``est_precision_all`` (of every accepted label so far), ``coverage``, the per-class bars,
     quotas and picks, ``stopped`` and ``stopped_min_precision`` (selection stopped because the
     estimated precision would fall below ``min_precision``). Empty for runs before estimates."""
-    if not _has(store, "round_estimates"):
+    if not has_table(store, "round_estimates"):
         return []
     return store.query(
         "SELECT round, combination, n_calibration, calibration_accuracy, n_candidates, n_selected, est_precision,"
@@ -208,7 +209,7 @@ def round_estimates(store: Store, run_id: int) -> list[dict[str, Any]]:
 def view_estimates(store: Store, run_id: int, latest: bool = True) -> list[dict[str, Any]]:
     """Per view: ``cv_accuracy`` (out-of-fold on gold), ``label_model_accuracy`` and ``weight``
     with their ``round``; the latest round each view has (``latest``), else every round."""
-    if not _has(store, "view_estimates"):
+    if not has_table(store, "view_estimates"):
         return []
     keep = "QUALIFY row_number() OVER (PARTITION BY view ORDER BY round DESC) = 1" if latest else ""
     views = list(store.run_info(run_id)["views"])

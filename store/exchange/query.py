@@ -50,6 +50,7 @@ class ExportFilter:
     seed: int = 0                      # of the sample
     min_p_correct: float | None = None  # pseudo-labels estimated right with at least this probability
                                         # (gold and reviewed always pass; no estimate: dropped)
+    items: tuple[str, ...] | None = None  # only these items, unlabelled ones too (a review selection)
 
     def __post_init__(self) -> None:
         if self.min_p_correct is not None and not 0 <= self.min_p_correct <= 1:  # NaN too
@@ -71,6 +72,17 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
     where: list[str] = []
     params: list[object] = [run_id, run_id, run_id]  # reviews, items, pseudo_labels
     disputed_unlabelled = ""
+    if flt.items is not None and not flt.disputed_only:  # a review selection may pick unlabelled items
+        disputed_unlabelled = """
+            UNION ALL
+            SELECT i.item_id, i.row_idx, CAST(NULL AS VARCHAR) AS label, 'unlabelled' AS source,
+                   CAST([] AS VARCHAR[]), CAST([] AS VARCHAR[]), CAST(NULL AS INTEGER), CAST(NULL AS FLOAT),
+                   CAST(NULL AS FLOAT)
+            FROM items i LEFT JOIN rv ON rv.item_id = i.item_id
+            WHERE i.run_id = ? AND i.split = 'train' AND i.gold_label IS NULL AND rv.label IS NULL
+              AND NOT EXISTS (SELECT 1 FROM pseudo_labels p WHERE p.run_id = i.run_id AND p.item_id = i.item_id
+                              AND p.status = 'accepted')"""
+        params.append(run_id)
     if flt.disputed_only:  # disputed items nobody labelled yet are the ones most worth a review
         disputed_unlabelled = """
             UNION ALL
@@ -101,6 +113,9 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
     if flt.disputed_only:
         where.append("l.item_id IN (SELECT item_id FROM disputes WHERE run_id = ?)")
         params.append(run_id)
+    if flt.items is not None:
+        where.append("l.item_id IN (SELECT unnest(CAST(? AS VARCHAR[])))")
+        params.append(list(flt.items))
     unestimated, unestimated_params = where + ["l.p_correct IS NULL"], list(params)
     if flt.min_p_correct is not None:
         where.append("(l.source IN ('gold', 'review') OR l.p_correct >= ?)")

@@ -1,0 +1,223 @@
+"""Which items people should review: the ones whose answer changes the most labels.
+
+Three strategies over the same candidates (training items with no gold or reviewed label,
+``store.exchange.candidates``), so their gain can be measured against each other:
+
+* ``random``: a seeded uniform draw, the baseline.
+* ``uncertainty``: the smallest margin between the combined posterior's two best classes.
+* ``active``: the expected gain of a reviewed label, :func:`active_scores`: how likely the
+  combined label is wrong (margin), how much the views disagree (vote entropy), how many
+  pool items resemble the item in what the views say about it (its neighbourhood among the
+  candidates, so one answer teaches the views about many items), and how short of labels
+  its likely classes are against their estimated share. A batch is chosen greedily, each
+  pick halving its nearest neighbours' scores, so N reviews cover N regions rather than one.
+
+The neighbourhood is taken in the space of the views' concatenated probabilities, which
+every kind of view has (text, images, tables, LLMs) and which groups items by how the views
+see them. Pure functions over arrays; nothing here touches a store or a model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from orchestrator.combination import Combination
+from orchestrator.labelmodel import dawid_skene
+from orchestrator.selection import label_matrix
+from store.labels import ABSTAIN
+
+#: The review selections ``export --select`` offers besides today's stratified sample.
+REVIEW_SELECTIONS = ("random", "uncertainty", "active")
+#: Neighbours that define an item's neighbourhood (and which a pick discounts).
+NEIGHBOURS = 10
+#: Candidates scored for their neighbourhood: the best by the other terms, this many per pick.
+SHORTLIST_PER_PICK = 20
+#: Items a shortlist's neighbourhoods are counted over (a random subset of a larger pool).
+REFERENCE_ITEMS = 20_000
+#: Share of an active score that rests on how uncertain the item is (the rest on how many
+#: items it stands for and on class need alone).
+UNCERTAINTY_WEIGHT = 1.0
+
+
+@dataclass(frozen=True)
+class ReviewScores:
+    """Per candidate: ``posterior`` (n, K) combined, ``margin`` uncertainty (1 = a tie between
+    the two best classes), ``disagreement`` (normalised vote entropy, 0 = all views agree),
+    ``need`` (how short of labels its likely classes are, mean 1 over classes weighted by
+    the posterior); ``density`` and ``score`` are filled for the shortlist only (NaN
+    elsewhere)."""
+
+    posterior: np.ndarray
+    margin: np.ndarray
+    disagreement: np.ndarray
+    need: np.ndarray
+    density: np.ndarray
+    score: np.ndarray
+
+
+def combined_posterior(probs: np.ndarray, combination: str | None, weights: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """The candidates' posterior under the run's latest combination (``label_model``: a
+    Dawid-Skene model refitted on the candidates' votes, when there are enough of them; an
+    unknown combination: the weighted product). Items no view predicted get ``prior``."""
+    n, v, k = probs.shape
+    method = combination if combination in ("product", "mean", "best_view", "label_model") else "product"
+    if method == "label_model":
+        votes = label_matrix(probs)[0]
+        if len(votes) >= 10 * k:
+            fit = dawid_skene(votes, k)
+            comb = Combination("label_model", weights, fit.confusion, fit.prior)
+        else:
+            comb = Combination("product", weights)
+    else:
+        comb = Combination(method, weights)
+    post = comb.combine(probs) if n else np.zeros((0, k))
+    missing = np.isnan(post).any(axis=1)
+    post[missing] = prior
+    return post
+
+
+def margin_uncertainty(posterior: np.ndarray) -> np.ndarray:
+    """1 - (best - second best) per row: 1 for a tie, 0 for a certain label."""
+    if posterior.shape[1] < 2:
+        return np.zeros(len(posterior))
+    top2 = np.sort(posterior, axis=1)[:, -2:]
+    return 1.0 - (top2[:, 1] - top2[:, 0])
+
+
+def vote_disagreement(probs: np.ndarray) -> np.ndarray:
+    """Entropy of the views' votes per item, over log(number of views that voted), in [0, 1]."""
+    votes = label_matrix(probs)[0]
+    n, v = votes.shape
+    k = probs.shape[2]
+    counts = np.zeros((n, k))
+    for j in range(v):
+        ok = votes[:, j] != ABSTAIN
+        np.add.at(counts, (np.flatnonzero(ok), votes[ok, j]), 1.0)
+    total = counts.sum(axis=1)
+    share = counts / np.maximum(total, 1.0)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -(np.where(share > 0, share * np.log(share), 0.0)).sum(axis=1)
+    norm = np.log(np.maximum(np.minimum(total, k), 2.0))
+    return np.where(total >= 2, ent / norm, 0.0)
+
+
+def class_need(posterior: np.ndarray, class_counts: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """How short of labels an item's likely classes are: per class the square root of its
+    expected count (estimated share x labels held) over the labels it holds (+1), scaled to
+    mean 1 over classes and clipped to [0.25, 4]; per item its posterior-weighted mean."""
+    counts = np.asarray(class_counts, dtype=np.float64)
+    expected = np.asarray(prior, dtype=np.float64) * max(counts.sum(), 1.0)
+    per_class = np.sqrt((expected + 1.0) / (counts + 1.0))
+    per_class = np.clip(per_class / per_class.mean(), 0.25, 4.0)
+    return posterior @ per_class
+
+
+def _space(probs: np.ndarray) -> np.ndarray:
+    """The views' probabilities side by side (n, V*K); an abstaining view counts as uniform."""
+    n, v, k = probs.shape
+    return np.nan_to_num(probs, nan=1.0 / k).reshape(n, v * k)
+
+
+def neighbourhood(space: np.ndarray, shortlist: np.ndarray, rng: np.random.Generator,
+                  neighbours: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """(density, near) for the shortlisted rows of ``space``: ``density`` how many reference
+    items (every row, or a random ``REFERENCE_ITEMS`` of them) count the item among their
+    ``neighbours`` nearest shortlisted items, scaled to max 1 (the items whose labels would
+    follow its label in a nearest-neighbour graph); ``near`` (m, neighbours) each
+    shortlisted item's nearest other shortlisted items (positions in ``shortlist``)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    m = len(shortlist)
+    if m == 0:
+        return np.zeros(0), np.zeros((0, 0), dtype=np.int64)
+    ref = np.arange(len(space)) if len(space) <= REFERENCE_ITEMS else rng.choice(len(space), REFERENCE_ITEMS,
+                                                                                   replace=False)
+    kk = min(neighbours, m)
+    nn = NearestNeighbors(n_neighbors=kk).fit(space[shortlist])
+    hits = nn.kneighbors(space[ref], return_distance=False)
+    count = np.bincount(hits.ravel(), minlength=m).astype(np.float64)
+    density = count / count.max() if count.max() > 0 else np.ones(m)
+    near = nn.kneighbors(space[shortlist], n_neighbors=min(kk + 1, m), return_distance=False)[:, 1:]
+    return density, near
+
+
+def active_scores(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
+                  n_pick: int, rng: np.random.Generator) -> tuple[ReviewScores, np.ndarray, np.ndarray]:
+    """Score the candidates for ``active`` review: (scores, shortlist, near), ``shortlist``
+    the positions scored in full, ``near`` each one's neighbours among them
+    (:func:`neighbourhood`).
+
+    score = (margin + disagreement) / 2 x need x (0.5 + density): the first factor is how
+    likely a review changes the item's label, the second whether the label lands where the
+    training sets are thin, the third how many items resemble it."""
+    n, _, k = probs.shape
+    counts = np.asarray(class_counts, dtype=np.float64)
+    prior = (counts + 1.0) / (counts.sum() + k)
+    post = combined_posterior(probs, combination, weights, prior)
+    if n:
+        prior = 0.5 * prior + 0.5 * post.mean(axis=0)
+    margin, dis = margin_uncertainty(post), vote_disagreement(probs)
+    need = class_need(post, counts, prior)
+    base = ((1.0 - UNCERTAINTY_WEIGHT) + UNCERTAINTY_WEIGHT * 0.5 * (margin + dis)) * need
+    m = min(n, max(SHORTLIST_PER_PICK * n_pick, 2_000))
+    shortlist = np.argsort(-base, kind="stable")[:m]
+    density, near = neighbourhood(_space(probs), shortlist, rng)
+    dens = np.full(n, np.nan)
+    dens[shortlist] = density
+    score = np.full(n, np.nan)
+    score[shortlist] = base[shortlist] * (0.5 + density)
+    return ReviewScores(post, margin, dis, need, dens, score), shortlist, near
+
+
+def greedy_batch(score: np.ndarray, shortlist: np.ndarray, near: np.ndarray, n_pick: int,
+                 discount: float = 0.5) -> np.ndarray:
+    """Pick ``n_pick`` of the ``shortlist`` (item positions) by ``score`` (indexed by item),
+    each pick multiplying the scores of its neighbours (``near``: rows aligned with
+    ``shortlist``, entries positions in it) by ``discount``; most valuable first. Lazy
+    re-evaluation is exact because a score only ever falls."""
+    import heapq
+
+    cur = np.asarray(score, dtype=np.float64)[shortlist].copy()
+    heap = [(-cur[j], j) for j in range(len(shortlist))]
+    heapq.heapify(heap)
+    taken = np.zeros(len(shortlist), dtype=bool)
+    chosen: list[int] = []
+    while heap and len(chosen) < n_pick:
+        neg, j = heapq.heappop(heap)
+        if taken[j]:
+            continue
+        if -neg > cur[j]:  # stale: discounted since it was pushed
+            heapq.heappush(heap, (-cur[j], j))
+            continue
+        chosen.append(j)
+        taken[j] = True
+        for nb in near[j]:
+            if not taken[nb]:
+                cur[nb] *= discount
+    return np.asarray(shortlist, dtype=np.int64)[np.asarray(chosen, dtype=np.int64)]
+
+
+def choose_for_review(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
+                      n_pick: int, strategy: str, seed: int) -> np.ndarray:
+    """Positions of the ``n_pick`` candidates to review under ``strategy`` (all of them when
+    there are fewer); ``uncertainty`` and ``active`` list the most valuable first."""
+    if strategy not in REVIEW_SELECTIONS:
+        raise ValueError(f"unknown review selection '{strategy}' (one of {', '.join(REVIEW_SELECTIONS)})")
+    n, _, k = probs.shape
+    n_pick = min(int(n_pick), n)
+    rng = np.random.default_rng(seed)
+    if n_pick <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if strategy == "random":
+        return np.sort(rng.choice(n, n_pick, replace=False))
+    if strategy == "uncertainty":
+        counts = np.asarray(class_counts, dtype=np.float64)
+        post = combined_posterior(probs, combination, weights, (counts + 1.0) / (counts.sum() + k))
+        return np.argsort(-margin_uncertainty(post), kind="stable")[:n_pick]
+    scores, shortlist, near = active_scores(probs, combination, weights, class_counts, n_pick, rng)
+    return greedy_batch(scores.score, shortlist, near, n_pick)
+
+
+__all__ = ["REVIEW_SELECTIONS", "ReviewScores", "active_scores", "choose_for_review", "class_need",
+           "combined_posterior", "greedy_batch", "margin_uncertainty", "neighbourhood", "vote_disagreement"]

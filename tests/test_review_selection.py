@@ -1,0 +1,212 @@
+"""Choosing what people review: the selection functions on label matrices of known shape,
+and ``export --select`` on a real run whose chosen items go back through ``import-reviews``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator import api
+from orchestrator.cli import app
+from orchestrator.review_selection import (active_scores, choose_for_review, class_need, combined_posterior,
+                                           greedy_batch, margin_uncertainty, vote_disagreement)
+from store.database import Store
+from store.errors import StoreError
+from tests.conftest import LABELS, synthetic_frame, write_config
+
+
+def _confident(n: int, k: int, label: np.ndarray, p: float) -> np.ndarray:
+    """(n, k) rows giving ``label`` probability ``p`` and the rest evenly."""
+    out = np.full((n, k), (1 - p) / (k - 1))
+    out[np.arange(n), label] = p
+    return out
+
+
+# ---------------------------------------------------------------- pure functions
+def test_margin_and_disagreement_values():
+    post = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.6, 0.3, 0.1]])
+    assert np.allclose(margin_uncertainty(post), [1.0, 0.0, 0.7])
+    two = np.stack([_confident(3, 3, np.array([0, 0, 1]), 0.8), _confident(3, 3, np.array([0, 1, 1]), 0.8)], axis=1)
+    assert np.allclose(vote_disagreement(two), [0.0, 1.0, 0.0])
+    abstain = two.copy()
+    abstain[0, 1] = np.nan  # one voice left: no disagreement measurable
+    assert vote_disagreement(abstain)[0] == 0.0
+
+
+def test_class_need_favours_the_class_short_of_labels():
+    post = np.eye(3)
+    need = class_need(post, np.array([50, 50, 2]), np.full(3, 1 / 3))
+    assert need[2] > 2 * need[0] and np.isclose(need[0], need[1])
+    assert np.allclose(class_need(post, np.array([10, 10, 10]), np.full(3, 1 / 3)), 1.0)
+
+
+def test_combined_posterior_follows_the_runs_combination_and_fills_unpredicted_items():
+    probs = np.stack([_confident(4, 3, np.array([0, 1, 2, 0]), 0.7), _confident(4, 3, np.array([0, 1, 2, 1]), 0.9)],
+                     axis=1)
+    probs[3] = np.nan  # never predicted
+    prior = np.array([0.2, 0.3, 0.5])
+    product = combined_posterior(probs, "product", np.ones(2), prior)
+    assert product[:3].argmax(axis=1).tolist() == [0, 1, 2] and product[0, 0] > 0.9
+    assert np.allclose(product[3], prior)
+    best = combined_posterior(probs, "best_view", np.array([0.0, 1.0]), prior)
+    assert np.allclose(best[:3], probs[:3, 1])
+
+
+def test_uncertainty_takes_the_closest_calls_first():
+    rng = np.random.default_rng(0)
+    n, k = 300, 3
+    p = rng.uniform(0.4, 0.99, n)
+    probs = np.empty((n, 2, k))
+    probs[:, :, 0] = p[:, None]
+    probs[:, :, 1:] = ((1 - p) / 2)[:, None, None]
+    pick = choose_for_review(probs, "product", np.ones(2), np.array([5, 5, 5]), 20, "uncertainty", 0)
+    assert set(pick) == set(np.argsort(p)[:20])
+
+
+def test_random_is_seeded_distinct_and_bounded():
+    probs = np.full((50, 2, 3), 1 / 3)
+    a = choose_for_review(probs, None, np.ones(2), np.ones(3), 10, "random", 4)
+    assert len(set(a)) == 10 and a.tolist() == choose_for_review(probs, None, np.ones(2), np.ones(3), 10, "random",
+                                                                 4).tolist()
+    assert a.tolist() != choose_for_review(probs, None, np.ones(2), np.ones(3), 10, "random", 5).tolist()
+    for s in ("random", "uncertainty", "active"):
+        assert sorted(choose_for_review(probs, None, np.ones(2), np.ones(3), 500, s, 0)) == list(range(50))
+        assert choose_for_review(probs, None, np.ones(2), np.ones(3), 0, s, 0).size == 0
+    with pytest.raises(ValueError, match="unknown review selection"):
+        choose_for_review(probs, None, np.ones(2), np.ones(3), 5, "greedy", 0)
+
+
+def _pool(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes, two views; class 2 holds 2 labels against 40 and 40. Per class 200
+    items, a third of them close calls between that class and the next."""
+    k, per = 3, 200
+    truth = np.repeat(np.arange(k), per)
+    probs = np.zeros((k * per, 2, k))
+    for j in range(2):
+        conf = rng.uniform(0.75, 0.95, len(truth))
+        hard = rng.random(len(truth)) < 1 / 3
+        conf[hard] = rng.uniform(0.4, 0.55, hard.sum())
+        probs[np.arange(len(truth)), j, truth] = conf
+        probs[np.arange(len(truth)), j, (truth + 1) % k] = 1 - conf
+        probs[:, j] += rng.uniform(0, 0.02, probs[:, j].shape)
+        probs[:, j] /= probs[:, j].sum(axis=1, keepdims=True)
+    return probs, truth
+
+
+def test_active_covers_the_class_short_of_labels_and_the_close_calls():
+    rng = np.random.default_rng(1)
+    probs, truth = _pool(rng)
+    counts = np.array([40, 40, 2])
+    active = choose_for_review(probs, "product", np.ones(2), counts, 30, "active", 0)
+    rand = choose_for_review(probs, "product", np.ones(2), counts, 30, "random", 0)
+    post = combined_posterior(probs, "product", np.ones(2), np.full(3, 1 / 3))
+    share = lambda pick: np.isin(post[pick].argmax(axis=1), [2]).mean()  # noqa: E731
+    assert share(active) > share(rand) + 0.1
+    assert margin_uncertainty(post[active]).mean() > margin_uncertainty(post[rand]).mean() + 0.1
+    assert len(set(active.tolist())) == 30
+
+
+def test_a_pick_discounts_its_neighbours_so_a_batch_spreads():
+    rng = np.random.default_rng(2)
+    k = 3
+    cluster = np.tile([[0.5, 0.45, 0.05]], (60, 1)) + rng.uniform(0, 0.002, (60, k))  # 60 near-copies of one
+    cluster /= cluster.sum(axis=1, keepdims=True)                                        # close call
+    others = rng.dirichlet(np.ones(k) * 3, size=300)
+    post = np.concatenate([cluster, others])
+    probs = np.stack([post, post], axis=1)
+    pick = choose_for_review(probs, "product", np.ones(2), np.array([10, 10, 10]), 20, "active", 0)
+    scores, shortlist, near = active_scores(probs, "product", np.ones(2), np.array([10, 10, 10]), 20, rng)
+    plain = shortlist[np.argsort(-scores.score[shortlist], kind="stable")][:20]
+    assert (pick < 60).sum() <= (plain < 60).sum() - 4  # the discount moves picks out of the one region
+    assert greedy_batch(scores.score, shortlist, near, 1).tolist() == [plain[0]]
+
+
+# ---------------------------------------------------------------- on a real run
+@pytest.fixture(scope="module")
+def run_store(tmp_path_factory) -> tuple[Path, Path, pd.Series]:
+    tmp = tmp_path_factory.mktemp("select")
+    df = synthetic_frame(n=500, n_gold=9, seed=3)
+    cfg = write_config(tmp, df, max_rounds=2)
+    api.run(cfg)
+    return cfg, tmp / "run.duckdb", df.set_index("id")["truth"]
+
+
+def _combined_margin(store: Path, ids: list[str]) -> float:
+    from store.exchange.candidates import review_candidates
+
+    with Store(store, read_only=True) as st:
+        c = review_candidates(st, 1)
+    post = combined_posterior(c.probs, c.combination, c.weights, np.full(len(LABELS), 1 / len(LABELS)))
+    at = pd.Index(c.item_id).get_indexer(ids)
+    assert (at >= 0).all()
+    return float(margin_uncertainty(post[at]).mean())
+
+
+def test_export_select_chooses_among_items_without_gold(run_store, tmp_path: Path):
+    _, store, _ = run_store
+    with Store(store, read_only=True) as st:
+        gold = {r[0] for r in st.con.execute("SELECT item_id FROM items WHERE gold_label IS NOT NULL").fetchall()}
+        pseudo = {r[0] for r in st.con.execute("SELECT item_id FROM pseudo_labels WHERE status = 'accepted'").fetchall()}
+    picked = {}
+    for sel in ("random", "uncertainty", "active"):
+        n = api.export(store, tmp_path / f"{sel}.csv", select=sel, sample=25, seed=1)
+        df = pd.read_csv(tmp_path / f"{sel}.csv", dtype={"item_id": str})
+        assert n == len(df) == 25 and not set(df["item_id"]) & gold
+        assert set(df.loc[df["source"] == "unlabelled", "item_id"]).isdisjoint(pseudo)
+        assert df.loc[df["source"] == "unlabelled", "label"].isna().all()
+        picked[sel] = df["item_id"].tolist()
+    assert _combined_margin(store, picked["uncertainty"]) > _combined_margin(store, picked["random"]) + 0.2
+    assert _combined_margin(store, picked["active"]) > _combined_margin(store, picked["random"])
+    # the same seed picks the same items; Label Studio tasks for them carry each view's vote
+    api.export(store, tmp_path / "again.csv", select="active", sample=25, seed=1)
+    assert pd.read_csv(tmp_path / "again.csv", dtype={"item_id": str})["item_id"].tolist() == picked["active"]
+    api.export(store, tmp_path / "tasks.json", "label-studio", select="active", sample=25, seed=1)
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    assert sorted(t["data"]["item_id"] for t in tasks) == sorted(picked["active"])
+    assert all(t["predictions"] for t in tasks)
+
+
+def test_export_select_asks_for_a_sample_and_a_known_strategy(run_store, tmp_path: Path):
+    _, store, _ = run_store
+    with pytest.raises(StoreError, match="--sample N"):
+        api.export(store, tmp_path / "a.csv", select="active")
+    with pytest.raises(StoreError, match="unknown selection 'smart'"):
+        api.export(store, tmp_path / "a.csv", select="smart", sample=3)
+    res = CliRunner().invoke(app, ["export", str(store), str(tmp_path / "b.csv"), "--select", "active"])
+    assert res.exit_code == 1 and not (tmp_path / "b.csv").exists()
+    res = CliRunner().invoke(app, ["export", str(store), str(tmp_path / "c.csv"), "--select", "active",
+                                   "--sample", "7"])
+    assert res.exit_code == 0 and len(pd.read_csv(tmp_path / "c.csv")) == 7
+
+
+def test_a_run_without_stored_predictions_cannot_rank(tmp_path: Path):
+    cfg = write_config(tmp_path, synthetic_frame(n=300, seed=4), max_rounds=1, store_predictions=False)
+    api.run(cfg)
+    with pytest.raises(StoreError, match="stored no predictions.*--select random"):
+        api.export(tmp_path / "run.duckdb", tmp_path / "a.csv", select="active", sample=5)
+
+
+def test_reviewed_choices_train_the_next_rounds(tmp_path: Path):
+    df = synthetic_frame(n=500, n_gold=9, seed=3)
+    cfg = write_config(tmp_path, df, max_rounds=2)
+    first = api.run(cfg)
+    store = tmp_path / "run.duckdb"
+    api.export(store, tmp_path / "pick.csv", select="active", sample=30)
+    pick = pd.read_csv(tmp_path / "pick.csv", dtype={"item_id": str})
+    truth = df.set_index("id")["truth"]
+    pd.DataFrame({"item_id": pick["item_id"], "label": truth.loc[pick["item_id"]].to_numpy()}).to_csv(
+        tmp_path / "reviews.csv", index=False)
+    summary = api.import_reviews(store, tmp_path / "reviews.csv", rounds=1)
+    assert summary.imported == 30
+    res = api.run(cfg)
+    assert res.n_rounds == first.n_rounds + 1 and not res.already_finished
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM reviewed_labels") == 30
+        assert st.scalar("SELECT n_gold FROM rounds ORDER BY round DESC LIMIT 1") == first.n_gold + 30
+    # a second selection never offers an item already reviewed
+    api.export(store, tmp_path / "next.csv", select="active", sample=30)
+    assert set(pd.read_csv(tmp_path / "next.csv", dtype={"item_id": str})["item_id"]).isdisjoint(pick["item_id"])
