@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from orchestrator.escalation import ESCALATED, EscalationConfig
 from store.errors import ConfigError
 from store.secrets import find_secret, redact
 from views.llm.local import DEFAULT_MODEL
@@ -238,6 +239,7 @@ class Config(_Strict):
     views: list[ViewConfig] = Field(min_length=1)
     cotrain: CotrainConfig = Field(default_factory=CotrainConfig)
     debate: DebateConfig | None = None
+    escalate: EscalationConfig | None = None
     seed: int = Field(default=0, ge=0)
     store: str = "cotrain.duckdb"
 
@@ -264,6 +266,8 @@ class Config(_Strict):
     def _consistent(self) -> Config:
         n = len(self.views)
         c = self.cotrain
+        if self.escalate is not None and ESCALATED in [v.name for v in self.views]:
+            raise ValueError(f"view name '{ESCALATED}' is reserved for the escalation model's answers")
         if c.cut_view is not None and c.cut_view not in [v.name for v in self.views]:
             raise ValueError(f"cotrain.cut_view '{c.cut_view}' is not a view of this config")
         if c.select == "cut_statistic" and c.policy != "auto":

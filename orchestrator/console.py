@@ -60,8 +60,13 @@ def print_plan(out: Console, p: dict[str, Any]) -> None:
         cost = "unknown price" if d["cost_usd"] is None else f"${d['cost_usd']:.4f}"
         out.print(f"debate: at most {d['items']} item(s), {d['calls']:,} calls, ~{d['tokens']:,} tokens, {cost}",
                   highlight=False)
+    if p.get("escalation"):
+        e = p["escalation"]
+        cost = "unknown price" if e["cost_usd"] is None else f"at most ${e['cost_usd']:.4f}"
+        out.print(f"escalation to {e['model']}: at most {e['items']:,} item(s) + {e['gold_items']} gold, "
+                  f"{e['calls']:,} calls, {cost} (budget ${e['budget_usd']:.2f})", highlight=False)
     if not p["views"]:
-        out.print("no LLM view" + ("" if p.get("debate") else ": nothing is paid per call"))
+        out.print("no LLM view" + ("" if p.get("debate") or p.get("escalation") else ": nothing is paid per call"))
         return
     rows = [[v["view"], v["model"], v["mode"], v["demonstrations"], f"{v['calls']:,}", f"{v['prompt_tokens']:,}",
              f"{v['completion_tokens']:,}", "unknown price" if v["cost_usd"] is None else f"${v['cost_usd']:.4f}",

@@ -34,6 +34,13 @@ def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
             per_round_pool = min(n_pool, cfg.cotrain.pool_sample or n_pool)
             out = [_plan_view(v, sample, n_gold, n_test, rounds, per_round_pool)
                    for v in runner.views or [] if isinstance(v, Plannable)]
+            escalation = None
+            if cfg.escalate is not None and cfg.escalate.enabled:
+                from orchestrator.escalation import make_escalator, plan_escalation
+
+                view, esc_fields = make_escalator(cfg, None, st.data_columns(run_id), base, None)
+                esc_sample = st.fetch_rows(run_id, pool_rows, esc_fields).to_pandas()
+                escalation = plan_escalation(cfg, view, esc_sample, min(n_pool, per_round_pool), rounds)
         finally:
             runner.close()
     debate = None
@@ -44,7 +51,7 @@ def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
         records = sample[d.fields].astype(str).to_dict("records") if all(f in sample for f in d.fields) else []
         debate = plan_debate(cfg, rounds * (d.max_items + d.evaluate_test), records)
     return {"n_gold": n_gold, "n_pool": n_pool, "n_test": n_test, "max_rounds": rounds, "views": out,
-            "debate": debate}
+            "debate": debate, "escalation": escalation}
 
 
 def _plan_view(v: Plannable, sample: Any, n_gold: int, n_test: int, rounds: int, per_round_pool: int) -> dict[str, Any]:

@@ -57,6 +57,8 @@ class RoundRunner:
         self.labels = cfg.task.names
         self.k = len(self.labels)
         self.debater: Any = None  # agents.runner.Debater while a run with a debate section runs
+        self.escalator: Any = None  # the escalation model (an llm view) and its fields, while a run escalates
+        self.escalator_fields: list[str] = []
         self._last_round = cfg.cotrain.max_rounds  # or a reopened run's round_limit, set in run()
         # The run's views, built once: by start() when it creates the run (the field check
         # before the commit), else by _rounds(); closed (with the ledger) by close().
@@ -131,6 +133,7 @@ class RoundRunner:
         """Close the views, the debater and the ledger (idempotent)."""
         views, self.views, self.fields = self.views or [], None, []
         self._frames = None  # the fields held in memory go with the run
+        views, self.escalator = views + ([self.escalator] if self.escalator is not None else []), None
         try:
             for v in views:
                 if isinstance(v, Closeable):
@@ -197,6 +200,11 @@ class RoundRunner:
 
                 self.debater = make_debater(self.cfg, ledger)
                 self.debater.check()
+            if self.cfg.escalate is not None and self.cfg.escalate.enabled:
+                from orchestrator.escalation import make_escalator
+
+                self.escalator, self.escalator_fields = make_escalator(self.cfg, self.store, columns, self.base_dir,
+                                                                       ledger)
             views, fields = self._build_views(run_id, columns), self.fields
             problems = self._problems
             assert problems is not None
@@ -267,6 +275,12 @@ class RoundRunner:
                     from orchestrator.debate import debate_round
 
                     debated = debate_round(self, write, state, pool, merged, pred, ev.probs)
+                if self.escalator is not None:
+                    from orchestrator.escalation import escalate_round
+
+                    taken = np.concatenate([merged.item, np.searchsorted(pool, debated[0])])
+                    esc = escalate_round(self, write, state, pool, evidence, taken, c.min_precision)
+                    debated = tuple(np.concatenate([a, b]) for a, b in zip(debated, esc))  # type: ignore[assignment]
                 end = termination(r, self._last_round, pool_left, int(merged.item.size) + int(debated[0].size))
             else:
                 evidence = assess(c.combination, oof, oof_y, None, None, state.gold_prior(self.k), self.k, rng)

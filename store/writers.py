@@ -122,6 +122,14 @@ class RoundWriter:
                 "label_model_accuracy": pa.array([v.get("label_model_accuracy") for v in views], pa.float64()),
                 "weight": pa.array([v.get("weight") for v in views], pa.float64())}))
 
+    def view_estimate(self, view: str, cv_accuracy: float | None, weight: float | None) -> None:
+        """One more ``view_estimates`` row, for a voter outside the round's views (the
+        escalation model: its accuracy estimated on gold)."""
+        self.store.insert_arrow("view_estimates", pa.table({
+            "run_id": pa.array([self.run_id], pa.int32()), "round": pa.array([self.round], pa.int32()),
+            "view": [view], "cv_accuracy": pa.array([cv_accuracy], pa.float64()),
+            "label_model_accuracy": pa.array([None], pa.float64()), "weight": pa.array([weight], pa.float64())}))
+
     def disputes(self, ids: pa.Array, voices: np.ndarray, lab: np.ndarray, conf: np.ndarray) -> None:
         """Disputed items: the views that spoke on each (``voices``, (n, V)), their labels
         and confidences."""

@@ -1,7 +1,8 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 that misbehaves on purpose.
 
 It answers ``POST /v1/chat/completions`` by a fixed rule (the item's user message mentions a
-``positive`` cue word -> "positive", else "negative"), with label-word log-probabilities
+``positive`` cue word -> "positive", else "negative"; ``rule`` replaces it, e.g. an oracle
+of set accuracy), with label-word log-probabilities
 when asked for them and a JSON answer otherwise. Faults are scheduled per request number
 (1-based) or set as the default: ``slow``, ``429``, ``500``, ``malformed`` (a body that is
 not JSON), ``no_logprobs``, ``garbage`` (an unreadable answer), ``401`` (echoing the key,
@@ -46,8 +47,10 @@ class MisbehavingServer:
 
     def __init__(self, faults: dict[int, str] | None = None, default: str = "ok", slow_s: float = 2.0,
                  delay_s: float = 0.0, kill_pid: int | None = None, engine: str = "threads", p429: float = 0.0,
-                 capacity: int | None = None, seed: int = 0, port: int = 0) -> None:
+                 capacity: int | None = None, seed: int = 0, port: int = 0,
+                 rule: Any = None) -> None:
         self.faults = dict(faults or {})
+        self.rule = rule or rule_label  # the item's user message -> the label answered
         self.engine, self.p429, self.capacity, self.port = engine, p429, capacity, port
         self._rng = random.Random(seed)
         self.rejected = 0  # requests answered 429 (scheduled, random or over capacity)
@@ -179,7 +182,7 @@ class MisbehavingServer:
         # the item is in the last user turn, or in the first one when later turns are a
         # debate's "the other agents answered ..." follow-up
         text = users[-1] if len(users) == 1 or "other agents answered" not in users[-1] else users[0]
-        label = rule_label(text)
+        label = self.rule(text)
         other = "negative" if label == "positive" else "positive"
         logprobs = None
         if mode == "garbage":  # neither logprobs nor a readable answer

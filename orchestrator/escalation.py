@@ -1,0 +1,233 @@
+"""The escalation cascade: items the cheap views leave uncertain go to a stronger, costlier
+LLM, most valuable first, until its budget is spent or the pool's estimated precision
+reaches the target.
+
+``escalate:`` in the config names the model (any litellm model or ``local:<name>``, with
+the parameters of an ``llm`` view) plus when to ask it. Each round, after selection (and the
+debate, when there is one), the pool items still below ``below`` p_correct are ranked by the
+expected gain of an answer (``review_selection``'s active score over the combined posterior)
+and sent in chunks. The model's accuracy is estimated on up to ``gold_items`` gold and
+reviewed items (answered once; later rounds hit the cache), and its answer enters the
+evidence as one more voter of that accuracy: the cheap views' calibrated posterior is the
+prior and the answer's likelihood is ``acc`` for the class it names and ``(1 - acc)/(K - 1)``
+for each other (a one-coin Dawid-Skene view). An item whose updated p_correct reaches
+``cotrain.min_precision`` is accepted with source ``escalated``; every answer is filed as a
+prediction of view ``escalated``, and every call is cached and billed by the LLM client.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from views.params import LLMParams
+
+log = logging.getLogger("cotrain")
+
+#: The view name the escalation model's answers are filed under (no configured view may take it).
+ESCALATED = "escalated"
+
+
+class EscalationConfig(BaseModel):
+    """``below``: items whose p_correct after the cheap views is under this are candidates;
+    ``budget_usd``: the most the cascade may spend over the run (required: a strong model
+    without a cap is a blank cheque); ``target_precision``: stop a round's escalation once
+    the estimated precision of the pool's combined labels reaches it; ``gold_items``: gold
+    and reviewed items it answers to estimate its accuracy; ``max_items_per_round``;
+    ``chunk``: items per request batch (the budget and the target are checked between
+    chunks); ``order``: ``value`` (expected gain, the default) or ``random`` (a seeded
+    random subset: the baseline that measures what the ranking is worth). Every other key
+    is a parameter of an ``llm`` view (``model``, ``api_base``, ``api_key_env``, ``fields``,
+    ``price``, ``scoring``, ``concurrency``, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    enabled: bool = True
+    below: float = Field(default=0.9, gt=0.0, le=1.0)
+    budget_usd: float = Field(gt=0.0)
+    target_precision: float | None = Field(default=None, gt=0.0, lt=1.0)
+    gold_items: int = Field(default=50, ge=0)
+    max_items_per_round: int | None = Field(default=None, ge=1)
+    chunk: int = Field(default=32, ge=1)
+    order: Literal["value", "random"] = "value"
+    _llm: LLMParams | None = PrivateAttr(default=None)
+
+    @property
+    def llm(self) -> LLMParams:
+        """The model's parameters as an ``llm`` view's, validated (its budget is ``budget_usd``)."""
+        assert self._llm is not None
+        return self._llm
+
+    @model_validator(mode="after")
+    def _llm_params(self) -> EscalationConfig:
+        self._llm = LLMParams.model_validate({**(self.model_extra or {}), "budget_usd": self.budget_usd})
+        return self
+
+
+def make_escalator(cfg: Any, store: Any, columns: list[str], base_dir: Any, ledger: Any) -> tuple[Any, list[str]]:
+    """The escalation model as an ``llm`` view named ``escalated`` bound to the run's ledger,
+    with the fields it reads (checked like any view's: never the label, id or split column)."""
+    from pathlib import Path
+
+    from orchestrator.viewset import _resolve_fields
+    from store.media import data_roots
+    from views.base import ViewContext
+    from views.registry import build_view
+
+    ctx = ViewContext(labels=tuple(cfg.task.names), seed=int(cfg.seed) + 7919, base_dir=Path(base_dir),
+                      label_descriptions=tuple(spec.description for spec in cfg.task.labels), ledger=ledger,
+                      data_dirs=data_roots(cfg.data.train, cfg.data.test))
+    view = build_view(ESCALATED, "llm", cfg.escalate.llm, ctx)
+    return view, _resolve_fields(view, cfg, columns)
+
+
+def one_coin_update(prior: np.ndarray, vote: np.ndarray, accuracy: float) -> np.ndarray:
+    """Posterior (n, K) after one voter of ``accuracy`` says ``vote`` (n,; ABSTAIN/-1 leaves
+    the row as it was): prior x (acc if the class is the vote else (1 - acc) / (K - 1))."""
+    prior = np.asarray(prior, dtype=np.float64)
+    n, k = prior.shape
+    vote = np.asarray(vote, dtype=np.int64)
+    lik = np.full((n, k), (1.0 - accuracy) / max(k - 1, 1))
+    voted = vote >= 0
+    lik[np.flatnonzero(voted), vote[voted]] = accuracy
+    lik[~voted] = 1.0
+    post = prior * lik
+    return post / post.sum(axis=1, keepdims=True)
+
+
+def calibrated_prior(posterior: np.ndarray, p_correct: np.ndarray) -> np.ndarray:
+    """The combined posterior rescaled so its top class carries p_correct (the rest share
+    what is left in proportion); rows without evidence are uniform."""
+    post = np.asarray(posterior, dtype=np.float64).copy()
+    n, k = post.shape
+    bad = np.isnan(post).any(axis=1) | np.isnan(p_correct)
+    post[bad] = 1.0 / k
+    top = post.argmax(axis=1)
+    p = np.where(bad, 1.0 / k, np.clip(p_correct, 1e-6, 1 - 1e-6))
+    rest = 1.0 - post[np.arange(n), top]
+    scale = np.where(rest > 0, (1.0 - p) / np.where(rest > 0, rest, 1.0), 0.0)
+    out = post * scale[:, None]
+    out[np.arange(n), top] = p
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def estimate_accuracy(probs: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    """(Laplace-smoothed accuracy (right + 1) / (answered + 2), answered) of the model's
+    answers on gold items; abstentions do not count (no answer at all: 0.5)."""
+    answered = ~np.isnan(probs).any(axis=1)
+    right = int((probs[answered].argmax(axis=1) == np.asarray(y)[answered]).sum()) if answered.any() else 0
+    n = int(answered.sum())
+    return (right + 1.0) / (n + 2.0), n
+
+
+def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, evidence: Any, taken: np.ndarray,
+                   min_precision: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The escalation step of a round: returns the accepted (pool-relative positions as
+    state positions, labels, confidences); files answers, estimates and pseudo-labels."""
+    from orchestrator.frames import StoreFrames
+    from orchestrator.review_selection import choose_for_review
+    from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN
+
+    e = runner.cfg.escalate
+    view, fields = runner.escalator, runner.escalator_fields
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.float32))
+    frames = StoreFrames(runner.store, write.run_id, fields)
+
+    def fetch(pos: np.ndarray) -> Any:
+        df = frames.rows(state.row_idx[pos])
+        df[ITEM_ID_COLUMN] = state.ids(pos).to_pandas().array if len(pos) else []
+        return df
+
+    trusted = np.flatnonzero((state.gold >= 0) & ~state.is_test)
+    train = fetch(trusted)
+    train[LABEL_SOURCE_COLUMN] = state.label_sources(trusted)
+    view.fit(train, state.gold[trusted].astype(np.int64), np.ones(len(trusted)))
+    held = trusted[: e.gold_items]
+    acc, n_answered = estimate_accuracy(view.predict_proba(fetch(held)), state.gold[held]) if len(held) else (0.5, 0)
+    k = len(write.labels)
+    write.view_estimate(ESCALATED, acc if n_answered else None, None)
+    p = np.nan_to_num(np.asarray(evidence.p_correct, dtype=np.float64), nan=0.0)
+    open_ = np.ones(len(pool), dtype=bool)
+    open_[np.asarray(taken, dtype=np.int64)] = False
+    cand = np.flatnonzero(open_ & (p < e.below))
+    if not cand.size or acc <= 1.0 / k:
+        log.info("round %d: nothing to escalate (%d candidate(s), model accuracy %.2f)", write.round, cand.size, acc)
+        return empty
+    cap = min(cand.size, e.max_items_per_round or cand.size, _affordable(view, fetch(pool[cand[:50]]), e.budget_usd))
+    if cap <= 0:
+        log.info("round %d: escalation budget spent", write.round)
+        return empty
+    post = calibrated_prior(evidence.posterior, evidence.p_correct)
+    order = cand[choose_for_review(post[cand][:, None, :], "product", np.ones(1), state.gold_prior(k), cap,
+                                   "active" if e.order == "value" else "random", int(runner.cfg.seed) + write.round)]
+    asked: list[np.ndarray] = []
+    votes: list[np.ndarray] = []
+    for lo in range(0, len(order), e.chunk):
+        chunk = order[lo:lo + e.chunk]
+        probs = view.predict_proba(fetch(pool[chunk]))
+        answered = ~np.isnan(probs).any(axis=1)
+        vote = np.where(answered, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
+        _file_answers(write, state, pool[chunk[answered]], probs[answered])
+        post[chunk] = one_coin_update(post[chunk], vote, acc)
+        asked.append(chunk)
+        votes.append(vote)
+        if not answered.any():  # the budget is spent (or the endpoint gave nothing): stop asking
+            break
+        if e.target_precision is not None and float(post.max(axis=1).mean()) >= e.target_precision:
+            break
+    done = np.concatenate(asked)
+    vote = np.concatenate(votes)
+    top = post[done].max(axis=1)
+    ok = (vote >= 0) & (top >= min_precision)
+    pos, lab, conf = pool[done[ok]], post[done[ok]].argmax(axis=1).astype(np.int16), top[ok].astype(np.float32)
+    if pos.size:
+        write.pseudo_labels(state.ids(pos), lab, conf, ESCALATED, pa.array([[ESCALATED]] * len(pos),
+                                                                              pa.list_(pa.string())), conf)
+    log.info("round %d: %d item(s) escalated, %d answered, %d accepted (model accuracy %.2f on %d gold)",
+             write.round, done.size, int((vote >= 0).sum()), pos.size, acc, n_answered)
+    return pos, lab, conf
+
+
+def _affordable(view: Any, sample: Any, budget_usd: float) -> int:
+    """Items the budget left can still pay for, by the dry-run estimate of one item's calls
+    (no cap when the price is unknown: the client's hard budget still holds)."""
+    if not len(sample):
+        return 0
+    plan = view.plan(sample)
+    per_call = view.price_per_call(plan["prompt_tokens_per_call"], plan["completion_tokens_per_call"])
+    left = budget_usd - view.client().spent()
+    if left <= 0:
+        return 0
+    if not per_call:
+        return 1 << 62
+    return int(left // (per_call * plan["calls_per_item"]))
+
+
+def _file_answers(write: Any, state: Any, pos: np.ndarray, probs: np.ndarray) -> None:
+    if not len(pos):
+        return
+    lab = probs.argmax(axis=1).astype(np.int16)
+    write.predictions(state.ids(pos), ESCALATED, lab, probs.max(axis=1).astype(np.float32), probs)
+
+
+def plan_escalation(cfg: Any, view: Any, sample: Any, n_pool: int, rounds: int) -> dict[str, Any]:
+    """Upper bounds for a dry run: every pool item escalated once (plus the gold answers),
+    capped by the budget when the price is known."""
+    e = cfg.escalate
+    plan = view.plan(sample)
+    per_call = view.price_per_call(plan["prompt_tokens_per_call"], plan["completion_tokens_per_call"])
+    per_item = None if per_call is None else per_call * plan["calls_per_item"]
+    items = min(n_pool, (e.max_items_per_round or n_pool) * max(rounds, 1))
+    if per_item:
+        items = min(items, int(e.budget_usd // per_item))
+    calls = (items + e.gold_items) * plan["calls_per_item"]
+    return {"model": view.model, "items": items, "gold_items": e.gold_items, "calls": calls,
+            "cost_usd": None if per_item is None else min(e.budget_usd, (items + e.gold_items) * per_item),
+            "budget_usd": e.budget_usd, "below": e.below, "target_precision": e.target_precision}
+
+
+__all__ = ["ESCALATED", "EscalationConfig", "calibrated_prior", "escalate_round", "estimate_accuracy",
+           "make_escalator", "one_coin_update", "plan_escalation"]

@@ -1,0 +1,139 @@
+"""The escalation cascade: uncertain items go to a stronger model (a real OpenAI-compatible
+server on 127.0.0.1 whose accuracy the test sets), within a budget, and its answers enter
+the evidence as one more voter of estimated accuracy."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator import api
+from orchestrator.config import parse_config
+from orchestrator.escalation import calibrated_prior, estimate_accuracy, one_coin_update
+from store.database import Store
+from store.errors import ConfigError
+from tests.conftest import sentiment_frame
+from tests.openai_server import MisbehavingServer, rule_label
+
+
+# ---------------------------------------------------------------- pure functions
+def test_one_coin_update_is_bayes_with_a_voter_of_known_accuracy():
+    prior = np.array([[0.6, 0.3, 0.1], [0.5, 0.5, 0.0], [0.2, 0.2, 0.6]])
+    post = one_coin_update(prior, np.array([1, 0, -1]), 0.9)
+    expected0 = np.array([0.6 * 0.05, 0.3 * 0.9, 0.1 * 0.05])
+    assert np.allclose(post[0], expected0 / expected0.sum())
+    assert np.allclose(post[1], [0.9 / (0.9 + 0.05), 0.05 / (0.9 + 0.05), 0.0])
+    assert np.allclose(post[2], prior[2])  # an abstention changes nothing
+    chance = one_coin_update(prior, np.array([2, 2, 2]), 1 / 3)
+    assert np.allclose(chance, prior)  # a voter at chance tells nothing
+
+
+def test_calibrated_prior_puts_p_correct_on_the_top_class():
+    post = np.array([[0.7, 0.2, 0.1], [np.nan, np.nan, np.nan]])
+    q = calibrated_prior(post, np.array([0.5, np.nan]))
+    assert np.allclose(q.sum(axis=1), 1.0) and np.isclose(q[0, 0], 0.5)
+    assert np.isclose(q[0, 1] / q[0, 2], 2.0) and np.allclose(q[1], 1 / 3)
+
+
+def test_accuracy_estimate_skips_abstentions_and_is_smoothed():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [np.nan, np.nan], [0.6, 0.4]])
+    acc, n = estimate_accuracy(probs, np.array([0, 1, 1, 1]))
+    assert n == 3 and np.isclose(acc, (2 + 1) / (3 + 2))
+    assert estimate_accuracy(np.full((2, 2), np.nan), np.array([0, 1])) == (0.5, 0)
+
+
+# ---------------------------------------------------------------- config
+def _config(tmp: Path, base_url: str, df=None, **escalate) -> dict:
+    (df if df is not None else sentiment_frame(n_gold=8, n_pool=60, n_test=20)).to_csv(tmp / "items.csv", index=False)
+    esc = {"model": "openai/strong", "api_base": base_url, "fields": ["text"], "scoring": "logprobs",
+           "concurrency": 2, "timeout_s": 30.0, "backoff_s": 0.01, "budget_usd": 1.0, "chunk": 8,
+           "demonstrations": {"strategy": "none"},
+           "price": {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}, **escalate}
+    return {"task": {"labels": ["negative", "positive"]},
+            "data": {"train": str(tmp / "items.csv"), "id_column": "id", "split_column": "split"},
+            "views": [{"name": "tfidf", "kind": "sklearn", "text": "text"}],
+            "cotrain": {"max_rounds": 2, "calibration_folds": 0}, "escalate": esc, "seed": 0,
+            "store": str(tmp / "run.duckdb")}
+
+
+def test_escalation_config_is_checked_where_it_is_written(tmp_path: Path):
+    cfg = _config(tmp_path, "http://127.0.0.1:9")
+    del cfg["escalate"]["budget_usd"]
+    with pytest.raises(ConfigError, match=r"escalate\.budget_usd"):
+        parse_config(cfg)
+    cfg = _config(tmp_path, "http://127.0.0.1:9", scoring="guess")
+    with pytest.raises(ConfigError, match=r"escalate\.scoring"):
+        parse_config(cfg)
+    cfg = _config(tmp_path, "http://127.0.0.1:9")
+    cfg["views"].append({"name": "escalated", "kind": "sklearn", "text": "text"})
+    with pytest.raises(ConfigError, match="'escalated' is reserved"):
+        parse_config(cfg)
+
+
+# ---------------------------------------------------------------- a real run
+def _noisy(accuracy: float):
+    """The server's rule, wrong on a fixed share of items (by a hash of the message)."""
+    def rule(text: str) -> str:
+        right = rule_label(text)
+        bucket = int(hashlib.sha256(text.encode()).hexdigest(), 16) % 1000
+        return right if bucket < accuracy * 1000 else ("negative" if right == "positive" else "positive")
+    return rule
+
+
+def _truth() -> dict[str, str]:
+    df = sentiment_frame(n_gold=8, n_pool=60, n_test=20)
+    y = np.arange(len(df)) % 2
+    return dict(zip(df["id"], np.where(y == 1, "positive", "negative")))
+
+
+def test_uncertain_items_are_escalated_billed_and_filed(tmp_path: Path):
+    with MisbehavingServer() as srv:
+        cfg = _config(tmp_path, srv.base_url)
+        plan = api.plan(cfg)
+        assert srv.count == 0  # a dry run calls nothing
+        e = plan["escalation"]
+        assert e["items"] > 0 and e["calls"] == e["items"] + e["gold_items"] and 0 < e["cost_usd"] <= 1.0
+        res = api.run(cfg)
+        calls = srv.count
+        again = api.run(cfg)
+        assert again.already_finished and srv.count == calls  # a finished run asks nothing again
+    truth = _truth()
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        esc = st.con.execute("SELECT item_id, label, p_correct, source_views FROM pseudo_labels"
+                             " WHERE source = 'escalated'").fetchall()
+        answers = st.scalar("SELECT count(*) FROM predictions WHERE view = 'escalated'")
+        spent = st.scalar("SELECT coalesce(sum(cost_usd), 0) FROM llm_calls WHERE view = 'escalated'")
+        est = st.con.execute("SELECT round, cv_accuracy FROM view_estimates WHERE view = 'escalated'").fetchall()
+    assert esc and all(label == truth[i] for i, label, _, _ in esc)  # the strong model is right here
+    assert all(p >= 0.9 and views == ["escalated"] for _, _, p, views in esc)
+    assert answers >= len(esc) and 0 < spent <= 1.0
+    assert est and all(np.isclose(a, (8 + 1) / (8 + 2)) for _, a in est)  # 8 gold answered, all right
+    assert res.n_pseudo >= len(esc)
+
+
+def test_the_budget_stops_the_cascade(tmp_path: Path):
+    with MisbehavingServer() as srv:
+        cfg = _config(tmp_path, srv.base_url, budget_usd=0.004, chunk=4)  # a few calls' worth
+        api.run(cfg)
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        spent = st.scalar("SELECT coalesce(sum(cost_usd), 0) FROM llm_calls WHERE view = 'escalated'")
+        refused = st.scalar("SELECT count(*) FROM llm_calls WHERE view = 'escalated' AND status = 'budget'")
+        per_call = st.scalar("SELECT max(cost_usd) FROM llm_calls WHERE view = 'escalated'")
+        asked = st.scalar("SELECT count(*) FROM predictions WHERE view = 'escalated'")
+    assert spent <= 0.004 + 2 * per_call  # at most the calls in flight (concurrency 2) when it ran out
+    assert refused > 0 and asked == 0  # the gold answers spent it: no pool item was sent
+
+
+def test_a_noisy_strong_model_weighs_by_its_estimated_accuracy(tmp_path: Path):
+    with MisbehavingServer(rule=_noisy(0.7)) as srv:
+        df = sentiment_frame(n_gold=30, n_pool=60, n_test=20)
+        cfg = _config(tmp_path, srv.base_url, df=df, gold_items=30)
+        api.run(cfg)
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        acc = st.scalar("SELECT max(cv_accuracy) FROM view_estimates WHERE view = 'escalated'")
+        esc = st.con.execute("SELECT p_correct FROM pseudo_labels WHERE source = 'escalated'").fetchall()
+    assert 0.5 < acc < 0.95  # about 0.7 on 30 gold answers
+    # one answer of a 0.7-accurate voter lifts p_correct to 0.9 only where the views already leant that way
+    assert all(p >= 0.9 for (p,) in esc)
