@@ -15,7 +15,7 @@ from orchestrator.config import Config, parse_config, resolve_config
 from orchestrator.planning import plan
 from orchestrator.rounds import Reporter, RoundRunner, RunResult
 from store.database import Store
-from store.errors import ConfigError, CotrainError, StoreError
+from store.errors import ConfigError, CotrainError
 from store.exchange.reviews import ReviewSummary
 from store.exchange.reviews import import_reviews as _import_reviews
 from store.exchange.export import ExportCount, ExportFilter, ExportFormat, export_labels
@@ -284,36 +284,13 @@ def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, 
     flt = ExportFilter(run_id, max_round, min_confidence, source, include_gold, disputed_only, sample, seed,
                        min_p_correct)  # checks min_p_correct before the store is opened
     if select != "stratified":
-        _check_review_selection(select, sample)
+        from orchestrator.review_selection import check_review_selection, review_filter
+
+        check_review_selection(flt, select)
     with _open_read(store, "export") as st:
         if select != "stratified":
-            flt = _review_filter(st, flt, select)
+            flt = review_filter(st, flt, select)
         return export_labels(st, out, fmt, flt, force=force, escape_formulas=escape_formulas)
-
-
-def _check_review_selection(select: str, sample: int | None) -> None:
-    from orchestrator.review_selection import REVIEW_SELECTIONS
-
-    if select not in REVIEW_SELECTIONS:
-        raise StoreError(f"--select: unknown selection '{select}' (stratified, {', '.join(REVIEW_SELECTIONS)})")
-    if sample is None or sample < 1:
-        raise StoreError(f"--select {select} chooses --sample N items for review; give N >= 1")
-
-
-def _review_filter(st: Store, flt: ExportFilter, select: str) -> ExportFilter:
-    """``flt`` narrowed to the items ``select`` picks for review (no gold, no stratified draw)."""
-    from dataclasses import replace
-
-    from orchestrator.review_selection import choose_for_review
-    from store.exchange.candidates import review_candidates
-
-    run_id = flt.run_id if flt.run_id is not None else st.latest_run()
-    if run_id is None:
-        raise StoreError("holds no run to choose items from", st.path)
-    c = review_candidates(st, int(run_id), disputed_only=flt.disputed_only)
-    pick = choose_for_review(c.probs, c.combination, c.weights, c.class_counts, int(flt.sample or 0), select,
-                             flt.seed)
-    return replace(flt, run_id=int(run_id), include_gold=False, sample=None, items=tuple(c.item_id[pick].tolist()))
 
 
 def report(store: str | Path, out: str | Path = "report.html", *, run_id: int | None = None,

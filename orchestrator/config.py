@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from orchestrator.escalation import ESCALATED, EscalationConfig
+from orchestrator.escalation_config import ESCALATED, EscalationConfig
 from store.errors import ConfigError
 from store.secrets import find_secret, redact
 from views.llm.local import DEFAULT_MODEL

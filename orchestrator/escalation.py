@@ -6,66 +6,30 @@ reaches the target.
 the parameters of an ``llm`` view) plus when to ask it. Each round, after selection (and the
 debate, when there is one), the pool items still below ``below`` p_correct are ranked by the
 expected gain of an answer (``review_selection``'s active score over the combined posterior)
-and sent in chunks. The model's accuracy is estimated on up to ``gold_items`` gold and
-reviewed items (answered once; later rounds hit the cache), and its answer enters the
-evidence as one more voter of that accuracy: the cheap views' calibrated posterior is the
-prior and the answer's likelihood is ``acc`` for the class it names and ``(1 - acc)/(K - 1)``
-for each other (a one-coin Dawid-Skene view). An item whose updated p_correct reaches
-``cotrain.min_precision`` is accepted with source ``escalated``; every answer is filed as a
-prediction of view ``escalated``, and every call is cached and billed by the LLM client.
+and sent in chunks. The model's accuracy is estimated each round on up to ``gold_items``
+gold and reviewed items drawn at random (seeded) and left out of its demonstrations and
+calibration (repeated prompts are cache hits), and its answer enters the evidence as one
+more voter of that accuracy: the cheap views' calibrated posterior is the prior and the
+answer's likelihood is ``acc`` for the class it names and ``(1 - acc)/(K - 1)`` for each
+other (a one-coin Dawid-Skene view). An item is accepted with source ``escalated`` when the
+updated posterior names the model's answer at ``cotrain.min_precision`` or more; such labels
+train every view. Answers are filed as predictions of view ``escalated`` (with
+``store_predictions``) and every call is cached and billed by the LLM client. An item asked
+in an earlier round and not accepted may be asked again: the repeat is a cache hit, and the
+answer meets the round's new evidence. A remote model needs a known price (``price``, or
+litellm's), or ``budget_usd`` could not be enforced.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from views.params import LLMParams
+from orchestrator.escalation_config import ESCALATED, EscalationConfig
 
 log = logging.getLogger("cotrain")
-
-#: The view name the escalation model's answers are filed under (no configured view may take it).
-ESCALATED = "escalated"
-
-
-class EscalationConfig(BaseModel):
-    """``below``: items whose p_correct after the cheap views is under this are candidates;
-    ``budget_usd``: the most the cascade may spend over the run (required: a strong model
-    without a cap is a blank cheque); ``target_precision``: stop a round's escalation once
-    the estimated precision of the pool's combined labels reaches it; ``gold_items``: gold
-    and reviewed items it answers to estimate its accuracy; ``max_items_per_round``;
-    ``chunk``: items per request batch (the budget and the target are checked between
-    chunks); ``order``: ``value`` (expected gain, the default) or ``random`` (a seeded
-    random subset: the baseline that measures what the ranking is worth). Every other key
-    is a parameter of an ``llm`` view (``model``, ``api_base``, ``api_key_env``, ``fields``,
-    ``price``, ``scoring``, ``concurrency``, ...)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    enabled: bool = True
-    below: float = Field(default=0.9, gt=0.0, le=1.0)
-    budget_usd: float = Field(gt=0.0)
-    target_precision: float | None = Field(default=None, gt=0.0, lt=1.0)
-    gold_items: int = Field(default=50, ge=0)
-    max_items_per_round: int | None = Field(default=None, ge=1)
-    chunk: int = Field(default=32, ge=1)
-    order: Literal["value", "random"] = "value"
-    _llm: LLMParams | None = PrivateAttr(default=None)
-
-    @property
-    def llm(self) -> LLMParams:
-        """The model's parameters as an ``llm`` view's, validated (its budget is ``budget_usd``)."""
-        assert self._llm is not None
-        return self._llm
-
-    @model_validator(mode="after")
-    def _llm_params(self) -> EscalationConfig:
-        self._llm = LLMParams.model_validate({**(self.model_extra or {}), "budget_usd": self.budget_usd})
-        return self
-
 
 def make_escalator(cfg: Any, store: Any, columns: list[str], base_dir: Any, ledger: Any) -> tuple[Any, list[str]]:
     """The escalation model as an ``llm`` view named ``escalated`` bound to the run's ledger,
@@ -73,6 +37,7 @@ def make_escalator(cfg: Any, store: Any, columns: list[str], base_dir: Any, ledg
     from pathlib import Path
 
     from orchestrator.viewset import _resolve_fields
+    from store.errors import ConfigError
     from store.media import data_roots
     from views.base import ViewContext
     from views.registry import build_view
@@ -81,7 +46,12 @@ def make_escalator(cfg: Any, store: Any, columns: list[str], base_dir: Any, ledg
                       label_descriptions=tuple(spec.description for spec in cfg.task.labels), ledger=ledger,
                       data_dirs=data_roots(cfg.data.train, cfg.data.test))
     view = build_view(ESCALATED, "llm", cfg.escalate.llm, ctx)
-    return view, _resolve_fields(view, cfg, columns)
+    fields = _resolve_fields(view, cfg, columns)
+    if not str(view.model).startswith("local:") and view.price_per_call(100.0, 1.0) is None:
+        view.close()
+        raise ConfigError("escalate.price", f"the price of '{view.model}' is unknown (litellm has none); give "
+                          "price: {input_per_mtok, output_per_mtok} so budget_usd can be enforced")
+    return view, fields
 
 
 def one_coin_update(prior: np.ndarray, vote: np.ndarray, accuracy: float) -> np.ndarray:
@@ -98,13 +68,20 @@ def one_coin_update(prior: np.ndarray, vote: np.ndarray, accuracy: float) -> np.
     return post / post.sum(axis=1, keepdims=True)
 
 
+#: Share of every prior mixed in uniformly, so no class is ever ruled out by the cheap views
+#: alone (a 0 would make the strong model's vote for it count for nothing).
+PRIOR_FLOOR = 1e-3
+
+
 def calibrated_prior(posterior: np.ndarray, p_correct: np.ndarray) -> np.ndarray:
     """The combined posterior rescaled so its top class carries p_correct (the rest share
-    what is left in proportion); rows without evidence are uniform."""
+    what is left in proportion, after a ``PRIOR_FLOOR`` of uniform is mixed in); rows
+    without evidence are uniform."""
     post = np.asarray(posterior, dtype=np.float64).copy()
     n, k = post.shape
     bad = np.isnan(post).any(axis=1) | np.isnan(p_correct)
     post[bad] = 1.0 / k
+    post = (1.0 - PRIOR_FLOOR) * post + PRIOR_FLOOR / k
     top = post.argmax(axis=1)
     p = np.where(bad, 1.0 / k, np.clip(p_correct, 1e-6, 1 - 1e-6))
     rest = 1.0 - post[np.arange(n), top]
@@ -125,8 +102,10 @@ def estimate_accuracy(probs: np.ndarray, y: np.ndarray) -> tuple[float, int]:
 
 def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, evidence: Any, taken: np.ndarray,
                    min_precision: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The escalation step of a round: returns the accepted (pool-relative positions as
-    state positions, labels, confidences); files answers, estimates and pseudo-labels."""
+    """The escalation step of a round. ``taken``: pool-relative positions already accepted
+    this round. Returns the accepted escalations (state positions, labels, confidences) and
+    files the answers (unless ``store_predictions`` is off), the model's estimated accuracy
+    and the pseudo-labels."""
     from orchestrator.frames import StoreFrames
     from orchestrator.review_selection import choose_for_review
     from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN
@@ -142,12 +121,18 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
         return df
 
     trusted = np.flatnonzero((state.gold >= 0) & ~state.is_test)
-    train = fetch(trusted)
-    train[LABEL_SOURCE_COLUMN] = state.label_sources(trusted)
-    view.fit(train, state.gold[trusted].astype(np.int64), np.ones(len(trusted)))
-    held = trusted[: e.gold_items]
+    # the accuracy is measured on a seeded random subset of gold, which the model is not
+    # fitted on (demonstrations, calibration) unless that would leave it nothing to fit on
+    held = np.sort(np.random.default_rng(int(runner.cfg.seed)).permutation(trusted)[: e.gold_items])
+    fit_on = np.setdiff1d(trusted, held) if len(held) < len(trusted) else trusted
+    train = fetch(fit_on)
+    train[LABEL_SOURCE_COLUMN] = state.label_sources(fit_on)
+    view.set_round(write.round)  # its demonstrations and calibration draw per round, as every view's do
+    view.fit(train, state.gold[fit_on].astype(np.int64), np.ones(len(fit_on)))
     acc, n_answered = estimate_accuracy(view.predict_proba(fetch(held)), state.gold[held]) if len(held) else (0.5, 0)
     k = len(write.labels)
+    if not n_answered:
+        log.warning("round %d: the escalation model answered no gold item; its accuracy is taken as 0.5", write.round)
     write.view_estimate(ESCALATED, acc if n_answered else None, None)
     p = np.nan_to_num(np.asarray(evidence.p_correct, dtype=np.float64), nan=0.0)
     open_ = np.ones(len(pool), dtype=bool)
@@ -170,7 +155,8 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
         probs = view.predict_proba(fetch(pool[chunk]))
         answered = ~np.isnan(probs).any(axis=1)
         vote = np.where(answered, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
-        _file_answers(write, state, pool[chunk[answered]], probs[answered])
+        if runner.cfg.cotrain.store_predictions:
+            _file_answers(write, state, pool[chunk[answered]], probs[answered])
         post[chunk] = one_coin_update(post[chunk], vote, acc)
         asked.append(chunk)
         votes.append(vote)
@@ -181,7 +167,9 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
     done = np.concatenate(asked)
     vote = np.concatenate(votes)
     top = post[done].max(axis=1)
-    ok = (vote >= 0) & (top >= min_precision)
+    # accepted as the model's answer: where it answered, and the evidence with its vote says
+    # that same label at min_precision or more
+    ok = (vote >= 0) & (post[done].argmax(axis=1) == vote) & (top >= min_precision)
     pos, lab, conf = pool[done[ok]], post[done[ok]].argmax(axis=1).astype(np.int16), top[ok].astype(np.float32)
     if pos.size:
         write.pseudo_labels(state.ids(pos), lab, conf, ESCALATED, pa.array([[ESCALATED]] * len(pos),
@@ -201,7 +189,9 @@ def _affordable(view: Any, sample: Any, budget_usd: float) -> int:
     left = budget_usd - view.client().spent()
     if left <= 0:
         return 0
-    if not per_call:
+    if per_call is None:  # refused when the model is remote (check_price); a local model costs nothing
+        return 1 << 62
+    if per_call <= 0:
         return 1 << 62
     return int(left // (per_call * plan["calls_per_item"]))
 

@@ -39,8 +39,11 @@ def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
                 from orchestrator.escalation import make_escalator, plan_escalation
 
                 view, esc_fields = make_escalator(cfg, None, st.data_columns(run_id), base, None)
-                esc_sample = st.fetch_rows(run_id, pool_rows, esc_fields).to_pandas()
-                escalation = plan_escalation(cfg, view, esc_sample, min(n_pool, per_round_pool), rounds)
+                try:
+                    esc_sample = st.fetch_rows(run_id, pool_rows, esc_fields).to_pandas()
+                    escalation = plan_escalation(cfg, view, esc_sample, n_pool, rounds)
+                finally:
+                    view.close()
         finally:
             runner.close()
     debate = None

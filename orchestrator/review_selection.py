@@ -14,17 +14,21 @@ Three strategies over the same candidates (training items with no gold or review
 
 The neighbourhood is taken in the space of the views' concatenated probabilities, which
 every kind of view has (text, images, tables, LLMs) and which groups items by how the views
-see them. Pure functions over arrays; nothing here touches a store or a model.
+see them. Pure functions over arrays, plus :func:`review_filter`, which reads a run's
+candidates from the store and narrows an export to the chosen items.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from orchestrator.combination import Combination
+from orchestrator.combination import LABEL_MODEL_FIT_ITEMS, Combination
 from orchestrator.labelmodel import dawid_skene
 from orchestrator.selection import label_matrix
+from store.errors import StoreError
+from store.exchange.query import ExportFilter
 from store.labels import ABSTAIN
 
 #: The review selections ``export --select`` offers besides today's stratified sample.
@@ -35,8 +39,8 @@ NEIGHBOURS = 10
 SHORTLIST_PER_PICK = 20
 #: Items a shortlist's neighbourhoods are counted over (a random subset of a larger pool).
 REFERENCE_ITEMS = 20_000
-#: Share of an active score that rests on how uncertain the item is (the rest on how many
-#: items it stands for and on class need alone).
+#: How much an active score's first factor rests on uncertainty: (1 - w) + w x (margin +
+#: disagreement) / 2; at 0 the score is class need and density alone (1 was best on segment).
 UNCERTAINTY_WEIGHT = 1.0
 
 
@@ -65,7 +69,8 @@ def combined_posterior(probs: np.ndarray, combination: str | None, weights: np.n
     if method == "label_model":
         votes = label_matrix(probs)[0]
         if len(votes) >= 10 * k:
-            fit = dawid_skene(votes, k)
+            fit_rows = np.random.default_rng(0).permutation(len(votes))[:LABEL_MODEL_FIT_ITEMS]
+            fit = dawid_skene(votes[np.sort(fit_rows)], k)  # fitted on a sample, applied to all
             comb = Combination("label_model", weights, fit.confusion, fit.prior)
         else:
             comb = Combination("product", weights)
@@ -86,7 +91,8 @@ def margin_uncertainty(posterior: np.ndarray) -> np.ndarray:
 
 
 def vote_disagreement(probs: np.ndarray) -> np.ndarray:
-    """Entropy of the views' votes per item, over log(number of views that voted), in [0, 1]."""
+    """Entropy of the views' votes per item over its most, log(min(views that voted, K)), in
+    [0, 1]; 0 where fewer than two views voted."""
     votes = label_matrix(probs)[0]
     n, v = votes.shape
     k = probs.shape[2]
@@ -219,5 +225,36 @@ def choose_for_review(probs: np.ndarray, combination: str | None, weights: np.nd
     return greedy_batch(scores.score, shortlist, near, n_pick)
 
 
-__all__ = ["REVIEW_SELECTIONS", "ReviewScores", "active_scores", "choose_for_review", "class_need",
+def check_review_selection(flt: ExportFilter, select: str) -> None:
+    """One clear error for a selection ``export`` cannot make: an unknown name, no sample
+    size, or a filter that would drop chosen items afterwards (only ``--disputed`` narrows
+    the candidates)."""
+    if select not in REVIEW_SELECTIONS:
+        raise StoreError(f"--select: unknown selection '{select}' (stratified, {', '.join(REVIEW_SELECTIONS)})")
+    if flt.sample is None or flt.sample < 1:
+        raise StoreError(f"--select {select} chooses --sample N items for review; give N >= 1")
+    given = [name for name, v in (("--round", flt.max_round), ("--min-confidence", flt.min_confidence),
+                                  ("--source", flt.source), ("--min-p-correct", flt.min_p_correct)) if v is not None]
+    if given:
+        raise StoreError(f"--select {select} chooses among all items without gold or reviewed label; "
+                         f"{given[0]} does not combine with it (only --disputed does)")
+
+
+def review_filter(store: Any, flt: ExportFilter, select: str) -> ExportFilter:
+    """``flt`` narrowed to the items ``select`` picks for review, most valuable first (no
+    gold rows, no stratified draw)."""
+    from dataclasses import replace
+
+    from store.exchange.candidates import review_candidates
+
+    run_id = flt.run_id if flt.run_id is not None else store.latest_run()
+    if run_id is None:
+        raise StoreError("holds no run to choose items from", store.path)
+    c = review_candidates(store, int(run_id), disputed_only=flt.disputed_only)
+    pick = choose_for_review(c.probs, c.combination, c.weights, c.class_counts, int(flt.sample or 0), select,
+                             flt.seed)
+    return replace(flt, run_id=int(run_id), include_gold=False, sample=None, items=tuple(c.item_id[pick].tolist()))
+
+
+__all__ = ["check_review_selection", "review_filter", "REVIEW_SELECTIONS", "ReviewScores", "active_scores", "choose_for_review", "class_need",
            "combined_posterior", "greedy_batch", "margin_uncertainty", "neighbourhood", "vote_disagreement"]

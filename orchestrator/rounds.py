@@ -106,6 +106,10 @@ class RoundRunner:
         views = self._build_views(run_id, loaded.columns)
         self.store.set_display_fields(run_id, *display_fields(self.cfg, loaded.columns))
         self._check_debate_fields(loaded.columns)
+        if self.cfg.escalate is not None and self.cfg.escalate.enabled:  # fields and price, before any round
+            from orchestrator.escalation import make_escalator
+
+            make_escalator(self.cfg, None, loaded.columns, self.base_dir, None)[0].close()
         if loaded.n_gold == 0 and not self.dry_run and not any(isinstance(v, ZeroShot) and v.zero_shot for v in views):
             raise DataError(f"no labelled training rows: fill '{d.label_column}' for a few items "
                             "(or add an llm view, which labels zero-shot)", d.train)

@@ -49,10 +49,11 @@ def item_labels(store: Store, run_id: int, labels: list[str]) -> "pa.Table":
 
 def accepted_pseudo_labels(store: Store, run_id: int, labels: list[str]) -> "pa.Table":
     """A run's accepted pseudo-labels: ``row_idx``, ``label`` (index), ``confidence``,
-    ``source_views`` and ``shared`` (a debate verdict, which trains every view)."""
+    ``source_views`` and ``shared`` (a debate verdict or an escalated answer, which trains
+    every view)."""
     return store.query(
         "SELECT i.row_idx, coalesce(list_position(?, p.label), 0) - 1 AS label, p.confidence, p.source_views,"
-        " p.source = 'debate' AS shared"
+        " p.source IN ('debate', 'escalated') AS shared"
         " FROM pseudo_labels p JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id"
         " WHERE p.run_id = ? AND p.status = 'accepted'", [labels, run_id])
 

@@ -34,7 +34,10 @@ def test_calibrated_prior_puts_p_correct_on_the_top_class():
     post = np.array([[0.7, 0.2, 0.1], [np.nan, np.nan, np.nan]])
     q = calibrated_prior(post, np.array([0.5, np.nan]))
     assert np.allclose(q.sum(axis=1), 1.0) and np.isclose(q[0, 0], 0.5)
-    assert np.isclose(q[0, 1] / q[0, 2], 2.0) and np.allclose(q[1], 1 / 3)
+    assert np.isclose(q[0, 1] / q[0, 2], 2.0, rtol=1e-2) and np.allclose(q[1], 1 / 3)
+    sure = calibrated_prior(np.array([[1.0, 0.0, 0.0]]), np.array([0.6]))  # a saturated view
+    assert np.isclose(sure[0, 0], 0.6) and (sure[0, 1:] > 0.1).all()
+    assert one_coin_update(sure, np.array([2]), 0.95).argmax() == 2  # a strong vote can move it
 
 
 def test_accuracy_estimate_skips_abstentions_and_is_smoothed():
@@ -107,8 +110,16 @@ def test_uncertain_items_are_escalated_billed_and_filed(tmp_path: Path):
         spent = st.scalar("SELECT coalesce(sum(cost_usd), 0) FROM llm_calls WHERE view = 'escalated'")
         est = st.con.execute("SELECT round, cv_accuracy FROM view_estimates WHERE view = 'escalated'").fetchall()
     assert esc and all(label == truth[i] for i, label, _, _ in esc)  # the strong model is right here
-    assert all(p >= 0.9 and views == ["escalated"] for _, _, p, views in esc)
+    assert all(views == ["escalated"] for _, _, _, views in esc)
     assert answers >= len(esc) and 0 < spent <= 1.0
+    # escalated labels train every view, on resume too (the state is rebuilt from the store)
+    from orchestrator.state import LabelState
+
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        state = LabelState.load(st, 1, ["negative", "positive"], ["tfidf"])
+        ids = st.con.execute("SELECT i.row_idx FROM items i JOIN pseudo_labels p USING (run_id, item_id)"
+                             " WHERE p.source = 'escalated' ORDER BY i.row_idx").fetchall()
+    assert state.shared[[r for (r,) in ids]].all()
     assert est and all(np.isclose(a, (8 + 1) / (8 + 2)) for _, a in est)  # 8 gold answered, all right
     assert res.n_pseudo >= len(esc)
 
@@ -126,6 +137,43 @@ def test_the_budget_stops_the_cascade(tmp_path: Path):
     assert refused > 0 and asked == 0  # the gold answers spent it: no pool item was sent
 
 
+def test_the_budget_caps_the_items_sent(tmp_path: Path):
+    with MisbehavingServer() as srv:
+        # one call costs about $0.02 here: the budget pays the 8 gold answers and a handful of items
+        cfg = _config(tmp_path, srv.base_url, budget_usd=0.3, chunk=4)
+        api.run(cfg)
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        spent = st.scalar("SELECT coalesce(sum(cost_usd), 0) FROM llm_calls WHERE view = 'escalated'")
+        per_call = st.scalar("SELECT max(cost_usd) FROM llm_calls WHERE view = 'escalated'")
+        asked = st.scalar("SELECT count(DISTINCT item_id) FROM predictions WHERE view = 'escalated'")
+    assert 0 < asked < 60 and spent <= 0.3 + 2 * per_call
+
+
+def test_random_order_and_a_precision_target(tmp_path: Path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with MisbehavingServer() as srv:
+        api.run(_config(tmp_path / "a", srv.base_url, order="random", below=1.0, max_items_per_round=10))
+        api.run(_config(tmp_path / "b", srv.base_url, target_precision=0.5, chunk=4))
+    with Store(tmp_path / "a" / "run.duckdb", read_only=True) as st:
+        per_round = st.con.execute("SELECT round, count(*) FROM predictions WHERE view = 'escalated'"
+                                   " GROUP BY round").fetchall()
+    assert per_round and all(n <= 10 for _, n in per_round)
+    with Store(tmp_path / "b" / "run.duckdb", read_only=True) as st:
+        first = st.scalar("SELECT count(*) FROM predictions WHERE view = 'escalated' AND round = 0")
+    assert first == 4  # the pool's estimated precision passed 0.5 after the first chunk
+
+
+def test_an_unknown_price_is_refused_before_the_run_starts(tmp_path: Path):
+    cfg = _config(tmp_path, "http://127.0.0.1:9")
+    del cfg["escalate"]["price"]
+    cfg["escalate"]["model"] = "openai/no-such-model-priced"
+    with pytest.raises(ConfigError, match=r"escalate\.price.*unknown"):
+        api.run(cfg)
+    assert not (tmp_path / "run.duckdb").exists() or Store(tmp_path / "run.duckdb", read_only=True).scalar(
+        "SELECT count(*) FROM runs") == 0
+
+
 def test_a_noisy_strong_model_weighs_by_its_estimated_accuracy(tmp_path: Path):
     with MisbehavingServer(rule=_noisy(0.7)) as srv:
         df = sentiment_frame(n_gold=30, n_pool=60, n_test=20)
@@ -133,7 +181,11 @@ def test_a_noisy_strong_model_weighs_by_its_estimated_accuracy(tmp_path: Path):
         api.run(cfg)
     with Store(tmp_path / "run.duckdb", read_only=True) as st:
         acc = st.scalar("SELECT max(cv_accuracy) FROM view_estimates WHERE view = 'escalated'")
-        esc = st.con.execute("SELECT p_correct FROM pseudo_labels WHERE source = 'escalated'").fetchall()
+        esc = st.con.execute("SELECT p_correct, item_id, label FROM pseudo_labels WHERE source = 'escalated'").fetchall()
     assert 0.5 < acc < 0.95  # about 0.7 on 30 gold answers
-    # one answer of a 0.7-accurate voter lifts p_correct to 0.9 only where the views already leant that way
-    assert all(p >= 0.9 for (p,) in esc)
+    # a 0.7-accurate voter is accepted only where the views already leant its way: fewer
+    # labels than a perfect one would give, and mostly right
+    truth = dict(zip(df["id"], np.where(np.arange(len(df)) % 2 == 1, "positive", "negative")))
+    assert len(esc) < 60 and all(p >= 0.9 for p, _, _ in esc)
+    if esc:
+        assert np.mean([label == truth[i] for _, i, label in esc]) >= 0.8

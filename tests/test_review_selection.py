@@ -160,6 +160,9 @@ def test_export_select_chooses_among_items_without_gold(run_store, tmp_path: Pat
         assert df.loc[df["source"] == "unlabelled", "label"].isna().all()
         picked[sel] = df["item_id"].tolist()
     assert _combined_margin(store, picked["uncertainty"]) > _combined_margin(store, picked["random"]) + 0.2
+    # the file lists the chosen items most valuable first, as chosen
+    margins = [_combined_margin(store, [i]) for i in picked["uncertainty"]]
+    assert margins == sorted(margins, reverse=True)
     assert _combined_margin(store, picked["active"]) > _combined_margin(store, picked["random"])
     # the same seed picks the same items; Label Studio tasks for them carry each view's vote
     api.export(store, tmp_path / "again.csv", select="active", sample=25, seed=1)
@@ -176,6 +179,15 @@ def test_export_select_asks_for_a_sample_and_a_known_strategy(run_store, tmp_pat
         api.export(store, tmp_path / "a.csv", select="active")
     with pytest.raises(StoreError, match="unknown selection 'smart'"):
         api.export(store, tmp_path / "a.csv", select="smart", sample=3)
+    for kw, name in (({"min_confidence": 0.5}, "--min-confidence"), ({"source": "gold"}, "--source"),
+                     ({"max_round": 1}, "--round"), ({"min_p_correct": 0.9}, "--min-p-correct")):
+        with pytest.raises(StoreError, match=f"{name} does not combine"):
+            api.export(store, tmp_path / "a.csv", select="uncertainty", sample=3, **kw)
+    assert not (tmp_path / "a.csv").exists()
+    n = api.export(store, tmp_path / "d.csv", select="active", sample=5, disputed_only=True)
+    with Store(store, read_only=True) as st:
+        disputed = {r[0] for r in st.con.execute("SELECT item_id FROM disputes").fetchall()}
+    assert set(pd.read_csv(tmp_path / "d.csv", dtype={"item_id": str})["item_id"]) <= disputed and n <= 5
     res = CliRunner().invoke(app, ["export", str(store), str(tmp_path / "b.csv"), "--select", "active"])
     assert res.exit_code == 1 and not (tmp_path / "b.csv").exists()
     res = CliRunner().invoke(app, ["export", str(store), str(tmp_path / "c.csv"), "--select", "active",

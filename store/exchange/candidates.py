@@ -58,7 +58,8 @@ def review_candidates(store: Store, run_id: int, *, disputed_only: bool = False)
     info = store.run_info(run_id)
     labels, views = list(info["labels"]), list(info["views"])
     k, v = len(labels), len(views)
-    if not store.scalar("SELECT count(*) > 0 FROM predictions WHERE run_id = ?", [run_id]):
+    if not store.scalar("SELECT count(*) > 0 FROM predictions WHERE run_id = ? AND list_contains(?, view)",
+                        [run_id, views]):
         raise StoreError(f"run {run_id} stored no predictions to rank items by (cotrain.store_predictions: false, "
                          "or no round predicted a pool); use --select random", store.path)
     disputed = " AND i.item_id IN (SELECT item_id FROM disputes WHERE run_id = ?)" if disputed_only else ""

@@ -50,7 +50,8 @@ class ExportFilter:
     seed: int = 0                      # of the sample
     min_p_correct: float | None = None  # pseudo-labels estimated right with at least this probability
                                         # (gold and reviewed always pass; no estimate: dropped)
-    items: tuple[str, ...] | None = None  # only these items, unlabelled ones too (a review selection)
+    items: tuple[str, ...] | None = None  # only these items, unlabelled ones too, in this order
+                                          # (a review selection)
 
     def __post_init__(self) -> None:
         if self.min_p_correct is not None and not 0 <= self.min_p_correct <= 1:  # NaN too
@@ -156,6 +157,8 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
         SELECT l.item_id, l.label, l.source, l.source_views, l.agreeing_views, l.round, l.confidence,
                l.p_correct{fields}
         FROM chosen l JOIN {ident(f"data_{int(run_id)}")} d ON d.__row = l.row_idx
-        ORDER BY l.row_idx
+        ORDER BY {"list_position(CAST(? AS VARCHAR[]), l.item_id), " if flt.items is not None else ""}l.row_idx
     """
+    if flt.items is not None:  # a review selection: most valuable first, as it was chosen
+        params.append(list(flt.items))
     return sql, params
