@@ -81,6 +81,7 @@ def test_rerun_makes_no_call_by_the_servers_own_count(tmp_path):
         assert after[counter] == before[counter], counter
 
 
+@pytest.mark.slow  # 18 s on the CI machine; the debate graph runs against a local server in test_debate
 def test_a_real_debate_on_the_local_model():
     """Two SmolLM2 agents, one shared llama.cpp server, two items, two rounds: the graph runs,
     every turn is filed (a 135M model's unreadable answer is an abstention, not a label)."""
