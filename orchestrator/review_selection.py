@@ -5,8 +5,9 @@ Three strategies over the same candidates (training items with no gold or review
 
 * ``random``: a seeded uniform draw, the baseline.
 * ``uncertainty``: the smallest margin between the combined posterior's two best classes.
-* ``active``: the expected gain of a reviewed label, :func:`active_scores`: how likely the
-  combined label is wrong (margin), how much the views disagree (vote entropy), how many
+* ``active``: the expected gain of a reviewed label, :func:`active_scores`: how likely a
+  review changes the item's label (for an unlabelled item, the combined posterior's margin
+  and the views' vote entropy; for a pseudo-labelled one, 1 - its p_correct), how many
   pool items resemble the item in what the views say about it (its neighbourhood among the
   candidates, so one answer teaches the views about many items), and how short of labels
   its likely classes are against their estimated share. A batch is chosen greedily, each
@@ -149,14 +150,17 @@ def neighbourhood(space: np.ndarray, shortlist: np.ndarray, rng: np.random.Gener
 
 
 def active_scores(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
-                  n_pick: int, rng: np.random.Generator) -> tuple[ReviewScores, np.ndarray, np.ndarray]:
+                  n_pick: int, rng: np.random.Generator,
+                  p_correct: np.ndarray | None = None) -> tuple[ReviewScores, np.ndarray, np.ndarray]:
     """Score the candidates for ``active`` review: (scores, shortlist, near), ``shortlist``
     the positions scored in full, ``near`` each one's neighbours among them
     (:func:`neighbourhood`).
 
-    score = (margin + disagreement) / 2 x need x (0.5 + density): the first factor is how
-    likely a review changes the item's label, the second whether the label lands where the
-    training sets are thin, the third how many items resemble it."""
+    score = change x need x (0.5 + density): ``change`` is how likely a review changes the
+    item's label ((margin + disagreement) / 2 for an unlabelled item; 1 - p_correct for an
+    accepted pseudo-label, whose review mostly confirms it), ``need`` whether the label lands
+    where the training sets are thin, ``density`` how many items resemble it. ``p_correct``:
+    (n,) the accepted pseudo-labels' estimates, NaN for unlabelled items."""
     n, _, k = probs.shape
     counts = np.asarray(class_counts, dtype=np.float64)
     prior = (counts + 1.0) / (counts.sum() + k)
@@ -165,7 +169,11 @@ def active_scores(probs: np.ndarray, combination: str | None, weights: np.ndarra
         prior = 0.5 * prior + 0.5 * post.mean(axis=0)
     margin, dis = margin_uncertainty(post), vote_disagreement(probs)
     need = class_need(post, counts, prior)
-    base = ((1.0 - UNCERTAINTY_WEIGHT) + UNCERTAINTY_WEIGHT * 0.5 * (margin + dis)) * need
+    change = 0.5 * (margin + dis)
+    if p_correct is not None:  # a pseudo-labelled item: a review changes it only where it is wrong
+        pc = np.asarray(p_correct, dtype=np.float64)
+        change = np.where(np.isnan(pc), change, 1.0 - np.nan_to_num(pc, nan=0.0))
+    base = ((1.0 - UNCERTAINTY_WEIGHT) + UNCERTAINTY_WEIGHT * change) * need
     m = min(n, max(SHORTLIST_PER_PICK * n_pick, 2_000))
     shortlist = np.argsort(-base, kind="stable")[:m]
     density, near = neighbourhood(_space(probs), shortlist, rng)
@@ -205,7 +213,7 @@ def greedy_batch(score: np.ndarray, shortlist: np.ndarray, near: np.ndarray, n_p
 
 
 def choose_for_review(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
-                      n_pick: int, strategy: str, seed: int) -> np.ndarray:
+                      n_pick: int, strategy: str, seed: int, p_correct: np.ndarray | None = None) -> np.ndarray:
     """Positions of the ``n_pick`` candidates to review under ``strategy`` (all of them when
     there are fewer); ``uncertainty`` and ``active`` list the most valuable first."""
     if strategy not in REVIEW_SELECTIONS:
@@ -221,7 +229,7 @@ def choose_for_review(probs: np.ndarray, combination: str | None, weights: np.nd
         counts = np.asarray(class_counts, dtype=np.float64)
         post = combined_posterior(probs, combination, weights, (counts + 1.0) / (counts.sum() + k))
         return np.argsort(-margin_uncertainty(post), kind="stable")[:n_pick]
-    scores, shortlist, near = active_scores(probs, combination, weights, class_counts, n_pick, rng)
+    scores, shortlist, near = active_scores(probs, combination, weights, class_counts, n_pick, rng, p_correct)
     return greedy_batch(scores.score, shortlist, near, n_pick)
 
 
@@ -251,8 +259,9 @@ def review_filter(store: Any, flt: ExportFilter, select: str) -> ExportFilter:
     if run_id is None:
         raise StoreError("holds no run to choose items from", store.path)
     c = review_candidates(store, int(run_id), disputed_only=flt.disputed_only)
+    pc = np.where(c.pseudo >= 0, c.p_correct, np.nan)  # accepted pseudo-labels' estimates; NaN: unlabelled
     pick = choose_for_review(c.probs, c.combination, c.weights, c.class_counts, int(flt.sample or 0), select,
-                             flt.seed)
+                             flt.seed, pc)
     return replace(flt, run_id=int(run_id), include_gold=False, sample=None, items=tuple(c.item_id[pick].tolist()))
 
 

@@ -222,3 +222,20 @@ def test_reviewed_choices_train_the_next_rounds(tmp_path: Path):
     # a second selection never offers an item already reviewed
     api.export(store, tmp_path / "next.csv", select="active", sample=30)
     assert set(pd.read_csv(tmp_path / "next.csv", dtype={"item_id": str})["item_id"]).isdisjoint(pick["item_id"])
+
+
+def test_a_confident_pseudo_label_yields_to_an_unlabelled_item():
+    """Two identical close calls: reviewing the unlabelled one adds a label, reviewing the one
+    already pseudo-labelled at p_correct 0.95 mostly confirms it; at 0.3 it is likely wrong."""
+    rng = np.random.default_rng(5)
+    k = 3
+    post = _confident(200, k, rng.integers(0, k, 200), 0.9)  # the rest: sure of their label
+    post[:2] = [0.5, 0.45, 0.05]
+    probs = np.stack([post, post], axis=1)
+    pc = np.full(200, np.nan)
+    pc[0] = 0.95  # item 0 holds a pseudo-label, item 1 does not
+    pick = choose_for_review(probs, "product", np.ones(2), np.array([10, 10, 10]), 1, "active", 0, pc)
+    assert pick.tolist() == [1]
+    pc[0] = 0.3
+    pc[1] = 0.95
+    assert choose_for_review(probs, "product", np.ones(2), np.array([10, 10, 10]), 1, "active", 0, pc).tolist() == [0]
