@@ -214,7 +214,7 @@ def escalation_seed(ds: Dataset, frame: pd.DataFrame, rate: float, seed: int, fr
         strong = {"model": "openai/strong-oracle", "api_base": srv.base_url, "fields": ["ref"], "scoring": "logprobs",
                   "demonstrations": {"strategy": "none"}, "concurrency": 16, "timeout_s": 30.0,
                   "price": {"input_per_mtok": price, "output_per_mtok": 3 * price}, "gold_items": 50}
-        runs = {"base": None, "ceiling": {**strong, "below": 1.0, "budget_usd": 1e6}}
+        runs = {"base": None, "ceiling": {**strong, "below": 1.0, "budget_usd": 1e6, "order": "random"}}
         for key, esc in runs.items():
             # a fresh store per run: the LLM cache must not answer one budget's calls from another's
             row["results"][key] = r = _escalation_run(ds, data, tmp / f"{key}.duckdb", seed, len(pool), tmp, esc)

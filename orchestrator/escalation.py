@@ -5,8 +5,9 @@ reaches the target.
 ``escalate:`` in the config names the model (any litellm model or ``local:<name>``, with
 the parameters of an ``llm`` view) plus when to ask it. Each round, after selection (and the
 debate, when there is one), the pool items still below ``below`` p_correct are ranked by the
-expected gain of an answer (``review_selection``'s active score over the combined posterior)
-and sent in chunks. The model's accuracy is estimated each round on up to ``gold_items``
+chance that one answer gets them accepted (:func:`acceptance_chance`: an item so uncertain
+that no answer of a model of that accuracy could lift it over ``cotrain.min_precision`` is
+never sent) and sent in chunks. The model's accuracy is estimated each round on up to ``gold_items``
 gold and reviewed items drawn at random (seeded) and left out of its demonstrations and
 calibration (repeated prompts are cache hits), and its answer enters the evidence as one
 more voter of that accuracy: the cheap views' calibrated posterior is the prior and the
@@ -91,6 +92,22 @@ def calibrated_prior(posterior: np.ndarray, p_correct: np.ndarray) -> np.ndarray
     return out / out.sum(axis=1, keepdims=True)
 
 
+def acceptance_chance(prior: np.ndarray, accuracy: float, bar: float) -> np.ndarray:
+    """(n,) the probability that one answer of a voter of ``accuracy`` gets each item
+    accepted: the sum over the answers it may give of P(answer) (under ``prior``) where the
+    updated posterior names that answer at ``bar`` or more. An item no answer can lift over
+    the bar has chance 0: asking about it would buy nothing."""
+    prior = np.asarray(prior, dtype=np.float64)
+    n, k = prior.shape
+    out = np.zeros(n)
+    wrong = (1.0 - accuracy) / max(k - 1, 1)
+    for c in range(k):
+        p_vote = prior[:, c] * accuracy + (1.0 - prior[:, c]) * wrong
+        after = prior[:, c] * accuracy / np.maximum(p_vote, 1e-300)
+        out += np.where(after >= bar, p_vote, 0.0)
+    return out
+
+
 def estimate_accuracy(probs: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     """(Laplace-smoothed accuracy (right + 1) / (answered + 2), answered) of the model's
     answers on gold items; abstentions do not count (no answer at all: 0.5)."""
@@ -146,8 +163,16 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
         log.info("round %d: escalation budget spent", write.round)
         return empty
     post = calibrated_prior(evidence.posterior, evidence.p_correct)
-    order = cand[choose_for_review(post[cand][:, None, :], "product", np.ones(1), state.gold_prior(k), cap,
-                                   "active" if e.order == "value" else "random", int(runner.cfg.seed) + write.round)]
+    if e.order == "value":  # most likely to end accepted first; never an item no answer can settle
+        chance = acceptance_chance(post[cand], acc, min_precision)
+        cand = cand[np.argsort(-chance, kind="stable")][: int((chance > 0).sum())]
+        order = cand[:cap]
+        if not order.size:
+            log.info("round %d: no candidate an answer could settle at %.2f", write.round, min_precision)
+            return empty
+    else:
+        order = cand[choose_for_review(post[cand][:, None, :], "product", np.ones(1), state.gold_prior(k), cap,
+                                       "random", int(runner.cfg.seed) + write.round)]
     asked: list[np.ndarray] = []
     votes: list[np.ndarray] = []
     for lo in range(0, len(order), e.chunk):
@@ -219,5 +244,5 @@ def plan_escalation(cfg: Any, view: Any, sample: Any, n_pool: int, rounds: int) 
             "budget_usd": e.budget_usd, "below": e.below, "target_precision": e.target_precision}
 
 
-__all__ = ["ESCALATED", "EscalationConfig", "calibrated_prior", "escalate_round", "estimate_accuracy",
-           "make_escalator", "one_coin_update", "plan_escalation"]
+__all__ = ["ESCALATED", "EscalationConfig", "acceptance_chance", "calibrated_prior", "escalate_round",
+           "estimate_accuracy", "make_escalator", "one_coin_update", "plan_escalation"]

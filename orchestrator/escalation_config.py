@@ -19,8 +19,9 @@ class EscalationConfig(BaseModel):
     the estimated precision of the pool's combined labels reaches it; ``gold_items``: gold
     and reviewed items it answers to estimate its accuracy; ``max_items_per_round``;
     ``chunk``: items per request batch (the budget and the target are checked between
-    chunks); ``order``: ``value`` (expected gain, the default) or ``random`` (a seeded
-    random subset: the baseline that measures what the ranking is worth). Every other key
+    chunks); ``order``: ``value`` (the default: most likely to end accepted first, items no
+    answer could settle never) or ``random`` (a seeded random subset of the candidates: the
+    baseline that measures what the ranking is worth). Every other key
     is a parameter of an ``llm`` view (``model``, ``api_base``, ``api_key_env``, ``fields``,
     ``price``, ``scoring``, ``concurrency``, ...)."""
 

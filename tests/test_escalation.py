@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator import api
 from orchestrator.config import parse_config
-from orchestrator.escalation import calibrated_prior, estimate_accuracy, one_coin_update
+from orchestrator.escalation import acceptance_chance, calibrated_prior, estimate_accuracy, one_coin_update
 from store.database import Store
 from store.errors import ConfigError
 from tests.conftest import sentiment_frame
@@ -28,6 +28,15 @@ def test_one_coin_update_is_bayes_with_a_voter_of_known_accuracy():
     assert np.allclose(post[2], prior[2])  # an abstention changes nothing
     chance = one_coin_update(prior, np.array([2, 2, 2]), 1 / 3)
     assert np.allclose(chance, prior)  # a voter at chance tells nothing
+
+
+def test_acceptance_chance_skips_items_no_answer_can_settle():
+    prior = np.array([[0.5, 0.5], [0.6, 0.4], [0.2, 0.8]])
+    chance = acceptance_chance(prior, 0.87, 0.9)
+    assert chance[0] == 0.0  # a coin flip: one 0.87-accurate answer reaches only 0.87
+    assert np.isclose(chance[1], 0.6 * 0.87 + 0.4 * 0.13)  # only the answer "class 0" gets it over 0.9
+    assert np.isclose(chance[2], 0.8 * 0.87 + 0.2 * 0.13)
+    assert np.allclose(acceptance_chance(prior, 0.999, 0.9), 1.0)  # a near-perfect model settles anything
 
 
 def test_calibrated_prior_puts_p_correct_on_the_top_class():

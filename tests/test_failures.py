@@ -54,7 +54,7 @@ def test_nan_and_text_in_numeric_pool_columns_name_column_and_item(tmp_path: Pat
                               "or use an estimator that accepts missing values (hist_gradient_boosting)")
     df.loc[df.index[100], "a_2"] = "n/a"
     (tmp_path / "t").mkdir()
-    cfg = write_config(tmp_path / "t", df)
+    cfg = write_config(tmp_path / "t", df, max_rounds=1)
     with pytest.raises(ViewError, match=r"column 'a_2' is not numeric: item 'it00100' holds 'n/a'"):
         api.run(cfg)
     _edit(cfg, lambda d: d["views"][0].update(estimator="hist_gradient_boosting"))
