@@ -5,9 +5,10 @@ reaches the target.
 ``escalate:`` in the config names the model (any litellm model or ``local:<name>``, with
 the parameters of an ``llm`` view) plus when to ask it. Each round, after selection (and the
 debate, when there is one), the pool items still below ``below`` p_correct are ranked by the
-chance that one answer gets them accepted (:func:`acceptance_chance`: an item so uncertain
-that no answer of a model of that accuracy could lift it over ``cotrain.min_precision`` is
-never sent) and sent in chunks. The model's accuracy is estimated each round on up to ``gold_items``
+chance that one answer gets them accepted (:func:`acceptance_chance`) times how unsure the
+cheap views are (1 - p_correct): an answer teaches most where the views are least sure, and
+an item so uncertain that no answer of a model of that accuracy could lift it over
+``cotrain.min_precision`` is never sent. They are sent in chunks. The model's accuracy is estimated each round on up to ``gold_items``
 gold and reviewed items drawn at random (seeded) and left out of its demonstrations and
 calibration (repeated prompts are cache hits), and its answer enters the evidence as one
 more voter of that accuracy: the cheap views' calibrated posterior is the prior and the
@@ -163,9 +164,10 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
         log.info("round %d: escalation budget spent", write.round)
         return empty
     post = calibrated_prior(evidence.posterior, evidence.p_correct)
-    if e.order == "value":  # most likely to end accepted first; never an item no answer can settle
+    if e.order == "value":  # most to learn and likely settled first; never an item no answer can settle
         chance = acceptance_chance(post[cand], acc, min_precision)
-        cand = cand[np.argsort(-chance, kind="stable")][: int((chance > 0).sum())]
+        gain = chance * (1.0 - post[cand].max(axis=1))  # an answer teaches most where the views are least sure
+        cand = cand[np.argsort(-gain, kind="stable")][: int((gain > 0).sum())]
         order = cand[:cap]
         if not order.size:
             log.info("round %d: no candidate an answer could settle at %.2f", write.round, min_precision)
