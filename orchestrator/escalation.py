@@ -4,11 +4,11 @@ reaches the target.
 
 ``escalate:`` in the config names the model (any litellm model or ``local:<name>``, with
 the parameters of an ``llm`` view) plus when to ask it. Each round, after selection (and the
-debate, when there is one), the pool items still below ``below`` p_correct are ranked by the
-chance that one answer gets them accepted (:func:`acceptance_chance`) times how unsure the
-cheap views are (1 - p_correct): an answer teaches most where the views are least sure, and
-an item so uncertain that no answer of a model of that accuracy could lift it over
-``cotrain.min_precision`` is never sent. They are sent in chunks. The model's accuracy is estimated each round on up to ``gold_items``
+debate, when there is one), the pool items still below ``below`` p_correct that one answer
+could settle are ranked by the expected gain of an answer (``review_selection``'s active
+score over the calibrated posterior: uncertainty, class need, neighbourhood) and sent in
+chunks. An item so uncertain that no answer of a model of that accuracy could lift it over
+``cotrain.min_precision`` (:func:`acceptance_chance` is 0) is never sent. The model's accuracy is estimated each round on up to ``gold_items``
 gold and reviewed items drawn at random (seeded) and left out of its demonstrations and
 calibration (repeated prompts are cache hits), and its answer enters the evidence as one
 more voter of that accuracy: the cheap views' calibrated posterior is the prior and the
@@ -164,17 +164,14 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
         log.info("round %d: escalation budget spent", write.round)
         return empty
     post = calibrated_prior(evidence.posterior, evidence.p_correct)
-    if e.order == "value":  # most to learn and likely settled first; never an item no answer can settle
-        chance = acceptance_chance(post[cand], acc, min_precision)
-        gain = chance * (1.0 - post[cand].max(axis=1))  # an answer teaches most where the views are least sure
-        cand = cand[np.argsort(-gain, kind="stable")][: int((gain > 0).sum())]
-        order = cand[:cap]
-        if not order.size:
+    if e.order == "value":  # never an item no answer can settle; then the active review score
+        cand = cand[acceptance_chance(post[cand], acc, min_precision) > 0]
+        if not cand.size:
             log.info("round %d: no candidate an answer could settle at %.2f", write.round, min_precision)
             return empty
-    else:
-        order = cand[choose_for_review(post[cand][:, None, :], "product", np.ones(1), state.gold_prior(k), cap,
-                                       "random", int(runner.cfg.seed) + write.round)]
+    order = cand[choose_for_review(post[cand][:, None, :], "product", np.ones(1), state.gold_prior(k),
+                                   min(cap, cand.size), "active" if e.order == "value" else "random",
+                                   int(runner.cfg.seed) + write.round)]
     asked: list[np.ndarray] = []
     votes: list[np.ndarray] = []
     for lo in range(0, len(order), e.chunk):

@@ -19,8 +19,8 @@ class EscalationConfig(BaseModel):
     the estimated precision of the pool's combined labels reaches it; ``gold_items``: gold
     and reviewed items it answers to estimate its accuracy; ``max_items_per_round``;
     ``chunk``: items per request batch (the budget and the target are checked between
-    chunks); ``order``: ``value`` (the default: the chance an answer settles the item times
-    how unsure the cheap views are; items no answer could settle never) or ``random`` (a seeded random subset of the candidates: the
+    chunks); ``order``: ``value`` (the default: the active review score; items no answer
+    could settle never) or ``random`` (a seeded random subset of the candidates: the
     baseline that measures what the ranking is worth). Every other key
     is a parameter of an ``llm`` view (``model``, ``api_base``, ``api_key_env``, ``fields``,
     ``price``, ``scoring``, ``concurrency``, ...)."""
