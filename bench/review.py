@@ -36,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -252,14 +253,20 @@ def summarise_escalation(rows: list[dict[str, Any]], fractions: list[float]) -> 
     return table, {"shares": share, "ceiling_gain": ceil_gain, "pass": bool(ok), "passing": ok}
 
 
+def _datasets(keys: str) -> Iterator[tuple[Dataset, pd.DataFrame]]:
+    """Each named dataset, prepared (features encoded into the cache), with its items' fields."""
+    CACHE.mkdir(exist_ok=True)
+    for key in keys.split(","):
+        ds = MAKERS[key]()
+        ds.prepare()
+        yield ds, ds.frame()
+
+
 def main_escalation(args: argparse.Namespace) -> None:
     fractions = [float(f) for f in args.fractions.split(",")]
     t_all = time.perf_counter()
     runs, summary = [], {}
-    for key in args.datasets.split(","):
-        ds = MAKERS[key]()
-        ds.prepare()
-        frame = ds.frame()
+    for ds, frame in _datasets(args.datasets):
         rows = [escalation_seed(ds, frame, args.rate, seed, fractions, args.oracle_accuracy, args.price)
                 for seed in range(args.seeds)]
         runs.extend(rows)
@@ -296,13 +303,9 @@ def main() -> None:
         return
     budgets = [int(b) for b in args.budgets.split(",")]
     strategies = args.strategies.split(",")
-    CACHE.mkdir(exist_ok=True)
     t_all = time.perf_counter()
     runs, summary = [], {}
-    for key in args.datasets.split(","):
-        ds = MAKERS[key]()
-        ds.prepare()
-        frame = ds.frame()
+    for ds, frame in _datasets(args.datasets):
         rows = []
         for seed in range(args.seeds):
             rows.append(run_seed(ds, frame, args.rate, seed, budgets, strategies, args.rounds))
