@@ -158,4 +158,12 @@ def _fit_sample(votes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(votes[keep], dtype=np.int64)
 
 
-__all__ = ["COMBINATIONS", "Combination", "best_view_weights", "fit_combination", "view_accuracy", "view_weights", "weighted_mean"]
+def pool_combiners(cv_accuracy: np.ndarray | None, v: int, k: int) -> dict[str, Any]:
+    """The combinations a round computes over the pool while predicting it (product and
+    mean weighted by the views' out-of-fold accuracy, and the best view), by name."""
+    w = view_weights(cv_accuracy, v, k)
+    return {"product": Combination("product", w).combine, "mean": Combination("mean", w).combine,
+            "best_view": Combination("best_view", best_view_weights(cv_accuracy, v)).combine}
+
+
+__all__ = ["COMBINATIONS", "Combination", "best_view_weights", "pool_combiners", "fit_combination", "view_accuracy", "view_weights", "weighted_mean"]

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from orchestrator.engine_config import EngineConfig
 from orchestrator.escalation_config import ESCALATED, EscalationConfig
 from store.errors import ConfigError
 from store.secrets import find_secret, redact
@@ -240,6 +241,7 @@ class Config(_Strict):
     cotrain: CotrainConfig = Field(default_factory=CotrainConfig)
     debate: DebateConfig | None = None
     escalate: EscalationConfig | None = None
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     seed: int = Field(default=0, ge=0)
     store: str = "cotrain.duckdb"
 
@@ -285,10 +287,11 @@ class Config(_Strict):
         return redact(json.loads(self.model_dump_json()))
 
     def fingerprint(self, data_digest: str = "") -> str:
-        """Hash of what determines a run's result: the config (store path excluded) and,
-        when given, the digest of the data files' contents."""
+        """Hash of what determines a run's result: the config (store path and engine
+        excluded) and, when given, the digest of the data files' contents."""
         snap = self.snapshot()
         snap.pop("store", None)
+        snap.pop("engine", None)
         snap["__data"] = data_digest
         return hashlib.sha256(json.dumps(snap, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -24,7 +24,7 @@ from dataclasses import replace
 
 from orchestrator import records, steps
 from orchestrator.calibration import gold_folds
-from orchestrator.combination import Combination, best_view_weights, view_accuracy, view_weights
+from orchestrator.combination import pool_combiners, view_accuracy
 from orchestrator.config import Config
 from orchestrator.cut_statistic import cut_statistic
 from orchestrator.data import LoadedData, load_into_store
@@ -33,7 +33,7 @@ from orchestrator.reporting import NullReporter, Reporter, RunResult, code_versi
 from orchestrator.evidence import RoundEvidence, assess, merge_adaptive
 from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, select_adaptive, select_round, termination
 from orchestrator.state import LabelState, crossfit_rows
-from orchestrator.viewset import build_views, display_fields, readable_columns
+from orchestrator.viewset import build_views, check_debate_fields, display_fields
 from store.database import Store, StoreProblems, utcnow
 from store.errors import INTERRUPTS, ConfigError, DataError, RunError, RunInterrupted
 from store.llm_ledger import LLMLedger
@@ -67,6 +67,7 @@ class RoundRunner:
         self._ledger: LLMLedger | None = None
         self._problems: StoreProblems | None = None
         self._frames: FrameSource | None = None  # where rounds read fields (memory or store), set by _rounds
+        self.engine: Any = None  # orchestrator.ray_engine.RayEngine under engine: ray, set by _rounds
 
     # ------------------------------------------------------------------ start / resume
     def start(self, new_run: bool = False) -> tuple[int, bool]:
@@ -105,7 +106,7 @@ class RoundRunner:
         loaded = load_into_store(self.store, run_id, self.cfg)
         views = self._build_views(run_id, loaded.columns)
         self.store.set_display_fields(run_id, *display_fields(self.cfg, loaded.columns))
-        self._check_debate_fields(loaded.columns)
+        check_debate_fields(self.cfg, loaded.columns)
         if self.cfg.escalate is not None and self.cfg.escalate.enabled:  # fields and price, before any round
             from orchestrator.escalation import make_escalator
 
@@ -137,6 +138,9 @@ class RoundRunner:
         """Close the views, the debater and the ledger (idempotent)."""
         views, self.views, self.fields = self.views or [], None, []
         self._frames = None  # the fields held in memory go with the run
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.close()
         views, self.escalator = views + ([self.escalator] if self.escalator is not None else []), None
         try:
             for v in views:
@@ -149,17 +153,6 @@ class RoundRunner:
             if self._ledger is not None:
                 self._ledger.close()
                 self._ledger = self._problems = None
-
-    def _check_debate_fields(self, columns: list[str]) -> None:
-        d = self.cfg.debate
-        asked = d.fields if d is not None and d.enabled else []
-        missing = [f for f in asked if f not in columns]
-        if missing:
-            raise ConfigError("debate.fields", f"'{missing[0]}' is not a column of the data")
-        leaks = [f for f in asked if f not in readable_columns(self.cfg, columns)]
-        if leaks:
-            raise ConfigError("debate.fields", f"'{leaks[0]}' is the label, id or split column; agents may "
-                              "never read it")
 
     # ------------------------------------------------------------------ the loop
     def run(self, new_run: bool = False) -> RunResult:
@@ -214,6 +207,10 @@ class RoundRunner:
             assert problems is not None
             state = LabelState.load(self.store, run_id, self.labels, [v.name for v in views])
             self._frames = open_frames(self.store, run_id, fields, len(state.row_idx), self.cfg.cotrain.data_in_memory)
+            if self.cfg.engine.kind == "ray":
+                from orchestrator.ray_engine import open_ray_engine
+
+                self.engine = open_ray_engine(self.cfg.engine, self.store, run_id, fields, state.item_id)
             rng = np.random.default_rng(self.cfg.seed)
             if done:
                 rng.bit_generator.state = done[-1]["rng_state"]
@@ -335,20 +332,23 @@ class RoundRunner:
     def _predict(self, run_id: int, views: list[View], fields: list[str], state: LabelState, pool: np.ndarray,
                  write: RoundWriter, oof: np.ndarray, oof_y: np.ndarray) -> steps.PoolPrediction:
         """The pool's label matrix and its combined posteriors (product and mean, weighted by
-        the views' out-of-fold accuracy); each batch's probabilities are written as they come."""
-        cv = view_accuracy(oof, oof_y) if len(oof_y) else None
-        w = view_weights(cv, len(views), self.k)
-        combiners = {"product": Combination("product", w).combine, "mean": Combination("mean", w).combine,
-                     "best_view": Combination("best_view", best_view_weights(cv, len(views))).combine}
-        def sink(lo: int, hi: int, probs: np.ndarray, lab: np.ndarray, conf: np.ndarray) -> None:
-            ids = state.ids(pool[lo:hi])
+        the views' out-of-fold accuracy), by the run's engine; each batch is written as it comes."""
+        c = self.cfg.cotrain
+        combiners = pool_combiners(view_accuracy(oof, oof_y) if len(oof_y) else None, len(views), self.k)
+
+        def sink(idx: np.ndarray, probs: np.ndarray, lab: np.ndarray, conf: np.ndarray) -> None:
+            ids = state.ids(pool[idx])
             for j, view in enumerate(views):
                 write.predictions(ids, view.name, lab[:, j], conf[:, j], probs[:, j])
 
-        return steps.predict_pool(views, len(pool), self.cfg.cotrain.batch_size,
+        if self.engine is not None and self.engine.runs(views):
+            return self.engine.predict_pool(views, pool, len(state.row_idx), self.k,
+                                            lambda rows: self._fetch(run_id, state, rows, fields),
+                                            self.reporter.advance, sink if c.store_predictions else None, combiners,
+                                            c.batch_size)
+        return steps.predict_pool(views, len(pool), c.batch_size,
                                   lambda lo, hi: self._fetch(run_id, state, pool[lo:hi], fields), self.k,
-                                  self.reporter.advance, sink if self.cfg.cotrain.store_predictions else None,
-                                  combiners)
+                                  self.reporter.advance, sink if c.store_predictions else None, combiners)
 
     def _cut_rank(self, frames: Any, views: list[View], evidence: RoundEvidence) -> np.ndarray:
         """Minus Lang et al.'s cut statistic of each pool item's combined label, in the

@@ -121,20 +121,42 @@ class PoolPrediction:
                    np.zeros(0, dtype=np.int16))
 
 
-#: ``sink(lo, hi, probs, labels, conf)``: receives each predicted batch (to be stored).
-BatchSink = Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], None]
+#: ``sink(idx, probs, labels, conf)``: receives each predicted batch (to be stored); ``idx``
+#: are the batch's positions in the pool.
+BatchSink = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]
+Combiners = dict[str, Callable[[np.ndarray], np.ndarray]]
+
+
+def empty_prediction(views: Sequence[View], n: int, k: int, combiners: Combiners | None) -> PoolPrediction:
+    """The label matrix of ``n`` pool items before any is predicted (every entry abstains)."""
+    return PoolPrediction(np.full((n, len(views)), ABSTAIN, dtype=np.int16),
+                          np.full((n, len(views)), np.nan, dtype=np.float32),
+                          np.full(n, ABSTAIN, dtype=np.int16), {v.name: 0.0 for v in views},
+                          {name: np.full((n, k), np.nan, dtype=np.float32) for name in combiners or {}})
+
+
+def fill_batch(out: PoolPrediction, idx: np.ndarray, probs: np.ndarray, combiners: Combiners | None,
+               sink: BatchSink | None) -> None:
+    """File one predicted batch, the pool items at positions ``idx`` with every view's
+    probabilities (len(idx), V, K), into the label matrix and the combinations; hand it
+    to ``sink``. The one place a batch's probabilities become the round's state, whichever
+    engine predicted them."""
+    lab, conf = label_matrix(probs)
+    out.labels[idx], out.conf[idx] = lab, conf
+    out.ensemble[idx] = label_matrix(ensemble_proba(probs)[:, None, :])[0][:, 0]
+    for name, combine in (combiners or {}).items():
+        out.combined[name][idx] = combine(probs)
+    if sink is not None:
+        sink(idx, probs, lab, conf)
 
 
 def predict_pool(views: Sequence[View], n: int, batch_size: int, fetch: Callable[[int, int], pd.DataFrame],
                  k: int, advance: Advance, sink: BatchSink | None = None,
-                 combiners: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None) -> PoolPrediction:
+                 combiners: Combiners | None = None) -> PoolPrediction:
     """Predict ``n`` pool items in batches (``fetch(lo, hi)`` gives the frame of items lo..hi)
     into the label matrix; probabilities are streamed to ``sink`` batch by batch, never held:
     what is kept is the label matrix and, per entry of ``combiners``, the combined (n, K)."""
-    out = PoolPrediction(np.full((n, len(views)), ABSTAIN, dtype=np.int16),
-                         np.full((n, len(views)), np.nan, dtype=np.float32),
-                         np.full(n, ABSTAIN, dtype=np.int16), {v.name: 0.0 for v in views},
-                         {name: np.full((n, k), np.nan, dtype=np.float32) for name in combiners or {}})
+    out = empty_prediction(views, n, k, combiners)
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         df = fetch(lo, hi)
@@ -144,13 +166,7 @@ def predict_pool(views: Sequence[View], n: int, batch_size: int, fetch: Callable
             probs[:, j] = view.predict_proba(df)
             out.seconds[view.name] += time.perf_counter() - t
             advance(view.name, "predict", hi - lo, n)
-        lab, conf = label_matrix(probs)
-        out.labels[lo:hi], out.conf[lo:hi] = lab, conf
-        out.ensemble[lo:hi] = label_matrix(ensemble_proba(probs)[:, None, :])[0][:, 0]
-        for name, combine in (combiners or {}).items():
-            out.combined[name][lo:hi] = combine(probs)
-        if sink is not None:
-            sink(lo, hi, probs, lab, conf)
+        fill_batch(out, np.arange(lo, hi), probs, combiners, sink)
     return out
 
 
@@ -167,6 +183,6 @@ def view_pairs(pred: PoolPrediction) -> list[tuple[int, int, int, float | None]]
     return pairwise_agreement(pred.labels) if pred.labels.shape[0] else []
 
 
-__all__ = ["Evaluation", "FitResult", "PoolPrediction", "agreement_with_ensemble", "crossfit", "evaluate_views", "fit_views",
-           "predict_test",
-           "metrics", "predict_pool", "view_pairs"]
+__all__ = ["BatchSink", "Combiners", "Evaluation", "FitResult", "PoolPrediction", "agreement_with_ensemble", "crossfit",
+           "empty_prediction", "evaluate_views", "fill_batch", "fit_views", "metrics", "predict_pool", "predict_test",
+           "view_pairs"]

@@ -11,7 +11,7 @@ import numpy as np
 
 from orchestrator.config import Config
 from store.database import Store, StoreCache, StoreProblems
-from store.errors import ViewError
+from store.errors import ConfigError, ViewError
 from store.llm_ledger import LLMLedger
 from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, View, ViewContext
 from views.registry import BUILTIN_KINDS, build_view, check_view
@@ -41,6 +41,20 @@ def readable_columns(cfg: Config, columns: list[str]) -> list[str]:
     """The data columns views may read: all but the protected and internal ones."""
     protected = protected_columns(cfg)
     return [c for c in columns if c not in protected and not c.startswith("__")]
+
+
+def check_debate_fields(cfg: Config, columns: list[str]) -> None:
+    """The debate's ``fields`` are columns of the data that views may read (never the label,
+    id or split column): ``ConfigError`` naming the first that is not."""
+    d = cfg.debate
+    asked = d.fields if d is not None and d.enabled else []
+    missing = [f for f in asked if f not in columns]
+    if missing:
+        raise ConfigError("debate.fields", f"'{missing[0]}' is not a column of the data")
+    leaks = [f for f in asked if f not in readable_columns(cfg, columns)]
+    if leaks:
+        raise ConfigError("debate.fields", f"'{leaks[0]}' is the label, id or split column; agents may "
+                          "never read it")
 
 
 def _resolve_fields(view: View, cfg: Config, columns: list[str]) -> list[str]:

@@ -199,3 +199,44 @@ def counting_colour_clip():  # -> torch.nn.Module
     """:func:`colour_clip`, counting each time a view loads it."""
     ENCODER_LOADS.append(1)
     return colour_clip()
+
+
+# ---------------------------------------------------------------- a view that travels to Ray workers
+class WorkerProbeView(CentroidView):
+    """A :class:`CentroidView` that can predict in Ray workers (``worker_copy``); in a worker
+    it records, under ``probe_dir``, the Ray node and process of each batch it predicted,
+    and with ``die_once`` the first worker batch of the run kills its process instead
+    (``os._exit``): the fault a lost node or an out-of-memory kill causes."""
+
+    def __init__(self, name: str, context: ViewContext, columns: Sequence[str] = (), temperature: float = 1.0,
+                 probe_dir: str = "", die_once: bool = False):
+        super().__init__(name, context, columns, temperature)
+        self.probe_dir, self.die_once = probe_dir, die_once
+        self.in_worker = False
+
+    def worker_copy(self) -> WorkerProbeView:
+        import copy
+
+        twin = copy.copy(self)
+        twin.context = ViewContext(labels=self.context.labels, seed=self.context.seed)
+        twin.in_worker = True
+        return twin
+
+    def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
+        if self.in_worker and self.probe_dir:
+            import os
+            from pathlib import Path
+
+            import ray
+
+            folder = Path(self.probe_dir)
+            if self.die_once:
+                try:
+                    (folder / "died").open("x").close()  # exactly one batch of the run dies
+                    os._exit(1)
+                except FileExistsError:
+                    pass
+            node = ray.get_runtime_context().get_node_id()
+            with (folder / f"{node}-{os.getpid()}").open("a") as fh:
+                fh.write(f"{len(items)}\n")
+        return super().predict_proba(items)

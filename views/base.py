@@ -120,6 +120,15 @@ class Closeable(Protocol):
 
 
 @runtime_checkable
+class Portable(Protocol):
+    """Can predict in another process (the Ray engine's workers): ``worker_copy()`` gives a
+    picklable copy of the fitted view that predicts each item from its own fields alone,
+    with no store, cache, ledger or server behind it. Views without it predict on the driver."""
+
+    def worker_copy(self) -> View: ...
+
+
+@runtime_checkable
 class ZeroShot(Protocol):
     """Says whether it labels before any training (then a run may start with no gold label)."""
 

@@ -3,6 +3,7 @@ a column prefix, or a text field (TF-IDF in front), with optional probability ca
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -221,6 +222,13 @@ class SklearnView(ParamsView):
         if self.model_ is None:
             return X
         return self.model_[:-1].transform(X) if len(self.model_.steps) > 1 else X
+
+    def worker_copy(self) -> SklearnView:
+        """This fitted view for a worker process: the same model, a context of labels and
+        seed only (prediction reads nothing else; the store's handles do not travel)."""
+        twin = copy.copy(self)
+        twin.context = ViewContext(labels=self.context.labels, seed=self.context.seed, base_dir=self.context.base_dir)
+        return twin
 
     def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
         k = len(self.context.labels)

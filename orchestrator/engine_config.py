@@ -1,0 +1,38 @@
+"""The ``engine:`` section of a config: where a round predicts the pool. What the Ray
+engine does with it is ``orchestrator.ray_engine``."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EngineConfig(BaseModel):
+    """``kind``: ``local`` (the default: this process predicts the pool in batches) or
+    ``ray`` (Ray Data: the pool is read from Parquet shards the store exports, and every
+    view that can be copied to a worker predicts it in ``map_batches`` on an actor pool;
+    the driver writes the store and selects exactly as the local engine does).
+
+    ``address``: the Ray cluster to join (``auto``, ``ray://host:10001`` or ``host:6379``);
+    without one a local cluster is started for the run and stopped with it. ``actors``:
+    actors per view pass (default: the cluster's CPUs divided by ``cpus_per_actor``);
+    ``gpus_per_actor`` reserves GPUs for them. ``shard_rows``: rows per Parquet shard;
+    ``shard_dir``: where the shards go (default: a folder beside the store), which every
+    node must be able to read (a shared filesystem, or a URI pyarrow writes, e.g. ``s3://``).
+    ``object_store_mb``: the object store of a cluster the run starts (Ray's default otherwise).
+    The engine never changes a label: it is left out of the run's fingerprint, so a run
+    started on one engine resumes on the other."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = Field(default=None, min_length=1)
+    actors: int | None = Field(default=None, ge=1)
+    cpus_per_actor: float = Field(default=1.0, gt=0)
+    gpus_per_actor: float = Field(default=0.0, ge=0)
+    shard_rows: int = Field(default=250_000, ge=1000)
+    shard_dir: str | None = Field(default=None, min_length=1)
+    object_store_mb: int | None = Field(default=None, ge=100)
+
+
+__all__ = ["EngineConfig"]

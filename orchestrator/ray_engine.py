@@ -1,0 +1,271 @@
+"""``engine: ray``: the pool is predicted by Ray Data, on whatever cluster the run joins.
+
+Once per run the data snapshot's fields are written as Parquet shards (with ``__row`` and
+``__item_id``) where every node can read them. Each round:
+
+1. every view that can travel (:class:`views.base.Portable`) is copied, fitted, into the
+   object store once;
+2. ``read_parquet`` → ``map_batches`` on an actor pool: an actor keeps the rows still in the
+   round's pool (a boolean mask by row, also in the object store) and returns each view's
+   probabilities for them as one Arrow column;
+3. the driver receives the batches as they finish, predicts them with the views that cannot
+   travel (LLM views, with their cache and ledger; views holding a feature cache), and files
+   each batch through :func:`orchestrator.steps.fill_batch`, the same code the local engine
+   uses. The store keeps its one writer (the driver), and selection runs on the complete
+   label matrix, so it is exact: the same pool, probabilities and seed give the same labels
+   as the local engine.
+
+A worker that dies mid-round is restarted by Ray and its batch retried (Ray Data's actor
+pools restart actors and retry their tasks); if the pass fails anyway, the round's
+transaction rolls back and a re-run redoes the round whole.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from orchestrator import steps
+from orchestrator.engine_config import EngineConfig
+from store.database import Store
+from store.errors import ConfigError, CotrainError, RunError
+from views.base import ITEM_ID_COLUMN, Portable, View
+
+log = logging.getLogger("cotrain")
+
+ROW = "__row"
+PROBS = "__probs"
+SECONDS = "__seconds"
+#: CPUs a shard-read task reserves (reading Parquet is light; the actors need the rest).
+READ_CPUS = 0.25
+
+
+class PoolPredictor:
+    """A Ray Data actor: the round's travelling views and pool mask, fetched from the object
+    store once per actor; ``__call__`` predicts one Arrow batch of shard rows."""
+
+    def __init__(self, views_ref: Any, mask_ref: Any, k: int) -> None:
+        import ray
+
+        self.views: list[View] = ray.get(views_ref)
+        self.mask: np.ndarray = ray.get(mask_ref)
+        self.k = k
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.column(ROW).to_numpy()
+        keep = self.mask[rows]
+        batch = batch.filter(pa.array(keep))
+        t = time.perf_counter()
+        frame = batch.drop_columns([ROW]).to_pandas()
+        probs = np.empty((batch.num_rows, len(self.views), self.k))
+        for j, view in enumerate(self.views):
+            probs[:, j] = view.predict_proba(frame)
+        flat = pa.array(probs.reshape(-1))
+        width = len(self.views) * self.k
+        seconds = (time.perf_counter() - t) / max(batch.num_rows, 1)
+        return pa.table({ROW: batch.column(ROW), PROBS: pa.FixedSizeListArray.from_arrays(flat, width),
+                         SECONDS: pa.array(np.full(batch.num_rows, seconds))})
+
+
+def write_shards(store: Store, run_id: int, fields: Sequence[str], item_id: pa.Array, folder: str,
+                 rows_per_file: int) -> None:
+    """The snapshot's ``fields`` with ``__row`` and ``__item_id``, as Parquet files of
+    ``rows_per_file`` rows in row order under ``folder`` (a path or a URI pyarrow writes).
+    One file's rows are in memory at a time."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    fs, root = pafs.FileSystem.from_uri(folder) if "://" in folder else (pafs.LocalFileSystem(), folder)
+    fs.create_dir(root, recursive=True)
+    n = len(item_id)
+    for i, lo in enumerate(range(0, n, rows_per_file)):
+        hi = min(lo + rows_per_file, n)
+        rows = np.arange(lo, hi, dtype=np.int64)
+        t = store.fetch_rows(run_id, rows, list(fields))
+        t = t.append_column(ROW, pa.array(rows)).append_column(ITEM_ID_COLUMN, item_id.slice(lo, hi - lo))
+        pq.write_table(t, f"{root}/part-{i:05d}.parquet", filesystem=fs)
+
+
+def _cotrain_cause(exc: BaseException) -> CotrainError | None:
+    """The cotrain error a worker raised, out of Ray's wrappers (a view's bad cell is a
+    ``ViewError`` naming the item whether it ran here or on a worker)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, CotrainError):
+            return e
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return None
+
+
+@contextmanager
+def _quiet_data() -> Iterator[None]:
+    """Ray Data without its progress bars (the run has its own), restored afterwards."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    data_log = logging.getLogger("ray.data")
+    saved = ctx.enable_progress_bars, ctx.print_on_execution_start, data_log.level
+    ctx.enable_progress_bars, ctx.print_on_execution_start = False, False
+    data_log.setLevel(logging.ERROR)  # its advice on object-store sizing is not the run's business
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars, ctx.print_on_execution_start = saved[:2]
+        data_log.setLevel(saved[2])
+
+
+class RayEngine:
+    """Predicts a run's pool on a Ray cluster; made by :func:`open_ray_engine`."""
+
+    def __init__(self, cfg: EngineConfig, folder: str, started: bool, actors: int) -> None:
+        self.cfg, self.folder, self.started, self.actors = cfg, folder, started, actors
+        self.passes = 0  # Ray Data passes run (one per round that predicted something)
+
+    @staticmethod
+    def runs(views: Sequence[View]) -> bool:
+        """Whether a pass is worth it: some view can travel (else the local engine predicts)."""
+        return any(isinstance(v, Portable) for v in views)
+
+    def predict_pool(self, views: Sequence[View], pool: np.ndarray, n_rows: int, k: int,
+                     fetch: Callable[[np.ndarray], pd.DataFrame], advance: steps.Advance,
+                     sink: steps.BatchSink | None, combiners: steps.Combiners | None,
+                     batch_size: int) -> steps.PoolPrediction:
+        """The pool's label matrix, as :func:`orchestrator.steps.predict_pool` gives it;
+        ``pool`` are the (sorted) rows to predict, ``fetch(rows)`` their frame (for the views
+        that stay on the driver). Some view must travel (:meth:`runs`)."""
+        import ray
+
+        out = steps.empty_prediction(views, len(pool), k, combiners)
+        if not len(pool):
+            return out
+        travel = [j for j, v in enumerate(views) if isinstance(v, Portable)]
+        stay = [j for j in range(len(views)) if j not in travel]
+        mask = np.zeros(n_rows, dtype=bool)
+        mask[pool] = True
+        views_ref = ray.put([views[j].worker_copy() for j in travel])  # type: ignore[attr-defined]
+        mask_ref = ray.put(mask)
+        names = [v.name for v in views]
+        try:
+            with _quiet_data():
+                ds = ray.data.read_parquet(self.folder, ray_remote_args={"num_cpus": READ_CPUS})
+                ds = ds.map_batches(PoolPredictor, fn_constructor_args=(views_ref, mask_ref, k),
+                                    batch_size=batch_size, batch_format="pyarrow",
+                                    compute=ray.data.ActorPoolStrategy(size=self.actors),
+                                    num_cpus=self.cfg.cpus_per_actor, num_gpus=self.cfg.gpus_per_actor or None)
+                for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    if not batch.num_rows:
+                        continue
+                    rows = batch.column(ROW).to_numpy()
+                    idx = np.searchsorted(pool, rows)
+                    probs = np.empty((len(rows), len(views), k))
+                    flat = batch.column(PROBS).combine_chunks().flatten().to_numpy()
+                    probs[:, travel] = flat.reshape(len(rows), len(travel), k)
+                    spent = float(batch.column(SECONDS).to_numpy().sum())
+                    for j in travel:
+                        out.seconds[names[j]] += spent / len(travel)
+                        advance(names[j], "predict", len(rows), len(pool))
+                    if stay:
+                        frame = fetch(rows)
+                        for j in stay:
+                            t = time.perf_counter()
+                            probs[:, j] = views[j].predict_proba(frame)
+                            out.seconds[names[j]] += time.perf_counter() - t
+                            advance(names[j], "predict", len(rows), len(pool))
+                    steps.fill_batch(out, idx, probs, combiners, sink)
+        except Exception as exc:
+            cause = _cotrain_cause(exc)
+            if cause is not None:
+                raise cause from None
+            raise RunError(f"the Ray engine's pass over the pool failed: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        finally:
+            del views_ref, mask_ref
+        self.passes += 1
+        return out
+
+    def close(self) -> None:
+        """Remove the shards; stop the cluster if this run started it (idempotent)."""
+        if "://" not in self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        if self.started:
+            import ray
+
+            self.started = False
+            ray.shutdown()
+
+
+def actor_count(cfg: EngineConfig, cpus: float) -> int:
+    """Actors per pass on a cluster of ``cpus`` CPUs: ``cfg.actors``, or as many as fit beside
+    one shard read. ``ConfigError`` when the actors would leave no CPU for the reads (the
+    pass would wait forever)."""
+    actors = cfg.actors or max(1, int((cpus - READ_CPUS) // cfg.cpus_per_actor))
+    need = actors * cfg.cpus_per_actor + READ_CPUS
+    if need > cpus:
+        raise ConfigError("engine.actors", f"{actors} actors of {cfg.cpus_per_actor:g} CPU need {need:g} CPUs "
+                          f"with the shard reads; the cluster has {cpus:g}")
+    return actors
+
+
+def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequence[str],
+                    item_id: pa.Array) -> RayEngine:
+    """Join (or start) the cluster ``cfg`` names and export the run's shards to it."""
+    try:
+        import ray
+    except ImportError:
+        raise RunError("engine 'ray' needs the ray package: pip install 'cotrain[ray]'") from None
+    started = False
+    if not ray.is_initialized():
+        if cfg.address is None:  # the cluster to start has this machine's CPUs: refuse before starting it
+            actor_count(cfg, float(os.cpu_count() or 1))
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "logging_level": logging.WARNING}
+        if cfg.address is None and cfg.object_store_mb is not None:
+            kwargs["object_store_memory"] = cfg.object_store_mb * 2**20
+        try:
+            with warnings.catch_warnings():  # Ray's notice about a future default for GPU env vars
+                warnings.simplefilter("ignore", FutureWarning)
+                ray.init(address=cfg.address, **kwargs)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise RunError(f"engine.address {cfg.address!r}: cannot join the Ray cluster: "
+                           f"{str(exc).splitlines()[0]}") from None
+        started = True
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    try:
+        actors = actor_count(cfg, cpus)
+    except ConfigError:
+        if started:
+            ray.shutdown()
+        raise
+    base = cfg.shard_dir or (tempfile.mkdtemp(prefix="cotrain-shards-") if store.path == ":memory:"
+                             else f"{Path(store.path).resolve()}.shards")
+    folder = f"{base.rstrip('/')}/run-{int(run_id)}-{uuid.uuid4().hex[:8]}"
+    t = time.perf_counter()
+    try:
+        write_shards(store, run_id, fields, item_id, folder, cfg.shard_rows)
+    except BaseException:
+        engine = RayEngine(cfg, folder, started, actors)
+        engine.close()
+        raise
+    log.info("ray engine: %d actors on %.0f CPUs; shards in %s (%.1f s)", actors, cpus, folder,
+             time.perf_counter() - t)
+    return RayEngine(cfg, folder, started, actors)
+
+
+__all__ = ["PoolPredictor", "RayEngine", "actor_count", "open_ray_engine", "write_shards"]
