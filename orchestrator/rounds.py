@@ -206,7 +206,9 @@ class RoundRunner:
             problems = self._problems
             assert problems is not None
             state = LabelState.load(self.store, run_id, self.labels, [v.name for v in views])
-            self._frames = open_frames(self.store, run_id, fields, len(state.row_idx), self.cfg.cotrain.data_in_memory)
+            held = self.cfg.cotrain.data_in_memory  # under Ray the workers read the pool: auto reads the store
+            held = False if held == "auto" and self.cfg.engine.kind == "ray" else held
+            self._frames = open_frames(self.store, run_id, fields, len(state.row_idx), held)
             if self.cfg.engine.kind == "ray":
                 from orchestrator.ray_engine import open_ray_engine
 
