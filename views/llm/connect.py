@@ -10,11 +10,13 @@ from views.llm.client import Endpoint, LLMClient, Price
 from views.llm.local import LocalServer, local_model
 
 
-def endpoint_for(model: str, api_base: str | None = None, api_key_env: str | None = None) -> Endpoint:
+def endpoint_for(model: str, api_base: str | None = None, api_key_env: str | None = None,
+                 backend: str = "server") -> Endpoint:
     """``local:<name>`` is served by llama.cpp on a port that changes every run, so its cache
-    identity is the model's name, not its URL."""
+    identity is the model's name, not its URL; run in-process by transformers (dequantised,
+    so its answers differ slightly from llama.cpp's) it is ``local:<name>+transformers``."""
     if model.startswith("local:"):
-        return Endpoint(model="openai/local", identity=model)
+        return Endpoint(model="openai/local", identity=model if backend == "server" else f"{model}+{backend}")
     return Endpoint(model=model, api_base=api_base, api_key_env=api_key_env)
 
 
@@ -41,17 +43,25 @@ class Connection:
 def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: str | None = None,
             ledger: Any = None, concurrency: int = 4, max_concurrency: int | None = None, rate_limit: float | None = None, timeout_s: float = 60.0,
             max_retries: int = 4, backoff_s: float = 0.5, price: dict[str, float] | None = None,
-            budget_usd: float | None = None, n_ctx: int = 8192, threads: int | None = None) -> Connection:
+            budget_usd: float | None = None, n_ctx: int = 8192, threads: int | None = None,
+            backend: str = "server", max_batch: int = 32) -> Connection:
     """Open ``model`` for the caller ``name`` (a view or an agent: the ledger files calls under it)."""
     server = None
     override = None
-    if model.startswith("local:"):
+    batched = None
+    if model.startswith("local:") and backend == "transformers":
+        from views.llm.batched import BatchedModel
+
+        batched = BatchedModel(local_model(model.split(":", 1)[1]).path(), max_batch=max_batch)
+        concurrency = max(concurrency, 2 * max_batch)  # enough in flight to fill one pass while another runs
+        max_concurrency = None
+    elif model.startswith("local:"):
         path = local_model(model.split(":", 1)[1]).path()
         server = LocalServer(path, n_ctx=n_ctx, n_parallel=max(1, concurrency), threads=threads).start()
         override = server.base_url
         max_concurrency = None  # llama.cpp serves n_parallel slots: nothing to adapt
-    client = LLMClient(endpoint=endpoint_for(model, api_base, api_key_env), view=name, ledger=ledger,
+    client = LLMClient(endpoint=endpoint_for(model, api_base, api_key_env, backend), view=name, ledger=ledger,
                        concurrency=concurrency, max_concurrency=max_concurrency, rate_limit=rate_limit, timeout_s=timeout_s, max_retries=max_retries,
                        backoff_s=backoff_s, price=Price(**price) if price else None, budget_usd=budget_usd,
-                       api_base_override=override)
+                       api_base_override=override, batched=batched)
     return Connection(client, server)

@@ -89,6 +89,7 @@ class LLMView(ParamsView):
         self.budget_usd = params.budget_usd
         self.n_ctx = params.n_ctx
         self.threads = params.threads
+        self.backend, self.max_batch = params.backend, params.max_batch
         # fitted / run state
         self.mode_: str | None = None if self.scoring == "auto" else self.scoring
         self.bias_: np.ndarray | None = None
@@ -165,7 +166,7 @@ class LLMView(ParamsView):
 
     # ------------------------------------------------------------------ client / server
     def endpoint(self) -> Endpoint:
-        return endpoint_for(self.model, self.api_base, self.api_key_env)
+        return endpoint_for(self.model, self.api_base, self.api_key_env, self.backend)
 
     def client(self) -> LLMClient:
         """The view's client; starts the embedded server on first use for local models."""
@@ -176,7 +177,7 @@ class LLMView(ParamsView):
                 max_concurrency=self.max_concurrency,
                 rate_limit=self.rate_limit, timeout_s=self.timeout_s, max_retries=self.max_retries,
                 backoff_s=self.backoff_s, price=self.price, budget_usd=self.budget_usd, n_ctx=self.n_ctx,
-                threads=self.threads)
+                threads=self.threads, backend=self.backend, max_batch=self.max_batch)
         return self._conn.client
 
     @property

@@ -1,0 +1,148 @@
+"""``backend: transformers``: label-word scoring in this process, many prompts per forward pass.
+
+The embedded llama.cpp server answers one request per slot; on a GPU, one batched forward
+pass over many prompts is what keeps the device busy. This backend takes the chat
+completion requests of label-word scoring (``max_tokens: 1`` with ``logprobs``) as the
+client sends them, concurrently, gathers up to ``max_batch`` of them, applies the model's
+chat template, runs one left-padded forward pass that keeps only the last position's logits
+(``logits_to_keep=1``), and answers each request with the body an OpenAI-compatible server
+would send: the top token as content, its ``top_logprobs``, and the token usage. The client
+above it is unchanged, so the cache (only uncached items are asked), the ledger (every
+answer filed in ``llm_calls``), budgets and retries hold exactly as for a server.
+
+The packaged SmolLM2 ships only as GGUF: transformers reads it offline (``gguf_file=``,
+dequantised to float32; needs the ``gguf`` and ``accelerate`` packages, the ``batched``
+extra). The model runs on CUDA when torch sees a GPU, else on the CPU. vLLM is not used:
+it is not installed by any extra of this project (see the README).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("cotrain")
+
+
+class BatchedModel:
+    """One causal LM loaded in this process (lazily, at the first request) that answers
+    label-word scoring requests in batches of at most ``max_batch``.
+
+    ``model_path``: a GGUF file, or a folder transformers loads. ``device``: ``cuda``,
+    ``cpu`` or None (CUDA when available). Fitted attributes: ``batches_`` (forward passes
+    run) and ``largest_batch_``."""
+
+    def __init__(self, model_path: Path | str, max_batch: int = 32, device: str | None = None) -> None:
+        self.model_path, self.max_batch, self.device = Path(model_path), max_batch, device
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.batches_ = 0
+        self.largest_batch_ = 0
+
+    # ------------------------------------------------------------------ the model
+    def load(self) -> None:
+        """Load the tokenizer and model (idempotent; the first request does it otherwise)."""
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self.model_path.suffix == ".gguf":
+            where, kw = str(self.model_path.parent), {"gguf_file": self.model_path.name}
+        else:
+            where, kw = str(self.model_path), {}
+        tok = AutoTokenizer.from_pretrained(where, **kw)
+        tok.padding_side = "left"  # the last position is every prompt's own last token
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = AutoModelForCausalLM.from_pretrained(where, **kw)
+        self._model, self._tokenizer, self.device = model.to(device).eval(), tok, device
+        log.info("batched backend: %s on %s", self.model_path.name, device)
+
+    def forward(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Answer label-word scoring requests with one forward pass (a blocking call)."""
+        import torch
+
+        self.load()
+        for r in requests:
+            if int(r.get("max_tokens") or 1) != 1 or not r.get("logprobs"):
+                raise ValueError("backend 'transformers' scores label words only (max_tokens 1 with logprobs); "
+                                 "use scoring: logprobs or auto")
+        tok = self._tokenizer
+        texts = [tok.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True) for r in requests]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        mask = enc["attention_mask"]
+        # left padding: each prompt's positions count from its own first token, as unpadded
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = self._model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions,
+                                 logits_to_keep=1).logits[:, -1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        n_top = max(int(r.get("top_logprobs") or 1) for r in requests)
+        values, ids = (t.cpu().tolist() for t in logp.topk(n_top, dim=-1))
+        prompt_tokens = mask.sum(dim=1).cpu().tolist()
+        self.batches_ += 1
+        self.largest_batch_ = max(self.largest_batch_, len(requests))
+        return [self._body(r, ids[i], values[i], int(prompt_tokens[i])) for i, r in enumerate(requests)]
+
+    def _body(self, request: dict[str, Any], ids: list[int], values: list[float], prompt_tokens: int) -> dict[str, Any]:
+        """An OpenAI chat completion body for one request."""
+        words = [self._tokenizer.decode([i]) for i in ids[: max(1, int(request.get("top_logprobs") or 1))]]
+        top = [{"token": w, "logprob": v if math.isfinite(v) else -1e30} for w, v in zip(words, values)]
+        return {"object": "chat.completion", "model": self.model_path.name,
+                "choices": [{"index": 0, "finish_reason": "length",
+                             "message": {"role": "assistant", "content": words[0]},
+                             "logprobs": {"content": [{"token": words[0], "logprob": top[0]["logprob"],
+                                                       "top_logprobs": top}]}}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1,
+                          "total_tokens": prompt_tokens + 1}}
+
+    # ------------------------------------------------------------------ batching
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One request's response body; requests arriving together share a forward pass."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._pending.append((request, fut))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        """Run the pending requests, ``max_batch`` at a time, one pass after another in one
+        thread (the event loop keeps taking requests while a pass runs)."""
+        loop = asyncio.get_running_loop()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cotrain-batched")
+        await asyncio.sleep(0)  # let the callers scheduled with this one enqueue first
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+            batch = [(r, f) for r, f in batch if not f.cancelled()]
+            if not batch:
+                continue
+            try:
+                bodies = await loop.run_in_executor(self._executor, self.forward, [r for r, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - every caller of the pass gets its error
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(exc)
+            else:
+                for (_, f), body in zip(batch, bodies):
+                    if not f.done():
+                        f.set_result(body)
+
+    def close(self) -> None:
+        """Release the model and the pass thread (idempotent)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        self._model = self._tokenizer = None
+
+
+__all__ = ["BatchedModel"]
