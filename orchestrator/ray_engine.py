@@ -21,10 +21,12 @@ transaction rolls back and a re-run redoes the round whole.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
-import shutil
+import pickle
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -40,7 +42,7 @@ import pyarrow as pa
 from orchestrator import steps
 from orchestrator.engine_config import EngineConfig
 from store.database import Store
-from store.errors import ConfigError, CotrainError, RunError
+from store.errors import INTERRUPTS, ConfigError, CotrainError, RunError
 from views.base import ITEM_ID_COLUMN, Portable, View
 
 log = logging.getLogger("cotrain")
@@ -48,6 +50,7 @@ log = logging.getLogger("cotrain")
 ROW = "__row"
 PROBS = "__probs"
 SECONDS = "__seconds"
+ERROR = "__error"
 #: CPUs a shard-read task reserves (reading Parquet is light; the actors need the rest).
 READ_CPUS = 0.25
 
@@ -65,18 +68,26 @@ class PoolPredictor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.column(ROW).to_numpy()
-        keep = self.mask[rows]
-        batch = batch.filter(pa.array(keep))
+        batch = batch.filter(pa.array(self.mask[rows]))
         t = time.perf_counter()
         frame = batch.drop_columns([ROW]).to_pandas()
         probs = np.empty((batch.num_rows, len(self.views), self.k))
-        for j, view in enumerate(self.views):
-            probs[:, j] = view.predict_proba(frame)
-        flat = pa.array(probs.reshape(-1))
-        width = len(self.views) * self.k
-        seconds = (time.perf_counter() - t) / max(batch.num_rows, 1)
-        return pa.table({ROW: batch.column(ROW), PROBS: pa.FixedSizeListArray.from_arrays(flat, width),
-                         SECONDS: pa.array(np.full(batch.num_rows, seconds))})
+        try:
+            for j, view in enumerate(self.views):
+                probs[:, j] = view.predict_proba(frame)
+        except CotrainError as exc:
+            # in-band: Ray Data wraps a raised error in its own and the original does not
+            # survive the trip, but the user needs this one (a bad cell names its item)
+            return self._table(np.full(1, -1), np.zeros((1, len(self.views), self.k)), 0.0, pickle.dumps(exc))
+        return self._table(batch.column(ROW).to_numpy(), probs, (time.perf_counter() - t) / max(batch.num_rows, 1))
+
+    @staticmethod
+    def _table(rows: np.ndarray, probs: np.ndarray, seconds: float, error: bytes | None = None) -> pa.Table:
+        width = probs.shape[1] * probs.shape[2]
+        return pa.table({ROW: pa.array(rows, pa.int64()),
+                         PROBS: pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), width),
+                         SECONDS: pa.array(np.full(len(rows), seconds)),
+                         ERROR: pa.array([error] * len(rows), pa.binary())})
 
 
 def write_shards(store: Store, run_id: int, fields: Sequence[str], item_id: pa.Array, folder: str,
@@ -134,8 +145,9 @@ def _quiet_data() -> Iterator[None]:
 class RayEngine:
     """Predicts a run's pool on a Ray cluster; made by :func:`open_ray_engine`."""
 
-    def __init__(self, cfg: EngineConfig, folder: str, started: bool, actors: int) -> None:
+    def __init__(self, cfg: EngineConfig, folder: str, started: bool, actors: int, made: Sequence[str] = ()) -> None:
         self.cfg, self.folder, self.started, self.actors = cfg, folder, started, actors
+        self.made = list(made)  # folders created for the shards (removed with them when empty)
         self.passes = 0  # Ray Data passes run (one per round that predicted something)
 
     @staticmethod
@@ -149,7 +161,13 @@ class RayEngine:
                      batch_size: int) -> steps.PoolPrediction:
         """The pool's label matrix, as :func:`orchestrator.steps.predict_pool` gives it;
         ``pool`` are the (sorted) rows to predict, ``fetch(rows)`` their frame (for the views
-        that stay on the driver). Some view must travel (:meth:`runs`)."""
+        that stay on the driver). Some view must travel (:meth:`runs`).
+
+        Without driver-side views each Ray batch is filed as it arrives. With them, the
+        travelling views' probabilities are gathered first (n × V' × K floats), then the pool
+        is walked in the local engine's ``batch_size`` slices, in order: a view that reads its
+        batch as a whole (a graph view spreads labels within it; an LLM view with a budget
+        spends it in item order) sees exactly the batches it sees locally."""
         import ray
 
         out = steps.empty_prediction(views, len(pool), k, combiners)
@@ -157,38 +175,42 @@ class RayEngine:
             return out
         travel = [j for j, v in enumerate(views) if isinstance(v, Portable)]
         stay = [j for j in range(len(views)) if j not in travel]
-        mask = np.zeros(n_rows, dtype=bool)
-        mask[pool] = True
-        views_ref = ray.put([views[j].worker_copy() for j in travel])  # type: ignore[attr-defined]
-        mask_ref = ray.put(mask)
         names = [v.name for v in views]
+        gathered = np.full((len(pool), len(travel), k), np.nan) if stay else None
+        seen = np.zeros(len(pool), dtype=np.int8)
+        refs: list[Any] = []
         try:
+            mask = np.zeros(n_rows, dtype=bool)
+            mask[pool] = True
+            refs = [ray.put([views[j].worker_copy() for j in travel]), ray.put(mask)]  # type: ignore[attr-defined]
             with _quiet_data():
                 ds = ray.data.read_parquet(self.folder, ray_remote_args={"num_cpus": READ_CPUS})
-                ds = ds.map_batches(PoolPredictor, fn_constructor_args=(views_ref, mask_ref, k),
+                ds = ds.map_batches(PoolPredictor, fn_constructor_args=(*refs, k),
                                     batch_size=batch_size, batch_format="pyarrow",
                                     compute=ray.data.ActorPoolStrategy(size=self.actors),
                                     num_cpus=self.cfg.cpus_per_actor, num_gpus=self.cfg.gpus_per_actor or None)
-                for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                batches = ds.iter_batches(batch_size=None, batch_format="pyarrow")
+                for batch in batches:
                     if not batch.num_rows:
                         continue
+                    if batch.column(ERROR).null_count < batch.num_rows:  # a view raised on a worker
+                        raise pickle.loads(next(e for e in batch.column(ERROR).to_pylist() if e is not None))
                     rows = batch.column(ROW).to_numpy()
                     idx = np.searchsorted(pool, rows)
-                    probs = np.empty((len(rows), len(views), k))
+                    seen[idx] += 1
                     flat = batch.column(PROBS).combine_chunks().flatten().to_numpy()
-                    probs[:, travel] = flat.reshape(len(rows), len(travel), k)
                     spent = float(batch.column(SECONDS).to_numpy().sum())
                     for j in travel:
                         out.seconds[names[j]] += spent / len(travel)
                         advance(names[j], "predict", len(rows), len(pool))
-                    if stay:
-                        frame = fetch(rows)
-                        for j in stay:
-                            t = time.perf_counter()
-                            probs[:, j] = views[j].predict_proba(frame)
-                            out.seconds[names[j]] += time.perf_counter() - t
-                            advance(names[j], "predict", len(rows), len(pool))
-                    steps.fill_batch(out, idx, probs, combiners, sink)
+                    if gathered is not None:
+                        gathered[idx] = flat.reshape(len(rows), len(travel), k)
+                    else:
+                        probs = np.empty((len(rows), len(views), k))
+                        probs[:, travel] = flat.reshape(len(rows), len(travel), k)
+                        steps.fill_batch(out, idx, probs, combiners, sink)
+        except INTERRUPTS:
+            raise
         except Exception as exc:
             cause = _cotrain_cause(exc)
             if cause is not None:
@@ -196,35 +218,107 @@ class RayEngine:
             raise RunError(f"the Ray engine's pass over the pool failed: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
         finally:
-            del views_ref, mask_ref
+            # stop the execution now: left to the garbage collector, it would reach Ray after the
+            # cluster is shut down, and Ray would start a new one to serve it
+            close = getattr(locals().get("batches"), "close", None)
+            if callable(close):
+                close()
+            del refs
+        if not (seen == 1).all():  # Ray lost or repeated rows: no round is committed on a partial pass
+            missing, twice = int((seen == 0).sum()), int((seen > 1).sum())
+            raise RunError(f"the Ray engine's pass returned {missing} pool item(s) unpredicted and {twice} twice")
+        if gathered is not None:
+            for lo in range(0, len(pool), batch_size):
+                hi = min(lo + batch_size, len(pool))
+                probs = np.empty((hi - lo, len(views), k))
+                probs[:, travel] = gathered[lo:hi]
+                frame = fetch(pool[lo:hi])
+                for j in stay:
+                    t = time.perf_counter()
+                    probs[:, j] = views[j].predict_proba(frame)
+                    out.seconds[names[j]] += time.perf_counter() - t
+                    advance(names[j], "predict", hi - lo, len(pool))
+                steps.fill_batch(out, np.arange(lo, hi), probs, combiners, sink)
         self.passes += 1
         return out
 
     def close(self) -> None:
-        """Remove the shards; stop the cluster if this run started it (idempotent)."""
-        if "://" not in self.folder:
-            shutil.rmtree(self.folder, ignore_errors=True)
-        if self.started:
-            import ray
+        """Remove the shards (and the folders this run made for them); stop the cluster if this
+        run started it (idempotent)."""
+        folders, self.made, self.folder = [f for f in (self.folder, *self.made) if f], [], ""
+        try:
+            for folder in folders:
+                _remove_folder(folder)
+        finally:
+            if self.started:
+                import ray
 
-            self.started = False
-            ray.shutdown()
+                self.started = False
+                _settle_executions()
+                ray.shutdown()
 
 
-def actor_count(cfg: EngineConfig, cpus: float) -> int:
-    """Actors per pass on a cluster of ``cpus`` CPUs: ``cfg.actors``, or as many as fit beside
-    one shard read. ``ConfigError`` when the actors would leave no CPU for the reads (the
-    pass would wait forever)."""
-    actors = cfg.actors or max(1, int((cpus - READ_CPUS) // cfg.cpus_per_actor))
-    need = actors * cfg.cpus_per_actor + READ_CPUS
-    if need > cpus:
-        raise ConfigError("engine.actors", f"{actors} actors of {cfg.cpus_per_actor:g} CPU need {need:g} CPUs "
+def _settle_executions(timeout_s: float = 30.0) -> None:
+    """Wait for Ray Data's executor threads to end. One still winding down a failed pass
+    would touch Ray after ``ray.shutdown()``, and Ray ends the whole process when that happens."""
+    gc.collect()  # an execution only referenced by a dropped iterator shuts down when collected
+    deadline = time.monotonic() + timeout_s
+    for t in threading.enumerate():
+        if t.name.startswith("StreamingExecutor-") and t is not threading.current_thread():
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _remove_folder(folder: str) -> None:
+    """Remove ``folder`` (a path or a URI pyarrow reaches) and what it holds; a shared folder
+    that still holds another run's shards stays (only an empty parent is removed)."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = pafs.FileSystem.from_uri(folder) if "://" in folder else (pafs.LocalFileSystem(), folder)
+        info = fs.get_file_info(root)
+        if info.type == pafs.FileType.NotFound:
+            return
+        if folder.rstrip("/").rsplit("/", 1)[-1].startswith("run-"):
+            fs.delete_dir(root)
+        elif not fs.get_file_info(pafs.FileSelector(root)):
+            fs.delete_dir(root)
+    except OSError as exc:
+        log.warning("ray engine: could not remove %s: %s", folder, exc)
+
+
+def actor_count(cfg: EngineConfig, cpus: float, gpus: float = 0.0) -> int:
+    """Actors per pass on a cluster of ``cpus`` CPUs and ``gpus`` GPUs: ``cfg.actors``, or as
+    many as fit beside one shard read (and on the GPUs, with ``gpus_per_actor``).
+    ``ConfigError`` when they would not all fit: the pass would wait forever for the rest."""
+    fit = int((cpus - READ_CPUS) // cfg.cpus_per_actor)
+    if cfg.gpus_per_actor:
+        fit = min(fit, int(gpus // cfg.gpus_per_actor))
+    actors = cfg.actors or max(1, fit)
+    need_cpu, need_gpu = actors * cfg.cpus_per_actor + READ_CPUS, actors * cfg.gpus_per_actor
+    if need_cpu > cpus:
+        raise ConfigError("engine.actors", f"{actors} actors of {cfg.cpus_per_actor:g} CPU need {need_cpu:g} CPUs "
                           f"with the shard reads; the cluster has {cpus:g}")
+    if need_gpu > gpus:
+        raise ConfigError("engine.gpus_per_actor", f"{actors} actors of {cfg.gpus_per_actor:g} GPU need "
+                          f"{need_gpu:g} GPUs; the cluster has {gpus:g}")
     return actors
 
 
-def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequence[str],
-                    item_id: pa.Array) -> RayEngine:
+def _shard_base(cfg: EngineConfig, store: Store, base_dir: Path) -> tuple[str, list[str]]:
+    """Where the shards go, and the folders made for them: ``shard_dir`` (a URI, or a path
+    relative to the config's folder), else a folder beside the store (a temporary one for a
+    store in memory)."""
+    if cfg.shard_dir is not None:
+        return (cfg.shard_dir if "://" in cfg.shard_dir else str((base_dir / cfg.shard_dir).resolve())), []
+    if store.path == ":memory:":
+        base = tempfile.mkdtemp(prefix="cotrain-shards-")
+        return base, [base]
+    base = f"{Path(store.path).resolve()}.shards"
+    return base, [] if Path(base).exists() else [base]
+
+
+def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequence[str], item_id: pa.Array,
+                    base_dir: Path | str = ".") -> RayEngine:
     """Join (or start) the cluster ``cfg`` names and export the run's shards to it."""
     try:
         import ray
@@ -233,9 +327,9 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
     started = False
     if not ray.is_initialized():
         if cfg.address is None:  # the cluster to start has this machine's CPUs: refuse before starting it
-            actor_count(cfg, float(os.cpu_count() or 1))
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "logging_level": logging.WARNING}
+            actor_count(cfg, float(os.cpu_count() or 1), float("inf"))
+        # configure_logging=False: Ray leaves the process's loggers as they are
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if cfg.address is None and cfg.object_store_mb is not None:
             kwargs["object_store_memory"] = cfg.object_store_mb * 2**20
         try:
@@ -246,26 +340,20 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
             raise RunError(f"engine.address {cfg.address!r}: cannot join the Ray cluster: "
                            f"{str(exc).splitlines()[0]}") from None
         started = True
-    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    engine = RayEngine(cfg, "", started, 0)
     try:
-        actors = actor_count(cfg, cpus)
-    except ConfigError:
-        if started:
-            ray.shutdown()
-        raise
-    base = cfg.shard_dir or (tempfile.mkdtemp(prefix="cotrain-shards-") if store.path == ":memory:"
-                             else f"{Path(store.path).resolve()}.shards")
-    folder = f"{base.rstrip('/')}/run-{int(run_id)}-{uuid.uuid4().hex[:8]}"
-    t = time.perf_counter()
-    try:
-        write_shards(store, run_id, fields, item_id, folder, cfg.shard_rows)
+        res = ray.cluster_resources()
+        engine.actors = actor_count(cfg, float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0)))
+        base, engine.made = _shard_base(cfg, store, Path(base_dir))
+        engine.folder = f"{base.rstrip('/')}/run-{int(run_id)}-{uuid.uuid4().hex[:8]}"
+        t = time.perf_counter()
+        write_shards(store, run_id, fields, item_id, engine.folder, cfg.shard_rows)
     except BaseException:
-        engine = RayEngine(cfg, folder, started, actors)
         engine.close()
         raise
-    log.info("ray engine: %d actors on %.0f CPUs; shards in %s (%.1f s)", actors, cpus, folder,
-             time.perf_counter() - t)
-    return RayEngine(cfg, folder, started, actors)
+    log.info("ray engine: %d actors on %.0f CPUs; shards in %s (%.1f s)", engine.actors, res.get("CPU", 1.0),
+             engine.folder, time.perf_counter() - t)
+    return engine
 
 
 __all__ = ["PoolPredictor", "RayEngine", "actor_count", "open_ray_engine", "write_shards"]

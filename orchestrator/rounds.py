@@ -39,7 +39,8 @@ from store.errors import INTERRUPTS, ConfigError, DataError, RunError, RunInterr
 from store.llm_ledger import LLMLedger
 from store.queries import final_metrics, label_counts
 from store.writers import RoundWriter
-from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, Featurizer, RoundAware, View, ZeroShot
+from views.base import (ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, Featurizer, Portable, RoundAware, View,
+                        ZeroShot)
 
 log = logging.getLogger("cotrain")
 
@@ -139,20 +140,22 @@ class RoundRunner:
         views, self.views, self.fields = self.views or [], None, []
         self._frames = None  # the fields held in memory go with the run
         engine, self.engine = self.engine, None
-        if engine is not None:
-            engine.close()
         views, self.escalator = views + ([self.escalator] if self.escalator is not None else []), None
         try:
             for v in views:
                 if isinstance(v, Closeable):
                     v.close()
         finally:
-            if self.debater is not None:
-                self.debater.close()
-                self.debater = None
-            if self._ledger is not None:
-                self._ledger.close()
-                self._ledger = self._problems = None
+            try:
+                if engine is not None:
+                    engine.close()
+            finally:
+                if self.debater is not None:
+                    self.debater.close()
+                    self.debater = None
+                if self._ledger is not None:
+                    self._ledger.close()
+                    self._ledger = self._problems = None
 
     # ------------------------------------------------------------------ the loop
     def run(self, new_run: bool = False) -> RunResult:
@@ -209,10 +212,10 @@ class RoundRunner:
             held = self.cfg.cotrain.data_in_memory  # under Ray the workers read the pool: auto reads the store
             held = False if held == "auto" and self.cfg.engine.kind == "ray" else held
             self._frames = open_frames(self.store, run_id, fields, len(state.row_idx), held)
-            if self.cfg.engine.kind == "ray":
+            if self.cfg.engine.kind == "ray" and any(isinstance(v, Portable) for v in views):
                 from orchestrator.ray_engine import open_ray_engine
 
-                self.engine = open_ray_engine(self.cfg.engine, self.store, run_id, fields, state.item_id)
+                self.engine = open_ray_engine(self.cfg.engine, self.store, run_id, fields, state.item_id, self.base_dir)
             rng = np.random.default_rng(self.cfg.seed)
             if done:
                 rng.bit_generator.state = done[-1]["rng_state"]

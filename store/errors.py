@@ -7,6 +7,8 @@ as one line, so the CLI can print ``str(err)`` and exit cleanly.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import duckdb
 
 #: What Ctrl-C can arrive as. DuckDB checks for SIGINT while a query runs and raises its own
@@ -31,6 +33,9 @@ class ConfigError(CotrainError):
         self.source = source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}config key '{key}': {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles whole (Ray hands a worker's error back pickled)
+        return type(self), (self.key, self.message, self.source)
 
 
 class DataError(CotrainError):
@@ -58,6 +63,10 @@ class DataError(CotrainError):
             parts.append(f"item {item!r}")
         prefix = " ".join(parts)
         super().__init__(f"{prefix}: {message}" if prefix else message)
+        self.detail = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.detail, self.path, self.row, self.item)
 
 
 class ReviewError(DataError):
@@ -71,6 +80,10 @@ class StoreError(CotrainError):
     def __init__(self, message: str, path: str | None = None) -> None:
         self.path = path
         super().__init__(f"store {path}: {message}" if path else message)
+        self.detail = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.detail, self.path)
 
 
 class StoreLockedError(StoreError):
@@ -80,6 +93,10 @@ class StoreLockedError(StoreError):
         self.pid = pid
         who = f"PID {pid}" if pid is not None else "another process"
         super().__init__(f"locked by {who}; {hint}", path)
+        self.hint = hint
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.pid, self.hint)
 
 
 class ViewError(CotrainError):
@@ -89,6 +106,9 @@ class ViewError(CotrainError):
         self.view = view
         self.detail = message
         super().__init__(f"view '{view}': {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.view, self.detail)
 
 
 class RunError(CotrainError):
@@ -105,3 +125,6 @@ class RunInterrupted(CotrainError, KeyboardInterrupt):
         self.last_round = last_round
         done = f"after round {last_round}" if last_round is not None else "before round 0 was committed"
         super().__init__(f"interrupted {done}; run again to resume")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.run_id, self.last_round)

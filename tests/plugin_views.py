@@ -206,12 +206,13 @@ class WorkerProbeView(CentroidView):
     """A :class:`CentroidView` that can predict in Ray workers (``worker_copy``); in a worker
     it records, under ``probe_dir``, the Ray node and process of each batch it predicted,
     and with ``die_once`` the first worker batch of the run kills its process instead
-    (``os._exit``): the fault a lost node or an out-of-memory kill causes."""
+    (``os._exit``): the fault a lost node or an out-of-memory kill causes. With
+    ``fail_in_worker`` it raises the ``ViewError`` a bad cell raises, from the worker."""
 
     def __init__(self, name: str, context: ViewContext, columns: Sequence[str] = (), temperature: float = 1.0,
-                 probe_dir: str = "", die_once: bool = False):
+                 probe_dir: str = "", die_once: bool = False, fail_in_worker: bool = False):
         super().__init__(name, context, columns, temperature)
-        self.probe_dir, self.die_once = probe_dir, die_once
+        self.probe_dir, self.die_once, self.fail_in_worker = probe_dir, die_once, fail_in_worker
         self.in_worker = False
 
     def worker_copy(self) -> WorkerProbeView:
@@ -223,6 +224,10 @@ class WorkerProbeView(CentroidView):
         return twin
 
     def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
+        if self.in_worker and self.fail_in_worker:
+            from store.errors import ViewError
+
+            raise ViewError(self.name, f"column 'a_0' holds 'n/a' at item {items['__item_id'].iloc[0]!r}")
         if self.in_worker and self.probe_dir:
             import os
             from pathlib import Path

@@ -83,6 +83,22 @@ def test_concurrent_requests_share_forward_passes(tiny_model: Path):
     m.close()
 
 
+def test_a_failed_pass_fails_every_request_of_it_and_the_next_pass_runs(tiny_model: Path):
+    m = BatchedModel(tiny_model, max_batch=4, device="cpu")
+
+    async def ask() -> list:
+        bad = [_req("x", max_tokens=8)]  # lands in the first pass with three good ones
+        return await asyncio.gather(*(m.complete(r) for r in bad + [_req(f"r{i}") for i in range(7)]),
+                                    return_exceptions=True)
+
+    got = asyncio.run(ask())
+    failed = [g for g in got if isinstance(g, Exception)]
+    assert len(failed) == 4 and all("label words only" in str(g) for g in failed)  # the whole first pass
+    assert all(isinstance(g, dict) for g in got[4:]) and m.batches_ == 1  # the second pass answered
+    m.close()
+    assert m._pending == [] and m._drainer is None
+
+
 def test_the_client_caches_and_files_every_answer_and_a_rerun_runs_no_pass(tiny_model: Path, mem_store):
     ledger = LLMLedger(mem_store, run_id=None)
     reqs = [_req(t) for t in TEXTS + TEXTS[:2]]  # two repeats: asked once

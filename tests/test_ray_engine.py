@@ -15,13 +15,21 @@ from orchestrator import api
 from orchestrator.engine_config import EngineConfig
 from orchestrator.ray_engine import actor_count, write_shards
 from store.database import Store
-from store.errors import ConfigError
+from store.errors import ConfigError, ViewError
 from tests.conftest import synthetic_frame, write_config
 
 ray = pytest.importorskip("ray", reason="engine 'ray' needs the ray extra")
 
 
-def _config(d: Path, engine: dict[str, Any] | None, views: list[dict[str, Any]] | None = None, **cotrain: Any) -> Path:
+#: Two views that travel to the workers, and a graph view that stays on the driver (it
+#: spreads labels within the batch it is asked about, so it must see the local engine's batches).
+VIEWS = [{"name": "va", "kind": "sklearn", "column_prefix": "a_"},
+         {"name": "vb", "kind": "sklearn", "column_prefix": "b_"},
+         {"name": "vg", "kind": "graph", "column_prefix": "b_", "n_neighbors": 5}]
+
+
+def _config(d: Path, engine: dict[str, Any] | None, views: list[dict[str, Any]] | None = VIEWS,
+            **cotrain: Any) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     cfg = write_config(d, synthetic_frame(n=1500, n_gold=20, n_test=100), **{
         "policy": "auto", "max_rounds": 2, "batch_size": 256, "store_predictions": True, **cotrain})
@@ -56,18 +64,30 @@ def _probe_views(probe: Path, die_once: bool = False) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def local_outcome(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     d = tmp_path_factory.mktemp("local")
-    api.run(_config(d, None))
+    api.run(_config(d, None, max_rounds=1))  # one pool round and the final fit: each Ray pass costs seconds
     return _outcome(d / "run.duckdb")
 
 
 def test_a_local_cluster_gives_the_local_engines_labels(tmp_path: Path, local_outcome: dict[str, Any]):
-    api.run(_config(tmp_path, {"kind": "ray", "object_store_mb": 512, "shard_rows": 1000}))
+    api.run(_config(tmp_path, {"kind": "ray", "object_store_mb": 512, "shard_rows": 1000}, max_rounds=1))
     got = _outcome(tmp_path / "run.duckdb")
     assert local_outcome["labels"] and got["labels"] == local_outcome["labels"]
     assert got["predictions"] == local_outcome["predictions"]  # every view's vote on every pool item, every round
     assert got["rounds"] == local_outcome["rounds"]
     assert not ray.is_initialized()  # the cluster the run started is stopped with it
-    assert not list(tmp_path.glob("run.duckdb.shards/*"))  # and its shards removed
+    assert not (tmp_path / "run.duckdb.shards").exists()  # and its shards removed
+
+
+def test_a_views_error_on_a_worker_reaches_the_user_whole(tmp_path: Path):
+    views = _probe_views(tmp_path / "probe")
+    views[0]["fail_in_worker"] = True
+    with pytest.raises(ViewError) as err:
+        api.run(_config(tmp_path, {"kind": "ray", "object_store_mb": 512}, views=views))
+    assert err.value.view == "va" and "holds 'n/a' at item 'it" in err.value.detail
+    assert not ray.is_initialized() and not (tmp_path / "run.duckdb.shards").exists()
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT status FROM runs WHERE run_id = 1") == "failed"
+        assert st.scalar("SELECT count(*) FROM rounds") == 0  # round 0 rolled back whole
 
 
 def test_the_engine_is_not_part_of_the_runs_identity(tmp_path: Path):
@@ -115,6 +135,10 @@ def test_actors_that_would_starve_the_reads_are_refused(tmp_path: Path):
     assert actor_count(EngineConfig(), 16.0) == 15
     assert actor_count(EngineConfig(cpus_per_actor=0.5), 4.0) == 7
     assert actor_count(EngineConfig(actors=2, cpus_per_actor=1.5), 4.0) == 2
+    assert actor_count(EngineConfig(gpus_per_actor=1), 16.0, 2.0) == 2  # as many as there are GPUs
+    with pytest.raises(ConfigError) as err:
+        actor_count(EngineConfig(gpus_per_actor=1), 16.0, 0.0)
+    assert err.value.key == "engine.gpus_per_actor"
     with pytest.raises(ConfigError) as err:
         actor_count(EngineConfig(actors=2), 2.0)
     assert err.value.key == "engine.actors"

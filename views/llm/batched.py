@@ -143,6 +143,7 @@ class BatchedModel:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         self._model = self._tokenizer = None
+        self._pending, self._drainer = [], None  # a drainer of a closed loop never runs again
 
 
 __all__ = ["BatchedModel"]

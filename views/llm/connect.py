@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from store.errors import ViewError
 from views.llm.client import Endpoint, LLMClient, Price
 from views.llm.local import LocalServer, local_model
 
@@ -53,6 +54,14 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
         from views.llm.batched import BatchedModel
 
         batched = BatchedModel(local_model(model.split(":", 1)[1]).path(), max_batch=max_batch)
+        try:  # now, once: a model that cannot load stops the view with one line, not one error per item
+            batched.load()
+        except ImportError as exc:
+            raise ViewError(name, f"backend 'transformers' needs {exc.name or 'a package'}: "
+                                  "pip install 'cotrain[batched]'") from None
+        except Exception as exc:  # noqa: BLE001 - a bad file, or no memory left on the device
+            raise ViewError(name, f"backend 'transformers' cannot load {model}: {type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
         concurrency = max(concurrency, 2 * max_batch)  # enough in flight to fill one pass while another runs
         max_concurrency = None
     elif model.startswith("local:"):
