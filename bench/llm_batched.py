@@ -107,8 +107,10 @@ def main() -> None:
     seen: list[list[dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
         batched, voted_b = view_items_per_s(texts, "transformers", args.batch, Path(tmp), seen)
+        first, tokens = anchor_items_per_s(seen, args.batch)
         server, voted_s = view_items_per_s(texts, "server", args.batch, Path(tmp))
-    anchor, tokens = anchor_items_per_s(seen, args.batch)
+        again, _ = anchor_items_per_s(seen, args.batch)
+    anchor = max(first, again)  # the anchor's best of two runs, either side of the server's
     rows = [["bare batched forward (anchor)", f"{anchor:.1f}", "1.00", "-"],
             ["llm view, backend transformers", f"{batched:.1f}", f"{batched / anchor:.2f}", f"{voted_b:.2f}"],
             ["llm view, backend server (llama.cpp, concurrency 4)", f"{server:.1f}", f"{server / anchor:.2f}",
@@ -118,6 +120,7 @@ def main() -> None:
     path = write_json("llm_batched", {"command": "python bench/llm_batched.py " + " ".join(sys.argv[1:]),
                                       "device": device, "items": len(texts), "batch": args.batch,
                                       "mean_prompt_tokens": tokens, "anchor_items_per_s": anchor,
+                                      "anchor_runs_items_per_s": [first, again],
                                       "transformers_view_items_per_s": batched, "server_view_items_per_s": server,
                                       "voted": {"transformers": voted_b, "server": voted_s}})
     print(f"\nwrote {path}")
