@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from views.base import Portable, View
+
 
 class EngineConfig(BaseModel):
     """``kind``: ``local`` (the default: this process predicts the pool in batches) or
@@ -20,6 +22,9 @@ class EngineConfig(BaseModel):
     ``shard_dir``: where the shards go (default: a folder beside the store), which every
     node must be able to read (a shared filesystem, or a URI pyarrow writes, e.g. ``s3://``).
     ``object_store_mb``: the object store of a cluster the run starts (Ray's default otherwise).
+    ``encode_in_workers``: embedding views travel too and encode their batches in the workers
+    every round (the fast path with GPU actors); by default they stay on the driver, where the
+    store's cache serves every text encoded before.
     The engine never changes a label: it is left out of the run's fingerprint, so a run
     started on one engine resumes on the other."""
 
@@ -33,6 +38,14 @@ class EngineConfig(BaseModel):
     shard_rows: int = Field(default=250_000, ge=1000)
     shard_dir: str | None = Field(default=None, min_length=1)
     object_store_mb: int | None = Field(default=None, ge=100)
+    encode_in_workers: bool = False
 
 
-__all__ = ["EngineConfig"]
+def travels(view: View, cfg: EngineConfig) -> bool:
+    """Whether the Ray engine sends ``view`` to its workers: when it can travel
+    (:class:`views.base.Portable`), unless its prediction encodes items (``encodes``: the
+    driver's store cache serves those) and ``encode_in_workers`` is off."""
+    return isinstance(view, Portable) and (cfg.encode_in_workers or not getattr(view, "encodes", False))
+
+
+__all__ = ["EngineConfig", "travels"]

@@ -40,10 +40,10 @@ import pandas as pd
 import pyarrow as pa
 
 from orchestrator import steps
-from orchestrator.engine_config import EngineConfig
+from orchestrator.engine_config import EngineConfig, travels
 from store.database import Store
 from store.errors import INTERRUPTS, ConfigError, CotrainError, RunError
-from views.base import ITEM_ID_COLUMN, Portable, View
+from views.base import ITEM_ID_COLUMN, View
 
 log = logging.getLogger("cotrain")
 
@@ -150,10 +150,13 @@ class RayEngine:
         self.made = list(made)  # folders created for the shards (removed with them when empty)
         self.passes = 0  # Ray Data passes run (one per round that predicted something)
 
-    @staticmethod
-    def runs(views: Sequence[View]) -> bool:
-        """Whether a pass is worth it: some view can travel (else the local engine predicts)."""
-        return any(isinstance(v, Portable) for v in views)
+    def travels(self, view: View) -> bool:
+        """Whether ``view`` predicts in the workers (else on the driver, batch by batch)."""
+        return travels(view, self.cfg)
+
+    def runs(self, views: Sequence[View]) -> bool:
+        """Whether a pass is worth it: some view travels (else the local engine predicts)."""
+        return any(self.travels(v) for v in views)
 
     def predict_pool(self, views: Sequence[View], pool: np.ndarray, n_rows: int, k: int,
                      fetch: Callable[[np.ndarray], pd.DataFrame], advance: steps.Advance,
@@ -173,7 +176,7 @@ class RayEngine:
         out = steps.empty_prediction(views, len(pool), k, combiners)
         if not len(pool):
             return out
-        travel = [j for j, v in enumerate(views) if isinstance(v, Portable)]
+        travel = [j for j, v in enumerate(views) if self.travels(v)]
         stay = [j for j in range(len(views)) if j not in travel]
         names = [v.name for v in views]
         gathered = np.full((len(pool), len(travel), k), np.nan) if stay else None

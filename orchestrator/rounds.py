@@ -28,6 +28,7 @@ from orchestrator.combination import pool_combiners, view_accuracy
 from orchestrator.config import Config
 from orchestrator.cut_statistic import cut_statistic
 from orchestrator.data import LoadedData, load_into_store
+from orchestrator.engine_config import travels
 from orchestrator.frames import FrameSource, StoreFrames, open_frames
 from orchestrator.reporting import NullReporter, Reporter, RunResult, code_version
 from orchestrator.evidence import RoundEvidence, assess, merge_adaptive
@@ -39,8 +40,7 @@ from store.errors import INTERRUPTS, ConfigError, DataError, RunError, RunInterr
 from store.llm_ledger import LLMLedger
 from store.queries import final_metrics, label_counts
 from store.writers import RoundWriter
-from views.base import (ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, Featurizer, Portable, RoundAware, View,
-                        ZeroShot)
+from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, Featurizer, RoundAware, View, ZeroShot
 
 log = logging.getLogger("cotrain")
 
@@ -212,7 +212,7 @@ class RoundRunner:
             held = self.cfg.cotrain.data_in_memory  # under Ray the workers read the pool: auto reads the store
             held = False if held == "auto" and self.cfg.engine.kind == "ray" else held
             self._frames = open_frames(self.store, run_id, fields, len(state.row_idx), held)
-            if self.cfg.engine.kind == "ray" and any(isinstance(v, Portable) for v in views):
+            if self.cfg.engine.kind == "ray" and any(travels(v, self.cfg.engine) for v in views):
                 from orchestrator.ray_engine import open_ray_engine
 
                 self.engine = open_ray_engine(self.cfg.engine, self.store, run_id, fields, state.item_id, self.base_dir)

@@ -162,3 +162,33 @@ def test_shards_hold_every_row_in_order_with_its_id(tmp_path: Path):
     assert got.column("__row").to_pylist() == list(range(len(ids)))
     assert got.column("__item_id").to_pylist() == ids.to_pylist()
     assert got.select(["a_0", "b_3"]).equals(want)
+
+
+@pytest.mark.slow  # a Ray cluster and MiniLM loaded in its worker
+def test_embedding_views_encode_in_the_workers_when_asked(tmp_path: Path):
+    """``encode_in_workers``: the embedding view travels, encodes its batches in a worker (no
+    store cache there), and the run adds the local engine's labels; without it the view stays
+    on the driver and the store's cache serves it."""
+    from tests.conftest import sentiment_frame
+
+    outcomes = []
+    for name, engine in (("local", None), ("ray", {"kind": "ray", "object_store_mb": 512, "encode_in_workers": True})):
+        d = tmp_path / name
+        d.mkdir()
+        sentiment_frame(n_gold=8, n_pool=120, n_test=20).to_csv(d / "items.csv", index=False)
+        cfg = {"task": {"labels": ["negative", "positive"]},
+               "data": {"train": "items.csv", "id_column": "id", "split_column": "split"},
+               "views": [{"name": "tfidf", "kind": "sklearn", "text": "text"},
+                         {"name": "minilm", "kind": "embedding", "text": "text"}],
+               "cotrain": {"policy": "k_best", "k": 10, "max_rounds": 2, "store_predictions": True},
+               "store": "run.duckdb", **({"engine": engine} if engine else {})}
+        (d / "c.yaml").write_text(yaml.safe_dump(cfg))
+        api.run(d / "c.yaml")
+        outcomes.append(_outcome(d / "run.duckdb"))
+        with Store(d / "run.duckdb", read_only=True) as st:
+            outcomes[-1]["cached"] = st.scalar("SELECT count(*) FROM feature_cache")
+    # locally every text is encoded once and cached; under Ray the driver caches what it fits and
+    # evaluates on (gold, test, accepted labels), while the workers' pool vectors stay in the workers
+    assert outcomes[0]["cached"] == 148 and 28 <= outcomes[1]["cached"] < 148
+    assert outcomes[0]["labels"] and outcomes[1]["labels"] == outcomes[0]["labels"]
+    assert outcomes[1]["rounds"] == outcomes[0]["rounds"]

@@ -7,6 +7,7 @@ texts never re-encode.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -107,6 +108,19 @@ class EmbeddingView(ParamsView):
     def features(self, items: pd.DataFrame) -> np.ndarray:
         """The items' sentence embeddings (from the cache where present)."""
         return self.embed(self._texts(items))
+
+    #: Predicting encodes items: on the driver the store's cache serves what was encoded
+    #: before, while a worker copy encodes its batches itself (the Ray engine sends this view
+    #: to workers only with ``engine.encode_in_workers``, e.g. for GPU actors).
+    encodes = True
+
+    def worker_copy(self) -> EmbeddingView:
+        """This fitted view for a worker process: the same head and encoder name, no cache
+        (the store stays on the driver), the encoder loaded afresh where it runs."""
+        twin = copy.copy(self)
+        twin.context = ViewContext(labels=self.context.labels, seed=self.context.seed, base_dir=self.context.base_dir)
+        twin._model = None
+        return twin
 
     def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
         k = len(self.context.labels)
