@@ -69,6 +69,8 @@ class PoolPredictor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.column(ROW).to_numpy()
         batch = batch.filter(pa.array(self.mask[rows]))
+        if not batch.num_rows:  # a shard stretch with no pool item (e.g. only held-out items)
+            return self._table(np.zeros(0, dtype=np.int64), np.zeros((0, len(self.views), self.k)), 0.0)
         t = time.perf_counter()
         frame = batch.drop_columns([ROW]).to_pandas()
         probs = np.empty((batch.num_rows, len(self.views), self.k))

@@ -224,7 +224,7 @@ class WorkerProbeView(CentroidView):
         return twin
 
     def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
-        if self.in_worker and self.fail_in_worker:
+        if self.in_worker and self.fail_in_worker and len(items):
             from store.errors import ViewError
 
             raise ViewError(self.name, f"column 'a_0' holds 'n/a' at item {items['__item_id'].iloc[0]!r}")
