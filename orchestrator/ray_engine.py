@@ -184,6 +184,7 @@ class RayEngine:
         gathered = np.full((len(pool), len(travel), k), np.nan) if stay else None
         seen = np.zeros(len(pool), dtype=np.int8)
         refs: list[Any] = []
+        batches: Any = None
         try:
             mask = np.zeros(n_rows, dtype=bool)
             mask[pool] = True
@@ -225,7 +226,7 @@ class RayEngine:
         finally:
             # stop the execution now: left to the garbage collector, it would reach Ray after the
             # cluster is shut down, and Ray would start a new one to serve it
-            close = getattr(locals().get("batches"), "close", None)
+            close = getattr(batches, "close", None)
             if callable(close):
                 close()
             del refs

@@ -78,6 +78,7 @@ def test_a_local_cluster_gives_the_local_engines_labels(tmp_path: Path, local_ou
     assert not (tmp_path / "run.duckdb.shards").exists()  # and its shards removed
 
 
+@pytest.mark.slow  # about 20 s on CI: a cluster started for one failing pass
 def test_a_views_error_on_a_worker_reaches_the_user_whole(tmp_path: Path):
     views = _probe_views(tmp_path / "probe")
     views[0]["fail_in_worker"] = True
