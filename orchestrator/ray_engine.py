@@ -92,15 +92,21 @@ class PoolPredictor:
                          ERROR: pa.array([error] * len(rows), pa.binary())})
 
 
+def _filesystem(folder: str) -> tuple[Any, str]:
+    """The pyarrow filesystem and path of ``folder``: a URI (``s3://…``) or a local path."""
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(folder) if "://" in folder else (pafs.LocalFileSystem(), folder)
+
+
 def write_shards(store: Store, run_id: int, fields: Sequence[str], item_id: pa.Array, folder: str,
                  rows_per_file: int) -> None:
     """The snapshot's ``fields`` with ``__row`` and ``__item_id``, as Parquet files of
     ``rows_per_file`` rows in row order under ``folder`` (a path or a URI pyarrow writes).
     One file's rows are in memory at a time."""
-    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    fs, root = pafs.FileSystem.from_uri(folder) if "://" in folder else (pafs.LocalFileSystem(), folder)
+    fs, root = _filesystem(folder)
     fs.create_dir(root, recursive=True)
     n = len(item_id)
     for i, lo in enumerate(range(0, n, rows_per_file)):
@@ -238,12 +244,7 @@ class RayEngine:
                 hi = min(lo + batch_size, len(pool))
                 probs = np.empty((hi - lo, len(views), k))
                 probs[:, travel] = gathered[lo:hi]
-                frame = fetch(pool[lo:hi])
-                for j in stay:
-                    t = time.perf_counter()
-                    probs[:, j] = views[j].predict_proba(frame)
-                    out.seconds[names[j]] += time.perf_counter() - t
-                    advance(names[j], "predict", hi - lo, len(pool))
+                steps.predict_into(probs, views, stay, fetch(pool[lo:hi]), out, advance, len(pool))
                 steps.fill_batch(out, np.arange(lo, hi), probs, combiners, sink)
         self.passes += 1
         return out
@@ -280,7 +281,7 @@ def _remove_folder(folder: str) -> None:
     import pyarrow.fs as pafs
 
     try:
-        fs, root = pafs.FileSystem.from_uri(folder) if "://" in folder else (pafs.LocalFileSystem(), folder)
+        fs, root = _filesystem(folder)
         info = fs.get_file_info(root)
         if info.type == pafs.FileType.NotFound:
             return

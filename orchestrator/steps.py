@@ -150,6 +150,18 @@ def fill_batch(out: PoolPrediction, idx: np.ndarray, probs: np.ndarray, combiner
         sink(idx, probs, lab, conf)
 
 
+def predict_into(probs: np.ndarray, views: Sequence[View], cols: Sequence[int], frame: pd.DataFrame,
+                 out: PoolPrediction, advance: Advance, total: int) -> None:
+    """Fill ``probs[:, j]`` with view j's probabilities of ``frame`` for each j in ``cols``,
+    adding each view's seconds to ``out`` and advancing its progress by the batch."""
+    for j in cols:
+        view = views[j]
+        t = time.perf_counter()
+        probs[:, j] = view.predict_proba(frame)
+        out.seconds[view.name] += time.perf_counter() - t
+        advance(view.name, "predict", len(frame), total)
+
+
 def predict_pool(views: Sequence[View], n: int, batch_size: int, fetch: Callable[[int, int], pd.DataFrame],
                  k: int, advance: Advance, sink: BatchSink | None = None,
                  combiners: Combiners | None = None) -> PoolPrediction:
@@ -159,13 +171,8 @@ def predict_pool(views: Sequence[View], n: int, batch_size: int, fetch: Callable
     out = empty_prediction(views, n, k, combiners)
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        df = fetch(lo, hi)
         probs = np.empty((hi - lo, len(views), k))
-        for j, view in enumerate(views):
-            t = time.perf_counter()
-            probs[:, j] = view.predict_proba(df)
-            out.seconds[view.name] += time.perf_counter() - t
-            advance(view.name, "predict", hi - lo, n)
+        predict_into(probs, views, range(len(views)), fetch(lo, hi), out, advance, n)
         fill_batch(out, np.arange(lo, hi), probs, combiners, sink)
     return out
 
@@ -184,5 +191,6 @@ def view_pairs(pred: PoolPrediction) -> list[tuple[int, int, int, float | None]]
 
 
 __all__ = ["BatchSink", "Combiners", "Evaluation", "FitResult", "PoolPrediction", "agreement_with_ensemble", "crossfit",
-           "empty_prediction", "evaluate_views", "fill_batch", "fit_views", "metrics", "predict_pool", "predict_test",
+           "empty_prediction", "evaluate_views", "fill_batch", "fit_views", "metrics", "predict_into", "predict_pool",
+           "predict_test",
            "view_pairs"]

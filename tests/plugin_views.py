@@ -219,7 +219,7 @@ class WorkerProbeView(CentroidView):
         import copy
 
         twin = copy.copy(self)
-        twin.context = ViewContext(labels=self.context.labels, seed=self.context.seed)
+        twin.context = self.context.portable()
         twin.in_worker = True
         return twin
 

@@ -70,6 +70,11 @@ class ViewContext:
     progress: Callable[[str, int, int], None] | None = None
     dry_run: bool = False
 
+    def portable(self) -> ViewContext:
+        """What of this context travels with a view to another process (``Portable``): the
+        labels, seed and base folder; the store's cache, ledger and problem log stay here."""
+        return ViewContext(labels=self.labels, seed=self.seed, base_dir=self.base_dir)
+
 
 @runtime_checkable
 class View(Protocol):

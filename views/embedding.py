@@ -118,7 +118,7 @@ class EmbeddingView(ParamsView):
         """This fitted view for a worker process: the same head and encoder name, no cache
         (the store stays on the driver), the encoder loaded afresh where it runs."""
         twin = copy.copy(self)
-        twin.context = ViewContext(labels=self.context.labels, seed=self.context.seed, base_dir=self.context.base_dir)
+        twin.context = self.context.portable()
         twin._model = None
         return twin
 

@@ -227,7 +227,7 @@ class SklearnView(ParamsView):
         """This fitted view for a worker process: the same model, a context of labels and
         seed only (prediction reads nothing else; the store's handles do not travel)."""
         twin = copy.copy(self)
-        twin.context = ViewContext(labels=self.context.labels, seed=self.context.seed, base_dir=self.context.base_dir)
+        twin.context = self.context.portable()
         return twin
 
     def predict_proba(self, items: pd.DataFrame) -> np.ndarray:

@@ -50,10 +50,11 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
     server = None
     override = None
     batched = None
-    if model.startswith("local:") and backend == "transformers":
+    path = local_model(model.split(":", 1)[1]).path() if model.startswith("local:") else None
+    if path is not None and backend == "transformers":
         from views.llm.batched import BatchedModel
 
-        batched = BatchedModel(local_model(model.split(":", 1)[1]).path(), max_batch=max_batch)
+        batched = BatchedModel(path, max_batch=max_batch)
         try:  # now, once: a model that cannot load stops the view with one line, not one error per item
             batched.load()
         except ImportError as exc:
@@ -64,8 +65,7 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
         concurrency = max(concurrency, 2 * max_batch)  # enough in flight to fill one pass while another runs
         max_concurrency = None
-    elif model.startswith("local:"):
-        path = local_model(model.split(":", 1)[1]).path()
+    elif path is not None:
         server = LocalServer(path, n_ctx=n_ctx, n_parallel=max(1, concurrency), threads=threads).start()
         override = server.base_url
         max_concurrency = None  # llama.cpp serves n_parallel slots: nothing to adapt
