@@ -216,10 +216,11 @@ def select_adaptive(posterior: np.ndarray, p_correct: np.ndarray, prior: np.ndar
     ``prior``: (K,) estimated class shares; ``volume``: the picks wanted this round. Class c
     may take ``class_quota(prior, volume)[c]`` items whose top label is c and whose
     p_correct reaches its bar (:func:`class_bars`), best posterior first (or highest
-    ``rank`` first, e.g. minus the cut statistic). If the batch's
-    mean p_correct (its estimated precision) is below ``min_precision``, the least likely
-    picks are dropped until it is not, each class keeping its best pick; if nothing
-    qualifies, selection stops (``min_precision``)."""
+    ``rank`` first, e.g. minus the cut statistic). Each class then keeps its most likely
+    picks whose mean p_correct reaches ``min_precision`` (at least its best one), so a sure
+    class cannot carry an unsure one; if the batch's mean p_correct (its estimated
+    precision) is still below ``min_precision``, the least likely picks are dropped until it
+    is not, each class's best last; if nothing qualifies, selection stops (``min_precision``)."""
     posterior = np.asarray(posterior, dtype=np.float64)
     p_correct = np.asarray(p_correct, dtype=np.float64)
     prior = np.asarray(prior, dtype=np.float64)
@@ -236,10 +237,29 @@ def select_adaptive(posterior: np.ndarray, p_correct: np.ndarray, prior: np.ndar
             order = np.argsort(-key, kind="stable")
             chosen.append(idx[order[: quota[c]]])
     item = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+    item = _trim_each_class(item, label, p_correct, min_precision)
     item = _trim_to_precision(item, label, p_correct, min_precision)
     selected = np.bincount(label[item], minlength=k)[:k] if item.size else np.zeros(k, dtype=np.int64)
     return AdaptiveSelection(item=item, label=label[item].astype(np.int64), p_correct=p_correct[item], bars=bars,
                              quota=quota, selected=selected, stopped=None if item.size else "min_precision")
+
+
+def _trim_each_class(item: np.ndarray, label: np.ndarray, p: np.ndarray, min_precision: float) -> np.ndarray:
+    """Per class, keep the most likely picks whose mean p_correct reaches ``min_precision``,
+    and always the class's single best pick (so a class no view is sure of still grows, one
+    item a round). Without this, a batch's mean could reach ``min_precision`` with one class
+    at 0.99 carrying another at 0.6: overall precision would hold while one class's
+    pseudo-labels were mostly wrong, and the views would learn its confusions."""
+    if not item.size:
+        return item
+    keep = []
+    for c in np.unique(label[item]):
+        mine = item[label[item] == c]
+        mine = mine[np.argsort(-p[mine], kind="stable")]
+        means = np.cumsum(p[mine]) / np.arange(1, mine.size + 1)
+        n = max(1, int(np.flatnonzero(means >= min_precision).max()) + 1 if (means >= min_precision).any() else 1)
+        keep.append(mine[:n])
+    return np.sort(np.concatenate(keep))
 
 
 def _trim_to_precision(item: np.ndarray, label: np.ndarray, p: np.ndarray, min_precision: float) -> np.ndarray:

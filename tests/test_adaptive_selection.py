@@ -51,6 +51,9 @@ def test_select_adaptive_invariants(pool):
     assert np.array_equal(sel.selected, np.bincount(sel.label, minlength=k)) and sel.selected.sum() == item.size
     assert (sel.selected <= sel.quota).all()
     assert (sel.bars >= P_CORRECT_FLOOR).all() and (sel.bars <= max(min_precision, P_CORRECT_FLOOR) + 1e-12).all()
+    for c in np.unique(sel.label):                                       # no class carried by another
+        mine = sel.p_correct[sel.label == c]
+        assert mine.size == 1 or mine.mean() >= min_precision - 1e-12
     if item.size:
         assert sel.p_correct.mean() >= min_precision - 1e-12 and sel.stopped is None
     else:
@@ -140,6 +143,18 @@ def test_trim_drops_least_likely_first_and_keeps_each_classes_best():
     # all six: mean 0.865; dropping 0.7 gives 0.898, dropping 0.75 too gives 0.935
     assert sel.item.tolist() == [0, 1, 2, 3] and sel.selected.tolist() == [3, 1]
     assert sel.p_correct.mean() >= 0.9
+
+
+def test_a_sure_class_does_not_carry_an_unsure_one():
+    """30 picks of class 0 at 0.99 would let 20 of class 1 at 0.75 through a batch-wide mean
+    (0.93); each class must reach min_precision on its own, so class 1 keeps only its best."""
+    p = np.r_[np.full(30, 0.99), np.linspace(0.76, 0.74, 20)]
+    post = np.zeros((50, 2))
+    post[:30, 0], post[30:, 1] = p[:30], p[30:]
+    post[:30, 1], post[30:, 0] = 1 - p[:30], 1 - p[30:]
+    sel = select_adaptive(post, p, np.array([0.5, 0.5]), 100, 0.9)
+    assert sel.selected.tolist() == [30, 1]
+    assert sel.item[sel.label == 1].tolist() == [30]                   # class 1's most likely candidate
 
 
 # ---------------------------------------------------------------------- a real run
