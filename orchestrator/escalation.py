@@ -15,11 +15,13 @@ more voter of that accuracy: the cheap views' calibrated posterior is the prior 
 answer's likelihood is ``acc`` for the class it names and ``(1 - acc)/(K - 1)`` for each
 other (a one-coin Dawid-Skene view). An item is accepted with source ``escalated`` when the
 updated posterior names the model's answer at ``cotrain.min_precision`` or more; such labels
-train every view. Answers are filed as predictions of view ``escalated`` (with
-``store_predictions``) and every call is cached and billed by the LLM client. An item asked
-in an earlier round and not accepted may be asked again: the repeat is a cache hit, and the
-answer meets the round's new evidence. A remote model needs a known price (``price``, or
-litellm's), or ``budget_usd`` could not be enforced.
+train every view. Answers are always filed as predictions of view ``escalated`` (they were
+paid for, whatever ``store_predictions`` says) and every call is cached and billed by the
+LLM client. An item answered in an earlier round and not accepted is never asked again
+(its prompt would differ, since demonstrations are drawn per round, so it would be paid
+for twice): its stored answer meets the round's new evidence and accuracy estimate for
+free. A remote model needs a known price (``price``, or litellm's), or ``budget_usd``
+could not be enforced.
 """
 from __future__ import annotations
 
@@ -155,20 +157,26 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
     p = np.nan_to_num(np.asarray(evidence.p_correct, dtype=np.float64), nan=0.0)
     open_ = np.ones(len(pool), dtype=bool)
     open_[np.asarray(taken, dtype=np.int64)] = False
-    cand = np.flatnonzero(open_ & (p < e.below))
-    if not cand.size or acc <= 1.0 / k:
-        log.info("round %d: nothing to escalate (%d candidate(s), model accuracy %.2f)", write.round, cand.size, acc)
+    post = calibrated_prior(evidence.posterior, evidence.p_correct)
+    before, before_vote = _earlier_answers(runner.store, write, state, pool, open_)
+    if acc <= 1.0 / k:
+        log.info("round %d: nothing to escalate (model accuracy %.2f)", write.round, acc)
         return empty
+    post[before] = one_coin_update(post[before], before_vote, acc)  # free: answered in an earlier round
+    open_[before] = False
+    cand = np.flatnonzero(open_ & (p < e.below))
+    if not cand.size:
+        log.info("round %d: nothing new to escalate (%d earlier answer(s) re-weighed)", write.round, before.size)
+        return _accepted(write, state, pool, post, before, before_vote, min_precision)
     cap = min(cand.size, e.max_items_per_round or cand.size, _affordable(view, fetch(pool[cand[:50]]), e.budget_usd))
     if cap <= 0:
         log.info("round %d: escalation budget spent", write.round)
-        return empty
-    post = calibrated_prior(evidence.posterior, evidence.p_correct)
+        return _accepted(write, state, pool, post, before, before_vote, min_precision)
     if e.order == "value":  # never an item no answer can settle; then the active review score
         cand = cand[acceptance_chance(post[cand], acc, min_precision) > 0]
         if not cand.size:
             log.info("round %d: no candidate an answer could settle at %.2f", write.round, min_precision)
-            return empty
+            return _accepted(write, state, pool, post, before, before_vote, min_precision)
     order = cand[choose_for_review(post[cand][:, None, :], "product", np.ones(1), state.gold_prior(k),
                                    min(cap, cand.size), "active" if e.order == "value" else "random",
                                    int(runner.cfg.seed) + write.round)]
@@ -179,8 +187,7 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
         probs = view.predict_proba(fetch(pool[chunk]))
         answered = ~np.isnan(probs).any(axis=1)
         vote = np.where(answered, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
-        if runner.cfg.cotrain.store_predictions:
-            _file_answers(write, state, pool[chunk[answered]], probs[answered])
+        _file_answers(write, state, pool[chunk[answered]], probs[answered])  # kept: a later round reuses them
         post[chunk] = one_coin_update(post[chunk], vote, acc)
         asked.append(chunk)
         votes.append(vote)
@@ -190,16 +197,37 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
             break
     done = np.concatenate(asked)
     vote = np.concatenate(votes)
+    log.info("round %d: %d item(s) escalated, %d answered, %d earlier answer(s) re-weighed (model accuracy "
+             "%.2f on %d gold)", write.round, done.size, int((vote >= 0).sum()), before.size, acc, n_answered)
+    return _accepted(write, state, pool, post, np.concatenate([before, done]), np.concatenate([before_vote, vote]),
+                     min_precision)
+
+
+def _earlier_answers(store: Any, write: Any, state: Any, pool: np.ndarray,
+                     open_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pool positions (among ``open_``) the model answered in an earlier round, and those answers."""
+    from store.queries import latest_answers
+
+    t = latest_answers(store, write.run_id, ESCALATED, list(write.labels), write.round)
+    at = np.searchsorted(pool, t.column("row_idx").to_numpy())  # item position = data row; pool is sorted
+    found = (at < len(pool)) & (pool[np.minimum(at, len(pool) - 1)] == t.column("row_idx").to_numpy()) \
+        if len(pool) else np.zeros(t.num_rows, dtype=bool)
+    at, vote = at[found], t.column("label").to_numpy()[found].astype(np.int64)
+    keep = open_[at] & (vote >= 0)
+    return at[keep], vote[keep]
+
+
+def _accepted(write: Any, state: Any, pool: np.ndarray, post: np.ndarray, done: np.ndarray, vote: np.ndarray,
+              min_precision: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Accept the model's answer where it gave one and the evidence with its vote names that
+    same label at ``min_precision`` or more; file those pseudo-labels."""
     top = post[done].max(axis=1)
-    # accepted as the model's answer: where it answered, and the evidence with its vote says
-    # that same label at min_precision or more
     ok = (vote >= 0) & (post[done].argmax(axis=1) == vote) & (top >= min_precision)
     pos, lab, conf = pool[done[ok]], post[done[ok]].argmax(axis=1).astype(np.int16), top[ok].astype(np.float32)
     if pos.size:
         write.pseudo_labels(state.ids(pos), lab, conf, ESCALATED, pa.array([[ESCALATED]] * len(pos),
                                                                               pa.list_(pa.string())), conf)
-    log.info("round %d: %d item(s) escalated, %d answered, %d accepted (model accuracy %.2f on %d gold)",
-             write.round, done.size, int((vote >= 0).sum()), pos.size, acc, n_answered)
+    log.info("round %d: %d escalated label(s) accepted", write.round, pos.size)
     return pos, lab, conf
 
 

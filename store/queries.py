@@ -58,6 +58,18 @@ def accepted_pseudo_labels(store: Store, run_id: int, labels: list[str]) -> "pa.
         " WHERE p.run_id = ? AND p.status = 'accepted'", [labels, run_id])
 
 
+def latest_answers(store: Store, run_id: int, view: str, labels: list[str], before_round: int) -> "pa.Table":
+    """A view's latest non-abstaining answer per item before round ``before_round``:
+    ``row_idx`` and ``label`` (index in ``labels``). The escalation step reuses them, so an
+    answer that was paid for is never bought twice."""
+    return store.query(
+        "SELECT i.row_idx, coalesce(list_position(?, p.label), 0) - 1 AS label"
+        " FROM predictions p JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id"
+        " WHERE p.run_id = ? AND p.view = ? AND p.round < ? AND p.label IS NOT NULL"
+        " QUALIFY row_number() OVER (PARTITION BY p.item_id ORDER BY p.round DESC) = 1",
+        [labels, run_id, view, before_round])
+
+
 def item_counts(store: Store, run_id: int) -> dict[str, int]:
     """A run's gold, pool (unlabelled training) and test item counts."""
     rows = dict(store.con.execute(

@@ -198,3 +198,25 @@ def test_a_noisy_strong_model_weighs_by_its_estimated_accuracy(tmp_path: Path):
     assert len(esc) < 60 and all(p >= 0.9 for p, _, _ in esc)
     if esc:
         assert np.mean([label == truth[i] for _, i, label in esc]) >= 0.8
+
+
+def test_an_answer_is_bought_once_and_weighed_again_in_later_rounds(tmp_path: Path):
+    """A 0.7-accurate model leaves many answers short of min_precision. Those items are not
+    asked again in later rounds (with demonstrations drawn per round their prompts would
+    differ, so each repeat would be paid for): every answer is filed once, even with
+    ``store_predictions: false``, and later rounds weigh it against their new evidence."""
+    with MisbehavingServer(rule=_noisy(0.7)) as srv:
+        df = sentiment_frame(n_gold=30, n_pool=60, n_test=20)
+        cfg = _config(tmp_path, srv.base_url, df=df, gold_items=30)
+        cfg["cotrain"].update(max_rounds=4, store_predictions=False)
+        api.run(cfg)
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        rows, items = st.con.execute("SELECT count(*), count(DISTINCT item_id) FROM predictions"
+                                     " WHERE view = 'escalated'").fetchall()[0]
+        rounds = st.scalar("SELECT count(DISTINCT round) FROM predictions WHERE view = 'escalated'")
+        others = st.scalar("SELECT count(*) FROM predictions WHERE view <> 'escalated'")
+        accepted = st.scalar("SELECT count(*) FROM pseudo_labels WHERE source = 'escalated'")
+    assert rows > 0 and others == 0          # answers are kept; the views' predictions are not
+    assert rows == items                     # no item asked twice
+    assert accepted < items                  # some answers were not enough: they stayed in the pool
+    assert rounds >= 1
