@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
-from views.heads import TunedLogisticRegression, _log_loss
+from views.heads import TunedLogisticRegression, _log_loss, _stratified_subset
 
 
 def _blobs(n_per_class: int, k: int = 4, d: int = 30, sep: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -26,7 +26,14 @@ def test_the_c_used_in_each_regime():
     one[-1] = 3                                                       # class 3 has a single item
     assert TunedLogisticRegression(few_labels_C=7.0).fit(X, one).C_ == 7.0
     Xb, yb = _blobs(100)
-    assert TunedLogisticRegression(large_C=2.0).fit(Xb, yb).C_ == 2.0  # above cv_max_items: untuned
+    assert TunedLogisticRegression(large_C=2.0).fit(Xb, yb).C_ == 2.0  # given: untuned above cv_max_items
+    # by default, above cv_max_items C is tuned on a stratified subset of that many items
+    big = TunedLogisticRegression(cv_max_items=60, random_state=0).fit(Xb, yb)
+    sub = _stratified_subset(yb, 60, 0)
+    assert len(sub) == 60 and np.bincount(yb[sub]).tolist() == [15, 15, 15, 15]
+    ref = TunedLogisticRegression(cv_max_items=60, random_state=0).fit(Xb[sub], yb[sub])
+    assert big.cv_scores_ == ref.cv_scores_ and big.C_ == ref.C_
+    assert big.model_.coef_.shape == ref.model_.coef_.shape and not np.allclose(big.model_.coef_, ref.model_.coef_)
 
 
 def test_the_tuned_c_is_the_grids_best_cross_validated_log_loss():
