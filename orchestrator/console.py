@@ -63,7 +63,8 @@ def print_plan(out: Console, p: dict[str, Any]) -> None:
     if p.get("escalation"):
         e = p["escalation"]
         cost = "unknown price" if e["cost_usd"] is None else f"at most ${e['cost_usd']:.4f}"
-        out.print(f"escalation to {e['model']}: at most {e['items']:,} item(s) + {e['gold_items']} gold, "
+        calib = f" + {e['calibration_items']:,} calibration" if e.get("calibration_items") else ""
+        out.print(f"escalation to {e['model']}: at most {e['items']:,} item(s) + {e['gold_items']:,} gold{calib}, "
                   f"{e['calls']:,} calls, {cost} (budget ${e['budget_usd']:.2f})", highlight=False)
     if not p["views"]:
         out.print("no LLM view" + ("" if p.get("debate") or p.get("escalation") else ": nothing is paid per call"))

@@ -255,19 +255,26 @@ def _file_answers(write: Any, state: Any, pos: np.ndarray, probs: np.ndarray) ->
     write.predictions(state.ids(pos), ESCALATED, lab, probs.max(axis=1).astype(np.float32), probs)
 
 
-def plan_escalation(cfg: Any, view: Any, sample: Any, n_pool: int, rounds: int) -> dict[str, Any]:
-    """Upper bounds for a dry run: every pool item escalated once (plus the gold answers),
-    capped by the budget when the price is known."""
+def plan_escalation(cfg: Any, view: Any, sample: Any, n_pool: int, n_gold: int, rounds: int) -> dict[str, Any]:
+    """Upper bounds for a dry run. Each round the model answers its accuracy sample
+    (``gold_items`` gold items) and, with ``calibration``, calibrates on up to
+    ``calibration_max_items`` of the other gold items; with demonstrations drawn per round
+    those prompts change every round and are paid again (with none, later rounds are cache
+    hits). What the budget has left after that pays for pool items, each escalated once."""
     e = cfg.escalate
     plan = view.plan(sample)
     per_call = view.price_per_call(plan["prompt_tokens_per_call"], plan["completion_tokens_per_call"])
     per_item = None if per_call is None else per_call * plan["calls_per_item"]
+    gold = min(e.gold_items, n_gold)
+    calib = 0 if view.calibration == "none" else min(max(n_gold - gold, 0), int(view.calibration_max_items))
+    repeats = 1 if plan["demonstrations"] == "none" else max(rounds, 1)
+    fixed = repeats * (gold + calib)
     items = min(n_pool, (e.max_items_per_round or n_pool) * max(rounds, 1))
     if per_item:
-        items = min(items, int(e.budget_usd // per_item))
-    calls = (items + e.gold_items) * plan["calls_per_item"]
-    return {"model": view.model, "items": items, "gold_items": e.gold_items, "calls": calls,
-            "cost_usd": None if per_item is None else min(e.budget_usd, (items + e.gold_items) * per_item),
+        items = max(0, min(items, int(e.budget_usd // per_item) - fixed))
+    calls = (items + fixed) * plan["calls_per_item"]
+    return {"model": view.model, "items": items, "gold_items": repeats * gold, "calibration_items": repeats * calib,
+            "calls": calls, "cost_usd": None if per_item is None else min(e.budget_usd, (items + fixed) * per_item),
             "budget_usd": e.budget_usd, "below": e.below, "target_precision": e.target_precision}
 
 

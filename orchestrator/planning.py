@@ -41,7 +41,7 @@ def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
                 view, esc_fields = make_escalator(cfg, None, st.data_columns(run_id), base, None)
                 try:
                     esc_sample = st.fetch_rows(run_id, pool_rows, esc_fields).to_pandas()
-                    escalation = plan_escalation(cfg, view, esc_sample, n_pool, rounds)
+                    escalation = plan_escalation(cfg, view, esc_sample, n_pool, n_gold, rounds)
                 finally:
                     view.close()
         finally:

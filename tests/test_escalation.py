@@ -107,6 +107,14 @@ def test_uncertain_items_are_escalated_billed_and_filed(tmp_path: Path):
         assert srv.count == 0  # a dry run calls nothing
         e = plan["escalation"]
         assert e["items"] > 0 and e["calls"] == e["items"] + e["gold_items"] and 0 < e["cost_usd"] <= 1.0
+        assert e["gold_items"] == 8 and e["calibration_items"] == 0  # no demonstrations: asked once
+        # with demonstrations drawn per round and calibration, both are paid again every round
+        per_round = {**cfg, "escalate": {**cfg["escalate"], "demonstrations": {"strategy": "balanced", "k": 2},
+                                         "calibration": "bias", "gold_items": 5}}
+        e2 = api.plan(per_round)["escalation"]
+        assert e2["gold_items"] == 2 * 5 and e2["calibration_items"] == 2 * 3  # 2 rounds; 8 gold = 5 + 3
+        assert e2["calls"] == e2["items"] + e2["gold_items"] + e2["calibration_items"]
+        assert srv.count == 0
         res = api.run(cfg)
         calls = srv.count
         again = api.run(cfg)
