@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
-from views.heads import TunedLogisticRegression, _log_loss, _stratified_subset
+from views.heads import RoundC, TunedLogisticRegression, _log_loss, _stratified_subset
 
 
 def _blobs(n_per_class: int, k: int = 4, d: int = 30, sep: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -67,3 +67,33 @@ def test_few_labels_generalise_better_than_the_usual_c():
         plain = LogisticRegression(C=1.0, max_iter=1000).fit(X[gold], y[gold])
         gains.append(log_loss(y[rest], plain.predict_proba(X[rest])) - log_loss(y[rest], tuned.predict_proba(X[rest])))
     assert np.mean(gains) > 0.05 and tuned.C_ > 1.0, gains
+
+
+def test_a_round_tunes_c_once_for_its_large_fits():
+    """The round's first fit over cv_max_items tunes C; its later fits of about that size
+    (the folds over gold, the final fit) reuse it; a new round, or data of another size,
+    tunes again; small fits always tune, and a user's C or large_C is never replaced."""
+    X, y = _blobs(100, seed=3)
+    rc = RoundC()
+    first = TunedLogisticRegression(cv_max_items=60, random_state=0)
+    rc.before(first, 400)
+    first.fit(X, y)
+    rc.after(first, 400)
+    assert first.cv_scores_ and rc.C == first.C_
+    again = TunedLogisticRegression(cv_max_items=60, random_state=0)
+    rc.before(again, 380)
+    again.fit(X[:380], y[:380])
+    assert again.C == first.C_ and not hasattr(again, "cv_scores_")     # reused: no cross-validation
+    other = TunedLogisticRegression(cv_max_items=60, random_state=0)
+    rc.before(other, 200)
+    assert other.C is None                                              # half the size: tunes afresh
+    small = TunedLogisticRegression(random_state=0)
+    rc.before(small, 40)
+    assert small.C is None                                              # a small fit always tunes
+    given = TunedLogisticRegression(C=0.5, cv_max_items=60)
+    rc.before(given, 400)
+    assert given.C == 0.5
+    rc.reset()
+    fresh = TunedLogisticRegression(cv_max_items=60, random_state=0)
+    rc.before(fresh, 400)
+    assert fresh.C is None and rc.C is None                             # a new round tunes again

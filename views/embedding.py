@@ -20,7 +20,7 @@ import logging
 from store.errors import ViewError
 from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba
 from views.encoders import load_sentence_transformer, resolve_text_encoder
-from views.heads import make_head
+from views.heads import RoundC, make_head
 from views.params import EmbeddingParams
 
 log = logging.getLogger("cotrain")
@@ -51,6 +51,7 @@ class EmbeddingView(ParamsView):
         self.head_: Any = None
         self.classes_: np.ndarray | None = None
         self.encoded_count_ = 0  # texts actually run through the encoder (cache misses)
+        self._round_c = RoundC()
 
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
         if self.text not in columns:
@@ -94,6 +95,10 @@ class EmbeddingView(ParamsView):
     def _texts(self, items: pd.DataFrame) -> list[str]:
         return items[self.text].fillna("").astype(str).tolist()
 
+    def set_round(self, round_idx: int) -> None:
+        """A new round: its first large fit tunes the head's C again (``heads.RoundC``)."""
+        self._round_c.reset()
+
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
         y = np.asarray(y, dtype=int)
         if len(np.unique(y)) < 2:
@@ -101,7 +106,9 @@ class EmbeddingView(ParamsView):
             return
         X = self.embed(self._texts(items))
         head = make_head(self.head, self.head_params, self.context.seed)
+        self._round_c.before(head, len(y))
         head.fit(X, y, sample_weight=np.asarray(sample_weight, dtype=np.float64))
+        self._round_c.after(head, len(y))
         self.head_ = head
         self.classes_ = np.asarray(head.classes_, dtype=int)
 

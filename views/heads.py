@@ -168,6 +168,38 @@ def _log_loss(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, w: np.ndarr
     return float(-(w * np.log(np.clip(p, 1e-15, 1.0))).sum() / w.sum())
 
 
+class RoundC:
+    """The C a view's :class:`TunedLogisticRegression` chose by cross-validation at its first
+    large fit (over ``cv_max_items`` items) of a round, reused by that round's later fits:
+    the cross-validation folds over gold and the final fit differ by a few gold items, and
+    tuning each of them cost a six-view run a minute a round. Reset every round
+    (``set_round``), so a resumed round makes the same choice as an uninterrupted one; a
+    fit whose size is more than a quarter away from the tuned one tunes afresh (a view
+    used on its own, never told of rounds, does not carry a C to other data)."""
+
+    def __init__(self) -> None:
+        self.C: float | None = None
+        self.n = 0
+
+    def reset(self) -> None:
+        self.C, self.n = None, 0
+
+    def before(self, est: Any, n: int) -> None:
+        """Give ``est`` (about to fit ``n`` items) the round's C, if it would tune one."""
+        if self.C is not None and _tunes_large(est, n) and 0.75 * self.n <= n <= 1.25 * self.n:
+            est.set_params(C=self.C)
+
+    def after(self, est: Any, n: int) -> None:
+        """Remember the C ``est`` tuned on ``n`` items (a large fit that cross-validated)."""
+        if _tunes_large(est, n):
+            self.C, self.n = float(est.C_), n
+
+
+def _tunes_large(est: Any, n: int) -> bool:
+    return isinstance(est, TunedLogisticRegression) and est.C is None and est.large_C is None \
+        and n > est.cv_max_items
+
+
 def make_head(kind: str, params: dict[str, Any], seed: int) -> Any:
     """A fresh, unfitted head of ``kind`` with the user's ``params``, seeded by ``seed``."""
     if kind == "mlp":

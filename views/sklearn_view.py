@@ -15,6 +15,7 @@ from sklearn.base import BaseEstimator
 
 from store.errors import ViewError
 from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids, select_fields
+from views.heads import RoundC
 from views.params import SklearnParams
 from views.registry import import_object
 
@@ -94,6 +95,7 @@ class SklearnView(ParamsView):
         self.model_: Any = None
         self.classes_: np.ndarray | None = None
         self._nan_ok: bool | None = None  # does the estimator take NaN? (asked once)
+        self._round_c = RoundC()
 
     # ---------------------------------------------------------------- fields
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
@@ -196,6 +198,10 @@ class SklearnView(ParamsView):
                 self._nan_ok = False
         return self._nan_ok
 
+    def set_round(self, round_idx: int) -> None:
+        """A new round: its first large fit tunes the estimator's C again (``heads.RoundC``)."""
+        self._round_c.reset()
+
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
         y = np.asarray(y, dtype=int)
         present, counts = np.unique(y, return_counts=True)
@@ -205,6 +211,7 @@ class SklearnView(ParamsView):
             self.model_ = None
             return
         model = self._build(int(counts.min()))
+        self._round_c.before(model.steps[-1][1], len(y))
         kwargs: dict[str, Any] = {}
         if _accepts_sample_weight(model.steps[-1][1]):
             kwargs["model__sample_weight"] = np.asarray(sample_weight, dtype=np.float64)
@@ -212,6 +219,7 @@ class SklearnView(ParamsView):
             model.fit(self._matrix(items), y, **kwargs)
         except ValueError as exc:
             raise ViewError(self.name, f"fit failed: {exc}") from None
+        self._round_c.after(model.steps[-1][1], len(y))
         self.model_ = model
         self.classes_ = np.asarray(model.classes_, dtype=int)
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from store.errors import ViewError
 from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids
-from views.heads import make_head
+from views.heads import RoundC, make_head
 from views.params import VisionParams
 from views.vision.encoders import OnnxEncoder, TorchEncoder, load_torch_encoder, onnxruntime_available
 from store.media import ImageProblem, resolve_source
@@ -73,6 +73,7 @@ class VisionView(ParamsView):
         self._bad: dict[str, ImageProblem] = {}  # item id -> why its image cannot be used
         self._text: np.ndarray | None = None
         self.head_: Any = None
+        self._round_c = RoundC()
         self.classes_: np.ndarray | None = None
         self.encoded_count_ = 0    # images actually run through the encoder (cache misses)
         self.backend_used_: str | None = None
@@ -241,6 +242,10 @@ class VisionView(ParamsView):
         return out
 
     # ------------------------------------------------------------------ View protocol
+    def set_round(self, round_idx: int) -> None:
+        """A new round: its first large fit tunes the head's C again (``heads.RoundC``)."""
+        self._round_c.reset()
+
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
         y = np.asarray(y, dtype=int)
         w = np.asarray(sample_weight, dtype=np.float64)
@@ -250,7 +255,9 @@ class VisionView(ParamsView):
             self.head_ = None
             return
         head = make_head(self.head, self.head_params, self.context.seed)
+        self._round_c.before(head, len(y))
         head.fit(X, y, sample_weight=w)
+        self._round_c.after(head, len(y))
         self.head_ = head
         self.classes_ = np.asarray(head.classes_, dtype=int)
 
