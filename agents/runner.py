@@ -67,8 +67,10 @@ class Debater:
 
     def __init__(self, spec: DebateSpec, prompts: Prompts, ledger: Any = None, concurrency: int = 4,
                  timeout_s: float = 60.0, max_retries: int = 4, backoff_s: float = 0.5,
-                 price: dict[str, float] | None = None, budget: Budget | None = None) -> None:
+                 price: dict[str, float] | None = None, budget: Budget | None = None,
+                 view_prefix: str = DEBATE_VIEW_PREFIX) -> None:
         self.spec = spec
+        self.view_prefix = view_prefix  # its calls are filed (and its budget counted) under this
         self.prompts = prompts
         self.ledger = ledger
         self.concurrency = concurrency
@@ -98,7 +100,7 @@ class Debater:
         with self._lock:  # agents run in parallel threads: open each endpoint once
             if key not in self._conns:  # agents on one model share its server and client
                 self._conns[key] = connect(
-                    agent.model, f"debate:{agent.model}", api_base=agent.api_base, api_key_env=agent.api_key_env,
+                    agent.model, f"{self.view_prefix}{agent.model}", api_base=agent.api_base, api_key_env=agent.api_key_env,
                     ledger=self.ledger, concurrency=self.concurrency, timeout_s=self.timeout_s,
                     max_retries=self.max_retries, backoff_s=self.backoff_s, price=self.price)
             return self._conns[key].client
@@ -126,7 +128,7 @@ class Debater:
 
     def _ledger_spend(self) -> tuple[float, int] | None:
         fn = getattr(self.ledger, "spent_under", None)
-        return fn(DEBATE_VIEW_PREFIX) if fn is not None else None
+        return fn(self.view_prefix) if fn is not None else None
 
     def spent(self) -> tuple[float, int]:
         """Dollars and tokens the debates have spent against the budget: from the ledger where

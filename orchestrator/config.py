@@ -270,6 +270,8 @@ class Config(_Strict):
         c = self.cotrain
         if self.escalate is not None and ESCALATED in [v.name for v in self.views]:
             raise ValueError(f"view name '{ESCALATED}' is reserved for the escalation model's answers")
+        if self.escalate is not None and self.escalate.kind == "debate" and self.debate is None:
+            raise ValueError("escalate kind 'debate' debates with the agents of a 'debate' section")
         if c.cut_view is not None and c.cut_view not in [v.name for v in self.views]:
             raise ValueError(f"cotrain.cut_view '{c.cut_view}' is not a view of this config")
         if c.select == "cut_statistic" and c.policy != "auto":

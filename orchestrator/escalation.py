@@ -21,7 +21,9 @@ LLM client. An item answered in an earlier round and not accepted is never asked
 (its prompt would differ, since demonstrations are drawn per round, so it would be paid
 for twice): its stored answer meets the round's new evidence and accuracy estimate for
 free. A remote model needs a known price (``price``, or litellm's), or ``budget_usd``
-could not be enforced.
+could not be enforced. ``kind: debate`` puts a debate among the ``debate`` section's agents
+in the model's place (``orchestrator.debate_escalation``); its debates are filed with their
+turns.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import logging
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from orchestrator.escalation_config import ESCALATED, EscalationConfig
@@ -46,6 +49,8 @@ def make_escalator(cfg: Any, store: Any, columns: list[str], base_dir: Any, ledg
     from views.base import ViewContext
     from views.registry import build_view
 
+    if cfg.escalate.kind == "debate":
+        return _debate_escalator(cfg, columns, ledger)
     ctx = ViewContext(labels=tuple(cfg.task.names), seed=int(cfg.seed) + 7919, base_dir=Path(base_dir),
                       label_descriptions=tuple(spec.description for spec in cfg.task.labels), ledger=ledger,
                       data_dirs=data_roots(cfg.data.train, cfg.data.test))
@@ -56,6 +61,24 @@ def make_escalator(cfg: Any, store: Any, columns: list[str], base_dir: Any, ledg
         raise ConfigError("escalate.price", f"the price of '{view.model}' is unknown (litellm has none); give "
                           "price: {input_per_mtok, output_per_mtok} so budget_usd can be enforced")
     return view, fields
+
+
+def _debate_escalator(cfg: Any, columns: list[str], ledger: Any) -> tuple[Any, list[str]]:
+    """``kind: debate``: the debate section's agents as the escalation model, its fields
+    checked like the debate's, a remote agent's price known (or the budget could not hold)."""
+    from orchestrator.debate_escalation import DebateEscalator
+    from orchestrator.viewset import check_debate_fields
+    from store.errors import ConfigError
+
+    check_debate_fields(cfg, columns)
+    view = DebateEscalator(cfg, ledger)
+    view.plan(pd.DataFrame({f: ["an item"] for f in view.fields}))
+    if not view.is_local() and view.price_per_call(100.0, 1.0) is None:
+        view.close()
+        raise ConfigError("debate.price", f"the price of an agent of '{view.model}' is unknown (litellm has none); "
+                          "give debate.price: {input_per_mtok, output_per_mtok} so escalate.budget_usd can be "
+                          "enforced")
+    return view, list(view.fields)
 
 
 def one_coin_update(prior: np.ndarray, vote: np.ndarray, accuracy: float) -> np.ndarray:
@@ -124,8 +147,15 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
                    min_precision: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The escalation step of a round. ``taken``: pool-relative positions already accepted
     this round. Returns the accepted escalations (state positions, labels, confidences) and
-    files the answers (unless ``store_predictions`` is off), the model's estimated accuracy
-    and the pseudo-labels."""
+    files the answers, the model's estimated accuracy and the pseudo-labels (and, for a
+    debate, its debates and turns)."""
+    got = _escalate(runner, write, state, pool, evidence, taken, min_precision)
+    _file_debates(runner.store, write, runner.escalator, "escalated", set(state.ids(got[0]).to_pylist()))
+    return got
+
+
+def _escalate(runner: Any, write: Any, state: Any, pool: np.ndarray, evidence: Any, taken: np.ndarray,
+              min_precision: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from orchestrator.frames import StoreFrames
     from orchestrator.review_selection import choose_for_review
     from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN
@@ -150,6 +180,7 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
     view.set_round(write.round)  # its demonstrations and calibration draw per round, as every view's do
     view.fit(train, state.gold[fit_on].astype(np.int64), np.ones(len(fit_on)))
     acc, n_answered = estimate_accuracy(view.predict_proba(fetch(held)), state.gold[held]) if len(held) else (0.5, 0)
+    _file_debates(runner.store, write, view, "escalated-gold", set())
     k = len(write.labels)
     if not n_answered:
         log.warning("round %d: the escalation model answered no gold item; its accuracy is taken as 0.5", write.round)
@@ -201,6 +232,20 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
              "%.2f on %d gold)", write.round, done.size, int((vote >= 0).sum()), before.size, acc, n_answered)
     return _accepted(write, state, pool, post, np.concatenate([before, done]), np.concatenate([before_vote, vote]),
                      min_precision)
+
+
+def _file_debates(store: Any, write: Any, view: Any, trigger: str, accepted_ids: set[str]) -> None:
+    """File the debates a debate escalator (``kind: debate``) held since the last call, with
+    their turns, under ``trigger``; other escalation models hold none."""
+    take = getattr(view, "take_outcomes", None)
+    outcomes = take() if take is not None else []
+    if not outcomes:
+        return
+    from store.writers import write_debates
+
+    write_debates(store, outcomes, run_id=write.run_id, round_idx=write.round, triggers=[trigger] * len(outcomes),
+                  splits=["train"] * len(outcomes), accepted=[o.item_id in accepted_ids for o in outcomes],
+                  aggregation=view.cfg.debate.aggregation, label_names=write.labels)
 
 
 def _earlier_answers(store: Any, write: Any, state: Any, pool: np.ndarray,

@@ -21,13 +21,17 @@ class EscalationConfig(BaseModel):
     ``chunk``: items per request batch (the budget and the target are checked between
     chunks); ``order``: ``value`` (the default: the active review score; items no answer
     could settle never) or ``random`` (a seeded random subset of the candidates: the
-    baseline that measures what the ranking is worth). Every other key
-    is a parameter of an ``llm`` view (``model``, ``api_base``, ``api_key_env``, ``fields``,
-    ``price``, ``scoring``, ``concurrency``, ...)."""
+    baseline that measures what the ranking is worth). ``kind``: ``llm`` (the default: one
+    stronger model, and every other key is a parameter of an ``llm`` view: ``model``,
+    ``api_base``, ``api_key_env``, ``fields``, ``price``, ``scoring``, ``concurrency``, ...)
+    or ``debate`` (a debate among the agents of the config's ``debate`` section, which
+    ``enabled: false`` keeps out of the rounds; its fields, prompts and price are that
+    section's, and no other key is taken)."""
 
     model_config = ConfigDict(extra="allow")
 
     enabled: bool = True
+    kind: Literal["llm", "debate"] = "llm"
     below: float = Field(default=0.9, gt=0.0, le=1.0)
     budget_usd: float = Field(gt=0.0)
     target_precision: float | None = Field(default=None, gt=0.0, lt=1.0)
@@ -45,6 +49,11 @@ class EscalationConfig(BaseModel):
 
     @model_validator(mode="after")
     def _llm_params(self) -> EscalationConfig:
+        if self.kind == "debate":
+            if self.model_extra:
+                raise ValueError(f"kind 'debate' asks the agents of the 'debate' section: "
+                                 f"{', '.join(sorted(self.model_extra))} would not be used")
+            return self
         self._llm = LLMParams.model_validate({**(self.model_extra or {}), "budget_usd": self.budget_usd})
         return self
 

@@ -47,7 +47,8 @@ def check_debate_fields(cfg: Config, columns: list[str]) -> None:
     """The debate's ``fields`` are columns of the data that views may read (never the label,
     id or split column): ``ConfigError`` naming the first that is not."""
     d = cfg.debate
-    asked = d.fields if d is not None and d.enabled else []
+    escalates = cfg.escalate is not None and cfg.escalate.enabled and cfg.escalate.kind == "debate"
+    asked = d.fields if d is not None and (d.enabled or escalates) else []
     missing = [f for f in asked if f not in columns]
     if missing:
         raise ConfigError("debate.fields", f"'{missing[0]}' is not a column of the data")

@@ -228,3 +228,69 @@ def test_an_answer_is_bought_once_and_weighed_again_in_later_rounds(tmp_path: Pa
     assert rows == items                     # no item asked twice
     assert accepted < items                  # some answers were not enough: they stayed in the pool
     assert rounds >= 1
+
+
+# ---------------------------------------------------------------- a debate as the escalation
+def _debate_escalation(tmp: Path, base_url: str, **escalate) -> dict:
+    """The tfidf task escalating to a 2-agent, 1-round debate at ``base_url`` that takes no
+    part in the rounds (``enabled: false``)."""
+    cfg = _config(tmp, base_url)
+    cfg["debate"] = {"enabled": False, "fields": ["text"], "rounds": 1, "timeout_s": 30.0,
+                     "agents": [{"name": f"a{i}", "model": "openai/fake", "api_base": base_url} for i in range(2)],
+                     "price": {"input_per_mtok": 20.0, "output_per_mtok": 20.0}}
+    cfg["escalate"] = {"kind": "debate", "budget_usd": 1.0, "gold_items": 8, "chunk": 8, **escalate}
+    return cfg
+
+
+def test_a_debate_is_one_kind_of_escalation(tmp_path: Path):
+    with MisbehavingServer() as srv:
+        cfg = _debate_escalation(tmp_path, srv.base_url)
+        plan = api.plan(cfg)["escalation"]
+        assert srv.count == 0 and plan["model"] == "debate(openai/fake, openai/fake)"
+        assert plan["items"] > 0 and plan["calls"] == 2 * (plan["items"] + plan["gold_items"])  # 2 agents, 1 round
+        api.run(cfg)
+        asked = srv.count
+        api.run(cfg, new_run=True)  # same items, same prompts: every turn is a cache hit
+        assert srv.count == asked
+    truth = _truth()
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        esc = st.con.execute("SELECT item_id, label FROM pseudo_labels WHERE run_id = 1 AND source = 'escalated'"
+                             ).fetchall()
+        debates = dict(st.con.execute("SELECT trigger, count(*) FROM debates WHERE run_id = 1 GROUP BY trigger"
+                                      ).fetchall())
+        accepted = st.scalar("SELECT count(*) FROM debates WHERE run_id = 1 AND trigger = 'escalated' AND accepted")
+        turns = st.scalar("SELECT count(*) FROM debate_turns t JOIN debates d USING (debate_id) WHERE d.run_id = 1")
+        views = {v for (v,) in st.con.execute("SELECT DISTINCT view FROM llm_calls WHERE run_id = 1").fetchall()}
+        spent = st.scalar("SELECT sum(cost_usd) FROM llm_calls WHERE run_id = 1")
+        acc = st.con.execute("SELECT round, cv_accuracy FROM view_estimates WHERE run_id = 1 AND view = 'escalated'"
+                             ).fetchall()
+        answers = st.scalar("SELECT count(*) FROM predictions WHERE run_id = 1 AND view = 'escalated'")
+        debated = {i for (i,) in st.con.execute("SELECT item_id FROM debates WHERE run_id = 1"
+                                                " AND trigger = 'escalated'").fetchall()}
+    assert esc and all(label == truth[i] for i, label in esc)      # the agents follow the rule: right
+    assert debates["escalated-gold"] == 8 * 2                      # the accuracy sample, each round
+    # each pool item debated once; accepted then, or later when its answer met new evidence
+    assert debates["escalated"] == answers and 0 < accepted <= len(esc)
+    assert {i for i, _ in esc} <= debated
+    assert turns == 2 * sum(debates.values())                      # 2 agents x 1 round per debate
+    assert views == {"escalated-debate:openai/fake"} and 0 < spent <= 1.0   # apart from the rounds' debates
+    assert acc and all(np.isclose(a, (8 + 1) / (8 + 2)) for _, a in acc)
+
+
+def test_a_debate_escalation_is_checked_where_it_is_written(tmp_path: Path):
+    cfg = _debate_escalation(tmp_path, "http://127.0.0.1:9", model="openai/strong")
+    with pytest.raises(ConfigError, match=r"escalate.*kind 'debate'.*model would not be used"):
+        parse_config(cfg)
+    cfg = _debate_escalation(tmp_path, "http://127.0.0.1:9")
+    del cfg["debate"]
+    with pytest.raises(ConfigError, match="kind 'debate' debates with the agents of a 'debate' section"):
+        parse_config(cfg)
+    cfg = _debate_escalation(tmp_path, "http://127.0.0.1:9")
+    cfg["debate"]["fields"] = ["body"]
+    with pytest.raises(ConfigError, match=r"debate\.fields.*'body' is not a column"):
+        api.run(cfg)
+    cfg = _debate_escalation(tmp_path, "http://127.0.0.1:9")
+    del cfg["debate"]["price"]
+    cfg["debate"]["agents"][0]["model"] = "openai/no-such-model-priced"
+    with pytest.raises(ConfigError, match=r"debate\.price.*unknown"):
+        api.run(cfg)
