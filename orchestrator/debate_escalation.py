@@ -63,7 +63,7 @@ class DebateEscalator:
         """One debate per row: (n, K), the verdict at the debate's confidence (at least a
         uniform share), the rest spread evenly; NaN rows where no verdict came."""
         ids = [str(i) for i in items[ITEM_ID_COLUMN]] if ITEM_ID_COLUMN in items else [str(i) for i in items.index]
-        rows = [(ids[k], {f: "" if _missing(items[f].iloc[k]) else str(items[f].iloc[k]) for f in self.fields}, [])
+        rows = [(ids[k], {f: "" if pd.isna(items[f].iloc[k]) else str(items[f].iloc[k]) for f in self.fields}, [])
                 for k in range(len(items))]
         outcomes = self.debater.run(rows) if rows else []
         self._outcomes.extend(outcomes)
@@ -117,10 +117,6 @@ def verdict_probs(outcomes: list[DebateOutcome], k: int) -> np.ndarray:
             out[i] = (1.0 - c) / max(k - 1, 1)
             out[i, o.verdict] = c
     return out
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v))
 
 
 __all__ = ["DebateEscalator", "VIEW_PREFIX", "verdict_probs"]

@@ -188,11 +188,11 @@ def _escalate(runner: Any, write: Any, state: Any, pool: np.ndarray, evidence: A
     p = np.nan_to_num(np.asarray(evidence.p_correct, dtype=np.float64), nan=0.0)
     open_ = np.ones(len(pool), dtype=bool)
     open_[np.asarray(taken, dtype=np.int64)] = False
-    post = calibrated_prior(evidence.posterior, evidence.p_correct)
-    before, before_vote = _earlier_answers(runner.store, write, state, pool, open_)
     if acc <= 1.0 / k:
         log.info("round %d: nothing to escalate (model accuracy %.2f)", write.round, acc)
         return empty
+    post = calibrated_prior(evidence.posterior, evidence.p_correct)
+    before, before_vote = _earlier_answers(runner.store, write, state, pool, open_)
     post[before] = one_coin_update(post[before], before_vote, acc)  # free: answered in an earlier round
     open_[before] = False
     cand = np.flatnonzero(open_ & (p < e.below))
@@ -254,9 +254,10 @@ def _earlier_answers(store: Any, write: Any, state: Any, pool: np.ndarray,
     from store.queries import latest_answers
 
     t = latest_answers(store, write.run_id, ESCALATED, list(write.labels), write.round)
-    at = np.searchsorted(pool, t.column("row_idx").to_numpy())  # item position = data row; pool is sorted
-    found = (at < len(pool)) & (pool[np.minimum(at, len(pool) - 1)] == t.column("row_idx").to_numpy()) \
-        if len(pool) else np.zeros(t.num_rows, dtype=bool)
+    rows = t.column("row_idx").to_numpy()  # item position = data row
+    at = np.searchsorted(pool, rows)        # pool is sorted
+    found = at < len(pool)
+    found[found] = pool[at[found]] == rows[found]
     at, vote = at[found], t.column("label").to_numpy()[found].astype(np.int64)
     keep = open_[at] & (vote >= 0)
     return at[keep], vote[keep]

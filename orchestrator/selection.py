@@ -256,9 +256,8 @@ def _trim_each_class(item: np.ndarray, label: np.ndarray, p: np.ndarray, min_pre
     for c in np.unique(label[item]):
         mine = item[label[item] == c]
         mine = mine[np.argsort(-p[mine], kind="stable")]
-        means = np.cumsum(p[mine]) / np.arange(1, mine.size + 1)
-        n = max(1, int(np.flatnonzero(means >= min_precision).max()) + 1 if (means >= min_precision).any() else 1)
-        keep.append(mine[:n])
+        reach = np.flatnonzero(np.cumsum(p[mine]) / np.arange(1, mine.size + 1) >= min_precision)
+        keep.append(mine[:reach[-1] + 1 if reach.size else 1])
     return np.sort(np.concatenate(keep))
 
 
