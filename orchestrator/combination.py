@@ -6,7 +6,8 @@ probabilities, each raised to its weight), ``mean`` (weighted mean), ``label_mod
 (Dawid-Skene posterior from the views' votes) or ``best_view`` (the view with the best
 out-of-fold accuracy alone: the floor when weak views would only blur a strong one). Weights come from each view's out-of-fold
 accuracy on gold, so a near-uniform or near-chance view cannot drag the result down.
-:func:`fit_combination` chooses among them by out-of-fold accuracy on gold only.
+:func:`fit_combination` chooses among them from gold only: ``product`` unless another is
+better by a paired test over the out-of-fold gold predictions.
 
 Pure functions and a frozen dataclass; nothing here touches a model or a store.
 """
@@ -97,9 +98,30 @@ def best_view_weights(cv_accuracy: np.ndarray | None, v: int) -> np.ndarray:
     return np.eye(v)[int(np.nanargmax(np.nan_to_num(cv_accuracy, nan=-1.0)))]
 
 
-def _accuracy(post: np.ndarray, y: np.ndarray) -> float:
+def _right(post: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(m,) 1.0 where the combined label of a gold item is its gold label (0 where none)."""
     voted = ~np.isnan(post).any(axis=1)
-    return float(((np.nan_to_num(post, nan=-1).argmax(axis=1) == y) & voted).mean()) if len(y) else float("nan")
+    return ((np.nan_to_num(post, nan=-1).argmax(axis=1) == y) & voted).astype(np.float64)
+
+
+def _significantly_better(right: dict[str, np.ndarray], candidates: list[str], z: float = 2.0) -> str:
+    """The first candidate (the default, ``product``) unless another beats it on the same
+    gold items by more than ``z`` standard errors of the paired difference; among those
+    that do, the one with the best accuracy (ties: candidate order).
+
+    Out-of-fold accuracy on a hundred gold items moves by several points between candidates
+    that are equally good, so taking its argmax chose ``mean`` or ``best_view`` by chance
+    and lost 1-3 points of test accuracy on segment and news (5 seeds each). A paired test
+    keeps the theory-backed default unless the gold items say otherwise clearly."""
+    first = candidates[0]
+    best, best_gain = first, 0.0
+    for name in candidates[1:]:
+        d = right[name] - right[first]
+        gain = float(d.mean())
+        se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else np.inf
+        if gain > z * se and gain > best_gain:
+            best, best_gain = name, gain
+    return best
 
 
 def fit_combination(method: str, oof: np.ndarray, oof_y: np.ndarray, pool_votes: np.ndarray | None, k: int,
@@ -108,9 +130,10 @@ def fit_combination(method: str, oof: np.ndarray, oof_y: np.ndarray, pool_votes:
 
     ``oof``: (m, V, K) out-of-fold probabilities of the gold items with known folds, ``oof_y``
     their labels; ``pool_votes``: (n, V) the pool's label matrix (None at a round that
-    predicts no pool). One view: ``single``. ``auto`` scores ``product``, ``mean`` and (three
-    or more views) ``label_model`` by out-of-fold accuracy on gold and keeps the best, ties
-    going to that order; the label model it scores is fitted on the pool's votes alone, so
+    predicts no pool). One view: ``single``. ``auto`` scores ``product``, ``mean``, (three
+    or more views) ``label_model`` and ``best_view`` by out-of-fold accuracy on gold and
+    keeps ``product`` unless another is significantly better (:func:`_significantly_better`);
+    the label model it scores is fitted on the pool's votes alone, so
     the gold it is scored on never shaped it. The label model kept is then refitted with the
     out-of-fold gold votes clamped to their labels beside the pool's votes."""
     m, v = oof.shape[0], oof.shape[1]
@@ -129,12 +152,13 @@ def fit_combination(method: str, oof: np.ndarray, oof_y: np.ndarray, pool_votes:
         candidates.remove("label_model")  # too few pool votes to fit it on
     scores: dict[str, float] = {}
     if m and len(candidates) > 1:
+        right = {}
         for name in candidates:
             lm = (lm_fit.confusion, lm_fit.prior) if name == "label_model" and lm_fit else (None, None)
             wn = best_view_weights(cv, v) if name == "best_view" else w
-            scores[name] = _accuracy(Combination(name, wn, *lm).combine(oof), oof_y)
-        best = max(scores.values())
-        chosen = next(c for c in candidates if scores.get(c) == best)
+            right[name] = _right(Combination(name, wn, *lm).combine(oof), oof_y)
+            scores[name] = float(right[name].mean())
+        chosen = _significantly_better(right, candidates)
     else:
         chosen = candidates[0]
     lm_acc = lm_fit.accuracy if lm_fit is not None else None  # recorded even when not chosen
