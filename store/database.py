@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from store.errors import StoreError, StoreLockedError
-from store.migrations import apply_migrations, pending_migrations
+from store.migrate import apply_migrations, pending_migrations
 from store.secrets import redact
 from store.sql import ident, idents
 

@@ -1,15 +1,13 @@
-"""Named schema migrations, applied in order and recorded in ``_migrations``.
+"""Named schema migrations, in the order ``store.migrate`` applies them.
 
-As in sqlite-utils: each migration has a stable name; a store remembers which ran, so
-opening an older store upgrades it and opening a current one does nothing. Never edit a
-migration that has shipped: append a new one.
+As in sqlite-utils: each migration has a stable name; a store remembers which ran (in
+``_migrations``), so opening an older store upgrades it and opening a current one does
+nothing. Never edit a migration that has shipped: append a new one.
 """
 from __future__ import annotations
 
 import json
-
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 import duckdb
 
@@ -356,6 +354,19 @@ def _m008_label_estimates(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m009_shadow_labels(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE shadow_labels (   -- per round: the picks of each gold fold's shadow run (orchestrator/shadows.py)
+            run_id INTEGER NOT NULL, round INTEGER NOT NULL,
+            fold SMALLINT NOT NULL,    -- the gold fold the shadow run never saw
+            row_idx BIGINT NOT NULL,   -- the item's position in the data snapshot
+            label SMALLINT NOT NULL,   -- index into runs.labels
+            confidence FLOAT NOT NULL);
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("001_core_schema", _m001_core),
     ("002_llm_calls", _m002_llm),
@@ -365,35 +376,5 @@ MIGRATIONS: list[Migration] = [
     ("006_reviewed_labels", _m006_reviewed_labels),
     ("007_run_columns_and_current_labels", _m007_run_columns_and_current_labels),
     ("008_label_estimates", _m008_label_estimates),
+    ("009_shadow_labels", _m009_shadow_labels),
 ]
-
-
-def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Names of the migrations a store has not had yet (all of them for an empty file)."""
-    has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = '_migrations'").fetchall()
-    done = {r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()} if has[0][0] else set()
-    return [name for name, _ in MIGRATIONS if name not in done]
-
-
-def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Apply every migration not yet recorded; return the names applied now."""
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
-    )
-    done = {row[0] for row in con.execute("SELECT name FROM _migrations").fetchall()}
-    applied: list[str] = []
-    for name, fn in MIGRATIONS:
-        if name in done:
-            continue
-        con.execute("BEGIN TRANSACTION")
-        try:
-            fn(con)
-            con.execute(
-                "INSERT INTO _migrations VALUES (?, ?)", [name, datetime.now(timezone.utc).replace(tzinfo=None)]
-            )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        applied.append(name)
-    return applied
