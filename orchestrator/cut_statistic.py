@@ -4,15 +4,36 @@ item's label disagrees with its neighbours' in another view's feature space, aga
 the class prior would predict. Lower z is more trustworthy. It ranks candidates by where
 they sit, not by how sure a (possibly badly calibrated) labeller says it is.
 
-A pure function over a feature matrix and labels; no model, store or global state.
+A pure function over a feature matrix and labels; no store or global state. ``cut_rank``
+builds that matrix from a view's features.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from scipy import sparse
 
+from store.errors import ConfigError
 from store.labels import ABSTAIN
+from views.base import Featurizer, View
+
+
+def cut_rank(frames: Callable[[], Iterable[pd.DataFrame]], views: Sequence[View], labels: np.ndarray,
+             prior: np.ndarray, cut_view: str | None, n_neighbors: int) -> np.ndarray:
+    """Minus the cut statistic of each pool item's combined label (higher ranks first), in
+    the feature space of ``cut_view`` (default: the first view that exposes features);
+    ``frames()`` yields the pool's items in order."""
+    able = [v for v in views if isinstance(v, Featurizer)]
+    view = next((v for v in able if v.name == cut_view), None) if cut_view else (able[0] if able else None)
+    if view is None:
+        raise ConfigError("cotrain.cut_view", f"view '{cut_view or views[0].name}' exposes no features "
+                          "to build the cut statistic's graph in")
+    parts = [view.features(df) for df in frames()]
+    X = sparse.vstack(parts).tocsr() if parts and sparse.issparse(parts[0]) else np.vstack(parts)
+    return -cut_statistic(X, labels, prior, n_neighbors)
 
 
 def cut_statistic(X: Any, labels: np.ndarray, prior: np.ndarray, n_neighbors: int = 20) -> np.ndarray:
@@ -43,4 +64,4 @@ def cut_statistic(X: Any, labels: np.ndarray, prior: np.ndarray, n_neighbors: in
     return z
 
 
-__all__ = ["cut_statistic"]
+__all__ = ["cut_rank", "cut_statistic"]

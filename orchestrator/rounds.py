@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from dataclasses import replace
 
@@ -26,12 +25,13 @@ from orchestrator import records, steps
 from orchestrator.calibration import gold_folds
 from orchestrator.combination import pool_combiners, view_accuracy
 from orchestrator.config import Config
-from orchestrator.cut_statistic import cut_statistic
+from orchestrator.cut_statistic import cut_rank
 from orchestrator.data import LoadedData, load_into_store
 from orchestrator.engine_config import travels
 from orchestrator.frames import FrameSource, StoreFrames, open_frames
 from orchestrator.reporting import NullReporter, Reporter, RunResult, code_version
 from orchestrator.evidence import RoundEvidence, assess, merge_adaptive
+from orchestrator import shadows as shadow_runs
 from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, select_adaptive, select_round, termination
 from orchestrator.state import LabelState, crossfit_rows
 from orchestrator.viewset import build_views, check_debate_fields, display_fields
@@ -40,7 +40,7 @@ from store.errors import INTERRUPTS, ConfigError, DataError, RunError, RunInterr
 from store.llm_ledger import LLMLedger
 from store.queries import final_metrics, label_counts
 from store.writers import RoundWriter
-from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, Featurizer, RoundAware, View, ZeroShot
+from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, RoundAware, View, ZeroShot
 
 log = logging.getLogger("cotrain")
 
@@ -69,6 +69,7 @@ class RoundRunner:
         self._problems: StoreProblems | None = None
         self._frames: FrameSource | None = None  # where rounds read fields (memory or store), set by _rounds
         self.engine: Any = None  # orchestrator.ray_engine.RayEngine under engine: ray, set by _rounds
+        self.shadows: Any = None  # orchestrator.shadows.Shadows while a run keeps shadow runs, set by _rounds
 
     # ------------------------------------------------------------------ start / resume
     def start(self, new_run: bool = False) -> tuple[int, bool]:
@@ -212,6 +213,7 @@ class RoundRunner:
             held = self.cfg.cotrain.data_in_memory  # under Ray the workers read the pool: auto reads the store
             held = False if held == "auto" and self.cfg.engine.kind == "ray" else held
             self._frames = open_frames(self.store, run_id, fields, len(state.row_idx), held)
+            self.shadows = shadow_runs.open_shadows(self.cfg, self.store, run_id, state, views)
             if self.cfg.engine.kind == "ray" and any(travels(v, self.cfg.engine) for v in views):
                 from orchestrator.ray_engine import open_ray_engine
 
@@ -258,11 +260,11 @@ class RoundRunner:
         log.info("round %d started: pool %d", r, pool_left)
         self.reporter.round_started(r, pool_left, len(views))
         names = [v.name for v in views]
-        fit, oof, oof_y = self._fit(run_id, r, views, fields, state)
-        test_probs = steps.predict_test(views, test_df, self.k)
         end = termination(r, self._last_round, pool_left)
+        fit, oof, oof_y, sr = self._fit(run_id, r, views, fields, state, with_pool=end is None)
+        test_probs = steps.predict_test(views, test_df, self.k)
         write = RoundWriter(self.store, run_id, r, self.labels, names)
-        pred, merged, adaptive = steps.PoolPrediction.empty(len(views)), None, None
+        pred, merged, adaptive, shadow_picks = steps.PoolPrediction.empty(len(views)), None, None, None
         debated = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.float32)
         with self.store.transaction():
             if end is None:
@@ -276,6 +278,9 @@ class RoundRunner:
                 frames = lambda: (self._fetch(run_id, state, pool[lo:lo + c.batch_size], fields)  # noqa: E731
                                   for lo in range(0, len(pool), c.batch_size))
                 merged, adaptive = self._select(r, pred, evidence, state, len(pool), frames)
+                if sr is not None:
+                    shadow_picks = shadow_runs.shadow_select(sr, evidence, self._last_round - r, c.min_precision)
+                    shadow_runs.write_picks(write, shadow_picks)
                 records.selection(write, state, pool, merged, pred, c.policy)
                 if self.debater is not None:
                     from orchestrator.debate import debate_round
@@ -302,6 +307,8 @@ class RoundRunner:
                             termination=end, rng_state=rng.bit_generator.state,
                             seconds_fit=sum(fit.seconds.values()), seconds_predict=sum(pred.seconds.values()),
                             seconds_total=time.perf_counter() - t0)
+        if shadow_picks is not None:
+            shadow_runs.accept(self.shadows, shadow_picks)
         if merged is not None:  # committed: now the in-memory state may follow
             state.accept(pool[merged.item], merged.label, merged.confidence, merged.sources)
         if debated[0].size:
@@ -313,18 +320,25 @@ class RoundRunner:
             "termination": end, "seconds": time.perf_counter() - t0})
         return end is not None
 
-    def _fit(self, run_id: int, r: int, views: list[View], fields: list[str],
-             state: LabelState) -> tuple[steps.FitResult, np.ndarray, np.ndarray]:
-        """Fit every view on its training set (gold, reviewed and the labels fed to it),
-        after cross-validating over the gold items (``calibration_folds``): returns the fit
-        and the gold items' out-of-fold probabilities (m, V, K) with their labels."""
+    def _fit(self, run_id: int, r: int, views: list[View], fields: list[str], state: LabelState,
+             with_pool: bool = True) -> tuple[steps.FitResult, np.ndarray, np.ndarray, Any]:
+        """Fit every view on its training set after cross-validating over the gold items (by
+        the shadow runs when kept): returns the fit, the gold items' out-of-fold probabilities
+        (m, V, K) with their labels, and the shadows' round (None without shadows)."""
         c = self.cfg.cotrain
         pos, y, w, masks = state.training_sets(c)
         train_df = self._fetch(run_id, state, pos, fields)
         train_df[LABEL_SOURCE_COLUMN] = state.label_sources(pos)
-        oof, oof_y = np.zeros((0, len(views), self.k)), np.zeros(0, dtype=np.int64)
+        oof, oof_y, sr = np.zeros((0, len(views), self.k)), np.zeros(0, dtype=np.int64), None
         gold_rows = np.flatnonzero(state.gold[pos] >= 0)
-        if c.calibration_folds >= 2 and gold_rows.size:
+        if self.shadows is not None:
+            sr = shadow_runs.shadow_crossfit(views, self.shadows, state, c.pseudo_weight,
+                                 lambda p: self._fetch(run_id, state, p, fields), self.k, c.batch_size,
+                                 self.reporter.advance, with_pool)
+            oof, oof_y = sr.oof, sr.oof_y
+            for v in (v for v in views if isinstance(v, RoundAware)):  # the run's fit tunes its own C
+                v.set_round(r)
+        elif c.calibration_folds >= 2 and gold_rows.size:
             cv_rng = np.random.default_rng([self.cfg.seed, r])  # its own stream: the run's is not consumed
             support = np.bincount(y[state.gold[pos] < 0].astype(np.int64), minlength=self.k)
             folds = gold_folds(y[gold_rows], c.calibration_folds, cv_rng, support)
@@ -332,7 +346,7 @@ class RoundRunner:
                 keep = crossfit_rows(gold_rows, len(pos), cv_rng)
                 oof = steps.crossfit(views, train_df, y, w, [m & keep for m in masks], gold_rows, folds, self.k)
                 oof_y = y[gold_rows][folds >= 0].astype(np.int64)
-        return steps.fit_views(views, train_df, y, w, masks, self.reporter.advance), oof, oof_y
+        return steps.fit_views(views, train_df, y, w, masks, self.reporter.advance), oof, oof_y, sr
 
     def _predict(self, run_id: int, views: list[View], fields: list[str], state: LabelState, pool: np.ndarray,
                  write: RoundWriter, oof: np.ndarray, oof_y: np.ndarray) -> steps.PoolPrediction:
@@ -355,19 +369,6 @@ class RoundRunner:
                                   lambda lo, hi: self._fetch(run_id, state, pool[lo:hi], fields), self.k,
                                   self.reporter.advance, sink if c.store_predictions else None, combiners)
 
-    def _cut_rank(self, frames: Any, views: list[View], evidence: RoundEvidence) -> np.ndarray:
-        """Minus Lang et al.'s cut statistic of each pool item's combined label, in the
-        feature space of ``cut_view`` (default: the first view that exposes features)."""
-        c = self.cfg.cotrain
-        able = [v for v in views if isinstance(v, Featurizer)]
-        view = next((v for v in able if v.name == c.cut_view), None) if c.cut_view else (able[0] if able else None)
-        if view is None:
-            raise ConfigError("cotrain.cut_view", f"view '{c.cut_view or views[0].name}' exposes no features "
-                              "to build the cut statistic's graph in")
-        parts = [view.features(df) for df in frames()]
-        X = sparse.vstack(parts).tocsr() if parts and sparse.issparse(parts[0]) else np.vstack(parts)
-        return -cut_statistic(X, evidence.label, evidence.prior, c.cut_neighbors)
-
     def _select(self, r: int, pred: steps.PoolPrediction, evidence: RoundEvidence, state: LabelState,
                 n_pool: int, pool_frames: Any = None) -> tuple[Merged, AdaptiveSelection | None]:
         """The round's selection: ``auto`` selects class by class on the combined evidence,
@@ -376,7 +377,8 @@ class RoundRunner:
         c = self.cfg.cotrain
         if c.policy == "auto":
             volume = int(np.ceil(n_pool / max(1, self._last_round - r)))
-            rank = self._cut_rank(pool_frames, self.views or [], evidence) if c.select == "cut_statistic" else None
+            rank = cut_rank(pool_frames, self.views or [], evidence.label, evidence.prior, c.cut_view,
+                            c.cut_neighbors) if c.select == "cut_statistic" else None
             sel = select_adaptive(evidence.posterior, evidence.p_correct, evidence.prior, volume, c.min_precision,
                                   rank)
             return merge_adaptive(sel, evidence, pred.labels, pred.conf, c.threshold), sel

@@ -50,6 +50,16 @@ class RoundWriter:
         voted = lab != ABSTAIN
         return pa.array(np.asarray(self.labels, dtype=object)[np.where(voted, lab, 0)], pa.string(), mask=~voted)
 
+    def shadow_labels(self, fold: np.ndarray, row_idx: np.ndarray, label: np.ndarray, conf: np.ndarray) -> None:
+        """The round's picks of the gold folds' shadow runs (item positions, label indices)."""
+        n = len(row_idx)
+        if n:
+            self.store.insert_arrow("shadow_labels", pa.table({
+                **self._const(n), "fold": pa.array(np.asarray(fold, dtype=np.int16)),
+                "row_idx": pa.array(np.asarray(row_idx, dtype=np.int64)),
+                "label": pa.array(np.asarray(label, dtype=np.int16)),
+                "confidence": pa.array(np.asarray(conf, dtype=np.float32))}))
+
     def predictions(self, ids: pa.Array, view: str, lab: np.ndarray, conf: np.ndarray, probs: np.ndarray) -> None:
         """One view's prediction of a batch of pool items (label, confidence, probabilities)."""
         n = len(ids)

@@ -1,0 +1,191 @@
+"""Shadow runs (``orchestrator/shadows.py``): one replay of the rounds per gold fold, without
+that fold, so the fold's gold labels score the procedure honestly; stored, and resumed."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestrator import api
+from orchestrator.shadows import Shadows, shadow_crossfit, wanted
+from store.database import Store
+from tests.conftest import synthetic_frame, write_config
+from views.base import ITEM_ID_COLUMN
+
+
+def _gold(n: int = 60, per_class: tuple[int, ...] = (6, 5, 1), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(gold labels with -1 for the pool, trainable mask): the last 10 items are test items."""
+    rng = np.random.default_rng(seed)
+    gold = np.full(n, -1, dtype=np.int16)
+    at = rng.permutation(n - 10)
+    start = 0
+    for c, m in enumerate(per_class):
+        gold[at[start:start + m]] = c
+        start += m
+    trainable = np.ones(n, dtype=bool)
+    trainable[-10:] = False
+    gold[-10:] = rng.integers(0, 3, 10)  # test items have labels too: never folded, never trained on
+    return gold, trainable
+
+
+def test_folds_are_fixed_stratified_and_leave_single_gold_classes_out():
+    gold, trainable = _gold()
+    sh = Shadows.start(np.where(trainable, gold, -1), trainable, 3, seed=7)
+    again = Shadows.start(np.where(trainable, gold, -1), trainable, 3, seed=7)
+    assert np.array_equal(sh.fold, again.fold) and np.array_equal(sh.sample, again.sample)
+    is_gold = (gold >= 0) & trainable
+    assert (sh.fold[~is_gold] == -1).all()
+    for c, m in ((0, 6), (1, 5)):
+        f = sh.fold[is_gold & (gold == c)]
+        assert (f >= 0).all() and np.bincount(f, minlength=3).max() - np.bincount(f, minlength=3).min() <= 1
+    assert (sh.fold[is_gold & (gold == 2)] == -1).all()  # a single gold item: no fold could hold it out
+    assert set(sh.sample) == set(np.flatnonzero(trainable & (gold < 0)))
+    small = Shadows.start(np.where(trainable, gold, -1), trainable, 3, seed=7, sample_size=20)
+    assert len(small.sample) == 20 and set(small.sample) <= set(sh.sample)
+    assert sh.pseudo.shape == (3, 60) and (sh.pseudo == -1).all()
+
+
+def test_a_shadow_trains_on_the_other_folds_gold_and_its_own_labels_only():
+    gold, trainable = _gold()
+    g = np.where(trainable, gold, -1)
+    sh = Shadows.start(g, trainable, 3, seed=1)
+    mine, other = sh.sample[:4], sh.sample[4:8]
+    sh.restore(np.zeros(4, dtype=np.int64), mine, np.array([0, 1, 2, 0]), np.full(4, 0.8))
+    sh.restore(np.ones(4, dtype=np.int64), other, np.array([1, 1, 1, 1]), np.full(4, 0.9))
+    pos, y, w = sh.training_set(0, g, "confidence")
+    expect = np.flatnonzero(((g >= 0) & (sh.fold != 0)) | np.isin(np.arange(60), mine))
+    assert np.array_equal(pos, expect)
+    assert not np.isin(pos, np.flatnonzero(sh.fold == 0)).any() and not np.isin(pos, other).any()
+    assert np.array_equal(y[np.isin(pos, mine)], [0, 1, 2, 0])
+    assert np.allclose(w[np.isin(pos, mine)], 0.8) and np.allclose(w[~np.isin(pos, mine)], 1.0)
+    assert np.array_equal(sh.left(0), np.setdiff1d(sh.sample, mine))
+    _, _, w1 = sh.training_set(1, g, 0.5)
+    assert sorted(set(np.round(w1, 3))) == [0.5, 1.0]
+
+
+class _Recording:
+    """A real (nearest-centroid) view that records the item ids of every fit."""
+
+    name = "rec"
+
+    def __init__(self) -> None:
+        self.fits: list[set[str]] = []
+
+    def resolve_fields(self, columns):
+        return ["x"]
+
+    def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
+        self.fits.append(set(items[ITEM_ID_COLUMN]))
+        x = items["x"].to_numpy()
+        self.centres = np.array([x[y == c].mean() if (y == c).any() else np.inf for c in range(3)])
+
+    def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
+        d = -np.abs(items["x"].to_numpy()[:, None] - self.centres[None, :])
+        p = np.exp(d - d.max(axis=1, keepdims=True))
+        return p / p.sum(axis=1, keepdims=True)
+
+
+def test_shadow_fits_never_see_their_folds_gold_items():
+    gold, trainable = _gold(per_class=(6, 6, 6))
+    g = np.where(trainable, gold, -1)
+    sh = Shadows.start(g, trainable, 3, seed=2)
+    sh.restore(np.array([0, 0, 2]), sh.sample[:3], np.array([0, 1, 2]), np.full(3, 0.9))
+    ids = np.array([f"it{i}" for i in range(60)])
+    x = np.where(gold >= 0, gold, np.arange(60) % 3).astype(float)
+
+    def fetch(pos: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"x": x[pos], ITEM_ID_COLUMN: ids[pos]})
+
+    state = SimpleNamespace(is_test=~trainable, gold=gold,
+                            label_sources=lambda pos: pd.Categorical(["gold"] * len(pos)))
+    view = _Recording()
+    sr = shadow_crossfit([view], sh, state, 1.0, fetch, 3, 7, lambda *a: None)  # type: ignore[arg-type]
+    assert len(view.fits) == 3
+    for f, seen in enumerate(view.fits):
+        assert not seen & set(ids[sh.fold == f])                     # its fold's gold: never
+        assert seen == set(ids[sh.training_set(f, g, 1.0)[0]])     # the rest of gold and its own labels
+    assert set(ids[sh.sample[:2]]) <= view.fits[0] and not set(ids[sh.sample[:2]]) & view.fits[1]
+    assert sr.oof.shape == (18, 1, 3) and np.array_equal(np.sort(sr.oof_y), np.repeat([0, 1, 2], 6))
+    assert [len(x) for x in sr.left] == [len(sh.sample) - 2, len(sh.sample), len(sh.sample) - 1]
+
+
+def test_auto_keeps_shadows_only_without_paid_views():
+    cfg = SimpleNamespace(cotrain=SimpleNamespace(shadows="auto", policy="auto", calibration_folds=5))
+
+    class Paid:
+        calibration, calibration_max_items, budget_usd = "none", 0, None
+
+        def plan(self, items):
+            return {}
+
+        def price_per_call(self, p, c):
+            return 0.0
+
+    assert wanted(cfg, [_Recording()]) and not wanted(cfg, [_Recording(), Paid()])  # type: ignore[list-item]
+    cfg.cotrain.shadows = True
+    assert wanted(cfg, [Paid()])  # type: ignore[list-item]
+    cfg.cotrain.policy, cfg.cotrain.shadows = "k_best", "auto"
+    assert not wanted(cfg, [_Recording()])  # type: ignore[list-item]
+    cfg.cotrain.shadows, cfg.cotrain.calibration_folds = True, 0
+    assert not wanted(cfg, [_Recording()])  # type: ignore[list-item]
+
+
+def _shadow_rows(store: Path) -> list[tuple]:
+    with Store(store, read_only=True) as st:
+        return st.con.execute("SELECT round, fold, row_idx, label FROM shadow_labels ORDER BY round, fold, row_idx"
+                              ).fetchall()
+
+
+def _frame() -> pd.DataFrame:
+    return synthetic_frame(n=900, n_gold=30, n_test=150, seed=3, noise=0.9)
+
+
+def test_a_run_stores_its_shadows_apart_from_gold_and_test_items(tmp_path: Path):
+    df = _frame()
+    res = api.run(write_config(tmp_path, df, policy="auto", max_rounds=3))
+    rows = _shadow_rows(tmp_path / "run.duckdb")
+    assert rows and {0, 1} <= {r[0] for r in rows} <= {0, 1, 2} and {r[1] for r in rows} <= set(range(5))
+    labelled = set(np.flatnonzero(df["label"].notna().to_numpy()))  # gold and test rows
+    assert not {r[2] for r in rows} & labelled
+    per_fold = [[r[2] for r in rows if r[1] == f] for f in range(5)]
+    assert all(len(p) == len(set(p)) for p in per_fold)  # a shadow labels an item once
+    truth = df["truth"].map({"ant": 0, "bee": 1, "cat": 2}).to_numpy()
+    right = np.mean([truth[r[2]] == r[3] for r in rows])
+    assert right > 0.8  # the shadows select as the run does
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT min(n_calibration) FROM round_estimates") == 30
+    (tmp_path / "off").mkdir()
+    api.run(write_config(tmp_path / "off", df, policy="auto", max_rounds=3, shadows=False))
+    assert _shadow_rows(tmp_path / "off" / "run.duckdb") == []
+    assert res.status == "finished"
+
+
+def test_a_failed_run_resumes_its_shadows_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    df = _frame()
+    (tmp_path / "ref").mkdir()
+    ref = api.run(write_config(tmp_path / "ref", df, policy="auto", max_rounds=3))
+    import views.sklearn_view as sv
+
+    real_fit = sv.SklearnView.fit
+    calls = {"n": 0}
+
+    def flaky(self, items, y, w):  # each round fits each of 2 views 5 (shadows) + 1 times: 25 is in round 2
+        calls["n"] += 1
+        if calls["n"] == 25:
+            raise OSError("disk hiccup")
+        return real_fit(self, items, y, w)
+
+    monkeypatch.setattr(sv.SklearnView, "fit", flaky)
+    cfg = write_config(tmp_path, df, policy="auto", max_rounds=3)
+    with pytest.raises(OSError):
+        api.run(cfg)
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT max(round) FROM rounds") == 1
+    monkeypatch.setattr(sv.SklearnView, "fit", real_fit)
+    res = api.run(cfg)
+    assert res.resumed and res.status == "finished"
+    assert _shadow_rows(tmp_path / "run.duckdb") == _shadow_rows(tmp_path / "ref" / "run.duckdb")
+    assert res.labels_added == ref.labels_added and res.final_metrics == ref.final_metrics
