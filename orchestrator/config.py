@@ -129,19 +129,21 @@ class CotrainConfig(_Strict):
     with adaptive per-class bars, as many items per round as spread the pool over the
     remaining rounds, and stops once the estimated precision of the next batch falls below
     ``min_precision``; or an explicit ``threshold`` | ``k_best`` | ``agreement`` | ``self``
-    (self-training baseline: each view trains only on its own picks). ``combination``:
-    how the views' probabilities become one posterior (``auto`` chooses by out-of-fold
-    accuracy on gold among ``product``, ``mean``, ``label_model`` (three or more views)
-    and ``best_view`` (the single view that scores best)); it is also the ensemble that is
-    evaluated and that vetoes picks (``veto: ensemble``). ``calibration_folds``: cross-validation folds over the gold items
-    that estimate each view's accuracy and calibrate p_correct (0: none; p_correct is then
-    the uncalibrated posterior). ``select``: how ``auto`` ranks a class's candidates: by
-    the combined ``posterior``, or by Lang et al.'s ``cut_statistic`` in ``cut_view``'s
-    feature space (``cut_neighbors`` neighbours; default view: the first that exposes its
-    features), which helps when a labeller is badly calibrated. ``feeding``: cross (a view's picks train only the other
-    views) | shared (one growing labelled set). ``data_in_memory``: read the fields views
-    see once and hold them across rounds (``true``), read them from the store for every
-    batch (``false``: memory bounded by ``batch_size``), or ``auto``: hold them when they
+    (self-training baseline: each view trains only on its own picks). ``combination``: how
+    the views' probabilities become one posterior, the evaluated ensemble and the veto
+    (``auto``: ``product`` unless ``mean``, ``label_model`` or ``best_view`` is clearly better).
+    ``calibration_folds``: gold folds that estimate each view's accuracy and calibrate
+    p_correct (0: none; p_correct is then the uncalibrated posterior). ``shadows``:
+    replay the rounds per fold without its gold, so the folds score co-training honestly
+    (``orchestrator/shadows.py``); ``auto``: under ``policy: auto`` without LLM views.
+    ``select``: how ``auto`` ranks a class's candidates: by the combined ``posterior``, or by
+    Lang et al.'s ``cut_statistic`` in ``cut_view``'s feature space (``cut_neighbors``
+    neighbours; default: the first view with features), for a badly calibrated labeller. ``feeding``: cross (a view's picks train only the other views) |
+    shared (one growing labelled set). ``pseudo_weight``: a pseudo-label's sample weight
+    (gold: 1), or ``confidence``; ``auto``: 0.3 under ``policy: auto`` (its sure picks, far
+    from the boundary, outnumber the gold and pull the views off it), else 1.0 (as
+    ``SelfTrainingClassifier``). ``data_in_memory``: hold the fields views read across
+    rounds (``true``), read them per batch (``false``), or ``auto``: hold them when they
     take at most a quarter of the memory available at the start."""
 
     max_rounds: int = Field(default=10, ge=0)
@@ -149,6 +151,7 @@ class CotrainConfig(_Strict):
     combination: Literal["auto", "product", "label_model", "mean", "best_view"] = "auto"
     min_precision: float = Field(default=0.9, gt=0.0, lt=1.0)
     calibration_folds: int = Field(default=5, ge=0, le=20)
+    shadows: bool | Literal["auto"] = "auto"
     select: Literal["posterior", "cut_statistic"] = "posterior"
     cut_view: str | None = None
     cut_neighbors: int = Field(default=20, ge=2, le=1000)
@@ -157,7 +160,7 @@ class CotrainConfig(_Strict):
     min_agree: int = Field(default=2, ge=1)
     feeding: Literal["cross", "shared"] = "cross"
     veto: Literal["ensemble", "none"] = "ensemble"
-    pseudo_weight: float | Literal["confidence"] = 1.0
+    pseudo_weight: float | Literal["confidence", "auto"] = "auto"
     pool_sample: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=50_000, ge=1)
     store_predictions: bool = True
@@ -174,8 +177,14 @@ class CotrainConfig(_Strict):
     @classmethod
     def _positive(cls, v: float | str) -> float | str:
         if isinstance(v, float) and not v > 0:
-            raise ValueError("must be > 0 or 'confidence'")
+            raise ValueError("must be > 0, 'confidence' or 'auto'")
         return v
+
+    @model_validator(mode="after")
+    def _resolve(self) -> CotrainConfig:
+        if self.pseudo_weight == "auto":  # stored resolved, so the run's snapshot says what was used
+            self.pseudo_weight = 0.3 if self.policy == "auto" else 1.0
+        return self
 
 
 class AgentConfig(_Strict):
