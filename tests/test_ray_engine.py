@@ -31,7 +31,7 @@ VIEWS = [{"name": "va", "kind": "sklearn", "column_prefix": "a_"},
 def _config(d: Path, engine: dict[str, Any] | None, views: list[dict[str, Any]] | None = VIEWS,
             **cotrain: Any) -> Path:
     d.mkdir(parents=True, exist_ok=True)
-    cfg = write_config(d, synthetic_frame(n=1500, n_gold=20, n_test=100), **{
+    cfg = write_config(d, synthetic_frame(n=1500, n_gold=20, n_test=100, noise=1.2), **{
         "policy": "auto", "max_rounds": 2, "batch_size": 256, "store_predictions": True, **cotrain})
     c = yaml.safe_load(cfg.read_text())
     if engine is not None:
