@@ -131,8 +131,10 @@ def open_shadows(cfg: Any, store: Store, run_id: int, state: LabelState, views: 
     if not sh.usable():
         return None
     done = store.completed_rounds(run_id)
-    if done and int(done[-1]["n_gold"]) == state.n_gold:
-        t = shadow_labels(store, run_id)
+    same = [int(d["round"]) for d in done if int(d["n_gold"]) == state.n_gold]
+    since = next((r for r in same if all(int(d["n_gold"]) == state.n_gold for d in done if d["round"] >= r)), None)
+    if since is not None:  # the rounds since the gold set last changed: the current shadows' picks
+        t = shadow_labels(store, run_id, since)
         if t.num_rows:
             sh.restore(t.column("fold").to_numpy(), t.column("row_idx").to_numpy(), t.column("label").to_numpy(),
                        t.column("confidence").to_numpy())

@@ -58,12 +58,13 @@ def accepted_pseudo_labels(store: Store, run_id: int, labels: list[str]) -> "pa.
         " WHERE p.run_id = ? AND p.status = 'accepted'", [labels, run_id])
 
 
-def shadow_labels(store: Store, run_id: int) -> "pa.Table":
-    """The picks of a run's shadow runs (``fold``, ``row_idx``, ``label`` index,
-    ``confidence``), empty for stores or runs without them."""
+def shadow_labels(store: Store, run_id: int, since_round: int = 0) -> "pa.Table":
+    """The picks of a run's shadow runs from round ``since_round`` on (``fold``, ``row_idx``,
+    ``label`` index, ``confidence``), empty for stores or runs without them."""
     if not has_table(store, "shadow_labels"):
         return store.query("SELECT 0 AS fold, 0 AS row_idx, 0 AS label, 0.0 AS confidence WHERE false")
-    return store.query("SELECT fold, row_idx, label, confidence FROM shadow_labels WHERE run_id = ?", [run_id])
+    return store.query("SELECT fold, row_idx, label, confidence FROM shadow_labels WHERE run_id = ? AND round >= ?",
+                       [run_id, since_round])
 
 
 def latest_answers(store: Store, run_id: int, view: str, labels: list[str], before_round: int) -> "pa.Table":

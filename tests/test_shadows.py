@@ -189,3 +189,39 @@ def test_a_failed_run_resumes_its_shadows_exactly(tmp_path: Path, monkeypatch: p
     assert res.resumed and res.status == "finished"
     assert _shadow_rows(tmp_path / "run.duckdb") == _shadow_rows(tmp_path / "ref" / "run.duckdb")
     assert res.labels_added == ref.labels_added and res.final_metrics == ref.final_metrics
+
+
+def test_a_review_import_starts_the_shadows_afresh(tmp_path: Path):
+    """Reviewed labels become gold and move the folds: the reopened rounds' shadows start
+    empty, and a later resume restores only the picks made since the import."""
+    from orchestrator.config import load_config
+    from orchestrator.shadows import open_shadows
+    from orchestrator.state import LabelState
+
+    df = _frame()
+    cfg_path = write_config(tmp_path, df, policy="auto", max_rounds=2)
+    api.run(cfg_path)
+    store = tmp_path / "run.duckdb"
+    pool_ids = df.id[df.label.isna() & (df.split == "train")].tolist()[:6]
+    truth = dict(zip(df.id, df.truth))
+    (tmp_path / "reviews.csv").write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in pool_ids))
+    cfg = load_config(cfg_path)
+
+    def opened() -> Shadows:
+        with Store(store) as st:
+            state = LabelState.load(st, 1, cfg.task.names, [v.name for v in cfg.views])
+            sh = open_shadows(cfg, st, 1, state, [_Recording()])  # type: ignore[list-item]
+        assert sh is not None
+        return sh
+
+    assert (opened().pseudo >= 0).sum() > 0               # before the import: the stored picks come back
+    api.import_reviews(store, tmp_path / "reviews.csv", rounds=0)
+    assert (opened().pseudo >= 0).sum() == 0              # the gold grew: the shadows start afresh
+    with Store(store, read_only=True) as st:
+        before = st.scalar("SELECT count(*) FROM shadow_labels")
+    api.import_reviews(store, tmp_path / "reviews.csv", rounds=2)  # the same labels again: gold unchanged
+    api.run(cfg_path)
+    with Store(store, read_only=True) as st:
+        new = st.scalar("SELECT count(*) FROM shadow_labels") - before
+        last = st.scalar("SELECT max(round) FROM rounds")
+    assert last == 4 and new > 0 and (opened().pseudo >= 0).sum() == new
