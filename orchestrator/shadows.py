@@ -45,8 +45,9 @@ SHADOW_POOL = 20_000
 class Shadows:
     """The run's shadows. ``fold`` (n_items,): the fold of each gold item (-1: not gold, or
     held out of every fold because its class has a single gold item, as in
-    ``calibration.gold_folds``); ``sample``: positions of the pool items the shadows select
-    from; ``pseudo``/``conf`` (n_folds, n_items): each shadow's pseudo-labels (-1: none)."""
+    ``calibration.gold_folds``); ``sample``: sorted positions of the pool items the shadows
+    select from; ``pseudo``/``conf`` (n_folds, len(sample)): each shadow's pseudo-label of
+    each sample item (-1: none), so memory grows with the sample, not the pool."""
 
     fold: np.ndarray
     sample: np.ndarray
@@ -77,33 +78,35 @@ class Shadows:
         pool = np.flatnonzero(trainable & (gold < 0))
         if pool.size > sample_size:
             pool = np.sort(pool[np.argsort(key[pool], kind="stable")[:sample_size]])
-        return cls(fold=fold, sample=pool, pseudo=np.full((n_folds, len(gold)), -1, dtype=np.int16),
-                   conf=np.zeros((n_folds, len(gold)), dtype=np.float32))
+        return cls(fold=fold, sample=pool, pseudo=np.full((n_folds, len(pool)), -1, dtype=np.int16),
+                   conf=np.zeros((n_folds, len(pool)), dtype=np.float32))
 
     def usable(self) -> bool:
         """Whether any gold item has a fold (else there is nothing honest to score on)."""
         return bool((self.fold >= 0).any())
 
     def restore(self, fold_idx: np.ndarray, pos: np.ndarray, label: np.ndarray, conf: np.ndarray) -> None:
-        """Put stored picks back (a resumed run)."""
-        self.pseudo[fold_idx, pos] = label
-        self.conf[fold_idx, pos] = conf
+        """Record picks: shadow ``fold_idx[i]`` labels item position ``pos[i]`` (a sample item)."""
+        at = np.searchsorted(self.sample, pos)
+        self.pseudo[fold_idx, at] = label
+        self.conf[fold_idx, at] = conf
 
     def training_set(self, f: int, gold: np.ndarray, pseudo_weight: float | str) -> tuple[np.ndarray, np.ndarray,
                                                                                            np.ndarray]:
         """Positions, labels and weights shadow ``f`` trains on: the gold items outside
         fold f and its own pseudo-labels, in position order."""
-        own = self.pseudo[f]
-        take = ((gold >= 0) & (self.fold != f)) | (own >= 0)
-        pos = np.flatnonzero(take)
-        is_gold = gold[pos] >= 0
-        y = np.where(is_gold, gold[pos], own[pos]).astype(np.int64)
-        pw = self.conf[f, pos] if pseudo_weight == "confidence" else np.full(len(pos), float(pseudo_weight))
-        return pos, y, np.where(is_gold, 1.0, pw)
+        mine = np.flatnonzero(self.pseudo[f] >= 0)
+        kept = np.flatnonzero((gold >= 0) & (self.fold != f))
+        pos = np.concatenate([kept, self.sample[mine]])
+        y = np.concatenate([gold[kept], self.pseudo[f, mine]]).astype(np.int64)
+        pw = self.conf[f, mine] if pseudo_weight == "confidence" else np.full(len(mine), float(pseudo_weight))
+        w = np.concatenate([np.ones(len(kept)), pw])
+        order = np.argsort(pos, kind="stable")  # position order, as the run's own training set
+        return pos[order], y[order], w[order]
 
     def left(self, f: int) -> np.ndarray:
         """Pool-sample positions shadow ``f`` has not labelled yet."""
-        return self.sample[self.pseudo[f, self.sample] < 0]
+        return self.sample[self.pseudo[f] < 0]
 
 
 def train_gold(state: LabelState) -> np.ndarray:
@@ -224,8 +227,7 @@ def shadow_select(sr: ShadowRound, evidence: RoundEvidence, rounds_left: int,
 def accept(shadows: Shadows, picks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
     """Record each shadow's picks (after the round committed)."""
     for f, (pos, label, conf) in enumerate(picks):
-        shadows.pseudo[f, pos] = label
-        shadows.conf[f, pos] = conf
+        shadows.restore(np.full(len(pos), f), pos, label, conf)
 
 
 __all__ = ["SHADOW_POOL", "ShadowRound", "Shadows", "accept", "open_shadows", "shadow_crossfit", "shadow_select",
