@@ -30,9 +30,10 @@ def test_text_demo_runs_its_three_views_and_a_rerun_is_cached(tmp_path: Path):
     assert {v["name"] for v in cfg["views"]} == VIEWS and cfg["cotrain"]["max_rounds"] == 1
     store = folder / cfg["store"]
     assert res.status == "finished" and res.store == str(store) and not res.already_finished
-    # round 0 adds labels, round 1 (the last) ends the run
-    assert res.n_rounds == len(res.labels_added) == 2 and res.labels_added[0] > 0
-    assert res.termination_condition == "max_rounds" and res.n_pseudo == res.labels_added[0]
+    # 6 gold labels certify no 0.9-precise batch under auto, so round 0 may add nothing and end
+    # the run (no_change); if it adds labels, round 1 (the last) ends it
+    assert res.n_rounds == len(res.labels_added) and res.n_pseudo == sum(res.labels_added)
+    assert (res.n_rounds, res.termination_condition) in ((1, "no_change"), (2, "max_rounds"))
     rep = api.status(store)
     assert [r["round"] for r in rep.rounds] == list(range(res.n_rounds))  # every round committed
     assert rep.rounds[-1]["termination"] == res.termination_condition == rep.runs[0]["termination"]

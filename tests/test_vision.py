@@ -343,16 +343,18 @@ def test_image_folder_with_a_stray_file_is_named(tmp_path: Path):
         api.demo(tmp_path / "demo", example="cifar")
 
 
-@pytest.mark.parametrize("example, views", [pytest.param("mfeat", {"vision", "fourier", "shape"}, marks=pytest.mark.slow),
-                                            pytest.param("animals", {"vision", "pixels"}, marks=pytest.mark.slow)])
-def test_cross_modal_examples_run(tmp_path: Path, example: str, views: set[str]):
+@pytest.mark.parametrize("example, views, fraction, n_gold", [
+    pytest.param("mfeat", {"vision", "fourier", "shape"}, 0.2, 70, marks=pytest.mark.slow),
+    pytest.param("animals", {"vision", "pixels"}, 0.3, 100, marks=pytest.mark.slow)])
+def test_cross_modal_examples_run(tmp_path: Path, example: str, views: set[str], fraction: float, n_gold: int):
     """The README's `cotrain demo --example ...`, on a subsample of the packaged dataset. Three
     gold labels a class cannot certify a 0.9-precise batch under `auto` (the out-of-fold estimate
-    from 30 labels is too uncertain), so the subsample keeps 20% of its labels: 7 a class."""
+    from 30 labels is too uncertain), so the subsample keeps 20% of its labels (7 a class);
+    Animal-MNIST's weaker pixel view needs 30% (10 a class) since the shadow runs' honest estimate."""
     d, res = api.demo(tmp_path / example, example=example, n_items=500, n_test=150, max_rounds=1,
-                      labelled_fraction=0.2)
+                      labelled_fraction=fraction)
     assert set(res.final_metrics) == views | {"ensemble"}
-    assert res.n_gold == 70 and res.n_pseudo > 0  # 20% of 350 training items
+    assert res.n_gold == n_gold and res.n_pseudo > 0  # a share of the 350 training items
     assert res.final_metrics["vision"]["test_accuracy"] > 0.4  # 10 classes: chance is 0.1
     assert len(list((d / "images").glob("*.png"))) == 500
 
