@@ -22,6 +22,7 @@ pool predictions again, and the run falls back to the plain cross-validation.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -33,9 +34,11 @@ from orchestrator.selection import select_adaptive
 from orchestrator.state import LabelState
 from orchestrator.steps import fit_views
 from store.database import Store
-from store.queries import shadow_labels
+from store.queries import rounds_since_reviews, shadow_labels
 from store.writers import RoundWriter
 from views.base import LABEL_SOURCE_COLUMN, Plannable, View
+
+log = logging.getLogger("cotrain")
 
 #: Pool items each shadow predicts and selects from (a fixed random sample when the pool is larger).
 SHADOW_POOL = 20_000
@@ -44,8 +47,8 @@ SHADOW_POOL = 20_000
 @dataclass
 class Shadows:
     """The run's shadows. ``fold`` (n_items,): the fold of each gold item (-1: not gold, or
-    held out of every fold because its class has a single gold item, as in
-    ``calibration.gold_folds``); ``sample``: sorted positions of the pool items the shadows
+    in no fold because its class has a single gold item, which then trains every shadow and
+    is scored by none, as in ``calibration.gold_folds``); ``sample``: sorted positions of the pool items the shadows
     select from; ``pseudo``/``conf`` (n_folds, len(sample)): each shadow's pseudo-label of
     each sample item (-1: none), so memory grows with the sample, not the pool."""
 
@@ -85,11 +88,18 @@ class Shadows:
         """Whether any gold item has a fold (else there is nothing honest to score on)."""
         return bool((self.fold >= 0).any())
 
-    def restore(self, fold_idx: np.ndarray, pos: np.ndarray, label: np.ndarray, conf: np.ndarray) -> None:
-        """Record picks: shadow ``fold_idx[i]`` labels item position ``pos[i]`` (a sample item)."""
-        at = np.searchsorted(self.sample, pos)
+    def restore(self, fold_idx: np.ndarray, pos: np.ndarray, label: np.ndarray, conf: np.ndarray) -> bool:
+        """Record picks: shadow ``fold_idx[i]`` labels item position ``pos[i]``. False (and
+        nothing recorded) when a position is not in the sample or a fold is out of range:
+        stored picks made under another sample or fold count."""
+        at = np.minimum(np.searchsorted(self.sample, pos), max(len(self.sample) - 1, 0))
+        fold_idx = np.asarray(fold_idx, dtype=np.int64)
+        if len(pos) and (not len(self.sample) or (self.sample[at] != pos).any()
+                         or fold_idx.min() < 0 or fold_idx.max() >= self.n_folds):
+            return False
         self.pseudo[fold_idx, at] = label
         self.conf[fold_idx, at] = conf
+        return True
 
     def training_set(self, f: int, gold: np.ndarray, pseudo_weight: float | str) -> tuple[np.ndarray, np.ndarray,
                                                                                            np.ndarray]:
@@ -125,22 +135,21 @@ def wanted(cfg: Any, views: list[View]) -> bool:
 
 def open_shadows(cfg: Any, store: Store, run_id: int, state: LabelState, views: list[View]) -> Shadows | None:
     """The run's shadows, with the picks of its committed rounds put back; None when the
-    run keeps none or no gold item can be held out. A run reopened by a review import
-    (its gold set grew since the last round) starts its shadows afresh: their folds are
-    dealt over the gold items, so new ones move the folds."""
+    run keeps none or no gold item can be held out. Reviews change the gold set (new items,
+    or a corrected label), and the folds are dealt over it: so only the picks of rounds run
+    since the last review import are restored, and a run reopened by one starts afresh."""
     if not wanted(cfg, views):
         return None
     sh = Shadows.start(train_gold(state), ~state.is_test, cfg.cotrain.calibration_folds, cfg.seed)
     if not sh.usable():
         return None
-    done = store.completed_rounds(run_id)
-    same = [int(d["round"]) for d in done if int(d["n_gold"]) == state.n_gold]
-    since = next((r for r in same if all(int(d["n_gold"]) == state.n_gold for d in done if d["round"] >= r)), None)
-    if since is not None:  # the rounds since the gold set last changed: the current shadows' picks
-        t = shadow_labels(store, run_id, since)
-        if t.num_rows:
-            sh.restore(t.column("fold").to_numpy(), t.column("row_idx").to_numpy(), t.column("label").to_numpy(),
-                       t.column("confidence").to_numpy())
+    since = rounds_since_reviews(store, run_id)
+    t = shadow_labels(store, run_id, since) if since is not None else None
+    if t is not None and t.num_rows and not sh.restore(
+            t.column("fold").to_numpy(), t.column("row_idx").to_numpy(), t.column("label").to_numpy(),
+            t.column("confidence").to_numpy()):
+        log.warning("run %d: stored shadow picks do not fit this run's folds and sample; shadows start afresh",
+                    run_id)
     return sh
 
 

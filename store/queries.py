@@ -58,6 +58,16 @@ def accepted_pseudo_labels(store: Store, run_id: int, labels: list[str]) -> "pa.
         " WHERE p.run_id = ? AND p.status = 'accepted'", [labels, run_id])
 
 
+def rounds_since_reviews(store: Store, run_id: int) -> int | None:
+    """The first committed round that started after the run's last review import (0 when
+    nothing was ever imported; None when no round has run since the last import)."""
+    last = store.scalar("SELECT max(imported_at) FROM reviews WHERE run_id = ?", [run_id]) \
+        if has_table(store, "reviews") else None
+    if last is None:
+        return 0 if store.scalar("SELECT count(*) FROM rounds WHERE run_id = ?", [run_id]) else None
+    return store.scalar("SELECT min(round) FROM rounds WHERE run_id = ? AND started_at > ?", [run_id, last])
+
+
 def shadow_labels(store: Store, run_id: int, since_round: int = 0) -> "pa.Table":
     """The picks of a run's shadow runs from round ``since_round`` on (``fold``, ``row_idx``,
     ``label`` index, ``confidence``), empty for stores or runs without them."""

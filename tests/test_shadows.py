@@ -64,6 +64,10 @@ def test_a_shadow_trains_on_the_other_folds_gold_and_its_own_labels_only():
     assert np.array_equal(sh.left(0), np.setdiff1d(sh.sample, mine))
     _, _, w1 = sh.training_set(1, g, 0.5)
     assert sorted(set(np.round(w1, 3))) == [0.5, 1.0]
+    gold_pos = np.flatnonzero(g >= 0)[:1]  # not a sample item: picks from another sample are refused whole
+    assert not sh.restore(np.array([2, 2]), np.r_[sh.sample[9], gold_pos], np.array([0, 0]), np.ones(2))
+    assert not sh.restore(np.array([3]), sh.sample[9:10], np.array([0]), np.ones(1))  # no fold 3
+    assert (sh.pseudo[2] == -1).all()
 
 
 class _Recording:
@@ -192,8 +196,8 @@ def test_a_failed_run_resumes_its_shadows_exactly(tmp_path: Path, monkeypatch: p
 
 
 def test_a_review_import_starts_the_shadows_afresh(tmp_path: Path):
-    """Reviewed labels become gold and move the folds: the reopened rounds' shadows start
-    empty, and a later resume restores only the picks made since the import."""
+    """Reviewed labels become gold (or correct it) and move the folds: the reopened rounds'
+    shadows start empty, and a later resume restores only the picks made since the import."""
     from orchestrator.config import load_config
     from orchestrator.shadows import open_shadows
     from orchestrator.state import LabelState
@@ -215,6 +219,11 @@ def test_a_review_import_starts_the_shadows_afresh(tmp_path: Path):
         return sh
 
     assert (opened().pseudo >= 0).sum() > 0               # before the import: the stored picks come back
+    gold_item = df.id[df.label.notna() & (df.split == "train")].iloc[0]
+    other = next(c for c in ("ant", "bee", "cat") if c != df.set_index("id").label[gold_item])
+    (tmp_path / "fix.csv").write_text(f"id,label\n{gold_item},{other}\n")
+    api.import_reviews(store, tmp_path / "fix.csv", rounds=0)  # a corrected gold label: same count, new folds
+    assert (opened().pseudo >= 0).sum() == 0
     api.import_reviews(store, tmp_path / "reviews.csv", rounds=0)
     assert (opened().pseudo >= 0).sum() == 0              # the gold grew: the shadows start afresh
     with Store(store, read_only=True) as st:
