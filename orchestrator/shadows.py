@@ -19,6 +19,11 @@ drawn from the seed), so a shadow's history stays its own. Every shadow pick is 
 
 Only views that cost nothing per call take part: with an LLM view a shadow would pay for its
 pool predictions again, and the run falls back to the plain cross-validation.
+
+A shadow is the run's selection, simplified where the difference does not bear on honesty:
+every view trains on all of a shadow's picks (``feeding: shared``, whatever the run's
+feeding), candidates are ranked by posterior (not the cut statistic), debate verdicts and
+escalated answers have no shadow, and a shadow labels at most its sample.
 """
 from __future__ import annotations
 
@@ -215,9 +220,9 @@ def _predict(views: list[View], fetch: Callable[[np.ndarray], pd.DataFrame], pos
 
 def shadow_select(sr: ShadowRound, evidence: RoundEvidence, rounds_left: int,
                   min_precision: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Each shadow's picks this round, made as the run makes its own: the round's
+    """Each shadow's picks this round, made as ``auto`` makes the run's own: the round's
     combination and calibration over the shadow's pool sample, then ``select_adaptive``
-    with the volume that spreads what it has left over the rounds left. Returns per fold
+    (ranked by posterior) with the volume that spreads what it has left over the rounds left. Returns per fold
     (positions, labels, combined posterior of the label)."""
     out = []
     for rest, probs in zip(sr.left, sr.probs):
