@@ -140,3 +140,13 @@ def test_bad_llm_params(params, match):
         parse_config({"task": {"labels": ["a", "b"]}, "data": {"train": "x.csv"}, "views": [view],
                       "cotrain": {"policy": "self"}})
     assert "\n" not in str(info.value) and "sk-live" not in str(info.value)
+
+
+def test_pseudo_weight_auto_is_resolved_by_policy_and_stored_resolved():
+    from orchestrator.config import CotrainConfig
+
+    assert CotrainConfig().pseudo_weight == 0.3                       # policy auto
+    assert CotrainConfig(policy="k_best").pseudo_weight == 1.0        # explicit policies: sklearn's weighting
+    assert CotrainConfig(policy="self", pseudo_weight=0.5).pseudo_weight == 0.5
+    assert CotrainConfig(pseudo_weight="confidence").pseudo_weight == "confidence"
+    assert CotrainConfig().model_dump()["pseudo_weight"] == 0.3       # the snapshot says what was used
