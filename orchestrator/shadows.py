@@ -37,7 +37,7 @@ import pandas as pd
 from orchestrator.evidence import RoundEvidence, top
 from orchestrator.selection import select_adaptive
 from orchestrator.state import LabelState
-from orchestrator.steps import fit_views
+from orchestrator.steps import fit_views, predict_test
 from store.database import Store
 from store.queries import rounds_since_reviews, shadow_labels
 from store.writers import RoundWriter
@@ -210,12 +210,9 @@ def shadow_crossfit(views: list[View], shadows: Shadows, state: LabelState, pseu
 
 def _predict(views: list[View], fetch: Callable[[np.ndarray], pd.DataFrame], pos: np.ndarray, k: int,
              batch_size: int) -> np.ndarray:
-    out = np.full((len(pos), len(views), k), np.nan)
-    for lo in range(0, len(pos), batch_size):
-        frame = fetch(pos[lo:lo + batch_size])
-        for j, view in enumerate(views):
-            out[lo:lo + len(frame), j] = view.predict_proba(frame)
-    return out
+    """(len(pos), V, K) every view's probabilities of the items at ``pos``, in batches."""
+    parts = [predict_test(views, fetch(pos[lo:lo + batch_size]), k) for lo in range(0, len(pos), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(views), k))
 
 
 def shadow_select(sr: ShadowRound, evidence: RoundEvidence, rounds_left: int,
