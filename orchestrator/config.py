@@ -135,7 +135,7 @@ class CotrainConfig(_Strict):
     ``calibration_folds``: gold folds that estimate each view's accuracy and calibrate
     p_correct (0: none; p_correct is then the uncalibrated posterior). ``shadows``:
     replay the rounds per fold without its gold, so the folds score co-training honestly
-    (``orchestrator/shadows.py``); ``auto``: under ``policy: auto`` without LLM views.
+    (``orchestrator/shadows.py``); ``auto``: under ``policy: auto`` unless an LLM view uses demonstrations.
     ``select``: how ``auto`` ranks a class's candidates: by the combined ``posterior``, or by
     Lang et al.'s ``cut_statistic`` in ``cut_view``'s feature space (``cut_neighbors``
     neighbours; default: the first view with features), for a badly calibrated labeller. ``feeding``: cross (a view's picks train only the other views) |

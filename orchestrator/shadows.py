@@ -17,8 +17,11 @@ itself does. Folds are fixed for the run (stratified over the gold items by a pe
 drawn from the seed), so a shadow's history stays its own. Every shadow pick is stored
 (``shadow_labels``), so a resumed run continues the same shadows.
 
-Only views that cost nothing per call take part: with an LLM view a shadow would pay for its
-pool predictions again, and the run falls back to the plain cross-validation.
+Shadows pay nothing per call: an LLM view takes part only when its prompts do not depend on
+what it trains on (no few-shot demonstrations, ``fixed_prompts``), so a shadow's predictions
+are cache hits of the run's own calls (only the calibration, applied after the cache, is
+the shadow's). With demonstrations a shadow would pay for its pool predictions again, and
+the run falls back to the plain cross-validation.
 
 A shadow is the run's selection, simplified where the difference does not bear on honesty:
 every view trains on all of a shadow's picks (``feeding: shared``, whatever the run's
@@ -131,11 +134,13 @@ def train_gold(state: LabelState) -> np.ndarray:
 
 def wanted(cfg: Any, views: list[View]) -> bool:
     """Whether a run keeps shadow runs: ``shadows: true``, or ``auto`` with ``policy: auto``,
-    cross-validation over gold, and no view that is paid per call (an LLM view)."""
+    cross-validation over gold, and no view whose shadow predictions would be paid for (an
+    LLM view with demonstrations: its prompts change with what it trains on)."""
     c = cfg.cotrain
     if c.shadows is False or c.calibration_folds < 2:
         return False
-    return c.shadows is True or (c.policy == "auto" and not any(isinstance(v, Plannable) for v in views))
+    paid = any(isinstance(v, Plannable) and not v.fixed_prompts for v in views)
+    return c.shadows is True or (c.policy == "auto" and not paid)
 
 
 def open_shadows(cfg: Any, store: Store, run_id: int, state: LabelState, views: list[View]) -> Shadows | None:

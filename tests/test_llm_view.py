@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
 
 from orchestrator import api
 from orchestrator.config import parse_config
@@ -48,6 +49,28 @@ def test_run_labels_with_the_llm_and_reruns_call_nothing(tmp_path, key_env):
     rep = api.status(tmp_path / "run.duckdb", res.run_id)
     assert {(u["round"], u["view"]) for u in rep.llm} >= {(0, "llm"), (1, "llm")}
     assert sum(u["calls"] for u in rep.llm) == first
+
+
+def test_shadow_runs_of_a_zero_shot_llm_view_cost_no_call(tmp_path, key_env):
+    """A zero-shot LLM view's prompts never change, so ``shadows: auto`` keeps shadows and
+    their predictions are cache hits: the server answers as many calls as without shadows."""
+    counts, shadow_rows = [], []
+    for shadows in ("auto", False):
+        with MisbehavingServer() as srv:
+            d = tmp_path / str(shadows)
+            d.mkdir()
+            cfg = llm_config(d, srv.base_url)
+            data = yaml.safe_load(cfg.read_text())
+            data["cotrain"]["shadows"] = shadows
+            cfg.write_text(yaml.safe_dump(data))
+            assert api.run(cfg).status == "finished"
+            counts.append(srv.count)
+        con = duckdb.connect(str(d / "run.duckdb"), read_only=True)
+        shadow_rows.append(one_value(con, "SELECT count(*) FROM shadow_labels"))
+        assert one_value(con, "SELECT count(*) FROM llm_calls WHERE NOT cached") == srv.count
+        con.close()
+    assert shadow_rows[0] > 0 and shadow_rows[1] == 0
+    assert counts[0] == counts[1] > 0
 
 
 def test_unreadable_answers_are_abstentions_never_labels(tmp_path, key_env):

@@ -13,7 +13,8 @@ from orchestrator import api
 from orchestrator.shadows import Shadows, shadow_crossfit, wanted
 from store.database import Store
 from tests.conftest import synthetic_frame, write_config
-from views.base import ITEM_ID_COLUMN
+from views.base import ITEM_ID_COLUMN, ViewContext
+from views.registry import resolve_kind
 
 
 def _gold(n: int = 60, per_class: tuple[int, ...] = (6, 5, 1), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -116,25 +117,25 @@ def test_shadow_fits_never_see_their_folds_gold_items():
     assert [len(x) for x in sr.left] == [len(sh.sample) - 2, len(sh.sample), len(sh.sample) - 1]
 
 
-def test_auto_keeps_shadows_only_without_paid_views():
+def test_auto_keeps_shadows_unless_an_llm_view_would_pay_for_them():
     cfg = SimpleNamespace(cotrain=SimpleNamespace(shadows="auto", policy="auto", calibration_folds=5))
-
-    class Paid:
-        calibration, calibration_max_items, budget_usd = "none", 0, None
-
-        def plan(self, items):
-            return {}
-
-        def price_per_call(self, p, c):
-            return 0.0
-
-    assert wanted(cfg, [_Recording()]) and not wanted(cfg, [_Recording(), Paid()])  # type: ignore[list-item]
-    cfg.cotrain.shadows = True
-    assert wanted(cfg, [Paid()])  # type: ignore[list-item]
-    cfg.cotrain.policy, cfg.cotrain.shadows = "k_best", "auto"
-    assert not wanted(cfg, [_Recording()])  # type: ignore[list-item]
-    cfg.cotrain.shadows, cfg.cotrain.calibration_folds = True, 0
-    assert not wanted(cfg, [_Recording()])  # type: ignore[list-item]
+    ctx = ViewContext(labels=("neg", "pos"), seed=0)
+    llm = resolve_kind("llm")
+    zero_shot = llm.from_params("z", ctx, fields=["t"], model="openai/x")
+    few_shot = llm.from_params("f", ctx, fields=["t"], model="openai/x", demonstrations={"strategy": "balanced"})
+    try:
+        assert zero_shot.fixed_prompts and not few_shot.fixed_prompts
+        assert wanted(cfg, [_Recording()]) and wanted(cfg, [_Recording(), zero_shot])  # type: ignore[list-item]
+        assert not wanted(cfg, [_Recording(), zero_shot, few_shot])  # type: ignore[list-item]
+        cfg.cotrain.shadows = True
+        assert wanted(cfg, [few_shot])  # type: ignore[list-item]
+        cfg.cotrain.policy, cfg.cotrain.shadows = "k_best", "auto"
+        assert not wanted(cfg, [_Recording()])  # type: ignore[list-item]
+        cfg.cotrain.shadows, cfg.cotrain.calibration_folds = True, 0
+        assert not wanted(cfg, [_Recording()])  # type: ignore[list-item]
+    finally:
+        zero_shot.close()
+        few_shot.close()
 
 
 def _shadow_rows(store: Path) -> list[tuple]:

@@ -112,6 +112,13 @@ class LLMView(ParamsView):
     def labels(self) -> tuple[str, ...]:
         return self.context.labels
 
+    @property
+    def fixed_prompts(self) -> bool:
+        """Whether an item's prompt is the same after any fit: with no demonstrations only the
+        calibration (applied after the cache) depends on the training set, so predicting
+        the item again is a cache hit."""
+        return self.demonstrations["strategy"] == "none"
+
     def _verbalisers(self) -> list[list[str]]:
         unknown = sorted(set(self.verbalizers) - set(self.labels))
         if unknown:
