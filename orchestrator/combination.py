@@ -186,8 +186,15 @@ def pool_combiners(cv_accuracy: np.ndarray | None, v: int, k: int) -> dict[str, 
     """The combinations a round computes over the pool while predicting it (product and
     mean weighted by the views' out-of-fold accuracy, and the best view), by name."""
     w = view_weights(cv_accuracy, v, k)
+    if v == 1:  # a lone view weighs 1: its mean and its best view are its probabilities, uncomputed
+        return {"product": Combination("product", w).combine, "mean": _only_view, "best_view": _only_view}
     return {"product": Combination("product", w).combine, "mean": Combination("mean", w).combine,
             "best_view": Combination("best_view", best_view_weights(cv_accuracy, v)).combine}
+
+
+def _only_view(probs: np.ndarray) -> np.ndarray:
+    """(n, 1, K) -> (n, K): a single view's probabilities, its NaN rows kept."""
+    return np.array(probs[:, 0], dtype=np.float64)
 
 
 __all__ = ["COMBINATIONS", "Combination", "best_view_weights", "pool_combiners", "fit_combination", "view_accuracy", "view_weights", "weighted_mean"]

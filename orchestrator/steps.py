@@ -143,7 +143,8 @@ def fill_batch(out: PoolPrediction, idx: np.ndarray, probs: np.ndarray, combiner
     engine predicted them."""
     lab, conf = label_matrix(probs)
     out.labels[idx], out.conf[idx] = lab, conf
-    out.ensemble[idx] = label_matrix(ensemble_proba(probs)[:, None, :])[0][:, 0]
+    # a lone view is its own ensemble (same NaN rows, same argmax), so it is not recomputed
+    out.ensemble[idx] = lab[:, 0] if probs.shape[1] == 1 else label_matrix(ensemble_proba(probs)[:, None, :])[0][:, 0]
     for name, combine in (combiners or {}).items():
         out.combined[name][idx] = combine(probs)
     if sink is not None:

@@ -3,6 +3,8 @@ accuracy (chance gets 0, the best view 1), and ``auto`` on synthetic views of kn
 choosing a combination at least as good as majority vote that ignores a view at chance."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -243,3 +245,26 @@ def test_no_gold_means_equal_weights_and_the_first_candidate():
     comb = fit_combination("auto", np.zeros((0, 3, 3)), np.zeros(0, dtype=np.int64), label_matrix(pool)[0], 3,
                            np.random.default_rng(0))
     assert comb.method == "product" and np.array_equal(comb.weights, np.ones(3)) and comb.cv_accuracy is None
+
+
+def test_a_lone_view_shortcuts_give_exactly_the_general_combinations():
+    """With one view the prediction step skips computing its mean, best view and ensemble
+    (they are its own probabilities): the shortcut must equal the general functions bit for bit,
+    abstentions included."""
+    from orchestrator.combination import pool_combiners
+    from orchestrator.selection import ensemble_proba
+    from orchestrator.steps import empty_prediction, fill_batch
+
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(3), size=(200, 1))
+    p[::7] = np.nan
+    for acc in (None, np.array([0.2]), np.array([0.9])):
+        short = pool_combiners(acc, 1, 3)
+        w = view_weights(acc, 1, 3)
+        for name, general in (("mean", Combination("mean", w)), ("best_view", Combination("best_view", np.ones(1)))):
+            np.testing.assert_array_equal(short[name](p), general.combine(p))
+    out = empty_prediction([SimpleNamespace(name="v")], 200, 3, None)  # type: ignore[list-item]
+    fill_batch(out, np.arange(200), p, None, None)
+    general = label_matrix(ensemble_proba(p)[:, None, :])[0][:, 0]
+    np.testing.assert_array_equal(out.ensemble, general)
+    assert (out.ensemble[::7] == ABSTAIN).all()
