@@ -166,13 +166,6 @@ class CotrainConfig(_Strict):
     store_predictions: bool = True
     data_in_memory: bool | Literal["auto"] = "auto"
 
-    @field_validator("calibration_folds")
-    @classmethod
-    def _folds(cls, v: int) -> int:
-        if v == 1:
-            raise ValueError("must be 0 (no cross-validation) or at least 2")
-        return v
-
     @field_validator("pseudo_weight")
     @classmethod
     def _positive(cls, v: float | str) -> float | str:
@@ -182,6 +175,10 @@ class CotrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _resolve(self) -> CotrainConfig:
+        if self.calibration_folds == 1:
+            raise ValueError("calibration_folds must be 0 (no cross-validation) or at least 2")
+        if self.shadows is True and self.calibration_folds < 2:  # a shadow run is one per gold fold
+            raise ValueError("shadows: true needs calibration_folds of at least 2 (one shadow run per gold fold)")
         if self.pseudo_weight == "auto":  # stored resolved, so the run's snapshot says what was used
             self.pseudo_weight = 0.3 if self.policy == "auto" else 1.0
         return self

@@ -65,6 +65,7 @@ def test_numeric_label_names_become_strings():
         ("cotrain.feeding", "both", r"'cotrain.feeding': Input should be 'cross' or 'shared'"),
         ("cotrain.min_agree", 3, r"cotrain.min_agree=3 but only 2 view\(s\)"),
         ("cotrain.pseudo_weight", 0.0, r"'cotrain.pseudo_weight'"),
+        ("cotrain.calibration_folds", 1, r"'cotrain': calibration_folds must be 0 \(no cross-validation\) or at least 2"),
         ("cotrain.batch", 3, r"'cotrain.batch': unknown key"),
         ("seeds", 3, r"'seeds': unknown key"),
     ],
@@ -150,3 +151,9 @@ def test_pseudo_weight_auto_is_resolved_by_policy_and_stored_resolved():
     assert CotrainConfig(policy="self", pseudo_weight=0.5).pseudo_weight == 0.5
     assert CotrainConfig(pseudo_weight="confidence").pseudo_weight == "confidence"
     assert CotrainConfig().model_dump()["pseudo_weight"] == 0.3       # the snapshot says what was used
+
+
+def test_shadows_true_without_gold_folds_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match=r"'cotrain': shadows: true needs calibration_folds of at least 2"):
+        parse_config(with_("cotrain", {"shadows": True, "calibration_folds": 0}))
+    assert parse_config(with_("cotrain", {"shadows": "auto", "calibration_folds": 0})).cotrain.shadows == "auto"
