@@ -350,8 +350,7 @@ class RoundRunner:
 
     def _predict(self, run_id: int, views: list[View], fields: list[str], state: LabelState, pool: np.ndarray,
                  write: RoundWriter, oof: np.ndarray, oof_y: np.ndarray) -> steps.PoolPrediction:
-        """The pool's label matrix and its combined posteriors (product and mean, weighted by
-        the views' out-of-fold accuracy), by the run's engine; each batch is written as it comes."""
+        """The pool's label matrix and combined posteriors, by the run's engine; batches are stored in large inserts."""
         c = self.cfg.cotrain
         combiners = pool_combiners(view_accuracy(oof, oof_y) if len(oof_y) else None, len(views), self.k)
 
@@ -360,14 +359,15 @@ class RoundRunner:
             for j, view in enumerate(views):
                 write.predictions(ids, view.name, lab[:, j], conf[:, j], probs[:, j])
 
-        if self.engine is not None and self.engine.runs(views):
-            return self.engine.predict_pool(views, pool, len(state.row_idx), self.k,
-                                            lambda rows: self._fetch(run_id, state, rows, fields),
-                                            self.reporter.advance, sink if c.store_predictions else None, combiners,
-                                            c.batch_size)
-        return steps.predict_pool(views, len(pool), c.batch_size,
-                                  lambda lo, hi: self._fetch(run_id, state, pool[lo:hi], fields), self.k,
-                                  self.reporter.advance, sink if c.store_predictions else None, combiners)
+        with write.collecting():
+            if self.engine is not None and self.engine.runs(views):
+                return self.engine.predict_pool(views, pool, len(state.row_idx), self.k,
+                                                lambda rows: self._fetch(run_id, state, rows, fields),
+                                                self.reporter.advance, sink if c.store_predictions else None,
+                                                combiners, c.batch_size)
+            return steps.predict_pool(views, len(pool), c.batch_size,
+                                      lambda lo, hi: self._fetch(run_id, state, pool[lo:hi], fields), self.k,
+                                      self.reporter.advance, sink if c.store_predictions else None, combiners)
 
     def _select(self, r: int, pred: steps.PoolPrediction, evidence: RoundEvidence, state: LabelState,
                 n_pool: int, pool_frames: Any = None) -> tuple[Merged, AdaptiveSelection | None]:

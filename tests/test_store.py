@@ -201,3 +201,37 @@ def test_an_older_store_reads_as_the_run_it_holds(current_store: Path, tmp_path:
         assert old_csv.loc[pseudo, "p_correct"].isna().all()
         old_csv, cur_csv = old_csv.drop(columns="p_correct"), cur_csv.drop(columns="p_correct")
     pd.testing.assert_frame_equal(old_csv, cur_csv)
+
+
+def test_collected_predictions_are_inserted_in_chunks_and_all_of_them_on_leaving(tmp_path: Path, monkeypatch):
+    from store import writers
+
+    monkeypatch.setattr(writers, "PREDICTION_CHUNK", 5)
+    with Store(tmp_path / "s.duckdb") as st:
+        w = writers.RoundWriter(st, 1, 0, ["neg", "pos"], ["v"])
+
+        def put(first: int) -> None:
+            w.predictions(pa.array([f"i{first}", f"i{first + 1}"]), "v", np.array([0, 1]), np.array([0.6, 0.7]),
+                          np.array([[0.6, 0.4], [0.3, 0.7]]))
+
+        def count() -> int:
+            return st.scalar("SELECT count(*) FROM predictions")
+
+        with st.transaction():
+            with w.collecting():
+                put(0), put(2)
+                assert count() == 0          # 4 rows gathered, under the chunk
+                put(4)
+                assert count() == 6          # 6 >= 5: one insert
+                put(6)
+                assert count() == 6
+            assert count() == 8              # the rest on leaving
+            put(8)                           # outside: inserted at once
+            assert count() == 10
+        with pytest.raises(RuntimeError):
+            with st.transaction(), w.collecting():
+                put(10)
+                raise RuntimeError("mid-round")
+        assert count() == 10 and w._pending is None
+        ids = [r[0] for r in st.con.execute("SELECT item_id FROM predictions").fetchall()]
+        assert ids == [f"i{i}" for i in range(10)]  # in the order written
