@@ -69,7 +69,7 @@ def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[s
     # below sorts every id: only content hashes need it, to number identical copies)
     dup = "1" if id_column else f"row_number() OVER (PARTITION BY {id_expr} ORDER BY d.__row)"
     # A given id column needs no materialised copy: the checks below each scan the columns
-    # they read, and the insert is one pass (a 3M-row table cost 1.6 s to copy). Content
+    # they read, and the insert is one pass (at 3M rows the copy and its checks took 1.6 s). Content
     # hashes are computed once, into a table, since every check would hash again.
     kind = "VIEW" if id_column else "TABLE"
     con.execute(
