@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from orchestrator.engine_config import EngineConfig
 from orchestrator.escalation_config import ESCALATED, EscalationConfig
@@ -166,17 +167,17 @@ class CotrainConfig(_Strict):
     store_predictions: bool = True
     data_in_memory: bool | Literal["auto"] = "auto"
 
-    @field_validator("pseudo_weight")
+    @field_validator("calibration_folds", "pseudo_weight")
     @classmethod
-    def _positive(cls, v: float | str) -> float | str:
-        if isinstance(v, float) and not v > 0:
+    def _check(cls, v: Any, info: ValidationInfo) -> Any:
+        if info.field_name == "calibration_folds" and v == 1:
+            raise ValueError("must be 0 (no cross-validation) or at least 2")
+        if info.field_name == "pseudo_weight" and isinstance(v, float) and not v > 0:
             raise ValueError("must be > 0, 'confidence' or 'auto'")
         return v
 
     @model_validator(mode="after")
     def _resolve(self) -> CotrainConfig:
-        if self.calibration_folds == 1:
-            raise ValueError("calibration_folds must be 0 (no cross-validation) or at least 2")
         if self.shadows is True and self.calibration_folds < 2:  # a shadow run is one per gold fold
             raise ValueError("shadows: true needs calibration_folds of at least 2 (one shadow run per gold fold)")
         if self.pseudo_weight == "auto":  # stored resolved, so the run's snapshot says what was used

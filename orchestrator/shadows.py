@@ -20,8 +20,10 @@ drawn from the seed), so a shadow's history stays its own. Every shadow pick is 
 Shadows pay nothing per call: an LLM view takes part only when its prompts do not depend on
 what it trains on (no few-shot demonstrations, ``fixed_prompts``), so a shadow's predictions
 are cache hits of the run's own calls (only the calibration, applied after the cache, is
-the shadow's). With demonstrations a shadow would pay for its pool predictions again, and
-the run falls back to the plain cross-validation.
+the shadow's). With demonstrations, or with ``pool_sample`` (the run then predicts fewer pool
+items than a shadow's sample holds), a shadow would pay for its pool predictions again, and
+the run falls back to the plain cross-validation. Failed calls are not cached: an item whose
+call failed is asked again by each shadow (with a failing endpoint, set ``shadows: false``).
 
 A shadow is the run's selection, simplified where the difference does not bear on honesty:
 every view trains on all of a shadow's picks (``feeding: shared``, whatever the run's
@@ -139,7 +141,10 @@ def wanted(cfg: Any, views: list[View]) -> bool:
     c = cfg.cotrain
     if c.shadows is False or c.calibration_folds < 2:
         return False
-    paid = any(isinstance(v, Plannable) and not v.fixed_prompts for v in views)
+    # a paid view without ``fixed_prompts`` (a plug-in, say) counts as paying again; with
+    # ``pool_sample`` the run predicts fewer items per round than a shadow's sample holds
+    paid = any(isinstance(v, Plannable) and (c.pool_sample or not getattr(v, "fixed_prompts", False))
+               for v in views)
     return c.shadows is True or (c.policy == "auto" and not paid)
 
 
@@ -155,6 +160,9 @@ def open_shadows(cfg: Any, store: Store, run_id: int, state: LabelState, views: 
         return None
     since = rounds_since_reviews(store, run_id)
     t = shadow_labels(store, run_id, since) if since is not None else None
+    if t is not None and not t.num_rows:  # a run made before its views had shadows, or shadows that picked nothing
+        log.warning("run %d: no shadow picks are stored for its committed rounds; the shadows start from the gold "
+                    "labels alone, so this round's estimate may differ from the last one's", run_id)
     if t is not None and t.num_rows and not sh.restore(
             t.column("fold").to_numpy(), t.column("row_idx").to_numpy(), t.column("label").to_numpy(),
             t.column("confidence").to_numpy()):

@@ -22,7 +22,9 @@ from store.labels import ABSTAIN
 #: Rows of predictions collected before one insert inside ``RoundWriter.collecting``: DuckDB
 #: writes an insert of two row groups (2 x 122,880 rows) or more straight to the file, and
 #: smaller ones through its log, which doubled the cost of a 50,000-item batch per insert.
+#: ``PREDICTION_BYTES`` caps what is held (many classes make long probability lists).
 PREDICTION_CHUNK = 2 * 122_880
+PREDICTION_BYTES = 64 * 2**20
 
 
 def masked_lists(mask: np.ndarray, values: np.ndarray, dtype: pa.DataType) -> pa.Array:
@@ -50,18 +52,20 @@ class RoundWriter:
 
     @contextmanager
     def collecting(self) -> Iterator[None]:
-        """Inside, ``predictions`` are gathered and inserted ``PREDICTION_CHUNK`` rows at a
-        time, the rest on leaving (on an error they are dropped with the round's transaction)."""
+        """Inside, ``predictions`` are gathered and inserted ``PREDICTION_CHUNK`` rows (or
+        ``PREDICTION_BYTES``) at a time, the rest on leaving (on an error they are dropped
+        with the round's transaction)."""
         self._pending = []
         try:
             yield
-            self._flush(0)
+            self._flush(force=True)
         finally:
             self._pending = None
 
-    def _flush(self, at_least: int) -> None:
+    def _flush(self, force: bool = False) -> None:
         pending = self._pending or []
-        if pending and sum(t.num_rows for t in pending) >= max(at_least, 1):
+        if pending and (force or sum(t.num_rows for t in pending) >= PREDICTION_CHUNK
+                        or sum(t.nbytes for t in pending) >= PREDICTION_BYTES):
             self.store.insert_arrow("predictions", pa.concat_tables(pending).combine_chunks())
             pending.clear()
 
@@ -99,7 +103,7 @@ class RoundWriter:
             self.store.insert_arrow("predictions", table)
         else:
             self._pending.append(table)
-            self._flush(PREDICTION_CHUNK)
+            self._flush()
 
     def test_predictions(self, ids: pa.Array, view: str, lab: np.ndarray, conf: np.ndarray) -> None:
         """A view's (or the ensemble's) label and confidence on every held-out item."""

@@ -65,7 +65,7 @@ def test_numeric_label_names_become_strings():
         ("cotrain.feeding", "both", r"'cotrain.feeding': Input should be 'cross' or 'shared'"),
         ("cotrain.min_agree", 3, r"cotrain.min_agree=3 but only 2 view\(s\)"),
         ("cotrain.pseudo_weight", 0.0, r"'cotrain.pseudo_weight'"),
-        ("cotrain.calibration_folds", 1, r"'cotrain': calibration_folds must be 0 \(no cross-validation\) or at least 2"),
+        ("cotrain.calibration_folds", 1, r"'cotrain.calibration_folds': must be 0 \(no cross-validation\)"),
         ("cotrain.batch", 3, r"'cotrain.batch': unknown key"),
         ("seeds", 3, r"'seeds': unknown key"),
     ],

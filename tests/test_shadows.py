@@ -117,8 +117,21 @@ def test_shadow_fits_never_see_their_folds_gold_items():
     assert [len(x) for x in sr.left] == [len(sh.sample) - 2, len(sh.sample), len(sh.sample) - 1]
 
 
+class _PaidPlugin:
+    """A paid plug-in view written for the release before ``fixed_prompts``: it counts as paying."""
+
+    calibration, calibration_max_items, budget_usd = "none", 0, None
+
+    def plan(self, items):
+        return {}
+
+    def price_per_call(self, p, c):
+        return 0.0
+
+
 def test_auto_keeps_shadows_unless_an_llm_view_would_pay_for_them():
-    cfg = SimpleNamespace(cotrain=SimpleNamespace(shadows="auto", policy="auto", calibration_folds=5))
+    cfg = SimpleNamespace(cotrain=SimpleNamespace(shadows="auto", policy="auto", calibration_folds=5,
+                                                  pool_sample=None))
     ctx = ViewContext(labels=("neg", "pos"), seed=0)
     llm = resolve_kind("llm")
     zero_shot = llm.from_params("z", ctx, fields=["t"], model="openai/x")
@@ -127,6 +140,10 @@ def test_auto_keeps_shadows_unless_an_llm_view_would_pay_for_them():
         assert zero_shot.fixed_prompts and not few_shot.fixed_prompts
         assert wanted(cfg, [_Recording()]) and wanted(cfg, [_Recording(), zero_shot])  # type: ignore[list-item]
         assert not wanted(cfg, [_Recording(), zero_shot, few_shot])  # type: ignore[list-item]
+        assert not wanted(cfg, [_Recording(), _PaidPlugin()])  # type: ignore[list-item]
+        cfg.cotrain.pool_sample = 100  # the run predicts 100 items a round; a shadow's sample would pay for more
+        assert not wanted(cfg, [_Recording(), zero_shot]) and wanted(cfg, [_Recording()])  # type: ignore[list-item]
+        cfg.cotrain.pool_sample = None
         cfg.cotrain.shadows = True
         assert wanted(cfg, [few_shot])  # type: ignore[list-item]
         cfg.cotrain.policy, cfg.cotrain.shadows = "k_best", "auto"

@@ -235,3 +235,8 @@ def test_collected_predictions_are_inserted_in_chunks_and_all_of_them_on_leaving
         assert count() == 10 and w._pending is None
         ids = [r[0] for r in st.con.execute("SELECT item_id FROM predictions").fetchall()]
         assert ids == [f"i{i}" for i in range(10)]  # in the order written
+        monkeypatch.setattr(writers, "PREDICTION_CHUNK", 10**9)
+        monkeypatch.setattr(writers, "PREDICTION_BYTES", 1)  # many classes: the bytes held cap the buffer
+        with st.transaction(), w.collecting():
+            put(10)
+            assert count() == 12

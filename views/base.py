@@ -147,9 +147,6 @@ class Plannable(Protocol):
     calibration: str
     calibration_max_items: int
     budget_usd: float | None
-    #: True when an item's prompt never depends on what the view trained on (no few-shot
-    #: demonstrations): predicting it again, after any fit, is a cache hit and costs nothing.
-    fixed_prompts: bool
 
     def plan(self, items: pd.DataFrame) -> dict[str, Any]:
         """Per-call estimates for labelling ``items`` once: ``calls_per_item``,

@@ -116,7 +116,8 @@ class LLMView(ParamsView):
     def fixed_prompts(self) -> bool:
         """Whether an item's prompt is the same after any fit: with no demonstrations only the
         calibration (applied after the cache) depends on the training set, so predicting
-        the item again is a cache hit."""
+        the item again is a cache hit (read by ``orchestrator.shadows``; a paid plug-in view
+        without this attribute counts as paying again)."""
         return self.demonstrations["strategy"] == "none"
 
     def _verbalisers(self) -> list[list[str]]:
