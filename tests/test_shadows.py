@@ -252,3 +252,35 @@ def test_a_review_import_starts_the_shadows_afresh(tmp_path: Path):
         new = st.scalar("SELECT count(*) FROM shadow_labels") - before
         last = st.scalar("SELECT max(round) FROM rounds")
     assert last == 4 and new > 0 and (opened().pseudo >= 0).sum() == new
+
+
+def test_a_resume_without_stored_shadow_picks_says_the_shadows_start_from_gold(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch,
+                                                                              caplog: pytest.LogCaptureFixture):
+    """A run made by a release that kept no shadows for its views (or whose shadows picked
+    nothing) resumes with shadows that start from the gold labels alone: a warning says so."""
+    import logging
+
+    import views.sklearn_view as sv
+
+    real_fit = sv.SklearnView.fit
+    calls = {"n": 0}
+
+    def flaky(self, items, y, w):  # 2 views x (5 shadows + 1): fit 13 is in round 1
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise OSError("disk hiccup")
+        return real_fit(self, items, y, w)
+
+    monkeypatch.setattr(sv.SklearnView, "fit", flaky)
+    cfg = write_config(tmp_path, _frame(), policy="auto", max_rounds=3)
+    with pytest.raises(OSError):
+        api.run(cfg)
+    with Store(tmp_path / "run.duckdb") as st:
+        assert st.scalar("SELECT max(round) FROM rounds") == 0
+        st.con.execute("DELETE FROM shadow_labels")  # as the previous release left it
+    monkeypatch.setattr(sv.SklearnView, "fit", real_fit)
+    with caplog.at_level(logging.WARNING, logger="cotrain"):
+        res = api.run(cfg)
+    assert res.resumed and res.status == "finished"
+    assert any("no shadow picks are stored" in r.getMessage() for r in caplog.records)
