@@ -211,9 +211,12 @@ def test_ctrl_c_says_how_far_the_run_got_and_resumes(tmp_path: Path):
     _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:PacedCentroidView",
                                                     "columns": ["b_0", "b_1", "b_2", "b_3"], "delay_s": 0.05}))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    # A shell runs a background job with SIGINT ignored, and a child inherits that (Python then
+    # installs no Ctrl-C handler): the run gets the default disposition, as at a terminal.
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--quiet"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**env, "PYTHONPATH": str(REPO), "COTRAIN_HOME": str(tmp_path / "home")})
+                            env={**env, "PYTHONPATH": str(REPO), "COTRAIN_HOME": str(tmp_path / "home")},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     progress = tmp_path / "run.duckdb.progress.json"
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until round 1 is under way (round 0 committed)
