@@ -2,11 +2,12 @@
 engine does with it is ``orchestrator.ray_engine``."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from views.base import Portable, View
+from views.base import BatchedHost, Portable, View
 
 
 class EngineConfig(BaseModel):
@@ -25,6 +26,12 @@ class EngineConfig(BaseModel):
     ``encode_in_workers``: embedding views travel too and encode their batches in the workers
     every round (the fast path with GPU actors); by default they stay on the driver, where the
     store's cache serves every text encoded before.
+    ``llm_actors``: Ray actors per LLM view with ``backend: transformers``, each holding the
+    model for the whole run and reserving ``llm_cpus_per_actor`` CPUs and
+    ``llm_gpus_per_actor`` GPUs; the view stays on the driver, with its cache and ledger, and
+    sends them its uncached prompts (``orchestrator.ray_llm``). By default they reserve no
+    CPU: their passes run after the pool pass, never beside it, so a reservation would only
+    keep CPUs idle during that pass (a CPU actor's torch then uses its node's cores).
     The engine never changes a label: it is left out of the run's fingerprint, so a run
     started on one engine resumes on the other."""
 
@@ -39,6 +46,9 @@ class EngineConfig(BaseModel):
     shard_dir: str | None = Field(default=None, min_length=1)
     object_store_mb: int | None = Field(default=None, ge=100)
     encode_in_workers: bool = False
+    llm_actors: int = Field(default=1, ge=1)
+    llm_cpus_per_actor: float = Field(default=0.0, ge=0)
+    llm_gpus_per_actor: float = Field(default=0.0, ge=0)
 
 
 def travels(view: View, cfg: EngineConfig) -> bool:
@@ -48,4 +58,15 @@ def travels(view: View, cfg: EngineConfig) -> bool:
     return isinstance(view, Portable) and (cfg.encode_in_workers or not getattr(view, "encodes", False))
 
 
-__all__ = ["EngineConfig", "travels"]
+def hosts_batched(view: View) -> bool:
+    """Whether ``view`` runs a batched local model that the Ray engine runs in its actors."""
+    return isinstance(view, BatchedHost) and view.batched_model() is not None
+
+
+def uses_ray(views: Sequence[View], cfg: EngineConfig) -> bool:
+    """Whether a run needs the Ray engine: under ``kind: ray``, when some view travels or
+    runs a batched local model."""
+    return cfg.kind == "ray" and any(travels(v, cfg) or hosts_batched(v) for v in views)
+
+
+__all__ = ["EngineConfig", "hosts_batched", "travels", "uses_ray"]

@@ -40,7 +40,8 @@ import pandas as pd
 import pyarrow as pa
 
 from orchestrator import steps
-from orchestrator.engine_config import EngineConfig, travels
+from orchestrator.engine_config import EngineConfig, hosts_batched, travels
+from orchestrator.ray_llm import RayBatchedModel
 from store.database import Store
 from store.errors import INTERRUPTS, ConfigError, CotrainError, RunError
 from views.base import ITEM_ID_COLUMN, View
@@ -324,17 +325,41 @@ def _shard_base(cfg: EngineConfig, store: Store, base_dir: Path) -> tuple[str, l
     return base, [] if Path(base).exists() else [base]
 
 
+def llm_reserve(cfg: EngineConfig, cpus: float, gpus: float, hosted: int) -> tuple[float, float]:
+    """The CPUs and GPUs left for the pool's actors once the actors of ``hosted`` LLM views
+    (``llm_actors`` each, held for the whole run) are placed; ``ConfigError`` when those do
+    not fit."""
+    n = hosted * cfg.llm_actors
+    need_cpu, need_gpu = n * cfg.llm_cpus_per_actor, n * cfg.llm_gpus_per_actor
+    if need_cpu > cpus:
+        raise ConfigError("engine.llm_actors", f"{n} LLM actor(s) of {cfg.llm_cpus_per_actor:g} CPU need "
+                          f"{need_cpu:g} CPUs; the cluster has {cpus:g}")
+    if need_gpu > gpus:
+        raise ConfigError("engine.llm_gpus_per_actor", f"{n} LLM actor(s) of {cfg.llm_gpus_per_actor:g} GPU need "
+                          f"{need_gpu:g} GPUs; the cluster has {gpus:g}")
+    return cpus - need_cpu, gpus - need_gpu
+
+
+def _place(cfg: EngineConfig, cpus: float, gpus: float, hosted: int, travel: bool) -> int:
+    """Actors per pool pass (0 when no view travels) beside the LLM views' actors."""
+    cpus, gpus = llm_reserve(cfg, cpus, gpus, hosted)
+    return actor_count(cfg, cpus, gpus) if travel else 0
+
+
 def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequence[str], item_id: pa.Array,
-                    base_dir: Path | str = ".") -> RayEngine:
-    """Join (or start) the cluster ``cfg`` names and export the run's shards to it."""
+                    views: Sequence[View] = (), base_dir: Path | str = ".") -> RayEngine:
+    """Join (or start) the cluster ``cfg`` names, export the run's shards to it when some
+    view travels, and hand each LLM view with a batched local model its model in Ray actors."""
     try:
         import ray
     except ImportError:
         raise RunError("engine 'ray' needs the ray package: pip install 'cotrain[ray]'") from None
+    hosted = [v for v in views if hosts_batched(v)]
+    travel = any(travels(v, cfg) for v in views)
     started = False
     if not ray.is_initialized():
         if cfg.address is None:  # the cluster to start has this machine's CPUs: refuse before starting it
-            actor_count(cfg, float(os.cpu_count() or 1), float("inf"))
+            _place(cfg, float(os.cpu_count() or 1), float("inf"), len(hosted), travel)
         # configure_logging=False: Ray leaves the process's loggers as they are
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if cfg.address is None and cfg.object_store_mb is not None:
@@ -350,17 +375,22 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
     engine = RayEngine(cfg, "", started, 0)
     try:
         res = ray.cluster_resources()
-        engine.actors = actor_count(cfg, float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0)))
-        base, engine.made = _shard_base(cfg, store, Path(base_dir))
-        engine.folder = f"{base.rstrip('/')}/run-{int(run_id)}-{uuid.uuid4().hex[:8]}"
+        engine.actors = _place(cfg, float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0)), len(hosted), travel)
         t = time.perf_counter()
-        write_shards(store, run_id, fields, item_id, engine.folder, cfg.shard_rows)
+        if travel:
+            base, engine.made = _shard_base(cfg, store, Path(base_dir))
+            engine.folder = f"{base.rstrip('/')}/run-{int(run_id)}-{uuid.uuid4().hex[:8]}"
+            write_shards(store, run_id, fields, item_id, engine.folder, cfg.shard_rows)
+        for v in hosted:
+            path, max_batch = v.batched_model()  # type: ignore[attr-defined]
+            v.use_batched(RayBatchedModel(path, max_batch, cfg.llm_actors,  # type: ignore[attr-defined]
+                                          cfg.llm_cpus_per_actor, cfg.llm_gpus_per_actor))
     except BaseException:
         engine.close()
         raise
-    log.info("ray engine: %d actors on %.0f CPUs; shards in %s (%.1f s)", engine.actors, res.get("CPU", 1.0),
-             engine.folder, time.perf_counter() - t)
+    log.info("ray engine: %d pool actor(s), %d LLM actor(s) on %.0f CPUs; shards in %s (%.1f s)", engine.actors,
+             len(hosted) * cfg.llm_actors, res.get("CPU", 1.0), engine.folder or "(none)", time.perf_counter() - t)
     return engine
 
 
-__all__ = ["PoolPredictor", "RayEngine", "actor_count", "open_ray_engine", "write_shards"]
+__all__ = ["PoolPredictor", "RayEngine", "actor_count", "llm_reserve", "open_ray_engine", "write_shards"]

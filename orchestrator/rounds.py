@@ -27,7 +27,8 @@ from orchestrator.combination import pool_combiners, view_accuracy
 from orchestrator.config import Config
 from orchestrator.cut_statistic import cut_rank
 from orchestrator.data import LoadedData, load_into_store
-from orchestrator.engine_config import travels
+from orchestrator.engine_config import uses_ray
+from orchestrator.ray_engine import open_ray_engine
 from orchestrator.frames import FrameSource, StoreFrames, open_frames
 from orchestrator.reporting import NullReporter, Reporter, RunResult, code_version
 from orchestrator.evidence import RoundEvidence, assess, merge_adaptive
@@ -214,10 +215,9 @@ class RoundRunner:
             held = False if held == "auto" and self.cfg.engine.kind == "ray" else held
             self._frames = open_frames(self.store, run_id, fields, len(state.row_idx), held)
             self.shadows = shadow_runs.open_shadows(self.cfg, self.store, run_id, state, views)
-            if self.cfg.engine.kind == "ray" and any(travels(v, self.cfg.engine) for v in views):
-                from orchestrator.ray_engine import open_ray_engine
-
-                self.engine = open_ray_engine(self.cfg.engine, self.store, run_id, fields, state.item_id, self.base_dir)
+            if uses_ray(views, self.cfg.engine):
+                self.engine = open_ray_engine(self.cfg.engine, self.store, run_id, fields, state.item_id, views,
+                                              self.base_dir)
             rng = np.random.default_rng(self.cfg.seed)
             if done:
                 rng.bit_generator.state = done[-1]["rng_state"]

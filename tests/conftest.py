@@ -126,6 +126,27 @@ def one_value(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = No
     return con.execute(sql, params or []).fetchall()[0][0]
 
 
+def tiny_llama(folder: Path) -> Path:
+    """A real, untrained two-layer Llama with the packaged SmolLM2's tokenizer and chat
+    template, saved into ``folder`` as transformers saves any model (weights seeded without
+    touching torch's global RNG): batching, padding, cache and ledger checked in seconds."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from views.llm.local import local_model
+
+    gguf = local_model("smollm2-135m").path()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(cfg)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def llm_config(tmp: Path, base_url: str, *, key_env: str | None = "COTRAIN_TEST_KEY", max_rounds: int = 2,
                df: pd.DataFrame | None = None, **llm: object) -> Path:
     """Write ``items.csv`` (``sentiment_frame`` unless ``df``) and a config with an ``llm`` view

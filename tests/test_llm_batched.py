@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 
 from store.errors import ViewError
+from tests.conftest import tiny_llama
 from store.llm_ledger import LLMLedger
 from views.base import ViewContext
 from views.llm.calls import parse_response
 from views.llm.client import LLMClient
 from views.llm.connect import endpoint_for
-from views.llm.local import local_model
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("gguf", reason="backend 'transformers' reads GGUF with the gguf package (the batched extra)")
@@ -29,21 +29,7 @@ from views.llm.batched import BatchedModel  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real, untrained two-layer Llama with SmolLM2's tokenizer and chat template, saved
-    as transformers saves any model (weights seeded without touching torch's global RNG)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    gguf = local_model("smollm2-135m").path()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(cfg)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def _req(text: str, top: int = 5, **kw) -> dict:
@@ -96,7 +82,7 @@ def test_a_failed_pass_fails_every_request_of_it_and_the_next_pass_runs(tiny_mod
     assert len(failed) == 4 and all("label words only" in str(g) for g in failed)  # the whole first pass
     assert all(isinstance(g, dict) for g in got[4:]) and m.batches_ == 1  # the second pass answered
     m.close()
-    assert m._pending == [] and m._drainer is None
+    assert m._pending == [] and not m._running
 
 
 def test_the_client_caches_and_files_every_answer_and_a_rerun_runs_no_pass(tiny_model: Path, mem_store):

@@ -40,7 +40,8 @@ class BatchedModel:
         self._model: Any = None
         self._tokenizer: Any = None
         self._pending: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
-        self._drainer: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._kicked = False
         self._executor: ThreadPoolExecutor | None = None
         self.batches_ = 0
         self.largest_batch_ = 0
@@ -105,37 +106,59 @@ class BatchedModel:
                           "total_tokens": prompt_tokens + 1}}
 
     # ------------------------------------------------------------------ batching
+    #: forward passes that may run at once (one model in this process: one after another)
+    parallel = 1
+
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         """One request's response body; requests arriving together share a forward pass."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending.append((request, fut))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self._drain())
+        self._kick()
         return await fut
 
-    async def _drain(self) -> None:
-        """Run the pending requests, ``max_batch`` at a time, one pass after another in one
-        thread (the event loop keeps taking requests while a pass runs)."""
-        loop = asyncio.get_running_loop()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cotrain-batched")
-        await asyncio.sleep(0)  # let the callers scheduled with this one enqueue first
-        while self._pending:
+    def _kick(self) -> None:
+        """Dispatch the pending requests at the loop's next turn, so that the callers
+        scheduled with this one enqueue first and share its pass."""
+        if not self._kicked:
+            self._kicked = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        """Start a pass of at most ``max_batch`` pending requests while fewer than
+        ``parallel`` run; a pass that ends dispatches again (the event loop keeps taking
+        requests while passes run)."""
+        self._kicked = False
+        while self._pending and len(self._running) < self.parallel:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
             batch = [(r, f) for r, f in batch if not f.cancelled()]
-            if not batch:
-                continue
-            try:
-                bodies = await loop.run_in_executor(self._executor, self.forward, [r for r, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - every caller of the pass gets its error
-                for _, f in batch:
-                    if not f.done():
-                        f.set_exception(exc)
-            else:
-                for (_, f), body in zip(batch, bodies):
-                    if not f.done():
-                        f.set_result(body)
+            if batch:
+                task = asyncio.get_running_loop().create_task(self._run(batch))
+                self._running.add(task)
+                task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._pending:
+            self._kick()
+
+    async def _run(self, batch: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]]) -> None:
+        """One pass; every caller of it gets its body, or the pass's error."""
+        try:
+            bodies = await self._pass([r for r, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - every caller of the pass gets its error
+            for _, f in batch:
+                if not f.done():
+                    f.set_exception(exc)
+        else:
+            for (_, f), body in zip(batch, bodies):
+                if not f.done():
+                    f.set_result(body)
+
+    async def _pass(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One forward pass, in the pass thread (the event loop is not blocked by it)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cotrain-batched")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.forward, requests)
 
     def close(self) -> None:
         """Release the model and the pass thread (idempotent)."""
@@ -143,7 +166,7 @@ class BatchedModel:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
         self._model = self._tokenizer = None
-        self._pending, self._drainer = [], None  # a drainer of a closed loop never runs again
+        self._pending, self._running, self._kicked = [], set(), False  # a closed loop runs no pass again
 
 
 __all__ = ["BatchedModel"]

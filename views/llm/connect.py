@@ -45,16 +45,19 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
             ledger: Any = None, concurrency: int = 4, max_concurrency: int | None = None, rate_limit: float | None = None, timeout_s: float = 60.0,
             max_retries: int = 4, backoff_s: float = 0.5, price: dict[str, float] | None = None,
             budget_usd: float | None = None, n_ctx: int = 8192, threads: int | None = None,
-            backend: str = "server", max_batch: int = 32) -> Connection:
-    """Open ``model`` for the caller ``name`` (a view or an agent: the ledger files calls under it)."""
+            backend: str = "server", max_batch: int = 32, batched: Any = None) -> Connection:
+    """Open ``model`` for the caller ``name`` (a view or an agent: the ledger files calls under it).
+    ``batched``: for ``backend: transformers``, the model to answer with (one that runs elsewhere,
+    e.g. in Ray actors, with :class:`views.llm.batched.BatchedModel`'s interface), instead of
+    one loaded in this process."""
     server = None
     override = None
-    batched = None
     path = local_model(model.split(":", 1)[1]).path() if model.startswith("local:") else None
     if path is not None and backend == "transformers":
-        from views.llm.batched import BatchedModel
+        if batched is None:
+            from views.llm.batched import BatchedModel
 
-        batched = BatchedModel(path, max_batch=max_batch)
+            batched = BatchedModel(path, max_batch=max_batch)
         try:  # now, once: a model that cannot load stops the view with one line, not one error per item
             batched.load()
         except ImportError as exc:
@@ -63,7 +66,8 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
         except Exception as exc:  # noqa: BLE001 - a bad file, or no memory left on the device
             raise ViewError(name, f"backend 'transformers' cannot load {model}: {type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-        concurrency = max(concurrency, 2 * max_batch)  # enough in flight to fill one pass while another runs
+        # enough in flight to fill the next pass while each running one runs
+        concurrency = max(concurrency, 2 * max_batch * getattr(batched, "parallel", 1))
         max_concurrency = None
     elif path is not None:
         server = LocalServer(path, n_ctx=n_ctx, n_parallel=max(1, concurrency), threads=threads).start()

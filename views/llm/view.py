@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from views.base import LABEL_SOURCE_COLUMN, ParamsView, ViewContext, item_ids
 from views.llm.client import Endpoint, LLMClient, Price, count_tokens, estimate_cost
 from views.llm.connect import Connection, check_model, connect, endpoint_for
 from views.llm.demos import balanced_draw, nearest, within_budget
-from views.llm.local import LocalServer
+from views.llm.local import LocalServer, local_model
 from views.llm.prompt import DEFAULT_SYSTEM, DEFAULT_USER, PromptBuilder, estimate_tokens
 from views.llm.scoring import apply_calibration, fit_calibration, label_word_probs, parse_answer, vote_probs
 from views.params import LLMParams
@@ -99,6 +100,7 @@ class LLMView(ParamsView):
         self.abstentions_ = 0
         self._builder: PromptBuilder | None = None
         self._conn: Connection | None = None
+        self._batched: Any = None  # a model that runs elsewhere (use_batched), else one in this process
         self._encoder_view: Any = None
         self._demo_items: list[dict[str, str]] = []
         self._demo_y = np.zeros(0, dtype=int)
@@ -185,8 +187,20 @@ class LLMView(ParamsView):
                 max_concurrency=self.max_concurrency,
                 rate_limit=self.rate_limit, timeout_s=self.timeout_s, max_retries=self.max_retries,
                 backoff_s=self.backoff_s, price=self.price, budget_usd=self.budget_usd, n_ctx=self.n_ctx,
-                threads=self.threads, backend=self.backend, max_batch=self.max_batch)
+                threads=self.threads, backend=self.backend, max_batch=self.max_batch, batched=self._batched)
         return self._conn.client
+
+    def batched_model(self) -> tuple[Path, int] | None:
+        """The local model's file and ``max_batch`` under ``backend: transformers``, else None."""
+        if self.backend != "transformers":
+            return None
+        return local_model(self.model.split(":", 1)[1]).path(), self.max_batch
+
+    def use_batched(self, model: Any) -> None:
+        """Answer with ``model`` (e.g. one in Ray actors) from the next call on; it is closed
+        with the view."""
+        self.close()
+        self._batched = model
 
     @property
     def _server(self) -> LocalServer | None:
