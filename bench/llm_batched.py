@@ -9,14 +9,16 @@ token's log-probabilities:
   padding and run ``--batch`` at a time, last-position logits only; no cache, no ledger;
 * ``llm`` view, ``backend: transformers``, ``max_batch: --batch``: the same model, through the
   view's prompts, the client (cache lookups, retries) and the ledger in a DuckDB file;
-* ``llm`` view, ``backend: server`` (the default): llama.cpp over HTTP, ``concurrency`` 4.
+* ``llm`` view, ``backend: server`` (the default): llama.cpp over HTTP, ``concurrency`` 4;
+* with ``--ray N``: the ``backend: transformers`` view as ``engine: ray`` runs it, its passes in
+  N Ray actors of a local cluster (``orchestrator.ray_llm``), the view on the driver.
 
 Model loading is left out of every figure (each is loaded before its clock starts). Prints
 items/s and the view's share of the anchor (issue 14's GPU target is >= 2,500 items/s against
 about 5,700 for a bare forward pass on an H200; this script runs where it is started: on a
 machine without CUDA it measures the CPU), and writes ``bench/results/llm_batched.json``.
 
-    .venv/bin/python bench/llm_batched.py [--items 128] [--batch 32]
+    .venv/bin/python bench/llm_batched.py [--items 128] [--batch 32] [--ray 1]
 """
 from __future__ import annotations
 
@@ -36,9 +38,10 @@ INSTRUCTIONS = "Classify the sentiment of this movie review as positive or negat
 
 
 def view_items_per_s(texts: list[str], backend: str, batch: int, folder: Path,
-                     seen: list[list[dict]] | None = None) -> tuple[float, float]:
+                     seen: list[list[dict]] | None = None, ray_actors: int = 0) -> tuple[float, float]:
     """(items/s, share of items with a vote) of an llm view over ``texts``; with ``seen``, the
-    messages the transformers backend was asked are appended to it (the anchor's prompts)."""
+    messages the transformers backend was asked are appended to it (the anchor's prompts);
+    with ``ray_actors``, its passes run in that many Ray actors (Ray must be initialised)."""
     import pandas as pd
 
     from store.database import Store
@@ -46,12 +49,17 @@ def view_items_per_s(texts: list[str], backend: str, batch: int, folder: Path,
     from views.base import ViewContext
     from views.llm.view import LLMView
 
-    with Store(folder / f"{backend}.duckdb") as st:
+    with Store(folder / f"{backend}-{ray_actors}.duckdb") as st:
         ctx = ViewContext(labels=("negative", "positive"), seed=0, ledger=LLMLedger(st, run_id=None),
                           label_descriptions=("a negative opinion of the film", "a positive opinion of the film"))
         view = LLMView.from_params("llm", ctx, fields=["text"], instructions=INSTRUCTIONS, backend=backend,
                                    max_batch=batch, concurrency=4, scoring="logprobs")
         items = pd.DataFrame({"text": texts})
+        if ray_actors:
+            from orchestrator.ray_llm import RayBatchedModel
+            from views.llm.local import local_model
+
+            view.use_batched(RayBatchedModel(local_model("smollm2-135m").path(), batch, actors=ray_actors))
         try:
             view.resolve_fields(["text"])
             view.fit(items.iloc[:0], np.zeros(0, dtype=int), np.zeros(0))
@@ -96,6 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=128)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--ray", type=int, default=0, help="also run the passes in this many Ray actors")
     args = ap.parse_args()
     import torch
 
@@ -110,11 +119,23 @@ def main() -> None:
         first, tokens = anchor_items_per_s(seen, args.batch)
         server, voted_s = view_items_per_s(texts, "server", args.batch, Path(tmp))
         again, _ = anchor_items_per_s(seen, args.batch)
+        on_ray = voted_r = None
+        if args.ray:
+            import ray
+
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            try:
+                on_ray, voted_r = view_items_per_s(texts, "transformers", args.batch, Path(tmp), ray_actors=args.ray)
+            finally:
+                ray.shutdown()
     anchor = max(first, again)  # the anchor's best of two runs, either side of the server's
     rows = [["bare batched forward (anchor)", f"{anchor:.1f}", "1.00", "-"],
             ["llm view, backend transformers", f"{batched:.1f}", f"{batched / anchor:.2f}", f"{voted_b:.2f}"],
             ["llm view, backend server (llama.cpp, concurrency 4)", f"{server:.1f}", f"{server / anchor:.2f}",
              f"{voted_s:.2f}"]]
+    if on_ray is not None:
+        rows.insert(2, [f"llm view, backend transformers, {args.ray} Ray actor(s) (engine ray)", f"{on_ray:.1f}",
+                        f"{on_ray / anchor:.2f}", f"{voted_r:.2f}"])
     print_table(f"SmolLM2-135M label-word scoring, {len(texts)} reviews, ~{tokens:.0f}-token prompts, batch "
                 f"{args.batch}, on {device}", ["path", "items/s", "share of anchor", "items voted"], rows)
     path = write_json("llm_batched", {"command": "python bench/llm_batched.py " + " ".join(sys.argv[1:]),
@@ -122,7 +143,8 @@ def main() -> None:
                                       "mean_prompt_tokens": tokens, "anchor_items_per_s": anchor,
                                       "anchor_runs_items_per_s": [first, again],
                                       "transformers_view_items_per_s": batched, "server_view_items_per_s": server,
-                                      "voted": {"transformers": voted_b, "server": voted_s}})
+                                      "ray_actors": args.ray, "ray_view_items_per_s": on_ray,
+                                      "voted": {"transformers": voted_b, "server": voted_s, "ray": voted_r}})
     print(f"\nwrote {path}")
 
 
