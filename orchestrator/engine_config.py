@@ -31,7 +31,8 @@ class EngineConfig(BaseModel):
     ``llm_gpus_per_actor`` GPUs; the view stays on the driver, with its cache and ledger, and
     sends them its uncached prompts (``orchestrator.ray_llm``). By default they reserve no
     CPU: their passes run after the pool pass, never beside it, so a reservation would only
-    keep CPUs idle during that pass (a CPU actor's torch then uses its node's cores).
+    keep CPUs idle during that pass (CPU actors then share their node's cores).
+    ``llm_actors: 0`` keeps the model in the driver's process, as under ``kind: local``.
     The engine never changes a label: it is left out of the run's fingerprint, so a run
     started on one engine resumes on the other."""
 
@@ -46,7 +47,7 @@ class EngineConfig(BaseModel):
     shard_dir: str | None = Field(default=None, min_length=1)
     object_store_mb: int | None = Field(default=None, ge=100)
     encode_in_workers: bool = False
-    llm_actors: int = Field(default=1, ge=1)
+    llm_actors: int = Field(default=1, ge=0)
     llm_cpus_per_actor: float = Field(default=0.0, ge=0)
     llm_gpus_per_actor: float = Field(default=0.0, ge=0)
 
@@ -58,15 +59,15 @@ def travels(view: View, cfg: EngineConfig) -> bool:
     return isinstance(view, Portable) and (cfg.encode_in_workers or not getattr(view, "encodes", False))
 
 
-def hosts_batched(view: View) -> bool:
-    """Whether ``view`` runs a batched local model that the Ray engine runs in its actors."""
-    return isinstance(view, BatchedHost) and view.batched_model() is not None
+def hosts_batched(view: View, cfg: EngineConfig) -> bool:
+    """Whether the Ray engine runs ``view``'s batched local model in its actors."""
+    return cfg.llm_actors > 0 and isinstance(view, BatchedHost) and view.batched_model() is not None
 
 
 def uses_ray(views: Sequence[View], cfg: EngineConfig) -> bool:
     """Whether a run needs the Ray engine: under ``kind: ray``, when some view travels or
-    runs a batched local model."""
-    return cfg.kind == "ray" and any(travels(v, cfg) or hosts_batched(v) for v in views)
+    has its batched local model run in actors."""
+    return cfg.kind == "ray" and any(travels(v, cfg) or hosts_batched(v, cfg) for v in views)
 
 
 __all__ = ["EngineConfig", "hosts_batched", "travels", "uses_ray"]

@@ -42,6 +42,7 @@ import pyarrow as pa
 from orchestrator import steps
 from orchestrator.engine_config import EngineConfig, hosts_batched, travels
 from orchestrator.ray_llm import RayBatchedModel
+from orchestrator.ray_placement import READ_CPUS, actor_count, llm_reserve, place
 from store.database import Store
 from store.errors import INTERRUPTS, ConfigError, CotrainError, RunError
 from views.base import ITEM_ID_COLUMN, View
@@ -52,8 +53,6 @@ ROW = "__row"
 PROBS = "__probs"
 SECONDS = "__seconds"
 ERROR = "__error"
-#: CPUs a shard-read task reserves (reading Parquet is light; the actors need the rest).
-READ_CPUS = 0.25
 
 
 class PoolPredictor:
@@ -158,6 +157,7 @@ class RayEngine:
         self.cfg, self.folder, self.started, self.actors = cfg, folder, started, actors
         self.made = list(made)  # folders created for the shards (removed with them when empty)
         self.passes = 0  # Ray Data passes run (one per round that predicted something)
+        self.models: list[RayBatchedModel] = []  # the LLM views' models in actors (their views close them too)
 
     def travels(self, view: View) -> bool:
         """Whether ``view`` predicts in the workers (else on the driver, batch by batch)."""
@@ -254,7 +254,10 @@ class RayEngine:
         """Remove the shards (and the folders this run made for them); stop the cluster if this
         run started it (idempotent)."""
         folders, self.made, self.folder = [f for f in (self.folder, *self.made) if f], [], ""
+        models, self.models = self.models, []
         try:
+            for model in models:  # idempotent: already closed with their views on a normal end
+                model.close()
             for folder in folders:
                 _remove_folder(folder)
         finally:
@@ -294,24 +297,6 @@ def _remove_folder(folder: str) -> None:
         log.warning("ray engine: could not remove %s: %s", folder, exc)
 
 
-def actor_count(cfg: EngineConfig, cpus: float, gpus: float = 0.0) -> int:
-    """Actors per pass on a cluster of ``cpus`` CPUs and ``gpus`` GPUs: ``cfg.actors``, or as
-    many as fit beside one shard read (and on the GPUs, with ``gpus_per_actor``).
-    ``ConfigError`` when they would not all fit: the pass would wait forever for the rest."""
-    fit = int((cpus - READ_CPUS) // cfg.cpus_per_actor)
-    if cfg.gpus_per_actor:
-        fit = min(fit, int(gpus // cfg.gpus_per_actor))
-    actors = cfg.actors or max(1, fit)
-    need_cpu, need_gpu = actors * cfg.cpus_per_actor + READ_CPUS, actors * cfg.gpus_per_actor
-    if need_cpu > cpus:
-        raise ConfigError("engine.actors", f"{actors} actors of {cfg.cpus_per_actor:g} CPU need {need_cpu:g} CPUs "
-                          f"with the shard reads; the cluster has {cpus:g}")
-    if need_gpu > gpus:
-        raise ConfigError("engine.gpus_per_actor", f"{actors} actors of {cfg.gpus_per_actor:g} GPU need "
-                          f"{need_gpu:g} GPUs; the cluster has {gpus:g}")
-    return actors
-
-
 def _shard_base(cfg: EngineConfig, store: Store, base_dir: Path) -> tuple[str, list[str]]:
     """Where the shards go, and the folders made for them: ``shard_dir`` (a URI, or a path
     relative to the config's folder), else a folder beside the store (a temporary one for a
@@ -325,41 +310,20 @@ def _shard_base(cfg: EngineConfig, store: Store, base_dir: Path) -> tuple[str, l
     return base, [] if Path(base).exists() else [base]
 
 
-def llm_reserve(cfg: EngineConfig, cpus: float, gpus: float, hosted: int) -> tuple[float, float]:
-    """The CPUs and GPUs left for the pool's actors once the actors of ``hosted`` LLM views
-    (``llm_actors`` each, held for the whole run) are placed; ``ConfigError`` when those do
-    not fit."""
-    n = hosted * cfg.llm_actors
-    need_cpu, need_gpu = n * cfg.llm_cpus_per_actor, n * cfg.llm_gpus_per_actor
-    if need_cpu > cpus:
-        raise ConfigError("engine.llm_actors", f"{n} LLM actor(s) of {cfg.llm_cpus_per_actor:g} CPU need "
-                          f"{need_cpu:g} CPUs; the cluster has {cpus:g}")
-    if need_gpu > gpus:
-        raise ConfigError("engine.llm_gpus_per_actor", f"{n} LLM actor(s) of {cfg.llm_gpus_per_actor:g} GPU need "
-                          f"{need_gpu:g} GPUs; the cluster has {gpus:g}")
-    return cpus - need_cpu, gpus - need_gpu
-
-
-def _place(cfg: EngineConfig, cpus: float, gpus: float, hosted: int, travel: bool) -> int:
-    """Actors per pool pass (0 when no view travels) beside the LLM views' actors."""
-    cpus, gpus = llm_reserve(cfg, cpus, gpus, hosted)
-    return actor_count(cfg, cpus, gpus) if travel else 0
-
-
-def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequence[str], item_id: pa.Array,
-                    views: Sequence[View] = (), base_dir: Path | str = ".") -> RayEngine:
+def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequence[str], item_id: pa.Array, *,
+                    views: Sequence[View], base_dir: Path | str = ".") -> RayEngine:
     """Join (or start) the cluster ``cfg`` names, export the run's shards to it when some
     view travels, and hand each LLM view with a batched local model its model in Ray actors."""
     try:
         import ray
     except ImportError:
         raise RunError("engine 'ray' needs the ray package: pip install 'cotrain[ray]'") from None
-    hosted = [v for v in views if hosts_batched(v)]
+    hosted = [v for v in views if hosts_batched(v, cfg)]
     travel = any(travels(v, cfg) for v in views)
     started = False
     if not ray.is_initialized():
         if cfg.address is None:  # the cluster to start has this machine's CPUs: refuse before starting it
-            _place(cfg, float(os.cpu_count() or 1), float("inf"), len(hosted), travel)
+            place(cfg, float(os.cpu_count() or 1), float("inf"), len(hosted), travel)
         # configure_logging=False: Ray leaves the process's loggers as they are
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         if cfg.address is None and cfg.object_store_mb is not None:
@@ -375,16 +339,17 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
     engine = RayEngine(cfg, "", started, 0)
     try:
         res = ray.cluster_resources()
-        engine.actors = _place(cfg, float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0)), len(hosted), travel)
+        engine.actors = place(cfg, float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0)), len(hosted), travel)
         t = time.perf_counter()
         if travel:
             base, engine.made = _shard_base(cfg, store, Path(base_dir))
             engine.folder = f"{base.rstrip('/')}/run-{int(run_id)}-{uuid.uuid4().hex[:8]}"
             write_shards(store, run_id, fields, item_id, engine.folder, cfg.shard_rows)
         for v in hosted:
-            path, max_batch = v.batched_model()  # type: ignore[attr-defined]
-            v.use_batched(RayBatchedModel(path, max_batch, cfg.llm_actors,  # type: ignore[attr-defined]
-                                          cfg.llm_cpus_per_actor, cfg.llm_gpus_per_actor))
+            name, max_batch = v.batched_model()  # type: ignore[attr-defined]
+            model = RayBatchedModel(name, max_batch, cfg.llm_actors, cfg.llm_cpus_per_actor, cfg.llm_gpus_per_actor)
+            engine.models.append(model)
+            v.use_batched(model)  # type: ignore[attr-defined]
     except BaseException:
         engine.close()
         raise

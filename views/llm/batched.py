@@ -27,6 +27,11 @@ from typing import Any
 log = logging.getLogger("cotrain")
 
 
+class PassLost(RuntimeError):
+    """A pass was lost with the process that ran it (another now stands in): the client asks
+    its requests again, as after a dropped connection."""
+
+
 class BatchedModel:
     """One causal LM loaded in this process (lazily, at the first request) that answers
     label-word scoring requests in batches of at most ``max_batch``.
@@ -145,6 +150,8 @@ class BatchedModel:
         """One pass; every caller of it gets its body, or the pass's error."""
         try:
             bodies = await self._pass([r for r, _ in batch])
+            if len(bodies) != len(batch):
+                raise RuntimeError(f"a pass of {len(batch)} prompts gave {len(bodies)} answers")
         except Exception as exc:  # noqa: BLE001 - every caller of the pass gets its error
             for _, f in batch:
                 if not f.done():
@@ -153,6 +160,10 @@ class BatchedModel:
             for (_, f), body in zip(batch, bodies):
                 if not f.done():
                     f.set_result(body)
+        finally:  # cancelled mid-pass: no caller is left waiting on it
+            for _, f in batch:
+                if not f.done():
+                    f.cancel()
 
     async def _pass(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One forward pass, in the pass thread (the event loop is not blocked by it)."""
@@ -169,4 +180,4 @@ class BatchedModel:
         self._pending, self._running, self._kicked = [], set(), False  # a closed loop runs no pass again
 
 
-__all__ = ["BatchedModel"]
+__all__ = ["BatchedModel", "PassLost"]

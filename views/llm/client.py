@@ -40,7 +40,8 @@ log = logging.getLogger("cotrain")
 
 #: litellm exception class names worth retrying (transient), looked up lazily.
 RETRYABLE = ("Timeout", "APITimeoutError", "RateLimitError", "APIConnectionError", "InternalServerError",
-             "ServiceUnavailableError", "BadGatewayError", "APIError", "APIResponseValidationError")
+             "ServiceUnavailableError", "BadGatewayError", "APIError", "APIResponseValidationError",
+             "PassLost")  # views.llm.batched: a batched model's process died and was replaced
 #: Errors that no retry or other item will fix: the whole view stops with a clear message.
 FATAL = ("AuthenticationError", "PermissionDeniedError", "NotFoundError", "PaymentRequiredError")
 #: Errors that say the server is overloaded: the adaptive limit halves.

@@ -73,8 +73,16 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
         server = LocalServer(path, n_ctx=n_ctx, n_parallel=max(1, concurrency), threads=threads).start()
         override = server.base_url
         max_concurrency = None  # llama.cpp serves n_parallel slots: nothing to adapt
-    client = LLMClient(endpoint=endpoint_for(model, api_base, api_key_env, backend), view=name, ledger=ledger,
-                       concurrency=concurrency, max_concurrency=max_concurrency, rate_limit=rate_limit, timeout_s=timeout_s, max_retries=max_retries,
-                       backoff_s=backoff_s, price=Price(**price) if price else None, budget_usd=budget_usd,
-                       api_base_override=override, batched=batched)
+    try:
+        client = LLMClient(endpoint=endpoint_for(model, api_base, api_key_env, backend), view=name, ledger=ledger,
+                           concurrency=concurrency, max_concurrency=max_concurrency, rate_limit=rate_limit,
+                           timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s,
+                           price=Price(**price) if price else None, budget_usd=budget_usd,
+                           api_base_override=override, batched=batched)
+    except BaseException:  # the model, its actors or the server must not outlive a client never made
+        if batched is not None:
+            batched.close()
+        if server is not None:
+            server.stop()
+        raise
     return Connection(client, server)

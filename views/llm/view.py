@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ from views.base import LABEL_SOURCE_COLUMN, ParamsView, ViewContext, item_ids
 from views.llm.client import Endpoint, LLMClient, Price, count_tokens, estimate_cost
 from views.llm.connect import Connection, check_model, connect, endpoint_for
 from views.llm.demos import balanced_draw, nearest, within_budget
-from views.llm.local import LocalServer, local_model
+from views.llm.local import LocalServer
 from views.llm.prompt import DEFAULT_SYSTEM, DEFAULT_USER, PromptBuilder, estimate_tokens
 from views.llm.scoring import apply_calibration, fit_calibration, label_word_probs, parse_answer, vote_probs
 from views.params import LLMParams
@@ -190,11 +189,11 @@ class LLMView(ParamsView):
                 threads=self.threads, backend=self.backend, max_batch=self.max_batch, batched=self._batched)
         return self._conn.client
 
-    def batched_model(self) -> tuple[Path, int] | None:
-        """The local model's file and ``max_batch`` under ``backend: transformers``, else None."""
+    def batched_model(self) -> tuple[str, int] | None:
+        """The packaged model's name and ``max_batch`` under ``backend: transformers``, else None."""
         if self.backend != "transformers":
             return None
-        return local_model(self.model.split(":", 1)[1]).path(), self.max_batch
+        return self.model.split(":", 1)[1], self.max_batch
 
     def use_batched(self, model: Any) -> None:
         """Answer with ``model`` (e.g. one in Ray actors) from the next call on; it is closed

@@ -1,0 +1,60 @@
+"""Where the Ray engine's actors go: how many pool actors a pass gets, beside the shard reads
+and the actors that hold LLM views' models for the run. Refuses, with the config key to
+change, what would never fit: a pass would wait forever for actors the cluster cannot place."""
+from __future__ import annotations
+
+from orchestrator.engine_config import EngineConfig
+from store.errors import ConfigError
+
+#: CPUs a shard-read task reserves (reading Parquet is light; the actors need the rest).
+READ_CPUS = 0.25
+
+
+def actor_count(cfg: EngineConfig, cpus: float, gpus: float = 0.0) -> int:
+    """Actors per pass on a cluster of ``cpus`` CPUs and ``gpus`` GPUs: ``cfg.actors``, or as
+    many as fit beside one shard read (and on the GPUs, with ``gpus_per_actor``).
+    ``ConfigError`` when they would not all fit: the pass would wait forever for the rest."""
+    fit = int((cpus - READ_CPUS) // cfg.cpus_per_actor)
+    if cfg.gpus_per_actor:
+        fit = min(fit, int(gpus // cfg.gpus_per_actor))
+    actors = cfg.actors or max(1, fit)
+    need_cpu, need_gpu = actors * cfg.cpus_per_actor + READ_CPUS, actors * cfg.gpus_per_actor
+    if need_cpu > cpus:
+        raise ConfigError("engine.actors", f"{actors} actors of {cfg.cpus_per_actor:g} CPU need {need_cpu:g} CPUs "
+                          f"with the shard reads; the cluster has {cpus:g}")
+    if need_gpu > gpus:
+        raise ConfigError("engine.gpus_per_actor", f"{actors} actors of {cfg.gpus_per_actor:g} GPU need "
+                          f"{need_gpu:g} GPUs; the cluster has {gpus:g}")
+    return actors
+
+
+def llm_reserve(cfg: EngineConfig, cpus: float, gpus: float, hosted: int) -> tuple[float, float]:
+    """The CPUs and GPUs left for the pool's actors once the actors of ``hosted`` LLM views
+    (``llm_actors`` each, held for the whole run) are placed; ``ConfigError`` when those do
+    not fit."""
+    n = hosted * cfg.llm_actors
+    need_cpu, need_gpu = n * cfg.llm_cpus_per_actor, n * cfg.llm_gpus_per_actor
+    if need_cpu > cpus:
+        raise ConfigError("engine.llm_actors", f"{n} LLM actor(s) of {cfg.llm_cpus_per_actor:g} CPU need "
+                          f"{need_cpu:g} CPUs; the cluster has {cpus:g}")
+    if need_gpu > gpus:
+        raise ConfigError("engine.llm_gpus_per_actor", f"{n} LLM actor(s) of {cfg.llm_gpus_per_actor:g} GPU need "
+                          f"{need_gpu:g} GPUs; the cluster has {gpus:g}")
+    return cpus - need_cpu, gpus - need_gpu
+
+
+def place(cfg: EngineConfig, cpus: float, gpus: float, hosted: int, travel: bool) -> int:
+    """Actors per pool pass (0 when no view travels) beside the LLM views' actors."""
+    left_cpus, left_gpus = llm_reserve(cfg, cpus, gpus, hosted)
+    if not travel:
+        return 0
+    try:
+        return actor_count(cfg, left_cpus, left_gpus)
+    except ConfigError as exc:
+        if (left_cpus, left_gpus) == (cpus, gpus):
+            raise
+        raise ConfigError(exc.key, f"{exc.message} once the LLM actors hold theirs ({cpus - left_cpus:g} CPU, "
+                          f"{gpus - left_gpus:g} GPU; engine.llm_actors)") from None
+
+
+__all__ = ["READ_CPUS", "actor_count", "llm_reserve", "place"]
