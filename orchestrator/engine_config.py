@@ -59,6 +59,12 @@ def travels(view: View, cfg: EngineConfig) -> bool:
     return isinstance(view, Portable) and (cfg.encode_in_workers or not getattr(view, "encodes", False))
 
 
+def pool_travels(views: Sequence[View], cfg: EngineConfig) -> bool:
+    """Whether Ray workers predict the pool (``kind: ray`` and some view travels): then they
+    read it from the shards, and the driver need not hold its fields in memory."""
+    return cfg.kind == "ray" and any(travels(v, cfg) for v in views)
+
+
 def hosts_batched(view: View, cfg: EngineConfig) -> bool:
     """Whether the Ray engine runs ``view``'s batched local model in its actors."""
     return cfg.llm_actors > 0 and isinstance(view, BatchedHost) and view.batched_model() is not None
@@ -70,4 +76,4 @@ def uses_ray(views: Sequence[View], cfg: EngineConfig) -> bool:
     return cfg.kind == "ray" and any(travels(v, cfg) or hosts_batched(v, cfg) for v in views)
 
 
-__all__ = ["EngineConfig", "hosts_batched", "travels", "uses_ray"]
+__all__ = ["EngineConfig", "hosts_batched", "pool_travels", "travels", "uses_ray"]

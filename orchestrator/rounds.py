@@ -27,7 +27,7 @@ from orchestrator.combination import pool_combiners, view_accuracy
 from orchestrator.config import Config
 from orchestrator.cut_statistic import cut_rank
 from orchestrator.data import LoadedData, load_into_store
-from orchestrator.engine_config import uses_ray
+from orchestrator.engine_config import pool_travels, uses_ray
 from orchestrator.ray_engine import open_ray_engine
 from orchestrator.frames import FrameSource, StoreFrames, open_frames
 from orchestrator.reporting import NullReporter, Reporter, RunResult, code_version
@@ -212,7 +212,7 @@ class RoundRunner:
             assert problems is not None
             state = LabelState.load(self.store, run_id, self.labels, [v.name for v in views])
             held = self.cfg.cotrain.data_in_memory  # under Ray the workers read the pool: auto reads the store
-            held = False if held == "auto" and self.cfg.engine.kind == "ray" else held
+            held = False if held == "auto" and pool_travels(views, self.cfg.engine) else held
             self._frames = open_frames(self.store, run_id, fields, len(state.row_idx), held)
             self.shadows = shadow_runs.open_shadows(self.cfg, self.store, run_id, state, views)
             if uses_ray(views, self.cfg.engine):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from orchestrator import api
-from orchestrator.engine_config import EngineConfig, uses_ray
+from orchestrator.engine_config import EngineConfig, pool_travels, uses_ray
 from orchestrator.ray_engine import open_ray_engine
 from orchestrator.ray_placement import llm_reserve, place
 from store.database import Store
@@ -180,6 +180,7 @@ def test_the_engine_hands_a_batched_llm_view_its_actors_and_exports_no_shard_for
     cfg = EngineConfig(kind="ray", llm_actors=2, llm_cpus_per_actor=0.5)
     assert uses_ray([llm], cfg) and not uses_ray([served], cfg) and not uses_ray([llm], EngineConfig())
     assert not uses_ray([llm], EngineConfig(kind="ray", llm_actors=0))  # 0: the model stays in this process
+    assert not pool_travels([llm, served], cfg)  # no worker reads the pool: the driver may hold it in memory
     engine = open_ray_engine(cfg, mem_store, 0, ["text"], pa.array([], pa.string()), views=[llm, served])
     try:
         hosted = llm._batched
