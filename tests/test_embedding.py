@@ -39,6 +39,20 @@ def test_embeddings_are_cached_in_the_store(rt_small, tmp_path: Path):
         assert np.allclose(fresh.embed(texts), first) and fresh.encoded_count_ == 0
 
 
+def test_without_the_cache_every_text_is_encoded_and_nothing_is_stored(rt_small, tmp_path: Path):
+    texts = rt_small.text.tolist()[:12]
+    with Store(tmp_path / "s.duckdb") as st:
+        ctx = ViewContext(LABELS, seed=0, cache=StoreCache(st))
+        cached = EmbeddingView.from_params("e", ctx, text="text", device="cpu")  # auto on a CPU: cached
+        off = EmbeddingView.from_params("e", ctx, text="text", device="cpu", cache=False)
+        gpu = EmbeddingView.from_params("e", ctx, text="text", device="cuda")  # auto on CUDA: encoded every time
+        assert cached.caches() and not off.caches() and not gpu.caches()
+        vecs = off.embed(texts + texts[:4])
+        assert off.encoded_count_ == 16 and st.scalar("SELECT count(*) FROM feature_cache") == 0
+        assert np.allclose(vecs, cached.embed(texts + texts[:4]), atol=1e-5)  # the same vectors either way
+        assert cached.encoded_count_ == 12 and st.scalar("SELECT count(*) FROM feature_cache") == 12
+
+
 @pytest.mark.parametrize("head", ["logistic_regression", "mlp"])
 def test_heads_fit_and_are_deterministic(rt_small, head: str):
     train = rt_small[rt_small.label.notna() & (rt_small.split == "train")]

@@ -3,7 +3,9 @@ small trainable head (logistic regression or a torch MLP).
 
 Each text is encoded once: vectors are kept in the feature cache (the store) keyed by the
 encoder and a hash of the text, so later rounds, resumed runs and other runs on the same
-texts never re-encode.
+texts never re-encode. On a GPU, which encodes MiniLM at 100,000+ texts/s, hashing, looking
+up and writing the vectors costs more than encoding them (``bench/embedding.py``), so
+``cache: auto`` (the default) encodes every time there; ``cache: true`` or ``false`` decides.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class EmbeddingView(ParamsView):
         self.batch_size = params.batch_size
         self.normalize = params.normalize
         self.device = params.device
+        self.use_cache = params.cache
         self._model: Any = None
         self.head_: Any = None
         self.classes_: np.ndarray | None = None
@@ -71,6 +74,8 @@ class EmbeddingView(ParamsView):
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for texts, from the cache where present; new ones are encoded and cached."""
+        if self.context.cache is None or not self.caches():
+            return self._encode(texts)
         keys = [text_key(t) for t in texts]
         cached = self.context.cache.get(self.namespace, keys) if self.context.cache else {}
         missing_idx = [i for i, k in enumerate(keys) if k not in cached]
@@ -91,6 +96,26 @@ class EmbeddingView(ParamsView):
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([cached[k] for k in keys])
+
+    def caches(self) -> bool:
+        """Whether vectors go through the feature cache: ``cache`` true, or ``auto`` with the
+        encoder on the CPU (``device``, else CUDA when torch sees it)."""
+        if self.use_cache != "auto":
+            return bool(self.use_cache)
+        if self.device is not None:
+            return self.device != "cuda"
+        import torch
+
+        return not torch.cuda.is_available()
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for texts, every one encoded (no cache)."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        vecs = self._encoder().encode(list(texts), batch_size=self.batch_size, normalize_embeddings=self.normalize,
+                                      show_progress_bar=self.context.show_progress, convert_to_numpy=True)
+        self.encoded_count_ += len(texts)
+        return np.asarray(vecs, dtype=np.float32)
 
     def _texts(self, items: pd.DataFrame) -> list[str]:
         return items[self.text].fillna("").astype(str).tolist()

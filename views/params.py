@@ -86,7 +86,9 @@ class GraphParams(ViewParams):
 class EmbeddingParams(ViewParams):
     """``text``: the field to encode; ``encoder``: a packaged name or model folder;
     ``head`` with ``head_params``; ``batch_size`` (encoder batch); ``normalize`` (unit
-    vectors); ``device`` (default: CUDA when available)."""
+    vectors); ``device`` (default: CUDA when available); ``cache``: keep vectors in the
+    store's feature cache (``auto``: unless the encoder runs on CUDA, where encoding again
+    is faster than reading the cache; false: encode every round)."""
 
     text: str
     encoder: str = DEFAULT_TEXT_ENCODER
@@ -95,6 +97,7 @@ class EmbeddingParams(ViewParams):
     batch_size: int = Field(default=64, ge=1)
     normalize: bool = True
     device: Literal["cpu", "cuda"] | None = None
+    cache: bool | Literal["auto"] = "auto"
 
 
 class VisionParams(ViewParams):
