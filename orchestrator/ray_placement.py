@@ -48,13 +48,18 @@ def place(cfg: EngineConfig, cpus: float, gpus: float, hosted: int, travel: bool
     left_cpus, left_gpus = llm_reserve(cfg, cpus, gpus, hosted)
     if not travel:
         return 0
+    if hosted and cfg.llm_cpus_per_actor:
+        raise ConfigError("engine.llm_cpus_per_actor", "must be 0 while some view predicts the pool in the workers: "
+                          "Ray Data's pass stalls for good when other actors hold CPUs of the cluster (measured with "
+                          "Ray 2.60), and the LLM actors' passes never run beside the pool's anyway")
     try:
         return actor_count(cfg, left_cpus, left_gpus)
     except ConfigError as exc:
         if (left_cpus, left_gpus) == (cpus, gpus):
             raise
-        raise ConfigError(exc.key, f"{exc.message} once the LLM actors hold theirs ({cpus - left_cpus:g} CPU, "
-                          f"{gpus - left_gpus:g} GPU; engine.llm_actors)") from None
+        held = hosted * cfg.llm_actors
+        raise ConfigError(exc.key, f"{exc.message} once the LLM actors hold theirs ({held * cfg.llm_cpus_per_actor:g} "
+                          f"CPU, {held * cfg.llm_gpus_per_actor:g} GPU; engine.llm_actors)") from None
 
 
 __all__ = ["READ_CPUS", "actor_count", "llm_reserve", "place"]

@@ -141,8 +141,12 @@ def test_llm_actors_that_do_not_fit_the_cluster_are_refused():
     with pytest.raises(ConfigError, match="engine.llm_gpus_per_actor"):
         llm_reserve(EngineConfig(kind="ray", llm_gpus_per_actor=1.0), 4.0, 0.0, hosted=1)
     with pytest.raises(ConfigError, match="once the LLM actors hold theirs"):  # the pool's actors no longer fit
-        place(EngineConfig(kind="ray", actors=2, llm_cpus_per_actor=1.0), 2.25, 0.0, hosted=1, travel=True)
-    assert place(EngineConfig(kind="ray"), 2.0, 0.0, hosted=3, travel=False) == 0
+        place(EngineConfig(kind="ray", gpus_per_actor=1.0, llm_gpus_per_actor=1.0), 4.0, 1.0, hosted=1, travel=True)
+    # a Ray Data pass stalls while other actors hold CPUs (Ray 2.60): refused, not left to hang
+    with pytest.raises(ConfigError, match="engine.llm_cpus_per_actor"):
+        place(EngineConfig(kind="ray", llm_cpus_per_actor=0.25), 8.0, 0.0, hosted=1, travel=True)
+    assert place(EngineConfig(kind="ray", llm_cpus_per_actor=0.25), 2.0, 0.0, hosted=3, travel=False) == 0
+    assert place(EngineConfig(kind="ray"), 2.0, 0.0, hosted=3, travel=True) == 1
 
 
 # ---------------------------------------------------------------- a whole run, both engines
