@@ -31,8 +31,7 @@ class EngineConfig(BaseModel):
     ``llm_gpus_per_actor`` GPUs; the view stays on the driver, with its cache and ledger, and
     sends them its uncached prompts (``orchestrator.ray_llm``). By default they reserve no
     CPU: their passes run after the pool pass, never beside it, so a reservation would only
-    keep CPUs idle during that pass (CPU actors then share their node's cores); with a
-    travelling view it is refused, since Ray Data's pass stalls while other actors hold CPUs.
+    keep CPUs idle during that pass (CPU actors then share their node's cores).
     ``llm_actors: 0`` keeps the model in the driver's process, as under ``kind: local``.
     The engine never changes a label: it is left out of the run's fingerprint, so a run
     started on one engine resumes on the other."""

@@ -197,7 +197,7 @@ class RayEngine:
             mask[pool] = True
             refs = [ray.put([views[j].worker_copy() for j in travel]), ray.put(mask)]  # type: ignore[attr-defined]
             with _quiet_data():
-                ds = ray.data.read_parquet(self.folder, ray_remote_args={"num_cpus": READ_CPUS})
+                ds = ray.data.read_parquet(self.folder, num_cpus=READ_CPUS)
                 ds = ds.map_batches(PoolPredictor, fn_constructor_args=(*refs, k),
                                     batch_size=batch_size, batch_format="pyarrow",
                                     compute=ray.data.ActorPoolStrategy(size=self.actors),

@@ -142,9 +142,7 @@ def test_llm_actors_that_do_not_fit_the_cluster_are_refused():
         llm_reserve(EngineConfig(kind="ray", llm_gpus_per_actor=1.0), 4.0, 0.0, hosted=1)
     with pytest.raises(ConfigError, match="once the LLM actors hold theirs"):  # the pool's actors no longer fit
         place(EngineConfig(kind="ray", gpus_per_actor=1.0, llm_gpus_per_actor=1.0), 4.0, 1.0, hosted=1, travel=True)
-    # a Ray Data pass stalls while other actors hold CPUs (Ray 2.60): refused, not left to hang
-    with pytest.raises(ConfigError, match="engine.llm_cpus_per_actor"):
-        place(EngineConfig(kind="ray", llm_cpus_per_actor=0.25), 8.0, 0.0, hosted=1, travel=True)
+    assert place(EngineConfig(kind="ray", llm_cpus_per_actor=0.25), 2.0, 0.0, hosted=2, travel=True) == 1
     assert place(EngineConfig(kind="ray", llm_cpus_per_actor=0.25), 2.0, 0.0, hosted=3, travel=False) == 0
     assert place(EngineConfig(kind="ray"), 2.0, 0.0, hosted=3, travel=True) == 1
 
@@ -201,7 +199,8 @@ def test_the_engine_hands_a_batched_llm_view_its_actors_and_exports_no_shard_for
 @pytest.mark.slow  # the packaged SmolLM2 dequantised twice (here and in an actor), and a Ray cluster
 def test_a_run_on_ray_asks_the_same_prompts_and_gives_the_local_engines_labels(tmp_path: Path):
     api.run(_run_config(tmp_path / "local", None))
-    api.run(_run_config(tmp_path / "ray", {"kind": "ray", "llm_actors": 1}))
+    # the LLM actor holds half a CPU beside the pool pass's actor and reads (Ray 2.57-2.60 stalled here)
+    api.run(_run_config(tmp_path / "ray", {"kind": "ray", "llm_actors": 1, "llm_cpus_per_actor": 0.5}))
     local, got = _decided(tmp_path / "local" / "run.duckdb"), _decided(tmp_path / "ray" / "run.duckdb")
     assert got["calls"] == local["calls"] > 0  # every prompt asked once, on either engine
     assert got["answers"] == local["answers"] and len(got["answers"]) > 0
