@@ -49,7 +49,7 @@ class EmbeddingView(ParamsView):
         self.batch_size = params.batch_size
         self.normalize = params.normalize
         self.device = params.device
-        self.use_cache = params.cache
+        self.cache = params.cache
         self._model: Any = None
         self.head_: Any = None
         self.classes_: np.ndarray | None = None
@@ -100,8 +100,8 @@ class EmbeddingView(ParamsView):
     def caches(self) -> bool:
         """Whether vectors go through the feature cache: ``cache`` true, or ``auto`` with the
         encoder on the CPU (``device``, else CUDA when torch sees it)."""
-        if self.use_cache != "auto":
-            return bool(self.use_cache)
+        if self.cache != "auto":
+            return bool(self.cache)
         if self.device is not None:
             return self.device != "cuda"
         import torch
