@@ -57,9 +57,8 @@ def view_items_per_s(texts: list[str], backend: str, batch: int, folder: Path,
         items = pd.DataFrame({"text": texts})
         if ray_actors:
             from orchestrator.ray_llm import RayBatchedModel
-            from views.llm.local import local_model
 
-            view.use_batched(RayBatchedModel(local_model("smollm2-135m").path(), batch, actors=ray_actors))
+            view.use_batched(RayBatchedModel("smollm2-135m", batch, actors=ray_actors))
         try:
             view.resolve_fields(["text"])
             view.fit(items.iloc[:0], np.zeros(0, dtype=int), np.zeros(0))
