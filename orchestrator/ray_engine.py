@@ -42,7 +42,7 @@ import pyarrow as pa
 from orchestrator import steps
 from orchestrator.engine_config import EngineConfig, hosts_batched, travels
 from orchestrator.ray_llm import RayBatchedModel
-from orchestrator.ray_placement import READ_CPUS, actor_count, llm_reserve, place
+from orchestrator.ray_placement import READ_CPUS, actor_count, place
 from store.database import Store
 from store.errors import INTERRUPTS, ConfigError, CotrainError, RunError
 from views.base import ITEM_ID_COLUMN, View
@@ -358,4 +358,4 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
     return engine
 
 
-__all__ = ["PoolPredictor", "RayEngine", "actor_count", "llm_reserve", "open_ray_engine", "write_shards"]
+__all__ = ["PoolPredictor", "RayEngine", "actor_count", "open_ray_engine", "write_shards"]

@@ -140,8 +140,7 @@ class RayBatchedModel(BatchedModel):
             raise _unwrapped(exc) from None
         finally:
             self._idle.put_nowait(actor)
-        self.batches_ += 1
-        self.largest_batch_ = max(self.largest_batch_, len(requests))
+        self._count(len(requests))
         return bodies
 
     def _replace(self, dead: Any) -> Any:
@@ -160,8 +159,7 @@ class RayBatchedModel(BatchedModel):
             bodies: list[dict[str, Any]] = ray.get(self._actors[0].forward.remote(requests))
         except Exception as exc:
             raise _unwrapped(exc) from None
-        self.batches_ += 1
-        self.largest_batch_ = max(self.largest_batch_, len(requests))
+        self._count(len(requests))
         return bodies
 
     def close(self) -> None:

@@ -18,14 +18,20 @@ def actor_count(cfg: EngineConfig, cpus: float, gpus: float = 0.0) -> int:
     if cfg.gpus_per_actor:
         fit = min(fit, int(gpus // cfg.gpus_per_actor))
     actors = cfg.actors or max(1, fit)
-    need_cpu, need_gpu = actors * cfg.cpus_per_actor + READ_CPUS, actors * cfg.gpus_per_actor
-    if need_cpu > cpus:
-        raise ConfigError("engine.actors", f"{actors} actors of {cfg.cpus_per_actor:g} CPU need {need_cpu:g} CPUs "
-                          f"with the shard reads; the cluster has {cpus:g}")
-    if need_gpu > gpus:
-        raise ConfigError("engine.gpus_per_actor", f"{actors} actors of {cfg.gpus_per_actor:g} GPU need "
-                          f"{need_gpu:g} GPUs; the cluster has {gpus:g}")
+    _check_fit(f"{actors} actors", (cfg.cpus_per_actor, cfg.gpus_per_actor), actors, (cpus, gpus),
+               ("engine.actors", "engine.gpus_per_actor"), extra_cpus=READ_CPUS)
     return actors
+
+
+def _check_fit(what: str, each: tuple[float, float], n: int, have: tuple[float, float], keys: tuple[str, str],
+               extra_cpus: float = 0.0) -> None:
+    """``ConfigError`` naming ``keys[0]`` (CPUs) or ``keys[1]`` (GPUs) when ``n`` actors of
+    ``each`` (CPUs, GPUs), plus ``extra_cpus`` for the shard reads, exceed ``have``."""
+    for unit, per, extra, avail, key in zip(("CPU", "GPU"), each, (extra_cpus, 0.0), have, keys):
+        if n * per + extra > avail:
+            reads = " with the shard reads" if extra else ""
+            raise ConfigError(key, f"{what} of {per:g} {unit} need {n * per + extra:g} {unit}s{reads}; "
+                              f"the cluster has {avail:g}")
 
 
 def llm_reserve(cfg: EngineConfig, cpus: float, gpus: float, hosted: int) -> tuple[float, float]:
@@ -33,14 +39,9 @@ def llm_reserve(cfg: EngineConfig, cpus: float, gpus: float, hosted: int) -> tup
     (``llm_actors`` each, held for the whole run) are placed; ``ConfigError`` when those do
     not fit."""
     n = hosted * cfg.llm_actors
-    need_cpu, need_gpu = n * cfg.llm_cpus_per_actor, n * cfg.llm_gpus_per_actor
-    if need_cpu > cpus:
-        raise ConfigError("engine.llm_actors", f"{n} LLM actor(s) of {cfg.llm_cpus_per_actor:g} CPU need "
-                          f"{need_cpu:g} CPUs; the cluster has {cpus:g}")
-    if need_gpu > gpus:
-        raise ConfigError("engine.llm_gpus_per_actor", f"{n} LLM actor(s) of {cfg.llm_gpus_per_actor:g} GPU need "
-                          f"{need_gpu:g} GPUs; the cluster has {gpus:g}")
-    return cpus - need_cpu, gpus - need_gpu
+    each = (cfg.llm_cpus_per_actor, cfg.llm_gpus_per_actor)
+    _check_fit(f"{n} LLM actor(s)", each, n, (cpus, gpus), ("engine.llm_actors", "engine.llm_gpus_per_actor"))
+    return cpus - n * each[0], gpus - n * each[1]
 
 
 def place(cfg: EngineConfig, cpus: float, gpus: float, hosted: int, travel: bool) -> int:

@@ -77,21 +77,16 @@ class EmbeddingView(ParamsView):
         if self.context.cache is None or not self.caches():
             return self._encode(texts)
         keys = [text_key(t) for t in texts]
-        cached = self.context.cache.get(self.namespace, keys) if self.context.cache else {}
+        cached = self.context.cache.get(self.namespace, keys)
         missing_idx = [i for i, k in enumerate(keys) if k not in cached]
         if missing_idx:
             uniq: dict[str, str] = {}
             for i in missing_idx:
                 uniq.setdefault(keys[i], texts[i])
             new_keys = list(uniq)
-            vecs = self._encoder().encode(
-                [uniq[k] for k in new_keys], batch_size=self.batch_size, normalize_embeddings=self.normalize,
-                show_progress_bar=self.context.show_progress, convert_to_numpy=True,
-            ).astype(np.float32)
-            self.encoded_count_ += len(new_keys)
+            vecs = self._encode([uniq[k] for k in new_keys])
             log.info("view %s: encoded %d new texts", self.name, len(new_keys))
-            if self.context.cache:
-                self.context.cache.put(self.namespace, new_keys, vecs)
+            self.context.cache.put(self.namespace, new_keys, vecs)
             cached.update(zip(new_keys, vecs))
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)

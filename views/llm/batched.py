@@ -94,9 +94,13 @@ class BatchedModel:
         n_top = max(int(r.get("top_logprobs") or 1) for r in requests)
         values, ids = (t.cpu().tolist() for t in logp.topk(n_top, dim=-1))
         prompt_tokens = mask.sum(dim=1).cpu().tolist()
-        self.batches_ += 1
-        self.largest_batch_ = max(self.largest_batch_, len(requests))
+        self._count(len(requests))
         return [self._body(r, ids[i], values[i], int(prompt_tokens[i])) for i, r in enumerate(requests)]
+
+    def _count(self, n: int) -> None:
+        """Record a pass of ``n`` requests (``batches_``, ``largest_batch_``)."""
+        self.batches_ += 1
+        self.largest_batch_ = max(self.largest_batch_, n)
 
     def _body(self, request: dict[str, Any], ids: list[int], values: list[float], prompt_tokens: int) -> dict[str, Any]:
         """An OpenAI chat completion body for one request."""
