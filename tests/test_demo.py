@@ -2,13 +2,14 @@
 pool: Rotten Tomatoes with its three views (TF-IDF, the packaged MiniLM and the local
 SmolLM2 LLM), and a second run of the config it wrote answered from the store's cache.
 
-Slow (about 50-80 s on 2 cores): the local LLM answers ~28 prompts at ~1.3 s each and the
-MiniLM encoder loads; run with ``-m slow``."""
+The runs are slow (about 60 s each on 2 cores: the local LLM loads and scores every pool and
+test item in batched passes, the MiniLM encoder loads); run them with ``-m slow``."""
 from __future__ import annotations
 
 from importlib.util import find_spec
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -57,3 +58,38 @@ def test_text_demo_runs_its_three_views_and_a_rerun_is_cached(tmp_path: Path):
                                " WHERE run_id = ? AND view = 'llm'", [again.run_id]).fetchall()[0]
     assert calls[0] > 0 and calls[1] == 0  # every prompt answered from the store's cache
     assert again.labels_added == res.labels_added and again.final_metrics == res.final_metrics
+
+
+def test_the_text_example_scores_in_process_when_the_batched_backend_is_installed(tmp_path: Path, monkeypatch,
+                                                                                   caplog):
+    """The text example's LLM view uses ``backend: transformers`` (the same answers on every
+    fresh run); without ``cotrain[batched]`` it falls back to llama.cpp's server and says so."""
+    import views.llm.batched as batched
+
+    cfg = yaml.safe_load(api.write_example(tmp_path / "a", n_pool=12, n_labelled=6, n_test=10).read_text())
+    assert {v["name"]: v.get("backend") for v in cfg["views"]} == {"tfidf": None, "minilm": None,
+                                                                   "llm": "transformers"}
+    assert not caplog.records
+    monkeypatch.setattr(batched, "batched_installed", lambda: False)
+    cfg = yaml.safe_load(api.write_example(tmp_path / "b", n_pool=12, n_labelled=6, n_test=10).read_text())
+    assert all("backend" not in v for v in cfg["views"])
+    assert [r.levelname for r in caplog.records] == ["WARNING"] and "cotrain[batched]" in caplog.records[0].message
+
+
+@pytest.mark.slow
+def test_two_fresh_demos_give_the_same_answers_and_labels(tmp_path: Path):
+    """The README prints the demo's output: a second demo in a fresh folder (a fresh store, no
+    cache) asks the model again and gets the same label-word probabilities, labels and metrics
+    (llama.cpp's server did not: its answers shift with how it batches the prompts)."""
+    runs = [api.demo(tmp_path / name, n_pool=40, n_labelled=10, n_test=20, max_rounds=1) for name in ("a", "b")]
+    probs = []
+    for folder, res in runs:
+        with Store(folder / "cotrain.duckdb", read_only=True) as st:
+            asked = st.scalar("SELECT count(*) FROM llm_calls WHERE view = 'llm' AND NOT cached")
+            probs.append(st.con.execute("SELECT item_id, probs FROM predictions WHERE view = 'llm'"
+                                        " ORDER BY item_id, round").fetchall())
+        assert asked >= 40 + 20 and res.status == "finished"
+    assert [i for i, _ in probs[0]] == [i for i, _ in probs[1]] and len(probs[0]) >= 40
+    assert np.allclose([p for _, p in probs[0]], [p for _, p in probs[1]], atol=1e-4, rtol=0)
+    (_, a), (_, b) = runs
+    assert a.labels_added == b.labels_added and a.final_metrics == b.final_metrics

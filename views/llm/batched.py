@@ -27,6 +27,14 @@ from typing import Any
 log = logging.getLogger("cotrain")
 
 
+def batched_installed() -> bool:
+    """Whether the packages this backend loads a packaged (GGUF) model with are installed
+    (``cotrain[batched]``), without importing them."""
+    from importlib.util import find_spec
+
+    return all(find_spec(m) is not None for m in ("torch", "transformers", "gguf", "accelerate"))
+
+
 class PassLost(RuntimeError):
     """A pass was lost with the process that ran it (another now stands in): the client asks
     its requests again, as after a dropped connection."""
@@ -184,4 +192,4 @@ class BatchedModel:
         self._pending, self._running, self._kicked = [], set(), False  # a closed loop runs no pass again
 
 
-__all__ = ["BatchedModel", "PassLost"]
+__all__ = ["BatchedModel", "PassLost", "batched_installed"]
