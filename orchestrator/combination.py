@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.labelmodel import accuracy_weights, dawid_skene, ds_posterior, log_linear_pool
+from orchestrator.labelmodel import accuracy_weights, dawid_skene, ds_posterior, log_linear_pool, weighted_mean
 from orchestrator.selection import label_matrix
 from store.labels import ABSTAIN
 
@@ -57,17 +57,6 @@ class Combination:
         if self.method == "best_view":
             return probs[:, int(np.argmax(self.weights))].copy()
         return log_linear_pool(probs, self.weights)
-
-
-def weighted_mean(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted mean of the non-abstaining views' probabilities; NaN where all abstain."""
-    present = ~np.isnan(probs).any(axis=-1)
-    w = present * np.asarray(weights, dtype=np.float64)[None, :]
-    total = np.einsum("nvk,nv->nk", np.nan_to_num(probs, nan=0.0), w)
-    norm = w.sum(axis=1)
-    out = total / np.where(norm > 0, norm, 1.0)[:, None]
-    out[norm <= 0] = np.nan
-    return out
 
 
 def view_accuracy(probs: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -110,6 +110,19 @@ def ds_posterior(labels: np.ndarray, confusion: np.ndarray, prior: np.ndarray) -
     return out / out.sum(axis=1, keepdims=True)
 
 
+def weighted_mean(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean of the non-abstaining views' probabilities; NaN where all abstain (equal
+    weights: the plain ensemble mean, ``selection.ensemble_proba``)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    present = ~np.isnan(probs).any(axis=-1)
+    w = present * np.asarray(weights, dtype=np.float64)[None, :]
+    total = np.einsum("nvk,nv->nk", np.nan_to_num(probs, nan=0.0), w)
+    norm = w.sum(axis=1)
+    out = total / np.where(norm > 0, norm, 1.0)[:, None]
+    out[norm <= 0] = np.nan
+    return out
+
+
 def log_linear_pool(probs: np.ndarray, weights: np.ndarray | None = None, eps: float = 1e-6) -> np.ndarray:
     """Weighted product of the views' probabilities, renormalised: (n, V, K) -> (n, K).
 
@@ -137,4 +150,4 @@ def accuracy_weights(accuracy: np.ndarray, k: int) -> np.ndarray:
     return np.maximum(np.log(acc * (k - 1) / (1 - acc)) - np.log(chance * (k - 1) / (1 - chance)), 0.0)
 
 
-__all__ = ["LabelModelFit", "accuracy_weights", "dawid_skene", "ds_posterior", "log_linear_pool"]
+__all__ = ["LabelModelFit", "accuracy_weights", "dawid_skene", "ds_posterior", "log_linear_pool", "weighted_mean"]

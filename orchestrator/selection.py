@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from orchestrator.labelmodel import weighted_mean
 from store.labels import ABSTAIN
 
 
@@ -150,13 +151,7 @@ def merge_picks(labels: np.ndarray, conf: np.ndarray, picked: np.ndarray, disput
 
 def ensemble_proba(probs: np.ndarray) -> np.ndarray:
     """Mean of the non-abstaining views' probabilities; NaN where all abstain."""
-    probs = np.asarray(probs, dtype=np.float64)
-    present = ~np.isnan(probs).any(axis=-1)                      # (n, V)
-    count = present.sum(axis=1)
-    total = np.einsum("nvk,nv->nk", np.nan_to_num(probs, nan=0.0), present.astype(np.float64))
-    out = total / np.maximum(count, 1)[:, None]
-    out[count == 0] = np.nan
-    return out
+    return weighted_mean(probs, np.ones(np.shape(probs)[1]))
 
 
 def pairwise_agreement(labels: np.ndarray) -> list[tuple[int, int, int, float | None]]:
