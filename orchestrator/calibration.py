@@ -13,12 +13,15 @@ import numpy as np
 
 
 
-def gold_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator, support: np.ndarray | None = None) -> np.ndarray:
+def gold_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator | None, support: np.ndarray | None = None,
+               key: np.ndarray | None = None) -> np.ndarray:
     """Fold of each gold item (0..n_folds-1), dealt round-robin within each class after a
     shuffle, so every fold's training part keeps most of every class. ``support``: (K,)
     training rows per class besides the gold ones (pseudo-labels). Items of a class with a
     single gold label and no other support get fold -1: held out, no view would have seen
-    their class, so they would only measure that a view cannot name a class it never saw."""
+    their class, so they would only measure that a view cannot name a class it never saw.
+    ``key``: (n,) a fixed order to deal each class in instead of ``rng``'s shuffle (the shadow
+    runs' folds, which a resumed run must deal again exactly)."""
     y = np.asarray(y)
     fold = np.full(len(y), -1, dtype=np.int64)
     if n_folds < 2:
@@ -29,7 +32,11 @@ def gold_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator, support: n
         extra = int(support[c]) if support is not None and c < len(support) else 0
         if members.size + extra < 2:
             continue
-        members = members[rng.permutation(members.size)]
+        if key is not None:
+            members = members[np.argsort(np.asarray(key)[members], kind="stable")]
+        else:
+            assert rng is not None, "gold_folds deals from rng or key"
+            members = members[rng.permutation(members.size)]
         fold[members] = (np.arange(members.size) + offset) % n_folds
         offset += members.size
     return fold

@@ -39,6 +39,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from orchestrator.calibration import gold_folds
 from orchestrator.evidence import RoundEvidence, top
 from orchestrator.selection import select_adaptive
 from orchestrator.state import LabelState
@@ -79,15 +80,8 @@ class Shadows:
         rng = np.random.default_rng([int(seed), 0x5AD0])
         key = rng.random(len(gold))
         fold = np.full(len(gold), -1, dtype=np.int8)
-        is_gold = (gold >= 0) & trainable
-        offset = 0
-        for c in np.unique(gold[is_gold]):
-            members = np.flatnonzero(is_gold & (gold == c))
-            if members.size < 2:
-                continue
-            members = members[np.argsort(key[members], kind="stable")]
-            fold[members] = (np.arange(members.size) + offset) % n_folds
-            offset += members.size
+        at = np.flatnonzero((gold >= 0) & trainable)
+        fold[at] = gold_folds(gold[at], n_folds, None, key=key[at])
         pool = np.flatnonzero(trainable & (gold < 0))
         if pool.size > sample_size:
             pool = np.sort(pool[np.argsort(key[pool], kind="stable")[:sample_size]])
