@@ -8,6 +8,7 @@ and exits 130. Heavy modules are imported inside the commands so ``cotrain --hel
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -99,6 +100,9 @@ def _logging(verbose: bool) -> None:
                         format="cotrain: %(message)s", force=True)
     for noisy in ("httpx", "httpx2", "LiteLLM", "sentence_transformers"):  # one line per HTTP request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:  # libraries' own progress bars (transformers loading a GGUF model) would break into the
+        # run's progress and tables; tqdm reads this when it is first imported, which the commands do later
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @app.command()
