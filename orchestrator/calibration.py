@@ -34,9 +34,10 @@ def gold_folds(y: np.ndarray, n_folds: int, rng: np.random.Generator | None, sup
             continue
         if key is not None:
             members = members[np.argsort(np.asarray(key)[members], kind="stable")]
-        else:
-            assert rng is not None, "gold_folds deals from rng or key"
+        elif rng is not None:
             members = members[rng.permutation(members.size)]
+        else:
+            raise ValueError("gold_folds deals each class in the order of rng or key; neither was given")
         fold[members] = (np.arange(members.size) + offset) % n_folds
         offset += members.size
     return fold

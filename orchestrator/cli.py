@@ -100,9 +100,10 @@ def _logging(verbose: bool) -> None:
                         format="cotrain: %(message)s", force=True)
     for noisy in ("httpx", "httpx2", "LiteLLM", "sentence_transformers"):  # one line per HTTP request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not verbose:  # libraries' own progress bars (transformers loading a GGUF model) would break into the
-        # run's progress and tables; tqdm reads this when it is first imported, which the commands do later
-        os.environ.setdefault("TQDM_DISABLE", "1")
+    # libraries' own progress bars (transformers dequantising a GGUF model) break into the run's progress,
+    # tables and log lines; tqdm reads this when first imported, which the commands do later (set it empty
+    # to see them)
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @app.command()

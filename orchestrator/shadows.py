@@ -81,7 +81,7 @@ class Shadows:
         key = rng.random(len(gold))
         fold = np.full(len(gold), -1, dtype=np.int8)
         at = np.flatnonzero((gold >= 0) & trainable)
-        fold[at] = gold_folds(gold[at], n_folds, None, key=key[at])
+        fold[at] = gold_folds(gold[at], n_folds, None, key=key[at])  # n_folds >= 2: shadows.wanted checks it
         pool = np.flatnonzero(trainable & (gold < 0))
         if pool.size > sample_size:
             pool = np.sort(pool[np.argsort(key[pool], kind="stable")[:sample_size]])

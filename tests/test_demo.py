@@ -15,6 +15,7 @@ import yaml
 
 from orchestrator import api
 from store.database import Store
+from views.llm.batched import batched_installed
 from views.llm.local import LOCAL_MODELS
 
 pytestmark = [pytest.mark.skipif(not LOCAL_MODELS["smollm2-135m"].installed,
@@ -66,6 +67,7 @@ def test_the_text_example_scores_in_process_when_the_batched_backend_is_installe
     fresh run); without ``cotrain[batched]`` it falls back to llama.cpp's server and says so."""
     import views.llm.batched as batched
 
+    monkeypatch.setattr(batched, "batched_installed", lambda: True)
     cfg = yaml.safe_load(api.write_example(tmp_path / "a", n_pool=12, n_labelled=6, n_test=10).read_text())
     assert {v["name"]: v.get("backend") for v in cfg["views"]} == {"tfidf": None, "minilm": None,
                                                                    "llm": "transformers"}
@@ -74,9 +76,18 @@ def test_the_text_example_scores_in_process_when_the_batched_backend_is_installe
     cfg = yaml.safe_load(api.write_example(tmp_path / "b", n_pool=12, n_labelled=6, n_test=10).read_text())
     assert all("backend" not in v for v in cfg["views"])
     assert [r.levelname for r in caplog.records] == ["WARNING"] and "cotrain[batched]" in caplog.records[0].message
+    # `cotrain init` writes the same template, the backend line commented out (its comments kept)
+    text = api.init_config(tmp_path / "init.yaml").read_text()
+    assert "    # backend: transformers\n" in text and "\n    backend: transformers" not in text
+    assert all("backend" not in v for v in yaml.safe_load(text)["views"])
+    monkeypatch.setattr(batched, "batched_installed", lambda: True)
+    text = api.init_config(tmp_path / "init.yaml", force=True).read_text()
+    assert text.count("\n    backend: transformers\n") == 1 and "# backend: transformers\n" not in text
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not batched_installed(), reason="the batched backend needs cotrain[batched] (llama.cpp's "
+                    "server, the fallback, answers differently from run to run)")
 def test_two_fresh_demos_give_the_same_answers_and_labels(tmp_path: Path):
     """The README prints the demo's output: a second demo in a fresh folder (a fresh store, no
     cache) asks the model again and gets the same label-word probabilities, labels and metrics
