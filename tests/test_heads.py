@@ -97,3 +97,44 @@ def test_a_round_tunes_c_once_for_its_large_fits():
     fresh = TunedLogisticRegression(cv_max_items=60, random_state=0)
     rc.before(fresh, 400)
     assert fresh.C is None and rc.C is None                             # a new round tunes again
+
+
+def _overlap_with_easy_picks(seed: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """40 gold items from two overlapping Gaussians plus 120 'pseudo-labels' drawn far out on
+    each side, as a confident selection picks them: easy, and right."""
+    rng = np.random.default_rng(seed)
+    yg = np.repeat([0, 1], 20)
+    Xg = rng.normal(0, 1, (40, 5)) + np.where(yg[:, None] == 1, 0.6, -0.6)
+    yp = np.repeat([0, 1], 60)
+    Xp = rng.normal(0, 0.3, (120, 5)) + np.where(yp[:, None] == 1, 2.5, -2.5)
+    return np.vstack([Xg, Xp]), np.r_[yg, yp], np.r_[np.ones(40, bool), np.zeros(120, bool)]
+
+
+def test_c_is_chosen_on_the_trusted_rows_that_easy_pseudo_labels_would_sharpen():
+    X, y, gold = _overlap_with_easy_picks()
+    w = np.where(gold, 1.0, 0.3)
+    everyone = TunedLogisticRegression(random_state=0).fit(X, y, sample_weight=w)
+    trusted = TunedLogisticRegression(random_state=0).fit(X, y, sample_weight=w, tune_on=gold)
+    assert (everyone.C_, trusted.C_) == (100.0, 10.0)  # easy rows in the validation folds reward a sharper C
+    # the C chosen is the grid's best held-out log-loss over the gold rows alone, the
+    # pseudo-labels training every fold (computed here by hand)
+    loss = {}
+    for C in (0.1, 1.0, 10.0, 100.0):
+        total = 0.0
+        for _, te in StratifiedKFold(3, shuffle=True, random_state=0).split(np.zeros(40), y[:40]):
+            tr = np.setdiff1d(np.arange(len(y)), te)
+            m = LogisticRegression(C=C, max_iter=1000).fit(X[tr], y[tr], sample_weight=w[tr])
+            total += log_loss(y[te], m.predict_proba(X[te]), labels=[0, 1])
+        loss[C] = total
+    assert trusted.C_ == min(loss, key=loss.get)
+    assert trusted.cv_scores_ == pytest.approx({C: v / 3 for C, v in loss.items()}, rel=1e-6)
+
+
+def test_without_enough_trusted_rows_or_with_all_of_them_c_is_chosen_as_before():
+    X, y, gold = _overlap_with_easy_picks(0)
+    plain = TunedLogisticRegression(random_state=0).fit(X, y)
+    assert TunedLogisticRegression(random_state=0).fit(X, y, tune_on=np.ones(len(y), bool)).cv_scores_ == \
+        plain.cv_scores_                                          # all rows trusted: the same folds
+    one_each = np.zeros(len(y), bool)
+    one_each[[0, 20]] = True                                      # one gold item per class: none to hold out
+    assert TunedLogisticRegression(random_state=0).fit(X, y, tune_on=one_each).cv_scores_ == plain.cv_scores_
