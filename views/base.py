@@ -25,16 +25,6 @@ ITEM_ID_COLUMN = "__item_id"
 #: from (``gold``, ``review`` or ``pseudo``), so a view can tell trusted labels from its
 #: peers' picks (LLM views draw few-shot demonstrations from trusted ones only by default).
 LABEL_SOURCE_COLUMN = "__label_source"
-#: Label sources a person vouched for: gold and reviewed labels (not the views' own picks).
-TRUSTED_SOURCES = ("gold", "review")
-
-
-def trusted_rows(items: pd.DataFrame) -> np.ndarray:
-    """(n,) rows of a training frame whose label is gold or reviewed. A frame without
-    ``LABEL_SOURCE_COLUMN`` (a view used on its own) is all trusted: its caller chose it."""
-    if LABEL_SOURCE_COLUMN not in items.columns:
-        return np.ones(len(items), dtype=bool)
-    return items[LABEL_SOURCE_COLUMN].isin(TRUSTED_SOURCES).to_numpy(dtype=bool)
 
 
 @runtime_checkable

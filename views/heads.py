@@ -7,10 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
-
-from views.base import trusted_rows
 
 HEADS = ("logistic_regression", "mlp")
 
@@ -80,15 +77,7 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
     passed 300 items each view fell from its tuned C=10-100 to C=1. ``large_C``, when given,
     is used untuned above ``cv_max_items``. When a class has a single item no fold can hold
     it out, and ``few_labels_C`` is used. ``C_`` records the C used and ``cv_scores_`` the
-    mean log-loss per C when tuned.
-
-    ``tune_on`` (fit): the rows whose held-out log-loss chooses C, the gold and reviewed
-    labels. The other rows (pseudo-labels) train every fold but are never held out: they
-    were picked for being easy, so scoring on them rewards an over-sharp C. On the demo with
-    100 gold labels, C tuned on all rows jumped from 10 to 100 once 40 pseudo-labels joined;
-    the view's confidence on held-out sentences rose from 0.72 to 0.83 at the same accuracy,
-    and p_correct, calibrated on shadow runs at C=10, said 0.92 where 0.76 were right. When
-    some class has fewer than two such rows, every row takes part as before."""
+    mean log-loss per C when tuned."""
 
     def __init__(self, C: float | None = None, Cs: Sequence[float] = (0.1, 1.0, 10.0, 100.0), cv: int = 3,
                  cv_max_items: int = 300, few_labels_C: float = 10.0, large_C: float | None = None,
@@ -122,7 +111,7 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
             kw["l1_ratio"] = self.l1_ratio
         return LogisticRegression(**kw)
 
-    def _choose_C(self, X: Any, y: np.ndarray, w: np.ndarray, tune: np.ndarray) -> float:
+    def _choose_C(self, X: Any, y: np.ndarray, w: np.ndarray) -> float:
         from sklearn.model_selection import StratifiedKFold
 
         if self.C is not None:
@@ -130,34 +119,26 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         if len(y) > self.cv_max_items:
             if self.large_C is not None:
                 return float(self.large_C)
-            keep = _tuning_subset(y, tune, int(self.cv_max_items), self.random_state or 0)
-            X, y, w, tune = X[keep], y[keep], w[keep], tune[keep]
-        held = np.flatnonzero(tune)
-        counts = np.unique(y[held], return_counts=True)[1]
-        if len(held) < len(y) and (len(counts) < 2 or counts.min() < 2):
-            held = np.arange(len(y))  # too few trusted labels to hold out: every row takes part
-            counts = np.unique(y, return_counts=True)[1]
+            keep = _stratified_subset(y, int(self.cv_max_items), self.random_state or 0)
+            X, y, w = X[keep], y[keep], w[keep]
+        counts = np.unique(y, return_counts=True)[1]
         folds = int(min(self.cv, counts.min()))
         if folds < 2:
             return float(self.few_labels_C)
         split = StratifiedKFold(folds, shuffle=True, random_state=self.random_state or 0)
         Cs = sorted(map(float, self.Cs))
         loss = np.zeros(len(Cs))
-        for _, te in split.split(np.zeros(len(held)), y[held]):
-            te = held[te]
-            tr = np.setdiff1d(np.arange(len(y)), te)  # every other row, held-out-able or not
+        for tr, te in split.split(np.zeros(len(y)), y):
             for i, C in enumerate(Cs):
                 m = self._lr(C).fit(X[tr], y[tr], sample_weight=w[tr])
                 loss[i] += _log_loss(y[te], m.predict_proba(X[te]), m.classes_, w[te])
         self.cv_scores_ = dict(zip(Cs, (loss / folds).tolist()))
         return Cs[int(np.argmin(loss))]
 
-    def fit(self, X: Any, y: np.ndarray, sample_weight: np.ndarray | None = None,
-            tune_on: np.ndarray | None = None) -> TunedLogisticRegression:
+    def fit(self, X: Any, y: np.ndarray, sample_weight: np.ndarray | None = None) -> TunedLogisticRegression:
         y = np.asarray(y)
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        tune = np.ones(len(y), dtype=bool) if tune_on is None else np.asarray(tune_on, dtype=bool)
-        self.C_ = self._choose_C(X, y, w, tune)
+        self.C_ = self._choose_C(X, y, w)
         self.model_ = self._lr(self.C_).fit(X, y, sample_weight=w)
         self.classes_ = self.model_.classes_
         return self
@@ -177,19 +158,6 @@ def _stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     take = np.maximum(np.minimum(2, counts), np.floor(counts * n / len(y)).astype(np.int64))
     parts = [rng.choice(np.flatnonzero(inv == c), int(t), replace=False) for c, t in enumerate(take)]
     return np.sort(np.concatenate(parts))
-
-
-def _tuning_subset(y: np.ndarray, tune: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Sorted positions of about ``n`` items to choose C on: the ``tune`` rows (a stratified
-    subset of them when they alone exceed ``n``), filled up with a stratified subset of the
-    others. All ``tune`` rows: the old stratified subset of everything."""
-    mine, rest = np.flatnonzero(tune), np.flatnonzero(~tune)
-    if not len(rest):
-        return _stratified_subset(y, n, seed)
-    if len(mine) >= n:
-        return np.sort(mine[_stratified_subset(y[mine], n, seed)])
-    fill = rest[_stratified_subset(y[rest], n - len(mine), seed)] if n - len(mine) < len(rest) else rest
-    return np.sort(np.concatenate([mine, fill]))
 
 
 def _log_loss(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, w: np.ndarray) -> float:
@@ -225,13 +193,6 @@ class RoundC:
         """Remember the C ``est`` tuned on ``n`` items (a large fit that cross-validated)."""
         if _tunes_large(est, n):
             self.C, self.n = float(est.C_), n
-
-
-def tuning_kwargs(est: Any, items: pd.DataFrame) -> dict[str, Any]:
-    """Fit keyword arguments that make ``est`` choose its C on the trusted rows of ``items``
-    (``views.base.trusted_rows``): ``tune_on`` for a :class:`TunedLogisticRegression`, none
-    for any other estimator."""
-    return {"tune_on": trusted_rows(items)} if isinstance(est, TunedLogisticRegression) else {}
 
 
 def _tunes_large(est: Any, n: int) -> bool:

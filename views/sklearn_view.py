@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator
 
 from store.errors import ViewError
 from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids, select_fields
-from views.heads import RoundC, tuning_kwargs
+from views.heads import RoundC
 from views.params import SklearnParams
 from views.registry import import_object
 
@@ -215,7 +215,6 @@ class SklearnView(ParamsView):
         kwargs: dict[str, Any] = {}
         if _accepts_sample_weight(model.steps[-1][1]):
             kwargs["model__sample_weight"] = np.asarray(sample_weight, dtype=np.float64)
-        kwargs.update({f"model__{k}": v for k, v in tuning_kwargs(model.steps[-1][1], items).items()})
         try:
             model.fit(self._matrix(items), y, **kwargs)
         except ValueError as exc:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from store.errors import ViewError
-from views.base import ParamsView, ViewContext, item_ids, trusted_rows
+from views.base import LABEL_SOURCE_COLUMN, ParamsView, ViewContext, item_ids
 from views.llm.client import Endpoint, LLMClient, Price, count_tokens, estimate_cost
 from views.llm.connect import Connection, check_model, connect, endpoint_for
 from views.llm.demos import balanced_draw, nearest, within_budget
@@ -37,6 +37,10 @@ from views.llm.scoring import apply_calibration, fit_calibration, label_word_pro
 from views.params import LLMParams
 
 log = logging.getLogger("cotrain")
+
+#: Label sources (``LABEL_SOURCE_COLUMN``) whose items' text may be shown to other items.
+TRUSTED_SOURCES = ("gold", "review")
+
 
 class LLMView(ParamsView):
     """Parameters (:class:`views.params.LLMParams`, the one place of their defaults):
@@ -232,6 +236,14 @@ class LLMView(ParamsView):
         cols = {f: items[f].tolist() for f in self.fields}
         return [{f: "" if _missing(cols[f][i]) else str(cols[f][i]) for f in self.fields} for i in range(len(items))]
 
+    @staticmethod
+    def _trusted(items: pd.DataFrame) -> np.ndarray:
+        """Rows whose label is gold or reviewed. A frame without ``LABEL_SOURCE_COLUMN`` (the
+        view used on its own) is all trusted: its caller chose those items."""
+        if LABEL_SOURCE_COLUMN not in items.columns:
+            return np.ones(len(items), dtype=bool)
+        return items[LABEL_SOURCE_COLUMN].isin(TRUSTED_SOURCES).to_numpy(dtype=bool)
+
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
         """Take the given gold/reviewed items (and pseudo-labelled ones with
         ``demonstrations.from_pseudo``) as the demonstration pool and fit calibration."""
@@ -240,7 +252,7 @@ class LLMView(ParamsView):
         rng = self._rng()
         self.n_fits_ += 1
         strategy = self.demonstrations["strategy"]
-        trusted = trusted_rows(items)
+        trusted = self._trusted(items)
         # Calibration fits on trusted labels only, whatever from_pseudo says: peers' picks
         # would pull the bias towards the peers (the LLM's errors are supposed to differ from
         # theirs), and one poisoned pseudo-label would shift every item's probabilities.

@@ -21,7 +21,7 @@ import pandas as pd
 
 from store.errors import ViewError
 from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids
-from views.heads import RoundC, make_head, tuning_kwargs
+from views.heads import RoundC, make_head
 from views.params import VisionParams
 from views.vision.encoders import OnnxEncoder, TorchEncoder, load_torch_encoder, onnxruntime_available
 from store.media import ImageProblem, resolve_source
@@ -256,8 +256,7 @@ class VisionView(ParamsView):
             return
         head = make_head(self.head, self.head_params, self.context.seed)
         self._round_c.before(head, len(y))
-        tune = tuning_kwargs(head, items)
-        head.fit(X, y, sample_weight=w, **{k: v[mask] for k, v in tune.items()})
+        head.fit(X, y, sample_weight=w)
         self._round_c.after(head, len(y))
         self.head_ = head
         self.classes_ = np.asarray(head.classes_, dtype=int)
