@@ -54,9 +54,8 @@ def place(cfg: EngineConfig, cpus: float, gpus: float, hosted: int, travel: bool
     except ConfigError as exc:
         if (left_cpus, left_gpus) == (cpus, gpus):
             raise
-        held = hosted * cfg.llm_actors
-        raise ConfigError(exc.key, f"{exc.message} once the LLM actors hold theirs ({held * cfg.llm_cpus_per_actor:g} "
-                          f"CPU, {held * cfg.llm_gpus_per_actor:g} GPU; engine.llm_actors)") from None
+        raise ConfigError(exc.key, f"{exc.message} once the LLM actors hold theirs ({cpus - left_cpus:g} CPU, "
+                          f"{gpus - left_gpus:g} GPU; engine.llm_actors)") from None
 
 
 __all__ = ["READ_CPUS", "actor_count", "llm_reserve", "place"]
