@@ -331,13 +331,13 @@ class RoundRunner:
         train_df[LABEL_SOURCE_COLUMN] = state.label_sources(pos)
         oof, oof_y, sr = np.zeros((0, len(views), self.k)), np.zeros(0, dtype=np.int64), None
         gold_rows = np.flatnonzero(state.gold[pos] >= 0)
+        if c.calibration_folds >= 2 and 0 < gold_rows.size < len(pos):  # with pseudo-labels: folds at the run's C
+            steps.pin_tuning(views, train_df, y, w, masks)
         if self.shadows is not None:
             sr = shadow_runs.shadow_crossfit(views, self.shadows, state, c.pseudo_weight,
                                  lambda p: self._fetch(run_id, state, p, fields), self.k, c.batch_size,
                                  self.reporter.advance, with_pool)
             oof, oof_y = sr.oof, sr.oof_y
-            for v in (v for v in views if isinstance(v, RoundAware)):  # the run's fit tunes its own C
-                v.set_round(r)
         elif c.calibration_folds >= 2 and gold_rows.size:
             cv_rng = np.random.default_rng([self.cfg.seed, r])  # its own stream: the run's is not consumed
             support = np.bincount(y[state.gold[pos] < 0].astype(np.int64), minlength=self.k)

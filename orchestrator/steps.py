@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.selection import ABSTAIN, ensemble_proba, label_matrix, pairwise_agreement
-from views.base import View
+from views.base import Tuned, View
 
 log = logging.getLogger("cotrain")
 
@@ -45,6 +45,19 @@ def fit_views(views: Sequence[View], train: pd.DataFrame, y: np.ndarray, w: np.n
         out.n_train[view.name] = int(m.sum())
         advance(view.name, "fit", 1, 1)
     return out
+
+
+def pin_tuning(views: Sequence[View], train: pd.DataFrame, y: np.ndarray, w: np.ndarray,
+               masks: Sequence[np.ndarray]) -> None:
+    """Fit each view that tunes a hyper-parameter (``views.base.Tuned``) on its own training
+    rows, then pin what it chose for the rest of the round: the fits that calibrate
+    ``p_correct`` (shadow runs, cross-validation over gold) then score the head the run will
+    use, not one each fold tuned for itself (``heads.RoundC`` says what that cost). The
+    round calls it once the run trains on pseudo-labels; at round 0 each fold tunes its own."""
+    at = [j for j, v in enumerate(views) if isinstance(v, Tuned) and v.tunes()]
+    fit_views([views[j] for j in at], train, y, w, [masks[j] for j in at], lambda *a: None)
+    for j in at:
+        views[j].pin_tuning()  # type: ignore[attr-defined]
 
 
 def metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, float | None]:
