@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from dataclasses import replace
 
 from orchestrator import records, steps
 from orchestrator.calibration import gold_folds
@@ -41,7 +40,7 @@ from store.errors import INTERRUPTS, ConfigError, DataError, RunError, RunInterr
 from store.llm_ledger import LLMLedger
 from store.queries import final_metrics, label_counts
 from store.writers import RoundWriter
-from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, RoundAware, View, ZeroShot
+from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, View, ZeroShot
 
 log = logging.getLogger("cotrain")
 
@@ -233,9 +232,7 @@ class RoundRunner:
             for r in range(start_round, self._last_round + 1):
                 ledger.round = r
                 problems.round = r
-                for v in views:
-                    if isinstance(v, RoundAware):
-                        v.set_round(r)
+                steps.set_round(views, r)
                 if self._round(run_id, r, views, fields, state, rng, test_df):
                     break
         finally:
@@ -331,13 +328,16 @@ class RoundRunner:
         train_df[LABEL_SOURCE_COLUMN] = state.label_sources(pos)
         oof, oof_y, sr = np.zeros((0, len(views), self.k)), np.zeros(0, dtype=np.int64), None
         gold_rows = np.flatnonzero(state.gold[pos] >= 0)
-        if c.calibration_folds >= 2 and 0 < gold_rows.size < len(pos):  # with pseudo-labels: folds at the run's C
+        pin = c.calibration_folds >= 2 and 0 < gold_rows.size < len(pos)  # with pseudo-labels: folds at the run's C
+        if pin:
             steps.pin_tuning(views, train_df, y, w, masks)
         if self.shadows is not None:
             sr = shadow_runs.shadow_crossfit(views, self.shadows, state, c.pseudo_weight,
                                  lambda p: self._fetch(run_id, state, p, fields), self.k, c.batch_size,
                                  self.reporter.advance, with_pool)
             oof, oof_y = sr.oof, sr.oof_y
+            if not pin:  # round 0: the run's fit tunes its own C, not the first shadow's
+                steps.set_round(views, r)
         elif c.calibration_folds >= 2 and gold_rows.size:
             cv_rng = np.random.default_rng([self.cfg.seed, r])  # its own stream: the run's is not consumed
             support = np.bincount(y[state.gold[pos] < 0].astype(np.int64), minlength=self.k)

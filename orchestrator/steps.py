@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.selection import ABSTAIN, ensemble_proba, label_matrix, pairwise_agreement
-from views.base import Tuned, View
+from views.base import RoundAware, Tuned, View
 
 log = logging.getLogger("cotrain")
 
@@ -45,6 +45,13 @@ def fit_views(views: Sequence[View], train: pd.DataFrame, y: np.ndarray, w: np.n
         out.n_train[view.name] = int(m.sum())
         advance(view.name, "fit", 1, 1)
     return out
+
+
+def set_round(views: Sequence[View], r: int) -> None:
+    """Tell each view that keeps per-round state (``views.base.RoundAware``) that round r begins."""
+    for v in views:
+        if isinstance(v, RoundAware):
+            v.set_round(r)
 
 
 def pin_tuning(views: Sequence[View], train: pd.DataFrame, y: np.ndarray, w: np.ndarray,
