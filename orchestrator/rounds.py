@@ -320,24 +320,23 @@ class RoundRunner:
     def _fit(self, run_id: int, r: int, views: list[View], fields: list[str], state: LabelState,
              with_pool: bool = True) -> tuple[steps.FitResult, np.ndarray, np.ndarray, Any]:
         """Fit every view on its training set after cross-validating over the gold items (by
-        the shadow runs when kept): returns the fit, the gold items' out-of-fold probabilities
-        (m, V, K) with their labels, and the shadows' round (None without shadows)."""
+        the shadow runs when kept; once there are pseudo-labels, a first fit pins each tuned
+        view's C for them, ``steps.pin_tuning``): returns the fit, the gold items' out-of-fold
+        probabilities (m, V, K) with their labels, and the shadows' round (None without shadows)."""
         c = self.cfg.cotrain
         pos, y, w, masks = state.training_sets(c)
         train_df = self._fetch(run_id, state, pos, fields)
         train_df[LABEL_SOURCE_COLUMN] = state.label_sources(pos)
         oof, oof_y, sr = np.zeros((0, len(views), self.k)), np.zeros(0, dtype=np.int64), None
         gold_rows = np.flatnonzero(state.gold[pos] >= 0)
-        pin = c.calibration_folds >= 2 and 0 < gold_rows.size < len(pos)  # with pseudo-labels: folds at the run's C
-        if pin:
-            steps.pin_tuning(views, train_df, y, w, masks)
+        pinned = steps.pin_tuning(views, train_df, y, w, masks, state.gold[pos] < 0) \
+            if c.calibration_folds >= 2 and gold_rows.size else []
         if self.shadows is not None:
             sr = shadow_runs.shadow_crossfit(views, self.shadows, state, c.pseudo_weight,
                                  lambda p: self._fetch(run_id, state, p, fields), self.k, c.batch_size,
                                  self.reporter.advance, with_pool)
             oof, oof_y = sr.oof, sr.oof_y
-            if not pin:  # round 0: the run's fit tunes its own C, not the first shadow's
-                steps.set_round(views, r)
+            steps.set_round([v for v in views if all(v is not p for p in pinned)], r)  # the run tunes its own C
         elif c.calibration_folds >= 2 and gold_rows.size:
             cv_rng = np.random.default_rng([self.cfg.seed, r])  # its own stream: the run's is not consumed
             support = np.bincount(y[state.gold[pos] < 0].astype(np.int64), minlength=self.k)

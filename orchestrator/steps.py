@@ -55,16 +55,19 @@ def set_round(views: Sequence[View], r: int) -> None:
 
 
 def pin_tuning(views: Sequence[View], train: pd.DataFrame, y: np.ndarray, w: np.ndarray,
-               masks: Sequence[np.ndarray]) -> None:
+               masks: Sequence[np.ndarray], pseudo: np.ndarray) -> list[View]:
     """Fit each view that tunes a hyper-parameter (``views.base.Tuned``) on its own training
     rows, then pin what it chose for the rest of the round: the fits that calibrate
     ``p_correct`` (shadow runs, cross-validation over gold) then score the head the run will
-    use, not one each fold tuned for itself (``heads.RoundC`` says what that cost). The
-    round calls it once the run trains on pseudo-labels; at round 0 each fold tunes its own."""
-    at = [j for j, v in enumerate(views) if isinstance(v, Tuned) and v.tunes()]
+    use, not one each fold tuned for itself (``heads.RoundC`` says what that cost). Only a
+    view whose rows hold pseudo-labels (``pseudo``: (n,) bool over ``train``) is pinned: on
+    gold alone the run's C was chosen with every fold's labels, and each fold tunes its own.
+    Returns the views pinned."""
+    at = [j for j, v in enumerate(views) if isinstance(v, Tuned) and v.tunes() and (masks[j] & pseudo).any()]
     fit_views([views[j] for j in at], train, y, w, [masks[j] for j in at], lambda *a: None)
     for j in at:
         views[j].pin_tuning()  # type: ignore[attr-defined]
+    return [views[j] for j in at]
 
 
 def metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, float | None]:

@@ -248,6 +248,8 @@ class MisbehavingServer:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:  # shutdown: end quietly, since Python 3.11's stream callback
+            pass                        # logs a cancelled connection task as an error
         finally:
             writer.close()
 

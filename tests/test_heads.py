@@ -124,3 +124,8 @@ def test_a_pinned_round_reuses_its_c_at_every_size_until_the_next_round():
     fresh = TunedLogisticRegression(random_state=0)
     rc.before(fresh, 40)
     assert fresh.C is None and not rc.pinned
+    small = TunedLogisticRegression(cv_max_items=60, random_state=0).fit(X, y)
+    rc.after(small, 55)                                                 # a small fit's C is recorded ...
+    large = TunedLogisticRegression(cv_max_items=60, random_state=0)
+    rc.before(large, 65)
+    assert large.C is None                                              # ... but unpinned, no large fit takes it

@@ -142,9 +142,13 @@ def test_shadow_fits_score_the_head_at_the_c_the_run_chose():
 
     tuned, fixed = view(), view(estimator_params={"C": 0.5})
     assert tuned.tunes() and not fixed.tunes()
-    run = np.flatnonzero(g >= 0)
-    ones = np.ones(len(run), dtype=bool)
-    pin_tuning([tuned, fixed], fetch(run), g[run].astype(np.int64), np.ones(len(run)), [ones, ones])
+    gold_at, picked = np.flatnonzero(g >= 0), sh.sample[:6]
+    run = np.concatenate([gold_at, picked])                           # the run's gold and 6 pseudo-labels
+    y_run = np.concatenate([g[gold_at], np.arange(6) % 3]).astype(np.int64)
+    ones, pseudo = np.ones(len(run), dtype=bool), np.arange(len(run)) >= len(gold_at)
+    assert pin_tuning([tuned, fixed], fetch(run), y_run, np.ones(len(run)), [ones, ones], ~ones) == []
+    assert tuned.model_ is None                                         # gold only: nothing fitted, nothing pinned
+    assert pin_tuning([tuned, fixed], fetch(run), y_run, np.ones(len(run)), [ones, ones], pseudo) == [tuned]
     head = tuned.model_.steps[-1][1]
     run_c = head.C_
     assert head.cv_scores_ and fixed.model_ is None        # the run's fit tuned C; the fixed view was not fitted
@@ -263,6 +267,32 @@ def test_a_failed_run_resumes_its_shadows_exactly(tmp_path: Path, monkeypatch: p
     assert res.resumed and res.status == "finished"
     assert _shadow_rows(tmp_path / "run.duckdb") == _shadow_rows(tmp_path / "ref" / "run.duckdb")
     assert res.labels_added == ref.labels_added and res.final_metrics == ref.final_metrics
+
+
+@pytest.mark.parametrize("policy", ["auto", "threshold"])
+def test_a_run_pins_its_heads_c_once_it_trains_on_pseudo_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               policy: str):
+    """Round 0 (gold only) pins no view, so shadows (``auto``) or cross-validation folds
+    (``threshold``) tune their own C; every later round pins each view that trains on the
+    pseudo-labels accepted so far, with shadows and without."""
+    from orchestrator import steps
+
+    real, seen = steps.pin_tuning, []
+
+    def spy(views, train, y, w, masks, pseudo):
+        pinned = real(views, train, y, w, masks, pseudo)
+        seen.append((int(pseudo.sum()), [v.name for v in pinned]))
+        return pinned
+
+    monkeypatch.setattr(steps, "pin_tuning", spy)
+    api.run(write_config(tmp_path, _frame(), policy=policy, max_rounds=3))
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        added = [n for _, n in st.con.execute("SELECT round, labels_added FROM rounds ORDER BY round").fetchall()]
+    assert len(seen) == len(added) and seen[0] == (0, [])
+    assert sum(added[:-1]) > 0                                         # the run did accept labels to train on
+    for r in range(1, len(added)):
+        n = sum(added[:r])
+        assert seen[r] == (n, ["va", "vb"] if n else [])
 
 
 def test_a_review_import_starts_the_shadows_afresh(tmp_path: Path):

@@ -183,8 +183,9 @@ class RoundC:
     calibrate ``p_correct``, score the head the run uses. Each fold tuning its own C did not:
     on the 100-gold demo the run chose C=100 (its easy pseudo-labels reward a sharp head)
     where four of five shadows chose 10, and ``p_correct`` said 0.92 of labels whose true
-    precision was 0.76 (now 0.91 of 0.83). At round 0 (gold only) each fold still tunes its
-    own, as nested cross-validation should: the run's C was chosen on the fold's own labels.
+    precision was 0.76 (now 0.91 of 0.83). A view that trains on gold only (round 0) is not
+    pinned: the run's C was chosen on the fold's own labels, so its folds tune their own, as
+    nested cross-validation should (apart from use (1) when the gold set is large).
     Reset every round (``set_round``), so a resumed round makes the same choice as an
     uninterrupted one."""
 
@@ -204,7 +205,7 @@ class RoundC:
         """Give ``est`` (about to fit ``n`` items) the round's C, if it would tune one."""
         if self.C is None or not tunes(est):
             return
-        if self.pinned or (_tunes_large(est, n) and 0.75 * self.n <= n <= 1.25 * self.n):
+        if self.pinned or (_tunes_large(est, n) and self.n > est.cv_max_items and 0.75 * self.n <= n <= 1.25 * self.n):
             est.set_params(C=self.C)
 
     def after(self, est: Any, n: int) -> None:

@@ -203,7 +203,10 @@ class SklearnView(ParamsView):
         self._round_c.reset()
 
     def tunes(self) -> bool:
-        """Whether the estimator chooses its C at fit time (``views.base.Tuned``)."""
+        """Whether the estimator chooses its C at fit time (``views.base.Tuned``). Not under
+        ``calibration``: the wrapper's cross-validation clones it, so no C is pinned there."""
+        if self.calibration:
+            return False
         try:
             return tunes(make_estimator(self.estimator, self.estimator_params, 0))
         except Exception:  # noqa: BLE001 - an estimator that cannot be built fails at fit, with its own message
