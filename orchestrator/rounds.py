@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from dataclasses import replace
 
 from orchestrator import records, steps
 from orchestrator.calibration import gold_folds
@@ -40,7 +41,7 @@ from store.errors import INTERRUPTS, ConfigError, DataError, RunError, RunInterr
 from store.llm_ledger import LLMLedger
 from store.queries import final_metrics, label_counts
 from store.writers import RoundWriter
-from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, View, ZeroShot
+from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, RoundAware, View, ZeroShot
 
 log = logging.getLogger("cotrain")
 
@@ -232,7 +233,9 @@ class RoundRunner:
             for r in range(start_round, self._last_round + 1):
                 ledger.round = r
                 problems.round = r
-                steps.set_round(views, r)
+                for v in views:
+                    if isinstance(v, RoundAware):
+                        v.set_round(r)
                 if self._round(run_id, r, views, fields, state, rng, test_df):
                     break
         finally:
@@ -320,23 +323,21 @@ class RoundRunner:
     def _fit(self, run_id: int, r: int, views: list[View], fields: list[str], state: LabelState,
              with_pool: bool = True) -> tuple[steps.FitResult, np.ndarray, np.ndarray, Any]:
         """Fit every view on its training set after cross-validating over the gold items (by
-        the shadow runs when kept; once there are pseudo-labels, a first fit pins each tuned
-        view's C for them, ``steps.pin_tuning``): returns the fit, the gold items' out-of-fold
-        probabilities (m, V, K) with their labels, and the shadows' round (None without shadows)."""
+        the shadow runs when kept): returns the fit, the gold items' out-of-fold probabilities
+        (m, V, K) with their labels, and the shadows' round (None without shadows)."""
         c = self.cfg.cotrain
         pos, y, w, masks = state.training_sets(c)
         train_df = self._fetch(run_id, state, pos, fields)
         train_df[LABEL_SOURCE_COLUMN] = state.label_sources(pos)
         oof, oof_y, sr = np.zeros((0, len(views), self.k)), np.zeros(0, dtype=np.int64), None
         gold_rows = np.flatnonzero(state.gold[pos] >= 0)
-        pinned = steps.pin_tuning(views, train_df, y, w, masks, state.gold[pos] < 0) \
-            if c.calibration_folds >= 2 and gold_rows.size else []
         if self.shadows is not None:
             sr = shadow_runs.shadow_crossfit(views, self.shadows, state, c.pseudo_weight,
                                  lambda p: self._fetch(run_id, state, p, fields), self.k, c.batch_size,
                                  self.reporter.advance, with_pool)
             oof, oof_y = sr.oof, sr.oof_y
-            steps.set_round([v for v in views if all(v is not p for p in pinned)], r)  # the run tunes its own C
+            for v in (v for v in views if isinstance(v, RoundAware)):  # the run's fit tunes its own C
+                v.set_round(r)
         elif c.calibration_folds >= 2 and gold_rows.size:
             cv_rng = np.random.default_rng([self.cfg.seed, r])  # its own stream: the run's is not consumed
             support = np.bincount(y[state.gold[pos] < 0].astype(np.int64), minlength=self.k)

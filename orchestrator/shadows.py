@@ -10,8 +10,7 @@ accuracy climbed to 1.0 over the rounds while the pseudo-labels' true precision 
 
 How. Each fold f keeps its own pseudo-labels: round by round, the views are fitted on the
 gold items outside f plus fold f's pseudo-labels (these fits replace the plain
-cross-validation fits, so they cost no extra fit but the one that pins a tuned head's C to
-the run's, ``steps.pin_tuning``), predict f's gold items (the honest
+cross-validation fits, so they cost no extra fit), predict f's gold items (the honest
 out-of-fold evidence the round calibrates on) and a fixed sample of the pool, and fold f
 selects from that sample with the round's combination, calibration and policy, as the run
 itself does. Folds are fixed for the run (stratified over the gold items by a per-item key

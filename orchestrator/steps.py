@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.selection import ABSTAIN, ensemble_proba, label_matrix, pairwise_agreement
-from views.base import RoundAware, Tuned, View
+from views.base import View
 
 log = logging.getLogger("cotrain")
 
@@ -45,29 +45,6 @@ def fit_views(views: Sequence[View], train: pd.DataFrame, y: np.ndarray, w: np.n
         out.n_train[view.name] = int(m.sum())
         advance(view.name, "fit", 1, 1)
     return out
-
-
-def set_round(views: Sequence[View], r: int) -> None:
-    """Tell each view that keeps per-round state (``views.base.RoundAware``) that round r begins."""
-    for v in views:
-        if isinstance(v, RoundAware):
-            v.set_round(r)
-
-
-def pin_tuning(views: Sequence[View], train: pd.DataFrame, y: np.ndarray, w: np.ndarray,
-               masks: Sequence[np.ndarray], pseudo: np.ndarray) -> list[View]:
-    """Fit each view that tunes a hyper-parameter (``views.base.Tuned``) on its own training
-    rows, then pin what it chose for the rest of the round: the fits that calibrate
-    ``p_correct`` (shadow runs, cross-validation over gold) then score the head the run will
-    use, not one each fold tuned for itself (``heads.RoundC`` says what that cost). Only a
-    view whose rows hold pseudo-labels (``pseudo``: (n,) bool over ``train``) is pinned: on
-    gold alone the run's C was chosen with every fold's labels, and each fold tunes its own.
-    Returns the views pinned."""
-    at = [j for j, v in enumerate(views) if isinstance(v, Tuned) and v.tunes() and (masks[j] & pseudo).any()]
-    fit_views([views[j] for j in at], train, y, w, [masks[j] for j in at], lambda *a: None)
-    for j in at:
-        views[j].pin_tuning()  # type: ignore[attr-defined]
-    return [views[j] for j in at]
 
 
 def metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, float | None]:

@@ -97,35 +97,3 @@ def test_a_round_tunes_c_once_for_its_large_fits():
     fresh = TunedLogisticRegression(cv_max_items=60, random_state=0)
     rc.before(fresh, 400)
     assert fresh.C is None and rc.C is None                             # a new round tunes again
-
-
-def test_a_pinned_round_reuses_its_c_at_every_size_until_the_next_round():
-    """After ``pin`` every later fit takes the recorded C, small or large, and does not
-    replace it; a user's C is kept; ``pin`` before any tuned fit pins nothing."""
-    X, y = _blobs(10, seed=4)
-    rc = RoundC()
-    rc.pin()
-    early = TunedLogisticRegression(random_state=0)
-    rc.before(early, 40)
-    assert not rc.pinned and early.C is None                            # nothing to pin yet
-    run = TunedLogisticRegression(random_state=0).fit(X, y)
-    rc.after(run, 40)
-    rc.pin()
-    for n in (10, 40, 4000):
-        est = TunedLogisticRegression(random_state=0)
-        rc.before(est, n)
-        assert est.C == run.C_
-        rc.after(est.fit(X, y), n)
-        assert rc.C == run.C_
-    given = TunedLogisticRegression(C=0.5)
-    rc.before(given, 40)
-    assert given.C == 0.5
-    rc.reset()
-    fresh = TunedLogisticRegression(random_state=0)
-    rc.before(fresh, 40)
-    assert fresh.C is None and not rc.pinned
-    small = TunedLogisticRegression(cv_max_items=60, random_state=0).fit(X, y)
-    rc.after(small, 55)                                                 # a small fit's C is recorded ...
-    large = TunedLogisticRegression(cv_max_items=60, random_state=0)
-    rc.before(large, 65)
-    assert large.C is None                                              # ... but unpinned, no large fit takes it

@@ -117,60 +117,6 @@ def test_shadow_fits_never_see_their_folds_gold_items():
     assert [len(x) for x in sr.left] == [len(sh.sample) - 2, len(sh.sample), len(sh.sample) - 1]
 
 
-def test_shadow_fits_score_the_head_at_the_c_the_run_chose():
-    """``steps.pin_tuning`` fits the run's training set first and pins its C: every shadow
-    then fits at that C instead of tuning its own, so the out-of-fold evidence that
-    calibrates ``p_correct`` comes from the head the run uses. A view that tunes nothing is
-    not fitted twice; ``set_round`` unpins."""
-    from orchestrator.steps import pin_tuning
-
-    gold, trainable = _gold(per_class=(8, 8, 8))
-    g = np.where(trainable, gold, -1)
-    sh = Shadows.start(g, trainable, 3, seed=1)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(60, 4)) + np.where(gold >= 0, gold, rng.integers(0, 3, 60))[:, None] * 0.8
-    ids = np.array([f"it{i}" for i in range(60)])
-
-    def fetch(pos: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame({**{f"a_{i}": x[pos, i] for i in range(4)}, ITEM_ID_COLUMN: ids[pos]})
-
-    def view(**params):
-        v = resolve_kind("sklearn").from_params("v", ViewContext(("a", "b", "c"), seed=0), column_prefix="a_",
-                                                **params)
-        v.resolve_fields(fetch(np.arange(1)).columns)
-        return v
-
-    tuned, fixed = view(), view(estimator_params={"C": 0.5})
-    assert tuned.tunes() and not fixed.tunes()
-    gold_at, picked = np.flatnonzero(g >= 0), sh.sample[:6]
-    run = np.concatenate([gold_at, picked])                           # the run's gold and 6 pseudo-labels
-    y_run = np.concatenate([g[gold_at], np.arange(6) % 3]).astype(np.int64)
-    ones, pseudo = np.ones(len(run), dtype=bool), np.arange(len(run)) >= len(gold_at)
-    assert pin_tuning([tuned, fixed], fetch(run), y_run, np.ones(len(run)), [ones, ones], ~ones) == []
-    assert tuned.model_ is None                                         # gold only: nothing fitted, nothing pinned
-    assert pin_tuning([tuned, fixed], fetch(run), y_run, np.ones(len(run)), [ones, ones], pseudo) == [tuned]
-    head = tuned.model_.steps[-1][1]
-    run_c = head.C_
-    assert head.cv_scores_ and fixed.model_ is None        # the run's fit tuned C; the fixed view was not fitted
-    fitted_cs = []
-    state = SimpleNamespace(is_test=~trainable, gold=gold,
-                            label_sources=lambda pos: pd.Categorical(["gold"] * len(pos)))
-    original_fit = tuned.fit
-
-    def fit(items, y, w):
-        original_fit(items, y, w)
-        h = tuned.model_.steps[-1][1]
-        fitted_cs.append((h.C_, hasattr(h, "cv_scores_")))
-
-    tuned.fit = fit  # type: ignore[method-assign]
-    shadow_crossfit([tuned], sh, state, 1.0, fetch, 3, 16, lambda *a: None)  # type: ignore[arg-type]
-    assert fitted_cs == [(run_c, False)] * 3                  # each shadow at the run's C, none tuned its own
-    tuned.set_round(1)
-    fitted_cs.clear()
-    shadow_crossfit([tuned], sh, state, 1.0, fetch, 3, 16, lambda *a: None)  # type: ignore[arg-type]
-    assert [tuned_own for _, tuned_own in fitted_cs] == [True] * 3  # unpinned: each fold tunes again
-
-
 class _PaidPlugin:
     """A paid plug-in view written for the release before ``fixed_prompts``: it counts as paying."""
 
@@ -248,11 +194,9 @@ def test_a_failed_run_resumes_its_shadows_exactly(tmp_path: Path, monkeypatch: p
     real_fit = sv.SklearnView.fit
     calls = {"n": 0}
 
-    def flaky(self, items, y, w):
-        # each round fits each of 2 views 5 (shadows) + 1 times, and once more first once the run has
-        # pseudo-labels (steps.pin_tuning): rounds 0, 1, 2 hold fits 1-12, 13-26, 27-40
+    def flaky(self, items, y, w):  # each round fits each of 2 views 5 (shadows) + 1 times: 25 is in round 2
         calls["n"] += 1
-        if calls["n"] == 33:
+        if calls["n"] == 25:
             raise OSError("disk hiccup")
         return real_fit(self, items, y, w)
 
@@ -267,32 +211,6 @@ def test_a_failed_run_resumes_its_shadows_exactly(tmp_path: Path, monkeypatch: p
     assert res.resumed and res.status == "finished"
     assert _shadow_rows(tmp_path / "run.duckdb") == _shadow_rows(tmp_path / "ref" / "run.duckdb")
     assert res.labels_added == ref.labels_added and res.final_metrics == ref.final_metrics
-
-
-@pytest.mark.parametrize("policy", ["auto", "threshold"])
-def test_a_run_pins_its_heads_c_once_it_trains_on_pseudo_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               policy: str):
-    """Round 0 (gold only) pins no view, so shadows (``auto``) or cross-validation folds
-    (``threshold``) tune their own C; every later round pins each view that trains on the
-    pseudo-labels accepted so far, with shadows and without."""
-    from orchestrator import steps
-
-    real, seen = steps.pin_tuning, []
-
-    def spy(views, train, y, w, masks, pseudo):
-        pinned = real(views, train, y, w, masks, pseudo)
-        seen.append((int(pseudo.sum()), [v.name for v in pinned]))
-        return pinned
-
-    monkeypatch.setattr(steps, "pin_tuning", spy)
-    api.run(write_config(tmp_path, _frame(), policy=policy, max_rounds=3))
-    with Store(tmp_path / "run.duckdb", read_only=True) as st:
-        added = [n for _, n in st.con.execute("SELECT round, labels_added FROM rounds ORDER BY round").fetchall()]
-    assert len(seen) == len(added) and seen[0] == (0, [])
-    assert sum(added[:-1]) > 0                                         # the run did accept labels to train on
-    for r in range(1, len(added)):
-        n = sum(added[:r])
-        assert seen[r] == (n, ["va", "vb"] if n else [])
 
 
 def test_a_review_import_starts_the_shadows_afresh(tmp_path: Path):

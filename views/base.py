@@ -110,20 +110,6 @@ class RoundAware(Protocol):
 
 
 @runtime_checkable
-class Tuned(Protocol):
-    """Chooses a hyper-parameter from its training set at fit time (a head's C). ``tunes()``:
-    whether it does with its current parameters; ``pin_tuning()``: the round's later fits
-    reuse what its last fit chose (``heads.RoundC``; ``set_round`` unpins). Once a run has
-    pseudo-labels the orchestrator fits its own training set first and pins it, so the fits
-    that calibrate ``p_correct`` (shadow runs, cross-validation over gold) use the run's
-    hyper-parameters."""
-
-    def tunes(self) -> bool: ...
-
-    def pin_tuning(self) -> None: ...
-
-
-@runtime_checkable
 class Featurizer(Protocol):
     """Gives the feature matrix it reads items through (dense or sparse), so its space can
     carry a neighbour graph (``select: cut_statistic``)."""

@@ -22,7 +22,7 @@ import logging
 from store.errors import ViewError
 from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba
 from views.encoders import load_sentence_transformer, resolve_text_encoder
-from views.heads import RoundC, make_head, tunes
+from views.heads import RoundC, make_head
 from views.params import EmbeddingParams
 
 log = logging.getLogger("cotrain")
@@ -118,14 +118,6 @@ class EmbeddingView(ParamsView):
     def set_round(self, round_idx: int) -> None:
         """A new round: its first large fit tunes the head's C again (``heads.RoundC``)."""
         self._round_c.reset()
-
-    def tunes(self) -> bool:
-        """Whether the head chooses its C at fit time (``views.base.Tuned``)."""
-        return tunes(make_head(self.head, self.head_params, 0))
-
-    def pin_tuning(self) -> None:
-        """The round's later fits reuse the C its last fit chose (``views.base.Tuned``)."""
-        self._round_c.pin()
 
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
         y = np.asarray(y, dtype=int)

@@ -169,59 +169,35 @@ def _log_loss(y: np.ndarray, proba: np.ndarray, classes: np.ndarray, w: np.ndarr
 
 
 class RoundC:
-    """The C a view's :class:`TunedLogisticRegression` chose by cross-validation, reused by
-    later fits of the same round.
-
-    Two uses. (1) The first large fit (over ``cv_max_items`` items) of a round is reused by
-    that round's later fits of about its size: the cross-validation folds over gold and the
-    final fit differ by a few gold items, and tuning each of them cost a six-view run a minute
-    a round; a fit whose size is more than a quarter away tunes afresh (a view used on its
-    own, never told of rounds, does not carry a C to other data). (2) After :meth:`pin`, every
-    later fit of the round reuses the C of the fit before it, whatever its size: once the run
-    has pseudo-labels the orchestrator fits the run's own training set first and pins it, so
-    the shadow runs and the cross-validation over gold, whose out-of-fold predictions
-    calibrate ``p_correct``, score the head the run uses. Each fold tuning its own C did not:
-    on the 100-gold demo the run chose C=100 (its easy pseudo-labels reward a sharp head)
-    where four of five shadows chose 10, and ``p_correct`` said 0.92 of labels whose true
-    precision was 0.76 (now 0.91 of 0.83). A view that trains on gold only (round 0) is not
-    pinned: the run's C was chosen on the fold's own labels, so its folds tune their own, as
-    nested cross-validation should (apart from use (1) when the gold set is large).
-    Reset every round (``set_round``), so a resumed round makes the same choice as an
-    uninterrupted one."""
+    """The C a view's :class:`TunedLogisticRegression` chose by cross-validation at its first
+    large fit (over ``cv_max_items`` items) of a round, reused by that round's later fits:
+    the cross-validation folds over gold and the final fit differ by a few gold items, and
+    tuning each of them cost a six-view run a minute a round. Reset every round
+    (``set_round``), so a resumed round makes the same choice as an uninterrupted one; a
+    fit whose size is more than a quarter away from the tuned one tunes afresh (a view
+    used on its own, never told of rounds, does not carry a C to other data)."""
 
     def __init__(self) -> None:
         self.C: float | None = None
         self.n = 0
-        self.pinned = False
 
     def reset(self) -> None:
-        self.C, self.n, self.pinned = None, 0, False
-
-    def pin(self) -> None:
-        """Later fits this round reuse the last recorded C, whatever their size (no-op before one)."""
-        self.pinned = self.C is not None
+        self.C, self.n = None, 0
 
     def before(self, est: Any, n: int) -> None:
         """Give ``est`` (about to fit ``n`` items) the round's C, if it would tune one."""
-        if self.C is None or not tunes(est):
-            return
-        if self.pinned or (_tunes_large(est, n) and self.n > est.cv_max_items and 0.75 * self.n <= n <= 1.25 * self.n):
+        if self.C is not None and _tunes_large(est, n) and 0.75 * self.n <= n <= 1.25 * self.n:
             est.set_params(C=self.C)
 
     def after(self, est: Any, n: int) -> None:
-        """Remember the C ``est`` chose on ``n`` items (any size: :meth:`pin` may follow; only a
-        large one is reused unpinned)."""
-        if tunes(est) and not self.pinned:
+        """Remember the C ``est`` tuned on ``n`` items (a large fit that cross-validated)."""
+        if _tunes_large(est, n):
             self.C, self.n = float(est.C_), n
 
 
-def tunes(est: Any) -> bool:
-    """Whether ``est`` chooses its C at fit time (a :class:`TunedLogisticRegression` without a given C)."""
-    return isinstance(est, TunedLogisticRegression) and est.C is None
-
-
 def _tunes_large(est: Any, n: int) -> bool:
-    return tunes(est) and est.large_C is None and n > est.cv_max_items
+    return isinstance(est, TunedLogisticRegression) and est.C is None and est.large_C is None \
+        and n > est.cv_max_items
 
 
 def make_head(kind: str, params: dict[str, Any], seed: int) -> Any:

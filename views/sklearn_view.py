@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator
 
 from store.errors import ViewError
 from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids, select_fields
-from views.heads import RoundC, tunes
+from views.heads import RoundC
 from views.params import SklearnParams
 from views.registry import import_object
 
@@ -201,20 +201,6 @@ class SklearnView(ParamsView):
     def set_round(self, round_idx: int) -> None:
         """A new round: its first large fit tunes the estimator's C again (``heads.RoundC``)."""
         self._round_c.reset()
-
-    def tunes(self) -> bool:
-        """Whether the estimator chooses its C at fit time (``views.base.Tuned``). Not under
-        ``calibration``: the wrapper's cross-validation clones it, so no C is pinned there."""
-        if self.calibration:
-            return False
-        try:
-            return tunes(make_estimator(self.estimator, self.estimator_params, 0))
-        except Exception:  # noqa: BLE001 - an estimator that cannot be built fails at fit, with its own message
-            return False
-
-    def pin_tuning(self) -> None:
-        """The round's later fits reuse the C its last fit chose (``views.base.Tuned``)."""
-        self._round_c.pin()
 
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
         y = np.asarray(y, dtype=int)
