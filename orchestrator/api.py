@@ -278,7 +278,8 @@ def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, 
     of the rows the other filters keep, stratified by label), or, for review, among the
     training items with no gold or reviewed label (pseudo-labelled or unlabelled, disputed
     ones only with ``disputed_only``): ``random``, ``uncertainty`` (smallest margin of the
-    views' combined posterior) or ``active`` (expected gain of a review:
+    views' combined posterior), ``active`` (expected gain of a review) or ``typical`` (the
+    most typical item of each of N clusters, for small budgets; both in
     ``orchestrator.review_selection``).
 
     Every row carries ``p_correct``, the estimated probability that its label is right (1.0

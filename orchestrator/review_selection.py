@@ -12,6 +12,13 @@ Three strategies over the same candidates (training items with no gold or review
   candidates, so one answer teaches the views about many items), and how short of labels
   its likely classes are against their estimated share. A batch is chosen greedily, each
   pick halving its nearest neighbours' scores, so N reviews cover N regions rather than one.
+* ``typical``: coverage alone, for small budgets (TypiClust, Hacohen et al. 2022, "Active
+  learning on a budget"): the candidates fall into N clusters (k-means) and each cluster
+  gives its most typical item, the one nearest its centre, largest cluster first. With a
+  few labels per class, what the views gain most from is one clear example of every region
+  they have not seen, not the close calls. On image segments at 1% gold it beats ``active``
+  at 25, 50 and 100 reviews; on Rotten Tomatoes it is mixed, and the calibration, now
+  resting on typical (easy) gold items, accepts labels less often right (``bench/review.py``).
 
 The neighbourhood is taken in the space of the views' concatenated probabilities, which
 every kind of view has (text, images, tables, LLMs) and which groups items by how the views
@@ -33,7 +40,7 @@ from store.exchange.query import ExportFilter
 from store.labels import ABSTAIN
 
 #: The review selections ``export --select`` offers besides today's stratified sample.
-REVIEW_SELECTIONS = ("random", "uncertainty", "active")
+REVIEW_SELECTIONS = ("random", "uncertainty", "active", "typical")
 #: Neighbours that define an item's neighbourhood (and which a pick discounts).
 NEIGHBOURS = 10
 #: Candidates scored for their neighbourhood: the best by the other terms, this many per pick.
@@ -212,6 +219,38 @@ def greedy_batch(score: np.ndarray, shortlist: np.ndarray, near: np.ndarray, n_p
     return np.asarray(shortlist, dtype=np.int64)[np.asarray(chosen, dtype=np.int64)]
 
 
+def typical_batch(space: np.ndarray, n_pick: int, seed: int) -> np.ndarray:
+    """Positions of ``n_pick`` rows of ``space`` (n, d), one per k-means cluster: the row
+    nearest its cluster's centre, clusters largest first (TypiClust's typical items, with
+    distance to the centre as typicality). k-means is fitted on at most ``REFERENCE_ITEMS``
+    rows (a seeded draw) and assigns every row; picks a cluster could not give are made up by the most
+    typical rows not chosen, so exactly ``min(n_pick, n)`` distinct rows come back (with
+    fewer distinct rows than picks, as when the views answer many items alike)."""
+    from sklearn.cluster import KMeans
+
+    n = len(space)
+    n_pick = min(int(n_pick), n)
+    if n_pick <= 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    fit_rows = np.arange(n) if n <= REFERENCE_ITEMS else np.sort(rng.choice(n, REFERENCE_ITEMS, replace=False))
+    distinct = len(np.unique(space[fit_rows], axis=0))         # no more clusters than distinct rows
+    km = KMeans(n_clusters=min(n_pick, distinct), n_init=1, random_state=seed).fit(space[fit_rows])
+    cluster = km.predict(space)
+    dist = np.linalg.norm(space - km.cluster_centers_[cluster], axis=1)
+    sizes = np.bincount(cluster, minlength=km.n_clusters)
+    order = np.lexsort((np.arange(n), dist))                    # most typical first, ties by position
+    first = np.full(km.n_clusters, -1, dtype=np.int64)
+    for i in order[::-1]:                                       # the last write is the most typical row
+        first[cluster[i]] = i
+    chosen = [int(first[c]) for c in np.argsort(-sizes, kind="stable") if first[c] >= 0]
+    if len(chosen) < n_pick:
+        taken = np.zeros(n, dtype=bool)
+        taken[chosen] = True
+        chosen += [int(i) for i in order if not taken[i]][:n_pick - len(chosen)]
+    return np.asarray(chosen, dtype=np.int64)
+
+
 def choose_for_review(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
                       n_pick: int, strategy: str, seed: int, p_correct: np.ndarray | None = None) -> np.ndarray:
     """Positions of the ``n_pick`` candidates to review under ``strategy`` (all of them when
@@ -229,6 +268,8 @@ def choose_for_review(probs: np.ndarray, combination: str | None, weights: np.nd
         counts = np.asarray(class_counts, dtype=np.float64)
         post = combined_posterior(probs, combination, weights, (counts + 1.0) / (counts.sum() + k))
         return np.argsort(-margin_uncertainty(post), kind="stable")[:n_pick]
+    if strategy == "typical":
+        return typical_batch(_space(probs), n_pick, seed)
     scores, shortlist, near = active_scores(probs, combination, weights, class_counts, n_pick, rng, p_correct)
     return greedy_batch(scores.score, shortlist, near, n_pick)
 
@@ -266,4 +307,5 @@ def review_filter(store: Any, flt: ExportFilter, select: str) -> ExportFilter:
 
 
 __all__ = ["check_review_selection", "review_filter", "REVIEW_SELECTIONS", "ReviewScores", "active_scores", "choose_for_review", "class_need",
-           "combined_posterior", "greedy_batch", "margin_uncertainty", "neighbourhood", "vote_disagreement"]
+           "combined_posterior", "greedy_batch", "margin_uncertainty", "neighbourhood", "typical_batch",
+           "vote_disagreement"]

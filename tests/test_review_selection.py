@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from orchestrator import api
 from orchestrator.cli import app
 from orchestrator.review_selection import (active_scores, choose_for_review, class_need, combined_posterior,
-                                           greedy_batch, margin_uncertainty, vote_disagreement)
+                                           greedy_batch, margin_uncertainty, typical_batch, vote_disagreement)
 from store.database import Store
 from store.errors import StoreError
 from tests.conftest import LABELS, synthetic_frame, write_config
@@ -125,6 +125,48 @@ def test_a_pick_discounts_its_neighbours_so_a_batch_spreads():
     assert greedy_batch(scores.score, shortlist, near, 1).tolist() == [plain[0]]
 
 
+def test_typical_takes_the_item_nearest_each_regions_centre_largest_region_first():
+    """Five well-separated regions of 80, 60, 40, 20 and 10 items: five picks are one per
+    region, each its item nearest the region's mean, in order of size; uncertainty puts
+    its picks in the one region of close calls."""
+    rng = np.random.default_rng(3)
+    centres = np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.5, 0.45, 0.05], [0.34, 0.33, 0.33]])
+    sizes = [80, 60, 40, 20, 10]
+    region = np.repeat(np.arange(5), sizes)
+    post = np.clip(centres[region] + rng.normal(0, 0.01, (len(region), 3)), 1e-3, None)
+    post /= post.sum(axis=1, keepdims=True)
+    probs = np.stack([post, post], axis=1)
+    pick = choose_for_review(probs, "product", np.ones(2), np.array([5, 5, 5]), 5, "typical", 0)
+    assert region[pick].tolist() == [0, 1, 2, 3, 4]
+    space = probs.reshape(len(post), -1)
+    for i in pick:
+        members = np.flatnonzero(region == region[i])
+        d = np.linalg.norm(space[members] - space[members].mean(axis=0), axis=1)
+        assert i == members[np.argmin(d)]
+    unc = choose_for_review(probs, "product", np.ones(2), np.array([5, 5, 5]), 5, "uncertainty", 0)
+    assert set(region[unc].tolist()) == {4}
+    assert choose_for_review(probs, "product", np.ones(2), np.array([5, 5, 5]), 5, "typical", 0).tolist() \
+        == pick.tolist()                                                 # seeded: the same picks again
+
+
+def test_typical_returns_exactly_n_distinct_items_and_fits_large_pools_on_a_sample(monkeypatch: pytest.MonkeyPatch):
+    """Fewer distinct rows than picks (k-means leaves clusters empty): the most typical rows
+    not chosen make up the batch. Above REFERENCE_ITEMS rows k-means fits a seeded sample
+    and still assigns, and may pick, every row."""
+    import orchestrator.review_selection as rs
+
+    space = np.repeat(np.eye(3), [30, 20, 10], axis=0)                 # three distinct points
+    pick = typical_batch(space, 8, seed=0)
+    assert len(pick) == len(set(pick.tolist())) == 8
+    assert sorted(set(space[pick[:3]].argmax(axis=1).tolist())) == [0, 1, 2]
+    assert typical_batch(space, 100, seed=0).size == 60 and typical_batch(space, 0, seed=0).size == 0
+    monkeypatch.setattr(rs, "REFERENCE_ITEMS", 25)
+    rng = np.random.default_rng(0)
+    big = np.concatenate([rng.normal(c, 0.01, (100, 2)) for c in ((0, 0), (1, 0), (0, 1))])
+    pick = rs.typical_batch(big, 3, seed=1)
+    assert sorted((big[pick].round().astype(int) @ [1, 2]).tolist()) == [0, 1, 2]
+
+
 # ---------------------------------------------------------------- on a real run
 @pytest.fixture(scope="module")
 def run_store(tmp_path_factory) -> tuple[Path, Path, pd.Series]:
@@ -152,7 +194,7 @@ def test_export_select_chooses_among_items_without_gold(run_store, tmp_path: Pat
         gold = {r[0] for r in st.con.execute("SELECT item_id FROM items WHERE gold_label IS NOT NULL").fetchall()}
         pseudo = {r[0] for r in st.con.execute("SELECT item_id FROM pseudo_labels WHERE status = 'accepted'").fetchall()}
     picked = {}
-    for sel in ("random", "uncertainty", "active"):
+    for sel in ("random", "uncertainty", "active", "typical"):
         n = api.export(store, tmp_path / f"{sel}.csv", select=sel, sample=25, seed=1)
         df = pd.read_csv(tmp_path / f"{sel}.csv", dtype={"item_id": str})
         assert n == len(df) == 25 and not set(df["item_id"]) & gold
