@@ -224,8 +224,8 @@ def export(store: Path = typer.Argument(..., help="Store file."),
            disputed: bool = typer.Option(False, "--disputed", help="Only items the views disputed in some round."),
            sample: Optional[int] = typer.Option(None, help="A sample of this many items (see --select)."),
            select: str = typer.Option("stratified", help="How --sample draws: stratified (by label, among the "
-                                      "rows exported) | random | uncertainty | active | typical (for review: among items "
-                                      "without gold or reviewed label, active = most labels changed per review, "
+                                      "rows exported) | random | uncertainty | active | typical (for review: among "
+                                      "items without gold or reviewed label, active = most labels changed per review, "
                                       "typical = one clear example per region, for small budgets)."),
            seed: int = typer.Option(0, help="Seed of --sample."),
            force: bool = typer.Option(False, "--force", help="Replace an existing OUT (never the store or the "

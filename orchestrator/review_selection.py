@@ -223,9 +223,9 @@ def typical_batch(space: np.ndarray, n_pick: int, seed: int) -> np.ndarray:
     """Positions of ``n_pick`` rows of ``space`` (n, d), one per k-means cluster: the row
     nearest its cluster's centre, clusters largest first (TypiClust's typical items, with
     distance to the centre as typicality). k-means is fitted on at most ``REFERENCE_ITEMS``
-    rows (a seeded draw) and assigns every row; picks a cluster could not give are made up by the most
-    typical rows not chosen, so exactly ``min(n_pick, n)`` distinct rows come back (with
-    fewer distinct rows than picks, as when the views answer many items alike)."""
+    rows (a seeded draw) and assigns every row. Picks a cluster could not give (fewer
+    distinct rows than picks, as when the views answer many items alike) are made up by the
+    most typical rows not chosen, so exactly ``min(n_pick, n)`` distinct rows come back."""
     from sklearn.cluster import KMeans
 
     n = len(space)
@@ -238,17 +238,12 @@ def typical_batch(space: np.ndarray, n_pick: int, seed: int) -> np.ndarray:
     km = KMeans(n_clusters=min(n_pick, distinct), n_init=1, random_state=seed).fit(space[fit_rows])
     cluster = km.predict(space)
     dist = np.linalg.norm(space - km.cluster_centers_[cluster], axis=1)
-    sizes = np.bincount(cluster, minlength=km.n_clusters)
     order = np.lexsort((np.arange(n), dist))                    # most typical first, ties by position
-    first = np.full(km.n_clusters, -1, dtype=np.int64)
-    for i in order[::-1]:                                       # the last write is the most typical row
-        first[cluster[i]] = i
-    chosen = [int(first[c]) for c in np.argsort(-sizes, kind="stable") if first[c] >= 0]
-    if len(chosen) < n_pick:
-        taken = np.zeros(n, dtype=bool)
-        taken[chosen] = True
-        chosen += [int(i) for i in order if not taken[i]][:n_pick - len(chosen)]
-    return np.asarray(chosen, dtype=np.int64)
+    _, at, sizes = np.unique(cluster[order], return_index=True, return_counts=True)
+    chosen = order[at][np.argsort(-sizes, kind="stable")]       # each cluster's most typical row, largest first
+    taken = np.zeros(n, dtype=bool)
+    taken[chosen] = True
+    return np.concatenate([chosen, order[~taken[order]][:n_pick - len(chosen)]]).astype(np.int64)
 
 
 def choose_for_review(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
