@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.calibration import Calibrator, fit_calibrator
+from orchestrator.calibration import Calibrator, ScoreMap, fit_calibrator, fit_score_map
 from orchestrator.combination import Combination, fit_combination
 from orchestrator.labelmodel import dawid_skene, ds_posterior
 from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, find_disputes, select_threshold
@@ -23,13 +23,15 @@ from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, find_disp
 class RoundEvidence:
     """``combination`` and ``calibrator`` fitted this round; over the pool: ``posterior``
     (n, K; NaN rows where no view voted) and ``p_correct`` (n,) of its top label; ``prior``:
-    (K,) estimated class shares (gold and pool posterior)."""
+    (K,) estimated class shares (gold and pool posterior); ``score_map``: the run's scores
+    onto the shadows' scale before calibration (identity without shadows)."""
 
     combination: Combination
     calibrator: Calibrator
     posterior: np.ndarray
     p_correct: np.ndarray
     prior: np.ndarray
+    score_map: ScoreMap = ScoreMap()
 
     @property
     def label(self) -> np.ndarray:
@@ -42,7 +44,7 @@ class RoundEvidence:
         other than the combined one is scored by its own posterior share)."""
         if not len(item):
             return np.zeros(0)
-        return self.calibrator(self.posterior[item, np.asarray(label, dtype=np.int64)])
+        return self.calibrator(self.score_map(self.posterior[item, np.asarray(label, dtype=np.int64)]))
 
 
 def top(posterior: np.ndarray) -> np.ndarray:
@@ -79,10 +81,14 @@ def pool_posterior(comb: Combination, combined: dict[str, np.ndarray], votes: np
 
 
 def assess(method: str, oof: np.ndarray, oof_y: np.ndarray, combined: dict[str, np.ndarray] | None,
-           votes: np.ndarray | None, gold_counts: np.ndarray, k: int, rng: np.random.Generator) -> RoundEvidence:
+           votes: np.ndarray | None, gold_counts: np.ndarray, k: int, rng: np.random.Generator,
+           reference: list[tuple[np.ndarray, np.ndarray]] | None = None) -> RoundEvidence:
     """Fit the combination and the calibration on the out-of-fold gold predictions (``oof``,
     ``oof_y``) and the pool's votes, and score the pool (``combined``: the prediction step's
-    batch combinations; None at a round that predicts no pool)."""
+    batch combinations; None at a round that predicts no pool). ``reference``: per shadow
+    run, pool items it predicted (their indices in the pool) with its probabilities of them
+    (m, V, K): the same items' scores from the run and from the shadows put the run's scores
+    on the calibrator's scale (:class:`~orchestrator.calibration.ScoreMap`)."""
     comb = fit_combination(method, oof, oof_y, votes, k, rng)
     cal = Calibrator()
     if len(oof_y):
@@ -94,8 +100,13 @@ def assess(method: str, oof: np.ndarray, oof_y: np.ndarray, combined: dict[str, 
         return RoundEvidence(comb, cal, empty, np.zeros(0), estimate_prior(gold_counts, empty))
     post = pool_posterior(comb, combined, votes)
     score = top(post) if len(oof_y) else uncalibrated_score(post, combined, votes, k)
-    p = np.where(np.isnan(score), np.nan, cal(np.nan_to_num(score, nan=0.5)))
-    return RoundEvidence(comb, cal, post, p, estimate_prior(gold_counts, post))
+    smap = ScoreMap()
+    if len(oof_y) and reference:
+        run = np.concatenate([score[at] for at, _ in reference])
+        shadow = np.concatenate([top(comb.combine(np.asarray(p, dtype=np.float64))) for _, p in reference])
+        smap = fit_score_map(run, shadow)
+    p = np.where(np.isnan(score), np.nan, cal(smap(np.nan_to_num(score, nan=0.5))))
+    return RoundEvidence(comb, cal, post, p, estimate_prior(gold_counts, post), smap)
 
 
 def uncalibrated_score(post: np.ndarray, combined: dict[str, np.ndarray], votes: np.ndarray, k: int) -> np.ndarray:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from dataclasses import replace
 
 from orchestrator import records, steps
 from orchestrator.calibration import gold_folds
@@ -271,8 +270,9 @@ class RoundRunner:
                 if c.pool_sample and c.pool_sample < pool_left:  # Blum-Mitchell's U': a random sample
                     pool = np.sort(rng.choice(pool, size=c.pool_sample, replace=False))
                 pred = self._predict(run_id, views, fields, state, pool, write, oof, oof_y)
+                ref = shadow_runs.pool_reference(sr, pool) if sr is not None and state.n_pseudo else None
                 evidence = assess(c.combination, oof, oof_y, pred.combined, pred.labels, state.gold_prior(self.k),
-                                  self.k, rng)
+                                  self.k, rng, ref)
                 pred.ensemble = evidence.label
                 ev = steps.evaluate_views(names, test_probs, state.test_y, self.k, evidence.combination.combine)
                 frames = lambda: (self._fetch(run_id, state, pool[lo:lo + c.batch_size], fields)  # noqa: E731

@@ -222,6 +222,19 @@ def _predict(views: list[View], fetch: Callable[[np.ndarray], pd.DataFrame], pos
     return np.concatenate(parts) if parts else np.zeros((0, len(views), k))
 
 
+def pool_reference(sr: ShadowRound, pool: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per shadow, the items it and the run both have left: (their indices in ``pool``, the
+    run's pool positions; the shadow's probabilities of them (m, V, K)). The same items seen
+    by both, so the run's scores can be put on the shadows' scale item for item, whatever
+    each has labelled already."""
+    out = []
+    for rest, probs in zip(sr.left, sr.probs):
+        _, at_run, at_shadow = np.intersect1d(pool, rest, assume_unique=True, return_indices=True)
+        if len(at_run):
+            out.append((at_run, probs[at_shadow]))
+    return out
+
+
 def shadow_select(sr: ShadowRound, evidence: RoundEvidence, rounds_left: int,
                   min_precision: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Each shadow's picks this round, made as ``auto`` makes the run's own: the round's
@@ -248,5 +261,6 @@ def accept(shadows: Shadows, picks: list[tuple[np.ndarray, np.ndarray, np.ndarra
         shadows.restore(np.full(len(pos), f), pos, label, conf)
 
 
-__all__ = ["SHADOW_POOL", "ShadowRound", "Shadows", "accept", "open_shadows", "shadow_crossfit", "shadow_select",
+__all__ = ["SHADOW_POOL", "ShadowRound", "Shadows", "accept", "open_shadows", "pool_reference", "shadow_crossfit",
+           "shadow_select",
            "train_gold", "wanted", "write_picks"]

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.calibration import Calibrator, expected_calibration_error, fit_calibrator, gold_folds
+from orchestrator.calibration import (Calibrator, ScoreMap, expected_calibration_error, fit_calibrator, fit_score_map,
+                                      gold_folds)
+from orchestrator.evidence import assess, top
 
 
 # ---------------------------------------------------------------------- gold_folds
@@ -165,3 +167,82 @@ def test_scores_below_all_evidence_are_not_vouched_for():
     rng = np.random.default_rng(0)
     cal = fit_calibrator(rng.uniform(0.95, 1.0, 20), np.ones(20, dtype=bool))
     assert cal(np.array([0.3]))[0] < 0.9
+
+
+# ---------------------------------------------------------------------- fit_score_map
+def test_a_score_map_between_equal_distributions_is_about_the_identity():
+    rng = np.random.default_rng(3)
+    run, shadows = rng.uniform(0.5, 1.0, 4000), rng.uniform(0.5, 1.0, 6000)
+    s = np.linspace(0.55, 0.95, 9)
+    assert np.abs(fit_score_map(run, shadows)(s) - s).max() <= 0.02
+
+
+def test_a_sharper_run_is_put_back_on_the_shadows_scale():
+    # the run's views say x ** 0.25 where the shadows' say x (same items, same ranks): a run
+    # score is taken back to the shadows' score of the same rank, so the calibrator fitted
+    # on the shadows reads it as it would theirs
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0.5, 1.0, 20000)
+    smap = fit_score_map(x ** 0.25, rng.uniform(0.5, 1.0, 20000))
+    probe = np.array([0.6, 0.7, 0.8, 0.9])
+    assert smap(probe ** 0.25) == pytest.approx(probe, abs=0.01)
+    # a duller run is not raised: it holds more gold than any shadow, so its scores are only
+    # ever taken down to theirs, never vouched for beyond what its own views say
+    dull = fit_score_map(x ** 4, rng.uniform(0.5, 1.0, 20000))
+    assert np.array_equal(dull(probe ** 4), probe ** 4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=80), st.lists(st.floats(0.0, 1.0), min_size=1, max_size=80),
+       st.lists(st.floats(0.0, 1.0), min_size=2, max_size=20))
+def test_a_score_map_is_monotone_and_only_lowers(run, ref, probe):
+    smap = fit_score_map(np.array(run), np.array(ref))
+    probe = np.sort(np.array(probe))
+    out = smap(probe)
+    assert (np.diff(out) >= -1e-12).all()
+    assert (out <= probe).all() and (out <= max(ref) + 1e-12).all()
+    assert (out >= np.minimum(probe, min(ref)) - 1e-12).all()
+
+
+def test_a_score_map_without_scores_is_the_identity_and_ties_share_a_value():
+    s = np.array([0.2, 0.9])
+    assert fit_score_map(np.zeros(0), np.ones(3))(s) == pytest.approx(s)
+    assert fit_score_map(np.array([np.nan]), np.ones(3)) == ScoreMap()
+    assert fit_score_map(np.ones(3), np.zeros(0)) == ScoreMap()
+    # half the run says exactly 0.9: those items share the mean of their quantiles' reference
+    smap = fit_score_map(np.r_[np.full(50, 0.9), np.linspace(0.5, 0.8, 50)], np.linspace(0.5, 1.0, 100))
+    assert smap(np.array([0.9]))[0] == pytest.approx(0.875, abs=0.01)
+
+
+def _probs(top_p: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """(n, 1, 2) one view's probabilities with ``top_p`` on ``label``."""
+    p = np.where(label[:, None] == np.arange(2), top_p[:, None], 1.0 - top_p[:, None])
+    return p[:, None, :]
+
+
+def test_assess_scores_the_runs_pool_on_the_shadows_scale():
+    # out-of-fold gold: right with probability equal to the shadows' score; the run's pool
+    # scores are sharper (x ** 0.25) for the same items: without the shadows' scores of the
+    # items, p_correct takes the sharp scores at their word; with them, it reads them as the
+    # shadows' scores
+    rng = np.random.default_rng(7)
+    s_oof = rng.uniform(0.5, 1.0, 3000)
+    y = rng.integers(0, 2, 3000)
+    right = rng.random(3000) < s_oof
+    oof = _probs(s_oof, np.where(right, y, 1 - y))
+    x = rng.uniform(0.5, 1.0, 5000)
+    lab = rng.integers(0, 2, 5000)
+    run = _probs(x ** 0.25, lab)[:, 0]
+    combined = {"product": run, "mean": run, "best_view": run}
+    votes = lab[:, None].astype(np.int16)
+    plain = assess("auto", oof, y, combined, votes, np.array([10, 10]), 2, np.random.default_rng(0))
+    # three shadows, each with 2,000 of the pool items left, which it scores as x
+    seen = [np.sort(rng.choice(5000, 2000, replace=False)) for _ in range(3)]
+    shadow_pool = [(at, _probs(x[at], lab[at])) for at in seen]
+    mapped = assess("auto", oof, y, combined, votes, np.array([10, 10]), 2, np.random.default_rng(0), shadow_pool)
+    assert plain.combination.method == mapped.combination.method == "single"
+    truth = x  # each pool item is right as often as the shadows' score of its rank says
+    assert np.abs(plain.p_correct - truth).mean() > 0.05            # the sharp scores, taken at their word
+    assert np.abs(mapped.p_correct - truth).mean() <= 0.03          # on the shadows' scale
+    assert mapped.p_correct_of(np.arange(5000), lab) == pytest.approx(mapped.p_correct)
+    assert top(mapped.posterior) == pytest.approx(x ** 0.25)                # the posterior itself is the run's

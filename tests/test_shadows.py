@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import api
-from orchestrator.shadows import Shadows, shadow_crossfit, wanted
+from orchestrator.shadows import ShadowRound, Shadows, pool_reference, shadow_crossfit, wanted
 from store.database import Store
 from tests.conftest import synthetic_frame, write_config
 from views.base import ITEM_ID_COLUMN, ViewContext
@@ -127,6 +127,20 @@ class _PaidPlugin:
 
     def price_per_call(self, p, c):
         return 0.0
+
+
+def test_the_pool_reference_pairs_each_shadows_items_with_the_runs():
+    # the run has pool positions 3, 5, 8, 13, 21 left; shadow 0 has 5, 13, 34 left, shadow 1
+    # none, shadow 2 has 3 and 21: each gives the items both have, as indices into the run's
+    # pool with the shadow's own rows of them
+    probs = [np.arange(3 * 2 * 2, dtype=np.float32).reshape(3, 2, 2), np.zeros((0, 2, 2), np.float32),
+             100 + np.arange(2 * 2 * 2, dtype=np.float32).reshape(2, 2, 2)]
+    sr = ShadowRound(np.zeros((0, 2, 2)), np.zeros(0, dtype=np.int64),
+                     [np.array([5, 13, 34]), np.zeros(0, dtype=np.int64), np.array([3, 21])], probs)
+    ref = pool_reference(sr, np.array([3, 5, 8, 13, 21]))
+    assert len(ref) == 2
+    assert ref[0][0].tolist() == [1, 3] and np.array_equal(ref[0][1], probs[0][[0, 1]])
+    assert ref[1][0].tolist() == [0, 4] and np.array_equal(ref[1][1], probs[2])
 
 
 def test_auto_keeps_shadows_unless_an_llm_view_would_pay_for_them():
