@@ -114,7 +114,8 @@ class ScoreMap:
     judged as the shadows' would be. A run duller than its shadows is not raised: it holds
     every gold label and each shadow only most, and the estimate never vouches beyond what
     the run's own views say (the calibrator's rule too). Identity (``src`` empty) without
-    shadows, and at round 0, where run and shadows differ only by the held-out fold."""
+    shadows, and until the run holds pseudo-labels (round 0), while run and shadows differ
+    only by the held-out fold."""
 
     src: tuple[float, ...] = ()
     dst: tuple[float, ...] = ()
@@ -131,8 +132,9 @@ MAP_LEVELS = 201
 
 
 def fit_score_map(scores: np.ndarray, reference: np.ndarray) -> ScoreMap:
-    """The :class:`ScoreMap` taking the distribution of ``scores`` (the run's pool) onto that
-    of ``reference`` (the shadows' pools); identity when either has no finite score."""
+    """The :class:`ScoreMap` taking the distribution of ``scores`` (the run's scores of some
+    pool items) onto that of ``reference`` (the shadows' scores of the same items; pass only
+    items both sides scored); identity when either has no finite score."""
     scores = np.asarray(scores, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
     scores, reference = scores[np.isfinite(scores)], reference[np.isfinite(reference)]

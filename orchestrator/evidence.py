@@ -104,7 +104,8 @@ def assess(method: str, oof: np.ndarray, oof_y: np.ndarray, combined: dict[str, 
     if len(oof_y) and reference:
         run = np.concatenate([score[at] for at, _ in reference])
         shadow = np.concatenate([top(comb.combine(np.asarray(p, dtype=np.float64))) for _, p in reference])
-        smap = fit_score_map(run, shadow)
+        both = np.isfinite(run) & np.isfinite(shadow)  # items one side abstains on would skew the other's quantiles
+        smap = fit_score_map(run[both], shadow[both])
     p = np.where(np.isnan(score), np.nan, cal(smap(np.nan_to_num(score, nan=0.5))))
     return RoundEvidence(comb, cal, post, p, estimate_prior(gold_counts, post), smap)
 

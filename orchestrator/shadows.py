@@ -223,8 +223,8 @@ def _predict(views: list[View], fetch: Callable[[np.ndarray], pd.DataFrame], pos
 
 
 def pool_reference(sr: ShadowRound, pool: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per shadow, the items it and the run both have left: (their indices in ``pool``, the
-    run's pool positions; the shadow's probabilities of them (m, V, K)). The same items seen
+    """Per shadow, the items it and the run both have left: (indices into ``pool``, the run's
+    sorted pool positions; the shadow's probabilities of those items (m, V, K)). The same items seen
     by both, so the run's scores can be put on the shadows' scale item for item, whatever
     each has labelled already."""
     out = []
@@ -261,6 +261,5 @@ def accept(shadows: Shadows, picks: list[tuple[np.ndarray, np.ndarray, np.ndarra
         shadows.restore(np.full(len(pos), f), pos, label, conf)
 
 
-__all__ = ["SHADOW_POOL", "ShadowRound", "Shadows", "accept", "open_shadows", "pool_reference", "shadow_crossfit",
-           "shadow_select",
-           "train_gold", "wanted", "write_picks"]
+__all__ = ["SHADOW_POOL", "ShadowRound", "Shadows", "accept", "open_shadows", "pool_reference",
+           "shadow_crossfit", "shadow_select", "train_gold", "wanted", "write_picks"]

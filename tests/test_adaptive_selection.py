@@ -274,8 +274,9 @@ def test_every_class_grows_every_round_at_precision(tmp_path: Path):
     "known limitation (issue 13 closing note): with 5 gold per class, 19-20 of the 20 out-of-fold gold "
     "predictions are right even from the shadow runs (which never saw the fold), and one or two gold items lie "
     "in the overlap where views trained on four rounds of pseudo-labels grow over-confident, so calibration "
-    "cannot see it; the last round's precision falls to 0.74 while its estimate says 0.92 (0.95 before the "
-    "shadow runs; the run's overall precision stays 0.93)"))
+    "cannot see it; the last round's precision falls to 0.74 while its estimate says 0.92 (the run's overall "
+    "precision stays 0.95; reading the run's scores on the shadows' scale does not help: they grow "
+    "over-confident there alike)"))
 def test_precision_holds_when_the_views_cannot_label_the_whole_pool(tmp_path: Path):
     out = run_blobs(tmp_path, hard_centre=1.0, hard_spread=1.6, spread=0.9)
     assert_every_class_grows_at_precision(out)

@@ -246,3 +246,23 @@ def test_assess_scores_the_runs_pool_on_the_shadows_scale():
     assert np.abs(mapped.p_correct - truth).mean() <= 0.03          # on the shadows' scale
     assert mapped.p_correct_of(np.arange(5000), lab) == pytest.approx(mapped.p_correct)
     assert top(mapped.posterior) == pytest.approx(x ** 0.25)                # the posterior itself is the run's
+
+
+def test_items_one_side_abstains_on_do_not_skew_the_map():
+    # the run and the shadows score the same items alike, but the run's views abstain on the
+    # 1,000 items the shadows score lowest: compared over the items both scored, nothing moves
+    rng = np.random.default_rng(8)
+    x = np.sort(rng.uniform(0.5, 1.0, 5000))
+    lab = rng.integers(0, 2, 5000)
+    run = _probs(x, lab)[:, 0]
+    run[:1000] = np.nan
+    s_oof = rng.uniform(0.5, 1.0, 500)
+    y = rng.integers(0, 2, 500)
+    oof = _probs(s_oof, np.where(rng.random(500) < s_oof, y, 1 - y))
+    combined = {"product": run, "mean": run, "best_view": run}
+    votes = np.where(np.isnan(run[:, 0]), -1, lab)[:, None].astype(np.int16)
+    ev = assess("auto", oof, y, combined, votes, np.array([5, 5]), 2, np.random.default_rng(0),
+                [(np.arange(5000), _probs(x, lab))])
+    probe = np.array([0.75, 0.85, 0.95])
+    assert ev.score_map(probe) == pytest.approx(probe, abs=0.01)
+    assert np.isnan(ev.p_correct[:1000]).all() and not np.isnan(ev.p_correct[1000:]).any()
