@@ -40,7 +40,7 @@ from store.errors import INTERRUPTS, ConfigError, DataError, RunError, RunInterr
 from store.llm_ledger import LLMLedger
 from store.queries import final_metrics, label_counts
 from store.writers import RoundWriter
-from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, RoundAware, View, ZeroShot
+from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, Closeable, View, ZeroShot
 
 log = logging.getLogger("cotrain")
 
@@ -232,9 +232,7 @@ class RoundRunner:
             for r in range(start_round, self._last_round + 1):
                 ledger.round = r
                 problems.round = r
-                for v in views:
-                    if isinstance(v, RoundAware):
-                        v.set_round(r)
+                steps.set_round(views, r)
                 if self._round(run_id, r, views, fields, state, rng, test_df):
                     break
         finally:
@@ -336,8 +334,7 @@ class RoundRunner:
                                  lambda p: self._fetch(run_id, state, p, fields), self.k, c.batch_size,
                                  self.reporter.advance, with_pool)
             oof, oof_y = sr.oof, sr.oof_y
-            for v in (v for v in views if isinstance(v, RoundAware)):  # the run's fit tunes its own C
-                v.set_round(r)
+            steps.set_round(views, r)  # the run's fit tunes its own C, not the last shadow's
         elif c.calibration_folds >= 2 and gold_rows.size:
             cv_rng = np.random.default_rng([self.cfg.seed, r])  # its own stream: the run's is not consumed
             support = np.bincount(y[state.gold[pos] < 0].astype(np.int64), minlength=self.k)

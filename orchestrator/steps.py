@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.selection import ABSTAIN, ensemble_proba, label_matrix, pairwise_agreement
-from views.base import View
+from views.base import RoundAware, View
 
 log = logging.getLogger("cotrain")
 
@@ -45,6 +45,13 @@ def fit_views(views: Sequence[View], train: pd.DataFrame, y: np.ndarray, w: np.n
         out.n_train[view.name] = int(m.sum())
         advance(view.name, "fit", 1, 1)
     return out
+
+
+def set_round(views: Sequence[View], r: int) -> None:
+    """Tell each view that keeps per-round state (``views.base.RoundAware``) that round r begins."""
+    for v in views:
+        if isinstance(v, RoundAware):
+            v.set_round(r)
 
 
 def metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, float | None]:
@@ -193,5 +200,4 @@ def view_pairs(pred: PoolPrediction) -> list[tuple[int, int, int, float | None]]
 
 __all__ = ["BatchSink", "Combiners", "Evaluation", "FitResult", "PoolPrediction", "agreement_with_ensemble", "crossfit",
            "empty_prediction", "evaluate_views", "fill_batch", "fit_views", "metrics", "predict_into", "predict_pool",
-           "predict_test",
-           "view_pairs"]
+           "predict_test", "set_round", "view_pairs"]
