@@ -114,8 +114,10 @@ class ScoreMap:
     judged as the shadows' would be. A run duller than its shadows is not raised: it holds
     every gold label and each shadow only most, and the estimate never vouches beyond what
     the run's own views say (the calibrator's rule too). Identity (``src`` empty) without
-    shadows, and until the run holds pseudo-labels (round 0), while run and shadows differ
-    only by the held-out fold."""
+    shadows. It applies from round 0: there run and shadows differ only by the held-out
+    fold, yet heads tuned on every gold item are sharper than the folds' (news at 5% gold
+    accepted round-0 batches at an estimated 0.91 of which 0.84-0.90 were right; read on
+    the shadows' scale 0.86-0.91)."""
 
     src: tuple[float, ...] = ()
     dst: tuple[float, ...] = ()

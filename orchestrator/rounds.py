@@ -268,7 +268,7 @@ class RoundRunner:
                 if c.pool_sample and c.pool_sample < pool_left:  # Blum-Mitchell's U': a random sample
                     pool = np.sort(rng.choice(pool, size=c.pool_sample, replace=False))
                 pred = self._predict(run_id, views, fields, state, pool, write, oof, oof_y)
-                ref = shadow_runs.pool_reference(sr, pool) if sr is not None and state.n_pseudo else None
+                ref = shadow_runs.pool_reference(sr, pool) if sr is not None else None
                 evidence = assess(c.combination, oof, oof_y, pred.combined, pred.labels, state.gold_prior(self.k),
                                   self.k, rng, ref)
                 pred.ensemble = evidence.label
