@@ -199,6 +199,31 @@ def test_a_run_stores_its_shadows_apart_from_gold_and_test_items(tmp_path: Path)
     assert res.status == "finished"
 
 
+def test_every_round_reads_its_scores_on_the_shadows_scale_from_round_0(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    """The score map's reference reaches ``assess`` at each round that predicts the pool, round
+    0 included (heads tuned on every gold item are sharper than the folds'); none without shadows."""
+    import orchestrator.rounds as rounds_module
+
+    seen: list[int | None] = []
+    real = rounds_module.assess
+
+    def spy(*args, **kwargs):
+        ref = args[8] if len(args) > 8 else kwargs.get("reference")
+        if args[3] is not None:  # a round that predicted the pool
+            seen.append(None if ref is None else sum(len(at) for at, _ in ref))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rounds_module, "assess", spy)
+    df = _frame()
+    api.run(write_config(tmp_path, df, policy="auto", max_rounds=2))
+    assert len(seen) >= 2 and all(n is not None and n > 0 for n in seen)
+    seen.clear()
+    (tmp_path / "off").mkdir()
+    api.run(write_config(tmp_path / "off", df, policy="auto", max_rounds=2, shadows=False))
+    assert seen and all(n is None for n in seen)
+
+
 def test_a_failed_run_resumes_its_shadows_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     df = _frame()
     (tmp_path / "ref").mkdir()
