@@ -22,8 +22,11 @@ _WORDS = {"token", "password", "passwd", "pwd", "secret", "secrets", "credential
 #: Two-part names ending in ``key`` that are credentials (``api_key``, ``access_key`` ...).
 _KEY_OWNERS = {"api", "access", "private", "secret", "client", "signing", "encryption", "master", "auth"}
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/\s@?#]+)@")
-_URL_QUERY = re.compile(r"(?i)([?&;](?:api[_-]?key|key|token|access[_-]?token|auth|password|secret|sig|signature)=)"
-                        r"([^&#\s]+)")
+#: A URL query parameter: ``?name=value`` (or after ``&``/``;``); the name decides (:func:`_query_credential`).
+_URL_QUERY = re.compile(r"([?&;])([^=&#\s;?]+)=([^&#\s;]+)")
+#: Query parameter names that carry a credential besides those :func:`credential_name` knows
+#: (signed URLs: ``sig``, ``signature``, ``X-Amz-Signature``'s last part).
+_QUERY_WORDS = {"sig", "signature", "code"}
 #: Values shaped like well-known API keys (OpenAI, Anthropic, Hugging Face, GitHub, Slack, AWS, Google).
 _KEY_SHAPES = re.compile(r"\b(?:sk-[A-Za-z0-9_\-]{16,}|sk-ant-[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{24,}"
                          r"|gh[pousr]_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16}"
@@ -47,12 +50,24 @@ def credential_name(name: str) -> bool:
     return parts == ["key"] or (len(parts) >= 2 and parts[-1] == "key" and parts[-2] in _KEY_OWNERS)
 
 
+def _query_credential(name: str) -> bool:
+    """Whether a URL query parameter named ``name`` carries a credential: a credential name
+    (``api_key``, ``api_token``, ``x-api-key``, ``client_secret``, ``private_token`` ...) or
+    a signature (``sig``, ``X-Amz-Signature``)."""
+    parts = _parts(name)
+    return credential_name(name) or bool(parts and (parts[-1] in _QUERY_WORDS or parts[-1] == "key"))
+
+
+def _secret_query(text: str) -> bool:
+    return any(_query_credential(m.group(2)) for m in _URL_QUERY.finditer(text))
+
+
 def secret_in_text(text: str) -> str | None:
     """What makes a string a secret, or None: a URL with a user or password, a key in a URL's
     query, or a value shaped like a known API key."""
     if _URL_USERINFO.search(text):
         return "a URL carrying a user name or password"
-    if _URL_QUERY.search(text):
+    if _secret_query(text):
         return "a URL carrying a key in its query"
     if _KEY_SHAPES.search(text):
         return "a value shaped like an API key"
@@ -78,11 +93,24 @@ def _walk(obj: Any, path: str, keys_are_labels: bool = False) -> Iterator[tuple[
             yield from _walk(v, p)
 
 
+def key_shaped_name(value: str) -> bool:
+    """Whether a value given as the *name* of an environment variable (``api_key_env``) looks
+    like a key pasted there instead: 20 or more characters mixing lower case, upper case and
+    digits (variable names are upper case words: ``OPENAI_API_KEY``)."""
+    v = str(value)
+    return len(v) >= 20 and any(c.islower() for c in v) and any(c.isupper() for c in v) \
+        and any(c.isdigit() for c in v)
+
+
 def find_secret(data: Any) -> tuple[str, str] | None:
     """The first (key path, reason) where a raw config holds a credential, or None."""
     for path, key, value in _walk(data, ""):
         if key is not None and credential_name(str(key)) and value not in (None, "", [], {}):
             return path, f"{key} must not be written in a config: its name says it holds a credential"
+        if key is not None and _parts(str(key))[-1:] == ["env"] and isinstance(value, str) \
+                and key_shaped_name(value):
+            return path, (f"{key} names an environment variable, and this value looks like a key itself "
+                          "(set the variable to the key and give its name)")
         if isinstance(value, str):
             why = secret_in_text(value)
             if why:
@@ -93,7 +121,8 @@ def find_secret(data: Any) -> tuple[str, str] | None:
 def redact_text(text: str) -> str:
     """``text`` with URL credentials and key-shaped values replaced by ``<redacted>``."""
     text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
-    text = _URL_QUERY.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    text = _URL_QUERY.sub(lambda m: f"{m.group(1)}{m.group(2)}={REDACTED}" if _query_credential(m.group(2))
+                          else m.group(0), text)
     return _KEY_SHAPES.sub(REDACTED, text)
 
 
@@ -111,4 +140,4 @@ def redact(obj: Any, keys_are_labels: bool = False) -> Any:
     return obj
 
 
-__all__ = ["REDACTED", "credential_name", "find_secret", "redact", "redact_text", "secret_in_text"]
+__all__ = ["REDACTED", "credential_name", "find_secret", "key_shaped_name", "redact", "redact_text", "secret_in_text"]

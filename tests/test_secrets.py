@@ -39,14 +39,21 @@ def _plant(tmp: Path, where: str) -> Path:
     elif where == "debate agent":
         data["debate"] = {"fields": ["a_0"], "agents": [{"name": "a1", "model": "openai/x",
                                                           "api_base": f"http://u:{SECRET}@127.0.0.1:9/v1"}]}
+    elif where == "llm.api_base api_token":
+        data["views"].append({**llm, "api_base": f"https://llm.example/v1?model=x&api_token={SECRET}"})
+    elif where == "llm.api_base x-api-key":
+        data["views"].append({**llm, "api_base": f"https://llm.example/v1?x-api-key={SECRET}"})
+    elif where == "key in api_key_env":
+        data["views"].append({**llm, "api_key_env": "Wq3xT9sLm2Pz8Kd4Rv7Yb1Nc"})
     elif where == "key-shaped value":
         data["views"].append({**llm, "instructions": "use sk-proj-" + SECRET})
     cfg.write_text(yaml.safe_dump(data))
     return cfg
 
 
-PLACES = ["llm.api_key", "llm.api_base userinfo", "llm.api_base query", "plugin param", "estimator_params",
-          "nested list", "debate agent", "key-shaped value"]
+PLACES = ["llm.api_key", "llm.api_base userinfo", "llm.api_base query", "llm.api_base api_token",
+          "llm.api_base x-api-key", "key in api_key_env", "plugin param", "estimator_params", "nested list",
+          "debate agent", "key-shaped value"]
 
 
 @pytest.mark.parametrize("where", PLACES)
@@ -56,7 +63,7 @@ def test_a_planted_credential_is_refused_and_written_nowhere(tmp_path: Path, whe
         with pytest.raises(ConfigError) as err:
             call(cfg)
         msg = str(err.value)
-        assert "api_key_env" in msg and "\n" not in msg and SECRET not in msg
+        assert "api_key_env" in msg and "\n" not in msg and SECRET not in msg and "Wq3xT9sLm2Pz8Kd4Rv7Yb1Nc" not in msg
     assert not (tmp_path / "run.duckdb").exists()
     for f in tmp_path.rglob("*"):  # only the config itself holds it
         if f.is_file() and f.name != "cotrain.yaml":
@@ -106,3 +113,7 @@ def test_redact_keeps_everything_else():
     cfg = {"a": {"token": "x", "tokens": 5, "url": "https://u:p@h/x?key=abc&b=1"}, "l": ["sk-" + "a" * 30, "ok"]}
     assert redact(cfg) == {"a": {"token": "<redacted>", "tokens": 5, "url": "https://<redacted>@h/x?key=<redacted>&b=1"},
                            "l": ["<redacted>", "ok"]}
+    # any query parameter named like a credential or a signature, the others kept
+    url = "https://h/v1?model=m&api_token=a&x-api-key=b&client_secret=c&X-Amz-Signature=d&max_tokens=5"
+    assert redact({"u": url}) == {"u": "https://h/v1?model=m&api_token=<redacted>&x-api-key=<redacted>"
+                                       "&client_secret=<redacted>&X-Amz-Signature=<redacted>&max_tokens=5"}
