@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from orchestrator.config import Config, DataConfig
+from orchestrator.jsonl import json_diagnosis, json_reason, read_jsonl
+from orchestrator.read_errors import one_line as _one_line, reason as _reason
 from store.database import Store
 from store.encoding import replace_bare_cr, utf8_problem
 from store.errors import DataError
@@ -93,43 +93,18 @@ def read_table(path: str | Path, declared_format: str = "auto", label_column: st
 # ------------------------------------------------------------------ reading a file
 # DuckDB's messages run over many lines (the reader's settings, possible fixes, the whole
 # offending line); an error keeps its one-line reason, with the file's line and byte.
-_NOISE = ("original line", "possible", "*", "file =", "column ", "this type", "it was not possible",
-          "the search space", "delimiter", "quote", "escape", "comment", "encoding", "new_line", "header",
-          "skip_rows", "strict_mode", "date_format", "timestamp_format", "null_padding", "sample_size",
-          "ignore_errors", "all_varchar")
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    """``text`` on one line: control characters escaped, cut to ``limit`` characters."""
-    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _reason(exc: Exception, *, shown: str | None = None, actual: str | None = None) -> str:
-    """DuckDB's reason in one line: its first line, plus the line that says what was wrong."""
-    msg = str(exc)
-    if shown and actual:
-        msg = msg.replace(actual, shown)
-    lines = [x.strip() for x in msg.splitlines()]
-    head = re.sub(r"^(Invalid Input|Conversion|IO|Parser) Error: ", "", lines[0] if lines else msg)
-    why = next((x for x in lines[1:] if x and not x.lower().startswith(_NOISE)), None)
-    return _one_line(f"{head.rstrip('. ')}: {why}" if why else head)
-
-
 def _read_other(p: Path, fmt: str) -> pa.Table:
     con = duckdb.connect(":memory:")
     try:
         if fmt == "jsonl":
-            rel = con.read_json(str(p), format="newline_delimited")
-        else:
-            rel = con.read_parquet(str(p))
-        return rel.to_arrow_table()
+            return read_jsonl(con, p)
+        return con.read_parquet(str(p)).to_arrow_table()
     except (duckdb.Error, UnicodeDecodeError) as exc:
         # UnicodeDecodeError: DuckDB cut its own message inside a character (it quotes the bad
         # record, shortened) and the message could not be read
         unreadable = isinstance(exc, UnicodeDecodeError)
         if fmt == "jsonl":
-            why = utf8_problem(p) or (_json_diagnosis(p) if unreadable else None) or _json_reason(p, exc)
+            why = utf8_problem(p) or (json_diagnosis(p) if unreadable else None) or json_reason(p, exc)
         else:
             why = _reason(exc)
         if unreadable and why == _reason(exc):
@@ -137,68 +112,6 @@ def _read_other(p: Path, fmt: str) -> pa.Table:
         raise DataError(f"cannot read as {fmt}: {why}", str(p)) from None
     finally:
         con.close()
-
-
-def _json_reason(p: Path, exc: Exception) -> str:
-    """DuckDB's JSON error with the file's line. DuckDB counts non-blank records, and names the
-    record after the bad one for malformed JSON (``at byte 7 in line 3`` for the 2nd record),
-    the record itself for one it cannot convert (``in line 2: Object ... has duplicate key``)."""
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    m = re.search(r"at byte (\d+) in line (\d+): (.*)", first)
-    if m:
-        byte, record, what = int(m.group(1)), int(m.group(2)) - 1, m.group(3).strip()
-        what = what.replace("Try auto-detecting the JSON format", "").strip().rstrip(".")
-        found = _record_line(p, record)
-        if found is None:
-            where = f"record {record}"
-        else:
-            where = f"line {found[0]}" + (f", byte {byte}" if byte <= found[1] else "")
-        return _one_line(f"malformed JSON at {where}: {what}")
-    m = re.search(r"the keys ('.*') and ('.*') differ only in case", first)
-    if m:  # DuckDB matches keys case-insensitively and cannot read both
-        return _one_line(f"the keys {m.group(1)} and {m.group(2)} differ only in case, which the reader cannot "
-                         "tell apart: rename one of them")
-    m = re.search(r"^(?:Invalid Input Error: )?(.*?) in file .*?, in line (\d+): (.*)", first)
-    if m:
-        found = _record_line(p, int(m.group(2)))
-        where = f"line {found[0]}" if found else f"record {m.group(2)}"
-        return _one_line(f"{m.group(1)} at {where}: {m.group(3).strip()}")
-    return _reason(exc)
-
-
-def _json_diagnosis(p: Path) -> str | None:
-    """The first line of a JSONL file that Python's parser refuses or that repeats a key."""
-    def no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in pairs]
-        dup = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
-        if dup is not None:
-            raise ValueError(f"duplicate key {dup!r}")
-        return dict(pairs)
-
-    opener = gzip.open if p.name.lower().endswith(".gz") else open
-    with opener(p, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            if raw.strip():
-                try:
-                    json.loads(raw, object_pairs_hook=no_repeats)
-                except (ValueError, RecursionError) as exc:
-                    return _one_line(f"line {n}: {exc}")
-    return None
-
-
-def _record_line(p: Path, record: int) -> tuple[int, int] | None:
-    """(1-based line, its length in bytes) of the ``record``-th non-blank line of the file."""
-    if record < 1:
-        return None
-    opener = gzip.open if p.name.lower().endswith(".gz") else open
-    seen = 0
-    with opener(p, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            if raw.strip():
-                seen += 1
-                if seen == record:
-                    return n, len(raw.rstrip(b"\r\n"))
-    return None
 
 
 def _read_csv(p: Path) -> pa.Table:

@@ -207,6 +207,32 @@ def test_jsonl_keys_that_differ_only_in_case_say_so(tmp_path: Path):
     assert "the keys 'Ab' and 'aB' differ only in case" in _msg(e) and "columns=" not in str(e.value)
 
 
+def test_jsonl_nan_in_a_text_key_reads_as_missing_and_keeps_the_other_values_plain(tmp_path: Path):
+    """``json.dumps`` writes a float NaN as a bare ``NaN``; DuckDB then read the whole key as
+    JSON, every value in its quotes, so no row matched ``test`` and every id gained quotes
+    (a hostile probe's finding). Now NaN is missing and the other values read as written."""
+    rows = [{"id": "i0", "a_0": 1.0, "split": "train", "label": "pos"},
+            {"id": math.nan, "a_0": 2.0, "split": math.nan, "label": math.nan},
+            {"id": "i2", "a_0": 3.0, "split": "test", "label": "neg"},
+            {"id": 7, "a_0": 4.0, "split": "test", "label": True}]
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert "NaN" in p.read_text()
+    t = read_table(p)
+    assert t.column("split").to_pylist() == ["train", None, "test", "test"]
+    assert t.column("id").to_pylist() == ["i0", None, "i2", "7"]
+    assert t.column("label").to_pylist() == ["pos", None, "neg", "true"]
+    assert t.column("a_0").to_pylist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_jsonl_a_list_where_other_lines_hold_one_value_names_the_line(tmp_path: Path):
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"id": "a", "split": "train"}\n\n{"id": "b", "split": ["test"]}\n', encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        read_table(p)
+    assert "key 'split' holds a list at line 3, where other lines hold one value" in _msg(e)
+
+
 def test_a_duckdb_message_cut_inside_a_character_is_still_one_error(tmp_path: Path):
     """DuckDB quotes the bad record shortened, cutting an emoji in two; its Python binding then
     raised UnicodeDecodeError instead of the error (found by the fuzz suite)."""
