@@ -235,6 +235,9 @@ def test_argilla_json_min_and_csv_reviews_are_read(fresh, tmp_path: Path):
     ([["it00000", "ant"], ["nope", "ant"]], r"r\.csv row 2 item 'nope': unknown item id"),
     ([["it00000", "ant"], ["it00001", "wasp"]], r"r\.csv row 2 item 'it00001': label 'wasp' is not one of"),
     ([["it00000", "ant", "0123456789ab"]], r"r\.csv row 1 item 'it00000': exported from a different task"),
+    ([["it00000", "ant"], ["it00001", "bee"], ["it00000", "bee"]],
+     r"r\.csv row 3 item 'it00000': reviewed twice in the file with different labels \('ant' at record 1, 'bee' here\)"),
+    ([["it00001", "bee"], ["it00600", "ant"]], r"r\.csv row 2 item 'it00600': a held-out test item"),
 ])
 def test_bad_review_files_are_rejected_whole(fresh, tmp_path: Path, rows, match):
     _, store, _ = fresh
@@ -262,6 +265,16 @@ def test_other_bad_review_files(fresh, tmp_path: Path):
     (tmp_path / "c.json").write_text(json.dumps([{"data": {"item_id": "it00000"}, "annotations": []}]))
     with pytest.raises(ReviewError, match=r"c\.json: no reviewed record in the file \(1 without an answer\)"):
         api.import_reviews(store, tmp_path / "c.json")
+    ann = [{"id": i, "completed_by": {"email": who}, "result": [{"type": "choices", "from_name": "label",
+                                                                "value": {"choices": [lab]}}]}
+           for i, who, lab in ((1, "a@x", "ant"), (2, "b@x", "bee"))]
+    (tmp_path / "ls.json").write_text(json.dumps([{"data": {"item_id": "it00000"}, "annotations": ann}]))
+    with pytest.raises(ReviewError, match=r"ls\.json row 1 item 'it00000': the task's annotations disagree "
+                                          r"\(a@x: 'ant'; b@x: 'bee'\)"):
+        api.import_reviews(store, tmp_path / "ls.json")
+    ann[1]["result"][0]["value"]["choices"] = ["ant"]  # two annotators who agree: one review
+    (tmp_path / "ls.json").write_text(json.dumps([{"data": {"item_id": "it00000"}, "annotations": ann}]))
+    assert api.import_reviews(store, tmp_path / "ls.json", rounds=0).imported == 1
     (tmp_path / "d.json").write_text("{not json")
     with pytest.raises(ReviewError, match=r"d\.json: not a JSON export"):
         api.import_reviews(store, tmp_path / "d.json")

@@ -10,8 +10,10 @@
   (kept, never deleted; ``reviewed_by`` names the review);
 * reopens the run for ``rounds`` more rounds, so the next ``cotrain run`` trains on them.
 
-A file with an unknown item, an unknown label, or records exported from a different task
-is rejected with a ``ReviewError`` naming the first bad record, and nothing is written.
+A file with an unknown item, an unknown label, a held-out test item (its label is the
+evaluation's truth), one item given two different labels (two records, or a Label Studio
+task whose annotators disagree), or records exported from a different task is rejected
+with a ``ReviewError`` naming the first bad record, and nothing is written.
 """
 from __future__ import annotations
 
@@ -94,6 +96,13 @@ def _choice(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
+def _ann_label(ann: dict[str, Any]) -> str | None:
+    """The label a Label Studio annotation chose (cotrain's ``label`` question first), or None."""
+    results = [r for r in ann.get("result") or [] if r.get("type") == "choices"]
+    mine = [r for r in results if r.get("from_name") == LABEL_QUESTION] or results
+    return _choice(mine[0].get("value")) if mine else None
+
+
 # ------------------------------------------------------------------ readers
 def _label_studio(tasks: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
     out, skipped = [], 0
@@ -107,10 +116,14 @@ def _label_studio(tasks: list[dict[str, Any]], path: str) -> tuple[list[ParsedRe
         if not anns:
             skipped += 1
             continue
+        answered = [(a, lab) for a in anns if (lab := _ann_label(a)) is not None]
+        if len({lab for _, lab in answered}) > 1:  # two annotators disagree: no silent winner
+            said = "; ".join(f"{_who(a.get('completed_by')) or 'annotation ' + str(a.get('id'))}: {lab!r}"
+                             for a, lab in answered[:3])
+            raise ReviewError(f"the task's annotations disagree ({said}); settle it in the tool or delete all but "
+                              "one annotation, then export again", path, row=n, item=str(item))
         ann = max(anns, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
-        results = [r for r in ann.get("result") or [] if r.get("type") == "choices"]
-        mine = [r for r in results if r.get("from_name") == LABEL_QUESTION] or results
-        label = _choice(mine[0].get("value")) if mine else None
+        label = _ann_label(ann)
         if label is None:
             skipped += 1
             continue
@@ -282,13 +295,15 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
         wanted += [r.item_id.strip()[1:] for r in parsed if _formula_escaped(r.item_id.strip())]
     ids = pa.table({"item_id": pa.array(wanted, pa.string())})
     with store.registered(ids) as name:
-        known = {r[0] for r in store.con.execute(
-            f'SELECT DISTINCT i.item_id FROM items i JOIN {ident(name)} f ON f.item_id = i.item_id WHERE i.run_id = ?',
-            [rid]).fetchall()}
+        split = dict(store.con.execute(
+            f'SELECT DISTINCT i.item_id, i.split FROM items i JOIN {ident(name)} f ON f.item_id = i.item_id'
+            ' WHERE i.run_id = ?', [rid]).fetchall())
+    known = set(split)
     if fmt == "csv":  # a CSV that started as a cotrain export reads back as the values it escaped
         for r in parsed:
             r.item_id = _resolve(r.item_id, known)
             r.label = _resolve(r.label, labels)
+    seen: dict[str, ParsedReview] = {}
     for r in parsed:  # file order: the first bad record is the one named
         if r.task is not None and r.task != task:
             raise ReviewError(f"exported from a different task (task {r.task}; run {rid} is task {task}, labels "
@@ -298,6 +313,14 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
         if r.label not in labels:
             raise ReviewError(f"label {r.label!r} is not one of the task's labels {labels}", str(path),
                               row=r.row, item=r.item_id)
+        if split[r.item_id] == "test":
+            raise ReviewError("a held-out test item: its label is what the run is evaluated against, which a review "
+                              "may not change mid-run (correct it in the data file and start a new run)", str(path),
+                              row=r.row, item=r.item_id)
+        first = seen.setdefault(r.item_id, r)
+        if first.label != r.label:
+            raise ReviewError(f"reviewed twice in the file with different labels ({first.label!r} at record "
+                              f"{first.row}, {r.label!r} here); keep one", str(path), row=r.row, item=r.item_id)
     now = utcnow()
     who = reviewer or getpass.getuser()
     state = _prior_state(store, rid, sorted(known))
