@@ -100,10 +100,7 @@ def _logging(verbose: bool) -> None:
                         format="cotrain: %(message)s", force=True)
     for noisy in ("httpx", "httpx2", "LiteLLM", "sentence_transformers"):  # one line per HTTP request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # libraries' own progress bars (transformers dequantising a GGUF model) break into the run's progress,
-    # tables and log lines; tqdm reads this when first imported, which the commands do later (set it empty
-    # to see them)
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # as main() does: CliRunner calls the app without it
 
 
 @app.command()
@@ -242,12 +239,14 @@ def export(store: Path = typer.Argument(..., help="Store file."),
         _fail(ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, not '{fmt}'"))
     if min_p_correct is not None and not 0 <= min_p_correct <= 1:
         _fail(ValueError(f"--min-p-correct must be between 0 and 1, not {min_p_correct}"))
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
+        _fail(ValueError(f"--min-confidence must be between 0 and 1, not {min_confidence}"))
     with _guarded():
         n = api.export(store, out_path, fmt, run_id=run_id, max_round=max_round,  # type: ignore[arg-type]
                        min_confidence=min_confidence, source=source, include_gold=not no_gold,
                        disputed_only=disputed, sample=sample, seed=seed, force=force,
                        escape_formulas=not no_escape_formulas, min_p_correct=min_p_correct, select=select)
-    if n.unestimated is not None:
+    if n.unestimated:
         err.print(f"--min-p-correct dropped {n.unestimated} pseudo-label(s) that carry no p_correct estimate "
                   "(runs before estimates were recorded, debate verdicts)", highlight=False, soft_wrap=True)
     out.print(f"wrote {n} rows to {out_path}")
@@ -315,7 +314,11 @@ def demo(folder: Path = typer.Argument(Path("cotrain-demo"), help="Folder for da
 
 
 def main() -> None:
-    """The ``cotrain`` entry point."""
+    """The ``cotrain`` entry point. Libraries' own progress bars (``datasets`` saving an hf
+    export, transformers dequantising a GGUF model) would break into the command's tables and
+    log lines: tqdm reads ``TQDM_DISABLE`` when first imported, which every command does later
+    (set it empty to see them)."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
     with _guarded():
         app()
 

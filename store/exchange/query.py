@@ -54,8 +54,10 @@ class ExportFilter:
                                           # (a review selection)
 
     def __post_init__(self) -> None:
-        if self.min_p_correct is not None and not 0 <= self.min_p_correct <= 1:  # NaN too
-            raise StoreError(f"min_p_correct must be between 0 and 1, not {self.min_p_correct}")
+        for name in ("min_p_correct", "min_confidence"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:  # NaN too
+                raise StoreError(f"{name} must be between 0 and 1, not {value}")
 
 
 def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = False) -> tuple[str, list[object]]:
