@@ -54,6 +54,23 @@ def test_persistent_failure_gives_up_as_an_error_not_a_crash(key_env, mem_store,
     assert mem_store.scalar("SELECT count(*) FROM llm_cache") == 0  # failures are never cached
 
 
+def test_a_failing_batch_logs_a_few_failures_and_counts_the_rest_in_one_line(key_env, caplog):
+    """A server failing every request printed one warning per request (2,179 lines in a
+    probe); now the first few, then one line with the count."""
+    import logging
+
+    from views.llm.client import FAILURES_SHOWN
+
+    with MisbehavingServer(default="500") as srv, _client(srv, key_env, max_retries=0) as c, \
+            caplog.at_level(logging.WARNING, logger="cotrain"):
+        comps = c.complete([_req(f"t{i}") for i in range(12)])
+    assert [x.status for x in comps] == ["error"] * 12 and c.stats.errors == 12
+    lines = [r.getMessage() for r in caplog.records if r.name == "cotrain"]
+    assert sum("request failed after 1 attempt(s): InternalServerError" in m for m in lines) == FAILURES_SHOWN
+    assert sum("12 of 12 requests failed in this batch" in m for m in lines) == 1
+    assert len(lines) == FAILURES_SHOWN + 1
+
+
 def test_cache_answers_repeats_without_a_call(key_env, mem_store):
     ledger = LLMLedger(mem_store, run_id=None)
     with MisbehavingServer() as srv:

@@ -48,6 +48,8 @@ FATAL = ("AuthenticationError", "PermissionDeniedError", "NotFoundError", "Payme
 OVERLOAD = ("Timeout", "APITimeoutError", "RateLimitError", "ServiceUnavailableError")
 #: Largest group of answers committed together (see :mod:`views.llm.group_commit`).
 MAX_COMMIT_GROUP = 64
+#: Failed requests of one batch logged one by one; the rest are counted in one line.
+FAILURES_SHOWN = 3
 
 
 @dataclass
@@ -181,15 +183,20 @@ class LLMClient:
         gate, limiter = self._limits()
         committer = GroupCommitter(self.ledger.record if self.ledger is not None else None, self._group,
                                    self.commit_wait_s)
-        total, done = len(first), 0
+        total, done, failed = len(first), 0, 0
         t_start = last_log = time.monotonic()
 
         async def one(i: int) -> None:
             comp, raw = await self._call(requests[i], keys[i], gate, limiter, committer)
             out[i] = comp
             committer.add(self._record(requests[i], comp, raw))
-            nonlocal done, last_log
+            nonlocal done, last_log, failed
             done += 1
+            if comp.status == "error":
+                failed += 1
+                if failed <= FAILURES_SHOWN:
+                    log.warning("view %s: request failed after %d attempt(s): %s", self.view, comp.attempts,
+                                comp.error)
             now = time.monotonic()
             if now - last_log >= self.progress_every_s and done < total:
                 last_log = now
@@ -201,6 +208,10 @@ class LLMClient:
         finally:  # what was answered is filed, even when another request failed
             await committer.flush()
             self.commits += committer.commits
+            if failed > FAILURES_SHOWN:  # one line for the rest, not one per request
+                log.warning("view %s: %d of %d requests failed in this batch (the first %d above); each is filed "
+                            "in llm_calls with its error and its item abstains", self.view, failed, total,
+                            FAILURES_SHOWN)
         dups = []
         for i in todo:
             if out[i] is None:  # a duplicate of a request answered above: no call, no cost
@@ -323,8 +334,6 @@ class LLMClient:
                     if not retryable or attempts > self.max_retries:
                         self.stats.errors += 1
                         self.stats.calls += 1
-                        log.warning("view %s: request failed after %d attempt(s): %s: %s",
-                                    self.view, attempts, name, last_err)
                         return Completion(key=key, status="error", error=f"{name}: {last_err}"[:500],
                                           attempts=attempts, latency_s=time.perf_counter() - t0), None
                     delay = self._delay(attempts, exc)
