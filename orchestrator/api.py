@@ -335,7 +335,7 @@ def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = 
         st.reopen_run(rid, limit)
         return rounds
 
-    with Store(store) as st:
+    with Store(store, create=False) as st:  # a mistyped path must not leave an empty store behind
         return _import_reviews(st, file, run_id=run_id, reviewer=reviewer, then=reopen)
 
 

@@ -62,11 +62,11 @@ class Store:
     """A DuckDB store file (or ``:memory:``) with cotrain's schema applied.
 
     Use as a context manager, or call :meth:`close`. ``read_only=True`` opens an existing
-    file without keeping the write lock; a store written by an older cotrain is first brought
+    file without keeping the write lock (``create=False``: an existing file, writable); a store written by an older cotrain is first brought
     up to date (its migrations only add tables, columns and views), then reopened read-only.
     """
 
-    def __init__(self, path: str | Path = ":memory:", read_only: bool = False) -> None:
+    def __init__(self, path: str | Path = ":memory:", read_only: bool = False, create: bool = True) -> None:
         self.path = str(path)
         self.read_only = read_only
         self._lock = threading.Lock()
@@ -75,7 +75,7 @@ class Store:
             parent = Path(self.path).parent
             if not parent.exists():
                 raise StoreError(f"folder {parent} does not exist", self.path)
-            if read_only and not Path(self.path).exists():
+            if (read_only or not create) and not Path(self.path).exists():
                 raise StoreError("no such store file", self.path)
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)

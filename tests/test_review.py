@@ -280,6 +280,9 @@ def test_other_bad_review_files(fresh, tmp_path: Path):
         api.import_reviews(store, tmp_path / "d.json")
     with pytest.raises(ReviewError, match=r"missing\.json: file not found"):
         api.import_reviews(store, tmp_path / "missing.json")
+    with pytest.raises(StoreError, match=r"nostore\.duckdb: no such store file"):  # a mistyped store path
+        api.import_reviews(tmp_path / "nostore.duckdb", tmp_path / "c.json")
+    assert not (tmp_path / "nostore.duckdb").exists()
 
 
 def test_cli_import_reviews_reports_precision(fresh, tmp_path: Path):
