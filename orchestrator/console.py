@@ -124,8 +124,15 @@ def print_live(out: Console, p: dict[str, Any]) -> None:
     where = "while starting" if p["round"] is None else f"in round {p['round']} ({p['phase']})"
     if p["state"] != "running":
         why = p["state"] + (f": {p['error']}" if p.get("error") else "")
-        out.print(f"{run}: its process (PID {p['pid']}) ended without finishing ({why}) {where}; "
-                  "run it again to resume", highlight=False)
+        if p["state"] == "failed" and p["run_id"] is None:  # refused before it created a run: nothing to resume
+            out.print(f"the last `cotrain run` (PID {p['pid']}) failed while starting ({p.get('error') or 'error'}) "
+                      "and created no run; fix what its error said and run it again", highlight=False)
+        elif p["state"] == "failed":
+            out.print(f"{run}: its process (PID {p['pid']}) stopped with an error ({why}) {where}; fix what the "
+                      "error said, then run it again to resume", highlight=False)
+        else:
+            out.print(f"{run}: its process (PID {p['pid']}) ended without finishing ({why}) {where}; "
+                      "run it again to resume", highlight=False)
         return
     of = "" if p["last_round"] is None else f" of {p['last_round']}"
     head = "starting" if p["round"] is None else f"round {p['round']}{of}, {p['phase']}"
