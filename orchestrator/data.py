@@ -226,6 +226,17 @@ class LoadedData:
     n_unlabelled: int
     n_test: int
     columns: list[str]
+    gold_classes: tuple[str, ...] = ()  # the distinct labels of the labelled training rows
+
+    def gold_problem(self, label_column: str) -> str | None:
+        """Why views trained on the gold labels alone could not label anything (none, or one
+        class only), or None."""
+        if self.n_gold == 0:
+            return f"no labelled training rows: fill '{label_column}' for a few items"
+        if len(self.gold_classes) < 2:
+            return (f"every labelled training row is {self.gold_classes[0]!r}: a view trained on one class cannot "
+                    "tell classes apart; label a few items of the other classes")
+        return None
 
 
 def _with_meta(table: pa.Table, split: str | pa.Array) -> pa.Table:
@@ -302,4 +313,6 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
     if n_train == 0:
         raise DataError("no training rows (every row is in the test split)", d.train)
     columns = [c for c in store.data_columns(run_id) if c not in (SPLIT_COL, FILE_ROW_COL)]
-    return LoadedData(n_train, n_gold, n_train - n_gold, n_test, columns)
+    classes = store.query("SELECT DISTINCT gold_label FROM items WHERE run_id = ? AND split = 'train' AND gold_label "
+                          "IS NOT NULL ORDER BY gold_label", [run_id]).column(0).to_pylist()
+    return LoadedData(n_train, n_gold, n_train - n_gold, n_test, columns, tuple(classes))

@@ -113,9 +113,9 @@ class RoundRunner:
             from orchestrator.escalation import make_escalator
 
             make_escalator(self.cfg, None, loaded.columns, self.base_dir, None)[0].close()
-        if loaded.n_gold == 0 and not self.dry_run and not any(isinstance(v, ZeroShot) and v.zero_shot for v in views):
-            raise DataError(f"no labelled training rows: fill '{d.label_column}' for a few items "
-                            "(or add an llm view, which labels zero-shot)", d.train)
+        problem = loaded.gold_problem(d.label_column)
+        if problem and not self.dry_run and not any(isinstance(v, ZeroShot) and v.zero_shot for v in views):
+            raise DataError(f"{problem} (or add an llm view, which labels zero-shot)", d.train)
         return run_id, loaded
 
     def _build_views(self, run_id: int, columns: list[str]) -> list[View]:

@@ -166,6 +166,17 @@ def test_no_labelled_items(tmp_path: Path):
     _expect_error(tmp_path, mutate, DataError, r"no labelled training rows")
 
 
+def test_gold_of_one_class_only_is_one_error(tmp_path: Path):
+    """Every view would abstain round after round (a warning per fit) and the run end with
+    exit 0 and nothing; now one line says why before anything runs."""
+    def mutate(tmp, cfg):
+        def edit(df):
+            train = df.split == "train"
+            df.loc[train & (df.label != "ant"), "label"] = None
+        _rewrite_items(tmp, edit)
+    _expect_error(tmp_path, mutate, DataError, r"every labelled training row is 'ant': a view trained on one class")
+
+
 def test_unknown_view_kind_plugin_path(tmp_path: Path):
     def mutate(tmp, cfg):
         cfg["views"][1] = {"name": "vb", "kind": "nosuch.module:View"}
