@@ -22,8 +22,10 @@ from orchestrator.console import RichReporter, print_plan, print_precision, prin
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,  # main() guards
                   help="Co-train N model views on a small labelled set and a large pool; every label in DuckDB.")
-out = Console()
-err = Console(stderr=True)
+# markup off: item ids, labels, texts and LLM rationales are printed as they are ("[/bold]" in an id
+# crashed `debate show`; "[red]x" coloured it); only the error prefix asks for markup, on escaped text
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _fail(exc: Exception) -> None:

@@ -86,7 +86,7 @@ def print_transcript(out: Console, t: dict[str, Any]) -> None:
               f"{', stopped early' if d['early_stopped'] else ''})", highlight=False)
     for turn in t["turns"]:
         label = turn["label"] or f"abstained ({turn['status']})"
-        out.print(f"  round {turn['debate_round'] + 1}  {turn['agent']} [{turn['model']}]: {label} "
+        out.print(f"  round {turn['debate_round']}  {turn['agent']} [{turn['model']}]: {label} "
                   f"({turn['confidence'] or 0:.2f}) {turn['rationale'] or ''}", highlight=False)
 
 

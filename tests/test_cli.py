@@ -264,3 +264,22 @@ def test_the_cli_turns_library_progress_bars_off_in_a_fresh_process():
 
     assert probe_with("q") == probe_with("v") == ["'1'", "True"]
     assert probe_with("v", TQDM_DISABLE="") == ["''", "False"]
+
+
+def test_data_values_in_the_cli_output_are_text_not_markup():
+    """An item id ``[/bold]`` crashed ``debate show`` (Rich read it as a closing tag) and a
+    transcript's ``[model]`` vanished as a tag; the CLI's consoles print values as written."""
+    from rich.console import Console
+
+    from orchestrator import cli
+    from orchestrator.console import print_transcript
+
+    assert not cli.out._markup and not cli.err._markup
+    t = {"debate": {"item_id": "[/bold]", "run_id": None, "round": None, "trigger": "[red]x", "verdict": "pos",
+                    "confidence": 0.9, "aggregation": "majority", "rounds_used": 1, "early_stopped": False},
+         "turns": [{"label": "pos", "status": "ok", "debate_round": 0, "agent": "a1", "model": "m1",
+                    "confidence": 0.8, "rationale": "[/i] because"}]}
+    con = Console(markup=False, record=True, width=200)
+    print_transcript(con, t)
+    text = con.export_text()
+    assert "item [/bold]" in text and "[red]x" in text and "round 0  a1 [m1]" in text and "[/i] because" in text
