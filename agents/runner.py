@@ -5,7 +5,9 @@ under ``debate:<agent>``: a turn already answered (a resumed run, a re-run) is s
 cache and costs nothing. Debates run ``concurrency`` at a time (langgraph ``batch``); the
 clients' own limits bound the requests in flight. Before each batch the dollars and tokens
 spent so far are checked against the budget: once it is spent, the remaining items are not
-debated (status ``budget``) and a warning says so. What was spent is read from the ledger (its
+debated (status ``budget``) and a warning says so. Under a budget the first debate runs alone
+and each batch is only as wide as the budget left pays for at the cost seen so far, so the
+budget is overshot by one debate at most. What was spent is read from the ledger (its
 ``debate:`` calls of this run), as the views' budgets are, so a resumed run goes on from what it
 spent before it stopped; without a ledger it is counted in memory.
 """
@@ -153,21 +155,38 @@ class Debater:
         usd, tokens = self.spent()
         return (b.usd is not None and usd >= b.usd) or (b.tokens is not None and tokens >= b.tokens)
 
+    def _chunk(self, step: int, done: int, start: tuple[float, int]) -> int:
+        """How many debates to start together: ``step`` without a budget; under one, as many
+        as the budget left pays for at the mean cost of this call's debates so far (one to
+        learn it), so a parallel batch overshoots the budget by at most one debate, not by a
+        whole batch (a 4-wide batch spent three times a $0.01 budget)."""
+        b = self.budget
+        if b.usd is None and b.tokens is None:
+            return step
+        if done == 0:
+            return 1
+        usd, tokens = self.spent()
+        n = step
+        for cap, used, before in ((b.usd, usd, start[0]), (b.tokens, tokens, start[1])):
+            per = (used - before) / done
+            if cap is not None and per > 0:
+                n = min(n, int((cap - used) // per))
+        return max(1, n)
+
     def run(self, items: Sequence[tuple[str, dict[str, str], list[dict[str, Any]]]]) -> list[DebateOutcome]:
         """Debate ``(item_id, fields, views' votes)`` triples; outcomes in the same order."""
         out: list[DebateOutcome] = []
-        warned = False
         step = max(1, self.concurrency)
-        for lo in range(0, len(items), step):
-            chunk = items[lo:lo + step]
+        start, lo = self.spent(), 0
+        while lo < len(items):
             if self._over_budget():
-                if not warned:
-                    usd, tokens = self.spent()
-                    log.warning("debate budget spent ($%.4f, %d tokens): %d item(s) not debated",
-                                usd, tokens, len(items) - lo)
-                    warned = True
-                out.extend(DebateOutcome(item_id=i, status="budget") for i, _, _ in chunk)
-                continue
+                usd, tokens = self.spent()
+                log.warning("debate budget spent ($%.4f, %d tokens): %d item(s) not debated",
+                            usd, tokens, len(items) - lo)
+                out.extend(DebateOutcome(item_id=i, status="budget") for i, _, _ in items[lo:])
+                break
+            chunk = items[lo:lo + self._chunk(step, lo, start)]
+            lo += len(chunk)
             t0 = time.perf_counter()
             states = self.graph().batch([{"item_id": i, "item": f, "votes": v, "round": 0, "transcript": []}
                                          for i, f, v in chunk], config={"max_concurrency": step})

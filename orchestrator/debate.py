@@ -41,10 +41,29 @@ def debate_prompts(cfg: Config) -> Prompts:
                    instructions=d.instructions, descriptions=[x.description for x in cfg.task.labels])
 
 
+def check_debate_budget(cfg: Config) -> None:
+    """A dollar budget needs every remote agent's price (``debate.price``, else litellm's
+    map): without one its calls would be filed at $0 and the budget never reached. Checked
+    before anything runs (``ConfigError`` naming ``debate.price``)."""
+    from store.errors import ConfigError
+    from views.llm.client import estimate_cost
+
+    d = cfg.debate
+    if d is None or d.budget_usd is None or d.price is not None:
+        return
+    unknown = [a.model for a in debate_spec(d, cfg.seed).all_agents()
+               if not str(a.model).startswith("local:") and estimate_cost(a.model, None, 100.0, 1.0) is None]
+    if unknown:
+        raise ConfigError("debate.price", f"debate.budget_usd is set but the price of '{unknown[0]}' is unknown "
+                          "(litellm has none); give debate.price: {input_per_mtok, output_per_mtok} so the budget "
+                          "can be enforced")
+
+
 def make_debater(cfg: Config, ledger: Any = None) -> Debater:
     """A :class:`Debater` for the config's ``debate`` section (which must be set)."""
     d = cfg.debate
     assert d is not None
+    check_debate_budget(cfg)
     return Debater(debate_spec(d, cfg.seed), debate_prompts(cfg), ledger=ledger, concurrency=d.concurrency,
                    timeout_s=d.timeout_s, max_retries=d.max_retries,
                    price=d.price.model_dump() if d.price else None, budget=Budget(d.budget_usd, d.budget_tokens))

@@ -109,6 +109,9 @@ class RoundRunner:
         views = self._build_views(run_id, loaded.columns)
         self.store.set_display_fields(run_id, *display_fields(self.cfg, loaded.columns))
         check_debate_fields(self.cfg, loaded.columns)
+        if self.cfg.debate is not None:  # a dollar budget needs the agents' prices, before any round
+            from orchestrator.debate import check_debate_budget
+            check_debate_budget(self.cfg)
         if self.cfg.escalate is not None and self.cfg.escalate.enabled:  # fields and price, before any round
             from orchestrator.escalation import make_escalator
 

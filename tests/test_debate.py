@@ -104,19 +104,36 @@ def test_budget_stops_the_debate_and_says_so(caplog):
             outs = d.run(ITEMS * 3)
         asked = srv.count
         usd, tokens = d.spent()
-    assert [o.status for o in outs[:2]] == ["verdict", "verdict"]  # the first batch (concurrency 2) runs
-    assert {o.status for o in outs[2:]} == {"budget"} and not any(o.turns for o in outs[2:])
-    assert [o.calls for o in outs] == [3, 3, 0, 0, 0, 0] and asked == 6  # 3 agents x 1 round, first batch only
+    # under a budget the first debate runs alone, to learn what one costs; the next batch is as
+    # wide as the budget left pays for, so it overshoots by one debate at most, not by a batch
+    assert outs[0].status == "verdict"
+    assert {o.status for o in outs[1:]} == {"budget"} and not any(o.turns for o in outs[1:])
+    assert [o.calls for o in outs] == [3, 0, 0, 0, 0, 0] and asked == 3  # 3 agents x 1 round, one debate
     assert tokens == sum(o.tokens for o in outs) > 1 and usd == 0.0  # no price: tokens are the budget
     # it says so once, with the spend and the number of items left undebated as the warning's values
     warned = [r for r in caplog.records if r.name.startswith("cotrain") and r.levelno >= logging.WARNING]
-    assert len(warned) == 1 and warned[0].args == (usd, tokens, 4)
+    assert len(warned) == 1 and warned[0].args == (usd, tokens, 5)
+
+
+def test_a_debate_budget_is_overshot_by_one_debate_at_most():
+    """A 4-wide batch checked only before it started spent three times a small budget (a
+    probe's finding); now batches are sized by the budget left at the cost seen so far."""
+    items = [(f"i{k}", {"text": t}, []) for k, t in enumerate(["a great film", "a dull film"] * 6)]
+    with MisbehavingServer() as srv, _debater(srv, rounds=1) as free:
+        free.run(items[:1])
+        one = free.spent()[1]  # tokens of one debate
+    with MisbehavingServer() as srv, _debater(srv, rounds=1, budget=Budget(tokens=int(3.5 * one))) as d:
+        d.concurrency = 4
+        outs = d.run(items)
+        spent = d.spent()[1]
+    assert sum(o.status != "budget" for o in outs) == 4  # 1 alone, then 2 (what the rest pays for), then 1
+    assert spent <= 3.5 * one + one
 
 
 def test_debate_budget_is_read_from_the_ledger_across_a_resume(tmp_path):
     """The debate's dollars and tokens are what the run's ledger holds: a Debater built over the
     same store and run (a resumed run) refuses at once when the stored spend already reaches the
-    budget, or after one more batch when it nearly does; another run, a fresh store or a
+    budget, or after one more debate when it nearly does; another run, a fresh store or a
     standalone debate (no run) start from zero."""
     from store.database import Store
     from store.llm_ledger import LLMLedger
@@ -144,17 +161,17 @@ def test_debate_budget_is_read_from_the_ledger_across_a_resume(tmp_path):
                 assert d.spent() == (pytest.approx(usd), tokens)
                 assert ran(d.run(items[2:])) == [False] * 6
         assert srv.count == asked
-        with debater(srv, LLMLedger(st, run_id=1), Budget(tokens=tokens + 1)) as d:  # room for one batch
-            assert ran(d.run(items[2:6])) == [True, True, False, False]
+        with debater(srv, LLMLedger(st, run_id=1), Budget(tokens=tokens + 1)) as d:  # room for one debate
+            assert ran(d.run(items[2:6])) == [True, False, False, False]
         with debater(srv, LLMLedger(st, run_id=2), Budget(tokens=1)) as d:  # another run: from zero
-            assert d.spent() == (0.0, 0) and ran(d.run(items[4:8])) == [True, True, False, False]
+            assert d.spent() == (0.0, 0) and ran(d.run(items[4:8])) == [True, False, False, False]
         with debater(srv, LLMLedger(st, run_id=None), Budget()) as d:  # a standalone debate, filed under NULL
             d.run(items[:1])
         with debater(srv, LLMLedger(st, run_id=None), Budget(tokens=1)) as d:  # the next one counts from its start
-            assert d.spent() == (0.0, 0) and ran(d.run(items[6:8])) == [True, True]
+            assert d.spent() == (0.0, 0) and ran(d.run(items[6:8])) == [True, False]
     with MisbehavingServer() as srv, Store(tmp_path / "fresh.duckdb") as st, \
             debater(srv, LLMLedger(st, run_id=1), Budget(tokens=1)) as d:
-        assert d.spent() == (0.0, 0) and ran(d.run(items[:4])) == [True, True, False, False]
+        assert d.spent() == (0.0, 0) and ran(d.run(items[:4])) == [True, False, False, False]
 
 
 # ---------------------------------------------------------------------- standalone and in co-training
@@ -210,3 +227,15 @@ def test_bad_debate_config_is_named(tmp_path):
             api.run(debate_config(tmp_path, srv.base_url, aggregation="judge"))
         with pytest.raises(ConfigError, match=r"'debate.fields': 'body' is not a column"):
             api.run(debate_config(tmp_path, srv.base_url, fields=["body"]))
+
+
+def test_a_debate_dollar_budget_without_the_agents_price_is_refused_before_anything_runs(tmp_path):
+    """Calls of a model litellm has no price for are filed at $0, so a dollar budget would
+    never be reached (a probe's finding); the run refuses at once, storing nothing."""
+    with MisbehavingServer() as srv:
+        cfg = debate_config(tmp_path, srv.base_url, budget_usd=0.5)
+        with pytest.raises(ConfigError, match=r"debate\.price.*budget_usd is set but the price of 'openai/fake'"):
+            api.run(cfg)
+        assert srv.count == 0
+    con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
+    assert one_value(con, "SELECT count(*) FROM runs") == 0

@@ -185,6 +185,7 @@ def test_dry_run_estimates_and_calls_nothing(tmp_path, key_env):
     ({"model": "local:gpt-9"}, r"unknown local model 'gpt-9'"),
     ({"demonstrations": {"strategy": "knn", "text": "body"}}, r"demonstrations.text field 'body'"),
     ({"template": "{{ item.text }"}, r"'template' is not a valid template"),
+    ({"budget_usd": 1.0}, r"budget_usd is set but the price of 'openai/fake' is unknown"),  # filed at $0: no budget
 ])
 def test_bad_llm_view_fails_at_build_naming_the_problem(tmp_path, params, match):
     from store.errors import CotrainError

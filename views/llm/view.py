@@ -139,6 +139,10 @@ class LLMView(ParamsView):
             if f not in columns:
                 raise ViewError(self.name, f"field '{f}' is not a column of the data")
         check_model(self.model)  # a local model is installed? (raises naming the pip command)
+        if self.budget_usd is not None and not str(self.model).startswith("local:") \
+                and self.price_per_call(100.0, 1.0) is None:  # every call would be filed at $0: no budget
+            raise ViewError(self.name, f"budget_usd is set but the price of '{self.model}' is unknown (litellm has "
+                            "none); give price: {input_per_mtok, output_per_mtok} so the budget can be enforced")
         self._builder = self._make_builder()
         self._builder.check()
         used = list(self.fields)
