@@ -55,12 +55,15 @@ def set_round(views: Sequence[View], r: int) -> None:
 
 
 def metrics(y_true: np.ndarray, proba: np.ndarray) -> tuple[float | None, float | None]:
-    """(accuracy, macro-F1) of probabilities against labels; an abstention counts as wrong."""
+    """(accuracy, macro-F1) of probabilities against labels; an abstention counts as wrong.
+    None for both when there are no labels, or when the view abstained on every item: it was
+    not measured (a 0.000 beside a view whose budget ran out read as a view that is always
+    wrong)."""
     from sklearn.metrics import f1_score
 
-    if len(y_true) == 0:
+    voted = ~np.isnan(proba).any(axis=1) if len(y_true) else np.zeros(0, dtype=bool)
+    if not voted.any():
         return None, None
-    voted = ~np.isnan(proba).any(axis=1)
     pred = np.where(voted, np.nan_to_num(proba, nan=-1).argmax(axis=1), -1)
     acc = float((pred == y_true).mean())
     f1 = float(f1_score(y_true, pred, labels=np.unique(y_true), average="macro", zero_division=0))

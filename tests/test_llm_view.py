@@ -87,7 +87,7 @@ def test_unreadable_answers_are_abstentions_never_labels(tmp_path, key_env):
     assert asked == [("0", False, 68), ("1", False, 68), ("2", False, 68), (None, True, 1)]
     assert one_value(con, "SELECT count(*) FROM predictions WHERE view = 'llm' AND label IS NOT NULL") == 0
     assert one_value(con, "SELECT count(*) FROM pseudo_labels WHERE list_contains(source_views, 'llm')") == 0
-    assert res.final_metrics["llm"]["test_accuracy"] == 0.0  # abstaining counts as wrong
+    assert res.final_metrics["llm"]["test_accuracy"] is None  # abstained on every item: not measured
 
 
 def test_failing_server_ends_in_abstentions_and_a_finished_run(tmp_path, key_env):

@@ -214,3 +214,14 @@ def test_changed_data_file_starts_a_new_run(tmp_path: Path):
     second = api.run(cfg)
     assert not second.already_finished and second.run_id == first.run_id + 1
     assert api.run(cfg).already_finished  # unchanged again: nothing to redo
+
+
+def test_held_out_scores_count_an_abstention_as_wrong_and_a_view_that_never_voted_as_unmeasured():
+    from orchestrator.steps import metrics
+
+    y = np.array([0, 1, 1, 0])
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [np.nan, np.nan], [0.3, 0.7]])
+    acc, f1 = metrics(y, p)
+    assert acc == 0.5 and f1 is not None
+    assert metrics(y, np.full((4, 2), np.nan)) == (None, None)
+    assert metrics(np.zeros(0, dtype=int), np.zeros((0, 2))) == (None, None)
