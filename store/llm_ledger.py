@@ -44,7 +44,7 @@ class LLMLedger:
         self._usage["cost_usd"] = 0.0
         if run_id is not None:  # a resumed run's earlier calls count too
             row = self._con.execute(
-                "SELECT count(*) FILTER (WHERE NOT cached), count(*) FILTER (WHERE cached),"
+                "SELECT count(*) FILTER (WHERE NOT cached AND status <> 'budget'), count(*) FILTER (WHERE cached),"
                 " count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE status = 'budget'),"
                 " coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0)"
                 " FROM llm_calls WHERE run_id = ?", [run_id]).fetchall()[0]  # fetchall: duckdb 2.x keeps a
@@ -62,7 +62,8 @@ class LLMLedger:
         with self._usage_lock:
             u = self._usage
             for c in calls:
-                u["cache_hits" if c.cached else "calls"] += 1
+                if c.cached or c.status != "budget":  # a budget refusal is filed, but no call was made
+                    u["cache_hits" if c.cached else "calls"] += 1
                 u["errors"] += c.status == "error"
                 u["over_budget"] += c.status == "budget"
                 u["prompt_tokens"] += c.prompt_tokens or 0

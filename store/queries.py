@@ -151,7 +151,7 @@ def llm_usage(store: Store, run_id: int) -> list[dict[str, Any]]:
         return []  # a store written before LLM views existed
     return store.query(
         "SELECT round, view,"
-        " count(*) FILTER (WHERE NOT cached) AS calls,"
+        " count(*) FILTER (WHERE NOT cached AND status <> 'budget') AS calls,"  # a budget refusal is no call
         " count(*) FILTER (WHERE cached) AS cache_hits,"
         " count(*) FILTER (WHERE status = 'error') AS errors,"
         " count(*) FILTER (WHERE status = 'budget') AS over_budget,"
