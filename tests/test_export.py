@@ -195,3 +195,17 @@ def test_cli_min_p_correct(estimated: dict, tmp_path: Path):
         assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), res.output
         assert "--min-p-correct" in lines[0]
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_export_and_report_options_that_would_give_nothing_say_so(estimated: dict, tmp_path: Path):
+    """A typo in --source wrote an empty file with exit 0, --round -1 exported gold only and
+    report --top -1 failed with DuckDB's own message (a probe's findings)."""
+    store = estimated["store"]
+    with pytest.raises(StoreError, match=r"--source 'bogus' names no source of run \d+ \(one of .*gold"):
+        api.export(store, tmp_path / "a.csv", source="bogus")
+    with pytest.raises(StoreError, match=r"--round must be 0 or more"):
+        api.export(store, tmp_path / "a.csv", max_round=-1)
+    with pytest.raises(StoreError, match=r"--top must be 0 or more"):
+        api.report(store, tmp_path / "r.html", top_disputed=-1)
+    assert not (tmp_path / "a.csv").exists() and not (tmp_path / "r.html").exists()
+    assert api.export(store, tmp_path / "g.csv", source="gold") > 0  # a known source still exports

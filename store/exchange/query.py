@@ -54,6 +54,8 @@ class ExportFilter:
                                           # (a review selection)
 
     def __post_init__(self) -> None:
+        if self.max_round is not None and self.max_round < 0:
+            raise StoreError(f"--round must be 0 or more (rounds count from 0), not {self.max_round}")
         for name in ("min_p_correct", "min_confidence"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:  # NaN too
@@ -106,6 +108,11 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
         where.append("l.confidence >= ?")
         params.append(flt.min_confidence)
     if flt.source is not None:
+        known = {"gold", "review", "pseudo", *info["views"], *(r[0] for r in store.con.execute(
+            "SELECT DISTINCT source FROM pseudo_labels WHERE run_id = ?", [run_id]).fetchall())}
+        if flt.source not in known:  # a typo gave an empty file with exit 0
+            raise StoreError(f"--source {flt.source!r} names no source of run {run_id} (one of "
+                             f"{', '.join(sorted(known))})", store.path)
         if flt.source == "pseudo":
             where.append("l.source NOT IN ('gold', 'review')")
         else:

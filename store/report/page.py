@@ -155,6 +155,8 @@ def write_report(store: Store, out: str | Path, run_id: int | None = None, top_d
     from store.exchange.export import guard_output
 
     p = Path(out)
+    if top_disputed < 0:  # DuckDB's LIMIT refused it with its own message
+        raise StoreError(f"--top must be 0 or more (disputed items to list), not {top_disputed}")
     if not p.parent.exists():
         raise StoreError(f"output folder {p.parent} does not exist")
     guard_output(store, [p], force=True)
