@@ -134,7 +134,8 @@ def debate_round(runner: Any, write: RoundWriter, state: Any, pool: np.ndarray, 
     lab = np.asarray([outcomes[k].verdict for k in acc], dtype=np.int16)
     conf = np.asarray([outcomes[k].confidence for k in acc], dtype=np.float32)
     write.pseudo_labels(state.ids(pos), lab, conf, "debate", pa.array([["debate"]] * len(pos), pa.list_(pa.string())))
-    log.info("round %d: %d item(s) debated, %d verdict(s) accepted", write.round, len(rows), len(pos))
+    log.info("round %d: %d item(s) debated, %d verdict(s) accepted", write.round,
+             sum(o.status != "budget" for o in outcomes), len(pos))
     return pos, lab, conf
 
 

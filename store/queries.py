@@ -169,19 +169,20 @@ def has_table(store: Store, table: str) -> bool:
 
 def debate_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
     """Per round: items debated, verdicts, verdicts accepted, tokens, dollars, and the accuracy
-    of verdicts on held-out items (debated for evaluation only)."""
+    of verdicts on held-out items (debated for evaluation only). Items the budget left
+    undebated count only as ``over_budget``."""
     if not has_table(store, "debates"):
         return []
     return store.query(
-        "SELECT d.round, count(*) FILTER (WHERE d.split = 'train') AS debated,"
+        "SELECT d.round, count(*) FILTER (WHERE d.split = 'train' AND d.status <> 'budget') AS debated,"
         " count(*) FILTER (WHERE d.status = 'verdict' AND d.split = 'train') AS verdicts,"
         " count(*) FILTER (WHERE d.accepted) AS accepted,"
         " count(*) FILTER (WHERE d.status = 'budget') AS over_budget,"
         " count(*) FILTER (WHERE d.early_stopped) AS early_stopped,"
         " sum(d.calls)::BIGINT AS calls, sum(d.tokens)::BIGINT AS tokens, sum(d.cost_usd) AS cost_usd,"
-        " count(*) FILTER (WHERE d.split = 'test') AS test_debated,"
-        " avg(CASE WHEN d.verdict = i.gold_label THEN 1.0 ELSE 0.0 END) FILTER (WHERE d.split = 'test')"
-        "   AS test_verdict_accuracy"
+        " count(*) FILTER (WHERE d.split = 'test' AND d.status <> 'budget') AS test_debated,"  # refused: not debated
+        " avg(CASE WHEN d.verdict = i.gold_label THEN 1.0 ELSE 0.0 END) FILTER (WHERE d.split = 'test'"
+        "   AND d.status <> 'budget') AS test_verdict_accuracy"
         " FROM debates d LEFT JOIN items i ON i.run_id = d.run_id AND i.item_id = d.item_id"
         " WHERE d.run_id = ? GROUP BY d.round ORDER BY d.round", [run_id]).to_pylist()
 

@@ -240,3 +240,20 @@ def test_collected_predictions_are_inserted_in_chunks_and_all_of_them_on_leaving
         with st.transaction(), w.collecting():
             put(10)
             assert count() == 12
+
+
+def test_debate_summary_counts_items_the_budget_left_undebated_apart(tmp_path: Path):
+    """A held-out item the budget refused has no verdict; it counted as a debated, wrong one
+    (status showed 'test acc 0.000 (1)' for a debate that never ran)."""
+    from store.queries import debate_summary
+
+    with Store(tmp_path / "s.duckdb") as st:
+        rows = [(1, "train", "verdict", "ant", True), (2, "train", "budget", None, False),
+                (3, "test", "verdict", "ant", False), (4, "test", "budget", None, False)]
+        for did, split, status, verdict, accepted in rows:
+            st.con.execute("INSERT INTO debates VALUES (?, 1, 0, ?, ?, 'disputed', ?, ?, 0.9, ?, 'majority', 1, false,"
+                           " 3, 30, 0.0, 0.1, now())", [did, f"i{did}", split, status, verdict, accepted])
+        st.con.execute("INSERT INTO items VALUES (1, 'i3', 3, 'test', 'ant'), (1, 'i4', 4, 'test', 'bee')")
+        [row] = debate_summary(st, 1)
+    assert (row["debated"], row["over_budget"], row["test_debated"]) == (1, 2, 1)
+    assert row["test_verdict_accuracy"] == 1.0
