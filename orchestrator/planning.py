@@ -61,10 +61,12 @@ def _plan_view(v: Plannable, sample: Any, n_gold: int, n_test: int, rounds: int,
     """One LLM view's calls, tokens and dollars for the whole run (see ``plan``)."""
     p = v.plan(sample)
     calib = 0 if v.calibration == "none" else min(n_gold + rounds * per_round_pool, int(v.calibration_max_items))
+    # every gold item is asked about too: cross-validation over gold predicts each out of fold
+    # (the calibration's items are gold items and pool items already counted)
     if p["demonstrations"] == "none":  # same prompts every round: later rounds hit the cache
-        items = per_round_pool + n_test + min(n_gold, calib)
+        items = per_round_pool + n_test + n_gold
     else:
-        items = rounds * per_round_pool + (rounds + 1) * (n_test + calib)
+        items = rounds * per_round_pool + (rounds + 1) * (n_test + max(calib, n_gold))
     calls = items * p["calls_per_item"]
     per_call = v.price_per_call(p["prompt_tokens_per_call"], p["completion_tokens_per_call"])
     return {**p, "items": items, "calls": calls,

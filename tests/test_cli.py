@@ -195,7 +195,8 @@ def test_dry_run_estimates_without_calling_or_storing(tmp_path: Path):
     assert (plan["n_gold"], plan["n_pool"], plan["n_test"], plan["max_rounds"]) == (8, 40, 20, 2)
     [v] = plan["views"]  # the LLM view; TF-IDF costs nothing per call
     assert v["view"] == "llm" and v["calls_per_item"] == 1 and v["demonstrations"] == "none"
-    assert v["items"] == 40 + 20 and v["calls"] == 60  # zero-shot: later rounds ask the same prompts (cache hits)
+    # pool, test and the gold items (asked out of fold); zero-shot: later rounds ask the same prompts (cache hits)
+    assert v["items"] == 40 + 20 + 8 and v["calls"] == 68
     assert v["cost_usd"] == pytest.approx((v["prompt_tokens"] * 0.15 + v["completion_tokens"] * 0.6) / 1e6, rel=1e-3)
     assert 0 < v["cost_usd"] < 0.01 and v["budget_usd"] is None and plan["debate"] is None
     res = runner.invoke(app, ["run", str(cfg), "--dry-run"], env={"COLUMNS": "200"})

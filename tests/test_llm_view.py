@@ -174,7 +174,7 @@ def test_dry_run_estimates_and_calls_nothing(tmp_path, key_env):
     assert not (tmp_path / "run.duckdb").exists()
     [v] = plan["views"]
     assert (plan["n_gold"], plan["n_pool"], plan["n_test"]) == (8, 40, 20)
-    assert v["calls"] == 40 + 20  # zero-shot: later rounds are cache hits
+    assert v["calls"] == 40 + 20 + 8  # pool, test and gold (asked out of fold); later rounds are cache hits
     assert v["prompt_tokens"] > 0 and v["cost_usd"] == pytest.approx(
         (v["prompt_tokens"] * 1.0 + v["completion_tokens"] * 2.0) / 1e6, rel=0.05)
 
