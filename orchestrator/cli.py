@@ -189,7 +189,8 @@ def models() -> None:
 
     print_tables(out, "local models (model: local:<name>)", ["name", "default", "status", "licence", "path"],
                   [[m["name"], "yes" if m["default"] else "", m["status"], m["licence"], m["path"] or "-"]
-                   for m in api.models()], left={"name", "default", "status", "licence"}, wrap={"path", "licence"})
+                   for m in api.models()], left={"name", "default", "status", "licence"},
+                  wrap={"path", "licence", "status"})  # the install command in full, wrapped
 
 
 @app.command()
