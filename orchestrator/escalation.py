@@ -55,12 +55,11 @@ def make_escalator(cfg: Any, store: Any, columns: list[str], base_dir: Any, ledg
                       label_descriptions=tuple(spec.description for spec in cfg.task.labels), ledger=ledger,
                       data_dirs=data_roots(cfg.data.train, cfg.data.test))
     view = build_view(ESCALATED, "llm", cfg.escalate.llm, ctx)
-    fields = _resolve_fields(view, cfg, columns)
-    if not str(view.model).startswith("local:") and view.price_per_call(100.0, 1.0) is None:
-        view.close()
+    if not str(view.model).startswith("local:") and view.price_per_call(100.0, 1.0) is None:  # named as the
+        view.close()                                                                          # escalate key
         raise ConfigError("escalate.price", f"the price of '{view.model}' is unknown (litellm has none); give "
                           "price: {input_per_mtok, output_per_mtok} so budget_usd can be enforced")
-    return view, fields
+    return view, _resolve_fields(view, cfg, columns)
 
 
 def _debate_escalator(cfg: Any, columns: list[str], ledger: Any) -> tuple[Any, list[str]]:
