@@ -93,7 +93,7 @@ def _guarded() -> Iterator[None]:
         path = crash_log(exc)
         where = f" (traceback in {_one_line(str(path))})" if path else ""
         err.print(f"[red]error:[/red] {type(exc).__name__}: {_one_line(str(exc))}{where}",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=True)
         raise typer.Exit(1) from None
 
 
