@@ -145,6 +145,7 @@ def plan_debate(cfg: Config, n_items: int, sample: Sequence[dict[str, str]]) -> 
 
     d = cfg.debate
     assert d is not None
+    check_debate_budget(cfg)  # a dry run refuses what the run would
     spec = debate_spec(d, cfg.seed)
     prompts = debate_prompts(cfg)
     price = Price(**d.price.model_dump()) if d.price is not None else None

@@ -236,6 +236,10 @@ def test_a_debate_dollar_budget_without_the_agents_price_is_refused_before_anyth
         cfg = debate_config(tmp_path, srv.base_url, budget_usd=0.5)
         with pytest.raises(ConfigError, match=r"debate\.price.*budget_usd is set but the price of 'openai/fake'"):
             api.run(cfg)
+        items = tmp_path / "hard.csv"
+        pd.DataFrame({"id": ["x1"], "text": ["great acting"]}).to_csv(items, index=False)
+        with pytest.raises(ConfigError, match=r"debate\.price"):  # the dry run refuses what the run would
+            api.debate(cfg, items, dry_run=True)
         assert srv.count == 0
     con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
     assert one_value(con, "SELECT count(*) FROM runs") == 0
