@@ -23,13 +23,15 @@ class RichReporter:
         self.round_task: Any = None
 
     def __enter__(self) -> RichReporter:
-        self.progress.start()
-        return self
+        return self  # the display starts with the first round: a run refused before one prints nothing
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:
+            self.progress.stop()
 
     def round_started(self, round_idx: int, pool_size: int, n_views: int) -> None:
+        if not self.progress.live.is_started:
+            self.progress.start()
         for t in self.tasks.values():
             self.progress.remove_task(t)
         self.tasks = {}
@@ -38,6 +40,8 @@ class RichReporter:
         self.progress.update(self.round_task, description=f"round {round_idx} (pool {pool_size:,})")
 
     def advance(self, view: str, phase: str, n: int, total: int) -> None:
+        if not self.progress.live.is_started:  # encoding before round 0
+            self.progress.start()
         key = f"{view}:{phase}"
         if key not in self.tasks:
             self.tasks[key] = self.progress.add_task(f"  {view} {phase}", total=total)
