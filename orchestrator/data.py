@@ -131,6 +131,9 @@ def _read_csv(p: Path) -> pa.Table:
             bad = _first_bad_csv_line(p)
             if bad:
                 raise DataError(f"cannot read as csv: {bad}", str(p))
+        dup = _duplicate_header(p, table.column_names, opts)
+        if dup:
+            raise DataError(dup, str(p))
         return table
     problem = utf8_problem(p)
     if problem:
@@ -149,6 +152,25 @@ def _read_csv(p: Path) -> pa.Table:
         bad = _first_bad_csv_line(p)
         reason = _reason(exc, shown=shown, actual=actual)
     raise DataError(f"cannot read as csv: {bad + '; ' if bad else ''}{reason}", str(p)) from None
+
+
+def _duplicate_header(p: Path, names: list[str], opts: dict) -> str | None:
+    """Why the header is refused, when it names a column twice: DuckDB renames the second
+    ``a_0`` to ``a_0_1`` without a word, and a view reading ``a_`` columns then reads both."""
+    suspects = [(m.group(1), n) for n in names if (m := re.fullmatch(r"(.+)_\d+", n)) and m.group(1) in names]
+    if not suspects:
+        return None
+    con = duckdb.connect(":memory:")
+    try:
+        first = con.read_csv(str(p), header=False, **opts).limit(1)  # type: ignore[arg-type]
+        raw = [str(x) for x in first.fetchall()[0]]
+    except (duckdb.Error, IndexError, UnicodeDecodeError):
+        return None
+    finally:
+        con.close()
+    base, renamed = next(((b, n) for b, n in suspects if raw.count(b) > 1), (None, None))
+    return None if base is None else (f"column {base!r} appears more than once in the header (the reader would "
+                                      f"call the next one {renamed!r}); rename or drop the copies")
 
 
 def _duckdb_csv(p: Path, **opts: object) -> pa.Table:

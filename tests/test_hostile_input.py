@@ -225,6 +225,18 @@ def test_jsonl_nan_in_a_text_key_reads_as_missing_and_keeps_the_other_values_pla
     assert t.column("a_0").to_pylist() == [1.0, 2.0, 3.0, 4.0]
 
 
+def test_a_csv_header_naming_a_column_twice_is_one_error(tmp_path: Path):
+    """DuckDB renamed the second ``a_0`` to ``a_0_1`` without a word, and a view reading the
+    ``a_`` columns read both; a header with ``a`` and a genuine ``a_1`` still reads."""
+    p = tmp_path / "d.csv"
+    p.write_text("id,a_0,a_0,label\n1,2,3,x\n2,3,4,y\n", encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        read_table(p)
+    assert "column 'a_0' appears more than once in the header (the reader would call the next one 'a_0_1')" in _msg(e)
+    p.write_text("id,a,a_1,label\n1,2,3,x\n", encoding="utf-8")
+    assert read_table(p).column_names == ["id", "a", "a_1", "label"]
+
+
 def test_jsonl_a_list_where_other_lines_hold_one_value_names_the_line(tmp_path: Path):
     p = tmp_path / "d.jsonl"
     p.write_text('{"id": "a", "split": "train"}\n\n{"id": "b", "split": ["test"]}\n', encoding="utf-8")
