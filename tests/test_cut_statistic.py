@@ -56,6 +56,23 @@ def test_select_cut_statistic_runs_and_stays_precise(tmp_path: Path):
     assert len(rows) > 100 and right.mean() >= 0.9
 
 
+def test_a_graph_view_gives_the_cut_statistic_its_space(tmp_path: Path):
+    """The graph view's ``features`` option shadowed its ``features()`` method, so ranking in
+    its space failed with "'str' object is not callable" in round 0 (a probe's finding)."""
+    df, truth = blob_frame(seed=1, n_train=300, n_test=60)
+    path = write_blob_run(tmp_path, df, max_rounds=2)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["views"][1] = {"name": "gr", "kind": "graph", "column_prefix": "b_"}
+    cfg["cotrain"].update(select="cut_statistic", cut_view="gr")
+    path.write_text(yaml.safe_dump(cfg))
+    res = api.run(path)
+    assert res.status == "finished"
+    truth_of = dict(zip(df.id, truth))
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        rows = st.con.execute("SELECT item_id, label FROM pseudo_labels WHERE status = 'accepted'").fetchall()
+    assert rows and np.mean([truth_of[i] == lab for i, lab in rows]) >= 0.9
+
+
 def test_cut_statistic_needs_policy_auto_and_a_known_view(tmp_path: Path):
     df, _ = blob_frame(n_train=200, n_test=50)
     path = write_blob_run(tmp_path, df)

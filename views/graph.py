@@ -150,7 +150,7 @@ class GraphView(ParamsView):
         self.columns = list(params.columns) if params.columns else None
         self.column_prefix = params.column_prefix
         self.text = params.text
-        self.features = params.features
+        self.feature_kind = params.features  # not `features`: that is the Featurizer method
         self.encoder = params.encoder
         self.n_neighbors = params.n_neighbors
         self.alpha = params.alpha
@@ -169,7 +169,7 @@ class GraphView(ParamsView):
         # exactly one of text / column_prefix / columns is set (GraphParams)
         self.fields_ = select_fields(self.name, columns, text=self.text, column_prefix=self.column_prefix,
                                      names=self.columns)
-        if self.text and self.features == "embedding":
+        if self.text and self.feature_kind == "embedding":
             self._embedding_view().resolve_fields(list(columns))  # fails early if the encoder is absent
         return self.fields_
 
@@ -206,7 +206,7 @@ class GraphView(ParamsView):
 
     def _raw(self, items: pd.DataFrame) -> Any:
         """What is kept per item: embeddings, texts (TF-IDF is fitted per graph) or columns."""
-        if self.text and self.features == "embedding":
+        if self.text and self.feature_kind == "embedding":
             texts = self._texts(items)
             return self._embedding_view().embed(texts) if texts else np.zeros((0, 0), dtype=np.float32)
         if self.text:
@@ -217,7 +217,7 @@ class GraphView(ParamsView):
         """Features of [labelled ∪ batch]. TF-IDF is fitted and columns are standardised over
         these items: that uses no label, and a handful of labelled items is too few to
         estimate a vocabulary or a scale from."""
-        if self.text and self.features == "tfidf":
+        if self.text and self.feature_kind == "tfidf":
             from sklearn.feature_extraction.text import TfidfVectorizer
 
             return TfidfVectorizer(sublinear_tf=True).fit_transform(list(labelled) + list(batch)).tocsr()
@@ -232,7 +232,7 @@ class GraphView(ParamsView):
         """The space the graph is built in, over ``items`` alone (embeddings; TF-IDF or
         standardised columns fitted over them)."""
         raw = self._raw(items)
-        empty = [] if self.text and self.features == "tfidf" else np.zeros((0,) + np.shape(raw)[1:])
+        empty = [] if self.text and self.feature_kind == "tfidf" else np.zeros((0,) + np.shape(raw)[1:])
         return self._graph_features(empty, raw)
 
     # ---------------------------------------------------------------- fit / predict
