@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -143,6 +143,9 @@ class GraphView(ParamsView):
     ones. ``seed`` is not needed: every step is deterministic (exact neighbour search)."""
 
     Params = GraphParams
+    #: Parameters held under another attribute name: ``features`` is the Featurizer method
+    #: (the cut statistic's space), so the option lives in ``feature_kind``.
+    param_attrs: ClassVar[dict[str, str]] = {"features": "feature_kind"}
 
     def __init__(self, name: str, context: ViewContext, params: GraphParams) -> None:
         self.name = name
@@ -150,7 +153,7 @@ class GraphView(ParamsView):
         self.columns = list(params.columns) if params.columns else None
         self.column_prefix = params.column_prefix
         self.text = params.text
-        self.feature_kind = params.features  # not `features`: that is the Featurizer method
+        self.feature_kind = params.features
         self.encoder = params.encoder
         self.n_neighbors = params.n_neighbors
         self.alpha = params.alpha
