@@ -74,7 +74,7 @@ def test_bad_encoder_and_field():
     v = EmbeddingView.from_params("e", ViewContext(LABELS, seed=0), text="body", encoder="no-such-encoder")
     with pytest.raises(ViewError, match="text field 'body' is not a column"):
         v.resolve_fields(["text"])
-    with pytest.raises(ViewError, match="encoder 'no-such-encoder' is neither a packaged encoder"):
+    with pytest.raises(ViewError, match="view 'e': encoder 'no-such-encoder' is neither a packaged encoder"):
         v.resolve_fields(["body"])
 
 

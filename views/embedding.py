@@ -59,7 +59,10 @@ class EmbeddingView(ParamsView):
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
         if self.text not in columns:
             raise ViewError(self.name, f"text field '{self.text}' is not a column of the data")
-        resolve_text_encoder(self.encoder, self.context.base_dir)  # fail early if absent
+        try:
+            resolve_text_encoder(self.encoder, self.context.base_dir)  # fail early if absent
+        except ViewError as exc:  # named after the view, not the encoder
+            raise ViewError(self.name, exc.detail) from None
         return [self.text]
 
     @property
