@@ -77,6 +77,13 @@ class Store:
                 raise StoreError(f"folder {parent} does not exist", self.path)
             if (read_only or not create) and not Path(self.path).exists():
                 raise StoreError("no such store file", self.path)
+            if Path(self.path).is_file() and Path(self.path).stat().st_size >= 12:
+                with open(self.path, "rb") as f:
+                    if f.read(12)[8:] != b"DUCK":  # DuckDB's own message was a catalog error about :memory:
+                        raise StoreError("not a store: a cotrain store is the .duckdb file a run wrote", self.path)
+        elif read_only:
+            raise StoreError("an in-memory database holds no store to read; give the .duckdb file a run wrote",
+                             self.path)
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)
         except duckdb.IOException as exc:

@@ -257,3 +257,17 @@ def test_debate_summary_counts_items_the_budget_left_undebated_apart(tmp_path: P
         [row] = debate_summary(st, 1)
     assert (row["debated"], row["over_budget"], row["test_debated"]) == (1, 2, 1)
     assert row["test_verdict_accuracy"] == 1.0
+
+
+def test_a_file_that_is_not_a_store_is_named_as_such(tmp_path: Path):
+    """DuckDB's own message for a CSV or ':memory:' opened read-only was a catalog error about
+    in-memory databases; nothing is written to the file."""
+    csv = tmp_path / "items.csv"
+    csv.write_text("id,label\n1,a\n2,b\n")
+    before = csv.read_bytes()
+    for read_only in (True, False):
+        with pytest.raises(StoreError, match=r"items\.csv: not a store: a cotrain store is the \.duckdb file"):
+            Store(csv, read_only=read_only)
+    assert csv.read_bytes() == before
+    with pytest.raises(StoreError, match="an in-memory database holds no store to read"):
+        Store(":memory:", read_only=True)
