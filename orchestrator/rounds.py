@@ -80,12 +80,12 @@ class RoundRunner:
         fp = self.cfg.fingerprint(self.cfg.data_digest())
         if latest is not None and not new_run:
             info = self.store.run_info(latest)
-            if info["config_hash"] == fp:
-                return latest, True
-            if info["status"] == "running":
+            if info["status"] == "running" and info["config_hash"] != fp:
                 raise RunError(
                     f"store {self.store.path} holds unfinished run {latest} made with a different config or "
                     "data; re-run with those to resume it, or pass --new-run to start another run")
+            if (same := self.store.latest_run(config_hash=fp)) is not None:
+                return same, True  # the newest run of this config and data: resumed, or already finished
         try:
             with self.store.transaction():
                 run_id, loaded = self._create_run(fp)

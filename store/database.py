@@ -246,8 +246,11 @@ class Store:
         ids = [r[0] for r in self.con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
         return [self.run_info(i) for i in ids]
 
-    def latest_run(self) -> int | None:
-        return self.scalar("SELECT max(run_id) FROM runs")
+    def latest_run(self, config_hash: str | None = None) -> int | None:
+        """The newest run (of that config and data fingerprint, when given), or None."""
+        if config_hash is None:
+            return self.scalar("SELECT max(run_id) FROM runs")
+        return self.scalar("SELECT max(run_id) FROM runs WHERE config_hash = ?", [config_hash])
 
     def mark_run(self, run_id: int, status: str, termination: str | None = None) -> None:
         """Set a run's status: ``failed`` (an error stopped it; ``termination`` says which) or

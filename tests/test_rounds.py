@@ -225,3 +225,18 @@ def test_held_out_scores_count_an_abstention_as_wrong_and_a_view_that_never_vote
     assert acc == 0.5 and f1 is not None
     assert metrics(y, np.full((4, 2), np.nan)) == (None, None)
     assert metrics(np.zeros(0, dtype=int), np.zeros((0, 2))) == (None, None)
+
+
+def test_rerunning_a_finished_config_finds_its_run_when_a_later_run_came_between(tmp_path: Path):
+    """Re-running a finished run does nothing (README), also after another config ran on the
+    same store: it used to compare with the latest run only and start a third run."""
+    cfg = write_config(tmp_path, max_rounds=1)
+    first = api.run(cfg)
+    original = cfg.read_text()
+    cfg.write_text(original.replace("max_rounds: 1", "max_rounds: 2"))
+    second = api.run(cfg)
+    assert second.run_id != first.run_id
+    cfg.write_text(original)
+    again = api.run(cfg)
+    assert again.already_finished and again.run_id == first.run_id
+    assert len(api.status(tmp_path / "run.duckdb").runs) == 2
