@@ -22,6 +22,7 @@ import pyarrow as pa
 from store.errors import StoreError, StoreLockedError
 from store.migrate import apply_migrations, pending_migrations
 from store.secrets import redact
+from store.store_path import check_store_path
 from store.sql import ident, idents
 
 _PID_RE = re.compile(r"PID (\d+)")
@@ -71,19 +72,7 @@ class Store:
         self.read_only = read_only
         self._lock = threading.Lock()
         self._arrow_seq = 0
-        if self.path != ":memory:":
-            parent = Path(self.path).parent
-            if not parent.exists():
-                raise StoreError(f"folder {parent} does not exist", self.path)
-            if (read_only or not create) and not Path(self.path).exists():
-                raise StoreError("no such store file", self.path)
-            if Path(self.path).is_file() and Path(self.path).stat().st_size >= 12:
-                with open(self.path, "rb") as f:
-                    if f.read(12)[8:] != b"DUCK":  # DuckDB's own message was a catalog error about :memory:
-                        raise StoreError("not a store: a cotrain store is the .duckdb file a run wrote", self.path)
-        elif read_only:
-            raise StoreError("an in-memory database holds no store to read; give the .duckdb file a run wrote",
-                             self.path)
+        check_store_path(self.path, read_only, create)
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)
         except duckdb.IOException as exc:

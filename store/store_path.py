@@ -1,0 +1,29 @@
+"""What a store path must be before DuckDB opens it: each refusal is one line naming the
+path, where DuckDB's own messages misled (a CSV opened read-only reported a catalog error
+about in-memory databases) or an open would have created a file nobody asked for."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from store.errors import StoreError
+
+
+def check_store_path(path: str, read_only: bool, create: bool) -> None:
+    """Refuse a path in a missing folder; a missing file when reading or when ``create`` is
+    False; a file that is not a DuckDB database; and ``:memory:`` read-only."""
+    if path == ":memory:":
+        if read_only:
+            raise StoreError("an in-memory database holds no store to read; give the .duckdb file a run wrote", path)
+        return
+    p = Path(path)
+    if not p.parent.exists():
+        raise StoreError(f"folder {p.parent} does not exist", path)
+    if (read_only or not create) and not p.exists():
+        raise StoreError("no such store file", path)
+    if p.is_file() and p.stat().st_size >= 12:
+        with open(p, "rb") as f:
+            if f.read(12)[8:] != b"DUCK":  # DuckDB's magic bytes
+                raise StoreError("not a store: a cotrain store is the .duckdb file a run wrote", path)
+
+
+__all__ = ["check_store_path"]
