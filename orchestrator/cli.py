@@ -242,8 +242,6 @@ def export(store: Path = typer.Argument(..., help="Store file."),
         _fail(ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, not '{fmt}'"))
     if min_p_correct is not None and not 0 <= min_p_correct <= 1:
         _fail(ValueError(f"--min-p-correct must be between 0 and 1, not {min_p_correct}"))
-    if min_confidence is not None and not 0 <= min_confidence <= 1:
-        _fail(ValueError(f"--min-confidence must be between 0 and 1, not {min_confidence}"))
     with _guarded():
         n = api.export(store, out_path, fmt, run_id=run_id, max_round=max_round,  # type: ignore[arg-type]
                        min_confidence=min_confidence, source=source, include_gold=not no_gold,
