@@ -6,9 +6,8 @@ Round ``max_rounds`` only fits and evaluates, so ``max_rounds=0`` is the supervi
 The run's one ``numpy.random.Generator`` is saved after every round; a re-run resumes
 from the last committed round and reaches the same labels as an uninterrupted run.
 
-This module sequences a round; the steps live elsewhere: ``steps`` (fit, evaluate, predict),
-``selection`` (every policy decision, no I/O), ``state`` (the label state), ``debate``
-(the debate step) and ``store.writers`` (what is written).
+This module sequences a round; the steps live elsewhere: ``steps`` (fit, evaluate, predict), ``selection``
+(policy, no I/O), ``state`` (label state), ``debate`` and ``store.writers`` (what is written).
 """
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ from orchestrator.evidence import RoundEvidence, assess, merge_adaptive
 from orchestrator import shadows as shadow_runs
 from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, select_adaptive, select_round, termination
 from orchestrator.state import LabelState, crossfit_rows
-from orchestrator.viewset import build_views, check_debate_fields, display_fields
+from orchestrator.viewset import build_views, check_debate_fields, display_fields, preloading_view_modules
 from store.database import Store, StoreProblems, utcnow
 from store.errors import INTERRUPTS, ConfigError, DataError, RunError, RunInterrupted
 from store.llm_ledger import LLMLedger
@@ -105,7 +104,8 @@ class RoundRunner:
             labels=self.labels, views=[v.name for v in self.cfg.views], label_column=d.label_column,
             policy=c.policy, feeding=c.feeding, max_rounds=c.max_rounds,
             input_files=[f for f in (d.train, d.test) if f])
-        loaded = load_into_store(self.store, run_id, self.cfg)
+        with preloading_view_modules(self.cfg):  # the views' imports overlap the load
+            loaded = load_into_store(self.store, run_id, self.cfg)
         views = self._build_views(run_id, loaded.columns)
         self.store.set_display_fields(run_id, *display_fields(self.cfg, loaded.columns))
         check_debate_fields(self.cfg, loaded.columns)

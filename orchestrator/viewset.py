@@ -4,6 +4,9 @@ id or split column, nor cotrain's own ``__`` columns.
 """
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,36 @@ from store.database import Store, StoreCache, StoreProblems
 from store.errors import ConfigError, ViewError
 from store.llm_ledger import LLMLedger
 from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, View, ViewContext
-from views.registry import BUILTIN_KINDS, build_view, check_view
+from views.registry import BUILTIN_KINDS, build_view, check_view, import_object
 
 #: cotrain's own columns in the data snapshot and in the frames views get.
 INTERNAL_COLUMNS = ("__row", "__split", "__file_row", ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN)
+
+
+@contextmanager
+def preloading_view_modules(cfg: Config) -> Iterator[None]:
+    """Import the configured built-in view kinds' modules (scikit-learn for most) on a
+    background thread while the block runs; the block's end waits for it.
+
+    Meant for the data snapshot's load: DuckDB's load releases the GIL, so on two cores the
+    import is hidden behind it (1M rows: 1.2 s of load beside 1.3 s of importing scikit-learn;
+    1M-item run 9.9 s -> 8.3 s). Plug-in kinds are user code and are imported only by
+    ``build_views``, which also reports any failure here with the view's name."""
+    targets = sorted({BUILTIN_KINDS[vc.kind] for vc in cfg.views if vc.kind in BUILTIN_KINDS})
+
+    def load() -> None:
+        for target in targets:
+            try:
+                import_object(target)
+            except Exception:  # noqa: BLE001 - build_views imports it again and says what failed
+                pass
+
+    thread = threading.Thread(target=load, name="cotrain-preload-views", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def _view_seed(seed: int, index: int) -> int:
