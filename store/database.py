@@ -264,9 +264,10 @@ class Store:
     # ------------------------------------------------------------------ data snapshot
     @_file_errors
     def snapshot_data(self, run_id: int, data: pa.Table) -> str:
-        """Store the run's input rows as ``data_<run_id>`` (with a ``__row`` index column)."""
+        """Store the run's input rows as ``data_<run_id>`` (with a ``__row`` index column), in one Arrow
+        chunk: many made the close's checkpoint rewrite them (1M rows: 0.9 s, 100 MB; one: 0.16 s, 61 MB)."""
         table = f"data_{run_id}"
-        data = data.append_column("__row", pa.array(np.arange(data.num_rows, dtype=np.int64)))
+        data = data.append_column("__row", pa.array(np.arange(data.num_rows, dtype=np.int64))).combine_chunks()
         with self.registered(data) as name:
             self.con.execute(f"CREATE TABLE {ident(table)} AS SELECT * FROM {ident(name)}")
         return table
