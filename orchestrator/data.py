@@ -9,6 +9,7 @@ import csv
 import gzip
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,9 +69,11 @@ def read_image_folder(root: Path, label_column: str = "label") -> pa.Table:
     return pa.table({"image": pa.array(images, pa.string()), label_column: pa.array(labels, pa.string())})
 
 
-def read_table(path: str | Path, declared_format: str = "auto", label_column: str = "label") -> pa.Table:
+def read_table(path: str | Path, declared_format: str = "auto", label_column: str = "label",
+               text_columns: Sequence[str] = ()) -> pa.Table:
     """Read a whole file into Arrow with DuckDB's readers (type sniffing, quoting, gzip), or an
-    image folder into (image, label) rows."""
+    image folder into (image, label) rows. ``text_columns`` (id, label, split) are read from
+    a CSV as the file spells them: sniffed, ``0.50`` became 0.5 and ``1/1/2024`` a date."""
     p = Path(path)
     if p.is_dir() and declared_format in ("auto", "images"):
         return read_image_folder(p, label_column)
@@ -81,7 +84,7 @@ def read_table(path: str | Path, declared_format: str = "auto", label_column: st
     if p.stat().st_size == 0:
         raise DataError("file is empty", str(p))
     fmt = detect_format(p, declared_format)
-    table = _read_csv(p) if fmt == "csv" else _read_other(p, fmt)
+    table = _read_csv(p, text_columns) if fmt == "csv" else _read_other(p, fmt)
     bad = next((c for c in table.column_names if "\x00" in c), None)
     if bad is not None:
         raise DataError(f"column name {bad!r} contains a NUL character", str(p))
@@ -114,15 +117,16 @@ def _read_other(p: Path, fmt: str) -> pa.Table:
         con.close()
 
 
-def _read_csv(p: Path) -> pa.Table:
+def _read_csv(p: Path, text: Sequence[str] = ()) -> pa.Table:
     """DuckDB's CSV reader, retried when its sniffer is too narrow: every row sampled for the
     types, long lines allowed, and (for a file whose lines end in LF) a bare CR inside a cell
-    read as part of the cell, as pandas writes it (unquoted ``\\rx``), not as a line break."""
+    read as part of the cell, as pandas writes it (unquoted ``\\rx``), not as a line break.
+    The ``text`` columns the file has are read as text."""
     attempts = ({}, {"sample_size": -1, "max_line_size": 1 << 30})
     exc: Exception | None = None
     for opts in attempts:
         try:
-            table = _duckdb_csv(p, **opts)
+            table = _as_text(p, _duckdb_csv(p, **opts), text, opts)
         except duckdb.Error as e:
             exc = e
             continue
@@ -145,13 +149,21 @@ def _read_csv(p: Path) -> pa.Table:
             path, stand_in = copy
             actual = str(path)
             try:
-                return _restore_cr(_duckdb_csv(path, **attempts[-1]), stand_in)
+                return _restore_cr(_as_text(path, _duckdb_csv(path, **attempts[-1]), text, attempts[-1]), stand_in)
             except duckdb.Error as e:
                 exc = e
         assert exc is not None
         bad = _first_bad_csv_line(p)
         reason = _reason(exc, shown=shown, actual=actual)
     raise DataError(f"cannot read as csv: {bad + '; ' if bad else ''}{reason}", str(p)) from None
+
+
+def _as_text(p: Path, table: pa.Table, text: Sequence[str], opts: dict) -> pa.Table:
+    """``table``, read again with the ``text`` columns it has as VARCHAR when the sniffer typed
+    any of them otherwise (only then: most files need one read)."""
+    typed = [c for c in dict.fromkeys(text) if c in table.column_names
+             and not pa.types.is_string(table.schema.field(c).type)]
+    return _duckdb_csv(p, **opts, dtype={c: "VARCHAR" for c in typed}) if typed else table
 
 
 def _duplicate_header(p: Path, names: list[str], opts: dict) -> str | None:
@@ -311,11 +323,12 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
     """
     d = cfg.data
     labels = cfg.task.names
-    train = _split_column(_no_reserved(read_table(d.train, d.format, d.label_column), d.train), d, d.train)
+    text = [c for c in (d.id_column, d.label_column, d.split_column) if c]
+    train = _split_column(_no_reserved(read_table(d.train, d.format, d.label_column, text), d.train), d, d.train)
     parts = [train]
     paths = {"train": d.train, "test": d.test or d.train}
     if d.test:
-        test = _no_reserved(read_table(d.test, d.format, d.label_column), d.test)
+        test = _no_reserved(read_table(d.test, d.format, d.label_column, text), d.test)
         if d.split_column and d.split_column in test.column_names:
             test = test.drop_columns([d.split_column])
         parts.append(_with_meta(test, "test"))

@@ -6,12 +6,14 @@ what it knows of the columns; nothing here reads a config.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from store.database import Store
 from store.errors import DataError
@@ -35,6 +37,26 @@ class ItemCounts:
     n_test: int
 
 
+def numeric_spellings(column: pa.ChunkedArray, labels: Sequence[str]) -> dict[str, str]:
+    """Text labels of ``column`` that are no task label but name an integer that is one
+    (``'1.0'`` -> ``'1'``: pandas writes an integer label column with gaps as floats), by
+    their trimmed spelling. Exact spellings always win: with labels ``1.0`` and ``2.0`` the
+    file's ``1.0`` stays ``1.0``."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return {}
+    known, out = set(labels), {}
+    for text in pc.unique(pc.utf8_trim(column, characters=" ")).drop_null().to_pylist():  # as SQL's trim()
+        if text in known:
+            continue
+        try:
+            x = float(text)
+        except ValueError:
+            continue
+        if math.isfinite(x) and x == round(x) and abs(x) < 4.6e18 and str(int(x)) in known:
+            out[text] = str(int(x))
+    return out
+
+
 def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[str], label_column: str,
                id_column: str | None, split_column: str | None, paths: Mapping[str, str]) -> ItemCounts:
     """Snapshot ``table`` (with ``__split`` and ``__file_row``) as ``data_<run_id>`` and fill
@@ -56,6 +78,9 @@ def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[s
             label_ref = (f"CASE WHEN isnan({x}) THEN NULL WHEN isfinite({x}) AND abs({x}) < 4.6e18 "
                          f"THEN CAST(CAST({x} AS BIGINT) AS VARCHAR) ELSE CAST({x} AS VARCHAR) END")
     label = f"NULLIF(trim(CAST({label_ref} AS VARCHAR)), '')"
+    remap = numeric_spellings(table.column(d_label), labels)
+    if remap:  # a label read as its integer's name ('1.0' -> '1'); parameters need a table, not a view
+        label = f"CASE {label} {' '.join(['WHEN ? THEN ?'] * len(remap))} ELSE {label} END"
     meta = {SPLIT_COL, FILE_ROW_COL, d_label}
     if d_split:
         meta.add(d_split)
@@ -71,14 +96,14 @@ def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[s
     # A given id column needs no materialised copy: the checks below each scan the columns
     # they read, and the insert is one pass (at 3M rows the copy and its checks took 1.6 s). Content
     # hashes are computed once, into a table, since every check would hash again.
-    kind = "VIEW" if id_column else "TABLE"
+    kind = "VIEW" if id_column and not remap else "TABLE"
     con.execute(
         f"""
         CREATE TEMP {kind} __ids AS
         SELECT d.__row, d.{SPLIT_COL} AS split, d.{FILE_ROW_COL} AS file_row, {id_expr} AS base_id,
                {label} AS gold_label, {dup} AS dup
         FROM {ident(data_table)} d
-        """
+        """, [x for pair in remap.items() for x in pair] or None
     )
     try:
         if id_column:
@@ -105,7 +130,7 @@ def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[s
         # with a given id column, __ids is a plain scan of the snapshot in row order (DuckDB keeps
         # insertion order), so items land in row order without sorting again; content ids went
         # through a window, which does not keep order
-        order = "" if id_column else " ORDER BY __row"
+        order = "" if kind == "VIEW" else " ORDER BY __row"
         con.execute(f"INSERT INTO items SELECT ?, {id_sql}, __row, split, gold_label FROM __ids{order}", [run_id])
     finally:
         con.execute(f"DROP {kind} IF EXISTS __ids")

@@ -71,6 +71,43 @@ def test_numeric_labels_match_declared_names(tmp_path: Path, mem_store: Store):
                             [rid]) == ["0", "1", None, None]
 
 
+def _csv_run(tmp: Path, store: Store, ids: list[str], labels: list, declared: list, extra: str = "") -> int:
+    """Write a CSV by hand (so nothing but the reader decides types) and start a run on it."""
+    rows = [f"{i},{x},{lab}" for i, x, lab in zip(ids, range(len(ids)), labels)]
+    (tmp / "d.csv").write_text("id,x,label\n" + "\n".join(rows) + "\n" + extra)
+    cfg = {"task": {"labels": declared}, "data": {"train": "d.csv", "id_column": "id"},
+           "views": [{"name": "t", "kind": "sklearn", "columns": ["x"]}], "cotrain": {"policy": "self"}}
+    (tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
+    return _start(tmp / "c.yaml", store)
+
+
+def test_csv_ids_and_labels_are_read_as_the_file_spells_them(tmp_path: Path, mem_store: Store):
+    """The sniffer made 0.50 the id '0.5', 1/1/2024 the id '2024-01-01', 007 the id '7', and
+    the label 3.0 '3', so a review naming the file's id found no item."""
+    ids = ["0.50", "1/1/2024", "007", "1.5"]
+    rid = _csv_run(tmp_path, mem_store, ids, ["1.0", "3.0", "", ""], ["1.0", "2.0", "3.0"])
+    got = mem_store.con.execute("SELECT item_id, gold_label FROM items WHERE run_id = ? ORDER BY row_idx",
+                                [rid]).fetchall()
+    assert got == [("0.50", "1.0"), ("1/1/2024", "3.0"), ("007", None), ("1.5", None)]
+
+
+def test_csv_booleans_and_integer_spellings_of_labels(tmp_path: Path, mem_store: Store):
+    """True/False stay as written; an integer label written as a float (pandas, with gaps)
+    still names the declared integer, unless the float's spelling is itself a label."""
+    rid = _csv_run(tmp_path, mem_store, ["a", "b", "c"], ["True", "False", ""], ["True", "False"])
+    assert mem_store.scalar("SELECT list(gold_label ORDER BY row_idx) FROM items WHERE run_id = ?",
+                            [rid]) == ["True", "False", None]
+    with Store() as st:
+        rid = _csv_run(tmp_path, st, ["a", "b", "c", "d"], ["1.0", "0.0", " 2.0", ""], ["0", "1", "2"])
+        assert st.scalar("SELECT list(gold_label ORDER BY row_idx) FROM items WHERE run_id = ?",
+                         [rid]) == ["1", "0", "2", None]
+
+
+def test_an_unknown_csv_label_is_quoted_as_the_file_spells_it(tmp_path: Path, mem_store: Store):
+    with pytest.raises(DataError, match=r"label '2\.50' is not one of the task's labels \['1', '2'\]"):
+        _csv_run(tmp_path, mem_store, ["a", "b", "c"], ["1", "2.50", ""], ["1", "2"])
+
+
 def _rewrite_items(tmp: Path, edit) -> None:
     """Apply ``edit`` to the items CSV as a DataFrame and write it back."""
     df = pd.read_csv(tmp / "items.csv")
