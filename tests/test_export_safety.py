@@ -278,3 +278,38 @@ def test_an_escaped_csv_export_imports_back_as_reviews(run, tmp_path: Path):
         bad = tmp_path / "bad.csv"
         bad.write_text("item_id,label\n'it00001,ant\n")
         api.import_reviews(store, bad, rounds=0)
+
+
+def test_a_value_starting_with_a_quote_survives_the_round_trip(tmp_path: Path):
+    """Labels ``=x`` and ``'=x`` (and ids ``'-0`` and ``-1``) used to export alike (``'=x``),
+    so handing the export back unchanged relabelled an item. Now ``'...`` is escaped as well."""
+    import yaml
+
+    df = synthetic_frame(n=120, n_gold=30, n_test=30)
+    labels = {"ant": "=x", "bee": "'=x", "cat": "plain"}
+    df["label"] = df["label"].map(labels)
+    df.loc[0, "id"], df.loc[1, "id"] = "'-0", "-1"
+    cfg = write_config(tmp_path, df, fmt="jsonl", max_rounds=1)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["task"]["labels"] = list(labels.values())
+    cfg.write_text(yaml.safe_dump(raw))
+    api.run(cfg)
+    store, out = tmp_path / "run.duckdb", tmp_path / "labels.csv"
+    api.export(store, out)
+    cells = {r["item_id"]: r["label"] for r in _rows(out)[1]}
+    with Store(store, read_only=True) as st:
+        gold = dict(st.con.execute("SELECT item_id, gold_label FROM items WHERE gold_label IS NOT NULL "
+                                   "AND split = 'train'").fetchall())
+
+    def esc(v: str) -> str:
+        return "'" + v if v[:1] in "=+-@'" else v
+    assert {"'-0", "-1"} <= set(gold) and {"=x", "'=x"} <= set(gold.values())
+    assert {i: cells[esc(i)] for i in gold} == {i: esc(v) for i, v in gold.items()}
+    assert cells["''-0"] == esc(gold["'-0"]) and "''=x" in cells.values() and "'=x" in cells.values()
+    review = tmp_path / "review.csv"  # the export's cells handed back unchanged
+    with open(review, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["item_id", "label"])
+        w.writerows([esc(i), cells[esc(i)]] for i in gold)
+    summary = api.import_reviews(store, review, rounds=0)
+    assert summary.imported == len(gold) and summary.outcomes.get("corrected", 0) == 0

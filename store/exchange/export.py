@@ -76,8 +76,10 @@ def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None
 
 
 # ------------------------------------------------------------------ CSV formula injection
-#: A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection").
-FORMULA_START = r"^[-=+@\t\r]"
+#: A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV Injection"); one
+#: starting with ``'`` is escaped too, so that reading an export back is unambiguous (``'=x`` is
+#: always the escaped ``=x``, the value ``'=x`` is written ``''=x``).
+FORMULA_START = r"^[-=+@\t\r']"
 #: DuckDB types whose text a spreadsheet reads as a value (a number, a date, true/false), never
 #: as a formula; a negative number's leading ``-`` is its sign. Every other column is written as
 #: text (lists and structs render as ``[...]`` / ``{...}``) and escaped.
@@ -88,8 +90,9 @@ _VALUE_TYPES = {"boolean", "tinyint", "smallint", "integer", "bigint", "hugeint"
 
 
 def escape_formula(text: str) -> str:
-    """``text`` with a leading ``'`` when a spreadsheet would run it as a formula."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    """``text`` with a leading ``'`` when a spreadsheet would run it as a formula, or when it
+    starts with ``'`` itself (see ``FORMULA_START``)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r", "'") else text
 
 
 def escaped_select(sql: str, columns: Sequence[str], types: Sequence[Any]) -> str:

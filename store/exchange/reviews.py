@@ -257,18 +257,20 @@ def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
 # ------------------------------------------------------------------ import
 def _formula_escaped(text: str) -> bool:
     """Whether ``text`` is a cell that ``cotrain export`` escaped against spreadsheet formulas
-    (``'`` before ``= + - @``, tab or CR); unescaped only where the plain value is the known one."""
-    return len(text) > 1 and text[0] == "'" and text[1] in "=+-@\t\r"
+    (``'`` before ``= + - @``, tab, CR or ``'``); unescaped only where the plain value is a known one."""
+    return len(text) > 1 and text[0] == "'" and text[1] in "=+-@\t\r'"
 
 
 def _resolve(text: str, known: Any) -> str:
-    """A CSV cell as the value it names: exactly, else without surrounding spaces, else
-    without the ``'`` a CSV export put before ``= + - @``; as it is when none is known."""
+    """A CSV cell as the value it names: without the ``'`` a CSV export put before ``= + - @``,
+    tab, CR or ``'`` when that names a known value (an export writes the value ``'=x`` as
+    ``''=x``, so ``'=x`` always stands for ``=x``), else exactly, else without surrounding
+    spaces; as it is when none is known."""
     for cand in (text, text.strip()):
-        if cand in known:
-            return cand
         if _formula_escaped(cand) and cand[1:] in known:
             return cand[1:]
+        if cand in known:
+            return cand
     return text.strip()
 
 
