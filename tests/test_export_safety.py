@@ -233,8 +233,17 @@ def test_report_refuses_the_store_and_the_input_but_replaces_a_report(csv_run, t
     assert (_sha(store), _sha(data)) == before
     pytest.importorskip("matplotlib")
     page = tmp_path / "report.html"
-    page.write_text("an older report")
-    assert api.report(store, page) == page and "<html" in page.read_text()
+    api.report(store, page)
+    page.write_text(page.read_text().replace("</body>", "an older report</body>"))
+    assert api.report(store, page) == page and "an older report" not in page.read_text()
+    other = tmp_path / "cotrain.yaml"  # any other file stays: --out cotrain.yaml replaced the config
+    other.write_text("task: {}")
+    with pytest.raises(StoreError, match="already exists and is not a cotrain report"):
+        api.report(store, other)
+    assert other.read_text() == "task: {}"
+    for write in (lambda out: api.report(store, out), lambda out: api.export(store, out)):
+        with pytest.raises(StoreError, match="is a file, not a folder"):
+            write(other / "x.csv")
 
 
 # ---------------------------------------------------------------- (e) the CLI flags

@@ -3,16 +3,18 @@ Chromium: it loads with no console error, asks for nothing outside the file, and
 plot."""
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator import api
 from store.database import Store
 from store.report import report_data
-from tests.conftest import debate_config, sentiment_frame, write_config, write_estimates
+from tests.conftest import debate_config, sentiment_frame, synthetic_frame, write_config, write_estimates
 from tests.openai_server import MisbehavingServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -193,3 +195,20 @@ def test_report_without_estimates(estimated_run: Path, tmp_path: Path):
     page = api.report(store, tmp_path / "r.html").read_text()
     assert 'data-plot="precision_coverage"' not in page and 'id="view-estimates"' not in page
     assert 'data-plot="test_accuracy"' in page
+
+
+def test_labels_with_dollar_signs_are_drawn_as_written(tmp_path: Path):
+    """Price tiers as labels: matplotlib's math parsing stopped the report at ``$$`` and drew
+    ``$10-$20`` as a formula."""
+
+    df = synthetic_frame(n=120, n_gold=30, n_test=30)
+    tiers = {"ant": "$", "bee": "$$", "cat": "$10-$20"}
+    df["label"] = df["label"].map(tiers)
+    cfg = write_config(tmp_path, df, max_rounds=1)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["task"]["labels"] = list(tiers.values())
+    cfg.write_text(yaml.safe_dump(raw))
+    api.run(cfg)
+    page = api.report(tmp_path / "run.duckdb", tmp_path / "r.html").read_text()
+    svgs = [base64.b64decode(b).decode() for b in re.findall(r"data:image/svg\+xml;base64,([^\"]+)", page)]
+    assert svgs and any(">$10-$20<" in svg for svg in svgs) and any(">$$<" in svg for svg in svgs)

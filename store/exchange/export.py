@@ -52,8 +52,7 @@ def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None
     flt = flt or ExportFilter()
     out = Path(out)
     fmt = fmt or _format_from_name(out)
-    if not out.parent.exists():
-        raise StoreError(f"output folder {out.parent} does not exist")
+    check_output_folder(out)
     if fmt not in (*FLAT_FORMATS, "hf", "hf-parquet", "label-studio", "argilla"):
         raise StoreError(f"unknown export format '{fmt}' ({', '.join(FLAT_FORMATS)}, hf, hf-parquet, "
                          "label-studio, argilla)")
@@ -141,6 +140,14 @@ def _same(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)  # also a hard link or another spelling of the same file
     except OSError:
         return False
+
+
+def check_output_folder(out: Path) -> None:
+    """One line when ``out``'s folder is missing or is a file (``labels.csv/x.csv``)."""
+    if not out.parent.exists():
+        raise StoreError(f"output folder {out.parent} does not exist")
+    if not out.parent.is_dir():
+        raise StoreError(f"{out.parent} is a file, not a folder to write {out.name} in")
 
 
 def guard_output(store: Store, paths: Sequence[str | Path], *, force: bool, folder: bool = False) -> None:

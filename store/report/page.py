@@ -151,14 +151,23 @@ def _disputed_html(d: dict[str, Any]) -> str:
 
 def write_report(store: Store, out: str | Path, run_id: int | None = None, top_disputed: int = 25) -> Path:
     """Render the run's report to ``out`` (one self-contained HTML file). An earlier report
-    there is replaced; the store itself and the runs' input data never are."""
-    from store.exchange.export import guard_output
+    there is replaced; any other file is not (``--out cotrain.yaml`` replaced the config), nor
+    ever the store itself or the runs' input data."""
+    from store.exchange.export import check_output_folder, guard_output
 
     p = Path(out)
     if top_disputed < 0:  # DuckDB's LIMIT refused it with its own message
         raise StoreError(f"--top must be 0 or more (disputed items to list), not {top_disputed}")
-    if not p.parent.exists():
-        raise StoreError(f"output folder {p.parent} does not exist")
+    check_output_folder(p)
     guard_output(store, [p], force=True)
+    if p.is_file() and not _is_report(p):
+        raise StoreError(f"{p} already exists and is not a cotrain report; remove it or choose another name")
     p.write_text(render(report_data(store, run_id, top_disputed)), encoding="utf-8")
     return p
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` starts as :func:`render`'s pages do (an earlier report, safe to replace)."""
+    with open(path, "rb") as f:
+        head = f.read(200)
+    return head.startswith(b"<!doctype html><html lang=en><head>") and b"<title>cotrain run " in head

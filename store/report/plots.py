@@ -23,9 +23,10 @@ def _figure(fig: Any, caption: str, name: str) -> str:
 
 
 #: The report's plot style, applied with ``matplotlib.rc_context`` while it draws (the user's
-#: rcParams are as before afterwards).
+#: rcParams are as before afterwards). Labels and view names are drawn as written: with math
+#: parsing on, a label ``$$`` stopped the report and ``$10-$20`` was drawn as math.
 STYLE = {"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
-         "svg.hashsalt": "cotrain"}
+         "svg.hashsalt": "cotrain", "text.parse_math": False, "text.usetex": False}
 
 
 class _Figures:
