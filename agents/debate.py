@@ -39,7 +39,7 @@ class AgentSpec:
 
 @dataclass(frozen=True)
 class DebateSpec:
-    """How a debate runs; validated by ``orchestrator.config.DebateConfig``."""
+    """How a debate runs; validated by ``orchestrator.debate_config.DebateConfig``."""
 
     agents: tuple[AgentSpec, ...]
     rounds: int = 2

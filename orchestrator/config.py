@@ -14,12 +14,11 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from orchestrator.debate_config import AgentConfig, DebateConfig
 from orchestrator.engine_config import EngineConfig
 from orchestrator.escalation_config import ESCALATED, EscalationConfig
 from store.errors import ConfigError
 from store.secrets import find_secret, redact
-from views.llm.local import DEFAULT_MODEL
-from views.params import PriceParams
 from views.registry import BUILTIN_KINDS, params_model
 
 
@@ -37,6 +36,20 @@ class LabelSpec(_Strict):
     @classmethod
     def _as_str(cls, v: Any) -> Any:
         return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("name")
+    @classmethod
+    def _trimmed(cls, v: str) -> str:
+        # the loader trims the label cells it reads, so 'cat ' could never match a cell
+        if v != v.strip():
+            raise ValueError(f"label {v!r} starts or ends with whitespace; labels read from the data are trimmed")
+        return v
+
+
+#: Names the store gives to what is not a view (metrics' ``ensemble``, label sources, policies):
+#: a view may not take one, or its rows would mix with theirs and ``--source`` would mean both.
+RESERVED_VIEW_NAMES = ("ensemble", "gold", "review", "pseudo", "debate", ESCALATED, "auto", "threshold", "k_best",
+                       "agreement", "self")
 
 
 class TaskConfig(_Strict):
@@ -78,6 +91,18 @@ class DataConfig(_Strict):
     label_column: str = "label"
     split_column: str | None = None
     test_value: str = "test"
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> DataConfig:
+        """The label, id and split columns are three different columns: a split column that
+        is the label column made every held-out row a gold one."""
+        named = [(k, v) for k, v in (("label_column", self.label_column), ("id_column", self.id_column),
+                                     ("split_column", self.split_column)) if v is not None]
+        for i, (k, v) in enumerate(named):
+            other = next((k2 for k2, v2 in named[:i] if v2 == v), None)
+            if other is not None:
+                raise ValueError(f"data.{k} and data.{other} both name the column {v!r}")
+        return self
 
 
 class ViewConfig(BaseModel):
@@ -185,62 +210,6 @@ class CotrainConfig(_Strict):
         return self
 
 
-class AgentConfig(_Strict):
-    """A debater (or the judge): any litellm model, or an embedded ``local:<name>`` model."""
-
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    model: str = Field(default=DEFAULT_MODEL, min_length=1)
-    persona: str = ""
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    api_base: str | None = None
-    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _default_agents() -> list[AgentConfig]:
-    return [AgentConfig(name=f"agent{i}") for i in range(1, 4)]
-
-
-class DebateConfig(_Strict):
-    """Debate among LLM agents on the items the views dispute (Du et al. 2023).
-
-    ``trigger``: disputed | low_confidence | both. A verdict whose aggregated confidence is at
-    least ``accept_confidence`` becomes a pseudo-label with source ``debate``. ``evaluate_test``
-    disputed held-out items per round are debated for evaluation only (verdict accuracy)."""
-
-    enabled: bool = True
-    fields: list[str] = Field(min_length=1)
-    instructions: str = ""
-    agents: list[AgentConfig] = Field(default_factory=_default_agents, min_length=1, max_length=16)
-    rounds: int = Field(default=2, ge=1, le=10)
-    context: Literal["full", "summary"] = "full"
-    aggregation: Literal["majority", "confidence", "judge"] = "majority"
-    judge: AgentConfig | None = None
-    consensus: float = Field(default=0.8, ge=0.0, le=1.0)
-    trigger: Literal["disputed", "low_confidence", "both"] = "disputed"
-    low_confidence: float = Field(default=0.6, gt=0.0, le=1.0)
-    max_items: int = Field(default=50, ge=1)
-    accept_confidence: float = Field(default=0.67, ge=0.0, le=1.0)
-    evaluate_test: int = Field(default=0, ge=0)
-    max_answer_tokens: int = Field(default=96, ge=8)
-    concurrency: int = Field(default=4, ge=1, le=256)
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=4, ge=0, le=20)
-    budget_usd: float | None = Field(default=None, ge=0)
-    budget_tokens: int | None = Field(default=None, ge=1)
-    price: PriceParams | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DebateConfig:
-        names = [a.name for a in self.agents]
-        if len(set(names)) != len(names):
-            raise ValueError("agent names must be unique")
-        if "judge" in names:
-            raise ValueError("'judge' is reserved for the judge agent")
-        if self.aggregation == "judge" and self.judge is None:
-            raise ValueError("aggregation 'judge' needs a 'judge' agent")
-        return self
-
-
 class Config(_Strict):
     task: TaskConfig
     data: DataConfig
@@ -269,14 +238,15 @@ class Config(_Strict):
         for n in names:
             if names.count(n) > 1:
                 raise ValueError(f"view name '{n}' is used twice")
+            if n in RESERVED_VIEW_NAMES:  # a view 'ensemble' filed its scores among the combination's
+                raise ValueError(f"view name '{n}' is reserved (cotrain's own names: "
+                                 f"{', '.join(RESERVED_VIEW_NAMES)})")
         return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
         n = len(self.views)
         c = self.cotrain
-        if self.escalate is not None and ESCALATED in [v.name for v in self.views]:
-            raise ValueError(f"view name '{ESCALATED}' is reserved for the escalation model's answers")
         if self.escalate is not None and self.escalate.kind == "debate" and self.debate is None:
             raise ValueError("escalate kind 'debate' debates with the agents of a 'debate' section")
         if c.cut_view is not None and c.cut_view not in [v.name for v in self.views]:

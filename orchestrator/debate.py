@@ -16,7 +16,8 @@ import pyarrow as pa
 from agents.aggregate import ABSTAIN
 from agents.debate import AgentSpec, DebateSpec, Prompts
 from agents.runner import Budget, Debater
-from orchestrator.config import AgentConfig, Config, DebateConfig
+from orchestrator.config import Config
+from orchestrator.debate_config import AgentConfig, DebateConfig
 from store.writers import RoundWriter, write_debates
 
 log = logging.getLogger("cotrain")
