@@ -135,6 +135,26 @@ def test_other_formats_keep_the_text_as_it_is(run, tmp_path: Path):
         assert {i: notes[i] for i in run["hostile"]} == run["hostile"]
 
 
+def test_jsonl_export_is_strict_json_with_infinite_values(tmp_path: Path):
+    """DuckDB wrote inf as ``Infinity``, which JSON has no word for: a strict parser refused the line."""
+    import json
+
+    df = synthetic_frame(n=120, n_gold=30, n_test=30)
+    df["score"] = [float("inf"), float("-inf"), float("nan")] * 50
+    df["vec"] = [[1.0, float("inf")]] * 150
+    api.run(write_config(tmp_path, df, fmt="parquet", max_rounds=1))
+    n = api.export(tmp_path / "run.duckdb", tmp_path / "o.jsonl")
+
+    def refuse(word: str) -> None:
+        raise ValueError(word)
+    rows = [json.loads(line, parse_constant=refuse) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert len(rows) == n > 0
+    assert {r["score"] for r in rows} == {None} and {tuple(r["vec"]) for r in rows} == {(1.0, None)}
+    assert all(0.0 <= r["confidence"] <= 1.0 for r in rows)
+    api.export(tmp_path / "run.duckdb", tmp_path / "o.parquet")  # Parquet has the values: they stay
+    assert pd.read_parquet(tmp_path / "o.parquet")["score"].isna().sum() < n
+
+
 # ---------------------------------------------------------------- (b) no silent overwrite
 @pytest.mark.parametrize("fmt, name", [("csv", "x.csv"), ("jsonl", "x.jsonl"), ("parquet", "x.parquet"),
                                        ("hf-parquet", "x.parquet"), ("label-studio", "x.json")])

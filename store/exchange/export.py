@@ -69,6 +69,9 @@ def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None
     if fmt == "csv" and escape_formulas:  # the columns' names and types, without running the query
         shape = store.con.sql(f"SELECT * FROM ({sql}) LIMIT 0", params=params)
         sql = escaped_select(sql, shape.columns, shape.types)
+    if fmt == "jsonl":  # JSON has no Infinity or NaN: strict parsers refused the lines that held them
+        shape = store.con.sql(f"SELECT * FROM ({sql}) LIMIT 0", params=params)
+        sql = finite_select(sql, shape.columns, shape.types)
     options = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER", "jsonl": "FORMAT json"}[fmt]
     written = store.con.execute(f"COPY ({sql}) TO {literal(str(out))} ({options})", params).fetchone()
     return ExportCount(int(written[0]) if written else 0, unestimated)
@@ -108,6 +111,22 @@ def escaped_select(sql: str, columns: Sequence[str], types: Sequence[Any]) -> st
         text = f"q.{col}" if str(kind).upper() == "VARCHAR" else f"CAST(q.{col} AS VARCHAR)"
         exprs.append(f"CASE WHEN regexp_matches({text}, {literal(FORMULA_START)}) THEN concat('''', {text}) "
                      f"ELSE {text} END AS {alias}")
+    return f"SELECT {', '.join(exprs)} FROM ({sql}) AS q({', '.join(inner)})"
+
+
+def finite_select(sql: str, columns: Sequence[str], types: Sequence[Any]) -> str:
+    """``sql`` wrapped so that every non-finite float (inf, -inf, NaN), alone or in a list, is
+    NULL: JSON has no value for them. Columns are addressed by position, names kept."""
+    inner = [f"c{i}" for i in range(len(columns))]
+    exprs = []
+    for name, col, kind in zip(columns, inner, types):
+        t = str(kind).upper()
+        if t in ("FLOAT", "DOUBLE"):
+            exprs.append(f"CASE WHEN isfinite(q.{col}) THEN q.{col} END AS {ident(str(name))}")
+        elif t in ("FLOAT[]", "DOUBLE[]"):
+            exprs.append(f"list_transform(q.{col}, lambda v: CASE WHEN isfinite(v) THEN v END) AS {ident(str(name))}")
+        else:
+            exprs.append(f"q.{col} AS {ident(str(name))}")
     return f"SELECT {', '.join(exprs)} FROM ({sql}) AS q({', '.join(inner)})"
 
 
