@@ -74,7 +74,7 @@ def _guarded() -> Iterator[None]:
     """
     import click
 
-    from store.errors import INTERRUPTS, CotrainError, RunInterrupted
+    from store.errors import INTERRUPTS, CotrainError, RunInterrupted, is_interrupt
 
     try:
         yield
@@ -90,6 +90,10 @@ def _guarded() -> Iterator[None]:
     except CotrainError as exc:
         _fail(exc)
     except Exception as exc:  # noqa: BLE001 - the one place every unforeseen failure is reported
+        if is_interrupt(exc):  # DuckDB's own word for Ctrl-C mid-query
+            err.print("interrupted; nothing after the last commit was kept; run again to resume", highlight=False,
+                      soft_wrap=True)
+            raise typer.Exit(130) from None
         path = crash_log(exc)
         where = f" (traceback in {_one_line(str(path))})" if path else ""
         err.print(f"[red]error:[/red] {type(exc).__name__}: {_one_line(str(exc))}{where}",
@@ -320,8 +324,11 @@ def main() -> None:
     log lines: tqdm reads ``TQDM_DISABLE`` when first imported, which every command does later
     (set it empty to see them)."""
     os.environ.setdefault("TQDM_DISABLE", "1")
-    with _guarded():
-        app()
+    try:
+        with _guarded():
+            app()
+    except typer.Exit as exc:  # a failure outside any command: its line is printed, no traceback
+        raise SystemExit(exc.exit_code) from None
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from orchestrator.debate_config import AgentConfig, DebateConfig
 from orchestrator.engine_config import EngineConfig
 from orchestrator.escalation_config import ESCALATED, EscalationConfig
-from store.errors import ConfigError
+from store.errors import ConfigError, DataError
 from store.secrets import find_secret, redact
 from views.registry import BUILTIN_KINDS, params_model
 
@@ -265,20 +265,32 @@ class Config(_Strict):
         loader refuses them; this is what is stored with the run and shown in reports)."""
         return redact(json.loads(self.model_dump_json()))
 
-    def fingerprint(self, data_digest: str = "") -> str:
+    def fingerprint(self, data_digest: str = "", *, with_paths: bool = False) -> str:
         """Hash of what determines a run's result: the config (store path and engine
-        excluded) and, when given, the digest of the data files' contents."""
+        excluded) and, when given, the digest of the data files' contents, which then stands
+        for the files' paths (a project folder copied or moved resumes and finds its runs;
+        ``with_paths`` keeps the paths in, as runs made before were hashed)."""
         snap = self.snapshot()
         snap.pop("store", None)
         snap.pop("engine", None)
+        if data_digest and not with_paths:
+            snap["data"] = {k: v for k, v in snap["data"].items() if k not in ("train", "test")}
         snap["__data"] = data_digest
         return hashlib.sha256(json.dumps(snap, sort_keys=True).encode()).hexdigest()[:16]
 
+    def fingerprints(self) -> tuple[str, str]:
+        """(this run's fingerprint, the one an earlier release gave the same config and data)."""
+        digest = self.data_digest()
+        return self.fingerprint(digest), self.fingerprint(digest, with_paths=True)
+
     def data_digest(self) -> str:
         """sha256 over the bytes of the train (and test) files, or of every file with its
-        relative path for an image folder; '' for files that are absent (loading reports those)."""
+        relative path for an image folder. A missing file is the data's error (resuming
+        without it said the config or data had changed)."""
         h = hashlib.sha256()
         for path in (self.data.train, self.data.test):
+            if path and not Path(path).exists():
+                raise DataError("file not found", path)
             p = Path(path) if path else None
             files = sorted(f for f in p.rglob("*") if f.is_file()) if p is not None and p.is_dir() else [p]
             for file in files:

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from store.errors import INTERRUPTS
+from store.errors import is_interrupt
 from store.progress import Progress, ViewProgress, progress_path, this_host, write_progress
 
 log = logging.getLogger("cotrain")
@@ -85,7 +85,7 @@ class ProgressFileReporter:
             return
         if exc_type is None:
             self.close("finished")
-        elif issubclass(exc_type, INTERRUPTS):
+        elif is_interrupt(exc):
             self.close("interrupted")
         else:
             self.close("failed", error=exc_type.__name__)  # the type only: a message may quote anything

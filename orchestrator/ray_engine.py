@@ -44,7 +44,7 @@ from orchestrator.engine_config import EngineConfig, hosts_batched, travels
 from orchestrator.ray_llm import RayBatchedModel
 from orchestrator.ray_placement import READ_CPUS, actor_count, place
 from store.database import Store
-from store.errors import INTERRUPTS, ConfigError, CotrainError, RunError
+from store.errors import INTERRUPTS, ConfigError, CotrainError, RunError, is_interrupt
 from views.base import ITEM_ID_COLUMN, View
 
 log = logging.getLogger("cotrain")
@@ -225,6 +225,8 @@ class RayEngine:
         except INTERRUPTS:
             raise
         except Exception as exc:
+            if is_interrupt(exc):
+                raise
             cause = _cotrain_cause(exc)
             if cause is not None:
                 raise cause from None

@@ -35,7 +35,7 @@ from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, select_ad
 from orchestrator.state import LabelState, crossfit_rows
 from orchestrator.viewset import build_views, check_debate_fields, display_fields, preloading_view_modules
 from store.database import Store, StoreProblems, utcnow
-from store.errors import INTERRUPTS, ConfigError, DataError, RunError, RunInterrupted
+from store.errors import ConfigError, DataError, RunError, RunInterrupted, is_interrupt
 from store.llm_ledger import LLMLedger
 from store.queries import final_metrics, label_counts
 from store.writers import RoundWriter
@@ -76,14 +76,14 @@ class RoundRunner:
         then builds the views (they check their fields before the run is committed) that
         ``run`` goes on with; a caller that only starts should ``close()``."""
         latest = self.store.latest_run()
-        fp = self.cfg.fingerprint(self.cfg.data_digest())
+        fp = (fps := self.cfg.fingerprints())[0]  # and the one of earlier releases, which hashed data paths
         if latest is not None and not new_run:
             info = self.store.run_info(latest)
-            if info["status"] == "running" and info["config_hash"] != fp:
+            if info["status"] == "running" and info["config_hash"] not in fps:
                 raise RunError(
                     f"store {self.store.path} holds unfinished run {latest} made with a different config or "
                     "data; re-run with those to resume it, or pass --new-run to start another run")
-            if (same := self.store.latest_run(config_hash=fp)) is not None:
+            if (same := self.store.latest_run(config_hash=fps)) is not None:
                 return same, True  # the newest run of this config and data: resumed, or already finished
         try:
             with self.store.transaction():
@@ -174,20 +174,20 @@ class RoundRunner:
                 log.info("run %d failed before; resuming it", run_id)
             try:
                 self._rounds(run_id, info, done)
-            except INTERRUPTS:
-                last = self.store.completed_rounds(run_id)
-                raise RunInterrupted(run_id, last[-1]["round"] if last else None) from None
-            except Exception as exc:
-                self._mark_failed(run_id, exc)
+            except BaseException as exc:
+                if is_interrupt(exc):
+                    last = self.store.completed_rounds(run_id)
+                    raise RunInterrupted(run_id, last[-1]["round"] if last else None) from None
+                if isinstance(exc, Exception):
+                    self._mark_failed(run_id, exc)
                 raise
             return self._result(run_id, resumed=resumed and bool(done))
         finally:
             self.close()
 
     def _mark_failed(self, run_id: int, exc: BaseException) -> None:
-        """A round raised: its transaction was rolled back, so every committed round stays.
-        Mark the run ``failed`` (it no longer blocks a corrected config; the same config
-        resumes it)."""
+        """A round raised: its transaction was rolled back, so every committed round stays. Mark the
+        run ``failed`` (it no longer blocks a corrected config; the same config resumes it)."""
         try:
             self.store.mark_run(run_id, "failed", f"error: {type(exc).__name__}")
         except Exception:  # noqa: BLE001 - the store itself may be what failed; the first error matters

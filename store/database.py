@@ -7,10 +7,9 @@ process that opens the file for writing gets ``StoreLockedError`` naming the hol
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from store.errors import StoreError, StoreLockedError
+from store.errors import StoreError
 from store.migrate import apply_migrations, pending_migrations
 from store.secrets import redact
-from store.store_path import check_store_path
+from store.store_path import check_store_path, locked as _locked
 from store.sql import ident, idents
-
-_PID_RE = re.compile(r"PID (\d+)")
-
-
-def _locked(path: str, exc: BaseException) -> StoreLockedError:
-    """DuckDB's "could not set lock ... (PID n)" as a ``StoreLockedError`` naming the holder."""
-    m = _PID_RE.search(str(exc))
-    return StoreLockedError(path, int(m.group(1)) if m else None)
-
 
 def rows_as_lists(matrix: np.ndarray) -> pa.Array:
     """An (n, d) float matrix as an Arrow list<float> array, one list per row (no Python loop)."""
@@ -153,7 +143,8 @@ class Store:
         try:
             yield name
         finally:
-            con.unregister(name)
+            with suppress(duckdb.Error):  # refused after an interrupted query: the error in flight matters
+                con.unregister(name)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -162,7 +153,8 @@ class Store:
         try:
             yield
         except BaseException:
-            self.con.execute("ROLLBACK")
+            with suppress(duckdb.Error):  # an interrupted statement may have ended the transaction
+                self.con.execute("ROLLBACK")
             raise
         self.con.execute("COMMIT")
 
@@ -235,11 +227,12 @@ class Store:
         ids = [r[0] for r in self.con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
         return [self.run_info(i) for i in ids]
 
-    def latest_run(self, config_hash: str | None = None) -> int | None:
-        """The newest run (of that config and data fingerprint, when given), or None."""
+    def latest_run(self, config_hash: str | Sequence[str] | None = None) -> int | None:
+        """The newest run (of that config and data fingerprint, or of any of several, when given), or None."""
         if config_hash is None:
             return self.scalar("SELECT max(run_id) FROM runs")
-        return self.scalar("SELECT max(run_id) FROM runs WHERE config_hash = ?", [config_hash])
+        hashes = [config_hash] if isinstance(config_hash, str) else list(config_hash)
+        return self.scalar("SELECT max(run_id) FROM runs WHERE list_contains(?, config_hash)", [hashes])
 
     def mark_run(self, run_id: int, status: str, termination: str | None = None) -> None:
         """Set a run's status: ``failed`` (an error stopped it; ``termination`` says which) or

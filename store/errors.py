@@ -17,6 +17,13 @@ import duckdb
 INTERRUPTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, duckdb.InterruptException)
 
 
+def is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C: one of :data:`INTERRUPTS`, or the plain ``RuntimeError('Query
+    interrupted')`` that DuckDB 2.0 raises instead of its ``InterruptException`` (a run stopped
+    mid-query was marked failed, and its user told to fix an error)."""
+    return isinstance(exc, INTERRUPTS) or (type(exc) is RuntimeError and str(exc) == "Query interrupted")
+
+
 class CotrainError(Exception):
     """Root of every error cotrain raises on purpose."""
 

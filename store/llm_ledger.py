@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from store.contracts import CallRecord
@@ -124,7 +126,8 @@ class LLMLedger:
                 }))
                 self._con.execute("COMMIT")
             except BaseException:
-                self._con.execute("ROLLBACK")
+                with suppress(duckdb.Error):  # an interrupted COMMIT may have ended the transaction
+                    self._con.execute("ROLLBACK")
                 raise
         self._count(calls)
 

@@ -2,6 +2,7 @@
 transaction, and recording each in ``_migrations``."""
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import datetime, timezone
 
 import duckdb
@@ -33,8 +34,9 @@ def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
                 "INSERT INTO _migrations VALUES (?, ?)", [name, datetime.now(timezone.utc).replace(tzinfo=None)]
             )
             con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
+        except BaseException:
+            with suppress(duckdb.Error):  # an interrupted COMMIT may have ended the transaction
+                con.execute("ROLLBACK")
             raise
         applied.append(name)
     return applied

@@ -3,9 +3,18 @@ path, where DuckDB's own messages misled (a CSV opened read-only reported a cata
 about in-memory databases) or an open would have created a file nobody asked for."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from store.errors import StoreError
+from store.errors import StoreError, StoreLockedError
+
+_PID_RE = re.compile(r"PID (\d+)")
+
+
+def locked(path: str, exc: BaseException) -> StoreLockedError:
+    """DuckDB's "could not set lock ... (PID n)" as a ``StoreLockedError`` naming the holder."""
+    m = _PID_RE.search(str(exc))
+    return StoreLockedError(path, int(m.group(1)) if m else None)
 
 
 def check_store_path(path: str, read_only: bool, create: bool) -> None:

@@ -126,13 +126,16 @@ class FailingView(CentroidView):
     """A plug-in view that raises a plain ``RuntimeError`` (a bug, not a cotrain error) when
     fitted in round ``fail_round``: stands for any failure cotrain did not foresee. With
     ``interrupt: <path>`` it raises DuckDB's ``InterruptException`` instead (what Ctrl-C becomes
-    when the signal lands while a query runs), once: it leaves a file at that path."""
+    when the signal lands while a query runs), once: it leaves a file at that path. With
+    ``by_signal`` the interruption is real: the view runs a long DuckDB query and sends its own
+    process SIGINT meanwhile (DuckDB 2.0 then raises ``RuntimeError('Query interrupted')``)."""
 
     def __init__(self, name: str, context: ViewContext, columns: Sequence[str] = (), fail_round: int = -1,
-                 interrupt: str = ""):
+                 interrupt: str = "", by_signal: bool = False):
         super().__init__(name, context, columns)
         self.fail_round = fail_round
         self.interrupt = interrupt
+        self.by_signal = by_signal
         self.round = 0
 
     def set_round(self, round_idx: int) -> None:
@@ -145,6 +148,15 @@ class FailingView(CentroidView):
                 from pathlib import Path
                 if not Path(self.interrupt).exists():
                     Path(self.interrupt).touch()
+                    if self.by_signal:
+                        import os
+                        import signal
+                        import threading
+
+                        con = duckdb.connect()
+                        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+                        con.execute("SELECT sum(range) FROM range(30000000000)").fetchall()  # tens of seconds
+                        raise AssertionError("the SIGINT never reached the query")
                     raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
                 return super().fit(items, y, sample_weight)
             raise RuntimeError(f"boom in round {self.round}")

@@ -126,6 +126,14 @@ def test_paths_resolve_against_config_folder(tmp_path: Path):
     assert cfg.store == str(tmp_path / "sub" / "cotrain.duckdb")
 
 
+def test_with_the_data_digest_the_fingerprint_leaves_the_data_paths_out():
+    a = parse_config(copy.deepcopy(BASE))
+    b = parse_config(with_("data.train", "/elsewhere/items.csv"))
+    assert a.fingerprint("d1") == b.fingerprint("d1") != a.fingerprint("d2")
+    assert a.fingerprint("d1", with_paths=True) != b.fingerprint("d1", with_paths=True)
+    assert a.fingerprint() != b.fingerprint()  # no digest (no file): the path is all there is
+
+
 def test_fingerprint_ignores_store_path_only():
     a = parse_config(copy.deepcopy(BASE))
     b = parse_config(with_("store", "elsewhere.duckdb"))

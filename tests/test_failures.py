@@ -113,6 +113,28 @@ def test_ctrl_c_during_a_query_is_an_interruption_not_a_failure(tmp_path: Path):
     assert res.run_id == 1 and res.resumed and res.status == "finished"
 
 
+def test_a_real_ctrl_c_mid_query_exits_130_and_the_run_resumes(tmp_path: Path):
+    """SIGINT while DuckDB runs a query: DuckDB 2.0 raises a plain ``RuntimeError('Query
+    interrupted')``, which marked the run failed and printed an error. It is an interruption."""
+    cfg = write_config(tmp_path)
+    _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:FailingView",
+                                                    "columns": ["b_0", "b_1"], "fail_round": 2, "by_signal": True,
+                                                    "interrupt": str(tmp_path / "interrupted")}))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--quiet"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=90,
+                          env={**env, "PYTHONPATH": str(REPO), "COTRAIN_HOME": str(tmp_path / "home")},
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = [x for x in proc.stderr.strip().splitlines() if x]
+    assert proc.returncode == 130 and lines == ["interrupted after round 1; run again to resume"], proc.stderr
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT status FROM runs") == "running"
+        assert st.scalar("SELECT max(round) FROM rounds") == 1
+    assert '"state": "interrupted"' in (tmp_path / "run.duckdb.progress.json").read_text()
+    res = api.run(cfg)
+    assert res.run_id == 1 and res.resumed and res.status == "finished"
+
+
 def test_the_same_config_resumes_its_failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # no cross-validation over gold, so a round is exactly one fit per view and fit 5 is round 2's first
     cfg = write_config(tmp_path, calibration_folds=0)

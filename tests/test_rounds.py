@@ -13,8 +13,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.semi_supervised import SelfTrainingClassifier
 
 from orchestrator import api
+from orchestrator.config import load_config
 from store.database import Store
-from store.errors import RunError
+from store.errors import DataError, RunError
 from tests.conftest import LABELS, synthetic_frame, write_config
 
 
@@ -240,3 +241,46 @@ def test_rerunning_a_finished_config_finds_its_run_when_a_later_run_came_between
     again = api.run(cfg)
     assert again.already_finished and again.run_id == first.run_id
     assert len(api.status(tmp_path / "run.duckdb").runs) == 2
+
+
+def _interrupted_copy(tmp_path: Path) -> tuple[Path, Path]:
+    """A project folder (data, config, store) whose run stopped after round 1, and a copy of
+    it in another folder."""
+    import shutil
+
+    src = tmp_path / "project"
+    src.mkdir()
+    cfg = write_config(src, max_rounds=3)
+    api.run(write_config(src, max_rounds=1))  # rounds 0-1, then the same run asked for more
+    cfg.write_text(cfg.read_text().replace("max_rounds: 1", "max_rounds: 3"))
+    with Store(src / "run.duckdb") as st:  # the state a Ctrl-C after round 1 leaves
+        st.con.execute("UPDATE runs SET status = 'running', config_hash = ?", [load_config(cfg).fingerprints()[0]])
+    dst = tmp_path / "moved"
+    shutil.copytree(src, dst)
+    return src, dst
+
+
+def test_a_moved_project_folder_resumes_its_run(tmp_path: Path):
+    """The data files' absolute paths were part of a run's identity: a copied or moved project
+    refused to resume ('made with a different config or data') and re-ran finished runs."""
+    _, dst = _interrupted_copy(tmp_path)
+    res = api.run(dst / "cotrain.yaml")
+    assert res.run_id == 1 and res.resumed and res.status == "finished"
+    again = api.run(dst / "cotrain.yaml")
+    assert again.already_finished and again.run_id == 1
+
+
+def test_a_run_hashed_by_an_earlier_release_still_resumes(tmp_path: Path):
+    src, _ = _interrupted_copy(tmp_path)
+    old = load_config(src / "cotrain.yaml").fingerprints()[1]
+    with Store(src / "run.duckdb") as st:
+        st.con.execute("UPDATE runs SET config_hash = ?", [old])
+    res = api.run(src / "cotrain.yaml")
+    assert res.run_id == 1 and res.resumed and res.status == "finished"
+
+
+def test_a_missing_data_file_on_resume_is_named(tmp_path: Path):
+    src, _ = _interrupted_copy(tmp_path)
+    (src / "items.csv").unlink()
+    with pytest.raises(DataError, match=r"items.csv.*file not found"):
+        api.run(src / "cotrain.yaml")

@@ -271,3 +271,27 @@ def test_a_file_that_is_not_a_store_is_named_as_such(tmp_path: Path):
     assert csv.read_bytes() == before
     with pytest.raises(StoreError, match="an in-memory database holds no store to read"):
         Store(":memory:", read_only=True)
+
+
+def test_an_interrupted_statement_in_a_transaction_surfaces_as_itself(tmp_path: Path):
+    """A query interrupted inside ``transaction()`` surfaces as the interruption (a ROLLBACK that
+    DuckDB refuses after some interruptions no longer hides it), keeps nothing, and the store goes on."""
+    import threading
+
+    import duckdb
+
+    from store.errors import is_interrupt
+
+    with Store(tmp_path / "s.duckdb") as st:
+        st.con.execute("CREATE TABLE keep AS SELECT 1 AS x")
+        threading.Timer(0.5, st.con.interrupt).start()
+        with pytest.raises(duckdb.InterruptException) as info:
+            with st.transaction():
+                st.con.execute("INSERT INTO keep VALUES (2)")
+                st.con.execute("SELECT sum(range) FROM range(30000000000)").fetchall()
+        assert is_interrupt(info.value)
+        assert st.scalar("SELECT list(x) FROM keep") == [1]  # nothing of the transaction was kept
+        with st.transaction():  # and the store goes on
+            st.con.execute("INSERT INTO keep VALUES (3)")
+        assert st.scalar("SELECT list(x ORDER BY x) FROM keep") == [1, 3]
+    assert is_interrupt(RuntimeError("Query interrupted")) and not is_interrupt(RuntimeError("boom"))
