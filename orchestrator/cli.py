@@ -130,6 +130,7 @@ def run(config: Path = typer.Argument(..., help="YAML config."),
     """Run co-training rounds (resumes an unfinished run of the same config)."""
     _logging(verbose)
     from orchestrator import api
+    from store.errors import StoreError
 
     if dry_run:
         _logging(False)  # the dry run builds a throwaway in-memory run; its log lines would mislead
@@ -137,6 +138,9 @@ def run(config: Path = typer.Argument(..., help="YAML config."),
             print_plan(out, api.plan(config))
         return
     with _guarded():
+        if str(store) == ":memory:" or (store is None and api.resolve_config(config)[0].store == ":memory:"):
+            raise StoreError("a store of ':memory:' keeps nothing once the command ends; name a .duckdb file",
+                             ":memory:")
         with RichReporter(out) as rep:
             result = api.run(config, store=store, new_run=new_run, reporter=rep)
         if result.already_finished:

@@ -59,7 +59,11 @@ class TaskConfig(_Strict):
     @classmethod
     def _names_allowed(cls, v: Any) -> Any:
         if isinstance(v, list):
-            return [{"name": x} if isinstance(x, (str, int, float)) and not isinstance(x, bool) else x for x in v]
+            for x in v:
+                if isinstance(x, bool):
+                    raise ValueError(f"label {x} is a YAML boolean (an unquoted yes, no, true, false, on or off): "
+                                     "quote it")
+            return [{"name": x} if isinstance(x, (str, int, float)) else x for x in v]
         return v
 
     @field_validator("labels")
@@ -172,7 +176,7 @@ class CotrainConfig(_Strict):
     rounds (``true``), read them per batch (``false``), or ``auto``: hold them when they
     take at most a quarter of the memory available at the start."""
 
-    max_rounds: int = Field(default=10, ge=0)
+    max_rounds: int = Field(default=10, ge=0, le=100_000)
     policy: Literal["auto", "threshold", "k_best", "agreement", "self"] = "auto"
     combination: Literal["auto", "product", "label_model", "mean", "best_view"] = "auto"
     min_precision: float = Field(default=0.9, gt=0.0, lt=1.0)
@@ -182,7 +186,7 @@ class CotrainConfig(_Strict):
     cut_view: str | None = None
     cut_neighbors: int = Field(default=20, ge=2, le=1000)
     threshold: float = Field(default=0.9, ge=0.0, lt=1.0)
-    k: int = Field(default=10, ge=1)
+    k: int = Field(default=10, ge=1, le=10**9)
     min_agree: int = Field(default=2, ge=1)
     feeding: Literal["cross", "shared"] = "cross"
     veto: Literal["ensemble", "none"] = "ensemble"
@@ -218,7 +222,7 @@ class Config(_Strict):
     debate: DebateConfig | None = None
     escalate: EscalationConfig | None = None
     engine: EngineConfig = Field(default_factory=EngineConfig)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
     store: str = "cotrain.duckdb"
 
     @model_validator(mode="before")
@@ -348,13 +352,29 @@ def parse_config(data: Any, source: str | None = None, base_dir: Path | None = N
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader refusing a key twice in one mapping (the last silently won); ``<<: *base`` works."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError("<file>", "config file not found", str(p))
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except UnicodeDecodeError as exc:
         line = p.read_bytes()[: exc.start].count(b"\n") + 1
         raise ConfigError("<file>", f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line} "

@@ -167,6 +167,23 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path: Path):
     assert str(tmp_path / "nothing.duckdb") in lines[0] and not (tmp_path / "nothing.duckdb").exists()
 
 
+def test_run_refuses_an_in_memory_store_before_any_round(tmp_path: Path):
+    """It ran every round, then failed to show them: the work was gone with the process."""
+    cfg = write_config(tmp_path)
+    for args in (["run", str(cfg), "--store", ":memory:"], ["run", str(_with_store(cfg, ":memory:"))]):
+        res = runner.invoke(app, args)
+        assert ":memory:" in _error_line(res) and "keeps nothing" in _error_line(res)
+        assert not list(tmp_path.glob("*.duckdb")) and not list(tmp_path.glob("*.progress.json"))
+
+
+def _with_store(cfg: Path, store: str) -> Path:
+    data = yaml.safe_load(cfg.read_text())
+    data["store"] = store
+    out = cfg.with_name("memory.yaml")
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
 def test_help_is_fast():
     t = time.perf_counter()
     proc = _cli("--help")

@@ -60,6 +60,10 @@ def test_numeric_label_names_become_strings():
         ("views.1.name", "a", r"'views': view name 'a' is used twice"),
         ("views.1.name", "has space", r"'views\[1\]\.name': String should match pattern"),
         ("views.0.name", "ensemble", r"'views': view name 'ensemble' is reserved"),
+        ("task.labels", [True, False], r"'task.labels': label True is a YAML boolean .*: quote it"),
+        ("seed", 10**23, r"'seed': Input should be less than or equal to"),
+        ("cotrain.max_rounds", 3_000_000_000, r"'cotrain.max_rounds': Input should be less than or equal to 100000"),
+        ("cotrain.k", 10**20, r"'cotrain.k': Input should be less than or equal to"),
         ("views.1.name", "gold", r"'views': view name 'gold' is reserved"),
         ("views.1.name", "escalated", r"'views': view name 'escalated' is reserved"),
         ("task.labels", ["cat ", "dog"], r"'task.labels\[0\].name': label 'cat ' starts or ends with whitespace"),
@@ -172,3 +176,15 @@ def test_shadows_true_without_gold_folds_is_refused_not_ignored():
     with pytest.raises(ConfigError, match=r"'cotrain': shadows: true needs calibration_folds of at least 2"):
         parse_config(with_("cotrain", {"shadows": True, "calibration_folds": 0}))
     assert parse_config(with_("cotrain", {"shadows": "auto", "calibration_folds": 0})).cotrain.shadows == "auto"
+
+
+def test_a_key_given_twice_in_the_yaml_is_refused_and_merge_keys_work(tmp_path: Path):
+    """Two ``cotrain:`` sections ran with the second alone, silently."""
+    p = tmp_path / "c.yaml"
+    p.write_text("task: {labels: [a, b]}\ndata: {train: x.csv}\nviews: [{name: a, kind: sklearn, columns: [x]}]\n"
+                 "cotrain: {max_rounds: 1}\ncotrain: {policy: k_best}\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML at line 5, column 1: key 'cotrain' appears twice"):
+        load_config(p)
+    p.write_text("task: {labels: [a, b]}\ndata: {train: x.csv}\n"
+                 "views: [&v {name: a, kind: sklearn, columns: [x]}, {<<: *v, name: c}]\n")
+    assert [(v.name, v.params) for v in load_config(p).views] == [("a", {"columns": ["x"]}), ("c", {"columns": ["x"]})]
