@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from orchestrator.config import Config, DataConfig
 from orchestrator.jsonl import json_diagnosis, json_reason, read_jsonl
@@ -101,6 +102,13 @@ def _read_other(p: Path, fmt: str) -> pa.Table:
     try:
         if fmt == "jsonl":
             return read_jsonl(con, p)
+        try:
+            names = pq.read_schema(p).names
+        except (pa.ArrowException, OSError):
+            names = []  # not Parquet: DuckDB's reader says what is wrong with it
+        clash = _case_clash(names)
+        if clash:
+            raise DataError(clash, str(p))
         return con.read_parquet(str(p)).to_arrow_table()
     except (duckdb.Error, UnicodeDecodeError) as exc:
         # UnicodeDecodeError: DuckDB cut its own message inside a character (it quotes the bad
@@ -169,7 +177,8 @@ def _as_text(p: Path, table: pa.Table, text: Sequence[str], opts: dict) -> pa.Ta
 def _duplicate_header(p: Path, names: list[str], opts: dict) -> str | None:
     """Why the header is refused, when it names a column twice: DuckDB renames the second
     ``a_0`` to ``a_0_1`` without a word, and a view reading ``a_`` columns then reads both."""
-    suspects = [(m.group(1), n) for n in names if (m := re.fullmatch(r"(.+)_\d+", n)) and m.group(1) in names]
+    lowered = {n.lower() for n in names}
+    suspects = [(m.group(1), n) for n in names if (m := re.fullmatch(r"(.+)_\d+", n)) and m.group(1).lower() in lowered]
     if not suspects:
         return None
     con = duckdb.connect(":memory:")
@@ -181,8 +190,22 @@ def _duplicate_header(p: Path, names: list[str], opts: dict) -> str | None:
     finally:
         con.close()
     base, renamed = next(((b, n) for b, n in suspects if raw.count(b) > 1), (None, None))
-    return None if base is None else (f"column {base!r} appears more than once in the header (the reader would "
-                                      f"call the next one {renamed!r}); rename or drop the copies")
+    if base is not None:
+        return (f"column {base!r} appears more than once in the header (the reader would call the next one "
+                f"{renamed!r}); rename or drop the copies")
+    return _case_clash(raw)
+
+
+def _case_clash(names: Sequence[str]) -> str | None:
+    """Why a header is refused whose names differ only in case: DuckDB's readers match names
+    case-insensitively and silently renamed the later one (``F`` beside ``f`` read as ``F_1``)."""
+    first: dict[str, str] = {}
+    for n in names:
+        if n.lower() in first and first[n.lower()] != n:
+            return (f"the columns {first[n.lower()]!r} and {n!r} differ only in case, which the reader cannot tell "
+                    "apart; rename one of them")
+        first.setdefault(n.lower(), n)
+    return None
 
 
 def _duckdb_csv(p: Path, **opts: object) -> pa.Table:

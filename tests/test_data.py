@@ -108,6 +108,23 @@ def test_an_unknown_csv_label_is_quoted_as_the_file_spells_it(tmp_path: Path, me
         _csv_run(tmp_path, mem_store, ["a", "b", "c"], ["1", "2.50", ""], ["1", "2"])
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_columns_differing_only_in_case_are_refused(tmp_path: Path, fmt: str):
+    """DuckDB's readers renamed ``F`` beside ``f`` to ``F_1`` without a word: a view naming ``F``
+    was told it was no column, and one reading every column read a renamed copy."""
+    df = synthetic_frame(n=60, n_gold=6, n_test=20).drop(columns=["truth"])
+    df["A_0"] = df["a_0"] * 2
+    path = tmp_path / f"d.{fmt}"
+    df.to_csv(path, index=False) if fmt == "csv" else df.to_parquet(path, index=False)
+    cfg = {"task": {"labels": ["ant", "bee", "cat"]}, "data": {"train": path.name, "id_column": "id",
+                                                               "split_column": "split"},
+           "views": [{"name": "va", "kind": "sklearn", "columns": ["a_0", "A_0"]}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(DataError, match=r"the columns 'a_0' and 'A_0' differ only in case"):
+        api.run(tmp_path / "c.yaml")
+    assert not (tmp_path / "cotrain.duckdb").exists() or api.status(tmp_path / "cotrain.duckdb").runs == []
+
+
 def _rewrite_items(tmp: Path, edit) -> None:
     """Apply ``edit`` to the items CSV as a DataFrame and write it back."""
     df = pd.read_csv(tmp / "items.csv")

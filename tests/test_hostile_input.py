@@ -183,12 +183,11 @@ def test_float_labels_out_of_integer_range_are_one_error(tmp_path: Path, odd: fl
 
 def test_names_that_differ_only_in_case_are_explained(tmp_path: Path):
     df = synthetic_frame(n=60, n_test=10)
-    df.insert(1, "LABEL", "x")  # DuckDB reads the later 'label' as 'label_1'
+    df.insert(1, "LABEL", "x")  # DuckDB would read the later 'label' as 'label_1'
     cfg = write_config(tmp_path, df, max_rounds=1)
     with pytest.raises(DataError) as e:
         api.run(cfg)
-    assert ("label column 'label' (data.label_column) is missing; the reader named it 'label_1' because 'LABEL' "
-            "differs from it only in case") in _msg(e)
+    assert "the columns 'LABEL' and 'label' differ only in case, which the reader cannot tell apart" in _msg(e)
 
 
 def test_jsonl_duplicate_keys_name_the_line(tmp_path: Path):
