@@ -89,10 +89,9 @@ class StatusReport:
 
 
 def live_progress(store: str | Path) -> dict[str, Any] | None:
-    """What the progress file beside ``store`` says, or None when there is none: the
-    ``store.progress.Progress`` fields as a dict, with ``state`` as it is now (a ``running``
-    file whose process is dead says ``interrupted``, and ``stale`` is True), ``age_s`` since
-    it was written and ``eta_s`` counted down by that age."""
+    """What the progress file beside ``store`` says (None: no file): the ``Progress`` fields as a dict, with
+    ``state`` as it is now (a ``running`` file whose process is dead says ``interrupted``, and ``stale`` is
+    True), ``age_s`` since it was written and ``eta_s`` counted down by that age."""
     import time
 
     from store.progress import effective_state, progress_path, read_progress
@@ -112,8 +111,7 @@ def live_progress(store: str | Path) -> dict[str, Any] | None:
 
 
 def _open_read(store: str | Path, action: str) -> Store:
-    """The store opened read-only; while a run holds it, a one-line error that names the
-    holder's PID and points at ``cotrain status``."""
+    """The store opened read-only; while a run holds it, one error line naming its PID and ``cotrain status``."""
     from store.errors import StoreLockedError
 
     try:
@@ -154,6 +152,8 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
             live = None
         if live is not None and live["state"] == "finished":
             live = None  # nothing to watch, nothing lost
+        elif live is not None and live["state"] == "running":  # readable: no run holds it (its PID was reused)
+            live.update(state="interrupted", stale=True, rate=None, eta_s=None)
         runs = run_summaries(st)
         if not runs:
             return StatusReport(str(store), [], None, [], live=live)

@@ -116,7 +116,10 @@ def read_progress(path: str | Path) -> Progress | None:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise TypeError("not a JSON object")
-        return Progress.from_dict(data)
+        progress = Progress.from_dict(data)
+        if not isinstance(progress.pid, int) or isinstance(progress.pid, bool):
+            raise TypeError(f"pid {progress.pid!r} is not a process id")
+        return progress
     except (ValueError, TypeError, KeyError) as exc:
         raise StoreError(f"not a progress file ({exc})", str(path)) from None
 

@@ -23,7 +23,7 @@ from orchestrator import api
 from orchestrator.cli import app
 from orchestrator.progress import ProgressFileReporter, TeeReporter
 from store.database import Store
-from store.errors import StoreLockedError
+from store.errors import StoreError, StoreLockedError
 from store.contracts import CallRecord
 from store.llm_ledger import USAGE_KEYS, LLMLedger
 from store.progress import (Progress, ViewProgress, effective_state, pid_alive, progress_path, read_progress,
@@ -237,6 +237,16 @@ def test_locked_store_without_a_live_run_and_stale_files(tmp_path: Path):
     assert CliRunner().invoke(app, ["status", str(store)], env={"COLUMNS": "80"}).exit_code == 0
     write_progress(progress_path(store), Progress(pid=gone.pid, state="finished", run_id=1))
     assert api.status(store).live is None  # nothing to say about a finished run
+    # a live PID that is not the store's holder (a killed run's PID, reused): the store is
+    # readable, so no run holds it: interrupted, not "running (PID 1)"
+    write_progress(progress_path(store), Progress(pid=os.getpid(), run_id=1, round=2, phase="predict"))
+    live = api.status(store).live
+    assert live is not None and (live["state"], live["stale"], live["eta_s"]) == ("interrupted", True, None)
+    text = progress_path(store).read_text().replace(f'"pid": {os.getpid()}', '"pid": "abc"')
+    progress_path(store).write_text(text)
+    with pytest.raises(StoreError, match="not a progress file"):
+        read_progress(progress_path(store))
+    assert api.status(store).live is None  # the store is readable: a damaged progress file says nothing
 
     holder = _hold(store)
     try:
