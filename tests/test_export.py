@@ -207,5 +207,9 @@ def test_export_and_report_options_that_would_give_nothing_say_so(estimated: dic
         api.export(store, tmp_path / "a.csv", max_round=-1)
     with pytest.raises(StoreError, match=r"--top must be 0 or more"):
         api.report(store, tmp_path / "r.html", top_disputed=-1)
+    with pytest.raises(StoreError, match=r"--source gold with --no-gold selects nothing"):
+        api.export(store, tmp_path / "a.csv", source="gold", include_gold=False)
+    with pytest.raises(StoreError, match=r"--sample must be 1 or more \(items to draw\), not 0"):
+        api.export(store, tmp_path / "a.csv", sample=0)
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "r.html").exists()
     assert api.export(store, tmp_path / "g.csv", source="gold") > 0  # a known source still exports

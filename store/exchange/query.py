@@ -56,6 +56,9 @@ class ExportFilter:
     def __post_init__(self) -> None:
         if self.max_round is not None and self.max_round < 0:
             raise StoreError(f"--round must be 0 or more (rounds count from 0), not {self.max_round}")
+        if not self.include_gold and self.source in ("gold", "review"):
+            raise StoreError(f"--source {self.source} with --no-gold selects nothing: gold and reviewed labels "
+                             "are what --no-gold leaves out")
         for name in ("min_p_correct", "min_confidence"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:  # NaN too
@@ -134,7 +137,7 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
     sample = ""
     if flt.sample is not None:
         if flt.sample < 1:
-            raise StoreError("the sample size must be >= 1")
+            raise StoreError(f"--sample must be 1 or more (items to draw), not {flt.sample}")
         # stratified: each label keeps its share (at least one item), drawn by a seeded hash
         sample = """QUALIFY row_number() OVER (PARTITION BY l.label ORDER BY hash(l.item_id, CAST(? AS BIGINT)))
                         <= greatest(1, round(CAST(? AS BIGINT) * count(*) OVER (PARTITION BY l.label)
