@@ -134,9 +134,9 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
     """Runs in the store, and the rounds (and LLM usage) of one run (default: the latest).
 
     While a run holds the store (DuckDB lets no other process open it), the report has only
-    ``live``: that run's progress from its progress file. Without a progress file a locked
-    store raises ``StoreLockedError`` as before."""
+    ``live``: that run's progress from its progress file (without one, ``StoreLockedError``)."""
     from store.errors import StoreLockedError
+    from store.progress import this_host
 
     try:
         st = Store(store, read_only=True)
@@ -152,8 +152,8 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
             live = None
         if live is not None and live["state"] == "finished":
             live = None  # nothing to watch, nothing lost
-        elif live is not None and live["state"] == "running":  # readable: no run holds it (its PID was reused)
-            live.update(state="interrupted", stale=True, rate=None, eta_s=None)
+        elif live is not None and live["state"] == "running" and live.get("host") in (None, "", this_host()):
+            live.update(state="interrupted", stale=True, rate=None, eta_s=None)  # readable: no run holds it
         runs = run_summaries(st)
         if not runs:
             return StatusReport(str(store), [], None, [], live=live)
@@ -292,7 +292,7 @@ def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, 
     ``ClassLabel``) | label-studio (tasks + labeling config) | argilla (records + settings).
     An existing ``out`` (a non-empty folder for hf) is replaced only with ``force``; the store
     and the runs' input data never are. CSV cells a spreadsheet would run as formulas (starting
-    with ``= + - @``, tab or CR) get a leading ``'`` unless ``escape_formulas`` is False."""
+    with ``= + - @``, tab or CR), and those starting with ``'``, get a leading ``'`` unless ``escape_formulas``."""
     flt = ExportFilter(run_id, max_round, min_confidence, source, include_gold, disputed_only, sample, seed,
                        min_p_correct)  # checks min_p_correct before the store is opened
     if select != "stratified":

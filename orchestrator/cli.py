@@ -239,8 +239,8 @@ def export(store: Path = typer.Argument(..., help="Store file."),
            force: bool = typer.Option(False, "--force", help="Replace an existing OUT (never the store or the "
                                       "run's input data)."),
            no_escape_formulas: bool = typer.Option(False, "--no-escape-formulas",
-                                                   help="CSV: keep cells starting with = + - @ as they are "
-                                                        "(by default they get a leading ' so a spreadsheet "
+                                                   help="CSV: keep cells starting with = + - @ (or ') as they "
+                                                        "are (by default they get a leading ' so a spreadsheet "
                                                         "does not run them).")) -> None:
     """Export labels with provenance: flat files, Hugging Face datasets, or review tasks for
     Label Studio / Argilla (each view's vote as a prediction or in the metadata)."""

@@ -48,8 +48,8 @@ class LabelSpec(_Strict):
 
 #: Names the store gives to what is not a view (metrics' ``ensemble``, label sources, policies):
 #: a view may not take one, or its rows would mix with theirs and ``--source`` would mean both.
-RESERVED_VIEW_NAMES = ("ensemble", "gold", "review", "pseudo", "debate", ESCALATED, "auto", "threshold", "k_best",
-                       "agreement", "self")
+RESERVED_VIEW_NAMES = ("ensemble", "gold", "review", "pseudo", "debate", "disputed", "unlabelled", ESCALATED, "auto",
+                       "threshold", "k_best", "agreement", "self")
 
 
 class TaskConfig(_Strict):
@@ -277,15 +277,15 @@ class Config(_Strict):
         snap = self.snapshot()
         snap.pop("store", None)
         snap.pop("engine", None)
-        if data_digest and not with_paths:
-            snap["data"] = {k: v for k, v in snap["data"].items() if k not in ("train", "test")}
+        if data_digest and not with_paths:  # an image folder's items are named by its path: it stays
+            keep = {k for k in ("train", "test") if (v := snap["data"].get(k)) and Path(v).is_dir()}
+            snap["data"] = {k: v for k, v in snap["data"].items() if k not in ("train", "test") or k in keep}
         snap["__data"] = data_digest
         return hashlib.sha256(json.dumps(snap, sort_keys=True).encode()).hexdigest()[:16]
 
     def fingerprints(self) -> tuple[str, str]:
         """(this run's fingerprint, the one an earlier release gave the same config and data)."""
-        digest = self.data_digest()
-        return self.fingerprint(digest), self.fingerprint(digest, with_paths=True)
+        return self.fingerprint(d := self.data_digest()), self.fingerprint(d, with_paths=True)
 
     def data_digest(self) -> str:
         """sha256 over the bytes of the train (and test) files, or of every file with its
@@ -356,15 +356,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader refusing a key twice in one mapping (the last silently won); ``<<: *base`` works."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
+        seen: list[Any] = []  # a list: a complex key ('? [a, b]') is unhashable
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
+            if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
                                                         key_node.start_mark)
-            seen.add(key)
+            seen.append(key)
         return super().construct_mapping(node, deep=deep)
 
 

@@ -73,8 +73,8 @@ def read_image_folder(root: Path, label_column: str = "label") -> pa.Table:
 def read_table(path: str | Path, declared_format: str = "auto", label_column: str = "label",
                text_columns: Sequence[str] = ()) -> pa.Table:
     """Read a whole file into Arrow with DuckDB's readers (type sniffing, quoting, gzip), or an
-    image folder into (image, label) rows. ``text_columns`` (id, label, split) are read from
-    a CSV as the file spells them: sniffed, ``0.50`` became 0.5 and ``1/1/2024`` a date."""
+    image folder into (image, label) rows. ``text_columns`` (id, label) are read from a CSV
+    as the file spells them: sniffed, ``0.50`` became 0.5 and ``1/1/2024`` a date."""
     p = Path(path)
     if p.is_dir() and declared_format in ("auto", "images"):
         return read_image_folder(p, label_column)
@@ -339,6 +339,20 @@ def _split_column(table: pa.Table, d: DataConfig, path: str) -> pa.Table:
     return _with_meta(table, pc.if_else(is_test, "test", "train").combine_chunks())
 
 
+def _text_alike(parts: list[pa.Table], text: Sequence[str]) -> list[pa.Table]:
+    """The train and test tables with each ``text`` column as text in both when one file reads
+    it as text and the other does not (a CSV train file beside a Parquet test file)."""
+    if len(parts) < 2:
+        return parts
+    for name in text:
+        types = [t.schema.field(name).type for t in parts if name in t.column_names]
+        if any(pa.types.is_string(t) for t in types) and not all(pa.types.is_string(t) for t in types):
+            parts = [t.set_column(t.column_names.index(name), name, pc.cast(t.column(name), pa.string()))
+                     if name in t.column_names and not pa.types.is_string(t.schema.field(name).type) else t
+                     for t in parts]
+    return parts
+
+
 def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
     """Snapshot the configured files into ``data_<run_id>`` and fill ``items``.
 
@@ -346,7 +360,7 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
     """
     d = cfg.data
     labels = cfg.task.names
-    text = [c for c in (d.id_column, d.label_column, d.split_column) if c]
+    text = [c for c in (d.id_column, d.label_column) if c]  # the split column keeps the reader's spelling
     train = _split_column(_no_reserved(read_table(d.train, d.format, d.label_column, text), d.train), d, d.train)
     parts = [train]
     paths = {"train": d.train, "test": d.test or d.train}
@@ -360,6 +374,7 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
             raise DataError(_missing("label", d.label_column, part.column_names), paths[name])
         if d.id_column and d.id_column not in part.column_names:
             raise DataError(_missing("id", d.id_column, part.column_names), paths[name])
+    parts = _text_alike(parts, text)
     try:
         table = pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:

@@ -83,7 +83,7 @@ class RoundRunner:
                 raise RunError(
                     f"store {self.store.path} holds unfinished run {latest} made with a different config or "
                     "data; re-run with those to resume it, or pass --new-run to start another run")
-            if (same := self.store.latest_run(config_hash=fps)) is not None:
+            if (same := self.store.resume_run(fps, [f for f in (self.cfg.data.train, self.cfg.data.test) if f])):
                 return same, True  # the newest run of this config and data: resumed, or already finished
         try:
             with self.store.transaction():

@@ -1,8 +1,7 @@
 """The ``Store``: one DuckDB file holding every run, round, prediction and label.
 
-Writes are columnar (Arrow tables registered and inserted with one ``INSERT ... SELECT``),
-never row by row; a round commits in one transaction (``Store.transaction``). A second
-process that opens the file for writing gets ``StoreLockedError`` naming the holder's PID.
+Writes are columnar (Arrow tables inserted with one ``INSERT ... SELECT``), never row by row; a round
+commits in one transaction (``Store.transaction``). A second writer gets ``StoreLockedError`` naming its PID.
 """
 from __future__ import annotations
 
@@ -142,9 +141,11 @@ class Store:
         con.register(name, data)
         try:
             yield name
-        finally:
+        except BaseException:
             with suppress(duckdb.Error):  # refused after an interrupted query: the error in flight matters
                 con.unregister(name)
+            raise
+        con.unregister(name)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -233,6 +234,12 @@ class Store:
             return self.scalar("SELECT max(run_id) FROM runs")
         hashes = [config_hash] if isinstance(config_hash, str) else list(config_hash)
         return self.scalar("SELECT max(run_id) FROM runs WHERE list_contains(?, config_hash)", [hashes])
+
+    def resume_run(self, config_hashes: Sequence[str], input_files: list[str]) -> int | None:
+        """The newest run of any of these fingerprints (or None), its input files now these (a moved project's)."""
+        if (run_id := self.latest_run(config_hash=config_hashes)) is not None:
+            self.con.execute("UPDATE runs SET input_files = ? WHERE run_id = ?", [input_files, run_id])
+        return run_id
 
     def mark_run(self, run_id: int, status: str, termination: str | None = None) -> None:
         """Set a run's status: ``failed`` (an error stopped it; ``termination`` says which) or

@@ -6,7 +6,7 @@ what it knows of the columns; nothing here reads a config.
 """
 from __future__ import annotations
 
-import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +37,10 @@ class ItemCounts:
     n_test: int
 
 
+#: An integer as a writer of floats spells it.
+_INTEGER_AS_FLOAT = re.compile(r"([-+]?[0-9]{1,18})\.0*")
+
+
 def numeric_spellings(column: pa.ChunkedArray, labels: Sequence[str]) -> dict[str, str]:
     """Text labels of ``column`` that are no task label but name an integer that is one
     (``'1.0'`` -> ``'1'``: pandas writes an integer label column with gaps as floats), by
@@ -48,12 +52,9 @@ def numeric_spellings(column: pa.ChunkedArray, labels: Sequence[str]) -> dict[st
     for text in pc.unique(pc.utf8_trim(column, characters=" ")).drop_null().to_pylist():  # as SQL's trim()
         if text in known:
             continue
-        try:
-            x = float(text)
-        except ValueError:
-            continue
-        if math.isfinite(x) and x == round(x) and abs(x) < 4.6e18 and str(int(x)) in known:
-            out[text] = str(int(x))
+        m = _INTEGER_AS_FLOAT.fullmatch(text)  # '1.0' or '-3.00', never '1_0', '1e1' or other digits
+        if m and str(int(m.group(1))) in known:
+            out[text] = str(int(m.group(1)))
     return out
 
 

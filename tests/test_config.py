@@ -138,6 +138,15 @@ def test_with_the_data_digest_the_fingerprint_leaves_the_data_paths_out():
     assert a.fingerprint() != b.fingerprint()  # no digest (no file): the path is all there is
 
 
+def test_an_image_folder_s_path_stays_in_the_fingerprint(tmp_path: Path):
+    """Its items are named by their paths under the folder's parent: a renamed folder is other data."""
+    for name in ("images", "imgs"):
+        (tmp_path / name).mkdir()
+    a = parse_config(with_("data.train", str(tmp_path / "images")))
+    b = parse_config(with_("data.train", str(tmp_path / "imgs")))
+    assert a.fingerprint("d1") != b.fingerprint("d1")
+
+
 def test_fingerprint_ignores_store_path_only():
     a = parse_config(copy.deepcopy(BASE))
     b = parse_config(with_("store", "elsewhere.duckdb"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -101,6 +102,43 @@ def test_csv_booleans_and_integer_spellings_of_labels(tmp_path: Path, mem_store:
         rid = _csv_run(tmp_path, st, ["a", "b", "c", "d"], ["1.0", "0.0", " 2.0", ""], ["0", "1", "2"])
         assert st.scalar("SELECT list(gold_label ORDER BY row_idx) FROM items WHERE run_id = ?",
                          [rid]) == ["1", "0", "2", None]
+
+
+def test_only_a_float_spelling_of_an_integer_names_it(tmp_path: Path, mem_store: Store):
+    """'1_0', '1e1' and other digits are no spelling of 10 or 1: they are unknown labels."""
+    from store.items import numeric_spellings
+
+    col = pa.chunked_array([["1.0", "-2.00", "1_0", "1e1", "\u0661", "+3.0", "10", "4.5"]])
+    assert numeric_spellings(col, ["1", "-2", "10", "3", "4"]) == {"1.0": "1", "-2.00": "-2", "+3.0": "3"}
+
+
+def test_a_csv_split_column_of_booleans_still_matches_its_test_value(tmp_path: Path, mem_store: Store):
+    df = synthetic_frame(n=60, n_gold=6, n_test=20).drop(columns=["truth"])
+    df["is_test"] = df.pop("split") == "test"  # pandas writes True / False
+    df.to_csv(tmp_path / "d.csv", index=False)
+    cfg = {"task": {"labels": ["ant", "bee", "cat"]}, "data": {"train": "d.csv", "id_column": "id",
+           "split_column": "is_test", "test_value": "true"}, "views": [{"name": "va", "kind": "sklearn",
+                                                                         "column_prefix": "a_"}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    rid = _start(tmp_path / "c.yaml", mem_store)
+    assert mem_store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'test'", [rid]) == 20
+
+
+def test_a_csv_train_file_beside_a_parquet_test_file(tmp_path: Path, mem_store: Store):
+    """The CSV's label is read as text, the Parquet's as integers: they are joined as text."""
+    df = synthetic_frame(n=60, n_gold=6, n_test=20).drop(columns=["truth"])
+    df["label"] = df["label"].map({"ant": 0, "bee": 1, "cat": 2}).astype("Int64")
+    df[df.split == "train"].drop(columns=["split"]).to_csv(tmp_path / "tr.csv", index=False)
+    df[df.split == "test"].drop(columns=["split"]).to_parquet(tmp_path / "te.parquet", index=False)
+    cfg = {"task": {"labels": [0, 1, 2]}, "data": {"train": "tr.csv", "test": "te.parquet", "id_column": "id"},
+           "views": [{"name": "va", "kind": "sklearn", "column_prefix": "a_"}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    rid = _start(tmp_path / "c.yaml", mem_store)
+    got = mem_store.con.execute("SELECT split, count(*), count(gold_label), list(DISTINCT gold_label ORDER BY "
+                                "gold_label) FROM items WHERE run_id = ? GROUP BY split ORDER BY split",
+                                [rid]).fetchall()
+    assert [(s, n, g) for s, n, g, _ in got] == [("test", 20, 20), ("train", 60, 6)]
+    assert set(got[0][3]) <= {"0", "1", "2"} and set(got[1][3]) - {None} == {"0", "1", "2"}
 
 
 def test_an_unknown_csv_label_is_quoted_as_the_file_spells_it(tmp_path: Path, mem_store: Store):

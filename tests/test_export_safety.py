@@ -142,6 +142,7 @@ def test_jsonl_export_is_strict_json_with_infinite_values(tmp_path: Path):
     df = synthetic_frame(n=120, n_gold=30, n_test=30)
     df["score"] = [float("inf"), float("-inf"), float("nan")] * 50
     df["vec"] = [[1.0, float("inf")]] * 150
+    df["st"] = [{"x": float("nan"), "y": "q", "z": [[float("-inf")]]}] * 150
     api.run(write_config(tmp_path, df, fmt="parquet", max_rounds=1))
     n = api.export(tmp_path / "run.duckdb", tmp_path / "o.jsonl")
 
@@ -150,6 +151,7 @@ def test_jsonl_export_is_strict_json_with_infinite_values(tmp_path: Path):
     rows = [json.loads(line, parse_constant=refuse) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert len(rows) == n > 0
     assert {r["score"] for r in rows} == {None} and {tuple(r["vec"]) for r in rows} == {(1.0, None)}
+    assert all(r["st"] == {"x": None, "y": "q", "z": [[None]]} for r in rows)
     assert all(0.0 <= r["confidence"] <= 1.0 for r in rows)
     api.export(tmp_path / "run.duckdb", tmp_path / "o.parquet")  # Parquet has the values: they stay
     assert pd.read_parquet(tmp_path / "o.parquet")["score"].isna().sum() < n

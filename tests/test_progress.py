@@ -242,6 +242,8 @@ def test_locked_store_without_a_live_run_and_stale_files(tmp_path: Path):
     write_progress(progress_path(store), Progress(pid=os.getpid(), run_id=1, round=2, phase="predict"))
     live = api.status(store).live
     assert live is not None and (live["state"], live["stale"], live["eta_s"]) == ("interrupted", True, None)
+    write_progress(progress_path(store), Progress(pid=os.getpid(), host="another-host", run_id=1, round=2))
+    assert api.status(store).live["state"] == "running"  # a run on another host: its lock may not show here
     text = progress_path(store).read_text().replace(f'"pid": {os.getpid()}', '"pid": "abc"')
     progress_path(store).write_text(text)
     with pytest.raises(StoreError, match="not a progress file"):

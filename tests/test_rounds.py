@@ -15,7 +15,7 @@ from sklearn.semi_supervised import SelfTrainingClassifier
 from orchestrator import api
 from orchestrator.config import load_config
 from store.database import Store
-from store.errors import DataError, RunError
+from store.errors import DataError, RunError, StoreError
 from tests.conftest import LABELS, synthetic_frame, write_config
 
 
@@ -268,6 +268,8 @@ def test_a_moved_project_folder_resumes_its_run(tmp_path: Path):
     assert res.run_id == 1 and res.resumed and res.status == "finished"
     again = api.run(dst / "cotrain.yaml")
     assert again.already_finished and again.run_id == 1
+    with pytest.raises(StoreError, match="refusing to overwrite run 1's input data"):  # the moved input is its input
+        api.export(dst / "run.duckdb", dst / "items.csv", force=True)
 
 
 def test_a_run_hashed_by_an_earlier_release_still_resumes(tmp_path: Path):

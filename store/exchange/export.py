@@ -115,19 +115,41 @@ def escaped_select(sql: str, columns: Sequence[str], types: Sequence[Any]) -> st
 
 
 def finite_select(sql: str, columns: Sequence[str], types: Sequence[Any]) -> str:
-    """``sql`` wrapped so that every non-finite float (inf, -inf, NaN), alone or in a list, is
-    NULL: JSON has no value for them. Columns are addressed by position, names kept."""
+    """``sql`` wrapped so that every non-finite float (inf, -inf, NaN), alone or inside lists,
+    arrays, structs and maps, is NULL: JSON has no value for them. Columns are addressed by
+    position, names kept."""
     inner = [f"c{i}" for i in range(len(columns))]
-    exprs = []
-    for name, col, kind in zip(columns, inner, types):
-        t = str(kind).upper()
-        if t in ("FLOAT", "DOUBLE"):
-            exprs.append(f"CASE WHEN isfinite(q.{col}) THEN q.{col} END AS {ident(str(name))}")
-        elif t in ("FLOAT[]", "DOUBLE[]"):
-            exprs.append(f"list_transform(q.{col}, lambda v: CASE WHEN isfinite(v) THEN v END) AS {ident(str(name))}")
-        else:
-            exprs.append(f"q.{col} AS {ident(str(name))}")
+    exprs = [f"{_finite(f'q.{col}', kind, 0)} AS {ident(str(name))}" for name, col, kind in zip(columns, inner, types)]
     return f"SELECT {', '.join(exprs)} FROM ({sql}) AS q({', '.join(inner)})"
+
+
+def _finite(expr: str, kind: Any, depth: int) -> str:
+    """``expr`` (of DuckDB type ``kind``) with its non-finite floats NULL, or as it is when it holds none."""
+    kid = getattr(kind, "id", "")
+    if kid in ("float", "double"):
+        return f"CASE WHEN isfinite({expr}) THEN {expr} END"
+    if not _has_float(kind):
+        return expr
+    children = dict(kind.children)
+    if kid in ("list", "array"):
+        v = f"v{depth}"
+        return f"list_transform({expr}, lambda {v}: {_finite(v, children['child'], depth + 1)})"
+    if kid == "struct":
+        return "struct_pack(" + ", ".join(f"{ident(n)} := {_finite(f'struct_extract({expr}, {literal(n)})', t, depth)}"
+                                          for n, t in kind.children) + ")"
+    if kid == "map":
+        return f"map_from_entries(list_transform(map_entries({expr}), lambda e{depth}: struct_pack(key := " \
+               f"e{depth}.key, value := {_finite(f'e{depth}.value', children['value'], depth + 1)})))"
+    return expr
+
+
+def _has_float(kind: Any) -> bool:
+    kid = getattr(kind, "id", "")
+    if kid in ("float", "double"):
+        return True
+    if kid in ("list", "array", "struct", "map"):
+        return any(_has_float(t) for _, t in kind.children if hasattr(t, "id"))
+    return False
 
 
 # ------------------------------------------------------------------ what an export may write over
