@@ -154,7 +154,7 @@ class FailingView(CentroidView):
                         import threading
 
                         con = duckdb.connect()
-                        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+                        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
                         con.execute("SELECT sum(range) FROM range(30000000000)").fetchall()  # tens of seconds
                         raise AssertionError("the SIGINT never reached the query")
                     raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
