@@ -136,7 +136,7 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
     While a run holds the store (DuckDB lets no other process open it), the report has only
     ``live``: that run's progress from its progress file (without one, ``StoreLockedError``)."""
     from store.errors import StoreLockedError
-    from store.progress import this_host
+    from store.progress import written_here
 
     try:
         st = Store(store, read_only=True)
@@ -152,7 +152,7 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
             live = None
         if live is not None and live["state"] == "finished":
             live = None  # nothing to watch, nothing lost
-        elif live is not None and live["state"] == "running" and live.get("host") in (None, "", this_host()):
+        elif live is not None and live["state"] == "running" and written_here(live.get("host")):
             live.update(state="interrupted", stale=True, rate=None, eta_s=None)  # readable: no run holds it
         runs = run_summaries(st)
         if not runs:

@@ -74,7 +74,7 @@ def _guarded() -> Iterator[None]:
     """
     import click
 
-    from store.errors import INTERRUPTS, CotrainError, RunInterrupted, is_interrupt
+    from store.errors import CotrainError, RunInterrupted, is_interrupt
 
     try:
         yield
@@ -83,17 +83,15 @@ def _guarded() -> Iterator[None]:
     except RunInterrupted as exc:
         err.print(_one_line(str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
-    except INTERRUPTS:
-        err.print("interrupted; nothing after the last commit was kept; run again to resume", highlight=False,
-                  soft_wrap=True)
-        raise typer.Exit(130) from None
     except CotrainError as exc:
         _fail(exc)
-    except Exception as exc:  # noqa: BLE001 - the one place every unforeseen failure is reported
-        if is_interrupt(exc):  # DuckDB's own word for Ctrl-C mid-query
+    except BaseException as exc:  # noqa: BLE001 - the one place every unforeseen failure is reported
+        if is_interrupt(exc):  # Ctrl-C, also as DuckDB's own exception when it lands mid-query
             err.print("interrupted; nothing after the last commit was kept; run again to resume", highlight=False,
                       soft_wrap=True)
             raise typer.Exit(130) from None
+        if not isinstance(exc, Exception):  # SystemExit and the like go on as they are
+            raise
         path = crash_log(exc)
         where = f" (traceback in {_one_line(str(path))})" if path else ""
         err.print(f"[red]error:[/red] {type(exc).__name__}: {_one_line(str(exc))}{where}",

@@ -100,12 +100,12 @@ class DataConfig(_Strict):
     def _distinct_columns(self) -> DataConfig:
         """The label, id and split columns are three different columns: a split column that
         is the label column made every held-out row a gold one."""
-        named = [(k, v) for k, v in (("label_column", self.label_column), ("id_column", self.id_column),
-                                     ("split_column", self.split_column)) if v is not None]
-        for i, (k, v) in enumerate(named):
-            other = next((k2 for k2, v2 in named[:i] if v2 == v), None)
-            if other is not None:
-                raise ValueError(f"data.{k} and data.{other} both name the column {v!r}")
+        seen: dict[str, str] = {}
+        for key in ("label_column", "id_column", "split_column"):
+            if (v := getattr(self, key)) is not None:
+                if v in seen:
+                    raise ValueError(f"data.{key} and data.{seen[v]} both name the column {v!r}")
+                seen[v] = key
         return self
 
 

@@ -44,7 +44,7 @@ from orchestrator.engine_config import EngineConfig, hosts_batched, travels
 from orchestrator.ray_llm import RayBatchedModel
 from orchestrator.ray_placement import READ_CPUS, actor_count, place
 from store.database import Store
-from store.errors import INTERRUPTS, ConfigError, CotrainError, RunError, is_interrupt
+from store.errors import ConfigError, CotrainError, RunError, is_interrupt
 from views.base import ITEM_ID_COLUMN, View
 
 log = logging.getLogger("cotrain")
@@ -222,10 +222,8 @@ class RayEngine:
                         probs = np.empty((len(rows), len(views), k))
                         probs[:, travel] = flat.reshape(len(rows), len(travel), k)
                         steps.fill_batch(out, idx, probs, combiners, sink)
-        except INTERRUPTS:
-            raise
         except Exception as exc:
-            if is_interrupt(exc):
+            if is_interrupt(exc):  # Ctrl-C as DuckDB's own exception mid-query: not the engine failing
                 raise
             cause = _cotrain_cause(exc)
             if cause is not None:

@@ -82,6 +82,12 @@ def this_host() -> str:
     return socket.gethostname()
 
 
+def written_here(host: str | None) -> bool:
+    """Whether a progress file written on ``host`` came from this machine (no host: an older
+    file, taken as local): only then do its PID and the store's lock say anything here."""
+    return not host or host == this_host()
+
+
 def write_progress(path: str | Path, progress: Progress) -> None:
     """Replace the file at ``path`` with ``progress``, atomically: write a temp file in the
     same folder, flush and fsync it, then ``os.replace`` it over the old one."""
@@ -142,7 +148,6 @@ def pid_alive(pid: int) -> bool:
 def effective_state(progress: Progress) -> str:
     """The file's state, except that a ``running`` file whose writer is dead (on this host)
     is ``interrupted``: the process was killed before it could say so."""
-    if progress.state == "running" and (not progress.host or progress.host == this_host()) \
-            and not pid_alive(progress.pid):
+    if progress.state == "running" and written_here(progress.host) and not pid_alive(progress.pid):
         return "interrupted"
     return progress.state

@@ -17,7 +17,7 @@ data of any run in it are never written over, force or not (:func:`guard_output`
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,27 +99,30 @@ def escape_formula(text: str) -> str:
 
 def escaped_select(sql: str, columns: Sequence[str], types: Sequence[Any]) -> str:
     """``sql`` wrapped so that every text cell (and header) a spreadsheet would run as a
-    formula starts with ``'``: one vectorised ``CASE`` per text or nested column, in SQL.
-    Columns are addressed by position, so duplicate or hostile names change nothing."""
-    inner = [f"c{i}" for i in range(len(columns))]
-    exprs = []
-    for name, col, kind in zip(columns, inner, types):
-        alias = ident(escape_formula(str(name)))
-        if str(getattr(kind, "id", kind)).lower() in _VALUE_TYPES:
-            exprs.append(f"q.{col} AS {alias}")
-            continue
-        text = f"q.{col}" if str(kind).upper() == "VARCHAR" else f"CAST(q.{col} AS VARCHAR)"
-        exprs.append(f"CASE WHEN regexp_matches({text}, {literal(FORMULA_START)}) THEN concat('''', {text}) "
-                     f"ELSE {text} END AS {alias}")
-    return f"SELECT {', '.join(exprs)} FROM ({sql}) AS q({', '.join(inner)})"
+    formula starts with ``'``: one vectorised ``CASE`` per text or nested column, in SQL."""
+    return _per_column(sql, columns, types, _escaped_cell)
+
+
+def _escaped_cell(expr: str, name: str, kind: Any) -> str:
+    alias = ident(escape_formula(name))
+    if str(getattr(kind, "id", kind)).lower() in _VALUE_TYPES:
+        return f"{expr} AS {alias}"
+    text = expr if str(kind).upper() == "VARCHAR" else f"CAST({expr} AS VARCHAR)"
+    return (f"CASE WHEN regexp_matches({text}, {literal(FORMULA_START)}) THEN concat('''', {text}) "
+            f"ELSE {text} END AS {alias}")
 
 
 def finite_select(sql: str, columns: Sequence[str], types: Sequence[Any]) -> str:
     """``sql`` wrapped so that every non-finite float (inf, -inf, NaN), alone or inside lists,
-    arrays, structs and maps, is NULL: JSON has no value for them. Columns are addressed by
-    position, names kept."""
+    arrays, structs and maps, is NULL: JSON has no value for them."""
+    return _per_column(sql, columns, types, lambda expr, name, kind: f"{_finite(expr, kind, 0)} AS {ident(name)}")
+
+
+def _per_column(sql: str, columns: Sequence[str], types: Sequence[Any], cell: Callable[[str, str, Any], str]) -> str:
+    """``sql`` wrapped, each column rewritten by ``cell(expression, name, type)``. Columns are
+    addressed by position, so duplicate or hostile names change nothing."""
     inner = [f"c{i}" for i in range(len(columns))]
-    exprs = [f"{_finite(f'q.{col}', kind, 0)} AS {ident(str(name))}" for name, col, kind in zip(columns, inner, types)]
+    exprs = [cell(f"q.{col}", str(name), kind) for name, col, kind in zip(columns, inner, types)]
     return f"SELECT {', '.join(exprs)} FROM ({sql}) AS q({', '.join(inner)})"
 
 
@@ -135,8 +138,9 @@ def _finite(expr: str, kind: Any, depth: int) -> str:
         v = f"v{depth}"
         return f"list_transform({expr}, lambda {v}: {_finite(v, children['child'], depth + 1)})"
     if kid == "struct":
-        return "struct_pack(" + ", ".join(f"{ident(n)} := {_finite(f'struct_extract({expr}, {literal(n)})', t, depth)}"
-                                          for n, t in kind.children) + ")"
+        fields = (f"{ident(n)} := {_finite(f'struct_extract({expr}, {literal(n)})', t, depth)}"
+                  for n, t in kind.children)
+        return f"struct_pack({', '.join(fields)})"
     if kid == "map":
         return f"map_from_entries(list_transform(map_entries({expr}), lambda e{depth}: struct_pack(key := " \
                f"e{depth}.key, value := {_finite(f'e{depth}.value', children['value'], depth + 1)})))"
