@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from store.buffers import drop_cached_blocks
 from store.database import Store
 
 log = logging.getLogger("cotrain")
@@ -55,21 +56,39 @@ class StoreFrames:
 
 
 class MemoryFrames:
-    """The fields of every row, read once into one pandas frame; a read is a positional
-    ``take`` (row i is ``__row`` i): numeric columns are one block, so it is one numpy gather."""
+    """The fields of every row, read once and held in memory; a read is a positional gather
+    (row i is ``__row`` i).
+
+    Fields of one floating type (the numeric views' common case) are held as one row-major
+    matrix: a read is one row gather, and the frame it gives wraps that gather without a
+    copy, so a view's float matrix of all of them is the gather itself (at 3M items a fit
+    holds one copy of its training rows, not three). Other fields are one pandas frame."""
 
     in_memory = True
 
     def __init__(self, table: pa.Table) -> None:
         self.nbytes = int(table.nbytes)
-        self.frame = table.to_pandas()
+        self.columns = list(table.column_names)
+        types = set(table.schema.types)
+        self.matrix: np.ndarray | None = None
+        self.frame: pd.DataFrame | None = None
+        if len(types) == 1 and pa.types.is_floating(next(iter(types))):
+            self.matrix = np.empty((table.num_rows, table.num_columns), dtype=next(iter(types)).to_pandas_dtype())
+            for j, col in enumerate(table.columns):
+                self.matrix[:, j] = col.to_numpy()  # a null is NaN, as pandas reads it
+        else:  # one block per column, each handed over as converted: the Arrow read and its copy never coexist
+            self.frame = table.to_pandas(split_blocks=True, self_destruct=True)
 
     @classmethod
     def load(cls, store: Store, run_id: int, fields: Sequence[str]) -> MemoryFrames:
         return cls(store.data_columns_table(run_id, fields))
 
     def rows(self, row_idx: np.ndarray) -> pd.DataFrame:
-        return self.frame.take(np.asarray(row_idx, dtype=np.int64)).reset_index(drop=True)
+        idx = np.asarray(row_idx, dtype=np.int64)
+        if self.matrix is not None:
+            return pd.DataFrame(self.matrix[idx], columns=self.columns, copy=False)
+        assert self.frame is not None
+        return self.frame.take(idx).reset_index(drop=True)
 
 
 def available_bytes() -> int | None:
@@ -107,7 +126,9 @@ def open_frames(store: Store, run_id: int, fields: Sequence[str], n_rows: int, m
                 limit_bytes: int | None = None) -> FrameSource:
     """The run's frame source: ``mode`` True holds the fields in memory, False reads the
     store each time, ``"auto"`` holds them when they take at most ``limit_bytes`` (default:
-    :data:`AUTO_SHARE` of the available memory)."""
+    :data:`AUTO_SHARE` of the available memory). The store's cached blocks are dropped first:
+    the load left every column of the snapshot and the item table cached, and a run reads
+    only the fields (``store.buffers``)."""
     if mode == "auto":
         # the Arrow read and its pandas copy coexist while loading, and pandas may hold a
         # column wider than Arrow does (bools, objects): budget twice the Arrow estimate
@@ -118,6 +139,7 @@ def open_frames(store: Store, run_id: int, fields: Sequence[str], n_rows: int, m
         mode = need <= limit
         log.info("data fields: %.0f MB; %s", need / 2**20,
                  "held in memory" if mode else f"read from the store (limit {limit / 2**20:.0f} MB)")
+    drop_cached_blocks(store.con, store.path)  # the snapshot's and item table's blocks, cached as they were written
     if mode:
         return MemoryFrames.load(store, run_id, fields)
     return StoreFrames(store, run_id, fields)

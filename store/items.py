@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from store.buffers import drop_cached_blocks
 from store.database import Store
 from store.errors import DataError
 from store.sql import ident
@@ -68,6 +69,7 @@ def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[s
     con = store.con
     data_table = store.snapshot_data(run_id, table)
     con = store.con
+    drop_cached_blocks(con, store.path)  # the snapshot's blocks: the checks below read three of its columns
     label_ref = f"d.{ident(d_label)}"
     ltype = table.schema.field(d_label).type
     if pa.types.is_floating(ltype):

@@ -295,3 +295,39 @@ def test_an_interrupted_statement_in_a_transaction_surfaces_as_itself(tmp_path: 
             st.con.execute("INSERT INTO keep VALUES (3)")
         assert st.scalar("SELECT list(x ORDER BY x) FROM keep") == [1, 3]
     assert is_interrupt(RuntimeError("Query interrupted")) and not is_interrupt(RuntimeError("boom"))
+
+
+def _cached_bytes(st: Store) -> int:
+    cur = st.con.cursor()
+    try:
+        return int(cur.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()").fetchall()[0][0])
+    finally:
+        cur.close()
+
+
+def _memory_limit(st: Store) -> str:
+    return st.scalar("SELECT current_setting('memory_limit')")
+
+
+def test_dropping_cached_blocks_gives_back_what_a_load_cached_and_keeps_the_limit_and_the_data(tmp_path: Path):
+    from store.buffers import drop_cached_blocks
+
+    n = 400_000
+    with Store(tmp_path / "s.duckdb") as st:
+        limit = _memory_limit(st)
+        st.con.execute("CREATE TABLE big AS SELECT range AS i, range::VARCHAR AS s, random() AS x FROM range(?)", [n])
+        before = _cached_bytes(st)
+        assert before > 4 * 2**20  # the rows it just wrote are cached
+        drop_cached_blocks(st.con, st.path)
+        assert _cached_bytes(st) < before / 4
+        assert _memory_limit(st) == limit
+        assert st.scalar("SELECT count(*) FROM big WHERE s = i::VARCHAR") == n  # read back from the file
+        st.con.execute("SET memory_limit = '2GB'")  # a limit somebody set comes back as near as it reads
+        drop_cached_blocks(st.con, st.path)
+        value, unit = _memory_limit(st).split()
+        assert unit == "GiB" and 1.7 <= float(value) <= 1.87  # 2 GB is 1.86 GiB, shown as 1.8
+    with Store(":memory:") as mem:  # its blocks live nowhere else: left alone
+        mem.con.execute("CREATE TABLE big AS SELECT range AS i FROM range(200000)")
+        before = _cached_bytes(mem)
+        drop_cached_blocks(mem.con, mem.path)
+        assert _cached_bytes(mem) == before and _memory_limit(mem) == limit
