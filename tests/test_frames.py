@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from orchestrator import api
 from orchestrator.frames import MemoryFrames, StoreFrames, estimated_bytes, open_frames
@@ -64,3 +65,22 @@ def test_the_setting_is_validated(tmp_path: Path):
     with pytest.raises(ConfigError, match="data_in_memory"):
         api.run(cfg)
     assert not (tmp_path / "run.duckdb").exists()  # refused before a store was made
+
+
+def test_float_fields_are_one_row_major_matrix_that_a_views_matrix_reads_without_a_copy(tmp_path: Path):
+    from views.base import ViewContext
+    from views.sklearn_view import SklearnView
+
+    table = pa.table({"a_0": np.arange(6, dtype=np.float32), "a_1": pa.array([1, None, 3, 4, 5, 6], pa.float32())})
+    mem = MemoryFrames(table)
+    assert mem.matrix is not None and mem.matrix.flags.c_contiguous and mem.matrix.dtype == np.float32
+    df = mem.rows(np.array([4, 1, 1]))
+    assert df["a_0"].tolist() == [4.0, 1.0, 1.0] and np.isnan(df["a_1"].tolist()[1]) and df.dtypes.tolist() == [np.float32] * 2
+    view = SklearnView.from_params("v", ViewContext(["x", "y"], seed=0), column_prefix="a_",
+                                   estimator="hist_gradient_boosting")  # it takes the NaN
+    view.resolve_fields(list(df.columns))
+    X = view._matrix(df)
+    assert np.shares_memory(X, df["a_0"].to_numpy()) and X.flags.c_contiguous  # the gather itself
+    assert X[:, 0].tolist() == [4.0, 1.0, 1.0]
+    mixed = MemoryFrames(pa.table({"a_0": [1.0, 2.0], "t": ["p", "q"]}))
+    assert mixed.matrix is None and mixed.rows(np.array([1]))["t"].tolist() == ["q"]

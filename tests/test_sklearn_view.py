@@ -96,7 +96,7 @@ def test_non_finite_cells_are_named_and_float32_stays_float32(data, estimator):
     v = _view(column_prefix="a_", estimator=estimator)
     v.resolve_fields(list(df.columns))
     X = v._matrix(df)
-    assert X.dtype == np.float32 and X.flags.writeable  # one copy, as the anchor's input, and writable
+    assert X.dtype == np.float32 and X.flags.c_contiguous  # as the anchor's input, row-major as LR reads it
     df.loc[df.index[3], "a_1"] = np.inf
     with pytest.raises(ViewError, match=r"column 'a_1' has an infinite value at item"):
         v._matrix(df)

@@ -148,9 +148,11 @@ class SklearnView(ParamsView):
         dtypes = set(frame.dtypes)
         one = next(iter(dtypes)) if len(dtypes) == 1 else None
         if isinstance(one, np.dtype) and one.kind in "fiu":
-            # plain numeric columns of one dtype (the common case): one copy, and float32 stays
-            # float32 (as scikit-learn's own input would)
-            X = np.require(frame.to_numpy(dtype=np.result_type(one, np.float32)), requirements="W")
+            # plain numeric columns of one dtype (the common case): float32 stays float32 (as
+            # scikit-learn's own input would), in the row-major order its linear models copy
+            # into otherwise; no copy at all when the frame wraps a row-major matrix of exactly
+            # these columns (``orchestrator.frames.MemoryFrames``), so it may be read-only
+            X = np.asarray(frame.to_numpy(dtype=np.result_type(one, np.float32)), order="C")
             if not np.isfinite(X).all():
                 self._not_finite(items, X)  # raises unless every non-finite value is a NaN the estimator takes
             return X
