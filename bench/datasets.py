@@ -94,7 +94,8 @@ def _tfidf(texts: np.ndarray, train: np.ndarray, test: np.ndarray, max_features:
 
 def embed_texts(store: Path, texts: list[str], classes: list[str]) -> np.ndarray:
     """MiniLM vectors of ``texts`` through ``store``'s feature cache (the runs read the same)."""
-    from store.database import Store, StoreCache
+    from store.adapters import StoreCache
+    from store.database import Store
     from views.base import ViewContext
     from views.embedding import EmbeddingView
 

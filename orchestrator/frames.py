@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from store.buffers import drop_cached_blocks
 from store.database import Store
 
 log = logging.getLogger("cotrain")
@@ -76,8 +75,8 @@ class MemoryFrames:
             self.matrix = np.empty((table.num_rows, table.num_columns), dtype=next(iter(types)).to_pandas_dtype())
             for j, col in enumerate(table.columns):
                 self.matrix[:, j] = col.to_numpy()  # a null is NaN, as pandas reads it
-        else:  # one block per column, each handed over as converted: the Arrow read and its copy never coexist
-            self.frame = table.to_pandas(split_blocks=True, self_destruct=True)
+        else:
+            self.frame = table.to_pandas()
 
     @classmethod
     def load(cls, store: Store, run_id: int, fields: Sequence[str]) -> MemoryFrames:
@@ -126,9 +125,9 @@ def open_frames(store: Store, run_id: int, fields: Sequence[str], n_rows: int, m
                 limit_bytes: int | None = None) -> FrameSource:
     """The run's frame source: ``mode`` True holds the fields in memory, False reads the
     store each time, ``"auto"`` holds them when they take at most ``limit_bytes`` (default:
-    :data:`AUTO_SHARE` of the available memory). The store's cached blocks are dropped first:
-    the load left every column of the snapshot and the item table cached, and a run reads
-    only the fields (``store.buffers``)."""
+    :data:`AUTO_SHARE` of the available memory). The store's cached blocks are dropped first
+    (the load left every column of the snapshot and the item table cached, and a run reads
+    only the fields) and, when the fields are held, again once they are (``store.buffers``)."""
     if mode == "auto":
         # the Arrow read and its pandas copy coexist while loading, and pandas may hold a
         # column wider than Arrow does (bools, objects): budget twice the Arrow estimate
@@ -139,10 +138,12 @@ def open_frames(store: Store, run_id: int, fields: Sequence[str], n_rows: int, m
         mode = need <= limit
         log.info("data fields: %.0f MB; %s", need / 2**20,
                  "held in memory" if mode else f"read from the store (limit {limit / 2**20:.0f} MB)")
-    drop_cached_blocks(store.con, store.path)  # the snapshot's and item table's blocks, cached as they were written
-    if mode:
-        return MemoryFrames.load(store, run_id, fields)
-    return StoreFrames(store, run_id, fields)
+    store.drop_cached_blocks()  # the snapshot's and item table's blocks, cached as they were written
+    if not mode:
+        return StoreFrames(store, run_id, fields)
+    held = MemoryFrames.load(store, run_id, fields)
+    store.drop_cached_blocks()  # the blocks of the fields just read: held in memory now
+    return held
 
 
 __all__ = ["FrameSource", "MemoryFrames", "StoreFrames", "available_bytes", "estimated_bytes", "open_frames"]

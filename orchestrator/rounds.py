@@ -7,8 +7,7 @@ The run's one ``numpy.random.Generator`` is saved after every round; a re-run re
 from the last committed round and reaches the same labels as an uninterrupted run.
 
 This module sequences a round; the steps live elsewhere: ``steps`` (fit, evaluate, predict), ``selection``
-(policy, no I/O), ``state`` (label state), ``debate`` and ``store.writers`` (what is written).
-"""
+(policy, no I/O), ``state`` (label state), ``debate`` and ``store.writers`` (what is written)."""
 from __future__ import annotations
 
 import logging
@@ -34,7 +33,8 @@ from orchestrator import shadows as shadow_runs
 from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, select_adaptive, select_round, termination
 from orchestrator.state import LabelState, crossfit_rows
 from orchestrator.viewset import build_views, check_debate_fields, display_fields, preloading_view_modules
-from store.database import Store, StoreProblems, utcnow
+from store.adapters import StoreProblems
+from store.database import Store, utcnow
 from store.errors import ConfigError, DataError, RunError, RunInterrupted, is_interrupt
 from store.llm_ledger import LLMLedger
 from store.queries import final_metrics, label_counts

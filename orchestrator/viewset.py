@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from orchestrator.config import Config
-from store.database import Store, StoreCache, StoreProblems
+from store.adapters import StoreCache, StoreProblems
+from store.database import Store
 from store.errors import ConfigError, ViewError
 from store.llm_ledger import LLMLedger
 from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, View, ViewContext

@@ -17,32 +17,40 @@ log = logging.getLogger("cotrain")
 
 #: The limit the buffer pool is lowered to for a moment: every block not in use is evicted.
 EVICT_TO = "1MB"
+#: Rows per insert of a run's data snapshot (a multiple of DuckDB's 122,880-row row group).
+#: Each slice is made one Arrow chunk before its insert, since many chunks made DuckDB write
+#: partial row groups that the close's checkpoint rewrote; slicing keeps that copy a slice's
+#: size, not the whole file's (at 3M rows a 240 MB copy beside the file's own).
+SNAPSHOT_SLICE_ROWS = 8 * 122_880
 
 
-def drop_cached_blocks(con: duckdb.DuckDBPyConnection, path: str) -> None:
-    """Evict the unpinned cached blocks of the store at ``path`` (opened as ``con``), then
-    restore its memory limit.
+def drop_cached_blocks(con: duckdb.DuckDBPyConnection, path: str, default_limit: str) -> None:
+    """Evict the unpinned cached blocks of the store at ``path`` (opened as ``con`` with memory
+    limit ``default_limit``), then restore that limit.
 
     DuckDB has no statement for this; lowering ``memory_limit`` makes the buffer manager evict
     down to it, which is how its maintainers suggest giving cached blocks back
     (duckdb/duckdb#5455). A file-backed store only: an in-memory database's blocks live
-    nowhere else, so evicting them would spill them to a temporary file. Blocks a statement
-    is using stay; failing to evict is not an error (the run goes on with its cache)."""
+    nowhere else, so evicting them would spill them to a temporary file; and one whose limit
+    somebody set is left alone (that limit bounds its cache, and a limit reads back rounded
+    down: setting it again would lower it). Blocks a statement is using stay; failing to
+    evict is not an error (the run goes on with its cache)."""
     if path == ":memory:":
         return
     cur = con.cursor()  # the connection may hold a pending result; a cursor leaves it alone
     try:
         limit = cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        if limit != default_limit:
+            return  # somebody set a limit: it bounds the cache already (and reads back rounded)
         try:
             cur.execute("SET memory_limit = ?", [EVICT_TO])
         except duckdb.Error as exc:  # some blocks are pinned: what could go went
             log.debug("cached blocks kept: %s", str(exc).splitlines()[0])
-        finally:  # the default exactly (a limit reads back rounded: '18.8 GiB' sets 18.7 GiB)
+        finally:
             cur.execute("RESET memory_limit")
-            if cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] != limit:
-                cur.execute("SET memory_limit = ?", [limit])  # one that was set: as near as it reads
     finally:
         cur.close()
 
 
-__all__ = ["EVICT_TO", "drop_cached_blocks"]
+
+__all__ = ["EVICT_TO", "SNAPSHOT_SLICE_ROWS", "drop_cached_blocks"]

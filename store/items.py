@@ -15,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store.buffers import drop_cached_blocks
 from store.database import Store
 from store.errors import DataError
 from store.sql import ident
@@ -59,21 +58,32 @@ def numeric_spellings(column: pa.ChunkedArray, labels: Sequence[str]) -> dict[st
     return out
 
 
-def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[str], label_column: str,
+@dataclass(frozen=True)
+class Snapshot:
+    """A run's data snapshot once written: its table, and what the item checks read of the
+    Arrow table it came from (its columns and label column), so that table can go."""
+
+    table: str
+    columns: list[str]
+    label: pa.ChunkedArray
+
+
+def snapshot(store: Store, run_id: int, table: pa.Table, label_column: str) -> Snapshot:
+    """Write ``table`` (with ``__split`` and ``__file_row``) as ``data_<run_id>``."""
+    return Snapshot(store.snapshot_data(run_id, table), list(table.column_names), table.column(label_column))
+
+
+def load_items(store: Store, run_id: int, snap: Snapshot, *, labels: Sequence[str], label_column: str,
                id_column: str | None, split_column: str | None, paths: Mapping[str, str]) -> ItemCounts:
-    """Snapshot ``table`` (with ``__split`` and ``__file_row``) as ``data_<run_id>`` and fill
-    ``items``. ``id_column`` None: an item's id is a hash of its content (copies numbered in
-    file order). ``paths`` names the file of each split, for errors. Call inside the
-    run-creation transaction: on error nothing is kept."""
+    """Fill ``items`` from the snapshot. ``id_column`` None: an item's id is a hash of its
+    content (copies numbered in file order). ``paths`` names the file of each split, for
+    errors. Call inside the run-creation transaction: on error nothing is kept."""
     d_label, d_split = label_column, split_column
-    con = store.con
-    data_table = store.snapshot_data(run_id, table)
-    con = store.con
-    drop_cached_blocks(con, store.path)  # the snapshot's blocks: the checks below read three of its columns
+    data_table, con = snap.table, store.con
     label_ref = f"d.{ident(d_label)}"
-    ltype = table.schema.field(d_label).type
+    ltype = snap.label.type
     if pa.types.is_floating(ltype):
-        vals = table.column(d_label).drop_null().to_numpy()
+        vals = snap.label.drop_null().to_numpy()
         vals = vals[np.isfinite(vals) & (np.abs(vals) < 2.0**62)]
         if (vals == vals.round()).all():  # integer labels a writer turned into floats (0 -> 0.0);
             # NaN is no label, and inf or 1e300 is named as it reads
@@ -81,7 +91,7 @@ def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[s
             label_ref = (f"CASE WHEN isnan({x}) THEN NULL WHEN isfinite({x}) AND abs({x}) < 4.6e18 "
                          f"THEN CAST(CAST({x} AS BIGINT) AS VARCHAR) ELSE CAST({x} AS VARCHAR) END")
     label = f"NULLIF(trim(CAST({label_ref} AS VARCHAR)), '')"
-    remap = numeric_spellings(table.column(d_label), labels)
+    remap = numeric_spellings(snap.label, labels)
     if remap:  # a label read as its integer's name ('1.0' -> '1'); parameters need a table, not a view
         label = f"CASE {label} {' '.join(['WHEN ? THEN ?'] * len(remap))} ELSE {label} END"
     meta = {SPLIT_COL, FILE_ROW_COL, d_label}
@@ -90,7 +100,7 @@ def load_items(store: Store, run_id: int, table: pa.Table, *, labels: Sequence[s
     if id_column:
         id_expr = f"CAST(d.{ident(id_column)} AS VARCHAR)"
     else:
-        content = [c for c in table.column_names if c not in meta]
+        content = [c for c in snap.columns if c not in meta]
         packed = ", ".join(f"{ident(c)} := d.{ident(c)}" for c in content)
         id_expr = f"substr(md5(CAST(to_json(struct_pack({packed})) AS VARCHAR)), 1, 16)"
     # a given id column is checked for duplicates with a hash aggregate (the row numbering

@@ -9,7 +9,8 @@ import yaml
 
 from orchestrator import api
 from orchestrator.packaged_data import make_split, rotten_tomatoes
-from store.database import Store, StoreCache
+from store.adapters import StoreCache
+from store.database import Store
 from store.errors import ViewError
 from views.base import ViewContext
 from views.embedding import EmbeddingView

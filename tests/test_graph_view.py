@@ -13,7 +13,8 @@ from sklearn.datasets import load_digits, make_moons
 from sklearn.linear_model import LogisticRegression
 
 from orchestrator import api
-from store.database import Store, StoreCache
+from store.adapters import StoreCache
+from store.database import Store
 from store.errors import ViewError
 from tests.conftest import sentiment_frame, write_config
 from views.base import ViewContext

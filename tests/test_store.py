@@ -310,24 +310,43 @@ def _memory_limit(st: Store) -> str:
 
 
 def test_dropping_cached_blocks_gives_back_what_a_load_cached_and_keeps_the_limit_and_the_data(tmp_path: Path):
-    from store.buffers import drop_cached_blocks
-
     n = 400_000
     with Store(tmp_path / "s.duckdb") as st:
         limit = _memory_limit(st)
         st.con.execute("CREATE TABLE big AS SELECT range AS i, range::VARCHAR AS s, random() AS x FROM range(?)", [n])
         before = _cached_bytes(st)
         assert before > 4 * 2**20  # the rows it just wrote are cached
-        drop_cached_blocks(st.con, st.path)
+        st.drop_cached_blocks()
         assert _cached_bytes(st) < before / 4
         assert _memory_limit(st) == limit
         assert st.scalar("SELECT count(*) FROM big WHERE s = i::VARCHAR") == n  # read back from the file
-        st.con.execute("SET memory_limit = '2GB'")  # a limit somebody set comes back as near as it reads
-        drop_cached_blocks(st.con, st.path)
-        value, unit = _memory_limit(st).split()
-        assert unit == "GiB" and 1.7 <= float(value) <= 1.87  # 2 GB is 1.86 GiB, shown as 1.8
+        st.con.execute("SET memory_limit = '2GB'")  # a limit somebody set: it bounds the cache, left alone
+        st.con.execute("CREATE TABLE big2 AS SELECT range AS i, range::VARCHAR AS s, random() AS x FROM range(?)", [n])
+        set_limit, cached = _memory_limit(st), _cached_bytes(st)
+        assert cached > 4 * 2**20
+        for _ in range(3):  # it reads back rounded down ('1.8 GiB'): setting it again would lower it each time
+            st.drop_cached_blocks()
+        assert _memory_limit(st) == set_limit and _cached_bytes(st) >= cached
     with Store(":memory:") as mem:  # its blocks live nowhere else: left alone
         mem.con.execute("CREATE TABLE big AS SELECT range AS i FROM range(200000)")
         before = _cached_bytes(mem)
-        drop_cached_blocks(mem.con, mem.path)
+        mem.drop_cached_blocks()
         assert _cached_bytes(mem) == before and _memory_limit(mem) == limit
+
+
+def test_a_write_inside_a_transaction_lets_go_of_its_arrow_table_at_once(tmp_path: Path):
+    n = 200_000
+    with Store(tmp_path / "s.duckdb") as st:
+        st.con.execute("CREATE TABLE t (a DOUBLE, b DOUBLE)")
+        base = pa.total_allocated_bytes()
+        with st.transaction():
+            for _ in range(3):
+                col = pa.array(np.arange(n, dtype=np.int64)).cast(pa.float64())  # in pyarrow's pool: counted
+                data = pa.table({"a": col, "b": col})
+                assert pa.total_allocated_bytes() - base >= n * 8
+                st.insert_arrow("t", data)
+                del col, data
+                # a table registered inside a transaction stays alive until the commit (n * 8 bytes each)
+                assert pa.total_allocated_bytes() - base < n
+        assert st.scalar("SELECT count(*) FROM t") == 3 * n
+        assert st.scalar("SELECT sum(a) FROM t") == 3 * n * (n - 1) / 2

@@ -15,7 +15,8 @@ from PIL import Image
 from orchestrator import api
 from orchestrator.config import parse_config
 from orchestrator.rounds import build_views
-from store.database import Store, StoreCache, StoreProblems
+from store.adapters import StoreCache, StoreProblems
+from store.database import Store
 from store.errors import ConfigError, CotrainError
 from views.base import ITEM_ID_COLUMN, ViewContext
 from views.vision.images import ImageProblem, decode
