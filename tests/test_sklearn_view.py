@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from store.errors import ViewError
 from views.base import ViewContext
@@ -106,3 +108,32 @@ def test_non_finite_cells_are_named_and_float32_stays_float32(data, estimator):
     else:
         with pytest.raises(ViewError, match=r"column 'a_1' has a missing \(NaN\) value"):
             v._matrix(df)
+
+
+class CentreInPlace(LogisticRegression):
+    """A user's estimator that writes into its input (scikit-learn's own copy first)."""
+
+    def fit(self, X, y, sample_weight=None):
+        X -= X.mean(axis=0)
+        return super().fit(X, y, sample_weight=sample_weight)
+
+    def predict_proba(self, X):
+        X *= 1.0
+        return super().predict_proba(X)
+
+
+def test_an_estimator_that_writes_into_its_input_gets_its_own_copy_of_the_held_fields(data):
+    from orchestrator.frames import MemoryFrames
+
+    df, y = data
+    cols = [c for c in df.columns if c.startswith("a_")]
+    held = MemoryFrames(pa.Table.from_pandas(df[cols].astype(np.float32), preserve_index=False))
+    before = held.matrix.copy()
+    frame = held.rows(np.arange(300))
+    assert not frame.to_numpy().flags.writeable  # what views are given is read-only
+    v = _view(column_prefix="a_", estimator="tests.test_sklearn_view.CentreInPlace")
+    v.resolve_fields(list(frame.columns))
+    v.fit(frame, y[:300], np.ones(300))
+    proba = v.predict_proba(frame)
+    assert proba.shape == (300, len(LABELS)) and np.allclose(proba.sum(axis=1), 1)
+    np.testing.assert_array_equal(held.matrix, before)  # the other views' fields are untouched

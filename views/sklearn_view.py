@@ -70,6 +70,18 @@ def make_estimator(spec: str, params: dict[str, Any], seed: int) -> BaseEstimato
 _TUPLE_PARAMS = ("ngram_range",)
 
 
+def _on_own_copy_if_needed(method: Any, X: Any, *args: Any, **kwargs: Any) -> Any:
+    """``method(X, ...)``; again on a writable copy of ``X`` when it is a read-only view (the
+    fields held in memory are shared by every view) and the estimator writes into its input
+    (scikit-learn's own estimators copy first; a user's may not)."""
+    try:
+        return method(X, *args, **kwargs)
+    except ValueError as exc:
+        if not (isinstance(X, np.ndarray) and not X.flags.writeable and "read-only" in str(exc)):
+            raise
+        return method(np.array(X), *args, **kwargs)
+
+
 def _accepts_sample_weight(est: BaseEstimator) -> bool:
     return "sample_weight" in inspect.signature(est.fit).parameters
 
@@ -218,7 +230,7 @@ class SklearnView(ParamsView):
         if _accepts_sample_weight(model.steps[-1][1]):
             kwargs["model__sample_weight"] = np.asarray(sample_weight, dtype=np.float64)
         try:
-            model.fit(self._matrix(items), y, **kwargs)
+            _on_own_copy_if_needed(model.fit, self._matrix(items), y, **kwargs)
         except ValueError as exc:
             raise ViewError(self.name, f"fit failed: {exc}") from None
         self._round_c.after(model.steps[-1][1], len(y))
@@ -244,7 +256,7 @@ class SklearnView(ParamsView):
         k = len(self.context.labels)
         if self.model_ is None or len(items) == 0:
             return abstain(len(items), k)
-        proba = self.model_.predict_proba(self._matrix(items))
+        proba = _on_own_copy_if_needed(self.model_.predict_proba, self._matrix(items))
         return expand_proba(proba, self.classes_, k)
 
 
