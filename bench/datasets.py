@@ -305,7 +305,8 @@ class Animals(Dataset):
     def vision_features(self) -> np.ndarray:
         """MobileNetV2 vectors of every kept image, through the runs' feature cache."""
         if self._vis is None:
-            from store.database import Store, StoreCache
+            from store.adapters import StoreCache
+            from store.database import Store
             from views.base import ViewContext
             from views.vision.view import VisionView
 

@@ -60,7 +60,8 @@ def view_items_per_s(texts: list[str], batch: int, device: str, folder: Path,
     (from the cache), ``uncached`` (``cache: false``); ``encoder`` replaces the model."""
     import pandas as pd
 
-    from store.database import Store, StoreCache
+    from store.adapters import StoreCache
+    from store.database import Store
     from views.base import ViewContext
     from views.embedding import EmbeddingView
 

@@ -25,8 +25,8 @@ SNAPSHOT_SLICE_ROWS = 8 * 122_880
 
 
 def drop_cached_blocks(con: duckdb.DuckDBPyConnection, path: str, default_limit: str) -> None:
-    """Evict the unpinned cached blocks of the store at ``path`` (opened as ``con`` with memory
-    limit ``default_limit``), then restore that limit.
+    """Evict the unpinned cached blocks of the store at ``path`` (opened as ``con``), then reset
+    its memory limit; only while that limit is DuckDB's default, ``default_limit``.
 
     DuckDB has no statement for this; lowering ``memory_limit`` makes the buffer manager evict
     down to it, which is how its maintainers suggest giving cached blocks back
@@ -52,5 +52,12 @@ def drop_cached_blocks(con: duckdb.DuckDBPyConnection, path: str, default_limit:
         cur.close()
 
 
+def default_memory_limit() -> str:
+    """DuckDB's default memory limit on this machine, as ``current_setting`` spells it, read
+    from a fresh in-memory database (a store's own may have been set through another
+    connection to the same file: they share one instance)."""
+    with duckdb.connect() as fresh:
+        return str(fresh.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
 
-__all__ = ["EVICT_TO", "SNAPSHOT_SLICE_ROWS", "drop_cached_blocks"]
+
+__all__ = ["EVICT_TO", "SNAPSHOT_SLICE_ROWS", "default_memory_limit", "drop_cached_blocks"]

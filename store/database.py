@@ -17,7 +17,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from store.buffers import SNAPSHOT_SLICE_ROWS, drop_cached_blocks
+from store.buffers import SNAPSHOT_SLICE_ROWS, default_memory_limit, drop_cached_blocks
 from store.errors import StoreError
 from store.migrate import apply_migrations, pending_migrations
 from store.secrets import redact
@@ -62,6 +62,7 @@ class Store:
         self.read_only = read_only
         self._lock = threading.Lock()
         self._arrow_seq = 0
+        self._default_limit: str | None = None  # DuckDB's on this machine, read once (store.buffers)
         check_store_path(self.path, read_only, create)
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)
@@ -74,8 +75,6 @@ class Store:
             raise StoreError(str(exc).splitlines()[0], self.path) from None
         with self._errors():
             self._open_checks(read_only)
-            # cotrain sets no memory limit: one that differs later was set by somebody (store.buffers)
-            self.memory_limit_at_open = str(self.scalar("SELECT current_setting('memory_limit')"))
 
     def _open_checks(self, read_only: bool) -> None:
         """Refuse a DuckDB file that is not a cotrain store, then bring a writable one's schema
@@ -135,7 +134,9 @@ class Store:
 
     def drop_cached_blocks(self) -> None:
         """Give back the blocks DuckDB has cached (``store.buffers``)."""
-        drop_cached_blocks(self.con, self.path, self.memory_limit_at_open)
+        if self._default_limit is None:
+            self._default_limit = default_memory_limit()
+        drop_cached_blocks(self.con, self.path, self._default_limit)
 
     def _fresh_name(self) -> str:
         with self._lock:
@@ -149,7 +150,15 @@ class Store:
         registered object alive until the commit, so a round's inserts (or a 3M-row snapshot,
         240 MB) stayed in memory beside what they were written to until then."""
         name = self._fresh_name()
-        self.con.from_arrow(data).query(name, statement(name))
+        try:
+            self.con.from_arrow(data).query(name, statement(name))
+        except duckdb.TransactionException as exc:
+            # duckdb's relation drops its view after a failed statement; inside a transaction that
+            # fails too ('transaction is aborted') and hides the statement's own error (an interrupt)
+            cause = exc.__context__
+            if isinstance(cause, duckdb.Error) and "aborted" in str(exc):
+                raise cause.with_traceback(cause.__traceback__) from None
+            raise
 
     @contextmanager
     def registered(self, data: pa.Table, con: duckdb.DuckDBPyConnection | None = None) -> Iterator[str]:
@@ -285,7 +294,8 @@ class Store:
     def snapshot_data(self, run_id: int, data: pa.Table) -> str:
         """Store the run's input rows as ``data_<run_id>`` (with a ``__row`` index column), a slice
         at a time, each one Arrow chunk (many made the close's checkpoint rewrite them: 1M rows,
-        0.9 s and 100 MB against 0.16 s and 61 MB), its cached blocks dropped once written."""
+        0.9 s and 100 MB against 0.16 s and 61 MB), its cached blocks dropped once written.
+        Several statements: all or nothing inside a transaction (as the load calls it)."""
         table = f"data_{run_id}"
         data = data.append_column("__row", pa.array(np.arange(data.num_rows, dtype=np.int64)))
         for lo in range(0, max(data.num_rows, 1), SNAPSHOT_SLICE_ROWS):
@@ -372,15 +382,9 @@ class Store:
                 " ON c.key = k.key WHERE c.namespace = ?",
                 params=[namespace],
             ).to_arrow_table()
-        if t.num_rows == 0:
-            return {}
         vec = t.column("vector").combine_chunks()
-        flat = vec.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-        offsets = vec.offsets.to_numpy()
-        out: dict[str, np.ndarray] = {}
-        for i, key in enumerate(t.column("key").to_pylist()):
-            out[key] = flat[offsets[i]: offsets[i + 1]]
-        return out
+        flat, offsets = vec.flatten().to_numpy(zero_copy_only=False).astype(np.float32), vec.offsets.to_numpy()
+        return {key: flat[offsets[i]: offsets[i + 1]] for i, key in enumerate(t.column("key").to_pylist())}
 
     @_file_errors
     def cache_put(self, namespace: str, keys: Sequence[str], vectors: np.ndarray) -> None:
@@ -391,6 +395,5 @@ class Store:
                       "vector": rows_as_lists(vectors)})
         # an anti-join, not ON CONFLICT (twice as fast); DISTINCT ON only when a key repeats
         rows = "DISTINCT ON (namespace, key) namespace, key, vector" if len(set(keys)) < len(keys) else "*"
-        with self.registered(t) as name:
-            self.con.execute(f"INSERT INTO feature_cache SELECT {rows} FROM {ident(name)} AS t WHERE NOT EXISTS "
-                             "(SELECT 1 FROM feature_cache c WHERE c.namespace = t.namespace AND c.key = t.key)")
+        self.write_from(t, lambda name: f"INSERT INTO feature_cache SELECT {rows} FROM {ident(name)} AS t WHERE NOT "
+                        "EXISTS (SELECT 1 FROM feature_cache c WHERE c.namespace = t.namespace AND c.key = t.key)")

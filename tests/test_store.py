@@ -350,3 +350,27 @@ def test_a_write_inside_a_transaction_lets_go_of_its_arrow_table_at_once(tmp_pat
                 assert pa.total_allocated_bytes() - base < n
         assert st.scalar("SELECT count(*) FROM t") == 3 * n
         assert st.scalar("SELECT sum(a) FROM t") == 3 * n * (n - 1) / 2
+
+
+def test_a_write_that_fails_in_a_transaction_surfaces_as_its_own_error(tmp_path: Path):
+    """A relation drops its view after a failed statement, which inside a transaction fails too
+    ('transaction is aborted'): the statement's own error (an interrupt, a constraint) is what surfaces."""
+    import threading
+
+    import duckdb
+
+    from store.errors import is_interrupt
+
+    with Store(tmp_path / "s.duckdb") as st:
+        st.con.execute("CREATE TABLE keep (x BIGINT PRIMARY KEY)")
+        st.insert_arrow("keep", pa.table({"x": [1]}))
+        with pytest.raises(duckdb.ConstraintException):
+            with st.transaction():
+                st.insert_arrow("keep", pa.table({"x": [2, 1]}))
+        threading.Timer(0.5, st.con.interrupt).start()
+        with pytest.raises(duckdb.InterruptException) as info:
+            with st.transaction():
+                st.write_from(pa.table({"x": [5]}), lambda name: "INSERT INTO keep SELECT sum(range) + x FROM "
+                              f"range(30000000000), {name} GROUP BY x")
+        assert is_interrupt(info.value)
+        assert st.scalar("SELECT list(x ORDER BY x) FROM keep") == [1]  # nothing of either transaction
