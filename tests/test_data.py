@@ -279,3 +279,19 @@ def test_bad_estimator_fails_before_anything_is_stored(tmp_path: Path):
     def mutate(tmp, cfg):
         cfg["views"][0]["estimator"] = "sklearn.linear_model.NoSuchModel"
     _expect_error(tmp_path, mutate, ViewError, r"view 'va': cannot build estimator 'sklearn.linear_model.NoSuchModel'")
+
+
+def test_a_fraction_past_the_sniffers_sample_is_read_as_written_not_rounded(tmp_path: Path):
+    """DuckDB types a CSV column from a sample of rows and its cast to an integer rounds: a
+    '1.5' at row 25,001 of an integer-looking column was read as 2."""
+    from orchestrator.data import read_table
+
+    n = 30_000
+    x = [str(i) for i in range(n)]
+    x[25_000] = "1.5"
+    p = tmp_path / "late.csv"
+    p.write_text("x,count,label\n" + "".join(f"{v},{i},a\n" for i, v in enumerate(x)))
+    table = read_table(p, "csv")
+    assert pa.types.is_floating(table.schema.field("x").type) and table.column("x")[25_000].as_py() == 1.5
+    assert table.column("x")[24_999].as_py() == 24_999.0
+    assert pa.types.is_integer(table.schema.field("count").type)  # a column of integers stays one

@@ -1,0 +1,192 @@
+"""Reading a CSV file into Arrow with DuckDB's reader, and what its sniffer gets wrong.
+
+The sniffer types columns from a sample and renames what it cannot tell apart; each helper
+here catches one way that would change data without a word (a fraction past the sample, a
+header naming a column twice or in two cases, a bare CR inside a cell) or names the line
+where the file stops being a table.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from orchestrator.read_errors import reason as _reason
+from store.encoding import replace_bare_cr, utf8_problem
+from store.errors import DataError
+
+
+def read_csv(p: Path, text: Sequence[str] = ()) -> pa.Table:
+    """DuckDB's CSV reader, retried when its sniffer is too narrow: every row sampled for the
+    types, long lines allowed, and (for a file whose lines end in LF) a bare CR inside a cell
+    read as part of the cell, as pandas writes it (unquoted ``\\rx``), not as a line break.
+    The ``text`` columns the file has are read as text."""
+    attempts = ({}, {"sample_size": -1, "max_line_size": 1 << 30})
+    exc: Exception | None = None
+    for opts in attempts:
+        try:
+            table = _fractions_kept(p, _as_text(p, _duckdb_csv(p, **opts), text, opts), opts)
+        except duckdb.Error as e:
+            exc = e
+            continue
+        # rows with more fields than the header make DuckDB read each line as one cell
+        if table.num_columns == 1 and any(d in table.column_names[0] for d in ",;\t|"):
+            bad = _first_bad_csv_line(p)
+            if bad:
+                raise DataError(f"cannot read as csv: {bad}", str(p))
+        dup = _duplicate_header(p, table.column_names, opts)
+        if dup:
+            raise DataError(dup, str(p))
+        return table
+    problem = utf8_problem(p)
+    if problem:
+        raise DataError(f"cannot read as csv: {problem}", str(p)) from None
+    shown, actual = str(p), None
+    with tempfile.TemporaryDirectory(prefix="cotrain-csv-") as tmp:
+        copy = _bare_cr_copy(p, Path(tmp) / "data.csv")
+        if copy is not None:
+            path, stand_in = copy
+            actual = str(path)
+            try:
+                return _restore_cr(_as_text(path, _duckdb_csv(path, **attempts[-1]), text, attempts[-1]), stand_in)
+            except duckdb.Error as e:
+                exc = e
+        assert exc is not None
+        bad = _first_bad_csv_line(p)
+        reason = _reason(exc, shown=shown, actual=actual)
+    raise DataError(f"cannot read as csv: {bad + '; ' if bad else ''}{reason}", str(p)) from None
+
+
+def _as_text(p: Path, table: pa.Table, text: Sequence[str], opts: dict) -> pa.Table:
+    """``table``, read again with the ``text`` columns it has as VARCHAR when the sniffer typed
+    any of them otherwise (only then: most files need one read)."""
+    typed = [c for c in dict.fromkeys(text) if c in table.column_names
+             and not pa.types.is_string(table.schema.field(c).type)]
+    return _duckdb_csv(p, **opts, dtype={c: "VARCHAR" for c in typed}) if typed else table
+
+
+def _fractions_kept(p: Path, table: pa.Table, opts: dict) -> pa.Table:
+    """``table`` with each column the sniffer typed as an integer from its sample read again as
+    DOUBLE when a later row holds a fraction: DuckDB's cast to an integer rounds ('1.5' read as
+    2, without a word). One more read, only for a file with integer columns."""
+    ints = [c for c in table.column_names if pa.types.is_integer(table.schema.field(c).type)]
+    if not ints or opts.get("sample_size") == -1:
+        return table
+    again = _duckdb_csv(p, **opts, dtype={c: "DOUBLE" for c in ints})
+    for c in ints:
+        col = again.column(c)
+        if pc.any(pc.not_equal(col, pc.floor(col))).as_py():
+            table = table.set_column(table.column_names.index(c), c, col)
+    return table
+
+
+def _duplicate_header(p: Path, names: list[str], opts: dict) -> str | None:
+    """Why the header is refused, when it names a column twice: DuckDB renames the second
+    ``a_0`` to ``a_0_1`` without a word, and a view reading ``a_`` columns then reads both."""
+    lowered = {n.lower() for n in names}
+    suspects = [(m.group(1), n) for n in names if (m := re.fullmatch(r"(.+)_\d+", n)) and m.group(1).lower() in lowered]
+    if not suspects:
+        return None
+    con = duckdb.connect(":memory:")
+    try:
+        first = con.read_csv(str(p), header=False, **opts).limit(1)  # type: ignore[arg-type]
+        raw = [str(x) for x in first.fetchall()[0]]
+    except (duckdb.Error, IndexError, UnicodeDecodeError):
+        return None
+    finally:
+        con.close()
+    base, renamed = next(((b, n) for b, n in suspects if raw.count(b) > 1), (None, None))
+    if base is not None:
+        return (f"column {base!r} appears more than once in the header (the reader would call the next one "
+                f"{renamed!r}); rename or drop the copies")
+    return case_clash(raw)
+
+
+def case_clash(names: Sequence[str]) -> str | None:
+    """Why a header is refused whose names differ only in case: DuckDB's readers match names
+    case-insensitively and silently renamed the later one (``F`` beside ``f`` read as ``F_1``)."""
+    first: dict[str, str] = {}
+    for n in names:
+        if n.lower() in first and first[n.lower()] != n:
+            return (f"the columns {first[n.lower()]!r} and {n!r} differ only in case, which the reader cannot tell "
+                    "apart; rename one of them")
+        first.setdefault(n.lower(), n)
+    return None
+
+
+def _duckdb_csv(p: Path, **opts: object) -> pa.Table:
+    con = duckdb.connect(":memory:")
+    try:
+        return con.read_csv(str(p), **opts).to_arrow_table()  # type: ignore[arg-type]
+    except UnicodeDecodeError:  # DuckDB cut its message inside a character: read as a failure
+        raise duckdb.InvalidInputException("the CSV reader failed and its message could not be decoded") from None
+    finally:
+        con.close()
+
+
+def _bare_cr_copy(p: Path, out: Path) -> tuple[Path, str] | None:
+    """``p`` (decompressed) written to ``out`` with each bare CR replaced by a stand-in
+    character (:func:`store.encoding.replace_bare_cr`) and that character, or ``None``."""
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    with opener(p, "rb") as f:
+        data, stand_in = replace_bare_cr(f.read())
+    if stand_in is None:
+        return None
+    out.write_bytes(data)
+    return out, stand_in
+
+
+def _restore_cr(table: pa.Table, stand_in: str) -> pa.Table:
+    cols = []
+    for col in table.columns:
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            col = pc.replace_substring(col, stand_in, "\r")
+        cols.append(col)
+    return pa.table(cols, names=[n.replace(stand_in, "\r") for n in table.column_names])
+
+
+def _first_bad_csv_line(p: Path) -> str | None:
+    """Where a CSV stops having the header's number of fields, or a CR breaks a cell: ``line
+    N has K fields, the header has H`` (lines counted by LF), or ``None``."""
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # a long cell is no error
+    try:
+        with opener(p, "rt", encoding="utf-8-sig", newline="") as f:
+            delim = max(",;\t|", key=f.readline().count)
+            f.seek(0)
+            reader = csv.reader(iter(lambda: _lf_line(f), ""), delimiter=delim)
+            width: int | None = None
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    return None
+                except csv.Error as exc:
+                    return f"line {reader.line_num}: {exc}".replace(
+                        " - do you need to open the file with newline=''?", " (a bare CR inside a cell?)")
+                if width is None:
+                    width = len(row)
+                elif row and len(row) != width:
+                    return f"line {reader.line_num} has {len(row)} fields, the header has {width}"
+    except (OSError, UnicodeDecodeError, EOFError):
+        return None
+
+
+def _lf_line(f) -> str:  # noqa: ANN001
+    """The next line of a text file opened with ``newline=''``, split at LF only."""
+    parts = []
+    while True:
+        part = f.readline()
+        parts.append(part)
+        if not part or part.endswith("\n"):
+            return "".join(parts)
+
+
+__all__ = ["case_clash", "read_csv"]
