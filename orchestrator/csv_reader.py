@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from orchestrator.read_errors import reason as _reason
+from store.connect import connect
 from store.encoding import replace_bare_cr, utf8_problem
 from store.errors import DataError
 
@@ -94,7 +95,7 @@ def _duplicate_header(p: Path, names: list[str], opts: dict) -> str | None:
     suspects = [(m.group(1), n) for n in names if (m := re.fullmatch(r"(.+)_\d+", n)) and m.group(1).lower() in lowered]
     if not suspects:
         return None
-    con = duckdb.connect(":memory:")
+    con = connect()
     try:
         first = con.read_csv(str(p), header=False, **opts).limit(1)  # type: ignore[arg-type]
         raw = [str(x) for x in first.fetchall()[0]]
@@ -122,7 +123,7 @@ def case_clash(names: Sequence[str]) -> str | None:
 
 
 def _duckdb_csv(p: Path, **opts: object) -> pa.Table:
-    con = duckdb.connect(":memory:")
+    con = connect()
     try:
         return con.read_csv(str(p), **opts).to_arrow_table()  # type: ignore[arg-type]
     except UnicodeDecodeError:  # DuckDB cut its message inside a character: read as a failure

@@ -19,6 +19,7 @@ from orchestrator.config import Config, DataConfig
 from orchestrator.csv_reader import case_clash as _case_clash, read_csv as _read_csv
 from orchestrator.jsonl import json_diagnosis, json_reason, read_jsonl
 from orchestrator.read_errors import one_line as _one_line, reason as _reason
+from store.connect import connect
 from store.database import Store
 from store.encoding import utf8_problem
 from store.errors import DataError
@@ -96,7 +97,7 @@ def read_table(path: str | Path, declared_format: str = "auto", label_column: st
 # DuckDB's messages run over many lines (the reader's settings, possible fixes, the whole
 # offending line); an error keeps its one-line reason, with the file's line and byte.
 def _read_other(p: Path, fmt: str) -> pa.Table:
-    con = duckdb.connect(":memory:")
+    con = connect()
     try:
         if fmt == "jsonl":
             return read_jsonl(con, p)

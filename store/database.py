@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from store.buffers import SNAPSHOT_SLICE_ROWS, default_memory_limit, drop_cached_blocks
+from store.connect import connect
 from store.errors import StoreError
 from store.migrate import apply_migrations, pending_migrations
 from store.secrets import redact
@@ -65,7 +66,7 @@ class Store:
         self._default_limit: str | None = None  # DuckDB's on this machine, read once (store.buffers)
         check_store_path(self.path, read_only, create)
         try:
-            self.con = duckdb.connect(self.path, read_only=read_only)
+            self.con = connect(self.path, read_only=read_only)
         except duckdb.IOException as exc:
             msg = str(exc)
             if "lock" in msg.lower():
@@ -99,7 +100,7 @@ class Store:
             try:
                 with duckdb.connect(self.path) as rw:
                     apply_migrations(rw)
-                self.con = duckdb.connect(self.path, read_only=True)
+                self.con = connect(self.path, read_only=True)
             except duckdb.IOException as exc:
                 raise _locked(self.path, exc) from None
 

@@ -374,3 +374,17 @@ def test_a_write_that_fails_in_a_transaction_surfaces_as_its_own_error(tmp_path:
                               f"range(30000000000), {name} GROUP BY x")
         assert is_interrupt(info.value)
         assert st.scalar("SELECT list(x ORDER BY x) FROM keep") == [1]  # nothing of either transaction
+
+
+def test_cotrains_connections_print_no_progress_bar(tmp_path: Path):
+    """DuckDB's client prints a bar to stdout for statements over two seconds, through the
+    run's own display and under --quiet: every connection cotrain opens turns it off."""
+    from store.connect import connect
+
+    with Store(tmp_path / "s.duckdb") as st:
+        assert st.scalar("SELECT current_setting('enable_progress_bar')") is False
+    with Store(tmp_path / "s.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT current_setting('enable_progress_bar')") is False
+    con = connect()
+    assert con.execute("SELECT current_setting('enable_progress_bar')").fetchall() == [(False,)]
+    con.close()
