@@ -33,7 +33,7 @@ def read_csv(p: Path, text: Sequence[str] = ()) -> pa.Table:
     exc: Exception | None = None
     for opts in attempts:
         try:
-            table = _fractions_kept(p, _as_text(p, _duckdb_csv(p, **opts), text, opts), opts)
+            table = _retyped(p, _duckdb_csv(p, **opts), text, opts)
         except duckdb.Error as e:
             exc = e
             continue
@@ -56,7 +56,7 @@ def read_csv(p: Path, text: Sequence[str] = ()) -> pa.Table:
             path, stand_in = copy
             actual = str(path)
             try:
-                return _restore_cr(_as_text(path, _duckdb_csv(path, **attempts[-1]), text, attempts[-1]), stand_in)
+                return _restore_cr(_retyped(path, _duckdb_csv(path, **attempts[-1]), text, attempts[-1]), stand_in)
             except duckdb.Error as e:
                 exc = e
         assert exc is not None
@@ -65,26 +65,21 @@ def read_csv(p: Path, text: Sequence[str] = ()) -> pa.Table:
     raise DataError(f"cannot read as csv: {bad + '; ' if bad else ''}{reason}", str(p)) from None
 
 
-def _as_text(p: Path, table: pa.Table, text: Sequence[str], opts: dict) -> pa.Table:
-    """``table``, read again with the ``text`` columns it has as VARCHAR when the sniffer typed
-    any of them otherwise (only then: most files need one read)."""
+def _retyped(p: Path, table: pa.Table, text: Sequence[str], opts: dict) -> pa.Table:
+    """``table`` with what the sniffer got wrong read again, in one more read and only when
+    there is something to fix: the ``text`` columns it typed otherwise as VARCHAR, and each
+    column it typed as an integer from its sample as DOUBLE when a later row holds a
+    fraction (DuckDB's cast to an integer rounds: '1.5' read as 2, without a word; a sample
+    of every row, ``sample_size=-1``, sees them all)."""
     typed = [c for c in dict.fromkeys(text) if c in table.column_names
              and not pa.types.is_string(table.schema.field(c).type)]
-    return _duckdb_csv(p, **opts, dtype={c: "VARCHAR" for c in typed}) if typed else table
-
-
-def _fractions_kept(p: Path, table: pa.Table, opts: dict) -> pa.Table:
-    """``table`` with each column the sniffer typed as an integer from its sample read again as
-    DOUBLE when a later row holds a fraction: DuckDB's cast to an integer rounds ('1.5' read as
-    2, without a word). One more read, only for a file with integer columns."""
-    ints = [c for c in table.column_names if pa.types.is_integer(table.schema.field(c).type)]
-    if not ints or opts.get("sample_size") == -1:
+    ints = [] if opts.get("sample_size") == -1 else [
+        c for c in table.column_names if c not in typed and pa.types.is_integer(table.schema.field(c).type)]
+    if not typed and not ints:
         return table
-    again = _duckdb_csv(p, **opts, dtype={c: "DOUBLE" for c in ints})
-    for c in ints:
-        col = again.column(c)
-        if pc.any(pc.not_equal(col, pc.floor(col))).as_py():
-            table = table.set_column(table.column_names.index(c), c, col)
+    again = _duckdb_csv(p, **opts, dtype={**{c: "VARCHAR" for c in typed}, **{c: "DOUBLE" for c in ints}})
+    for c in typed + [c for c in ints if pc.any(pc.not_equal(again.column(c), pc.floor(again.column(c)))).as_py()]:
+        table = table.set_column(table.column_names.index(c), c, again.column(c))
     return table
 
 
