@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from store.database import Store, rows_as_lists, utcnow
+from store.arrow import rows_as_lists
+from store.database import Store, utcnow
 from store.labels import ABSTAIN
 
 
