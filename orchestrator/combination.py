@@ -56,6 +56,8 @@ class Combination:
             return weighted_mean(probs, self.weights)
         if self.method == "best_view":
             return probs[:, int(np.argmax(self.weights))].copy()
+        if self.method == "single":  # one view: its own probabilities, exactly
+            return _only_view(probs)
         return log_linear_pool(probs, self.weights)
 
 
@@ -173,10 +175,11 @@ def _fit_sample(votes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def pool_combiners(cv_accuracy: np.ndarray | None, v: int, k: int) -> dict[str, Any]:
     """The combinations a round computes over the pool while predicting it (product and
-    mean weighted by the views' out-of-fold accuracy, and the best view), by name."""
+    mean weighted by the views' out-of-fold accuracy, and the best view), by name. Names
+    that map to one function share one array (:func:`orchestrator.steps.empty_prediction`)."""
     w = view_weights(cv_accuracy, v, k)
-    if v == 1:  # a lone view weighs 1: its mean and its best view are its probabilities, uncomputed
-        return {"product": Combination("product", w).combine, "mean": _only_view, "best_view": _only_view}
+    if v == 1:  # a lone view is its own combination (``single``): one copy of its probabilities
+        return {"product": _only_view, "mean": _only_view, "best_view": _only_view}
     return {"product": Combination("product", w).combine, "mean": Combination("mean", w).combine,
             "best_view": Combination("best_view", best_view_weights(cv_accuracy, v)).combine}
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -146,9 +147,9 @@ class LoadedData:
 
 def _with_meta(table: pa.Table, split: str | pa.Array) -> pa.Table:
     n = table.num_rows
-    split_arr = pa.array([split] * n, pa.string()) if isinstance(split, str) else split
+    split_arr = pa.repeat(pa.scalar(split, pa.string()), n) if isinstance(split, str) else split
     table = table.append_column(SPLIT_COL, split_arr)
-    return table.append_column(FILE_ROW_COL, pa.array(range(1, n + 1), pa.int64()))
+    return table.append_column(FILE_ROW_COL, pa.array(np.arange(1, n + 1, dtype=np.int64)))  # not a Python range
 
 
 #: Columns cotrain adds to the data snapshot; a file may not bring its own.

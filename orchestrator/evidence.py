@@ -36,8 +36,8 @@ class RoundEvidence:
     @property
     def label(self) -> np.ndarray:
         """The combined label of each pool item (ABSTAIN where no view voted)."""
-        voted = ~np.isnan(self.posterior).any(axis=1)
-        return np.where(voted, np.nan_to_num(self.posterior, nan=-1.0).argmax(axis=1), ABSTAIN).astype(np.int16)
+        voted = ~np.isnan(self.posterior).any(axis=1)  # a row's argmax is read only where it has no NaN
+        return np.where(voted, self.posterior.argmax(axis=1), ABSTAIN).astype(np.int16)
 
     def p_correct_of(self, item: np.ndarray, label: np.ndarray) -> np.ndarray:
         """Calibrated probability that ``label`` is right for pool items ``item`` (a label
@@ -49,8 +49,8 @@ class RoundEvidence:
 
 def top(posterior: np.ndarray) -> np.ndarray:
     """(n,) top probability per row, NaN for NaN rows."""
-    voted = ~np.isnan(posterior).any(axis=1)
-    return np.where(voted, np.nan_to_num(posterior, nan=-1.0).max(axis=1), np.nan)
+    voted = ~np.isnan(posterior).any(axis=1)  # a row's max is read only where it has no NaN
+    return np.where(voted, posterior.max(axis=1), np.nan)
 
 
 def estimate_prior(gold_counts: np.ndarray, posterior: np.ndarray) -> np.ndarray:
@@ -61,7 +61,9 @@ def estimate_prior(gold_counts: np.ndarray, posterior: np.ndarray) -> np.ndarray
     if gold_counts.sum() > 0:
         parts.append(gold_counts / gold_counts.sum())
     voted = ~np.isnan(posterior).any(axis=1) if len(posterior) else np.zeros(0, dtype=bool)
-    if voted.any():
+    if voted.all() and len(posterior):  # the common case, without a copy of the pool's posterior
+        parts.append(posterior.mean(axis=0))
+    elif voted.any():
         parts.append(posterior[voted].mean(axis=0))
     prior = np.mean(parts, axis=0) if parts else np.full(k, 1.0 / k)
     return prior / prior.sum()
@@ -121,8 +123,8 @@ def uncalibrated_score(post: np.ndarray, combined: dict[str, np.ndarray], votes:
         fit = dawid_skene(np.asarray(votes, dtype=np.int64), k)
         ref = ds_posterior(votes, fit.confusion, fit.prior)
     else:
-        ref = np.asarray(combined["mean"], dtype=np.float64)
-    out = ref[np.arange(len(label)), label]
+        ref = combined["mean"]
+    out = np.asarray(ref[np.arange(len(label)), label], dtype=np.float64)  # picked, then widened
     out[np.isnan(post).any(axis=1)] = np.nan
     return out
 

@@ -250,7 +250,8 @@ def test_no_gold_means_equal_weights_and_the_first_candidate():
 def test_a_lone_view_shortcuts_give_exactly_the_general_combinations():
     """With one view the prediction step skips computing its mean, best view and ensemble
     (they are its own probabilities): the shortcut must equal the general functions bit for bit,
-    abstentions included."""
+    abstentions included. Its product is the ``single`` combination (the view's probabilities,
+    not a renormalised product of one), and all three share one array, filled once."""
     from orchestrator.combination import pool_combiners
     from orchestrator.selection import ensemble_proba
     from orchestrator.steps import empty_prediction, fill_batch
@@ -261,8 +262,14 @@ def test_a_lone_view_shortcuts_give_exactly_the_general_combinations():
     for acc in (None, np.array([0.2]), np.array([0.9])):
         short = pool_combiners(acc, 1, 3)
         w = view_weights(acc, 1, 3)
-        for name, general in (("mean", Combination("mean", w)), ("best_view", Combination("best_view", np.ones(1)))):
+        for name, general in (("mean", Combination("mean", w)), ("best_view", Combination("best_view", np.ones(1))),
+                              ("product", Combination("single", w))):
             np.testing.assert_array_equal(short[name](p), general.combine(p))
+        np.testing.assert_allclose(short["product"](p), Combination("product", w).combine(p), rtol=1e-12)
+        shared = empty_prediction([SimpleNamespace(name="v")], 200, 3, short)  # type: ignore[list-item]
+        fill_batch(shared, np.arange(200), p, short, None)
+        assert shared.combined["product"] is shared.combined["mean"] is shared.combined["best_view"]
+        np.testing.assert_array_equal(shared.combined["mean"], p[:, 0].astype(np.float32))
     out = empty_prediction([SimpleNamespace(name="v")], 200, 3, None)  # type: ignore[list-item]
     fill_batch(out, np.arange(200), p, None, None)
     general = label_matrix(ensemble_proba(p)[:, None, :])[0][:, 0]
