@@ -74,7 +74,7 @@ def combined_posterior(probs: np.ndarray, combination: str | None, weights: np.n
     Dawid-Skene model refitted on the candidates' votes, when there are enough of them; an
     unknown combination: the weighted product). Items no view predicted get ``prior``."""
     n, v, k = probs.shape
-    method = combination if combination in ("product", "mean", "best_view", "label_model") else "product"
+    method = combination if combination in ("single", "product", "mean", "best_view", "label_model") else "product"
     if method == "label_model":
         votes = label_matrix(probs)[0]
         if len(votes) >= 10 * k:

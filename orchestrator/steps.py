@@ -155,7 +155,8 @@ def _rows(idx: np.ndarray) -> np.ndarray | slice:
     """``idx`` as a slice when it is a run of consecutive positions (a local batch): writing
     through a slice skips fancy indexing's gather of positions."""
     idx = np.asarray(idx)
-    if len(idx) and int(idx[-1]) - int(idx[0]) + 1 == len(idx) and (len(idx) == 1 or (np.diff(idx) == 1).all()):
+    if (idx.dtype.kind in "iu" and len(idx) and idx[0] >= 0 and int(idx[-1]) - int(idx[0]) + 1 == len(idx)
+            and (len(idx) == 1 or (np.diff(idx) == 1).all())):
         return slice(int(idx[0]), int(idx[-1]) + 1)
     return idx
 
