@@ -19,10 +19,11 @@ from orchestrator.engine_config import EngineConfig
 from orchestrator.escalation_config import ESCALATED, EscalationConfig
 from store.errors import ConfigError, DataError
 from store.secrets import find_secret, redact
+from views.checked import CheckedModel
 from views.registry import BUILTIN_KINDS, params_model
 
 
-class _Strict(BaseModel):
+class _Strict(CheckedModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -109,7 +110,7 @@ class DataConfig(_Strict):
         return self
 
 
-class ViewConfig(BaseModel):
+class ViewConfig(CheckedModel):
     """A view: ``name``, ``kind`` (built-in or ``package.module:Class``) and its parameters
     as further keys of the same mapping.
 
@@ -312,10 +313,7 @@ class Config(_Strict):
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
     return out or "<root>"
 
 

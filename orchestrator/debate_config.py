@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from views.checked import CheckedModel
 from views.llm.local import DEFAULT_MODEL
 from views.params import PriceParams
 
 
-class _Strict(BaseModel):
+class _Strict(CheckedModel):
     model_config = ConfigDict(extra="forbid")
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from views.base import BatchedHost, Portable, View
+from views.checked import CheckedModel
 
 
-class EngineConfig(BaseModel):
+class EngineConfig(CheckedModel):
     """``kind``: ``local`` (the default: this process predicts the pool in batches) or
     ``ray`` (Ray Data: the pool is read from Parquet shards the store exports, and every
     view that can be copied to a worker predicts it in ``map_batches`` on an actor pool;

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
+from views.checked import CheckedModel
 from views.params import LLMParams
 
 #: The view name the escalation model's answers are filed under (no configured view may take it).
 ESCALATED = "escalated"
 
 
-class EscalationConfig(BaseModel):
+class EscalationConfig(CheckedModel):
     """``below``: items whose p_correct after the cheap views is under this are candidates;
     ``budget_usd``: the most the cascade may spend over the run (required: a strong model
     without a cap is a blank cheque); ``target_precision``: stop a round's escalation once

@@ -79,6 +79,11 @@ def test_numeric_label_names_become_strings():
         ("cotrain.calibration_folds", 1, r"'cotrain.calibration_folds': must be 0 \(no cross-validation\)"),
         ("cotrain.batch", 3, r"'cotrain.batch': unknown key"),
         ("seeds", 3, r"'seeds': unknown key"),
+        # YAML's true/yes for a number was read as 1: max_rounds: true ran one round
+        ("cotrain.max_rounds", True, r"'cotrain.max_rounds': expected a number, not true"),
+        ("cotrain.threshold", False, r"'cotrain.threshold': expected a number, not false"),
+        ("seed", True, r"'seed': expected a number, not true"),
+        ("views.0.calibration_cv", True, r"'views\[0\]\.calibration_cv': expected a number, not true"),
     ],
 )
 def test_bad_config(path, value, match):
@@ -197,3 +202,12 @@ def test_a_key_given_twice_in_the_yaml_is_refused_and_merge_keys_work(tmp_path: 
     p.write_text("task: {labels: [a, b]}\ndata: {train: x.csv}\n"
                  "views: [&v {name: a, kind: sklearn, columns: [x]}, {<<: *v, name: c}]\n")
     assert [(v.name, v.params) for v in load_config(p).views] == [("a", {"columns": ["x"]}), ("c", {"columns": ["x"]})]
+
+
+def test_which_annotations_refuse_a_bool():
+    from typing import Annotated, Any, Literal, Optional
+
+    from views.checked import takes_number_not_bool
+
+    assert [takes_number_not_bool(a) for a in (int, float, int | None, Optional[float], Annotated[int, "x"])] == [True] * 5
+    assert not any(takes_number_not_bool(a) for a in (bool, int | bool, str, Any, Literal[1, 2], list[int], int | Any))

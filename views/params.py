@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from views.checked import CheckedModel
 
 from views.encoders import DEFAULT_TEXT_ENCODER
 from views.llm.local import DEFAULT_MODEL
@@ -20,7 +22,7 @@ from views.vision.encoders import DEFAULT_IMAGE_ENCODER
 from views.vision.images import IMAGENET_MEAN, IMAGENET_STD
 
 
-class ViewParams(BaseModel):
+class ViewParams(CheckedModel):
     """Base of a view kind's parameter model: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
