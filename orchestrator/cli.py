@@ -233,7 +233,7 @@ def export(store: Path = typer.Argument(..., help="Store file."),
                                       "rows exported) | random | uncertainty | active | typical (for review: among "
                                       "items without gold or reviewed label, active = most labels changed per review, "
                                       "typical = one clear example per region, for small budgets)."),
-           seed: int = typer.Option(0, help="Seed of --sample."),
+           seed: Optional[int] = typer.Option(None, help="Seed of --sample (default 0)."),
            force: bool = typer.Option(False, "--force", help="Replace an existing OUT (never the store or the "
                                       "run's input data)."),
            no_escape_formulas: bool = typer.Option(False, "--no-escape-formulas",
@@ -248,10 +248,12 @@ def export(store: Path = typer.Argument(..., help="Store file."),
         _fail(ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, not '{fmt}'"))
     if min_p_correct is not None and not 0 <= min_p_correct <= 1:
         _fail(ValueError(f"--min-p-correct must be between 0 and 1, not {min_p_correct}"))
+    if seed is not None and sample is None:  # it changed nothing: a seed without a draw
+        _fail(ValueError("--seed seeds the draw of --sample; give --sample N too"))
     with _guarded():
         n = api.export(store, out_path, fmt, run_id=run_id, max_round=max_round,  # type: ignore[arg-type]
                        min_confidence=min_confidence, source=source, include_gold=not no_gold,
-                       disputed_only=disputed, sample=sample, seed=seed, force=force,
+                       disputed_only=disputed, sample=sample, seed=seed or 0, force=force,
                        escape_formulas=not no_escape_formulas, min_p_correct=min_p_correct, select=select)
     if n.unestimated:
         err.print(f"--min-p-correct dropped {n.unestimated} pseudo-label(s) that carry no p_correct estimate "

@@ -195,6 +195,16 @@ def test_cli_min_p_correct(estimated: dict, tmp_path: Path):
         assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), res.output
         assert "--min-p-correct" in lines[0]
     assert not (tmp_path / "bad.csv").exists()
+    # a seed without a sample changed nothing, silently
+    res = CliRunner().invoke(app, ["export", str(estimated["store"]), str(tmp_path / "bad.csv"), "--seed", "3"])
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 1 and lines == ["error: --seed seeds the draw of --sample; give --sample N too"], res.output
+    assert not (tmp_path / "bad.csv").exists()
+    res = CliRunner().invoke(app, ["export", str(estimated["store"]), str(out), "--seed", "3", "--sample", "4",
+                                   "--force"])
+    assert res.exit_code == 0, res.output
+    api.export(estimated["store"], tmp_path / "s.csv", sample=4, seed=3)
+    assert list(pd.read_csv(out).item_id) == list(pd.read_csv(tmp_path / "s.csv").item_id)
 
 
 def test_export_and_report_options_that_would_give_nothing_say_so(estimated: dict, tmp_path: Path):
