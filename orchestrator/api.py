@@ -344,7 +344,7 @@ EXAMPLES = ("text", "mfeat", "animals")
 
 
 def write_example(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int = 20,
-                  n_test: int | None = None, seed: int = 0, max_rounds: int = 4, example: str = "text",
+                  n_test: int | None = None, seed: int = 0, max_rounds: int = 4, example: str = "mfeat",
                   labelled_fraction: float = 0.05, n_items: int | None = None) -> Path:
     """Write an example's data and config into ``folder``; returns the config's path.
 
@@ -387,7 +387,7 @@ def write_example(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labe
 
 def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int = 20,
          n_test: int | None = None, seed: int = 0, max_rounds: int = 4, reporter: Reporter | None = None,
-         example: str = "text", labelled_fraction: float = 0.05, n_items: int | None = None,
+         example: str = "mfeat", labelled_fraction: float = 0.05, n_items: int | None = None,
          ) -> tuple[Path, RunResult]:
     """Write an example (:func:`write_example`) into ``folder`` and run it offline."""
     path = write_example(folder, n_pool=n_pool, n_labelled=n_labelled, n_test=n_test, seed=seed,

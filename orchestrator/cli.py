@@ -304,13 +304,14 @@ def demo(folder: Path = typer.Argument(Path("cotrain-demo"), help="Folder for da
          n_pool: int = typer.Option(300, help="Unlabelled items."),
          n_labelled: int = typer.Option(20, help="Gold labels (text example)."),
          max_rounds: int = typer.Option(4),
-         example: str = typer.Option("text", help="text | mfeat | animals (cross-modal image examples)."),
+         example: str = typer.Option("mfeat", help="mfeat (the default) | animals (cross-modal image examples) "
+                                     "| text (LLM views)."),
          labelled_fraction: float = typer.Option(0.05, help="Share of training items keeping their label "
                                                  "(image examples)."),
          n_items: Optional[int] = typer.Option(None, help="Subsample the image dataset to this many items.")) -> None:
-    """Run an offline example: text (Rotten Tomatoes: TF-IDF + MiniLM + local LLM views), or
-    cross-modal images: mfeat (a digit's image vs its Fourier and shape descriptors) and
-    animals (Animal-MNIST silhouettes vs their raw pixels)."""
+    """Run an offline example: cross-modal images, mfeat (the default: a digit's image vs its
+    Fourier and shape descriptors) and animals (Animal-MNIST silhouettes vs their raw pixels),
+    or text (Rotten Tomatoes: TF-IDF + MiniLM + local LLM views)."""
     _logging(False)
     from orchestrator import api
 

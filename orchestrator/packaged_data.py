@@ -185,3 +185,11 @@ def cross_modal_example(folder: Path, dataset: str = "mfeat", labelled_fraction:
     write_images(folder / "images", images[idx], [names[i] for i in idx])
     split.to_csv(folder / "items.csv", index=False)
     return split
+
+
+def example_truth(dataset: str) -> dict[str, str]:
+    """Every image of a cross-modal example's dataset, by file name (``mfeat-00042.png``), with
+    its true label: what a benchmark scores the example's pseudo-labels against (the example
+    itself hides the pool's labels)."""
+    _, df, _ = image_dataset(dataset)
+    return dict(zip(df["image"].str.rsplit("/", n=1).str[1], df["label"]))

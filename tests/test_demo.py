@@ -1,4 +1,4 @@
-"""The text demo (`cotrain demo`, ``api.demo(example="text")``) end to end, offline, on a tiny
+"""The text demo (`cotrain demo --example text`, ``api.demo(example="text")``) end to end, offline, on a tiny
 pool: Rotten Tomatoes with its three views (TF-IDF, the packaged MiniLM and the local
 SmolLM2 LLM), and a second run of the config it wrote answered from the store's cache.
 
@@ -68,12 +68,14 @@ def test_the_text_example_scores_in_process_when_the_batched_backend_is_installe
     import views.llm.batched as batched
 
     monkeypatch.setattr(batched, "batched_installed", lambda: True)
-    cfg = yaml.safe_load(api.write_example(tmp_path / "a", n_pool=12, n_labelled=6, n_test=10).read_text())
+    cfg = yaml.safe_load(api.write_example(tmp_path / "a", n_pool=12, n_labelled=6, n_test=10,
+                                           example="text").read_text())
     assert {v["name"]: v.get("backend") for v in cfg["views"]} == {"tfidf": None, "minilm": None,
                                                                    "llm": "transformers"}
     assert not caplog.records
     monkeypatch.setattr(batched, "batched_installed", lambda: False)
-    cfg = yaml.safe_load(api.write_example(tmp_path / "b", n_pool=12, n_labelled=6, n_test=10).read_text())
+    cfg = yaml.safe_load(api.write_example(tmp_path / "b", n_pool=12, n_labelled=6, n_test=10,
+                                           example="text").read_text())
     assert all("backend" not in v for v in cfg["views"])
     assert [r.levelname for r in caplog.records] == ["WARNING"] and "cotrain[batched]" in caplog.records[0].message
     # `cotrain init` writes the same template, the backend line commented out (its comments kept)
@@ -92,7 +94,8 @@ def test_two_fresh_demos_give_the_same_answers_and_labels(tmp_path: Path):
     """The README prints the demo's output: a second demo in a fresh folder (a fresh store, no
     cache) asks the model again and gets the same label-word probabilities, labels and metrics
     (llama.cpp's server did not: its answers shift with how it batches the prompts)."""
-    runs = [api.demo(tmp_path / name, n_pool=40, n_labelled=10, n_test=20, max_rounds=1) for name in ("a", "b")]
+    runs = [api.demo(tmp_path / name, n_pool=40, n_labelled=10, n_test=20, max_rounds=1, example="text")
+            for name in ("a", "b")]
     probs = []
     for folder, res in runs:
         with Store(folder / "cotrain.duckdb", read_only=True) as st:
