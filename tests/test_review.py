@@ -8,6 +8,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -123,13 +124,34 @@ def test_export_filters_disputed_and_a_stratified_sample(finished, tmp_path: Pat
     every = pd.read_csv(tmp_path / "all.csv")
     api.export(store, tmp_path / "s.csv", sample=30, seed=1)
     s = pd.read_csv(tmp_path / "s.csv")
-    assert 27 <= len(s) <= 33 and set(s["label"]) == set(every["label"])
+    assert len(s) == 30 and set(s["label"]) == set(every["label"])  # exactly the size asked (it was 27-33)
     share = every["label"].value_counts(normalize=True)
     assert (s["label"].value_counts(normalize=True) - share).abs().max() < 0.1
     api.export(store, tmp_path / "s2.csv", sample=30, seed=1)
     assert pd.read_csv(tmp_path / "s2.csv")["item_id"].tolist() == s["item_id"].tolist()  # seeded
     api.export(store, tmp_path / "s3.csv", sample=30, seed=2)
     assert pd.read_csv(tmp_path / "s3.csv")["item_id"].tolist() != s["item_id"].tolist()
+    for n in (1, 2, 5, 7):  # small samples: exactly n rows, every label once when n covers them
+        assert api.export(store, tmp_path / f"n{n}.csv", sample=n, seed=1) == n
+        labels = pd.read_csv(tmp_path / f"n{n}.csv")["label"]
+        assert labels.nunique() == min(n, every["label"].nunique())
+
+
+def test_the_stratified_quota_is_exact_and_keeps_every_label():
+    from store.exchange.query import stratified_quota
+
+    assert stratified_quota({"a": 10, "b": 10}, 5) == {"a": 3, "b": 2}  # not 3 + 3
+    assert stratified_quota({"a": 100, "b": 1, "c": 1}, 3) == {"a": 1, "b": 1, "c": 1}
+    assert stratified_quota({"a": 100, "b": 1, "c": 1}, 2) == {"a": 2, "b": 0, "c": 0}
+    assert stratified_quota({"a": 3, None: 4}, 100) == {"a": 3, None: 4}
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        counts = {f"l{i}": int(c) for i, c in enumerate(rng.integers(0, 50, rng.integers(1, 7)))}
+        n = int(rng.integers(1, 200))
+        q = stratified_quota(counts, n)
+        assert sum(q.values()) == min(n, sum(counts.values())) and all(0 <= q[x] <= counts[x] for x in counts)
+        present = [x for x in counts if counts[x]]
+        assert n < len(present) or all(q[x] >= 1 for x in present)
 
 
 # ---------------------------------------------------------------- review round-trip

@@ -65,6 +65,30 @@ class ExportFilter:
                 raise StoreError(f"{name} must be between 0 and 1, not {value}")
 
 
+def stratified_quota(counts: dict[str | None, int], n: int) -> dict[str | None, int]:
+    """Rows to draw per label for a sample of ``n`` out of ``counts`` rows per label: exactly
+    ``min(n, total)``, each label its share by largest remainder, and at least one row of
+    every label when ``n`` covers one of each (rounding each share up to one gave more rows
+    than asked: 6 for ``--sample 5`` over two labels). Ties go to the label first in order."""
+    total = sum(counts.values())
+    if n >= total:
+        return dict(counts)
+    labels = [label for label, c in counts.items() if c > 0]
+    floor = 1 if n >= len(labels) else 0
+    exact = {label: n * counts[label] / total for label in labels}
+    quota = {label: min(counts[label], max(floor, int(exact[label]))) for label in labels}
+    by_remainder = sorted(labels, key=lambda label: exact[label] - quota[label], reverse=True)
+    while sum(quota.values()) < n:  # the largest remainders get one more, while they have rows
+        label = next(x for x in by_remainder if quota[x] < counts[x])
+        quota[label] += 1
+        by_remainder.remove(label)
+        by_remainder.append(label)
+    while sum(quota.values()) > n:  # the floor of one over-spent: the largest quotas above it give one back
+        label = max((x for x in labels if quota[x] > floor), key=lambda x: quota[x] - exact[x])
+        quota[label] -= 1
+    return {label: quota.get(label, 0) for label in counts}
+
+
 def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = False) -> tuple[str, list[object]]:
     """The export's SQL and its parameters. With ``count_unestimated``: instead, one count of
     the rows every other filter keeps but ``min_p_correct`` drops for lacking an estimate
@@ -134,15 +158,8 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
         where.append("(l.source IN ('gold', 'review') OR l.p_correct >= ?)")
         params.append(flt.min_p_correct)
     cond = ("WHERE " + " AND ".join(where)) if where else ""
-    sample = ""
-    if flt.sample is not None:
-        if flt.sample < 1:
-            raise StoreError(f"--sample must be 1 or more (items to draw), not {flt.sample}")
-        # stratified: each label keeps its share (at least one item), drawn by a seeded hash
-        sample = """QUALIFY row_number() OVER (PARTITION BY l.label ORDER BY hash(l.item_id, CAST(? AS BIGINT)))
-                        <= greatest(1, round(CAST(? AS BIGINT) * count(*) OVER (PARTITION BY l.label)
-                                             / count(*) OVER ()))"""
-        params.extend([int(flt.seed), int(flt.sample)])
+    if flt.sample is not None and flt.sample < 1:
+        raise StoreError(f"--sample must be 1 or more (items to draw), not {flt.sample}")
     cte = f"""
         WITH rv AS (SELECT item_id, label FROM reviewed_labels WHERE run_id = ?), l AS (
             SELECT i.item_id, i.row_idx, coalesce(rv.label, i.gold_label) AS label,
@@ -163,6 +180,16 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
         )"""
     if count_unestimated:
         return f"{cte} SELECT count(*) FROM l WHERE {' AND '.join(unestimated)}", unestimated_params
+    sample = ""
+    if flt.sample is not None:
+        # stratified: each label keeps its share, drawn by a seeded hash; exactly --sample rows
+        counts = store.con.execute(f"{cte} SELECT l.label, count(*) FROM l {cond} GROUP BY l.label", params).fetchall()
+        quota = stratified_quota({label: int(c) for label, c in counts}, int(flt.sample))
+        named = [label for label in quota if label is not None]
+        sample = """QUALIFY row_number() OVER (PARTITION BY l.label ORDER BY hash(l.item_id, CAST(? AS BIGINT)))
+                        <= CASE WHEN l.label IS NULL THEN ? ELSE coalesce(list_extract(CAST(? AS BIGINT[]),
+                                list_position(CAST(? AS VARCHAR[]), l.label)), 0) END"""
+        params.extend([int(flt.seed), quota.get(None, 0), [quota[label] for label in named], named])
     sql = f"""{cte}, chosen AS (
             SELECT l.* FROM l {cond} {sample}
         )
