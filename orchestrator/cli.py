@@ -301,14 +301,15 @@ def import_reviews(store: Path = typer.Argument(..., help="Store file."),
 
 @app.command()
 def demo(folder: Path = typer.Argument(Path("cotrain-demo"), help="Folder for data, config and store."),
-         n_pool: int = typer.Option(300, help="Unlabelled items."),
-         n_labelled: int = typer.Option(20, help="Gold labels (text example)."),
+         n_pool: Optional[int] = typer.Option(None, help="Unlabelled items (text example; default 300)."),
+         n_labelled: Optional[int] = typer.Option(None, help="Gold labels (text example; default 20)."),
          max_rounds: int = typer.Option(4),
          example: str = typer.Option("mfeat", help="mfeat (the default) | animals (cross-modal image examples) "
                                      "| text (LLM views)."),
-         labelled_fraction: float = typer.Option(0.05, help="Share of training items keeping their label "
-                                                 "(image examples)."),
-         n_items: Optional[int] = typer.Option(None, help="Subsample the image dataset to this many items.")) -> None:
+         labelled_fraction: Optional[float] = typer.Option(None, help="Share of training items keeping their "
+                                                           "label (image examples; default 0.05)."),
+         n_items: Optional[int] = typer.Option(None, help="Subsample the image dataset to this many items "
+                                               "(image examples).")) -> None:
     """Run an offline example: cross-modal images, mfeat (the default: a digit's image vs its
     Fourier and shape descriptors) and animals (Animal-MNIST silhouettes vs their raw pixels),
     or text (Rotten Tomatoes: TF-IDF + MiniLM + local LLM views)."""

