@@ -123,7 +123,7 @@ class RoundWriter:
         n = len(ids)
         self.store.insert_arrow("pseudo_labels", pa.table({
             "run_id": pa.array(np.full(n, self.run_id, dtype=np.int32)), "item_id": ids,
-            "label": pa.array(list(self.labels), pa.string()).take(pa.array(np.asarray(label, dtype=np.int32))),
+            "label": self._label_names(label),
             "confidence": pa.array(np.asarray(conf, dtype=np.float32)),
             "source": pa.repeat(pa.scalar(source), n), "source_views": source_views,
             "round": pa.array(np.full(n, self.round, dtype=np.int32)),
