@@ -26,48 +26,31 @@ sys.path.insert(0, str(_HERE.parent))
 from bench._common import print_table, write_json  # noqa: E402
 
 
-def score_demo(store: str, dataset: str) -> dict:
-    """Per-round figures of the example's run in ``store``, its labels scored against the truth."""
-    import duckdb
+def score_demo(store: str, dataset: str, tmp: Path) -> dict:
+    """Per-round figures of the example's latest run in ``store``: its pseudo-labels read
+    through the export (with each item's ``image``) and scored against the truth."""
+    import pandas as pd
 
+    from orchestrator import api
     from orchestrator.packaged_data import example_truth
+    from store.database import Store
 
-    truth = example_truth(dataset)
-    con = duckdb.connect(store, read_only=True)
-    try:
-        run_id = con.execute("SELECT max(run_id) FROM runs").fetchone()[0]
-        picks = con.execute(
-            "SELECT p.round, p.label, p.p_correct, d.image FROM pseudo_labels p "
-            "JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id "
-            f"JOIN data_{int(run_id)} d ON d.__row = i.row_idx "
-            "WHERE p.run_id = ? AND p.status = 'accepted'", [run_id]).fetchall()
-        metrics = con.execute("SELECT round, view, test_accuracy FROM metrics WHERE run_id = ? ORDER BY round, view",
-                              [run_id]).fetchall()
-    finally:
-        con.close()
-    rounds: dict[int, dict] = {}
-    for r, view, acc in metrics:
-        rounds.setdefault(int(r), {"round": int(r), "added": 0, "right": 0, "est": 0.0, "test": {}})["test"][view] = acc
-    for r, label, p_correct, image in picks:
-        row = rounds[int(r)]
-        row["added"] += 1
-        row["right"] += int(truth[image.rsplit("/", 1)[1]] == label)
-        row["est"] += float(p_correct or 0.0)
-    out = []
-    for row in sorted(rounds.values(), key=lambda x: x["round"]):
-        n = row.pop("added")
-        right, est = row.pop("right"), row.pop("est")
-        out.append({**row, "added": n, "true_precision": right / n if n else None,
-                    "est_precision": est / n if n else None})
-    total = sum(r["added"] for r in out)
-    right = sum((r["true_precision"] or 0) * r["added"] for r in out)
+    api.export(store, tmp / "labels.parquet", "parquet", include_gold=False)
+    picks = pd.read_parquet(tmp / "labels.parquet", columns=["label", "round", "p_correct", "image"])
+    picks["right"] = picks["image"].str.rsplit("/", n=1).str[1].map(example_truth(dataset)) == picks["label"]
+    with Store(store, read_only=True) as st:
+        test = st.query("SELECT round, view, test_accuracy FROM metrics WHERE run_id = ?", [st.latest_run()]
+                        ).to_pandas().pivot(index="round", columns="view", values="test_accuracy")
+    per = picks.groupby("round").agg(added=("right", "size"), true=("right", "mean"), est=("p_correct", "mean"))
+    out = [{"round": int(r), "test": test.loc[r].to_dict(), "added": int(per["added"].get(r, 0)),
+            "true_precision": float(per["true"][r]) if r in per.index else None,
+            "est_precision": float(per["est"][r]) if r in per.index else None} for r in test.index]
     first, last = out[0]["test"], out[-1]["test"]
-    views = [v for v in first if v != "ensemble"]
-    return {"rounds": out, "labels": total, "true_precision": right / total if total else None,
-            "est_precision": sum((r["est_precision"] or 0) * r["added"] for r in out) / total if total else None,
-            "final_ensemble": last["ensemble"], "round0_ensemble": first["ensemble"],
-            "best_round0_view": max(first[v] for v in views),
-            "method_works": last["ensemble"] > max(first[v] for v in views) and last["ensemble"] > first["ensemble"]}
+    best_view = max(a for v, a in first.items() if v != "ensemble")
+    return {"rounds": out, "labels": len(picks), "true_precision": float(picks["right"].mean()) if len(picks) else None,
+            "est_precision": float(picks["p_correct"].mean()) if len(picks) else None,
+            "final_ensemble": last["ensemble"], "round0_ensemble": first["ensemble"], "best_round0_view": best_view,
+            "method_works": last["ensemble"] > best_view and last["ensemble"] > first["ensemble"]}
 
 
 def main() -> None:
@@ -80,7 +63,7 @@ def main() -> None:
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         _, res = api.demo(Path(tmp) / "demo", example=args.example, n_items=args.n_items)
-        result = score_demo(res.store, args.example)
+        result = score_demo(res.store, args.example, Path(tmp))
     seconds = time.perf_counter() - t
     views = sorted(result["rounds"][0]["test"])
     rows = [[r["round"], r["added"], "-" if r["est_precision"] is None else f"{r['est_precision']:.3f}",
