@@ -140,8 +140,8 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
         elif live is not None and live["state"] == "running" and written_here(live.get("host")):
             live.update(state="interrupted", stale=True, rate=None, eta_s=None)  # readable: no run holds it
         runs = run_summaries(st)
-        if not runs:
-            return StatusReport(str(store), [], None, [], live=live)
+        if not runs:  # a store of standalone debates (``cotrain debate --items``) has those
+            return StatusReport(str(store), [], None, [], debates=debate_summary(st, None), live=live)
         rid = resolve_run(st, run_id)
         return StatusReport(str(store), runs, rid, rounds_summary(st, rid), llm_usage(st, rid),
                             debate_summary(st, rid), item_problems(st, rid), review_precision(st, rid), live=live,

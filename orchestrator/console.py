@@ -82,6 +82,19 @@ def print_plan(out: Console, p: dict[str, Any]) -> None:
 
 
 
+
+def print_debates(out: Console, rep: Any) -> None:
+    """The debates of a status report: per round of its run, or the store's standalone ones."""
+    if not rep.debates:
+        return
+    rows = [["-" if x["round"] is None else x["round"], x["debated"], x["verdicts"], x["accepted"], x["over_budget"], x["calls"],
+             f"{x['tokens']:,}", f"${x['cost_usd']:.4f}",
+             "-" if x["test_verdict_accuracy"] is None else f"{x['test_verdict_accuracy']:.3f} ({x['test_debated']})"]
+            for x in rep.debates]
+    print_tables(out, "standalone debates" if rep.run_id is None else f"run {rep.run_id}: debates per round",
+                  ["round", "debated", "verdicts", "accepted", "budget", "calls", "tokens", "cost", "test acc"], rows)
+
+
 def print_transcript(out: Console, t: dict[str, Any]) -> None:
     d = t["debate"]
     where = "standalone" if d["run_id"] is None else f"run {d['run_id']}, round {d['round']}"
@@ -169,6 +182,7 @@ def print_status(out: Console, store: str, run_id: int | None) -> None:
     print_tables(out, f"runs in {rep.store}", ["run", "state", "policy", "gold", "pseudo", "rounds", "test", "views"],
                   runs, left={"state", "policy"}, wrap={"views"})
     if not rep.rounds:
+        print_debates(out, rep)  # a store of standalone debates has those
         return
     order = rep.rounds[0]["view_order"]
     rows = [[rd["round"], f"{rd['pool_size']:,}", rd["labels_added"], rd["n_disputed"],
@@ -197,13 +211,7 @@ def print_status(out: Console, store: str, run_id: int | None) -> None:
                  f"${x['cost_usd']:.4f}", "-" if x["mean_latency_s"] is None else f"{x['mean_latency_s']:.2f}s"]
                 for x in rep.llm]
         print_tables(out, f"run {rep.run_id}: LLM calls per round and view", cols, rows, left={"view"}, keep=2)
-    if rep.debates:
-        rows = [[x["round"], x["debated"], x["verdicts"], x["accepted"], x["over_budget"], x["calls"],
-                 f"{x['tokens']:,}", f"${x['cost_usd']:.4f}",
-                 "-" if x["test_verdict_accuracy"] is None else f"{x['test_verdict_accuracy']:.3f} ({x['test_debated']})"]
-                for x in rep.debates]
-        print_tables(out, f"run {rep.run_id}: debates per round",
-                      ["round", "debated", "verdicts", "accepted", "budget", "calls", "tokens", "cost", "test acc"], rows)
+    print_debates(out, rep)
     if rep.reviews:
         print_precision(out, rep.reviews, f"run {rep.run_id}: reviewed pseudo-labels per source")
     if rep.problems:

@@ -167,15 +167,16 @@ def has_table(store: Store, table: str) -> bool:
     return bool(store.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]))
 
 
-def debate_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
+def debate_summary(store: Store, run_id: int | None) -> list[dict[str, Any]]:
     """Per round: items debated, verdicts, verdicts accepted, tokens, dollars, and the accuracy
     of verdicts on held-out items (debated for evaluation only). Items the budget left
-    undebated count only as ``over_budget``."""
+    undebated count only as ``over_budget``. ``run_id`` None: the standalone debates
+    (``cotrain debate --items``), one row with round None."""
     if not has_table(store, "debates"):
         return []
     return store.query(
-        "SELECT d.round, count(*) FILTER (WHERE d.split = 'train' AND d.status <> 'budget') AS debated,"
-        " count(*) FILTER (WHERE d.status = 'verdict' AND d.split = 'train') AS verdicts,"
+        "SELECT d.round, count(*) FILTER (WHERE d.split <> 'test' AND d.status <> 'budget') AS debated,"
+        " count(*) FILTER (WHERE d.status = 'verdict' AND d.split <> 'test') AS verdicts,"
         " count(*) FILTER (WHERE d.accepted) AS accepted,"
         " count(*) FILTER (WHERE d.status = 'budget') AS over_budget,"
         " count(*) FILTER (WHERE d.early_stopped) AS early_stopped,"
@@ -184,7 +185,7 @@ def debate_summary(store: Store, run_id: int) -> list[dict[str, Any]]:
         " avg(CASE WHEN d.verdict = i.gold_label THEN 1.0 ELSE 0.0 END) FILTER (WHERE d.split = 'test'"
         "   AND d.status <> 'budget') AS test_verdict_accuracy"
         " FROM debates d LEFT JOIN items i ON i.run_id = d.run_id AND i.item_id = d.item_id"
-        " WHERE d.run_id = ? GROUP BY d.round ORDER BY d.round", [run_id]).to_pylist()
+        " WHERE d.run_id IS NOT DISTINCT FROM ? GROUP BY d.round ORDER BY d.round", [run_id]).to_pylist()
 
 
 def item_problems(store: Store, run_id: int) -> list[dict[str, Any]]:

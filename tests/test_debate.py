@@ -192,6 +192,9 @@ def test_standalone_debate_files_turns_and_resumes_from_the_cache(tmp_path):
     t = api.debate_transcript(tmp_path / "run.duckdb", "x1")
     assert t["debate"]["verdict"] == "positive" and len(t["turns"]) == 6
     assert t["debate"]["run_id"] is None and t["debate"]["trigger"] == "given"
+    status = api.status(tmp_path / "run.duckdb")  # a store of standalone debates showed nothing
+    assert status.runs == [] and status.run_id is None and len(status.debates) == 1
+    assert status.debates[0] == {**status.debates[0], "round": None, "calls": 18, "debated": 6, "verdicts": 6}
 
 
 def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):

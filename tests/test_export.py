@@ -215,6 +215,8 @@ def test_export_and_report_options_that_would_give_nothing_say_so(estimated: dic
         api.export(store, tmp_path / "a.csv", source="bogus")
     with pytest.raises(StoreError, match=r"--round must be 0 or more"):
         api.export(store, tmp_path / "a.csv", max_round=-1)
+    with pytest.raises(StoreError, match=r"--round 99: run \d+ has rounds 0-\d+"):
+        api.export(store, tmp_path / "a.csv", max_round=99)
     with pytest.raises(StoreError, match=r"--top must be 0 or more"):
         api.report(store, tmp_path / "r.html", top_disputed=-1)
     with pytest.raises(StoreError, match=r"--source gold with --no-gold selects nothing"):

@@ -129,6 +129,10 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
             GROUP BY i.item_id, i.row_idx"""
         params.append(run_id)
     if flt.max_round is not None:
+        last = store.scalar("SELECT max(round) FROM rounds WHERE run_id = ?", [run_id])
+        if last is None or flt.max_round > last:  # exported every round without a word
+            held = "no rounds yet" if last is None else f"rounds 0-{last}"
+            raise StoreError(f"--round {flt.max_round}: run {run_id} has {held}", store.path)
         where.append("(l.round IS NULL OR l.round <= ?)")
         params.append(flt.max_round)
     if flt.min_confidence is not None:
