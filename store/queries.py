@@ -1,6 +1,7 @@
 """Read-side queries for ``cotrain status`` and reports: plain data, no rendering."""
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING, Any
 
 from store.database import Store
@@ -137,7 +138,9 @@ def run_summaries(store: Store) -> list[dict[str, Any]]:
 
 
 def resolve_run(store: Store, run_id: int | None) -> int:
-    rid = run_id if run_id is not None else store.latest_run()
+    if run_id is not None and (isinstance(run_id, bool) or not isinstance(run_id, numbers.Integral)):
+        raise StoreError(f"run_id must be a whole number, not {run_id!r}", store.path)
+    rid = int(run_id) if run_id is not None else store.latest_run()
     if rid is None:
         raise StoreError("holds no run yet", store.path)
     store.run_info(rid)

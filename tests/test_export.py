@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -225,3 +226,30 @@ def test_export_and_report_options_that_would_give_nothing_say_so(estimated: dic
         api.export(store, tmp_path / "a.csv", sample=0)
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "r.html").exists()
     assert api.export(store, tmp_path / "g.csv", source="gold") > 0  # a known source still exports
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda s, t: api.status(s, run_id="x"), r"run_id must be a whole number, not 'x'"),
+    (lambda s, t: api.export(s, t / "a.csv", min_confidence="x"), r"min_confidence must be a number, not 'x'"),
+    (lambda s, t: api.export(s, t / "a.csv", max_round="1"), r"max_round must be a whole number, not '1'"),
+    (lambda s, t: api.export(s, t / "a.csv", sample=2.5), r"sample must be a whole number, not 2.5"),
+    (lambda s, t: api.export(s, t / "a.csv", run_id=True), r"run_id must be a whole number, not True"),
+    (lambda s, t: api.export(s, t / "a.csv", min_p_correct=True), r"min_p_correct must be a number, not True"),
+    (lambda s, t: api.report(s, t / "a.html", top_disputed="3"), r"top_disputed must be a whole number, not '3'"),
+])
+def test_the_librarys_arguments_of_the_wrong_type_are_one_line(estimated: dict, tmp_path: Path, call, match):
+    """A library caller's "1", True or 2.5 met DuckDB's or Python's own error (a probe's finding)."""
+    with pytest.raises(StoreError, match=match):
+        call(estimated["store"], tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_library_takes_numpys_numbers(estimated: dict, tmp_path: Path):
+    """Numbers read from a DataFrame are numpy's: DuckDB refused to bind them."""
+    store = estimated["store"]
+    rid = api.status(store).run_id
+    n = api.export(store, tmp_path / "a.csv", run_id=np.int64(rid), max_round=np.int64(0),
+                   sample=np.int32(5), min_confidence=np.float32(0.0), include_gold=np.bool_(True))
+    assert n == 5 == len(pd.read_csv(tmp_path / "a.csv"))
+    assert api.status(store, run_id=np.int64(rid)).run_id == rid
+    assert api.report(store, tmp_path / "r.html", top_disputed=np.int64(3)).exists()

@@ -7,8 +7,11 @@ run estimated none: runs before migration 008 and debate verdicts), then the ite
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Literal
+
+import numpy as np
 
 from store.database import Store
 from store.errors import StoreError
@@ -54,6 +57,21 @@ class ExportFilter:
                                           # (a review selection)
 
     def __post_init__(self) -> None:
+        # a library caller's "1" or True met DuckDB's or Python's own error, and numpy's numbers
+        # DuckDB's refusal to bind them: checked, then held as Python's own
+        for name in ("run_id", "max_round", "sample", "seed"):
+            value = getattr(self, name)
+            whole_number(name, value, optional=name != "seed")
+            object.__setattr__(self, name, None if value is None else int(value))
+        for name in ("min_confidence", "min_p_correct"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise StoreError(f"{name} must be a number, not {value!r}")
+            object.__setattr__(self, name, None if value is None else float(value))
+        for name in ("include_gold", "disputed_only"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise StoreError(f"{name} must be true or false, not {getattr(self, name)!r}")
+            object.__setattr__(self, name, bool(getattr(self, name)))
         if self.max_round is not None and self.max_round < 0:
             raise StoreError(f"--round must be 0 or more (rounds count from 0), not {self.max_round}")
         if not self.include_gold and self.source in ("gold", "review"):
@@ -63,6 +81,13 @@ class ExportFilter:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:  # NaN too
                 raise StoreError(f"{name} must be between 0 and 1, not {value}")
+
+
+def whole_number(name: str, value: object, optional: bool = True) -> None:
+    """Refuse, in one line naming ``name``, a value that is not an int (a bool is not one)."""
+    if (value is None and optional) or (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
+        return  # numpy's integers too
+    raise StoreError(f"{name} must be a whole number, not {value!r}")
 
 
 def stratified_quota(counts: dict[str | None, int], n: int) -> dict[str | None, int]:

@@ -156,6 +156,10 @@ def write_report(store: Store, out: str | Path, run_id: int | None = None, top_d
     from store.exchange.export import check_output_folder, guard_output
 
     p = Path(out)
+    from store.exchange.query import whole_number
+
+    whole_number("top_disputed", top_disputed, optional=False)
+    top_disputed = int(top_disputed)  # numpy's integers: DuckDB binds Python's only
     if top_disputed < 0:  # DuckDB's LIMIT refused it with its own message
         raise StoreError(f"--top must be 0 or more (disputed items to list), not {top_disputed}")
     check_output_folder(p)
