@@ -6,7 +6,7 @@ import logging
 from importlib import resources
 from pathlib import Path
 
-from store.errors import ConfigError
+from store.errors import ConfigError, DataError
 
 log = logging.getLogger("cotrain")
 
@@ -26,6 +26,50 @@ def example_config() -> str:
 
 #: Examples ``demo`` can write and run: a text one and two cross-modal image ones.
 EXAMPLES = ("text", "mfeat", "animals")
+#: What the demo writes into its folder (besides the store's side files), and the mark it
+#: leaves there so that a later demo may write them again.
+DEMO_FILES = ("items.csv", "cotrain.yaml", "images", "cotrain.duckdb")
+DEMO_MARK = ".cotrain-demo"
+
+
+def claim_folder(folder: Path) -> None:
+    """Make ``folder`` the demo's, or refuse it in one line: a file, or a folder holding any
+    of ``DEMO_FILES`` that no demo wrote (a user's project: the demo replaced its
+    ``items.csv`` and ``cotrain.yaml`` and added its run to the user's store)."""
+    if folder.exists() and not folder.is_dir():
+        raise DataError("is a file; the demo needs a folder", str(folder))
+    if (folder / DEMO_MARK).is_file():
+        return
+    held = [name for name in DEMO_FILES if (folder / name).exists()]
+    if held:
+        raise DataError(f"already holds {', '.join(held)}, which `cotrain demo` did not write; name a new or "
+                        "empty folder (the demo would replace them)", str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DEMO_MARK).write_text("written by cotrain demo: it may write its example here again\n",
+                                    encoding="utf-8")
+
+
+def check_sizes(example: str, n_pool: int | None, n_labelled: int | None, n_test: int | None, max_rounds: int,
+                labelled_fraction: float | None, n_items: int | None) -> None:
+    """Refuse, before anything is written, a demo size that makes no example: ``ZeroDivisionError``
+    for ``n_items`` at or under the test items, a silent 1,995 items for ``n_items=-5``, a pool
+    of nothing for ``labelled_fraction=1.5`` or ``n_pool=-3``, 2 gold labels for ``n_labelled=0``."""
+    import math
+
+    def need(ok: bool, key: str, rule: str, value: object) -> None:
+        if not ok:
+            raise ConfigError(key, f"must be {rule}, not {value!r}")
+
+    need(n_test is None or n_test >= 1, "n_test", "1 or more", n_test)
+    need(0 <= max_rounds <= 100_000, "max_rounds", "between 0 and 100000", max_rounds)
+    if example == "text":
+        need(n_pool is None or n_pool >= 1, "n_pool", "1 or more", n_pool)
+        need(n_labelled is None or n_labelled >= 2, "n_labelled", "2 or more (one per class)", n_labelled)
+        return
+    test = 500 if n_test is None else n_test
+    need(n_items is None or n_items > test, "n_items", f"more than the {test} held-out test items", n_items)
+    need(labelled_fraction is None or (math.isfinite(labelled_fraction) and 0 < labelled_fraction < 1),
+         "labelled_fraction", "between 0 and 1 (exclusive)", labelled_fraction)
 
 
 def write_example(folder: str | Path = "cotrain-demo", n_pool: int | None = None, n_labelled: int | None = None,
@@ -53,8 +97,9 @@ def write_example(folder: str | Path = "cotrain-demo", n_pool: int | None = None
     if wrong is not None:
         kind = "image examples (mfeat, animals)" if example == "text" else "the text example"
         raise ConfigError(wrong, f"applies to {kind} only, not to '{example}'")
+    check_sizes(example, n_pool, n_labelled, n_test, max_rounds, labelled_fraction, n_items)
     d = Path(folder)
-    d.mkdir(parents=True, exist_ok=True)
+    claim_folder(d)
     if example == "text":
         df = make_split(rotten_tomatoes(), n_labelled=20 if n_labelled is None else n_labelled,
                         n_test=200 if n_test is None else n_test, seed=seed, n_pool=300 if n_pool is None else n_pool)
@@ -77,4 +122,4 @@ def write_example(folder: str | Path = "cotrain-demo", n_pool: int | None = None
     return path
 
 
-__all__ = ["EXAMPLES", "example_config", "write_example"]
+__all__ = ["DEMO_FILES", "DEMO_MARK", "EXAMPLES", "claim_folder", "example_config", "write_example"]

@@ -15,6 +15,7 @@ import yaml
 
 from orchestrator import api
 from store.database import Store
+from store.errors import ConfigError, DataError
 from views.llm.batched import batched_installed
 from views.llm.local import LOCAL_MODELS
 
@@ -107,3 +108,42 @@ def test_two_fresh_demos_give_the_same_answers_and_labels(tmp_path: Path):
     assert np.allclose([p for _, p in probs[0]], [p for _, p in probs[1]], atol=1e-4, rtol=0)
     (_, a), (_, b) = runs
     assert a.labels_added == b.labels_added and a.final_metrics == b.final_metrics
+
+
+def test_the_demo_never_writes_over_a_users_project(tmp_path: Path):
+    """`cotrain demo proj` replaced a user's items.csv and cotrain.yaml and added its run to the
+    user's store (a probe's finding); `cotrain demo ""` did so in the current folder."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "items.csv").write_text("id,text,label\n1,a,x\n")
+    (proj / "cotrain.yaml").write_text("store: cotrain.duckdb\n")
+    with pytest.raises(DataError, match=r"proj: already holds items.csv, cotrain.yaml, which `cotrain demo` did "
+                                        r"not write; name a new or empty folder"):
+        api.write_example(proj, n_pool=12, n_labelled=6, n_test=10, example="text")
+    assert (proj / "items.csv").read_text() == "id,text,label\n1,a,x\n"
+    assert sorted(p.name for p in proj.iterdir()) == ["cotrain.yaml", "items.csv"]
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DataError, match=r"afile: is a file; the demo needs a folder"):
+        api.write_example(tmp_path / "afile", example="text")
+    # the demo's own folder it may write again (a second `cotrain demo` resumes there)
+    first = api.write_example(tmp_path / "d", n_pool=12, n_labelled=6, n_test=10, example="text").read_text()
+    again = api.write_example(tmp_path / "d", n_pool=12, n_labelled=6, n_test=10, example="text").read_text()
+    assert first == again and (tmp_path / "d" / "items.csv").is_file()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"example": "mfeat", "n_items": 500}, r"'n_items': must be more than the 500 held-out test items, not 500"),
+    ({"example": "mfeat", "n_items": -5}, r"'n_items': must be more than the 500 held-out test items, not -5"),
+    ({"example": "mfeat", "labelled_fraction": 1.5}, r"'labelled_fraction': must be between 0 and 1"),
+    ({"example": "mfeat", "labelled_fraction": float("nan")}, r"'labelled_fraction': must be between 0 and 1"),
+    ({"example": "mfeat", "labelled_fraction": 0.0}, r"'labelled_fraction': must be between 0 and 1"),
+    ({"example": "text", "n_pool": 0}, r"'n_pool': must be 1 or more, not 0"),
+    ({"example": "text", "n_labelled": 1}, r"'n_labelled': must be 2 or more \(one per class\), not 1"),
+    ({"example": "mfeat", "max_rounds": -1}, r"'max_rounds': must be between 0 and 100000, not -1"),
+    ({"example": "mfeat", "n_test": 0}, r"'n_test': must be 1 or more, not 0"),
+])
+def test_demo_sizes_that_make_no_example_are_refused_before_anything_is_written(tmp_path: Path, kwargs, match):
+    """They crashed (ZeroDivisionError, NaN), or silently made a pool of nothing or two gold labels."""
+    with pytest.raises(ConfigError, match=match):
+        api.write_example(tmp_path / "demo", **kwargs)
+    assert not (tmp_path / "demo").exists()
