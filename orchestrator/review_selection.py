@@ -295,7 +295,7 @@ def review_filter(store: Any, flt: ExportFilter, select: str) -> ExportFilter:
     run_id = flt.run_id if flt.run_id is not None else store.latest_run()
     if run_id is None:
         raise StoreError("holds no run to choose items from", store.path)
-    c = review_candidates(store, int(run_id), disputed_only=flt.disputed_only)
+    c = review_candidates(store, int(run_id), disputed_only=flt.disputed_only, ranked=select != "random")
     pc = np.where(c.pseudo >= 0, c.p_correct, np.nan)  # accepted pseudo-labels' estimates; NaN: unlabelled
     pick = choose_for_review(c.probs, c.combination, c.weights, c.class_counts, int(flt.sample or 0), select,
                              flt.seed, pc)

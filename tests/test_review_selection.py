@@ -237,11 +237,24 @@ def test_export_select_asks_for_a_sample_and_a_known_strategy(run_store, tmp_pat
     assert res.exit_code == 0 and len(pd.read_csv(tmp_path / "c.csv")) == 7
 
 
-def test_a_run_without_stored_predictions_cannot_rank(tmp_path: Path):
+def test_a_run_without_stored_predictions_cannot_rank_but_draws_at_random(tmp_path: Path):
+    """``random`` is what such a run allows, and it was refused too, by a message that said to
+    use it (a probe's finding)."""
     cfg = write_config(tmp_path, synthetic_frame(n=300, seed=4), max_rounds=1, store_predictions=False)
     api.run(cfg)
+    store = tmp_path / "run.duckdb"
     with pytest.raises(StoreError, match="stored no predictions.*--select random"):
-        api.export(tmp_path / "run.duckdb", tmp_path / "a.csv", select="active", sample=5)
+        api.export(store, tmp_path / "a.csv", select="active", sample=5)
+    assert api.export(store, tmp_path / "r.csv", select="random", sample=5, seed=4) == 5
+    picked = pd.read_csv(tmp_path / "r.csv", dtype={"item_id": str})
+    with Store(store, read_only=True) as st:
+        gold = {r[0] for r in st.con.execute("SELECT item_id FROM items WHERE gold_label IS NOT NULL "
+                                             "OR split = 'test'").fetchall()}
+    assert picked["item_id"].nunique() == 5 and not set(picked["item_id"]) & gold
+    for select in ("random", "stratified"):  # a negative seed was numpy's ValueError, a huge one DuckDB's SQL
+        for seed in (-1, 2**63):
+            with pytest.raises(StoreError, match=rf"--seed must be between 0 and 2\^63 - 1, not {seed}"):
+                api.export(store, tmp_path / "s.csv", select=select, sample=5, seed=seed)
 
 
 def test_reviewed_choices_train_the_next_rounds(tmp_path: Path):

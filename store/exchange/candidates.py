@@ -51,14 +51,16 @@ class ReviewCandidates:
         return len(self.item_id)
 
 
-def review_candidates(store: Store, run_id: int, *, disputed_only: bool = False) -> ReviewCandidates:
+def review_candidates(store: Store, run_id: int, *, disputed_only: bool = False,
+                      ranked: bool = True) -> ReviewCandidates:
     """Read the candidates of ``run_id`` (only items the views disputed in some round with
-    ``disputed_only``). Raises :class:`StoreError` when the run stored no predictions, since
-    then nothing can be ranked."""
+    ``disputed_only``). Raises :class:`StoreError` when the run stored no predictions and
+    ``ranked`` (the candidates are to be ranked by the views); a random draw (``ranked``
+    False) needs none, and is what such a run allows."""
     info = store.run_info(run_id)
     labels, views = list(info["labels"]), list(info["views"])
     k, v = len(labels), len(views)
-    if not store.scalar("SELECT count(*) > 0 FROM predictions WHERE run_id = ? AND list_contains(?, view)",
+    if ranked and not store.scalar("SELECT count(*) > 0 FROM predictions WHERE run_id = ? AND list_contains(?, view)",
                         [run_id, views]):
         raise StoreError(f"run {run_id} stored no predictions to rank items by (cotrain.store_predictions: false, "
                          "or no round predicted a pool); use --select random", store.path)

@@ -74,6 +74,8 @@ class ExportFilter:
             object.__setattr__(self, name, bool(getattr(self, name)))
         if self.max_round is not None and self.max_round < 0:
             raise StoreError(f"--round must be 0 or more (rounds count from 0), not {self.max_round}")
+        if not 0 <= self.seed < 2**63:  # a sample's hash takes a BIGINT; numpy's draws no negative seed
+            raise StoreError(f"--seed must be between 0 and 2^63 - 1, not {self.seed}")
         if not self.include_gold and self.source in ("gold", "review"):
             raise StoreError(f"--source {self.source} with --no-gold selects nothing: gold and reviewed labels "
                              "are what --no-gold leaves out")
