@@ -84,6 +84,14 @@ def test_numeric_label_names_become_strings():
         ("cotrain.threshold", False, r"'cotrain.threshold': expected a number, not false"),
         ("seed", True, r"'seed': expected a number, not true"),
         ("views.0.calibration_cv", True, r"'views\[0\]\.calibration_cv': expected a number, not true"),
+        # an infinite weight passed validation and the dry run, then failed the run's second round
+        ("cotrain.pseudo_weight", float("inf"), r"'cotrain.pseudo_weight': expected a finite number, not inf"),
+        ("cotrain.threshold", float("nan"), r"'cotrain.threshold': expected a finite number, not nan"),
+        # inside a list too: a vision view's mean [true, 0.4, 0.4] was read as [1.0, 0.4, 0.4]
+        ("views.1", {"name": "v", "kind": "vision", "image": "text", "mean": [True, 0.4, 0.4]},
+         r"'views\[1\]\.mean': expected numbers, not true"),
+        ("views.1", {"name": "v", "kind": "vision", "image": "text", "std": [0.2, float("inf"), 0.2]},
+         r"'views\[1\]\.std': expected a finite number, not inf"),
     ],
 )
 def test_bad_config(path, value, match):

@@ -6,6 +6,8 @@ number and not a bool refuses a bool here, with the field's name in pydantic's e
 """
 from __future__ import annotations
 
+import collections.abc
+import math
 import types
 import typing
 from typing import Any
@@ -30,16 +32,45 @@ def takes_number_not_bool(annotation: Any) -> bool:
     return bool(admitted & {int, float}) and bool not in admitted and Any not in admitted
 
 
+def items_take_number_not_bool(annotation: Any) -> bool:
+    """Whether a field of this annotation takes a list or tuple whose items are numbers, not
+    bools (a vision view's ``mean: [true, 0.4, 0.4]`` was read as ``[1.0, 0.4, 0.4]``)."""
+    for t in _types_in(annotation):
+        args = [a for a in typing.get_args(t) if a is not Ellipsis]
+        if typing.get_origin(t) in (list, tuple, collections.abc.Sequence) and args \
+                and all(takes_number_not_bool(a) for a in args):
+            return True
+    return False
+
+
 class CheckedModel(BaseModel):
     """A pydantic model whose number fields refuse ``True`` and ``False``."""
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and info.field_name in cls.model_fields:
-            if takes_number_not_bool(cls.model_fields[info.field_name].annotation):
-                raise ValueError(f"expected a number, not {str(value).lower()}")
+        if info.field_name not in cls.model_fields:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and takes_number_not_bool(annotation):
+            raise ValueError(f"expected a number, not {str(value).lower()}")
+        if isinstance(value, float) and not math.isfinite(value):  # before pydantic's bounds ("less than 1")
+            raise ValueError(f"expected a finite number, not {value}")
+        if isinstance(value, (list, tuple)) and any(isinstance(x, bool) for x in value) \
+                and items_take_number_not_bool(annotation):
+            raise ValueError(f"expected numbers, not {next(str(x).lower() for x in value if isinstance(x, bool))}")
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite(cls, value: Any) -> Any:
+        """No field takes an infinite or NaN number: ``pseudo_weight: .inf`` passed validation
+        and the dry run, then failed the run in its second round."""
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        bad = next((x for x in items if isinstance(x, float) and not math.isfinite(x)), None)
+        if bad is not None:
+            raise ValueError(f"expected a finite number, not {bad}")
         return value
 
 
-__all__ = ["CheckedModel", "takes_number_not_bool"]
+__all__ = ["CheckedModel", "items_take_number_not_bool", "takes_number_not_bool"]
