@@ -140,6 +140,10 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
         elif live is not None and live["state"] == "running" and written_here(live.get("host")):
             live.update(state="interrupted", stale=True, rate=None, eta_s=None)  # readable: no run holds it
         runs = run_summaries(st)
+        if live is not None and live["state"] == "interrupted":  # the store still says running: a run
+            for r in runs:                                        # stopped by Ctrl-C or a kill never got to say
+                if r["run_id"] == live["run_id"] and r["status"] == "running":
+                    r["status"] = "interrupted"
         if not runs:  # a store of standalone debates (``cotrain debate --items``) has those
             return StatusReport(str(store), [], None, [], debates=debate_summary(st, None), live=live)
         rid = resolve_run(st, run_id)
