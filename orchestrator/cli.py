@@ -258,6 +258,9 @@ def export(store: Path = typer.Argument(..., help="Store file."),
     if n.unestimated:
         err.print(f"--min-p-correct dropped {n.unestimated} pseudo-label(s) that carry no p_correct estimate "
                   "(runs before estimates were recorded, debate verdicts)", highlight=False, soft_wrap=True)
+    if sample is not None and n < sample:  # "exactly N rows": unless fewer are there to draw
+        err.print(f"--sample {sample}: only {n} row(s) matched, so all of them were written", highlight=False,
+                  soft_wrap=True)
     out.print(f"wrote {n} rows to {out_path}")
 
 

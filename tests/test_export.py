@@ -76,6 +76,12 @@ def test_export_filters(finished_store: Path, tmp_path: Path):
 def test_export_errors(finished_store: Path, tmp_path: Path):
     with pytest.raises(StoreError, match="cannot tell the export format from 'x.xlsx'"):
         api.export(finished_store, tmp_path / "x.xlsx")
+    # Parquet bytes into a .csv, CSV into a .parquet: written silently
+    with pytest.raises(StoreError, match=r"--format parquet into 'x.csv': its suffix says csv; name the file"):
+        api.export(finished_store, tmp_path / "x.csv", "parquet")
+    with pytest.raises(StoreError, match=r"--format csv into 'x.parquet': its suffix says parquet or hf-parquet"):
+        api.export(finished_store, tmp_path / "x.parquet", "csv")
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(StoreError, match="no run 9"):
         api.export(finished_store, tmp_path / "x.csv", run_id=9)
     with pytest.raises(StoreError, match="does not exist"):
@@ -206,6 +212,13 @@ def test_cli_min_p_correct(estimated: dict, tmp_path: Path):
     assert res.exit_code == 0, res.output
     api.export(estimated["store"], tmp_path / "s.csv", sample=4, seed=3)
     assert list(pd.read_csv(out).item_id) == list(pd.read_csv(tmp_path / "s.csv").item_id)
+    # more than there are: every row, and one line saying so (it wrote fewer than N silently)
+    total = api.export(estimated["store"], tmp_path / "all.csv")
+    res = CliRunner().invoke(app, ["export", str(estimated["store"]), str(tmp_path / "big.csv"), "--sample",
+                                   str(total + 50)])
+    assert res.exit_code == 0 and len(pd.read_csv(tmp_path / "big.csv")) == total, res.output
+    assert res.stderr.strip().splitlines() == [f"--sample {total + 50}: only {total} row(s) matched, so all of "
+                                               "them were written"]
 
 
 def test_export_and_report_options_that_would_give_nothing_say_so(estimated: dict, tmp_path: Path):

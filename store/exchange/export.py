@@ -51,12 +51,14 @@ def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None
     that a spreadsheet would run as formulas are escaped unless ``escape_formulas`` is False."""
     flt = flt or ExportFilter()
     out = Path(out)
-    fmt = fmt or _format_from_name(out)
+    given, fmt = fmt, fmt or _format_from_name(out)
     check_output_folder(out)
     if fmt not in (*FLAT_FORMATS, "hf", "hf-parquet", "label-studio", "argilla"):
         raise StoreError(f"unknown export format '{fmt}' ({', '.join(FLAT_FORMATS)}, hf, hf-parquet, "
                          "label-studio, argilla)")
     guard_output(store, output_paths(out, fmt), force=force, folder=fmt == "hf")
+    if given is not None:  # after the guard: "refusing to overwrite the input data" says more
+        _check_suffix(out, given)
     unestimated = None
     if flt.min_p_correct is not None:
         count_sql, count_params = export_query(store, flt, count_unestimated=True)
@@ -220,6 +222,19 @@ def guard_output(store: Store, paths: Sequence[str | Path], *, force: bool, fold
                                  "there (pass --force to write into it)")
         elif p.exists() or p.is_symlink():
             raise StoreError(f"{p} already exists; pass --force to overwrite it")
+
+
+#: The formats a file name's suffix admits: ``--format parquet`` into ``x.csv`` wrote Parquet
+#: bytes that a spreadsheet then failed on, silently.
+_SUFFIX_FORMATS = {".parquet": ("parquet", "hf-parquet"), ".pq": ("parquet", "hf-parquet"), ".csv": ("csv",),
+                   ".jsonl": ("jsonl",), ".ndjson": ("jsonl",), ".json": ("jsonl", "label-studio", "argilla")}
+
+
+def _check_suffix(out: Path, fmt: str) -> None:
+    admitted = _SUFFIX_FORMATS.get(out.suffix.lower())
+    if admitted is not None and fmt not in admitted:
+        raise StoreError(f"--format {fmt} into '{out.name}': its suffix says {' or '.join(admitted)}; name the "
+                         "file for its format, or drop --format")
 
 
 def _format_from_name(out: Path) -> ExportFormat:
