@@ -2,6 +2,7 @@
 file posing as an image) and the real packaged MobileNetV2 weights."""
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
@@ -244,6 +245,24 @@ def test_image_folder_layout(tmp_path: Path):
     api.export(tmp_path / "s.duckdb", tmp_path / "hf.parquet", "hf-parquet")
     pq = datasets.load_dataset("parquet", data_files=str(tmp_path / "hf.parquet"), split="train")
     assert isinstance(pq.features["image"], datasets.Image) and pq[0]["image"].size == (8, 8)
+    # the project copied elsewhere and the original's images gone: exports read the copy's images
+    # (hf failed with FileNotFoundError; label-studio wrote the old paths)
+    import shutil
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("train", "test", "c.yaml", "s.duckdb"):
+        (shutil.copytree if (tmp_path / name).is_dir() else shutil.copy)(tmp_path / name, copy / name)
+    shutil.rmtree(tmp_path / "train")
+    assert api.export(copy / "s.duckdb", copy / "hf.parquet", "hf-parquet") == len(pq)
+    api.export(copy / "s.duckdb", copy / "ls.json", "label-studio")
+    paths = [t["data"]["image"] for t in json.loads((copy / "ls.json").read_text())]
+    assert paths and all(p.startswith(str(copy.resolve() / "train")) and Path(p).is_file() for p in paths)
+    missing = sorted((copy / "train" / "3").glob("*.png"))[0]  # a gold item's: exported
+    missing.unlink()
+    with pytest.raises(CotrainError, match=rf"image {re.escape(str(missing.resolve()))} of an exported item is "
+                                           "missing"):
+        api.export(copy / "s.duckdb", copy / "ls2.json", "label-studio")
 
 
 def test_images_as_bytes_in_parquet_share_features_with_files(digits_folder: Path, tmp_path: Path, encoded_images):

@@ -49,6 +49,8 @@ def image_value(value: Any, roots: Sequence[Path]) -> str | None:
     src = resolve_source(value, roots, "")
     if src.data is not None:
         return "data:image/png;base64," + base64.b64encode(src.data).decode() if src.data else None
+    if src.path is None or not src.path.is_file():  # hf failed with FileNotFoundError; label-studio wrote it
+        raise StoreError(f"image {src.where} of an exported item is missing (moved or deleted since the run?)")
     return str(src.path)
 
 
@@ -72,7 +74,10 @@ def export_annotation(store: Store, out: Path, fmt: str, flt: ExportFilter) -> i
     exported = dict(field_aliases(store.data_columns(run_id), info["label_column"]))  # data name -> column
     text = [exported[c] for c in info["text_fields"] or [] if exported.get(c) in columns]
     images = [exported[c] for c in info["image_fields"] or [] if exported.get(c) in columns]
-    roots = data_roots(*(info["input_files"] or []))
+    # the store's own folder first: a project folder moved or copied since the run keeps its
+    # images beside its store (the run's absolute paths name the old place, or the other copy)
+    here = () if store.path == ":memory:" else (Path(store.path).expanduser().resolve().parent,)
+    roots = tuple(dict.fromkeys(here + data_roots(*(info["input_files"] or []))))
     if fmt in ("hf", "hf-parquet"):
         _to_hf(table, labels, images, roots, out, fmt)
     elif fmt in ("label-studio", "argilla"):
