@@ -370,7 +370,8 @@ def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError("<file>", "config file not found", str(p))
+        raise ConfigError("<file>", "is a folder, not a config file" if p.is_dir() else "config file not found",
+                          str(p))
     try:
         data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except UnicodeDecodeError as exc:

@@ -130,6 +130,8 @@ def test_malformed_yaml_names_file_and_line(tmp_path: Path):
 def test_missing_config_file(tmp_path: Path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"config key '<file>': is a folder, not a config file"):
+        load_config(tmp_path)
 
 
 def test_paths_resolve_against_config_folder(tmp_path: Path):

@@ -34,6 +34,15 @@ def test_read_only_open_of_non_store(tmp_path: Path):
         Store(path, read_only=True)
     with pytest.raises(StoreError, match="no such store file"):
         Store(tmp_path / "missing.duckdb", read_only=True)
+    # DuckDB's own words before: "IO Error: Could not read from file ...: Is a directory"
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "empty.duckdb").write_bytes(b"")
+    for read_only in (True, False):
+        with pytest.raises(StoreError, match=r"adir: is a folder; a cotrain store is the \.duckdb file"):
+            Store(tmp_path / "adir", read_only=read_only)
+        with pytest.raises(StoreError, match=r"empty\.duckdb: not a store: the file is empty or cut short"):
+            Store(tmp_path / "empty.duckdb", read_only=read_only)
+    assert (tmp_path / "empty.duckdb").read_bytes() == b""
 
 
 def test_second_process_gets_locked_by_pid(tmp_path: Path):
