@@ -82,6 +82,12 @@ def test_export_errors(finished_store: Path, tmp_path: Path):
     with pytest.raises(StoreError, match=r"--format csv into 'x.parquet': its suffix says parquet or hf-parquet"):
         api.export(finished_store, tmp_path / "x.parquet", "csv")
     assert list(tmp_path.iterdir()) == []
+    config = tmp_path / "cotrain.yaml"  # the run's own config was replaced with --force
+    config.write_text("store: run.duckdb\n")
+    with pytest.raises(StoreError, match=r"--format parquet into 'cotrain.yaml': a .yaml file is a config or a "
+                                        r"store, not an export"):
+        api.export(finished_store, config, "parquet", force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["cotrain.yaml"] and config.read_text() == "store: run.duckdb\n"
     with pytest.raises(StoreError, match="no run 9"):
         api.export(finished_store, tmp_path / "x.csv", run_id=9)
     with pytest.raises(StoreError, match="does not exist"):

@@ -227,11 +227,16 @@ def guard_output(store: Store, paths: Sequence[str | Path], *, force: bool, fold
 #: The formats a file name's suffix admits: ``--format parquet`` into ``x.csv`` wrote Parquet
 #: bytes that a spreadsheet then failed on, silently.
 _SUFFIX_FORMATS = {".parquet": ("parquet", "hf-parquet"), ".pq": ("parquet", "hf-parquet"), ".csv": ("csv",),
-                   ".jsonl": ("jsonl",), ".ndjson": ("jsonl",), ".json": ("jsonl", "label-studio", "argilla")}
+                   ".jsonl": ("jsonl",), ".ndjson": ("jsonl",), ".json": ("jsonl", "label-studio", "argilla"),
+                   # no export: `--format parquet --force` into the run's own config replaced it
+                   ".yaml": (), ".yml": (), ".duckdb": (), ".wal": ()}
 
 
 def _check_suffix(out: Path, fmt: str) -> None:
     admitted = _SUFFIX_FORMATS.get(out.suffix.lower())
+    if admitted == ():
+        raise StoreError(f"--format {fmt} into '{out.name}': a {out.suffix} file is a config or a store, not an "
+                         "export; name the file for its format")
     if admitted is not None and fmt not in admitted:
         raise StoreError(f"--format {fmt} into '{out.name}': its suffix says {' or '.join(admitted)}; name the "
                          "file for its format, or drop --format")
