@@ -145,6 +145,8 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
                 if r["run_id"] == live["run_id"] and r["status"] == "running":
                     r["status"] = "interrupted"
         if not runs:  # a store of standalone debates (``cotrain debate --items``) has those
+            if run_id is not None:
+                resolve_run(st, run_id)  # raises: a wrong type, or a run the store does not hold
             return StatusReport(str(store), [], None, [], debates=debate_summary(st, None), live=live)
         rid = resolve_run(st, run_id)
         return StatusReport(str(store), runs, rid, rounds_summary(st, rid), llm_usage(st, rid),

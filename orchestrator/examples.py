@@ -38,15 +38,33 @@ def claim_folder(folder: Path) -> None:
     ``items.csv`` and ``cotrain.yaml`` and added its run to the user's store)."""
     if folder.exists() and not folder.is_dir():
         raise DataError("is a file; the demo needs a folder", str(folder))
-    if (folder / DEMO_MARK).is_file():
+    if (folder / DEMO_MARK).is_file() or _an_earlier_demo(folder):
+        (folder / DEMO_MARK).write_text(_MARK_TEXT, encoding="utf-8")
         return
     held = [name for name in DEMO_FILES if (folder / name).exists()]
     if held:
         raise DataError(f"already holds {', '.join(held)}, which `cotrain demo` did not write; name a new or "
                         "empty folder (the demo would replace them)", str(folder))
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / DEMO_MARK).write_text("written by cotrain demo: it may write its example here again\n",
-                                    encoding="utf-8")
+    (folder / DEMO_MARK).write_text(_MARK_TEXT, encoding="utf-8")
+
+
+_MARK_TEXT = "written by cotrain demo: it may write its example here again\n"
+#: The views of each example's config, by name: a folder an earlier release's demo wrote (it
+#: left no mark) holds a cotrain.yaml with one of these, its data in items.csv, its store in
+#: cotrain.duckdb.
+_EXAMPLE_VIEWS = ({"tfidf", "minilm", "llm"}, {"vision", "fourier", "shape"}, {"vision", "pixels"})
+
+
+def _an_earlier_demo(folder: Path) -> bool:
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((folder / "cotrain.yaml").read_text(encoding="utf-8"))
+        views = {v.get("name") for v in cfg["views"]}
+        return cfg["data"]["train"] == "items.csv" and cfg["store"] == "cotrain.duckdb" and views in _EXAMPLE_VIEWS
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError, AttributeError):
+        return False
 
 
 def check_sizes(example: str, n_pool: int | None, n_labelled: int | None, n_test: int | None, max_rounds: int,
@@ -61,7 +79,14 @@ def check_sizes(example: str, n_pool: int | None, n_labelled: int | None, n_test
             raise ConfigError(key, f"must be {rule}, not {value!r}")
 
     need(n_test is None or n_test >= 1, "n_test", "1 or more", n_test)
-    need(0 <= max_rounds <= 100_000, "max_rounds", "between 0 and 100000", max_rounds)
+    from pydantic import ValidationError
+
+    from orchestrator.config import CotrainConfig
+
+    try:  # the config's own rule, before the example is written (it named a config the user never wrote)
+        CotrainConfig(max_rounds=max_rounds)
+    except ValidationError as exc:
+        raise ConfigError("max_rounds", f"{exc.errors()[0]['msg']}, not {max_rounds!r}") from None
     if example == "text":
         need(n_pool is None or n_pool >= 1, "n_pool", "1 or more", n_pool)
         need(n_labelled is None or n_labelled >= 2, "n_labelled", "2 or more (one per class)", n_labelled)

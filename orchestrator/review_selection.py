@@ -236,7 +236,8 @@ def typical_batch(space: np.ndarray, n_pick: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     fit_rows = np.arange(n) if n <= REFERENCE_ITEMS else np.sort(rng.choice(n, REFERENCE_ITEMS, replace=False))
     distinct = len(np.unique(space[fit_rows], axis=0))         # no more clusters than distinct rows
-    km = KMeans(n_clusters=min(n_pick, distinct), n_init=1, random_state=seed).fit(space[fit_rows])
+    km = KMeans(n_clusters=min(n_pick, distinct), n_init=1,  # scikit-learn takes seeds below 2^32 only
+                random_state=seed % 2**32).fit(space[fit_rows])
     cluster = km.predict(space)
     dist = np.linalg.norm(space - km.cluster_centers_[cluster], axis=1)
     order = np.lexsort((np.arange(n), dist))                    # most typical first, ties by position

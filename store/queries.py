@@ -1,7 +1,6 @@
 """Read-side queries for ``cotrain status`` and reports: plain data, no rendering."""
 from __future__ import annotations
 
-import numbers
 from typing import TYPE_CHECKING, Any
 
 from store.database import Store
@@ -138,8 +137,9 @@ def run_summaries(store: Store) -> list[dict[str, Any]]:
 
 
 def resolve_run(store: Store, run_id: int | None) -> int:
-    if run_id is not None and (isinstance(run_id, bool) or not isinstance(run_id, numbers.Integral)):
-        raise StoreError(f"run_id must be a whole number, not {run_id!r}", store.path)
+    from store.exchange.query import whole_number
+
+    whole_number("run_id", run_id)
     rid = int(run_id) if run_id is not None else store.latest_run()
     if rid is None:
         raise StoreError("holds no run yet", store.path)

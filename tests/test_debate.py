@@ -13,7 +13,7 @@ from agents.aggregate import ABSTAIN, Vote, confidence_weighted, consensus, majo
 from agents.debate import AgentSpec, DebateSpec, Prompts
 from agents.runner import Budget, Debater
 from orchestrator import api
-from store.errors import ConfigError
+from store.errors import ConfigError, StoreError
 from tests.conftest import debate_config, one_value, sentiment_frame
 from tests.openai_server import MisbehavingServer
 
@@ -195,6 +195,8 @@ def test_standalone_debate_files_turns_and_resumes_from_the_cache(tmp_path):
     status = api.status(tmp_path / "run.duckdb")  # a store of standalone debates showed nothing
     assert status.runs == [] and status.run_id is None and len(status.debates) == 1
     assert status.debates[0] == {**status.debates[0], "round": None, "calls": 18, "debated": 6, "verdicts": 6}
+    with pytest.raises(StoreError, match="no run 5"):  # it answered with the standalone debates
+        api.status(tmp_path / "run.duckdb", run_id=5)
 
 
 def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):

@@ -129,6 +129,10 @@ def test_the_demo_never_writes_over_a_users_project(tmp_path: Path):
     first = api.write_example(tmp_path / "d", n_pool=12, n_labelled=6, n_test=10, example="text").read_text()
     again = api.write_example(tmp_path / "d", n_pool=12, n_labelled=6, n_test=10, example="text").read_text()
     assert first == again and (tmp_path / "d" / "items.csv").is_file()
+    # a folder an earlier release's demo wrote carries no mark; its config says what it is
+    (tmp_path / "d" / ".cotrain-demo").unlink()
+    assert api.write_example(tmp_path / "d", n_pool=12, n_labelled=6, n_test=10, example="text").read_text() == first
+    assert (tmp_path / "d" / ".cotrain-demo").is_file()
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -139,7 +143,7 @@ def test_the_demo_never_writes_over_a_users_project(tmp_path: Path):
     ({"example": "mfeat", "labelled_fraction": 0.0}, r"'labelled_fraction': must be between 0 and 1"),
     ({"example": "text", "n_pool": 0}, r"'n_pool': must be 1 or more, not 0"),
     ({"example": "text", "n_labelled": 1}, r"'n_labelled': must be 2 or more \(one per class\), not 1"),
-    ({"example": "mfeat", "max_rounds": -1}, r"'max_rounds': must be between 0 and 100000, not -1"),
+    ({"example": "mfeat", "max_rounds": -1}, r"'max_rounds': Input should be greater than or equal to 0, not -1"),
     ({"example": "mfeat", "n_test": 0}, r"'n_test': must be 1 or more, not 0"),
 ])
 def test_demo_sizes_that_make_no_example_are_refused_before_anything_is_written(tmp_path: Path, kwargs, match):

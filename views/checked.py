@@ -12,6 +12,7 @@ import types
 import typing
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ValidationInfo, field_validator
 
 
@@ -56,9 +57,10 @@ class CheckedModel(BaseModel):
             raise ValueError(f"expected a number, not {str(value).lower()}")
         if isinstance(value, float) and not math.isfinite(value):  # before pydantic's bounds ("less than 1")
             raise ValueError(f"expected a finite number, not {value}")
-        if isinstance(value, (list, tuple)) and any(isinstance(x, bool) for x in value) \
+        if isinstance(value, (list, tuple)) and any(isinstance(x, (bool, np.bool_)) for x in value) \
                 and items_take_number_not_bool(annotation):
-            raise ValueError(f"expected numbers, not {next(str(x).lower() for x in value if isinstance(x, bool))}")
+            raise ValueError(f"expected numbers, not "
+                             f"{next(str(x).lower() for x in value if isinstance(x, (bool, np.bool_)))}")
         return value
 
     @field_validator("*", mode="after")

@@ -43,13 +43,15 @@ def latest_votes(store: Store, run_id: int, item_ids: list[str]) -> dict[str, li
     return out
 
 
-def image_value(value: Any, roots: Sequence[Path]) -> str | None:
+def image_value(value: Any, roots: Sequence[Path], *, must_exist: bool = False) -> str | None:
     """What a tool can open for an image cell: an absolute path, or a data URI for image
-    bytes; None when the item has no image."""
+    bytes; None when the item has no image. ``must_exist`` (an ``hf`` export reads the
+    file): a missing file is one line naming it, not ``FileNotFoundError``. A review tool may
+    serve the images from elsewhere, so its exports write the path either way."""
     src = resolve_source(value, roots, "")
     if src.data is not None:
         return "data:image/png;base64," + base64.b64encode(src.data).decode() if src.data else None
-    if src.path is None or not src.path.is_file():  # hf failed with FileNotFoundError; label-studio wrote it
+    if must_exist and (src.path is None or not src.path.is_file()):
         raise StoreError(f"image {src.where} of an exported item is missing (moved or deleted since the run?)")
     return str(src.path)
 
@@ -74,10 +76,10 @@ def export_annotation(store: Store, out: Path, fmt: str, flt: ExportFilter) -> i
     exported = dict(field_aliases(store.data_columns(run_id), info["label_column"]))  # data name -> column
     text = [exported[c] for c in info["text_fields"] or [] if exported.get(c) in columns]
     images = [exported[c] for c in info["image_fields"] or [] if exported.get(c) in columns]
-    # the store's own folder first: a project folder moved or copied since the run keeps its
-    # images beside its store (the run's absolute paths name the old place, or the other copy)
+    # where the run read its data first (the images its views saw), then beside the store: a
+    # project folder moved since the run keeps its images there
     here = () if store.path == ":memory:" else (Path(store.path).expanduser().resolve().parent,)
-    roots = tuple(dict.fromkeys(here + data_roots(*(info["input_files"] or []))))
+    roots = tuple(dict.fromkeys(data_roots(*(info["input_files"] or [])) + here))
     if fmt in ("hf", "hf-parquet"):
         _to_hf(table, labels, images, roots, out, fmt)
     elif fmt in ("label-studio", "argilla"):
@@ -109,7 +111,7 @@ def _to_hf(table: pa.Table, labels: list[str], images: list[str], roots: Sequenc
     for col in images:  # paths (made absolute), bytes or {bytes, path} structs become an Image feature
         kind = table.schema.field(col).type
         if pa.types.is_string(kind):
-            ds = ds.map(lambda b, c=col: {c: [image_value(v, roots) for v in b[c]]}, batched=True)
+            ds = ds.map(lambda b, c=col: {c: [image_value(v, roots, must_exist=True) for v in b[c]]}, batched=True)
         elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
             ds = ds.map(lambda b, c=col: {c: [None if v is None else {"bytes": v, "path": None} for v in b[c]]},
                         batched=True)
