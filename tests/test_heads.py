@@ -97,3 +97,23 @@ def test_a_round_tunes_c_once_for_its_large_fits():
     fresh = TunedLogisticRegression(cv_max_items=60, random_state=0)
     rc.before(fresh, 400)
     assert fresh.C is None and rc.C is None                             # a new round tunes again
+
+
+def test_small_and_sparse_fits_run_on_one_blas_thread_and_large_ones_keep_every_thread():
+    """OpenBLAS's threads made the default demo's small lbfgs fits 3.5x slower on 2 cores."""
+    import scipy.sparse as sp
+    from threadpoolctl import threadpool_info
+
+    from views.heads import SMALL_FIT_CELLS, one_blas_thread_if_small
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    with one_blas_thread_if_small(np.zeros((1430, 1280))):
+        assert blas_threads() and set(blas_threads()) == {1}
+    with one_blas_thread_if_small(sp.csr_matrix((100_000, 50_000))):  # a big, empty sparse matrix
+        assert set(blas_threads()) == {1}
+    with one_blas_thread_if_small(np.zeros((SMALL_FIT_CELLS // 8 + 1, 8), dtype=np.float32)):
+        assert blas_threads() == before
+    assert blas_threads() == before
