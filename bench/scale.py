@@ -128,8 +128,9 @@ def measure(n: int, tmp: Path, repeats: int) -> list[dict]:
     # in a child: a process's ru_maxrss starts from its parent's peak (Linux keeps the peak of
     # the image that exec replaced), so a parent that had built a 3M pool raised every figure
     # below to its own ~960 MB
-    made = subprocess.run([sys.executable, "-c", f"from bench.scale import make_data; print(make_data({n}, "
-                           f"__import__('pathlib').Path({str(data)!r})))"], cwd=REPO, check=True,
+    make = "import sys, pathlib; from bench.scale import make_data; print(make_data(int(sys.argv[1]), " \
+           "pathlib.Path(sys.argv[2])))"
+    made = subprocess.run([sys.executable, "-c", make, str(n), str(data)], cwd=REPO, check=True,
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     feat_bytes = int(made.stdout.strip().splitlines()[-1])
     (tmp / "anchor.py").write_text(ANCHOR)
@@ -190,7 +191,8 @@ def main() -> None:
             for r in results]
     print_table("self-training, one logistic-regression view, 5 iterations, threshold 0.9 (process start to end)",
                 ["pool", "store preds", "cotrain s", "sklearn s", "ratio", "added (cotrain / sklearn)",
-                 "test acc (cotrain / sklearn)", "cotrain RSS MB", "sklearn RSS MB", "floor RSS MB", "RSS target MB", "features MB"], rows)
+                 "test acc (cotrain / sklearn)", "cotrain RSS MB", "sklearn RSS MB", "floor RSS MB", "RSS target MB",
+                 "features MB"], rows)
     path = write_json("scale", {"command": "python bench/scale.py " + " ".join(sys.argv[1:]), "results": results})
     print(f"\nwrote {path}")
 

@@ -81,14 +81,12 @@ def print_plan(out: Console, p: dict[str, Any]) -> None:
                   left={"view", "scoring", "demos"}, wrap={"model"})
 
 
-
-
 def print_debates(out: Console, rep: Any) -> None:
     """The debates of a status report: per round of its run, or the store's standalone ones."""
     if not rep.debates:
         return
-    rows = [["-" if x["round"] is None else x["round"], x["debated"], x["verdicts"], x["accepted"], x["over_budget"], x["calls"],
-             f"{x['tokens']:,}", f"${x['cost_usd']:.4f}",
+    rows = [["-" if x["round"] is None else x["round"], x["debated"], x["verdicts"], x["accepted"], x["over_budget"],
+             x["calls"], f"{x['tokens']:,}", f"${x['cost_usd']:.4f}",
              "-" if x["test_verdict_accuracy"] is None else f"{x['test_verdict_accuracy']:.3f} ({x['test_debated']})"]
             for x in rep.debates]
     print_tables(out, "standalone debates" if rep.run_id is None else f"run {rep.run_id}: debates per round",

@@ -26,6 +26,14 @@ def data_roots(*paths: str | None) -> tuple[Path, ...]:
     return tuple(out)
 
 
+def stored_run_roots(store_path: str, input_files: Sequence[str | None]) -> tuple[Path, ...]:
+    """Where a stored run's relative image paths resolve, for what reads them from the store
+    (exports, the report): its data files' folders first (the images its views saw), then the
+    store's own folder, so a project folder moved since the run still finds its images."""
+    here = () if store_path == ":memory:" else (Path(store_path).expanduser().resolve().parent,)
+    return tuple(dict.fromkeys(data_roots(*input_files) + here))
+
+
 class ImageProblem(Exception):
     """An item's image cannot be used; ``where`` names the file (or the item's bytes)."""
 

@@ -31,13 +31,14 @@ def check_store_path(path: str, read_only: bool, create: bool) -> None:
         raise StoreError("no such store file", path)
     if p.is_dir():  # DuckDB's own "IO Error: Could not read from file ...: Is a directory"
         raise StoreError("is a folder; a cotrain store is the .duckdb file a run wrote", path)
-    if p.is_file() and p.stat().st_size < 12:  # DuckDB refuses an empty file too, with its own words
-        raise StoreError("not a store: the file is empty or cut short; a cotrain store is the .duckdb file a run "
-                         "wrote", path)
-    if p.is_file() and p.stat().st_size >= 12:
+    if p.is_file():
         with open(p, "rb") as f:
-            if f.read(12)[8:] != b"DUCK":  # DuckDB's magic bytes
-                raise StoreError("not a store: a cotrain store is the .duckdb file a run wrote", path)
+            head = f.read(12)
+        if len(head) < 12:  # DuckDB refuses an empty file too, with its own words
+            raise StoreError("not a store: the file is empty or cut short; a cotrain store is the .duckdb file a "
+                             "run wrote", path)
+        if head[8:] != b"DUCK":  # DuckDB's magic bytes
+            raise StoreError("not a store: a cotrain store is the .duckdb file a run wrote", path)
 
 
 __all__ = ["check_store_path"]

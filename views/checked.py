@@ -55,8 +55,7 @@ class CheckedModel(BaseModel):
         annotation = cls.model_fields[info.field_name].annotation
         if isinstance(value, bool) and takes_number_not_bool(annotation):
             raise ValueError(f"expected a number, not {str(value).lower()}")
-        if isinstance(value, float) and not math.isfinite(value):  # before pydantic's bounds ("less than 1")
-            raise ValueError(f"expected a finite number, not {value}")
+        _refuse_non_finite(value)  # before pydantic's bounds ("Input should be less than 1" for NaN)
         if isinstance(value, (list, tuple)) and any(isinstance(x, (bool, np.bool_)) for x in value) \
                 and items_take_number_not_bool(annotation):
             raise ValueError(f"expected numbers, not "
@@ -67,12 +66,18 @@ class CheckedModel(BaseModel):
     @classmethod
     def _finite(cls, value: Any) -> Any:
         """No field takes an infinite or NaN number: ``pseudo_weight: .inf`` passed validation
-        and the dry run, then failed the run in its second round."""
-        items = value if isinstance(value, (list, tuple)) else (value,)
-        bad = next((x for x in items if isinstance(x, float) and not math.isfinite(x)), None)
-        if bad is not None:
-            raise ValueError(f"expected a finite number, not {bad}")
+        and the dry run, then failed the run in its second round. (Again after parsing: the
+        text ``"inf"`` becomes a float only then.)"""
+        _refuse_non_finite(value)
         return value
+
+
+def _refuse_non_finite(value: Any) -> None:
+    """Raise for an infinite or NaN float, alone or inside a list or tuple."""
+    items = value if isinstance(value, (list, tuple)) else (value,)
+    bad = next((x for x in items if isinstance(x, float) and not math.isfinite(x)), None)
+    if bad is not None:
+        raise ValueError(f"expected a finite number, not {bad}")
 
 
 __all__ = ["CheckedModel", "items_take_number_not_bool", "takes_number_not_bool"]

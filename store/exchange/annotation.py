@@ -20,7 +20,7 @@ import pyarrow as pa
 from store.database import Store
 from store.errors import StoreError
 from store.exchange.query import PROVENANCE, ExportFilter, export_query, field_aliases
-from store.media import data_roots, resolve_source
+from store.media import resolve_source, stored_run_roots
 from store.exchange.reviews import LABEL_QUESTION, task_fingerprint
 from store.sql import ident
 
@@ -76,10 +76,7 @@ def export_annotation(store: Store, out: Path, fmt: str, flt: ExportFilter) -> i
     exported = dict(field_aliases(store.data_columns(run_id), info["label_column"]))  # data name -> column
     text = [exported[c] for c in info["text_fields"] or [] if exported.get(c) in columns]
     images = [exported[c] for c in info["image_fields"] or [] if exported.get(c) in columns]
-    # where the run read its data first (the images its views saw), then beside the store: a
-    # project folder moved since the run keeps its images there
-    here = () if store.path == ":memory:" else (Path(store.path).expanduser().resolve().parent,)
-    roots = tuple(dict.fromkeys(data_roots(*(info["input_files"] or [])) + here))
+    roots = stored_run_roots(store.path, info["input_files"] or [])
     if fmt in ("hf", "hf-parquet"):
         _to_hf(table, labels, images, roots, out, fmt)
     elif fmt in ("label-studio", "argilla"):

@@ -12,7 +12,7 @@ import numpy as np
 
 from store.database import Store
 from store.exchange.annotation import latest_votes
-from store.media import ImageProblem, data_roots, resolve_source
+from store.media import ImageProblem, resolve_source, stored_run_roots
 from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, round_estimates,
                            rounds_summary, view_estimates)
 
@@ -103,7 +103,7 @@ def _disputed(store: Store, rid: int, info: dict[str, Any], top: int) -> list[di
         t = store.fetch_rows(rid, at, text_fields[:2]).to_pylist()
         texts = {r["row_idx"]: " | ".join(str(x[c]) for c in text_fields[:2]) for r, x in zip(rows, t)}
     if image_fields:
-        roots = data_roots(*(info["input_files"] or []))
+        roots = stored_run_roots(store.path, info["input_files"] or [])
         t = store.fetch_rows(rid, at, image_fields[:1]).to_pylist()
         thumbs = {r["row_idx"]: _thumbnail(x[image_fields[0]], roots) for r, x in zip(rows, t)}
     debates = {r["item_id"]: r for r in _rows(store, """

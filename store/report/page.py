@@ -154,10 +154,9 @@ def write_report(store: Store, out: str | Path, run_id: int | None = None, top_d
     there is replaced; any other file is not (``--out cotrain.yaml`` replaced the config), nor
     ever the store itself or the runs' input data."""
     from store.exchange.export import check_output_folder, guard_output
-
-    p = Path(out)
     from store.exchange.query import whole_number
 
+    p = Path(out)
     whole_number("top_disputed", top_disputed, optional=False)
     top_disputed = int(top_disputed)  # numpy's integers: DuckDB binds Python's only
     if top_disputed < 0:  # DuckDB's LIMIT refused it with its own message
