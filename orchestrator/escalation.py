@@ -5,7 +5,7 @@ reaches the target.
 ``escalate:`` in the config names the model (any litellm model or ``local:<name>``, with
 the parameters of an ``llm`` view) plus when to ask it. Each round, after selection (and the
 debate, when there is one), the pool items still below ``below`` p_correct that one answer
-could settle are ranked by the expected gain of an answer (``review_selection``'s active
+could settle are ranked by the expected gain of an answer (``review_selection``'s close-call
 score over the calibrated posterior: uncertainty, class need, neighbourhood) and sent in
 chunks. An item so uncertain that no answer of a model of that accuracy could lift it over
 ``cotrain.min_precision`` (:func:`acceptance_chance` is 0) is never sent. The model's accuracy is estimated each round on up to ``gold_items``
@@ -156,7 +156,7 @@ def escalate_round(runner: Any, write: Any, state: Any, pool: np.ndarray, eviden
 def _escalate(runner: Any, write: Any, state: Any, pool: np.ndarray, evidence: Any, taken: np.ndarray,
               min_precision: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from orchestrator.frames import StoreFrames
-    from orchestrator.review_selection import choose_for_review
+    from orchestrator.review_selection import choose_for_review, close_call_batch
     from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN
 
     e = runner.cfg.escalate
@@ -207,9 +207,10 @@ def _escalate(runner: Any, write: Any, state: Any, pool: np.ndarray, evidence: A
         if not cand.size:
             log.info("round %d: no candidate an answer could settle at %.2f", write.round, min_precision)
             return _accepted(write, state, pool, post, before, before_vote, min_precision)
-    order = cand[choose_for_review(post[cand][:, None, :], "product", np.ones(1), state.gold_prior(k),
-                                   min(cap, cand.size), "active" if e.order == "value" else "random",
-                                   int(runner.cfg.seed) + write.round)]
+    n_ask, seed = min(cap, cand.size), int(runner.cfg.seed) + write.round
+    order = cand[close_call_batch(post[cand][:, None, :], "product", np.ones(1), state.gold_prior(k), n_ask, seed)
+                 if e.order == "value" else choose_for_review(post[cand][:, None, :], "product", np.ones(1),
+                                                              state.gold_prior(k), n_ask, "random", seed)]
     asked: list[np.ndarray] = []
     votes: list[np.ndarray] = []
     for lo in range(0, len(order), e.chunk):

@@ -20,7 +20,7 @@ class EscalationConfig(CheckedModel):
     the estimated precision of the pool's combined labels reaches it; ``gold_items``: gold
     and reviewed items it answers to estimate its accuracy; ``max_items_per_round``;
     ``chunk``: items per request batch (the budget and the target are checked between
-    chunks); ``order``: ``value`` (the default: the active review score; items no answer
+    chunks); ``order``: ``value`` (the default: the close-call review score; items no answer
     could settle never) or ``random`` (a seeded random subset of the candidates: the
     baseline that measures what the ranking is worth). ``kind``: ``llm`` (the default: one
     stronger model, and every other key is a parameter of an ``llm`` view: ``model``,

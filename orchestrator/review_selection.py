@@ -5,21 +5,26 @@ Three strategies over the same candidates (training items with no gold or review
 
 * ``random``: a seeded uniform draw, the baseline.
 * ``uncertainty``: the smallest margin between the combined posterior's two best classes.
-* ``active``: the expected gain of a reviewed label, :func:`active_scores`: how likely a
-  review changes the item's label (for an unlabelled item, the combined posterior's margin
-  and the views' vote entropy; for a pseudo-labelled one, 1 - its p_correct), how many
-  pool items resemble the item in what the views say about it (its neighbourhood among the
-  candidates, so one answer teaches the views about many items), and how short of labels
-  its likely classes are against their estimated share. A batch is chosen greedily, each
-  pick halving its nearest neighbours' scores, so N reviews cover N regions rather than one.
 * ``typical``: coverage alone, for small budgets (TypiClust, Hacohen et al. 2022, "Active
   learning on a budget"): the candidates fall into N clusters (k-means) and each cluster
   gives its most typical item, the one nearest its centre, largest cluster first. With a
   few labels per class, what the views gain most from is one clear example of every region
-  they have not seen, not the close calls. On image segments at 1% gold it beats ``active``
-  at 25, 50 and 100 reviews (at 100 it matches ``random`` at 200 but for one test item in
-  2,485); on Rotten Tomatoes it is mixed, and the calibration, now resting on typical (easy)
-  gold items, accepts labels less often right (``bench/review.py``).
+  they have not seen, not the close calls.
+* ``active``: the two mixed by what the run already knows (:func:`active_batch`). Hacohen
+  et al. found that which of the two pays depends on how much the learner already knows:
+  representative items while it knows little, close calls once it knows most of the data.
+  The run's own measure of that is its coverage, the share of candidates that hold an
+  accepted pseudo-label (accepted only above the run's precision bar): that share of the
+  batch goes to the close calls (:func:`close_call_batch`), the rest to typical items. The
+  close calls are ranked by the expected gain of a reviewed label (:func:`active_scores`):
+  how likely a review changes the item's label (the combined posterior's margin and the
+  views' vote entropy), how many pool items resemble the item in what the views say about
+  it (its neighbourhood, so one answer teaches the views about many items), and how short
+  of labels its likely classes are; chosen greedily, each pick halving its nearest
+  neighbours' scores, so N reviews cover N regions rather than one. On the benchmarks
+  (``bench/review.py``, 1% gold) the runs either cover almost nothing (image segments,
+  Rotten Tomatoes, news: ``active`` is then ``typical``) or almost everything (UCI digits,
+  where close calls beat typical items and 50 reviews match 200 random ones).
 
 The neighbourhood is taken in the space of the views' concatenated probabilities, which
 every kind of view has (text, images, tables, LLMs) and which groups items by how the views
@@ -158,17 +163,15 @@ def neighbourhood(space: np.ndarray, shortlist: np.ndarray, rng: np.random.Gener
 
 
 def active_scores(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
-                  n_pick: int, rng: np.random.Generator,
-                  p_correct: np.ndarray | None = None) -> tuple[ReviewScores, np.ndarray, np.ndarray]:
-    """Score the candidates for ``active`` review: (scores, shortlist, near), ``shortlist``
-    the positions scored in full, ``near`` each one's neighbours among them
-    (:func:`neighbourhood`).
+                  n_pick: int, rng: np.random.Generator) -> tuple[ReviewScores, np.ndarray, np.ndarray]:
+    """Score the candidates as close calls: (scores, shortlist, near), ``shortlist`` the
+    positions scored in full, ``near`` each one's neighbours among them (:func:`neighbourhood`).
 
     score = change x need x (0.5 + density): ``change`` is how likely a review changes the
-    item's label ((margin + disagreement) / 2 for an unlabelled item; 1 - p_correct for an
-    accepted pseudo-label, whose review mostly confirms it), ``need`` whether the label lands
-    where the training sets are thin, ``density`` how many items resemble it. ``p_correct``:
-    (n,) the accepted pseudo-labels' estimates, NaN for unlabelled items."""
+    item's label ((margin + disagreement) / 2, for a pseudo-labelled item too: its p_correct,
+    calibrated on a few gold items, ranked the wrong ones worse than the margin on UCI digits),
+    ``need`` whether the label lands where the training sets are thin, ``density`` how many
+    items resemble it."""
     n, _, k = probs.shape
     counts = np.asarray(class_counts, dtype=np.float64)
     prior = (counts + 1.0) / (counts.sum() + k)
@@ -178,9 +181,6 @@ def active_scores(probs: np.ndarray, combination: str | None, weights: np.ndarra
     margin, dis = margin_uncertainty(post), vote_disagreement(probs)
     need = class_need(post, counts, prior)
     change = 0.5 * (margin + dis)
-    if p_correct is not None:  # a pseudo-labelled item: a review changes it only where it is wrong
-        pc = np.asarray(p_correct, dtype=np.float64)
-        change = np.where(np.isnan(pc), change, 1.0 - np.nan_to_num(pc, nan=0.0))
     base = ((1.0 - UNCERTAINTY_WEIGHT) + UNCERTAINTY_WEIGHT * change) * need
     m = min(n, max(SHORTLIST_PER_PICK * n_pick, 2_000))
     shortlist = np.argsort(-base, kind="stable")[:m]
@@ -267,8 +267,39 @@ def choose_for_review(probs: np.ndarray, combination: str | None, weights: np.nd
         return np.argsort(-margin_uncertainty(post), kind="stable")[:n_pick]
     if strategy == "typical":
         return typical_batch(_space(probs), n_pick, seed)
-    scores, shortlist, near = active_scores(probs, combination, weights, class_counts, n_pick, rng, p_correct)
+    return active_batch(probs, combination, weights, class_counts, n_pick, seed, p_correct)
+
+
+def close_call_batch(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
+                     n_pick: int, seed: int) -> np.ndarray:
+    """Positions of the ``n_pick`` best close calls (:func:`active_scores`, then
+    :func:`greedy_batch`), most valuable first; the escalation cascade asks its model in this order."""
+    n_pick = min(int(n_pick), len(probs))
+    if n_pick <= 0:
+        return np.zeros(0, dtype=np.int64)
+    scores, shortlist, near = active_scores(probs, combination, weights, class_counts, n_pick,
+                                            np.random.default_rng(seed))
     return greedy_batch(scores.score, shortlist, near, n_pick)
+
+
+def active_batch(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
+                 n_pick: int, seed: int, p_correct: np.ndarray | None = None) -> np.ndarray:
+    """Positions of ``n_pick`` candidates for ``active`` review: the share of the batch the
+    run's coverage gives (``p_correct`` not NaN: the candidate holds an accepted pseudo-label;
+    None: none does) goes to close calls, the rest to typical items among the others,
+    interleaved in proportion so that any first part of the list keeps the mix."""
+    n = len(probs)
+    n_pick = min(int(n_pick), n)
+    if n_pick <= 0:
+        return np.zeros(0, dtype=np.int64)
+    covered = np.zeros(n, dtype=bool) if p_correct is None else ~np.isnan(np.asarray(p_correct, dtype=np.float64))
+    close = close_call_batch(probs, combination, weights, class_counts, int(round(covered.mean() * n_pick)), seed)
+    rest = np.setdiff1d(np.arange(n), close)
+    typical = rest[typical_batch(_space(probs)[rest], n_pick - len(close), seed)]
+    both = np.concatenate([close, typical])
+    at = np.concatenate([(np.arange(len(close)) + 0.5) / max(len(close), 1),
+                         (np.arange(len(typical)) + 0.5) / max(len(typical), 1)])
+    return both[np.argsort(at, kind="stable")]
 
 
 def check_review_selection(flt: ExportFilter, select: str) -> None:
@@ -303,6 +334,7 @@ def review_filter(store: Any, flt: ExportFilter, select: str) -> ExportFilter:
     return replace(flt, run_id=int(run_id), include_gold=False, sample=None, items=tuple(c.item_id[pick].tolist()))
 
 
-__all__ = ["check_review_selection", "review_filter", "REVIEW_SELECTIONS", "ReviewScores", "active_scores", "choose_for_review", "class_need",
+__all__ = ["check_review_selection", "review_filter", "REVIEW_SELECTIONS", "ReviewScores", "active_batch",
+           "active_scores", "choose_for_review", "class_need", "close_call_batch",
            "combined_posterior", "greedy_batch", "margin_uncertainty", "neighbourhood", "typical_batch",
            "vote_disagreement"]

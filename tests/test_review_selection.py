@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from orchestrator import api
 from orchestrator.cli import app
-from orchestrator.review_selection import (active_scores, choose_for_review, class_need, combined_posterior,
-                                           greedy_batch, margin_uncertainty, typical_batch, vote_disagreement)
+from orchestrator.review_selection import (active_scores, choose_for_review, class_need, close_call_batch,
+                                           combined_posterior, greedy_batch, margin_uncertainty, typical_batch,
+                                           vote_disagreement)
 from store.database import Store
 from store.errors import StoreError
 from tests.conftest import LABELS, synthetic_frame, write_config
@@ -97,11 +98,11 @@ def _pool(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return probs, truth
 
 
-def test_active_covers_the_class_short_of_labels_and_the_close_calls():
+def test_close_calls_cover_the_class_short_of_labels_and_the_close_calls():
     rng = np.random.default_rng(1)
     probs, truth = _pool(rng)
     counts = np.array([40, 40, 2])
-    active = choose_for_review(probs, "product", np.ones(2), counts, 30, "active", 0)
+    active = close_call_batch(probs, "product", np.ones(2), counts, 30, 0)
     rand = choose_for_review(probs, "product", np.ones(2), counts, 30, "random", 0)
     post = combined_posterior(probs, "product", np.ones(2), np.full(3, 1 / 3))
     share = lambda pick: np.isin(post[pick].argmax(axis=1), [2]).mean()  # noqa: E731
@@ -118,7 +119,7 @@ def test_a_pick_discounts_its_neighbours_so_a_batch_spreads():
     others = rng.dirichlet(np.ones(k) * 3, size=300)
     post = np.concatenate([cluster, others])
     probs = np.stack([post, post], axis=1)
-    pick = choose_for_review(probs, "product", np.ones(2), np.array([10, 10, 10]), 20, "active", 0)
+    pick = close_call_batch(probs, "product", np.ones(2), np.array([10, 10, 10]), 20, 0)
     scores, shortlist, near = active_scores(probs, "product", np.ones(2), np.array([10, 10, 10]), 20, rng)
     plain = shortlist[np.argsort(-scores.score[shortlist], kind="stable")][:20]
     assert (pick < 60).sum() <= (plain < 60).sum() - 4  # the discount moves picks out of the one region
@@ -279,18 +280,24 @@ def test_reviewed_choices_train_the_next_rounds(tmp_path: Path):
     assert set(pd.read_csv(tmp_path / "next.csv", dtype={"item_id": str})["item_id"]).isdisjoint(pick["item_id"])
 
 
-def test_a_confident_pseudo_label_yields_to_an_unlabelled_item():
-    """Two identical close calls: reviewing the unlabelled one adds a label, reviewing the one
-    already pseudo-labelled at p_correct 0.95 mostly confirms it; at 0.3 it is likely wrong."""
-    rng = np.random.default_rng(5)
-    k = 3
-    post = _confident(200, k, rng.integers(0, k, 200), 0.9)  # the rest: sure of their label
-    post[:2] = [0.5, 0.45, 0.05]
-    probs = np.stack([post, post], axis=1)
-    pc = np.full(200, np.nan)
-    pc[0] = 0.95  # item 0 holds a pseudo-label, item 1 does not
-    pick = choose_for_review(probs, "product", np.ones(2), np.array([10, 10, 10]), 1, "active", 0, pc)
-    assert pick.tolist() == [1]
-    pc[0] = 0.3
-    pc[1] = 0.95
-    assert choose_for_review(probs, "product", np.ones(2), np.array([10, 10, 10]), 1, "active", 0, pc).tolist() == [0]
+def test_active_gives_close_calls_the_share_of_the_batch_the_run_covers():
+    """No candidate pseudo-labelled: ``active`` is ``typical``; every one: the close calls;
+    30% covered: 6 close calls and 14 typical items in 20, interleaved so any first part of
+    the list keeps the mix, distinct, and the same again for the same seed."""
+    rng = np.random.default_rng(1)
+    probs, _ = _pool(rng)
+    counts, n = np.array([40, 40, 2]), len(probs)
+    args = (probs, "product", np.ones(2), counts, 20)
+    typical = choose_for_review(*args, "typical", 3)
+    close = close_call_batch(*args, 3)
+    assert choose_for_review(*args, "active", 3).tolist() == typical.tolist()
+    assert choose_for_review(*args, "active", 3, np.full(n, np.nan)).tolist() == typical.tolist()
+    assert choose_for_review(*args, "active", 3, np.full(n, 0.9)).tolist() == close.tolist()
+    pc = np.full(n, np.nan)
+    pc[rng.permutation(n)[:int(0.3 * n)]] = 0.9
+    mixed = choose_for_review(*args, "active", 3, pc)
+    assert len(set(mixed.tolist())) == 20 and mixed.tolist() == choose_for_review(*args, "active", 3, pc).tolist()
+    near = np.isin(mixed, close_call_batch(probs, "product", np.ones(2), counts, 6, 3))
+    assert near.sum() == 6 and near[:10].sum() == 3  # half the list, half the close calls
+    rest = np.setdiff1d(np.arange(n), mixed[near])
+    assert mixed[~near].tolist() == rest[typical_batch(probs.reshape(n, -1)[rest], 14, 3)].tolist()
