@@ -279,7 +279,7 @@ def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, 
     right; those without an estimate are dropped, and the result's ``unestimated`` says how
     many.
 
-    ``fmt``: parquet | jsonl | csv | hf (a ``save_to_disk`` folder) | hf-parquet (with a
+    ``fmt``: parquet | json (one array) | jsonl | csv | hf (a ``save_to_disk`` folder) | hf-parquet (with a
     ``ClassLabel``) | label-studio (tasks + labeling config) | argilla (records + settings).
     An existing ``out`` (a non-empty folder for hf) is replaced only with ``force``; the store
     and the runs' input data never are. CSV cells a spreadsheet would run as formulas (starting

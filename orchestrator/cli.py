@@ -209,14 +209,14 @@ def status(store: Path = typer.Argument(Path("cotrain.duckdb"), help="Store file
         print_status(out, str(store), run_id)
 
 
-EXPORT_FORMATS = ("parquet", "jsonl", "csv", "hf", "hf-parquet", "label-studio", "argilla")
+EXPORT_FORMATS = ("parquet", "json", "jsonl", "csv", "hf", "hf-parquet", "label-studio", "argilla")
 
 
 @app.command()
 def export(store: Path = typer.Argument(..., help="Store file."),
            out_path: Path = typer.Argument(..., metavar="OUT", help="Output file (.parquet, .jsonl, .csv, .json) "
                                            "or folder (hf)."),
-           fmt: Optional[str] = typer.Option(None, "--format", help="parquet | jsonl | csv | hf | hf-parquet | "
+           fmt: Optional[str] = typer.Option(None, "--format", help="parquet | json | jsonl | csv | hf | hf-parquet | "
                                              "label-studio | argilla (default: from OUT)."),
            run_id: Optional[int] = typer.Option(None, "--run", help="Run id (default: latest)."),
            max_round: Optional[int] = typer.Option(None, "--round", help="Pseudo-labels up to this round."),

@@ -25,11 +25,11 @@ def _stored(store: Path) -> pd.DataFrame:
         return st.con.sql("SELECT item_id, label, round, confidence FROM pseudo_labels").df()
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv"])
+@pytest.mark.parametrize("fmt", ["parquet", "json", "jsonl", "csv"])
 def test_export_roundtrip(finished_store: Path, tmp_path: Path, fmt: str):
     out = tmp_path / f"labels.{fmt}"
-    n = api.export(finished_store, out)
-    df = {"parquet": pd.read_parquet, "csv": pd.read_csv,
+    n = api.export(finished_store, out)  # the format from the suffix: .json is one array, .jsonl one per line
+    df = {"parquet": pd.read_parquet, "csv": pd.read_csv, "json": pd.read_json,
           "jsonl": lambda p: pd.read_json(p, lines=True)}[fmt](out)
     assert len(df) == n == 15 + len(_stored(finished_store))
     assert list(df.columns[:8]) == ["item_id", "label", "source", "source_views", "agreeing_views", "round",
@@ -129,11 +129,12 @@ def _same_p(got: object, want: float | None) -> bool:
     return got == pytest.approx(want, rel=1e-6)
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv", "hf-parquet"])
+@pytest.mark.parametrize("fmt", ["parquet", "json", "jsonl", "csv", "hf-parquet"])
 def test_every_flat_export_carries_the_stored_p_correct(estimated: dict, tmp_path: Path, fmt: str):
     out = tmp_path / ("labels." + ("parquet" if fmt == "hf-parquet" else fmt))
     n = api.export(estimated["store"], out, fmt)
     df = {"parquet": pd.read_parquet, "hf-parquet": pd.read_parquet, "csv": pd.read_csv,
+          "json": lambda p: pd.read_json(p, dtype=False),
           "jsonl": lambda p: pd.read_json(p, lines=True, dtype=False)}[fmt](out)
     assert list(df.columns).index("p_correct") == list(df.columns).index("confidence") + 1
     assert len(df) == n == len(estimated["gold"]) + 1 + len(estimated["stored"])

@@ -145,10 +145,12 @@ def test_jsonl_export_is_strict_json_with_infinite_values(tmp_path: Path):
     df["st"] = [{"x": float("nan"), "y": "q", "z": [[float("-inf")]]}] * 150
     api.run(write_config(tmp_path, df, fmt="parquet", max_rounds=1))
     n = api.export(tmp_path / "run.duckdb", tmp_path / "o.jsonl")
+    assert api.export(tmp_path / "run.duckdb", tmp_path / "o.json") == n  # one array, the same rows
 
     def refuse(word: str) -> None:
         raise ValueError(word)
     rows = [json.loads(line, parse_constant=refuse) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert json.loads((tmp_path / "o.json").read_text(), parse_constant=refuse) == rows
     assert len(rows) == n > 0
     assert {r["score"] for r in rows} == {None} and {tuple(r["vec"]) for r in rows} == {(1.0, None)}
     assert all(r["st"] == {"x": None, "y": "q", "z": [[None]]} for r in rows)

@@ -71,10 +71,11 @@ def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None
     if fmt == "csv" and escape_formulas:  # the columns' names and types, without running the query
         shape = store.con.sql(f"SELECT * FROM ({sql}) LIMIT 0", params=params)
         sql = escaped_select(sql, shape.columns, shape.types)
-    if fmt == "jsonl":  # JSON has no Infinity or NaN: strict parsers refused the lines that held them
+    if fmt in ("json", "jsonl"):  # JSON has no Infinity or NaN: strict parsers refused the lines that held them
         shape = store.con.sql(f"SELECT * FROM ({sql}) LIMIT 0", params=params)
         sql = finite_select(sql, shape.columns, shape.types)
-    options = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER", "jsonl": "FORMAT json"}[fmt]
+    options = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER", "jsonl": "FORMAT json",
+               "json": "FORMAT json, ARRAY true"}[fmt]  # .json: one array, what json.load and pandas read
     written = store.con.execute(f"COPY ({sql}) TO {literal(str(out))} ({options})", params).fetchone()
     return ExportCount(int(written[0]) if written else 0, unestimated)
 
@@ -227,7 +228,7 @@ def guard_output(store: Store, paths: Sequence[str | Path], *, force: bool, fold
 #: The formats a file name's suffix admits: ``--format parquet`` into ``x.csv`` wrote Parquet
 #: bytes that a spreadsheet then failed on, silently.
 _SUFFIX_FORMATS = {".parquet": ("parquet", "hf-parquet"), ".pq": ("parquet", "hf-parquet"), ".csv": ("csv",),
-                   ".jsonl": ("jsonl",), ".ndjson": ("jsonl",), ".json": ("jsonl", "label-studio", "argilla"),
+                   ".jsonl": ("jsonl",), ".ndjson": ("jsonl",), ".json": ("json", "jsonl", "label-studio", "argilla"),
                    # no export: `--format parquet --force` into the run's own config replaced it
                    ".yaml": (), ".yml": (), ".duckdb": (), ".wal": ()}
 
@@ -248,9 +249,11 @@ def _format_from_name(out: Path) -> ExportFormat:
         return "hf"
     if suf in (".parquet", ".pq"):
         return "parquet"
-    if suf in (".jsonl", ".json", ".ndjson"):
+    if suf == ".json":  # JSON Lines here made a file that json.load, pandas and import-reviews refused
+        return "json"
+    if suf in (".jsonl", ".ndjson"):
         return "jsonl"
     if suf == ".csv":
         return "csv"
     raise StoreError(f"cannot tell the export format from '{out.name}'; pass --format "
-                     "parquet|jsonl|csv|hf|hf-parquet|label-studio|argilla")
+                     "parquet|json|jsonl|csv|hf|hf-parquet|label-studio|argilla")

@@ -17,8 +17,8 @@ from store.database import Store
 from store.errors import StoreError
 from store.sql import ident
 
-ExportFormat = Literal["parquet", "jsonl", "csv", "hf", "hf-parquet", "label-studio", "argilla"]
-FLAT_FORMATS = ("parquet", "jsonl", "csv")
+ExportFormat = Literal["parquet", "json", "jsonl", "csv", "hf", "hf-parquet", "label-studio", "argilla"]
+FLAT_FORMATS = ("parquet", "json", "jsonl", "csv")
 _INTERNAL = ("__row", "__split", "__file_row")
 #: The export's own columns, before the item's fields.
 PROVENANCE = ("item_id", "label", "source", "source_views", "agreeing_views", "round", "confidence", "p_correct")
