@@ -269,9 +269,9 @@ def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, 
     of the rows the other filters keep, stratified by label), or, for review, among the
     training items with no gold or reviewed label (pseudo-labelled or unlabelled, disputed
     ones only with ``disputed_only``): ``random``, ``uncertainty`` (smallest margin of the
-    views' combined posterior), ``active`` (expected gain of a review) or ``typical`` (the
-    most typical item of each of N clusters, for small budgets; both in
-    ``orchestrator.review_selection``).
+    views' combined posterior), ``typical`` (the most typical item of each of N clusters, for
+    small budgets) or ``active`` (close calls and typical items, mixed by the run's coverage;
+    both in ``orchestrator.review_selection``).
 
     Every row carries ``p_correct``, the estimated probability that its label is right (1.0
     for gold and reviewed labels, empty when the run estimated none). ``min_p_correct`` (0 to

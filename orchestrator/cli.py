@@ -231,8 +231,9 @@ def export(store: Path = typer.Argument(..., help="Store file."),
            sample: Optional[int] = typer.Option(None, help="A sample of this many items (see --select)."),
            select: str = typer.Option("stratified", help="How --sample draws: stratified (by label, among the "
                                       "rows exported) | random | uncertainty | active | typical (for review: among "
-                                      "items without gold or reviewed label, active = most labels changed per review, "
-                                      "typical = one clear example per region, for small budgets)."),
+                                      "items without gold or reviewed label, typical = one clear example per "
+                                      "region, active = close calls and typical items mixed by the run's "
+                                      "coverage)."),
            seed: Optional[int] = typer.Option(None, help="Seed of --sample (default 0)."),
            force: bool = typer.Option(False, "--force", help="Replace an existing OUT (never the store or the "
                                       "run's input data)."),

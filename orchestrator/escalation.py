@@ -202,7 +202,7 @@ def _escalate(runner: Any, write: Any, state: Any, pool: np.ndarray, evidence: A
     if cap <= 0:
         log.info("round %d: escalation budget spent", write.round)
         return _accepted(write, state, pool, post, before, before_vote, min_precision)
-    if e.order == "value":  # never an item no answer can settle; then the active review score
+    if e.order == "value":  # never an item no answer can settle; then the close-call score
         cand = cand[acceptance_chance(post[cand], acc, min_precision) > 0]
         if not cand.size:
             log.info("round %d: no candidate an answer could settle at %.2f", write.round, min_precision)

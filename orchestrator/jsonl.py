@@ -25,9 +25,21 @@ from store.errors import DataError
 from store.sql import ident
 
 
+def _is_array(p: Path) -> bool:
+    """Whether the file (gzipped or not) starts, after blanks, with ``[``: one JSON array of
+    records (what ``cotrain export`` writes to a ``.json`` file), not JSON Lines."""
+    try:
+        with (gzip.open(p, "rb") if p.suffix.lower() == ".gz" else open(p, "rb")) as f:
+            head = f.read(4096)
+    except (OSError, EOFError):
+        return False  # the reader below names what is wrong with the file
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"["
+
+
 def read_jsonl(con: duckdb.DuckDBPyConnection, p: Path) -> pa.Table:
-    """The JSON Lines file ``p`` as an Arrow table, its mixed-type keys read as text (above)."""
-    rel = con.read_json(str(p), format="newline_delimited")
+    """The JSON Lines file ``p`` (or one JSON array of records) as an Arrow table, its
+    mixed-type keys read as text (above)."""
+    rel = con.read_json(str(p), format="array" if _is_array(p) else "newline_delimited")
     mixed = [c for c, t in zip(rel.columns, rel.types) if str(t) == "JSON"]
     table = rel.to_arrow_table()
     if not mixed:

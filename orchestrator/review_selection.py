@@ -1,6 +1,6 @@
 """Which items people should review: the ones whose answer changes the most labels.
 
-Three strategies over the same candidates (training items with no gold or reviewed label,
+Four strategies over the same candidates (training items with no gold or reviewed label,
 ``store.exchange.candidates``), so their gain can be measured against each other:
 
 * ``random``: a seeded uniform draw, the baseline.
@@ -14,17 +14,18 @@ Three strategies over the same candidates (training items with no gold or review
   et al. found that which of the two pays depends on how much the learner already knows:
   representative items while it knows little, close calls once it knows most of the data.
   The run's own measure of that is its coverage, the share of candidates that hold an
-  accepted pseudo-label (accepted only above the run's precision bar): that share of the
-  batch goes to the close calls (:func:`close_call_batch`), the rest to typical items. The
+  accepted pseudo-label (accepted only above the run's precision bar; all candidates, also
+  under ``--disputed``): that share of the batch goes to the close calls
+  (:func:`close_call_batch`), the rest to typical items, interleaved. The
   close calls are ranked by the expected gain of a reviewed label (:func:`active_scores`):
   how likely a review changes the item's label (the combined posterior's margin and the
   views' vote entropy), how many pool items resemble the item in what the views say about
   it (its neighbourhood, so one answer teaches the views about many items), and how short
   of labels its likely classes are; chosen greedily, each pick halving its nearest
   neighbours' scores, so N reviews cover N regions rather than one. On the benchmarks
-  (``bench/review.py``, 1% gold) the runs either cover almost nothing (image segments,
-  Rotten Tomatoes, news: ``active`` is then ``typical``) or almost everything (UCI digits,
-  where close calls beat typical items and 50 reviews match 200 random ones).
+  (``bench/review.py``, 1% gold) the runs cover almost nothing (Rotten Tomatoes, news, and
+  image segments on four seeds of five: ``active`` is then ``typical``) or almost everything
+  (UCI digits: close calls, and 50 reviews reach 200 random ones).
 
 The neighbourhood is taken in the space of the views' concatenated probabilities, which
 every kind of view has (text, images, tables, LLMs) and which groups items by how the views
@@ -249,9 +250,10 @@ def typical_batch(space: np.ndarray, n_pick: int, seed: int) -> np.ndarray:
 
 
 def choose_for_review(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
-                      n_pick: int, strategy: str, seed: int, p_correct: np.ndarray | None = None) -> np.ndarray:
+                      n_pick: int, strategy: str, seed: int, coverage: float = 0.0) -> np.ndarray:
     """Positions of the ``n_pick`` candidates to review under ``strategy`` (all of them when
-    there are fewer); ``uncertainty`` and ``active`` list the most valuable first."""
+    there are fewer), in the order chosen: ``uncertainty`` the closest call first, ``typical``
+    the largest region first, ``active`` both interleaved (``coverage``: :func:`active_batch`)."""
     if strategy not in REVIEW_SELECTIONS:
         raise ValueError(f"unknown review selection '{strategy}' (one of {', '.join(REVIEW_SELECTIONS)})")
     n, _, k = probs.shape
@@ -267,7 +269,7 @@ def choose_for_review(probs: np.ndarray, combination: str | None, weights: np.nd
         return np.argsort(-margin_uncertainty(post), kind="stable")[:n_pick]
     if strategy == "typical":
         return typical_batch(_space(probs), n_pick, seed)
-    return active_batch(probs, combination, weights, class_counts, n_pick, seed, p_correct)
+    return active_batch(probs, combination, weights, class_counts, n_pick, seed, coverage)
 
 
 def close_call_batch(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
@@ -283,17 +285,18 @@ def close_call_batch(probs: np.ndarray, combination: str | None, weights: np.nda
 
 
 def active_batch(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
-                 n_pick: int, seed: int, p_correct: np.ndarray | None = None) -> np.ndarray:
-    """Positions of ``n_pick`` candidates for ``active`` review: the share of the batch the
-    run's coverage gives (``p_correct`` not NaN: the candidate holds an accepted pseudo-label;
-    None: none does) goes to close calls, the rest to typical items among the others,
-    interleaved in proportion so that any first part of the list keeps the mix."""
+                 n_pick: int, seed: int, coverage: float) -> np.ndarray:
+    """Positions of ``n_pick`` candidates for ``active`` review: ``coverage`` (0 to 1, the
+    share of the run's candidates holding an accepted pseudo-label) of the batch, rounded half
+    up, goes to close calls, the rest to typical items among the others, interleaved in
+    proportion so that any first part of the list keeps the mix."""
+    if not 0.0 <= float(coverage) <= 1.0:
+        raise ValueError(f"coverage must be between 0 and 1, not {coverage}")
     n = len(probs)
     n_pick = min(int(n_pick), n)
     if n_pick <= 0:
         return np.zeros(0, dtype=np.int64)
-    covered = np.zeros(n, dtype=bool) if p_correct is None else ~np.isnan(np.asarray(p_correct, dtype=np.float64))
-    close = close_call_batch(probs, combination, weights, class_counts, int(round(covered.mean() * n_pick)), seed)
+    close = close_call_batch(probs, combination, weights, class_counts, int(np.floor(coverage * n_pick + 0.5)), seed)
     rest = np.setdiff1d(np.arange(n), close)
     typical = rest[typical_batch(_space(probs)[rest], n_pick - len(close), seed)]
     both = np.concatenate([close, typical])
@@ -318,7 +321,7 @@ def check_review_selection(flt: ExportFilter, select: str) -> None:
 
 
 def review_filter(store: Any, flt: ExportFilter, select: str) -> ExportFilter:
-    """``flt`` narrowed to the items ``select`` picks for review, most valuable first (no
+    """``flt`` narrowed to the items ``select`` picks for review, in the order chosen (no
     gold rows, no stratified draw)."""
     from dataclasses import replace
 
@@ -328,9 +331,8 @@ def review_filter(store: Any, flt: ExportFilter, select: str) -> ExportFilter:
     if run_id is None:
         raise StoreError("holds no run to choose items from", store.path)
     c = review_candidates(store, int(run_id), disputed_only=flt.disputed_only, ranked=select != "random")
-    pc = np.where(c.pseudo >= 0, c.p_correct, np.nan)  # accepted pseudo-labels' estimates; NaN: unlabelled
     pick = choose_for_review(c.probs, c.combination, c.weights, c.class_counts, int(flt.sample or 0), select,
-                             flt.seed, pc)
+                             flt.seed, c.coverage)
     return replace(flt, run_id=int(run_id), include_gold=False, sample=None, items=tuple(c.item_id[pick].tolist()))
 
 

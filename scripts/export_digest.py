@@ -44,7 +44,7 @@ def _export(name: str, store: str, folder: Path) -> dict[str, str]:
     from orchestrator import api
 
     out = {}
-    for fmt in ("parquet", "csv", "jsonl"):
+    for fmt in ("parquet", "csv", "json", "jsonl"):
         path = folder / f"labels.{fmt}"
         api.export(store, path, fmt, force=True)
         out[f"{name}.{fmt}"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -73,6 +73,20 @@ def test_export_filters(finished_store: Path, tmp_path: Path):
     assert api.export(finished_store, out, source="gold", force=True) == 15
 
 
+def test_json_exports_read_back_as_input(finished_store: Path, tmp_path: Path):
+    """A .json export is one array, unless --format jsonl asks for lines; cotrain reads both
+    (and .ndjson) back as a data file, the same rows."""
+    from orchestrator.data import read_table
+
+    n = api.export(finished_store, tmp_path / "a.json")
+    assert api.export(finished_store, tmp_path / "l.json", "jsonl") == n
+    assert api.export(finished_store, tmp_path / "l.ndjson") == n
+    assert (tmp_path / "a.json").read_text().lstrip().startswith("[")
+    assert len((tmp_path / "l.json").read_text().splitlines()) == n
+    tables = [read_table(tmp_path / name).to_pandas() for name in ("a.json", "l.json", "l.ndjson")]
+    assert len(tables[0]) == n and all(t.equals(tables[0]) for t in tables[1:])
+
+
 def test_export_errors(finished_store: Path, tmp_path: Path):
     with pytest.raises(StoreError, match="cannot tell the export format from 'x.xlsx'"):
         api.export(finished_store, tmp_path / "x.xlsx")
@@ -81,6 +95,8 @@ def test_export_errors(finished_store: Path, tmp_path: Path):
         api.export(finished_store, tmp_path / "x.csv", "parquet")
     with pytest.raises(StoreError, match=r"--format csv into 'x.parquet': its suffix says parquet or hf-parquet"):
         api.export(finished_store, tmp_path / "x.parquet", "csv")
+    with pytest.raises(StoreError, match=r"--format json into 'x.jsonl': its suffix says jsonl; name the file"):
+        api.export(finished_store, tmp_path / "x.jsonl", "json")
     assert list(tmp_path.iterdir()) == []
     config = tmp_path / "cotrain.yaml"  # the run's own config was replaced with --force
     config.write_text("store: run.duckdb\n")

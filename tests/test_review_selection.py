@@ -17,6 +17,7 @@ from orchestrator.review_selection import (active_scores, choose_for_review, cla
                                            vote_disagreement)
 from store.database import Store
 from store.errors import StoreError
+from store.exchange.candidates import review_candidates
 from tests.conftest import LABELS, synthetic_frame, write_config
 
 
@@ -206,7 +207,14 @@ def test_export_select_chooses_among_items_without_gold(run_store, tmp_path: Pat
     # the file lists the chosen items most valuable first, as chosen
     margins = [_combined_margin(store, [i]) for i in picked["uncertainty"]]
     assert margins == sorted(margins, reverse=True)
-    assert _combined_margin(store, picked["active"]) > _combined_margin(store, picked["random"])
+    # active: the run's coverage (pseudo-labelled share of the candidates) of the batch are close calls
+    with Store(store, read_only=True) as st:
+        c = review_candidates(st, int(st.latest_run()))
+        assert c.coverage == pytest.approx(np.mean(c.pseudo >= 0)) and 0 < c.coverage < 1
+        assert review_candidates(st, c.run_id, disputed_only=True).coverage == c.coverage  # all candidates'
+        close = set(c.item_id[close_call_batch(c.probs, c.combination, c.weights, c.class_counts,
+                                               int(np.floor(25 * c.coverage + 0.5)), 1)])
+    assert len(close) > 0 and sum(i in close for i in picked["active"]) == len(close)
     # the same seed picks the same items; Label Studio tasks for them carry each view's vote
     api.export(store, tmp_path / "again.csv", select="active", sample=25, seed=1)
     assert pd.read_csv(tmp_path / "again.csv", dtype={"item_id": str})["item_id"].tolist() == picked["active"]
@@ -283,7 +291,8 @@ def test_reviewed_choices_train_the_next_rounds(tmp_path: Path):
 def test_active_gives_close_calls_the_share_of_the_batch_the_run_covers():
     """No candidate pseudo-labelled: ``active`` is ``typical``; every one: the close calls;
     30% covered: 6 close calls and 14 typical items in 20, interleaved so any first part of
-    the list keeps the mix, distinct, and the same again for the same seed."""
+    the list keeps the mix, distinct, and the same again for the same seed. More picks than
+    candidates give each once; a coverage outside [0, 1] is refused."""
     rng = np.random.default_rng(1)
     probs, _ = _pool(rng)
     counts, n = np.array([40, 40, 2]), len(probs)
@@ -291,13 +300,14 @@ def test_active_gives_close_calls_the_share_of_the_batch_the_run_covers():
     typical = choose_for_review(*args, "typical", 3)
     close = close_call_batch(*args, 3)
     assert choose_for_review(*args, "active", 3).tolist() == typical.tolist()
-    assert choose_for_review(*args, "active", 3, np.full(n, np.nan)).tolist() == typical.tolist()
-    assert choose_for_review(*args, "active", 3, np.full(n, 0.9)).tolist() == close.tolist()
-    pc = np.full(n, np.nan)
-    pc[rng.permutation(n)[:int(0.3 * n)]] = 0.9
-    mixed = choose_for_review(*args, "active", 3, pc)
-    assert len(set(mixed.tolist())) == 20 and mixed.tolist() == choose_for_review(*args, "active", 3, pc).tolist()
+    assert choose_for_review(*args, "active", 3, 1.0).tolist() == close.tolist()
+    mixed = choose_for_review(*args, "active", 3, 0.3)
+    assert len(set(mixed.tolist())) == 20 and mixed.tolist() == choose_for_review(*args, "active", 3, 0.3).tolist()
     near = np.isin(mixed, close_call_batch(probs, "product", np.ones(2), counts, 6, 3))
     assert near.sum() == 6 and near[:10].sum() == 3  # half the list, half the close calls
     rest = np.setdiff1d(np.arange(n), mixed[near])
     assert mixed[~near].tolist() == rest[typical_batch(probs.reshape(n, -1)[rest], 14, 3)].tolist()
+    assert sorted(choose_for_review(probs[:7], "product", np.ones(2), counts, 20, "active", 3, 0.5)) == list(range(7))
+    assert choose_for_review(probs[:0], "product", np.ones(2), counts, 20, "active", 3, 0.5).size == 0
+    with pytest.raises(ValueError, match="coverage must be between 0 and 1"):
+        choose_for_review(*args, "active", 3, 1.5)

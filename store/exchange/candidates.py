@@ -33,7 +33,9 @@ class ReviewCandidates:
     index (ABSTAIN: none); ``p_correct``: (n,) its estimate (NaN: none); ``class_counts``: (K,)
     labels per class the run holds now (gold, reviewed and accepted pseudo-labels);
     ``combination`` and ``weights`` (V,): how the latest round combined the views (None and
-    ones for a run that recorded no estimates)."""
+    ones for a run that recorded no estimates); ``coverage``: the share of all the run's
+    candidates (disputed or not) that hold an accepted pseudo-label, with or without a
+    p_correct (0 when there are none)."""
 
     run_id: int
     labels: list[str]
@@ -46,6 +48,7 @@ class ReviewCandidates:
     class_counts: np.ndarray
     combination: str | None
     weights: np.ndarray
+    coverage: float
 
     def __len__(self) -> int:
         return len(self.item_id)
@@ -65,12 +68,14 @@ def review_candidates(store: Store, run_id: int, *, disputed_only: bool = False,
         raise StoreError(f"run {run_id} stored no predictions to rank items by (cotrain.store_predictions: false, "
                          "or no round predicted a pool); use --select random", store.path)
     disputed = " AND i.item_id IN (SELECT item_id FROM disputes WHERE run_id = ?)" if disputed_only else ""
-    cand = store.query(
-        "SELECT i.item_id, p.label AS pseudo, p.p_correct"
-        " FROM items i LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id"
-        " LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id AND p.status = 'accepted'"
-        " WHERE i.run_id = ? AND i.split = 'train' AND i.gold_label IS NULL AND rv.label IS NULL" + disputed
-        + " ORDER BY i.row_idx", [run_id] + ([run_id] if disputed_only else []))
+    candidates = (" FROM items i LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id"
+                  " LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id"
+                  " AND p.status = 'accepted'"
+                  " WHERE i.run_id = ? AND i.split = 'train' AND i.gold_label IS NULL AND rv.label IS NULL")
+    cand = store.query("SELECT i.item_id, p.label AS pseudo, p.p_correct" + candidates + disputed
+                       + " ORDER BY i.row_idx", [run_id] + ([run_id] if disputed_only else []))
+    coverage = float(store.scalar("SELECT coalesce(avg(CASE WHEN p.label IS NULL THEN 0 ELSE 1 END), 0)"
+                                  + candidates, [run_id]))
     n = cand.num_rows
     ids = cand.column("item_id").to_numpy(zero_copy_only=False).astype(object)
     index = pd.Index(ids)
@@ -106,7 +111,7 @@ def review_candidates(store: Store, run_id: int, *, disputed_only: bool = False,
             class_counts[label_of[r["label"]]] = int(r["n"])
     combination, weights = _latest_combination(store, run_id, views)
     return ReviewCandidates(run_id, labels, views, ids, probs, rnd, pseudo, p_correct, class_counts, combination,
-                            weights)
+                            weights, coverage)
 
 
 def _latest_combination(store: Store, run_id: int, views: list[str]) -> tuple[str | None, np.ndarray]:

@@ -236,7 +236,7 @@ def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
         raise ReviewError(f"not a JSON export: {problem}", str(p))
     text = p.read_text(encoding="utf-8-sig")
     try:
-        data = json.loads(text) if p.suffix.lower() != ".jsonl" else _json_lines(text, p)
+        data = json.loads(text) if p.suffix.lower() not in (".jsonl", ".ndjson") else _json_lines(text, p)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ReviewError(f"not a JSON export: {exc}", str(p)) from None
     if isinstance(data, dict):  # {"records": [...]} (Argilla to_dict-style wrappers)
