@@ -1,6 +1,6 @@
 """Review benchmark: which items should people review after co-training? ``random``,
-``uncertainty`` and ``active`` selection (``export --select``) compared at equal budgets,
-with a simulated reviewer that answers from the hidden true labels.
+``uncertainty``, ``typical`` and ``active`` selection (``export --select``) compared at equal
+budgets, with a simulated reviewer that answers from the hidden true labels.
 
 Per dataset x seed (the quality benchmark's splits and datasets, ``bench/quality.py``):
 cotrain runs once with the default config (the *base* run). Then, per strategy and budget,
@@ -24,7 +24,7 @@ the ceiling's measured cost, ranked by value (the default) and at random (``orde
 random``, every item a candidate). Target: >= 80% of the ceiling's accuracy gain at <= 25%
 of its cost.
 
-    .venv/bin/python bench/review.py                                   # rt, news, segment at 1%, 5 seeds
+    .venv/bin/python bench/review.py                                   # mfeat, rt, news, segment at 1%, 5 seeds
     .venv/bin/python bench/review.py --datasets segment --seeds 1 --budgets 25,100
     .venv/bin/python bench/review.py --escalation --datasets segment,mfeat --seeds 5
 Tables on stdout, JSON in bench/results/review.json (escalation.json with --escalation).
@@ -288,7 +288,7 @@ def main_escalation(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", default="rt,news,segment")
+    ap.add_argument("--datasets", default="mfeat,rt,news,segment")
     ap.add_argument("--rate", type=float, default=0.01)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budgets", default="25,50,100,200")
