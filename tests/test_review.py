@@ -253,6 +253,18 @@ def test_argilla_json_min_and_csv_reviews_are_read(fresh, tmp_path: Path):
     assert who == {"argilla": user, "label_studio_min": "bo@example.org", "csv": "cy"}
 
 
+def test_json_lines_reviews_are_read_by_either_suffix(fresh, tmp_path: Path):
+    """export writes JSON Lines to .jsonl and .ndjson: import-reviews reads both back."""
+    cfg, store, truth = fresh
+    items = _pseudo(store)["item_id"].tolist()
+    for j, suffix in enumerate((".jsonl", ".ndjson")):
+        rows = [{"item_id": i, "label": truth[i], "annotator": "dee", "id": n}
+                for n, i in enumerate(items[2 * j:2 * j + 2])]
+        (tmp_path / f"min{suffix}").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        rep = api.import_reviews(store, tmp_path / f"min{suffix}", rounds=0)
+        assert (rep.file_format, rep.imported) == ("label_studio_min", 2)
+
+
 @pytest.mark.parametrize("rows, match", [
     ([["it00000", "ant"], ["nope", "ant"]], r"r\.csv row 2 item 'nope': unknown item id"),
     ([["it00000", "ant"], ["it00001", "wasp"]], r"r\.csv row 2 item 'it00001': label 'wasp' is not one of"),
