@@ -78,16 +78,16 @@ def review_once(ds: Dataset, cfg: dict[str, Any], base: Path, work: Path, strate
     t = time.perf_counter()
     api.export(work, chosen, "csv", select=strategy, sample=budget, seed=seed, force=True)
     seconds_select = time.perf_counter() - t
-    picked = pd.read_csv(chosen, dtype={"item_id": str, "label": str}, keep_default_na=False)
+    picked = pd.read_csv(chosen, dtype={"item_id": str, "cotrain_label": str}, keep_default_na=False)
     truth = np.asarray(ds.classes, dtype=object)[ds.y[picked["item_id"].astype(int).to_numpy()]]
-    was_pseudo = picked["label"].to_numpy() != ""
+    was_pseudo = picked["cotrain_label"].to_numpy() != ""  # a review file: cotrain's label, 'label' empty
     reviews = tmp / "reviews.csv"
     pd.DataFrame({"item_id": picked["item_id"], "label": truth}).to_csv(reviews, index=False)
     api.import_reviews(work, reviews, rounds=rounds)
     res = api.run(cfg)
     out = _score(ds, work, res, n_pool, tmp)
     out.update(n_reviewed=int(len(picked)), n_unlabelled=int((~was_pseudo).sum()),
-               n_corrected=int((was_pseudo & (picked["label"].to_numpy() != truth)).sum()),
+               n_corrected=int((was_pseudo & (picked["cotrain_label"].to_numpy() != truth)).sum()),
                seconds_select=seconds_select)
     return out
 

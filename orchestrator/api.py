@@ -305,10 +305,16 @@ def report(store: str | Path, out: str | Path = "report.html", *, run_id: int | 
         return write_report(st, out, run_id, top_disputed)
 
 
+#: Rounds a review import reopens a run for: one that labels with the reviewed items as gold,
+#: then the final fit (a run's last round selects nothing); with one, no label was added.
+REVIEW_ROUNDS = 2
+
+
 def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = None, reviewer: str | None = None,
-                   rounds: int = 1) -> ReviewSummary:
+                   rounds: int = REVIEW_ROUNDS) -> ReviewSummary:
     """Read reviewed labels (Label Studio / Argilla export, or CSV id,label) back as gold,
-    revoke the pseudo-labels they contradict, and reopen the run for ``rounds`` more rounds."""
+    revoke the pseudo-labels they contradict, and reopen the run for ``rounds`` more rounds
+    (the last of them, as every run's last, fits the views and selects nothing)."""
     from store.errors import ReviewError
 
     if rounds < 0:

@@ -286,7 +286,8 @@ def import_reviews(store: Path = typer.Argument(..., help="Store file."),
                    run_id: Optional[int] = typer.Option(None, "--run", help="Run id (default: latest)."),
                    reviewer: Optional[str] = typer.Option(None, help="Name for records that carry none "
                                                           "(default: the OS user)."),
-                   rounds: int = typer.Option(1, help="More rounds the next `cotrain run` may run.")) -> None:
+                   rounds: int = typer.Option(2, help="More rounds the next `cotrain run` may run (the last "
+                                              "only fits the views: 2 = one round that adds labels).")) -> None:
     """Record reviewed labels as gold, revoke the pseudo-labels they contradict (kept in
     history), and reopen the run so the next `cotrain run` trains on them."""
     from orchestrator import api

@@ -296,13 +296,20 @@ def test_cli_force_and_no_escape_formulas(run, csv_run, tmp_path: Path):
 
 # ---------------------------------------------------------------- escaped CSV back as reviews
 def test_an_escaped_csv_export_imports_back_as_reviews(run, tmp_path: Path):
-    """A reviewer edits the exported CSV and hands it back: escaped ids read as the items."""
+    """A reviewer keeps the exported CSV's item_id and label columns as their answers and hands
+    them back: escaped ids read as the items. (The whole export is refused: its label column
+    is cotrain's, not a reviewer's.)"""
     store = tmp_path / "copy.duckdb"
     shutil.copy(run["store"], store)
-    out = tmp_path / "review.csv"
+    out = tmp_path / "labels.csv"
     n = api.export(store, out)
-    assert any(r["item_id"] == "'" + HOSTILE_ID for r in _rows(out)[1])
-    summary = api.import_reviews(store, out, rounds=0)
+    header, rows = _rows(out)
+    assert any(r["item_id"] == "'" + HOSTILE_ID for r in rows)
+    with open(tmp_path / "review.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, ["item_id", "label"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    summary = api.import_reviews(store, tmp_path / "review.csv", rounds=0)
     assert summary.imported == n
     with Store(store, read_only=True) as st:
         ids = {r[0] for r in st.con.execute("SELECT item_id FROM reviews").fetchall()}

@@ -204,10 +204,10 @@ def test_label_studio_round_trip_trains_the_next_round_on_reviews(fresh, tmp_pat
     assert sum(x["confirmed"] for x in rep.by_source if x["kind"] == "policy") == 10
     assert all(0 <= x["precision"] <= 1 for x in by_view.values()) and by_view
 
-    res = api.run(cfg)  # the next run continues the reopened run for one more round
+    res = api.run(cfg)  # the next run continues the reopened run: one round that labels, then the final fit
     assert res.run_id == 1 and res.status == "finished"
     with Store(store, read_only=True) as st:
-        assert st.scalar("SELECT count(*) FROM rounds") == rounds_before + 1
+        assert st.scalar("SELECT count(*) FROM rounds") == rounds_before + 2
         last = st.con.execute("SELECT n_gold FROM rounds ORDER BY round DESC LIMIT 1").fetchall()[0][0]
         assert last == gold_before + 15  # the reviewed items are gold now
         n_train = dict(st.con.execute("SELECT view, n_train FROM metrics WHERE round = ? AND view <> 'ensemble'",
@@ -251,6 +251,56 @@ def test_argilla_json_min_and_csv_reviews_are_read(fresh, tmp_path: Path):
         who = dict(st.con.execute("SELECT file_format, reviewer FROM reviews").fetchall())
         assert st.scalar("SELECT status FROM runs") == "finished"  # rounds=0 does not reopen
     assert who == {"argilla": user, "label_studio_min": "bo@example.org", "csv": "cy"}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".jsonl", ".parquet"])
+def test_a_review_file_imports_only_the_answers_and_a_label_export_is_refused(fresh, tmp_path: Path,
+                                                                               suffix: str):
+    """``export --select`` writes a review file: 'label' empty, cotrain's in 'cotrain_label';
+    only the rows a reviewer answered come back. A plain label export holds cotrain's own labels
+    in 'label', so importing it would make every pseudo-label gold: it is refused, nothing stored."""
+    cfg, store, truth = fresh
+    n = api.export(store, tmp_path / f"pick{suffix}", select="random", sample=6, seed=2)
+    read = {".csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False), ".json": pd.read_json,
+            ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}[suffix]
+    pick = read(tmp_path / f"pick{suffix}")
+    assert n == len(pick) == 6 and (pick["label"].fillna("") == "").all()
+    answered = pick.iloc[:2].copy()
+    pick["label"] = [truth[i] for i in answered["item_id"]] + [""] * 4
+    {".csv": lambda p: pick.to_csv(p, index=False), ".json": lambda p: pick.to_json(p, orient="records"),
+     ".jsonl": lambda p: pick.to_json(p, orient="records", lines=True),
+     ".parquet": lambda p: pick.to_parquet(p)}[suffix](tmp_path / f"rev{suffix}")
+    rep = api.import_reviews(store, tmp_path / f"rev{suffix}", rounds=0)
+    assert (rep.imported, rep.skipped) == (2, 4)
+    with Store(store, read_only=True) as st:
+        assert dict(st.con.execute("SELECT item_id, label FROM reviewed_labels").fetchall()) == \
+            {i: truth[i] for i in answered["item_id"]}
+    api.export(store, tmp_path / f"all{suffix}")
+    with pytest.raises(ReviewError, match=r"a cotrain label export, not a review file: its 'label' column holds "
+                                          r"cotrain's own labels; export the items to review with --select"):
+        api.import_reviews(store, tmp_path / f"all{suffix}", rounds=0)
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM reviewed_labels") == 2
+
+
+def test_fields_named_like_what_a_review_file_carries_are_renamed(tmp_path: Path):
+    """A data column named cotrain_task or reviewer was read back as the task's fingerprint
+    (a same-task import was refused) or as the reviewer; it is exported as data_<name>."""
+    df = synthetic_frame(n=200, n_gold=40, n_test=30)
+    df["cotrain_task"], df["reviewer"] = "zzz", "mallory"
+    api.run(write_config(tmp_path, df, max_rounds=1))
+    store = tmp_path / "run.duckdb"
+    api.export(store, tmp_path / "ls.json", "label-studio")
+    data = json.loads((tmp_path / "ls.json").read_text())[0]["data"]
+    assert data["data_cotrain_task"] == "zzz" and data["cotrain_task"] != "zzz"
+    api.export(store, tmp_path / "pick.csv", select="random", sample=3)
+    pick = pd.read_csv(tmp_path / "pick.csv", dtype=str)
+    assert {"data_cotrain_task", "data_reviewer"} <= set(pick.columns) and "reviewer" not in pick.columns
+    pick["label"] = df.set_index("id").loc[pick["item_id"], "truth"].to_numpy()
+    pick.to_csv(tmp_path / "rev.csv", index=False)
+    assert api.import_reviews(store, tmp_path / "rev.csv", reviewer="ann", rounds=0).imported == 3
+    with Store(store, read_only=True) as st:
+        assert {r[0] for r in st.con.execute("SELECT DISTINCT reviewer FROM reviews").fetchall()} == {"ann"}
 
 
 def test_json_lines_reviews_are_read_by_either_suffix(fresh, tmp_path: Path):
@@ -334,10 +384,12 @@ def test_cli_import_reviews_reports_precision(fresh, tmp_path: Path):
     with Store(store, read_only=True) as st:
         filed = st.con.execute("SELECT item_id, label, reviewer, outcome, file_format, file_row, prior_label,"
                                " prior_source FROM reviews").fetchall()
-        assert st.con.execute("SELECT status, termination, round_limit FROM runs").fetchall() == [("running", None, 4)]
+        last = st.scalar("SELECT max(round) FROM rounds")  # reopened for two more rounds: one labels, one fits
+        assert st.con.execute("SELECT status, termination, round_limit FROM runs").fetchall() == [
+            ("running", None, last + 2)]
     assert filed == [(item, truth[item], "dee", "confirmed", "csv", 1, truth[item], "k_best")]
     rep = api.status(store)
-    assert rep.runs[0]["status"] == "running"  # reopened for one more round
+    assert rep.runs[0]["status"] == "running"  # reopened
     assert rep.reviews == [{"kind": "policy", "name": "k_best", "confirmed": 1, "corrected": 0, "precision": 1.0},
                            *({"kind": "view", "name": v, "confirmed": 1, "corrected": 0, "precision": 1.0}
                              for v in sorted(views))]

@@ -194,14 +194,19 @@ def test_export_select_chooses_among_items_without_gold(run_store, tmp_path: Pat
     _, store, _ = run_store
     with Store(store, read_only=True) as st:
         gold = {r[0] for r in st.con.execute("SELECT item_id FROM items WHERE gold_label IS NOT NULL").fetchall()}
-        pseudo = {r[0] for r in st.con.execute("SELECT item_id FROM pseudo_labels WHERE status = 'accepted'").fetchall()}
+        pseudo = {r[0] for r in st.con.execute(
+            "SELECT item_id FROM pseudo_labels WHERE status = 'accepted'").fetchall()}
     picked = {}
     for sel in ("random", "uncertainty", "active", "typical"):
         n = api.export(store, tmp_path / f"{sel}.csv", select=sel, sample=25, seed=1)
         df = pd.read_csv(tmp_path / f"{sel}.csv", dtype={"item_id": str})
         assert n == len(df) == 25 and not set(df["item_id"]) & gold
-        assert set(df.loc[df["source"] == "unlabelled", "item_id"]).isdisjoint(pseudo)
-        assert df.loc[df["source"] == "unlabelled", "label"].isna().all()
+        # a review file: 'label' is the reviewer's, cotrain's label and source are beside it
+        assert list(df.columns[:4]) == ["item_id", "label", "cotrain_task", "cotrain_label"]
+        assert df["label"].isna().all() and df["cotrain_task"].nunique() == 1
+        assert set(df.loc[df["cotrain_source"] == "unlabelled", "item_id"]).isdisjoint(pseudo)
+        assert df.loc[df["cotrain_source"] == "unlabelled", "cotrain_label"].isna().all()
+        assert set(df.loc[df["cotrain_source"] != "unlabelled", "item_id"]) <= pseudo
         picked[sel] = df["item_id"].tolist()
     assert _combined_margin(store, picked["uncertainty"]) > _combined_margin(store, picked["random"]) + 0.2
     # the file lists the chosen items most valuable first, as chosen

@@ -23,8 +23,8 @@ from typing import Any
 
 from store.database import Store
 from store.errors import StoreError
-from store.exchange.query import FLAT_FORMATS, ExportFilter, ExportFormat, export_query
-from store.sql import ident, literal
+from store.exchange.query import FLAT_FORMATS, PROVENANCE, REVIEW_COLUMNS, ExportFilter, ExportFormat, export_query
+from store.sql import ident, idents, literal
 
 class ExportCount(int):
     """The number of rows an export wrote; ``unestimated``: how many rows the ``min_p_correct``
@@ -68,6 +68,8 @@ def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None
 
         return ExportCount(export_annotation(store, out, fmt, flt), unestimated)
     sql, params = export_query(store, flt)
+    if flt.items is not None:  # a review selection: a review file, whose label is the reviewer's to fill
+        sql, params = review_file_select(store, flt, sql, params)
     if fmt == "csv" and escape_formulas:  # the columns' names and types, without running the query
         shape = store.con.sql(f"SELECT * FROM ({sql}) LIMIT 0", params=params)
         sql = escaped_select(sql, shape.columns, shape.types)
@@ -78,6 +80,21 @@ def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None
                "json": "FORMAT json, ARRAY true"}[fmt]  # .json: one array, what json.load and pandas read
     written = store.con.execute(f"COPY ({sql}) TO {literal(str(out))} ({options})", params).fetchone()
     return ExportCount(int(written[0]) if written else 0, unestimated)
+
+
+def review_file_select(store: Store, flt: ExportFilter, sql: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """The export ``sql`` as a review file: ``label`` empty for the reviewer's answer, the task's
+    fingerprint as ``cotrain_task``, and cotrain's label and its provenance under the names the
+    Label Studio tasks give them (:data:`REVIEW_COLUMNS`). With cotrain's label in ``label``, an
+    import read every row a reviewer left alone as a human answer: every pseudo-label became gold."""
+    from store.exchange.reviews import task_fingerprint
+
+    run_id = flt.run_id if flt.run_id is not None else store.latest_run()
+    task = task_fingerprint(list(store.run_info(int(run_id))["labels"]))
+    renamed = ", ".join(f"{ident(c)} AS {ident(REVIEW_COLUMNS[c])}" if c in REVIEW_COLUMNS else ident(c)
+                        for c in PROVENANCE[1:])
+    return (f"SELECT item_id, CAST(NULL AS VARCHAR) AS label, CAST(? AS VARCHAR) AS cotrain_task, {renamed}, "
+            f"* EXCLUDE ({idents(PROVENANCE)}) FROM ({sql})", [task, *params])
 
 
 # ------------------------------------------------------------------ CSV formula injection

@@ -22,13 +22,21 @@ FLAT_FORMATS = ("parquet", "json", "jsonl", "csv")
 _INTERNAL = ("__row", "__split", "__file_row")
 #: The export's own columns, before the item's fields.
 PROVENANCE = ("item_id", "label", "source", "source_views", "agreeing_views", "round", "confidence", "p_correct")
+#: A review file's names for cotrain's own label and its provenance (its ``label`` is left for
+#: the reviewer's answer), as the Label Studio tasks name them, and the task's fingerprint.
+REVIEW_COLUMNS = {"label": "cotrain_label", "source": "cotrain_source", "confidence": "cotrain_confidence",
+                  "p_correct": "cotrain_p_correct"}
+#: Names an item's field never takes in an export: the provenance, and what a review file and
+#: ``import-reviews`` read (a field named ``cotrain_task`` or ``reviewer`` was read as one).
+RESERVED = (*PROVENANCE, *REVIEW_COLUMNS.values(), "cotrain_task", "reviewer", "reviewed_at", "annotator")
 
 
 def field_aliases(columns: list[str], label_column: str) -> list[tuple[str, str]]:
     """(data column, exported name) of the item's fields. A field named like one of the
     export's own columns (SQL names are case-insensitive: ``Source`` too) is exported as
-    ``data_<name>``, so it neither replaces nor shadows the provenance."""
-    taken = {c.lower() for c in PROVENANCE}
+    ``data_<name>``, so it neither replaces nor shadows the provenance, nor what a review
+    file carries (:data:`RESERVED`)."""
+    taken = {c.lower() for c in RESERVED}
     out = []
     for c in columns:
         if c == label_column:

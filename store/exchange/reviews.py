@@ -132,7 +132,24 @@ def _label_studio(tasks: list[dict[str, Any]], path: str) -> tuple[list[ParsedRe
     return out, skipped
 
 
+#: Columns only ``cotrain export``'s labelled dataset has: a file with them (and no
+#: ``cotrain_label``) holds cotrain's own labels in ``label``, not a reviewer's answers.
+_LABEL_EXPORT = {"source", "agreeing_views", "p_correct"}
+
+
+def _refuse_label_export(columns: Any, path: str) -> None:
+    """Refuse a file written by ``cotrain export`` without ``--select``: every row a reviewer
+    left alone would be read as a human answer that confirms cotrain's label (a probe
+    imported a whole export: 216 pseudo-labels became gold)."""
+    names = {str(c).strip().lower() for c in columns}
+    if _LABEL_EXPORT <= names and "cotrain_label" not in names:
+        raise ReviewError("a cotrain label export, not a review file: its 'label' column holds cotrain's own "
+                          "labels; export the items to review with --select (their 'label' is left for the "
+                          "reviewer, cotrain's is in 'cotrain_label'), or import a file of id,label answers", path)
+
+
 def _label_studio_min(rows: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
+    _refuse_label_export(rows[0], path)
     out, skipped = [], 0
     for n, row in enumerate(rows, start=1):
         if row.get("item_id") is None:
@@ -187,6 +204,7 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
 
         try:
             cols = [back(c).strip().lower() for c in reader.fieldnames or []]
+            _refuse_label_export(cols, str(path))
             id_col = next((c for c in ("item_id", "id") if c in cols), None)
             if id_col is None or "label" not in cols:
                 raise ReviewError("a CSV of reviews needs columns 'id' (or 'item_id') and 'label'", str(path),
@@ -231,6 +249,17 @@ def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
         raise ReviewError("file not found", str(p))
     if p.suffix.lower() in (".csv", ".tsv", ".txt"):
         return ("csv", *_csv(p))
+    if p.suffix.lower() in (".parquet", ".pq"):  # a review file exported as Parquet, labels filled in
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_table(p).to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            raise ReviewError(f"not a Parquet file: {str(exc).splitlines()[0]}", str(p)) from None
+        if not rows:
+            raise ReviewError("holds no records", str(p))
+        return ("parquet", *_label_studio_min(rows, str(p)))
     problem = utf8_problem(p)
     if problem:
         raise ReviewError(f"not a JSON export: {problem}", str(p))
