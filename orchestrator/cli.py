@@ -297,6 +297,8 @@ def import_reviews(store: Path = typer.Argument(..., help="Store file."),
     o = rep.outcomes
     out.print(f"run {rep.run_id}: {rep.imported} reviews from {file} ({rep.file_format}); {rep.skipped} records "
               f"without an answer skipped; confirmed {o['confirmed']}, corrected {o['corrected']}, new {o['new']}")
+    if rep.unchanged:
+        out.print(f"{rep.unchanged} records repeat their item's review (the same label): not filed again")
     if rep.by_source:
         print_precision(out, rep.by_source, "reviewed pseudo-labels per source (all reviews of this run)")
     if rep.rounds_granted:

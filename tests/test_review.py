@@ -303,6 +303,34 @@ def test_fields_named_like_what_a_review_file_carries_are_renamed(tmp_path: Path
         assert {r[0] for r in st.con.execute("SELECT DISTINCT reviewer FROM reviews").fetchall()} == {"ann"}
 
 
+def test_the_same_reviews_imported_again_are_not_filed_twice(fresh, tmp_path: Path):
+    """A file imported twice counted its reviews "confirmed" again (even the ones it had
+    corrected), filed them twice and reopened the run; records that repeat the item's review
+    are now left out, and an import with nothing else grants no round."""
+    cfg, store, truth = fresh
+    items = _pseudo(store)["item_id"].tolist()
+    wrong = next(lab for lab in LABELS if lab != truth[items[0]])
+    (tmp_path / "r.csv").write_text(f"id,label\n{items[0]},{wrong}\n{items[1]},{truth[items[1]]}\n")
+    first = api.import_reviews(store, tmp_path / "r.csv")
+    assert (first.imported, first.unchanged, first.rounds_granted) == (2, 0, 2)
+    with Store(store, read_only=True) as st:
+        limit = st.scalar("SELECT round_limit FROM runs")
+    (tmp_path / "empty.json").write_text("[]")
+    with pytest.raises(ReviewError, match=r"empty\.json: holds no records"):
+        api.import_reviews(store, tmp_path / "empty.json")
+    again = api.import_reviews(store, tmp_path / "r.csv")
+    assert (again.imported, again.unchanged, again.rounds_granted) == (0, 2, 0)
+    assert again.outcomes == {"confirmed": 0, "corrected": 0, "new": 0}
+    (tmp_path / "r2.csv").write_text(f"id,label\n{items[0]},{wrong}\n{items[2]},{truth[items[2]]}\n")
+    more = api.import_reviews(store, tmp_path / "r2.csv")
+    assert (more.imported, more.unchanged) == (1, 1)
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM reviews") == 3
+        assert st.scalar("SELECT round_limit FROM runs") == limit  # the run was already reopened that far
+        assert dict(st.con.execute("SELECT item_id, label FROM reviewed_labels").fetchall()) == {
+            items[0]: wrong, items[1]: truth[items[1]], items[2]: truth[items[2]]}
+
+
 def test_json_lines_reviews_are_read_by_either_suffix(fresh, tmp_path: Path):
     """export writes JSON Lines to .jsonl and .ndjson: import-reviews reads both back."""
     cfg, store, truth = fresh

@@ -58,7 +58,8 @@ class ParsedReview:
 @dataclass
 class ReviewSummary:
     """What an import did: reviews filed, records skipped (no answer), outcomes, and per
-    pseudo-label source how many reviewers confirmed or corrected."""
+    pseudo-label source how many reviewers confirmed or corrected; ``unchanged``: records
+    that repeat the item's current review (the same file imported again), not filed."""
 
     run_id: int
     file_format: str
@@ -67,6 +68,7 @@ class ReviewSummary:
     outcomes: dict[str, int] = field(default_factory=dict)   # confirmed | corrected | new
     by_source: list[dict[str, Any]] = field(default_factory=list)
     rounds_granted: int = 0
+    unchanged: int = 0
 
 
 def _time(value: Any) -> datetime | None:
@@ -271,7 +273,8 @@ def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
     if isinstance(data, dict):  # {"records": [...]} (Argilla to_dict-style wrappers)
         data = data.get("records", data.get("tasks", []))
     if not isinstance(data, list) or not data or not isinstance(data[0], dict):
-        raise ReviewError("expected a JSON list of records (Label Studio or Argilla export)", str(p))
+        raise ReviewError("holds no records" if data == [] else
+                          "expected a JSON list of records (Label Studio or Argilla export)", str(p))
     first = data[0]
     if "annotations" in first or "completions" in first:
         return ("label_studio", *_label_studio(data, str(p)))
@@ -359,9 +362,13 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
     last_review: dict[str, int] = {}
     next_id = int(store.scalar("SELECT coalesce(max(review_id), 0) + 1 FROM reviews"))
     outcomes: dict[str, int] = {"confirmed": 0, "corrected": 0, "new": 0}
+    unchanged = 0
     with store.transaction():
         for r in parsed:
             prior_label, prior_source, prior_views = state.get(r.item_id, (None, None, None))
+            if prior_source == "review" and prior_label == r.label:  # said already: filing it again
+                unchanged += 1  # counted a second "confirmed" and reopened the run for nothing
+                continue
             outcome = "new" if prior_label is None else ("confirmed" if prior_label == r.label else "corrected")
             outcomes[outcome] += 1
             rows.append((next_id, rid, r.item_id, r.label, r.reviewer or who, r.reviewed_at, now, str(Path(path)),
@@ -369,6 +376,8 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
             state[r.item_id] = (r.label, "review", None)
             last_review[r.item_id] = next_id
             next_id += 1
+        if not rows:  # every record repeats its item's review: nothing to file, nothing to reopen for
+            return ReviewSummary(rid, fmt, 0, skipped, outcomes, review_precision(store, rid), 0, unchanged)
         cols = ("review_id", "run_id", "item_id", "label", "reviewer", "reviewed_at", "imported_at", "source_file",
                 "file_format", "file_row", "prior_label", "prior_source", "prior_views", "outcome")
         types = (pa.int64(), pa.int32(), pa.string(), pa.string(), pa.string(), pa.timestamp("us"),
@@ -387,7 +396,7 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                     FROM {ident(name)} f
                     WHERE p.run_id = ? AND p.item_id = f.item_id AND p.status = 'accepted'""", [now, rid])
         granted = then(rid, info) if then is not None else 0
-    return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), granted)
+    return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), granted, unchanged)
 
 
 def _prior_state(store: Store, run_id: int, item_ids: list[str]) -> dict[str, tuple[Any, Any, Any]]:
