@@ -273,6 +273,10 @@ def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, 
     small budgets) or ``active`` (close calls and typical items, mixed by the run's coverage;
     both in ``orchestrator.review_selection``).
 
+    A review selection (``select`` other than ``stratified``) in a flat format writes a review
+    file: ``label`` empty for the reviewer, cotrain's label and provenance as ``cotrain_label``,
+    ``cotrain_source``, ``cotrain_confidence``, ``cotrain_p_correct``, and ``cotrain_task``.
+
     Every row carries ``p_correct``, the estimated probability that its label is right (1.0
     for gold and reviewed labels, empty when the run estimated none). ``min_p_correct`` (0 to
     1) keeps gold and reviewed labels and the pseudo-labels estimated at least that likely
@@ -312,7 +316,8 @@ REVIEW_ROUNDS = 2
 
 def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = None, reviewer: str | None = None,
                    rounds: int = REVIEW_ROUNDS) -> ReviewSummary:
-    """Read reviewed labels (Label Studio / Argilla export, or CSV id,label) back as gold,
+    """Read reviewed labels (Label Studio / Argilla export, a review file from ``export`` with a
+    review selection, or CSV id,label) back as gold,
     revoke the pseudo-labels they contradict, and reopen the run for ``rounds`` more rounds
     (the last of them, as every run's last, fits the views and selects nothing)."""
     from store.errors import ReviewError

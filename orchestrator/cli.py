@@ -233,7 +233,8 @@ def export(store: Path = typer.Argument(..., help="Store file."),
                                       "rows exported) | random | uncertainty | active | typical (for review: among "
                                       "items without gold or reviewed label, typical = one clear example per "
                                       "region, active = close calls and typical items mixed by the run's "
-                                      "coverage)."),
+                                      "coverage; parquet/json/jsonl/csv then write a review file, 'label' "
+                                      "left for the reviewer)."),
            seed: Optional[int] = typer.Option(None, help="Seed of --sample (default 0)."),
            force: bool = typer.Option(False, "--force", help="Replace an existing OUT (never the store or the "
                                       "run's input data)."),
@@ -282,18 +283,22 @@ def report(store: Path = typer.Argument(..., help="Store file."),
 @app.command("import-reviews")
 def import_reviews(store: Path = typer.Argument(..., help="Store file."),
                    file: Path = typer.Argument(..., help="Label Studio export (JSON or JSON_MIN), Argilla export "
-                                               "(JSON), or CSV with columns id,label[,reviewer,reviewed_at]."),
+                                               "(JSON), a review file from `cotrain export --select` with 'label' "
+                                               "filled in (CSV, JSON, JSONL, Parquet), or CSV with columns "
+                                               "id,label[,reviewer,reviewed_at]."),
                    run_id: Optional[int] = typer.Option(None, "--run", help="Run id (default: latest)."),
                    reviewer: Optional[str] = typer.Option(None, help="Name for records that carry none "
                                                           "(default: the OS user)."),
-                   rounds: int = typer.Option(2, help="More rounds the next `cotrain run` may run (the last "
-                                              "only fits the views: 2 = one round that adds labels).")) -> None:
+                   rounds: Optional[int] = typer.Option(None, help="More rounds the next `cotrain run` may run "
+                                                        "(default 2; the last only fits the views, so 2 = one "
+                                                        "round that adds labels).")) -> None:
     """Record reviewed labels as gold, revoke the pseudo-labels they contradict (kept in
     history), and reopen the run so the next `cotrain run` trains on them."""
     from orchestrator import api
 
     with _guarded():
-        rep = api.import_reviews(store, file, run_id=run_id, reviewer=reviewer, rounds=rounds)
+        rep = api.import_reviews(store, file, run_id=run_id, reviewer=reviewer,
+                                 rounds=api.REVIEW_ROUNDS if rounds is None else rounds)
     o = rep.outcomes
     out.print(f"run {rep.run_id}: {rep.imported} reviews from {file} ({rep.file_format}); {rep.skipped} records "
               f"without an answer skipped; confirmed {o['confirmed']}, corrected {o['corrected']}, new {o['new']}")

@@ -331,6 +331,44 @@ def test_the_same_reviews_imported_again_are_not_filed_twice(fresh, tmp_path: Pa
             items[0]: wrong, items[1]: truth[items[1]], items[2]: truth[items[2]]}
 
 
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".parquet"])
+def test_a_review_file_reads_only_the_answer_whatever_the_items_fields_are_named(tmp_path: Path, suffix: str):
+    """An item field named 'annotations' made a JSON review file look like a Label Studio export
+    (an AttributeError), and one named 'created_at' was filed as the review's time."""
+    df = synthetic_frame(n=200, n_gold=40, n_test=30)
+    df["annotations"], df["created_at"], df["fields"] = "x", "2001-02-03 04:05:06", "y"
+    api.run(write_config(tmp_path, df, max_rounds=1))
+    store = tmp_path / "run.duckdb"
+    api.export(store, tmp_path / f"pick{suffix}", select="random", sample=3)
+    pick = {".json": pd.read_json, ".jsonl": lambda p: pd.read_json(p, lines=True),
+            ".parquet": pd.read_parquet}[suffix](tmp_path / f"pick{suffix}")
+    pick["label"] = df.set_index("id").loc[pick["item_id"], "truth"].to_numpy()
+    {".json": lambda p: pick.to_json(p, orient="records"), ".jsonl": lambda p: pick.to_json(p, orient="records",
+     lines=True), ".parquet": lambda p: pick.to_parquet(p)}[suffix](tmp_path / f"rev{suffix}")
+    rep = api.import_reviews(store, tmp_path / f"rev{suffix}", rounds=0)
+    assert (rep.file_format, rep.imported) == (suffix[1:], 3)
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM reviews WHERE reviewed_at IS NOT NULL") == 0
+
+
+def test_a_review_of_a_review_and_another_reviewers_agreement_are_filed(fresh, tmp_path: Path):
+    """A later answer that differs corrects the earlier review; the same answer from another
+    reviewer is filed (the audit trail); a duplicate in one file is filed once."""
+    cfg, store, truth = fresh
+    item = _pseudo(store)["item_id"].iloc[0]
+    wrong = next(lab for lab in LABELS if lab != truth[item])
+    (tmp_path / "a.csv").write_text(f"id,label,reviewer\n{item},{wrong},ann\n{item},{wrong},ann\n")
+    assert (lambda r: (r.imported, r.unchanged))(api.import_reviews(store, tmp_path / "a.csv")) == (1, 1)
+    (tmp_path / "b.csv").write_text(f"id,label,reviewer\n{item},{truth[item]},bo\n")
+    assert api.import_reviews(store, tmp_path / "b.csv").outcomes == {"confirmed": 0, "corrected": 1, "new": 0}
+    (tmp_path / "c.csv").write_text(f"id,label,reviewer\n{item},{truth[item]},cy\n")
+    assert api.import_reviews(store, tmp_path / "c.csv").outcomes == {"confirmed": 1, "corrected": 0, "new": 0}
+    with Store(store, read_only=True) as st:
+        assert st.con.execute("SELECT reviewer, label, prior_source FROM reviews ORDER BY review_id").fetchall() == [
+            ("ann", wrong, "k_best"), ("bo", truth[item], "review"), ("cy", truth[item], "review")]
+        assert st.scalar("SELECT label FROM reviewed_labels WHERE item_id = ?", [item]) == truth[item]
+
+
 def test_json_lines_reviews_are_read_by_either_suffix(fresh, tmp_path: Path):
     """export writes JSON Lines to .jsonl and .ndjson: import-reviews reads both back."""
     cfg, store, truth = fresh

@@ -209,7 +209,7 @@ def test_export_select_chooses_among_items_without_gold(run_store, tmp_path: Pat
         assert set(df.loc[df["cotrain_source"] != "unlabelled", "item_id"]) <= pseudo
         picked[sel] = df["item_id"].tolist()
     assert _combined_margin(store, picked["uncertainty"]) > _combined_margin(store, picked["random"]) + 0.2
-    # the file lists the chosen items most valuable first, as chosen
+    # the file lists the chosen items in the order chosen: uncertainty's closest call first
     margins = [_combined_margin(store, [i]) for i in picked["uncertainty"]]
     assert margins == sorted(margins, reverse=True)
     # active: the run's coverage (pseudo-labelled share of the candidates) of the batch are close calls

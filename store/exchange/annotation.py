@@ -21,7 +21,8 @@ from store.database import Store
 from store.errors import StoreError
 from store.exchange.query import PROVENANCE, ExportFilter, export_query, field_aliases
 from store.media import resolve_source, stored_run_roots
-from store.exchange.reviews import LABEL_QUESTION, task_fingerprint
+from store.exchange.review_files import LABEL_QUESTION
+from store.exchange.reviews import task_fingerprint
 from store.sql import ident
 
 

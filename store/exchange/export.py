@@ -7,6 +7,8 @@ that round gave the same label), ``round``, ``confidence``, ``p_correct`` (the e
 probability that the label is right; 1.0 for gold and reviewed labels, empty when the run
 estimated none), then the item's own fields.
 Parquet output loads unchanged with ``datasets.load_dataset("parquet", data_files=...)``.
+A review selection (``flt.items``) is written as a review file instead (:func:`review_file_select`):
+``label`` empty for the reviewer's answer, cotrain's label and provenance beside it.
 
 Exports are safe to open: a CSV cell (and header) that a spreadsheet would run as a formula
 (it starts with ``=``, ``+``, ``-``, ``@``, tab or carriage return) gets a leading ``'``, as

@@ -28,7 +28,8 @@ REVIEW_COLUMNS = {"label": "cotrain_label", "source": "cotrain_source", "confide
                   "p_correct": "cotrain_p_correct"}
 #: Names an item's field never takes in an export: the provenance, and what a review file and
 #: ``import-reviews`` read (a field named ``cotrain_task`` or ``reviewer`` was read as one).
-RESERVED = (*PROVENANCE, *REVIEW_COLUMNS.values(), "cotrain_task", "reviewer", "reviewed_at", "annotator")
+RESERVED = (*PROVENANCE, *REVIEW_COLUMNS.values(), "cotrain_task", "reviewer", "reviewed_at", "annotator",
+            "annotation_id")
 
 
 def field_aliases(columns: list[str], label_column: str) -> list[tuple[str, str]]:
@@ -238,6 +239,6 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
         FROM chosen l JOIN {ident(f"data_{int(run_id)}")} d ON d.__row = l.row_idx
         ORDER BY {"list_position(CAST(? AS VARCHAR[]), l.item_id), " if flt.items is not None else ""}l.row_idx
     """
-    if flt.items is not None:  # a review selection: most valuable first, as it was chosen
+    if flt.items is not None:  # a review selection: in the order it was chosen
         params.append(list(flt.items))
     return sql, params

@@ -1,0 +1,284 @@
+"""Review files: reading what people answered, in any of the layouts ``import-reviews`` takes.
+
+A Label Studio export (full JSON or JSON_MIN), an Argilla export (``records.to_json`` /
+``to_list``, nested or flattened), a review file written by ``cotrain export --select`` with
+its ``label`` filled in (CSV, JSON, JSON Lines or Parquet), or a CSV of ``id,label``
+(optional ``reviewer``, ``reviewed_at``). Each reader gives the records that carry an answer
+as :class:`ParsedReview` and counts those that do not; a file cotrain wrote as a labelled
+dataset (its ``label`` is cotrain's own) is refused. Checking the records against a run and
+filing them is ``store.exchange.reviews``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from store.encoding import replace_bare_cr, utf8_problem
+from store.errors import ReviewError
+
+LABEL_QUESTION = "label"  # the question / control name cotrain's exports use
+
+
+@dataclass
+class ParsedReview:
+    row: int                     # 1-based record of the file
+    item_id: str
+    label: str
+    reviewer: str | None
+    reviewed_at: datetime | None
+    task: str | None = None      # cotrain_task carried by the record, when it has one
+
+
+def _time(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(float(value), tz=timezone.utc).replace(tzinfo=None)
+    try:
+        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
+def _who(value: Any) -> str | None:
+    if isinstance(value, dict):
+        value = value.get("email") or value.get("username") or value.get("id")
+    return None if value in (None, "") else str(value)
+
+
+def _choice(value: Any) -> str | None:
+    """A single label from a Label Studio value: ``{"choices": [x]}``, ``[x]`` or ``x``."""
+    if isinstance(value, dict):
+        value = value.get("choices")
+    if isinstance(value, list):
+        return str(value[0]) if len(value) == 1 else None
+    return None if value in (None, "") else str(value)
+
+
+def _ann_label(ann: dict[str, Any]) -> str | None:
+    """The label a Label Studio annotation chose (cotrain's ``label`` question first), or None."""
+    results = [r for r in ann.get("result") or [] if r.get("type") == "choices"]
+    mine = [r for r in results if r.get("from_name") == LABEL_QUESTION] or results
+    return _choice(mine[0].get("value")) if mine else None
+
+
+# ------------------------------------------------------------------ readers
+def _label_studio(tasks: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
+    out, skipped = [], 0
+    for n, task in enumerate(tasks, start=1):
+        data = task.get("data") or {}
+        item = data.get("item_id", task.get("item_id"))
+        anns = [a for a in (task.get("annotations") or task.get("completions") or [])
+                if not a.get("was_cancelled")]
+        if item is None:
+            raise ReviewError("task has no data.item_id (was it exported by cotrain?)", path, row=n)
+        if not anns:
+            skipped += 1
+            continue
+        answered = [(a, lab) for a in anns if (lab := _ann_label(a)) is not None]
+        if len({lab for _, lab in answered}) > 1:  # two annotators disagree: no silent winner
+            said = "; ".join(f"{_who(a.get('completed_by')) or 'annotation ' + str(a.get('id'))}: {lab!r}"
+                             for a, lab in answered[:3])
+            raise ReviewError(f"the task's annotations disagree ({said}); settle it in the tool or delete all but "
+                              "one annotation, then export again", path, row=n, item=str(item))
+        ann = max(anns, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+        label = _ann_label(ann)
+        if label is None:
+            skipped += 1
+            continue
+        out.append(ParsedReview(n, str(item), label, _who(ann.get("completed_by")),
+                                _time(ann.get("updated_at") or ann.get("created_at")), data.get("cotrain_task")))
+    return out, skipped
+
+
+#: What a Parquet review file is read for: the answers, and what tells the layout.
+_PARQUET_COLUMNS = {"item_id", LABEL_QUESTION, "reviewer", "reviewed_at", "cotrain_task", "cotrain_label",
+                    "annotator", "annotation_id", "created_at", "updated_at", "source", "agreeing_views", "p_correct"}
+#: Columns only ``cotrain export``'s labelled dataset has: a file with them (and no
+#: ``cotrain_label``) holds cotrain's own labels in ``label``, not a reviewer's answers.
+_LABEL_EXPORT = {"source", "agreeing_views", "p_correct"}
+
+
+def _refuse_label_export(columns: Any, path: str) -> None:
+    """Refuse a file written by ``cotrain export`` without ``--select``: every row a reviewer
+    left alone would be read as a human answer that confirms cotrain's label (a probe
+    imported a whole export: 216 pseudo-labels became gold)."""
+    names = {str(c).strip().lower() for c in columns}
+    if _LABEL_EXPORT <= names and "cotrain_label" not in names:
+        raise ReviewError("a cotrain label export, not a review file: its 'label' column holds cotrain's own "
+                          "labels; export the items to review with --select (their 'label' is left for the "
+                          "reviewer, cotrain's is in 'cotrain_label'), or import a file of id,label answers", path)
+
+
+def _is_review_file(first: dict[str, Any]) -> bool:
+    """Whether a record comes from a review file ``cotrain export --select`` wrote (it carries
+    the task's fingerprint at its top level; a Label Studio JSON_MIN record does too, from the
+    task's data, but also its annotation's id)."""
+    return "item_id" in first and "cotrain_task" in first and "annotation_id" not in first
+
+
+def _review_file(rows: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
+    """A review file's answers: ``item_id``, ``label`` (empty: not answered), and the optional
+    ``reviewer`` and ``reviewed_at``; nothing else is read, since every other key is the item's
+    own (a data column ``created_at`` is no review time)."""
+    out, skipped = [], 0
+    for n, row in enumerate(rows, start=1):
+        if row.get("item_id") is None:
+            raise ReviewError("record has no item_id", path, row=n)
+        label = _choice(row.get(LABEL_QUESTION))
+        if label is None:
+            skipped += 1
+            continue
+        out.append(ParsedReview(n, str(row["item_id"]), label, _who(row.get("reviewer")),
+                                _time(row.get("reviewed_at")), row.get("cotrain_task")))
+    return out, skipped
+
+
+def _label_studio_min(rows: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
+    _refuse_label_export(rows[0], path)
+    out, skipped = [], 0
+    for n, row in enumerate(rows, start=1):
+        if row.get("item_id") is None:
+            raise ReviewError("record has no item_id (was it exported by cotrain?)", path, row=n)
+        label = _choice(row.get(LABEL_QUESTION))
+        if label is None:
+            skipped += 1
+            continue
+        out.append(ParsedReview(n, str(row["item_id"]), label, _who(row.get("annotator")),
+                                _time(row.get("updated_at") or row.get("created_at")), row.get("cotrain_task")))
+    return out, skipped
+
+
+def _argilla(records: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
+    out, skipped = [], 0
+    for n, rec in enumerate(records, start=1):
+        meta = rec.get("metadata") or {}
+        item = meta.get("item_id") or rec.get("id")
+        if item is None:
+            raise ReviewError("record has no id or metadata.item_id", path, row=n)
+        if "responses" in rec:  # nested: {"label": [{"value", "user_id", "status"}]}
+            answers = [(r.get("value"), r.get("user_id"), r.get("status", "submitted"))
+                       for r in (rec.get("responses") or {}).get(LABEL_QUESTION, [])]
+        else:  # flattened: "label.responses", "label.responses.users", "label.responses.status"
+            vals = rec.get(f"{LABEL_QUESTION}.responses") or []
+            users = rec.get(f"{LABEL_QUESTION}.responses.users") or [None] * len(vals)
+            status = rec.get(f"{LABEL_QUESTION}.responses.status") or ["submitted"] * len(vals)
+            answers = list(zip(vals, users, status))
+        submitted = [a for a in answers if a[2] in (None, "submitted") and a[0] not in (None, "")]
+        if not submitted:
+            skipped += 1
+            continue
+        value, user, _ = submitted[-1]
+        out.append(ParsedReview(n, str(item), str(value), _who(user), _time(rec.get("updated_at")),
+                                meta.get("cotrain_task")))
+    return out, skipped
+
+
+def _csv(path: Path) -> tuple[list[ParsedReview], int]:
+    problem = utf8_problem(path)
+    if problem:
+        raise ReviewError(f"cannot read the CSV: {problem}", str(path))
+    # a CSV export carries every data column; a long text cell is no error
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    data, cr = replace_bare_cr(path.read_bytes())  # a CR inside a cell that pandas left unquoted
+    out, skipped = [], 0
+    with io.StringIO(data.decode("utf-8-sig"), newline="") as f:
+        reader = csv.DictReader(f)
+
+        def back(v: Any) -> Any:  # the CR a stand-in held while the reader split rows
+            return v.replace(cr, "\r") if cr is not None and isinstance(v, str) else v
+
+        try:
+            cols = [back(c).strip().lower() for c in reader.fieldnames or []]
+            _refuse_label_export(cols, str(path))
+            id_col = next((c for c in ("item_id", "id") if c in cols), None)
+            if id_col is None or "label" not in cols:
+                raise ReviewError("a CSV of reviews needs columns 'id' (or 'item_id') and 'label'", str(path),
+                                  row=1)
+            for n, raw in enumerate(reader, start=1):
+                # ids keep their exact text (an id may start or end with a space); import_reviews
+                # falls back to the stripped text when the exact one is not an item
+                exact = {back(k).strip().lower(): back(v) or "" for k, v in raw.items() if k is not None}
+                row = {k: v.strip() for k, v in exact.items()}
+                if not row.get(id_col):
+                    raise ReviewError(f"empty '{id_col}'", str(path), row=n)
+                if not row.get("label"):
+                    skipped += 1
+                    continue
+                out.append(ParsedReview(n, exact[id_col], exact["label"], row.get("reviewer") or None,
+                                        _time(row.get("reviewed_at")), row.get("cotrain_task") or None))
+        except csv.Error as exc:
+            raise ReviewError(f"cannot read the CSV at line {reader.line_num}: {exc}", str(path)) from None
+    return out, skipped
+
+
+def _json_lines(text: str, path: Path) -> list[Any]:
+    """Records of a JSONL file, split at LF only (U+2028 and the like may sit inside a string);
+    a bad record names its line of the file."""
+    records = []
+    for n, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            if isinstance(exc, RecursionError):
+                raise ReviewError(f"not a JSON export: line {n}: nested too deeply", str(path)) from None
+            raise ReviewError(f"not a JSON export: line {n}, column {exc.colno}: {exc.msg}", str(path)) from None
+    return records
+
+
+def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
+    """(format, reviews, records skipped for having no answer) of a review file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ReviewError("file not found", str(p))
+    if p.suffix.lower() in (".csv", ".tsv", ".txt"):
+        return ("csv", *_csv(p))
+    if p.suffix.lower() in (".parquet", ".pq"):  # a review file exported as Parquet, labels filled in
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:  # the columns a review is read from, not the items' own (images, long texts)
+            names = set(pq.read_schema(p).names)
+            rows = pq.read_table(p, columns=sorted(names & _PARQUET_COLUMNS)).to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            raise ReviewError(f"not a Parquet file: {str(exc).splitlines()[0]}", str(p)) from None
+        if not rows:
+            raise ReviewError("holds no records", str(p))
+        if _is_review_file(rows[0]):
+            return ("parquet", *_review_file(rows, str(p)))
+        return ("parquet", *_label_studio_min(rows, str(p)))
+    problem = utf8_problem(p)
+    if problem:
+        raise ReviewError(f"not a JSON export: {problem}", str(p))
+    text = p.read_text(encoding="utf-8-sig")
+    try:
+        data = json.loads(text) if p.suffix.lower() not in (".jsonl", ".ndjson") else _json_lines(text, p)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ReviewError(f"not a JSON export: {exc}", str(p)) from None
+    if isinstance(data, dict):  # {"records": [...]} (Argilla to_dict-style wrappers)
+        data = data.get("records", data.get("tasks", []))
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+        raise ReviewError("holds no records" if data == [] else
+                          "expected a JSON list of records (Label Studio or Argilla export)", str(p))
+    first = data[0]
+    if _is_review_file(first):  # before the keys below: an item's field may be named 'annotations'
+        return ("jsonl" if p.suffix.lower() in (".jsonl", ".ndjson") else "json", *_review_file(data, str(p)))
+    if "annotations" in first or "completions" in first:
+        return ("label_studio", *_label_studio(data, str(p)))
+    if "fields" in first or "responses" in first or f"{LABEL_QUESTION}.responses" in first:
+        return ("argilla", *_argilla(data, str(p)))
+    if "item_id" in first:
+        return ("label_studio_min", *_label_studio_min(data, str(p)))
+    raise ReviewError("unknown export: records have neither 'annotations' (Label Studio), "
+                      "'responses' (Argilla) nor 'item_id' (Label Studio JSON_MIN)", str(p), row=1)
+
+
+__all__ = ["LABEL_QUESTION", "ParsedReview", "read_reviews"]
