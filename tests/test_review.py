@@ -276,11 +276,15 @@ def test_a_review_file_imports_only_the_answers_and_a_label_export_is_refused(fr
         assert dict(st.con.execute("SELECT item_id, label FROM reviewed_labels").fetchall()) == \
             {i: truth[i] for i in answered["item_id"]}
     api.export(store, tmp_path / f"all{suffix}")
-    with pytest.raises(ReviewError, match=r"a cotrain label export, not a review file: its 'label' column holds "
-                                          r"cotrain's own labels; export the items to review with --select"):
+    with pytest.raises(ReviewError, match=r"a cotrain label export, not a review file: this row's 'label' is "
+                                          r"cotrain's own \(source 'k_best'\); export the items to review"):
         api.import_reviews(store, tmp_path / f"all{suffix}", rounds=0)
     with Store(store, read_only=True) as st:
         assert st.scalar("SELECT count(*) FROM reviewed_labels") == 2
+    # an export of human labels only (gold, reviews) carries them over: here, the same reviews again
+    api.export(store, tmp_path / f"human{suffix}", source="review")
+    assert (lambda r: (r.imported, r.unchanged))(api.import_reviews(store, tmp_path / f"human{suffix}",
+                                                                    rounds=0)) == (0, 2)
 
 
 def test_fields_named_like_what_a_review_file_carries_are_renamed(tmp_path: Path):

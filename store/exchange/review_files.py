@@ -105,15 +105,22 @@ _PARQUET_COLUMNS = {"item_id", LABEL_QUESTION, "reviewer", "reviewed_at", "cotra
 _LABEL_EXPORT = {"source", "agreeing_views", "p_correct"}
 
 
-def _refuse_label_export(columns: Any, path: str) -> None:
-    """Refuse a file written by ``cotrain export`` without ``--select``: every row a reviewer
-    left alone would be read as a human answer that confirms cotrain's label (a probe
-    imported a whole export: 216 pseudo-labels became gold)."""
+def _label_export(columns: Any) -> bool:
+    """Whether a file was written by ``cotrain export`` without ``--select`` (a labelled dataset)."""
     names = {str(c).strip().lower() for c in columns}
-    if _LABEL_EXPORT <= names and "cotrain_label" not in names:
-        raise ReviewError("a cotrain label export, not a review file: its 'label' column holds cotrain's own "
-                          "labels; export the items to review with --select (their 'label' is left for the "
-                          "reviewer, cotrain's is in 'cotrain_label'), or import a file of id,label answers", path)
+    return _LABEL_EXPORT <= names and "cotrain_label" not in names
+
+
+def _refuse_cotrains_label(source: Any, path: str, row: int, item: Any) -> None:
+    """In a labelled-dataset export, refuse a row whose label cotrain made (its ``source`` is
+    neither ``gold`` nor ``review``): read as a reviewer's answer, every row a reviewer left
+    alone confirmed cotrain's label (a probe imported a whole export: 216 pseudo-labels became
+    gold). Rows of human labels (``export --source review``) carry over to another run."""
+    if str(source or "").strip() not in ("gold", "review"):
+        raise ReviewError(f"a cotrain label export, not a review file: this row's 'label' is cotrain's own (source "
+                          f"{source!r}); export the items to review with --select (their 'label' is left for the "
+                          "reviewer, cotrain's is in 'cotrain_label'), or import a file of id,label answers", path,
+                          row=row, item=None if item is None else str(item))
 
 
 def _is_review_file(first: dict[str, Any]) -> bool:
@@ -141,11 +148,13 @@ def _review_file(rows: list[dict[str, Any]], path: str) -> tuple[list[ParsedRevi
 
 
 def _label_studio_min(rows: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
-    _refuse_label_export(rows[0], path)
+    exported = _label_export(rows[0])
     out, skipped = [], 0
     for n, row in enumerate(rows, start=1):
         if row.get("item_id") is None:
             raise ReviewError("record has no item_id (was it exported by cotrain?)", path, row=n)
+        if exported:
+            _refuse_cotrains_label(row.get("source"), path, n, row.get("item_id"))
         label = _choice(row.get(LABEL_QUESTION))
         if label is None:
             skipped += 1
@@ -196,7 +205,7 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
 
         try:
             cols = [back(c).strip().lower() for c in reader.fieldnames or []]
-            _refuse_label_export(cols, str(path))
+            exported = _label_export(cols)
             id_col = next((c for c in ("item_id", "id") if c in cols), None)
             if id_col is None or "label" not in cols:
                 raise ReviewError("a CSV of reviews needs columns 'id' (or 'item_id') and 'label'", str(path),
@@ -208,6 +217,8 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
                 row = {k: v.strip() for k, v in exact.items()}
                 if not row.get(id_col):
                     raise ReviewError(f"empty '{id_col}'", str(path), row=n)
+                if exported:
+                    _refuse_cotrains_label(row.get("source"), str(path), n, exact[id_col])
                 if not row.get("label"):
                     skipped += 1
                     continue
