@@ -281,10 +281,14 @@ def test_a_review_file_imports_only_the_answers_and_a_label_export_is_refused(fr
         api.import_reviews(store, tmp_path / f"all{suffix}", rounds=0)
     with Store(store, read_only=True) as st:
         assert st.scalar("SELECT count(*) FROM reviewed_labels") == 2
-    # an export of human labels only (gold, reviews) carries them over: here, the same reviews again
-    api.export(store, tmp_path / f"human{suffix}", source="review")
-    assert (lambda r: (r.imported, r.unchanged))(api.import_reviews(store, tmp_path / f"human{suffix}",
-                                                                    rounds=0)) == (0, 2)
+    # an export of human labels only (gold, reviews) carries them over: here, the same labels again,
+    # which are not filed (the run's gold stays gold) and reopen nothing
+    for source, n_human in (("review", 2), ("gold", None)):
+        api.export(store, tmp_path / f"human{suffix}", source=source, force=True)
+        rep = api.import_reviews(store, tmp_path / f"human{suffix}")
+        assert (rep.imported, rep.rounds_granted) == (0, 0) and rep.unchanged == (n_human or rep.unchanged) > 0
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM reviews") == 2 and st.scalar("SELECT status FROM runs") == "finished"
 
 
 def test_fields_named_like_what_a_review_file_carries_are_renamed(tmp_path: Path):

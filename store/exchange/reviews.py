@@ -10,8 +10,9 @@ every record against the run, and in one transaction:
   (kept, never deleted; ``reviewed_by`` names the review);
 * reopens the run for ``rounds`` more rounds, so the next ``cotrain run`` trains on them.
 
-A record that repeats its item's current review (the same label from the same reviewer: the
-same file imported twice, or a duplicate in one file) is not filed again.
+A record that repeats its item's gold label, or its current review (the same label from the
+same reviewer: the same file imported twice, or a duplicate in one file), is not filed: an
+export of the run's own gold imported back turned its gold into reviews and reopened the run.
 
 A file with an unknown item, an unknown label, a held-out test item (its label is the
 evaluation's truth), one item given two different labels (two records, or a Label Studio
@@ -48,8 +49,8 @@ def task_fingerprint(labels: list[str]) -> str:
 class ReviewSummary:
     """What an import did: reviews filed, records skipped (no answer), outcomes, and per
     pseudo-label source how many reviewers confirmed or corrected; ``unchanged``: records
-    that repeat the item's current review, label and reviewer (the same file imported again,
-    or a duplicate in one file), not filed."""
+    that repeat the item's gold label, or its current review, label and reviewer (the same
+    file imported again, a duplicate in one file, an export of the run's gold), not filed."""
 
     run_id: int
     file_format: str
@@ -142,7 +143,8 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
     with store.transaction():
         for r in parsed:
             prior_label, prior_source, prior_views = state.get(r.item_id, (None, None, None))
-            said = prior_source == "review" and prior_label == r.label and by_whom.get(r.item_id) == (r.reviewer or who)
+            said = prior_label == r.label and (prior_source == "gold" or (  # the run's own gold, or the same
+                prior_source == "review" and by_whom.get(r.item_id) == (r.reviewer or who)))  # review again
             if said:  # filing it again counted a second "confirmed" and reopened the run for nothing; another
                 unchanged += 1  # reviewer's agreement is filed (the reviews table is the audit trail)
                 continue
