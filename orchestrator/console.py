@@ -175,9 +175,10 @@ def print_status(out: Console, store: str, run_id: int | None) -> None:
     runs = []
     for r in rep.runs:
         state = r["termination"] if r["status"] == "finished" else r["status"]
-        runs.append([r["run_id"], state, f"{r['policy']}/{r['feeding']}", r["n_gold"], r["n_pseudo"], r["n_rounds"],
-                     r["n_test"], ", ".join(r["views"])])
-    print_tables(out, f"runs in {rep.store}", ["run", "state", "policy", "gold", "pseudo", "rounds", "test", "views"],
+        runs.append([r["run_id"], state, f"{r['policy']}/{r['feeding']}", r["n_gold"], r["n_reviewed"], r["n_pseudo"],
+                     r["n_rounds"], r["n_test"], ", ".join(r["views"])])
+    print_tables(out, f"runs in {rep.store}", ["run", "state", "policy", "gold", "reviewed", "pseudo", "rounds", "test",
+                                                "views"],
                   runs, left={"state", "policy"}, wrap={"views"})
     if not rep.rounds:
         print_debates(out, rep)  # a store of standalone debates has those

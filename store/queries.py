@@ -127,11 +127,13 @@ def run_summaries(store: Store) -> list[dict[str, Any]]:
         n_test = store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'test'", [rid])
         n_gold, n_pseudo = label_counts(store, rid)
         n_rounds = store.scalar("SELECT count(*) FROM rounds WHERE run_id = ?", [rid])
-        out.append({
+        n_reviewed = store.scalar("SELECT count(*) FROM reviewed_labels WHERE run_id = ?", [rid])  # items people
+        out.append({                                                                                  # labelled
             "run_id": rid, "status": info["status"], "termination": info["termination"],
             "created_at": info["created_at"], "seed": info["seed"], "policy": info["policy"],
             "feeding": info["feeding"], "views": list(info["views"]),
-            "n_items": n_items, "n_test": n_test, "n_gold": n_gold, "n_pseudo": n_pseudo, "n_rounds": n_rounds,
+            "n_items": n_items, "n_test": n_test, "n_gold": n_gold, "n_reviewed": int(n_reviewed),
+            "n_pseudo": n_pseudo, "n_rounds": n_rounds,
         })
     return out
 
