@@ -27,7 +27,7 @@ def init_config(path: str | Path = "cotrain.yaml", force: bool = False) -> Path:
     """Write the commented example config to ``path``."""
     p = Path(path)
     if p.exists() and not force:
-        raise ConfigError("<file>", "already exists; pass --force to overwrite", str(p))
+        raise CotrainError(f"{p}: already exists; pass --force to overwrite it")  # a file, not a config key
     p.write_text(example_config(), encoding="utf-8")
     return p
 
@@ -323,7 +323,7 @@ def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = 
     from store.errors import ReviewError
 
     if rounds < 0:
-        raise ReviewError("rounds must be >= 0", str(file))
+        raise ReviewError(f"rounds must be 0 or more, not {rounds}")  # an option's fault, not the file's
 
     def reopen(rid: int, info: dict[str, Any]) -> int:
         """The run goes on for ``rounds`` more rounds after its last one, never fewer than an

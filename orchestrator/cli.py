@@ -333,7 +333,8 @@ def demo(folder: Path = typer.Argument(Path("cotrain-demo"), help="Folder for da
             d, result = api.demo(folder, n_pool=n_pool, n_labelled=n_labelled, max_rounds=max_rounds, reporter=rep,
                                  example=example, labelled_fraction=labelled_fraction, n_items=n_items)
     print_status(out, result.store, result.run_id)
-    out.print(f"config: {d / 'cotrain.yaml'}   export: cotrain export {result.store} labels.parquet")
+    out.print(f"config: {d / 'cotrain.yaml'}", soft_wrap=True)  # whole lines: a wrapped command cannot be copied
+    out.print(f"export: cotrain export {result.store} labels.parquet", soft_wrap=True)
 
 
 def main() -> None:
