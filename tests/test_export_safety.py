@@ -305,12 +305,19 @@ def test_an_escaped_csv_export_imports_back_as_reviews(run, tmp_path: Path):
     n = api.export(store, out)
     header, rows = _rows(out)
     assert any(r["item_id"] == "'" + HOSTILE_ID for r in rows)
+    hostile = next(r for r in rows if r["item_id"] == "'" + HOSTILE_ID)  # corrected, so that its review is filed
+    hostile["label"] = next(r["label"] for r in rows if r["label"] != hostile["label"])
     with open(tmp_path / "review.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, ["item_id", "label"], extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     summary = api.import_reviews(store, tmp_path / "review.csv", rounds=0)
-    assert summary.imported == n
+    with Store(store, read_only=True) as st:
+        n_gold = st.scalar("SELECT count(*) FROM items WHERE split = 'train' AND gold_label IS NOT NULL")
+        hostile_gold = st.scalar("SELECT count(*) FROM items WHERE item_id = ? AND gold_label IS NOT NULL",
+                                 [HOSTILE_ID])
+    # the gold, read as itself, stays gold (not filed); the corrected hostile item is filed
+    assert (summary.imported, summary.unchanged) == (n - n_gold + hostile_gold, n_gold - hostile_gold)
     with Store(store, read_only=True) as st:
         ids = {r[0] for r in st.con.execute("SELECT item_id FROM reviews").fetchall()}
     assert HOSTILE_ID in ids and "'" + HOSTILE_ID not in ids
@@ -351,5 +358,5 @@ def test_a_value_starting_with_a_quote_survives_the_round_trip(tmp_path: Path):
         w = csv.writer(f)
         w.writerow(["item_id", "label"])
         w.writerows([esc(i), cells[esc(i)]] for i in gold)
-    summary = api.import_reviews(store, review, rounds=0)
-    assert summary.imported == len(gold) and summary.outcomes.get("corrected", 0) == 0
+    summary = api.import_reviews(store, review, rounds=0)  # each cell read as its gold label: nothing to file
+    assert (summary.imported, summary.unchanged) == (0, len(gold))

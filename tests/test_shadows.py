@@ -285,7 +285,8 @@ def test_a_review_import_starts_the_shadows_afresh(tmp_path: Path):
     assert (opened().pseudo >= 0).sum() == 0              # the gold grew: the shadows start afresh
     with Store(store, read_only=True) as st:
         before = st.scalar("SELECT count(*) FROM shadow_labels")
-    api.import_reviews(store, tmp_path / "reviews.csv", rounds=2)  # the same labels again: gold unchanged
+    (tmp_path / "again.csv").write_text("id,label,reviewer\n" + "".join(f"{i},{truth[i]},bo\n" for i in pool_ids))
+    api.import_reviews(store, tmp_path / "again.csv", rounds=2)  # another reviewer agrees: gold unchanged
     api.run(cfg_path)
     with Store(store, read_only=True) as st:
         new = st.scalar("SELECT count(*) FROM shadow_labels") - before
