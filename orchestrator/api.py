@@ -144,6 +144,9 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
             for r in runs:                                        # stopped by Ctrl-C or a kill never got to say
                 if r["run_id"] == live["run_id"] and r["status"] == "running":
                     r["status"] = "interrupted"
+        for r in runs:  # the store opened, so no run holds it: one a review import reopened waits for `cotrain run`
+            if r["status"] == "running" and r["round_limit"] is not None:
+                r["status"] = "reopened"
         if not runs:  # a store of standalone debates (``cotrain debate --items``) has those
             if run_id is not None:
                 resolve_run(st, run_id)  # raises: a wrong type, or a run the store does not hold

@@ -133,7 +133,7 @@ def run_summaries(store: Store) -> list[dict[str, Any]]:
             "created_at": info["created_at"], "seed": info["seed"], "policy": info["policy"],
             "feeding": info["feeding"], "views": list(info["views"]),
             "n_items": n_items, "n_test": n_test, "n_gold": n_gold, "n_reviewed": int(n_reviewed),
-            "n_pseudo": n_pseudo, "n_rounds": n_rounds,
+            "n_pseudo": n_pseudo, "n_rounds": n_rounds, "round_limit": info.get("round_limit"),
         })
     return out
 
