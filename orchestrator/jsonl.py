@@ -29,7 +29,8 @@ def _is_array(p: Path) -> bool:
     """Whether the file (gzipped or not) starts, after blanks, with ``[``: one JSON array of
     records (what ``cotrain export`` writes to a ``.json`` file), not JSON Lines."""
     try:
-        with (gzip.open(p, "rb") if p.suffix.lower() == ".gz" else open(p, "rb")) as f:
+        opener = gzip.open if p.name.lower().endswith(".gz") else open  # as the readers below
+        with opener(p, "rb") as f:
             head = f.read(4096)
     except (OSError, EOFError):
         return False  # the reader below names what is wrong with the file

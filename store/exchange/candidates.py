@@ -4,7 +4,7 @@ with what the views last said about each.
 A *candidate* is a training item that holds no gold and no reviewed label: either it carries
 an accepted pseudo-label (a review confirms or corrects it) or none (a review adds a label).
 For each, :func:`review_candidates` reads the views' probabilities from the latest round that
-predicted it, its pseudo-label and ``p_correct`` if any, and how each view was weighted in
+predicted it, its pseudo-label if any, and how each view was weighted in
 the run's latest round. Which items are worth a person's time is policy, and lives in the
 orchestrator (``orchestrator.review_selection``); this module only reads.
 """
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from store.database import Store
@@ -30,7 +29,7 @@ class ReviewCandidates:
     ``probs``: (n, V, K) each view's probabilities from the latest round that predicted the
     item (NaN rows: the view abstained, or the item was never predicted); ``round``: (n,)
     that round (-1: never predicted); ``pseudo``: (n,) the accepted pseudo-label's class
-    index (ABSTAIN: none); ``p_correct``: (n,) its estimate (NaN: none); ``class_counts``: (K,)
+    index (ABSTAIN: none); ``class_counts``: (K,)
     labels per class the run holds now (gold, reviewed and accepted pseudo-labels);
     ``combination`` and ``weights`` (V,): how the latest round combined the views (None and
     ones for a run that recorded no estimates); ``coverage``: the share of all the run's
@@ -44,7 +43,6 @@ class ReviewCandidates:
     probs: np.ndarray
     round: np.ndarray
     pseudo: np.ndarray
-    p_correct: np.ndarray
     class_counts: np.ndarray
     combination: str | None
     weights: np.ndarray
@@ -72,7 +70,7 @@ def review_candidates(store: Store, run_id: int, *, disputed_only: bool = False,
                   " LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id"
                   " AND p.status = 'accepted'"
                   " WHERE i.run_id = ? AND i.split = 'train' AND i.gold_label IS NULL AND rv.label IS NULL")
-    cand = store.query("SELECT i.item_id, p.label AS pseudo, p.p_correct" + candidates + disputed
+    cand = store.query("SELECT i.item_id, p.label AS pseudo" + candidates + disputed
                        + " ORDER BY i.row_idx", [run_id] + ([run_id] if disputed_only else []))
     coverage = float(store.scalar("SELECT coalesce(avg(CASE WHEN p.label IS NULL THEN 0 ELSE 1 END), 0)"
                                   + candidates, [run_id]))
@@ -82,7 +80,6 @@ def review_candidates(store: Store, run_id: int, *, disputed_only: bool = False,
     label_of = {name: j for j, name in enumerate(labels)}
     pseudo = np.array([label_of.get(x, ABSTAIN) if x is not None else ABSTAIN
                        for x in cand.column("pseudo").to_pylist()], dtype=np.int64)
-    p_correct = cand.column("p_correct").cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
     probs = np.full((n, v, k), np.nan, dtype=np.float64)
     rnd = np.full(n, -1, dtype=np.int64)
     if n:
@@ -110,7 +107,7 @@ def review_candidates(store: Store, run_id: int, *, disputed_only: bool = False,
         if r["label"] in label_of:
             class_counts[label_of[r["label"]]] = int(r["n"])
     combination, weights = _latest_combination(store, run_id, views)
-    return ReviewCandidates(run_id, labels, views, ids, probs, rnd, pseudo, p_correct, class_counts, combination,
+    return ReviewCandidates(run_id, labels, views, ids, probs, rnd, pseudo, class_counts, combination,
                             weights, coverage)
 
 

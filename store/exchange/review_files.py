@@ -130,38 +130,38 @@ def _is_review_file(first: dict[str, Any]) -> bool:
     return "item_id" in first and "cotrain_task" in first and "annotation_id" not in first
 
 
-def _review_file(rows: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
-    """A review file's answers: ``item_id``, ``label`` (empty: not answered), and the optional
-    ``reviewer`` and ``reviewed_at``; nothing else is read, since every other key is the item's
-    own (a data column ``created_at`` is no review time)."""
-    out, skipped = [], 0
-    for n, row in enumerate(rows, start=1):
-        if row.get("item_id") is None:
-            raise ReviewError("record has no item_id", path, row=n)
-        label = _choice(row.get(LABEL_QUESTION))
-        if label is None:
-            skipped += 1
-            continue
-        out.append(ParsedReview(n, str(row["item_id"]), label, _who(row.get("reviewer")),
-                                _time(row.get("reviewed_at")), row.get("cotrain_task")))
-    return out, skipped
-
-
-def _label_studio_min(rows: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
+def _flat_records(rows: list[dict[str, Any]], path: str, who: str, when: tuple[str, ...],
+                  no_id: str) -> tuple[list[ParsedReview], int]:
+    """Records that name their item at the top level: ``item_id``, ``label`` (empty: not
+    answered), the reviewer under ``who`` and the time under the first of ``when`` that is set;
+    a labelled-dataset export's rows whose label cotrain made are refused."""
     exported = _label_export(rows[0])
     out, skipped = [], 0
     for n, row in enumerate(rows, start=1):
         if row.get("item_id") is None:
-            raise ReviewError("record has no item_id (was it exported by cotrain?)", path, row=n)
+            raise ReviewError(no_id, path, row=n)
         if exported:
             _refuse_cotrains_label(row.get("source"), path, n, row.get("item_id"))
         label = _choice(row.get(LABEL_QUESTION))
         if label is None:
             skipped += 1
             continue
-        out.append(ParsedReview(n, str(row["item_id"]), label, _who(row.get("annotator")),
-                                _time(row.get("updated_at") or row.get("created_at")), row.get("cotrain_task")))
+        at = next((row.get(k) for k in when if row.get(k)), None)
+        out.append(ParsedReview(n, str(row["item_id"]), label, _who(row.get(who)), _time(at), row.get("cotrain_task")))
     return out, skipped
+
+
+def _review_file(rows: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
+    """A review file's answers: ``item_id``, ``label``, and the optional ``reviewer`` and
+    ``reviewed_at``; nothing else is read, since every other key is the item's own (a data
+    column ``created_at`` is no review time)."""
+    return _flat_records(rows, path, "reviewer", ("reviewed_at",), "record has no item_id")
+
+
+def _label_studio_min(rows: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
+    """Label Studio's JSON_MIN: the task's data and the answer at the top level."""
+    return _flat_records(rows, path, "annotator", ("updated_at", "created_at"),
+                         "record has no item_id (was it exported by cotrain?)")
 
 
 def _argilla(records: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:

@@ -134,7 +134,6 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
     now = utcnow()
     who = reviewer or getpass.getuser()
     state = _prior_state(store, rid, sorted(known))
-    by_whom = _current_reviewer(store, rid, sorted(known))
     rows: list[tuple[Any, ...]] = []
     last_review: dict[str, int] = {}
     next_id = int(store.scalar("SELECT coalesce(max(review_id), 0) + 1 FROM reviews"))
@@ -142,9 +141,9 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
     unchanged = 0
     with store.transaction():
         for r in parsed:
-            prior_label, prior_source, prior_views = state.get(r.item_id, (None, None, None))
+            prior_label, prior_source, prior_views, prior_reviewer = state.get(r.item_id, (None, None, None, None))
             said = prior_label == r.label and (prior_source == "gold" or (  # the run's own gold, or the same
-                prior_source == "review" and by_whom.get(r.item_id) == (r.reviewer or who)))  # review again
+                prior_source == "review" and prior_reviewer == (r.reviewer or who)))  # review again
             if said:  # filing it again counted a second "confirmed" and reopened the run for nothing; another
                 unchanged += 1  # reviewer's agreement is filed (the reviews table is the audit trail)
                 continue
@@ -152,8 +151,7 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
             outcomes[outcome] += 1
             rows.append((next_id, rid, r.item_id, r.label, r.reviewer or who, r.reviewed_at, now, str(Path(path)),
                          fmt, r.row, prior_label, prior_source, prior_views, outcome))
-            state[r.item_id] = (r.label, "review", None)
-            by_whom[r.item_id] = r.reviewer or who
+            state[r.item_id] = (r.label, "review", None, r.reviewer or who)
             last_review[r.item_id] = next_id
             next_id += 1
         if not rows:  # every record repeats its item's review: nothing to file, nothing to reopen for
@@ -179,18 +177,9 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
     return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), granted, unchanged)
 
 
-def _current_reviewer(store: Store, run_id: int, item_ids: list[str]) -> dict[str, str]:
-    """item -> who gave its latest review."""
-    ids = pa.table({"item_id": pa.array(item_ids, pa.string())})
-    with store.registered(ids) as name:
-        return dict(store.con.execute(
-            f"SELECT r.item_id, arg_max(r.reviewer, r.review_id) FROM reviews r JOIN {ident(name)} f"
-            " ON f.item_id = r.item_id WHERE r.run_id = ? GROUP BY r.item_id", [run_id]).fetchall())
-
-
-def _prior_state(store: Store, run_id: int, item_ids: list[str]) -> dict[str, tuple[Any, Any, Any]]:
-    """item -> (label, source, views) before this import: latest review, else gold, else the
-    accepted pseudo-label."""
+def _prior_state(store: Store, run_id: int, item_ids: list[str]) -> dict[str, tuple[Any, Any, Any, Any]]:
+    """item -> (label, source, views, reviewer) before this import: latest review (and who gave
+    it), else gold, else the accepted pseudo-label."""
     ids = pa.table({"item_id": pa.array(item_ids, pa.string())})
     with store.registered(ids) as name:
         rows = store.con.execute(
@@ -198,9 +187,10 @@ def _prior_state(store: Store, run_id: int, item_ids: list[str]) -> dict[str, tu
                        coalesce(rv.label, i.gold_label, p.label),
                        CASE WHEN rv.label IS NOT NULL THEN 'review' WHEN i.gold_label IS NOT NULL THEN 'gold'
                             ELSE p.source END,
-                       CASE WHEN rv.label IS NULL AND i.gold_label IS NULL THEN p.source_views END
+                       CASE WHEN rv.label IS NULL AND i.gold_label IS NULL THEN p.source_views END,
+                       rv.reviewer
                 FROM items i JOIN {ident(name)} f ON f.item_id = i.item_id
                 LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id
                 LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id AND p.status = 'accepted'
                 WHERE i.run_id = ?""", [run_id]).fetchall()
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
