@@ -7,14 +7,19 @@ two classes, read from one Parquet file. Both sides run as fresh processes and a
 process start to finish, imports and reading the file included:
 
 * anchor: ``pd.read_parquet`` then ``SelfTrainingClassifier(LogisticRegression(),
-  threshold=0.9, max_iter=5).fit`` on gold + pool, then accuracy on the held-out items;
+  threshold=0.9, max_iter=5).fit`` on gold + pool, then accuracy on the held-out items; run
+  twice, as a user runs it (every BLAS thread) and on one BLAS thread
+  (``OPENBLAS_NUM_THREADS=1``), since on a machine of two CPUs or fewer cotrain's
+  logistic-regression fits keep to one BLAS thread (``views.heads.one_blas_thread_if_small``),
+  which alone makes them faster there: the second ratio is the same work on the same threads;
 * cotrain: ``cotrain run`` on a config with ``policy: self``, ``max_rounds: 5`` (rounds 0-4
   select, round 5 is the final fit that SelfTrainingClassifier also does), ``calibration_folds:
   0`` (the cross-validation over gold is work the anchor does not do), and
   ``store_predictions`` off and on. Its time includes creating the DuckDB store from the file.
 
 Reported per N: seconds of each, their ratio (targets: <= 1.25x without stored predictions,
-<= 1.5x with), labels added (the two must agree closely: same estimator, same threshold),
+<= 1.5x with) and the ratio to the one-thread anchor, labels added (the two must agree
+closely: same estimator, same threshold),
 peak RSS of the cotrain process against the feature matrix's own size (target at 3M: <= 1.3x
 the features plus 300 MB) and against the work's own floor (``FLOOR``: the imports, the
 features, the last fit's training rows and that fit, with nothing else in the process).
@@ -103,14 +108,14 @@ def config(data: Path, store: Path, store_predictions: bool) -> dict:
             "store": str(store)}
 
 
-def run_measured(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
+def run_measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Run ``cmd``; return (wall seconds, the child's peak RSS in MB from wait4, not the
     maximum over every child this benchmark started, stdout). The figure is at least this
     process's own peak (the kernel carries it across the child's exec): this process keeps
     small, building no data itself."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
     out = proc.stdout.read()  # type: ignore[union-attr]
     err = proc.stderr.read()  # type: ignore[union-attr]
     _, status, usage = os.wait4(proc.pid, 0)
@@ -142,6 +147,8 @@ def measure(n: int, tmp: Path, repeats: int) -> list[dict]:
         for rep in range(repeats):
             a_s, a_rss, a_out = run_measured([sys.executable, str(tmp / "anchor.py"), str(data)], tmp)
             anchor = json.loads(a_out.strip().splitlines()[-1])
+            a1_s, _, _ = run_measured([sys.executable, str(tmp / "anchor.py"), str(data)], tmp,
+                                      {"OPENBLAS_NUM_THREADS": "1"})
             store = tmp / f"s_{n}_{store_predictions}_{rep}.duckdb"
             cfg = tmp / f"c_{n}_{store_predictions}_{rep}.json"
             cfg.write_text(json.dumps(config(data, store, store_predictions)))
@@ -159,7 +166,8 @@ def measure(n: int, tmp: Path, repeats: int) -> list[dict]:
                                             str(N_GOLD + int(added))], tmp)
                 floor = json.loads(f_out.strip().splitlines()[-1])["floor_rss_mb"]
             r = {"n": n, "store_predictions": store_predictions, "cotrain_s": c_s, "sklearn_s": a_s,
-                 "ratio": c_s / a_s, "cotrain_peak_rss_mb": c_rss, "sklearn_peak_rss_mb": a_rss,
+                 "ratio": c_s / a_s, "sklearn_one_blas_thread_s": a1_s, "ratio_one_blas_thread": c_s / a1_s,
+                 "cotrain_peak_rss_mb": c_rss, "sklearn_peak_rss_mb": a_rss,
                  "floor_rss_mb": floor, "rss_target_mb": 1.3 * feat_bytes / 2**20 + 300,
                  "features_mb": feat_bytes / 2**20, "cotrain_added": int(added), "sklearn_added": anchor["added"],
                  "cotrain_accuracy": acc, "sklearn_accuracy": anchor["accuracy"], "cotrain_rounds": int(rounds),
@@ -184,13 +192,15 @@ def main() -> None:
         for n in (int(s) for s in args.sizes.split(",")):
             results.extend(measure(n, Path(tmp), args.repeats))
     rows = [[f"{r['n']:,}", "on" if r["store_predictions"] else "off", f"{r['cotrain_s']:.2f}", f"{r['sklearn_s']:.2f}",
-             f"{r['ratio']:.2f}x", f"{r['cotrain_added']:,} / {r['sklearn_added']:,}",
+             f"{r['ratio']:.2f}x", f"{r['sklearn_one_blas_thread_s']:.2f}", f"{r['ratio_one_blas_thread']:.2f}x",
+             f"{r['cotrain_added']:,} / {r['sklearn_added']:,}",
              f"{r['cotrain_accuracy']:.3f} / {r['sklearn_accuracy']:.3f}",
              f"{r['cotrain_peak_rss_mb']:.0f}", f"{r['sklearn_peak_rss_mb']:.0f}", f"{r['floor_rss_mb']:.0f}",
              f"{r['rss_target_mb']:.0f}", f"{r['features_mb']:.0f}"]
             for r in results]
     print_table("self-training, one logistic-regression view, 5 iterations, threshold 0.9 (process start to end)",
-                ["pool", "store preds", "cotrain s", "sklearn s", "ratio", "added (cotrain / sklearn)",
+                ["pool", "store preds", "cotrain s", "sklearn s", "ratio", "sklearn 1-thread s", "ratio",
+                 "added (cotrain / sklearn)",
                  "test acc (cotrain / sklearn)", "cotrain RSS MB", "sklearn RSS MB", "floor RSS MB", "RSS target MB",
                  "features MB"], rows)
     path = write_json("scale", {"command": "python bench/scale.py " + " ".join(sys.argv[1:]), "results": results})
