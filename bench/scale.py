@@ -109,7 +109,8 @@ def config(data: Path, store: Path, store_predictions: bool) -> dict:
 
 
 def run_measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Run ``cmd``; return (wall seconds, the child's peak RSS in MB from wait4, not the
+    """Run ``cmd`` (``env``: variables added to the child's environment); return (wall
+    seconds, the child's peak RSS in MB from wait4, not the
     maximum over every child this benchmark started, stdout). The figure is at least this
     process's own peak (the kernel carries it across the child's exec): this process keeps
     small, building no data itself."""
@@ -147,8 +148,9 @@ def measure(n: int, tmp: Path, repeats: int) -> list[dict]:
         for rep in range(repeats):
             a_s, a_rss, a_out = run_measured([sys.executable, str(tmp / "anchor.py"), str(data)], tmp)
             anchor = json.loads(a_out.strip().splitlines()[-1])
-            a1_s, _, _ = run_measured([sys.executable, str(tmp / "anchor.py"), str(data)], tmp,
-                                      {"OPENBLAS_NUM_THREADS": "1"})
+            a1_s, _, a1_out = run_measured([sys.executable, str(tmp / "anchor.py"), str(data)], tmp,
+                                           {"OPENBLAS_NUM_THREADS": "1"})
+            anchor1 = json.loads(a1_out.strip().splitlines()[-1])
             store = tmp / f"s_{n}_{store_predictions}_{rep}.duckdb"
             cfg = tmp / f"c_{n}_{store_predictions}_{rep}.json"
             cfg.write_text(json.dumps(config(data, store, store_predictions)))
@@ -167,6 +169,7 @@ def measure(n: int, tmp: Path, repeats: int) -> list[dict]:
                 floor = json.loads(f_out.strip().splitlines()[-1])["floor_rss_mb"]
             r = {"n": n, "store_predictions": store_predictions, "cotrain_s": c_s, "sklearn_s": a_s,
                  "ratio": c_s / a_s, "sklearn_one_blas_thread_s": a1_s, "ratio_one_blas_thread": c_s / a1_s,
+                 "sklearn_one_blas_thread_added": anchor1["added"],
                  "cotrain_peak_rss_mb": c_rss, "sklearn_peak_rss_mb": a_rss,
                  "floor_rss_mb": floor, "rss_target_mb": 1.3 * feat_bytes / 2**20 + 300,
                  "features_mb": feat_bytes / 2**20, "cotrain_added": int(added), "sklearn_added": anchor["added"],

@@ -99,49 +99,78 @@ def test_a_round_tunes_c_once_for_its_large_fits():
     assert fresh.C is None and rc.C is None                             # a new round tunes again
 
 
-def test_small_and_sparse_fits_run_on_one_blas_thread_and_large_ones_keep_every_thread(monkeypatch):
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+@pytest.fixture
+def two_blas_threads():
+    """BLAS on two threads for the test, so a limit to one is seen whatever CI's default is."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        if set(_blas_threads()) != {2}:
+            pytest.skip("this BLAS cannot run two threads")
+        yield
+
+
+def test_small_and_sparse_fits_run_on_one_blas_thread_and_large_ones_keep_every_thread(monkeypatch,
+                                                                                      two_blas_threads):
     """OpenBLAS's threads made the default demo's small lbfgs fits 3.5x slower on 2 cores."""
     import scipy.sparse as sp
-    from threadpoolctl import threadpool_info
 
     from views import heads
     from views.heads import SMALL_FIT_CELLS, one_blas_thread_if_small
 
     monkeypatch.setattr(heads, "usable_cpus", lambda: 16)  # a machine where large fits keep their threads
-
-    def blas_threads() -> list[int]:
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-
-    before = blas_threads()
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     with one_blas_thread_if_small(np.zeros((1430, 1280))):
-        assert blas_threads() and set(blas_threads()) == {1}
+        assert set(_blas_threads()) == {1}
     with one_blas_thread_if_small(sp.csr_matrix((100_000, 50_000))):  # a big, empty sparse matrix
-        assert set(blas_threads()) == {1}
+        assert set(_blas_threads()) == {1}
     with one_blas_thread_if_small(np.zeros((SMALL_FIT_CELLS // 8 + 1, 8), dtype=np.float32)):
-        assert blas_threads() == before
-    assert blas_threads() == before
+        assert set(_blas_threads()) == {2}
+    assert set(_blas_threads()) == {2}
 
 
-def test_on_two_cpus_every_fit_runs_on_one_blas_thread(monkeypatch):
+def test_on_two_cpus_every_fit_runs_on_one_blas_thread_unless_the_user_set_it(monkeypatch, two_blas_threads):
     """On two CPUs OpenBLAS's second thread made even large lbfgs fits slower (20k x 1,280, ten
-    classes: 8.5 s against 3.4 s), so there the limit holds whatever the fit's size."""
-    from threadpoolctl import threadpool_info
-
+    classes: 8.5 s against 3.4 s), so there the limit holds whatever the fit's size; a user's
+    own OPENBLAS_NUM_THREADS is left to rule."""
     from views import heads
 
-    def blas_threads() -> list[int]:
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-
+    large = np.zeros((heads.SMALL_FIT_CELLS // 8 + 1, 8), dtype=np.float32)
     monkeypatch.setattr(heads, "usable_cpus", lambda: 2)
-    before = blas_threads()
-    with heads.one_blas_thread_if_small(np.zeros((heads.SMALL_FIT_CELLS // 8 + 1, 8), dtype=np.float32)):
-        assert blas_threads() and set(blas_threads()) == {1}
-    assert blas_threads() == before
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with heads.one_blas_thread_if_small(large):
+        assert set(_blas_threads()) == {1}
+    assert set(_blas_threads()) == {2}
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    with heads.one_blas_thread_if_small(large):
+        assert set(_blas_threads()) == {2}
 
 
-def test_usable_cpus_are_the_process_affinity():
+def test_usable_cpus_read_the_affinity_mask_and_the_cgroup_quota(monkeypatch, tmp_path):
     import os
 
     from views.heads import usable_cpus
 
-    assert usable_cpus() == len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert usable_cpus(str(tmp_path / "absent")) == 4
+    quota.write_text("max 100000\n")
+    assert usable_cpus(str(quota)) == 4
+    quota.write_text("150000 100000\n")  # docker --cpus 1.5: two CPUs' worth of threads
+    assert usable_cpus(str(quota)) == 2
+    quota.write_text("50000 100000\n")
+    assert usable_cpus(str(quota)) == 1
+    quota.write_text("garbage\n")
+    assert usable_cpus(str(quota)) == 4
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS, Windows
+    monkeypatch.setattr(os, "cpu_count", lambda: 5)
+    assert usable_cpus(str(tmp_path / "absent")) == 5
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert usable_cpus(str(tmp_path / "absent")) == 1
+

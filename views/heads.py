@@ -71,12 +71,22 @@ SMALL_FIT_CELLS = 1 << 22
 FEW_CPUS = 2
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the platform has one)."""
+def usable_cpus(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """CPUs this process may run on: its affinity mask (``taskset``, a container's cpuset),
+    capped by a cgroup v2 CPU quota (``cpu_max``: ``docker --cpus``, a Kubernetes limit),
+    which the mask does not show. ``os.cpu_count()`` where the platform has no affinity mask."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    try:
+        with open(cpu_max) as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))  # 150000/100000 -> 2
+    except (OSError, ValueError):
+        pass
+    return n
 
 
 def one_blas_thread_if_small(X: Any) -> Any:
@@ -87,10 +97,11 @@ def one_blas_thread_if_small(X: Any) -> Any:
     threads spend more time waking each other than working on them. The default demo (1,430
     items, 1,280 image features, C chosen by cross-validation on every round) took 2 min 27 s
     on 2 cores with OpenBLAS's two threads, and 42 s with one. On two CPUs the second thread
-    never paid for large fits either (scikit-learn's LogisticRegression, 1 thread against 2:
-    1M x 10 binary 0.50 s against 0.77 s, 3M x 10 0.60 against 0.66, 100k x 384 with 10
-    classes 5.8 against 8.6, 20k x 1,280 with 10 classes 3.4 against 8.5), so there every
-    fit keeps to one. A sparse matrix's products do not use BLAS at all. Large dense fits on
+    did not pay for large fits either: ``bench/blas_threads.py`` (scikit-learn's
+    LogisticRegression, two threads over one) measured 1.04x for 1M x 10 binary, 1.17x for 3M x
+    10, 1.47x for 100k x 384 with ten classes and 2.49x for 20k x 1,280 with ten, and no shape
+    faster; so there every fit keeps to one, unless the user set
+    ``OPENBLAS_NUM_THREADS``. A sparse matrix's products do not use BLAS at all. Large dense fits on
     more CPUs keep every thread. The limit is threadpoolctl's (scikit-learn's own
     dependency), and it lasts only for the block."""
     import contextlib
@@ -100,7 +111,8 @@ def one_blas_thread_if_small(X: Any) -> Any:
     shape = getattr(X, "shape", None)
     sparse = hasattr(X, "nnz")
     small = shape is not None and len(shape) == 2 and shape[0] * shape[1] <= SMALL_FIT_CELLS
-    if sparse or small or usable_cpus() <= FEW_CPUS:
+    few_cpus = usable_cpus() <= FEW_CPUS and "OPENBLAS_NUM_THREADS" not in os.environ  # the user's own choice wins
+    if sparse or small or few_cpus:
         return threadpool_limits(limits=1, user_api="blas")
     return contextlib.nullcontext()
 
