@@ -291,6 +291,46 @@ def test_a_review_file_imports_only_the_answers_and_a_label_export_is_refused(fr
         assert st.scalar("SELECT count(*) FROM reviews") == 2 and st.scalar("SELECT status FROM runs") == "finished"
 
 
+def test_a_review_file_of_other_data_is_refused_and_the_same_data_in_a_new_run_takes_it(tmp_path: Path):
+    """Two stores whose items share ids (it00000...) and labels but not data: a review file from
+    one was filed in the other as gold for unrelated items. Each exported item carries its content
+    fingerprint (``cotrain_item``); an item whose data differs is refused, nothing filed. A new run
+    over the same data file has the same fingerprints and takes the file."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    df_a = synthetic_frame(n=200, n_gold=40, n_test=30)
+    df_b = synthetic_frame(n=200, n_gold=40, n_test=30, seed=1)
+    cfg_a = write_config(tmp_path / "a", df_a, max_rounds=1)
+    api.run(cfg_a)
+    api.run(write_config(tmp_path / "b", df_b, max_rounds=1))
+    store_a, store_b = tmp_path / "a" / "run.duckdb", tmp_path / "b" / "run.duckdb"
+    truth_b = df_b.set_index("id")["truth"]
+    api.export(store_b, tmp_path / "pick.csv", select="uncertainty", sample=6)
+    pick = pd.read_csv(tmp_path / "pick.csv", dtype=str, keep_default_na=False)
+    assert pick["cotrain_item"].str.fullmatch("[0-9a-f]{16}").all()
+    pick["label"] = [truth_b[i] for i in pick["item_id"]]
+    pick.to_csv(tmp_path / "rev.csv", index=False)
+    api.export(store_b, tmp_path / "tasks.json", "label-studio", include_gold=False, sample=4)
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    assert all(len(t["data"]["cotrain_item"]) == 16 for t in tasks)
+    (tmp_path / "ls.json").write_text(json.dumps(_label_studio_answers(tasks, truth_b, len(tasks))))
+    for review_file, first in (("rev.csv", pick["item_id"][0]), ("ls.json", tasks[0]["data"]["item_id"])):
+        with pytest.raises(ReviewError, match=rf"row 1 item '{first}': the item's data is not what the reviewer saw "
+                                              r"\(fingerprint [0-9a-f]{16} in the file, [0-9a-f]{16} in run 1\)"):
+            api.import_reviews(store_a, tmp_path / review_file, rounds=0)
+    with Store(store_a, read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM reviews") == 0
+    assert api.import_reviews(store_b, tmp_path / "rev.csv", rounds=0).imported == 6
+    # store a's own review file, imported into a new run over the same data file
+    api.export(store_a, tmp_path / "pick_a.parquet", select="random", sample=5, seed=3)
+    pick_a = pd.read_parquet(tmp_path / "pick_a.parquet")
+    pick_a["label"] = [df_a.set_index("id")["truth"][i] for i in pick_a["item_id"]]
+    pick_a.to_parquet(tmp_path / "rev_a.parquet")
+    assert api.run(cfg_a, new_run=True).run_id == 2
+    rep = api.import_reviews(store_a, tmp_path / "rev_a.parquet", rounds=0)
+    assert (rep.run_id, rep.imported) == (2, 5)
+
+
 def test_fields_named_like_what_a_review_file_carries_are_renamed(tmp_path: Path):
     """A data column named cotrain_task or reviewer was read back as the task's fingerprint
     (a same-task import was refused) or as the reviewer; it is exported as data_<name>."""

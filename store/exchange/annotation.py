@@ -68,12 +68,12 @@ def _plain(value: Any) -> Any:
 
 def export_annotation(store: Store, out: Path, fmt: str, flt: ExportFilter) -> int:
     """Write ``fmt`` (hf | hf-parquet | label-studio | argilla) to ``out``; return the rows."""
-    sql, params = export_query(store, flt)
+    sql, params = export_query(store, flt, fingerprint=fmt in ("label-studio", "argilla"))
     table = store.con.sql(sql, params=params).to_arrow_table()
     run_id = flt.run_id if flt.run_id is not None else store.latest_run()
     info = store.run_info(run_id)
     labels = list(info["labels"])
-    columns = [c for c in table.column_names if c not in PROVENANCE]
+    columns = [c for c in table.column_names if c not in (*PROVENANCE, "cotrain_item")]  # a fingerprint, no field
     exported = dict(field_aliases(store.data_columns(run_id), info["label_column"]))  # data name -> column
     text = [exported[c] for c in info["text_fields"] or [] if exported.get(c) in columns]
     images = [exported[c] for c in info["image_fields"] or [] if exported.get(c) in columns]
@@ -143,7 +143,8 @@ def _to_label_studio(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str
 
     tasks = []
     for r in rows:
-        data = {"item_id": r["item_id"], "cotrain_task": task, "cotrain_label": r["label"],
+        data = {"item_id": r["item_id"], "cotrain_task": task, "cotrain_item": r["cotrain_item"],
+                "cotrain_label": r["label"],
                 "cotrain_source": r["source"], "cotrain_confidence": _plain(r["confidence"]),
                 "cotrain_p_correct": _plain(r["p_correct"])}
         for c in fields:
@@ -192,7 +193,8 @@ def _to_argilla(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str, str
     for r in rows:
         shown = {c: image_value(r.get(c), roots) for c in images}
         shown.update({c: None if r.get(c) is None else str(_plain(r.get(c))) for c in fields if c not in images})
-        meta = {"item_id": r["item_id"], "cotrain_task": task, "cotrain_source": r["source"],
+        meta = {"item_id": r["item_id"], "cotrain_task": task, "cotrain_item": r["cotrain_item"],
+                "cotrain_source": r["source"],
                 "cotrain_confidence": _plain(r["confidence"]), "cotrain_p_correct": _plain(r["p_correct"]),
                 **{f"vote_{v}": f"{label} ({conf:.2f})" for v, label, conf in votes.get(r["item_id"], [])}}
         suggestion = {LABEL_QUESTION: {"value": r["label"], "score": _plain(r["confidence"]), "agent": _agent(r)}}

@@ -69,7 +69,7 @@ def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None
         from store.exchange.annotation import export_annotation
 
         return ExportCount(export_annotation(store, out, fmt, flt), unestimated)
-    sql, params = export_query(store, flt)
+    sql, params = export_query(store, flt, fingerprint=flt.items is not None)
     if flt.items is not None:  # a review selection: a review file, whose label is the reviewer's to fill
         sql, params = review_file_select(store, flt, sql, params)
     if fmt == "csv" and escape_formulas:  # the columns' names and types, without running the query
@@ -86,7 +86,8 @@ def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None
 
 def review_file_select(store: Store, flt: ExportFilter, sql: str, params: list[Any]) -> tuple[str, list[Any]]:
     """The export ``sql`` as a review file: ``label`` empty for the reviewer's answer, the task's
-    fingerprint as ``cotrain_task``, and cotrain's label and its provenance under the names the
+    fingerprint as ``cotrain_task`` (and, from ``export_query``, each item's as ``cotrain_item``),
+    and cotrain's label and its provenance under the names the
     Label Studio tasks give them (:data:`REVIEW_COLUMNS`). With cotrain's label in ``label``, an
     import read every row a reviewer left alone as a human answer: every pseudo-label became gold."""
     from store.exchange.reviews import task_fingerprint

@@ -8,6 +8,7 @@ run estimated none: runs before migration 008 and debate verdicts), then the ite
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,8 +29,26 @@ REVIEW_COLUMNS = {"label": "cotrain_label", "source": "cotrain_source", "confide
                   "p_correct": "cotrain_p_correct"}
 #: Names an item's field never takes in an export: the provenance, and what a review file and
 #: ``import-reviews`` read (a field named ``cotrain_task`` or ``reviewer`` was read as one).
-RESERVED = (*PROVENANCE, *REVIEW_COLUMNS.values(), "cotrain_task", "reviewer", "reviewed_at", "annotator",
-            "annotation_id")
+RESERVED = (*PROVENANCE, *REVIEW_COLUMNS.values(), "cotrain_task", "cotrain_item", "reviewer", "reviewed_at",
+            "annotator", "annotation_id")
+
+
+def content_fingerprint(columns: Sequence[str], alias: str = "d") -> str:
+    """SQL for an item's content fingerprint (``cotrain_item``): the first 16 hex digits of the
+    MD5 of its fields (``columns`` of its data-snapshot row ``alias``) as JSON. A review file
+    carries it, so an import can tell an item of another data file that happens to share its
+    id (``it0185`` in two stores) from the item the reviewer saw; the same data in a new run
+    gives the same fingerprint."""
+    if not columns:
+        return "CAST(NULL AS VARCHAR)"
+    packed = ", ".join(f"{ident(c)} := {alias}.{ident(c)}" for c in columns)
+    return f"substr(md5(CAST(to_json(struct_pack({packed})) AS VARCHAR)), 1, 16)"
+
+
+def fingerprinted_columns(store: Store, run_id: int) -> list[str]:
+    """The data columns a content fingerprint covers: every field but cotrain's own and the label."""
+    label_col = store.run_info(run_id)["label_column"]
+    return [c for c in store.data_columns(run_id) if c not in _INTERNAL and c != label_col]
 
 
 def field_aliases(columns: list[str], label_column: str) -> list[tuple[str, str]]:
@@ -125,10 +144,12 @@ def stratified_quota(counts: dict[str | None, int], n: int) -> dict[str | None, 
     return {label: quota.get(label, 0) for label in counts}
 
 
-def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = False) -> tuple[str, list[object]]:
+def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = False,
+                 fingerprint: bool = False) -> tuple[str, list[object]]:
     """The export's SQL and its parameters. With ``count_unestimated``: instead, one count of
     the rows every other filter keeps but ``min_p_correct`` drops for lacking an estimate
-    (``p_correct`` NULL), before any sample is drawn."""
+    (``p_correct`` NULL), before any sample is drawn. With ``fingerprint``: a ``cotrain_item``
+    column after ``p_correct``, each item's :func:`content_fingerprint` (files sent to reviewers)."""
     run_id = flt.run_id if flt.run_id is not None else store.latest_run()
     if run_id is None:
         raise StoreError("holds no run to export", store.path)
@@ -137,6 +158,8 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
     label_col = info["label_column"]
     fields = ", ".join(f"d.{ident(c)} AS {ident(alias)}" for c, alias in field_aliases(data_cols, label_col))
     fields = (", " + fields) if fields else ""
+    if fingerprint:
+        fields = f", {content_fingerprint(fingerprinted_columns(store, run_id))} AS cotrain_item" + fields
     where: list[str] = []
     params: list[object] = [run_id, run_id, run_id]  # reviews, items, pseudo_labels
     disputed_unlabelled = ""

@@ -32,6 +32,7 @@ class ParsedReview:
     reviewer: str | None
     reviewed_at: datetime | None
     task: str | None = None      # cotrain_task carried by the record, when it has one
+    content: str | None = None   # cotrain_item: the item's content fingerprint when exported
 
 
 def _time(value: Any) -> datetime | None:
@@ -93,13 +94,15 @@ def _label_studio(tasks: list[dict[str, Any]], path: str) -> tuple[list[ParsedRe
             skipped += 1
             continue
         out.append(ParsedReview(n, str(item), label, _who(ann.get("completed_by")),
-                                _time(ann.get("updated_at") or ann.get("created_at")), data.get("cotrain_task")))
+                                _time(ann.get("updated_at") or ann.get("created_at")), data.get("cotrain_task"),
+                                data.get("cotrain_item") or None))
     return out, skipped
 
 
 #: What a Parquet review file is read for: the answers, and what tells the layout.
-_PARQUET_COLUMNS = {"item_id", LABEL_QUESTION, "reviewer", "reviewed_at", "cotrain_task", "cotrain_label",
-                    "annotator", "annotation_id", "created_at", "updated_at", "source", "agreeing_views", "p_correct"}
+_PARQUET_COLUMNS = {"item_id", LABEL_QUESTION, "reviewer", "reviewed_at", "cotrain_task", "cotrain_item",
+                    "cotrain_label", "annotator", "annotation_id", "created_at", "updated_at", "source",
+                    "agreeing_views", "p_correct"}
 #: Columns only ``cotrain export``'s labelled dataset has: a file with them (and no
 #: ``cotrain_label``) holds cotrain's own labels in ``label``, not a reviewer's answers.
 _LABEL_EXPORT = {"source", "agreeing_views", "p_correct"}
@@ -147,7 +150,8 @@ def _flat_records(rows: list[dict[str, Any]], path: str, who: str, when: tuple[s
             skipped += 1
             continue
         at = next((row.get(k) for k in when if row.get(k)), None)
-        out.append(ParsedReview(n, str(row["item_id"]), label, _who(row.get(who)), _time(at), row.get("cotrain_task")))
+        out.append(ParsedReview(n, str(row["item_id"]), label, _who(row.get(who)), _time(at), row.get("cotrain_task"),
+                                row.get("cotrain_item") or None))
     return out, skipped
 
 
@@ -185,7 +189,7 @@ def _argilla(records: list[dict[str, Any]], path: str) -> tuple[list[ParsedRevie
             continue
         value, user, _ = submitted[-1]
         out.append(ParsedReview(n, str(item), str(value), _who(user), _time(rec.get("updated_at")),
-                                meta.get("cotrain_task")))
+                                meta.get("cotrain_task"), meta.get("cotrain_item") or None))
     return out, skipped
 
 
@@ -223,7 +227,8 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
                     skipped += 1
                     continue
                 out.append(ParsedReview(n, exact[id_col], exact["label"], row.get("reviewer") or None,
-                                        _time(row.get("reviewed_at")), row.get("cotrain_task") or None))
+                                        _time(row.get("reviewed_at")), row.get("cotrain_task") or None,
+                                        row.get("cotrain_item") or None))
         except csv.Error as exc:
             raise ReviewError(f"cannot read the CSV at line {reader.line_num}: {exc}", str(path)) from None
     return out, skipped

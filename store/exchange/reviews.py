@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from store.database import Store, utcnow
 from store.errors import ReviewError
+from store.exchange.query import content_fingerprint, fingerprinted_columns
 from store.exchange.review_files import ParsedReview, read_reviews
 from store.queries import review_precision
 from store.sql import ident
@@ -113,6 +114,7 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
         for r in parsed:
             r.item_id = _resolve(r.item_id, known)
             r.label = _resolve(r.label, labels)
+    contents = _contents(store, rid, [r.item_id for r in parsed if r.content is not None and r.item_id in known])
     seen: dict[str, ParsedReview] = {}
     for r in parsed:  # file order: the first bad record is the one named
         if r.task is not None and r.task != task:
@@ -120,6 +122,11 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                               f"{labels})", str(path), row=r.row, item=r.item_id)
         if r.item_id not in known:
             raise ReviewError(f"unknown item id: run {rid} has no such item", str(path), row=r.row, item=r.item_id)
+        if r.content is not None and contents[r.item_id] != r.content:
+            raise ReviewError(f"the item's data is not what the reviewer saw (fingerprint {r.content} in the file, "
+                              f"{contents[r.item_id]} in run {rid}): the file was exported from other data, or the "
+                              "data changed since; export the items to review from this run again", str(path),
+                              row=r.row, item=r.item_id)
         if r.label not in labels:
             raise ReviewError(f"label {r.label!r} is not one of the task's labels {labels}", str(path),
                               row=r.row, item=r.item_id)
@@ -175,6 +182,18 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                     WHERE p.run_id = ? AND p.item_id = f.item_id AND p.status = 'accepted'""", [now, rid])
         granted = then(rid, info) if then is not None else 0
     return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), granted, unchanged)
+
+
+def _contents(store: Store, run_id: int, item_ids: list[str]) -> dict[str, str]:
+    """item -> its content fingerprint in the run's data (``query.content_fingerprint``)."""
+    if not item_ids:
+        return {}
+    fp = content_fingerprint(fingerprinted_columns(store, run_id))
+    ids = pa.table({"item_id": pa.array(sorted(set(item_ids)), pa.string())})
+    with store.registered(ids) as name:
+        return dict(store.con.execute(
+            f"SELECT i.item_id, {fp} FROM items i JOIN {ident(name)} f ON f.item_id = i.item_id "
+            f"JOIN {ident(f'data_{int(run_id)}')} d ON d.__row = i.row_idx WHERE i.run_id = ?", [run_id]).fetchall())
 
 
 def _prior_state(store: Store, run_id: int, item_ids: list[str]) -> dict[str, tuple[Any, Any, Any, Any]]:
