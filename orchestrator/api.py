@@ -317,6 +317,10 @@ def report(store: str | Path, out: str | Path = "report.html", *, run_id: int | 
 REVIEW_ROUNDS = 2
 
 
+#: The most rounds an import may reopen a run for (as many as a config's ``max_rounds`` may ask).
+MAX_REVIEW_ROUNDS = 100_000
+
+
 def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = None, reviewer: str | None = None,
                    rounds: int = REVIEW_ROUNDS) -> ReviewSummary:
     """Read reviewed labels (Label Studio / Argilla export, a review file from ``export`` with a
@@ -327,6 +331,8 @@ def import_reviews(store: str | Path, file: str | Path, *, run_id: int | None = 
 
     if rounds < 0:
         raise ReviewError(f"rounds must be 0 or more, not {rounds}")  # an option's fault, not the file's
+    if rounds > MAX_REVIEW_ROUNDS:  # DuckDB's own conversion error named neither the option nor a bound
+        raise ReviewError(f"rounds must be at most {MAX_REVIEW_ROUNDS:,}, not {rounds:,}")
 
     def reopen(rid: int, info: dict[str, Any]) -> int:
         """The run goes on for ``rounds`` more rounds after its last one, never fewer than an

@@ -24,8 +24,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Co-train N model views on a small labelled set and a large pool; every label in DuckDB.")
 # markup off: item ids, labels, texts and LLM rationales are printed as they are ("[/bold]" in an id
 # crashed `debate show`; "[red]x" coloured it); only the error prefix asks for markup, on escaped text
-out = Console(markup=False)
-err = Console(stderr=True, markup=False)
+class _Console(Console):
+    """A console that goes quiet when its reader goes away (``cotrain run cfg | head -1``):
+    rich's default raised SystemExit from the progress line mid-round, and the run stopped
+    with nothing said and was shown as failed. The command now finishes its work unheard."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, (sys.stderr if self.stderr else sys.stdout).fileno())
+        os.close(devnull)
+
+
+out = _Console(markup=False)
+err = _Console(stderr=True, markup=False)
 
 
 def _fail(exc: Exception) -> None:
@@ -309,6 +321,9 @@ def import_reviews(store: Path = typer.Argument(..., help="Store file."),
     if rep.rounds_granted:
         out.print(f"run {rep.run_id} reopened: the next `cotrain run` runs {rep.rounds_granted} more round(s) "
                   "with these labels as gold")
+    elif rep.imported and rounds == 0:
+        out.print(f"run {rep.run_id} not reopened (--rounds 0): import the file again with --rounds N to train "
+                  "this run on them")
 
 
 @app.command()

@@ -45,6 +45,16 @@ class ConfigError(CotrainError):
         return type(self), (self.key, self.message, self.source)
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for a message, cut to ``limit`` characters with the length said: a 5 MB
+    cell made a 5 MB error line."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value):,} characters)" if isinstance(value, str) else ""
+    return f"{text[:limit]}...{size}"
+
+
 class DataError(CotrainError):
     """Input data cannot be used: missing file, missing column, bad label, empty file.
 
@@ -67,7 +77,7 @@ class DataError(CotrainError):
         if row is not None:
             parts.append(f"row {row}")
         if item is not None:
-            parts.append(f"item {item!r}")
+            parts.append(f"item {shown(item)}")
         prefix = " ".join(parts)
         super().__init__(f"{prefix}: {message}" if prefix else message)
         self.detail = message

@@ -137,6 +137,21 @@ def test_a_real_ctrl_c_mid_query_exits_130_and_the_run_resumes(tmp_path: Path):
     assert res.run_id == 1 and res.resumed and res.status == "finished"
 
 
+def test_a_reader_that_goes_away_leaves_the_run_to_finish(tmp_path: Path):
+    """``cotrain run cfg | head -1``: rich's console raised SystemExit at the first line written
+    to the closed pipe, mid-round, and the run was shown as failed with nothing said. The
+    output goes quiet instead and the run finishes."""
+    cfg = write_config(tmp_path, max_rounds=2)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    cmd = f"{sys.executable} -m orchestrator.cli run {cfg} 2>&1 | head -1; exit ${{PIPESTATUS[0]}}"
+    proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**env, "PYTHONPATH": str(REPO), "COTRAIN_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1, proc.stderr
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT status FROM runs") == "finished"
+        assert st.scalar("SELECT max(round) FROM rounds") == 2
+
+
 def test_the_same_config_resumes_its_failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # no cross-validation over gold, so a round is exactly one fit per view and fit 5 is round 2's first
     cfg = write_config(tmp_path, calibration_folds=0)

@@ -296,16 +296,22 @@ def test_non_utf8_review_csv_is_one_line_and_writes_nothing(store_copy: Path, tm
 
 
 def test_review_csv_with_long_cells_bare_cr_and_spaced_ids(store_copy: Path, tmp_path: Path):
-    """An edited export: a 300 kB note (over Python's default csv field limit), a reviewer
-    name holding a CR that pandas leaves unquoted, an id a spreadsheet padded with spaces."""
+    """An edited export: a 300 kB note (over Python's default csv field limit), a note holding
+    a CR that pandas leaves unquoted, an id a spreadsheet padded with spaces. A reviewer name
+    holding a CR (or a newline: a forged log line) is refused, naming the record."""
     ids = _item_ids(store_copy, 3)
     df = pd.DataFrame({"id": [ids[0], f"  {ids[1]} ", ids[2]], "label": ["ant", " bee", "cat"],
-                       "note": ["x" * 300_000, "", "y"], "reviewer": ["a\rb", "c", "d"]})
+                       "note": ["x" * 300_000, "a\rb", "y"], "reviewer": ["a", "c", "d"]})
     df.to_csv(tmp_path / "r.csv", index=False)
     assert api.import_reviews(store_copy, tmp_path / "r.csv").imported == 3
     with Store(store_copy, read_only=True) as st:
         got = st.con.execute("SELECT item_id, label, reviewer FROM reviews ORDER BY file_row").fetchall()
-    assert got == [(ids[0], "ant", "a\rb"), (ids[1], "bee", "c"), (ids[2], "cat", "d")]
+    assert got == [(ids[0], "ant", "a"), (ids[1], "bee", "c"), (ids[2], "cat", "d")]
+    df["reviewer"] = ["e", "f\rg", "h"]
+    df.to_csv(tmp_path / "cr.csv", index=False)
+    with pytest.raises(ReviewError, match=r"row 2 item .*: reviewer 'f\\rg' holds a control character"):
+        api.import_reviews(store_copy, tmp_path / "cr.csv")
+    assert _reviews(store_copy) == 3
 
 
 def test_jsonl_reviews_split_at_lf_only_and_name_the_bad_line(store_copy: Path, tmp_path: Path):
@@ -727,3 +733,64 @@ def test_fuzz_data_columns_named_like_export_columns(tmp_path: Path):
     _check([case], tmp_path, ALL_EXPORTS)
     tasks = json.loads((tmp_path / "c0" / "out" / "ls.json").read_text(encoding="utf-8"))
     assert {t["data"]["cotrain_source"] for t in tasks} <= {"gold", "review", "threshold", "debate"}
+
+
+@pytest.mark.parametrize("records, match", [
+    ([{"item_id": "{0}", "label": ["ant", "bee"]}],
+     r"row 1 item '{0}': the answer holds 2 labels \('ant', 'bee'\); a review gives one"),
+    ([{"item_id": "{0}", "label": "ant", "reviewed_at": "not a date"}],
+     r"row 1 item '{0}': reviewed_at 'not a date' is no time: give ISO 8601"),
+    ([{"item_id": "{0}", "label": "ant"}, {"item_id": "{1}", "label": "bee", "reviewed_at": "=NOW()"}],
+     r"row 2 item '{1}': reviewed_at '=NOW\(\)' is no time"),
+    ([{"item_id": "{0}", "label": "ant", "reviewed_at": "2999-01-01T00:00:00Z"}],
+     r"row 1 item '{0}': reviewed_at 2999-01-01T00:00:00 is in the future"),
+    ([{"item_id": "{0}", "label": "ant", "reviewer": "eve\nFAKE LOG LINE"}],
+     r"row 1 item '{0}': reviewer 'eve\\nFAKE LOG LINE' holds a control character"),
+    ([{"item_id": "{0}", "label": "ant", "reviewer": "e" * 300}],
+     r"row 1 item '{0}': reviewer name is 300 characters; at most 256"),
+    ([{"item_id": "{0}", "Label": "ant"}],
+     r"r\.json: no record has a 'label' \(the reviewer's answer\): its 'Label' differs only in case or spaces"),
+    ([{"item_id": "{0}", "label": "d" * 100_000}],
+     r"row 1 item '{0}': label 'd{79}\.\.\. \(100,000 characters\) is not one of the task's labels"),
+])
+def test_review_answers_that_cannot_be_filed_are_refused_naming_the_record(store_copy: Path, tmp_path: Path,
+                                                                           records, match):
+    """A multi-label answer was skipped as 'without an answer', a time that is no time was filed
+    as NULL, a reviewer's newline forged a log line, and a 100 kB label made a 100 kB error
+    line; each is now one short line naming the record, and nothing is filed."""
+    from store.exchange.reviews import task_fingerprint
+
+    ids = _item_ids(store_copy, 2)
+    recs = json.loads(json.dumps(records).replace("{0}", ids[0]).replace("{1}", ids[1]))
+    for r in recs:  # a review file from export --select: it reads reviewer and reviewed_at
+        r["cotrain_task"] = task_fingerprint(["ant", "bee", "cat"])
+    (tmp_path / "r.json").write_text(json.dumps(recs))
+    with pytest.raises(ReviewError, match=match.replace("{0}", ids[0]).replace("{1}", ids[1])) as e:
+        api.import_reviews(store_copy, tmp_path / "r.json")
+    assert len(_msg(e)) < 400
+    assert _reviews(store_copy) == 0
+
+
+def test_a_bad_reviewer_option_and_too_many_rounds_are_refused_naming_the_option(store_copy: Path,
+                                                                                 tmp_path: Path):
+    ids = _item_ids(store_copy, 1)
+    (tmp_path / "r.csv").write_text(f"id,label\n{ids[0]},ant\n")
+    with pytest.raises(ReviewError, match=r"^--reviewer: reviewer 'eve\\nadmin' holds a control character"):
+        api.import_reviews(store_copy, tmp_path / "r.csv", reviewer="eve\nadmin")
+    with pytest.raises(ReviewError, match=r"^rounds must be at most 100,000, not 2,147,483,647$"):
+        api.import_reviews(store_copy, tmp_path / "r.csv", rounds=2**31 - 1)
+    assert _reviews(store_copy) == 0
+    assert api.import_reviews(store_copy, tmp_path / "r.csv", rounds=100_000).rounds_granted == 100_000
+
+
+def test_a_parquet_review_file_without_a_label_column_says_so(store_copy: Path, tmp_path: Path):
+    """It said 'no reviewed record in the file (1 without an answer)': the answers' column
+    was renamed, not left empty."""
+    ids = _item_ids(store_copy, 1)
+    for name in ("Label", "label; DROP TABLE x"):
+        pd.DataFrame({"item_id": ids, name: ["ant"]}).to_parquet(tmp_path / "r.parquet")
+        with pytest.raises(ReviewError) as e:
+            api.import_reviews(store_copy, tmp_path / "r.parquet")
+        hint = ": its 'Label' differs only in case or spaces; rename it 'label'" if name == "Label" else ""
+        assert _msg(e).endswith(f"r.parquet: no record has a 'label' (the reviewer's answer){hint}")
+    assert _reviews(store_copy) == 0

@@ -282,13 +282,14 @@ def test_a_review_file_imports_only_the_answers_and_a_label_export_is_refused(fr
     with Store(store, read_only=True) as st:
         assert st.scalar("SELECT count(*) FROM reviewed_labels") == 2
     # an export of human labels only (gold, reviews) carries them over: here, the same labels again,
-    # which are not filed (the run's gold stays gold) and reopen nothing
-    for source, n_human in (("review", 2), ("gold", None)):
+    # which are not filed (the run's gold stays gold); the reviews filed above with rounds=0 still wait
+    # for the run, so the first such import reopens it (they were stranded), the second has nothing to add
+    for source, n_human, granted in (("review", 2, 2), ("gold", None, 0)):
         api.export(store, tmp_path / f"human{suffix}", source=source, force=True)
         rep = api.import_reviews(store, tmp_path / f"human{suffix}")
-        assert (rep.imported, rep.rounds_granted) == (0, 0) and rep.unchanged == (n_human or rep.unchanged) > 0
+        assert (rep.imported, rep.rounds_granted) == (0, granted) and rep.unchanged == (n_human or rep.unchanged) > 0
     with Store(store, read_only=True) as st:
-        assert st.scalar("SELECT count(*) FROM reviews") == 2 and st.scalar("SELECT status FROM runs") == "finished"
+        assert st.scalar("SELECT count(*) FROM reviews") == 2 and st.scalar("SELECT status FROM runs") == "running"
 
 
 def test_a_review_file_of_other_data_is_refused_and_the_same_data_in_a_new_run_takes_it(tmp_path: Path):
@@ -532,3 +533,30 @@ def test_reviews_never_shorten_an_unfinished_run(tmp_path: Path):
     api.import_reviews(store, tmp_path / "r.csv")
     with Store(store, read_only=True) as st:
         assert st.scalar("SELECT round_limit FROM runs") == 5
+
+
+def test_the_latest_review_decides_a_pseudo_label_and_reviews_filed_with_no_rounds_reopen_later(fresh,
+                                                                                                tmp_path: Path):
+    """A pseudo-label one reviewer revoked stayed revoked when a later reviewer agreed with it,
+    and status counted it corrected; an import with --rounds 0 left its reviews stranded, since
+    importing the file again filed nothing and reopened nothing."""
+    _, store, _ = fresh
+    p = _pseudo(store).iloc[0]
+    wrong = next(lab for lab in LABELS if lab != p["label"])
+    (tmp_path / "no.csv").write_text(f"id,label,reviewer\n{p['item_id']},{wrong},root\n")
+    rep = api.import_reviews(store, tmp_path / "no.csv", rounds=0)
+    assert (rep.imported, rep.rounds_granted) == (1, 0)
+    assert _pseudo(store).set_index("item_id").loc[p["item_id"], "status"] == "revoked"
+    (tmp_path / "yes.csv").write_text(f"id,label,reviewer\n{p['item_id']},{p['label']},bob\n")
+    rep = api.import_reviews(store, tmp_path / "yes.csv", rounds=0)
+    assert rep.outcomes == {"confirmed": 0, "corrected": 1, "new": 0}  # bob corrected root's review
+    assert _pseudo(store).set_index("item_id").loc[p["item_id"], "status"] == "confirmed"
+    policy = next(r for r in rep.by_source if r["kind"] == "policy")
+    assert (policy["confirmed"], policy["corrected"]) == (1, 0)
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT status FROM runs") == "finished"
+    rep = api.import_reviews(store, tmp_path / "yes.csv")  # the same file: nothing new, but bob's review waits
+    assert (rep.imported, rep.unchanged, rep.rounds_granted) == (0, 1, 2)
+    with Store(store, read_only=True) as st:
+        assert st.scalar("SELECT status FROM runs") == "running"
+    assert api.import_reviews(store, tmp_path / "yes.csv").rounds_granted == 0  # already reopened

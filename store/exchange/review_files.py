@@ -13,13 +13,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from store.encoding import replace_bare_cr, utf8_problem
-from store.errors import ReviewError
+from store.errors import ReviewError, shown
 
 LABEL_QUESTION = "label"  # the question / control name cotrain's exports use
 
@@ -35,30 +37,77 @@ class ParsedReview:
     content: str | None = None   # cotrain_item: the item's content fingerprint when exported
 
 
+class BadAnswer(ValueError):
+    """A record's answer, reviewer or time that cannot be filed; the reader names the record."""
+
+
+@contextmanager
+def _record(path: str, row: int, item: Any) -> Iterator[None]:
+    """Inside, a :class:`BadAnswer` becomes the ``ReviewError`` naming the file, record and item."""
+    try:
+        yield
+    except BadAnswer as exc:
+        raise ReviewError(str(exc), path, row=row, item=None if item is None else str(item)) from None
+
+
+#: A review time more than this far ahead of the import's clock is refused (clocks differ a little).
+FUTURE_SLACK = timedelta(days=1)
+#: The longest reviewer name filed.
+MAX_REVIEWER = 256
+
+
 def _time(value: Any) -> datetime | None:
+    """A review's time as naive UTC: an ISO 8601 text or epoch seconds; empty is no time.
+    Text that is no time, and a time in the future, are refused (they were filed as NULL)."""
     if value in (None, ""):
         return None
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(float(value), tz=timezone.utc).replace(tzinfo=None)
-    try:
-        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            t = datetime.fromtimestamp(float(value), tz=timezone.utc).replace(tzinfo=None)
+        except (OverflowError, OSError, ValueError):
+            raise BadAnswer(f"reviewed_at {shown(value)} is no time (epoch seconds out of range)") from None
+    else:
+        try:
+            t = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise BadAnswer(f"reviewed_at {shown(value)} is no time: give ISO 8601, e.g. 2026-11-20T10:00:00Z, "
+                            "or leave it empty") from None
+        t = t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+    if t > datetime.now(timezone.utc).replace(tzinfo=None) + FUTURE_SLACK:
+        raise BadAnswer(f"reviewed_at {t.isoformat()} is in the future")
+    return t
 
 
 def _who(value: Any) -> str | None:
+    """A reviewer's name (Label Studio's and Argilla's user objects give their email, username
+    or id). A control character (a newline forges a log line) or a name over ``MAX_REVIEWER``
+    characters is refused."""
     if isinstance(value, dict):
         value = value.get("email") or value.get("username") or value.get("id")
-    return None if value in (None, "") else str(value)
+    if value in (None, ""):
+        return None
+    return checked_reviewer(str(value), BadAnswer)
+
+
+def checked_reviewer(name: str, error: Callable[[str], Exception]) -> str:
+    """``name``, or ``error`` when it holds a control character or is over ``MAX_REVIEWER`` long."""
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in name):
+        raise error(f"reviewer {shown(name)} holds a control character (a newline or tab?)")
+    if len(name) > MAX_REVIEWER:
+        raise error(f"reviewer name is {len(name):,} characters; at most {MAX_REVIEWER}")
+    return name
 
 
 def _choice(value: Any) -> str | None:
-    """A single label from a Label Studio value: ``{"choices": [x]}``, ``[x]`` or ``x``."""
+    """A single label from a Label Studio value: ``{"choices": [x]}``, ``[x]`` or ``x``; none
+    is no answer, and two or more are refused (a review gives one label)."""
     if isinstance(value, dict):
         value = value.get("choices")
     if isinstance(value, list):
-        return str(value[0]) if len(value) == 1 else None
+        if len(value) > 1:
+            raise BadAnswer(f"the answer holds {len(value)} labels ({', '.join(shown(v) for v in value[:3])}); "
+                            "a review gives one")
+        return str(value[0]) if value else None
     return None if value in (None, "") else str(value)
 
 
@@ -82,20 +131,21 @@ def _label_studio(tasks: list[dict[str, Any]], path: str) -> tuple[list[ParsedRe
         if not anns:
             skipped += 1
             continue
-        answered = [(a, lab) for a in anns if (lab := _ann_label(a)) is not None]
-        if len({lab for _, lab in answered}) > 1:  # two annotators disagree: no silent winner
-            said = "; ".join(f"{_who(a.get('completed_by')) or 'annotation ' + str(a.get('id'))}: {lab!r}"
-                             for a, lab in answered[:3])
-            raise ReviewError(f"the task's annotations disagree ({said}); settle it in the tool or delete all but "
-                              "one annotation, then export again", path, row=n, item=str(item))
-        ann = max(anns, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
-        label = _ann_label(ann)
-        if label is None:
-            skipped += 1
-            continue
-        out.append(ParsedReview(n, str(item), label, _who(ann.get("completed_by")),
-                                _time(ann.get("updated_at") or ann.get("created_at")), data.get("cotrain_task"),
-                                data.get("cotrain_item") or None))
+        with _record(path, n, item):
+            answered = [(a, lab) for a in anns if (lab := _ann_label(a)) is not None]
+            if len({lab for _, lab in answered}) > 1:  # two annotators disagree: no silent winner
+                said = "; ".join(f"{_who(a.get('completed_by')) or 'annotation ' + str(a.get('id'))}: {lab!r}"
+                                 for a, lab in answered[:3])
+                raise ReviewError(f"the task's annotations disagree ({said}); settle it in the tool or delete all but "
+                                  "one annotation, then export again", path, row=n, item=str(item))
+            ann = max(anns, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
+            label = _ann_label(ann)
+            if label is None:
+                skipped += 1
+                continue
+            out.append(ParsedReview(n, str(item), label, _who(ann.get("completed_by")),
+                                    _time(ann.get("updated_at") or ann.get("created_at")), data.get("cotrain_task"),
+                                    data.get("cotrain_item") or None))
     return out, skipped
 
 
@@ -133,11 +183,21 @@ def _is_review_file(first: dict[str, Any]) -> bool:
     return "item_id" in first and "cotrain_task" in first and "annotation_id" not in first
 
 
+def _no_label(columns: Any) -> str:
+    """The message for records without a ``label`` column, naming a column that differs only in
+    case (a CSV's header is read without case; JSON keys and Parquet columns are exact)."""
+    near = [str(c) for c in columns if str(c).strip().lower() == LABEL_QUESTION]
+    hint = f": its {shown(near[0])} differs only in case or spaces; rename it 'label'" if near else ""
+    return f"no record has a 'label' (the reviewer's answer){hint}"
+
+
 def _flat_records(rows: list[dict[str, Any]], path: str, who: str, when: tuple[str, ...],
                   no_id: str) -> tuple[list[ParsedReview], int]:
     """Records that name their item at the top level: ``item_id``, ``label`` (empty: not
     answered), the reviewer under ``who`` and the time under the first of ``when`` that is set;
     a labelled-dataset export's rows whose label cotrain made are refused."""
+    if not any(LABEL_QUESTION in row for row in rows):
+        raise ReviewError(_no_label(rows[0]), path)
     exported = _label_export(rows[0])
     out, skipped = [], 0
     for n, row in enumerate(rows, start=1):
@@ -145,13 +205,14 @@ def _flat_records(rows: list[dict[str, Any]], path: str, who: str, when: tuple[s
             raise ReviewError(no_id, path, row=n)
         if exported:
             _refuse_cotrains_label(row.get("source"), path, n, row.get("item_id"))
-        label = _choice(row.get(LABEL_QUESTION))
-        if label is None:
-            skipped += 1
-            continue
-        at = next((row.get(k) for k in when if row.get(k)), None)
-        out.append(ParsedReview(n, str(row["item_id"]), label, _who(row.get(who)), _time(at), row.get("cotrain_task"),
-                                row.get("cotrain_item") or None))
+        with _record(path, n, row.get("item_id")):
+            label = _choice(row.get(LABEL_QUESTION))
+            if label is None:
+                skipped += 1
+                continue
+            at = next((row.get(k) for k in when if row.get(k)), None)
+            out.append(ParsedReview(n, str(row["item_id"]), label, _who(row.get(who)), _time(at),
+                                    row.get("cotrain_task"), row.get("cotrain_item") or None))
     return out, skipped
 
 
@@ -175,21 +236,26 @@ def _argilla(records: list[dict[str, Any]], path: str) -> tuple[list[ParsedRevie
         item = meta.get("item_id") or rec.get("id")
         if item is None:
             raise ReviewError("record has no id or metadata.item_id", path, row=n)
-        if "responses" in rec:  # nested: {"label": [{"value", "user_id", "status"}]}
-            answers = [(r.get("value"), r.get("user_id"), r.get("status", "submitted"))
-                       for r in (rec.get("responses") or {}).get(LABEL_QUESTION, [])]
-        else:  # flattened: "label.responses", "label.responses.users", "label.responses.status"
-            vals = rec.get(f"{LABEL_QUESTION}.responses") or []
-            users = rec.get(f"{LABEL_QUESTION}.responses.users") or [None] * len(vals)
-            status = rec.get(f"{LABEL_QUESTION}.responses.status") or ["submitted"] * len(vals)
-            answers = list(zip(vals, users, status))
-        submitted = [a for a in answers if a[2] in (None, "submitted") and a[0] not in (None, "")]
-        if not submitted:
-            skipped += 1
-            continue
-        value, user, _ = submitted[-1]
-        out.append(ParsedReview(n, str(item), str(value), _who(user), _time(rec.get("updated_at")),
-                                meta.get("cotrain_task"), meta.get("cotrain_item") or None))
+        with _record(path, n, item):
+            if "responses" in rec:  # nested: {"label": [{"value", "user_id", "status"}]}
+                answers = [(r.get("value"), r.get("user_id"), r.get("status", "submitted"))
+                           for r in (rec.get("responses") or {}).get(LABEL_QUESTION, [])]
+            else:  # flattened: "label.responses", "label.responses.users", "label.responses.status"
+                vals = rec.get(f"{LABEL_QUESTION}.responses") or []
+                users = rec.get(f"{LABEL_QUESTION}.responses.users") or [None] * len(vals)
+                status = rec.get(f"{LABEL_QUESTION}.responses.status") or ["submitted"] * len(vals)
+                answers = list(zip(vals, users, status))
+            submitted = [a for a in answers if a[2] in (None, "submitted") and a[0] not in (None, "")]
+            if not submitted:
+                skipped += 1
+                continue
+            value, user, _ = submitted[-1]
+            label = _choice(value)  # a multi-label question's list: one label or a refusal
+            if label is None:
+                skipped += 1
+                continue
+            out.append(ParsedReview(n, str(item), label, _who(user), _time(rec.get("updated_at")),
+                                    meta.get("cotrain_task"), meta.get("cotrain_item") or None))
     return out, skipped
 
 
@@ -226,9 +292,10 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
                 if not row.get("label"):
                     skipped += 1
                     continue
-                out.append(ParsedReview(n, exact[id_col], exact["label"], row.get("reviewer") or None,
-                                        _time(row.get("reviewed_at")), row.get("cotrain_task") or None,
-                                        row.get("cotrain_item") or None))
+                with _record(str(path), n, exact[id_col]):
+                    out.append(ParsedReview(n, exact[id_col], exact["label"], _who(row.get("reviewer")),
+                                            _time(row.get("reviewed_at")), row.get("cotrain_task") or None,
+                                            row.get("cotrain_item") or None))
         except csv.Error as exc:
             raise ReviewError(f"cannot read the CSV at line {reader.line_num}: {exc}", str(path)) from None
     return out, skipped
@@ -263,6 +330,8 @@ def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
 
         try:  # the columns a review is read from, not the items' own (images, long texts)
             names = set(pq.read_schema(p).names)
+            if LABEL_QUESTION not in names:  # read below, the file's other columns are not seen
+                raise ReviewError(_no_label(names), str(p))
             rows = pq.read_table(p, columns=sorted(names & _PARQUET_COLUMNS)).to_pylist()
         except (pa.ArrowException, OSError) as exc:
             raise ReviewError(f"not a Parquet file: {str(exc).splitlines()[0]}", str(p)) from None

@@ -6,8 +6,8 @@ every record against the run, and in one transaction:
 
 * files each review in ``reviews`` with the reviewer, the time, the file and record, and
   the item's label before it (gold, an earlier review, or a pseudo-label and its source);
-* marks the run's accepted pseudo-labels of reviewed items ``confirmed`` or ``revoked``
-  (kept, never deleted; ``reviewed_by`` names the review);
+* marks the run's pseudo-labels of reviewed items ``confirmed`` or ``revoked`` by the
+  item's latest review (kept, never deleted; ``reviewed_by`` names the review);
 * reopens the run for ``rounds`` more rounds, so the next ``cotrain run`` trains on them.
 
 A record that repeats its item's gold label, or its current review (the same label from the
@@ -32,9 +32,9 @@ from typing import Any
 import pyarrow as pa
 
 from store.database import Store, utcnow
-from store.errors import ReviewError
+from store.errors import ReviewError, shown
 from store.exchange.query import content_fingerprint, fingerprinted_columns
-from store.exchange.review_files import ParsedReview, read_reviews
+from store.exchange.review_files import ParsedReview, checked_reviewer, read_reviews
 from store.queries import review_precision
 from store.sql import ident
 
@@ -90,6 +90,8 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
     ``then(run_id, run_info)``, when given, runs inside the same transaction once the reviews
     are filed (the caller's decision, e.g. reopening the run; the store takes none) and
     returns the rounds it granted; if it raises, nothing of the import is kept."""
+    if reviewer is not None:
+        checked_reviewer(reviewer, lambda msg: ReviewError(f"--reviewer: {msg}"))
     fmt, parsed, skipped = read_reviews(path)
     rid = run_id if run_id is not None else store.latest_run()
     if rid is None:
@@ -128,7 +130,7 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                               "data changed since; export the items to review from this run again", str(path),
                               row=r.row, item=r.item_id)
         if r.label not in labels:
-            raise ReviewError(f"label {r.label!r} is not one of the task's labels {labels}", str(path),
+            raise ReviewError(f"label {shown(r.label)} is not one of the task's labels {labels}", str(path),
                               row=r.row, item=r.item_id)
         if split[r.item_id] == "test":
             raise ReviewError("a held-out test item: its label is what the run is evaluated against, which a review "
@@ -136,8 +138,8 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                               row=r.row, item=r.item_id)
         first = seen.setdefault(r.item_id, r)
         if first.label != r.label:
-            raise ReviewError(f"reviewed twice in the file with different labels ({first.label!r} at record "
-                              f"{first.row}, {r.label!r} here); keep one", str(path), row=r.row, item=r.item_id)
+            raise ReviewError(f"reviewed twice in the file with different labels ({shown(first.label)} at record "
+                              f"{first.row}, {shown(r.label)} here); keep one", str(path), row=r.row, item=r.item_id)
     now = utcnow()
     who = reviewer or getpass.getuser()
     state = _prior_state(store, rid, sorted(known))
@@ -161,8 +163,13 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
             state[r.item_id] = (r.label, "review", None, r.reviewer or who)
             last_review[r.item_id] = next_id
             next_id += 1
-        if not rows:  # every record repeats its item's review: nothing to file, nothing to reopen for
-            return ReviewSummary(rid, fmt, 0, skipped, outcomes, review_precision(store, rid), 0, unchanged)
+        if not rows:  # every record repeats its item's review: nothing to file, and nothing to reopen for
+            # unless reviews filed since the run's last round wait for it (an import with --rounds 0 before)
+            waiting = store.scalar("SELECT count(*) FROM reviews WHERE run_id = ? AND imported_at > (SELECT "
+                                   "coalesce(max(finished_at), TIMESTAMP '-infinity') FROM rounds WHERE run_id = ?)",
+                                   [rid, rid])
+            granted = then(rid, info) if then is not None and waiting and info["status"] == "finished" else 0
+            return ReviewSummary(rid, fmt, 0, skipped, outcomes, review_precision(store, rid), granted, unchanged)
         cols = ("review_id", "run_id", "item_id", "label", "reviewer", "reviewed_at", "imported_at", "source_file",
                 "file_format", "file_row", "prior_label", "prior_source", "prior_views", "outcome")
         types = (pa.int64(), pa.int32(), pa.string(), pa.string(), pa.string(), pa.timestamp("us"),
@@ -179,7 +186,10 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                         status = CASE WHEN p.label = f.label THEN 'confirmed' ELSE 'revoked' END,
                         reviewed_by = f.review_id, status_changed_at = ?
                     FROM {ident(name)} f
-                    WHERE p.run_id = ? AND p.item_id = f.item_id AND p.status = 'accepted'""", [now, rid])
+                    WHERE p.run_id = ? AND p.item_id = f.item_id
+                      AND (p.status = 'accepted' OR p.reviewed_by IS NOT NULL)""", [now, rid])
+            # a pseudo-label an earlier review revoked is confirmed by a later one that agrees, and
+            # the other way round: the latest review decides, as it decides the item's gold label
         granted = then(rid, info) if then is not None else 0
     return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), granted, unchanged)
 
