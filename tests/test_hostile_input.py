@@ -794,3 +794,15 @@ def test_a_parquet_review_file_without_a_label_column_says_so(store_copy: Path, 
         hint = ": its 'Label' differs only in case or spaces; rename it 'label'" if name == "Label" else ""
         assert _msg(e).endswith(f"r.parquet: no record has a 'label' (the reviewer's answer){hint}")
     assert _reviews(store_copy) == 0
+
+
+def test_a_blank_answer_is_no_answer_in_every_format(store_copy: Path, tmp_path: Path):
+    """Spaces in 'label' were skipped in a CSV but refused as label ' ' in JSON."""
+    from store.exchange.reviews import task_fingerprint
+
+    ids = _item_ids(store_copy, 2)
+    task = task_fingerprint(["ant", "bee", "cat"])
+    (tmp_path / "r.json").write_text(json.dumps([{"item_id": ids[0], "label": "  ", "cotrain_task": task},
+                                                 {"item_id": ids[1], "label": "bee", "cotrain_task": task}]))
+    rep = api.import_reviews(store_copy, tmp_path / "r.json")
+    assert (rep.imported, rep.skipped) == (1, 1)

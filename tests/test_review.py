@@ -456,7 +456,8 @@ def test_bad_review_files_are_rejected_whole(fresh, tmp_path: Path, rows, match)
 def test_other_bad_review_files(fresh, tmp_path: Path):
     _, store, _ = fresh
     (tmp_path / "a.csv").write_text("item,answer\nit00000,ant\n")
-    with pytest.raises(ReviewError, match=r"a\.csv row 1: a CSV of reviews needs columns 'id'"):
+    with pytest.raises(ReviewError, match=r"a\.csv: its header needs columns 'id' \(or 'item_id'\) and 'label'; "
+                                          r"it has 'item', 'answer'$"):
         api.import_reviews(store, tmp_path / "a.csv")
     (tmp_path / "b.json").write_text('[{"foo": 1}]')
     with pytest.raises(ReviewError, match=r"b\.json row 1: unknown export"):
@@ -479,6 +480,11 @@ def test_other_bad_review_files(fresh, tmp_path: Path):
         api.import_reviews(store, tmp_path / "d.json")
     with pytest.raises(ReviewError, match=r"missing\.json: file not found"):
         api.import_reviews(store, tmp_path / "missing.json")
+    (tmp_path / "review").mkdir()
+    with pytest.raises(ReviewError, match=r"review: is a folder, not a review file$"):
+        api.import_reviews(store, tmp_path / "review")
+    with pytest.raises(ReviewError, match=r"run\.duckdb: a DuckDB database \(a cotrain store\?\), not a review file"):
+        api.import_reviews(store, store)
     with pytest.raises(StoreError, match=r"nostore\.duckdb: no such store file"):  # a mistyped store path
         api.import_reviews(tmp_path / "nostore.duckdb", tmp_path / "c.json")
     assert not (tmp_path / "nostore.duckdb").exists()

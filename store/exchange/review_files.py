@@ -108,7 +108,7 @@ def _choice(value: Any) -> str | None:
             raise BadAnswer(f"the answer holds {len(value)} labels ({', '.join(shown(v) for v in value[:3])}); "
                             "a review gives one")
         return str(value[0]) if value else None
-    return None if value in (None, "") else str(value)
+    return None if value is None or str(value).strip() == "" else str(value)  # blank, as a CSV's: no answer
 
 
 def _ann_label(ann: dict[str, Any]) -> str | None:
@@ -278,8 +278,8 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
             exported = _label_export(cols)
             id_col = next((c for c in ("item_id", "id") if c in cols), None)
             if id_col is None or "label" not in cols:
-                raise ReviewError("a CSV of reviews needs columns 'id' (or 'item_id') and 'label'", str(path),
-                                  row=1)
+                raise ReviewError("its header needs columns 'id' (or 'item_id') and 'label'; it has "
+                                  f"{', '.join(shown(c, 40) for c in cols[:8]) or 'none'}", str(path))
             for n, raw in enumerate(reader, start=1):
                 # ids keep their exact text (an id may start or end with a space); import_reviews
                 # falls back to the stripped text when the exact one is not an item
@@ -320,8 +320,15 @@ def _json_lines(text: str, path: Path) -> list[Any]:
 def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
     """(format, reviews, records skipped for having no answer) of a review file."""
     p = Path(path)
+    if p.is_dir():
+        raise ReviewError("is a folder, not a review file", str(p))
     if not p.is_file():
         raise ReviewError("file not found", str(p))
+    with open(p, "rb") as fh:
+        head = fh.read(16)
+    if head[8:12] == b"DUCK":  # a DuckDB file's magic bytes: the store given twice, or as the review file
+        raise ReviewError("a DuckDB database (a cotrain store?), not a review file: give the store first, then "
+                          "the file people answered", str(p))
     if p.suffix.lower() in (".csv", ".tsv", ".txt"):
         return ("csv", *_csv(p))
     if p.suffix.lower() in (".parquet", ".pq"):  # a review file exported as Parquet, labels filled in
