@@ -213,6 +213,7 @@ def test_the_store_and_the_input_are_never_overwritten_even_with_force(which, re
              (store.parent / ".." / store.parent.name / store.name, "csv", "the store itself"),
              (hard, "csv", "the store itself"),
              (wal, "csv", f"refusing to overwrite the store's write-ahead log: {wal}"),
+             (Path(str(store) + ".progress.json"), "json", "refusing to overwrite the store's progress file"),
              (data, None, f"refusing to overwrite run 1's input data (data.train): {data}"),
              (data, "jsonl", "input data"), (data, "label-studio", "input data"),
              (link, None, "input data")]
@@ -225,6 +226,25 @@ def test_the_store_and_the_input_are_never_overwritten_even_with_force(which, re
     with Store(store, read_only=True) as st:  # the store still opens and reads
         assert st.latest_run() == 1 and st.con.execute("SELECT count(*) FROM items").fetchone()[0] == 750
     assert str(data).endswith(".csv" if which == "csv_run" else ".jsonl")
+
+
+def test_no_path_a_device_and_an_empty_hf_dataset_are_refused_in_one_line(csv_run, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch):
+    """'' was the working folder (an hf export with --force filled it), /dev/null a FileExistsError
+    traceback, and a filter that kept no row wrote an hf dataset that datasets cannot load."""
+    store = csv_run["store"]
+    monkeypatch.chdir(tmp_path)
+    for target, fmt, message in (("", "hf", "no output path given"), (".", "hf", "no output path given ('.')"),
+                                 ("/dev/null", "csv", "/dev/null is not a regular file; name a file to write")):
+        with pytest.raises(StoreError) as err:
+            api.export(store, target, fmt, force=True)
+        assert message in str(err.value) and "\n" not in str(err.value)
+    for fmt, out in (("hf", tmp_path / "empty_hf"), ("hf-parquet", tmp_path / "empty.parquet")):
+        with pytest.raises(StoreError, match=f"no row matches the filters, and an empty {fmt} dataset does not load"):
+            api.export(store, out, fmt, include_gold=False, min_p_correct=1.0)
+        assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+    assert api.export(store, tmp_path / "empty.csv", include_gold=False, min_p_correct=1.0) == 0  # a file may be
 
 
 def test_an_image_folder_input_protects_every_path_inside_it(tmp_path: Path):

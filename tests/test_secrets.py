@@ -13,7 +13,7 @@ import yaml
 from orchestrator import api
 from orchestrator.config import parse_config
 from store.errors import ConfigError
-from store.secrets import credential_name, find_secret, redact
+from store.secrets import REDACTED, credential_name, find_secret, redact
 from tests.conftest import write_config
 
 SECRET = "s3cr3t-VALUE-0123456789abcdef"
@@ -117,3 +117,30 @@ def test_redact_keeps_everything_else():
     url = "https://h/v1?model=m&api_token=a&x-api-key=b&client_secret=c&X-Amz-Signature=d&max_tokens=5"
     assert redact({"u": url}) == {"u": "https://h/v1?model=m&api_token=<redacted>&x-api-key=<redacted>"
                                        "&client_secret=<redacted>&X-Amz-Signature=<redacted>&max_tokens=5"}
+
+
+@pytest.mark.parametrize("value", [
+    "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEF",  # GitHub fine-grained
+    "glpat-abcdefghij0123456789",  # GitLab
+    "sk_live_51H8abcdefghijklmnopqrstu", "rk_test_51H8abcdefghijklmnopqrstu",  # Stripe
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",  # a JWT
+])
+def test_more_key_shapes_are_refused_in_a_label_description_and_redacted(tmp_path: Path, value: str):
+    """A probe put a fine-grained GitHub token and a Stripe key in label descriptions: the run
+    started, and both sat in runs.config and the report."""
+    cfg = write_config(tmp_path, max_rounds=1)
+    data = yaml.safe_load(cfg.read_text())
+    first = data["task"]["labels"][0]
+    data["task"]["labels"][0] = {"name": first, "description": f"see {value} here"}
+    cfg.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="a value shaped like an API key") as err:
+        api.run(cfg)
+    assert value not in str(err.value)
+    assert redact(f"token {value}, end") == f"token {REDACTED}, end"
+
+
+def test_words_that_only_look_like_key_prefixes_pass():
+    from store.secrets import secret_in_text
+
+    for text in ("desk_test_abcdefghijklmnopqrstuv", "task_live_x", "eyJ alone", "glpat-short"):
+        assert secret_in_text(text) is None, text

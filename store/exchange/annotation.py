@@ -79,6 +79,9 @@ def export_annotation(store: Store, out: Path, fmt: str, flt: ExportFilter) -> i
     images = [exported[c] for c in info["image_fields"] or [] if exported.get(c) in columns]
     roots = stored_run_roots(store.path, info["input_files"] or [])
     if fmt in ("hf", "hf-parquet"):
+        if not table.num_rows:  # datasets' load_from_disk / load_dataset failed on the empty result
+            raise StoreError(f"no row matches the filters, and an empty {fmt} dataset does not load; nothing "
+                             "written (loosen the filters, or export csv/parquet, which may be empty)")
         _to_hf(table, labels, images, roots, out, fmt)
     elif fmt in ("label-studio", "argilla"):
         rows = table.to_pylist()

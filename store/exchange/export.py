@@ -26,6 +26,7 @@ from typing import Any
 from store.database import Store
 from store.errors import StoreError
 from store.exchange.query import FLAT_FORMATS, PROVENANCE, REVIEW_COLUMNS, ExportFilter, ExportFormat, export_query
+from store.progress import progress_path
 from store.sql import ident, idents, literal
 
 class ExportCount(int):
@@ -190,12 +191,13 @@ def output_paths(out: Path, fmt: str) -> list[Path]:
 
 
 def protected_paths(store: Store) -> list[tuple[Path, str, bool]]:
-    """(path, what it is, is a folder) of what no output may replace: the store file and its
-    write-ahead log, and the input data (files or image folders) of every run in the store."""
+    """(path, what it is, is a folder) of what no output may replace: the store file, its
+    write-ahead log and progress file, and the input data (files or image folders) of every run in the store."""
     out: list[tuple[Path, str, bool]] = []
     if store.path != ":memory:":
         db = Path(store.path).expanduser().resolve()
-        out += [(db, "the store itself", False), (Path(str(db) + ".wal"), "the store's write-ahead log", False)]
+        out += [(db, "the store itself", False), (Path(str(db) + ".wal"), "the store's write-ahead log", False),
+                (progress_path(db), "the store's progress file", False)]
     for run in store.runs():
         for key, f in zip(("train", "test"), run.get("input_files") or []):
             p = Path(str(f)).expanduser().resolve()
@@ -224,6 +226,8 @@ def guard_output(store: Store, paths: Sequence[str | Path], *, force: bool, fold
     already exists (unless ``force``; for a ``folder`` output: when it is a non-empty folder)."""
     protected = protected_paths(store)
     for given in paths:
+        if str(given).strip() in ("", "."):  # Path("") is the working folder: an hf export would fill it
+            raise StoreError(f"no output path given ({str(given)!r}); name a file (or, for hf, a folder)")
         p = Path(given).expanduser()
         r = p.resolve()
         for q, what, is_dir in protected:
@@ -235,6 +239,8 @@ def guard_output(store: Store, paths: Sequence[str | Path], *, force: bool, fold
             raise StoreError(f"{p} is a file; the hf format writes a save_to_disk folder there")
         if not folder and p.is_dir():
             raise StoreError(f"{p} is a folder; name a file to write")
+        if p.exists() and not p.is_dir() and not p.is_file():  # /dev/null, a FIFO, a socket
+            raise StoreError(f"{p} is not a regular file; name a file to write")
         if force:
             continue
         if folder:
