@@ -90,7 +90,8 @@ def _guarded() -> Iterator[None]:
 
     try:
         yield
-    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, typer.TyperException, typer.Exit,
+            typer.Abort):  # the command line's own errors (typer's click): main() says them
         raise
     except RunInterrupted as exc:
         err.print(_one_line(str(exc)), highlight=False, soft_wrap=True)
@@ -353,16 +354,33 @@ def demo(folder: Path = typer.Argument(Path("cotrain-demo"), help="Folder for da
 
 
 def main() -> None:
-    """The ``cotrain`` entry point. Libraries' own progress bars (``datasets`` saving an hf
+    """The ``cotrain`` entry point: every failure one line, a command line that does not parse
+    too (exit 2). Libraries' own progress bars (``datasets`` saving an hf
     export, transformers dequantising a GGUF model) would break into the command's tables and
     log lines: tqdm reads ``TQDM_DISABLE`` when first imported, which every command does later
     (set it empty to see them)."""
+    import click
+
     os.environ.setdefault("TQDM_DISABLE", "1")
     try:
         with _guarded():
-            app()
+            # click's own usage errors come here, not as a framed box; named cotrain however started
+            code = app(standalone_mode=False, prog_name="cotrain")
     except typer.Exit as exc:  # a failure outside any command: its line is printed, no traceback
         raise SystemExit(exc.exit_code) from None
+    except (click.UsageError, typer.TyperException) as exc:  # an option that does not parse (typer's own
+        # click raises these): one line too, not a framed box, with click's exit code for usage errors
+        ctx = getattr(exc, "ctx", None)
+        where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        message = (exc.format_message() if hasattr(exc, "format_message") else str(exc)).rstrip(".")
+        if message.strip():  # `cotrain` alone has printed its help and has nothing to add
+            err.print(f"[red]error:[/red] {_one_line(message)}{where}", highlight=False, soft_wrap=True, markup=True)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
+    except (click.Abort, typer.Abort):  # Ctrl-C before a command's own guard (click turns it into Abort)
+        err.print("interrupted", highlight=False)
+        raise SystemExit(130) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -301,3 +301,20 @@ def test_data_values_in_the_cli_output_are_text_not_markup():
     print_transcript(con, t)
     text = con.export_text()
     assert "item [/bold]" in text and "[red]x" in text and "round 0  a1 [m1]" in text and "[/i] because" in text
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["export", "x.duckdb", "y.csv", "--sample", "abc"],
+     "error: Invalid value for '--sample': Input should be a valid integer, unable to parse string as an integer; "
+     "see `cotrain export --help`"),
+    (["export"], "error: Missing argument 'store'; see `cotrain export --help`"),
+    (["nosuchcmd"], "error: No such command 'nosuchcmd'; see `cotrain --help`"),
+])
+def test_a_command_line_that_does_not_parse_is_one_line_and_exit_2(tmp_path: Path, argv: list[str], line: str):
+    """It was a framed box of four lines sized to the terminal; every other failure is one line."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**env, "PYTHONPATH": str(REPO)})
+    assert (proc.returncode, proc.stdout, proc.stderr.splitlines()) == (2, "", [line])
