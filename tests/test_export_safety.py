@@ -157,6 +157,12 @@ def test_jsonl_export_is_strict_json_with_infinite_values(tmp_path: Path):
     assert all(0.0 <= r["confidence"] <= 1.0 for r in rows)
     api.export(tmp_path / "run.duckdb", tmp_path / "o.parquet")  # Parquet has the values: they stay
     assert pd.read_parquet(tmp_path / "o.parquet")["score"].isna().sum() < n
+    # CSV keeps them as text; -inf would be a formula to a spreadsheet (#NAME?), so it gets the quote
+    api.export(tmp_path / "run.duckdb", tmp_path / "o.csv")
+    _, csv_rows = _rows(tmp_path / "o.csv")
+    assert {r["score"] for r in csv_rows} == {"inf", "'-inf", ""}  # NaN was read as no value
+    assert {r["a_0"] for r in csv_rows} == {str(x) for x in df.set_index("id").loc[[r["item_id"] for r in csv_rows],
+                                                                                     "a_0"]}
 
 
 # ---------------------------------------------------------------- (b) no silent overwrite

@@ -129,7 +129,10 @@ def escaped_select(sql: str, columns: Sequence[str], types: Sequence[Any]) -> st
 
 def _escaped_cell(expr: str, name: str, kind: Any) -> str:
     alias = ident(escape_formula(name))
-    if str(getattr(kind, "id", kind)).lower() in _VALUE_TYPES:
+    kind_id = str(getattr(kind, "id", kind)).lower()
+    if kind_id in ("float", "double"):  # a spreadsheet reads -inf as a formula (#NAME?): written as text '-inf
+        return f"CASE WHEN {expr} = '-infinity'::DOUBLE THEN '''-inf' ELSE CAST({expr} AS VARCHAR) END AS {alias}"
+    if kind_id in _VALUE_TYPES:
         return f"{expr} AS {alias}"
     text = expr if str(kind).upper() == "VARCHAR" else f"CAST({expr} AS VARCHAR)"
     return (f"CASE WHEN regexp_matches({text}, {literal(FORMULA_START)}) THEN concat('''', {text}) "
