@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
+from orchestrator.config_yaml import check_config_size, read_yaml
 from orchestrator.debate_config import AgentConfig, DebateConfig
 from orchestrator.engine_config import EngineConfig
 from orchestrator.escalation_config import ESCALATED, EscalationConfig
@@ -331,6 +331,7 @@ def parse_config(data: Any, source: str | None = None, base_dir: Path | None = N
     """Validate a mapping into a ``Config``; resolve data/store paths against ``base_dir``."""
     if not isinstance(data, dict):
         raise ConfigError("<root>", "expected a mapping with keys task, data, views", source)
+    check_config_size(data, source)  # before any walk: a YAML alias bomb never ended one
     secret = find_secret(data)
     if secret is not None:
         raise ConfigError(secret[0], f"{secret[1]}; a config is stored with the run and shown in reports, so put "
@@ -350,47 +351,18 @@ def parse_config(data: Any, source: str | None = None, base_dir: Path | None = N
     return cfg
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader refusing a key twice in one mapping (the last silently won); ``<<: *base`` works."""
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: list[Any] = []  # a list: a complex key ('? [a, b]') is unhashable
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
-                                                        key_node.start_mark)
-            seen.append(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError("<file>", "is a folder, not a config file" if p.is_dir() else "config file not found",
                           str(p))
-    try:
-        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
-    except UnicodeDecodeError as exc:
-        line = p.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ConfigError("<file>", f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line} "
-                          "(save the file as UTF-8)", str(p)) from None
-    except OSError as exc:
-        raise ConfigError("<file>", f"cannot read: {exc.strerror or exc}", str(p)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError("<yaml>", f"malformed YAML at {where}{problem}", str(p)) from None
+    data = read_yaml(p)
     return parse_config(data, source=str(p), base_dir=p.parent.resolve())
 
 
 def resolve_config(config: str | Path | Config | dict[str, Any]) -> tuple[Config, Path]:
-    """A validated config and the folder its relative paths resolve against, from a file
-    path, a mapping (relative to the working folder) or a ``Config``."""
+    """A validated config and the folder its relative paths resolve against (file, mapping or Config)."""
     if isinstance(config, Config):
         return config, Path.cwd()
     if isinstance(config, dict):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,18 @@ def test_which_annotations_refuse_a_bool():
 
     assert [takes_number_not_bool(a) for a in (int, float, int | None, Optional[float], Annotated[int, "x"])] == [True] * 5
     assert not any(takes_number_not_bool(a) for a in (bool, int | bool, str, Any, Literal[1, 2], list[int], int | Any))
+
+
+def test_a_yaml_alias_bomb_and_deep_nesting_are_refused_at_once(tmp_path: Path):
+    """Ten nested anchors of nine aliases stand for 9^10 values: the secret check walked them
+    for ever (Ctrl-C the only way out); 3,000 nested lists ended in a RecursionError naming nothing."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\ntask: {labels: *a9}\n")
+    (tmp_path / "deep.yaml").write_text("task: {labels: [a, b]}\nx: " + "[" * 3000 + "1" + "]" * 3000 + "\n")
+    (tmp_path / "deep90.yaml").write_text("task: {labels: [a, b]}\nx: " + "[" * 90 + "1" + "]" * 90 + "\n")
+    for name, msg in (("bomb", "holds more than 100,000 values (a YAML alias used inside another"),
+                      ("deep", "nests mappings and lists too deep to read"),
+                      ("deep90", "nests more than 64 levels of mappings and lists")):
+        with pytest.raises(ConfigError, match=rf"{name}\.yaml: config key '<yaml>': {re.escape(msg)}"):
+            load_config(tmp_path / f"{name}.yaml")
