@@ -62,6 +62,25 @@ def test_a_function_is_not_an_estimator(tmp_path: Path, monkeypatch: pytest.Monk
     assert not (tmp_path / "PWNED").exists()
 
 
+@pytest.mark.parametrize("estimator, params", [
+    ("subprocess.Popen", {"args": ["touch", "PWNED"]}),
+    ("logging.FileHandler", {"filename": "PWNED"}),
+    ("sklearn.linear_model.LinearRegression", {}),
+])
+def test_a_class_that_is_no_classifier_is_refused_before_it_is_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      estimator: str, params: dict):
+    """A class passed the function check: subprocess.Popen ran its command (and logging.FileHandler
+    created its file) when the run built it, and --dry-run passed both."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _with_view(tmp_path, {"kind": "sklearn", "column_prefix": "b_", "estimator": estimator,
+                                "estimator_params": params})
+    for call in (api.plan, api.run):
+        with pytest.raises(ViewError, match=rf"'{estimator}' is not a classifier class: it has no fit and "
+                                            r"predict_proba \(or decision_function, with calibration\)"):
+            call(cfg)
+    assert not (tmp_path / "PWNED").exists()
+
+
 def test_unknown_estimator_lists_the_built_ins(tmp_path: Path):
     cfg = _with_view(tmp_path, {"kind": "sklearn", "column_prefix": "b_", "estimator": "gradient_boosting"})
     with pytest.raises(ViewError) as err:

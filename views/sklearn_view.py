@@ -50,6 +50,11 @@ def estimator_class(spec: str, params: dict[str, Any], seed: int) -> tuple[type,
     if not isinstance(cls, type):
         raise ValueError(f"'{path}' is a {type(cls).__name__}, not a classifier class "
                          f"(built-in estimators: {', '.join(ESTIMATORS)})")
+    scores = callable(getattr(cls, "predict_proba", None)) or callable(getattr(cls, "decision_function", None))
+    if not (callable(getattr(cls, "fit", None)) and scores):  # checked before it is built: subprocess.Popen
+        # or logging.FileHandler ran (a file created) before failing on .fit
+        raise ValueError(f"'{path}' is not a classifier class: it has no fit and predict_proba (or "
+                         f"decision_function, with calibration) (built-in estimators: {', '.join(ESTIMATORS)})")
     kwargs = {**defaults, **params}
     if "random_state" in inspect.signature(cls).parameters and "random_state" not in kwargs:
         kwargs["random_state"] = seed
