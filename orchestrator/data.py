@@ -184,7 +184,14 @@ def _split_column(table: pa.Table, d: DataConfig, path: str) -> pa.Table:
         return _with_meta(table, "train")
     if d.split_column not in table.column_names:
         raise DataError(_missing("split", d.split_column, table.column_names), path)
-    is_test = pc.fill_null(pc.equal(table.column(d.split_column).cast(pa.string()), d.test_value), False)
+    split = table.column(d.split_column).cast(pa.string())
+    is_test = pc.fill_null(pc.equal(split, d.test_value), False)
+    if table.num_rows and not d.test and not pc.any(is_test).as_py():  # a typo ('Test') trained on the held-out rows
+        seen = pc.unique(split).drop_null().to_pylist()
+        shown = ", ".join(repr(v) for v in seen[:5]) + (", ..." if len(seen) > 5 else "")
+        raise DataError(f"no row of split column {d.split_column!r} equals test_value {d.test_value!r} (it holds "
+                        f"{shown or 'only empty cells'}): every held-out row would train; set data.test_value, or "
+                        "drop data.split_column to train on every row", path)
     return _with_meta(table, pc.if_else(is_test, "test", "train").combine_chunks())
 
 

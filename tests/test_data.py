@@ -295,3 +295,14 @@ def test_a_fraction_past_the_sniffers_sample_is_read_as_written_not_rounded(tmp_
     assert pa.types.is_floating(table.schema.field("x").type) and table.column("x")[25_000].as_py() == 1.5
     assert table.column("x")[24_999].as_py() == 24_999.0
     assert pa.types.is_integer(table.schema.field("count").type)  # a column of integers stays one
+
+
+def test_a_test_value_that_matches_no_row_is_refused_not_trained_on(tmp_path: Path):
+    """test_value 'Test' for a column of 'test': the 20 held-out rows, every one labelled, became
+    training gold without a word (0 test items)."""
+    def mutate(tmp, cfg):
+        cfg["data"]["test_value"] = "Test"
+
+    _expect_error(tmp_path, mutate, DataError,
+                  r"items\.csv: no row of split column 'split' equals test_value 'Test' \(it holds 'train', "
+                  r"'test'\): every held-out row would train; set data\.test_value")
