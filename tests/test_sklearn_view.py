@@ -137,3 +137,18 @@ def test_an_estimator_that_writes_into_its_input_gets_its_own_copy_of_the_held_f
     proba = v.predict_proba(frame)
     assert proba.shape == (300, len(LABELS)) and np.allclose(proba.sum(axis=1), 1)
     np.testing.assert_array_equal(held.matrix, before)  # the other views' fields are untouched
+
+
+def test_a_value_whose_square_overflows_is_one_error_naming_column_and_item(data):
+    """1e308 in a float64 column: scaling overflowed into NaN, round 0 accepted labels from the
+    broken fits under a hundred lines of overflow warnings, and round 1 blamed a NaN the file
+    does not hold."""
+    df, y = data
+    df = df.copy()
+    df.loc[3, "a_1"] = 1e308
+    df["__item_id"] = df["id"]
+    v = _view(column_prefix="a_")
+    v.resolve_fields(df.columns)
+    with pytest.raises(ViewError, match=rf"view 'v': column 'a_1' holds 1e\+308 at item '{df.id[3]}': too large "
+                                        r"to scale or fit \(its square overflows\); rescale the column"):
+        v.fit(df[:300], y[:300], np.ones(300))

@@ -71,6 +71,10 @@ def make_estimator(spec: str, params: dict[str, Any], seed: int) -> BaseEstimato
     return cls(**kwargs)
 
 
+#: The largest magnitude a numeric field may hold: its square still fits a float64.
+TOO_LARGE = 1e150
+
+
 #: TfidfVectorizer parameters that must be tuples; YAML gives lists.
 _TUPLE_PARAMS = ("ngram_range",)
 
@@ -172,6 +176,7 @@ class SklearnView(ParamsView):
             X = np.asarray(frame.to_numpy(dtype=np.result_type(one, np.float32)), order="C")
             if not np.isfinite(X).all():
                 self._not_finite(items, X)  # raises unless every non-finite value is a NaN the estimator takes
+            self._too_large(items, X)
             return X
         cols = []
         for c in self.fields_:
@@ -187,7 +192,21 @@ class SklearnView(ParamsView):
         X = np.column_stack(cols) if cols else np.zeros((len(items), 0))
         if not np.isfinite(X).all():
             self._not_finite(items, X)
+        self._too_large(items, X)
         return X
+
+    def _too_large(self, items: pd.DataFrame, X: np.ndarray) -> None:
+        """Raise for the first value whose square overflows (1e308 in a float64 column): scaling
+        and the fits overflowed into NaN, labels were accepted from them, and the next round's
+        error blamed a NaN the file does not hold. float32 cannot hold such a value."""
+        if X.dtype != np.float64 or not X.size:
+            return
+        big = np.abs(X) > TOO_LARGE  # NaN compares False
+        if big.any():
+            i, j = (int(x[0]) for x in np.nonzero(big))
+            raise ViewError(self.name, f"column '{self.fields_[j]}' holds {X[i, j]:.3g} at item "
+                            f"{self._item(items, i)!r}: too large to scale or fit (its square overflows); rescale "
+                            "the column")
 
     def _not_finite(self, items: pd.DataFrame, X: np.ndarray) -> None:
         """Raise for the first value the estimator cannot take (inf; NaN unless it takes NaN)."""
