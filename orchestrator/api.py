@@ -26,6 +26,8 @@ from store.queries import (debate_summary, item_problems, llm_usage, resolve_run
 def init_config(path: str | Path = "cotrain.yaml", force: bool = False) -> Path:
     """Write the commented example config to ``path``."""
     p = Path(path)
+    if p.is_dir():  # --force then failed with IsADirectoryError
+        raise CotrainError(f"{p}: is a folder; name the config file to write (e.g. {p / 'cotrain.yaml'})")
     if p.exists() and not force:
         raise CotrainError(f"{p}: already exists; pass --force to overwrite it")  # a file, not a config key
     p.write_text(example_config(), encoding="utf-8")

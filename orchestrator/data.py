@@ -80,8 +80,8 @@ def read_table(path: str | Path, declared_format: str = "auto", label_column: st
         return read_image_folder(p, label_column)
     if declared_format == "images":
         raise DataError("data.format 'images' needs a folder of label folders", str(p))
-    if not p.is_file():
-        raise DataError("file not found", str(p))
+    if not p.is_file():  # /dev/null or a FIFO exists and is no file
+        raise DataError("not a regular file" if p.exists() else "file not found", str(p))
     if p.stat().st_size == 0:
         raise DataError("file is empty", str(p))
     fmt = detect_format(p, declared_format)

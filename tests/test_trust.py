@@ -2,6 +2,7 @@
 but ``--dry-run`` imports without calling any user factory, and an estimator must be a class."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,26 @@ def test_unknown_estimator_lists_the_built_ins(tmp_path: Path):
     assert "unknown estimator 'gradient_boosting'" in msg
     for name in ("logistic_regression", "random_forest", "hist_gradient_boosting", "knn", "mlp"):
         assert name in msg
+
+
+def test_a_dotted_path_that_names_no_module_is_one_error(tmp_path: Path):
+    """estimator '...' was a TypeError about relative imports, with a traceback file."""
+    for estimator in ("...", ".sklearn.svm.SVC", "sklearn..svm.SVC"):
+        cfg = _with_view(tmp_path, {"kind": "sklearn", "column_prefix": "b_", "estimator": estimator})
+        with pytest.raises(ViewError, match=rf"cannot import '{re.escape(estimator)}' .*: "
+                                            rf"'{re.escape(estimator)}' is not a dotted path of a module"):
+            api.plan(cfg)
+
+
+def test_init_into_a_folder_and_data_that_is_a_device_are_named(tmp_path: Path):
+    from store.errors import CotrainError, DataError
+
+    for force in (False, True):  # --force then failed with IsADirectoryError
+        with pytest.raises(CotrainError, match=r"is a folder; name the config file to write"):
+            api.init_config(tmp_path, force=force)
+    cfg = _with_view(tmp_path, {"kind": "sklearn", "column_prefix": "b_"})
+    data = yaml.safe_load(cfg.read_text())
+    data["data"]["train"] = "/dev/null"
+    cfg.write_text(yaml.safe_dump(data))
+    with pytest.raises(DataError, match=r"^/dev/null: not a regular file$"):
+        api.run(cfg)

@@ -44,6 +44,8 @@ def import_object(path: str) -> Any:
         mod, _, attr = path.rpartition(".")
         if not mod:
             raise ImportError(f"'{path}' is not a dotted path")
+    if mod.startswith(".") or not all(part.isidentifier() for part in mod.split(".")):
+        raise ImportError(f"'{path}' is not a dotted path of a module")  # '...' was a TypeError on a relative import
     obj: Any = importlib.import_module(mod)
     for part in attr.split("."):
         obj = getattr(obj, part)
