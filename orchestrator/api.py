@@ -142,13 +142,13 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
         elif live is not None and live["state"] == "running" and written_here(live.get("host")):
             live.update(state="interrupted", stale=True, rate=None, eta_s=None)  # readable: no run holds it
         runs = run_summaries(st)
-        if live is not None and live["state"] == "interrupted":  # the store still says running: a run
-            for r in runs:                                        # stopped by Ctrl-C or a kill never got to say
-                if r["run_id"] == live["run_id"] and r["status"] == "running":
-                    r["status"] = "interrupted"
-        for r in runs:  # the store opened, so no run holds it: one a review import reopened waits for `cotrain run`
-            if r["status"] == "running" and r["round_limit"] is not None:
-                r["status"] = "reopened"
+        elsewhere = live["run_id"] if live is not None and live["state"] == "running" else None  # another host's
+        for r in runs:  # the store opened, so no run of this host holds it: a run the store says is running
+            if r["status"] != "running" or r["run_id"] == elsewhere:
+                continue
+            # was reopened by a review import and waits for `cotrain run`, or was stopped by Ctrl-C or a
+            # kill that never got to say so (also when a later command has rewritten the progress file)
+            r["status"] = "reopened" if r["round_limit"] is not None else "interrupted"
         if not runs:  # a store of standalone debates (``cotrain debate --items``) has those
             if run_id is not None:
                 resolve_run(st, run_id)  # raises: a wrong type, or a run the store does not hold

@@ -355,3 +355,19 @@ def test_status_watches_a_real_run_from_another_process(tmp_path: Path):
     assert (p.state, p.pid, p.run_id, p.round, p.rounds_done, p.phase) == ("finished", proc.pid, 1, 3, 4, "done")
     keys = set(json.loads(progress_path(store).read_text()))
     assert keys == {f.name for f in dataclasses.fields(Progress)}  # counts and names only: no config in it
+
+
+def test_a_run_the_store_calls_running_but_no_process_holds_is_interrupted(tmp_path: Path):
+    """After a kill -9, a later command (a --new-run, a refused start) rewrote the progress file,
+    and status showed the dead run as 'running' for good."""
+    from orchestrator import api
+    from store.database import Store
+    from tests.conftest import write_config
+
+    cfg = write_config(tmp_path, max_rounds=1)
+    api.run(cfg)
+    api.run(cfg, new_run=True)
+    with Store(tmp_path / "run.duckdb") as st:  # run 1 as a kill -9 leaves it: the store never heard it end
+        st.mark_run(1, "running")
+    rep = api.status(tmp_path / "run.duckdb")
+    assert [(r["run_id"], r["status"]) for r in rep.runs] == [(1, "interrupted"), (2, "finished")]
