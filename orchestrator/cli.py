@@ -376,7 +376,7 @@ def main() -> None:
         if message.strip():  # `cotrain` alone has printed its help and has nothing to add
             err.print(f"[red]error:[/red] {_one_line(message)}{where}", highlight=False, soft_wrap=True, markup=True)
         raise SystemExit(getattr(exc, "exit_code", 2)) from None
-    except (click.Abort, typer.Abort):  # Ctrl-C before a command's own guard (click turns it into Abort)
+    except (click.Abort, typer.Abort):  # end of input at a prompt (typer makes Ctrl-C an Exit(130) itself)
         err.print("interrupted", highlight=False)
         raise SystemExit(130) from None
     if isinstance(code, int) and code:

@@ -32,6 +32,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
+            if not isinstance(key_node, yaml.ScalarNode):  # no config key is a list or mapping, and comparing
+                # two equal alias bombs as keys took minutes before any size check could run
+                raise yaml.constructor.ConstructorError(None, None, "a key that is a list or mapping",
+                                                        key_node.start_mark)
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
@@ -75,7 +79,6 @@ def check_config_size(data: Any, source: str | None = None) -> None:
             raise ConfigError("<yaml>", f"nests more than {MAX_DEPTH} levels of mappings and lists", source)
         if isinstance(node, dict):
             stack.extend((v, depth + 1) for v in node.values())
-            stack.extend((k, depth + 1) for k in node if isinstance(k, (dict, list, tuple)))
         elif isinstance(node, (list, tuple)):
             stack.extend((v, depth + 1) for v in node)
 

@@ -30,9 +30,11 @@ _QUERY_WORDS = {"sig", "signature", "code"}
 #: Values shaped like well-known API keys (OpenAI, Anthropic, Hugging Face, GitHub's classic and
 #: fine-grained tokens, GitLab, Stripe, Slack, AWS, Google) and JSON Web Tokens.
 _KEY_SHAPES = re.compile(r"\b(?:sk-[A-Za-z0-9_\-]{16,}|sk-ant-[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{24,}"
-                         r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}|glpat-[A-Za-z0-9_\-]{20,}"
-                         r"|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|xox[abprs]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16}"
-                         r"|AIza[0-9A-Za-z_\-]{35}|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,})")
+                         r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9]{16,}_[A-Za-z0-9]{30,}"
+                         r"|glpat-[A-Za-z0-9_\-]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{24,}"
+                         r"|xox[abprs]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{35}"
+                         r"|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,})"
+                         r"(?![A-Za-z0-9_])")  # the whole word: hf_distilbert..._v2.parquet is a file name
 
 
 def _parts(name: str) -> list[str]:

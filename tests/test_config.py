@@ -237,3 +237,16 @@ def test_a_yaml_alias_bomb_and_deep_nesting_are_refused_at_once(tmp_path: Path):
                       ("deep90", "nests more than 64 levels of mappings and lists")):
         with pytest.raises(ConfigError, match=rf"{name}\.yaml: config key '<yaml>': {re.escape(msg)}"):
             load_config(tmp_path / f"{name}.yaml")
+
+
+def test_a_key_that_is_a_list_is_refused_before_it_is_compared(tmp_path: Path):
+    """Two equal alias bombs as mapping keys were compared element by element while loading,
+    before the size check: minutes of work from a few hundred bytes."""
+    lines = ['a0: &a0 ["lol", "lol", "lol"]', 'b0: &b0 ["lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 4)]
+    lines += [f"b{i}: &b{i} [*b{i - 1}, *b{i - 1}, *b{i - 1}]" for i in range(1, 4)]
+    lines += ["x:", "  ? *a3", "  : 1", "  ? *b3", "  : 2"]
+    (tmp_path / "keys.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"keys\.yaml: config key '<yaml>': malformed YAML at line \d+, column \d+: "
+                                          r"a key that is a list or mapping"):
+        load_config(tmp_path / "keys.yaml")

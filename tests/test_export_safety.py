@@ -241,6 +241,7 @@ def test_no_path_a_device_and_an_empty_hf_dataset_are_refused_in_one_line(csv_ru
     store = csv_run["store"]
     monkeypatch.chdir(tmp_path)
     for target, fmt, message in (("", "hf", "no output path given"), (".", "hf", "no output path given ('.')"),
+                                 ("./", "hf", "no output path given"), (str(tmp_path), "hf", "is the working folder"),
                                  ("/dev/null", "csv", "/dev/null is not a regular file; name a file to write")):
         with pytest.raises(StoreError) as err:
             api.export(store, target, fmt, force=True)

@@ -152,3 +152,13 @@ def test_a_value_whose_square_overflows_is_one_error_naming_column_and_item(data
     with pytest.raises(ViewError, match=rf"view 'v': column 'a_1' holds 1e\+308 at item '{df.id[3]}': too large "
                                         r"to scale or fit \(its square overflows\); rescale the column"):
         v.fit(df[:300], y[:300], np.ones(300))
+
+
+def test_an_estimator_without_predict_proba_needs_calibration(data):
+    """LinearSVC without calibration passed the checks and failed at predict_proba after a fit."""
+    df, _ = data
+    v = _view(column_prefix="a_", estimator="sklearn.svm.LinearSVC")
+    with pytest.raises(ViewError, match=r"view 'v': estimator 'sklearn.svm.LinearSVC' has no predict_proba: set "
+                                        r"calibration: sigmoid \(or isotonic\)"):
+        v.resolve_fields(df.columns)
+    _view(column_prefix="a_", estimator="sklearn.svm.LinearSVC", calibration="sigmoid").resolve_fields(df.columns)

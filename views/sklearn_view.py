@@ -124,9 +124,12 @@ class SklearnView(ParamsView):
         self.fields_ = select_fields(self.name, columns, text=self.text, column_prefix=self.column_prefix,
                                      names=self.columns)
         try:  # fail before anything is stored: import and check now, construct only when fitting
-            estimator_class(self.estimator, self.estimator_params, self.context.seed)
+            cls, _ = estimator_class(self.estimator, self.estimator_params, self.context.seed)
         except ValueError as exc:
             raise ViewError(self.name, f"cannot build estimator '{self.estimator}': {exc}") from None
+        if not self.calibration and not callable(getattr(cls, "predict_proba", None)):  # failed after a fit
+            raise ViewError(self.name, f"estimator '{self.estimator}' has no predict_proba: set calibration: "
+                            "sigmoid (or isotonic) to give its decision_function probabilities")
         return self.fields_
 
     # ---------------------------------------------------------------- model
@@ -201,6 +204,8 @@ class SklearnView(ParamsView):
         error blamed a NaN the file does not hold. float32 cannot hold such a value."""
         if X.dtype != np.float64 or not X.size:
             return
+        if np.fmax.reduce(X, axis=None) <= TOO_LARGE and np.fmin.reduce(X, axis=None) >= -TOO_LARGE:
+            return  # fmax/fmin skip NaN and copy nothing: the common case costs two passes
         big = np.abs(X) > TOO_LARGE  # NaN compares False
         if big.any():
             i, j = (int(x[0]) for x in np.nonzero(big))

@@ -229,9 +229,11 @@ def guard_output(store: Store, paths: Sequence[str | Path], *, force: bool, fold
     already exists (unless ``force``; for a ``folder`` output: when it is a non-empty folder)."""
     protected = protected_paths(store)
     for given in paths:
-        if str(given).strip() in ("", "."):  # Path("") is the working folder: an hf export would fill it
-            raise StoreError(f"no output path given ({str(given)!r}); name a file (or, for hf, a folder)")
         p = Path(given).expanduser()
+        if not str(given).strip() or p.resolve() == Path.cwd().resolve():  # Path("") and "./" are the working
+            # folder: an hf export with --force would fill it
+            what = "no output path given" if str(given).strip() in ("", ".") else f"{given} is the working folder"
+            raise StoreError(f"{what} ({str(given)!r}); name a file (or, for hf, a folder of its own)")
         r = p.resolve()
         for q, what, is_dir in protected:
             same = r == q or _same(p, q)
