@@ -23,7 +23,7 @@ from orchestrator.read_errors import one_line as _one_line, reason as _reason
 from store.connect import connect
 from store.database import Store
 from store.encoding import utf8_problem
-from store.errors import DataError
+from store.errors import DataError, shown
 from store.items import FILE_ROW_COL, SPLIT_COL, load_items, snapshot
 
 
@@ -188,9 +188,9 @@ def _split_column(table: pa.Table, d: DataConfig, path: str) -> pa.Table:
     is_test = pc.fill_null(pc.equal(split, d.test_value), False)
     if table.num_rows and not d.test and not pc.any(is_test).as_py():  # a typo ('Test') trained on the held-out rows
         seen = pc.unique(split).drop_null().to_pylist()
-        shown = ", ".join(repr(v) for v in seen[:5]) + (", ..." if len(seen) > 5 else "")
+        held = ", ".join(shown(v) for v in seen[:5]) + (", ..." if len(seen) > 5 else "")  # a 5 MB cell is cut
         raise DataError(f"no row of split column {d.split_column!r} equals test_value {d.test_value!r} (it holds "
-                        f"{shown or 'only empty cells'}): every held-out row would train; set data.test_value, or "
+                        f"{held or 'only empty cells'}): every held-out row would train; set data.test_value, or "
                         "drop data.split_column to train on every row", path)
     return _with_meta(table, pc.if_else(is_test, "test", "train").combine_chunks())
 

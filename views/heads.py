@@ -111,8 +111,8 @@ def one_blas_thread_if_small(X: Any) -> Any:
     shape = getattr(X, "shape", None)
     sparse = hasattr(X, "nnz")
     small = shape is not None and len(shape) == 2 and shape[0] * shape[1] <= SMALL_FIT_CELLS
-    few_cpus = usable_cpus() <= FEW_CPUS and "OPENBLAS_NUM_THREADS" not in os.environ  # the user's own choice wins
-    if sparse or small or few_cpus:
+    if sparse or small or ("OPENBLAS_NUM_THREADS" not in os.environ  # the user's own choice wins
+                            and usable_cpus() <= FEW_CPUS):  # read only when the size does not decide
         return threadpool_limits(limits=1, user_api="blas")
     return contextlib.nullcontext()
 

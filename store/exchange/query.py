@@ -45,10 +45,9 @@ def content_fingerprint(columns: Sequence[str], alias: str = "d") -> str:
     return f"substr(md5(CAST(to_json(struct_pack({packed})) AS VARCHAR)), 1, 16)"
 
 
-def fingerprinted_columns(store: Store, run_id: int) -> list[str]:
+def fingerprinted_columns(data_columns: Sequence[str], label_column: str) -> list[str]:
     """The data columns a content fingerprint covers: every field but cotrain's own and the label."""
-    label_col = store.run_info(run_id)["label_column"]
-    return [c for c in store.data_columns(run_id) if c not in _INTERNAL and c != label_col]
+    return [c for c in data_columns if c not in _INTERNAL and c != label_column]
 
 
 def field_aliases(columns: list[str], label_column: str) -> list[tuple[str, str]]:
@@ -159,7 +158,7 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
     fields = ", ".join(f"d.{ident(c)} AS {ident(alias)}" for c, alias in field_aliases(data_cols, label_col))
     fields = (", " + fields) if fields else ""
     if fingerprint:
-        fields = f", {content_fingerprint(fingerprinted_columns(store, run_id))} AS cotrain_item" + fields
+        fields = f", {content_fingerprint(fingerprinted_columns(data_cols, label_col))} AS cotrain_item" + fields
     where: list[str] = []
     params: list[object] = [run_id, run_id, run_id]  # reviews, items, pseudo_labels
     disputed_unlabelled = ""

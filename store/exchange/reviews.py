@@ -116,7 +116,8 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
         for r in parsed:
             r.item_id = _resolve(r.item_id, known)
             r.label = _resolve(r.label, labels)
-    contents = _contents(store, rid, [r.item_id for r in parsed if r.content is not None and r.item_id in known])
+    contents = _contents(store, rid, fingerprinted_columns(store.data_columns(rid), info["label_column"]),
+                         [r.item_id for r in parsed if r.content is not None and r.item_id in known])
     seen: dict[str, ParsedReview] = {}
     for r in parsed:  # file order: the first bad record is the one named
         if r.task is not None and r.task != task:
@@ -194,11 +195,11 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
     return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), granted, unchanged)
 
 
-def _contents(store: Store, run_id: int, item_ids: list[str]) -> dict[str, str]:
-    """item -> its content fingerprint in the run's data (``query.content_fingerprint``)."""
+def _contents(store: Store, run_id: int, columns: list[str], item_ids: list[str]) -> dict[str, str]:
+    """item -> its content fingerprint over ``columns`` in the run's data (``query.content_fingerprint``)."""
     if not item_ids:
         return {}
-    fp = content_fingerprint(fingerprinted_columns(store, run_id))
+    fp = content_fingerprint(columns)
     ids = pa.table({"item_id": pa.array(sorted(set(item_ids)), pa.string())})
     with store.registered(ids) as name:
         return dict(store.con.execute(
