@@ -261,8 +261,6 @@ def export(store: Path = typer.Argument(..., help="Store file."),
 
     if fmt is not None and fmt not in EXPORT_FORMATS:
         _fail(ValueError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, not '{fmt}'"))
-    if min_p_correct is not None and not 0 <= min_p_correct <= 1:
-        _fail(ValueError(f"--min-p-correct must be between 0 and 1, not {min_p_correct}"))
     if seed is not None and sample is None:  # it changed nothing: a seed without a draw
         _fail(ValueError("--seed seeds the draw of --sample; give --sample N too"))
     with _guarded():

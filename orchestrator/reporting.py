@@ -40,8 +40,9 @@ class RunResult:
     termination_condition: str | None
     n_rounds: int                      # rounds committed (round 0 included)
     labels_added: list[int]            # per round
-    n_gold: int
-    n_pseudo: int
+    n_gold: int                        # gold labels from the data, on items no review relabelled
+    n_pseudo: int                      # accepted pseudo-labels
+    n_reviewed: int = 0                # items a reviewer labelled (their labels train as gold)
     resumed: bool = False
     already_finished: bool = False
     final_metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)

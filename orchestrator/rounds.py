@@ -389,11 +389,11 @@ class RoundRunner:
     def _result(self, run_id: int, resumed: bool, already_finished: bool = False) -> RunResult:
         info = self.store.run_info(run_id)
         rounds = self.store.completed_rounds(run_id)
-        n_gold, n_pseudo = label_counts(self.store, run_id)
+        n_gold, n_reviewed, n_pseudo = label_counts(self.store, run_id)
         return RunResult(run_id=run_id, store=self.store.path, status=info["status"],
                          termination_condition=info["termination"], n_rounds=len(rounds),
                          labels_added=[int(x["labels_added"]) for x in rounds], n_gold=n_gold,
-                         n_pseudo=n_pseudo, resumed=resumed, already_finished=already_finished,
+                         n_reviewed=n_reviewed, n_pseudo=n_pseudo, resumed=resumed, already_finished=already_finished,
                          final_metrics=final_metrics(self.store, run_id) if rounds else {})
 
 

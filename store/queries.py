@@ -111,12 +111,16 @@ def final_metrics(store: Store, run_id: int) -> dict[str, dict[str, float | None
     return {view: {"test_accuracy": acc, "test_macro_f1": f1} for view, acc, f1 in rows}
 
 
-def label_counts(store: Store, run_id: int) -> tuple[int, int]:
-    """(gold training labels, accepted pseudo-labels) of a run."""
-    n_gold = store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'train'"
-                          " AND gold_label IS NOT NULL", [run_id])
+def label_counts(store: Store, run_id: int) -> tuple[int, int, int]:
+    """(gold, reviewed, accepted pseudo-labels) of a run's training items, each item counted
+    once: a gold item a reviewer relabelled counts as reviewed (its review is the label every
+    reader uses, and exports it with source ``review``), not as gold too."""
+    row = store.con.execute(
+        "SELECT count(*) FILTER (i.gold_label IS NOT NULL AND rv.item_id IS NULL), count(rv.item_id)"
+        " FROM items i LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id"
+        " WHERE i.run_id = ? AND i.split = 'train'", [run_id]).fetchone()
     n_pseudo = store.scalar("SELECT count(*) FROM pseudo_labels WHERE run_id = ? AND status = 'accepted'", [run_id])
-    return int(n_gold), int(n_pseudo)
+    return int(row[0]), int(row[1]), int(n_pseudo)
 
 
 def run_summaries(store: Store) -> list[dict[str, Any]]:
@@ -125,10 +129,9 @@ def run_summaries(store: Store) -> list[dict[str, Any]]:
         rid = info["run_id"]
         n_items = store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'train'", [rid])
         n_test = store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'test'", [rid])
-        n_gold, n_pseudo = label_counts(store, rid)
+        n_gold, n_reviewed, n_pseudo = label_counts(store, rid)
         n_rounds = store.scalar("SELECT count(*) FROM rounds WHERE run_id = ?", [rid])
-        n_reviewed = store.scalar("SELECT count(*) FROM reviewed_labels WHERE run_id = ?", [rid])  # items people
-        out.append({                                                                                  # labelled
+        out.append({
             "run_id": rid, "status": info["status"], "termination": info["termination"],
             "created_at": info["created_at"], "seed": info["seed"], "policy": info["policy"],
             "feeding": info["feeding"], "views": list(info["views"]),

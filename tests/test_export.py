@@ -199,9 +199,9 @@ def test_min_p_correct_keeps_exactly_the_expected_ids(estimated: dict, tmp_path:
 
 def test_min_p_correct_is_checked(estimated: dict, tmp_path: Path):
     for bad in (-0.01, 1.5, float("nan")):
-        with pytest.raises(StoreError, match="min_p_correct must be between 0 and 1"):
+        with pytest.raises(StoreError, match="--min-p-correct must be between 0 and 1"):
             api.export(estimated["store"], tmp_path / "x.csv", min_p_correct=bad)
-        with pytest.raises(StoreError, match="min_confidence must be between 0 and 1"):  # was an empty file
+        with pytest.raises(StoreError, match="--min-confidence must be between 0 and 1"):  # was an empty file
             api.export(estimated["store"], tmp_path / "x.csv", min_confidence=bad * 7)
     assert not (tmp_path / "x.csv").exists()
 

@@ -80,6 +80,11 @@ def test_label_studio_export_has_each_views_vote_and_a_config(finished, tmp_path
     assert choices.get("name") == "label" and [c.get("value") for c in choices] == LABELS
     to_name = choices.get("toName")
     assert any(el.get("name") == to_name for el in config) and all(to_name in t["data"] for t in tasks)
+    # numbers only, no text field: the reviewer sees every field in one key-value table
+    assert to_name == "cotrain_fields" and config.find("Table").get("value") == "$cotrain_fields"
+    shown = t["data"]["cotrain_fields"]
+    assert {"id", "split", *(f"{v}_{j}" for v in "ab" for j in range(4))} == set(shown)
+    assert isinstance(shown["a_0"], float) and shown["id"] == t["data"]["item_id"]
 
 
 def test_argilla_export_loads_as_records_and_settings(finished, tmp_path: Path):
@@ -105,6 +110,11 @@ def test_argilla_export_loads_as_records_and_settings(finished, tmp_path: Path):
         MetadataFieldModel.model_validate(m)
     names = {f["name"] for f in settings["fields"]}
     assert all(set(rec["fields"]) == names for rec in records)
+    assert names == {"cotrain_fields"}  # numbers only: every field, one "name: value" line each
+    lines = records[0]["fields"]["cotrain_fields"].splitlines()
+    assert lines[0] == f"id: {records[0]['id']}" and lines[-1] == "split: train"
+    assert [x.split(": ")[0] for x in lines[1:9]] == [f"{v}_{j}" for v in "ab" for j in range(4)]
+    assert all(np.isfinite(float(x.split(": ")[1])) for x in lines[1:9])
 
 
 def test_export_filters_disputed_and_a_stratified_sample(finished, tmp_path: Path):
@@ -341,7 +351,7 @@ def test_fields_named_like_what_a_review_file_carries_are_renamed(tmp_path: Path
     store = tmp_path / "run.duckdb"
     api.export(store, tmp_path / "ls.json", "label-studio")
     data = json.loads((tmp_path / "ls.json").read_text())[0]["data"]
-    assert data["data_cotrain_task"] == "zzz" and data["cotrain_task"] != "zzz"
+    assert data["cotrain_fields"]["data_cotrain_task"] == "zzz" and data["cotrain_task"] != "zzz"
     api.export(store, tmp_path / "pick.csv", select="random", sample=3)
     pick = pd.read_csv(tmp_path / "pick.csv", dtype=str)
     assert {"data_cotrain_task", "data_reviewer"} <= set(pick.columns) and "reviewer" not in pick.columns
@@ -416,6 +426,28 @@ def test_a_review_of_a_review_and_another_reviewers_agreement_are_filed(fresh, t
         assert st.con.execute("SELECT reviewer, label, prior_source FROM reviews ORDER BY review_id").fetchall() == [
             ("ann", wrong, "k_best"), ("bo", truth[item], "review"), ("cy", truth[item], "review")]
         assert st.scalar("SELECT label FROM reviewed_labels WHERE item_id = ?", [item]) == truth[item]
+
+
+def test_a_relabelled_gold_item_counts_once_in_status_the_report_and_the_export(fresh, tmp_path: Path):
+    """A gold item a reviewer relabels is reviewed, not gold too: status, the report's counts
+    and the run's result add up to the rows an export writes, by source."""
+    from store.report.data import report_data
+
+    _, store, _ = fresh
+    with Store(store, read_only=True) as st:
+        item, gold = st.con.execute("SELECT item_id, gold_label FROM items WHERE split = 'train' AND gold_label"
+                                    " IS NOT NULL ORDER BY row_idx LIMIT 1").fetchone()
+    other = next(lab for lab in LABELS if lab != gold)
+    (tmp_path / "r.csv").write_text(f"id,label\n{item},{other}\n")
+    assert api.import_reviews(store, tmp_path / "r.csv", rounds=0).outcomes["corrected"] == 1
+    n = api.export(store, tmp_path / "all.csv")
+    by_source = pd.read_csv(tmp_path / "all.csv")["source"].value_counts()
+    run = api.status(store).runs[0]
+    assert (run["n_gold"], run["n_reviewed"]) == (by_source["gold"], by_source["review"]) == (14, 1)
+    assert run["n_gold"] + run["n_reviewed"] + run["n_pseudo"] == n
+    with Store(store, read_only=True) as st:
+        counts = report_data(st, None)["counts"]
+    assert (counts["gold"], counts["reviewed"], counts["accepted"]) == (14, 1, run["n_pseudo"])
 
 
 def test_json_lines_reviews_are_read_by_either_suffix(fresh, tmp_path: Path):

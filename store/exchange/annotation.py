@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from store.database import Store
 from store.errors import StoreError
-from store.exchange.query import PROVENANCE, ExportFilter, export_query, field_aliases
+from store.exchange.query import ITEM_TABLE, PROVENANCE, ExportFilter, export_query, field_aliases
 from store.media import resolve_source, stored_run_roots
 from store.exchange.review_files import LABEL_QUESTION
 from store.exchange.reviews import task_fingerprint
@@ -86,7 +86,11 @@ def export_annotation(store: Store, out: Path, fmt: str, flt: ExportFilter) -> i
     elif fmt in ("label-studio", "argilla"):
         rows = table.to_pylist()
         votes = latest_votes(store, run_id, [r["item_id"] for r in rows])
-        fields = text or images or [c for c in columns if pa.types.is_string(table.schema.field(c).type)]
+        fields = text or images
+        if not fields:  # a table's row (numbers, categories): every field, shown as one key-value table
+            for r in rows:
+                r[ITEM_TABLE] = {c: _plain(r.get(c)) for c in columns}
+            fields = [ITEM_TABLE]
         task = task_fingerprint(labels)
         writer = _to_label_studio if fmt == "label-studio" else _to_argilla
         writer(rows, votes, labels, fields, images, roots, task, out)
@@ -129,7 +133,8 @@ def _to_hf(table: pa.Table, labels: list[str], images: list[str], roots: Sequenc
 def label_studio_config(labels: list[str], fields: list[str], images: list[str]) -> str:
     """A Label Studio labeling config: the item's fields and one Choices control named ``label``."""
     shown = [f'  <Image name={quoteattr(c)} value={quoteattr("$" + c)}/>' for c in images] + \
-            [f'  <Header value={quoteattr(c)}/>\n  <Text name={quoteattr(c)} value={quoteattr("$" + c)}/>'
+            [f'  <Table name={quoteattr(c)} value={quoteattr("$" + c)}/>' if c == ITEM_TABLE else
+             f'  <Header value={quoteattr(c)}/>\n  <Text name={quoteattr(c)} value={quoteattr("$" + c)}/>'
              for c in fields if c not in images]
     target = (images or fields or ["item_id"])[0]
     choices = "\n".join(f"    <Choice value={quoteattr(lab)}/>" for lab in labels)
@@ -164,6 +169,14 @@ def _to_label_studio(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str
 
 
 # ------------------------------------------------------------------ Argilla
+def _shown_text(value: Any) -> str:
+    """A text field's value as Argilla shows it; the item table (:data:`ITEM_TABLE`) as one
+    ``name: value`` line per field (plain text, not markdown: nothing in a value renders)."""
+    if isinstance(value, dict):
+        return "\n".join(f"{k}: {'' if v is None else v}" for k, v in value.items())
+    return str(_plain(value))
+
+
 def argilla_settings(labels: list[str], fields: list[str], images: list[str], views: list[str]) -> dict[str, Any]:
     """Dataset settings in the layout of Argilla's ``Settings.to_json``: the item's fields,
     a single-label question named ``label``, and metadata for provenance and votes."""
@@ -195,7 +208,7 @@ def _to_argilla(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str, str
     views: list[str] = sorted({v for vs in votes.values() for v, _, _ in vs})
     for r in rows:
         shown = {c: image_value(r.get(c), roots) for c in images}
-        shown.update({c: None if r.get(c) is None else str(_plain(r.get(c))) for c in fields if c not in images})
+        shown.update({c: None if r.get(c) is None else _shown_text(r[c]) for c in fields if c not in images})
         meta = {"item_id": r["item_id"], "cotrain_task": task, "cotrain_item": r["cotrain_item"],
                 "cotrain_source": r["source"],
                 "cotrain_confidence": _plain(r["confidence"]), "cotrain_p_correct": _plain(r["p_correct"]),

@@ -27,10 +27,13 @@ PROVENANCE = ("item_id", "label", "source", "source_views", "agreeing_views", "r
 #: the reviewer's answer), as the Label Studio tasks name them, and the task's fingerprint.
 REVIEW_COLUMNS = {"label": "cotrain_label", "source": "cotrain_source", "confidence": "cotrain_confidence",
                   "p_correct": "cotrain_p_correct"}
+#: The review task's field that shows an item with no text or image field (a table's row):
+#: its columns and values, one key-value table.
+ITEM_TABLE = "cotrain_fields"
 #: Names an item's field never takes in an export: the provenance, and what a review file and
 #: ``import-reviews`` read (a field named ``cotrain_task`` or ``reviewer`` was read as one).
-RESERVED = (*PROVENANCE, *REVIEW_COLUMNS.values(), "cotrain_task", "cotrain_item", "reviewer", "reviewed_at",
-            "annotator", "annotation_id")
+RESERVED = (*PROVENANCE, *REVIEW_COLUMNS.values(), "cotrain_task", "cotrain_item", ITEM_TABLE, "reviewer",
+            "reviewed_at", "annotator", "annotation_id")
 
 
 def content_fingerprint(columns: Sequence[str], alias: str = "d") -> str:
@@ -109,7 +112,7 @@ class ExportFilter:
         for name in ("min_p_correct", "min_confidence"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 1:  # NaN too
-                raise StoreError(f"{name} must be between 0 and 1, not {value}")
+                raise StoreError(f"--{name.replace('_', '-')} must be between 0 and 1, not {value}")
 
 
 def whole_number(name: str, value: object, optional: bool = True) -> None:

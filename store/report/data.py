@@ -13,8 +13,8 @@ import numpy as np
 from store.database import Store
 from store.exchange.annotation import latest_votes
 from store.media import ImageProblem, resolve_source, stored_run_roots
-from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, round_estimates,
-                           rounds_summary, view_estimates)
+from store.queries import (debate_summary, item_problems, label_counts, llm_usage, resolve_run, review_precision,
+                           round_estimates, rounds_summary, view_estimates)
 
 
 def _rows(store: Store, sql: str, params: list[Any]) -> list[dict[str, Any]]:
@@ -59,14 +59,13 @@ def report_data(store: Store, run_id: int | None = None, top_disputed: int = 25)
     d["debates"] = debate_summary(store, rid)
     d["precision"] = review_precision(store, rid)
     d["problems"] = item_problems(store, rid)
-    d["counts"] = _rows(store, """
-        SELECT (SELECT count(*) FROM items WHERE run_id = ? AND split = 'train' AND gold_label IS NOT NULL) AS gold,
-               (SELECT count(DISTINCT item_id) FROM reviews WHERE run_id = ?) AS reviewed,
-               (SELECT count(*) FROM pseudo_labels WHERE run_id = ? AND status = 'accepted') AS accepted,
+    gold, reviewed, _ = label_counts(store, rid)  # a relabelled gold item counts once, as reviewed
+    d["counts"] = {"gold": gold, "reviewed": reviewed, **_rows(store, """
+        SELECT (SELECT count(*) FROM pseudo_labels WHERE run_id = ? AND status = 'accepted') AS accepted,
                (SELECT count(*) FROM pseudo_labels WHERE run_id = ? AND status = 'confirmed') AS confirmed,
                (SELECT count(*) FROM pseudo_labels WHERE run_id = ? AND status = 'revoked') AS revoked,
                (SELECT count(*) FROM items WHERE run_id = ? AND split = 'train') AS train,
-               (SELECT count(*) FROM items WHERE run_id = ? AND split = 'test') AS test""", [rid] * 7)[0]
+               (SELECT count(*) FROM items WHERE run_id = ? AND split = 'test') AS test""", [rid] * 5)[0]}
     d["disputed"] = _disputed(store, rid, info, top_disputed)
     return d
 
