@@ -108,7 +108,8 @@ class LLMLedger:
                         "request": [json.dumps(c.request, sort_keys=True) for c in fresh.values()],
                         "response": [json.dumps(c.response, sort_keys=True) for c in fresh.values()],
                         "created_at": pa.array([now] * len(fresh), pa.timestamp("us")),
-                    }), "ON CONFLICT DO NOTHING")
+                    }), "ON CONFLICT (key) DO UPDATE SET response = excluded.response, created_at = excluded.created_at")
+                # (a key answered again replaces what an earlier version cached: an empty answer)
                 n = len(calls)
                 self._insert("llm_calls", pa.table({
                     "run_id": pa.array([self.run_id] * n, pa.int32()),

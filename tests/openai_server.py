@@ -201,8 +201,15 @@ class MisbehavingServer:
                    "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
                                 "message": {"role": "assistant", "content": content}}],
                    "usage": {"prompt_tokens": pt, "completion_tokens": 1, "total_tokens": pt + 1}}
-        with self._lock:
-            self.answered[hashlib.sha256(body).hexdigest()] += 1
+        if mode == "no_choices":          # a 200 that answers nothing
+            payload["choices"] = []
+        elif mode == "null_content":      # a choice with neither content nor logprobs
+            payload["choices"][0].update(message={"role": "assistant", "content": None}, logprobs=None)
+        elif mode in ("huge_usage", "negative_usage"):  # token counts no call can have
+            payload["usage"]["prompt_tokens"] = 10**30 if mode == "huge_usage" else -1_000_000
+        else:
+            with self._lock:
+                self.answered[hashlib.sha256(body).hexdigest()] += 1
         return 200, json.dumps(payload).encode(), {}
 
     # ------------------------------------------------------------------ asyncio engine

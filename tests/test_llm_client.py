@@ -54,6 +54,66 @@ def test_persistent_failure_gives_up_as_an_error_not_a_crash(key_env, mem_store,
     assert mem_store.scalar("SELECT count(*) FROM llm_cache") == 0  # failures are never cached
 
 
+@pytest.mark.parametrize("mode", ["no_choices", "null_content", "huge_usage", "negative_usage"])
+def test_an_answer_that_answers_nothing_is_retried_then_an_error_never_cached(key_env, mem_store, mode):
+    """A 200 with empty ``choices`` (or a choice with neither content nor logprobs) was filed
+    ``ok`` and cached, so every later run abstained without asking; token counts of 10^30 failed
+    the ledger's commit (and hung the run), negative ones made the cost negative and raised the
+    budget. Each is now a transient fault: retried, then an error, never cached."""
+    ledger = LLMLedger(mem_store, run_id=None)
+    with MisbehavingServer(default=mode) as srv, _client(srv, key_env, ledger, max_retries=1,
+                                                          price=Price(1.0, 1.0)) as c:
+        [comp] = c.complete([_req()])
+    assert comp.status == "error" and "MalformedResponse" in comp.error and srv.count == 2
+    rows = mem_store.query("SELECT status, attempts, cost_usd FROM llm_calls").to_pylist()
+    assert rows == [{"status": "error", "attempts": 2, "cost_usd": 0.0}] and c.spent() == 0.0
+    assert mem_store.scalar("SELECT count(*) FROM llm_cache") == 0
+    with MisbehavingServer({1: mode}) as srv, _client(srv, key_env, ledger, max_retries=1) as c:
+        [comp] = c.complete([_req()])  # one bad answer, then a good one: the retry takes it
+    assert comp.ok and comp.attempts == 2 and mem_store.scalar("SELECT count(*) FROM llm_cache") == 1
+
+
+def test_an_empty_answer_an_earlier_version_cached_is_asked_again(key_env, mem_store):
+    ledger = LLMLedger(mem_store, run_id=None)
+    with MisbehavingServer() as srv, _client(srv, key_env, ledger) as c:
+        c.complete([_req()])
+        mem_store.con.execute("UPDATE llm_cache SET response = json_object('content', NULL, 'top_logprobs', NULL,"
+                              " 'usage', json_object('prompt_tokens', 0, 'completion_tokens', 0))")
+        [comp] = c.complete([_req()])
+        [again] = c.complete([_req()])  # the new answer replaced the empty one in the cache
+    assert comp.ok and not comp.cached and srv.count == 2 and comp.top_logprobs
+    assert again.cached and again.top_logprobs == comp.top_logprobs
+
+
+def test_a_failed_ledger_commit_ends_the_batch_with_its_error(key_env):
+    """The commit loop stops at a failed commit; flush() waited for the answers still
+    waiting for ever (a run spun at 100% CPU). It raises the commit's error now."""
+    import asyncio
+
+    from views.llm.group_commit import GroupCommitter
+
+    def write(batch: list) -> None:
+        if "a" in batch:
+            raise OSError("disk full")
+
+    async def go() -> None:
+        c = GroupCommitter(write, lambda: 1)
+        c.add("a")
+        await asyncio.sleep(0.01)
+        c.add("b")
+        await asyncio.wait_for(c.flush(), timeout=5)
+
+    with pytest.raises(OSError, match="disk full"):
+        asyncio.run(go())
+
+
+def test_a_short_key_is_redacted_too():
+    from views.llm.client import _redact
+
+    assert _redact("bad key: Bearer dev1234 (dev1234)", "dev1234") == "bad key: Bearer *** (***)"
+    assert _redact(f"Incorrect API key provided: {SECRET[:12]}...", SECRET) == "Incorrect API key provided: ***..."
+
+
 def test_a_failing_batch_logs_a_few_failures_and_counts_the_rest_in_one_line(key_env, caplog):
     """A server failing every request printed one warning per request (2,179 lines in a
     probe); now the first few, then one line with the count."""

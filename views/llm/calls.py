@@ -108,12 +108,37 @@ def request_key(identity: str, request: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+#: More tokens than any model reads or writes in one call: a usage count above it is the
+#: server's mistake (10^30 overflowed the ledger's column and failed the commit).
+MAX_CALL_TOKENS = 10**9
+
+
+class MalformedResponse(ValueError):
+    """A completion that answers nothing: no choice, neither content nor logprobs, or token
+    counts that cannot be (negative, too large). Retried as a transient fault, then filed as
+    an error; never cached, since a cached empty answer made every later run abstain."""
+
+
+def _token_count(usage: dict[str, Any], name: str) -> int:
+    value = usage.get(name) or 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_CALL_TOKENS \
+            or value != int(value):
+        raise MalformedResponse(f"usage.{name} is {str(value)[:40]!r}, not a count of tokens")
+    return int(value)
+
+
 def parse_response(resp: Any) -> dict[str, Any]:
-    """The part of a chat completion cotrain keeps: content, top logprobs, usage."""
+    """The part of a chat completion cotrain keeps: content, top logprobs, usage. Raises
+    :class:`MalformedResponse` for a completion that answers nothing."""
     data = resp.model_dump() if hasattr(resp, "model_dump") else dict(resp)
-    choice = (data.get("choices") or [{}])[0]
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedResponse(f"the answer holds no choice (choices: {str(choices)[:40]})")
+    choice = choices[0]
     msg = choice.get("message") or {}
     lp = choice.get("logprobs") or None
+    if not isinstance(msg, dict) or (msg.get("content") is None and not (isinstance(lp, dict) and lp.get("content"))):
+        raise MalformedResponse("the answer's choice holds neither content nor logprobs")
     top: list[list[list[Any]]] | None = None
     if isinstance(lp, dict) and lp.get("content"):
         top = []
@@ -122,6 +147,8 @@ def parse_response(resp: Any) -> dict[str, Any]:
             top.append([[a.get("token") or "", float(a.get("logprob") if a.get("logprob") is not None else -math.inf)]
                         for a in alts])
     usage = data.get("usage") or {}
+    if not isinstance(usage, dict):
+        raise MalformedResponse(f"usage is {str(usage)[:40]!r}, not an object")
     return {"content": msg.get("content"), "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
-            "usage": {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                      "completion_tokens": int(usage.get("completion_tokens") or 0)}}
+            "usage": {"prompt_tokens": _token_count(usage, "prompt_tokens"),
+                      "completion_tokens": _token_count(usage, "completion_tokens")}}

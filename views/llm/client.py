@@ -30,8 +30,8 @@ from typing import Any
 from store.errors import ViewError
 from store.contracts import Ledger
 from views.llm.aimd import AIMD, Gate, RateLimiter as _RateLimiter
-from views.llm.calls import (ClientStats, Completion, Endpoint, Price, count_tokens, estimate_cost,
-                             parse_response, request_key)
+from views.llm.calls import (ClientStats, Completion, Endpoint, MalformedResponse, Price, count_tokens,
+                             estimate_cost, parse_response, request_key)
 from views.llm.group_commit import GroupCommitter
 from views.llm.litellm_import import import_litellm
 from views.llm.transport import HTTPTransport, fast_path, litellm_complete, retry_after as _retry_after
@@ -164,6 +164,9 @@ class LLMClient:
     async def _complete_all(self, requests: list[dict[str, Any]]) -> list[Completion]:
         keys = [self.key(r) for r in requests]
         hits = self.ledger.cached(keys) if self.ledger is not None else {}
+        # an answer with neither content nor logprobs was cached by earlier versions (a server's
+        # empty `choices`); it answers nothing, so the request is asked again
+        hits = {k: v for k, v in hits.items() if v.get("content") is not None or v.get("top_logprobs")}
         out: list[Completion | None] = [None] * len(requests)
         records: list[Any] = []
         for i, k in enumerate(keys):
@@ -330,7 +333,8 @@ class LLMClient:
                     last_err = _redact(_one_line(exc), self._api_key())
                     if name in FATAL:
                         raise ViewError(self.view, f"{self.endpoint.model}: {name}: {last_err}") from None
-                    retryable = name in RETRYABLE or isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError))
+                    retryable = name in RETRYABLE or isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError,
+                                                                      MalformedResponse))
                     if not retryable or attempts > self.max_retries:
                         self.stats.errors += 1
                         self.stats.calls += 1
@@ -384,9 +388,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _redact(text: str, secret: str | None) -> str:
-    """Never let a key (or a prefix a provider echoes back) into a log or the store."""
-    if secret and len(secret) >= 8:
-        for n in (len(secret), 12, 8):
+    """Never let a key (or a prefix a provider echoes back) into a log or the store: the
+    whole key however short (a self-hosted server's ``--api-key dev1234``), and its 12- and
+    8-character prefixes when it is longer."""
+    if secret:
+        for n in sorted({len(secret), *(m for m in (12, 8) if m < len(secret))}, reverse=True):
             text = text.replace(secret[:n], "***")
     return text
 

@@ -60,12 +60,15 @@ class GroupCommitter:
             await self._changed.wait()
 
     async def flush(self) -> None:
-        """Commit everything waiting; raise what a commit raised."""
-        while self.pending or (self._task is not None and not self._task.done()):
+        """Commit everything waiting; raise what a commit raised (at once: after a failed
+        commit the loop commits nothing more, and waiting for the rest spun for ever)."""
+        while True:
+            self._raise()
+            if not self.pending and (self._task is None or self._task.done()):
+                return
             self._kick()
             assert self._task is not None
             await asyncio.shield(self._task)
-        self._raise()
 
     def _raise(self) -> None:
         if self._error is not None:
