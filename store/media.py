@@ -3,11 +3,17 @@ folders), raw bytes, or a Hugging Face-style ``{"bytes", "path"}`` struct.
 
 One resolver for every reader of image cells: the vision view (which decodes and encodes
 them), the annotation exports (which hand tools a path or a data URI) and the report's
-thumbnails. It only locates and reads bytes; no image library is imported here.
+thumbnails. It locates and reads bytes, refusing what is no image file (a device, a pipe)
+or too large; :func:`open_image` is the one place Pillow opens them, refusing decompression
+bombs before anything is decoded.
 """
 from __future__ import annotations
 
+import io
 import math
+import os
+import stat
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +40,13 @@ def stored_run_roots(store_path: str, input_files: Sequence[str | None]) -> tupl
     return tuple(dict.fromkeys(data_roots(*input_files) + here))
 
 
+#: Largest image decoded, in pixels: Pillow's own decompression-bomb bar (a 48 KB PNG can
+#: claim 20,000 x 20,000 pixels, 1.2 GB once decoded).
+MAX_IMAGE_PIXELS = 89_478_485
+#: Largest image file read.
+MAX_IMAGE_BYTES = 256 * 2**20
+
+
 class ImageProblem(Exception):
     """An item's image cannot be used; ``where`` names the file (or the item's bytes)."""
 
@@ -52,15 +65,55 @@ class ImageSource:
     data: bytes | None = None
 
     def read(self) -> bytes:
+        """The image's bytes. A path must be a regular file of at most ``MAX_IMAGE_BYTES``
+        (opened without blocking: a named pipe hung the run, ``/dev/zero`` filled memory)."""
         if self.data is not None:
             return self.data
         assert self.path is not None
         try:
-            return self.path.read_bytes()
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except FileNotFoundError:
             raise ImageProblem(self.where, "file not found") from None
         except OSError as exc:
             raise ImageProblem(self.where, f"cannot read file: {exc.strerror or exc}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageProblem(self.where, "not a regular file (a folder, device or pipe)")
+            if st.st_size > MAX_IMAGE_BYTES:
+                raise ImageProblem(self.where, f"a file of {st.st_size / 2**20:,.0f} MB: more than the "
+                                   f"{MAX_IMAGE_BYTES // 2**20} MB cotrain reads as one image")
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read()
+        except OSError as exc:
+            raise ImageProblem(self.where, f"cannot read file: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+
+
+def open_image(data: bytes, where: str) -> Any:
+    """Pillow's image of ``data``, not decoded yet; :class:`ImageProblem` when it is empty, no
+    image, corrupt, or claims more than ``MAX_IMAGE_PIXELS`` pixels (Pillow's bomb warning and
+    error become that, naming the file, before any pixel is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ImageProblem(where, "no image (empty value)")
+    try:
+        with warnings.catch_warnings():  # restored on leaving; only Pillow's bomb warning is raised
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageProblem(where, f"claims more than {MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)") from None
+    except UnidentifiedImageError:
+        raise ImageProblem(where, "not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError):  # truncated/corrupt streams
+        raise ImageProblem(where, "corrupt or truncated image") from None
+    if img.width * img.height > MAX_IMAGE_PIXELS:  # whatever Pillow's own bar was set to
+        img.close()
+        raise ImageProblem(where, f"{img.width:,} x {img.height:,} pixels: more than the {MAX_IMAGE_PIXELS:,} "
+                           "cotrain decodes (a decompression bomb?)")
+    return img
 
 
 def resolve_source(value: Any, roots: Sequence[Path], item_id: str) -> ImageSource:

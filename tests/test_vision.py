@@ -100,6 +100,35 @@ def test_images_decode_and_broken_ones_are_named(digits_folder: Path):
         decode((digits_folder / "img/5.jpg").read_bytes(), "img/5.jpg", 40)
 
 
+def test_bombs_pipes_and_devices_are_refused_as_image_problems(tmp_path: Path):
+    """A 20,000 x 20,000 PNG of a few KB stopped every run with Pillow's own error (no file
+    named); a path to a named pipe hung the run, one to /dev/zero filled memory. Each is an
+    ImageProblem naming the file now, before anything is decoded or read."""
+    import io
+    import os
+
+    from PIL import Image
+
+    from store.media import MAX_IMAGE_PIXELS, ImageSource
+
+    buf = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(buf, format="PNG")  # 400M pixels in a few KB
+    assert len(buf.getvalue()) < 100_000
+    with pytest.raises(ImageProblem, match=r"bomb\.png: claims more than 89,478,485 pixels"):
+        decode(buf.getvalue(), "bomb.png", 32)
+    buf = io.BytesIO()
+    side = int(MAX_IMAGE_PIXELS ** 0.5) + 1  # over cotrain's bar, under Pillow's error
+    Image.new("1", (side, side)).save(buf, format="PNG")
+    with pytest.raises(ImageProblem, match=r"big\.png: claims more than"):
+        decode(buf.getvalue(), "big.png", 32)
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    (tmp_path / "dir.png").mkdir()
+    for name in ("pipe.png", "zero.png", "dir.png"):
+        with pytest.raises(ImageProblem, match=rf"{name}: not a regular file"):
+            ImageSource(where=str(tmp_path / name), path=tmp_path / name).read()
+
+
 def test_unreadable_images_abstain_are_filed_and_warned(digits_folder: Path, caplog):
     df = pd.read_csv(digits_folder / "items.csv").head(12)
     df[ITEM_ID_COLUMN] = [f"item{i}" for i in range(len(df))]

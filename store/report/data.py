@@ -12,7 +12,7 @@ import numpy as np
 
 from store.database import Store
 from store.exchange.annotation import latest_votes
-from store.media import ImageProblem, resolve_source, stored_run_roots
+from store.media import ImageProblem, open_image, resolve_source, stored_run_roots
 from store.queries import (debate_summary, item_problems, label_counts, llm_usage, resolve_run, review_precision,
                            round_estimates, rounds_summary, view_estimates)
 
@@ -123,12 +123,12 @@ def _disputed(store: Store, rid: int, info: dict[str, Any], top: int) -> list[di
 def _thumbnail(value: Any, roots: Sequence[Path], size: int = 56) -> str | None:
     """A small PNG data URI of an item's image (None when it cannot be read)."""
     try:
-        from PIL import Image
+        import PIL  # noqa: F401
     except ImportError:  # pragma: no cover - Pillow comes with the vision extra
         return None
     try:
         raw = resolve_source(value, roots, "").read()
-        with Image.open(io.BytesIO(raw)) as img:
+        with open_image(raw, "") as img:  # refuses pipes, devices, oversized files and bombs
             img = img.convert("RGB")
             img.thumbnail((size, size))
             buf = io.BytesIO()

@@ -7,12 +7,11 @@ an abstention for that item and never stops the run.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Sequence
 
 import numpy as np
 
-from store.media import ImageProblem
+from store.media import ImageProblem, open_image
 
 #: Suffixes read as images in the image-folder layout.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -32,16 +31,12 @@ def decode(data: bytes, where: str, size: int, resize: str = "stretch") -> np.nd
     silhouettes) or ``center_crop`` (shorter side to ``size``, then the centre, as for ImageNet).
     Raises ``ImageProblem`` for empty, truncated or non-image data.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    if not data:
-        raise ImageProblem(where, "no image (empty value)")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data, where) as img:  # refuses empty, non-image and oversized data
             img.load()  # decode fully now: a truncated file fails here, not later
             rgb = img.convert("RGB")
-    except UnidentifiedImageError:
-        raise ImageProblem(where, "not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError):  # truncated/corrupt streams
         raise ImageProblem(where, "corrupt or truncated image") from None
     if resize == "center_crop":
