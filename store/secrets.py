@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 REDACTED = "<redacted>"
 
@@ -21,12 +22,14 @@ _WORDS = {"token", "password", "passwd", "pwd", "secret", "secrets", "credential
           "authorization", "bearer", "apikey", "passphrase", "cookie"}
 #: Two-part names ending in ``key`` that are credentials (``api_key``, ``access_key`` ...).
 _KEY_OWNERS = {"api", "access", "private", "secret", "client", "signing", "encryption", "master", "auth"}
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/\s@?#]+)@")
-#: A URL query parameter: ``?name=value`` (or after ``&``/``;``); the name decides (:func:`_query_credential`).
-_URL_QUERY = re.compile(r"([?&;])([^=&#\s;?]+)=([^&#\s;]+)")
+#: A URL's user info (``scheme://user:pw@``, or scheme-relative ``//user:pw@``).
+_URL_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://|(?:^|(?<=[\s\"'(=]))//)([^/\s@?#]+)@")
+#: A URL query or fragment parameter: ``?name=value`` (or after ``&``, ``;`` or ``#``: OAuth's
+#: ``#access_token=``); the name, percent-decoded, decides (:func:`_query_credential`).
+_URL_QUERY = re.compile(r"([?&;#])([^=&#\s;?]+)=([^&#\s;]+)")
 #: Query parameter names that carry a credential besides those :func:`credential_name` knows
-#: (signed URLs: ``sig``, ``signature``, ``X-Amz-Signature``'s last part).
-_QUERY_WORDS = {"sig", "signature", "code"}
+#: (signed URLs: ``sig``, ``signature``, ``X-Amz-Signature``'s last part; sessions, JWTs).
+_QUERY_WORDS = {"sig", "signature", "code", "pass", "jwt", "session", "sessionid", "sid"}
 #: Values shaped like well-known API keys (OpenAI, Anthropic, Hugging Face, GitHub's classic and
 #: fine-grained tokens, GitLab, Stripe, Slack, AWS, Google) and JSON Web Tokens.
 _KEY_SHAPES = re.compile(r"\b(?:sk-[A-Za-z0-9_\-]{16,}|sk-ant-[A-Za-z0-9_\-]{16,}|hf_[A-Za-z0-9]{24,}"
@@ -58,6 +61,7 @@ def _query_credential(name: str) -> bool:
     """Whether a URL query parameter named ``name`` carries a credential: a credential name
     (``api_key``, ``api_token``, ``x-api-key``, ``client_secret``, ``private_token`` ...) or
     a signature (``sig``, ``X-Amz-Signature``)."""
+    name = unquote(name)  # ?api%5Fkey= reaches the server as ?api_key=
     parts = _parts(name)
     return credential_name(name) or bool(parts and (parts[-1] in _QUERY_WORDS or parts[-1] == "key"))
 

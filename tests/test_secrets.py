@@ -13,7 +13,7 @@ import yaml
 from orchestrator import api
 from orchestrator.config import parse_config
 from store.errors import ConfigError
-from store.secrets import REDACTED, credential_name, find_secret, redact
+from store.secrets import REDACTED, credential_name, find_secret, redact, redact_text
 from tests.conftest import write_config
 
 SECRET = "s3cr3t-VALUE-0123456789abcdef"
@@ -117,6 +117,26 @@ def test_redact_keeps_everything_else():
     url = "https://h/v1?model=m&api_token=a&x-api-key=b&client_secret=c&X-Amz-Signature=d&max_tokens=5"
     assert redact({"u": url}) == {"u": "https://h/v1?model=m&api_token=<redacted>&x-api-key=<redacted>"
                                        "&client_secret=<redacted>&X-Amz-Signature=<redacted>&max_tokens=5"}
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/v1?api%5Fkey=PLAINSECRET123",  # percent-encoded: the server reads api_key
+    "http://h/v1#access_token=PLAINSECRET123", "http://h/v1?pass=PLAINSECRET123", "http://h/v1?jwt=PLAINSECRET123",
+    "http://h/v1?sessionid=PLAINSECRET123", "//user:PLAINSECRET123@h/v1",
+])
+def test_disguised_url_credentials_are_refused_and_redacted(url: str):
+    """A probe's api_base with ?api%5Fkey=... passed the check, so the key sat in runs.config,
+    llm_cache.model, llm_calls.model and the report; so did a fragment's access_token, ?pass=,
+    ?jwt=, ?sessionid= and a scheme-relative //user:pw@."""
+    assert find_secret({"views": [{"api_base": url}]})[0] == "views[0].api_base"
+    assert "PLAINSECRET123" not in redact_text(url) and REDACTED in redact_text(url)
+
+
+def test_the_completions_path_goes_before_the_base_urls_query():
+    from views.llm.transport import completions_url
+
+    assert completions_url("http://h:8/v1/") == "http://h:8/v1/chat/completions"
+    assert completions_url("http://h/v1?api-version=2") == "http://h/v1/chat/completions?api-version=2"
 
 
 @pytest.mark.parametrize("value", [

@@ -60,12 +60,21 @@ def fast_path(model: str, api_base: str | None) -> bool:
     return bool(api_base) and model.startswith(OPENAI_COMPATIBLE)
 
 
+def completions_url(api_base: str) -> str:
+    """``{api_base}/chat/completions``, the path added before any query the base carries
+    (``http://h/v1?api-version=2`` gave ``http://h/v1?api-version=2/chat/completions``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    u = urlsplit(api_base)
+    return urlunsplit(u._replace(path=u.path.rstrip("/") + "/chat/completions"))
+
+
 class HTTPTransport:
     """One aiohttp session (created on the client's loop at the first call) for one endpoint."""
 
     def __init__(self, model: str, api_base: str, timeout_s: float) -> None:
         self.wire_model = model.split("/", 1)[1]
-        self.url = api_base.rstrip("/") + "/chat/completions"
+        self.url = completions_url(api_base)
         self.timeout_s = timeout_s
         self._session: Any = None
 
