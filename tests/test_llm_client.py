@@ -124,11 +124,16 @@ def test_a_failing_batch_logs_a_few_failures_and_counts_the_rest_in_one_line(key
     with MisbehavingServer(default="500") as srv, _client(srv, key_env, max_retries=0) as c, \
             caplog.at_level(logging.WARNING, logger="cotrain"):
         comps = c.complete([_req(f"t{i}") for i in range(12)])
-    assert [x.status for x in comps] == ["error"] * 12 and c.stats.errors == 12
-    lines = [r.getMessage() for r in caplog.records if r.name == "cotrain"]
+        lines = [r.getMessage() for r in caplog.records if r.name == "cotrain"]
+        caplog.clear()
+        c.complete([_req(f"u{i}") for i in range(2)])  # another batch of the round (a gold fold's): a count
+    assert [x.status for x in comps] == ["error"] * 12 and c.stats.errors == 12 + 2
     assert sum("request failed after 1 attempt(s): InternalServerError" in m for m in lines) == FAILURES_SHOWN
-    assert sum("12 of 12 requests failed in this batch" in m for m in lines) == 1
+    assert sum("12 of 12 requests failed in this batch (3 shown above)" in m for m in lines) == 1
     assert len(lines) == FAILURES_SHOWN + 1
+    assert [r.getMessage() for r in caplog.records if r.name == "cotrain"] == [
+        "view v: 2 of 2 requests failed in this batch (0 shown above); each is filed in llm_calls with its error"
+        " and its item abstains"]
 
 
 def test_cache_answers_repeats_without_a_call(key_env, mem_store):

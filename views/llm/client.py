@@ -94,6 +94,7 @@ class LLMClient:
         self._thread: threading.Thread | None = None
         self._spent: float | None = None
         self._budget_warned = False
+        self._shown: tuple[int | None, int] = (None, 0)  # (round, failed requests logged one by one in it)
         self._jitter = random.Random()  # backoff jitter only; never affects results
         self._gate: Gate | None = None
         self._loop_lock = threading.Lock()
@@ -186,18 +187,19 @@ class LLMClient:
         gate, limiter = self._limits()
         committer = GroupCommitter(self.ledger.record if self.ledger is not None else None, self._group,
                                    self.commit_wait_s)
-        total, done, failed = len(first), 0, 0
+        total, done, failed, shown = len(first), 0, 0, 0
         t_start = last_log = time.monotonic()
 
         async def one(i: int) -> None:
             comp, raw = await self._call(requests[i], keys[i], gate, limiter, committer)
             out[i] = comp
             committer.add(self._record(requests[i], comp, raw))
-            nonlocal done, last_log, failed
+            nonlocal done, last_log, failed, shown
             done += 1
             if comp.status == "error":
                 failed += 1
-                if failed <= FAILURES_SHOWN:
+                if self._show_failure():
+                    shown += 1
                     log.warning("view %s: request failed after %d attempt(s): %s", self.view, comp.attempts,
                                 comp.error)
             now = time.monotonic()
@@ -211,10 +213,9 @@ class LLMClient:
         finally:  # what was answered is filed, even when another request failed
             await committer.flush()
             self.commits += committer.commits
-            if failed > FAILURES_SHOWN:  # one line for the rest, not one per request
-                log.warning("view %s: %d of %d requests failed in this batch (the first %d above); each is filed "
-                            "in llm_calls with its error and its item abstains", self.view, failed, total,
-                            FAILURES_SHOWN)
+            if failed > shown:  # one line for the rest, not one per request
+                log.warning("view %s: %d of %d requests failed in this batch (%d shown above); each is filed "
+                            "in llm_calls with its error and its item abstains", self.view, failed, total, shown)
         dups = []
         for i in todo:
             if out[i] is None:  # a duplicate of a request answered above: no call, no cost
@@ -226,6 +227,17 @@ class LLMClient:
         self.stats.cache_hits += len(dups)
         self._flush(dups)
         return [c for c in out if c is not None]
+
+    def _show_failure(self) -> bool:
+        """Whether one more failed request is logged by itself: the first ``FAILURES_SHOWN`` of
+        each round (a round asks a view in several batches, the pool's, the test's and each
+        gold fold's: a server that was down printed 25 lines in two rounds); the rest are
+        counted in one line per batch."""
+        rnd = getattr(self.ledger, "round", None)
+        if self._shown[0] != rnd:
+            self._shown = (rnd, 0)
+        self._shown = (rnd, self._shown[1] + 1)
+        return self._shown[1] <= FAILURES_SHOWN
 
     def _limits(self) -> tuple[Gate, _RateLimiter]:
         if self._gate is None:
