@@ -108,10 +108,11 @@ def test_a_failed_ledger_commit_ends_the_batch_with_its_error(key_env):
 
 
 def test_a_short_key_is_redacted_too():
-    from views.llm.client import _redact
+    from views.llm.calls import redacted_error
 
-    assert _redact("bad key: Bearer dev1234 (dev1234)", "dev1234") == "bad key: Bearer *** (***)"
-    assert _redact(f"Incorrect API key provided: {SECRET[:12]}...", SECRET) == "Incorrect API key provided: ***..."
+    assert redacted_error(ValueError("bad key: Bearer dev1234\n(dev1234)"), "dev1234") == "bad key: Bearer *** (***)"
+    assert redacted_error(ValueError(f"Incorrect API key provided: {SECRET[:12]}..."), SECRET) == \
+        "Incorrect API key provided: ***..."
 
 
 def test_a_failing_batch_logs_a_few_failures_and_counts_the_rest_in_one_line(key_env, caplog):

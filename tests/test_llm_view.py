@@ -73,12 +73,16 @@ def test_shadow_runs_of_a_zero_shot_llm_view_cost_no_call(tmp_path, key_env):
     assert counts[0] == counts[1] > 0
 
 
-def test_unreadable_answers_are_abstentions_never_labels(tmp_path, key_env):
+def test_unreadable_answers_are_abstentions_never_labels(tmp_path, key_env, caplog):
     # no logprobs, so `auto` switches to sampled JSON answers; every answer is unreadable
-    with MisbehavingServer(default="garbage") as srv:
+    import logging
+
+    with MisbehavingServer(default="garbage") as srv, caplog.at_level(logging.WARNING, logger="cotrain"):
         cfg = llm_config(tmp_path, srv.base_url, scoring="auto", samples=3, max_rounds=1)
         res = api.run(cfg)
     assert res.status == "finished"
+    said = [r.getMessage() for r in caplog.records if "named none of the task's labels" in r.getMessage()]
+    assert len(said) == 1 and "'Hmm, hard to say. It could go either way!'" in said[0]  # once, with an example
     con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
     # one logprobs probe, then 3 sampled answers (seeds 0, 1, 2) for each of the 40 pool and 20 test items
     # and the 8 gold items (cross-validation over the gold labels asks about each once, out of fold)

@@ -152,3 +152,14 @@ def parse_response(resp: Any) -> dict[str, Any]:
     return {"content": msg.get("content"), "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
             "usage": {"prompt_tokens": _token_count(usage, "prompt_tokens"),
                       "completion_tokens": _token_count(usage, "completion_tokens")}}
+
+
+def redacted_error(exc: BaseException, secret: str | None) -> str:
+    """A failed call's error as one line of at most 300 characters, the key redacted: the
+    whole key however short (a self-hosted server's ``--api-key dev1234``), and its 12- and
+    8-character prefixes when it is longer (a provider echoes a prefix back)."""
+    text = " ".join(str(exc).split())[:300] or type(exc).__name__
+    if secret:
+        for n in sorted({len(secret), *(m for m in (12, 8) if m < len(secret))}, reverse=True):
+            text = text.replace(secret[:n], "***")
+    return text

@@ -31,7 +31,7 @@ from store.errors import ViewError
 from store.contracts import Ledger
 from views.llm.aimd import AIMD, Gate, RateLimiter as _RateLimiter
 from views.llm.calls import (ClientStats, Completion, Endpoint, MalformedResponse, Price, count_tokens,
-                             estimate_cost, parse_response, request_key)
+                             estimate_cost, parse_response, redacted_error, request_key)
 from views.llm.group_commit import GroupCommitter
 from views.llm.litellm_import import import_litellm
 from views.llm.transport import HTTPTransport, fast_path, litellm_complete, retry_after as _retry_after
@@ -342,7 +342,7 @@ class LLMClient:
                 except Exception as exc:  # classified below; never swallowed silently
                     name = type(exc).__name__
                     overload = name in OVERLOAD or isinstance(exc, asyncio.TimeoutError)
-                    last_err = _redact(_one_line(exc), self._api_key())
+                    last_err = redacted_error(exc, self._api_key())
                     if name in FATAL:
                         raise ViewError(self.view, f"{self.endpoint.model}: {name}: {last_err}") from None
                     retryable = name in RETRYABLE or isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError,
@@ -392,21 +392,6 @@ class LLMClient:
             return float(litellm.completion_cost(completion_response=resp, model=self.endpoint.model) or 0.0)
         except Exception:  # model not in litellm's price map: a local or unknown model
             return 0.0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] if text else type(exc).__name__
-
-
-def _redact(text: str, secret: str | None) -> str:
-    """Never let a key (or a prefix a provider echoes back) into a log or the store: the
-    whole key however short (a self-hosted server's ``--api-key dev1234``), and its 12- and
-    8-character prefixes when it is longer."""
-    if secret:
-        for n in sorted({len(secret), *(m for m in (12, 8) if m < len(secret))}, reverse=True):
-            text = text.replace(secret[:n], "***")
-    return text
 
 
 __all__ = ["ClientStats", "Completion", "Endpoint", "LLMClient", "Price", "count_tokens", "estimate_cost",

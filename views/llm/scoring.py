@@ -131,6 +131,27 @@ def vote_probs(answers: Sequence[tuple[int, float | None] | None], k: int) -> np
     return counts / counts.sum()
 
 
+def read_answers(answers: Sequence[Sequence[Any]], mode: str, verbalisers: Sequence[Sequence[str]],
+                 k: int) -> tuple[np.ndarray, int, str]:
+    """(n, k) probabilities from each item's completions (NaN rows: abstain), with how many
+    items were answered without naming a label, and the first such answer (cut to 80
+    characters). ``mode``: ``logprobs`` (one completion an item) or ``sample`` (votes)."""
+    out = np.full((len(answers), k), np.nan)
+    unread, example = 0, ""
+    for i, got in enumerate(answers):
+        if mode == "logprobs":
+            c = got[0]
+            p = label_word_probs(c.top_logprobs[0], verbalisers) if c.ok and c.top_logprobs else None
+        else:
+            p = vote_probs([parse_answer(c.content, verbalisers) if c.ok else None for c in got], k)
+        if p is not None:
+            out[i] = p
+        elif all(c.ok for c in got):
+            unread += 1
+            example = example or " ".join(str(got[0].content or "").split())[:80]
+    return out, unread, example
+
+
 # ---------------------------------------------------------------------- calibration
 def apply_calibration(proba: np.ndarray, bias: np.ndarray | None, temperature: float = 1.0) -> np.ndarray:
     """softmax(log p / T + b) row-wise; NaN rows (abstentions) stay NaN."""

@@ -33,7 +33,7 @@ from views.llm.connect import Connection, check_model, connect, endpoint_for
 from views.llm.demos import balanced_draw, nearest, within_budget
 from views.llm.local import LocalServer
 from views.llm.prompt import DEFAULT_SYSTEM, DEFAULT_USER, PromptBuilder, estimate_tokens
-from views.llm.scoring import apply_calibration, fit_calibration, label_word_probs, parse_answer, vote_probs
+from views.llm.scoring import apply_calibration, fit_calibration, read_answers
 from views.params import LLMParams
 
 log = logging.getLogger("cotrain")
@@ -97,6 +97,7 @@ class LLMView(ParamsView):
         self.round_: int | None = None
         self.n_fits_ = 0
         self.abstentions_ = 0
+        self._unread_warned = False  # said that most answers named no label (once a run)
         self._builder: PromptBuilder | None = None
         self._conn: Connection | None = None
         self._batched: Any = None  # a model that runs elsewhere (use_batched), else one in this process
@@ -353,19 +354,15 @@ class LLMView(ParamsView):
         per_item = [self._requests(m, mode) for m in msgs]
         flat = [r for reqs in per_item for r in reqs]
         comps = self.client().complete(flat)
-        verb = self.builder.verbalisers
-        pos = 0
-        for i, reqs in enumerate(per_item):
-            got = comps[pos:pos + len(reqs)]
-            pos += len(reqs)
-            if mode == "logprobs":
-                c = got[0]
-                p = label_word_probs(c.top_logprobs[0], verb) if c.ok and c.top_logprobs else None
-            else:
-                p = vote_probs([parse_answer(c.content, verb) if c.ok else None for c in got], k)
-            if p is not None:
-                out[i] = p
+        bounds = np.cumsum([0] + [len(reqs) for reqs in per_item])
+        out, unread, example = read_answers([comps[a:b] for a, b in zip(bounds[:-1], bounds[1:])], mode,
+                                            self.builder.verbalisers, k)
         self.abstentions_ += int(np.isnan(out).any(axis=1).sum())
+        if not self._unread_warned and unread >= max(5, n // 2):  # once a run: the tables showed only a view
+            self._unread_warned = True                             # with no accuracy
+            log.warning("view %s: %d of %d answers named none of the task's labels (e.g. %r); those items "
+                        "abstain. Check the prompt, the labels' verbalizers and the model", self.name, unread, n,
+                        example)
         if record and self.demonstrations["strategy"] != "none":
             ledger = getattr(self.context, "ledger", None)
             if ledger is not None:
