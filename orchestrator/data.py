@@ -176,6 +176,8 @@ def _missing(kind: str, name: str, columns: list[str]) -> str:
                 "(rename one of them)")
     if clash:
         return f"{msg}; the file has {clash[0]!r} (names must match exactly)"
+    if kind == "split":  # the example config names one; many files have none
+        return f"{msg}; remove data.split_column if the file holds no held-out rows (data.test names a test file)"
     return msg
 
 

@@ -1,8 +1,24 @@
 """What a run tells its caller: progress hooks while it runs, and the result when it ends."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+log = logging.getLogger("cotrain")
+
+
+def log_run_created(store: Any, run_id: int, n_train: int, n_gold: int, n_test: int) -> None:
+    """Say a run was made, and what it leaves behind: reviews filed on an earlier run of the
+    store for its items (``--new-run`` started without them and said nothing)."""
+    from store.queries import reviews_of_earlier_runs
+
+    log.info("run %d created: %d training items (%d labelled), %d test items", run_id, n_train, n_gold, n_test)
+    n, earlier = reviews_of_earlier_runs(store, run_id)
+    if n:
+        log.warning("run %d starts without the %d reviewed label(s) filed on earlier runs for its items (reviews "
+                    "belong to their run); to train on them: cotrain export %s reviews.csv --run %d --source "
+                    "review, then cotrain import-reviews %s reviews.csv", run_id, n, store.path, earlier, store.path)
 
 
 class Reporter(Protocol):

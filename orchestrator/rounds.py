@@ -27,7 +27,7 @@ from orchestrator.data import LoadedData, load_into_store
 from orchestrator.engine_config import pool_travels, uses_ray
 from orchestrator.ray_engine import open_ray_engine
 from orchestrator.frames import FrameSource, StoreFrames, open_frames
-from orchestrator.reporting import NullReporter, Reporter, RunResult, code_version
+from orchestrator.reporting import NullReporter, Reporter, RunResult, code_version, log_run_created
 from orchestrator.evidence import RoundEvidence, assess, merge_adaptive
 from orchestrator import shadows as shadow_runs
 from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, select_adaptive, select_round, termination
@@ -91,8 +91,7 @@ class RoundRunner:
         except BaseException:
             self.close()  # the views built for the check (the run was rolled back)
             raise
-        log.info("run %d created: %d training items (%d labelled), %d test items",
-                 run_id, loaded.n_train, loaded.n_gold, loaded.n_test)
+        log_run_created(self.store, run_id, loaded.n_train, loaded.n_gold, loaded.n_test)
         return run_id, False
 
     def _create_run(self, fp: str) -> tuple[int, LoadedData]:

@@ -123,6 +123,16 @@ def label_counts(store: Store, run_id: int) -> tuple[int, int, int]:
     return int(row[0]), int(row[1]), int(n_pseudo)
 
 
+def reviews_of_earlier_runs(store: Store, run_id: int) -> tuple[int, int | None]:
+    """(items of this run that a reviewer labelled on an earlier run of the store, the latest
+    such run): reviews belong to the run they were filed on, so a new run starts without them."""
+    n, latest = store.con.execute(
+        "SELECT count(DISTINCT rv.item_id), max(rv.run_id) FROM reviewed_labels rv JOIN items i"
+        " ON i.item_id = rv.item_id AND i.run_id = ? AND i.split = 'train' WHERE rv.run_id < ?",
+        [run_id, run_id]).fetchone()
+    return int(n), None if latest is None else int(latest)
+
+
 def run_summaries(store: Store) -> list[dict[str, Any]]:
     out = []
     for info in store.runs():

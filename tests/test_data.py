@@ -216,6 +216,13 @@ def test_missing_label_column(tmp_path: Path):
     _expect_error(tmp_path, mutate, DataError, r"items.csv: label column 'gold' \(data.label_column\) is missing")
 
 
+def test_missing_split_column_says_how_to_do_without_one(tmp_path: Path):
+    def mutate(tmp, cfg):
+        cfg["data"]["split_column"] = "fold"
+    _expect_error(tmp_path, mutate, DataError, r"items.csv: split column 'fold' \(data.split_column\) is missing; "
+                  r"remove data.split_column if the file holds no held-out rows \(data.test names a test file\)")
+
+
 def test_empty_file(tmp_path: Path):
     def mutate(tmp, cfg):
         (tmp / "items.csv").write_text("")

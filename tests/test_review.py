@@ -450,6 +450,26 @@ def test_a_relabelled_gold_item_counts_once_in_status_the_report_and_the_export(
     assert (counts["gold"], counts["reviewed"], counts["accepted"]) == (14, 1, run["n_pseudo"])
 
 
+def test_a_new_run_says_which_reviews_it_starts_without_and_how_to_bring_them(fresh, tmp_path: Path, caplog):
+    """--new-run started without the reviews filed on the earlier run and said nothing; it
+    warns now, and the two commands it names file them on the new run."""
+    import logging
+
+    cfg, store, truth = fresh
+    items = _pseudo(store)["item_id"].tolist()[:4]
+    (tmp_path / "r.csv").write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in items))
+    api.import_reviews(store, tmp_path / "r.csv", rounds=0)
+    with caplog.at_level(logging.WARNING, logger="cotrain"):
+        assert api.run(cfg, new_run=True).n_reviewed == 0
+    said = [r.getMessage() for r in caplog.records if "starts without" in r.getMessage()]
+    assert said == [f"run 2 starts without the 4 reviewed label(s) filed on earlier runs for its items (reviews "
+                    f"belong to their run); to train on them: cotrain export {store} reviews.csv --run 1 --source "
+                    f"review, then cotrain import-reviews {store} reviews.csv"]
+    assert api.export(store, tmp_path / "reviews.csv", run_id=1, source="review") == 4
+    assert api.import_reviews(store, tmp_path / "reviews.csv", rounds=0).run_id == 2
+    assert api.status(store).runs[-1]["n_reviewed"] == 4
+
+
 def test_json_lines_reviews_are_read_by_either_suffix(fresh, tmp_path: Path):
     """export writes JSON Lines to .jsonl and .ndjson: import-reviews reads both back."""
     cfg, store, truth = fresh
