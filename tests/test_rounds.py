@@ -286,3 +286,22 @@ def test_a_missing_data_file_on_resume_is_named(tmp_path: Path):
     (src / "items.csv").unlink()
     with pytest.raises(DataError, match=r"items.csv.*file not found"):
         api.run(src / "cotrain.yaml")
+
+
+def test_one_gold_label_per_class_says_its_estimate_is_uncalibrated(tmp_path: Path, caplog):
+    """With one gold label per class nothing can be held out at round 0, so p_correct is the
+    views' own estimate: a probe's run accepted at an estimated 0.99 what was 0.84 right,
+    without a word. It says so now, in the round that had no held-out gold."""
+    import logging
+
+    df = synthetic_frame(n_gold=3)
+    assert df["label"].iloc[:600].notna().sum() == 3
+    with caplog.at_level(logging.WARNING, logger="cotrain"):
+        api.run(write_config(tmp_path, df, max_rounds=1))
+    said = [r.getMessage() for r in caplog.records if "no gold label can be held out" in r.getMessage()]
+    assert said and all("may be optimistic" in m for m in said)
+    caplog.clear()
+    (tmp_path / "more").mkdir()
+    with caplog.at_level(logging.WARNING, logger="cotrain"):  # five a class: held out, no warning
+        api.run(write_config(tmp_path / "more", synthetic_frame(n_gold=15), max_rounds=1))
+    assert not [r for r in caplog.records if "no gold label can be held out" in r.getMessage()]
