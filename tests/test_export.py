@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from orchestrator import api
 from store.database import Store
@@ -59,6 +60,21 @@ def test_agreeing_views_come_from_that_rounds_predictions(finished_store: Path, 
     assert len(df) == len(_stored(finished_store)) > 0 and (df.source != "gold").all()
     for _, row in df.iterrows():
         assert set(row.source_views) <= set(row.agreeing_views)
+
+
+def test_agreeing_views_and_source_views_keep_the_configs_view_order(tmp_path: Path):
+    """agreeing_views came sorted by name while source_views keep the config's order, so the
+    same views read [va, vb, g] beside [g, va, vb]."""
+    cfg = write_config(tmp_path, policy="k_best", k=12, max_rounds=1)
+    data = yaml.safe_load(cfg.read_text())
+    data["views"][0]["name"], data["views"][1]["name"] = "zeta", "alpha"
+    cfg.write_text(yaml.safe_dump(data))
+    api.run(cfg)
+    api.export(tmp_path / "run.duckdb", tmp_path / "l.parquet", source="pseudo")
+    df = pd.read_parquet(tmp_path / "l.parquet")
+    both = df[df.agreeing_views.map(len) == 2]
+    assert len(both) and all(list(v) == ["zeta", "alpha"] for v in both.agreeing_views)
+    assert all(list(v) == ["zeta", "alpha"] for v in df.source_views if len(v) == 2)
 
 
 def test_export_filters(finished_store: Path, tmp_path: Path):

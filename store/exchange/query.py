@@ -236,8 +236,9 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
             WHERE i.run_id = ? AND i.split = 'train' AND coalesce(rv.label, i.gold_label) IS NOT NULL
             UNION ALL
             SELECT p.item_id, i.row_idx, p.label, p.source, p.source_views,
-                   coalesce((SELECT list(pr.view ORDER BY pr.view) FROM predictions pr
-                             WHERE pr.run_id = p.run_id AND pr.round = p.round AND pr.item_id = p.item_id
+                   coalesce((SELECT list(pr.view ORDER BY list_position(r.views, pr.view), pr.view)
+                             FROM predictions pr, runs r WHERE r.run_id = p.run_id
+                               AND pr.run_id = p.run_id AND pr.round = p.round AND pr.item_id = p.item_id
                                AND pr.label = p.label), CAST([] AS VARCHAR[])) AS agreeing_views,
                    p.round, p.confidence, p.p_correct
             FROM pseudo_labels p JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id
