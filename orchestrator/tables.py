@@ -49,7 +49,9 @@ def fitted_tables(title: str, headers: Sequence[str], rows: Sequence[Sequence[An
     tables = []
     for g, cols in enumerate(groups):
         part = f" ({g + 1}/{len(groups)})" if len(groups) > 1 else ""
-        t = Table(title=title + part, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+        # as wide as its title (up to the console): a narrow split table broke the title mid-word
+        t = Table(title=title + part, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                  min_width=min(width, _width(title + part)))
         for j in [*range(keep), *cols]:
             h = headers[j]
             if h in wrap:

@@ -136,6 +136,10 @@ def test_fitted_tables_split_rather_than_cut():
         con = Console(width=40, record=True, file=open("/dev/null", "w"))
         con.print(t)
         assert max(con.measure(t).maximum, 0) <= 40
+    # a split table narrower than its title is widened to it, so the title never breaks mid-word
+    title = "runs in /tmp/some/store.duckdb"
+    narrow = fitted_tables(title, ["run", "state", "views"], [[1, "x" * 60, "va, vb"]], 80, wrap={"views"})
+    assert len(narrow) == 2 and all(t.min_width == len(f"{title} (1/2)") for t in narrow)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
