@@ -176,20 +176,30 @@ def test_concurrency_and_rate_limits_hold(key_env):
         assert time.perf_counter() - t >= 0.44  # 10 starts at 20/s: 9 intervals of 50 ms
 
 
-def test_budget_stops_calls_cleanly(key_env, mem_store, caplog):
+@pytest.mark.parametrize("concurrency", [1, 64])
+def test_budget_is_never_exceeded_by_requests_in_flight(key_env, mem_store, caplog, concurrency):
+    """Each request holds its worst-case cost before it is sent: with 64 in flight, a probe's
+    view spent 8.6 times its budget. The server bills 2 prompt tokens ($0.01 at $5,000 per
+    million); the hold is the padded offline count, so calls go on while what is spent plus
+    one hold fits, one after another at the margin, whatever the concurrency."""
+    from views.llm.budget import worst_cost
+
     ledger = LLMLedger(mem_store, run_id=None)
-    # 2 prompt tokens at $50,000 per million = $0.1 a call: the third call crosses $0.25
-    with MisbehavingServer() as srv, _client(srv, key_env, ledger, concurrency=1, budget_usd=0.25,
-                                             price=Price(input_per_mtok=50_000)) as c:
+    price = Price(input_per_mtok=5_000)
+    hold = worst_cost("openai/fake", price, _req("good 0"))
+    assert all(worst_cost("openai/fake", price, _req(f"good {i}")) == hold for i in range(10))
+    budget = hold + 0.05  # room for the hold of a sixth call after five real ones
+    with MisbehavingServer() as srv, _client(srv, key_env, ledger, concurrency=concurrency, budget_usd=budget,
+                                             price=price) as c:
         with caplog.at_level(logging.WARNING, logger="cotrain"):
-            comps = c.complete([_req(f"good {i}") for i in range(6)])
-    assert srv.count == 3
-    assert [x.status for x in comps] == ["ok"] * 3 + ["budget"] * 3
-    assert mem_store.scalar("SELECT round(sum(cost_usd), 6) FROM llm_calls") == pytest.approx(0.3)
-    assert c.spent() == pytest.approx(0.3)
-    # one warning, whose values are the view, its budget and what was spent
+            comps = c.complete([_req(f"good {i}") for i in range(10)])
+    assert srv.count == 6 and sorted(x.status for x in comps) == ["budget"] * 4 + ["ok"] * 6
+    assert mem_store.scalar("SELECT round(sum(cost_usd), 6) FROM llm_calls") == pytest.approx(0.06)
+    assert c.spent() == pytest.approx(0.06) and c.spent() <= budget and c.budget.held == 0
     warned = [r for r in caplog.records if r.name.startswith("cotrain") and r.levelno >= logging.WARNING]
-    assert len(warned) == 1 and warned[0].args[:2] == ("v", 0.25) and warned[0].args[2] == pytest.approx(0.3)
+    assert len(warned) == 1 and warned[0].args[:3] == ("view v", budget, pytest.approx(0.06))
+    with MisbehavingServer() as srv, _client(srv, key_env, budget_usd=hold / 2, price=price) as c:
+        assert c.complete([_req("good 1")])[0].status == "budget" and srv.count == 0  # one call would not fit
 
 
 def test_bad_key_stops_the_view_with_the_key_redacted(key_env, caplog):

@@ -30,6 +30,7 @@ from typing import Any
 from store.errors import ViewError
 from store.contracts import Ledger
 from views.llm.aimd import AIMD, Gate, RateLimiter as _RateLimiter
+from views.llm.budget import Budget, worst_cost
 from views.llm.calls import (ClientStats, Completion, Endpoint, MalformedResponse, Price, count_tokens,
                              estimate_cost, parse_response, redacted_error, request_key)
 from views.llm.group_commit import GroupCommitter
@@ -92,8 +93,8 @@ class LLMClient:
     def __post_init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._spent: float | None = None
-        self._budget_warned = False
+        self.budget = Budget(f"view {self.view}", self.budget_usd,
+                             lambda: self.ledger.spent(self.view) if self.ledger is not None else 0.0)
         self._shown: tuple[int | None, int] = (None, 0)  # (round, failed requests logged one by one in it)
         self._jitter = random.Random()  # backoff jitter only; never affects results
         self._gate: Gate | None = None
@@ -157,9 +158,7 @@ class LLMClient:
         return fut.result()
 
     def spent(self) -> float:
-        if self._spent is None:
-            self._spent = self.ledger.spent(self.view) if self.ledger is not None else 0.0
-        return self._spent
+        return self.budget.spent
 
     # ------------------------------------------------------------------ internals
     async def _complete_all(self, requests: list[dict[str, Any]]) -> list[Completion]:
@@ -276,17 +275,6 @@ class LLMClient:
             prompt_tokens=int(resp.get("usage", {}).get("prompt_tokens", 0)),
             completion_tokens=int(resp.get("usage", {}).get("completion_tokens", 0)), cached=cached)
 
-    def _over_budget(self) -> bool:
-        if self.budget_usd is None:
-            return False
-        if self.spent() >= self.budget_usd:
-            if not self._budget_warned:
-                log.warning("view %s: budget of $%.4f spent ($%.4f); its remaining items abstain",
-                            self.view, self.budget_usd, self.spent())
-                self._budget_warned = True
-            return True
-        return False
-
     def _api_key(self) -> str | None:
         if self.endpoint.api_key_env:
             val = os.environ.get(self.endpoint.api_key_env)
@@ -320,7 +308,7 @@ class LLMClient:
                     committer: GroupCommitter) -> tuple[Completion, dict[str, Any] | None]:
         """One request: a slot under the gate per attempt (a retry waits under the limit as it is
         after the cut its 429 caused), the rate limit, retries with backoff."""
-        attempts = 0
+        attempts, held = 0, 0.0
         t0: float | None = None
         while True:
             epoch = await gate.acquire()
@@ -328,9 +316,11 @@ class LLMClient:
             overload = False
             try:
                 await committer.room()  # at most one group of answers uncommitted
-                if attempts == 0 and self._over_budget():
-                    self.stats.budget_refused += 1
-                    return Completion(key=key, status="budget", error="budget spent"), None
+                if attempts == 0:  # the request's worst-case cost is held until its real cost is known
+                    held = worst_cost(self.endpoint.model, self.price, request) if self.budget.limit is not None else 0
+                    if not await self.budget.hold(held):
+                        self.stats.budget_refused += 1
+                        return Completion(key=key, status="budget", error="budget spent"), None
                 await limiter.wait()
                 attempts += 1
                 t_try = time.perf_counter()
@@ -350,6 +340,7 @@ class LLMClient:
                     if not retryable or attempts > self.max_retries:
                         self.stats.errors += 1
                         self.stats.calls += 1
+                        self.budget.settle(held, 0.0)
                         return Completion(key=key, status="error", error=f"{name}: {last_err}"[:500],
                                           attempts=attempts, latency_s=time.perf_counter() - t0), None
                     delay = self._delay(attempts, exc)
@@ -367,7 +358,7 @@ class LLMClient:
         self.stats.prompt_tokens += pt
         self.stats.completion_tokens += ct
         self.stats.cost_usd += cost
-        self._spent = self.spent() + cost
+        self.budget.settle(held, cost)
         return comp, data
 
     def _delay(self, attempt: int, exc: Exception) -> float:
