@@ -87,13 +87,15 @@ def pool_posterior(comb: Combination, combined: dict[str, np.ndarray], votes: np
 
 def assess(method: str, oof: np.ndarray, oof_y: np.ndarray, combined: dict[str, np.ndarray] | None,
            votes: np.ndarray | None, gold_counts: np.ndarray, k: int, rng: np.random.Generator,
-           reference: list[tuple[np.ndarray, np.ndarray]] | None = None) -> RoundEvidence:
+           reference: list[tuple[np.ndarray, np.ndarray]] | None = None, folds_asked: bool = True) -> RoundEvidence:
     """Fit the combination and the calibration on the out-of-fold gold predictions (``oof``,
     ``oof_y``) and the pool's votes, and score the pool (``combined``: the prediction step's
     batch combinations; None at a round that predicts no pool). ``reference``: per shadow
     run, pool items it predicted (their indices in the pool) with its probabilities of them
     (m, V, K): the same items' scores from the run and from the shadows put the run's scores
-    on the calibrator's scale (:class:`~orchestrator.calibration.ScoreMap`)."""
+    on the calibrator's scale (:class:`~orchestrator.calibration.ScoreMap`). ``folds_asked``:
+    the config asks for gold folds (``calibration_folds`` 2 or more), so a round without any
+    held-out gold says its estimate is uncalibrated."""
     comb = fit_combination(method, oof, oof_y, votes, k, rng)
     cal = Calibrator()
     if len(oof_y):
@@ -105,7 +107,7 @@ def assess(method: str, oof: np.ndarray, oof_y: np.ndarray, combined: dict[str, 
         return RoundEvidence(comb, cal, empty, np.zeros(0), estimate_prior(gold_counts, empty))
     post = pool_posterior(comb, combined, votes)
     score = top(post) if len(oof_y) else uncalibrated_score(post, combined, votes, k)
-    if not len(oof_y) and len(post):  # a probe accepted at an estimated 0.99 what was 0.84 right
+    if folds_asked and not len(oof_y) and len(post):  # a probe accepted at an estimated 0.99 what was 0.84 right
         log.warning("no gold label can be held out (one per class): p_correct is the views' own estimate, not "
                     "calibrated on gold, and may be optimistic; a second gold label per class makes it honest")
     smap = ScoreMap()

@@ -272,7 +272,7 @@ class RoundRunner:
                 pred = self._predict(run_id, views, fields, state, pool, write, oof, oof_y)
                 ref = shadow_runs.pool_reference(sr, pool) if sr is not None else None
                 evidence = assess(c.combination, oof, oof_y, pred.combined, pred.labels, state.gold_prior(self.k),
-                                  self.k, rng, ref)
+                                  self.k, rng, ref, folds_asked=c.calibration_folds >= 2)
                 pred.ensemble = evidence.label
                 ev = steps.evaluate_views(names, test_probs, state.test_y, self.k, evidence.combination.combine)
                 frames = lambda: (self._fetch(run_id, state, pool[lo:lo + c.batch_size], fields)  # noqa: E731
