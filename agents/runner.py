@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +70,8 @@ class Debater:
     def __init__(self, spec: DebateSpec, prompts: Prompts, ledger: Any = None, concurrency: int = 4,
                  timeout_s: float = 60.0, max_retries: int = 4, backoff_s: float = 0.5,
                  price: dict[str, float] | None = None, budget: Budget | None = None,
-                 view_prefix: str = DEBATE_VIEW_PREFIX) -> None:
+                 view_prefix: str = DEBATE_VIEW_PREFIX,
+                 worst_case: Callable[[dict[str, str]], tuple[float, int]] | None = None) -> None:
         self.spec = spec
         self.view_prefix = view_prefix  # its calls are filed (and its budget counted) under this
         self.prompts = prompts
@@ -81,6 +82,9 @@ class Debater:
         self.backoff_s = backoff_s
         self.price = price
         self.budget = budget or Budget()
+        # an item's debate at its most (dollars, tokens: every round run, every answer at its
+        # longest), so a batch starts only what the budget left pays for even then
+        self.worst_case = worst_case
         self._mem_usd = 0.0   # spent by this Debater (counts only without a ledger)
         self._mem_tokens = 0
         # a run's debates count all the run spent on them, before a resume too; a standalone
@@ -173,19 +177,39 @@ class Debater:
                 n = min(n, int((cap - used) // per))
         return max(1, n)
 
+    def _affordable(self, upcoming: Sequence[tuple[str, dict[str, str], Any]]) -> int:
+        """How many of ``upcoming`` the budget left pays for if each debate costs its worst
+        case (a batch sized by the mean cost so far spent $1.43 of a $0.50 budget, and a first
+        debate of a huge item $720)."""
+        assert self.worst_case is not None
+        b = self.budget
+        usd, tokens = self.spent()
+        n = 0
+        for _, fields, _ in upcoming:
+            w_usd, w_tokens = self.worst_case(fields)
+            usd, tokens = usd + w_usd, tokens + w_tokens
+            if (b.usd is not None and usd > b.usd) or (b.tokens is not None and tokens > b.tokens):
+                break
+            n += 1
+        return n
+
     def run(self, items: Sequence[tuple[str, dict[str, str], list[dict[str, Any]]]]) -> list[DebateOutcome]:
         """Debate ``(item_id, fields, views' votes)`` triples; outcomes in the same order."""
         out: list[DebateOutcome] = []
         step = max(1, self.concurrency)
         start, lo = self.spent(), 0
+        budgeted = self.budget.usd is not None or self.budget.tokens is not None
         while lo < len(items):
-            if self._over_budget():
+            n = (self._affordable(items[lo:lo + step]) if budgeted and self.worst_case is not None
+                 else 0 if self._over_budget() else self._chunk(step, lo, start))
+            if n == 0:
                 usd, tokens = self.spent()
-                log.warning("debate budget spent ($%.4f, %d tokens): %d item(s) not debated",
-                            usd, tokens, len(items) - lo)
+                log.warning("%s budget reached ($%.4f, %d tokens spent; the next debate may cost more than is "
+                            "left): %d item(s) not debated", self.view_prefix.rstrip(":"), usd, tokens,
+                            len(items) - lo)
                 out.extend(DebateOutcome(item_id=i, status="budget") for i, _, _ in items[lo:])
                 break
-            chunk = items[lo:lo + self._chunk(step, lo, start)]
+            chunk = items[lo:lo + n]
             lo += len(chunk)
             t0 = time.perf_counter()
             states = self.graph().batch([{"item_id": i, "item": f, "votes": v, "round": 0, "transcript": []}

@@ -67,7 +67,23 @@ def make_debater(cfg: Config, ledger: Any = None) -> Debater:
     check_debate_budget(cfg)
     return Debater(debate_spec(d, cfg.seed), debate_prompts(cfg), ledger=ledger, concurrency=d.concurrency,
                    timeout_s=d.timeout_s, max_retries=d.max_retries,
-                   price=d.price.model_dump() if d.price else None, budget=Budget(d.budget_usd, d.budget_tokens))
+                   price=d.price.model_dump() if d.price else None, budget=Budget(d.budget_usd, d.budget_tokens),
+                   worst_case=worst_case(cfg))
+
+
+#: The dry-run's token counts are litellm's, not necessarily the server's: a debate's worst
+#: case is padded by this factor before the budget is held against it.
+WORST_CASE_PAD = 1.25
+
+
+def worst_case(cfg: Config) -> Any:
+    """``fields -> (dollars, tokens)``: an item's debate at its most (every round, every answer
+    at ``max_answer_tokens``; :func:`plan_debate` for that one item), padded by
+    ``WORST_CASE_PAD``; an unknown price counts as $0 (a remote agent needs one)."""
+    def one(fields: dict[str, str]) -> tuple[float, int]:
+        plan = plan_debate(cfg, 1, [fields])
+        return WORST_CASE_PAD * float(plan["cost_usd"] or 0.0), int(WORST_CASE_PAD * plan["tokens"])
+    return one
 
 
 def choose_items(d: DebateConfig, disputed: np.ndarray, picked: np.ndarray, conf_m: np.ndarray) -> list[tuple[int, str]]:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from agents.runner import Budget, DebateOutcome, Debater
 from orchestrator.config import Config
-from orchestrator.debate import debate_prompts, debate_spec, plan_debate
+from orchestrator.debate import debate_prompts, debate_spec, plan_debate, worst_case
 from orchestrator.escalation_config import ESCALATED
 from views.base import ITEM_ID_COLUMN
 
@@ -47,7 +47,7 @@ class DebateEscalator:
                                concurrency=d.concurrency, timeout_s=d.timeout_s, max_retries=d.max_retries,
                                price=d.price.model_dump() if d.price else None,
                                budget=Budget(cfg.escalate.budget_usd if cfg.escalate else None, None),
-                               view_prefix=VIEW_PREFIX)
+                               view_prefix=VIEW_PREFIX, worst_case=worst_case(cfg))
         self.model = "debate(" + ", ".join(a.model for a in self.debater.spec.all_agents()) + ")"
         self._outcomes: list[DebateOutcome] = []
         self._per_item: tuple[int, float | None] | None = None

@@ -13,6 +13,8 @@ from agents.aggregate import ABSTAIN, Vote, confidence_weighted, consensus, majo
 from agents.debate import AgentSpec, DebateSpec, Prompts
 from agents.runner import Budget, Debater
 from orchestrator import api
+from orchestrator.debate import WORST_CASE_PAD
+from store.database import Store
 from store.errors import ConfigError, StoreError
 from tests.conftest import debate_config, one_value, sentiment_frame
 from tests.openai_server import MisbehavingServer
@@ -112,7 +114,7 @@ def test_budget_stops_the_debate_and_says_so(caplog):
     assert tokens == sum(o.tokens for o in outs) > 1 and usd == 0.0  # no price: tokens are the budget
     # it says so once, with the spend and the number of items left undebated as the warning's values
     warned = [r for r in caplog.records if r.name.startswith("cotrain") and r.levelno >= logging.WARNING]
-    assert len(warned) == 1 and warned[0].args == (usd, tokens, 5)
+    assert len(warned) == 1 and warned[0].args == ("debate", usd, tokens, 5)
 
 
 def test_a_debate_budget_is_overshot_by_one_debate_at_most():
@@ -128,6 +130,26 @@ def test_a_debate_budget_is_overshot_by_one_debate_at_most():
         spent = d.spent()[1]
     assert sum(o.status != "budget" for o in outs) == 4  # 1 alone, then 2 (what the rest pays for), then 1
     assert spent <= 3.5 * one + one
+
+
+def test_with_a_worst_case_a_debate_budget_is_never_exceeded():
+    """Given each item's worst case (the orchestrator's dry-run estimate of that item), a batch
+    starts only what the budget left pays for even then: never over the budget, and a first
+    debate dearer than the whole budget (a 480 KB item spent $720 of $0.50) never starts."""
+    items = [(f"i{k}", {"text": t}, []) for k, t in enumerate(["a great film", "a dull film"] * 6)]
+    with MisbehavingServer() as srv, _debater(srv, rounds=1) as free:
+        free.run(items[:1])
+        one = free.spent()[1]  # tokens of one debate
+    budget = int(3.5 * one)
+    with MisbehavingServer() as srv, _debater(srv, rounds=1, budget=Budget(tokens=budget)) as d:
+        d.concurrency, d.worst_case = 4, lambda fields: (0.0, int(1.2 * one))  # a worst case above the real
+        outs = d.run(items)
+        spent = d.spent()[1]
+    assert sum(o.status != "budget" for o in outs) == 3 and spent <= budget
+    with MisbehavingServer() as srv, _debater(srv, rounds=1, budget=Budget(tokens=budget)) as d:
+        d.worst_case = lambda fields: (0.0, budget + 1)
+        outs = d.run(items)
+    assert srv.count == 0 and {o.status for o in outs} == {"budget"}
 
 
 def test_debate_budget_is_read_from_the_ledger_across_a_resume(tmp_path):
@@ -197,6 +219,25 @@ def test_standalone_debate_files_turns_and_resumes_from_the_cache(tmp_path):
     assert status.debates[0] == {**status.debates[0], "round": None, "calls": 18, "debated": 6, "verdicts": 6}
     with pytest.raises(StoreError, match="no run 5"):  # it answered with the standalone debates
         api.status(tmp_path / "run.duckdb", run_id=5)
+
+
+def test_a_standalone_debates_dollar_budget_holds_against_the_ledger(tmp_path):
+    """A probe's standalone debate spent $1.43 of a $0.50 budget (batches sized by the mean
+    cost so far, three debates of all rounds at once); with the dry run's worst case of each
+    item held, what the ledger bills stays within the budget, and the undebated items say so."""
+    items = tmp_path / "to_debate.csv"
+    texts = ["great acting", "boring plot", "wonderful score", "dull", "fine film", "bad film"] * 2
+    pd.DataFrame({"id": [f"x{i}" for i in range(12)], "text": texts}).to_csv(items, index=False)
+    with MisbehavingServer() as srv:
+        cfg = debate_config(tmp_path, srv.base_url, price={"input_per_mtok": 1000.0, "output_per_mtok": 1000.0},
+                            concurrency=4)
+        whole = api.debate(cfg, items, dry_run=True).plan["cost_usd"]  # every round, every answer at its longest
+        budget = 1.5 * WORST_CASE_PAD * whole / 12  # one and a half debates at their worst
+        rep = api.debate(cfg, items, overrides={"budget_usd": budget})
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        billed = st.scalar("SELECT sum(cost_usd) FROM llm_calls WHERE view LIKE 'debate:%'")
+    # debates cost far less than their worst case here, so several run, one at a time at the margin
+    assert 0 < billed <= budget and 1 < 12 - rep.over_budget < 12 and rep.cost_usd == pytest.approx(billed)
 
 
 def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):
