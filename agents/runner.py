@@ -22,12 +22,10 @@ from typing import Any
 
 from agents.aggregate import ABSTAIN
 from agents.debate import AgentSpec, DebateSpec, Prompts, TurnResult, build_debate_graph
+from store.contracts import DEBATE_VIEW_PREFIX
 from views.llm.connect import Connection, check_model, connect
 
 log = logging.getLogger("cotrain")
-
-#: Debate agents' calls are filed in the ledger under ``debate:<model>`` (a view name cannot hold a colon).
-DEBATE_VIEW_PREFIX = "debate:"
 
 
 @dataclass

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 
+#: Debate agents' calls are filed in the ledger under ``debate:<model>`` (a view name cannot
+#: hold a colon); what the debates of a run cost is what the ledger holds under it.
+DEBATE_VIEW_PREFIX = "debate:"
+
+
 @dataclass(frozen=True)
 class CallRecord:
     """One request's outcome, as the LLM client reports it."""

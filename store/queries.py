@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from store.contracts import DEBATE_VIEW_PREFIX
 from store.database import Store
 from store.errors import StoreError
 
@@ -192,18 +193,28 @@ def debate_summary(store: Store, run_id: int | None) -> list[dict[str, Any]]:
     (``cotrain debate --items``), one row with round None."""
     if not has_table(store, "debates"):
         return []
+    # calls, tokens and dollars come from the ledger, which bills every call once: a debate's own
+    # row counts only the turns its last invocation asked (after a kill -9 and a resume, the
+    # turns asked before are cache hits there, and a killed invocation's debates have no row)
     return store.query(
-        "SELECT d.round, count(*) FILTER (WHERE d.split <> 'test' AND d.status <> 'budget') AS debated,"
+        "WITH c AS (SELECT round, count(*) FILTER (WHERE NOT cached AND status <> 'budget') AS calls,"
+        "   sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0))::BIGINT AS tokens,"
+        "   sum(cost_usd) AS cost_usd FROM llm_calls"
+        "   WHERE run_id IS NOT DISTINCT FROM ? AND starts_with(view, ?) GROUP BY round)"
+        " SELECT d.round, count(*) FILTER (WHERE d.split <> 'test' AND d.status <> 'budget') AS debated,"
         " count(*) FILTER (WHERE d.status = 'verdict' AND d.split <> 'test') AS verdicts,"
         " count(*) FILTER (WHERE d.accepted) AS accepted,"
         " count(*) FILTER (WHERE d.status = 'budget') AS over_budget,"
         " count(*) FILTER (WHERE d.early_stopped) AS early_stopped,"
-        " sum(d.calls)::BIGINT AS calls, sum(d.tokens)::BIGINT AS tokens, sum(d.cost_usd) AS cost_usd,"
+        " coalesce(any_value(c.calls), 0)::BIGINT AS calls, coalesce(any_value(c.tokens), 0)::BIGINT AS tokens,"
+        " coalesce(any_value(c.cost_usd), 0.0) AS cost_usd,"
         " count(*) FILTER (WHERE d.split = 'test' AND d.status <> 'budget') AS test_debated,"  # refused: not debated
         " avg(CASE WHEN d.verdict = i.gold_label THEN 1.0 ELSE 0.0 END) FILTER (WHERE d.split = 'test'"
         "   AND d.status <> 'budget') AS test_verdict_accuracy"
         " FROM debates d LEFT JOIN items i ON i.run_id = d.run_id AND i.item_id = d.item_id"
-        " WHERE d.run_id IS NOT DISTINCT FROM ? GROUP BY d.round ORDER BY d.round", [run_id]).to_pylist()
+        " LEFT JOIN c ON c.round IS NOT DISTINCT FROM d.round"
+        " WHERE d.run_id IS NOT DISTINCT FROM ? GROUP BY d.round ORDER BY d.round",
+        [run_id, DEBATE_VIEW_PREFIX, run_id]).to_pylist()
 
 
 def item_problems(store: Store, run_id: int) -> list[dict[str, Any]]:

@@ -238,6 +238,12 @@ def test_a_standalone_debates_dollar_budget_holds_against_the_ledger(tmp_path):
         billed = st.scalar("SELECT sum(cost_usd) FROM llm_calls WHERE view LIKE 'debate:%'")
     # debates cost far less than their worst case here, so several run, one at a time at the margin
     assert 0 < billed <= budget and 1 < 12 - rep.over_budget < 12 and rep.cost_usd == pytest.approx(billed)
+    # status sums the ledger, not the debates' rows: an invocation killed before it filed its
+    # debates (here: rows deleted) still shows what it was billed
+    with Store(tmp_path / "run.duckdb") as st:
+        st.con.execute("DELETE FROM debates WHERE item_id IN ('x0', 'x1')")
+    summary = api.status(tmp_path / "run.duckdb").debates[0]
+    assert summary["cost_usd"] == pytest.approx(billed) and summary["calls"] == rep.calls
 
 
 def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):
