@@ -169,7 +169,7 @@ class DebateReport:
     verdicts: int = 0
     no_verdict: int = 0
     over_budget: int = 0
-    accuracy: float | None = None   # on items of the file that carry a gold label
+    accuracy: float | None = None   # on the debated items of the file that carry a gold label
     calls: int = 0
     tokens: int = 0
     cost_usd: float = 0.0
@@ -239,7 +239,7 @@ def debate(config: str | Path | Config | dict[str, Any], items: str | Path, *, s
                              label_names=names)
         finally:
             ledger.close()
-    judged = [(o, g) for o, g in zip(outcomes, gold) if g not in (None, "")]
+    judged = [(o, g) for o, g in zip(outcomes, gold) if g not in (None, "") and o.status != "budget"]  # debated
     acc = (sum(o.verdict >= 0 and names[o.verdict] == str(g) for o, g in judged) / len(judged)) if judged else None
     return DebateReport(path, plan, n_items=len(ids), verdicts=sum(o.status == "verdict" for o in outcomes),
                         no_verdict=sum(o.status == "no_verdict" for o in outcomes),

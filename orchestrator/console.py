@@ -96,6 +96,10 @@ def print_debates(out: Console, rep: Any) -> None:
 def print_transcript(out: Console, t: dict[str, Any]) -> None:
     d = t["debate"]
     where = "standalone" if d["run_id"] is None else f"run {d['run_id']}, round {d['round']}"
+    if d.get("status") == "budget":  # it showed "verdict - (confidence 0.00, 0 round(s))"
+        out.print(f"item {d['item_id']} ({where}, {d['trigger']}): not debated: the budget left could not pay "
+                  "for its debate", highlight=False)
+        return
     out.print(f"item {d['item_id']} ({where}, {d['trigger']}): verdict {d['verdict'] or '-'} "
               f"(confidence {d['confidence'] or 0:.2f}, {d['aggregation']}, {d['rounds_used']} round(s)"
               f"{', stopped early' if d['early_stopped'] else ''})", highlight=False)
@@ -103,7 +107,6 @@ def print_transcript(out: Console, t: dict[str, Any]) -> None:
         label = turn["label"] or f"abstained ({turn['status']})"
         out.print(f"  round {turn['debate_round']}  {turn['agent']} [{turn['model']}]: {label} "
                   f"({turn['confidence'] or 0:.2f}) {turn['rationale'] or ''}", highlight=False)
-
 
 
 def fmt(x: float | None, digits: int = 3) -> str:

@@ -238,6 +238,10 @@ def test_a_standalone_debates_dollar_budget_holds_against_the_ledger(tmp_path):
         billed = st.scalar("SELECT sum(cost_usd) FROM llm_calls WHERE view LIKE 'debate:%'")
     # debates cost far less than their worst case here, so several run, one at a time at the margin
     assert 0 < billed <= budget and 1 < 12 - rep.over_budget < 12 and rep.cost_usd == pytest.approx(billed)
+    gold = pd.DataFrame({"id": [f"x{i}" for i in range(12)], "text": texts, "label": ["negative"] * 12})
+    gold.to_csv(items, index=False)
+    with MisbehavingServer() as srv:  # nothing debated: no accuracy, not 0 (undebated items counted as wrong)
+        assert api.debate(cfg, items, overrides={"budget_usd": 1e-9}).accuracy is None and srv.count == 0
     # status sums the ledger, not the debates' rows: an invocation killed before it filed its
     # debates (here: rows deleted) still shows what it was billed
     with Store(tmp_path / "run.duckdb") as st:
