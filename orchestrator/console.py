@@ -62,6 +62,8 @@ def print_plan(out: Console, p: dict[str, Any]) -> None:
     if p.get("debate"):
         d = p["debate"]
         cost = "unknown price" if d["cost_usd"] is None else f"${d['cost_usd']:.4f}"
+        if d["cost_usd"] is not None and d.get("budget_usd") is not None and d["cost_usd"] > d["budget_usd"]:
+            cost = f"${d['cost_usd']:.4f} unbudgeted, at most ${d['budget_usd']:.4f} (the budget)"
         out.print(f"debate: at most {d['items']} item(s), {d['calls']:,} calls, ~{d['tokens']:,} tokens, {cost}",
                   highlight=False)
     if p.get("escalation"):

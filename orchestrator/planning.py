@@ -52,7 +52,8 @@ def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
 
         d = cfg.debate
         records = sample[d.fields].astype(str).to_dict("records") if all(f in sample for f in d.fields) else []
-        debate = plan_debate(cfg, rounds * (d.max_items + d.evaluate_test), records)
+        # a round debates at most max_items of the pool and evaluate_test of the test items
+        debate = plan_debate(cfg, rounds * (min(d.max_items, n_pool) + min(d.evaluate_test, n_test)), records)
     return {"n_gold": n_gold, "n_pool": n_pool, "n_test": n_test, "max_rounds": rounds, "views": out,
             "debate": debate, "escalation": escalation}
 

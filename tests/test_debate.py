@@ -8,6 +8,7 @@ import logging
 import duckdb
 import pandas as pd
 import pytest
+import yaml
 
 from agents.aggregate import ABSTAIN, Vote, confidence_weighted, consensus, majority, read_answer
 from agents.debate import AgentSpec, DebateSpec, Prompts
@@ -260,6 +261,10 @@ def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):
         again = api.run(cfg, new_run=True)  # every view prompt and every debate turn is cached
         assert srv.count == asked and again.status == "finished"
     assert plan["debate"]["items"] == 2 * (4 + 3) and plan["debate"]["calls"] == 14 * 3 * 2
+    big = yaml.safe_load(cfg.read_text())
+    big["debate"].update(max_items=500, evaluate_test=500)  # at most the pool's and the test split's items
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(big))
+    assert api.plan(tmp_path / "big.yaml")["debate"]["items"] == 2 * (plan["n_pool"] + plan["n_test"])
     assert res.status == "finished"
     con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
     accepted = con.sql("SELECT p.item_id, p.label, d.split FROM pseudo_labels p JOIN debates d"
