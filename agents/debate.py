@@ -147,11 +147,17 @@ class Prompts:
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+def turn_request(spec: DebateSpec, agent_idx: int, debate_round: int, messages: list[dict[str, str]],
+                 agent: AgentSpec) -> dict[str, Any]:
+    """The request of one agent's turn (its seed fixed by the agent and the round, so a
+    resumed debate asks exactly what the cache holds)."""
+    return {"messages": messages, "max_tokens": spec.max_answer_tokens, "temperature": agent.temperature,
+            "seed": spec.seed * 1000 + agent_idx * 10 + debate_round}
+
+
 def _turn(spec: DebateSpec, prompts: Prompts, ask: Ask, agent_idx: int, debate_round: int,
           messages: list[dict[str, str]], agent: AgentSpec) -> dict[str, Any]:
-    request = {"messages": messages, "max_tokens": spec.max_answer_tokens, "temperature": agent.temperature,
-               "seed": spec.seed * 1000 + agent_idx * 10 + debate_round}
-    res = ask(agent, request)
+    res = ask(agent, turn_request(spec, agent_idx, debate_round, messages, agent))
     label, conf, rationale = read_answer(res.content if res.ok else None, prompts.verbalisers)
     return {"agent": agent.name, "model": agent.model, "debate_round": debate_round,
             "label": prompts.labels[label] if label != ABSTAIN else None, "label_idx": label,

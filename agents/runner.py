@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.aggregate import ABSTAIN
-from agents.debate import AgentSpec, DebateSpec, Prompts, TurnResult, build_debate_graph
+from agents.debate import AgentSpec, DebateSpec, Prompts, TurnResult, build_debate_graph, turn_request
 from store.contracts import DEBATE_VIEW_PREFIX
 from views.llm.connect import Connection, check_model, connect
 
@@ -183,13 +183,25 @@ class Debater:
         b = self.budget
         usd, tokens = self.spent()
         n = 0
-        for _, fields, _ in upcoming:
+        for _, fields, votes in upcoming:
             w_usd, w_tokens = self.worst_case(fields)
-            usd, tokens = usd + w_usd, tokens + w_tokens
-            if (b.usd is not None and usd > b.usd) or (b.tokens is not None and tokens > b.tokens):
+            over = (b.usd is not None and usd + w_usd > b.usd) or \
+                (b.tokens is not None and tokens + w_tokens > b.tokens)
+            if over and not self._first_round_cached(fields, votes):  # a resumed run's debate: free
                 break
+            usd, tokens = (usd, tokens) if over else (usd + w_usd, tokens + w_tokens)
             n += 1
         return n
+
+    def _first_round_cached(self, fields: dict[str, str], votes: Any) -> bool:
+        """Whether the ledger's cache holds every agent's first turn on this item: the debate
+        was paid for before a resume (its later turns almost surely too), so it replays free."""
+        cached = getattr(self.ledger, "cached", None)
+        if cached is None:
+            return False
+        keys = [self._client(a).key(turn_request(self.spec, i, 0, self.prompts.first(a, fields, votes or []), a))
+                for i, a in enumerate(self.spec.agents)]
+        return len(cached(keys)) == len(keys)
 
     def run(self, items: Sequence[tuple[str, dict[str, str], list[dict[str, Any]]]]) -> list[DebateOutcome]:
         """Debate ``(item_id, fields, views' votes)`` triples; outcomes in the same order."""

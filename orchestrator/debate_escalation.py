@@ -23,10 +23,11 @@ from agents.runner import Budget, DebateOutcome, Debater
 from orchestrator.config import Config
 from orchestrator.debate import debate_prompts, debate_spec, plan_debate, worst_case
 from orchestrator.escalation_config import ESCALATED
+from store.contracts import ESCALATED_DEBATE_VIEW_PREFIX
 from views.base import ITEM_ID_COLUMN
 
 #: Ledger prefix of the escalation debate's calls (a view name cannot hold a colon).
-VIEW_PREFIX = "escalated-debate:"
+VIEW_PREFIX = ESCALATED_DEBATE_VIEW_PREFIX
 
 
 class DebateEscalator:

@@ -196,7 +196,7 @@ def _escalate(runner: Any, write: Any, state: Any, pool: np.ndarray, evidence: A
     open_[before] = False
     cand = np.flatnonzero(open_ & (p < e.below))
     if e.target_precision is not None and float(post.max(axis=1).mean()) >= e.target_precision:
-        log.info("round %d: the pool's estimated precision already meets target_precision %.2f; nothing asked",
+        log.info("round %d: the pool's estimated precision already meets target_precision %.2f; no pool item asked",
                  write.round, e.target_precision)  # was checked only after the first chunk had been paid
         return _accepted(write, state, pool, post, before, before_vote, min_precision)
     if not cand.size:

@@ -13,8 +13,10 @@ from typing import Any, Protocol, runtime_checkable
 
 
 #: Debate agents' calls are filed in the ledger under ``debate:<model>`` (a view name cannot
-#: hold a colon); what the debates of a run cost is what the ledger holds under it.
+#: hold a colon), and under ``escalated-debate:<model>`` when the debate is the escalation
+#: model; what the debates of a run cost is what the ledger holds under the two.
 DEBATE_VIEW_PREFIX = "debate:"
+ESCALATED_DEBATE_VIEW_PREFIX = "escalated-debate:"
 
 
 @dataclass(frozen=True)

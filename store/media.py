@@ -13,7 +13,6 @@ import io
 import math
 import os
 import stat
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +70,7 @@ class ImageSource:
             return self.data
         assert self.path is not None
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:
             raise ImageProblem(self.where, "file not found") from None
         except OSError as exc:
@@ -84,7 +83,11 @@ class ImageSource:
                 raise ImageProblem(self.where, f"a file of {st.st_size / 2**20:,.0f} MB: more than the "
                                    f"{MAX_IMAGE_BYTES // 2**20} MB cotrain reads as one image")
             with os.fdopen(fd, "rb", closefd=False) as f:
-                return f.read()
+                data = f.read(MAX_IMAGE_BYTES + 1)  # the file may have grown since fstat
+            if len(data) > MAX_IMAGE_BYTES:
+                raise ImageProblem(self.where, f"a file of more than {MAX_IMAGE_BYTES // 2**20} MB: more than "
+                                   "cotrain reads as one image")
+            return data
         except OSError as exc:
             raise ImageProblem(self.where, f"cannot read file: {exc.strerror or exc}") from None
         finally:
@@ -93,17 +96,15 @@ class ImageSource:
 
 def open_image(data: bytes, where: str) -> Any:
     """Pillow's image of ``data``, not decoded yet; :class:`ImageProblem` when it is empty, no
-    image, corrupt, or claims more than ``MAX_IMAGE_PIXELS`` pixels (Pillow's bomb warning and
-    error become that, naming the file, before any pixel is decoded)."""
+    image, corrupt, or claims more than ``MAX_IMAGE_PIXELS`` pixels (read from its header, before
+    any pixel is decoded; Pillow's own bomb error becomes that too, naming the file)."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise ImageProblem(where, "no image (empty value)")
-    try:
-        with warnings.catch_warnings():  # restored on leaving; only Pillow's bomb warning is raised
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+    try:  # (Pillow warns from 89M pixels and refuses from twice that; the size check below refuses both;
+        img = Image.open(io.BytesIO(data))  # its warnings are left to the process's filters, not changed here)
+    except Image.DecompressionBombError:
         raise ImageProblem(where, f"claims more than {MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)") from None
     except UnidentifiedImageError:
         raise ImageProblem(where, "not an image Pillow can read") from None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from store.contracts import DEBATE_VIEW_PREFIX
+from store.contracts import DEBATE_VIEW_PREFIX, ESCALATED_DEBATE_VIEW_PREFIX
 from store.database import Store
 from store.errors import StoreError
 
@@ -200,7 +200,7 @@ def debate_summary(store: Store, run_id: int | None) -> list[dict[str, Any]]:
         "WITH c AS (SELECT round, count(*) FILTER (WHERE NOT cached AND status <> 'budget') AS calls,"
         "   sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0))::BIGINT AS tokens,"
         "   sum(cost_usd) AS cost_usd FROM llm_calls"
-        "   WHERE run_id IS NOT DISTINCT FROM ? AND starts_with(view, ?) GROUP BY round)"
+        "   WHERE run_id IS NOT DISTINCT FROM ? AND (starts_with(view, ?) OR starts_with(view, ?)) GROUP BY round)"
         " SELECT d.round, count(*) FILTER (WHERE d.split <> 'test' AND d.status <> 'budget') AS debated,"
         " count(*) FILTER (WHERE d.status = 'verdict' AND d.split <> 'test') AS verdicts,"
         " count(*) FILTER (WHERE d.accepted) AS accepted,"
@@ -214,7 +214,7 @@ def debate_summary(store: Store, run_id: int | None) -> list[dict[str, Any]]:
         " FROM debates d LEFT JOIN items i ON i.run_id = d.run_id AND i.item_id = d.item_id"
         " LEFT JOIN c ON c.round IS NOT DISTINCT FROM d.round"
         " WHERE d.run_id IS NOT DISTINCT FROM ? GROUP BY d.round ORDER BY d.round",
-        [run_id, DEBATE_VIEW_PREFIX, run_id]).to_pylist()
+        [run_id, DEBATE_VIEW_PREFIX, ESCALATED_DEBATE_VIEW_PREFIX, run_id]).to_pylist()
 
 
 def item_problems(store: Store, run_id: int) -> list[dict[str, Any]]:

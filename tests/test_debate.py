@@ -184,6 +184,9 @@ def test_debate_budget_is_read_from_the_ledger_across_a_resume(tmp_path):
                 assert d.spent() == (pytest.approx(usd), tokens)
                 assert ran(d.run(items[2:])) == [False] * 6
         assert srv.count == asked
+        with debater(srv, LLMLedger(st, run_id=1), Budget(usd=usd)) as d:  # worst cases held: the paid ones replay
+            d.worst_case = lambda fields: (1.0, 10_000)
+            assert ran(d.run(items[:4])) == [True, True, False, False] and srv.count == asked
         with debater(srv, LLMLedger(st, run_id=1), Budget(tokens=tokens + 1)) as d:  # room for one debate
             assert ran(d.run(items[2:6])) == [True, False, False, False]
         with debater(srv, LLMLedger(st, run_id=2), Budget(tokens=1)) as d:  # another run: from zero
@@ -242,7 +245,8 @@ def test_a_standalone_debates_dollar_budget_holds_against_the_ledger(tmp_path):
     gold = pd.DataFrame({"id": [f"x{i}" for i in range(12)], "text": texts, "label": ["negative"] * 12})
     gold.to_csv(items, index=False)
     with MisbehavingServer() as srv:  # nothing debated: no accuracy, not 0 (undebated items counted as wrong)
-        assert api.debate(cfg, items, overrides={"budget_usd": 1e-9}).accuracy is None and srv.count == 0
+        none = api.debate(cfg, items, store=tmp_path / "other.duckdb", overrides={"budget_usd": 1e-9})
+        assert none.accuracy is None and none.over_budget == 12 and srv.count == 0
     # status sums the ledger, not the debates' rows: an invocation killed before it filed its
     # debates (here: rows deleted) still shows what it was billed
     with Store(tmp_path / "run.duckdb") as st:

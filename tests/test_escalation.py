@@ -278,6 +278,9 @@ def test_a_debate_is_one_kind_of_escalation(tmp_path: Path):
     assert turns == 2 * sum(debates.values())                      # 2 agents x 1 round per debate
     assert views == {"escalated-debate:openai/fake"} and 0 < spent <= 1.0   # apart from the rounds' debates
     assert acc and all(np.isclose(a, (8 + 1) / (8 + 2)) for _, a in acc)
+    # status counts the escalation debates' calls and dollars from the ledger, under their prefix
+    summary = api.status(tmp_path / "run.duckdb", run_id=1).debates
+    assert sum(x["cost_usd"] for x in summary) == pytest.approx(spent) and sum(x["calls"] for x in summary) > 0
 
 
 def test_a_debate_escalation_is_checked_where_it_is_written(tmp_path: Path):

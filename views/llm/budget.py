@@ -5,8 +5,9 @@ Checking only what was already spent let every request in flight pass at once: a
 worst-case cost (its prompt's tokens, counted offline and padded, plus ``max_tokens`` of
 answer) before it is sent, and gives the hold back when its real cost is known; a request
 whose hold does not fit beside what is spent and held waits for those in flight, and is
-refused once it does not fit beside what is spent. The budget is exceeded only when a server
-bills more tokens than the padded count.
+refused once it does not fit beside what is spent. The holds assume the server bills the
+tokens it reports for an answer; an attempt that fails (a timeout, a 5xx) is filed at $0,
+whatever the server may bill for it.
 """
 from __future__ import annotations
 
@@ -37,13 +38,16 @@ def worst_cost(model: str, price: Price | None, request: dict[str, Any]) -> floa
 class Budget:
     """What one client may spend (``limit`` None: no limit), what it has spent (read from the
     ledger once, by ``spent_before``) and what its requests in flight hold. Used on the
-    client's event loop (every request of a client runs there, whichever thread asked)."""
+    client's event loop (every request of a client runs there, whichever thread asked); a
+    request holds before it takes a concurrency slot, so one waiting for money never keeps
+    a slot from a request that holds money and must retry."""
 
     def __init__(self, owner: str, limit: float | None, spent_before: Callable[[], float]) -> None:
         self.owner, self.limit = owner, limit
         self._spent_before = spent_before
         self._spent: float | None = None
         self.held = 0.0
+        self.holding = 0  # requests holding money: "none in flight" by count, not by a float sum
         self._settled: asyncio.Event | None = None
         self._warned = False
 
@@ -60,24 +64,33 @@ class Budget:
         if self.limit is None:
             return True
         while self.spent + self.held + cost > self.limit:
-            if self.held <= 0:
+            if self.holding == 0:
                 if not self._warned:
                     self._warned = True
                     log.warning("%s: budget of $%.4f reached ($%.4f spent; the next request may cost up to "
                                 "$%.4f); its remaining items abstain", self.owner, self.limit, self.spent, cost)
                 return False
-            self._settled = self._settled or asyncio.Event()
+            if self._settled is None:
+                self._settled = asyncio.Event()
             self._settled.clear()
             await self._settled.wait()
         self.held += cost
+        self.holding += 1
         return True
 
     def settle(self, held: float, cost: float) -> None:
-        """A request that held ``held`` is done and cost ``cost``."""
+        """A request that held ``held`` (after a successful :meth:`hold`) is done and cost ``cost``."""
         self._spent = self.spent + cost
-        self.held = max(0.0, self.held - held)
+        if self.limit is None:
+            return
+        self.holding -= 1
+        self.held = self.held - held if self.holding > 0 else 0.0  # no float residue once none is held
         if self._settled is not None:
             self._settled.set()
+
+    def reset_loop(self) -> None:
+        """Forget the event of a closed event loop (the client starts a new loop when reused)."""
+        self._settled = None
 
 
 __all__ = ["Budget", "DEFAULT_ANSWER_TOKENS", "PROMPT_PAD", "worst_cost"]

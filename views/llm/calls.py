@@ -114,9 +114,9 @@ MAX_CALL_TOKENS = 10**9
 
 
 class MalformedResponse(ValueError):
-    """A completion that answers nothing: no choice, neither content nor logprobs, or token
-    counts that cannot be (negative, too large). Retried as a transient fault, then filed as
-    an error; never cached, since a cached empty answer made every later run abstain."""
+    """A completion that is no answer: no choice, or token counts that cannot be (negative,
+    too large). Retried as a transient fault, then filed as an error; never cached, since a
+    cached empty answer made every later run abstain without asking."""
 
 
 def _token_count(usage: dict[str, Any], name: str) -> int:
@@ -137,8 +137,10 @@ def parse_response(resp: Any) -> dict[str, Any]:
     choice = choices[0]
     msg = choice.get("message") or {}
     lp = choice.get("logprobs") or None
-    if not isinstance(msg, dict) or (msg.get("content") is None and not (isinstance(lp, dict) and lp.get("content"))):
-        raise MalformedResponse("the answer's choice holds neither content nor logprobs")
+    if not isinstance(msg, dict):
+        raise MalformedResponse(f"the answer's message is {str(msg)[:40]!r}, not an object")
+    # a choice with no content and no logprobs is an answer all the same (a refusal, a
+    # content filter, a reasoning model out of tokens): billed, filed, and it names no label
     top: list[list[list[Any]]] | None = None
     if isinstance(lp, dict) and lp.get("content"):
         top = []

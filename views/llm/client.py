@@ -136,6 +136,7 @@ class LLMClient:
             self._loop.close()
             self._loop = self._thread = None
             self._gate = self._limiter = self._http = None
+            self.budget.reset_loop()
         if self.batched is not None:
             self.batched.close()
 
@@ -164,9 +165,10 @@ class LLMClient:
     async def _complete_all(self, requests: list[dict[str, Any]]) -> list[Completion]:
         keys = [self.key(r) for r in requests]
         hits = self.ledger.cached(keys) if self.ledger is not None else {}
-        # an answer with neither content nor logprobs was cached by earlier versions (a server's
-        # empty `choices`); it answers nothing, so the request is asked again
-        hits = {k: v for k, v in hits.items() if v.get("content") is not None or v.get("top_logprobs")}
+        # a server's empty `choices` was cached by earlier versions as an answer with no content,
+        # no logprobs and no finish reason; it answered nothing, so the request is asked again
+        hits = {k: v for k, v in hits.items()
+                if v.get("content") is not None or v.get("top_logprobs") or v.get("finish_reason") is not None}
         out: list[Completion | None] = [None] * len(requests)
         records: list[Any] = []
         for i, k in enumerate(keys):
@@ -306,9 +308,25 @@ class LLMClient:
 
     async def _call(self, request: dict[str, Any], key: str, gate: Gate, limiter: _RateLimiter,
                     committer: GroupCommitter) -> tuple[Completion, dict[str, Any] | None]:
+        """One request under the budget: its worst-case cost is held before it takes a slot
+        (a request waiting for money keeps no slot from one that must retry) and settled at
+        its real cost exactly once, however it ends."""
+        held = worst_cost(self.endpoint.model, self.price, request) if self.budget.limit is not None else 0.0
+        if not await self.budget.hold(held):
+            self.stats.budget_refused += 1
+            return Completion(key=key, status="budget", error="budget spent"), None
+        comp: Completion | None = None
+        try:
+            comp, data = await self._send(request, key, gate, limiter, committer)
+            return comp, data
+        finally:
+            self.budget.settle(held, comp.cost_usd if comp is not None and comp.ok else 0.0)
+
+    async def _send(self, request: dict[str, Any], key: str, gate: Gate, limiter: _RateLimiter,
+                    committer: GroupCommitter) -> tuple[Completion, dict[str, Any] | None]:
         """One request: a slot under the gate per attempt (a retry waits under the limit as it is
         after the cut its 429 caused), the rate limit, retries with backoff."""
-        attempts, held = 0, 0.0
+        attempts = 0
         t0: float | None = None
         while True:
             epoch = await gate.acquire()
@@ -316,11 +334,6 @@ class LLMClient:
             overload = False
             try:
                 await committer.room()  # at most one group of answers uncommitted
-                if attempts == 0:  # the request's worst-case cost is held until its real cost is known
-                    held = worst_cost(self.endpoint.model, self.price, request) if self.budget.limit is not None else 0
-                    if not await self.budget.hold(held):
-                        self.stats.budget_refused += 1
-                        return Completion(key=key, status="budget", error="budget spent"), None
                 await limiter.wait()
                 attempts += 1
                 t_try = time.perf_counter()
@@ -340,7 +353,6 @@ class LLMClient:
                     if not retryable or attempts > self.max_retries:
                         self.stats.errors += 1
                         self.stats.calls += 1
-                        self.budget.settle(held, 0.0)
                         return Completion(key=key, status="error", error=f"{name}: {last_err}"[:500],
                                           attempts=attempts, latency_s=time.perf_counter() - t0), None
                     delay = self._delay(attempts, exc)
@@ -358,7 +370,6 @@ class LLMClient:
         self.stats.prompt_tokens += pt
         self.stats.completion_tokens += ct
         self.stats.cost_usd += cost
-        self.budget.settle(held, cost)
         return comp, data
 
     def _delay(self, attempt: int, exc: Exception) -> float:
