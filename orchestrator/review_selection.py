@@ -7,7 +7,10 @@ Four strategies over the same candidates (training items with no gold or reviewe
 * ``uncertainty``: the smallest margin between the combined posterior's two best classes.
 * ``typical``: coverage alone, for small budgets (TypiClust, Hacohen et al. 2022, "Active
   learning on a budget"): the candidates fall into N clusters (k-means) and each cluster
-  gives its most typical item, the one nearest its centre, largest cluster first. With a
+  gives its most typical item, the one nearest its centre, largest cluster first. The
+  clusters are found in the run's pretrained vectors when its views have them cached
+  (``orchestrator.review_space``: text embeddings, image encoders), else in the views'
+  probabilities. With a
   few labels per class, what the views gain most from is one clear example of every region
   they have not seen, not the close calls.
 * ``active``: the two mixed by what the run already knows (:func:`active_batch`). Hacohen
@@ -250,7 +253,8 @@ def typical_batch(space: np.ndarray, n_pick: int, seed: int) -> np.ndarray:
 
 
 def choose_for_review(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
-                      n_pick: int, strategy: str, seed: int, coverage: float = 0.0) -> np.ndarray:
+                      n_pick: int, strategy: str, seed: int, coverage: float = 0.0,
+                      space: np.ndarray | None = None) -> np.ndarray:
     """Positions of the ``n_pick`` candidates to review under ``strategy`` (all of them when
     there are fewer), in the order chosen: ``uncertainty`` the closest call first, ``typical``
     the largest region first, ``active`` both interleaved (``coverage``: :func:`active_batch`)."""
@@ -268,8 +272,8 @@ def choose_for_review(probs: np.ndarray, combination: str | None, weights: np.nd
         post = combined_posterior(probs, combination, weights, (counts + 1.0) / (counts.sum() + k))
         return np.argsort(-margin_uncertainty(post), kind="stable")[:n_pick]
     if strategy == "typical":
-        return typical_batch(_space(probs), n_pick, seed)
-    return active_batch(probs, combination, weights, class_counts, n_pick, seed, coverage)
+        return typical_batch(_space(probs) if space is None else space, n_pick, seed)
+    return active_batch(probs, combination, weights, class_counts, n_pick, seed, coverage, space)
 
 
 def close_call_batch(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
@@ -285,10 +289,11 @@ def close_call_batch(probs: np.ndarray, combination: str | None, weights: np.nda
 
 
 def active_batch(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
-                 n_pick: int, seed: int, coverage: float) -> np.ndarray:
+                 n_pick: int, seed: int, coverage: float, space: np.ndarray | None = None) -> np.ndarray:
     """Positions of ``n_pick`` candidates for ``active`` review: ``coverage`` (0 to 1, the
     share of the run's candidates holding an accepted pseudo-label) of the batch, rounded half
-    up, goes to close calls, the rest to typical items among the others, interleaved in
+    up, goes to close calls, the rest to typical items among the others (found in ``space``,
+    the run's pretrained vectors, else in the views' probabilities), interleaved in
     proportion so that any first part of the list keeps the mix."""
     if not 0.0 <= float(coverage) <= 1.0:
         raise ValueError(f"coverage must be between 0 and 1, not {coverage}")
@@ -298,7 +303,7 @@ def active_batch(probs: np.ndarray, combination: str | None, weights: np.ndarray
         return np.zeros(0, dtype=np.int64)
     close = close_call_batch(probs, combination, weights, class_counts, int(np.floor(coverage * n_pick + 0.5)), seed)
     rest = np.setdiff1d(np.arange(n), close)
-    typical = rest[typical_batch(_space(probs)[rest], n_pick - len(close), seed)]
+    typical = rest[typical_batch((_space(probs) if space is None else space)[rest], n_pick - len(close), seed)]
     both = np.concatenate([close, typical])
     at = np.concatenate([(np.arange(len(close)) + 0.5) / max(len(close), 1),
                          (np.arange(len(typical)) + 0.5) / max(len(typical), 1)])
@@ -331,8 +336,13 @@ def review_filter(store: Any, flt: ExportFilter, select: str) -> ExportFilter:
     if run_id is None:
         raise StoreError("holds no run to choose items from", store.path)
     c = review_candidates(store, int(run_id), disputed_only=flt.disputed_only, ranked=select != "random")
+    space = None
+    if select in ("typical", "active") and len(c):
+        from orchestrator.review_space import pretrained_space
+
+        space = pretrained_space(store, int(run_id), c.item_id.tolist())
     pick = choose_for_review(c.probs, c.combination, c.weights, c.class_counts, int(flt.sample or 0), select,
-                             flt.seed, c.coverage)
+                             flt.seed, c.coverage, space)
     return replace(flt, run_id=int(run_id), include_gold=False, sample=None, items=tuple(c.item_id[pick].tolist()))
 
 

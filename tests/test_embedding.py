@@ -132,3 +132,44 @@ def test_encoder_loads_offline_and_leaves_the_process_as_it_found_it(leaves_proc
             except (OSError, ValueError) as exc:
                 assert time.perf_counter() - t < 5, (missing, exc)
     ''', tmp_path)
+
+
+def test_typical_review_items_are_found_in_the_runs_cached_embeddings(rt_small, tmp_path: Path, monkeypatch):
+    """``typical`` (and ``active`` on an uncovered run) clusters the run's pretrained vectors,
+    read from the store's cache without encoding anything; a run whose vectors are not cached
+    (``cache: false``) or that has no pretrained view keeps the views' probabilities."""
+    from sentence_transformers import SentenceTransformer
+
+    from orchestrator import review_selection
+    from orchestrator.review_space import pretrained_space
+    from store.exchange.candidates import review_candidates
+
+    rt_small.to_csv(tmp_path / "items.csv", index=False)
+    cfg = {"task": {"labels": list(LABELS)}, "data": {"train": "items.csv", "split_column": "split"},
+           "views": [{"name": "tfidf", "kind": "sklearn", "text": "text"},
+                     {"name": "minilm", "kind": "embedding", "text": "text"}],
+           "cotrain": {"max_rounds": 1}, "store": "s.duckdb"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    api.run(tmp_path / "c.yaml")
+    encoded: list[str] = []
+    monkeypatch.setattr(SentenceTransformer, "encode", lambda self, s, *a, **k: encoded.extend(s) or None)
+    spaces: list[object] = []
+    real = review_selection.choose_for_review
+    monkeypatch.setattr(review_selection, "choose_for_review", lambda *a: spaces.append(a[-1]) or real(*a))
+    with Store(tmp_path / "s.duckdb", read_only=True) as st:
+        ids = review_candidates(st, 1).item_id.tolist()
+        space = pretrained_space(st, 1, ids)
+        texts = st.query("SELECT d.text FROM items i JOIN data_1 d ON d.__row = i.row_idx WHERE i.item_id ="
+                         " ANY(?) ORDER BY list_position(?, i.item_id)", [ids, ids]).column(0).to_pylist()
+        view = EmbeddingView.from_params("e", ViewContext(LABELS, seed=0, cache=StoreCache(st)), text="text")
+        assert np.allclose(space, view.embed(texts), atol=1e-6)  # the cached vectors, one per candidate
+    assert encoded == [] and space.shape == (len(ids), 384)
+    assert api.export(tmp_path / "s.duckdb", tmp_path / "t.csv", select="typical", sample=8) == 8
+    assert np.array_equal(spaces[-1], space)  # the export clustered them
+    cfg["views"][1]["cache"] = False
+    cfg["store"] = "nocache.duckdb"
+    (tmp_path / "n.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.undo()
+    api.run(tmp_path / "n.yaml")
+    with Store(tmp_path / "nocache.duckdb", read_only=True) as st:
+        assert pretrained_space(st, 1, review_candidates(st, 1).item_id.tolist()) is None
