@@ -23,7 +23,8 @@ from typing import Any
 from agents.aggregate import ABSTAIN
 from agents.debate import AgentSpec, DebateSpec, Prompts, TurnResult, build_debate_graph, turn_request
 from store.contracts import DEBATE_VIEW_PREFIX
-from views.llm.connect import Connection, check_model, connect
+from views.llm.calls import request_key
+from views.llm.connect import Connection, check_model, connect, endpoint_for
 
 log = logging.getLogger("cotrain")
 
@@ -199,7 +200,8 @@ class Debater:
         cached = getattr(self.ledger, "cached", None)
         if cached is None:
             return False
-        keys = [self._client(a).key(turn_request(self.spec, i, 0, self.prompts.first(a, fields, votes or []), a))
+        keys = [request_key(endpoint_for(a.model, a.api_base, a.api_key_env).key_identity(),  # no server started
+                            turn_request(self.spec, i, 0, self.prompts.first(a, fields, votes or []), a))
                 for i, a in enumerate(self.spec.agents)]
         return len(cached(keys)) == len(keys)
 

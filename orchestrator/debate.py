@@ -80,8 +80,10 @@ def worst_case(cfg: Config) -> Any:
     """``fields -> (dollars, tokens)``: an item's debate at its most (every round, every answer
     at ``max_answer_tokens``; :func:`plan_debate` for that one item), padded by
     ``WORST_CASE_PAD``; an unknown price counts as $0 (a remote agent needs one)."""
+    planner = _debate_planner(cfg)
+
     def one(fields: dict[str, str]) -> tuple[float, int]:
-        plan = plan_debate(cfg, 1, [fields])
+        plan = planner(1, [fields])
         return WORST_CASE_PAD * float(plan["cost_usd"] or 0.0), int(WORST_CASE_PAD * plan["tokens"])
     return one
 
@@ -158,14 +160,26 @@ def debate_round(runner: Any, write: RoundWriter, state: Any, pool: np.ndarray, 
 
 def plan_debate(cfg: Config, n_items: int, sample: Sequence[dict[str, str]]) -> dict[str, Any]:
     """Calls, tokens and dollars to debate ``n_items`` (upper bounds: no early stop)."""
-    from views.llm.client import Price, count_tokens, estimate_cost
+    check_debate_budget(cfg)  # a dry run refuses what the run would
+    return _debate_planner(cfg)(n_items, sample)
+
+
+def _debate_planner(cfg: Config) -> Any:
+    """``(n_items, sample) -> plan`` for the config's debate section, its spec, prompts and
+    price built once (:func:`worst_case` plans every item it is asked about)."""
+    from views.llm.client import Price
 
     d = cfg.debate
     assert d is not None
-    check_debate_budget(cfg)  # a dry run refuses what the run would
-    spec = debate_spec(d, cfg.seed)
-    prompts = debate_prompts(cfg)
+    spec, prompts = debate_spec(d, cfg.seed), debate_prompts(cfg)
     price = Price(**d.price.model_dump()) if d.price is not None else None
+    return lambda n_items, sample: _plan(d, spec, prompts, price, n_items, sample)
+
+
+def _plan(d: DebateConfig, spec: Any, prompts: Any, price: Any, n_items: int,
+          sample: Sequence[dict[str, str]]) -> dict[str, Any]:
+    from views.llm.client import count_tokens, estimate_cost
+
     per_agent = []
     for a in spec.all_agents():
         msgs = [prompts.first(a, dict(item), []) for item in sample[:20]] or [prompts.first(a, {}, [])]

@@ -63,6 +63,7 @@ def pretrained_space(store: Any, run_id: int, item_ids: Sequence[str]) -> np.nda
     from pathlib import Path
 
     from store.media import stored_run_roots
+    from store.sql import ident
     from views.base import ITEM_ID_COLUMN, ViewContext
     from views.registry import build_view
 
@@ -70,9 +71,12 @@ def pretrained_space(store: Any, run_id: int, item_ids: Sequence[str]) -> np.nda
     specs = [v for v in (info["config"] or {}).get("views", []) if v.get("kind") in PRETRAINED_KINDS]
     if not specs or not len(item_ids):
         return None
-    rows = store.query("SELECT item_id, row_idx FROM items WHERE run_id = ? AND list_contains(?, item_id)",
-                       [run_id, list(item_ids)]).to_pandas().set_index("item_id")["row_idx"]
-    row_idx = rows.reindex(list(item_ids)).to_numpy()
+    import pyarrow as pa
+
+    with store.registered(pa.table({"item_id": pa.array(list(item_ids), pa.string()),
+                                    "at": pa.array(np.arange(len(item_ids)))})) as name:
+        row_idx = store.query(f"SELECT i.row_idx FROM {ident(name)} c JOIN items i ON i.item_id = c.item_id"
+                              " AND i.run_id = ? ORDER BY c.at", [run_id]).column(0).to_numpy()
     blocks = []
     for spec in specs:
         params = {k: v for k, v in spec.items() if k not in ("name", "kind")}
