@@ -67,11 +67,46 @@ def test_an_answer_that_answers_nothing_is_retried_then_an_error_never_cached(ke
         [comp] = c.complete([_req()])
     assert comp.status == "error" and "MalformedResponse" in comp.error and srv.count == 2
     rows = mem_store.query("SELECT status, attempts, cost_usd FROM llm_calls").to_pylist()
-    assert rows == [{"status": "error", "attempts": 2, "cost_usd": 0.0}] and c.spent() == 0.0
+    # an empty `choices` that reports its tokens was billed: both attempts are on the bill;
+    # counts that cannot be are billed at nothing
+    billed = 2 * (3 + 1) / 1e6 if mode == "no_choices" else 0.0  # 3 prompt words, 1 answer token, twice
+    assert rows == [{"status": "error", "attempts": 2, "cost_usd": pytest.approx(billed)}]
+    assert c.spent() == pytest.approx(billed) and c.stats.cost_usd == pytest.approx(billed)
     assert mem_store.scalar("SELECT count(*) FROM llm_cache") == 0
     with MisbehavingServer({1: mode}) as srv, _client(srv, key_env, ledger, max_retries=1) as c:
         [comp] = c.complete([_req()])  # one bad answer, then a good one: the retry takes it
     assert comp.ok and comp.attempts == 2 and mem_store.scalar("SELECT count(*) FROM llm_cache") == 1
+
+
+def test_billed_attempts_that_answer_nothing_are_on_the_answers_bill_and_in_the_budget(key_env, mem_store):
+    """An empty ``choices`` with its token counts was filed at $0 and settled at $0 against
+    the budget, whatever the server billed for it. Its tokens and cost now go into the row
+    of the request it was an attempt of, and are charged to the budget at once; a retry is
+    made only while the request's hold still fits beside what is spent, so the budget holds
+    even when every attempt is billed."""
+    from views.llm.budget import worst_cost
+
+    ledger = LLMLedger(mem_store, run_id=None)
+    price = Price(5000.0, 5000.0)  # $0.005 a token: "a great film" (3 tokens) + 1 answer token = $0.02
+    with MisbehavingServer({1: "no_choices", 2: "no_choices"}) as srv, \
+            _client(srv, key_env, ledger, max_retries=3, price=price) as c:
+        [comp] = c.complete([_req()])
+    assert comp.ok and comp.attempts == 3 and srv.count == 3
+    row = mem_store.query("SELECT status, attempts, prompt_tokens, completion_tokens, cost_usd FROM llm_calls"
+                          ).to_pylist()
+    assert row == [{"status": "ok", "attempts": 3, "prompt_tokens": 9, "completion_tokens": 3,
+                    "cost_usd": pytest.approx(0.06)}]
+    assert c.spent() == pytest.approx(0.06) and c.stats.cost_usd == pytest.approx(0.06) and c.budget.held == 0
+
+    hold = worst_cost("openai/fake", price, _req())
+    budget = hold + 0.03  # the hold fits; after two billed attempts ($0.04 spent) it no longer does
+    mem_store.con.execute("DELETE FROM llm_calls")
+    with MisbehavingServer(default="no_choices") as srv, \
+            _client(srv, key_env, ledger, max_retries=5, price=price, budget_usd=budget) as c:
+        [comp] = c.complete([_req("a grand film")])
+    assert comp.status == "error" and srv.count == 2 and comp.cost_usd == pytest.approx(0.04)
+    assert c.spent() == pytest.approx(0.04) and c.spent() <= budget and c.budget.held == 0
+    assert mem_store.scalar("SELECT sum(cost_usd) FROM llm_calls") == pytest.approx(0.04)
 
 
 def test_a_choice_with_no_content_is_an_answer_billed_and_cached(key_env, mem_store):

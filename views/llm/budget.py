@@ -6,8 +6,10 @@ worst-case cost (its prompt's tokens, counted offline and padded, plus ``max_tok
 answer) before it is sent, and gives the hold back when its real cost is known; a request
 whose hold does not fit beside what is spent and held waits for those in flight, and is
 refused once it does not fit beside what is spent. The holds assume the server bills the
-tokens it reports for an answer; an attempt that fails (a timeout, a 5xx) is filed at $0,
-whatever the server may bill for it.
+tokens it reports: an attempt that returns no answer but reports tokens (an empty
+``choices``) is charged at once (:meth:`Budget.charge`), and retried only while the request's
+hold still fits beside what is spent; an attempt that reports nothing (a timeout, a 5xx) is
+filed at $0, whatever the server may bill for it.
 """
 from __future__ import annotations
 
@@ -77,6 +79,14 @@ class Budget:
         self.held += cost
         self.holding += 1
         return True
+
+    def charge(self, cost: float) -> bool:
+        """Spend ``cost`` now, for a billed attempt of a request that still holds its hold
+        (an answer with no choice that reports tokens). True while every hold still fits
+        beside what is spent, so the request may try again: each in flight costs at most what
+        it holds, so the limit still holds whatever they cost."""
+        self._spent = self.spent + cost
+        return self.limit is None or self.spent + self.held <= self.limit
 
     def settle(self, held: float, cost: float) -> None:
         """A request that held ``held`` (after a successful :meth:`hold`) is done and cost ``cost``."""

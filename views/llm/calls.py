@@ -73,6 +73,13 @@ class ClientStats:
     cost_usd: float = 0.0
     budget_refused: int = 0
 
+    def count(self, prompt_tokens: int, completion_tokens: int, cost: float) -> None:
+        """A request that went to the server (answered or not), with what it was billed."""
+        self.calls += 1
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        self.cost_usd += cost
+
 
 def count_tokens(model: str, messages: list[dict[str, str]]) -> int:
     """Prompt tokens of ``messages`` for ``model`` by litellm's tokenizers (offline). Embedded
@@ -116,7 +123,14 @@ MAX_CALL_TOKENS = 10**9
 class MalformedResponse(ValueError):
     """A completion that is no answer: no choice, or token counts that cannot be (negative,
     too large). Retried as a transient fault, then filed as an error; never cached, since a
-    cached empty answer made every later run abstain without asking."""
+    cached empty answer made every later run abstain without asking. ``usage``: the
+    (prompt, completion) tokens it reports when those are counts, since a server that
+    reports them has likely billed them; ``response`` the raw answer (for its price)."""
+
+    def __init__(self, message: str, usage: tuple[int, int] | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage
+        self.response: Any = None
 
 
 def _token_count(usage: dict[str, Any], name: str) -> int:
@@ -131,14 +145,19 @@ def parse_response(resp: Any) -> dict[str, Any]:
     """The part of a chat completion cotrain keeps: content, top logprobs, usage. Raises
     :class:`MalformedResponse` for a completion that answers nothing."""
     data = resp.model_dump() if hasattr(resp, "model_dump") else dict(resp)
+    usage = data.get("usage") or {}
+    if not isinstance(usage, dict):
+        raise MalformedResponse(f"usage is {str(usage)[:40]!r}, not an object")
+    counts = (_token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens"))
+    billed = counts if any(counts) else None
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise MalformedResponse(f"the answer holds no choice (choices: {str(choices)[:40]})")
+        raise MalformedResponse(f"the answer holds no choice (choices: {str(choices)[:40]})", billed)
     choice = choices[0]
     msg = choice.get("message") or {}
     lp = choice.get("logprobs") or None
     if not isinstance(msg, dict):
-        raise MalformedResponse(f"the answer's message is {str(msg)[:40]!r}, not an object")
+        raise MalformedResponse(f"the answer's message is {str(msg)[:40]!r}, not an object", billed)
     # a choice with no content and no logprobs is an answer all the same (a refusal, a
     # content filter, a reasoning model out of tokens): billed, filed, and it names no label
     top: list[list[list[Any]]] | None = None
@@ -148,12 +167,8 @@ def parse_response(resp: Any) -> dict[str, Any]:
             alts = tok.get("top_logprobs") or [{"token": tok.get("token"), "logprob": tok.get("logprob")}]
             top.append([[a.get("token") or "", float(a.get("logprob") if a.get("logprob") is not None else -math.inf)]
                         for a in alts])
-    usage = data.get("usage") or {}
-    if not isinstance(usage, dict):
-        raise MalformedResponse(f"usage is {str(usage)[:40]!r}, not an object")
     return {"content": msg.get("content"), "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
-            "usage": {"prompt_tokens": _token_count(usage, "prompt_tokens"),
-                      "completion_tokens": _token_count(usage, "completion_tokens")}}
+            "usage": {"prompt_tokens": counts[0], "completion_tokens": counts[1]}}
 
 
 def redacted_error(exc: BaseException, secret: str | None) -> str:

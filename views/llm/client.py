@@ -35,6 +35,7 @@ from views.llm.calls import (ClientStats, Completion, Endpoint, MalformedRespons
                              estimate_cost, parse_response, redacted_error, request_key)
 from views.llm.group_commit import GroupCommitter
 from views.llm.litellm_import import import_litellm
+from views.llm.pricing import Pricer
 from views.llm.transport import HTTPTransport, fast_path, litellm_complete, retry_after as _retry_after
 
 log = logging.getLogger("cotrain")
@@ -103,7 +104,7 @@ class LLMClient:
         self._http: HTTPTransport | None = None
         self.control: AIMD | None = None  # the adaptive limit, once a batch has run
         self.commits = 0                  # ledger transactions of answers made by this client
-        self._prices: dict[tuple[int, int], float | None] = {}
+        self._pricer = Pricer(self.endpoint.model, self.endpoint.key_identity(), self.price)
 
     # ------------------------------------------------------------------ lifecycle
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -304,7 +305,11 @@ class LLMClient:
             resp = await litellm_complete(import_litellm(), self.endpoint.model,
                                           self.api_base_override or self.endpoint.api_base, self._api_key(),
                                           self.timeout_s, request)
-        return resp, parse_response(resp)
+        try:
+            return resp, parse_response(resp)
+        except MalformedResponse as exc:
+            exc.response = resp  # its price is read from it on the litellm path
+            raise
 
     async def _call(self, request: dict[str, Any], key: str, gate: Gate, limiter: _RateLimiter,
                     committer: GroupCommitter) -> tuple[Completion, dict[str, Any] | None]:
@@ -316,18 +321,22 @@ class LLMClient:
             self.stats.budget_refused += 1
             return Completion(key=key, status="budget", error="budget spent"), None
         comp: Completion | None = None
+        charged = [0.0]  # billed attempts that answered nothing, charged as they came
         try:
-            comp, data = await self._send(request, key, gate, limiter, committer)
+            comp, data = await self._send(request, key, gate, limiter, committer, charged)
             return comp, data
         finally:
-            self.budget.settle(held, comp.cost_usd if comp is not None and comp.ok else 0.0)
+            self.budget.settle(held, max(0.0, comp.cost_usd - charged[0]) if comp is not None else 0.0)
 
     async def _send(self, request: dict[str, Any], key: str, gate: Gate, limiter: _RateLimiter,
-                    committer: GroupCommitter) -> tuple[Completion, dict[str, Any] | None]:
+                    committer: GroupCommitter, charged: list[float]) -> tuple[Completion, dict[str, Any] | None]:
         """One request: a slot under the gate per attempt (a retry waits under the limit as it is
-        after the cut its 429 caused), the rate limit, retries with backoff."""
+        after the cut its 429 caused), the rate limit, retries with backoff. An attempt that
+        answers nothing but reports tokens is billed: its tokens and cost go into the
+        request's row whatever the outcome, and into ``charged`` as the budget is charged."""
         attempts = 0
         t0: float | None = None
+        billed = [0, 0]
         while True:
             epoch = await gate.acquire()
             latency: float | None = None
@@ -350,10 +359,16 @@ class LLMClient:
                         raise ViewError(self.view, f"{self.endpoint.model}: {name}: {last_err}") from None
                     retryable = name in RETRYABLE or isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError,
                                                                       MalformedResponse))
+                    if isinstance(exc, MalformedResponse) and exc.usage is not None:
+                        cost = self._pricer.cost(exc.response, *exc.usage)
+                        billed[0], billed[1] = billed[0] + exc.usage[0], billed[1] + exc.usage[1]
+                        charged[0] += cost
+                        retryable = self.budget.charge(cost) and retryable
                     if not retryable or attempts > self.max_retries:
                         self.stats.errors += 1
-                        self.stats.calls += 1
+                        self.stats.count(billed[0], billed[1], charged[0])
                         return Completion(key=key, status="error", error=f"{name}: {last_err}"[:500],
+                                          prompt_tokens=billed[0], completion_tokens=billed[1], cost_usd=charged[0],
                                           attempts=attempts, latency_s=time.perf_counter() - t0), None
                     delay = self._delay(attempts, exc)
                     log.debug("view %s: attempt %d failed, retrying in %.2f s: %s: %s", self.view, attempts, delay,
@@ -362,14 +377,12 @@ class LLMClient:
                 gate.release(latency, epoch, overload)
             self.stats.retries += 1
             await asyncio.sleep(delay)
-        pt, ct = data["usage"]["prompt_tokens"], data["usage"]["completion_tokens"]
-        cost = self._cost(resp, pt, ct)
+        pt, ct = data["usage"]["prompt_tokens"] + billed[0], data["usage"]["completion_tokens"] + billed[1]
+        cost = self._pricer.cost(resp, data["usage"]["prompt_tokens"], data["usage"]["completion_tokens"]) + charged[0]
         comp = self._from_response(key, data, cached=False)
+        comp.prompt_tokens, comp.completion_tokens = pt, ct
         comp.cost_usd, comp.latency_s, comp.attempts = cost, time.perf_counter() - t0, attempts
-        self.stats.calls += 1
-        self.stats.prompt_tokens += pt
-        self.stats.completion_tokens += ct
-        self.stats.cost_usd += cost
+        self.stats.count(pt, ct, cost)
         return comp, data
 
     def _delay(self, attempt: int, exc: Exception) -> float:
@@ -377,23 +390,6 @@ class LLMClient:
         if retry_after is not None:
             return min(retry_after, self.max_backoff_s)
         return min(self.backoff_s * (2 ** (attempt - 1)) * (0.5 + self._jitter.random()), self.max_backoff_s)
-
-    def _cost(self, resp: Any, prompt_tokens: int, completion_tokens: int) -> float:
-        if self.price is not None:
-            return self.price.cost(prompt_tokens, completion_tokens)
-        if self.endpoint.key_identity().startswith("local:"):
-            return 0.0  # an embedded model costs nothing (and needs no price map)
-        if isinstance(resp, dict):  # the HTTP path: litellm's price of that many tokens, memoised
-            sizes = (prompt_tokens, completion_tokens)
-            if sizes not in self._prices:
-                self._prices[sizes] = estimate_cost(self.endpoint.model, None, *sizes)
-            return float(self._prices[sizes] or 0.0)
-        litellm = import_litellm()
-
-        try:
-            return float(litellm.completion_cost(completion_response=resp, model=self.endpoint.model) or 0.0)
-        except Exception:  # model not in litellm's price map: a local or unknown model
-            return 0.0
 
 
 __all__ = ["ClientStats", "Completion", "Endpoint", "LLMClient", "Price", "count_tokens", "estimate_cost",
