@@ -192,7 +192,9 @@ def debate(target: str = typer.Argument(..., metavar="CONFIG|show", help="YAML c
     p = rep.plan
     cost = "unknown price" if p["cost_usd"] is None else f"${p['cost_usd']:.4f}"
     out.print(f"plan: {p['items']} item(s), at most {p['calls']:,} calls, ~{p['tokens']:,} tokens, {cost}"
-              + (f" (budget ${p['budget_usd']:.2f})" if p["budget_usd"] is not None else ""), highlight=False)
+              + (f" (budget ${p['budget_usd']:.2f})" if p["budget_usd"] is not None else "")
+              + (f" (token budget {p['budget_tokens']:,})" if p.get("budget_tokens") is not None else ""),
+              highlight=False)
     if dry_run:
         return
     acc = "" if rep.accuracy is None else f", accuracy on gold {rep.accuracy:.3f}"

@@ -64,8 +64,10 @@ def print_plan(out: Console, p: dict[str, Any]) -> None:
         cost = "unknown price" if d["cost_usd"] is None else f"${d['cost_usd']:.4f}"
         if d["cost_usd"] is not None and d.get("budget_usd") is not None and d["cost_usd"] > d["budget_usd"]:
             cost = f"${d['cost_usd']:.4f} unbudgeted, at most ${d['budget_usd']:.4f} (the budget)"
-        out.print(f"debate: at most {d['items']} item(s), {d['calls']:,} calls, ~{d['tokens']:,} tokens, {cost}",
-                  highlight=False)
+        tokens = f"~{d['tokens']:,} tokens"
+        if d.get("budget_tokens") is not None and d["tokens"] > d["budget_tokens"]:
+            tokens += f" unbudgeted, at most {d['budget_tokens']:,} (the token budget)"
+        out.print(f"debate: at most {d['items']} item(s), {d['calls']:,} calls, {tokens}, {cost}", highlight=False)
     if p.get("escalation"):
         e = p["escalation"]
         cost = "unknown price" if e["cost_usd"] is None else f"at most ${e['cost_usd']:.4f}"

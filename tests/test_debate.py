@@ -266,9 +266,11 @@ def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):
         assert srv.count == asked and again.status == "finished"
     assert plan["debate"]["items"] == 2 * (4 + 3) and plan["debate"]["calls"] == 14 * 3 * 2
     big = yaml.safe_load(cfg.read_text())
-    big["debate"].update(max_items=500, evaluate_test=500)  # at most the pool's and the test split's items
+    big["debate"].update(max_items=500, evaluate_test=500, budget_tokens=1000)  # at most the pool's and test's items
     (tmp_path / "big.yaml").write_text(yaml.safe_dump(big))
-    assert api.plan(tmp_path / "big.yaml")["debate"]["items"] == 2 * (plan["n_pool"] + plan["n_test"])
+    big_plan = api.plan(tmp_path / "big.yaml")["debate"]
+    assert big_plan["items"] == 2 * (plan["n_pool"] + plan["n_test"])
+    assert plan["debate"]["budget_tokens"] is None and big_plan["budget_tokens"] == 1000 < big_plan["tokens"]
     assert res.status == "finished"
     con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
     accepted = con.sql("SELECT p.item_id, p.label, d.split FROM pseudo_labels p JOIN debates d"
