@@ -288,6 +288,11 @@ def close_call_batch(probs: np.ndarray, combination: str | None, weights: np.nda
     return greedy_batch(scores.score, shortlist, near, n_pick)
 
 
+def close_share(coverage: float, n_pick: int) -> int:
+    """How many of ``active``'s ``n_pick`` are close calls: ``coverage`` of them, rounded half up."""
+    return int(np.floor(float(coverage) * n_pick + 0.5))
+
+
 def active_batch(probs: np.ndarray, combination: str | None, weights: np.ndarray, class_counts: np.ndarray,
                  n_pick: int, seed: int, coverage: float, space: np.ndarray | None = None) -> np.ndarray:
     """Positions of ``n_pick`` candidates for ``active`` review: ``coverage`` (0 to 1, the
@@ -301,7 +306,7 @@ def active_batch(probs: np.ndarray, combination: str | None, weights: np.ndarray
     n_pick = min(int(n_pick), n)
     if n_pick <= 0:
         return np.zeros(0, dtype=np.int64)
-    close = close_call_batch(probs, combination, weights, class_counts, int(np.floor(coverage * n_pick + 0.5)), seed)
+    close = close_call_batch(probs, combination, weights, class_counts, close_share(coverage, n_pick), seed)
     rest = np.setdiff1d(np.arange(n), close)
     typical = rest[typical_batch((_space(probs) if space is None else space)[rest], n_pick - len(close), seed)]
     both = np.concatenate([close, typical])
@@ -337,7 +342,9 @@ def review_filter(store: Any, flt: ExportFilter, select: str) -> ExportFilter:
         raise StoreError("holds no run to choose items from", store.path)
     c = review_candidates(store, int(run_id), disputed_only=flt.disputed_only, ranked=select != "random")
     space = None
-    if select in ("typical", "active") and len(c):
+    n_pick = min(int(flt.sample or 0), len(c))
+    typical_left = select == "typical" or (select == "active" and close_share(c.coverage, n_pick) < n_pick)
+    if typical_left and len(c):  # active at full coverage picks close calls only: no vectors to read
         from orchestrator.review_space import pretrained_space
 
         space = pretrained_space(store, int(run_id), c.item_id.tolist())
@@ -347,6 +354,6 @@ def review_filter(store: Any, flt: ExportFilter, select: str) -> ExportFilter:
 
 
 __all__ = ["check_review_selection", "review_filter", "REVIEW_SELECTIONS", "ReviewScores", "active_batch",
-           "active_scores", "choose_for_review", "class_need", "close_call_batch",
+           "active_scores", "choose_for_review", "class_need", "close_call_batch", "close_share",
            "combined_posterior", "greedy_batch", "margin_uncertainty", "neighbourhood", "typical_batch",
            "vote_disagreement"]

@@ -316,3 +316,13 @@ def test_active_gives_close_calls_the_share_of_the_batch_the_run_covers():
     assert choose_for_review(probs[:0], "product", np.ones(2), counts, 20, "active", 3, 0.5).size == 0
     with pytest.raises(ValueError, match="coverage must be between 0 and 1"):
         choose_for_review(*args, "active", 3, 1.5)
+
+
+def test_active_close_share_rounds_half_up_and_leaves_no_typical_share_at_full_coverage():
+    """The share ``review_filter`` checks before reading the run's pretrained vectors: at a
+    coverage that rounds to the whole batch, ``active`` picks close calls only, and reading
+    every candidate's vector for a typical share of none was work for nothing."""
+    from orchestrator.review_selection import close_share
+
+    assert [close_share(c, 10) for c in (0.0, 0.04, 0.05, 0.5, 0.94, 0.95, 1.0)] == [0, 0, 1, 5, 9, 10, 10]
+    assert close_share(0.3, 0) == 0 and close_share(1.0, 1) == 1
