@@ -316,7 +316,7 @@ class Animals(Dataset):
                                            image="image", image_size=self.IMAGE_SIZE,
                                            image_root=str(self.folder.resolve()))
                 t = time.perf_counter()
-                X, mask = v.features(self.frame()[["image"]])
+                X, mask = v.encode(self.frame()[["image"]])
                 if v.encoded_count_:
                     print(f"encoded {v.encoded_count_} images in {time.perf_counter() - t:.0f}s", flush=True)
             if not mask.all():

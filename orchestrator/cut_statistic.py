@@ -33,8 +33,13 @@ def cut_rank(frames: Callable[[], Iterable[pd.DataFrame]], views: Sequence[View]
     from scipy import sparse  # here, not at import: it sat on every run's start-up path (0.1 s)
 
     parts = [view.features(df) for df in frames()]
-    X = sparse.vstack(parts).tocsr() if parts and sparse.issparse(parts[0]) else np.vstack(parts)
-    return -cut_statistic(X, labels, prior, n_neighbors)
+    if parts and sparse.issparse(parts[0]):
+        return -cut_statistic(sparse.vstack(parts).tocsr(), labels, prior, n_neighbors)
+    X = np.vstack(parts)
+    placed = ~np.isnan(X).any(axis=1)  # an item the view cannot see (an unreadable image): no place
+    rank = np.full(len(X), -np.inf)    # in its space, so no neighbourhood vouches for it: ranked last
+    rank[placed] = -cut_statistic(X[placed], np.asarray(labels)[placed], prior, n_neighbors)
+    return rank
 
 
 def cut_statistic(X: Any, labels: np.ndarray, prior: np.ndarray, n_neighbors: int = 20) -> np.ndarray:

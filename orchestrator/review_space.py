@@ -94,12 +94,10 @@ def pretrained_space(store: Any, run_id: int, item_ids: Sequence[str]) -> np.nda
             log.info("view %s: not every candidate's vector is cached; typical items are found without it",
                      spec["name"])
             continue
-        if isinstance(got, tuple):  # a vision view: the readable items' vectors and their mask
-            x, mask = got
-            block = np.zeros((len(item_ids), x.shape[1] if x.ndim == 2 else 0))
-            block[np.asarray(mask, dtype=bool)] = _unit_rows(x)
-        else:
-            block = _unit_rows(got)
+        got = np.asarray(got, dtype=np.float64)
+        readable = ~np.isnan(got).any(axis=1)  # a vision view's unreadable images: NaN rows
+        block = np.zeros_like(got)
+        block[readable] = _unit_rows(got[readable])
         blocks.append(block)
     if not blocks:
         return None

@@ -139,7 +139,7 @@ def test_unreadable_images_abstain_are_filed_and_warned(digits_folder: Path, cap
         view = VisionView.from_params("vision", ctx, image="image", image_size=32)
         view.resolve_fields(df.columns)
         with caplog.at_level(logging.WARNING, logger="cotrain"):
-            X, mask = view.features(df)
+            X, mask = view.encode(df)
         assert mask.tolist() == [i not in (3, 5, 9) for i in range(12)] and X.shape == (9, 1280)
         filed = st.query("SELECT item_id, problem, location FROM item_problems ORDER BY item_id").to_pylist()
         assert [(r["item_id"], r["problem"]) for r in filed] == [
@@ -159,7 +159,7 @@ def test_unreadable_images_abstain_are_filed_and_warned(digits_folder: Path, cap
         assert view.encoded_count_ == 9  # fit and predict re-used the features of the first pass
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="cotrain"):
-            view.features(df)
+            view.encode(df)
         assert not [r for r in caplog.records if r.name.startswith("cotrain")]  # each broken file is warned about once
         assert st.scalar("SELECT count(*) FROM item_problems") == 3  # ... and filed once
 
@@ -229,6 +229,30 @@ def test_cross_modal_run_reports_broken_images_and_never_re_encodes(digits_folde
     res2 = api.run(cfg, new_run=True)
     assert encoded_images == [] and _cached_vectors(digits_folder / "run.duckdb") == 360 - 3  # all from the store
     assert res2.final_metrics["vision"]["test_accuracy"] == res.final_metrics["vision"]["test_accuracy"]
+
+
+def test_the_cut_statistic_is_built_in_a_vision_views_space(digits_folder: Path):
+    """A vision view gave its readable items' vectors and a mask where the cut statistic
+    wanted a matrix: ``select: cut_statistic`` with a vision view first (the default space)
+    failed with numpy's "inhomogeneous shape". Its features are one row per item now, NaN
+    where the image cannot be read; such an item has no place in the space and ranks last."""
+    from orchestrator.cut_statistic import cut_rank
+
+    df = pd.read_csv(digits_folder / "items.csv").iloc[:40]
+    df[ITEM_ID_COLUMN] = [f"item{i}" for i in range(len(df))]
+    ctx = ViewContext(labels=tuple(DIGITS), seed=0, data_dirs=(digits_folder,))
+    view = VisionView.from_params("vision", ctx, image="image", image_size=32)
+    X = view.features(df)
+    assert X.shape == (40, 1280) and np.isnan(X[[3, 5, 9]]).all() and not np.isnan(np.delete(X, [3, 5, 9], 0)).any()
+    labels = df["label"].fillna(0).astype(int).to_numpy()
+    rank = cut_rank(lambda: iter([df.iloc[:20], df.iloc[20:]]), [view], labels, np.full(10, 0.1), None, 5)
+    assert np.isneginf(rank[[3, 5, 9]]).all() and np.isfinite(np.delete(rank, [3, 5, 9])).all()
+
+    cfg = yaml.safe_load(_config(digits_folder, "cut.duckdb").read_text())
+    cfg["cotrain"] = {"policy": "auto", "select": "cut_statistic", "max_rounds": 1, "calibration_folds": 0}
+    (digits_folder / "cut.yaml").write_text(yaml.safe_dump(cfg))
+    res = api.run(digits_folder / "cut.yaml")
+    assert res.termination_condition == "max_rounds" and res.n_pseudo > 0
 
 
 @pytest.mark.slow  # the encoders' parity is checked in the default suite by the first test here
@@ -443,11 +467,11 @@ def test_frames_without_item_ids_never_share_what_was_read(digits_folder: Path):
     df = pd.read_csv(digits_folder / "items.csv")
     ctx = ViewContext(labels=tuple(DIGITS), seed=0, data_dirs=(digits_folder,))
     view = VisionView.from_params("vision", ctx, image="image", image_size=32)
-    first, _ = view.features(df.iloc[[0, 1]].reset_index(drop=True))
-    second, _ = view.features(df.iloc[[2, 4]].reset_index(drop=True))
-    again, _ = view.features(df.iloc[[2, 4]].reset_index(drop=True))
+    first, _ = view.encode(df.iloc[[0, 1]].reset_index(drop=True))
+    second, _ = view.encode(df.iloc[[2, 4]].reset_index(drop=True))
+    again, _ = view.encode(df.iloc[[2, 4]].reset_index(drop=True))
     assert not np.allclose(first, second) and np.allclose(second, again)
-    _, mask = view.features(df.iloc[[3, 0]].reset_index(drop=True))  # row 3's file is truncated
+    _, mask = view.encode(df.iloc[[3, 0]].reset_index(drop=True))  # row 3's file is truncated
     assert mask.tolist() == [False, True]
-    _, mask = view.features(df.iloc[[0, 3]].reset_index(drop=True))
+    _, mask = view.encode(df.iloc[[0, 3]].reset_index(drop=True))
     assert mask.tolist() == [True, False]

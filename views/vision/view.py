@@ -147,8 +147,22 @@ class VisionView(ParamsView):
             if self.context.problems is not None:
                 self.context.problems.report(self.name, item_id, problem.problem, problem.where)
 
-    def features(self, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """(features of the readable items, boolean mask of readable items over ``items``)."""
+    def features(self, items: pd.DataFrame) -> np.ndarray:
+        """The encoder's vectors, one row per item of ``items`` (a NaN row where the image
+        cannot be read): the space a graph or the cut statistic is built in
+        (``views.base.Featurizer``)."""
+        X, mask = self.encode(items)
+        out = np.full((len(items), X.shape[1] if X.ndim == 2 and X.shape[1] else self._dim()), np.nan, np.float32)
+        out[mask] = X
+        return out
+
+    def _dim(self) -> int:
+        """The encoder's vector length, read from one blank image (when no item was readable)."""
+        blank = np.zeros((1, 3, int(self.image_size), int(self.image_size)), dtype=np.float32)
+        return int(np.asarray(self._image_runner().encode(blank)).shape[1])
+
+    def encode(self, items: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors of the readable items, boolean mask of readable items over ``items``)."""
         ids = item_ids(items)
         if ids is not None:
             return self._features(items, ids)
@@ -249,7 +263,7 @@ class VisionView(ParamsView):
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
         y = np.asarray(y, dtype=int)
         w = np.asarray(sample_weight, dtype=np.float64)
-        X, mask = self.features(items)
+        X, mask = self.encode(items)
         y, w = y[mask], w[mask]
         if len(np.unique(y)) < 2:
             self.head_ = None
@@ -268,7 +282,7 @@ class VisionView(ParamsView):
             return out
         if self.head_ is None and not self.zero_shot:
             return out
-        X, mask = self.features(items)
+        X, mask = self.encode(items)
         if not mask.any():
             return out
         out[mask] = (expand_proba(self.head_.predict_proba(X), self.classes_, k) if self.head_ is not None
