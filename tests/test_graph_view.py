@@ -166,7 +166,7 @@ def test_embedding_features_share_the_embedding_views_cache(tmp_path: Path):
 def test_bad_input_is_one_error():
     with pytest.raises(ViewError, match="exactly one of"):
         GraphView.from_params("g", ViewContext(("a", "b"), 0), text="t", columns=["x"])
-    with pytest.raises(ViewError, match="apply to a 'text' field only"):
+    with pytest.raises(ViewError, match="'features' applies to a 'text' field only"):
         GraphView.from_params("g", ViewContext(("a", "b"), 0), columns=["x"], features="tfidf")
     view = _view(columns=["x"])
     view.resolve_fields(["x"])

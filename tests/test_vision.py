@@ -255,6 +255,52 @@ def test_the_cut_statistic_is_built_in_a_vision_views_space(digits_folder: Path)
     assert res.termination_condition == "max_rounds" and res.n_pseudo > 0
 
 
+def test_a_graph_view_spreads_labels_over_image_vectors_a_vision_view_cached(digits_folder: Path):
+    """``kind: graph`` with ``image:``: label spreading over the image encoder's vectors,
+    read from the cache a vision view with the same encoder and size filled (nothing encoded
+    twice); an unreadable image abstains; spreading over the pool's structure labels the
+    test split better than chance by far."""
+    from views.graph import GraphView
+
+    df = pd.read_csv(digits_folder / "items.csv")
+    df[ITEM_ID_COLUMN] = [f"item{i}" for i in range(len(df))]
+    with Store(":memory:") as st:
+        ctx = ViewContext(labels=tuple(DIGITS), seed=0, cache=StoreCache(st), data_dirs=(digits_folder,))
+        vision = VisionView.from_params("vision", ctx, image="image", image_size=32)
+        vision.resolve_fields(df.columns)
+        vision.encode(df)
+        graph = GraphView.from_params("g", ctx, image="image", image_size=32, n_neighbors=5)
+        assert graph.resolve_fields(list(df.columns)) == ["image"]
+        gold = df.index[df["label"].notna() & (df["split"] == "train")]
+        test = df.index[df["split"] == "test"]
+        graph.fit(df.loc[gold].reset_index(drop=True), df.loc[gold, "label"].astype(int).to_numpy(),
+                  np.ones(len(gold)))
+        proba = graph.predict_proba(df)
+        X = graph.features(df)
+        assert graph._vision_view().encoded_count_ == 0  # every vector came from the vision view's cache
+    broken = [3, 5, 9]
+    assert np.isnan(proba[broken]).all()
+    ok = ~np.isnan(proba).any(axis=1)
+    assert ok.sum() >= len(df) - 3 - 5 and np.allclose(proba[ok].sum(axis=1), 1)  # a few may go unreached
+    right = proba[test].argmax(axis=1) == df.loc[test, "label"].astype(int).to_numpy()
+    assert right[ok[test]].mean() > 0.4  # 10 classes, 40 gold 8x8 digits (the vision view: > 0.4 too); chance 0.1
+    assert X.shape == (len(df), 1280) and np.isnan(X[broken]).all()
+    assert np.allclose(np.linalg.norm(np.delete(X, broken, 0), axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"image": "image", "features": "tfidf"}, "'features' applies to a 'text' field only"),
+    ({"column_prefix": "px", "image_size": 32}, "'image_size' and 'image_root' apply to an 'image' field only"),
+    ({"column_prefix": "px", "encoder": "mobilenet_v2"}, "'encoder' applies to a 'text' or 'image' field only"),
+    ({"image": "image", "text": "label"}, "exactly one of 'columns', 'column_prefix', 'text' or 'image'"),
+])
+def test_a_graph_views_inputs_are_checked(params, match):
+    from views.params import GraphParams
+
+    with pytest.raises(ValueError, match=re.escape(match)):
+        GraphParams.model_validate(params)
+
+
 @pytest.mark.slow  # the encoders' parity is checked in the default suite by the first test here
 def test_torch_and_onnx_backends_give_the_same_labels(digits_folder: Path):
     res = {b: api.run(_config(digits_folder, store=f"{b}.duckdb", backend=b)) for b in ("torch", "onnx")}

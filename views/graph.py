@@ -23,6 +23,11 @@ over [labelled ∪ test]: without the pool, it is lower than its pool labels' qu
 rounds (moons, 10 labels: 0.85 on test in round 0, while it labels the pool well enough that
 the next round's test score is 0.95).
 
+An image field is embedded by the image encoder a ``vision`` view uses (MobileNetV2 by
+default), through such a view's own code and cache, so a graph beside a vision view on the
+same images encodes nothing twice; an item whose image cannot be read has no place in the
+graph and abstains.
+
 An item that no labelled item reaches within ``max_iter`` hops (a cluster of the batch that
 holds no labelled item, so another component of the graph) gets a zero row from the
 propagation: the view *abstains* on it (a NaN row) rather than voting uniform, since it has
@@ -40,7 +45,7 @@ from scipy import sparse
 
 from store.errors import ViewError
 from views.base import ParamsView, ViewContext, abstain, expand_proba, item_ids, select_fields
-from views.params import EmbeddingParams, GraphParams
+from views.params import EmbeddingParams, GraphParams, VisionParams
 
 FeatureMatrix = np.ndarray | sparse.csr_matrix
 
@@ -134,8 +139,8 @@ def spread_small(X: FeatureMatrix, y: np.ndarray, n_classes: int, k: int, alpha:
 
 
 class GraphView(ParamsView):
-    """Label spreading over a kNN graph of columns or a text field's embeddings / TF-IDF;
-    parameters: :class:`GraphParams`.
+    """Label spreading over a kNN graph of columns, a text field's embeddings / TF-IDF or an
+    image field's encoder vectors; parameters: :class:`GraphParams`.
 
     ``sample_weight`` is used only to drop items weighted 0: label spreading clamps every
     labelled item with the same strength ``1 - alpha`` and has no per-item weight, and
@@ -153,8 +158,12 @@ class GraphView(ParamsView):
         self.columns = list(params.columns) if params.columns else None
         self.column_prefix = params.column_prefix
         self.text = params.text
+        self.image = params.image
         self.feature_kind = params.features
         self.encoder = params.encoder
+        self._encoder_name = params.encoder_name  # the text or image default when none is given
+        self.image_size = params.image_size
+        self.image_root = params.image_root
         self.n_neighbors = params.n_neighbors
         self.alpha = params.alpha
         self.max_iter = params.max_iter
@@ -162,6 +171,7 @@ class GraphView(ParamsView):
         self.small_max_items = params.small_max_items
         self.fields_: list[str] = []
         self._embedder: Any = None
+        self._imager: Any = None
         self.labelled_: Any = None          # the labelled items' features (or texts, for TF-IDF)
         self.y_: np.ndarray | None = None   # their label indices
         self.classes_: np.ndarray | None = None
@@ -169,7 +179,10 @@ class GraphView(ParamsView):
 
     # ---------------------------------------------------------------- fields
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
-        # exactly one of text / column_prefix / columns is set (GraphParams)
+        # exactly one of text / image / column_prefix / columns is set (GraphParams)
+        if self.image:  # checks the field, imports and loads the encoder: a bad one fails before any run
+            self.fields_ = self._vision_view().resolve_fields(list(columns))
+            return self.fields_
         self.fields_ = select_fields(self.name, columns, text=self.text, column_prefix=self.column_prefix,
                                      names=self.columns)
         if self.text and self.feature_kind == "embedding":
@@ -184,8 +197,19 @@ class GraphView(ParamsView):
             from views.embedding import EmbeddingView
 
             self._embedder = EmbeddingView(f"{self.name}.features", self.context,
-                                           EmbeddingParams(text=self.text or "", encoder=self.encoder))
+                                           EmbeddingParams(text=self.text or "", encoder=self._encoder_name))
         return self._embedder
+
+    def _vision_view(self) -> Any:
+        """A ``VisionView`` on the same image field and encoder, used for its ``encode()``:
+        the same vectors, cached in the same namespace, as a ``vision`` view's."""
+        if self._imager is None:
+            from views.vision.view import VisionView
+
+            self._imager = VisionView(f"{self.name}.features", self.context,
+                                      VisionParams(image=self.image or "", encoder=self._encoder_name,
+                                                   image_size=self.image_size, image_root=self.image_root))
+        return self._imager
 
     def _texts(self, items: pd.DataFrame) -> list[str]:
         return items[self.text].fillna("").astype(str).tolist()
@@ -207,6 +231,14 @@ class GraphView(ParamsView):
             X[:, j] = col
         return X
 
+    def _readable(self, items: pd.DataFrame) -> tuple[Any, np.ndarray]:
+        """(what is kept for each item the view can place, boolean mask of those items over
+        ``items``): every item, except for an image field, whose unreadable images have no place."""
+        if self.image:
+            X, mask = self._vision_view().encode(items)
+            return _unit_rows(X), mask
+        return self._raw(items), np.ones(len(items), dtype=bool)
+
     def _raw(self, items: pd.DataFrame) -> Any:
         """What is kept per item: embeddings, texts (TF-IDF is fitted per graph) or columns."""
         if self.text and self.feature_kind == "embedding":
@@ -225,42 +257,62 @@ class GraphView(ParamsView):
 
             return TfidfVectorizer(sublinear_tf=True).fit_transform(list(labelled) + list(batch)).tocsr()
         X = np.vstack([labelled, batch]).astype(np.float64)
-        if self.scale and not self.text:
+        if self.scale and not (self.text or self.image):
             from sklearn.preprocessing import StandardScaler
 
             X = StandardScaler().fit_transform(X)
         return X
 
     def features(self, items: pd.DataFrame) -> FeatureMatrix:
-        """The space the graph is built in, over ``items`` alone (embeddings; TF-IDF or
-        standardised columns fitted over them)."""
+        """The space the graph is built in, over ``items`` alone (embeddings, unit image
+        vectors with a NaN row where an image cannot be read; TF-IDF or standardised columns
+        fitted over them)."""
+        if self.image:
+            X, mask = self._readable(items)
+            out = np.full((len(items), X.shape[1] if X.ndim == 2 and X.shape[1] else 1), np.nan)
+            out[mask] = X
+            return out
         raw = self._raw(items)
         empty = [] if self.text and self.feature_kind == "tfidf" else np.zeros((0,) + np.shape(raw)[1:])
         return self._graph_features(empty, raw)
 
     # ---------------------------------------------------------------- fit / predict
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
-        """Remember the labelled items (weight > 0) and their labels; abstain while they hold
-        fewer than 2 classes (spreading one class would label everything it reaches)."""
+        """Remember the labelled items (weight > 0, and an image that can be read) and their
+        labels; abstain while they hold fewer than 2 classes (spreading one class would label
+        everything it reaches)."""
         y = np.asarray(y, dtype=int)
         keep = np.asarray(sample_weight, dtype=np.float64) > 0
         items, y = items[keep].reset_index(drop=True), y[keep]
+        raw, mask = self._readable(items)
+        y = y[mask]
         if len(np.unique(y)) < 2:
             warnings.warn(f"view '{self.name}': training labels hold fewer than 2 classes; "
                           "the view abstains this round", stacklevel=2)
             self.labelled_, self.y_, self.classes_ = None, None, None
             return
-        self.labelled_ = self._raw(items)
+        self.labelled_ = raw
         self.y_ = y
         self.classes_ = np.unique(y)
 
     def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
         """Spread the labels over [labelled ∪ items]; the items' rows, normalised, in the
-        task's label order. Unreached items abstain (NaN row)."""
+        task's label order. Unreached items, and items the view cannot place, abstain (NaN row)."""
         k_labels = len(self.context.labels)
         if self.labelled_ is None or self.y_ is None or len(items) == 0:
             return abstain(len(items), k_labels)
-        X = self._graph_features(self.labelled_, self._raw(items))
+        raw, mask = self._readable(items)
+        if not mask.all():
+            out = abstain(len(items), k_labels)
+            if mask.any():
+                out[mask] = self._spread(raw, k_labels)
+            return out
+        return self._spread(raw, k_labels)
+
+    def _spread(self, raw: Any, k_labels: int) -> np.ndarray:
+        """Label spreading over [labelled ∪ the batch's ``raw``]: the batch's rows."""
+        assert self.y_ is not None
+        X = self._graph_features(self.labelled_, raw)
         n_lab = len(self.y_)
         n = X.shape[0]
         classes = np.asarray(self.classes_, dtype=int)
@@ -277,6 +329,15 @@ class GraphView(ParamsView):
         out = expand_proba(proba, classes, k_labels)
         out[~reached] = np.nan
         return out
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, so Euclidean neighbours are cosine neighbours (image
+    encoders' pooled vectors differ in length by the image's contrast, not its content)."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or not X.size:
+        return X
+    return X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-12)
 
 
 __all__ = ["GraphView", "knn_graph", "knn_indices", "spread_small", "spread_sparse"]

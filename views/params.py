@@ -56,9 +56,12 @@ class SklearnParams(ViewParams):
 class GraphParams(ViewParams):
     """Label spreading over a k-nearest-neighbour graph (``views.graph.GraphView``).
 
-    ``columns`` / ``column_prefix`` / ``text``: what the view reads (exactly one); a text
-    field is embedded with ``encoder`` (``features: embedding``, the default) or TF-IDF
-    (``features: tfidf``). ``n_neighbors``: edges per item; ``alpha``: how much an item takes
+    ``columns`` / ``column_prefix`` / ``text`` / ``image``: what the view reads (exactly one); a
+    text field is embedded with ``encoder`` (``features: embedding``, the default) or TF-IDF
+    (``features: tfidf``); an image field with the image ``encoder`` (MobileNetV2 by default)
+    at ``image_size``, resolved against ``image_root``: the vectors a ``vision`` view with the
+    same encoder, size and root computes, read from the same cache. An item whose image
+    cannot be read abstains. ``n_neighbors``: edges per item; ``alpha``: how much an item takes
     from its neighbours rather than its own label (scikit-learn's clamping factor);
     ``max_iter``: propagation steps (an item further than this many hops from every labelled
     item abstains); ``scale``: standardise numeric columns; ``small_max_items``: graphs of at
@@ -67,8 +70,11 @@ class GraphParams(ViewParams):
     columns: list[str] | None = None
     column_prefix: str | None = None
     text: str | None = None
+    image: str | None = None
     features: Literal["embedding", "tfidf"] = "embedding"
-    encoder: str = DEFAULT_TEXT_ENCODER
+    encoder: str | None = None  # DEFAULT_TEXT_ENCODER for text, DEFAULT_IMAGE_ENCODER for images
+    image_size: int = Field(default=224, ge=16, le=1024)
+    image_root: str | None = None
     n_neighbors: int = Field(default=10, ge=1, le=1000)
     alpha: float = Field(default=0.2, gt=0.0, lt=1.0)
     max_iter: int = Field(default=30, ge=1, le=10_000)
@@ -77,12 +83,21 @@ class GraphParams(ViewParams):
 
     @model_validator(mode="after")
     def _one_input(self) -> GraphParams:
-        given = [k for k in ("columns", "column_prefix", "text") if getattr(self, k)]
+        given = [k for k in ("columns", "column_prefix", "text", "image") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError("give exactly one of 'columns', 'column_prefix' or 'text'")
-        if not self.text and {"features", "encoder"} & self.model_fields_set:
-            raise ValueError("'features' and 'encoder' apply to a 'text' field only")
+            raise ValueError("give exactly one of 'columns', 'column_prefix', 'text' or 'image'")
+        if not self.text and "features" in self.model_fields_set:
+            raise ValueError("'features' applies to a 'text' field only")
+        if not (self.text or self.image) and "encoder" in self.model_fields_set:
+            raise ValueError("'encoder' applies to a 'text' or 'image' field only")
+        if not self.image and {"image_size", "image_root"} & self.model_fields_set:
+            raise ValueError("'image_size' and 'image_root' apply to an 'image' field only")
         return self
+
+    @property
+    def encoder_name(self) -> str:
+        """The encoder in use: the one given, else the text or image default."""
+        return self.encoder or (DEFAULT_IMAGE_ENCODER if self.image else DEFAULT_TEXT_ENCODER)
 
 
 class EmbeddingParams(ViewParams):
