@@ -5,6 +5,7 @@ Every problem is a ``DataError`` naming the file and, where it is about one item
 """
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from store.database import Store
 from store.encoding import utf8_problem
 from store.errors import DataError, shown
 from store.items import FILE_ROW_COL, SPLIT_COL, load_items, snapshot
+
+log = logging.getLogger("cotrain")
 
 
 
@@ -254,4 +257,10 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
     columns = [c for c in store.data_columns(run_id) if c not in (SPLIT_COL, FILE_ROW_COL)]
     classes = store.query("SELECT DISTINCT gold_label FROM items WHERE run_id = ? AND split = 'train' AND gold_label "
                           "IS NOT NULL ORDER BY gold_label", [run_id]).column(0).to_pylist()
+    missing = [name for name in labels if name not in classes]
+    if missing and len(classes) >= 2:  # fewer is refused (LoadedData.gold_problem)
+        log.warning("task label(s) %s have no labelled training row in %s: views trained on the gold labels never "
+                    "predict them, so the pool's items of those classes get other labels, and the estimated "
+                    "precision (read from gold) cannot see those errors; label a few items of each (or add an llm "
+                    "view, which labels zero-shot)", ", ".join(map(repr, missing)), d.train)
     return LoadedData(n_train, n_gold, n_train - n_gold, n_test, columns, tuple(classes))

@@ -1,6 +1,7 @@
 """Data in: CSV, JSONL, Parquet; ids; labels; held-out test; one-line errors that store nothing."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -274,6 +275,19 @@ def test_gold_of_one_class_only_is_one_error(tmp_path: Path):
             df.loc[train & (df.label != "ant"), "label"] = None
         _rewrite_items(tmp, edit)
     _expect_error(tmp_path, mutate, DataError, r"every labelled training row is 'ant': a view trained on one class")
+
+
+def test_a_task_label_without_gold_is_warned_about(tmp_path: Path, caplog):
+    """Gold for 2 of 3 labels: the views never predict the third, every pool item of it got
+    another label, and the estimated precision (0.96 in a probe, 0.67 true) could not see it;
+    the run said nothing. It warns once, naming the labels, before any round."""
+    df = synthetic_frame(n=60, n_gold=6, n_test=20)
+    cfg_path = write_config(tmp_path, df)
+    _rewrite_items(tmp_path, lambda d: d.__setitem__("label", d["label"].where((d.split == "test") | (d.label != "cat"))))
+    with caplog.at_level(logging.WARNING, logger="cotrain"):
+        api.run(cfg_path)
+    warned = [r for r in caplog.records if r.getMessage().startswith("task label(s)")]
+    assert len(warned) == 1 and warned[0].args[0] == "'cat'"
 
 
 def test_unknown_view_kind_plugin_path(tmp_path: Path):
