@@ -213,6 +213,24 @@ def test_min_p_correct_keeps_exactly_the_expected_ids(estimated: dict, tmp_path:
     assert api.export(estimated["store"], out, force=True).unestimated is None  # no filter, nothing counted
 
 
+def test_a_threshold_equal_to_an_exported_value_keeps_its_row(estimated: dict, tmp_path: Path):
+    """The store keeps confidence and p_correct as 32-bit floats; a threshold copied from an
+    export (0.9999, read back as 0.99989998) was compared as a 64-bit float and dropped the
+    very row it was copied from (every pseudo-label at p_correct 0.9791667: all dropped)."""
+    api.export(estimated["store"], tmp_path / "all.csv", include_gold=False)
+    df = pd.read_csv(tmp_path / "all.csv")
+    for column, option in (("confidence", "min_confidence"), ("p_correct", "min_p_correct")):
+        values = df[column].dropna()
+        below = values[values.astype(np.float32).astype(np.float64) < values]  # stored a hair under its text
+        assert len(below)
+        row = df.loc[below.index[len(below) // 2]]
+        out = tmp_path / f"{column}.csv"
+        api.export(estimated["store"], out, include_gold=False, **{option: float(row[column])})
+        kept = pd.read_csv(out)
+        assert row["item_id"] in set(kept.item_id)
+        assert set(kept.item_id) == set(df.item_id[df[column] >= row[column]])
+
+
 def test_min_p_correct_is_checked(estimated: dict, tmp_path: Path):
     for bad in (-0.01, 1.5, float("nan")):
         with pytest.raises(StoreError, match="--min-p-correct must be between 0 and 1"):

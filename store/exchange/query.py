@@ -197,7 +197,7 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
         where.append("(l.round IS NULL OR l.round <= ?)")
         params.append(flt.max_round)
     if flt.min_confidence is not None:
-        where.append("l.confidence >= ?")
+        where.append("l.confidence >= CAST(? AS FLOAT)")  # at the stored precision: an exported 0.9999 passes 0.9999
         params.append(flt.min_confidence)
     if flt.source is not None:
         known = {"gold", "review", "pseudo", *info["views"], *(r[0] for r in store.con.execute(
@@ -220,7 +220,7 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
         params.append(list(flt.items))
     unestimated, unestimated_params = where + ["l.p_correct IS NULL"], list(params)
     if flt.min_p_correct is not None:
-        where.append("(l.source IN ('gold', 'review') OR l.p_correct >= ?)")
+        where.append("(l.source IN ('gold', 'review') OR l.p_correct >= CAST(? AS FLOAT))")
         params.append(flt.min_p_correct)
     cond = ("WHERE " + " AND ".join(where)) if where else ""
     if flt.sample is not None and flt.sample < 1:
