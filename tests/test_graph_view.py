@@ -168,6 +168,11 @@ def test_bad_input_is_one_error():
         GraphView.from_params("g", ViewContext(("a", "b"), 0), text="t", columns=["x"])
     with pytest.raises(ViewError, match="'features' applies to a 'text' field only"):
         GraphView.from_params("g", ViewContext(("a", "b"), 0), columns=["x"], features="tfidf")
+    tfidf = GraphView.from_params("g", ViewContext(("a", "b"), 0), text="t", features="tfidf")
+    tfidf.resolve_fields(["t"])
+    tfidf.fit(pd.DataFrame({"t": ["a", "b"]}), np.array([0, 1]), np.ones(2))
+    with pytest.raises(ViewError, match=r"view 'g': TF-IDF over field 't' failed: empty vocabulary"):
+        tfidf.predict_proba(pd.DataFrame({"t": ["x", ""]}))  # one-letter words only: no vocabulary
     view = _view(columns=["x"])
     view.resolve_fields(["x"])
     with pytest.raises(ViewError, match=r"column 'x' holds 'oops' at item 'row 2'"):

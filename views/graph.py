@@ -255,7 +255,10 @@ class GraphView(ParamsView):
         if self.text and self.feature_kind == "tfidf":
             from sklearn.feature_extraction.text import TfidfVectorizer
 
-            return TfidfVectorizer(sublinear_tf=True).fit_transform(list(labelled) + list(batch)).tocsr()
+            try:
+                return TfidfVectorizer(sublinear_tf=True).fit_transform(list(labelled) + list(batch)).tocsr()
+            except ValueError as exc:  # "empty vocabulary": no text holds a word of 2+ characters
+                raise ViewError(self.name, f"TF-IDF over field '{self.text}' failed: {exc}") from None
         X = np.vstack([labelled, batch]).astype(np.float64)
         if self.scale and not (self.text or self.image):
             from sklearn.preprocessing import StandardScaler
