@@ -71,8 +71,11 @@ class EmbeddingView(ParamsView):
 
     def _encoder(self) -> Any:
         if self._model is None:
-            self._model = load_sentence_transformer(
-                resolve_text_encoder(self.encoder, self.context.base_dir), self.device)
+            try:
+                self._model = load_sentence_transformer(
+                    resolve_text_encoder(self.encoder, self.context.base_dir), self.device)
+            except ViewError as exc:  # named after the view, not the encoder
+                raise ViewError(self.name, exc.detail) from None
         return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -37,6 +37,10 @@ def package_dir(import_name: str) -> Path | None:
     return Path(spec.origin).parent
 
 
+#: Files one of which a sentence-transformers or transformers model folder holds.
+MODEL_FOLDER_MARKS = ("modules.json", "config_sentence_transformers.json", "config.json")
+
+
 def resolve_text_encoder(name: str, base_dir: Path | None = None) -> Path:
     """A local folder holding a sentence-transformers model for ``name``.
 
@@ -52,6 +56,8 @@ def resolve_text_encoder(name: str, base_dir: Path | None = None) -> Path:
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     if path.is_dir():
+        if not any((path / f).is_file() for f in MODEL_FOLDER_MARKS):  # else it failed at round 0, unnamed
+            raise ViewError(name, f"encoder folder '{name}' holds no model (none of {', '.join(MODEL_FOLDER_MARKS)})")
         return path
     raise ViewError(name, f"encoder '{name}' is neither a packaged encoder "
                     f"({', '.join(PACKAGED_TEXT_ENCODERS)}) nor a model folder; hub downloads are off")
@@ -84,7 +90,12 @@ def load_sentence_transformer(path: Path, device: str | None = None):  # -> Sent
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         with _quiet_transformers():
-            return SentenceTransformer(str(path), device=device, local_files_only=True)
+            try:
+                return SentenceTransformer(str(path), device=device, local_files_only=True)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:  # a folder that is no (whole) model
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise ViewError(str(path), f"cannot load a sentence-transformers model from {path}: "
+                                f"{type(exc).__name__}: {why}") from None
 
 
 @contextmanager
