@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -136,6 +136,17 @@ class LoadedData:
     n_test: int
     columns: list[str]
     gold_classes: tuple[str, ...] = ()  # the distinct labels of the labelled training rows
+    # columns only one of the train and test files has: column -> the file that lacks it
+    one_sided: dict[str, str] = field(default_factory=dict)
+
+    def check_fields(self, fields: Sequence[str]) -> None:
+        """Refuse a field the views read that one of the two files lacks: its rows there
+        would read as missing (the test split's text as empty, silently lowering every test
+        score; a train row's value as NaN, blamed on that row)."""
+        bad = next((f for f in fields if f in self.one_sided), None)
+        if bad is not None:
+            raise DataError(f"column {bad!r}, which a view reads, is not in this file (the other data file has it)",
+                            self.one_sided[bad])
 
     def gold_problem(self, label_column: str) -> str | None:
         """Why views trained on the gold labels alone could not label anything (none, or one
@@ -214,9 +225,10 @@ def _text_alike(parts: list[pa.Table], text: Sequence[str]) -> list[pa.Table]:
     return parts
 
 
-def _read_inputs(d: DataConfig, text: Sequence[str], paths: dict[str, str]) -> pa.Table:
+def _read_inputs(d: DataConfig, text: Sequence[str], paths: dict[str, str]) -> tuple[pa.Table, dict[str, str]]:
     """The train file's rows, then the test file's (``__split``, ``__file_row`` added), checked
-    for the label and id columns."""
+    for the label and id columns; and the columns only one of the two has (column -> the path
+    of the file without it)."""
     train = _split_column(_no_reserved(read_table(d.train, d.format, d.label_column, text), d.train), d, d.train)
     parts = [train]
     if d.test:
@@ -230,8 +242,11 @@ def _read_inputs(d: DataConfig, text: Sequence[str], paths: dict[str, str]) -> p
         if d.id_column and d.id_column not in part.column_names:
             raise DataError(_missing("id", d.id_column, part.column_names), paths[name])
     parts = _text_alike(parts, text)
-    try:
-        return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+    names = [set(t.column_names) for t in parts]
+    one_sided = {} if len(parts) < 2 else {**{c: paths["test"] for c in names[0] - names[1]},
+                                           **{c: paths["train"] for c in names[1] - names[0]}}
+    try:  # columns only one file has come out NULL in the other's rows (LoadedData.check_fields)
+        return (pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]), one_sided
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise DataError(f"test file's columns do not match the train file's: {_one_line(str(exc))}", d.test) from None
 
@@ -245,7 +260,7 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
     labels = cfg.task.names
     text = [c for c in (d.id_column, d.label_column) if c]  # the split column keeps the reader's spelling
     paths = {"train": d.train, "test": d.test or d.train}
-    table = _read_inputs(d, text, paths)
+    table, one_sided = _read_inputs(d, text, paths)
     id_column = d.id_column or ("image" if Path(d.train).is_dir() else None)  # an image folder: its paths
     snap = snapshot(store, run_id, table, d.label_column)
     del table  # the store holds the rows now, and the item checks read them there (3M rows: 240 MB freed)
@@ -263,4 +278,5 @@ def load_into_store(store: Store, run_id: int, cfg: Config) -> LoadedData:
                     "predict them, so the pool's items of those classes get other labels, and the estimated "
                     "precision (read from gold) cannot see those errors; label a few items of each (or add an llm "
                     "view, which labels zero-shot)", ", ".join(map(repr, missing)), d.train)
-    return LoadedData(n_train, n_gold, n_train - n_gold, n_test, columns, tuple(classes))
+    return LoadedData(n_train, n_gold, n_train - n_gold, n_test, columns, tuple(classes), one_sided)
+

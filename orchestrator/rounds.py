@@ -106,6 +106,7 @@ class RoundRunner:
         with preloading_view_modules(self.cfg):  # the views' imports overlap the load
             loaded = load_into_store(self.store, run_id, self.cfg)
         views = self._build_views(run_id, loaded.columns)
+        loaded.check_fields(self.fields)  # a column one data file lacks reads as missing there
         self.store.set_display_fields(run_id, *display_fields(self.cfg, loaded.columns))
         check_debate_fields(self.cfg, loaded.columns)
         if self.cfg.debate is not None:  # a dollar budget needs the agents' prices, before any round

@@ -45,6 +45,36 @@ def test_separate_test_file(tmp_path: Path, mem_store: Store):
     assert mem_store.scalar("SELECT count(*) FROM items WHERE run_id = ? AND split = 'test'", [run_id]) == 150
 
 
+@pytest.mark.parametrize("change, column, lacking", [
+    ("drop", "a_1", "test.csv"),   # its rows read NaN: blamed on a test item, after the run was created
+    ("add", "a_9", "train.csv"),   # a prefix view picks it up: every train row read NaN, blamed on one
+    ("drop", "notes", None),       # a column no view reads may be missing
+])
+def test_a_column_a_view_reads_must_be_in_both_data_files(tmp_path: Path, change: str, column: str, lacking):
+    """A test file without a column a view reads was filled with NULLs by the permissive
+    concatenation: a text view scored the test split on empty texts and the run's reported
+    accuracy fell (0.88 against 0.89 for its other view alone) with exit 0. Now one line
+    names the column and the file that lacks it, and nothing is stored."""
+    df = synthetic_frame()
+    df["notes"] = "x"
+    train, test = df[df.split == "train"].drop(columns=["truth", "split"]), df[df.split == "test"].drop(
+        columns=["truth", "split"])
+    test = test.drop(columns=[column]) if change == "drop" else test.assign(**{column: 1.0})
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    cfg = yaml.safe_load(write_config(tmp_path).read_text())
+    cfg["data"] = {"train": "train.csv", "test": "test.csv", "id_column": "id"}
+    cfg["cotrain"]["max_rounds"] = 1
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    if lacking is None:
+        assert api.run(tmp_path / "c.yaml", store=tmp_path / "s.duckdb").status == "finished"
+        return
+    with pytest.raises(DataError, match=rf"/{lacking}: column '{column}', which a view reads, is not in this file"):
+        api.run(tmp_path / "c.yaml", store=tmp_path / "s.duckdb")
+    with Store(tmp_path / "s.duckdb") as st:
+        assert st.scalar("SELECT count(*) FROM runs") == 0
+
+
 def test_content_hash_ids_are_stable_and_distinct_for_duplicates(tmp_path: Path):
     df = pd.DataFrame({"text": ["good", "bad", "good", "fine"], "label": ["pos", "neg", None, None]})
     df.to_csv(tmp_path / "d.csv", index=False)
