@@ -65,6 +65,11 @@ class Dataset:
         """Per view the anchors use: (name, train matrix, test matrix)."""
         raise NotImplementedError
 
+    def graph_views(self) -> list[dict[str, Any]]:
+        """A graph view over the dataset's pretrained vectors (bench/quality.py's ``graph``
+        method), or none where it has no such vectors."""
+        return []
+
     def cache_store(self) -> Path | None:
         """A persistent store whose feature cache the runs share (None: a fresh store per run)."""
         return None
@@ -122,6 +127,9 @@ class TextDataset(Dataset):
     def view_configs(self) -> list[dict[str, Any]]:
         return [{"name": "tfidf", "kind": "sklearn", "text": "text"},
                 {"name": "minilm", "kind": "embedding", "text": "text"}]
+
+    def graph_views(self) -> list[dict[str, Any]]:
+        return [{"name": "graph", "kind": "graph", "text": "text"}]  # over the MiniLM vectors, cached
 
     def cache_store(self) -> Path:
         return CACHE / self.store_name
@@ -297,6 +305,10 @@ class Animals(Dataset):
     def view_configs(self) -> list[dict[str, Any]]:
         return [{"name": "pixels", "kind": "sklearn", "column_prefix": "px_"},
                 {"name": "vision", "kind": "vision", "image": "image", "image_size": self.IMAGE_SIZE,
+                 "image_root": str(self.folder.resolve())}]
+
+    def graph_views(self) -> list[dict[str, Any]]:
+        return [{"name": "graph", "kind": "graph", "image": "image", "image_size": self.IMAGE_SIZE,
                  "image_root": str(self.folder.resolve())}]
 
     def cache_store(self) -> Path:

@@ -53,6 +53,9 @@ POLICIES: dict[str, dict[str, Any] | None] = {
     "k_best": {"policy": "k_best"},
     "agreement": {"policy": "agreement", "threshold": 0.9},
     "self": {"policy": "self", "threshold": 0.9},
+    # the default with one more view: label spreading over the dataset's pretrained vectors
+    # (``Dataset.graph_views``), the issue's graph view where the data has such vectors
+    "graph": None,
 }
 ANCHORS = ("sup", "full", "st", "ls", "ct")
 LABELS = {"sup": "supervised-only (gold)", "sup_view": "  best single view", "sup_concat": "  concatenated",
@@ -124,8 +127,11 @@ def run_cotrain(ds: Dataset, data: Path, store: Path, key: str, seed: int, n_poo
             section["k"] = ds.k_best
         if over["policy"] == "agreement":
             section["min_agree"] = ds.min_agree
+    views = ds.view_configs() + (ds.graph_views() if key == "graph" else [])
+    if key == "graph" and not ds.graph_views():
+        raise ValueError(f"{ds.name} has no pretrained vectors for a graph view")
     cfg = {"task": {"labels": ds.classes}, "data": {"train": str(data), "split_column": "split", "id_column": "id"},
-           "views": ds.view_configs(), "seed": seed, "store": str(store), "cotrain": section}
+           "views": views, "seed": seed, "store": str(store), "cotrain": section}
     t = time.perf_counter()
     res = api.run(cfg, new_run=True)
     seconds = time.perf_counter() - t
