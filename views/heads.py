@@ -165,10 +165,9 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         return LogisticRegression(**kw)
 
     def _choose_C(self, X: Any, y: np.ndarray, w: np.ndarray) -> float:
-        from sklearn.model_selection import StratifiedKFold
-
         if self.C is not None:
             return float(self.C)
+        from sklearn.model_selection import StratifiedKFold  # a fixed C needs none of it
         if len(y) > self.cv_max_items:
             if self.large_C is not None:
                 return float(self.large_C)
