@@ -50,6 +50,27 @@ def _record(path: str, row: int, item: Any) -> Iterator[None]:
         raise ReviewError(str(exc), path, row=row, item=None if item is None else str(item)) from None
 
 
+def _kind(value: Any) -> str:
+    """What a JSON value is, in words ("'data' is a string, not an object")."""
+    words = ((bool, "a boolean"), (dict, "an object"), (list, "a list"), (str, "a string"), ((int, float), "a number"))
+    return "null" if value is None else next((w for t, w in words if isinstance(value, t)), type(value).__name__)
+
+
+def _get(record: dict[str, Any], key: str, want: type, name: str | None = None, objects: bool = False) -> Any:
+    """``record[key]`` if a ``want`` (``objects``: of dicts; none: empty), else a BadAnswer naming the field."""
+    value, name = record.get(key), name or key
+    if value and not isinstance(value, want):
+        raise BadAnswer(f"{shown(name)} is {_kind(value)}, not {_kind(want())}")  # was an AttributeError
+    if objects and (i := next((i for i, v in enumerate(value or ()) if not isinstance(v, dict)), -1)) >= 0:
+        raise BadAnswer(f"{shown(f'{name}[{i}]')} is {_kind(value[i])}, not an object")
+    return value or want()
+
+
+def _text(value: Any) -> str | None:
+    """A cell's or value's text, trimmed, in every format (a CSV's ' dog' was dog, JSON's refused); blank: None."""
+    return (None if value is None else str(value).strip()) or None
+
+
 #: A review time more than this far ahead of the import's clock is refused (clocks differ a little).
 FUTURE_SLACK = timedelta(days=1)
 #: The longest reviewer name filed.
@@ -107,13 +128,13 @@ def _choice(value: Any) -> str | None:
         if len(value) > 1:
             raise BadAnswer(f"the answer holds {len(value)} labels ({', '.join(shown(v) for v in value[:3])}); "
                             "a review gives one")
-        return str(value[0]) if value else None
-    return None if value is None or str(value).strip() == "" else str(value)  # blank, as a CSV's: no answer
+        value = value[0] if value else None
+    return _text(value)  # trimmed; blank, as a CSV's: no answer
 
 
-def _ann_label(ann: dict[str, Any]) -> str | None:
-    """The label a Label Studio annotation chose (cotrain's ``label`` question first), or None."""
-    results = [r for r in ann.get("result") or [] if r.get("type") == "choices"]
+def _ann_label(ann: dict[str, Any], name: str) -> str | None:
+    """The label Label Studio annotation ``name`` chose (cotrain's ``label`` question first), or None."""
+    results = [r for r in _get(ann, "result", list, f"{name}.result", True) if r.get("type") == "choices"]
     mine = [r for r in results if r.get("from_name") == LABEL_QUESTION] or results
     return _choice(mine[0].get("value")) if mine else None
 
@@ -122,24 +143,27 @@ def _ann_label(ann: dict[str, Any]) -> str | None:
 def _label_studio(tasks: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
     out, skipped = [], 0
     for n, task in enumerate(tasks, start=1):
-        data = task.get("data") or {}
+        with _record(path, n, None):
+            data = _get(task, "data", dict)
         item = data.get("item_id", task.get("item_id"))
-        anns = [a for a in (task.get("annotations") or task.get("completions") or [])
-                if not a.get("was_cancelled")]
         if item is None:
             raise ReviewError("task has no data.item_id (was it exported by cotrain?)", path, row=n)
-        if not anns:
-            skipped += 1
-            continue
         with _record(path, n, item):
-            answered = [(a, lab) for a in anns if (lab := _ann_label(a)) is not None]
+            key = "annotations" if task.get("annotations") or not task.get("completions") else "completions"
+            named = [(f"{key}[{i}]", a) for i, a in enumerate(_get(task, key, list, objects=True))
+                     if not a.get("was_cancelled")]
+            if not named:
+                skipped += 1
+                continue
+            answered = [(a, lab) for name, a in named if (lab := _ann_label(a, name)) is not None]
             if len({lab for _, lab in answered}) > 1:  # two annotators disagree: no silent winner
                 said = "; ".join(f"{_who(a.get('completed_by')) or 'annotation ' + str(a.get('id'))}: {lab!r}"
                                  for a, lab in answered[:3])
                 raise ReviewError(f"the task's annotations disagree ({said}); settle it in the tool or delete all but "
                                   "one annotation, then export again", path, row=n, item=str(item))
-            ann = max(anns, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
-            label = _ann_label(ann)
+            name, ann = max(named, key=lambda na: (str(na[1].get("updated_at") or na[1].get("created_at") or ""),
+                                                   str(na[1].get("id") or 0).zfill(20)))  # ids 1, 'b': no TypeError
+            label = _ann_label(ann, name)
             if label is None:
                 skipped += 1
                 continue
@@ -217,9 +241,8 @@ def _flat_records(rows: list[dict[str, Any]], path: str, who: str, when: tuple[s
 
 
 def _review_file(rows: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
-    """A review file's answers: ``item_id``, ``label``, and the optional ``reviewer`` and
-    ``reviewed_at``; nothing else is read, since every other key is the item's own (a data
-    column ``created_at`` is no review time)."""
+    """A review file's answers: ``item_id``, ``label``, optional ``reviewer`` and ``reviewed_at``; no other
+    key is read, every other being the item's own (a data column ``created_at`` is no review time)."""
     return _flat_records(rows, path, "reviewer", ("reviewed_at",), "record has no item_id")
 
 
@@ -232,18 +255,19 @@ def _label_studio_min(rows: list[dict[str, Any]], path: str) -> tuple[list[Parse
 def _argilla(records: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
     out, skipped = [], 0
     for n, rec in enumerate(records, start=1):
-        meta = rec.get("metadata") or {}
+        with _record(path, n, None):
+            meta = _get(rec, "metadata", dict)
         item = meta.get("item_id") or rec.get("id")
         if item is None:
             raise ReviewError("record has no id or metadata.item_id", path, row=n)
         with _record(path, n, item):
             if "responses" in rec:  # nested: {"label": [{"value", "user_id", "status"}]}
-                answers = [(r.get("value"), r.get("user_id"), r.get("status", "submitted"))
-                           for r in (rec.get("responses") or {}).get(LABEL_QUESTION, [])]
+                answers = [(r.get("value"), r.get("user_id"), r.get("status", "submitted")) for r in _get(
+                    _get(rec, "responses", dict), LABEL_QUESTION, list, f"responses.{LABEL_QUESTION}", True)]
             else:  # flattened: "label.responses", "label.responses.users", "label.responses.status"
-                vals = rec.get(f"{LABEL_QUESTION}.responses") or []
-                users = rec.get(f"{LABEL_QUESTION}.responses.users") or [None] * len(vals)
-                status = rec.get(f"{LABEL_QUESTION}.responses.status") or ["submitted"] * len(vals)
+                vals = _get(rec, key := f"{LABEL_QUESTION}.responses", list)  # a string was read char by char
+                users = _get(rec, f"{key}.users", list) or [None] * len(vals)
+                status = _get(rec, f"{key}.status", list) or ["submitted"] * len(vals)
                 answers = list(zip(vals, users, status))
             submitted = [a for a in answers if a[2] in (None, "submitted") and a[0] not in (None, "")]
             if not submitted:
@@ -260,8 +284,7 @@ def _argilla(records: list[dict[str, Any]], path: str) -> tuple[list[ParsedRevie
 
 
 def _csv(path: Path) -> tuple[list[ParsedReview], int]:
-    problem = utf8_problem(path)
-    if problem:
+    if problem := utf8_problem(path):
         raise ReviewError(f"cannot read the CSV: {problem}", str(path))
     # a CSV export carries every data column; a long text cell is no error
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
@@ -284,7 +307,7 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
                 # ids keep their exact text (an id may start or end with a space); import_reviews
                 # falls back to the stripped text when the exact one is not an item
                 exact = {back(k).strip().lower(): back(v) or "" for k, v in raw.items() if k is not None}
-                row = {k: v.strip() for k, v in exact.items()}
+                row = {k: _text(v) for k, v in exact.items()}
                 if not row.get(id_col):
                     raise ReviewError(f"empty '{id_col}'", str(path), row=n)
                 if exported:
@@ -293,7 +316,7 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
                     skipped += 1
                     continue
                 with _record(str(path), n, exact[id_col]):
-                    out.append(ParsedReview(n, exact[id_col], exact["label"], _who(row.get("reviewer")),
+                    out.append(ParsedReview(n, exact[id_col], row["label"], _who(row.get("reviewer")),
                                             _time(row.get("reviewed_at")), row.get("cotrain_task") or None,
                                             row.get("cotrain_item") or None))
         except csv.Error as exc:
@@ -347,8 +370,7 @@ def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
         if _is_review_file(rows[0]):
             return ("parquet", *_review_file(rows, str(p)))
         return ("parquet", *_label_studio_min(rows, str(p)))
-    problem = utf8_problem(p)
-    if problem:
+    if problem := utf8_problem(p):
         raise ReviewError(f"not a JSON export: {problem}", str(p))
     text = p.read_text(encoding="utf-8-sig")
     try:
@@ -357,9 +379,11 @@ def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
         raise ReviewError(f"not a JSON export: {exc}", str(p)) from None
     if isinstance(data, dict):  # {"records": [...]} (Argilla to_dict-style wrappers)
         data = data.get("records", data.get("tasks", []))
-    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+    if not isinstance(data, list) or not data:
         raise ReviewError("holds no records" if data == [] else
                           "expected a JSON list of records (Label Studio or Argilla export)", str(p))
+    if bad := next((n for n, rec in enumerate(data, start=1) if not isinstance(rec, dict)), 0):  # no rec.get
+        raise ReviewError(f"the record is {_kind(data[bad - 1])}, not an object", str(p), row=bad)
     first = data[0]
     if _is_review_file(first):  # before the keys below: an item's field may be named 'annotations'
         return ("jsonl" if p.suffix.lower() in (".jsonl", ".ndjson") else "json", *_review_file(data, str(p)))

@@ -101,10 +101,10 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
     task = task_fingerprint(labels)
     if not parsed:
         raise ReviewError(f"no reviewed record in the file ({skipped} without an answer)", str(path))
-    wanted = [r.item_id for r in parsed]
-    if fmt == "csv":  # also the ids without the ' a CSV export put before a cell like =x, -x, @x,
-        # and without the spaces around a cell that a spreadsheet may have added
-        wanted += [r.item_id.strip() for r in parsed]
+    # also the ids without surrounding spaces (a spreadsheet's or a hand-edited file's), and in a
+    # CSV without the ' a CSV export put before a cell like =x, -x, @x
+    wanted = [r.item_id for r in parsed] + [r.item_id.strip() for r in parsed]
+    if fmt == "csv":
         wanted += [r.item_id.strip()[1:] for r in parsed if _formula_escaped(r.item_id.strip())]
     ids = pa.table({"item_id": pa.array(wanted, pa.string())})
     with store.registered(ids) as name:
@@ -112,10 +112,11 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
             f'SELECT DISTINCT i.item_id, i.split FROM items i JOIN {ident(name)} f ON f.item_id = i.item_id'
             ' WHERE i.run_id = ?', [rid]).fetchall())
     known = set(split)
-    if fmt == "csv":  # a CSV that started as a cotrain export reads back as the values it escaped
-        for r in parsed:
-            r.item_id = _resolve(r.item_id, known)
-            r.label = _resolve(r.label, labels)
+    for r in parsed:  # a CSV that started as a cotrain export reads back as the values it escaped
+        if fmt == "csv":
+            r.item_id, r.label = _resolve(r.item_id, known), _resolve(r.label, labels)
+        elif r.item_id not in known:
+            r.item_id = r.item_id.strip()
     contents = _contents(store, rid, fingerprinted_columns(store.data_columns(rid), info["label_column"]),
                          [r.item_id for r in parsed if r.content is not None and r.item_id in known])
     seen: dict[str, ParsedReview] = {}
