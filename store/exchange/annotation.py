@@ -17,6 +17,7 @@ from xml.sax.saxutils import quoteattr
 
 import pyarrow as pa
 
+from store.atomic import replacing, write_texts
 from store.database import Store
 from store.errors import StoreError
 from store.exchange.query import ITEM_TABLE, PROVENANCE, ExportFilter, export_query, field_aliases
@@ -126,7 +127,8 @@ def _to_hf(table: pa.Table, labels: list[str], images: list[str], roots: Sequenc
     if fmt == "hf":  # export_labels' guard_output has refused a non-empty folder unless forced
         ds.save_to_disk(str(out))
     else:
-        ds.to_parquet(str(out))
+        with replacing([out]) as (tmp,):
+            ds.to_parquet(str(tmp))
 
 
 # ------------------------------------------------------------------ Label Studio
@@ -164,8 +166,8 @@ def _to_label_studio(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str
         preds += [{"model_version": view, "score": conf, "result": result(label)}
                   for view, label, conf in votes.get(r["item_id"], [])]
         tasks.append({"data": data, "predictions": preds})
-    out.write_text(json.dumps(tasks, indent=1, default=str), encoding="utf-8")
-    out.with_suffix(".label_config.xml").write_text(label_studio_config(labels, fields, images), encoding="utf-8")
+    write_texts([(out, json.dumps(tasks, indent=1, default=str)),
+                 (out.with_suffix(".label_config.xml"), label_studio_config(labels, fields, images))])
 
 
 # ------------------------------------------------------------------ Argilla
@@ -217,6 +219,6 @@ def _to_argilla(rows: list[dict[str, Any]], votes: dict[str, list[tuple[str, str
         records.append({"id": r["item_id"], "fields": shown, "metadata": meta,
                         "suggestions": suggestion if r["label"] is not None else {},
                         "responses": {}, "vectors": {}, "status": "pending", "_server_id": None})
-    out.write_text(json.dumps(records, indent=1, default=str), encoding="utf-8")
-    out.with_suffix(".settings.json").write_text(
-        json.dumps(argilla_settings(labels, fields, images, views), indent=1), encoding="utf-8")
+    write_texts([(out, json.dumps(records, indent=1, default=str)),
+                 (out.with_suffix(".settings.json"), json.dumps(argilla_settings(labels, fields, images, views),
+                                                                 indent=1))])

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from store.atomic import replacing
 from store.database import Store
 from store.errors import StoreError
 from store.exchange.query import FLAT_FORMATS, PROVENANCE, REVIEW_COLUMNS, ExportFilter, ExportFormat, export_query
@@ -81,7 +82,8 @@ def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None
         sql = finite_select(sql, shape.columns, shape.types)
     options = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER", "jsonl": "FORMAT json",
                "json": "FORMAT json, ARRAY true"}[fmt]  # .json: one array, what json.load and pandas read
-    written = store.con.execute(f"COPY ({sql}) TO {literal(str(out))} ({options})", params).fetchone()
+    with replacing([out]) as (tmp,):  # whole or not at all: a killed export left half a file, then refused it
+        written = store.con.execute(f"COPY ({sql}) TO {literal(str(tmp))} ({options})", params).fetchone()
     return ExportCount(int(written[0]) if written else 0, unestimated)
 
 

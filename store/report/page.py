@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from store.atomic import write_texts
 from store.database import Store
 from store.errors import StoreError
 from store.report.data import report_data
@@ -165,7 +166,7 @@ def write_report(store: Store, out: str | Path, run_id: int | None = None, top_d
     guard_output(store, [p], force=True)
     if p.is_file() and not _is_report(p):
         raise StoreError(f"{p} already exists and is not a cotrain report; remove it or choose another name")
-    p.write_text(render(report_data(store, run_id, top_disputed)), encoding="utf-8")
+    write_texts([(p, render(report_data(store, run_id, top_disputed)))])  # a killed write kept the old one
     return p
 
 

@@ -1,0 +1,82 @@
+"""Exports and reports appear whole or not at all: a crash while writing keeps the
+destination as it was (a kill -9 left a truncated export whose retry was refused, and an
+emptied report that every later report refused as "not a cotrain report")."""
+from __future__ import annotations
+
+import gzip
+import os
+import stat
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from orchestrator import api
+from store.atomic import replacing, write_texts
+from store.database import Store
+from tests.conftest import synthetic_frame, write_config
+
+
+def test_a_failed_write_keeps_the_destination_and_leaves_no_temporary_file(tmp_path: Path):
+    dest, side = tmp_path / "out.json", tmp_path / "out.xml"
+    dest.write_text("old")
+    with pytest.raises(RuntimeError):
+        with replacing([dest, side]) as (tmp, tmp_side):
+            tmp.write_text("half a fi")
+            raise RuntimeError("killed")
+    assert dest.read_text() == "old" and not side.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_a_write_replaces_whole_files_with_the_usual_permissions_and_clears_leftovers(tmp_path: Path):
+    dest = tmp_path / "labels [1].csv"  # glob's special characters in the name
+    left = tmp_path / f".{'a' * 12}.part.{dest.name}"  # what a killed write left
+    left.write_text("half")
+    other = tmp_path / f".{'b' * 12}.part.other.csv"  # another destination's: kept
+    other.write_text("x")
+    write_texts([(dest, "id,label\n1,a\n")])
+    assert dest.read_text() == "id,label\n1,a\n" and not left.exists() and other.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o666 & ~umask
+
+
+def test_an_export_is_whole_keeps_its_compression_and_a_failed_one_keeps_the_old_file(tmp_path: Path):
+    df = synthetic_frame(n=60, n_gold=6, n_test=20)
+    cfg = write_config(tmp_path, df, store=str(tmp_path / "s.duckdb"), max_rounds=1)
+    api.run(cfg)
+    gz = tmp_path / "labels.csv.gz"
+    n = api.export(tmp_path / "s.duckdb", gz, "csv")
+    with gzip.open(gz, "rt") as fh:  # DuckDB reads the compression from the name: the temporary one ends with it
+        assert len(pd.read_csv(fh)) == n > 0
+    out = tmp_path / "labels.json"
+    api.export(tmp_path / "s.duckdb", out, "label-studio")
+    before = out.read_bytes()
+    with Store(tmp_path / "s.duckdb") as st:  # fault injection: the rows cannot be read this time
+        st.con.execute("ALTER TABLE pseudo_labels RENAME TO pl_away")
+    with pytest.raises(Exception):
+        api.export(tmp_path / "s.duckdb", out, "label-studio", force=True)
+    assert out.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if ".part." in p.name]
+
+
+def test_a_report_that_fails_while_written_keeps_the_previous_one(tmp_path: Path, monkeypatch):
+    df = synthetic_frame(n=60, n_gold=6, n_test=20)
+    api.run(write_config(tmp_path, df, store=str(tmp_path / "s.duckdb"), max_rounds=1))
+    html = tmp_path / "report.html"
+    api.report(tmp_path / "s.duckdb", html)
+    before = html.read_bytes()
+
+    real = Path.write_text
+
+    def killed(self, text, *a, **k):  # fault injection: the process dies half-way through the page
+        real(self, text[: len(text) // 2], *a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        api.report(tmp_path / "s.duckdb", html)
+    assert html.read_bytes() == before
+    monkeypatch.undo()
+    api.report(tmp_path / "s.duckdb", html)  # and the next report replaces it
+    assert html.stat().st_size > 0
