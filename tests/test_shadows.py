@@ -72,22 +72,25 @@ def test_a_shadow_trains_on_the_other_folds_gold_and_its_own_labels_only():
 
 
 class _Recording:
-    """A real (nearest-centroid) view that records the item ids of every fit."""
+    """A real (nearest-centroid) view that records the item ids of every fit and prediction."""
 
     name = "rec"
 
     def __init__(self) -> None:
         self.fits: list[set[str]] = []
+        self.predicted: list[list[set[str]]] = []
 
     def resolve_fields(self, columns):
         return ["x"]
 
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
         self.fits.append(set(items[ITEM_ID_COLUMN]))
+        self.predicted.append([])  # the prediction batches of this fit
         x = items["x"].to_numpy()
         self.centres = np.array([x[y == c].mean() if (y == c).any() else np.inf for c in range(3)])
 
     def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
+        self.predicted[-1].append(set(items[ITEM_ID_COLUMN]))
         d = -np.abs(items["x"].to_numpy()[:, None] - self.centres[None, :])
         p = np.exp(d - d.max(axis=1, keepdims=True))
         return p / p.sum(axis=1, keepdims=True)
@@ -115,6 +118,11 @@ def test_shadow_fits_never_see_their_folds_gold_items():
     assert set(ids[sh.sample[:2]]) <= view.fits[0] and not set(ids[sh.sample[:2]]) & view.fits[1]
     assert sr.oof.shape == (18, 1, 3) and np.array_equal(np.sort(sr.oof_y), np.repeat([0, 1, 2], 6))
     assert [len(x) for x in sr.left] == [len(sh.sample) - 2, len(sh.sample), len(sh.sample) - 1]
+    # each fold's held-out gold is predicted in one batch with that shadow's pool: a transductive
+    # (graph) view spreads over both at once, so its gold scores come from the regime it labels in
+    for f, batches in enumerate(view.predicted):  # batch_size 7: 6 held-out gold items and 1 pool item first
+        held = set(ids[sh.fold == f])
+        assert held < batches[0] and len(batches[0] - held) == 1 and set().union(*batches) == held | set(ids[sr.left[f]])
 
 
 class _PaidPlugin:
