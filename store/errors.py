@@ -18,10 +18,12 @@ INTERRUPTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, duckdb.Interru
 
 
 def is_interrupt(exc: BaseException) -> bool:
-    """Whether ``exc`` is Ctrl-C: one of :data:`INTERRUPTS`, or the plain ``RuntimeError('Query
-    interrupted')`` that DuckDB 2.0 raises instead of its ``InterruptException`` (a run stopped
-    mid-query was marked failed, and its user told to fix an error)."""
-    return isinstance(exc, INTERRUPTS) or (type(exc) is RuntimeError and str(exc) == "Query interrupted")
+    """Whether ``exc`` is Ctrl-C or a request to stop: one of :data:`INTERRUPTS`, the plain
+    ``RuntimeError('Query interrupted')`` that DuckDB 2.0 raises instead of its
+    ``InterruptException`` (a run stopped mid-query was marked failed, and its user told to fix
+    an error), or ``SystemExit``, which Ray's driver raises on SIGTERM (kill, docker stop,
+    Slurm): a run stopped that way was reported failed under Ray and interrupted without it."""
+    return isinstance(exc, (*INTERRUPTS, SystemExit)) or (type(exc) is RuntimeError and str(exc) == "Query interrupted")
 
 
 class CotrainError(Exception):

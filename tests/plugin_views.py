@@ -128,14 +128,16 @@ class FailingView(CentroidView):
     ``interrupt: <path>`` it raises DuckDB's ``InterruptException`` instead (what Ctrl-C becomes
     when the signal lands while a query runs), once: it leaves a file at that path. With
     ``by_signal`` the interruption is real: the view runs a long DuckDB query and sends its own
-    process SIGINT meanwhile (DuckDB 2.0 then raises ``RuntimeError('Query interrupted')``)."""
+    process SIGINT meanwhile (DuckDB 2.0 then raises ``RuntimeError('Query interrupted')``). With
+    ``exit_request`` it raises ``SystemExit`` (what Ray's driver turns SIGTERM into)."""
 
     def __init__(self, name: str, context: ViewContext, columns: Sequence[str] = (), fail_round: int = -1,
-                 interrupt: str = "", by_signal: bool = False):
+                 interrupt: str = "", by_signal: bool = False, exit_request: bool = False):
         super().__init__(name, context, columns)
         self.fail_round = fail_round
         self.interrupt = interrupt
         self.by_signal = by_signal
+        self.exit_request = exit_request
         self.round = 0
 
     def set_round(self, round_idx: int) -> None:
@@ -159,6 +161,8 @@ class FailingView(CentroidView):
                         # waiting main thread, else only when the query ends, and raises either way
                         con.execute("SELECT sum(range) FROM range(3000000000)").fetchall()
                         raise AssertionError("the SIGINT never reached the query")
+                    if self.exit_request:
+                        raise SystemExit(143)
                     raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
                 return super().fit(items, y, sample_weight)
             raise RuntimeError(f"boom in round {self.round}")

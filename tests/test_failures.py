@@ -113,6 +113,24 @@ def test_ctrl_c_during_a_query_is_an_interruption_not_a_failure(tmp_path: Path):
     assert res.run_id == 1 and res.resumed and res.status == "finished"
 
 
+def test_an_exit_request_mid_round_is_an_interruption_not_a_failure(tmp_path: Path):
+    """Ray's driver turns SIGTERM (kill, docker stop, Slurm) into ``SystemExit``: the run was
+    reported "stopped with an error (failed: SystemExit)" while the store still said running,
+    where the local engine's SIGTERM read as interrupted. It is an interruption on both."""
+    cfg = write_config(tmp_path)
+    _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:FailingView",
+                                                    "columns": ["b_0", "b_1"], "fail_round": 2, "exit_request": True,
+                                                    "interrupt": str(tmp_path / "interrupted")}))
+    with pytest.raises(RunInterrupted) as info:
+        api.run(cfg)
+    assert info.value.last_round == 1
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT status FROM runs") == "running"
+    assert api.status(tmp_path / "run.duckdb").live["state"] == "interrupted"
+    res = api.run(cfg)
+    assert res.run_id == 1 and res.resumed and res.status == "finished"
+
+
 def test_a_real_ctrl_c_mid_query_exits_130_and_the_run_resumes(tmp_path: Path):
     """SIGINT while DuckDB runs a query: DuckDB 2.0 raises a plain ``RuntimeError('Query
     interrupted')``, which marked the run failed and printed an error. It is an interruption."""
