@@ -22,6 +22,7 @@ transaction rolls back and a re-run redoes the round whole.
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import os
 import pickle
@@ -307,7 +308,31 @@ def _shard_base(cfg: EngineConfig, store: Store, base_dir: Path) -> tuple[str, l
         base = tempfile.mkdtemp(prefix="cotrain-shards-")
         return base, [base]
     base = f"{Path(store.path).resolve()}.shards"
-    return base, [] if Path(base).exists() else [base]
+    return base, [base]  # the store's own: removed when nothing is left in it (a killed attempt's shards go first)
+
+
+def shard_prefix(store_path: str, run_id: int) -> str:
+    """How the shard folders of ``run_id`` of the store at ``store_path`` begin: ``run-<id>-<8
+    hex digits of the store's path>-`` (a ``shard_dir`` may be shared by several stores)."""
+    where = ":memory:" if store_path == ":memory:" else str(Path(store_path).resolve())
+    return f"run-{int(run_id)}-{hashlib.sha256(where.encode()).hexdigest()[:8]}-"
+
+
+def _clear_stale(base: str, prefix: str) -> None:
+    """Remove the shard folders under ``base`` that an earlier attempt of this run left (a
+    ``kill -9`` skips the engine's close): each was a full copy of the pool's fields. The
+    store's lock says no other process runs this run now."""
+    import pyarrow.fs as pafs
+
+    fs, root = _filesystem(base)
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except OSError:
+        return
+    for e in entries:
+        if e.type == pafs.FileType.Directory and e.base_name.startswith(prefix):
+            log.info("ray engine: removing the shards a stopped attempt of this run left in %s", e.path)
+            _remove_folder(f"{base.rstrip('/')}/{e.base_name}")
 
 
 def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequence[str], item_id: pa.Array, *,
@@ -343,7 +368,9 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
         t = time.perf_counter()
         if travel:
             base, engine.made = _shard_base(cfg, store, Path(base_dir))
-            engine.folder = f"{base.rstrip('/')}/run-{int(run_id)}-{uuid.uuid4().hex[:8]}"
+            prefix = shard_prefix(store.path, run_id)
+            _clear_stale(base, prefix)
+            engine.folder = f"{base.rstrip('/')}/{prefix}{uuid.uuid4().hex[:8]}"
             write_shards(store, run_id, fields, item_id, engine.folder, cfg.shard_rows)
         for v in hosted:
             name, max_batch = v.batched_model()  # type: ignore[attr-defined]
@@ -358,4 +385,4 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
     return engine
 
 
-__all__ = ["PoolPredictor", "RayEngine", "actor_count", "open_ray_engine", "write_shards"]
+__all__ = ["PoolPredictor", "RayEngine", "actor_count", "open_ray_engine", "shard_prefix", "write_shards"]

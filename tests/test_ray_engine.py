@@ -13,7 +13,7 @@ import yaml
 
 from orchestrator import api
 from orchestrator.engine_config import EngineConfig
-from orchestrator.ray_engine import actor_count, write_shards
+from orchestrator.ray_engine import actor_count, shard_prefix, write_shards
 from store.database import Store
 from store.errors import ConfigError, ViewError
 from tests.conftest import synthetic_frame, write_config
@@ -69,13 +69,18 @@ def local_outcome(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_a_local_cluster_gives_the_local_engines_labels(tmp_path: Path, local_outcome: dict[str, Any]):
-    api.run(_config(tmp_path, {"kind": "ray", "object_store_mb": 512, "shard_rows": 1000}, max_rounds=1))
+    cfg = _config(tmp_path, {"kind": "ray", "object_store_mb": 512, "shard_rows": 1000}, max_rounds=1)
+    # what a kill -9 of an earlier attempt of this run left: a full copy of the pool's fields
+    stale = tmp_path / "run.duckdb.shards" / f"{shard_prefix(str(tmp_path / 'run.duckdb'), 1)}deadbeef"
+    stale.mkdir(parents=True)
+    (stale / "part-00000.parquet").write_bytes(b"PAR1")
+    api.run(cfg)
     got = _outcome(tmp_path / "run.duckdb")
     assert local_outcome["labels"] and got["labels"] == local_outcome["labels"]
     assert got["predictions"] == local_outcome["predictions"]  # every view's vote on every pool item, every round
     assert got["rounds"] == local_outcome["rounds"]
     assert not ray.is_initialized()  # the cluster the run started is stopped with it
-    assert not (tmp_path / "run.duckdb.shards").exists()  # and its shards removed
+    assert not (tmp_path / "run.duckdb.shards").exists()  # its shards removed, and those a killed attempt left
 
 
 @pytest.mark.slow  # about 20 s on CI: a cluster started for one failing pass
