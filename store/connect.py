@@ -8,7 +8,14 @@ statement runs (measured: a query signalled at 0.5 s ran on to its end, 21 s).
 """
 from __future__ import annotations
 
+import time
+
 import duckdb
+
+#: How long opening a store waits for another process's lock to go: ``cotrain status`` holds
+#: it for about a second, and a ``cotrain run`` started meanwhile (``watch cotrain status``
+#: beside it) was refused in 3 of 12 tries. A run that holds it is still refused, this much later.
+LOCK_WAIT_S = 3.0
 
 
 def connect(path: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -22,4 +29,19 @@ def connect(path: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyC
     return con
 
 
-__all__ = ["connect"]
+def connect_when_unlocked(path: str, read_only: bool = False, wait_s: float = LOCK_WAIT_S
+                          ) -> duckdb.DuckDBPyConnection:
+    """:func:`connect`, trying again while another process holds the file's lock, for up to
+    ``wait_s`` seconds; then DuckDB's lock error (naming the holder's PID) as it came."""
+    deadline, pause = time.monotonic() + wait_s, 0.05
+    while True:
+        try:
+            return connect(path, read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
+__all__ = ["LOCK_WAIT_S", "connect", "connect_when_unlocked"]

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from store.arrow import by_row, rows_as_lists
 from store.buffers import SNAPSHOT_SLICE_ROWS, default_memory_limit, drop_cached_blocks
-from store.connect import connect
+from store.connect import LOCK_WAIT_S, connect, connect_when_unlocked
 from store.errors import StoreError
 from store.migrate import apply_migrations, pending_migrations
 from store.secrets import redact
@@ -52,7 +52,8 @@ class Store:
     up to date (its migrations only add tables, columns and views), then reopened read-only.
     """
 
-    def __init__(self, path: str | Path = ":memory:", read_only: bool = False, create: bool = True) -> None:
+    def __init__(self, path: str | Path = ":memory:", read_only: bool = False, create: bool = True,
+                 lock_wait_s: float | None = None) -> None:
         self.path = str(path)
         self.read_only = read_only
         self._lock = threading.Lock()
@@ -60,7 +61,10 @@ class Store:
         self._default_limit: str | None = None  # DuckDB's on this machine, read once (store.buffers)
         check_store_path(self.path, read_only, create)
         try:
-            self.con = connect(self.path, read_only=read_only)
+            # a writer waits out a reader's brief hold; a reader finds a writer (a run) holding it
+            # for long, and `status` then reads the run's progress file at once
+            wait = (0.0 if read_only else LOCK_WAIT_S) if lock_wait_s is None else lock_wait_s
+            self.con = connect_when_unlocked(self.path, read_only, wait)
         except duckdb.IOException as exc:
             msg = str(exc)
             if "lock" in msg.lower():
