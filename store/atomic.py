@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -58,6 +59,29 @@ def replacing(paths: Sequence[str | Path]) -> Iterator[list[Path]]:
             t.unlink(missing_ok=True)
 
 
+@contextmanager
+def replacing_folder(path: str | Path) -> Iterator[Path]:
+    """A temporary folder to write instead of ``path`` (absent or empty), renamed over it when
+    the block ends without an error, removed on an error. A non-empty ``path`` (an export
+    forced into a folder that holds files) is written in place: it cannot be renamed over."""
+    dest = Path(path)
+    if dest.is_dir() and any(dest.iterdir()):
+        yield dest
+        return
+    for old in _leftovers(dest):
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    tmp = dest.parent / f".{uuid.uuid4().hex[:12]}{PART}{dest.name}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.replace(tmp, dest)  # over an empty folder too
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_texts(files: Sequence[tuple[str | Path, str]]) -> None:
     """Write each (path, text) as UTF-8, all of them whole or none (:func:`replacing`)."""
     with replacing([p for p, _ in files]) as temps:
@@ -65,4 +89,4 @@ def write_texts(files: Sequence[tuple[str | Path, str]]) -> None:
             t.write_text(text, encoding="utf-8")
 
 
-__all__ = ["PART", "replacing", "write_texts"]
+__all__ = ["PART", "replacing", "replacing_folder", "write_texts"]

@@ -80,3 +80,21 @@ def test_a_report_that_fails_while_written_keeps_the_previous_one(tmp_path: Path
     monkeypatch.undo()
     api.report(tmp_path / "s.duckdb", html)  # and the next report replaces it
     assert html.stat().st_size > 0
+
+
+def test_a_folder_export_appears_whole_or_not_at_all(tmp_path: Path):
+    from store.atomic import replacing_folder
+
+    dest = tmp_path / "hf"
+    with pytest.raises(RuntimeError):
+        with replacing_folder(dest) as folder:
+            (folder / "data-00000.arrow").write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert not dest.exists() and list(tmp_path.iterdir()) == []
+    dest.mkdir()  # an empty folder is replaced whole
+    with replacing_folder(dest) as folder:
+        assert folder != dest
+        (folder / "dataset_info.json").write_text("{}")
+    assert [p.name for p in dest.iterdir()] == ["dataset_info.json"] and list(tmp_path.iterdir()) == [dest]
+    with replacing_folder(dest) as folder:  # a folder that holds files (export --force): written in place
+        assert folder == dest

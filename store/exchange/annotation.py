@@ -17,7 +17,7 @@ from xml.sax.saxutils import quoteattr
 
 import pyarrow as pa
 
-from store.atomic import replacing, write_texts
+from store.atomic import replacing, replacing_folder, write_texts
 from store.database import Store
 from store.errors import StoreError
 from store.exchange.query import ITEM_TABLE, PROVENANCE, ExportFilter, export_query, field_aliases
@@ -125,7 +125,8 @@ def _to_hf(table: pa.Table, labels: list[str], images: list[str], roots: Sequenc
             continue
         ds = ds.cast_column(col, datasets.Image())
     if fmt == "hf":  # export_labels' guard_output has refused a non-empty folder unless forced
-        ds.save_to_disk(str(out))
+        with replacing_folder(out) as folder:
+            ds.save_to_disk(str(folder))
     else:
         with replacing([out]) as (tmp,):
             ds.to_parquet(str(tmp))
