@@ -96,12 +96,16 @@ def test_a_failed_run_resumes_with_nothing_committed_lost(tmp_path: Path):
         assert st.scalar("SELECT count(*) FROM pseudo_labels WHERE run_id = 1") == kept
 
 
-def test_ctrl_c_during_a_query_is_an_interruption_not_a_failure(tmp_path: Path):
-    # DuckDB turns a SIGINT that lands mid-query into its own InterruptException (an Exception):
-    # the run must stay resumable ("running", not "failed") and say how far it got
+@pytest.mark.parametrize("exit_request", [False, True])
+def test_an_interruption_mid_round_is_not_a_failure(tmp_path: Path, exit_request: bool):
+    """DuckDB turns a SIGINT that lands mid-query into its own InterruptException (an
+    Exception), and Ray's driver turns SIGTERM (kill, docker stop, Slurm) into SystemExit,
+    which was reported "stopped with an error (failed: SystemExit)" while the store still said
+    running. Either way the run stays resumable ("running", not "failed") and says how far it got."""
     cfg = write_config(tmp_path)
     _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:FailingView",
                                                     "columns": ["b_0", "b_1"], "fail_round": 2,
+                                                    "exit_request": exit_request,
                                                     "interrupt": str(tmp_path / "interrupted")}))
     with pytest.raises(RunInterrupted) as info:
         api.run(cfg)
@@ -109,25 +113,8 @@ def test_ctrl_c_during_a_query_is_an_interruption_not_a_failure(tmp_path: Path):
     with Store(tmp_path / "run.duckdb", read_only=True) as st:
         assert st.scalar("SELECT status FROM runs") == "running"
         assert st.scalar("SELECT max(round) FROM rounds") == 1
-    res = api.run(cfg)  # the same config resumes the same run
-    assert res.run_id == 1 and res.resumed and res.status == "finished"
-
-
-def test_an_exit_request_mid_round_is_an_interruption_not_a_failure(tmp_path: Path):
-    """Ray's driver turns SIGTERM (kill, docker stop, Slurm) into ``SystemExit``: the run was
-    reported "stopped with an error (failed: SystemExit)" while the store still said running,
-    where the local engine's SIGTERM read as interrupted. It is an interruption on both."""
-    cfg = write_config(tmp_path)
-    _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:FailingView",
-                                                    "columns": ["b_0", "b_1"], "fail_round": 2, "exit_request": True,
-                                                    "interrupt": str(tmp_path / "interrupted")}))
-    with pytest.raises(RunInterrupted) as info:
-        api.run(cfg)
-    assert info.value.last_round == 1
-    with Store(tmp_path / "run.duckdb", read_only=True) as st:
-        assert st.scalar("SELECT status FROM runs") == "running"
     assert api.status(tmp_path / "run.duckdb").live["state"] == "interrupted"
-    res = api.run(cfg)
+    res = api.run(cfg)  # the same config resumes the same run
     assert res.run_id == 1 and res.resumed and res.status == "finished"
 
 
