@@ -25,21 +25,35 @@ def cut_rank(frames: Callable[[], Iterable[pd.DataFrame]], views: Sequence[View]
     """Minus the cut statistic of each pool item's combined label (higher ranks first), in
     the feature space of ``cut_view`` (default: the first view that exposes features);
     ``frames()`` yields the pool's items in order."""
-    able = [v for v in views if isinstance(v, Featurizer)]
-    view = next((v for v in able if v.name == cut_view), None) if cut_view else (able[0] if able else None)
-    if view is None:
-        raise ConfigError("cotrain.cut_view", f"view '{cut_view or views[0].name}' exposes no features "
-                          "to build the cut statistic's graph in")
+    view = cut_space(views, cut_view)
     from scipy import sparse  # here, not at import: it sat on every run's start-up path (0.1 s)
 
-    parts = [view.features(df) for df in frames()]
-    if parts and sparse.issparse(parts[0]):
-        return -cut_statistic(sparse.vstack(parts).tocsr(), labels, prior, n_neighbors)
-    X = np.vstack(parts)
+    # one call over the whole pool: a graph view fits its TF-IDF or scaler over what it is given,
+    # so per-batch calls put an item's row in another space in each batch (stacked TF-IDF
+    # vocabularies failed, and batch_size changed which labels were picked)
+    parts = list(frames())
+    X = view.features(pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]) if parts else np.zeros((0, 0))
+    if sparse.issparse(X):
+        return -cut_statistic(X.tocsr(), labels, prior, n_neighbors)
+    X = np.asarray(X)
     placed = ~np.isnan(X).any(axis=1)  # an item the view cannot see (an unreadable image): no place
     rank = np.full(len(X), -np.inf)    # in its space, so no neighbourhood vouches for it: ranked last
     rank[placed] = -cut_statistic(X[placed], np.asarray(labels)[placed], prior, n_neighbors)
     return rank
+
+
+def cut_space(views: Sequence[View], cut_view: str | None) -> Featurizer:
+    """The view whose features the cut statistic's graph is built in: ``cut_view``, else the
+    first view that exposes features. Checked when the views are built, so a view with no
+    features (an LLM view) is refused before round 0, not after its work (and its calls)."""
+    able = [v for v in views if isinstance(v, Featurizer)]
+    view = next((v for v in able if getattr(v, "name", None) == cut_view), None) if cut_view else \
+        (able[0] if able else None)
+    if view is None:
+        named = cut_view or (views[0].name if views else "")
+        raise ConfigError("cotrain.cut_view", f"view '{named}' exposes no features to build the cut statistic's "
+                          "graph in (a sklearn, embedding, vision or graph view does)")
+    return view
 
 
 def cut_statistic(X: Any, labels: np.ndarray, prior: np.ndarray, n_neighbors: int = 20) -> np.ndarray:
@@ -70,4 +84,4 @@ def cut_statistic(X: Any, labels: np.ndarray, prior: np.ndarray, n_neighbors: in
     return z
 
 
-__all__ = ["cut_rank", "cut_statistic"]
+__all__ = ["cut_space", "cut_rank", "cut_statistic"]

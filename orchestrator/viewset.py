@@ -138,6 +138,11 @@ def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: 
         view = build_view(vc.name, vc.kind, vc.view_params, ctx)  # the model validated at load
         fields.update(_resolve_fields(view, cfg, columns))
         views.append(view)
+    c = cfg.cotrain
+    if c.select == "cut_statistic" and (not dry_run or c.cut_view in {v.name for v in views}):
+        from orchestrator.cut_statistic import cut_space  # a dry run builds no plug-in, which may be the space
+
+        cut_space(views, c.cut_view)
     return views, sorted(fields)
 
 

@@ -9,6 +9,7 @@ bombs before anything is decoded.
 """
 from __future__ import annotations
 
+import filecmp
 import io
 import math
 import os
@@ -62,10 +63,13 @@ class ImageSource:
     where: str  # file path, or "<bytes of item X>"
     path: Path | None = None
     data: bytes | None = None
+    problem: str | None = None  # why no image can be read for the item, found while resolving it
 
     def read(self) -> bytes:
         """The image's bytes. A path must be a regular file of at most ``MAX_IMAGE_BYTES``
         (opened without blocking: a named pipe hung the run, ``/dev/zero`` filled memory)."""
+        if self.problem is not None:
+            raise ImageProblem(self.where, self.problem)
         if self.data is not None:
             return self.data
         assert self.path is not None
@@ -120,8 +124,11 @@ def open_image(data: bytes, where: str) -> Any:
 def resolve_source(value: Any, roots: Sequence[Path], item_id: str) -> ImageSource:
     """The source of an image cell: bytes, an HF image struct, or a path string.
 
-    A relative path is looked up under each of ``roots`` in turn (the data files' folders);
-    when it is under none, the first root's candidate is named in the problem.
+    A relative path is looked up under each of ``roots`` (the data files' folders); when it is
+    under none, the first root's candidate is named in the problem. When it is under several
+    and the files differ, the image is ambiguous: a test file's ``img/0.png`` beside its own
+    folder was read from the train file's folder, silently (two views scored 0.30 on test
+    against 0.93 with distinct names).
     """
     if isinstance(value, dict):  # Hugging Face datasets Image(): {"bytes": ..., "path": ...}
         if value.get("bytes") is not None:
@@ -136,7 +143,10 @@ def resolve_source(value: Any, roots: Sequence[Path], item_id: str) -> ImageSour
     if p.is_absolute():
         return ImageSource(where=str(p), path=p)
     candidates = [r / p for r in roots] or [p]
-    for c in candidates:
-        if c.is_file():
-            return ImageSource(where=str(c), path=c)
+    found = [c for c in candidates if c.is_file()]
+    if len(found) > 1 and not all(filecmp.cmp(found[0], c, shallow=False) for c in found[1:]):
+        return ImageSource(where=str(p), problem=f"ambiguous: the data files' folders hold different files of that "
+                           f"name ({', '.join(str(c) for c in found)}); set the view's image_root or give absolute paths")
+    if found:
+        return ImageSource(where=str(found[0]), path=found[0])
     return ImageSource(where=str(candidates[0]), path=candidates[0])

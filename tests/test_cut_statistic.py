@@ -85,3 +85,41 @@ def test_cut_statistic_needs_policy_auto_and_a_known_view(tmp_path: Path):
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ConfigError, match="ranks the candidates of policy 'auto'"):
         api.run(path)
+
+
+def test_a_cut_view_without_features_is_refused_before_round_0(tmp_path: Path):
+    """It was refused after round 0's cross-validation, fits and predictions (for an LLM view,
+    after round 0's calls were paid for), leaving the run failed."""
+    df, _ = blob_frame(n_train=200, n_test=50)
+    path = write_blob_run(tmp_path, df)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["views"][1] = {"name": "cen", "kind": "tests.plugin_views:CentroidView", "columns": ["b_0", "b_1"]}
+    cfg["cotrain"].update(select="cut_statistic", cut_view="cen")
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=r"view 'cen' exposes no features"):
+        api.run(path)
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM runs") == 0 and st.scalar("SELECT count(*) FROM rounds") == 0
+
+
+def test_the_cut_statistic_space_does_not_depend_on_the_batch_size():
+    """A graph view fits its TF-IDF (or scaler) over what it is given: with one call per
+    batch an item's row lay in another space in each batch, stacked vocabularies failed
+    ("incompatible dimensions") and batch_size changed the ranking. The pool is one call now."""
+    import pandas as pd
+
+    from orchestrator.cut_statistic import cut_rank
+    from views.base import ViewContext
+    from views.graph import GraphView
+
+    rng = np.random.default_rng(0)
+    words = np.array(["goal", "match", "team", "score", "bread", "oven", "flour", "bake"])
+    y = rng.integers(0, 2, 300)
+    text = [" ".join(rng.choice(words[4 * c:4 * c + 4], 5)) + " " + " ".join(rng.choice(words, 2)) for c in y]
+    frame = pd.DataFrame({"text": text})
+    view = GraphView.from_params("g", ViewContext(("sport", "food"), 0), text="text", features="tfidf")
+    view.resolve_fields(["text"])
+    labels, prior = y.copy(), np.array([0.5, 0.5])
+    whole = cut_rank(lambda: iter([frame]), [view], labels, prior, "g", 10)
+    batched = cut_rank(lambda: (frame.iloc[i:i + 70] for i in range(0, 300, 70)), [view], labels, prior, "g", 10)
+    np.testing.assert_allclose(batched, whole)

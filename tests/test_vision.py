@@ -18,7 +18,7 @@ from orchestrator.config import parse_config
 from orchestrator.rounds import build_views
 from store.adapters import StoreCache, StoreProblems
 from store.database import Store
-from store.errors import ConfigError, CotrainError
+from store.errors import ConfigError, CotrainError, ViewError
 from views.base import ITEM_ID_COLUMN, ViewContext
 from views.vision.images import ImageProblem, decode
 from views.vision.view import VisionView
@@ -247,6 +247,8 @@ def test_the_cut_statistic_is_built_in_a_vision_views_space(digits_folder: Path)
     labels = df["label"].fillna(0).astype(int).to_numpy()
     rank = cut_rank(lambda: iter([df.iloc[:20], df.iloc[20:]]), [view], labels, np.full(10, 0.1), None, 5)
     assert np.isneginf(rank[[3, 5, 9]]).all() and np.isfinite(np.delete(rank, [3, 5, 9])).all()
+    broken = df.iloc[[3, 5, 9]].reset_index(drop=True)  # a batch with no readable image: the encoder's width, NaN
+    assert view.features(broken).shape == (3, 1280) and np.isnan(view.features(broken)).all()
 
     cfg = yaml.safe_load(_config(digits_folder, "cut.duckdb").read_text())
     cfg["cotrain"] = {"policy": "auto", "select": "cut_statistic", "max_rounds": 1, "calibration_folds": 0}
@@ -277,6 +279,7 @@ def test_a_graph_view_spreads_labels_over_image_vectors_a_vision_view_cached(dig
                   np.ones(len(gold)))
         proba = graph.predict_proba(df)
         X = graph.features(df)
+        none = graph.features(df.iloc[[3, 5, 9]].reset_index(drop=True))  # nothing readable in it
         assert graph._vision_view().encoded_count_ == 0  # every vector came from the vision view's cache
     broken = [3, 5, 9]
     assert np.isnan(proba[broken]).all()
@@ -284,7 +287,7 @@ def test_a_graph_view_spreads_labels_over_image_vectors_a_vision_view_cached(dig
     assert ok.sum() >= len(df) - 3 - 5 and np.allclose(proba[ok].sum(axis=1), 1)  # a few may go unreached
     right = proba[test].argmax(axis=1) == df.loc[test, "label"].astype(int).to_numpy()
     assert right[ok[test]].mean() > 0.4  # 10 classes, 40 gold 8x8 digits (the vision view: > 0.4 too); chance 0.1
-    assert X.shape == (len(df), 1280) and np.isnan(X[broken]).all()
+    assert X.shape == (len(df), 1280) and np.isnan(X[broken]).all() and none.shape == (3, 1280)
     assert np.allclose(np.linalg.norm(np.delete(X, broken, 0), axis=1), 1, atol=1e-5)
 
 
@@ -521,3 +524,34 @@ def test_frames_without_item_ids_never_share_what_was_read(digits_folder: Path):
     assert mask.tolist() == [False, True]
     _, mask = view.encode(df.iloc[[0, 3]].reset_index(drop=True))
     assert mask.tolist() == [True, False]
+
+
+def test_a_relative_image_path_in_two_data_folders_is_ambiguous_unless_the_files_match(tmp_path: Path):
+    """A test file beside its own img/0.png was read from the train file's folder, which held
+    another img/0.png: two views scored 0.30 on test against 0.93 with distinct names."""
+    from store.media import resolve_source
+
+    train, test = tmp_path / "train", tmp_path / "test"
+    for d, seed in ((train, 0), (test, 1)):
+        (d / "img").mkdir(parents=True)
+        _digit_png(np.random.default_rng(seed).random(64)).save(d / "img" / "0.png")
+        _digit_png(np.zeros(64)).save(d / "img" / "same.png")
+    src = resolve_source("img/0.png", [train, test], "it1")
+    with pytest.raises(ImageProblem, match=r"ambiguous: the data files' folders hold different files of that name"):
+        src.read()
+    assert resolve_source("img/same.png", [train, test], "it2").path == train / "img" / "same.png"  # a copy: fine
+    assert resolve_source("img/0.png", [test], "it3").path == test / "img" / "0.png"
+
+
+def test_a_missing_image_root_is_one_error_and_unreadable_images_are_warned_about_a_few_at_a_time(
+        tmp_path: Path, caplog):
+    ctx = ViewContext(labels=tuple(DIGITS), seed=0, base_dir=tmp_path, data_dirs=(tmp_path,))
+    view = VisionView.from_params("vision", ctx, image="image", image_size=32, image_root="nowhere")
+    with pytest.raises(ViewError, match=r"view 'vision': image_root 'nowhere' is not a folder"):
+        view.resolve_fields(["image"])
+    view = VisionView.from_params("vision", ctx, image="image", image_size=32)
+    frame = pd.DataFrame({"image": [f"gone/{i}.png" for i in range(12)], ITEM_ID_COLUMN: [f"it{i}" for i in range(12)]})
+    with caplog.at_level(logging.WARNING, logger="cotrain"):
+        _, mask = view.encode(frame)
+    lines = [r.getMessage() for r in caplog.records if r.name == "cotrain"]
+    assert not mask.any() and len(lines) == 6 and "7 more item(s) abstain" in lines[-1]

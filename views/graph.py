@@ -196,7 +196,7 @@ class GraphView(ParamsView):
         if self._embedder is None:
             from views.embedding import EmbeddingView
 
-            self._embedder = EmbeddingView(f"{self.name}.features", self.context,
+            self._embedder = EmbeddingView(self.name, self.context,  # its warnings and errors name this view
                                            EmbeddingParams(text=self.text or "", encoder=self._encoder_name))
         return self._embedder
 
@@ -206,7 +206,7 @@ class GraphView(ParamsView):
         if self._imager is None:
             from views.vision.view import VisionView
 
-            self._imager = VisionView(f"{self.name}.features", self.context,
+            self._imager = VisionView(self.name, self.context,  # its warnings and problems name this view
                                       VisionParams(image=self.image or "", encoder=self._encoder_name,
                                                    image_size=self.image_size, image_root=self.image_root))
         return self._imager
@@ -270,11 +270,11 @@ class GraphView(ParamsView):
         """The space the graph is built in, over ``items`` alone (embeddings, unit image
         vectors with a NaN row where an image cannot be read; TF-IDF or standardised columns
         fitted over them)."""
-        if self.image:
-            X, mask = self._readable(items)
-            out = np.full((len(items), X.shape[1] if X.ndim == 2 and X.shape[1] else 1), np.nan)
-            out[mask] = X
-            return out
+        if self.image:  # the encoder's width even when no item of ``items`` is readable
+            X = self._vision_view().features(items).astype(np.float64)
+            ok = ~np.isnan(X).any(axis=1)
+            X[ok] = _unit_rows(X[ok])
+            return X
         raw = self._raw(items)
         empty = [] if self.text and self.feature_kind == "tfidf" else np.zeros((0,) + np.shape(raw)[1:])
         return self._graph_features(empty, raw)

@@ -30,6 +30,10 @@ from views.vision.images import content_key, decode, normalise
 log = logging.getLogger("cotrain")
 
 
+#: Unreadable images warned about one by one per view; the rest are counted in one line.
+PROBLEMS_SHOWN = 5
+
+
 class VisionView(ParamsView):
     """Image features from a frozen encoder + a head; parameters: :class:`VisionParams`.
 
@@ -82,12 +86,17 @@ class VisionView(ParamsView):
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
         if self.image not in columns:
             raise ViewError(self.name, f"image field '{self.image}' is not a column of the data")
+        if self.image_root and not self._roots()[0].is_dir():  # else every image was "file not found"
+            raise ViewError(self.name, f"image_root '{self.image_root}' is not a folder ({self._roots()[0]})")
         if self.backend == "onnx" and not onnxruntime_available():
             raise ViewError(self.name, "backend 'onnx' needs onnxruntime and onnx: pip install 'cotrain[vision]'")
         if self.context.dry_run:  # import the encoder, but call no user factory
             from views.vision.encoders import check_encoder
 
-            check_encoder(self.encoder, self.tokenizer)
+            try:
+                check_encoder(self.encoder, self.tokenizer)
+            except ViewError as exc:  # named after the view, not the encoder
+                raise ViewError(self.name, exc.detail) from None
         else:
             self._torch_encoder()  # import, build and load weights now: a bad encoder fails before any run starts
         return [self.image]
@@ -141,9 +150,12 @@ class VisionView(ParamsView):
         return list(self.context.data_dirs) or [self.context.base_dir]
 
     def _problem(self, item_id: str, problem: ImageProblem) -> None:
+        """File an unreadable image; the first ``PROBLEMS_SHOWN`` are warned about one by one
+        (a wrong image_root warned 309 times), the rest in one line per call (``_features``)."""
         if item_id not in self._bad:
             self._bad[item_id] = problem
-            log.warning("view %s: item %s abstains: %s: %s", self.name, item_id, problem.where, problem.problem)
+            if len(self._bad) <= PROBLEMS_SHOWN:
+                log.warning("view %s: item %s abstains: %s: %s", self.name, item_id, problem.where, problem.problem)
             if self.context.problems is not None:
                 self.context.problems.report(self.name, item_id, problem.problem, problem.where)
 
@@ -152,8 +164,9 @@ class VisionView(ParamsView):
         cannot be read): the space a graph or the cut statistic is built in
         (``views.base.Featurizer``)."""
         X, mask = self.encode(items)
-        out = np.full((len(items), X.shape[1] if X.ndim == 2 and X.shape[1] else self._dim()), np.nan, np.float32)
-        out[mask] = X
+        out = np.full((len(items), X.shape[1] if mask.any() else self._dim()), np.nan, np.float32)
+        if mask.any():  # none readable: X is (0, 0), and the rows stay NaN
+            out[mask] = X
         return out
 
     def _dim(self) -> int:
@@ -178,6 +191,7 @@ class VisionView(ParamsView):
 
     def _features(self, items: pd.DataFrame, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
         roots = self._roots()
+        bad_before = len(self._bad)
         keys: list[str | None] = []
         owners: dict[str, list[int]] = {}  # content key -> positions of the items showing it
         blobs: dict[str, tuple[bytes, str]] = {}  # content key -> (bytes, where), read this call
@@ -200,6 +214,10 @@ class VisionView(ParamsView):
             found.update(self._encode_missing([k for k in missing if k in blobs], blobs, owners, ids, namespace))
         mask = np.array([k is not None and k in found for k in keys], dtype=bool)
         X = np.stack([found[k] for k, ok in zip(keys, mask) if ok]) if mask.any() else np.zeros((0, 0), np.float32)
+        unshown = len(self._bad) - max(bad_before, PROBLEMS_SHOWN)
+        if unshown > 0:
+            log.warning("view %s: %d more item(s) abstain, their images unreadable (cotrain status lists them)",
+                        self.name, unshown)
         return X, mask
 
     def _read(self, item_id: str, src: Any, blobs: dict[str, tuple[bytes, str]]) -> str | None:
