@@ -98,3 +98,52 @@ def test_a_folder_export_appears_whole_or_not_at_all(tmp_path: Path):
     assert [p.name for p in dest.iterdir()] == ["dataset_info.json"] and list(tmp_path.iterdir()) == [dest]
     with replacing_folder(dest) as folder:  # a folder that holds files (export --force): written in place
         assert folder == dest
+
+
+def test_writes_keep_a_links_target_a_files_mode_and_take_long_names(tmp_path: Path):
+    """Through a symbolic link the file lands where it points (renaming over the link cut
+    it, and an hf export into a linked folder failed after writing everything); an existing
+    file keeps its mode (a 0600 report became 0644); a 245-byte name still works."""
+    from store.atomic import replacing_folder
+
+    real = tmp_path / "disk"
+    real.mkdir()
+    (real / "labels.csv").write_text("old")
+    (tmp_path / "labels.csv").symlink_to(real / "labels.csv")
+    os.chmod(real / "labels.csv", 0o600)
+    write_texts([(tmp_path / "labels.csv", "new")])
+    assert (tmp_path / "labels.csv").is_symlink() and (real / "labels.csv").read_text() == "new"
+    assert stat.S_IMODE((real / "labels.csv").stat().st_mode) == 0o600
+    (real / "hf").mkdir()
+    (tmp_path / "hf").symlink_to(real / "hf")
+    with replacing_folder(tmp_path / "hf") as folder:
+        (folder / "data.arrow").write_bytes(b"x")
+    assert (tmp_path / "hf").is_symlink() and [p.name for p in (real / "hf").iterdir()] == ["data.arrow"]
+    long = tmp_path / ("é" * 120 + ".csv")  # 244 bytes: the temporary name is cut, its suffix kept
+    write_texts([(long, "x")])
+    assert long.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["disk", "labels.csv", "hf", long.name])
+
+
+def test_an_export_killed_while_duckdb_writes_keeps_the_old_file(tmp_path: Path, monkeypatch):
+    """Fault injected inside the write itself (the COPY), not before it."""
+    import duckdb
+
+    df = synthetic_frame(n=60, n_gold=6, n_test=20)
+    api.run(write_config(tmp_path, df, store=str(tmp_path / "s.duckdb"), max_rounds=1))
+    out = tmp_path / "labels.csv"
+    api.export(tmp_path / "s.duckdb", out)
+    before = out.read_bytes()
+    real = duckdb.DuckDBPyConnection.execute
+
+    def killed(con, sql, *a, **k):
+        if sql.startswith("COPY"):
+            real(con, sql, *a, **k)  # the rows are written, to the temporary file
+            raise KeyboardInterrupt
+        return real(con, sql, *a, **k)
+
+    monkeypatch.setattr(duckdb.DuckDBPyConnection, "execute", killed)
+    with pytest.raises(KeyboardInterrupt):
+        api.export(tmp_path / "s.duckdb", out, force=True)
+    monkeypatch.undo()
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir() if "part" in p.name) == []

@@ -83,7 +83,10 @@ def export_labels(store: Store, out: str | Path, fmt: ExportFormat | None = None
     options = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER", "jsonl": "FORMAT json",
                "json": "FORMAT json, ARRAY true"}[fmt]  # .json: one array, what json.load and pandas read
     with replacing([out]) as (tmp,):  # whole or not at all: a killed export left half a file, then refused it
-        written = store.con.execute(f"COPY ({sql}) TO {literal(str(tmp))} ({options})", params).fetchone()
+        # USE_TMP_FILE false: to a file that exists, DuckDB writes its own tmp_<name> beside it first,
+        # which a kill -9 left behind, visible and never removed
+        written = store.con.execute(f"COPY ({sql}) TO {literal(str(tmp))} ({options}, USE_TMP_FILE false)",
+                                    params).fetchone()
     return ExportCount(int(written[0]) if written else 0, unestimated)
 
 
