@@ -320,8 +320,10 @@ def shard_prefix(store_path: str, run_id: int) -> str:
 
 def _clear_stale(base: str, prefix: str) -> None:
     """Remove the shard folders under ``base`` that an earlier attempt of this run left (a
-    ``kill -9`` skips the engine's close): each was a full copy of the pool's fields. The
-    store's lock says no other process runs this run now."""
+    ``kill -9`` skips the engine's close): each was a full copy of the pool's fields. Only for
+    the folder beside the store, which only this store's runs write: the store's lock says no
+    other process runs this run now. In a ``shard_dir`` that drivers on other machines may
+    share (a store of the same path in another container), a killed run's folders are left."""
     import pyarrow.fs as pafs
 
     fs, root = _filesystem(base)
@@ -369,7 +371,8 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
         if travel:
             base, engine.made = _shard_base(cfg, store, Path(base_dir))
             prefix = shard_prefix(store.path, run_id)
-            _clear_stale(base, prefix)
+            if cfg.shard_dir is None and store.path != ":memory:":  # the store's own folder, and no other's:
+                _clear_stale(base, prefix)  # a shared shard_dir may hold a live run of a store of the same path
             engine.folder = f"{base.rstrip('/')}/{prefix}{uuid.uuid4().hex[:8]}"
             write_shards(store, run_id, fields, item_id, engine.folder, cfg.shard_rows)
         for v in hosted:
