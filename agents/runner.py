@@ -107,7 +107,9 @@ class Debater:
                 self._conns[key] = connect(
                     agent.model, f"{self.view_prefix}{agent.model}", api_base=agent.api_base, api_key_env=agent.api_key_env,
                     ledger=self.ledger, concurrency=self.concurrency, timeout_s=self.timeout_s,
-                    max_retries=self.max_retries, backoff_s=self.backoff_s, price=self.price)
+                    max_retries=self.max_retries, backoff_s=self.backoff_s, price=self.price,
+                    # a budgeted debate holds one worst-case answer per turn: a billed empty one is not asked again
+                    retry_billed=self.budget.usd is None and self.budget.tokens is None)
             return self._conns[key].client
 
     def ask(self, agent: AgentSpec, request: dict[str, Any]) -> TurnResult:

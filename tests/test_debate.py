@@ -153,6 +153,20 @@ def test_with_a_worst_case_a_debate_budget_is_never_exceeded():
     assert srv.count == 0 and {o.status for o in outs} == {"budget"}
 
 
+@pytest.mark.parametrize("budgeted", [False, True])
+def test_a_budgeted_debate_does_not_ask_again_after_a_billed_empty_answer(budgeted: bool):
+    """An answer with no choice that reports its tokens is billed; the client retries it, but
+    a debate's budget holds one worst-case answer per turn, and retries of billed attempts
+    could pass it (a review). Under a budget such a turn fails after one attempt."""
+    items = [("i0", {"text": "a great film"}, [])]
+    budget = Budget(tokens=10**6) if budgeted else None
+    with MisbehavingServer(default="no_choices") as srv, _debater(srv, n=2, rounds=1, budget=budget) as d:
+        d.worst_case = lambda fields: (0.0, 1000)
+        outs = d.run(items)
+    assert srv.count == (2 if budgeted else 4)  # 2 agents, one turn each; max_retries 1 without a budget
+    assert [o.status for o in outs] == ["no_verdict"]
+
+
 def test_debate_budget_is_read_from_the_ledger_across_a_resume(tmp_path):
     """The debate's dollars and tokens are what the run's ledger holds: a Debater built over the
     same store and run (a resumed run) refuses at once when the stored spend already reaches the

@@ -89,6 +89,7 @@ class LLMClient:
     api_base_override: str | None = None   # a local server's URL, not part of the cache key
     batched: Any = None  # views.llm.batched.BatchedModel: the model answers in this process
     progress_every_s: float = 15.0  # log "n/N requests" at most this often during long batches
+    retry_billed: bool = True  # retry an answer with no choice that reports tokens (False: a caller's budget)
     stats: ClientStats = field(default_factory=ClientStats)
 
     def __post_init__(self) -> None:
@@ -363,7 +364,7 @@ class LLMClient:
                         cost = self._pricer.cost(exc.response, *exc.usage)
                         billed[0], billed[1] = billed[0] + exc.usage[0], billed[1] + exc.usage[1]
                         charged[0] += cost
-                        retryable = self.budget.charge(cost) and retryable
+                        retryable = self.budget.charge(cost) and retryable and self.retry_billed
                     if not retryable or attempts > self.max_retries:
                         self.stats.errors += 1
                         self.stats.count(billed[0], billed[1], charged[0])

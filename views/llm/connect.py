@@ -45,11 +45,13 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
             ledger: Any = None, concurrency: int = 4, max_concurrency: int | None = None, rate_limit: float | None = None, timeout_s: float = 60.0,
             max_retries: int = 4, backoff_s: float = 0.5, price: dict[str, float] | None = None,
             budget_usd: float | None = None, n_ctx: int = 8192, threads: int | None = None,
-            backend: str = "server", max_batch: int = 32, batched: Any = None) -> Connection:
+            backend: str = "server", max_batch: int = 32, batched: Any = None,
+            retry_billed: bool = True) -> Connection:
     """Open ``model`` for the caller ``name`` (a view or an agent: the ledger files calls under it).
     ``batched``: for ``backend: transformers``, the model to answer with (one that runs elsewhere,
     e.g. in Ray actors, with :class:`views.llm.batched.BatchedModel`'s interface), instead of
-    one loaded in this process."""
+    one loaded in this process. ``retry_billed`` False: an answer with no choice that reports
+    tokens is not asked again (a caller that holds its own budget per request, as a debate does)."""
     server = None
     override = None
     path = local_model(model.split(":", 1)[1]).path() if model.startswith("local:") else None
@@ -78,7 +80,7 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
                            concurrency=concurrency, max_concurrency=max_concurrency, rate_limit=rate_limit,
                            timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s,
                            price=Price(**price) if price else None, budget_usd=budget_usd,
-                           api_base_override=override, batched=batched)
+                           api_base_override=override, batched=batched, retry_billed=retry_billed)
     except BaseException:  # the model, its actors or the server must not outlive a client never made
         if batched is not None:
             batched.close()
