@@ -99,11 +99,15 @@ def _guarded() -> Iterator[None]:
     except CotrainError as exc:
         _fail(exc)
     except BaseException as exc:  # noqa: BLE001 - the one place every unforeseen failure is reported
+        if isinstance(exc, SystemExit):  # Ray's driver on SIGTERM, or sys.exit() in a plug-in: its code stays
+            err.print(f"stopped by a request to exit ({exc.code}); nothing after the last commit was kept",
+                      highlight=False, soft_wrap=True)
+            raise
         if is_interrupt(exc):  # Ctrl-C, also as DuckDB's own exception when it lands mid-query
             err.print("interrupted; nothing after the last commit was kept; run again to resume", highlight=False,
                       soft_wrap=True)
             raise typer.Exit(130) from None
-        if not isinstance(exc, Exception):  # SystemExit and the like go on as they are
+        if not isinstance(exc, Exception):  # GeneratorExit and the like go on as they are
             raise
         path = crash_log(exc)
         where = f" (traceback in {_one_line(str(path))})" if path else ""

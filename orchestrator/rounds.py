@@ -175,7 +175,7 @@ class RoundRunner:
             try:
                 self._rounds(run_id, info, done)
             except BaseException as exc:
-                if is_interrupt(exc):
+                if is_interrupt(exc) and not isinstance(exc, SystemExit):  # an exit request keeps its code
                     last = self.store.completed_rounds(run_id)
                     raise RunInterrupted(run_id, last[-1]["round"] if last else None) from None
                 if isinstance(exc, Exception):

@@ -22,7 +22,8 @@ def is_interrupt(exc: BaseException) -> bool:
     ``RuntimeError('Query interrupted')`` that DuckDB 2.0 raises instead of its
     ``InterruptException`` (a run stopped mid-query was marked failed, and its user told to fix
     an error), or ``SystemExit``, which Ray's driver raises on SIGTERM (kill, docker stop,
-    Slurm): a run stopped that way was reported failed under Ray and interrupted without it."""
+    Slurm): a run stopped that way was reported failed under Ray and interrupted without it.
+    (The run and the CLI let a ``SystemExit`` go on with its code once they have said so.)"""
     return isinstance(exc, (*INTERRUPTS, SystemExit)) or (type(exc) is RuntimeError and str(exc) == "Query interrupted")
 
 

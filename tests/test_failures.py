@@ -107,15 +107,30 @@ def test_an_interruption_mid_round_is_not_a_failure(tmp_path: Path, exit_request
                                                     "columns": ["b_0", "b_1"], "fail_round": 2,
                                                     "exit_request": exit_request,
                                                     "interrupt": str(tmp_path / "interrupted")}))
-    with pytest.raises(RunInterrupted) as info:
+    with pytest.raises(SystemExit if exit_request else RunInterrupted) as info:
         api.run(cfg)
-    assert info.value.last_round == 1
+    # an exit request goes on with its code (SIGTERM's 143), not as a Ctrl-C
+    assert info.value.code == 143 if exit_request else info.value.last_round == 1
     with Store(tmp_path / "run.duckdb", read_only=True) as st:
         assert st.scalar("SELECT status FROM runs") == "running"
         assert st.scalar("SELECT max(round) FROM rounds") == 1
     assert api.status(tmp_path / "run.duckdb").live["state"] == "interrupted"
     res = api.run(cfg)  # the same config resumes the same run
     assert res.run_id == 1 and res.resumed and res.status == "finished"
+
+
+def test_the_cli_exits_with_an_exit_requests_own_code(tmp_path: Path):
+    """It exited 130, as for Ctrl-C, whatever code the exit request carried."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    cfg = write_config(tmp_path)
+    _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:FailingView",
+                                                    "columns": ["b_0", "b_1"], "fail_round": 1, "exit_request": True,
+                                                    "interrupt": str(tmp_path / "interrupted")}))
+    assert CliRunner().invoke(app, ["run", str(cfg), "--quiet"]).exit_code == 143
+    assert CliRunner().invoke(app, ["run", str(cfg), "--quiet"]).exit_code == 0  # and the run resumes
 
 
 def test_a_real_ctrl_c_mid_query_exits_130_and_the_run_resumes(tmp_path: Path):
