@@ -192,6 +192,7 @@ def shadow_crossfit(views: list[View], shadows: Shadows, state: LabelState, pseu
     (``fetch(positions)``: the items' fields). The views are left fitted on the last shadow:
     fit them on the run's own training set afterwards."""
     gold = train_gold(state)
+    transductive = any(getattr(v, "transductive", False) for v in views)
     folds = [f for f in range(shadows.n_folds) if (shadows.fold == f).any()]
     oof_parts, y_parts, lefts, probs = [], [], [], []
     for f in range(shadows.n_folds):
@@ -204,16 +205,19 @@ def shadow_crossfit(views: list[View], shadows: Shadows, state: LabelState, pseu
         train[LABEL_SOURCE_COLUMN] = state.label_sources(pos)
         fit_views(views, train, y, w, [np.ones(len(pos), dtype=bool)] * len(views), lambda *a: None)
         held = np.flatnonzero(shadows.fold == f)
-        rest = shadows.left(f) if with_pool else np.zeros(0, dtype=np.int64)
+        left = shadows.left(f)
         # held-out gold and the pool in one prediction: a transductive view (graph) then spreads
         # over both in one graph, as when it labels the pool, so its gold scores calibrate the
         # regime they are applied to (held-out gold alone spread over a graph of a few gold
-        # items: news 5% with a graph view accepted labels at an estimated 0.9 that were 0.59 right)
-        both = _predict(views, fetch, np.concatenate([held, rest]), k, batch_size)
+        # items: news 5% with a graph view accepted labels at an estimated 0.9 that were 0.59 right).
+        # The last round needs no pool scores, but such a view's gold scores still need the pool.
+        context = left if with_pool or transductive else np.zeros(0, dtype=np.int64)
+        both = _predict(views, fetch, np.concatenate([held, context]), k, batch_size)
         oof_parts.append(both[:len(held)])
         y_parts.append(gold[held].astype(np.int64))
+        rest = left if with_pool else np.zeros(0, dtype=np.int64)
         lefts.append(rest)
-        probs.append(both[len(held):].astype(np.float32))
+        probs.append(both[len(held):len(held) + len(rest)].astype(np.float32))
         advance("shadows", "fit", f + 1, len(folds))
     oof = np.concatenate(oof_parts) if oof_parts else np.zeros((0, len(views), k))
     oof_y = np.concatenate(y_parts) if y_parts else np.zeros(0, dtype=np.int64)

@@ -123,6 +123,14 @@ def test_shadow_fits_never_see_their_folds_gold_items():
     for f, batches in enumerate(view.predicted):  # batch_size 7: 6 held-out gold items and 1 pool item first
         held = set(ids[sh.fold == f])
         assert held < batches[0] and len(batches[0] - held) == 1 and set().union(*batches) == held | set(ids[sr.left[f]])
+    # the last round wants no pool scores: a plain view predicts held-out gold alone, a
+    # transductive one still with its pool, and no pool scores come back either way
+    for transductive, extra in ((False, 0), (True, 1)):
+        view = _Recording()
+        view.transductive = transductive  # type: ignore[attr-defined]
+        last = shadow_crossfit([view], sh, state, 1.0, fetch, 3, 7, lambda *a: None, with_pool=False)
+        assert all(len(b[0] - set(ids[sh.fold == f])) == extra for f, b in enumerate(view.predicted))
+        assert [len(x) for x in last.left] == [0, 0, 0] and last.oof.shape == (18, 1, 3)
 
 
 class _PaidPlugin:

@@ -148,6 +148,9 @@ class GraphView(ParamsView):
     ones. ``seed`` is not needed: every step is deterministic (exact neighbour search)."""
 
     Params = GraphParams
+    #: An item's probabilities depend on the batch it is predicted with (the orchestrator
+    #: predicts held-out gold with the pool, so their scores come from the pool's regime).
+    transductive: ClassVar[bool] = True
     #: Parameters held under another attribute name: ``features`` is the Featurizer method
     #: (the cut statistic's space), so the option lives in ``feature_kind``.
     param_attrs: ClassVar[dict[str, str]] = {"features": "feature_kind"}
