@@ -145,8 +145,8 @@ class LoadedData:
         score; a train row's value as NaN, blamed on that row)."""
         bad = next((f for f in fields if f in self.one_sided), None)
         if bad is not None:
-            raise DataError(f"column {bad!r}, which a view reads, is not in this file (the other data file has it)",
-                            self.one_sided[bad])
+            raise DataError(f"column {bad!r}, which a view or the debate reads, is not in this file (the other "
+                            "data file has it)", self.one_sided[bad])
 
     def gold_problem(self, label_column: str) -> str | None:
         """Why views trained on the gold labels alone could not label anything (none, or one

@@ -106,9 +106,9 @@ class RoundRunner:
         with preloading_view_modules(self.cfg):  # the views' imports overlap the load
             loaded = load_into_store(self.store, run_id, self.cfg)
         views = self._build_views(run_id, loaded.columns)
-        loaded.check_fields(self.fields)  # a column one data file lacks reads as missing there
+        # a column one data file lacks reads as missing there, for a view or a debate's agents
+        loaded.check_fields([*self.fields, *check_debate_fields(self.cfg, loaded.columns)])
         self.store.set_display_fields(run_id, *display_fields(self.cfg, loaded.columns))
-        check_debate_fields(self.cfg, loaded.columns)
         if self.cfg.debate is not None:  # a dollar budget needs the agents' prices, before any round
             from orchestrator.debate import check_debate_budget
             check_debate_budget(self.cfg)

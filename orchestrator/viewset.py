@@ -73,9 +73,10 @@ def readable_columns(cfg: Config, columns: list[str]) -> list[str]:
     return [c for c in columns if c not in protected and not c.startswith("__")]
 
 
-def check_debate_fields(cfg: Config, columns: list[str]) -> None:
+def check_debate_fields(cfg: Config, columns: list[str]) -> list[str]:
     """The debate's ``fields`` are columns of the data that views may read (never the label,
-    id or split column): ``ConfigError`` naming the first that is not."""
+    id or split column): ``ConfigError`` naming the first that is not; else the fields its
+    agents will read (none when no debate runs)."""
     d = cfg.debate
     escalates = cfg.escalate is not None and cfg.escalate.enabled and cfg.escalate.kind == "debate"
     asked = d.fields if d is not None and (d.enabled or escalates) else []
@@ -86,6 +87,7 @@ def check_debate_fields(cfg: Config, columns: list[str]) -> None:
     if leaks:
         raise ConfigError("debate.fields", f"'{leaks[0]}' is the label, id or split column; agents may "
                           "never read it")
+    return list(asked)
 
 
 def _resolve_fields(view: View, cfg: Config, columns: list[str]) -> list[str]:

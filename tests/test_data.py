@@ -69,10 +69,26 @@ def test_a_column_a_view_reads_must_be_in_both_data_files(tmp_path: Path, change
     if lacking is None:
         assert api.run(tmp_path / "c.yaml", store=tmp_path / "s.duckdb").status == "finished"
         return
-    with pytest.raises(DataError, match=rf"/{lacking}: column '{column}', which a view reads, is not in this file"):
+    with pytest.raises(DataError, match=rf"/{lacking}: column '{column}', which a view or the debate reads, is not"):
         api.run(tmp_path / "c.yaml", store=tmp_path / "s.duckdb")
     with Store(tmp_path / "s.duckdb") as st:
         assert st.scalar("SELECT count(*) FROM runs") == 0
+
+
+def test_a_debate_field_must_be_in_both_data_files(tmp_path: Path):
+    """A debate over test items would have read a column the test file lacks as empty text."""
+    df = synthetic_frame()
+    df["notes"] = "a note"
+    train, test = (df[df.split == s].drop(columns=["truth", "split"]) for s in ("train", "test"))
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.drop(columns=["notes"]).to_csv(tmp_path / "test.csv", index=False)
+    cfg = yaml.safe_load(write_config(tmp_path).read_text())
+    cfg["data"] = {"train": "train.csv", "test": "test.csv", "id_column": "id"}
+    cfg["debate"] = {"fields": ["notes"], "agents": [{"name": "a0", "model": "openai/fake",
+                                                      "api_base": "http://127.0.0.1:9/v1"}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(DataError, match=r"/test.csv: column 'notes', which a view or the debate reads"):
+        api.run(tmp_path / "c.yaml", store=tmp_path / "s.duckdb")
 
 
 def test_content_hash_ids_are_stable_and_distinct_for_duplicates(tmp_path: Path):
