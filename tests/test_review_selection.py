@@ -229,6 +229,24 @@ def test_export_select_chooses_among_items_without_gold(run_store, tmp_path: Pat
     assert all(t["predictions"] for t in tasks)
 
 
+def test_active_reads_the_pretrained_vectors_only_when_it_has_a_typical_share(run_store, tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    from orchestrator import review_space
+    from orchestrator.review_selection import close_share
+
+    _, store, _ = run_store
+    with Store(store, read_only=True) as st:
+        coverage = review_candidates(st, int(st.latest_run())).coverage
+    calls: list[int] = []
+    real = review_space.pretrained_space
+    monkeypatch.setattr(review_space, "pretrained_space", lambda *a: calls.append(1) or real(*a))
+    for n in (1, 25):
+        calls.clear()
+        api.export(store, tmp_path / f"a{n}.csv", select="active", sample=n, seed=1)
+        assert len(calls) == (close_share(coverage, n) < n)
+    assert close_share(coverage, 1) == 1 and close_share(coverage, 25) < 25  # both cases are exercised
+
+
 def test_export_select_asks_for_a_sample_and_a_known_strategy(run_store, tmp_path: Path):
     _, store, _ = run_store
     with pytest.raises(StoreError, match="--sample N"):
