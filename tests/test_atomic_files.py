@@ -17,6 +17,13 @@ from store.database import Store
 from tests.conftest import synthetic_frame, write_config
 
 
+def _ran(tmp_path: Path) -> Path:
+    """A store holding one short finished run."""
+    api.run(write_config(tmp_path, synthetic_frame(n=60, n_gold=6, n_test=20), store=str(tmp_path / "s.duckdb"),
+                         max_rounds=1))
+    return tmp_path / "s.duckdb"
+
+
 def test_a_failed_write_keeps_the_destination_and_leaves_no_temporary_file(tmp_path: Path):
     dest, side = tmp_path / "out.json", tmp_path / "out.xml"
     dest.write_text("old")
@@ -42,9 +49,7 @@ def test_a_write_replaces_whole_files_with_the_usual_permissions_and_clears_left
 
 
 def test_an_export_is_whole_keeps_its_compression_and_a_failed_one_keeps_the_old_file(tmp_path: Path):
-    df = synthetic_frame(n=60, n_gold=6, n_test=20)
-    cfg = write_config(tmp_path, df, store=str(tmp_path / "s.duckdb"), max_rounds=1)
-    api.run(cfg)
+    _ran(tmp_path)
     gz = tmp_path / "labels.csv.gz"
     n = api.export(tmp_path / "s.duckdb", gz, "csv")
     with gzip.open(gz, "rt") as fh:  # DuckDB reads the compression from the name: the temporary one ends with it
@@ -61,8 +66,7 @@ def test_an_export_is_whole_keeps_its_compression_and_a_failed_one_keeps_the_old
 
 
 def test_a_report_that_fails_while_written_keeps_the_previous_one(tmp_path: Path, monkeypatch):
-    df = synthetic_frame(n=60, n_gold=6, n_test=20)
-    api.run(write_config(tmp_path, df, store=str(tmp_path / "s.duckdb"), max_rounds=1))
+    _ran(tmp_path)
     html = tmp_path / "report.html"
     api.report(tmp_path / "s.duckdb", html)
     before = html.read_bytes()
@@ -129,8 +133,7 @@ def test_an_export_killed_while_duckdb_writes_keeps_the_old_file(tmp_path: Path,
     """Fault injected inside the write itself (the COPY), not before it."""
     import duckdb
 
-    df = synthetic_frame(n=60, n_gold=6, n_test=20)
-    api.run(write_config(tmp_path, df, store=str(tmp_path / "s.duckdb"), max_rounds=1))
+    _ran(tmp_path)
     out = tmp_path / "labels.csv"
     api.export(tmp_path / "s.duckdb", out)
     before = out.read_bytes()
