@@ -50,12 +50,6 @@ class _CachedOnly:
         raise _NotCached(namespace)
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norm > 0, norm, 1.0)
-
-
 def pretrained_space(store: Any, run_id: int, item_ids: Sequence[str]) -> np.ndarray | None:
     """(n, d) the candidates' vectors from the run's pretrained views, each view's block of
     unit rows scaled by 1/sqrt(views) (an item a view could not read: zeros in its block);
@@ -64,7 +58,7 @@ def pretrained_space(store: Any, run_id: int, item_ids: Sequence[str]) -> np.nda
 
     from store.media import stored_run_roots
     from store.sql import ident
-    from views.base import ITEM_ID_COLUMN, ViewContext
+    from views.base import ITEM_ID_COLUMN, ViewContext, unit_rows
     from views.registry import build_view
 
     info = store.run_info(run_id)
@@ -97,7 +91,7 @@ def pretrained_space(store: Any, run_id: int, item_ids: Sequence[str]) -> np.nda
         got = np.asarray(got, dtype=np.float64)
         readable = ~np.isnan(got).any(axis=1)  # a vision view's unreadable images: NaN rows
         block = np.zeros_like(got)
-        block[readable] = _unit_rows(got[readable])
+        block[readable] = unit_rows(got[readable])
         blocks.append(block)
     if not blocks:
         return None

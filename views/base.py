@@ -243,6 +243,16 @@ def expand_proba(proba: np.ndarray, classes: Sequence[Any], k: int) -> np.ndarra
     return out
 
 
+def unit_rows(x: Any, dtype: Any = np.float64) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero), so Euclidean neighbours are cosine
+    neighbours: pretrained encoders' vectors differ in length by, e.g., an image's contrast,
+    not its content."""
+    x = np.asarray(x, dtype=dtype)
+    if x.ndim != 2 or not x.size:
+        return x
+    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+
+
 def build_params(params: dict[str, Any] | None) -> dict[str, Any]:
     """A fresh copy of user params (never share a mutable default)."""
     return dict(params or {})

@@ -44,7 +44,7 @@ import pandas as pd
 from scipy import sparse
 
 from store.errors import ViewError
-from views.base import ParamsView, ViewContext, abstain, expand_proba, item_ids, select_fields
+from views.base import ParamsView, ViewContext, abstain, expand_proba, item_ids, select_fields, unit_rows
 from views.params import EmbeddingParams, GraphParams, VisionParams
 
 FeatureMatrix = np.ndarray | sparse.csr_matrix
@@ -238,8 +238,9 @@ class GraphView(ParamsView):
         """(what is kept for each item the view can place, boolean mask of those items over
         ``items``): every item, except for an image field, whose unreadable images have no place."""
         if self.image:
-            X, mask = self._vision_view().encode(items)
-            return _unit_rows(X), mask
+            X = self.features(items)
+            mask = ~np.isnan(X).any(axis=1)
+            return X[mask], mask
         return self._raw(items), np.ones(len(items), dtype=bool)
 
     def _raw(self, items: pd.DataFrame) -> Any:
@@ -276,7 +277,7 @@ class GraphView(ParamsView):
         if self.image:  # the encoder's width even when no item of ``items`` is readable
             X = self._vision_view().features(items).astype(np.float64)
             ok = ~np.isnan(X).any(axis=1)
-            X[ok] = _unit_rows(X[ok])
+            X[ok] = unit_rows(X[ok])
             return X
         raw = self._raw(items)
         empty = [] if self.text and self.feature_kind == "tfidf" else np.zeros((0,) + np.shape(raw)[1:])
@@ -335,15 +336,6 @@ class GraphView(ParamsView):
         out = expand_proba(proba, classes, k_labels)
         out[~reached] = np.nan
         return out
-
-
-def _unit_rows(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length, so Euclidean neighbours are cosine neighbours (image
-    encoders' pooled vectors differ in length by the image's contrast, not its content)."""
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2 or not X.size:
-        return X
-    return X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-12)
 
 
 __all__ = ["GraphView", "knn_graph", "knn_indices", "spread_small", "spread_sparse"]
