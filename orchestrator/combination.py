@@ -4,8 +4,10 @@ A :class:`Combination` turns the label matrix's probabilities (n, V, K) into (n,
 ``single`` (one view), ``product`` (log-linear pool: the product of the views'
 probabilities, each raised to its weight), ``mean`` (weighted mean), ``label_model``
 (Dawid-Skene posterior from the views' votes) or ``best_view`` (the view with the best
-out-of-fold accuracy alone: the floor when weak views would only blur a strong one). Weights come from each view's out-of-fold
-accuracy on gold, so a near-uniform or near-chance view cannot drag the result down.
+out-of-fold accuracy alone: the floor when weak views would only blur a strong one).
+Weights come from each view's temperature on its out-of-fold predictions of gold
+(:func:`fitted_weights`), so a near-uniform, near-chance or overconfident view cannot drag
+the result down.
 :func:`fit_combination` chooses among them from gold only: ``product`` unless another is
 better by a paired test over the out-of-fold gold predictions.
 
@@ -81,6 +83,58 @@ def view_weights(cv_accuracy: np.ndarray | None, v: int, k: int) -> np.ndarray:
     return w / w.max() if w.max() > 0 else np.ones(v)
 
 
+def view_temperatures(oof: np.ndarray, y: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """(V,) each view's inverse temperature on gold: the t in [0.01, 5] for which
+    ``softmax(t * log p)`` has the least log loss on the out-of-fold predictions of the gold
+    items it voted on (1 for a view with fewer than two of them). Below 1: the view is
+    overconfident."""
+    oof = np.asarray(oof, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    from scipy.optimize import minimize_scalar
+
+    out = np.ones(oof.shape[1])
+    for j in range(oof.shape[1]):
+        voted = ~np.isnan(oof[:, j]).any(axis=1)
+        if voted.sum() < 2:
+            continue
+        logp = np.log(np.clip(oof[voted, j], eps, 1.0))
+        own = logp[np.arange(int(voted.sum())), y[voted]]
+
+        def nll(t: float) -> float:
+            z = t * logp
+            top = z.max(axis=1)
+            return float((np.log(np.exp(z - top[:, None]).sum(axis=1)) + top - t * own).mean())
+
+        out[j] = float(minimize_scalar(nll, bounds=(0.01, 5.0), method="bounded").x)
+    return out
+
+
+def fitted_weights(oof: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """Weights in [0, 1] for pooling the views: each view's inverse temperature on gold
+    (:func:`view_temperatures`), scaled so the largest is 1; a view at or below chance on
+    gold (accuracy weight 0, :func:`view_weights`) keeps no say.
+
+    A product of calibrated views of independent errors needs no other weight (each view's
+    calibrated probabilities already say how much it knows), and the temperature is what
+    calibrates a view: one number fitted on one view's predictions, so a few gold items
+    settle it. Measured at 1% gold, 5 seeds each:
+    * accuracy weights cannot see that a view is overconfident: on Animal-MNIST the pixel
+      view (0.31 right on test) kept 0.8 of the vision view's weight and pulled the product
+      to 0.485, below the vision view alone; with temperatures 0.544;
+    * weights fitted jointly to the pool's log loss silenced the weaker of two complementary
+      views on image segments (0.753 against 0.782 with accuracy weights); temperatures
+      0.785, and the seed whose pseudo-labels had cost 3 points now gains 3.
+    With fewer than 2K gold items the accuracy weights are returned unchanged."""
+    oof = np.asarray(oof, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    v = oof.shape[1]
+    prior_w = view_weights(view_accuracy(oof, y) if len(y) else None, v, k)
+    if v == 1 or len(y) < 2 * k:
+        return prior_w
+    w = np.where(prior_w > 0, view_temperatures(oof, y), 0.0)
+    return w / w.max() if w.max() > 0 else prior_w
+
+
 def best_view_weights(cv_accuracy: np.ndarray | None, v: int) -> np.ndarray:
     """``best_view``'s weights: 1 for the view with the best out-of-fold accuracy (the first
     view without an estimate), 0 for the others."""
@@ -129,7 +183,7 @@ def fit_combination(method: str, oof: np.ndarray, oof_y: np.ndarray, pool_votes:
     out-of-fold gold votes clamped to their labels beside the pool's votes."""
     m, v = oof.shape[0], oof.shape[1]
     cv = view_accuracy(oof, oof_y) if m else None
-    w = view_weights(cv, v, k)
+    w = fitted_weights(oof, oof_y, k) if m else view_weights(None, v, k)
     if v == 1:
         return Combination("single", w, cv_accuracy=cv)
     candidates = ["product", "mean", "label_model", "best_view"] if method == "auto" else [method]
@@ -173,11 +227,14 @@ def _fit_sample(votes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(votes[keep], dtype=np.int64)
 
 
-def pool_combiners(cv_accuracy: np.ndarray | None, v: int, k: int) -> dict[str, Any]:
+def pool_combiners(oof: np.ndarray, oof_y: np.ndarray, v: int, k: int) -> dict[str, Any]:
     """The combinations a round computes over the pool while predicting it (product and
-    mean weighted by the views' out-of-fold accuracy, and the best view), by name. Names
+    mean weighted as :func:`fit_combination` weighs them, from the out-of-fold gold
+    predictions ``oof`` (m, V, K) and labels ``oof_y``, and the best view), by name. Names
     that map to one function share one array (:func:`orchestrator.steps.empty_prediction`)."""
-    w = view_weights(cv_accuracy, v, k)
+    m = len(oof_y)
+    cv_accuracy = view_accuracy(oof, oof_y) if m else None
+    w = fitted_weights(oof, oof_y, k) if m else view_weights(None, v, k)
     if v == 1:  # a lone view is its own combination (``single``): one copy of its probabilities
         return {"product": _only_view, "mean": _only_view, "best_view": _only_view}
     return {"product": Combination("product", w).combine, "mean": Combination("mean", w).combine,
@@ -189,4 +246,4 @@ def _only_view(probs: np.ndarray) -> np.ndarray:
     return np.array(probs[:, 0], dtype=np.float64)
 
 
-__all__ = ["COMBINATIONS", "Combination", "best_view_weights", "pool_combiners", "fit_combination", "view_accuracy", "view_weights", "weighted_mean"]
+__all__ = ["COMBINATIONS", "Combination", "best_view_weights", "fitted_weights", "view_temperatures", "pool_combiners", "fit_combination", "view_accuracy", "view_weights", "weighted_mean"]

@@ -20,7 +20,7 @@ import pandas as pd
 
 from orchestrator import records, steps
 from orchestrator.calibration import gold_folds
-from orchestrator.combination import pool_combiners, view_accuracy
+from orchestrator.combination import pool_combiners
 from orchestrator.config import Config
 from orchestrator.cut_statistic import cut_rank
 from orchestrator.data import LoadedData, load_into_store
@@ -352,7 +352,7 @@ class RoundRunner:
                  write: RoundWriter, oof: np.ndarray, oof_y: np.ndarray) -> steps.PoolPrediction:
         """The pool's label matrix and combined posteriors, by the run's engine; batches are stored in large inserts."""
         c = self.cfg.cotrain
-        combiners = pool_combiners(view_accuracy(oof, oof_y) if len(oof_y) else None, len(views), self.k)
+        combiners = pool_combiners(oof, oof_y, len(views), self.k)
 
         def sink(idx: np.ndarray, probs: np.ndarray, lab: np.ndarray, conf: np.ndarray) -> None:
             ids = state.ids(pool[idx])

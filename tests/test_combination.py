@@ -205,8 +205,9 @@ def test_auto_keeps_product_unless_gold_says_clearly_otherwise():
 
 def test_auto_takes_the_strong_view_alone_when_the_other_view_misleads():
     """A view that is confidently wrong on 40% of the items, against a 0.95-accurate but
-    diffident view: the product follows the confident one, so ``mean`` and ``best_view``
-    (0.93 each on these items, against 0.61) replace it."""
+    diffident view: with accuracy weights the product followed the confident one (0.61
+    right against 0.93 for ``mean`` and ``best_view``); with weights fitted to the log loss
+    it gives the confident view little say and is as right as the strong view alone."""
     rng = np.random.default_rng(0)
     k, n = 3, 300
     y = rng.integers(0, k, n)
@@ -216,8 +217,10 @@ def test_auto_takes_the_strong_view_alone_when_the_other_view_misleads():
     weak[np.arange(n), np.where(rng.random(n) < 0.6, y, (y + 1) % k)] = 0.98
     oof = np.stack([strong / strong.sum(1, keepdims=True), weak / weak.sum(1, keepdims=True)], axis=1)
     comb = fit_combination("auto", oof, y, None, k, np.random.default_rng(0))
-    assert comb.method == "mean" and comb.scores["mean"] == comb.scores["best_view"]  # a tie: candidate order
-    assert comb.scores["mean"] > comb.scores["product"] + 0.3
+    assert comb.method == "product" and comb.weights[1] < 0.5 * comb.weights[0]
+    assert comb.scores["product"] >= comb.scores["best_view"] - 0.01 and comb.scores["best_view"] > 0.9
+    by_accuracy = Combination("product", view_weights(comb.cv_accuracy, 2, k)).combine(oof)
+    assert (by_accuracy.argmax(axis=1) == y).mean() < 0.7 < 0.9 < comb.scores["product"]
 
 
 def test_one_view_is_single_and_explicit_methods_are_kept():
@@ -259,9 +262,12 @@ def test_a_lone_view_shortcuts_give_exactly_the_general_combinations():
     rng = np.random.default_rng(3)
     p = rng.dirichlet(np.ones(3), size=(200, 1))
     p[::7] = np.nan
-    for acc in (None, np.array([0.2]), np.array([0.9])):
-        short = pool_combiners(acc, 1, 3)
-        w = view_weights(acc, 1, 3)
+    gold_p = rng.dirichlet(np.ones(3), size=(30, 1))
+    gold_y = rng.integers(0, 3, 30)
+    for oof, oof_y in ((np.zeros((0, 1, 3)), np.zeros(0, dtype=np.int64)), (gold_p, gold_y),
+                       (gold_p, gold_p[:, 0].argmax(axis=1))):
+        short = pool_combiners(oof, oof_y, 1, 3)
+        w = view_weights(view_accuracy(oof, oof_y) if len(oof_y) else None, 1, 3)
         for name, general in (("mean", Combination("mean", w)), ("best_view", Combination("best_view", np.ones(1))),
                               ("product", Combination("single", w))):
             np.testing.assert_array_equal(short[name](p), general.combine(p))
@@ -277,3 +283,76 @@ def test_a_lone_view_shortcuts_give_exactly_the_general_combinations():
     general = label_matrix(ensemble_proba(p)[:, None, :])[0][:, 0]
     np.testing.assert_array_equal(out.ensemble, general)
     assert (out.ensemble[::7] == ABSTAIN).all()
+
+
+def _views_of_known_accuracy(rng: np.random.Generator, n: int, k: int, acc: float, sharp: float) -> tuple[np.ndarray, np.ndarray]:
+    """(n, K) probabilities of a view right on a share ``acc`` of items, whose top class has
+    ``sharp`` of the mass (a calibrated view has sharp == acc), and the true labels."""
+    y = rng.integers(0, k, n)
+    vote = np.where(rng.random(n) < acc, y, (y + rng.integers(1, k, n)) % k)
+    p = np.full((n, k), (1 - sharp) / (k - 1))
+    p[np.arange(n), vote] = sharp
+    return p, y
+
+
+def test_fitted_weights_silence_an_overconfident_weak_view_and_keep_calibrated_ones_level():
+    """The pool's weights come from the log loss on gold, not accuracy alone: a view right
+    on 0.3 of items that puts 0.95 on its vote must weigh far less than a calibrated view
+    right on 0.6 (accuracy weights gave it 0.6 of the strong view's; calibrated, its vote
+    would count 0.26 as much), and the product with those weights
+    must be at least as accurate on fresh items as the strong view alone. Two calibrated
+    views of equal accuracy keep equal weights (within 0.2)."""
+    from orchestrator.combination import fitted_weights
+
+    rng = np.random.default_rng(0)
+    k, m = 10, 40
+    strong, y = _views_of_known_accuracy(rng, 2 * m + 2000, k, 0.6, 0.6)
+    weak = np.full_like(strong, 0.05 / (k - 1))
+    wrong = np.where(rng.random(len(y)) < 0.3, y, (y + rng.integers(1, k, len(y))) % k)
+    weak[np.arange(len(y)), wrong] = 0.95
+    probs = np.stack([strong, weak], axis=1)
+    w = fitted_weights(probs[:m], y[:m], k)
+    prior = view_weights(view_accuracy(probs[:m], y[:m]), 2, k)
+    assert w[0] == 1.0 and w[1] < 0.6 * prior[1] and w[1] < 0.4
+    fresh = slice(2 * m, None)
+    pooled = Combination("product", w).combine(probs[fresh]).argmax(axis=1)
+    assert (pooled == y[fresh]).mean() >= (strong[fresh].argmax(axis=1) == y[fresh]).mean() - 0.01
+    assert (pooled == y[fresh]).mean() > (Combination("product", prior).combine(probs[fresh]).argmax(axis=1)
+                                          == y[fresh]).mean() + 0.03
+    # two calibrated views with independent errors: both keep their say
+    a, y2 = _views_of_known_accuracy(rng, 200, k, 0.7, 0.7)
+    b = np.full_like(a, 0.3 / (k - 1))
+    vote_b = np.where(rng.random(200) < 0.7, y2, (y2 + rng.integers(1, k, 200)) % k)
+    b[np.arange(200), vote_b] = 0.7
+    w2 = fitted_weights(np.stack([a, b], axis=1), y2, k)
+    assert w2.max() == 1.0 and w2.min() > 0.8
+
+
+def test_fitted_weights_fall_back_to_accuracy_weights_on_too_little_gold():
+    """Fewer than 2K gold items with a prediction: the accuracy weights, unchanged."""
+    from orchestrator.combination import fitted_weights
+
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(4), size=(7, 2))
+    y = rng.integers(0, 4, 7)
+    np.testing.assert_array_equal(fitted_weights(p, y, 4), view_weights(view_accuracy(p, y), 2, 4))
+
+
+def test_view_temperatures_recover_a_known_overconfidence():
+    """A calibrated view (its top class carries exactly its accuracy) gets an inverse
+    temperature near 1; the same view with its log-probabilities tripled (overconfident)
+    near 1/3, and halved (diffident) near 2: the temperature undoes what was done to it."""
+    from orchestrator.combination import view_temperatures
+
+    rng = np.random.default_rng(5)
+    p, y = _views_of_known_accuracy(rng, 3000, 5, 0.7, 0.7)
+    sharpened = p ** 3 / (p ** 3).sum(axis=1, keepdims=True)
+    flattened = np.sqrt(p) / np.sqrt(p).sum(axis=1, keepdims=True)
+    t = view_temperatures(np.stack([p, sharpened, flattened], axis=1), y)
+    assert t[0] == pytest.approx(1.0, abs=0.05)
+    assert t[1] == pytest.approx(1 / 3, abs=0.03)
+    assert t[2] == pytest.approx(2.0, abs=0.1)
+    # a view that votes on one gold item has no temperature to fit: 1
+    lone = np.full((3000, 1, 5), np.nan)
+    lone[0, 0] = p[0]
+    assert view_temperatures(lone, y)[0] == 1.0
