@@ -297,8 +297,11 @@ def test_debate_inside_cotraining_adds_labels_with_source_debate(tmp_path):
     assert all(d["calls"] == 0 for d in api.status(tmp_path / "run.duckdb", again.run_id).debates)
     assert rep.debates and rep.debates[0]["debated"] > 0 and rep.debates[0]["test_verdict_accuracy"] == 1.0
     # verdicts train every view: the round after reports them in the views' training sets
-    n_train = dict(con.sql("SELECT view, n_train FROM metrics WHERE round = 1").fetchall())
-    n_debate_r0 = one_value(con, "SELECT count(*) FROM pseudo_labels WHERE source = 'debate' AND round = 0")
+    # (this run's rows: the store also holds the cached re-run)
+    n_train = dict(con.execute("SELECT view, n_train FROM metrics WHERE round = 1 AND run_id = ?",
+                               [res.run_id]).fetchall())
+    n_debate_r0 = con.execute("SELECT count(*) FROM pseudo_labels WHERE source = 'debate' AND round = 0"
+                              " AND run_id = ?", [res.run_id]).fetchall()[0][0]
     assert n_debate_r0 > 0 and n_train["tfidf"] >= 8 + n_debate_r0
 
 
