@@ -83,19 +83,19 @@ def view_weights(cv_accuracy: np.ndarray | None, v: int, k: int) -> np.ndarray:
     return w / w.max() if w.max() > 0 else np.ones(v)
 
 
-def view_temperatures(oof: np.ndarray, y: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+def view_temperatures(oof: np.ndarray, y: np.ndarray, min_votes: int = 2, eps: float = 1e-6) -> np.ndarray:
     """(V,) each view's inverse temperature on gold: the t in [0.01, 5] for which
     ``softmax(t * log p)`` has the least log loss on the out-of-fold predictions of the gold
-    items it voted on (1 for a view with fewer than two of them). Below 1: the view is
-    overconfident."""
+    items it voted on; NaN for a view that voted on fewer than ``min_votes`` of them. Below
+    1: the view is overconfident."""
     oof = np.asarray(oof, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
     from scipy.optimize import minimize_scalar
 
-    out = np.ones(oof.shape[1])
+    out = np.full(oof.shape[1], np.nan)
     for j in range(oof.shape[1]):
         voted = ~np.isnan(oof[:, j]).any(axis=1)
-        if voted.sum() < 2:
+        if voted.sum() < max(min_votes, 1):
             continue
         logp = np.log(np.clip(oof[voted, j], eps, 1.0))
         own = logp[np.arange(int(voted.sum())), y[voted]]
@@ -112,7 +112,7 @@ def view_temperatures(oof: np.ndarray, y: np.ndarray, eps: float = 1e-6) -> np.n
 def fitted_weights(oof: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     """Weights in [0, 1] for pooling the views: each view's inverse temperature on gold
     (:func:`view_temperatures`), scaled so the largest is 1; a view at or below chance on
-    gold (accuracy weight 0, :func:`view_weights`) keeps no say.
+    gold (accuracy weight 0, :func:`view_weights`) keeps no say, unless every view is.
 
     A product of calibrated views of independent errors needs no other weight (each view's
     calibrated probabilities already say how much it knows), and the temperature is what
@@ -124,14 +124,22 @@ def fitted_weights(oof: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
     * weights fitted jointly to the pool's log loss silenced the weaker of two complementary
       views on image segments (0.753 against 0.782 with accuracy weights); temperatures
       0.785, and the seed whose pseudo-labels had cost 3 points now gains 3.
-    With fewer than 2K gold items the accuracy weights are returned unchanged."""
+    A view that voted on fewer than 2K of the gold items (it abstains on the others) is not
+    measured: it gets the median temperature of the views that are, not the bound of a fit
+    to two lucky votes nor a neutral 1 that would outweigh every over-confident view. With
+    one view, or no view measured, the accuracy weights are returned unchanged. ``mean``
+    uses the same weights."""
     oof = np.asarray(oof, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
     v = oof.shape[1]
     prior_w = view_weights(view_accuracy(oof, y) if len(y) else None, v, k)
-    if v == 1 or len(y) < 2 * k:
+    if v == 1 or not len(y):
         return prior_w
-    w = np.where(prior_w > 0, view_temperatures(oof, y), 0.0)
+    t = view_temperatures(oof, y, min_votes=2 * k)
+    if np.isnan(t).all():
+        return prior_w
+    t = np.where(np.isnan(t), np.nanmedian(t), t)
+    w = np.where(prior_w > 0, t, 0.0) if (prior_w > 0).any() else t
     return w / w.max() if w.max() > 0 else prior_w
 
 

@@ -329,7 +329,7 @@ def test_fitted_weights_silence_an_overconfident_weak_view_and_keep_calibrated_o
 
 
 def test_fitted_weights_fall_back_to_accuracy_weights_on_too_little_gold():
-    """Fewer than 2K gold items with a prediction: the accuracy weights, unchanged."""
+    """No view voted on 2K gold items or more: the accuracy weights, unchanged."""
     from orchestrator.combination import fitted_weights
 
     rng = np.random.default_rng(1)
@@ -352,7 +352,40 @@ def test_view_temperatures_recover_a_known_overconfidence():
     assert t[0] == pytest.approx(1.0, abs=0.05)
     assert t[1] == pytest.approx(1 / 3, abs=0.03)
     assert t[2] == pytest.approx(2.0, abs=0.1)
-    # a view that votes on one gold item has no temperature to fit: 1
+    # a view that votes on one gold item has no temperature to fit
     lone = np.full((3000, 1, 5), np.nan)
     lone[0, 0] = p[0]
-    assert view_temperatures(lone, y)[0] == 1.0
+    assert np.isnan(view_temperatures(lone, y)[0])
+
+
+def test_a_view_unmeasured_on_gold_takes_the_median_temperature_not_the_lead():
+    """Three over-confident views; the third abstains on the gold items (a view whose
+    inputs are missing there), or votes on two of them and is right on both. Either way it
+    must not outweigh the measured views: it takes their median temperature, so the weights
+    of the two measured ones are unchanged relative to each other and the pool stays at
+    least as accurate as the best view alone on fresh items (a fit to its two lucky votes
+    gave it 15 times the others' weight and the pool fell to 0.40)."""
+    from orchestrator.combination import fitted_weights, view_temperatures
+
+    rng = np.random.default_rng(7)
+    k, m, n = 5, 500, 3000
+    views = []
+    y = rng.integers(0, k, m + n)
+    for acc in (0.8, 0.75, 0.4):  # calibrated views of the same items, then cubed: over-confident
+        vote = np.where(rng.random(m + n) < acc, y, (y + rng.integers(1, k, m + n)) % k)
+        p = np.full((m + n, k), (1 - acc) / (k - 1))
+        p[np.arange(m + n), vote] = acc
+        views.append(p ** 3 / (p ** 3).sum(axis=1, keepdims=True))
+    probs = np.stack(views, axis=1)
+    fresh = slice(m, None)
+    best_alone = (probs[fresh, 0].argmax(axis=1) == y[fresh]).mean()
+    for lucky in (0, 2):
+        gold = probs[:m].copy()
+        gold[lucky:, 2] = np.nan
+        if lucky:
+            gold[:lucky, 2] = np.eye(k)[y[:lucky]] * 0.9 + 0.1 / k
+        w = fitted_weights(gold, y[:m], k)
+        t = view_temperatures(gold[:, :2], y[:m])
+        assert w[2] == pytest.approx(np.median(t) / t.max()) and w[:2] == pytest.approx(t / t.max())
+        pooled = Combination("product", w).combine(probs[fresh]).argmax(axis=1)
+        assert (pooled == y[fresh]).mean() >= best_alone - 0.01
