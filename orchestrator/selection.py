@@ -333,6 +333,31 @@ def feeding_masks(is_gold: np.ndarray, sources: np.ndarray, shared: np.ndarray, 
     return masks
 
 
+def aligned_scale(y: np.ndarray, is_gold: np.ndarray) -> np.ndarray:
+    """(n,) what each training row's weight is multiplied by so that no class holds more of
+    the pseudo-labels' weight than its share of the gold labels: 1 for gold rows; for a
+    pseudo-label of class c, ``min(1, g_c * N / n_c)`` with ``g_c`` the gold share of c, ``N``
+    the pseudo-labels and ``n_c`` those of class c (1 for a class without gold).
+
+    The views are surest of the easy classes, so those fill their quotas round after round:
+    on image segments at 5% gold, 440 of 655 labels, 0.97 right, fell in two of seven
+    equally common classes, and the views trained on them lost 5 points of test accuracy.
+    Down-weighting the surplus (distribution alignment, as in ReMixMatch) keeps every label
+    and the co-training's picks, and only stops the surplus from moving the class priors."""
+    y = np.asarray(y, dtype=np.int64)
+    is_gold = np.asarray(is_gold, dtype=bool)
+    out = np.ones(len(y))
+    pseudo = ~is_gold
+    if not pseudo.any() or not is_gold.any():
+        return out
+    k = int(y.max()) + 1
+    gold_share = np.bincount(y[is_gold], minlength=k) / is_gold.sum()
+    n_c = np.bincount(y[pseudo], minlength=k).astype(np.float64)
+    scale = np.where((gold_share > 0) & (n_c > 0), np.minimum(1.0, gold_share * pseudo.sum() / np.maximum(n_c, 1)), 1.0)
+    out[pseudo] = scale[y[pseudo]]
+    return out
+
+
 def termination(round_idx: int, last_round: int, pool_left: int, added: int | None = None) -> str | None:
     """Why the run ends at this round, or None to go on: ``max_rounds`` (the last round only
     fits and evaluates), ``pool_exhausted`` (nothing left to label), or, once the round's

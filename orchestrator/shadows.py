@@ -41,7 +41,7 @@ import pandas as pd
 
 from orchestrator.calibration import gold_folds
 from orchestrator.evidence import RoundEvidence, top
-from orchestrator.selection import select_adaptive
+from orchestrator.selection import aligned_scale, select_adaptive
 from orchestrator.state import LabelState
 from orchestrator.steps import fit_views, predict_test
 from store.database import Store
@@ -115,6 +115,7 @@ class Shadows:
         y = np.concatenate([gold[kept], self.pseudo[f, mine]]).astype(np.int64)
         pw = self.conf[f, mine] if pseudo_weight == "confidence" else np.full(len(mine), float(pseudo_weight))
         w = np.concatenate([np.ones(len(kept)), pw])
+        w *= aligned_scale(y, np.arange(len(y)) < len(kept))
         order = np.argsort(pos, kind="stable")  # position order, as the run's own training set
         return pos[order], y[order], w[order]
 

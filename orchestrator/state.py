@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from orchestrator.selection import feeding_masks
+from orchestrator.selection import aligned_scale, feeding_masks
 from store.database import Store
 from store.errors import RunError
 from store.queries import accepted_pseudo_labels, item_labels
@@ -100,7 +100,7 @@ class LabelState:
         is_gold = self.gold[pos] >= 0
         y = np.where(is_gold, self.gold[pos], self.pseudo[pos])
         pw = self.pseudo_conf[pos] if c.pseudo_weight == "confidence" else np.full(len(pos), float(c.pseudo_weight))
-        w = np.where(is_gold, 1.0, pw)
+        w = np.where(is_gold, 1.0, pw) * aligned_scale(y, is_gold)
         masks = feeding_masks(is_gold, self.sources[pos], self.shared[pos], policy=c.policy, feeding=c.feeding)
         return pos, y, w, masks
 

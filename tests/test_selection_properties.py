@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from orchestrator.selection import (
     ABSTAIN,
+    aligned_scale,
     feeding_masks,
     find_disputes,
     merge_picks,
@@ -108,3 +109,29 @@ def test_termination_order():
     assert termination(1, 3, 5) is None
     assert termination(1, 3, 5, added=0) == "no_change"
     assert termination(1, 3, 5, added=2) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 60), st.integers(2, 6), st.integers(0, 2**32 - 1))
+def test_aligned_scale_caps_each_class_at_its_gold_share_and_never_raises(n, k, seed):
+    """Gold rows keep weight 1; no pseudo-label is up-weighted; after scaling, each class
+    with gold holds at most its gold share of the pseudo-labels' total count (up to rounding),
+    and a class at or under its share keeps every label at full weight."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    is_gold = rng.random(n) < 0.3
+    f = aligned_scale(y, is_gold)
+    assert f.shape == (n,) and (f[is_gold] == 1.0).all() and ((f > 0) & (f <= 1.0)).all()
+    pseudo = ~is_gold
+    if not pseudo.any() or not is_gold.any():
+        assert (f == 1.0).all()
+        return
+    share = np.bincount(y[is_gold], minlength=k) / is_gold.sum()
+    for c in range(k):
+        mine = pseudo & (y == c)
+        if not mine.any() or share[c] == 0:
+            assert (f[mine] == 1.0).all()
+            continue
+        assert f[mine].sum() <= share[c] * pseudo.sum() + 1e-9 or (f[mine] == 1.0).all()
+        if mine.sum() <= share[c] * pseudo.sum():
+            assert (f[mine] == 1.0).all()
