@@ -334,10 +334,16 @@ def feeding_masks(is_gold: np.ndarray, sources: np.ndarray, shared: np.ndarray, 
 
 
 def aligned_scale(y: np.ndarray, is_gold: np.ndarray) -> np.ndarray:
-    """(n,) what each training row's weight is multiplied by so that no class holds more of
-    the pseudo-labels' weight than its share of the gold labels: 1 for gold rows; for a
-    pseudo-label of class c, ``min(1, g_c * N / n_c)`` with ``g_c`` the gold share of c, ``N``
-    the pseudo-labels and ``n_c`` those of class c (1 for a class without gold).
+    """(n,) what each training row's weight is multiplied by so that a class's pseudo-labels
+    count as at most its gold share of all of them: 1 for gold rows; for a pseudo-label of
+    class c, ``min(1, g_c * N / n_c)`` with ``g_c`` the gold share of c, ``N`` the
+    pseudo-labels and ``n_c`` those of class c (1 for a class without gold).
+
+    It is a partial alignment, by design of what was measured: ``N`` is the unscaled count,
+    so after scaling a surplus class can still hold more than ``g_c`` of the pseudo-labels'
+    remaining weight (gold 50/50, picks 90/10: 50 against 10); it is computed over every
+    training row, while under ``cross`` feeding each view sees only its peers' picks; and
+    debate verdicts count among the pseudo-labels. Reviewed labels count as gold.
 
     The views are surest of the easy classes, so those fill their quotas round after round
     (news at 5% gold, one seed: 125 of 309 labels in one of nine classes) and the views

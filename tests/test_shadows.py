@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from orchestrator import api
+from orchestrator.selection import aligned_scale
 from orchestrator.shadows import ShadowRound, Shadows, pool_reference, shadow_crossfit, wanted
 from store.database import Store
 from tests.conftest import synthetic_frame, write_config
@@ -61,10 +62,13 @@ def test_a_shadow_trains_on_the_other_folds_gold_and_its_own_labels_only():
     assert np.array_equal(pos, expect)
     assert not np.isin(pos, np.flatnonzero(sh.fold == 0)).any() and not np.isin(pos, other).any()
     assert np.array_equal(y[np.isin(pos, mine)], [0, 1, 2, 0])
-    assert np.allclose(w[np.isin(pos, mine)], 0.8) and np.allclose(w[~np.isin(pos, mine)], 1.0)
+    picked = np.isin(pos, mine)  # confidence 0.8, aligned to the gold class shares as the run's are
+    assert np.allclose(w, np.where(picked, 0.8, 1.0) * aligned_scale(y, ~picked)) and np.allclose(w[~picked], 1.0)
     assert np.array_equal(sh.left(0), np.setdiff1d(sh.sample, mine))
-    _, _, w1 = sh.training_set(1, g, 0.5)
-    assert sorted(set(np.round(w1, 3))) == [0.5, 1.0]
+    _, y1, w1 = sh.training_set(1, g, 0.5)
+    # its four picks are all class 1: they count as the gold share of class 1 of four items
+    share1 = float(np.mean(y1[w1 == 1.0] == 1))
+    assert 0 < share1 < 1 and sorted(set(np.round(w1, 3))) == [round(0.5 * share1, 3), 1.0]
     gold_pos = np.flatnonzero(g >= 0)[:1]  # not a sample item: picks from another sample are refused whole
     assert not sh.restore(np.array([2, 2]), np.r_[sh.sample[9], gold_pos], np.array([0, 0]), np.ones(2))
     assert not sh.restore(np.array([3]), sh.sample[9:10], np.array([0]), np.ones(1))  # no fold 3
