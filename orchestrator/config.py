@@ -173,7 +173,10 @@ class CotrainConfig(_Strict):
     shared (one growing labelled set). ``pseudo_weight``: a pseudo-label's sample weight
     (gold: 1), or ``confidence``; ``auto``: 0.3 under ``policy: auto`` (its sure picks, far
     from the boundary, outnumber the gold and pull the views off it), else 1.0 (as
-    ``SelfTrainingClassifier``). ``data_in_memory``: hold the fields views read across
+    ``SelfTrainingClassifier``). ``align_pseudo_labels``: in training, scale down the weights
+    of a class's pseudo-labels beyond its share of the gold labels
+    (``selection.aligned_scale``); ``auto``: under ``policy: auto`` only, so an explicit
+    policy stays the classic algorithm it names. ``data_in_memory``: hold the fields views read across
     rounds (``true``), read them per batch (``false``), or ``auto``: hold them when they
     take at most a quarter of the memory available at the start."""
 
@@ -192,6 +195,7 @@ class CotrainConfig(_Strict):
     feeding: Literal["cross", "shared"] = "cross"
     veto: Literal["ensemble", "none"] = "ensemble"
     pseudo_weight: float | Literal["confidence", "auto"] = "auto"
+    align_pseudo_labels: bool | Literal["auto"] = "auto"
     pool_sample: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=50_000, ge=1)
     store_predictions: bool = True
@@ -212,6 +216,8 @@ class CotrainConfig(_Strict):
             raise ValueError("shadows: true needs calibration_folds of at least 2 (one shadow run per gold fold)")
         if self.pseudo_weight == "auto":  # stored resolved, so the run's snapshot says what was used
             self.pseudo_weight = 0.3 if self.policy == "auto" else 1.0
+        if self.align_pseudo_labels == "auto":
+            self.align_pseudo_labels = self.policy == "auto"
         return self
 
 

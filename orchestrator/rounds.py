@@ -333,7 +333,7 @@ class RoundRunner:
         oof, oof_y, sr = np.zeros((0, len(views), self.k)), np.zeros(0, dtype=np.int64), None
         gold_rows = np.flatnonzero(state.gold[pos] >= 0)
         if self.shadows is not None:
-            sr = shadow_runs.shadow_crossfit(views, self.shadows, state, c.pseudo_weight,
+            sr = shadow_runs.shadow_crossfit(views, self.shadows, state, c,
                                  lambda p: self._fetch(run_id, state, p, fields), self.k, c.batch_size,
                                  self.reporter.advance, with_pool)
             oof, oof_y = sr.oof, sr.oof_y

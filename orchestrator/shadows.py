@@ -105,17 +105,19 @@ class Shadows:
         self.conf[fold_idx, at] = conf
         return True
 
-    def training_set(self, f: int, gold: np.ndarray, pseudo_weight: float | str) -> tuple[np.ndarray, np.ndarray,
-                                                                                           np.ndarray]:
+    def training_set(self, f: int, gold: np.ndarray, pseudo_weight: float | str,
+                     align: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Positions, labels and weights shadow ``f`` trains on: the gold items outside
-        fold f and its own pseudo-labels, in position order."""
+        fold f and its own pseudo-labels, in position order; ``align``: the pseudo-labels'
+        weights aligned to the gold class shares, as the run's (``selection.aligned_scale``)."""
         mine = np.flatnonzero(self.pseudo[f] >= 0)
         kept = np.flatnonzero((gold >= 0) & (self.fold != f))
         pos = np.concatenate([kept, self.sample[mine]])
         y = np.concatenate([gold[kept], self.pseudo[f, mine]]).astype(np.int64)
         pw = self.conf[f, mine] if pseudo_weight == "confidence" else np.full(len(mine), float(pseudo_weight))
         w = np.concatenate([np.ones(len(kept)), pw])
-        w *= aligned_scale(y, np.arange(len(y)) < len(kept))
+        if align:
+            w *= aligned_scale(y, np.arange(len(y)) < len(kept))
         order = np.argsort(pos, kind="stable")  # position order, as the run's own training set
         return pos[order], y[order], w[order]
 
@@ -185,12 +187,13 @@ class ShadowRound:
     probs: list[np.ndarray]
 
 
-def shadow_crossfit(views: list[View], shadows: Shadows, state: LabelState, pseudo_weight: float | str,
+def shadow_crossfit(views: list[View], shadows: Shadows, state: LabelState, cot: Any,
                     fetch: Callable[[np.ndarray], pd.DataFrame], k: int, batch_size: int,
                     advance: Callable[..., Any], with_pool: bool = True) -> ShadowRound:
     """Fit every view once per shadow and predict that fold's gold items and (``with_pool``:
     not at the last round, which selects nothing) the pool sample the shadow has left
-    (``fetch(positions)``: the items' fields). The views are left fitted on the last shadow:
+    (``fetch(positions)``: the items' fields); ``cot``: the run's ``cotrain`` section (its
+    ``pseudo_weight`` and ``align_pseudo_labels``). The views are left fitted on the last shadow:
     fit them on the run's own training set afterwards."""
     gold = train_gold(state)
     transductive = any(getattr(v, "transductive", False) for v in views)
@@ -201,7 +204,7 @@ def shadow_crossfit(views: list[View], shadows: Shadows, state: LabelState, pseu
             lefts.append(np.zeros(0, dtype=np.int64))
             probs.append(np.zeros((0, len(views), k), dtype=np.float32))
             continue
-        pos, y, w = shadows.training_set(f, gold, pseudo_weight)
+        pos, y, w = shadows.training_set(f, gold, cot.pseudo_weight, bool(cot.align_pseudo_labels))
         train = fetch(pos)
         train[LABEL_SOURCE_COLUMN] = state.label_sources(pos)
         fit_views(views, train, y, w, [np.ones(len(pos), dtype=bool)] * len(views), lambda *a: None)

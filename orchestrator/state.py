@@ -100,7 +100,9 @@ class LabelState:
         is_gold = self.gold[pos] >= 0
         y = np.where(is_gold, self.gold[pos], self.pseudo[pos])
         pw = self.pseudo_conf[pos] if c.pseudo_weight == "confidence" else np.full(len(pos), float(c.pseudo_weight))
-        w = np.where(is_gold, 1.0, pw) * aligned_scale(y, is_gold)
+        w = np.where(is_gold, 1.0, pw)
+        if c.align_pseudo_labels:
+            w = w * aligned_scale(y, is_gold)
         masks = feeding_masks(is_gold, self.sources[pos], self.shared[pos], policy=c.policy, feeding=c.feeding)
         return pos, y, w, masks
 

@@ -57,7 +57,7 @@ def test_a_shadow_trains_on_the_other_folds_gold_and_its_own_labels_only():
     mine, other = sh.sample[:4], sh.sample[4:8]
     sh.restore(np.zeros(4, dtype=np.int64), mine, np.array([0, 1, 2, 0]), np.full(4, 0.8))
     sh.restore(np.ones(4, dtype=np.int64), other, np.array([1, 1, 1, 1]), np.full(4, 0.9))
-    pos, y, w = sh.training_set(0, g, "confidence")
+    pos, y, w = sh.training_set(0, g, "confidence", align=True)
     expect = np.flatnonzero(((g >= 0) & (sh.fold != 0)) | np.isin(np.arange(60), mine))
     assert np.array_equal(pos, expect)
     assert not np.isin(pos, np.flatnonzero(sh.fold == 0)).any() and not np.isin(pos, other).any()
@@ -65,7 +65,8 @@ def test_a_shadow_trains_on_the_other_folds_gold_and_its_own_labels_only():
     picked = np.isin(pos, mine)  # confidence 0.8, aligned to the gold class shares as the run's are
     assert np.allclose(w, np.where(picked, 0.8, 1.0) * aligned_scale(y, ~picked)) and np.allclose(w[~picked], 1.0)
     assert np.array_equal(sh.left(0), np.setdiff1d(sh.sample, mine))
-    _, y1, w1 = sh.training_set(1, g, 0.5)
+    _, y1, w1 = sh.training_set(1, g, 0.5, align=True)
+    assert sorted(set(sh.training_set(1, g, 0.5)[2])) == [0.5, 1.0]  # not aligned: the weight as given
     # its four picks are all class 1: they count as the gold share of class 1 of four items
     share1 = float(np.mean(y1[w1 == 1.0] == 1))
     assert 0 < share1 < 1 and sorted(set(np.round(w1, 3))) == [round(0.5 * share1, 3), 1.0]
@@ -114,7 +115,8 @@ def test_shadow_fits_never_see_their_folds_gold_items():
     state = SimpleNamespace(is_test=~trainable, gold=gold,
                             label_sources=lambda pos: pd.Categorical(["gold"] * len(pos)))
     view = _Recording()
-    sr = shadow_crossfit([view], sh, state, 1.0, fetch, 3, 7, lambda *a: None)  # type: ignore[arg-type]
+    cot = SimpleNamespace(pseudo_weight=1.0, align_pseudo_labels=False)  # the run's cotrain section
+    sr = shadow_crossfit([view], sh, state, cot, fetch, 3, 7, lambda *a: None)  # type: ignore[arg-type]
     assert len(view.fits) == 3
     for f, seen in enumerate(view.fits):
         assert not seen & set(ids[sh.fold == f])                     # its fold's gold: never
@@ -132,7 +134,7 @@ def test_shadow_fits_never_see_their_folds_gold_items():
     for transductive, extra in ((False, 0), (True, 1)):
         view = _Recording()
         view.transductive = transductive  # type: ignore[attr-defined]
-        last = shadow_crossfit([view], sh, state, 1.0, fetch, 3, 7, lambda *a: None, with_pool=False)
+        last = shadow_crossfit([view], sh, state, cot, fetch, 3, 7, lambda *a: None, with_pool=False)
         assert all(len(b[0] - set(ids[sh.fold == f])) == extra for f, b in enumerate(view.predicted))
         assert [len(x) for x in last.left] == [0, 0, 0] and last.oof.shape == (18, 1, 3)
 
