@@ -196,7 +196,7 @@ def fit_combination(method: str, oof: np.ndarray, oof_y: np.ndarray, pool_votes:
     out-of-fold gold votes clamped to their labels beside the pool's votes."""
     m, v = oof.shape[0], oof.shape[1]
     cv = view_accuracy(oof, oof_y) if m else None
-    w = fitted_weights(oof, oof_y, k) if m else view_weights(None, v, k)
+    w = fitted_weights(oof, oof_y, k)
     if v == 1:
         return Combination("single", w, cv_accuracy=cv)
     candidates = ["product", "mean", "label_model", "best_view"] if method == "auto" else [method]
@@ -245,9 +245,8 @@ def pool_combiners(oof: np.ndarray, oof_y: np.ndarray, v: int, k: int) -> dict[s
     mean weighted as :func:`fit_combination` weighs them, from the out-of-fold gold
     predictions ``oof`` (m, V, K) and labels ``oof_y``, and the best view), by name. Names
     that map to one function share one array (:func:`orchestrator.steps.empty_prediction`)."""
-    m = len(oof_y)
-    cv_accuracy = view_accuracy(oof, oof_y) if m else None
-    w = fitted_weights(oof, oof_y, k) if m else view_weights(None, v, k)
+    cv_accuracy = view_accuracy(oof, oof_y) if len(oof_y) else None
+    w = fitted_weights(oof, oof_y, k)
     if v == 1:  # a lone view is its own combination (``single``): one copy of its probabilities
         return {"product": _only_view, "mean": _only_view, "best_view": _only_view}
     return {"product": Combination("product", w).combine, "mean": Combination("mean", w).combine,
@@ -259,4 +258,5 @@ def _only_view(probs: np.ndarray) -> np.ndarray:
     return np.array(probs[:, 0], dtype=np.float64)
 
 
-__all__ = ["COMBINATIONS", "Combination", "best_view_weights", "fitted_weights", "view_temperatures", "pool_combiners", "fit_combination", "view_accuracy", "view_weights", "weighted_mean"]
+__all__ = ["COMBINATIONS", "Combination", "best_view_weights", "fit_combination", "fitted_weights", "pool_combiners",
+           "view_accuracy", "view_temperatures", "view_weights", "weighted_mean"]

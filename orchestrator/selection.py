@@ -366,6 +366,19 @@ def aligned_scale(y: np.ndarray, is_gold: np.ndarray) -> np.ndarray:
     return out
 
 
+def training_weights(y: np.ndarray, is_gold: np.ndarray, conf: np.ndarray, pseudo_weight: float | str,
+                     align: bool) -> np.ndarray:
+    """(n,) the sample weight of each training row: 1 for gold; for a pseudo-label
+    ``pseudo_weight``, or its confidence ``conf`` (n,) when that is ``"confidence"``; times
+    :func:`aligned_scale` when ``align``. The run's training set and each shadow's weigh
+    their rows here, so a shadow trains as the run does."""
+    is_gold = np.asarray(is_gold, dtype=bool)
+    pw = np.asarray(conf, dtype=np.float64) if pseudo_weight == "confidence" else np.full(len(is_gold),
+                                                                                           float(pseudo_weight))
+    w = np.where(is_gold, 1.0, pw)
+    return w * aligned_scale(y, is_gold) if align else w
+
+
 def termination(round_idx: int, last_round: int, pool_left: int, added: int | None = None) -> str | None:
     """Why the run ends at this round, or None to go on: ``max_rounds`` (the last round only
     fits and evaluates), ``pool_exhausted`` (nothing left to label), or, once the round's

@@ -41,7 +41,7 @@ import pandas as pd
 
 from orchestrator.calibration import gold_folds
 from orchestrator.evidence import RoundEvidence, top
-from orchestrator.selection import aligned_scale, select_adaptive
+from orchestrator.selection import select_adaptive, training_weights
 from orchestrator.state import LabelState
 from orchestrator.steps import fit_views, predict_test
 from store.database import Store
@@ -114,10 +114,8 @@ class Shadows:
         kept = np.flatnonzero((gold >= 0) & (self.fold != f))
         pos = np.concatenate([kept, self.sample[mine]])
         y = np.concatenate([gold[kept], self.pseudo[f, mine]]).astype(np.int64)
-        pw = self.conf[f, mine] if pseudo_weight == "confidence" else np.full(len(mine), float(pseudo_weight))
-        w = np.concatenate([np.ones(len(kept)), pw])
-        if align:
-            w *= aligned_scale(y, np.arange(len(y)) < len(kept))
+        conf = np.concatenate([np.ones(len(kept)), self.conf[f, mine]])
+        w = training_weights(y, np.arange(len(y)) < len(kept), conf, pseudo_weight, align)
         order = np.argsort(pos, kind="stable")  # position order, as the run's own training set
         return pos[order], y[order], w[order]
 

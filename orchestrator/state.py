@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from orchestrator.selection import aligned_scale, feeding_masks
+from orchestrator.selection import feeding_masks, training_weights
 from store.database import Store
 from store.errors import RunError
 from store.queries import accepted_pseudo_labels, item_labels
@@ -99,10 +99,7 @@ class LabelState:
         pos = np.flatnonzero(~self.is_test & ((self.gold >= 0) | (self.pseudo >= 0)))
         is_gold = self.gold[pos] >= 0
         y = np.where(is_gold, self.gold[pos], self.pseudo[pos])
-        pw = self.pseudo_conf[pos] if c.pseudo_weight == "confidence" else np.full(len(pos), float(c.pseudo_weight))
-        w = np.where(is_gold, 1.0, pw)
-        if c.align_pseudo_labels:
-            w = w * aligned_scale(y, is_gold)
+        w = training_weights(y, is_gold, self.pseudo_conf[pos], c.pseudo_weight, bool(c.align_pseudo_labels))
         masks = feeding_masks(is_gold, self.sources[pos], self.shared[pos], policy=c.policy, feeding=c.feeding)
         return pos, y, w, masks
 
