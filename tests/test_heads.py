@@ -54,6 +54,36 @@ def test_the_tuned_c_is_the_grids_best_cross_validated_log_loss():
         log_loss([0, 2], p, sample_weight=[1.0, 3.0], labels=[0, 1, 2]))
 
 
+def test_c_is_scored_on_the_gold_rows_when_pseudo_labels_weigh_less():
+    """Gold rows (weight 1) are dealt into the folds and scored; the lighter pseudo-label
+    rows only ever train. Every row at one weight, or score_on='all', deals every row."""
+    X, y = _blobs(8, seed=4)
+    Xp, yp = _blobs(30, seed=5)
+    yp = yp.copy()
+    yp[::4] = (yp[::4] + 1) % 4                                        # a quarter of the pseudo-labels wrong
+    Xa, ya = np.vstack([X, Xp]), np.concatenate([y, yp])
+    w = np.concatenate([np.ones(len(y)), np.full(len(yp), 0.3)])
+    head = TunedLogisticRegression(random_state=0).fit(Xa, ya, sample_weight=w)
+    gold, pseudo = np.arange(len(y)), np.arange(len(y), len(ya))
+    split = StratifiedKFold(3, shuffle=True, random_state=0)
+    for C, score in head.cv_scores_.items():
+        ref = np.mean([log_loss(y[te], LogisticRegression(C=C, max_iter=1000).fit(
+            Xa[np.r_[gold[tr], pseudo]], ya[np.r_[gold[tr], pseudo]], sample_weight=w[np.r_[gold[tr], pseudo]])
+            .predict_proba(X[te]), labels=np.arange(4)) for tr, te in split.split(X, y)])
+        assert score == pytest.approx(ref, rel=1e-3, abs=1e-3)
+    assert head.C_ == min(head.cv_scores_, key=head.cv_scores_.get)
+    every = TunedLogisticRegression(random_state=0, score_on="all").fit(Xa, ya, sample_weight=w)
+    ref = np.mean([log_loss(ya[te], LogisticRegression(C=1.0, max_iter=1000).fit(Xa[tr], ya[tr], sample_weight=w[tr])
+                            .predict_proba(Xa[te]), sample_weight=w[te], labels=np.arange(4))
+                   for tr, te in split.split(Xa, ya)])                # every row dealt and scored
+    assert every.cv_scores_[1.0] == pytest.approx(ref, rel=1e-3, abs=1e-3) != head.cv_scores_[1.0]
+    # one gold label a class: no fold can hold gold out, so few_labels_C, however many pseudo-labels
+    one = np.r_[[np.flatnonzero(y == c)[0] for c in range(4)], pseudo]
+    assert TunedLogisticRegression(few_labels_C=7.0).fit(Xa[one], ya[one], sample_weight=w[one]).C_ == 7.0
+    with pytest.raises(ValueError, match="score_on"):
+        TunedLogisticRegression(score_on="gold").fit(X, y)
+
+
 def test_few_labels_generalise_better_than_the_usual_c():
     # unit-norm features, as sentence embeddings are: C=1 shrinks 3 labels a class towards
     # uniform; the tuned C must give a lower log-loss on the items it never saw
