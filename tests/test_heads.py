@@ -54,34 +54,69 @@ def test_the_tuned_c_is_the_grids_best_cross_validated_log_loss():
         log_loss([0, 2], p, sample_weight=[1.0, 3.0], labels=[0, 1, 2]))
 
 
-def test_c_is_scored_on_the_gold_rows_when_pseudo_labels_weigh_less():
-    """Gold rows (weight 1) are dealt into the folds and scored; the lighter pseudo-label
-    rows only ever train. Every row at one weight, or score_on='all', deals every row."""
-    X, y = _blobs(8, seed=4)
-    Xp, yp = _blobs(30, seed=5)
+def _gold_and_picks(n_gold: int = 8, n_pseudo: int = 30) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gold rows then pseudo-label rows (a quarter of them wrong): X, y, weights, trusted."""
+    X, y = _blobs(n_gold, seed=4)
+    Xp, yp = _blobs(n_pseudo, seed=5)
     yp = yp.copy()
-    yp[::4] = (yp[::4] + 1) % 4                                        # a quarter of the pseudo-labels wrong
-    Xa, ya = np.vstack([X, Xp]), np.concatenate([y, yp])
+    yp[::4] = (yp[::4] + 1) % 4
     w = np.concatenate([np.ones(len(y)), np.full(len(yp), 0.3)])
-    head = TunedLogisticRegression(random_state=0).fit(Xa, ya, sample_weight=w)
-    gold, pseudo = np.arange(len(y)), np.arange(len(y), len(ya))
-    split = StratifiedKFold(3, shuffle=True, random_state=0)
+    trusted = np.r_[np.ones(len(y), dtype=bool), np.zeros(len(yp), dtype=bool)]
+    return np.vstack([X, Xp]), np.concatenate([y, yp]), w, trusted
+
+
+def _gold_cv(X, y, w, trusted, C, n_folds=3):
+    """Reference: folds over the trusted rows, each fit on the rest of them plus every
+    untrusted row, scored on the held-out trusted rows."""
+    gold, pseudo = np.flatnonzero(trusted), np.flatnonzero(~trusted)
+    split = StratifiedKFold(n_folds, shuffle=True, random_state=0)
+    out = []
+    for tr, te in split.split(gold, y[gold]):
+        rows = np.r_[gold[tr], pseudo]
+        m = LogisticRegression(C=C, max_iter=1000).fit(X[rows], y[rows], sample_weight=w[rows])
+        out.append(log_loss(y[gold[te]], m.predict_proba(X[gold[te]]), labels=np.arange(4)))
+    return float(np.mean(out))
+
+
+def test_c_is_scored_on_the_trusted_rows_and_the_picks_only_train():
+    """Told which rows are trusted (gold), the head deals only them into folds and scores
+    only them; the pseudo-label rows only ever train. Not told, told that every row is
+    trusted, or score_on='all': every row is dealt and scored, as before."""
+    X, y, w, trusted = _gold_and_picks()
+    head = TunedLogisticRegression(random_state=0).fit(X, y, sample_weight=w, trusted=trusted)
+    assert head.tuned_ and set(head.cv_scores_) == {0.1, 1.0, 10.0, 100.0}
     for C, score in head.cv_scores_.items():
-        ref = np.mean([log_loss(y[te], LogisticRegression(C=C, max_iter=1000).fit(
-            Xa[np.r_[gold[tr], pseudo]], ya[np.r_[gold[tr], pseudo]], sample_weight=w[np.r_[gold[tr], pseudo]])
-            .predict_proba(X[te]), labels=np.arange(4)) for tr, te in split.split(X, y)])
-        assert score == pytest.approx(ref, rel=1e-3, abs=1e-3)
+        assert score == pytest.approx(_gold_cv(X, y, w, trusted, C), rel=1e-3, abs=1e-3)
     assert head.C_ == min(head.cv_scores_, key=head.cv_scores_.get)
-    every = TunedLogisticRegression(random_state=0, score_on="all").fit(Xa, ya, sample_weight=w)
-    ref = np.mean([log_loss(ya[te], LogisticRegression(C=1.0, max_iter=1000).fit(Xa[tr], ya[tr], sample_weight=w[tr])
-                            .predict_proba(Xa[te]), sample_weight=w[te], labels=np.arange(4))
-                   for tr, te in split.split(Xa, ya)])                # every row dealt and scored
-    assert every.cv_scores_[1.0] == pytest.approx(ref, rel=1e-3, abs=1e-3) != head.cv_scores_[1.0]
-    # one gold label a class: no fold can hold gold out, so few_labels_C, however many pseudo-labels
-    one = np.r_[[np.flatnonzero(y == c)[0] for c in range(4)], pseudo]
-    assert TunedLogisticRegression(few_labels_C=7.0).fit(Xa[one], ya[one], sample_weight=w[one]).C_ == 7.0
+    split = StratifiedKFold(3, shuffle=True, random_state=0)
+    every_row = np.mean([log_loss(y[te], LogisticRegression(C=1.0, max_iter=1000).fit(X[tr], y[tr], sample_weight=w[tr])
+                                  .predict_proba(X[te]), sample_weight=w[te], labels=np.arange(4))
+                         for tr, te in split.split(X, y)])
+    for classic in (TunedLogisticRegression(random_state=0).fit(X, y, sample_weight=w),
+                    TunedLogisticRegression(random_state=0).fit(X, y, sample_weight=w, trusted=np.ones(len(y), bool)),
+                    TunedLogisticRegression(random_state=0, score_on="all").fit(X, y, sample_weight=w, trusted=trusted)):
+        assert classic.cv_scores_[1.0] == pytest.approx(every_row, rel=1e-3, abs=1e-3)
+    assert every_row != pytest.approx(head.cv_scores_[1.0], rel=1e-3)
+    # one trusted label a class: no fold can hold gold out, so few_labels_C, not a tuned C
+    one = np.r_[[np.flatnonzero(y[:32] == c)[0] for c in range(4)], np.arange(32, len(y))]
+    few = TunedLogisticRegression(few_labels_C=7.0).fit(X[one], y[one], sample_weight=w[one], trusted=trusted[one])
+    assert few.C_ == 7.0 and not few.tuned_
     with pytest.raises(ValueError, match="score_on"):
         TunedLogisticRegression(score_on="gold").fit(X, y)
+    with pytest.raises(ValueError, match="trusted has 3 rows"):
+        TunedLogisticRegression().fit(X, y, trusted=np.ones(3, bool))
+
+
+def test_each_part_is_cut_to_cv_max_items():
+    """Above cv_max_items, each part (trusted, untrusted) is cross-validated on a stratified
+    subset of that many rows, weights as given."""
+    X, y, w, trusted = _gold_and_picks(n_gold=8, n_pseudo=100)       # 32 gold, 400 picks
+    head = TunedLogisticRegression(random_state=0, cv_max_items=60).fit(X, y, sample_weight=w, trusted=trusted)
+    picks = np.flatnonzero(~trusted)
+    sub = np.r_[np.flatnonzero(trusted), picks[_stratified_subset(y[picks], 60, 0)]]
+    assert len(sub) == 92
+    for C, score in head.cv_scores_.items():
+        assert score == pytest.approx(_gold_cv(X[sub], y[sub], w[sub], trusted[sub], C), rel=1e-3, abs=1e-3)
 
 
 def test_few_labels_generalise_better_than_the_usual_c():
@@ -127,6 +162,13 @@ def test_a_round_tunes_c_once_for_its_large_fits():
     fresh = TunedLogisticRegression(cv_max_items=60, random_state=0)
     rc.before(fresh, 400)
     assert fresh.C is None and rc.C is None                             # a new round tunes again
+    # a fold that leaves a class one trusted label falls back to few_labels_C: not the round's C
+    trusted = np.zeros(len(y), dtype=bool)
+    trusted[[0, 1, 100, 101, 200, 201, 300]] = True                     # class 3: one gold row
+    fold = TunedLogisticRegression(cv_max_items=60, few_labels_C=7.0, random_state=0)
+    fold.fit(X, y, trusted=trusted)
+    rc.after(fold, 400)
+    assert fold.C_ == 7.0 and rc.C is None
 
 
 def _blas_threads() -> list[int]:

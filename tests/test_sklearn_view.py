@@ -162,3 +162,28 @@ def test_an_estimator_without_predict_proba_needs_calibration(data):
                                         r"calibration: sigmoid \(or isotonic\)"):
         v.resolve_fields(df.columns)
     _view(column_prefix="a_", estimator="sklearn.svm.LinearSVC", calibration="sigmoid").resolve_fields(df.columns)
+
+
+def test_the_head_scores_its_c_on_the_rows_the_label_sources_trust(data):
+    """The orchestrator's label-source column tells the logistic-regression head which rows
+    are gold: its C is cross-validated on them (the picks only train); a frame without the
+    column (the view used on its own) cross-validates every row."""
+    from views.base import LABEL_SOURCE_COLUMN
+    from views.heads import TunedLogisticRegression
+
+    df, y = data
+    train = df[:120].reset_index(drop=True)
+    source = np.where(np.arange(120) < 30, "gold", "pseudo")
+    source[30:36] = "review"
+    w = np.where(source == "pseudo", 0.3, 1.0)
+    told, alone = _view(column_prefix="a_"), _view(column_prefix="a_")
+    for v in (told, alone):
+        v.resolve_fields(df.columns)
+    told.fit(train.assign(**{LABEL_SOURCE_COLUMN: pd.Categorical(source)}), y[:120], w)
+    alone.fit(train, y[:120], w)
+    X = told.features(train)                                           # the scaled columns the head read
+    head = told.model_.steps[-1][1]
+    ref = TunedLogisticRegression(random_state=0).fit(X, y[:120], sample_weight=w, trusted=source != "pseudo")
+    assert head.cv_scores_ == pytest.approx(ref.cv_scores_) and head.C_ == ref.C_
+    every = TunedLogisticRegression(random_state=0).fit(X, y[:120], sample_weight=w)
+    assert alone.model_.steps[-1][1].cv_scores_ == pytest.approx(every.cv_scores_) != ref.cv_scores_

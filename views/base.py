@@ -25,6 +25,16 @@ ITEM_ID_COLUMN = "__item_id"
 #: from (``gold``, ``review`` or ``pseudo``), so a view can tell trusted labels from its
 #: peers' picks (LLM views draw few-shot demonstrations from trusted ones only by default).
 LABEL_SOURCE_COLUMN = "__label_source"
+#: Label sources whose labels a view may trust as ground truth (not its peers' picks).
+TRUSTED_SOURCES = ("gold", "review")
+
+
+def trusted_rows(items: pd.DataFrame) -> np.ndarray | None:
+    """(n,) bool: the training rows whose label is gold or reviewed, read from
+    ``LABEL_SOURCE_COLUMN``; None when the frame does not say (a view used on its own)."""
+    if LABEL_SOURCE_COLUMN not in items.columns:
+        return None
+    return items[LABEL_SOURCE_COLUMN].isin(TRUSTED_SOURCES).to_numpy(dtype=bool)
 
 
 @runtime_checkable

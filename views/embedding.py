@@ -20,9 +20,9 @@ import pandas as pd
 import logging
 
 from store.errors import ViewError
-from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba
+from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, trusted_rows
 from views.encoders import load_sentence_transformer, resolve_text_encoder
-from views.heads import RoundC, make_head
+from views.heads import RoundC, head_fit_params, make_head
 from views.params import EmbeddingParams
 
 log = logging.getLogger("cotrain")
@@ -133,7 +133,8 @@ class EmbeddingView(ParamsView):
         X = self.embed(self._texts(items))
         head = make_head(self.head, self.head_params, self.context.seed)
         self._round_c.before(head, len(y))
-        head.fit(X, y, sample_weight=np.asarray(sample_weight, dtype=np.float64))
+        head.fit(X, y, sample_weight=np.asarray(sample_weight, dtype=np.float64),
+                 **head_fit_params(head, trusted_rows(items)))
         self._round_c.after(head, len(y))
         self.head_ = head
         self.classes_ = np.asarray(head.classes_, dtype=int)

@@ -14,8 +14,9 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from store.errors import ViewError
-from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids, select_fields
-from views.heads import RoundC
+from views.base import (ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids, select_fields,
+                        trusted_rows)
+from views.heads import RoundC, head_fit_params
 from views.params import SklearnParams
 from views.registry import import_object
 
@@ -258,6 +259,7 @@ class SklearnView(ParamsView):
         kwargs: dict[str, Any] = {}
         if _accepts_sample_weight(model.steps[-1][1]):
             kwargs["model__sample_weight"] = np.asarray(sample_weight, dtype=np.float64)
+        kwargs.update({f"model__{k}": v for k, v in head_fit_params(model.steps[-1][1], trusted_rows(items)).items()})
         try:
             _on_own_copy_if_needed(model.fit, self._matrix(items), y, **kwargs)
         except ValueError as exc:

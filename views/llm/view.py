@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from store.errors import ViewError
-from views.base import LABEL_SOURCE_COLUMN, ParamsView, ViewContext, item_ids
+from views.base import ParamsView, ViewContext, item_ids, trusted_rows
 from views.llm.client import Endpoint, LLMClient, Price, count_tokens, estimate_cost
 from views.llm.connect import Connection, check_model, connect, endpoint_for
 from views.llm.demos import balanced_draw, nearest, within_budget
@@ -37,10 +37,6 @@ from views.llm.scoring import apply_calibration, fit_calibration, read_answers
 from views.params import LLMParams
 
 log = logging.getLogger("cotrain")
-
-#: Label sources (``LABEL_SOURCE_COLUMN``) whose items' text may be shown to other items.
-TRUSTED_SOURCES = ("gold", "review")
-
 
 class LLMView(ParamsView):
     """Parameters (:class:`views.params.LLMParams`, the one place of their defaults):
@@ -243,11 +239,11 @@ class LLMView(ParamsView):
 
     @staticmethod
     def _trusted(items: pd.DataFrame) -> np.ndarray:
-        """Rows whose label is gold or reviewed. A frame without ``LABEL_SOURCE_COLUMN`` (the
-        view used on its own) is all trusted: its caller chose those items."""
-        if LABEL_SOURCE_COLUMN not in items.columns:
-            return np.ones(len(items), dtype=bool)
-        return items[LABEL_SOURCE_COLUMN].isin(TRUSTED_SOURCES).to_numpy(dtype=bool)
+        """Rows whose label is gold or reviewed, whose text may be shown to other items. A
+        frame without the label sources (the view used on its own) is all trusted: its caller
+        chose those items."""
+        trusted = trusted_rows(items)
+        return np.ones(len(items), dtype=bool) if trusted is None else trusted
 
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
         """Take the given gold/reviewed items (and pseudo-labelled ones with

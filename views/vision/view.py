@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from store.errors import ViewError
-from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids
-from views.heads import RoundC, make_head
+from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids, trusted_rows
+from views.heads import RoundC, head_fit_params, make_head
 from views.params import VisionParams
 from views.vision.encoders import OnnxEncoder, TorchEncoder, load_torch_encoder, onnxruntime_available
 from store.media import ImageProblem, resolve_source
@@ -283,12 +283,13 @@ class VisionView(ParamsView):
         w = np.asarray(sample_weight, dtype=np.float64)
         X, mask = self.encode(items)
         y, w = y[mask], w[mask]
+        trusted = trusted_rows(items)
         if len(np.unique(y)) < 2:
             self.head_ = None
             return
         head = make_head(self.head, self.head_params, self.context.seed)
         self._round_c.before(head, len(y))
-        head.fit(X, y, sample_weight=w)
+        head.fit(X, y, sample_weight=w, **head_fit_params(head, None if trusted is None else trusted[mask]))
         self._round_c.after(head, len(y))
         self.head_ = head
         self.classes_ = np.asarray(head.classes_, dtype=int)
