@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 
-from views.heads import RoundC, TunedLogisticRegression, _log_loss, _stratified_subset
+from views.heads import RoundC, TunedLogisticRegression, _log_loss, _stratified_subset, head_fit_params
 
 
 def _blobs(n_per_class: int, k: int = 4, d: int = 30, sep: float = 1.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +101,9 @@ def test_c_is_scored_on_the_trusted_rows_and_the_picks_only_train():
     one = np.r_[[np.flatnonzero(y[:32] == c)[0] for c in range(4)], np.arange(32, len(y))]
     few = TunedLogisticRegression(few_labels_C=7.0).fit(X[one], y[one], sample_weight=w[one], trusted=trusted[one])
     assert few.C_ == 7.0 and not few.tuned_
+    refit = TunedLogisticRegression(random_state=0).fit(X, y, sample_weight=w, trusted=trusted)
+    refit.set_params(C=5.0).fit(X, y)
+    assert refit.C_ == 5.0 and not refit.tuned_ and not hasattr(refit, "cv_scores_")  # no stale scores
     with pytest.raises(ValueError, match="score_on"):
         TunedLogisticRegression(score_on="gold").fit(X, y)
     with pytest.raises(ValueError, match="trusted has 3 rows"):
@@ -246,3 +249,15 @@ def test_usable_cpus_read_the_affinity_mask_and_the_cgroup_quota(monkeypatch, tm
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert usable_cpus(str(tmp_path / "absent")) == 1
 
+
+
+def test_the_trusted_rows_go_only_to_a_head_whose_fit_takes_them():
+    class OldSubclass(TunedLogisticRegression):
+        def fit(self, X, y, sample_weight=None):  # a user's subclass from before ``trusted``
+            return super().fit(X, y, sample_weight)
+
+    mask = np.ones(3, dtype=bool)
+    assert head_fit_params(TunedLogisticRegression(), mask) == {"trusted": mask}
+    assert head_fit_params(OldSubclass(), mask) == {}
+    assert head_fit_params(LogisticRegression(), mask) == {}
+    assert head_fit_params(TunedLogisticRegression(), None) == {}
