@@ -188,13 +188,8 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         from sklearn.model_selection import StratifiedKFold  # a fixed C needs none of it
         if len(y) > self.cv_max_items and self.large_C is not None:
             return float(self.large_C)
-        scored, extra = self._cv_rows(len(y), trusted)
         seed = self.random_state or 0
-        if not extra.size:  # every row dealt and scored: the classic cross-validation
-            if len(y) > self.cv_max_items:
-                scored = scored[_stratified_subset(y, int(self.cv_max_items), seed)]
-        else:
-            scored, extra = self._capped(scored, y, seed), self._capped(extra, y, seed)
+        scored, extra = (self._capped(part, y, seed) for part in self._cv_rows(len(y), trusted))
         ys = y[scored]
         counts = np.unique(ys, return_counts=True)[1]
         folds = int(min(self.cv, counts.min()))
