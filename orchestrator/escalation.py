@@ -302,7 +302,7 @@ def _file_answers(write: Any, state: Any, pos: np.ndarray, probs: np.ndarray) ->
     if not len(pos):
         return
     lab = probs.argmax(axis=1).astype(np.int16)
-    write.predictions(state.ids(pos), ESCALATED, lab, probs.max(axis=1).astype(np.float32), probs)
+    write.predictions(pos, ESCALATED, lab, probs.max(axis=1).astype(np.float32), probs)
 
 
 def plan_escalation(cfg: Any, view: Any, sample: Any, n_pool: int, n_gold: int, rounds: int) -> dict[str, Any]:

@@ -355,9 +355,8 @@ class RoundRunner:
         combiners = pool_combiners(oof, oof_y, len(views), self.k)
 
         def sink(idx: np.ndarray, probs: np.ndarray, lab: np.ndarray, conf: np.ndarray) -> None:
-            ids = state.ids(pool[idx])
             for j, view in enumerate(views):
-                write.predictions(ids, view.name, lab[:, j], conf[:, j], probs[:, j])
+                write.predictions(pool[idx], view.name, lab[:, j], conf[:, j], probs[:, j])
 
         with write.collecting():
             if self.engine is not None and self.engine.runs(views):

@@ -87,7 +87,11 @@ class Store:
                 raise StoreError(f"not a cotrain store: it holds other tables ({shown}) and no _migrations table; "
                                  "choose another store file", self.path)
         if not read_only:
-            apply_migrations(self.con)
+            try:
+                apply_migrations(self.con)
+            except StoreError as exc:  # a migration that refuses names the store
+                self.con.close()
+                raise StoreError(exc.detail, self.path) from None
         elif not self._has_table("_migrations"):
             self.con.close()
             raise StoreError("not a cotrain store (no _migrations table)", self.path)
@@ -101,6 +105,8 @@ class Store:
                 self.con = connect(self.path, read_only=True)
             except duckdb.IOException as exc:
                 raise _locked(self.path, exc) from None
+            except StoreError as exc:
+                raise StoreError(exc.detail, self.path) from None
 
     # ------------------------------------------------------------------ plumbing
     @contextmanager

@@ -83,10 +83,9 @@ def latest_answers(store: Store, run_id: int, view: str, labels: list[str], befo
     ``row_idx`` and ``label`` (index in ``labels``). The escalation step reuses them, so an
     answer that was paid for is never bought twice."""
     return store.query(
-        "SELECT i.row_idx, coalesce(list_position(?, p.label), 0) - 1 AS label"
-        " FROM predictions p JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id"
-        " WHERE p.run_id = ? AND p.view = ? AND p.round < ? AND p.label IS NOT NULL"
-        " QUALIFY row_number() OVER (PARTITION BY p.item_id ORDER BY p.round DESC) = 1",
+        "SELECT row_idx, coalesce(list_position(?, label), 0) - 1 AS label FROM prediction_rows"
+        " WHERE run_id = ? AND view = ? AND round < ? AND label IS NOT NULL"
+        " QUALIFY row_number() OVER (PARTITION BY row_idx ORDER BY round DESC) = 1",
         [labels, run_id, view, before_round])
 
 

@@ -67,7 +67,7 @@ class RoundWriter:
         pending = self._pending or []
         if pending and (force or sum(t.num_rows for t in pending) >= PREDICTION_CHUNK
                         or sum(t.nbytes for t in pending) >= PREDICTION_BYTES):
-            self.store.insert_arrow("predictions", pa.concat_tables(pending).combine_chunks())
+            self.store.insert_arrow("prediction_rows", pa.concat_tables(pending).combine_chunks())
             pending.clear()
 
     def _const(self, n: int) -> dict[str, pa.Array]:
@@ -91,18 +91,22 @@ class RoundWriter:
                 "label": pa.array(np.asarray(label, dtype=np.int16)),
                 "confidence": pa.array(np.asarray(conf, dtype=np.float32))}))
 
-    def predictions(self, ids: pa.Array, view: str, lab: np.ndarray, conf: np.ndarray, probs: np.ndarray) -> None:
-        """One view's prediction of a batch of pool items (label, confidence, probabilities)."""
-        n = len(ids)
+    def predictions(self, row_idx: np.ndarray, view: str, lab: np.ndarray, conf: np.ndarray,
+                    probs: np.ndarray) -> None:
+        """One view's prediction of a batch of pool items (their positions, ``items.row_idx``;
+        label, confidence, probabilities), filed in ``prediction_rows`` (the ``predictions``
+        view adds the item ids)."""
+        n = len(row_idx)
         voted = np.asarray(lab) != ABSTAIN
         table = pa.table({
-            **self._const(n), "view": pa.repeat(pa.scalar(view), n), "item_id": ids,
+            **self._const(n), "view": pa.repeat(pa.scalar(view), n),
+            "row_idx": pa.array(np.asarray(row_idx, dtype=np.int64)),
             "label": self._label_names(lab),
             "confidence": pa.array(np.asarray(conf, dtype=np.float32), mask=~voted),
             "probs": rows_as_lists(probs),
         })
         if self._pending is None:
-            self.store.insert_arrow("predictions", table)
+            self.store.insert_arrow("prediction_rows", table)
         else:
             self._pending.append(table)
             self._flush()

@@ -116,10 +116,10 @@ def test_feature_cache_roundtrip_and_idempotent_put(mem_store: Store):
 def test_insert_arrow_is_columnar_and_fast(mem_store: Store):
     n = 200_000
     t = pa.table({"run_id": np.ones(n, dtype=np.int32), "round": np.zeros(n, dtype=np.int32),
-                  "view": pa.array(["v"] * n), "item_id": pa.array([str(i) for i in range(n)]),
+                  "view": pa.array(["v"] * n), "row_idx": np.arange(n),
                   "label": pa.array(["a"] * n), "confidence": np.full(n, 0.5, dtype=np.float32)})
-    mem_store.insert_arrow("predictions", t)
-    assert mem_store.scalar("SELECT count(*) FROM predictions") == n
+    mem_store.insert_arrow("prediction_rows", t)
+    assert mem_store.scalar("SELECT count(*) FROM prediction_rows") == n
 
 
 
@@ -141,6 +141,12 @@ def _tables(con, catalog: str) -> list[str]:
         " ORDER BY table_name", [catalog]).fetchall()]
 
 
+def _views(con, catalog: str) -> set[str]:
+    return {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? AND table_type = 'VIEW'",
+        [catalog]).fetchall()}
+
+
 def _columns(con, catalog: str, table: str) -> str:
     return ", ".join(f'"{r[0]}"' for r in con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_name = ?"
@@ -157,7 +163,7 @@ def _older_store(current: Path, target: Path, n: int) -> dict[str, tuple[str, li
     with duckdb.connect(":memory:") as mem:
         for _, fn in MIGRATIONS:
             fn(mem)
-        made_by_migrations = set(_tables(mem, "memory")) | {"_migrations"}
+        made_by_migrations = set(_tables(mem, "memory")) | _views(mem, "memory") | {"_migrations"}
     written: dict[str, tuple[str, list[tuple]]] = {}
     with duckdb.connect(str(target)) as con:
         con.execute("CREATE TABLE _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
@@ -167,7 +173,9 @@ def _older_store(current: Path, target: Path, n: int) -> dict[str, tuple[str, li
         main = target.stem
         old = set(_tables(con, main)) - {"_migrations"}
         con.execute(f"ATTACH '{current}' AS cur (READ_ONLY)")
-        for table in _tables(con, "cur"):
+        # an old table may be a view now (``predictions`` since migration 011): read it as one
+        readable = set(_tables(con, "cur")) | _views(con, "cur")
+        for table in sorted(readable):
             if table in old:
                 cols = _columns(con, main, table)
                 con.execute(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM cur."{table}"')
@@ -179,6 +187,7 @@ def _older_store(current: Path, target: Path, n: int) -> dict[str, tuple[str, li
             written[table] = (cols, con.execute(f'SELECT {cols} FROM "{table}" ORDER BY ALL').fetchall())
         con.execute("DETACH cur")
     assert written["runs"][1] and written["items"][1] and written["pseudo_labels"][1]  # a real run is in it
+    assert written["predictions"][1]
     return written
 
 
@@ -195,6 +204,32 @@ def _first_read(how: str, store: Path, out: Path) -> None:
 
 
 FIRST_READS = ("status", "export", "read_only_store")
+
+
+def test_predictions_move_to_rows_by_position_and_read_as_before(current_store: Path, tmp_path: Path):
+    """Migration 011 files predictions by ``row_idx``: an older store's rows come back through
+    the ``predictions`` view exactly (above); one that names an item its run does not hold
+    would be dropped by the join, so the migration refuses, and the store is left as it was."""
+    import duckdb
+
+    n = [name for name, _ in MIGRATIONS].index("011_prediction_rows")
+    older = tmp_path / "older.duckdb"
+    written = _older_store(current_store, older, n)
+    with duckdb.connect(str(older)) as con:
+        con.execute("INSERT INTO predictions VALUES (1, 0, 'va', 'no-such-item', 'ant', 0.9, [0.9, 0.05, 0.05])")
+    for read_only in (False, True):
+        with pytest.raises(StoreError, match="1 of .* stored predictions name an item") as err:
+            Store(older, read_only=read_only)
+        assert err.value.path == str(older)
+    with duckdb.connect(str(older), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM predictions").fetchall()[0][0] == len(written["predictions"][1]) + 1
+        assert "011_prediction_rows" not in {r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()}
+        assert not con.execute("SELECT count(*) FROM information_schema.tables "
+                               "WHERE table_name = 'prediction_rows'").fetchall()[0][0]
+    with Store(current_store, read_only=True) as st:  # this cotrain's own store: rows by position
+        assert st.scalar("SELECT count(*) FROM prediction_rows") == st.scalar("SELECT count(*) FROM predictions") > 0
+        assert st.scalar("SELECT count(*) FROM prediction_rows p LEFT JOIN items i ON i.run_id = p.run_id "
+                         "AND i.row_idx = p.row_idx WHERE i.item_id IS NULL") == 0
 
 
 @pytest.mark.parametrize(("n", "how"), [(n, FIRST_READS[(n - 1) % 3]) for n in range(1, len(MIGRATIONS))])
@@ -243,11 +278,11 @@ def test_collected_predictions_are_inserted_in_chunks_and_all_of_them_on_leaving
         w = writers.RoundWriter(st, 1, 0, ["neg", "pos"], ["v"])
 
         def put(first: int) -> None:
-            w.predictions(pa.array([f"i{first}", f"i{first + 1}"]), "v", np.array([0, 1]), np.array([0.6, 0.7]),
+            w.predictions(np.array([first, first + 1]), "v", np.array([0, 1]), np.array([0.6, 0.7]),
                           np.array([[0.6, 0.4], [0.3, 0.7]]))
 
         def count() -> int:
-            return st.scalar("SELECT count(*) FROM predictions")
+            return st.scalar("SELECT count(*) FROM prediction_rows")
 
         with st.transaction():
             with w.collecting():
@@ -265,8 +300,8 @@ def test_collected_predictions_are_inserted_in_chunks_and_all_of_them_on_leaving
                 put(10)
                 raise RuntimeError("mid-round")
         assert count() == 10 and w._pending is None
-        ids = [r[0] for r in st.con.execute("SELECT item_id FROM predictions").fetchall()]
-        assert ids == [f"i{i}" for i in range(10)]  # in the order written
+        rows = [r[0] for r in st.con.execute("SELECT row_idx FROM prediction_rows").fetchall()]
+        assert rows == list(range(10))  # in the order written
         monkeypatch.setattr(writers, "PREDICTION_CHUNK", 10**9)
         monkeypatch.setattr(writers, "PREDICTION_BYTES", 1)  # many classes: the bytes held cap the buffer
         with st.transaction(), w.collecting():

@@ -237,8 +237,8 @@ def export_query(store: Store, flt: ExportFilter, *, count_unestimated: bool = F
             UNION ALL
             SELECT p.item_id, i.row_idx, p.label, p.source, p.source_views,
                    coalesce((SELECT list(pr.view ORDER BY list_position(r.views, pr.view), pr.view)
-                             FROM predictions pr, runs r WHERE r.run_id = p.run_id
-                               AND pr.run_id = p.run_id AND pr.round = p.round AND pr.item_id = p.item_id
+                             FROM prediction_rows pr, runs r WHERE r.run_id = p.run_id
+                               AND pr.run_id = p.run_id AND pr.round = p.round AND pr.row_idx = i.row_idx
                                AND pr.label = p.label), CAST([] AS VARCHAR[])) AS agreeing_views,
                    p.round, p.confidence, p.p_correct
             FROM pseudo_labels p JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id
