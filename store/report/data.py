@@ -48,10 +48,12 @@ def report_data(store: Store, run_id: int | None = None, top_disputed: int = 25)
         FROM pseudo_labels p JOIN reviews r ON r.review_id = p.reviewed_by
         WHERE p.run_id = ? GROUP BY ALL""", [rid])
     d["confidence"] = _rows(store, """
-        WITH c AS (SELECT round, item_id, max(confidence) AS conf FROM predictions
-                   WHERE run_id = ? AND label IS NOT NULL GROUP BY round, item_id)
-        SELECT least(floor(c.conf * 20), 19)::INTEGER AS bin, p.item_id IS NOT NULL AS accepted, count(*) AS n
-        FROM c LEFT JOIN pseudo_labels p ON p.run_id = ? AND p.item_id = c.item_id AND p.round = c.round
+        WITH c AS (SELECT round, row_idx, max(confidence) AS conf FROM prediction_rows
+                   WHERE run_id = ? AND label IS NOT NULL GROUP BY round, row_idx),
+             a AS (SELECT i.row_idx, p.round FROM pseudo_labels p
+                   JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id WHERE p.run_id = ?)
+        SELECT least(floor(c.conf * 20), 19)::INTEGER AS bin, a.row_idx IS NOT NULL AS accepted, count(*) AS n
+        FROM c LEFT JOIN a ON a.row_idx = c.row_idx AND a.round = c.round
         GROUP BY ALL ORDER BY bin""", [rid, rid])
     d["estimates"] = round_estimates(store, rid)    # per round (empty before migration 008)
     d["view_estimates"] = view_estimates(store, rid)  # per view, its latest round
