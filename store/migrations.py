@@ -390,8 +390,22 @@ def _m011_prediction_rows(con: duckdb.DuckDBPyConnection) -> None:
     it reads as before. Why: a run writes one row per view and pool item each round, and the
     item ids were the costliest column to insert (3M rows: 0.76 s with string ids, 0.47 s
     with integers), which kept a 3M-item run with stored predictions 1.6 times as slow as the
-    scikit-learn anchor. Every stored prediction is carried over; a prediction of an item the
-    run's ``items`` do not hold would be lost by the join, so the migration refuses instead."""
+    scikit-learn anchor. Every stored prediction is carried over. The join to ``items`` would
+    drop a prediction of an item the run's ``items`` do not hold, and double one whose item is
+    listed twice (``items`` has no key since 010; the loader refuses duplicate ids): either
+    way the migration refuses, naming an example, and nothing of it is applied."""
+    missing = con.execute(
+        "SELECT count(*), any_value(run_id), any_value(item_id) FROM predictions p WHERE NOT EXISTS "
+        "(SELECT 1 FROM items i WHERE i.run_id = p.run_id AND i.item_id = p.item_id)").fetchall()[0]
+    if missing[0]:
+        raise StoreError(f"migration 011: {missing[0]} stored prediction(s) name an item their run does not hold "
+                         f"(e.g. item {missing[2]!r} of run {missing[1]}); delete those rows of its predictions table "
+                         "(the duckdb CLI), then open the store again")
+    twice = con.execute("SELECT count(*), any_value(run_id), any_value(item_id) FROM "
+                        "(SELECT run_id, item_id FROM items GROUP BY ALL HAVING count(*) > 1)").fetchall()[0]
+    if twice[0]:
+        raise StoreError(f"migration 011: {twice[0]} item id(s) are listed twice in items (e.g. item {twice[2]!r} "
+                         f"of run {twice[1]}), so their predictions cannot be told apart by position")
     con.execute(
         """
         CREATE TABLE prediction_rows (
@@ -407,15 +421,6 @@ def _m011_prediction_rows(con: duckdb.DuckDBPyConnection) -> None:
             SELECT p.run_id, p.round, p.view, i.row_idx, p.label, p.confidence, p.probs
             FROM predictions p JOIN items i ON i.run_id = p.run_id AND i.item_id = p.item_id
             ORDER BY p.run_id, p.round, p.view, i.row_idx;
-        """
-    )
-    before = con.execute("SELECT count(*) FROM predictions").fetchall()[0][0]
-    after = con.execute("SELECT count(*) FROM prediction_rows").fetchall()[0][0]
-    if before != after:
-        raise StoreError(f"migration 011: {before - after} of {before} stored predictions name an item the run's "
-                           "items do not hold; the store is left as it was")
-    con.execute(
-        """
         DROP TABLE predictions;
         CREATE VIEW predictions AS
             SELECT p.run_id, p.round, p.view, i.item_id, p.label, p.confidence, p.probs

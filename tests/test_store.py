@@ -209,7 +209,8 @@ FIRST_READS = ("status", "export", "read_only_store")
 def test_predictions_move_to_rows_by_position_and_read_as_before(current_store: Path, tmp_path: Path):
     """Migration 011 files predictions by ``row_idx``: an older store's rows come back through
     the ``predictions`` view exactly (above); one that names an item its run does not hold
-    would be dropped by the join, so the migration refuses, and the store is left as it was."""
+    would be dropped by the join, and an item listed twice would double its rows, so the
+    migration refuses, naming an example, and applies nothing of itself."""
     import duckdb
 
     n = [name for name, _ in MIGRATIONS].index("011_prediction_rows")
@@ -218,7 +219,8 @@ def test_predictions_move_to_rows_by_position_and_read_as_before(current_store: 
     with duckdb.connect(str(older)) as con:
         con.execute("INSERT INTO predictions VALUES (1, 0, 'va', 'no-such-item', 'ant', 0.9, [0.9, 0.05, 0.05])")
     for read_only in (False, True):
-        with pytest.raises(StoreError, match="1 of .* stored predictions name an item") as err:
+        with pytest.raises(StoreError, match="1 stored prediction.s. name an item their run does not hold "
+                                             r"\(e.g. item 'no-such-item' of run 1\)") as err:
             Store(older, read_only=read_only)
         assert err.value.path == str(older)
     with duckdb.connect(str(older), read_only=True) as con:
@@ -226,6 +228,12 @@ def test_predictions_move_to_rows_by_position_and_read_as_before(current_store: 
         assert "011_prediction_rows" not in {r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()}
         assert not con.execute("SELECT count(*) FROM information_schema.tables "
                                "WHERE table_name = 'prediction_rows'").fetchall()[0][0]
+    twice = tmp_path / "twice.duckdb"  # an item listed twice would double its predictions in the join
+    _older_store(current_store, twice, n)
+    with duckdb.connect(str(twice)) as con:
+        con.execute("INSERT INTO items SELECT * FROM items WHERE run_id = 1 LIMIT 1")
+    with pytest.raises(StoreError, match=r"1 item id.s. are listed twice in items \(e.g. item '.+' of run 1\)"):
+        Store(twice)
     with Store(current_store, read_only=True) as st:  # this cotrain's own store: rows by position
         assert st.scalar("SELECT count(*) FROM prediction_rows") == st.scalar("SELECT count(*) FROM predictions") > 0
         assert st.scalar("SELECT count(*) FROM prediction_rows p LEFT JOIN items i ON i.run_id = p.run_id "
