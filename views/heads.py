@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import has_fit_parameter
 
 HEADS = ("logistic_regression", "mlp")
 
@@ -303,9 +304,8 @@ def head_fit_params(head: Any, trusted: np.ndarray | None) -> dict[str, Any]:
     that scores its C on them (:class:`TunedLogisticRegression`)."""
     if trusted is None or not isinstance(head, TunedLogisticRegression):
         return {}
-    import inspect  # a user's subclass may have kept the older fit(X, y, sample_weight)
-
-    return {"trusted": trusted} if "trusted" in inspect.signature(head.fit).parameters else {}
+    # a user's subclass may have kept the older fit(X, y, sample_weight)
+    return {"trusted": trusted} if has_fit_parameter(head, "trusted") else {}
 
 
 def make_head(kind: str, params: dict[str, Any], seed: int) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.utils.validation import has_fit_parameter
 
 from store.errors import ViewError
 from views.base import (ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids, select_fields,
@@ -90,10 +91,6 @@ def _on_own_copy_if_needed(method: Any, X: Any, *args: Any, **kwargs: Any) -> An
         if not (isinstance(X, np.ndarray) and not X.flags.writeable and "read-only" in str(exc)):
             raise
         return method(np.array(X), *args, **kwargs)
-
-
-def _accepts_sample_weight(est: BaseEstimator) -> bool:
-    return "sample_weight" in inspect.signature(est.fit).parameters
 
 
 class SklearnView(ParamsView):
@@ -257,7 +254,7 @@ class SklearnView(ParamsView):
         model = self._build(int(counts.min()))
         self._round_c.before(model.steps[-1][1], len(y))
         kwargs: dict[str, Any] = {}
-        if _accepts_sample_weight(model.steps[-1][1]):
+        if has_fit_parameter(model.steps[-1][1], "sample_weight"):
             kwargs["model__sample_weight"] = np.asarray(sample_weight, dtype=np.float64)
         kwargs.update({f"model__{k}": v for k, v in head_fit_params(model.steps[-1][1], trusted_rows(items)).items()})
         try:
