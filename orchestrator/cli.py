@@ -1,12 +1,12 @@
 """``cotrain`` command line: a thin typer shell over ``orchestrator.api``.
 
 Each command calls one API function inside :func:`_guarded`: a ``CotrainError`` becomes one
-red line on stderr and exit code 1; any other exception becomes one line too, with its full
-traceback written to a log file whose path the line gives; Ctrl-C says how far the run got
-and exits 130. Heavy modules are imported inside the commands so ``cotrain --help`` is instant.
-"""
+red line on stderr and exit code 1; any other exception one line too, its traceback in a log
+file the line names; Ctrl-C says how far the run got and exits 130. Heavy modules are imported
+inside the commands so ``cotrain --help`` is instant."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -22,12 +22,10 @@ from orchestrator.console import RichReporter, print_plan, print_precision, prin
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,  # main() guards
                   help="Co-train N model views on a small labelled set and a large pool; every label in DuckDB.")
-# markup off: item ids, labels, texts and LLM rationales are printed as they are ("[/bold]" in an id
-# crashed `debate show`; "[red]x" coloured it); only the error prefix asks for markup, on escaped text
+# markup off: ids, labels, texts and rationales print as they are ("[/bold]" in an id crashed `debate show`)
 class _Console(Console):
-    """A console that goes quiet when its reader goes away (``cotrain run cfg | head -1``):
-    rich's default raised SystemExit from the progress line mid-round, and the run stopped
-    with nothing said and was shown as failed. The command now finishes its work unheard."""
+    """A console that goes quiet when its reader goes away (``cotrain run cfg | head -1``): rich's
+    default raised SystemExit mid-round and the run stopped as failed; now it finishes unheard."""
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
@@ -55,9 +53,8 @@ def _one_line(text: str) -> str:
 
 
 def crash_log(exc: BaseException) -> Path | None:
-    """Write ``exc``'s full traceback (secrets redacted) to a new file under
-    ``cache_home()/logs``; return its path, or None when no file could be written."""
-    import os
+    """Write ``exc``'s traceback (secrets redacted) to a new file under ``cache_home()/logs``;
+    return its path, or None when no file could be written."""
     import time
     import traceback
 
@@ -76,18 +73,21 @@ def crash_log(exc: BaseException) -> Path | None:
 
 
 @contextmanager
-def _guarded() -> Iterator[None]:
-    """Every failure of a command is one line on stderr and a non-zero exit code.
+def _guarded(work: bool = True) -> Iterator[None]:
+    """Every failure of a command is one line on stderr and a non-zero exit code. ``work``: the
+    command's imports are done and its work starts here (collection resumes: see ``main``).
 
     * ``CotrainError``: its own message, which names the file, key, view or item; exit 1.
     * Ctrl-C: ``interrupted after round r; run again to resume`` (or as much as is known); 130.
     * anything else (a bug, or a library failing in a way cotrain did not foresee): its type
-      and message on one line, the traceback in a log file whose path the line gives; exit 1.
-    """
+      and message on one line, the traceback in a log file whose path the line gives; exit 1."""
     import click
 
     from store.errors import CotrainError, RunInterrupted, is_interrupt
 
+    if work and not gc.isenabled():  # main() turned it off for the imports
+        gc.freeze()
+        gc.enable()
     try:
         yield
     except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, typer.TyperException, typer.Exit,
@@ -212,10 +212,11 @@ def models() -> None:
     """Embedded local LLMs: where their files are and whether they verify."""
     from orchestrator import api
 
-    print_tables(out, "local models (model: local:<name>)", ["name", "default", "status", "licence", "path"],
-                  [[m["name"], "yes" if m["default"] else "", m["status"], m["licence"], m["path"] or "-"]
-                   for m in api.models()], left={"name", "default", "status", "licence"},
-                  wrap={"path", "licence", "status"})  # the install command in full, wrapped
+    with _guarded():
+        rows = [[m["name"], "yes" if m["default"] else "", m["status"], m["licence"], m["path"] or "-"]
+                for m in api.models()]
+    print_tables(out, "local models (model: local:<name>)", ["name", "default", "status", "licence", "path"], rows,
+                 left={"name", "default", "status", "licence"}, wrap={"path", "licence", "status"})  # install in full
 
 
 @app.command()
@@ -358,22 +359,30 @@ def demo(folder: Path = typer.Argument(Path("cotrain-demo"), help="Folder for da
 
 
 def main() -> None:
-    """The ``cotrain`` entry point: every failure one line, a command line that does not parse
-    too (exit 2). Libraries' own progress bars (``datasets`` saving an hf
-    export, transformers dequantising a GGUF model) would break into the command's tables and
-    log lines: tqdm reads ``TQDM_DISABLE`` when first imported, which every command does later
-    (set it empty to see them)."""
+    """The ``cotrain`` entry point. Garbage collection is off while a command imports its
+    modules (~10^5 objects that live as long as the process); :func:`_guarded` freezes them
+    before the command works and the end freezes the rest, so no collection, finalization's
+    included, walks them: 0.35 s of a 2 s run at 100k items (``bench/scale.py``). Only here."""
+    gc.disable()
+    try:
+        _main()
+    finally:
+        gc.freeze()
+
+
+def _main() -> None:
+    """Every failure one line, a command line that does not parse too (exit 2); tqdm's bars
+    (``datasets``, transformers' GGUF dequantising) would break into the tables: tqdm reads
+    ``TQDM_DISABLE`` when first imported, which commands do later (set it empty to see them)."""
     import click
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     try:
-        with _guarded():
-            # click's own usage errors come here, not as a framed box; named cotrain however started
+        with _guarded(work=False):  # click's usage errors come here, not as a framed box; named cotrain however started
             code = app(standalone_mode=False, prog_name="cotrain")
     except typer.Exit as exc:  # a failure outside any command: its line is printed, no traceback
         raise SystemExit(exc.exit_code) from None
-    except (click.UsageError, typer.TyperException) as exc:  # an option that does not parse (typer's own
-        # click raises these): one line too, not a framed box, with click's exit code for usage errors
+    except (click.UsageError, typer.TyperException) as exc:  # an option that does not parse: one line, click's code
         ctx = getattr(exc, "ctx", None)
         where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
         message = (exc.format_message() if hasattr(exc, "format_message") else str(exc)).rstrip(".")

@@ -199,6 +199,22 @@ def test_help_is_fast():
     assert mods.strip() == "[]"
 
 
+def test_entry_point_freezes_the_heap_at_exit_and_still_runs_atexit_handlers(tmp_path):
+    """``main`` collects no garbage during the imports, freezes them before a command works
+    (collection back on, so a long run frees its cycles) and freezes the rest at the end;
+    handlers registered with atexit, as logging's and Ray's are, still run after it, and a
+    failing command keeps its exit code."""
+    probe = ("import atexit, gc, sys; from orchestrator.cli import main; "
+             "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0, 'collecting', gc.isenabled())); "
+             "sys.argv = ['cotrain', *sys.argv[1:]]; "
+             "main()")
+    ok = subprocess.run([sys.executable, "-c", probe, "--help"], cwd=REPO, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.strip().endswith("frozen True collecting False")  # --help: no work
+    bad = subprocess.run([sys.executable, "-c", probe, "status", str(tmp_path / "missing.duckdb")], cwd=REPO,
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stdout.strip().endswith("frozen True collecting True")
+
+
 def test_models_lists_local_models():
     rows = {m["name"]: m for m in api.models()}
     assert {"smollm2-135m", "qwen2.5-coder-0.5b"} <= set(rows)

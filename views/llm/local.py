@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,6 +224,8 @@ class LocalServer:
 
     def _wait_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
+        import urllib.request  # here: every command imports this module (its DEFAULT_MODEL), few start a server
+
         url = f"http://127.0.0.1:{self.port}/health"
         while True:
             try:
@@ -239,6 +240,8 @@ class LocalServer:
 
     def metrics(self) -> dict[str, float]:
         """llama.cpp's Prometheus counters (``llamacpp:*``), e.g. ``requests_processing``."""
+        import urllib.request
+
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
             text = r.read().decode()
         out: dict[str, float] = {}
