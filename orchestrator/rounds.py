@@ -308,6 +308,7 @@ class RoundRunner:
                             termination=end, rng_state=rng.bit_generator.state,
                             seconds_fit=sum(fit.seconds.values()), seconds_predict=sum(pred.seconds.values()),
                             seconds_total=time.perf_counter() - t0)
+        self.store.drop_cached_blocks()  # the round's rows are in the file: cached, they only raise the next peak
         if shadow_picks is not None:
             shadow_runs.accept(self.shadows, shadow_picks)
         if merged is not None:  # committed: now the in-memory state may follow

@@ -305,3 +305,26 @@ def test_one_gold_label_per_class_says_its_estimate_is_uncalibrated(tmp_path: Pa
     with caplog.at_level(logging.WARNING, logger="cotrain"):  # five a class: held out, no warning
         api.run(write_config(tmp_path / "more", synthetic_frame(n_gold=15), max_rounds=1))
     assert not [r for r in caplog.records if "no gold label can be held out" in r.getMessage()]
+
+
+def test_a_committed_rounds_cached_blocks_are_given_back(tmp_path: Path):
+    """Each round's rows are written to the file and their cached blocks dropped once it
+    commits (``Store.drop_cached_blocks``): kept, they only raised later rounds' peak memory.
+    Read through a second connection to the same file, which shares the run's database."""
+    import duckdb
+
+    cfg = write_config(tmp_path, synthetic_frame(n=40_000, n_gold=60, n_test=300), fmt="parquet", max_rounds=2)
+    cached: list[int] = []
+
+    class Probe:
+        def __getattr__(self, name):  # every other reporter event: nothing to do
+            return lambda *a, **k: None
+
+        def round_finished(self, summary):
+            with duckdb.connect(str(tmp_path / "run.duckdb")) as con:
+                cached.append(int(con.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()"
+                                              " WHERE tag = 'BASE_TABLE'").fetchall()[0][0]))  # tables' blocks
+
+    res = api.run(cfg, reporter=Probe())
+    assert res.n_pseudo > 0 and len(cached) == 3
+    assert max(cached) < 3 * 2**20, cached  # kept, 8-9 MB from the second round on (80,000 prediction rows a round)
