@@ -5,7 +5,6 @@ unlabelled pool in batches, select, and commit everything of the round in one tr
 Round ``max_rounds`` only fits and evaluates, so ``max_rounds=0`` is the supervised fit.
 The run's one ``numpy.random.Generator`` is saved after every round; a re-run resumes
 from the last committed round and reaches the same labels as an uninterrupted run.
-
 This module sequences a round; the steps live elsewhere: ``steps`` (fit, evaluate, predict), ``selection``
 (policy, no I/O), ``state`` (label state), ``debate`` and ``store.writers`` (what is written)."""
 from __future__ import annotations
@@ -34,6 +33,7 @@ from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, select_ad
 from orchestrator.state import LabelState, crossfit_rows
 from orchestrator.viewset import build_views, check_debate_fields, display_fields, preloading_view_modules
 from store.adapters import StoreProblems
+from store.buffers import ROUND_CACHE_BYTES
 from store.database import Store, utcnow
 from store.errors import ConfigError, DataError, RunError, RunInterrupted, is_interrupt
 from store.llm_ledger import LLMLedger
@@ -308,7 +308,7 @@ class RoundRunner:
                             termination=end, rng_state=rng.bit_generator.state,
                             seconds_fit=sum(fit.seconds.values()), seconds_predict=sum(pred.seconds.values()),
                             seconds_total=time.perf_counter() - t0)
-        self.store.drop_cached_blocks()  # the round's rows are in the file: cached, they only raise the next peak
+        self.store.drop_cached_blocks(ROUND_CACHE_BYTES)  # the round's rows are in the file: cached, they add to peaks
         if shadow_picks is not None:
             shadow_runs.accept(self.shadows, shadow_picks)
         if merged is not None:  # committed: now the in-memory state may follow

@@ -138,11 +138,11 @@ class Store:
     def _has_table(self, name: str) -> bool:
         return bool(self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]))
 
-    def drop_cached_blocks(self) -> None:
-        """Give back the blocks DuckDB has cached (``store.buffers``)."""
+    def drop_cached_blocks(self, above_bytes: int = 0) -> None:
+        """Give back the blocks DuckDB has cached, if its tables' take over ``above_bytes``."""
         if self._default_limit is None:
             self._default_limit = default_memory_limit()
-        drop_cached_blocks(self.con, self.path, self._default_limit)
+        drop_cached_blocks(self.con, self.path, self._default_limit, above_bytes)
 
     def _fresh_name(self) -> str:
         with self._lock:

@@ -307,11 +307,14 @@ def test_one_gold_label_per_class_says_its_estimate_is_uncalibrated(tmp_path: Pa
     assert not [r for r in caplog.records if "no gold label can be held out" in r.getMessage()]
 
 
-def test_a_committed_rounds_cached_blocks_are_given_back(tmp_path: Path):
+def test_a_committed_rounds_cached_blocks_are_given_back(tmp_path: Path, monkeypatch):
     """Each round's rows are written to the file and their cached blocks dropped once it
-    commits (``Store.drop_cached_blocks``): kept, they only raised later rounds' peak memory.
-    Read through a second connection to the same file, which shares the run's database."""
+    commits, when they exceed ``ROUND_CACHE_BYTES`` (lowered here to 1 MB, for a pool of 40k
+    items): kept, they only raised later rounds' peak memory. Read through a second
+    connection to the same file, which shares the run's database."""
     import duckdb
+
+    monkeypatch.setattr("orchestrator.rounds.ROUND_CACHE_BYTES", 2**20)
 
     cfg = write_config(tmp_path, synthetic_frame(n=40_000, n_gold=60, n_test=300), fmt="parquet", max_rounds=2)
     cached: list[int] = []

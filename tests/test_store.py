@@ -391,7 +391,9 @@ def test_dropping_cached_blocks_gives_back_what_a_load_cached_and_keeps_the_limi
         st.con.execute("CREATE TABLE big AS SELECT range AS i, range::VARCHAR AS s, random() AS x FROM range(?)", [n])
         before = _cached_bytes(st)
         assert before > 4 * 2**20  # the rows it just wrote are cached
-        st.drop_cached_blocks()
+        st.drop_cached_blocks(above_bytes=2 * before)  # a cache under the bar is kept
+        assert _cached_bytes(st) == before
+        st.drop_cached_blocks(above_bytes=before // 2)
         assert _cached_bytes(st) < before / 4
         assert _memory_limit(st) == limit
         assert st.scalar("SELECT count(*) FROM big WHERE s = i::VARCHAR") == n  # read back from the file
