@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Optional
 
@@ -34,6 +35,8 @@ class _Console(Console):
         os.close(devnull)
 
 
+#: Set by ``main`` alone, in its own context: :func:`_guarded` then resumes collection (see ``main``).
+_COLLECTION_OFF: ContextVar[bool] = ContextVar("cotrain_collection_off", default=False)
 out = _Console(markup=False)
 err = _Console(stderr=True, markup=False)
 
@@ -52,26 +55,6 @@ def _one_line(text: str) -> str:
     return escape(redact_text(" ".join(str(text).split()) or "(no message)"))
 
 
-def crash_log(exc: BaseException) -> Path | None:
-    """Write ``exc``'s traceback (secrets redacted) to a new file under ``cache_home()/logs``;
-    return its path, or None when no file could be written."""
-    import time
-    import traceback
-
-    from store.secrets import redact_text
-    from views.encoders import cache_home
-
-    text = redact_text("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-    try:
-        folder = cache_home() / "logs"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"cotrain-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        path.write_text(f"cotrain {' '.join(sys.argv[1:])}\n\n{text}", encoding="utf-8")
-        return path
-    except OSError:
-        return None
-
-
 @contextmanager
 def _guarded(work: bool = True) -> Iterator[None]:
     """Every failure of a command is one line on stderr and a non-zero exit code. ``work``: the
@@ -85,7 +68,8 @@ def _guarded(work: bool = True) -> Iterator[None]:
 
     from store.errors import CotrainError, RunInterrupted, is_interrupt
 
-    if work and not gc.isenabled():  # main() turned it off for the imports
+    if work and _COLLECTION_OFF.get():  # main() turned it off for the imports (app run otherwise: never)
+        _COLLECTION_OFF.set(False)
         gc.freeze()
         gc.enable()
     try:
@@ -109,6 +93,8 @@ def _guarded(work: bool = True) -> Iterator[None]:
             raise typer.Exit(130) from None
         if not isinstance(exc, Exception):  # GeneratorExit and the like go on as they are
             raise
+        from orchestrator.crash_log import crash_log
+
         path = crash_log(exc)
         where = f" (traceback in {_one_line(str(path))})" if path else ""
         err.print(f"[red]error:[/red] {type(exc).__name__}: {_one_line(str(exc))}{where}",
@@ -364,6 +350,7 @@ def main() -> None:
     before the command works and the end freezes the rest, so no collection, finalization's
     included, walks them: 0.35 s of a 2 s run at 100k items (``bench/scale.py``). Only here."""
     gc.disable()
+    _COLLECTION_OFF.set(True)
     try:
         _main()
     finally:

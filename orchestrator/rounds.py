@@ -308,13 +308,13 @@ class RoundRunner:
                             termination=end, rng_state=rng.bit_generator.state,
                             seconds_fit=sum(fit.seconds.values()), seconds_predict=sum(pred.seconds.values()),
                             seconds_total=time.perf_counter() - t0)
-        self.store.drop_cached_blocks(ROUND_CACHE_BYTES)  # the round's rows are in the file: cached, they add to peaks
         if shadow_picks is not None:
             shadow_runs.accept(self.shadows, shadow_picks)
         if merged is not None:  # committed: now the in-memory state may follow
             state.accept(pool[merged.item], merged.label, merged.confidence, merged.sources)
         if debated[0].size:
             state.accept_shared(*debated)
+        self.store.drop_cached_blocks(ROUND_CACHE_BYTES)  # committed: cached, its blocks only add to peaks
         log.info("round %d committed: %d labels added, %s", r, added, end or "continuing")
         self.reporter.round_finished({
             "round": r, "pool": pool_left, "predicted": int(pred.labels.shape[0]), "added": added,

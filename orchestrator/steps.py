@@ -37,7 +37,7 @@ def fit_views(views: Sequence[View], train: pd.DataFrame, y: np.ndarray, w: np.n
         t = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            if m.all():  # every row (one view, or policy self): no copy of the rows (at 3M, 140 MB)
+            if m.all():  # every row (round 0's gold, `shared` feeding, one view): no copy (at 3M, 140 MB)
                 view.fit(train, y, w)
             else:
                 view.fit(train[m].reset_index(drop=True), y[m], w[m])

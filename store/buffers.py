@@ -39,25 +39,35 @@ def drop_cached_blocks(con: duckdb.DuckDBPyConnection, path: str, default_limit:
     nowhere else, so evicting them would spill them to a temporary file; and one whose limit
     somebody set is left alone (that limit bounds its cache, and a limit reads back rounded
     down: setting it again would lower it). Blocks a statement is using stay; failing to
-    evict is not an error (the run goes on with its cache)."""
+    evict is not an error (the run goes on with its cache), nor is failing to ask. Committed
+    rows not yet checkpointed into the file (``IN_MEMORY_TABLE``, at most DuckDB's checkpoint
+    threshold of WAL) cannot be dropped: DuckDB moves them to its temporary folder beside the
+    store until the next checkpoint writes them into the file."""
     if path == ":memory:":
         return
     cur = con.cursor()  # the connection may hold a pending result; a cursor leaves it alone
     try:
-        limit = cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-        if limit != default_limit:
-            return  # somebody set a limit: it bounds the cache already (and reads back rounded)
-        if above_bytes > 0 and cur.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
-                                           "WHERE tag = 'BASE_TABLE'").fetchall()[0][0] <= above_bytes:
-            return
-        try:
-            cur.execute("SET memory_limit = ?", [EVICT_TO])
-        except duckdb.Error as exc:  # some blocks are pinned: what could go went
-            log.debug("cached blocks kept: %s", str(exc).splitlines()[0])
-        finally:
-            cur.execute("RESET memory_limit")
+        _evict(cur, default_limit, above_bytes)
+    except duckdb.Error as exc:
+        log.debug("cached blocks kept: %s", str(exc).splitlines()[0])
     finally:
         cur.close()
+
+
+def _evict(cur: duckdb.DuckDBPyConnection, default_limit: str, above_bytes: int) -> None:
+    """:func:`drop_cached_blocks` on one cursor."""
+    limit = cur.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    if limit != default_limit:
+        return  # somebody set a limit: it bounds the cache already (and reads back rounded)
+    if above_bytes > 0 and cur.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                                       "WHERE tag = 'BASE_TABLE'").fetchall()[0][0] <= above_bytes:
+        return
+    try:
+        cur.execute("SET memory_limit = ?", [EVICT_TO])
+    except duckdb.Error as exc:  # some blocks are pinned: what could go went
+        log.debug("cached blocks kept: %s", str(exc).splitlines()[0])
+    finally:
+        cur.execute("RESET memory_limit")
 
 
 def default_memory_limit() -> str:

@@ -215,6 +215,26 @@ def test_entry_point_freezes_the_heap_at_exit_and_still_runs_atexit_handlers(tmp
     assert bad.returncode == 1 and bad.stdout.strip().endswith("frozen True collecting True")
 
 
+def test_app_run_in_process_leaves_the_callers_collector_alone(tmp_path):
+    """Only ``main`` (the process's entry point) turns collection off and freezes the heap: a
+    caller that runs ``app`` itself (tests, a notebook) and had collection off keeps it off,
+    and nothing is frozen."""
+    import gc
+
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    frozen = gc.get_freeze_count()
+    gc.disable()
+    try:
+        res = CliRunner().invoke(app, ["init", str(tmp_path / "cotrain.yaml")])
+        assert res.exit_code == 0 and (tmp_path / "cotrain.yaml").exists()
+        assert not gc.isenabled() and gc.get_freeze_count() == frozen
+    finally:
+        gc.enable()
+
+
 def test_models_lists_local_models():
     rows = {m["name"]: m for m in api.models()}
     assert {"smollm2-135m", "qwen2.5-coder-0.5b"} <= set(rows)

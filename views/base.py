@@ -100,7 +100,8 @@ class View(Protocol):
         ...
 
     def fit(self, items: pd.DataFrame, y: np.ndarray, sample_weight: np.ndarray) -> None:
-        """Fit on items with label indices ``y`` (into the task's labels) and weights."""
+        """Fit on items with label indices ``y`` (into the task's labels) and weights. The
+        inputs are read, never changed: views given every row share one frame."""
         ...
 
     def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
