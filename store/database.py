@@ -20,7 +20,7 @@ import pyarrow as pa
 from store.arrow import by_row, rows_as_lists
 from store.buffers import SNAPSHOT_SLICE_ROWS, default_memory_limit, drop_cached_blocks
 from store.connect import LOCK_WAIT_S, connect, connect_when_unlocked
-from store.errors import StoreError
+from store.errors import StoreError, hidden_cause
 from store.migrate import apply_migrations, pending_migrations
 from store.secrets import redact
 from store.store_path import check_store_path, locked as _locked
@@ -159,10 +159,10 @@ class Store:
         try:
             self.con.from_arrow(data).query(name, statement(name))
         except duckdb.TransactionException as exc:
-            # duckdb's relation drops its view after a failed statement; inside a transaction that
-            # fails too ('transaction is aborted') and hides the statement's own error (an interrupt)
-            cause = exc.__context__
-            if isinstance(cause, duckdb.Error) and "aborted" in str(exc):
+            # dropping the relation's view after a failed statement fails too ('transaction is aborted'),
+            # hiding the statement's own error (an interrupt) behind copies of the abort
+            cause = hidden_cause(exc) if "aborted" in str(exc) else None
+            if cause is not None:
                 raise cause.with_traceback(cause.__traceback__) from None
             raise
 

@@ -27,6 +27,19 @@ def is_interrupt(exc: BaseException) -> bool:
     return isinstance(exc, (*INTERRUPTS, SystemExit)) or (type(exc) is RuntimeError and str(exc) == "Query interrupted")
 
 
+def hidden_cause(exc: BaseException) -> BaseException | None:
+    """The error an aborted transaction's ``TransactionException`` (``exc``) hides: the first
+    exception down its ``__context__`` chain that is not itself an abort (an interrupt, or the
+    statement's own failure); None when there is none."""
+    seen, cur = {id(exc)}, exc.__context__
+    while cur is not None and id(cur) not in seen:
+        if is_interrupt(cur) or "aborted" not in str(cur):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__context__
+    return None
+
+
 class CotrainError(Exception):
     """Root of every error cotrain raises on purpose."""
 
