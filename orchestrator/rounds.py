@@ -31,7 +31,8 @@ from orchestrator.evidence import RoundEvidence, assess, merge_adaptive
 from orchestrator import shadows as shadow_runs
 from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, select_adaptive, select_round, termination
 from orchestrator.state import LabelState, crossfit_rows
-from orchestrator.viewset import build_views, check_debate_fields, display_fields, preloading_view_modules
+from orchestrator.viewset import build_views, check_debate_fields, check_view_data, display_fields
+from orchestrator.viewset import preloading_view_modules
 from store.adapters import StoreProblems
 from store.buffers import ROUND_CACHE_BYTES
 from store.database import Store, utcnow
@@ -60,9 +61,7 @@ class RoundRunner:
         self.escalator: Any = None  # the escalation model (an llm view) and its fields, while a run escalates
         self.escalator_fields: list[str] = []
         self._last_round = cfg.cotrain.max_rounds  # or a reopened run's round_limit, set in run()
-        # The run's views, built once: by start() when it creates the run (the field check
-        # before the commit), else by _rounds(); closed (with the ledger) by close().
-        self.views: list[View] | None = None
+        self.views: list[View] | None = None  # built once: by start() (checks before the commit) or _rounds()
         self.fields: list[str] = []
         self._ledger: LLMLedger | None = None
         self._problems: StoreProblems | None = None
@@ -95,8 +94,8 @@ class RoundRunner:
         return run_id, False
 
     def _create_run(self, fp: str) -> tuple[int, LoadedData]:
-        """Create the run and load its data, then build the views, which check their fields
-        against the data before anything is committed (the caller's transaction)."""
+        """Create the run and load its data, then build the views, which check their fields and
+        data before anything is committed (the caller's transaction)."""
         c, d = self.cfg.cotrain, self.cfg.data
         run_id = self.store.create_run(
             config=self.cfg.snapshot(), config_hash=fp, seed=self.cfg.seed, code_version=code_version(),
@@ -108,6 +107,7 @@ class RoundRunner:
         views = self._build_views(run_id, loaded.columns)
         # a column one data file lacks reads as missing there, for a view or a debate's agents
         loaded.check_fields([*self.fields, *check_debate_fields(self.cfg, loaded.columns)])
+        check_view_data(self.store, run_id, views)
         self.store.set_display_fields(run_id, *display_fields(self.cfg, loaded.columns))
         if self.cfg.debate is not None:  # a dollar budget needs the agents' prices, before any round
             from orchestrator.debate import check_debate_budget

@@ -103,6 +103,28 @@ def first_pool_rows(store: Store, run_id: int, n: int) -> "np.ndarray":
                        " ORDER BY row_idx LIMIT ?", [run_id, n]).column("row_idx").to_numpy()
 
 
+def rows_not_all_finite(store: Store, run_id: int, fields: list[str]) -> "np.ndarray":
+    """Data rows (``__row``, ascending) where one of ``fields`` is missing, infinite, NaN or
+    not a number: one scan of the snapshot, so a check of clean data reads no rows."""
+    from store.sql import ident
+
+    bad = " OR ".join(f"NOT coalesce(isfinite(TRY_CAST({ident(f)} AS DOUBLE)), false)" for f in fields)
+    return store.query(f"SELECT __row FROM {ident(f'data_{int(run_id)}')} WHERE {bad} ORDER BY __row",
+                       []).column("__row").to_numpy()
+
+
+def item_ids_of_rows(store: Store, run_id: int, rows: "np.ndarray") -> list[str]:
+    """The item ids of data rows ``rows`` (ascending), in their order: one range read."""
+    import numpy as np
+
+    if not len(rows):
+        return []
+    t = store.query("SELECT row_idx, item_id FROM items WHERE run_id = ? AND row_idx BETWEEN ? AND ? ORDER BY row_idx",
+                    [run_id, int(rows[0]), int(rows[-1])])
+    at = np.searchsorted(t.column("row_idx").to_numpy(), np.asarray(rows))
+    return t.column("item_id").take(at).to_pylist()
+
+
 def final_metrics(store: Store, run_id: int) -> dict[str, dict[str, float | None]]:
     """Test accuracy and macro-F1 per view (and the ensemble) at the run's last round."""
     rows = store.con.execute(

@@ -64,6 +64,31 @@ def test_nan_and_text_in_numeric_pool_columns_name_column_and_item(tmp_path: Pat
     assert api.run(cfg).status == "finished"  # an estimator that takes NaN gets it
 
 
+def test_a_bad_cell_is_refused_before_the_run_is_recorded_and_by_the_dry_run(tmp_path: Path):
+    """A NaN, an infinity or text in a numeric column fails the command before its run is
+    committed: the store keeps only the earlier finished run, which ``status`` and ``export``
+    still read, and the dry run refuses the same file with the same line."""
+    from orchestrator.planning import plan
+
+    df = synthetic_frame()
+    cfg = write_config(tmp_path, df)
+    assert api.run(cfg).status == "finished"
+    store = tmp_path / "run.duckdb"
+    before = api.status(store).runs
+    for bad, line in ((np.inf, r"column 'a_2' has an infinite value at item 'it00420'"),
+                      ("n/a", r"column 'a_2' is not numeric: item 'it00420' holds 'n/a'"),
+                      (np.nan, r"column 'a_2' has a missing \(NaN\) value at item 'it00420'")):
+        odd = df.copy()
+        odd["a_2"] = odd["a_2"].astype(object)
+        odd.loc[odd.index[420], "a_2"] = bad
+        odd.drop(columns=["truth"]).to_csv(tmp_path / "items.csv", index=False)
+        with pytest.raises(ViewError, match=line):
+            api.run(cfg, new_run=True)
+        with pytest.raises(ViewError, match=line):
+            plan(cfg)
+        assert api.status(store).runs == before  # no failed run became the store's latest
+
+
 def test_a_failed_fit_marks_the_run_failed_and_blocks_nothing(tmp_path: Path):
     cfg = write_config(tmp_path)
     _edit(cfg, lambda d: d["views"][0].update(estimator_params={"C": -1.0}))  # valid YAML, invalid at fit

@@ -165,6 +165,23 @@ class ZeroShot(Protocol):
 
 
 @runtime_checkable
+class DataChecked(Protocol):
+    """Checks the data it will read before a run is recorded: views over table columns, whose
+    bad cell would otherwise fail round 0's fit after the run was committed (a failed run
+    that then became the store's latest, the one ``export`` and ``report`` read)."""
+
+    @property
+    def checked_fields(self) -> list[str]:
+        """The fields :meth:`check_items` reads (none: nothing to check)."""
+        ...
+
+    def check_items(self, items: pd.DataFrame) -> None:
+        """Raise ``ViewError`` naming the column and item of the first value this view can
+        never read (text in a numeric column, an infinity, a NaN its estimator does not take)."""
+        ...
+
+
+@runtime_checkable
 class Plannable(Protocol):
     """Costs its calls for a dry run (``cotrain run --dry-run``): LLM views."""
 

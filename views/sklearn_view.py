@@ -161,6 +161,16 @@ class SklearnView(ParamsView):
         steps.append(("model", est))
         return Pipeline(steps)
 
+    @property
+    def checked_fields(self) -> list[str]:
+        return [] if self.text else list(self.fields_)
+
+    def check_items(self, items: pd.DataFrame) -> None:
+        """The estimator's input for ``items`` is built and dropped: a bad cell raises as it
+        would at the first fit (``views.base.DataChecked``). Text needs no check."""
+        if not self.text:
+            self._matrix(items)
+
     def _matrix(self, items: pd.DataFrame) -> Any:
         """The estimator's input: the text field as strings, or the columns as a float matrix
         checked value by value, so a bad cell is one error naming its column and item."""
