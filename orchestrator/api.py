@@ -28,6 +28,11 @@ def init_config(path: str | Path = "cotrain.yaml", force: bool = False) -> Path:
     p = Path(path)
     if p.is_dir():  # --force then failed with IsADirectoryError
         raise CotrainError(f"{p}: is a folder; name the config file to write (e.g. {p / 'cotrain.yaml'})")
+    if not p.parent.is_dir():  # a missing folder, or a file as one: a traceback before
+        what = "does not exist" if not p.parent.exists() else "is a file, not a folder"
+        raise CotrainError(f"{p}: folder {p.parent} {what}")
+    if p.exists() and not p.is_file():  # /dev/null, a FIFO: "wrote /dev/null" said nothing was kept
+        raise CotrainError(f"{p}: is not a regular file; name the config file to write")
     if p.exists() and not force:
         raise CotrainError(f"{p}: already exists; pass --force to overwrite it")  # a file, not a config key
     p.write_text(example_config(), encoding="utf-8")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -26,13 +27,23 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # markup off: ids, labels, texts and rationales print as they are ("[/bold]" in an id crashed `debate show`)
 class _Console(Console):
     """A console that goes quiet when its reader goes away (``cotrain run cfg | head -1``): rich's
-    default raised SystemExit mid-round and the run stopped as failed; now it finishes unheard."""
+    default raised SystemExit mid-round and the run stopped as failed; now it finishes unheard.
+    ``COLUMNS=0`` reads as unset: rich took it as no columns and printed nothing, errors included."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        if _zero_columns():
+            kwargs.setdefault("width", shutil.get_terminal_size().columns)  # the terminal's, or 80
+        super().__init__(**kwargs)
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, (sys.stderr if self.stderr else sys.stdout).fileno())
         os.close(devnull)
+
+
+def _zero_columns() -> bool:
+    return os.environ.get("COLUMNS", "").strip().isdigit() and int(os.environ["COLUMNS"]) == 0
 
 
 #: Set by ``main`` alone, in its own context: :func:`_guarded` then resumes collection (see ``main``).
@@ -351,6 +362,8 @@ def main() -> None:
     included, walks them: 0.35 s of a 2 s run at 100k items (``bench/scale.py``). Only here."""
     gc.disable()
     _COLLECTION_OFF.set(True)
+    if _zero_columns():  # typer's help reads it too (see _Console)
+        del os.environ["COLUMNS"]
     try:
         _main()
     finally:

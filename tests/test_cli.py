@@ -51,6 +51,12 @@ def test_init_writes_a_valid_commented_config(tmp_path: Path):
     target.write_text("mine")
     assert runner.invoke(app, ["init", str(target), "--force"]).exit_code == 0
     assert target.read_text() == text
+    # a missing folder, a file as the folder, a device: one line naming it, not a traceback
+    for bad, says in ((tmp_path / "nodir" / "x.yaml", "does not exist"), (target / "x.yaml", "is a file"),
+                      (Path("/dev/null"), "is not a regular file")):
+        res = runner.invoke(app, ["init", str(bad), "--force"])
+        assert res.exit_code == 1 and str(bad) in _error_line(res) and says in _error_line(res)
+        assert "Traceback" not in res.output and "traceback in" not in _error_line(res)
 
 
 def test_run_status_export(tmp_path: Path):
@@ -233,6 +239,19 @@ def test_app_run_in_process_leaves_the_callers_collector_alone(tmp_path):
         assert not gc.isenabled() and gc.get_freeze_count() == frozen
     finally:
         gc.enable()
+
+
+def test_columns_zero_reads_as_unset(tmp_path):
+    """``COLUMNS=0`` (rich took it as no columns) still prints errors and help."""
+    import os
+
+    env = {**os.environ, "COLUMNS": "0"}
+    bad = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", str(tmp_path / "none.duckdb")],
+                         cwd=REPO, capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "no such store file" in bad.stderr
+    help_ = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--help"], cwd=REPO, capture_output=True,
+                           text=True, env=env)
+    assert help_.returncode == 0 and "export" in help_.stdout
 
 
 def test_models_lists_local_models():
