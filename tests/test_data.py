@@ -257,6 +257,12 @@ def test_missing_view_column(tmp_path: Path):
     _expect_error(tmp_path, mutate, ViewError, r"view 'va': column 'zzz' is not a column of the data")
 
 
+def test_a_column_listed_twice(tmp_path: Path):
+    def mutate(tmp, cfg):
+        cfg["views"][0] = {"name": "va", "kind": "sklearn", "columns": ["a_0", "a_1", "a_0"]}
+    _expect_error(tmp_path, mutate, ViewError, r"view 'va': column 'a_0' is listed twice in 'columns'")
+
+
 def test_missing_label_column(tmp_path: Path):
     def mutate(tmp, cfg):
         cfg["data"]["label_column"] = "gold"
