@@ -310,6 +310,20 @@ def export(store: str | Path, out: str | Path, fmt: ExportFormat | None = None, 
         return export_labels(st, out, fmt, flt, force=force, escape_formulas=escape_formulas)
 
 
+def unfinished_latest_run(store: str | Path) -> str | None:
+    """A line for commands that read the latest run by default (export, report) when that run
+    did not finish (failed, interrupted or still running: its labels so far, maybe only gold),
+    naming the last finished run; None when the latest run finished."""
+    with _open_read(store, "read") as st:
+        runs = st.runs()
+    if not runs or runs[-1]["status"] == "finished":
+        return None
+    done = [r["run_id"] for r in runs if r["status"] == "finished"]
+    last = runs[-1]
+    hint = f"; pass --run {done[-1]} for the last finished run" if done else ""
+    return f"run {last['run_id']} (the latest) is {last['status']}: its labels so far{hint}"
+
+
 def report(store: str | Path, out: str | Path = "report.html", *, run_id: int | None = None,
            top_disputed: int = 25) -> Path:
     """Write one self-contained HTML page about a run (plots, disputed items, debates, cost)."""

@@ -9,47 +9,25 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
 
-from orchestrator.console import RichReporter, print_plan, print_precision, print_status, print_tables, print_transcript
+from orchestrator.console import (CommandConsole, RichReporter, print_plan, print_precision, print_status, print_tables,
+                                  print_transcript, zero_columns)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,  # main() guards
                   help="Co-train N model views on a small labelled set and a large pool; every label in DuckDB.")
-# markup off: ids, labels, texts and rationales print as they are ("[/bold]" in an id crashed `debate show`)
-class _Console(Console):
-    """A console that goes quiet when its reader goes away (``cotrain run cfg | head -1``): rich's
-    default raised SystemExit mid-round and the run stopped as failed; now it finishes unheard.
-    ``COLUMNS=0`` reads as unset: rich took it as no columns and printed nothing, errors included."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        if _zero_columns():
-            kwargs.setdefault("width", shutil.get_terminal_size().columns)  # the terminal's, or 80
-        super().__init__(**kwargs)
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, (sys.stderr if self.stderr else sys.stdout).fileno())
-        os.close(devnull)
-
-
-def _zero_columns() -> bool:
-    return os.environ.get("COLUMNS", "").strip().isdigit() and int(os.environ["COLUMNS"]) == 0
-
-
 #: Set by ``main`` alone, in its own context: :func:`_guarded` then resumes collection (see ``main``).
 _COLLECTION_OFF: ContextVar[bool] = ContextVar("cotrain_collection_off", default=False)
-out = _Console(markup=False)
-err = _Console(stderr=True, markup=False)
+# markup off: ids, labels, texts and rationales print as they are ("[/bold]" in an id crashed `debate show`)
+out = CommandConsole(markup=False)
+err = CommandConsole(stderr=True, markup=False)
 
 
 def _fail(exc: Exception) -> None:
@@ -272,6 +250,9 @@ def export(store: Path = typer.Argument(..., help="Store file."),
                        min_confidence=min_confidence, source=source, include_gold=not no_gold,
                        disputed_only=disputed, sample=sample, seed=seed or 0, force=force,
                        escape_formulas=not no_escape_formulas, min_p_correct=min_p_correct, select=select)
+        note = api.unfinished_latest_run(store) if run_id is None else None
+    if note:
+        err.print(note, highlight=False, soft_wrap=True)
     if n.unestimated:
         err.print(f"--min-p-correct dropped {n.unestimated} pseudo-label(s) that carry no p_correct estimate "
                   "(runs before estimates were recorded, debate verdicts)", highlight=False, soft_wrap=True)
@@ -292,6 +273,9 @@ def report(store: Path = typer.Argument(..., help="Store file."),
 
     with _guarded():
         path = api.report(store, out_path, run_id=run_id, top_disputed=top)
+        note = api.unfinished_latest_run(store) if run_id is None else None
+    if note:
+        err.print(note, highlight=False, soft_wrap=True)
     out.print(f"wrote {path}")
 
 
@@ -362,7 +346,7 @@ def main() -> None:
     included, walks them: 0.35 s of a 2 s run at 100k items (``bench/scale.py``). Only here."""
     gc.disable()
     _COLLECTION_OFF.set(True)
-    if _zero_columns():  # typer's help reads it too (see _Console)
+    if zero_columns():  # typer's help reads it too (see CommandConsole)
         del os.environ["COLUMNS"]
     try:
         _main()

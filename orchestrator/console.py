@@ -5,9 +5,34 @@ Every function takes the ``rich`` console to print on (the CLI's); tables go thr
 """
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from typing import Any
 
 from rich.console import Console
+
+
+class CommandConsole(Console):
+    """A console that goes quiet when its reader goes away (``cotrain run cfg | head -1``): rich's
+    default raised SystemExit mid-round and the run stopped as failed; now it finishes unheard.
+    ``COLUMNS=0`` reads as unset: rich took it as no columns and printed nothing, errors included."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        if zero_columns():
+            kwargs.setdefault("width", shutil.get_terminal_size().columns)  # the terminal's, or 80
+        super().__init__(**kwargs)
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, (sys.stderr if self.stderr else sys.stdout).fileno())
+        os.close(devnull)
+
+
+def zero_columns() -> bool:
+    """Whether ``COLUMNS`` is set to 0 (rich reads it as a terminal no column wide)."""
+    return os.environ.get("COLUMNS", "").strip().isdigit() and int(os.environ["COLUMNS"]) == 0
 
 
 class RichReporter:

@@ -100,6 +100,16 @@ def test_a_failed_fit_marks_the_run_failed_and_blocks_nothing(tmp_path: Path):
     res = api.run(cfg)  # no --new-run needed
     assert res.status == "finished" and res.run_id == 2
     assert [r["status"] for r in api.status(store).runs] == ["failed", "finished"]
+    assert api.unfinished_latest_run(store) is None
+    _edit(cfg, lambda d: d["views"][0].update(estimator_params={"C": -1.0}))
+    with pytest.raises(ViewError):
+        api.run(cfg, new_run=True)
+    # export and report read the latest run by default: they say it failed, and which one finished
+    assert api.unfinished_latest_run(store) == "run 3 (the latest) is failed: its labels so far; pass --run 2 " \
+                                               "for the last finished run"
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "export", str(store), str(tmp_path / "l.csv")],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert proc.returncode == 0 and "run 3 (the latest) is failed" in proc.stderr and "--run 2" in proc.stderr
 
 
 def test_a_failed_run_resumes_with_nothing_committed_lost(tmp_path: Path):
