@@ -384,8 +384,9 @@ with Store(sys.argv[1]) as st:
     try:
         with st.transaction():
             st.con.execute("INSERT INTO keep VALUES (2)")
-            for _ in range(400):
-                st.write_from(data, lambda n: f"INSERT INTO keep SELECT count(*)::INT FROM {n} a, range(2000000) b")
+            for _ in range(100):  # each write ~1 s of DuckDB work (a sum it cannot shortcut): the signal lands in one
+                st.write_from(data, lambda n: f"INSERT INTO keep SELECT (sum(a.x * b.range) % 7)::INT "
+                                              f"FROM {n} a, range(2000000) b")
     except BaseException as exc:
         print(type(exc).__name__, is_interrupt(exc), st.scalar("SELECT list(x) FROM keep"))
 """
@@ -402,7 +403,8 @@ def test_ctrl_c_during_a_write_in_a_transaction_surfaces_as_an_interrupt(tmp_pat
     for i, delay in enumerate((0.3, 0.6)):
         out = subprocess.run([sys.executable, "-c", _SIGINT_MID_WRITE, str(tmp_path / f"s{i}.duckdb"), str(delay)],
                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
-        assert out.stdout.split() == ["RuntimeError", "True", "[1]"], (out.stdout, out.stderr[-2000:])
+        kind, interrupt, kept = out.stdout.split() or ["nothing", "-", "-"]
+        assert kind != "TransactionException" and interrupt == "True" and kept == "[1]", (out.stdout, out.stderr[-2000:])
 
 
 def _cached_bytes(st: Store) -> int:
