@@ -377,6 +377,7 @@ import os, signal, sys, threading
 import numpy as np, pyarrow as pa
 from store.database import Store
 from store.errors import is_interrupt
+signal.signal(signal.SIGINT, signal.default_int_handler)  # started in the background, it would inherit "ignore"
 with Store(sys.argv[1]) as st:
     st.con.execute("CREATE TABLE keep AS SELECT 1 AS x")
     data = pa.table({"x": np.arange(1000)})
@@ -384,7 +385,7 @@ with Store(sys.argv[1]) as st:
     try:
         with st.transaction():
             st.con.execute("INSERT INTO keep VALUES (2)")
-            for _ in range(100):  # each write ~1 s of DuckDB work (a sum it cannot shortcut): the signal lands in one
+            for _ in range(30):  # each write ~1 s of DuckDB work (a sum it cannot shortcut): the signal lands in one
                 st.write_from(data, lambda n: f"INSERT INTO keep SELECT (sum(a.x * b.range) % 7)::INT "
                                               f"FROM {n} a, range(2000000) b")
     except BaseException as exc:
