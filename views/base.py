@@ -248,9 +248,11 @@ def select_fields(view: str, columns: Sequence[str], *, text: str | None = None,
     missing = [c for c in names or [] if c not in cols]
     if missing:
         raise ViewError(view, f"column '{missing[0]}' is not a column of the data")
-    twice = next((c for i, c in enumerate(names or []) if c in list(names or [])[:i]), None)
-    if twice is not None:  # it would enter the model twice, its weight shared out by chance
-        raise ViewError(view, f"column '{twice}' is listed twice in 'columns'")
+    seen: set[str] = set()
+    for c in names or []:
+        if c in seen:  # it would enter the model twice, its weight shared out by chance
+            raise ViewError(view, f"column '{c}' is listed twice in 'columns'")
+        seen.add(c)
     return list(names or [])
 
 
