@@ -36,7 +36,7 @@ from orchestrator.viewset import preloading_view_modules
 from store.adapters import StoreProblems
 from store.buffers import ROUND_CACHE_BYTES
 from store.database import Store, utcnow
-from store.errors import ConfigError, DataError, RunError, RunInterrupted, is_interrupt
+from store.errors import DataError, RunError, RunInterrupted, is_interrupt
 from store.llm_ledger import LLMLedger
 from store.queries import final_metrics, label_counts
 from store.writers import RoundWriter

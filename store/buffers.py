@@ -62,10 +62,8 @@ def _evict(cur: duckdb.DuckDBPyConnection, default_limit: str, above_bytes: int)
     if above_bytes > 0 and cur.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
                                        "WHERE tag = 'BASE_TABLE'").fetchall()[0][0] <= above_bytes:
         return
-    try:
+    try:  # refused when some blocks are pinned: what could go went (the caller logs it)
         cur.execute("SET memory_limit = ?", [EVICT_TO])
-    except duckdb.Error as exc:  # some blocks are pinned: what could go went
-        log.debug("cached blocks kept: %s", str(exc).splitlines()[0])
     finally:
         cur.execute("RESET memory_limit")
 
