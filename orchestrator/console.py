@@ -5,6 +5,7 @@ Every function takes the ``rich`` console to print on (the CLI's); tables go thr
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -22,6 +23,21 @@ class CommandConsole(Console):
         if zero_columns():
             kwargs.setdefault("width", shutil.get_terminal_size().columns)  # the terminal's, or 80
         super().__init__(**kwargs)
+
+    def _check_buffer(self) -> None:
+        """rich turns only a broken pipe into :meth:`on_broken_pipe`; any other failed write
+        (``cotrain run cfg > /dev/full``: no space left) raised out of a progress line and
+        failed the run after its first committed round. Such a console now goes quiet too,
+        and says so once on the log (stderr), so the run finishes and its store is whole."""
+        try:
+            super()._check_buffer()
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            self.quiet = True
+            del self._buffer[:]
+            logging.getLogger("cotrain").warning("cannot write to %s (%s): printing nothing more there",
+                                                 "stderr" if self.stderr else "stdout", exc.strerror or exc)
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
@@ -50,9 +66,13 @@ class RichReporter:
     def __enter__(self) -> RichReporter:
         return self  # the display starts with the first round: a run refused before one prints nothing
 
-    def __exit__(self, *exc: object) -> None:
-        if self.progress.live.is_started:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if not self.progress.live.is_started:
+            return
+        if exc_type is None:
             self.progress.stop()
+        else:  # Progress.stop ends piped output with a blank line: a failed run's only stdout
+            self.progress.live.stop()
 
     def round_started(self, round_idx: int, pool_size: int, n_views: int) -> None:
         if not self.progress.live.is_started:
