@@ -91,7 +91,9 @@ def test_a_bad_cell_is_refused_before_the_run_is_recorded_and_by_the_dry_run(tmp
 
 def test_a_failed_fit_marks_the_run_failed_and_blocks_nothing(tmp_path: Path):
     cfg = write_config(tmp_path)
-    _edit(cfg, lambda d: d["views"][0].update(estimator_params={"C": -1.0}))  # valid YAML, invalid at fit
+    # valid YAML, invalid at fit: a dotted path is the user's class, whose values its fit checks
+    _edit(cfg, lambda d: d["views"][0].update(estimator="sklearn.linear_model.LogisticRegression",
+                                              estimator_params={"C": -1.0}))
     with pytest.raises(ViewError, match="view 'va': fit failed"):
         api.run(cfg)
     store = tmp_path / "run.duckdb"
@@ -205,6 +207,56 @@ def test_a_reader_that_goes_away_leaves_the_run_to_finish(tmp_path: Path):
     with Store(tmp_path / "run.duckdb", read_only=True) as st:
         assert st.scalar("SELECT status FROM runs") == "finished"
         assert st.scalar("SELECT max(round) FROM rounds") == 2
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_an_unwritable_stdout_leaves_the_run_to_finish(tmp_path: Path):
+    """``cotrain run cfg > /dev/full``: the first line that reached the full device raised
+    OSError (no space left) after round 0 committed, and the run failed. The output goes
+    quiet instead, the log says so once on stderr, and the run finishes."""
+    cfg = write_config(tmp_path, max_rounds=2)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(cfg)], cwd=tmp_path,
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**env, "PYTHONPATH": str(REPO), "COTRAIN_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr
+    assert sum("cannot write to stdout" in line for line in proc.stderr.splitlines()) == 1, proc.stderr
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT status FROM runs") == "finished"
+        assert st.scalar("SELECT max(round) FROM rounds") == 2
+
+
+def test_a_failed_run_prints_its_one_line_and_nothing_on_stdout(tmp_path: Path):
+    """A run that fails in round 0 (here a user's estimator class refuses its parameters at
+    its first fit) said so on stderr, and rich's progress display left a blank line as its
+    only stdout."""
+    cfg = write_config(tmp_path)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["views"][0].update(estimator="sklearn.linear_model.LogisticRegression", estimator_params={"C": -1.0})
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--quiet"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env={**env, "PYTHONPATH": str(REPO), "COTRAIN_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "view 'va'" in lines[0] and "'C' parameter" in lines[0], proc.stderr
+
+
+def test_a_bad_estimator_value_is_refused_before_anything_is_stored(tmp_path: Path):
+    """``C: -1`` on a built-in estimator was found by round 0's first fit, after the run was
+    stored (which then became the store's latest, failed). It is now refused up front."""
+    cfg = write_config(tmp_path)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["views"][1]["estimator_params"] = {"C": -1.0}
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with pytest.raises(ViewError, match="view 'vb': cannot build estimator 'logistic_regression': C must be"):
+        api.plan(cfg)
+    with pytest.raises(ViewError, match="C must be a number above 0"):
+        api.run(cfg)
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM runs") == 0
 
 
 def test_the_same_config_resumes_its_failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -84,6 +84,12 @@ def test_text_view_reads_a_text_field():
     ({"text": "nope"}, "text field 'nope' is not a column"),
     ({"column_prefix": "a_", "estimator": "random_forest", "estimator_params": {"n_trees": 3}},
      "cannot build estimator 'random_forest'"),
+    ({"column_prefix": "a_", "estimator_params": {"C": -1}}, "C must be a number above 0, not -1"),
+    ({"column_prefix": "a_", "estimator_params": {"Cs": []}}, "Cs must be a non-empty list"),
+    ({"column_prefix": "a_", "estimator_params": {"cv": 1}}, "cv must be a whole number of at least 2"),
+    ({"column_prefix": "a_", "estimator_params": {"solver": "nope"}}, "'solver' parameter of LogisticRegression"),
+    ({"column_prefix": "a_", "estimator": "random_forest", "estimator_params": {"n_estimators": 0}},
+     "'n_estimators' parameter of RandomForestClassifier"),
 ])
 def test_bad_view_params(data, params, match):
     with pytest.raises(ViewError, match=match):

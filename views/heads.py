@@ -171,6 +171,31 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         self.fit_intercept = fit_intercept
         self.random_state = random_state
 
+    def check_params(self) -> None:
+        """``ValueError`` naming the first parameter whose value cannot work: this class's own
+        here, the rest by the constraints scikit-learn's ``LogisticRegression`` declares for
+        them. Called by ``fit`` and, before a run is stored, by the view that holds this head,
+        so ``C: -1`` is refused in one line, not by a failed round 0."""
+        def positive(name: str, v: Any) -> None:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{name} must be a number above 0, not {v!r}")
+        if self.C is not None:
+            positive("C", self.C)
+        if isinstance(self.Cs, (str, bytes)) or not hasattr(self.Cs, "__len__") or not len(self.Cs):
+            raise ValueError(f"Cs must be a non-empty list of numbers above 0, not {self.Cs!r}")
+        for c in self.Cs:
+            positive("each of Cs", c)
+        for name in ("cv", "cv_max_items"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 2:
+                raise ValueError(f"{name} must be a whole number of at least 2, not {v!r}")
+        positive("few_labels_C", self.few_labels_C)
+        if self.large_C is not None:
+            positive("large_C", self.large_C)
+        if self.score_on not in ("trusted", "all"):
+            raise ValueError(f"score_on must be 'trusted' or 'all', not {self.score_on!r}")
+        self._lr(float(self.C) if self.C is not None else 1.0)._validate_params()
+
     def _lr(self, C: float) -> Any:
         from sklearn.linear_model import LogisticRegression
 
@@ -228,8 +253,7 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         gold or reviewed."""
         y = np.asarray(y)
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        if self.score_on not in ("trusted", "all"):
-            raise ValueError(f"score_on must be 'trusted' or 'all', not {self.score_on!r}")
+        self.check_params()
         if trusted is not None and len(trusted) != len(y):
             raise ValueError(f"trusted has {len(trusted)} rows, y {len(y)}")
         self.tuned_ = False

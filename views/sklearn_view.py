@@ -67,6 +67,20 @@ def estimator_class(spec: str, params: dict[str, Any], seed: int) -> tuple[type,
     return cls, kwargs
 
 
+def check_values(spec: str, cls: type, kwargs: dict[str, Any]) -> None:
+    """``ValueError`` when a built-in estimator's parameter has a value it cannot take
+    (``C: -1``, ``n_estimators: 0``), by the estimator's own check (cotrain's heads:
+    ``check_params``; scikit-learn's: the constraints each declares, which its ``fit`` checks
+    too). Without this the value failed the first fit, after the run was stored. A dotted
+    path is user code and is never built before a fit, so its values are checked there."""
+    if spec not in ESTIMATORS:
+        return
+    est = cls(**kwargs)
+    check = getattr(est, "check_params", None) or getattr(est, "_validate_params", None)
+    if callable(check):
+        check()
+
+
 def make_estimator(spec: str, params: dict[str, Any], seed: int) -> BaseEstimator:
     """An estimator from a built-in name or dotted class path, seeded if it takes ``random_state``."""
     cls, kwargs = estimator_class(spec, params, seed)
@@ -122,7 +136,8 @@ class SklearnView(ParamsView):
         self.fields_ = select_fields(self.name, columns, text=self.text, column_prefix=self.column_prefix,
                                      names=self.columns)
         try:  # fail before anything is stored: import and check now, construct only when fitting
-            cls, _ = estimator_class(self.estimator, self.estimator_params, self.context.seed)
+            cls, kwargs = estimator_class(self.estimator, self.estimator_params, self.context.seed)
+            check_values(self.estimator, cls, kwargs)
         except ValueError as exc:
             raise ViewError(self.name, f"cannot build estimator '{self.estimator}': {exc}") from None
         if not self.calibration and not callable(getattr(cls, "predict_proba", None)):  # failed after a fit
