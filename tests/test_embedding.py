@@ -79,6 +79,22 @@ def test_bad_encoder_and_field():
         v.resolve_fields(["body"])
 
 
+@pytest.mark.parametrize(("head", "params", "match"), [
+    ("logistic_regression", {"C": -1}, "head 'logistic_regression': C must be a number above 0, not -1"),
+    ("logistic_regression", {"Cx": 2}, "head_params 'Cx': not a parameter of this head"),
+    ("logistic_regression", {"solver": "nope"}, "'solver' parameter of LogisticRegression"),
+    ("mlp", {"epochs": 0}, "epochs must be a whole number of at least 1, not 0"),
+    ("mlp", {"dropout": 1.0}, "dropout must be a number from 0 up to"),
+    ("mlp", {"hiden": 3}, "head_params 'hiden': not a parameter of this head .it takes hidden, epochs"),
+])
+def test_bad_head_params_are_refused_before_any_text_is_encoded(head: str, params: dict, match: str):
+    """A typo or a bad value in ``head_params`` failed the first fit, after the whole pool was encoded."""
+    v = EmbeddingView.from_params("e", ViewContext(LABELS, seed=0), text="body", head=head, head_params=params)
+    with pytest.raises(ViewError, match=f"view 'e': .*{match}"):
+        v.resolve_fields(["body"])
+    assert v.encoded_count_ == 0
+
+
 def test_an_encoder_folder_that_holds_no_model_is_named_before_any_round(tmp_path: Path):
     """An empty folder passed the early check and failed at round 0 with transformers'
     "Unrecognized model" (no view named); a folder with a broken config failed the same way.

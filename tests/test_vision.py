@@ -432,6 +432,7 @@ def test_clip_like_encoder_labels_zero_shot_without_gold(tmp_path: Path):
     ({"encoder": "tests.plugin_views:colour_tokenizer"}, r"returned Tensor, not a torch.nn.Module|building the encoder"),
     ({"weights": "absent.pt"}, r"weights file not found: .*absent.pt"),
     ({"weights": "items.csv"}, r"cannot read weights file"),
+    ({"head_params": {"C": 0}}, r"head 'logistic_regression': C must be a number above 0, not 0"),
 ])
 def test_bad_vision_view_is_named_and_nothing_is_stored(digits_folder: Path, tmp_path: Path, params, match):
     cfg = yaml.safe_load(_config(digits_folder).read_text())

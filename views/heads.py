@@ -28,8 +28,24 @@ class MLPHead:
         self.net_: Any = None
         self.classes_: np.ndarray | None = None
 
+    def check_params(self) -> None:
+        """``ValueError`` naming the first parameter whose value cannot work (see ``check_head``)."""
+        for name, low, whole in (("hidden", 1, True), ("epochs", 1, True), ("lr", 0, False)):
+            v = getattr(self, name)
+            ok = isinstance(v, int) if whole else isinstance(v, (int, float))
+            if isinstance(v, bool) or not ok or not (v >= low if whole else v > low):
+                raise ValueError(f"{name} must be {'a whole number of at least 1' if whole else 'a number above 0'}, "
+                                 f"not {v!r}")
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
+                or self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be a number of at least 0, not {self.weight_decay!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number from 0 up to (not including) 1, not {self.dropout!r}")
+
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> MLPHead:
         import torch
+
+        self.check_params()
 
         gen = torch.Generator().manual_seed(self.seed)
         self.classes_ = np.unique(y)
@@ -330,6 +346,22 @@ def head_fit_params(head: Any, trusted: np.ndarray | None) -> dict[str, Any]:
         return {}
     # a user's subclass may have kept the older fit(X, y, sample_weight)
     return {"trusted": trusted} if has_fit_parameter(head, "trusted") else {}
+
+
+def check_head(kind: str, params: dict[str, Any]) -> None:
+    """``ValueError`` when ``params`` do not fit a head of ``kind``: a name it does not take, or
+    a value it cannot work with (its ``check_params``). The embedding and vision views call it
+    when they resolve their fields, before a run is stored and before the pool is encoded;
+    without it a typo in ``head_params`` failed the first fit, after the encoding."""
+    import inspect
+
+    cls = MLPHead if kind == "mlp" else TunedLogisticRegression
+    takes = [p for p in inspect.signature(cls).parameters if p != "seed"]  # the run's seed seeds an MLP
+    unknown = sorted(set(params) - set(takes))
+    if unknown:
+        raise ValueError(f"head_params {', '.join(map(repr, unknown))}: not a parameter of this head "
+                         f"(it takes {', '.join(takes)})")
+    make_head(kind, params, 0).check_params()
 
 
 def make_head(kind: str, params: dict[str, Any], seed: int) -> Any:
