@@ -378,6 +378,11 @@ def _main() -> None:
         raise SystemExit(130) from None
     if isinstance(code, int) and code:
         raise SystemExit(code)
+    if out.write_error is not None:  # the command ran to its end; what it printed did not all arrive
+        why = out.write_error.strerror or type(out.write_error).__name__
+        err.print(f"[red]error:[/red] cannot write to stdout ({_one_line(why)}); the command ran to its end, but its "
+                  "output is incomplete", highlight=False, soft_wrap=True, markup=True)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

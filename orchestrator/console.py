@@ -5,7 +5,6 @@ Every function takes the ``rich`` console to print on (the CLI's); tables go thr
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import sys
@@ -17,27 +16,27 @@ from rich.console import Console
 class CommandConsole(Console):
     """A console that goes quiet when its reader goes away (``cotrain run cfg | head -1``): rich's
     default raised SystemExit mid-round and the run stopped as failed; now it finishes unheard.
+    Any other failed write (``> /dev/full``: no space left) also goes quiet, so a run is not
+    failed by its own progress line, and is kept in ``write_error``: the entry point ends the
+    command with exit code 1 and one line saying its output is incomplete (a script reading
+    that output must not take a cut-off file for a whole one).
     ``COLUMNS=0`` reads as unset: rich took it as no columns and printed nothing, errors included."""
 
     def __init__(self, **kwargs: Any) -> None:
         if zero_columns():
             kwargs.setdefault("width", shutil.get_terminal_size().columns)  # the terminal's, or 80
         super().__init__(**kwargs)
+        self.write_error: OSError | None = None
 
     def _check_buffer(self) -> None:
-        """rich turns only a broken pipe into :meth:`on_broken_pipe`; any other failed write
-        (``cotrain run cfg > /dev/full``: no space left) raised out of a progress line and
-        failed the run after its first committed round. Such a console now goes quiet too,
-        and says so once on the log (stderr), so the run finishes and its store is whole."""
         try:
             super()._check_buffer()
+        except BrokenPipeError:  # rich before 13.8 calls no on_broken_pipe of its own
+            self.on_broken_pipe()
         except OSError as exc:
-            if isinstance(exc, BrokenPipeError):
-                raise
-            self.quiet = True
+            self.write_error = self.write_error or exc
             del self._buffer[:]
-            logging.getLogger("cotrain").warning("cannot write to %s (%s): printing nothing more there",
-                                                 "stderr" if self.stderr else "stdout", exc.strerror or exc)
+            self.on_broken_pipe()  # quiet, onto /dev/null: Python's flush at exit finds nothing to fail on
 
     def on_broken_pipe(self) -> None:
         self.quiet = True

@@ -210,18 +210,25 @@ def test_a_reader_that_goes_away_leaves_the_run_to_finish(tmp_path: Path):
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
-def test_an_unwritable_stdout_leaves_the_run_to_finish(tmp_path: Path):
+@pytest.mark.parametrize("unbuffered", ["1", None])
+def test_an_unwritable_stdout_lets_the_run_finish_and_fails_the_command(tmp_path: Path, unbuffered: str | None):
     """``cotrain run cfg > /dev/full``: the first line that reached the full device raised
-    OSError (no space left) after round 0 committed, and the run failed. The output goes
-    quiet instead, the log says so once on stderr, and the run finishes."""
+    OSError (no space left) after round 0 committed, and the run failed. Now the run finishes,
+    and the command exits 1 with one line: its output is incomplete. Python's own buffered
+    stdout (no PYTHONUNBUFFERED) must not fail again at exit (it exited 120). ``status``, whose
+    output is all it does, exits 1 the same way."""
     cfg = write_config(tmp_path, max_rounds=2)
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    with open("/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(cfg)], cwd=tmp_path,
-                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
-                              env={**env, "PYTHONPATH": str(REPO), "COTRAIN_HOME": str(tmp_path / "home")})
-    assert proc.returncode == 0, proc.stderr
-    assert sum("cannot write to stdout" in line for line in proc.stderr.splitlines()) == 1, proc.stderr
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "PYTHONUNBUFFERED")}
+    env.update({"PYTHONPATH": str(REPO), "COTRAIN_HOME": str(tmp_path / "home")}, **(
+        {"PYTHONUNBUFFERED": unbuffered} if unbuffered else {}))
+    for args in (["run", str(cfg)], ["status", str(tmp_path / "run.duckdb")]):
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=tmp_path, stdout=full,
+                                  stderr=subprocess.PIPE, text=True, timeout=120, env=env)
+        errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+        assert proc.returncode == 1, proc.stderr
+        assert len(errors) == 1 and "cannot write to stdout" in errors[0] and "incomplete" in errors[0], proc.stderr
+        assert "Exception ignored" not in proc.stderr, proc.stderr
     with Store(tmp_path / "run.duckdb", read_only=True) as st:
         assert st.scalar("SELECT status FROM runs") == "finished"
         assert st.scalar("SELECT max(round) FROM rounds") == 2
@@ -241,7 +248,7 @@ def test_a_failed_run_prints_its_one_line_and_nothing_on_stdout(tmp_path: Path):
                           env={**env, "PYTHONPATH": str(REPO), "COTRAIN_HOME": str(tmp_path / "home")})
     assert proc.returncode == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "view 'va'" in lines[0] and "'C' parameter" in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: view 'va': fit failed"), proc.stderr
 
 
 def test_a_bad_estimator_value_is_refused_before_anything_is_stored(tmp_path: Path):
