@@ -84,7 +84,8 @@ def test_bad_encoder_and_field():
     ("logistic_regression", {"Cx": 2}, "head_params 'Cx': not a parameter of this head"),
     ("logistic_regression", {"solver": "nope"}, "'solver' parameter of LogisticRegression"),
     ("mlp", {"epochs": 0}, "epochs must be a whole number of at least 1, not 0"),
-    ("mlp", {"dropout": 1.0}, "dropout must be a number from 0 up to"),
+    ("mlp", {"dropout": 1.0}, "dropout must be a number of at least 0 and below 1, not 1.0"),
+    ("mlp", {"epochs": "1e2"}, "epochs must be a whole number of at least 1, not '1e2' .'epochs' read as text"),
     ("mlp", {"hiden": 3}, "head_params 'hiden': not a parameter of this head .it takes hidden, epochs"),
 ])
 def test_bad_head_params_are_refused_before_any_text_is_encoded(head: str, params: dict, match: str):

@@ -86,14 +86,29 @@ def test_text_view_reads_a_text_field():
      "cannot build estimator 'random_forest'"),
     ({"column_prefix": "a_", "estimator_params": {"C": -1}}, "C must be a number above 0, not -1"),
     ({"column_prefix": "a_", "estimator_params": {"Cs": []}}, "Cs must be a non-empty list"),
-    ({"column_prefix": "a_", "estimator_params": {"cv": 1}}, "cv must be a whole number of at least 2"),
+    ({"column_prefix": "a_", "estimator_params": {"cv": 0}}, "cv must be a whole number of at least 1"),
     ({"column_prefix": "a_", "estimator_params": {"solver": "nope"}}, "'solver' parameter of LogisticRegression"),
     ({"column_prefix": "a_", "estimator": "random_forest", "estimator_params": {"n_estimators": 0}},
      "'n_estimators' parameter of RandomForestClassifier"),
+    ({"column_prefix": "a_", "estimator_params": {"penalty": "l1"}}, "lbfgs supports only 'l2' or None penalties"),
+    ({"column_prefix": "a_", "estimator_params": {"tol": "1e-4"}}, r"'tol' read as text: YAML reads a number"),
 ])
 def test_bad_view_params(data, params, match):
     with pytest.raises(ViewError, match=match):
         _view(**params).resolve_fields(data[0].columns)
+
+
+@pytest.mark.parametrize("params", [
+    {"C": "1e-2"}, {"Cs": ["1e-2", 100.0]}, {"C": np.int64(3)}, {"C": np.float32(2.0)}, {"Cs": np.array([1, 10])},
+    {"Cs": (0.1, 1.0)}, {"cv": 3.0}, {"cv": 1}, {"cv": np.int64(5)}, {"cv_max_items": np.int64(500)},
+    {"few_labels_C": np.int64(5)}, {"class_weight": "balanced"}, {"class_weight": {0: 1.0, 7: 2.0}},
+    {"penalty": "l1", "solver": "saga"}, {"penalty": "elasticnet", "solver": "saga", "l1_ratio": 0.5},
+])
+def test_values_that_fit_reads_are_accepted_before_the_run(data, params):
+    """What the head's fit has always taken (YAML's 1e-2 read as text, numpy numbers, 3.0 for
+    a count, a class weight naming classes the check's toy rows lack) passes the early check."""
+    v = _view(column_prefix="a_", estimator_params=params)
+    assert v.resolve_fields(data[0].columns) == [c for c in data[0].columns if c.startswith("a_")]
 
 
 @pytest.mark.parametrize("estimator", ["logistic_regression", "hist_gradient_boosting"])

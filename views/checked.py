@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections.abc
 import math
+import numbers
 import types
 import typing
 from typing import Any
@@ -80,4 +81,45 @@ def _refuse_non_finite(value: Any) -> None:
         raise ValueError(f"expected a finite number, not {bad}")
 
 
-__all__ = ["CheckedModel", "items_take_number_not_bool", "takes_number_not_bool"]
+def checked_number(name: str, v: Any, *, low: float | None = None, above: float | None = None,
+                   below: float | None = None, whole: bool = False, text_ok: bool = False) -> float:
+    """``v`` as a float, or ``ValueError`` naming ``name``: a finite real number (numpy's
+    included, never a bool), whole when ``whole`` (3.0 counts), at least ``low``, above
+    ``above``, below ``below``. ``text_ok``: a numeric string counts too, for the values the
+    code reads with ``float()`` (YAML reads ``1e-2`` as text)."""
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool)
+    if not ok and text_ok and isinstance(v, str):
+        try:
+            v, ok = float(v), True
+        except ValueError:
+            pass
+    x = float(v) if ok else math.nan
+    bounds = [f"of at least {low:g}" if low is not None else "", f"above {above:g}" if above is not None else "",
+              f"below {below:g}" if below is not None else ""]
+    want = ("a whole number" if whole else "a number") + (" " + " and ".join(b for b in bounds if b) if any(bounds) else "")
+    if not (math.isfinite(x) and (not whole or x.is_integer()) and (low is None or x >= low)
+            and (above is None or x > above) and (below is None or x < below)):
+        raise ValueError(f"{name} must be {want}, not {v!r}")
+    return x
+
+
+def numbers_as_text(params: dict[str, Any], error: str) -> str:
+    """A hint for ``error`` about ``params``: those it names whose value YAML read as text
+    though it looks like a number (YAML 1.1, which PyYAML reads, takes ``1e-4`` without a dot
+    for a string), or ''."""
+    def looks(v: Any) -> bool:
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            return False
+        return isinstance(v, str)
+    named = [k for k, v in params.items() if repr(k) in error or f" {k} " in f" {error} "
+             if looks(v) or (isinstance(v, (list, tuple)) and any(map(looks, v)))]
+    if not named:
+        return ""
+    return f" ({', '.join(map(repr, named))} read as text: YAML reads a number such as 1e-4 as text unless it " \
+           "has a dot, 1.0e-4)"
+
+
+__all__ = ["CheckedModel", "checked_number", "items_take_number_not_bool", "numbers_as_text",
+           "takes_number_not_bool"]

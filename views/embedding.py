@@ -22,7 +22,7 @@ import logging
 from store.errors import ViewError
 from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, trusted_rows
 from views.encoders import load_sentence_transformer, resolve_text_encoder
-from views.heads import RoundC, check_head, head_fit_params, make_head
+from views.heads import RoundC, check_view_head, head_fit_params, make_head
 from views.params import EmbeddingParams
 
 log = logging.getLogger("cotrain")
@@ -59,10 +59,7 @@ class EmbeddingView(ParamsView):
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
         if self.text not in columns:
             raise ViewError(self.name, f"text field '{self.text}' is not a column of the data")
-        try:
-            check_head(self.head, self.head_params)
-        except ValueError as exc:
-            raise ViewError(self.name, f"head '{self.head}': {exc}") from None
+        check_view_head(self.name, self.head, self.head_params)
         try:
             resolve_text_encoder(self.encoder, self.context.base_dir)  # fail early if absent
         except ViewError as exc:  # named after the view, not the encoder

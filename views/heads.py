@@ -11,6 +11,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import has_fit_parameter
 
+from views.checked import checked_number
+
 HEADS = ("logistic_regression", "mlp")
 
 
@@ -30,17 +32,11 @@ class MLPHead:
 
     def check_params(self) -> None:
         """``ValueError`` naming the first parameter whose value cannot work (see ``check_head``)."""
-        for name, low, whole in (("hidden", 1, True), ("epochs", 1, True), ("lr", 0, False)):
-            v = getattr(self, name)
-            ok = isinstance(v, int) if whole else isinstance(v, (int, float))
-            if isinstance(v, bool) or not ok or not (v >= low if whole else v > low):
-                raise ValueError(f"{name} must be {'a whole number of at least 1' if whole else 'a number above 0'}, "
-                                 f"not {v!r}")
-        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
-                or self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be a number of at least 0, not {self.weight_decay!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be a number from 0 up to (not including) 1, not {self.dropout!r}")
+        checked_number("hidden", self.hidden, whole=True, low=1)
+        checked_number("epochs", self.epochs, whole=True, low=1)
+        checked_number("lr", self.lr, above=0, text_ok=True)  # fit reads these three with float()
+        checked_number("weight_decay", self.weight_decay, low=0, text_ok=True)
+        checked_number("dropout", self.dropout, low=0, below=1, text_ok=True)
 
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> MLPHead:
         import torch
@@ -54,20 +50,20 @@ class MLPHead:
         Xt = torch.tensor(X, dtype=torch.float32)
         w = torch.tensor(sample_weight if sample_weight is not None else np.ones(len(y)), dtype=torch.float32)
         d = X.shape[1]
-        lin1 = torch.nn.Linear(d, self.hidden)
-        lin2 = torch.nn.Linear(self.hidden, len(self.classes_))
+        lin1 = torch.nn.Linear(d, int(self.hidden))
+        lin2 = torch.nn.Linear(int(self.hidden), len(self.classes_))
         with torch.no_grad():
             for lin in (lin1, lin2):
                 bound = 1.0 / np.sqrt(lin.in_features)
                 lin.weight.uniform_(-bound, bound, generator=gen)
                 lin.bias.uniform_(-bound, bound, generator=gen)
         params = [*lin1.parameters(), *lin2.parameters()]
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        keep = 1.0 - self.dropout
-        for _ in range(self.epochs):  # full batch: heads are small
+        opt = torch.optim.AdamW(params, lr=float(self.lr), weight_decay=float(self.weight_decay))
+        keep = 1.0 - float(self.dropout)
+        for _ in range(int(self.epochs)):  # full batch: heads are small
             opt.zero_grad()
             h = torch.relu(lin1(Xt))
-            if self.dropout > 0:  # dropout from our own generator, not torch's global RNG
+            if keep < 1.0:  # dropout from our own generator, not torch's global RNG
                 h = h * (torch.rand(h.shape, generator=gen) < keep) / keep
             loss = (torch.nn.functional.cross_entropy(lin2(h), yt, reduction="none") * w).sum() / w.sum()
             loss.backward()
@@ -187,30 +183,38 @@ class TunedLogisticRegression(ClassifierMixin, BaseEstimator):
         self.fit_intercept = fit_intercept
         self.random_state = random_state
 
-    def check_params(self) -> None:
+    def check_params(self, combined: bool = False) -> None:
         """``ValueError`` naming the first parameter whose value cannot work: this class's own
-        here, the rest by the constraints scikit-learn's ``LogisticRegression`` declares for
-        them. Called by ``fit`` and, before a run is stored, by the view that holds this head,
-        so ``C: -1`` is refused in one line, not by a failed round 0."""
-        def positive(name: str, v: Any) -> None:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"{name} must be a number above 0, not {v!r}")
+        (numbers as ``fit`` reads them: ``float(C)``, so YAML's ``1e-2``, read as text, still
+        counts), then each of ``LogisticRegression``'s by the constraints it declares.
+        ``combined``: also fit that ``LogisticRegression`` on four toy rows, which is how
+        scikit-learn finds a solver and penalty that do not go together (``penalty: l1`` with
+        lbfgs). ``fit`` checks the values; the view that holds this head checks them combined
+        before a run is stored, so ``C: -1`` is refused in one line, not by a failed round 0."""
         if self.C is not None:
-            positive("C", self.C)
+            checked_number("C", self.C, above=0, text_ok=True)
         if isinstance(self.Cs, (str, bytes)) or not hasattr(self.Cs, "__len__") or not len(self.Cs):
             raise ValueError(f"Cs must be a non-empty list of numbers above 0, not {self.Cs!r}")
         for c in self.Cs:
-            positive("each of Cs", c)
-        for name in ("cv", "cv_max_items"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 2:
-                raise ValueError(f"{name} must be a whole number of at least 2, not {v!r}")
-        positive("few_labels_C", self.few_labels_C)
+            checked_number("each of Cs", c, above=0, text_ok=True)
+        checked_number("cv", self.cv, whole=True, low=1)
+        checked_number("cv_max_items", self.cv_max_items, whole=True, low=2)
+        checked_number("few_labels_C", self.few_labels_C, above=0, text_ok=True)
         if self.large_C is not None:
-            positive("large_C", self.large_C)
+            checked_number("large_C", self.large_C, above=0, text_ok=True)
         if self.score_on not in ("trusted", "all"):
             raise ValueError(f"score_on must be 'trusted' or 'all', not {self.score_on!r}")
-        self._lr(float(self.C) if self.C is not None else 1.0)._validate_params()
+        lr = self._lr(float(self.C) if self.C is not None else 1.0)
+        validate = getattr(lr, "_validate_params", None)  # scikit-learn >= 1.2; fit checks the same
+        if callable(validate):
+            validate()
+        if combined:
+            import warnings
+
+            lr.set_params(class_weight=None)  # a dict names the task's classes, not the toy rows'
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                lr.fit(np.array([[0.0], [1.0], [0.0], [1.0]]), np.array([0, 1, 0, 1]))
 
     def _lr(self, C: float) -> Any:
         from sklearn.linear_model import LogisticRegression
@@ -348,6 +352,17 @@ def head_fit_params(head: Any, trusted: np.ndarray | None) -> dict[str, Any]:
     return {"trusted": trusted} if has_fit_parameter(head, "trusted") else {}
 
 
+def check_view_head(view: str, kind: str, params: dict[str, Any]) -> None:
+    """:func:`check_head` for view ``view``: ``ViewError`` naming the view and the head."""
+    from store.errors import ViewError
+    from views.checked import numbers_as_text
+
+    try:
+        check_head(kind, params)
+    except ValueError as exc:
+        raise ViewError(view, f"head '{kind}': {exc}{numbers_as_text(params, str(exc))}") from None
+
+
 def check_head(kind: str, params: dict[str, Any]) -> None:
     """``ValueError`` when ``params`` do not fit a head of ``kind``: a name it does not take, or
     a value it cannot work with (its ``check_params``). The embedding and vision views call it
@@ -361,7 +376,8 @@ def check_head(kind: str, params: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"head_params {', '.join(map(repr, unknown))}: not a parameter of this head "
                          f"(it takes {', '.join(takes)})")
-    make_head(kind, params, 0).check_params()
+    head = make_head(kind, params, 0)
+    head.check_params(combined=True) if isinstance(head, TunedLogisticRegression) else head.check_params()
 
 
 def make_head(kind: str, params: dict[str, Any], seed: int) -> Any:

@@ -17,6 +17,7 @@ from sklearn.utils.validation import has_fit_parameter
 from store.errors import ViewError
 from views.base import (ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids, select_fields,
                         trusted_rows)
+from views.checked import numbers_as_text
 from views.heads import RoundC, head_fit_params
 from views.params import SklearnParams
 from views.registry import import_object
@@ -76,9 +77,18 @@ def check_values(spec: str, cls: type, kwargs: dict[str, Any]) -> None:
     if spec not in ESTIMATORS:
         return
     est = cls(**kwargs)
-    check = getattr(est, "check_params", None) or getattr(est, "_validate_params", None)
-    if callable(check):
-        check()
+    own = getattr(est, "check_params", None)
+    if callable(own):  # cotrain's head: values, and its solver and penalty together
+        own(combined=True)
+        return
+    declared = getattr(est, "_validate_params", None)  # scikit-learn >= 1.2; its fit checks the same
+    if callable(declared):
+        try:
+            declared()
+        except ValueError:  # scikit-learn's InvalidParameterError is one (and a TypeError)
+            raise
+        except TypeError:  # a later scikit-learn's own signature for it: its fit checks instead
+            pass
 
 
 def make_estimator(spec: str, params: dict[str, Any], seed: int) -> BaseEstimator:
@@ -139,7 +149,8 @@ class SklearnView(ParamsView):
             cls, kwargs = estimator_class(self.estimator, self.estimator_params, self.context.seed)
             check_values(self.estimator, cls, kwargs)
         except ValueError as exc:
-            raise ViewError(self.name, f"cannot build estimator '{self.estimator}': {exc}") from None
+            raise ViewError(self.name, f"cannot build estimator '{self.estimator}': {exc}"
+                            f"{numbers_as_text(self.estimator_params, str(exc))}") from None
         if not self.calibration and not callable(getattr(cls, "predict_proba", None)):  # failed after a fit
             raise ViewError(self.name, f"estimator '{self.estimator}' has no predict_proba: set calibration: "
                             "sigmoid (or isotonic) to give its decision_function probabilities")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from store.errors import ViewError
 from views.base import ParamsView, ViewContext, abstain, build_params, expand_proba, item_ids, trusted_rows
-from views.heads import RoundC, check_head, head_fit_params, make_head
+from views.heads import RoundC, check_view_head, head_fit_params, make_head
 from views.params import VisionParams
 from views.vision.encoders import OnnxEncoder, TorchEncoder, load_torch_encoder, onnxruntime_available
 from store.media import ImageProblem, resolve_source
@@ -86,10 +86,7 @@ class VisionView(ParamsView):
     def resolve_fields(self, columns: Sequence[str]) -> list[str]:
         if self.image not in columns:
             raise ViewError(self.name, f"image field '{self.image}' is not a column of the data")
-        try:
-            check_head(self.head, self.head_params)
-        except ValueError as exc:
-            raise ViewError(self.name, f"head '{self.head}': {exc}") from None
+        check_view_head(self.name, self.head, self.head_params)
         if self.image_root and not self._roots()[0].is_dir():  # else every image was "file not found"
             raise ViewError(self.name, f"image_root '{self.image_root}' is not a folder ({self._roots()[0]})")
         if self.backend == "onnx" and not onnxruntime_available():
