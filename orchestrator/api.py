@@ -122,13 +122,35 @@ def _open_read(store: str | Path, action: str) -> Store:
             f"`cotrain status {store}`") from None
 
 
+def _live_and_runs(st: Store, store: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The progress file's run as it is now (None when finished or absent) and the store's
+    runs, each ``running`` one that no process holds said as what it is: ``reopened`` (a
+    review import reopened it; `cotrain run` continues it) or ``interrupted`` (Ctrl-C, or a
+    kill that never got to say so). The store opened, so no run of this host holds it."""
+    from store.progress import written_here
+
+    try:
+        live = live_progress(store)
+    except CotrainError:  # the store itself is readable: a damaged progress file says nothing
+        live = None
+    if live is not None and live["state"] == "finished":
+        live = None  # nothing to watch, nothing lost
+    elif live is not None and live["state"] == "running" and written_here(live.get("host")):
+        live.update(state="interrupted", stale=True, rate=None, eta_s=None)  # readable: no run holds it
+    runs = run_summaries(st)
+    elsewhere = live["run_id"] if live is not None and live["state"] == "running" else None  # another host's
+    for r in runs:
+        if r["status"] == "running" and r["run_id"] != elsewhere:
+            r["status"] = "reopened" if r["round_limit"] is not None else "interrupted"
+    return live, runs
+
+
 def status(store: str | Path, run_id: int | None = None) -> StatusReport:
     """Runs in the store, and the rounds (and LLM usage) of one run (default: the latest).
 
     While a run holds the store (DuckDB lets no other process open it), the report has only
     ``live``: that run's progress from its progress file (without one, ``StoreLockedError``)."""
     from store.errors import StoreLockedError
-    from store.progress import written_here
 
     try:
         st = Store(store, read_only=True)
@@ -138,22 +160,7 @@ def status(store: str | Path, run_id: int | None = None) -> StatusReport:
             raise  # held by something that is not a run, or a run of an older cotrain
         return StatusReport(str(store), [], live["run_id"], [], live=live)
     with st:
-        try:
-            live = live_progress(store)
-        except CotrainError:  # the store itself is readable: a damaged progress file says nothing
-            live = None
-        if live is not None and live["state"] == "finished":
-            live = None  # nothing to watch, nothing lost
-        elif live is not None and live["state"] == "running" and written_here(live.get("host")):
-            live.update(state="interrupted", stale=True, rate=None, eta_s=None)  # readable: no run holds it
-        runs = run_summaries(st)
-        elsewhere = live["run_id"] if live is not None and live["state"] == "running" else None  # another host's
-        for r in runs:  # the store opened, so no run of this host holds it: a run the store says is running
-            if r["status"] != "running" or r["run_id"] == elsewhere:
-                continue
-            # was reopened by a review import and waits for `cotrain run`, or was stopped by Ctrl-C or a
-            # kill that never got to say so (also when a later command has rewritten the progress file)
-            r["status"] = "reopened" if r["round_limit"] is not None else "interrupted"
+        live, runs = _live_and_runs(st, store)
         if not runs:  # a store of standalone debates (``cotrain debate --items``) has those
             if run_id is not None:
                 resolve_run(st, run_id)  # raises: a wrong type, or a run the store does not hold
@@ -315,13 +322,14 @@ def unfinished_latest_run(store: str | Path) -> str | None:
     did not finish (failed, interrupted or still running: its labels so far, maybe only gold),
     naming the last finished run; None when the latest run finished."""
     with _open_read(store, "read") as st:
-        runs = st.runs()
+        runs = _live_and_runs(st, store)[1]  # as status says them: a killed run is interrupted, not running
     if not runs or runs[-1]["status"] == "finished":
         return None
     done = [r["run_id"] for r in runs if r["status"] == "finished"]
     last = runs[-1]
     hint = f"; pass --run {done[-1]} for the last finished run" if done else ""
-    return f"run {last['run_id']} (the latest) is {last['status']}: its labels so far{hint}"
+    waits = " (reviews imported: `cotrain run` continues it)" if last["status"] == "reopened" else ""
+    return f"run {last['run_id']} (the latest) is {last['status']}{waits}: its labels so far{hint}"
 
 
 def report(store: str | Path, out: str | Path = "report.html", *, run_id: int | None = None,

@@ -190,6 +190,8 @@ def test_a_real_ctrl_c_mid_query_exits_130_and_the_run_resumes(tmp_path: Path):
     assert '"state": "interrupted"' in (tmp_path / "run.duckdb.progress.json").read_text()
     rep = api.status(tmp_path / "run.duckdb")  # its table said "running" under the line saying interrupted
     assert rep.live["state"] == "interrupted" and [r["status"] for r in rep.runs] == ["interrupted"]
+    # export and report say it as status does (they said "running" of a run no process held)
+    assert api.unfinished_latest_run(tmp_path / "run.duckdb") == "run 1 (the latest) is interrupted: its labels so far"
     res = api.run(cfg)
     assert res.run_id == 1 and res.resumed and res.status == "finished"
 

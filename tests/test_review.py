@@ -563,6 +563,8 @@ def test_cli_import_reviews_reports_precision(fresh, tmp_path: Path):
     assert filed == [(item, truth[item], "dee", "confirmed", "csv", 1, truth[item], "k_best")]
     rep = api.status(store)
     assert rep.runs[0]["status"] == "reopened" and rep.runs[0]["n_reviewed"] == 1  # waits for `cotrain run`
+    assert api.unfinished_latest_run(store) == ("run 1 (the latest) is reopened (reviews imported: `cotrain run` "
+                                                "continues it): its labels so far")
     assert rep.reviews == [{"kind": "policy", "name": "k_best", "confirmed": 1, "corrected": 0, "precision": 1.0},
                            *({"kind": "view", "name": v, "confirmed": 1, "corrected": 0, "precision": 1.0}
                              for v in sorted(views))]
