@@ -237,12 +237,14 @@ def test_the_store_and_the_input_are_never_overwritten_even_with_force(which, re
 def test_no_path_a_device_and_an_empty_hf_dataset_are_refused_in_one_line(csv_run, tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch):
     """'' was the working folder (an hf export with --force filled it), /dev/null a FileExistsError
-    traceback, and a filter that kept no row wrote an hf dataset that datasets cannot load."""
+    traceback, '-' (meant as stdout) an hf folder named '-', and a filter that kept no row wrote an
+    hf dataset that datasets cannot load."""
     store = csv_run["store"]
     monkeypatch.chdir(tmp_path)
     for target, fmt, message in (("", "hf", "no output path given"), (".", "hf", "no output path given ('.')"),
                                  ("./", "hf", "no output path given"), (str(tmp_path), "hf", "is the working folder"),
-                                 ("/dev/null", "csv", "/dev/null is not a regular file; name a file to write")):
+                                 ("/dev/null", "csv", "/dev/null is not a regular file; name a file to write"),
+                                 ("-", None, "'-' reads as standard output"), ("-", "csv", "'-' reads as standard")):
         with pytest.raises(StoreError) as err:
             api.export(store, target, fmt, force=True)
         assert message in str(err.value) and "\n" not in str(err.value)

@@ -235,6 +235,9 @@ def guard_output(store: Store, paths: Sequence[str | Path], *, force: bool, fold
     protected = protected_paths(store)
     for given in paths:
         p = Path(given).expanduser()
+        if str(given).strip() == "-":  # a file named '-' (an hf folder, with no suffix) where stdout was meant
+            raise StoreError("'-' reads as standard output, which is not written to here; name a file (./- for a "
+                             "file of that name)")
         if not str(given).strip() or p.resolve() == Path.cwd().resolve():  # Path("") and "./" are the working
             # folder: an hf export with --force would fill it
             what = "no output path given" if str(given).strip() in ("", ".") else f"{given} is the working folder"
