@@ -182,3 +182,20 @@ def test_a_csv_id_padded_with_spaces_falls_back_to_the_trimmed_id(store_copy, tm
     store, ids = store_copy
     assert api.import_reviews(store, _csv(tmp_path, [(f" {ids[0]} ", " bee ")]), rounds=0).imported == 1
     assert _filed(store)[0][:2] == (ids[0], "bee")
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ('id,label\n{0},bee\n"{1},bee\n{2},bee\n', r"cannot read the CSV at line 3: unexpected end of data"),
+    ('id,label,reviewer\n{0},bee,"Bob "the builder""\n', r"cannot read the CSV at line 2: ',' expected after '\"'"),
+    ('id,label\n{0},bee,extra\n', r"row 1: 1 more cell\(s\) than the header's 2 \(an unquoted comma\?\)"),
+])
+def test_a_malformed_csv_is_refused_whole_and_files_nothing(store_copy, tmp_path: Path, text: str, says: str):
+    """A stray quote took every later row into one id field, which had no label and was
+    skipped: the import said 1 review filed and exited 0. A row with more cells than the header
+    (an unquoted comma) was read as its first two. Both are now one line, and nothing is filed."""
+    store, ids = store_copy
+    path = tmp_path / "r.csv"
+    path.write_text(text.format(*ids[:3]), encoding="utf-8")
+    with pytest.raises(ReviewError, match=says):
+        api.import_reviews(store, path, rounds=0)
+    assert _filed(store) == []

@@ -291,7 +291,7 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
     data, cr = replace_bare_cr(path.read_bytes())  # a CR inside a cell that pandas left unquoted
     out, skipped = [], 0
     with io.StringIO(data.decode("utf-8-sig"), newline="") as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(f, strict=True)  # a stray quote took the rest of the file into one id
 
         def back(v: Any) -> Any:  # the CR a stand-in held while the reader split rows
             return v.replace(cr, "\r") if cr is not None and isinstance(v, str) else v
@@ -304,6 +304,9 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
                 raise ReviewError("its header needs columns 'id' (or 'item_id') and 'label'; it has "
                                   f"{', '.join(shown(c, 40) for c in cols[:8]) or 'none'}", str(path))
             for n, raw in enumerate(reader, start=1):
+                if None in raw:  # more cells than the header: an unquoted comma moved the label
+                    raise ReviewError(f"{len(raw[None])} more cell(s) than the header's {len(cols)} (an unquoted "
+                                      "comma?)", str(path), row=n)
                 # ids keep their exact text (an id may start or end with a space); import_reviews
                 # falls back to the stripped text when the exact one is not an item
                 exact = {back(k).strip().lower(): back(v) or "" for k, v in raw.items() if k is not None}
@@ -320,7 +323,9 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
                                             _time(row.get("reviewed_at")), row.get("cotrain_task") or None,
                                             row.get("cotrain_item") or None))
         except csv.Error as exc:
-            raise ReviewError(f"cannot read the CSV at line {reader.line_num}: {exc}", str(path)) from None
+            # DictReader's line_num ends its last whole record: the record it broke on (or whose quote never
+            # closed) starts on the next line
+            raise ReviewError(f"cannot read the CSV at line {reader.line_num + 1}: {exc}", str(path)) from None
     return out, skipped
 
 
