@@ -15,6 +15,7 @@ from orchestrator.examples import example_config, write_example
 from orchestrator.planning import plan
 from orchestrator.rounds import Reporter, RoundRunner, RunResult
 from store.database import Store
+from store.housekeeping import remove_if_empty
 from store.errors import ConfigError, CotrainError
 from store.exchange.reviews import ReviewSummary
 from store.exchange.reviews import import_reviews as _import_reviews
@@ -44,19 +45,24 @@ def run(config: str | Path | Config | dict[str, Any], *, store: str | Path | Non
     """Run co-training, or resume the store's unfinished run of the same config.
 
     ``store`` overrides the config's store path. A finished run of the same config is not
-    redone (``result.already_finished``) unless ``new_run``.
-    """
+    redone (``result.already_finished``) unless ``new_run``. A store this call creates and a
+    failure leaves empty (a data file refused before any run) is removed."""
     cfg, base = resolve_config(config)
     path = str(store) if store is not None else cfg.store
-    with Store(path) as st:  # the write lock first: a progress file is only ever written by the store's holder
-        if path == ":memory:":
-            return RoundRunner(cfg, st, reporter, base_dir=base).run(new_run=new_run)
-        from orchestrator.progress import ProgressFileReporter, TeeReporter
-
-        with ProgressFileReporter(path) as live:  # `cotrain status` reads it while the store is locked
-            result = RoundRunner(cfg, st, TeeReporter(reporter, live), base_dir=base).run(new_run=new_run)
-            live.close("finished", run_id=result.run_id)
-        return result
+    created = path != ":memory:" and not Path(path).exists()
+    try:
+        with Store(path) as st:  # the write lock first: a progress file is only ever written by the store's holder
+            if path == ":memory:":
+                return RoundRunner(cfg, st, reporter, base_dir=base).run(new_run=new_run)
+            from orchestrator.progress import ProgressFileReporter, TeeReporter
+            with ProgressFileReporter(path) as live:  # `cotrain status` reads it while the store is locked
+                result = RoundRunner(cfg, st, TeeReporter(reporter, live), base_dir=base).run(new_run=new_run)
+                live.close("finished", run_id=result.run_id)
+                return result
+    except BaseException:
+        if created:
+            remove_if_empty(path)  # nothing was stored: no empty store left behind
+        raise
 
 
 @dataclass

@@ -207,7 +207,26 @@ def test_columns_differing_only_in_case_are_refused(tmp_path: Path, fmt: str):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(DataError, match=r"the columns 'a_0' and 'A_0' differ only in case"):
         api.run(tmp_path / "c.yaml")
-    assert not (tmp_path / "cotrain.duckdb").exists() or api.status(tmp_path / "cotrain.duckdb").runs == []
+    assert not (tmp_path / "cotrain.duckdb").exists()  # the store this run created held nothing: removed
+
+
+def test_a_refused_data_file_leaves_no_empty_store_and_keeps_an_existing_one(tmp_path: Path):
+    """A config whose data file was missing left an empty 800 KB store and its progress file."""
+    cfg = write_config(tmp_path)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["data"]["train"] = "nothere.csv"
+    cfg.write_text(yaml.safe_dump(doc))
+    with pytest.raises(DataError, match="nothere.csv"):
+        api.run(cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cotrain.yaml", "items.csv"]
+    doc["data"]["train"] = "items.csv"
+    cfg.write_text(yaml.safe_dump(doc))
+    assert api.run(cfg).status == "finished"
+    doc["data"]["train"] = "nothere.csv"
+    cfg.write_text(yaml.safe_dump(doc))
+    with pytest.raises(DataError, match="nothere.csv"):
+        api.run(cfg, new_run=True)
+    assert [r["status"] for r in api.status(tmp_path / "run.duckdb").runs] == ["finished"]  # kept, as it was
 
 
 def _rewrite_items(tmp: Path, edit) -> None:

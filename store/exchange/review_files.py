@@ -13,151 +13,43 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from store.encoding import replace_bare_cr, utf8_problem
 from store.errors import ReviewError, shown
+from store.exchange.review_records import (ParsedReview, choice_of, field_of, kind_of, record_errors, reviewer_of,
+                                           text_of, time_of)
 
 LABEL_QUESTION = "label"  # the question / control name cotrain's exports use
 
 
-@dataclass
-class ParsedReview:
-    row: int                     # 1-based record of the file
-    item_id: str
-    label: str
-    reviewer: str | None
-    reviewed_at: datetime | None
-    task: str | None = None      # cotrain_task carried by the record, when it has one
-    content: str | None = None   # cotrain_item: the item's content fingerprint when exported
-
-
-class BadAnswer(ValueError):
-    """A record's answer, reviewer or time that cannot be filed; the reader names the record."""
-
-
-@contextmanager
-def _record(path: str, row: int, item: Any) -> Iterator[None]:
-    """Inside, a :class:`BadAnswer` becomes the ``ReviewError`` naming the file, record and item."""
-    try:
-        yield
-    except BadAnswer as exc:
-        raise ReviewError(str(exc), path, row=row, item=None if item is None else str(item)) from None
-
-
-def _kind(value: Any) -> str:
-    """What a JSON value is, in words ("'data' is a string, not an object")."""
-    words = ((bool, "a boolean"), (dict, "an object"), (list, "a list"), (str, "a string"), ((int, float), "a number"))
-    return "null" if value is None else next((w for t, w in words if isinstance(value, t)), type(value).__name__)
-
-
-def _get(record: dict[str, Any], key: str, want: type, name: str | None = None, objects: bool = False) -> Any:
-    """``record[key]`` if a ``want`` (``objects``: of dicts; none: empty), else a BadAnswer naming the field."""
-    value, name = record.get(key), name or key
-    if value and not isinstance(value, want):
-        raise BadAnswer(f"{shown(name)} is {_kind(value)}, not {_kind(want())}")  # was an AttributeError
-    if objects and (i := next((i for i, v in enumerate(value or ()) if not isinstance(v, dict)), -1)) >= 0:
-        raise BadAnswer(f"{shown(f'{name}[{i}]')} is {_kind(value[i])}, not an object")
-    return value or want()
-
-
-def _text(value: Any) -> str | None:
-    """A cell's or value's text, trimmed, in every format (a CSV's ' dog' was dog, JSON's refused); blank: None."""
-    return (None if value is None else str(value).strip()) or None
-
-
-#: A review time more than this far ahead of the import's clock is refused (clocks differ a little).
-FUTURE_SLACK = timedelta(days=1)
-#: The longest reviewer name filed.
-MAX_REVIEWER = 256
-
-
-def _time(value: Any) -> datetime | None:
-    """A review's time as naive UTC: an ISO 8601 text or epoch seconds; empty is no time.
-    Text that is no time, and a time in the future, are refused (they were filed as NULL)."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            t = datetime.fromtimestamp(float(value), tz=timezone.utc).replace(tzinfo=None)
-        except (OverflowError, OSError, ValueError):
-            raise BadAnswer(f"reviewed_at {shown(value)} is no time (epoch seconds out of range)") from None
-    else:
-        try:
-            t = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise BadAnswer(f"reviewed_at {shown(value)} is no time: give ISO 8601, e.g. 2026-11-20T10:00:00Z, "
-                            "or leave it empty") from None
-        t = t.astimezone(timezone.utc).replace(tzinfo=None) if t.tzinfo else t
-    if t > datetime.now(timezone.utc).replace(tzinfo=None) + FUTURE_SLACK:
-        raise BadAnswer(f"reviewed_at {t.isoformat()} is in the future")
-    return t
-
-
-def _who(value: Any) -> str | None:
-    """A reviewer's name (Label Studio's and Argilla's user objects give their email, username
-    or id). A control character (a newline forges a log line) or a name over ``MAX_REVIEWER``
-    characters is refused."""
-    if isinstance(value, dict):
-        value = value.get("email") or value.get("username") or value.get("id")
-    if value in (None, ""):
-        return None
-    return checked_reviewer(str(value), BadAnswer)
-
-
-def checked_reviewer(name: str, error: Callable[[str], Exception]) -> str:
-    """``name``, or ``error`` when it holds a control character or is over ``MAX_REVIEWER`` long."""
-    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in name):
-        raise error(f"reviewer {shown(name)} holds a control character (a newline or tab?)")
-    if len(name) > MAX_REVIEWER:
-        raise error(f"reviewer name is {len(name):,} characters; at most {MAX_REVIEWER}")
-    return name
-
-
-def _choice(value: Any) -> str | None:
-    """A single label from a Label Studio value: ``{"choices": [x]}``, ``[x]`` or ``x``; none
-    is no answer, and two or more are refused (a review gives one label)."""
-    if isinstance(value, dict):
-        value = value.get("choices")
-    if isinstance(value, list):
-        if len(value) > 1:
-            raise BadAnswer(f"the answer holds {len(value)} labels ({', '.join(shown(v) for v in value[:3])}); "
-                            "a review gives one")
-        value = value[0] if value else None
-    return _text(value)  # trimmed; blank, as a CSV's: no answer
-
-
 def _ann_label(ann: dict[str, Any], name: str) -> str | None:
     """The label Label Studio annotation ``name`` chose (cotrain's ``label`` question first), or None."""
-    results = [r for r in _get(ann, "result", list, f"{name}.result", True) if r.get("type") == "choices"]
+    results = [r for r in field_of(ann, "result", list, f"{name}.result", True) if r.get("type") == "choices"]
     mine = [r for r in results if r.get("from_name") == LABEL_QUESTION] or results
-    return _choice(mine[0].get("value")) if mine else None
+    return choice_of(mine[0].get("value")) if mine else None
 
 
 # ------------------------------------------------------------------ readers
 def _label_studio(tasks: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
     out, skipped = [], 0
     for n, task in enumerate(tasks, start=1):
-        with _record(path, n, None):
-            data = _get(task, "data", dict)
+        with record_errors(path, n, None):
+            data = field_of(task, "data", dict)
         item = data.get("item_id", task.get("item_id"))
         if item is None:
             raise ReviewError("task has no data.item_id (was it exported by cotrain?)", path, row=n)
-        with _record(path, n, item):
+        with record_errors(path, n, item):
             key = "annotations" if task.get("annotations") or not task.get("completions") else "completions"
-            named = [(f"{key}[{i}]", a) for i, a in enumerate(_get(task, key, list, objects=True))
+            named = [(f"{key}[{i}]", a) for i, a in enumerate(field_of(task, key, list, objects=True))
                      if not a.get("was_cancelled")]
             if not named:
                 skipped += 1
                 continue
             answered = [(a, lab) for name, a in named if (lab := _ann_label(a, name)) is not None]
             if len({lab for _, lab in answered}) > 1:  # two annotators disagree: no silent winner
-                said = "; ".join(f"{_who(a.get('completed_by')) or 'annotation ' + str(a.get('id'))}: {lab!r}"
+                said = "; ".join(f"{reviewer_of(a.get('completed_by')) or 'annotation ' + str(a.get('id'))}: {lab!r}"
                                  for a, lab in answered[:3])
                 raise ReviewError(f"the task's annotations disagree ({said}); settle it in the tool or delete all but "
                                   "one annotation, then export again", path, row=n, item=str(item))
@@ -167,8 +59,8 @@ def _label_studio(tasks: list[dict[str, Any]], path: str) -> tuple[list[ParsedRe
             if label is None:
                 skipped += 1
                 continue
-            out.append(ParsedReview(n, str(item), label, _who(ann.get("completed_by")),
-                                    _time(ann.get("updated_at") or ann.get("created_at")), data.get("cotrain_task"),
+            out.append(ParsedReview(n, str(item), label, reviewer_of(ann.get("completed_by")),
+                                    time_of(ann.get("updated_at") or ann.get("created_at")), data.get("cotrain_task"),
                                     data.get("cotrain_item") or None))
     return out, skipped
 
@@ -229,13 +121,13 @@ def _flat_records(rows: list[dict[str, Any]], path: str, who: str, when: tuple[s
             raise ReviewError(no_id, path, row=n)
         if exported:
             _refuse_cotrains_label(row.get("source"), path, n, row.get("item_id"))
-        with _record(path, n, row.get("item_id")):
-            label = _choice(row.get(LABEL_QUESTION))
+        with record_errors(path, n, row.get("item_id")):
+            label = choice_of(row.get(LABEL_QUESTION))
             if label is None:
                 skipped += 1
                 continue
             at = next((row.get(k) for k in when if row.get(k)), None)
-            out.append(ParsedReview(n, str(row["item_id"]), label, _who(row.get(who)), _time(at),
+            out.append(ParsedReview(n, str(row["item_id"]), label, reviewer_of(row.get(who)), time_of(at),
                                     row.get("cotrain_task"), row.get("cotrain_item") or None))
     return out, skipped
 
@@ -255,30 +147,30 @@ def _label_studio_min(rows: list[dict[str, Any]], path: str) -> tuple[list[Parse
 def _argilla(records: list[dict[str, Any]], path: str) -> tuple[list[ParsedReview], int]:
     out, skipped = [], 0
     for n, rec in enumerate(records, start=1):
-        with _record(path, n, None):
-            meta = _get(rec, "metadata", dict)
+        with record_errors(path, n, None):
+            meta = field_of(rec, "metadata", dict)
         item = meta.get("item_id") or rec.get("id")
         if item is None:
             raise ReviewError("record has no id or metadata.item_id", path, row=n)
-        with _record(path, n, item):
+        with record_errors(path, n, item):
             if "responses" in rec:  # nested: {"label": [{"value", "user_id", "status"}]}
-                answers = [(r.get("value"), r.get("user_id"), r.get("status", "submitted")) for r in _get(
-                    _get(rec, "responses", dict), LABEL_QUESTION, list, f"responses.{LABEL_QUESTION}", True)]
+                answers = [(r.get("value"), r.get("user_id"), r.get("status", "submitted")) for r in field_of(
+                    field_of(rec, "responses", dict), LABEL_QUESTION, list, f"responses.{LABEL_QUESTION}", True)]
             else:  # flattened: "label.responses", "label.responses.users", "label.responses.status"
-                vals = _get(rec, key := f"{LABEL_QUESTION}.responses", list)  # a string was read char by char
-                users = _get(rec, f"{key}.users", list) or [None] * len(vals)
-                status = _get(rec, f"{key}.status", list) or ["submitted"] * len(vals)
+                vals = field_of(rec, key := f"{LABEL_QUESTION}.responses", list)  # a string was read char by char
+                users = field_of(rec, f"{key}.users", list) or [None] * len(vals)
+                status = field_of(rec, f"{key}.status", list) or ["submitted"] * len(vals)
                 answers = list(zip(vals, users, status))
             submitted = [a for a in answers if a[2] in (None, "submitted") and a[0] not in (None, "")]
             if not submitted:
                 skipped += 1
                 continue
             value, user, _ = submitted[-1]
-            label = _choice(value)  # a multi-label question's list: one label or a refusal
+            label = choice_of(value)  # a multi-label question's list: one label or a refusal
             if label is None:
                 skipped += 1
                 continue
-            out.append(ParsedReview(n, str(item), label, _who(user), _time(rec.get("updated_at")),
+            out.append(ParsedReview(n, str(item), label, reviewer_of(user), time_of(rec.get("updated_at")),
                                     meta.get("cotrain_task"), meta.get("cotrain_item") or None))
     return out, skipped
 
@@ -310,7 +202,7 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
                 # ids keep their exact text (an id may start or end with a space); import_reviews
                 # falls back to the stripped text when the exact one is not an item
                 exact = {back(k).strip().lower(): back(v) or "" for k, v in raw.items() if k is not None}
-                row = {k: _text(v) for k, v in exact.items()}
+                row = {k: text_of(v) for k, v in exact.items()}
                 if not row.get(id_col):
                     raise ReviewError(f"empty '{id_col}'", str(path), row=n)
                 if exported:
@@ -318,13 +210,12 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
                 if not row.get("label"):
                     skipped += 1
                     continue
-                with _record(str(path), n, exact[id_col]):
-                    out.append(ParsedReview(n, exact[id_col], row["label"], _who(row.get("reviewer")),
-                                            _time(row.get("reviewed_at")), row.get("cotrain_task") or None,
+                with record_errors(str(path), n, exact[id_col]):
+                    out.append(ParsedReview(n, exact[id_col], row["label"], reviewer_of(row.get("reviewer")),
+                                            time_of(row.get("reviewed_at")), row.get("cotrain_task") or None,
                                             row.get("cotrain_item") or None))
         except csv.Error as exc:
-            # DictReader's line_num ends its last whole record: the record it broke on (or whose quote never
-            # closed) starts on the next line
+            # DictReader's line_num ends its last whole record: the one it broke on starts on the next line
             raise ReviewError(f"cannot read the CSV at line {reader.line_num + 1}: {exc}", str(path)) from None
     return out, skipped
 
@@ -388,7 +279,7 @@ def read_reviews(path: str | Path) -> tuple[str, list[ParsedReview], int]:
         raise ReviewError("holds no records" if data == [] else
                           "expected a JSON list of records (Label Studio or Argilla export)", str(p))
     if bad := next((n for n, rec in enumerate(data, start=1) if not isinstance(rec, dict)), 0):  # no rec.get
-        raise ReviewError(f"the record is {_kind(data[bad - 1])}, not an object", str(p), row=bad)
+        raise ReviewError(f"the record is {kind_of(data[bad - 1])}, not an object", str(p), row=bad)
     first = data[0]
     if _is_review_file(first):  # before the keys below: an item's field may be named 'annotations'
         return ("jsonl" if p.suffix.lower() in (".jsonl", ".ndjson") else "json", *_review_file(data, str(p)))

@@ -34,7 +34,8 @@ import pyarrow as pa
 from store.database import Store, utcnow
 from store.errors import ReviewError, shown
 from store.exchange.query import content_fingerprint, fingerprinted_columns
-from store.exchange.review_files import ParsedReview, checked_reviewer, read_reviews
+from store.exchange.review_files import read_reviews
+from store.exchange.review_records import ParsedReview, checked_reviewer
 from store.queries import review_precision
 from store.sql import ident
 

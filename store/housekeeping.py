@@ -1,0 +1,30 @@
+"""Tidying after a failed command: a store it created and left with nothing in it goes."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from store.database import Store
+from store.progress import progress_path
+from store.sql import ident
+
+
+def remove_if_empty(path: str) -> None:
+    """Remove a store that a failed command created and left with nothing in it (a data file
+    that is missing or refused: no run, no cached embedding or answer), with its progress file
+    and DuckDB's temporary folder, so nothing empty is left behind. A store holding any row,
+    or one that cannot be read, is kept as it is. The caller knows it created the file."""
+    try:
+        with Store(path, read_only=True) as st:
+            tables = [r[0] for r in st.con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()]
+            if any(t != "_migrations" and st.scalar(f"SELECT count(*) > 0 FROM {ident(t)}") for t in tables):
+                return
+    except Exception:  # noqa: BLE001 - the failure being reported matters more than tidying up
+        return
+    for p in (Path(path), Path(path + ".wal"), progress_path(path)):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(path + ".tmp", ignore_errors=True)
+
+
+__all__ = ["remove_if_empty"]
