@@ -44,6 +44,13 @@ def _one_line(text: str) -> str:
     return escape(redact_text(" ".join(str(text).split()) or "(no message)"))
 
 
+def _path(p: object) -> str:
+    """A path as printed: as it is, or quoted with escapes when it holds a control character
+    (a newline in a file name split the one-line message in two)."""
+    text = str(p)
+    return repr(text) if any(ord(ch) < 32 or ord(ch) == 127 for ch in text) else text
+
+
 @contextmanager
 def _guarded(work: bool = True) -> Iterator[None]:
     """Every failure of a command is one line on stderr and a non-zero exit code. ``work``: the
@@ -107,7 +114,7 @@ def init(path: Path = typer.Argument(Path("cotrain.yaml"), help="Where to write 
 
     with _guarded():
         p = api.init_config(path, force)
-    out.print(f"wrote {p}")
+    out.print(f"wrote {_path(p)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -259,7 +266,7 @@ def export(store: Path = typer.Argument(..., help="Store file."),
     if sample is not None and n < sample:  # "exactly N rows": unless fewer are there to draw
         err.print(f"--sample {sample}: only {n} row(s) matched, so all of them were written", highlight=False,
                   soft_wrap=True)
-    out.print(f"wrote {n} rows to {out_path}")
+    out.print(f"wrote {n} rows to {_path(out_path)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -276,7 +283,7 @@ def report(store: Path = typer.Argument(..., help="Store file."),
         note = api.unfinished_latest_run(store) if run_id is None else None
     if note:
         err.print(note, highlight=False, soft_wrap=True)
-    out.print(f"wrote {path}")
+    out.print(f"wrote {_path(path)}", highlight=False, soft_wrap=True)
 
 
 @app.command("import-reviews")
@@ -301,6 +308,9 @@ def import_reviews(store: Path = typer.Argument(..., help="Store file."),
     o = rep.outcomes
     out.print(f"run {rep.run_id}: {rep.imported} reviews from {file} ({rep.file_format}); {rep.skipped} records "
               f"without an answer skipped; confirmed {o['confirmed']}, corrected {o['corrected']}, new {o['new']}")
+    if rep.gold_corrected:  # the user's own labels: said apart from pseudo-labels a reviewer corrected
+        out.print(f"{rep.gold_corrected} of the corrections replace gold labels of the run; the reviewed label is "
+                  "gold from now on (the old one stays in the reviews table as prior_label)")
     if rep.unchanged:
         out.print(f"{rep.unchanged} records repeat their item's review (the same label): not filed again")
     if rep.by_source:

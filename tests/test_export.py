@@ -240,6 +240,19 @@ def test_min_p_correct_is_checked(estimated: dict, tmp_path: Path):
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_cli_names_a_path_with_a_newline_on_one_line(estimated: dict, tmp_path: Path):
+    """``wrote N rows to <path>`` printed a newline in the file name raw, over two lines."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    out = tmp_path / "q\nnl.csv"
+    res = CliRunner().invoke(app, ["export", str(estimated["store"]), str(out)])
+    assert res.exit_code == 0 and out.exists(), res.output
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(repr(str(out))), res.stdout
+
+
 def test_cli_min_p_correct(estimated: dict, tmp_path: Path):
     from typer.testing import CliRunner
 

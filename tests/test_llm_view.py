@@ -209,5 +209,4 @@ def test_bad_llm_view_fails_at_build_naming_the_problem(tmp_path, params, match)
     cfg = llm_config(tmp_path, "http://127.0.0.1:9/v1", key_env=None, **params)
     with pytest.raises(CotrainError, match=match):
         api.run(cfg)
-    con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
-    assert one_value(con, "SELECT count(*) FROM runs") == 0  # nothing stored
+    assert not (tmp_path / "run.duckdb").exists()  # nothing stored: the store the run created is gone

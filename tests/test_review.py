@@ -197,7 +197,7 @@ def test_label_studio_round_trip_trains_the_next_round_on_reviews(fresh, tmp_pat
                                                      _label_studio_answers(right[10:12], truth, 0)))
     rep = api.import_reviews(store, tmp_path / "export.json")
     assert rep.file_format == "label_studio" and rep.imported == 15 and rep.skipped == 2
-    assert rep.outcomes == {"confirmed": 10, "corrected": len(wrong[:5]), "new": 0}
+    assert rep.outcomes == {"confirmed": 10, "corrected": len(wrong[:5]), "new": 0} and rep.gold_corrected == 0
     after = _pseudo(store).set_index("item_id")
     for t in wrong[:5]:
         assert after.loc[t["data"]["item_id"], "status"] == "revoked"  # kept in history, not deleted
@@ -439,7 +439,8 @@ def test_a_relabelled_gold_item_counts_once_in_status_the_report_and_the_export(
                                     " IS NOT NULL ORDER BY row_idx LIMIT 1").fetchone()
     other = next(lab for lab in LABELS if lab != gold)
     (tmp_path / "r.csv").write_text(f"id,label\n{item},{other}\n")
-    assert api.import_reviews(store, tmp_path / "r.csv", rounds=0).outcomes["corrected"] == 1
+    rep = api.import_reviews(store, tmp_path / "r.csv", rounds=0)
+    assert rep.outcomes["corrected"] == 1 and rep.gold_corrected == 1  # the CLI says a gold label was replaced
     n = api.export(store, tmp_path / "all.csv")
     by_source = pd.read_csv(tmp_path / "all.csv")["source"].value_counts()
     run = api.status(store).runs[0]

@@ -62,6 +62,7 @@ class ReviewSummary:
     by_source: list[dict[str, Any]] = field(default_factory=list)
     rounds_granted: int = 0
     unchanged: int = 0
+    gold_corrected: int = 0  # of ``corrected``: reviews that replace one of the run's gold labels
 
 
 # ------------------------------------------------------------------ import
@@ -150,7 +151,7 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
     last_review: dict[str, int] = {}
     next_id = int(store.scalar("SELECT coalesce(max(review_id), 0) + 1 FROM reviews"))
     outcomes: dict[str, int] = {"confirmed": 0, "corrected": 0, "new": 0}
-    unchanged = 0
+    unchanged = gold_corrected = 0
     with store.transaction():
         for r in parsed:
             prior_label, prior_source, prior_views, prior_reviewer = state.get(r.item_id, (None, None, None, None))
@@ -161,6 +162,7 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                 continue
             outcome = "new" if prior_label is None else ("confirmed" if prior_label == r.label else "corrected")
             outcomes[outcome] += 1
+            gold_corrected += outcome == "corrected" and prior_source == "gold"
             rows.append((next_id, rid, r.item_id, r.label, r.reviewer or who, r.reviewed_at, now, str(Path(path)),
                          fmt, r.row, prior_label, prior_source, prior_views, outcome))
             state[r.item_id] = (r.label, "review", None, r.reviewer or who)
@@ -172,7 +174,7 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                                    "coalesce(max(finished_at), TIMESTAMP '-infinity') FROM rounds WHERE run_id = ?)",
                                    [rid, rid])
             granted = then(rid, info) if then is not None and waiting and info["status"] == "finished" else 0
-            return ReviewSummary(rid, fmt, 0, skipped, outcomes, review_precision(store, rid), granted, unchanged)
+            return ReviewSummary(rid, fmt, 0, skipped, outcomes, review_precision(store, rid), granted, unchanged, 0)
         cols = ("review_id", "run_id", "item_id", "label", "reviewer", "reviewed_at", "imported_at", "source_file",
                 "file_format", "file_row", "prior_label", "prior_source", "prior_views", "outcome")
         types = (pa.int64(), pa.int32(), pa.string(), pa.string(), pa.string(), pa.timestamp("us"),
@@ -194,7 +196,8 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
             # a pseudo-label an earlier review revoked is confirmed by a later one that agrees, and
             # the other way round: the latest review decides, as it decides the item's gold label
         granted = then(rid, info) if then is not None else 0
-    return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), granted, unchanged)
+    return ReviewSummary(rid, fmt, len(rows), skipped, outcomes, review_precision(store, rid), granted, unchanged,
+                         gold_corrected)
 
 
 def _contents(store: Store, run_id: int, columns: list[str], item_ids: list[str]) -> dict[str, str]:
