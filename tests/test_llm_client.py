@@ -165,6 +165,24 @@ def test_a_short_key_is_redacted_too():
         "Incorrect API key provided: ***..."
 
 
+def test_a_long_or_escaped_key_echoed_by_a_server_is_redacted_whole():
+    """The error was cut to 300 characters before the key was looked for: a 300-character key
+    (a JWT or an Azure AD token) echoed by a 401 came through but for its first 12 characters,
+    and a key that JSON escapes (a quote, a backslash) came through escaped."""
+    import json
+
+    from views.llm.calls import redacted_error
+
+    jwt = "eyJ" + "".join("abcdefghij0123456789"[i % 20] for i in range(300))
+    msg = redacted_error(RuntimeError(f'401 {{"error": {{"message": "Incorrect API key provided: {jwt}."}}}}'), jwt)
+    assert msg == '401 {"error": {"message": "Incorrect API key provided: ***."}}'
+    odd = 'sk-PROBEKEY"quote\\back/slash<tag>&amp-ключ'
+    for echoed in (json.dumps(odd)[1:-1], json.dumps(odd, ensure_ascii=False)[1:-1], odd[-12:], odd[5:20]):
+        msg = redacted_error(RuntimeError(f"401 bad key {echoed} given"), odd)
+        assert msg == "401 bad key *** given", (echoed, msg)
+    assert redacted_error(ConnectionError("refused: http://127.0.0.1:9/v1"), jwt) == "refused: http://127.0.0.1:9/v1"
+
+
 def test_a_failing_batch_logs_a_few_failures_and_counts_the_rest_in_one_line(key_env, caplog):
     """A server failing every request printed one warning per request (2,179 lines in a
     probe); now the first few, then one line with the count."""

@@ -172,11 +172,30 @@ def parse_response(resp: Any) -> dict[str, Any]:
 
 
 def redacted_error(exc: BaseException, secret: str | None) -> str:
-    """A failed call's error as one line of at most 300 characters, the key redacted: the
-    whole key however short (a self-hosted server's ``--api-key dev1234``), and its 12- and
-    8-character prefixes when it is longer (a provider echoes a prefix back)."""
-    text = " ".join(str(exc).split())[:300] or type(exc).__name__
+    """A failed call's error as one line of at most 300 characters, the key redacted first:
+    the whole key however short (a self-hosted server's ``--api-key dev1234``), and any run of
+    8 or more of its characters, as it is or as JSON or HTML escape it (a provider echoes a
+    prefix, a suffix or the whole key inside a JSON body). Cutting first let a long key (a
+    JWT, an Azure AD token) through: only its first characters were found whole."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
     if secret:
-        for n in sorted({len(secret), *(m for m in (12, 8) if m < len(secret))}, reverse=True):
-            text = text.replace(secret[:n], "***")
-    return text
+        import html
+
+        forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], html.escape(secret)}
+        text = text.replace(secret, "***")
+        grams = {f[i:i + 8] for f in forms for i in range(len(f) - 7)}
+        hit = bytearray(len(text))
+        for i in range(len(text) - 7):
+            if text[i:i + 8] in grams:
+                hit[i:i + 8] = b"\x01" * 8
+        out, i = [], 0
+        while i < len(text):
+            if hit[i]:
+                while i < len(text) and hit[i]:
+                    i += 1
+                out.append("***")
+            else:
+                out.append(text[i])
+                i += 1
+        text = "".join(out)
+    return text[:300]
