@@ -183,6 +183,24 @@ def test_a_long_or_escaped_key_echoed_by_a_server_is_redacted_whole():
     assert redacted_error(ConnectionError("refused: http://127.0.0.1:9/v1"), jwt) == "refused: http://127.0.0.1:9/v1"
 
 
+@pytest.mark.parametrize("transport", ["http", "litellm"])
+def test_a_key_holding_a_control_character_stops_the_view_before_any_request(monkeypatch, transport: str):
+    """A key read from a CRLF file ends in CR: the HTTP client refused every request before
+    sending it, 680 calls were filed as errors and the run finished without the view, exit 0."""
+    from store.errors import ViewError
+
+    monkeypatch.setenv("COTRAIN_TEST_KEY", SECRET + "\r")
+    with MisbehavingServer() as srv, _client(srv, "COTRAIN_TEST_KEY", transport=transport) as c:
+        with pytest.raises(ViewError, match=r"COTRAIN_TEST_KEY \(api_key_env\) holds a control character") as err:
+            c.complete([_req()])
+        assert srv.count == 0 and SECRET not in str(err.value)
+    monkeypatch.delenv("COTRAIN_TEST_KEY")
+    with MisbehavingServer() as srv, _client(srv, "COTRAIN_TEST_KEY", transport=transport) as c:
+        with pytest.raises(ViewError, match=r"COTRAIN_TEST_KEY \(api_key_env\) is not set"):
+            c.complete([_req()])
+        assert srv.count == 0
+
+
 def test_a_failing_batch_logs_a_few_failures_and_counts_the_rest_in_one_line(key_env, caplog):
     """A server failing every request printed one warning per request (2,179 lines in a
     probe); now the first few, then one line with the count."""

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from store.errors import ViewError
 from views.llm.litellm_import import import_litellm
 from views.llm.prompt import estimate_tokens
 
@@ -169,6 +170,18 @@ def parse_response(resp: Any) -> dict[str, Any]:
                         for a in alts])
     return {"content": msg.get("content"), "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
             "usage": {"prompt_tokens": counts[0], "completion_tokens": counts[1]}}
+
+
+def usable_key(view: str, env: str, value: str | None) -> str:
+    """The key in environment variable ``env``, or ``ViewError``: unset, or holding a control
+    character (a CR or newline read from a key file), which the HTTP client refuses to put in
+    a header: every request failed before it was sent, and the run went on without the view."""
+    if not value:
+        raise ViewError(view, f"environment variable {env} (api_key_env) is not set")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ViewError(view, f"environment variable {env} (api_key_env) holds a control character (a CR or newline "
+                        "read from a key file?); no request can carry it")
+    return value
 
 
 def redacted_error(exc: BaseException, secret: str | None) -> str:

@@ -32,7 +32,7 @@ from store.contracts import Ledger
 from views.llm.aimd import AIMD, Gate, RateLimiter as _RateLimiter
 from views.llm.budget import Budget, worst_cost
 from views.llm.calls import (ClientStats, Completion, Endpoint, MalformedResponse, Price, count_tokens,
-                             estimate_cost, parse_response, redacted_error, request_key)
+                             estimate_cost, parse_response, redacted_error, request_key, usable_key)
 from views.llm.group_commit import GroupCommitter
 from views.llm.litellm_import import import_litellm
 from views.llm.pricing import Pricer
@@ -281,10 +281,7 @@ class LLMClient:
 
     def _api_key(self) -> str | None:
         if self.endpoint.api_key_env:
-            val = os.environ.get(self.endpoint.api_key_env)
-            if not val:
-                raise ViewError(self.view, f"environment variable {self.endpoint.api_key_env} (api_key_env) is not set")
-            return val
+            return usable_key(self.view, self.endpoint.api_key_env, os.environ.get(self.endpoint.api_key_env))
         # a self-hosted server (llama.cpp, vLLM, the embedded one) needs no key, but litellm's
         # OpenAI route insists on one; hosted providers read their usual variable themselves
         return "sk-no-key" if (self.api_base_override or self.endpoint.api_base) else None
@@ -352,6 +349,8 @@ class LLMClient:
                     resp, data = await self._attempt(request)
                     latency = time.perf_counter() - t_try
                     break
+                except ViewError:  # the view's own refusal (no usable key): fatal, not a failed request
+                    raise
                 except Exception as exc:  # classified below; never swallowed silently
                     name = type(exc).__name__
                     overload = name in OVERLOAD or isinstance(exc, asyncio.TimeoutError)
