@@ -141,7 +141,25 @@ def print_debates(out: Console, rep: Any) -> None:
                   ["round", "debated", "verdicts", "accepted", "budget", "calls", "tokens", "cost", "test acc"], rows)
 
 
+#: Characters a terminal acts on rather than shows: escape sequences, newlines, carriage
+#: returns, and the bidirectional overrides that reorder what follows them.
+_ACTING = {*map(chr, range(32)), *map(chr, range(127, 160)), *map(chr, range(0x202A, 0x202F)),
+           *map(chr, range(0x2066, 0x206A))}
+
+
+def printable(value: Any) -> Any:
+    """Text from data or a model (an item id, an agent's rationale) with every character a
+    terminal would act on written as its escape (``\\x1b``, ``\\n``): a rationale holding
+    ``ESC[2J`` cleared the screen of `debate show`, and a newline forged a line of its own.
+    Anything but text is returned as it is."""
+    if not isinstance(value, str) or not any(ch in _ACTING for ch in value):
+        return value
+    return "".join(ch.encode("unicode_escape").decode("ascii") if ch in _ACTING else ch for ch in value)
+
+
 def print_transcript(out: Console, t: dict[str, Any]) -> None:
+    t = {"debate": {k: printable(v) for k, v in t["debate"].items()},
+         "turns": [{k: printable(v) for k, v in turn.items()} for turn in t["turns"]]}
     d = t["debate"]
     where = "standalone" if d["run_id"] is None else f"run {d['run_id']}, round {d['round']}"
     if d.get("status") == "budget":  # it showed "verdict - (confidence 0.00, 0 round(s))"
@@ -172,6 +190,7 @@ def print_tables(out: Console, title: str, headers: list[str], rows: list[list[A
     """Print rows as one or more tables that fit the terminal without cutting a number."""
     from orchestrator.tables import fitted_tables
 
+    rows = [[printable(c) for c in row] for row in rows]  # ids, labels and texts from data or a model
     for t in fitted_tables(title, headers, rows, out.width, **kw):
         out.print(t)
 

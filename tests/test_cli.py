@@ -377,3 +377,30 @@ def test_a_command_line_that_does_not_parse_is_one_line_and_exit_2(tmp_path: Pat
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv], cwd=tmp_path, capture_output=True,
                           text=True, timeout=60, env={**env, "PYTHONPATH": str(REPO)})
     assert (proc.returncode, proc.stdout, proc.stderr.splitlines()) == (2, "", [line])
+
+
+def test_debate_show_writes_what_a_terminal_would_act_on_as_escapes():
+    """An agent's rationale holding ESC[2J cleared the screen of `debate show`, and a newline in
+    it (or in an item id) forged a line of its own; table cells from data are escaped alike."""
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.console import print_tables, print_transcript, printable
+
+    assert printable("ok\x1b[31mred\nx\r\u202eevil") == "ok\\x1b[31mred\\nx\\r\\u202eevil"
+    assert printable("café ☃") == "café ☃" and printable(0.5) == 0.5
+    buf = io.StringIO()
+    out = Console(file=buf, width=200, markup=False, color_system=None)
+    debate = {"item_id": "e1\nFAKE", "run_id": None, "round": None, "trigger": "items", "status": "done",
+              "verdict": "positive", "confidence": 0.9, "aggregation": "majority", "rounds_used": 1,
+              "early_stopped": True}
+    turns = [{"debate_round": 0, "agent": "a1", "model": "openai/fake", "label": "positive", "status": "ok",
+              "confidence": 0.95, "rationale": "fine\x1b[2J\x1b[31mRED\nFAKE LINE: verdict negative\r"}]
+    print_transcript(out, {"debate": debate, "turns": turns})
+    print_tables(out, "t", ["id"], [["x\x1b[2Jy"]])
+    text = buf.getvalue()
+    assert "\x1b" not in text and "\r" not in text
+    assert [line for line in text.splitlines() if "FAKE" in line] == [
+        "item e1\\nFAKE (standalone, items): verdict positive (confidence 0.90, majority, 1 round(s), stopped early)",
+        "  round 0  a1 [openai/fake]: positive (0.95) fine\\x1b[2J\\x1b[31mRED\\nFAKE LINE: verdict negative\\r"]
