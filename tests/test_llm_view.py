@@ -42,6 +42,31 @@ def accepting_at(cfg: Path, min_precision: float) -> Path:
     return cfg
 
 
+def test_an_endpoint_failing_every_request_stops_the_round_and_the_run_resumes(tmp_path, key_env):
+    """A server answering 500 to everything (or gone): every request was filed as an error, the
+    run committed its rounds without the view, ended "finished" and could not be resumed."""
+    from store.errors import ViewError
+
+    with MisbehavingServer(default="500") as srv:
+        cfg = llm_config(tmp_path, srv.base_url, max_retries=0)
+        with pytest.raises(ViewError, match=r"view 'llm': all \d+ requests of a batch failed .*running again resumes"):
+            api.run(cfg)
+        assert [r["status"] for r in api.status(tmp_path / "run.duckdb").runs] == ["failed"]
+        srv.default = "ok"  # the server is back
+        res = api.run(cfg)
+    assert res.run_id == 1 and res.status == "finished"  # the failed run, resumed: no second run
+    assert res.final_metrics["llm"]["test_accuracy"] == 1.0  # the view took part this time
+
+
+def test_a_dry_run_bounds_scoring_auto_by_sampling(tmp_path):
+    """``scoring: auto`` samples when the endpoint returns no logprobs: the dry run priced one
+    call per item, and a run made five times the calls of its "upper bound"."""
+    cfg = llm_config(tmp_path, "http://127.0.0.1:9/v1", key_env=None, scoring="auto", samples=5,
+                     price={"input_per_mtok": 0.15, "output_per_mtok": 0.6})
+    [v] = api.plan(cfg)["views"]
+    assert v["mode"] == "auto (bounded as sample)" and v["calls_per_item"] == 5
+
+
 def test_run_labels_with_the_llm_and_reruns_call_nothing(tmp_path, key_env):
     with MisbehavingServer() as srv:
         cfg = accepting_at(llm_config(tmp_path, srv.base_url), 0.85)
@@ -106,10 +131,14 @@ def test_unreadable_answers_are_abstentions_never_labels(tmp_path, key_env, capl
     assert res.final_metrics["llm"]["test_accuracy"] is None  # abstained on every item: not measured
 
 
-def test_failing_server_ends_in_abstentions_and_a_finished_run(tmp_path, key_env):
-    with MisbehavingServer(default="500") as srv:
-        res = api.run(llm_config(tmp_path, srv.base_url, max_retries=1, max_rounds=1))
-    assert res.status == "finished"
+def test_failing_server_files_each_error_and_stops_the_run(tmp_path, key_env):
+    """Every request failing ended in abstentions and a finished run; now the run stops, failed
+    and resumable (test_an_endpoint_failing_every_request_stops_the_round_and_the_run_resumes),
+    and each failed request is still filed, nothing cached."""
+    from store.errors import ViewError
+
+    with MisbehavingServer(default="500") as srv, pytest.raises(ViewError, match="requests of a batch failed"):
+        api.run(llm_config(tmp_path, srv.base_url, max_retries=1, max_rounds=1))
     con = duckdb.connect(str(tmp_path / "run.duckdb"), read_only=True)
     assert one_value(con, "SELECT count(*) FROM llm_calls WHERE status = 'error'") > 0
     assert one_value(con, "SELECT count(*) FROM llm_cache") == 0

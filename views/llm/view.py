@@ -350,6 +350,10 @@ class LLMView(ParamsView):
         per_item = [self._requests(m, mode) for m in msgs]
         flat = [r for reqs in per_item for r in reqs]
         comps = self.client().complete(flat)
+        if len(comps) >= 2 and all(c.status == "error" for c in comps):  # it went on as if the view had no opinion
+            raise ViewError(self.name, f"all {len(comps)} requests of a batch failed (e.g. {comps[0].error}): the "
+                            "endpoint looks down or refuses them; the round stops, what was committed is kept, and "
+                            "running again resumes (answers already given are not asked again)")
         bounds = np.cumsum([0] + [len(reqs) for reqs in per_item])
         out, unread, example = read_answers([comps[a:b] for a, b in zip(bounds[:-1], bounds[1:])], mode,
                                             self.builder.verbalisers, k)
@@ -372,7 +376,8 @@ class LLMView(ParamsView):
         Demonstrations are costed at the strategy's ``k`` examples of these items' own mean
         length; tokens are counted with litellm's tokenizer for the model (offline)."""
         records = self._records(items)
-        mode = self.mode_ or ("sample" if self.scoring == "sample" else "logprobs")
+        # ``auto`` samples when the endpoint returns no logprobs: its upper bound is sampling's
+        mode = self.mode_ or ("logprobs" if self.scoring == "logprobs" else "sample")
         k_demo = 0 if self.demonstrations["strategy"] == "none" else int(self.demonstrations["k"])
         sample = records[: min(len(records), 50)]
         counts = [count_tokens(self.model, self.builder.messages(
@@ -380,7 +385,8 @@ class LLMView(ParamsView):
         per_call = float(np.mean(counts)) if counts else 0.0
         calls_per_item = 1 if mode == "logprobs" else max(1, int(self.samples))
         out_tokens = 1 if mode == "logprobs" else int(self.max_answer_tokens)
-        return {"view": self.name, "model": self.model, "mode": mode, "calls_per_item": calls_per_item,
+        shown = "auto (bounded as sample)" if self.mode_ is None and self.scoring == "auto" else mode
+        return {"view": self.name, "model": self.model, "mode": shown, "calls_per_item": calls_per_item,
                 "prompt_tokens_per_call": per_call, "completion_tokens_per_call": out_tokens,
                 "demonstrations": self.demonstrations["strategy"]}
 
