@@ -100,6 +100,11 @@ class RichReporter:
 
 
 
+def dollars(x: float) -> str:
+    """An amount with the digits it needs: a $0.0015 budget printed as $0.00."""
+    return f"${x:.2f}" if x == 0 or abs(x) >= 0.1 else f"${x:.2g}"
+
+
 def print_plan(out: Console, p: dict[str, Any]) -> None:
     out.print(f"data: {p['n_gold']} gold, {p['n_pool']:,} unlabelled, {p['n_test']} test items; "
               f"up to {p['max_rounds']} rounds")
@@ -112,18 +117,19 @@ def print_plan(out: Console, p: dict[str, Any]) -> None:
         if d.get("budget_tokens") is not None and d["tokens"] > d["budget_tokens"]:
             tokens += f" unbudgeted, at most {d['budget_tokens']:,} (the token budget)"
         out.print(f"debate: at most {d['items']} item(s), {d['calls']:,} calls, {tokens}, {cost}", highlight=False)
-    if p.get("escalation"):
-        e = p["escalation"]
-        cost = "unknown price" if e["cost_usd"] is None else f"at most ${e['cost_usd']:.4f}"
+    if p.get("escalation"):  # the items the budget buys are an estimate: answers cheaper than the offline
+        e = p["escalation"]  # token count let 35 items fit where the dry run said "at most 31"
+        cost = "unknown price" if e["cost_usd"] is None else f"about {dollars(e['cost_usd'])}"
         calib = f" + {e['calibration_items']:,} calibration" if e.get("calibration_items") else ""
-        out.print(f"escalation to {e['model']}: at most {e['items']:,} item(s) + {e['gold_items']:,} gold{calib}, "
-                  f"{e['calls']:,} calls, {cost} (budget ${e['budget_usd']:.2f})", highlight=False)
+        out.print(f"escalation to {e['model']}: about {e['items']:,} item(s) (at most {e['items_bound']:,}) + "
+                  f"{e['gold_items']:,} gold{calib}, about {e['calls']:,} calls, {cost}, never over the budget "
+                  f"({dollars(e['budget_usd'])})", highlight=False)
     if not p["views"]:
         out.print("no LLM view" + ("" if p.get("debate") or p.get("escalation") else ": nothing is paid per call"))
         return
     rows = [[v["view"], v["model"], v["mode"], v["demonstrations"], f"{v['calls']:,}", f"{v['prompt_tokens']:,}",
              f"{v['completion_tokens']:,}", "unknown price" if v["cost_usd"] is None else f"${v['cost_usd']:.4f}",
-             "-" if v["budget_usd"] is None else f"${v['budget_usd']:.2f}"] for v in p["views"]]
+             "-" if v["budget_usd"] is None else dollars(v["budget_usd"])] for v in p["views"]]
     print_tables(out, "LLM views: estimated calls for the whole run (upper bounds)",
                   ["view", "model", "scoring", "demos", "calls", "prompt tok", "output tok", "cost", "budget"], rows,
                   left={"view", "scoring", "demos"}, wrap={"model"})

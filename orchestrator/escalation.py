@@ -306,7 +306,9 @@ def _file_answers(write: Any, state: Any, pos: np.ndarray, probs: np.ndarray) ->
 
 
 def plan_escalation(cfg: Any, view: Any, sample: Any, n_pool: int, n_gold: int, rounds: int) -> dict[str, Any]:
-    """Upper bounds for a dry run. Each round the model answers its accuracy sample
+    """What a dry run shows: ``items_bound`` (the pool, or ``max_items_per_round`` a round) and
+    ``items``, ``calls``, ``cost_usd``: what the budget buys at the offline token count, an
+    estimate (the budget itself is never exceeded). Each round the model answers its accuracy sample
     (``gold_items`` gold items) and, with ``calibration``, calibrates on up to
     ``calibration_max_items`` of the other gold items; with demonstrations drawn per round
     those prompts change every round and are paid again (with none, later rounds are cache
@@ -319,11 +321,12 @@ def plan_escalation(cfg: Any, view: Any, sample: Any, n_pool: int, n_gold: int, 
     calib = 0 if view.calibration == "none" else min(max(n_gold - gold, 0), int(view.calibration_max_items))
     repeats = 1 if plan["demonstrations"] == "none" else max(rounds, 1)
     fixed = repeats * (gold + calib)
-    items = min(n_pool, (e.max_items_per_round or n_pool) * max(rounds, 1))
-    if per_item:
+    bound = items = min(n_pool, (e.max_items_per_round or n_pool) * max(rounds, 1))
+    if per_item:  # what the budget buys at the offline token count: an estimate, not a bound
         items = max(0, min(items, int(e.budget_usd // per_item) - fixed))
     calls = (items + fixed) * plan["calls_per_item"]
-    return {"model": view.model, "items": items, "gold_items": repeats * gold, "calibration_items": repeats * calib,
+    return {"model": view.model, "items": items, "items_bound": bound, "gold_items": repeats * gold,
+            "calibration_items": repeats * calib,
             "calls": calls, "cost_usd": None if per_item is None else min(e.budget_usd, (items + fixed) * per_item),
             "budget_usd": e.budget_usd, "below": e.below, "target_precision": e.target_precision}
 

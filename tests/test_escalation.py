@@ -107,6 +107,7 @@ def test_uncertain_items_are_escalated_billed_and_filed(tmp_path: Path):
         assert srv.count == 0  # a dry run calls nothing
         e = plan["escalation"]
         assert e["items"] > 0 and e["calls"] == e["items"] + e["gold_items"] and 0 < e["cost_usd"] <= 1.0
+        assert e["items_bound"] >= e["items"]  # the budget's items are an estimate; the pool bounds them
         assert e["gold_items"] == 8 and e["calibration_items"] == 0  # no demonstrations: asked once
         # with demonstrations drawn per round and calibration, both are paid again every round
         per_round = {**cfg, "escalate": {**cfg["escalate"], "demonstrations": {"strategy": "balanced", "k": 2},
