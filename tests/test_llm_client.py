@@ -332,6 +332,24 @@ def test_bad_key_stops_the_view_with_the_key_redacted(key_env, caplog):
     assert SECRET[:8] not in str(err.value) and SECRET[:8] not in caplog.text  # ... and never repeated
 
 
+def test_a_fatal_answer_stops_the_other_requests_unfiled(key_env, tmp_path, caplog):
+    """After a 401, the batch's other requests went on being sent, and once the client closed
+    they failed against its closed session, each logged and filed as a "Session is closed"
+    error: the ledger named the wrong cause. Now they are cancelled where they stand."""
+    with Store(tmp_path / "s.duckdb") as st:
+        ledger = LLMLedger(st, run_id=1)
+        with MisbehavingServer(faults={1: "401"}, default="slow", slow_s=0.5) as srv, \
+                _client(srv, key_env, ledger=ledger, concurrency=4, timeout_s=5.0) as c:
+            with pytest.raises(ViewError, match="AuthenticationError"):
+                c.complete([_req(f"good {i}") for i in range(16)])
+            time.sleep(1.0)  # what the other requests in flight do once they would have been answered
+            sent = srv.count
+        errors = [r[0] for r in st.con.execute("SELECT error FROM llm_calls").fetchall()]
+    assert sent <= 4, sent  # the 401 and those already in flight; the other 12 were never sent
+    assert not any("closed" in (e or "").lower() for e in errors), errors
+    assert "Session is closed" not in caplog.text and "request failed" not in caplog.text
+
+
 def test_missing_key_variable_is_named(monkeypatch):
     monkeypatch.delenv("NOPE_KEY", raising=False)
     with MisbehavingServer() as srv, LLMClient(Endpoint(model="openai/fake", api_base=srv.base_url,

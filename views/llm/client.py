@@ -211,9 +211,13 @@ class LLMClient:
                 log.info("view %s: %d/%d requests answered (%.1f/s, %d in flight; %d more were cached)", self.view,
                          done, total, done / (now - t_start), gate.inflight, len(records))
 
+        tasks = [asyncio.ensure_future(one(i)) for i in first.values()]
         try:
-            await asyncio.gather(*(one(i) for i in first.values()))
-        finally:  # what was answered is filed, even when another request failed
+            await asyncio.gather(*tasks)
+        finally:  # after a fatal answer (401) or Ctrl-C the rest stop unfiled (left running, they failed on the
+            for t in tasks:  # closed session and filed "Session is closed"); what was answered is filed
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await committer.flush()
             self.commits += committer.commits
             if failed > shown:  # one line for the rest, not one per request
