@@ -58,6 +58,17 @@ def test_an_endpoint_failing_every_request_stops_the_round_and_the_run_resumes(t
     assert res.final_metrics["llm"]["test_accuracy"] == 1.0  # the view took part this time
 
 
+def test_scoring_logprobs_against_an_endpoint_without_them_says_so(tmp_path, key_env):
+    """The run went on without the view, warning that the answers named no label."""
+    from store.errors import ViewError
+
+    with MisbehavingServer(default="no_logprobs") as srv:
+        with pytest.raises(ViewError, match=r"no log-probabilities with any of \d+ answers.*set scoring: sample"):
+            api.run(llm_config(tmp_path, srv.base_url, scoring="logprobs", max_rounds=1))
+        res = api.run(llm_config(tmp_path, srv.base_url, scoring="auto", samples=1, max_rounds=1), new_run=True)
+    assert res.status == "finished" and res.final_metrics["llm"]["test_accuracy"] == 1.0  # auto found out
+
+
 def test_a_dry_run_bounds_scoring_auto_by_sampling(tmp_path):
     """``scoring: auto`` samples when the endpoint returns no logprobs: the dry run priced one
     call per item, and a run made five times the calls of its "upper bound"."""

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from store.errors import ViewError
+
 _JSON_OBJ = re.compile(r"\{.*?\}", re.DOTALL)
 _WORD = re.compile(r"[\w'-]+", re.UNICODE)
 
@@ -204,3 +206,19 @@ def fit_calibration(proba: np.ndarray, y: np.ndarray, weight: np.ndarray | None 
     res = minimize(loss, theta0, method="L-BFGS-B")
     b, t = unpack(res.x)
     return b - b.mean(), t
+
+
+def check_batch(view: str, comps: Sequence[Any], mode: str) -> None:
+    """``ViewError`` for a batch the view cannot read at all, where the run went on as if the
+    view had no opinion and ended "finished": every request failed (the endpoint is down or
+    refuses them all: the round stops, failed and resumable, and answers already given are not
+    asked again), or, under ``scoring: logprobs``, no answer carried log-probabilities (the
+    warning blamed the answers for naming no label)."""
+    if len(comps) >= 2 and all(c.status == "error" for c in comps):
+        raise ViewError(view, f"all {len(comps)} requests of a batch failed (e.g. {comps[0].error}): the endpoint "
+                        "looks down or refuses them; the round stops, what was committed is kept, and running again "
+                        "resumes (answers already given are not asked again)")
+    answered = [c for c in comps if c.ok]
+    if mode == "logprobs" and len(answered) >= 2 and not any(c.top_logprobs for c in answered):
+        raise ViewError(view, f"the endpoint returned no log-probabilities with any of {len(answered)} answers, "
+                        "which scoring: logprobs reads; set scoring: sample (or auto, which finds out)")

@@ -33,7 +33,7 @@ from views.llm.connect import Connection, check_model, connect, endpoint_for
 from views.llm.demos import balanced_draw, nearest, within_budget
 from views.llm.local import LocalServer
 from views.llm.prompt import DEFAULT_SYSTEM, DEFAULT_USER, PromptBuilder, estimate_tokens
-from views.llm.scoring import apply_calibration, fit_calibration, read_answers
+from views.llm.scoring import apply_calibration, check_batch, fit_calibration, read_answers
 from views.params import LLMParams
 
 log = logging.getLogger("cotrain")
@@ -350,10 +350,7 @@ class LLMView(ParamsView):
         per_item = [self._requests(m, mode) for m in msgs]
         flat = [r for reqs in per_item for r in reqs]
         comps = self.client().complete(flat)
-        if len(comps) >= 2 and all(c.status == "error" for c in comps):  # it went on as if the view had no opinion
-            raise ViewError(self.name, f"all {len(comps)} requests of a batch failed (e.g. {comps[0].error}): the "
-                            "endpoint looks down or refuses them; the round stops, what was committed is kept, and "
-                            "running again resumes (answers already given are not asked again)")
+        check_batch(self.name, comps, mode)
         bounds = np.cumsum([0] + [len(reqs) for reqs in per_item])
         out, unread, example = read_answers([comps[a:b] for a, b in zip(bounds[:-1], bounds[1:])], mode,
                                             self.builder.verbalisers, k)
