@@ -219,10 +219,8 @@ def build_debate_graph(spec: DebateSpec, prompts: Prompts, ask: Ask) -> Any:
             t = _turn(spec, prompts, ask, len(spec.agents), state["round"],
                       prompts.judge(spec.judge, state["item"], state["transcript"]), spec.judge)
             t["agent"] = "judge"
-            if t["label_idx"] == ABSTAIN:  # its call failed or named no label: the agents' majority decides
-                label, conf = majority(votes, k)  # (a unanimous debate ended with no verdict)
-                return {"transcript": [t], "verdict": label, "confidence": conf, "early_stopped": early}
-            return {"transcript": [t], "verdict": t["label_idx"], "confidence": t["confidence"], "early_stopped": early}
+            return {"transcript": [t], "verdict": t["label_idx"],
+                    "confidence": t["confidence"] if t["label_idx"] != ABSTAIN else 0.0, "early_stopped": early}
         label, conf = (majority if spec.aggregation == "majority" else confidence_weighted)(votes, k)
         return {"verdict": label, "confidence": conf, "early_stopped": early}
 

@@ -49,7 +49,7 @@ def run(config: str | Path | Config | dict[str, Any], *, store: str | Path | Non
     failure leaves empty (a data file refused before any run) is removed."""
     cfg, base = resolve_config(config)
     path = str(store) if store is not None else cfg.store
-    created = path != ":memory:" and not Path(path).exists()
+    created = path != ":memory:" and not (Path(path).exists() or Path(path).is_symlink())  # a link is the user's
     try:
         with Store(path) as st:  # the write lock first: a progress file is only ever written by the store's holder
             if path == ":memory:":
@@ -128,7 +128,7 @@ def _open_read(store: str | Path, action: str) -> Store:
             f"`cotrain status {store}`") from None
 
 
-def _live_and_runs(st: Store, store: str | Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+def _live_and_runs(st: Store, store: str | Path, runs: list[dict[str, Any]] | None = None) -> tuple[Any, list[Any]]:
     """The progress file's run as it is now (None when finished or absent) and the store's
     runs, each ``running`` one that no process holds said as what it is: ``reopened`` (a
     review import reopened it; `cotrain run` continues it) or ``interrupted`` (Ctrl-C, or a
@@ -143,7 +143,7 @@ def _live_and_runs(st: Store, store: str | Path) -> tuple[dict[str, Any] | None,
         live = None  # nothing to watch, nothing lost
     elif live is not None and live["state"] == "running" and written_here(live.get("host")):
         live.update(state="interrupted", stale=True, rate=None, eta_s=None)  # readable: no run holds it
-    runs = run_summaries(st)
+    runs = run_summaries(st) if runs is None else runs  # status's tables, or only what export's note needs
     elsewhere = live["run_id"] if live is not None and live["state"] == "running" else None  # another host's
     for r in runs:
         if r["status"] == "running" and r["run_id"] != elsewhere:
@@ -328,7 +328,7 @@ def unfinished_latest_run(store: str | Path) -> str | None:
     did not finish (failed, interrupted or still running: its labels so far, maybe only gold),
     naming the last finished run; None when the latest run finished."""
     with _open_read(store, "read") as st:
-        runs = _live_and_runs(st, store)[1]  # as status says them: a killed run is interrupted, not running
+        runs = _live_and_runs(st, store, st.runs())[1]  # as status says them: a killed run is interrupted
     if not runs or runs[-1]["status"] == "finished":
         return None
     done = [r["run_id"] for r in runs if r["status"] == "finished"]

@@ -19,7 +19,7 @@ from typing import Optional
 import typer
 
 from orchestrator.console import (CommandConsole, RichReporter, print_plan, print_precision, print_status, print_tables,
-                                  print_transcript, zero_columns)
+                                  print_transcript, printable, zero_columns)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,  # main() guards
                   help="Co-train N model views on a small labelled set and a large pool; every label in DuckDB.")
@@ -45,10 +45,10 @@ def _one_line(text: str) -> str:
 
 
 def _path(p: object) -> str:
-    """A path as printed: as it is, or quoted with escapes when it holds a control character
-    (a newline in a file name split the one-line message in two)."""
+    """A path as printed: as it is, or quoted when it holds what a terminal acts on (a newline
+    in a file name split the one-line message in two), escaped as ``printable`` escapes it."""
     text = str(p)
-    return repr(text) if any(ord(ch) < 32 or ord(ch) == 127 for ch in text) else text
+    return f"'{printable(text)}'" if printable(text) != text else text
 
 
 @contextmanager
@@ -306,7 +306,7 @@ def import_reviews(store: Path = typer.Argument(..., help="Store file."),
         rep = api.import_reviews(store, file, run_id=run_id, reviewer=reviewer,
                                  rounds=api.REVIEW_ROUNDS if rounds is None else rounds)
     o = rep.outcomes
-    out.print(f"run {rep.run_id}: {rep.imported} reviews from {file} ({rep.file_format}); {rep.skipped} records "
+    out.print(f"run {rep.run_id}: {rep.imported} reviews from {_path(file)} ({rep.file_format}); {rep.skipped} records "
               f"without an answer skipped; confirmed {o['confirmed']}, corrected {o['corrected']}, new {o['new']}")
     if rep.gold_corrected:  # the user's own labels: said apart from pseudo-labels a reviewer corrected
         out.print(f"{rep.gold_corrected} of the corrections replace gold labels of the run; the reviewed label is "

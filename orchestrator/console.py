@@ -5,6 +5,7 @@ Every function takes the ``rich`` console to print on (the CLI's); tables go thr
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -102,7 +103,9 @@ class RichReporter:
 
 def dollars(x: float) -> str:
     """An amount with the digits it needs: a $0.0015 budget printed as $0.00."""
-    return f"${x:.2f}" if x == 0 or abs(x) >= 0.1 else f"${x:.2g}"
+    if x == 0 or abs(x) >= 0.1:
+        return f"${x:.2f}"
+    return f"${x:.{max(2, 1 - math.floor(math.log10(abs(x))))}f}"  # two significant digits, never 9e-05
 
 
 def print_plan(out: Console, p: dict[str, Any]) -> None:
@@ -150,7 +153,7 @@ def print_debates(out: Console, rep: Any) -> None:
 #: Characters a terminal acts on rather than shows: escape sequences, newlines, carriage
 #: returns, and the bidirectional overrides that reorder what follows them.
 _ACTING = {*map(chr, range(32)), *map(chr, range(127, 160)), *map(chr, range(0x202A, 0x202F)),
-           *map(chr, range(0x2066, 0x206A))}
+           *map(chr, range(0x2066, 0x206A)), "\u200e", "\u200f", "\u061c", "\u2028", "\u2029"}
 
 
 def printable(value: Any) -> Any:

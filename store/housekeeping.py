@@ -22,7 +22,7 @@ def remove_if_empty(path: str) -> None:
                 return
     except Exception:  # noqa: BLE001 - the failure being reported matters more than tidying up
         return
-    for p in (Path(path), Path(path + ".wal"), progress_path(path)):
+    for p in (Path(path + ".wal"), progress_path(path), Path(path)):  # the store last: never a .wal without it
         p.unlink(missing_ok=True)
     shutil.rmtree(path + ".tmp", ignore_errors=True)
 

@@ -4,7 +4,8 @@ It answers ``POST /v1/chat/completions`` by a fixed rule (the item's user messag
 ``positive`` cue word -> "positive", else "negative"; ``rule`` replaces it, e.g. an oracle
 of set accuracy), with label-word log-probabilities
 when asked for them and a JSON answer otherwise. Faults are scheduled per request number
-(1-based) or set as the default: ``slow``, ``429``, ``500``, ``malformed`` (a body that is
+(1-based) or set as the default: ``slow``, ``429``, ``500``, ``400`` (an item's own refusal,
+a prompt over the context length), ``malformed`` (a body that is
 not JSON), ``no_logprobs``, ``garbage`` (an unreadable answer), ``401`` (echoing the key,
 as some providers do). ``kill`` SIGKILLs the process ``kill_pid`` before answering.
 
@@ -170,6 +171,8 @@ class MisbehavingServer:
             return 429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}', {"Retry-After": "0"}
         if mode == "500":
             return 500, b'{"error": {"message": "internal error"}}', {}
+        if mode == "400":  # the item's own refusal (a prompt over the context length), not the server's state
+            return 400, b'{"error": {"message": "maximum context length exceeded", "type": "invalid_request_error"}}', {}
         if mode == "malformed":
             return 200, b'{"id": "x", "choices": [{"message": {"content": "posi', {}
         if mode == "401":

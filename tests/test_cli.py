@@ -390,6 +390,9 @@ def test_debate_show_writes_what_a_terminal_would_act_on_as_escapes():
 
     assert printable("ok\x1b[31mred\nx\r\u202eevil") == "ok\\x1b[31mred\\nx\\r\\u202eevil"
     assert printable("café ☃") == "café ☃" and printable(0.5) == 0.5
+    assert printable("a\u2028b\u200fc\x9b") == "a\\u2028b\\u200fc\\x9b"  # line separator, RTL mark, CSI
+    from orchestrator.console import dollars
+    assert [dollars(x) for x in (0, 0.0015, 9e-05, 0.05, 2.0)] == ["$0.00", "$0.0015", "$0.000090", "$0.050", "$2.00"]
     buf = io.StringIO()
     out = Console(file=buf, width=200, markup=False, color_system=None)
     debate = {"item_id": "e1\nFAKE", "run_id": None, "round": None, "trigger": "items", "status": "done",

@@ -85,23 +85,6 @@ def test_each_aggregation_reaches_the_verdict(aggregation):
     assert outs[0].confidence == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("fault", ["500", "garbage"])
-def test_a_judge_that_abstains_leaves_the_verdict_to_the_agents_majority(fault):
-    """A judge whose call failed (or named no label) turned a unanimous debate into no verdict."""
-    with MisbehavingServer() as srv, MisbehavingServer(default=fault) as bad:
-        agents = tuple(AgentSpec(f"a{i}", model="openai/fake", api_base=srv.base_url) for i in range(3))
-        spec = DebateSpec(agents=agents, judge=AgentSpec("judge", model="openai/fake", api_base=bad.base_url),
-                          aggregation="judge", rounds=2, consensus=0.85)
-        prompts = Prompts(labels=["negative", "positive"], verbalisers=VERB, fields=["text"])
-        with Debater(spec, prompts, timeout_s=1.0, max_retries=0, backoff_s=0.01, concurrency=2) as d:
-            outs = d.run(ITEMS)
-    assert bad.count == len(ITEMS)
-    assert [(o.verdict, o.confidence, o.status) for o in outs] == [(1, 1.0, "verdict"), (0, 1.0, "verdict")]
-    for o in outs:
-        [judged] = [t for t in o.turns if t["agent"] == "judge"]
-        assert judged["label"] is None  # the judge's own turn still says it abstained
-
-
 @pytest.mark.parametrize("fault", ["500", "429", "slow", "garbage"])
 def test_a_failing_agent_abstains_and_never_counts(fault):
     with MisbehavingServer() as srv, MisbehavingServer(default=fault, slow_s=3.0) as bad, \

@@ -194,6 +194,11 @@ def test_a_key_holding_a_control_character_stops_the_view_before_any_request(mon
         with pytest.raises(ViewError, match=r"COTRAIN_TEST_KEY \(api_key_env\) holds a control character") as err:
             c.complete([_req()])
         assert srv.count == 0 and SECRET not in str(err.value)
+    monkeypatch.setenv("COTRAIN_TEST_KEY", SECRET + "\u201d")  # a pasted typographic quote
+    with MisbehavingServer() as srv, _client(srv, "COTRAIN_TEST_KEY", transport=transport) as c:
+        with pytest.raises(ViewError, match=r"holds a character no HTTP header can carry"):
+            c.complete([_req()])
+        assert srv.count == 0
     monkeypatch.delenv("COTRAIN_TEST_KEY")
     with MisbehavingServer() as srv, _client(srv, "COTRAIN_TEST_KEY", transport=transport) as c:
         with pytest.raises(ViewError, match=r"COTRAIN_TEST_KEY \(api_key_env\) is not set"):

@@ -69,6 +69,20 @@ def test_scoring_logprobs_against_an_endpoint_without_them_says_so(tmp_path, key
     assert res.status == "finished" and res.final_metrics["llm"]["test_accuracy"] == 1.0  # auto found out
 
 
+def test_auto_whose_probe_failed_finds_out_from_the_batch_and_a_refused_item_still_abstains(tmp_path, key_env):
+    """Under ``scoring: auto`` a failed probe left the batch to logprobs, and against an endpoint
+    without them the run failed, telling the user to set the auto they had (a review's finding).
+    Now the batch's own answers decide. And every item refused for itself (400: a prompt too
+    long) is an abstention, not an endpoint that is down."""
+    with MisbehavingServer(faults={1: "500"}, default="no_logprobs") as srv:
+        res = api.run(llm_config(tmp_path, srv.base_url, scoring="auto", samples=1, max_retries=0, max_rounds=1))
+    assert res.status == "finished" and res.final_metrics["llm"]["test_accuracy"] == 1.0
+    (tmp_path / "b").mkdir()
+    with MisbehavingServer(default="400") as srv:
+        res = api.run(llm_config(tmp_path / "b", srv.base_url, max_retries=0, max_rounds=1))
+    assert res.status == "finished"  # the items abstain; the other view labels
+
+
 def test_a_dry_run_bounds_scoring_auto_by_sampling(tmp_path):
     """``scoring: auto`` samples when the endpoint returns no logprobs: the dry run priced one
     call per item, and a run made five times the calls of its "upper bound"."""

@@ -185,7 +185,8 @@ def test_a_csv_id_padded_with_spaces_falls_back_to_the_trimmed_id(store_copy, tm
 
 
 @pytest.mark.parametrize(("text", "says"), [
-    ('id,label\n{0},bee\n"{1},bee\n{2},bee\n', r"cannot read the CSV at line 3: unexpected end of data"),
+    ('id,label\n{0},bee\n"{1},bee\n{2},bee\n', r"cannot read the CSV at line 4: unexpected end of data"),
+    ('id,label\n\n\n"{0}"x,bee\n', r"cannot read the CSV at line 4: ',' expected after '\"'"),  # blank lines count
     ('id,label,reviewer\n{0},bee,"Bob "the builder""\n', r"cannot read the CSV at line 2: ',' expected after '\"'"),
     ('id,label\n{0},bee,extra\n', r"row 1: 1 more cell\(s\) than the header's 2 \(an unquoted comma\?\)"),
 ])
@@ -199,3 +200,11 @@ def test_a_malformed_csv_is_refused_whole_and_files_nothing(store_copy, tmp_path
     with pytest.raises(ReviewError, match=says):
         api.import_reviews(store, path, rounds=0)
     assert _filed(store) == []
+
+
+def test_blank_cells_past_the_header_are_no_loss(store_copy, tmp_path: Path):
+    """A spreadsheet pads a row with empty cells; only a cell that holds something is refused."""
+    store, ids = store_copy
+    path = tmp_path / "r.csv"
+    path.write_text(f"id,label\n{ids[0]},bee,\n{ids[1]},bee, ,\n", encoding="utf-8")
+    assert api.import_reviews(store, path, rounds=0).imported == 2

@@ -196,7 +196,8 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
                 raise ReviewError("its header needs columns 'id' (or 'item_id') and 'label'; it has "
                                   f"{', '.join(shown(c, 40) for c in cols[:8]) or 'none'}", str(path))
             for n, raw in enumerate(reader, start=1):
-                if None in raw:  # more cells than the header: an unquoted comma moved the label
+                if any(str(v).strip() for v in raw.get(None) or ()):  # more cells than the header: an unquoted
+                    # comma moved the label (blank cells past the header, as a spreadsheet pads a row, are no loss)
                     raise ReviewError(f"{len(raw[None])} more cell(s) than the header's {len(cols)} (an unquoted "
                                       "comma?)", str(path), row=n)
                 # ids keep their exact text (an id may start or end with a space); import_reviews
@@ -215,8 +216,8 @@ def _csv(path: Path) -> tuple[list[ParsedReview], int]:
                                             time_of(row.get("reviewed_at")), row.get("cotrain_task") or None,
                                             row.get("cotrain_item") or None))
         except csv.Error as exc:
-            # DictReader's line_num ends its last whole record: the one it broke on starts on the next line
-            raise ReviewError(f"cannot read the CSV at line {reader.line_num + 1}: {exc}", str(path)) from None
+            # the csv reader's own count: the line it stopped on (DictReader's lags, and skips blank lines)
+            raise ReviewError(f"cannot read the CSV at line {reader.reader.line_num}: {exc}", str(path)) from None
     return out, skipped
 
 

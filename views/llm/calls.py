@@ -181,6 +181,9 @@ def usable_key(view: str, env: str, value: str | None) -> str:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise ViewError(view, f"environment variable {env} (api_key_env) holds a control character (a CR or newline "
                         "read from a key file?); no request can carry it")
+    if any(ord(ch) > 255 for ch in value):  # HTTP headers are Latin-1
+        raise ViewError(view, f"environment variable {env} (api_key_env) holds a character no HTTP header can carry "
+                        "(a pasted typographic quote?)")
     return value
 
 

@@ -208,17 +208,24 @@ def fit_calibration(proba: np.ndarray, y: np.ndarray, weight: np.ndarray | None 
     return b - b.mean(), t
 
 
-def check_batch(view: str, comps: Sequence[Any], mode: str) -> None:
+def check_batch(view: str, per_item: Sequence[Sequence[Any]], mode: str, explicit: bool,
+                endpoint_errors: Sequence[str]) -> None:
     """``ViewError`` for a batch the view cannot read at all, where the run went on as if the
-    view had no opinion and ended "finished": every request failed (the endpoint is down or
-    refuses them all: the round stops, failed and resumable, and answers already given are not
-    asked again), or, under ``scoring: logprobs``, no answer carried log-probabilities (the
-    warning blamed the answers for naming no label)."""
-    if len(comps) >= 2 and all(c.status == "error" for c in comps):
-        raise ViewError(view, f"all {len(comps)} requests of a batch failed (e.g. {comps[0].error}): the endpoint "
+    view had no opinion and ended "finished". ``per_item``: each item's completions.
+
+    * Every item's every request failed with an error of the endpoint itself
+      (``endpoint_errors``: connection, timeout, 429, 5xx names): it is down or refuses them
+      all; the round stops, failed and resumable, and answers already given are not asked
+      again. An item's own refusal (a prompt too long, a content filter) still abstains.
+    * ``explicit`` (``scoring: logprobs`` was asked for) and no answer carried log-probabilities
+      (the warning blamed the answers for naming no label). Under ``auto`` the view finds out."""
+    flat = [c for comps in per_item for c in comps]
+    down = [c for c in flat if c.status == "error" and str(c.error).split(":")[0] in endpoint_errors]
+    if len(per_item) >= 2 and flat and len(down) == len(flat):
+        raise ViewError(view, f"all {len(flat)} requests of a batch failed (e.g. {down[0].error}): the endpoint "
                         "looks down or refuses them; the round stops, what was committed is kept, and running again "
                         "resumes (answers already given are not asked again)")
-    answered = [c for c in comps if c.ok]
-    if mode == "logprobs" and len(answered) >= 2 and not any(c.top_logprobs for c in answered):
+    answered = [c for c in flat if c.ok]
+    if explicit and mode == "logprobs" and len(answered) >= 2 and not any(c.top_logprobs for c in answered):
         raise ViewError(view, f"the endpoint returned no log-probabilities with any of {len(answered)} answers, "
                         "which scoring: logprobs reads; set scoring: sample (or auto, which finds out)")

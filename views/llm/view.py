@@ -28,7 +28,7 @@ import pandas as pd
 
 from store.errors import ViewError
 from views.base import ParamsView, ViewContext, item_ids, trusted_rows
-from views.llm.client import Endpoint, LLMClient, Price, count_tokens, estimate_cost
+from views.llm.client import OVERLOAD, RETRYABLE, Endpoint, LLMClient, Price, count_tokens, estimate_cost
 from views.llm.connect import Connection, check_model, connect, endpoint_for
 from views.llm.demos import balanced_draw, nearest, within_budget
 from views.llm.local import LocalServer
@@ -350,10 +350,14 @@ class LLMView(ParamsView):
         per_item = [self._requests(m, mode) for m in msgs]
         flat = [r for reqs in per_item for r in reqs]
         comps = self.client().complete(flat)
-        check_batch(self.name, comps, mode)
         bounds = np.cumsum([0] + [len(reqs) for reqs in per_item])
-        out, unread, example = read_answers([comps[a:b] for a, b in zip(bounds[:-1], bounds[1:])], mode,
-                                            self.builder.verbalisers, k)
+        grouped = [comps[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        check_batch(self.name, grouped, mode, self.scoring == "logprobs", (*RETRYABLE, *OVERLOAD))
+        answered = [c for c in comps if c.ok]
+        if self.mode_ is None and answered and not any(c.top_logprobs for c in answered):  # auto, its probe failed:
+            self.mode_ = "sample"  # these answers carry no logprobs, so the endpoint gives none; ask again by sampling
+            return self._score(items, record)
+        out, unread, example = read_answers(grouped, mode, self.builder.verbalisers, k)
         self.abstentions_ += int(np.isnan(out).any(axis=1).sum())
         if not self._unread_warned and unread >= max(5, n // 2):  # once a run: the tables showed only a view
             self._unread_warned = True                             # with no accuracy
