@@ -30,8 +30,9 @@ class MLPHead:
         self.net_: Any = None
         self.classes_: np.ndarray | None = None
 
-    def check_params(self) -> None:
-        """``ValueError`` naming the first parameter whose value cannot work (see ``check_head``)."""
+    def check_params(self, combined: bool = False) -> None:
+        """``ValueError`` naming the first parameter whose value cannot work (see ``check_head``);
+        ``combined`` asks nothing more here: no two of these parameters exclude each other."""
         checked_number("hidden", self.hidden, whole=True, low=1)
         checked_number("epochs", self.epochs, whole=True, low=1)
         checked_number("lr", self.lr, above=0, text_ok=True)  # fit reads these three with float()
@@ -376,8 +377,7 @@ def check_head(kind: str, params: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"head_params {', '.join(map(repr, unknown))}: not a parameter of this head "
                          f"(it takes {', '.join(takes)})")
-    head = make_head(kind, params, 0)
-    head.check_params(combined=True) if isinstance(head, TunedLogisticRegression) else head.check_params()
+    make_head(kind, params, 0).check_params(combined=True)
 
 
 def make_head(kind: str, params: dict[str, Any], seed: int) -> Any:
