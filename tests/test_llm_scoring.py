@@ -47,6 +47,9 @@ def test_no_label_token_in_top_logprobs_is_an_abstention():
     ('{"label": "positive", "confidence": 0.8}', (1, 0.8)),
     ('Sure! {"label": "Bad"}', (0, None)),
     ('{"label": "positive", "confidence": 85}', (1, 0.85)),
+    ('{"label": "positive", "confidence": 7}', (1, 0.7)),       # out of 10, not 7 %
+    ('{"label": "positive", "confidence": 10}', (1, 1.0)),
+    ('{"label": "positive", "confidence": 10.5}', (1, 0.105)),  # past 10: a percentage
     ("positive", (1, None)),
     ("Negative.", (0, None)),
     ("good, I think", (1, None)),

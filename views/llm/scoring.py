@@ -73,7 +73,9 @@ class Answer(BaseModel):
     @classmethod
     def _percent(cls, v: object) -> object:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and 1.0 < v <= 100.0:
-            return v / 100.0  # "confidence": 85 means 85 %
+            # "confidence": 85 means 85 %; 7 is a score out of 10 (as 7 % it would be under any
+            # K-way chance, which no answer naming its label means)
+            return v / 10.0 if v <= 10.0 else v / 100.0
         return v
 
 
