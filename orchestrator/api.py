@@ -214,9 +214,8 @@ def debate(config: str | Path | Config | dict[str, Any], items: str | Path, *, s
     config's ``debate`` section; verdicts and turns go to the store (``run_id`` NULL). Items
     carry the debate's ``fields``, an optional ``data.id_column`` and an optional gold label
     (``data.label_column``) that is used only to report the verdicts' accuracy."""
-    from orchestrator.data import read_table
     from orchestrator.debate import make_debater, plan_debate
-    from store.errors import DataError
+    from orchestrator.debate_items import read_debate_items
     from store.llm_ledger import LLMLedger
     from store.writers import write_debates
 
@@ -225,40 +224,32 @@ def debate(config: str | Path | Config | dict[str, Any], items: str | Path, *, s
     if cfg.debate is None:
         raise ConfigError("debate", "the config has no 'debate' section")
     d = cfg.debate
-    table = read_table(items)
-    cols = table.column_names
-    for f in d.fields:
-        if f not in cols:
-            raise DataError(f"column '{f}' (debate.fields) is missing", str(items))
-    id_col = cfg.data.id_column if cfg.data.id_column in cols else None
-    ids = [str(x) for x in table.column(id_col).to_pylist()] if id_col else [f"row{i + 1}" for i in range(len(table))]
-    if len(set(ids)) != len(ids):
-        raise DataError("item ids are not unique", str(items))
-    records = [{f: "" if v is None else str(v) for f, v in zip(d.fields, vals)}
-               for vals in zip(*(table.column(f).to_pylist() for f in d.fields))]
-    gold = table.column(cfg.data.label_column).to_pylist() if cfg.data.label_column in cols else [None] * len(ids)
-    names = cfg.task.names
-    for i, g in enumerate(gold):
-        if g is not None and str(g) != "" and str(g) not in names:
-            raise DataError(f"unknown label '{g}' (labels: {', '.join(names)})", str(items), row=i + 1, item=ids[i])
+    given = read_debate_items(cfg, items)
+    ids, records, gold, names = given.ids, given.records, given.gold, cfg.task.names
     plan = plan_debate(cfg, len(ids), records)
     if dry_run:
         return DebateReport(None, plan, n_items=len(ids))
     path = str(store) if store is not None else cfg.store
-    with Store(path) as st:
-        ledger = LLMLedger(st, run_id=None)
-        try:
-            with make_debater(cfg, ledger) as debater:
-                debater.check()
-                outcomes = debater.run([(i, r, []) for i, r in zip(ids, records)])
-            with st.transaction():
-                write_debates(st, outcomes, run_id=None, round_idx=None, triggers=["given"] * len(ids),
-                             splits=["given"] * len(ids), accepted=[False] * len(ids), aggregation=d.aggregation,
-                             label_names=names)
-        finally:
-            ledger.close()
-    judged = [(o, g) for o, g in zip(outcomes, gold) if g not in (None, "") and o.status != "budget"]  # debated
-    acc = (sum(o.verdict >= 0 and names[o.verdict] == str(g) for o, g in judged) / len(judged)) if judged else None
+    created = path != ":memory:" and not (Path(path).exists() or Path(path).is_symlink())  # a link is the user's
+    try:
+        with Store(path) as st:
+            ledger = LLMLedger(st, run_id=None)
+            try:
+                with make_debater(cfg, ledger) as debater:
+                    debater.check()
+                    outcomes = debater.run([(i, r, []) for i, r in zip(ids, records)])
+                with st.transaction():
+                    write_debates(st, outcomes, run_id=None, round_idx=None, triggers=["given"] * len(ids),
+                                  splits=["given"] * len(ids), accepted=[False] * len(ids),
+                                  aggregation=d.aggregation, label_names=names)
+            finally:
+                ledger.close()
+    except BaseException:
+        if created:
+            remove_if_empty(path)  # refused before any call was filed: no empty store left behind
+        raise
+    judged = [(o, g) for o, g in zip(outcomes, gold) if g is not None and o.status != "budget"]  # debated
+    acc = (sum(o.verdict >= 0 and names[o.verdict] == g for o, g in judged) / len(judged)) if judged else None
     return DebateReport(path, plan, n_items=len(ids), verdicts=sum(o.status == "verdict" for o in outcomes),
                         no_verdict=sum(o.status == "no_verdict" for o in outcomes),
                         over_budget=sum(o.status == "budget" for o in outcomes), accuracy=acc,

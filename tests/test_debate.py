@@ -16,7 +16,7 @@ from agents.runner import Budget, Debater
 from orchestrator import api
 from orchestrator.debate import WORST_CASE_PAD
 from store.database import Store
-from store.errors import ConfigError, StoreError
+from store.errors import ConfigError, DataError, StoreError, ViewError
 from tests.conftest import debate_config, one_value, sentiment_frame
 from tests.openai_server import MisbehavingServer
 
@@ -237,6 +237,30 @@ def test_standalone_debate_files_turns_and_resumes_from_the_cache(tmp_path):
     assert status.debates[0] == {**status.debates[0], "round": None, "calls": 18, "debated": 6, "verdicts": 6}
     with pytest.raises(StoreError, match="no run 5"):  # it answered with the standalone debates
         api.status(tmp_path / "run.duckdb", run_id=5)
+
+
+def test_a_standalone_debates_items_are_checked_before_a_store_is_made(tmp_path):
+    """A repeated id was refused as 'item ids are not unique' without saying which, ids were
+    sniffed (``007`` filed as ``7``), and a debate refused at its first check left an empty
+    store behind (probe findings)."""
+    items = tmp_path / "bad.csv"
+    with MisbehavingServer() as srv:
+        cfg = debate_config(tmp_path, srv.base_url)
+        for ids, match in ((["a", "b", "a"], r"bad\.csv row 3 item 'a': duplicate id"),
+                           (["a", None, "c"], r"bad\.csv row 2: missing id \(column 'id'\)")):
+            pd.DataFrame({"id": ids, "text": ["x", "y", "z"]}).to_csv(items, index=False)
+            with pytest.raises(DataError, match=match):
+                api.debate(cfg, items)
+        pd.DataFrame({"id": ["007"], "text": ["great acting"], "label": ["positive"]}).to_csv(items, index=False)
+        bad_key = yaml.safe_load(cfg.read_text())
+        for agent in bad_key["debate"]["agents"]:
+            agent["api_key_env"] = "COTRAIN_TEST_UNSET_KEY"
+        with pytest.raises(ViewError, match="COTRAIN_TEST_UNSET_KEY"):
+            api.debate(bad_key, items)
+        assert srv.count == 0 and not (tmp_path / "run.duckdb").exists()  # refused: no empty store left
+        rep = api.debate(cfg, items)
+    assert rep.verdicts == 1 and rep.accuracy is not None
+    assert api.debate_transcript(tmp_path / "run.duckdb", "007")["debate"]["item_id"] == "007"
 
 
 def test_a_standalone_debates_dollar_budget_holds_against_the_ledger(tmp_path):

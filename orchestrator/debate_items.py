@@ -1,0 +1,60 @@
+"""The items of a standalone debate (``cotrain debate CONFIG --items FILE``), read and checked
+before any store is opened, so a bad file costs nothing and leaves nothing behind."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.config import Config
+from orchestrator.data import read_table
+from store.errors import DataError
+
+
+@dataclass(frozen=True)
+class DebateItems:
+    """``ids`` (the file's ``data.id_column``, else ``row1``, ``row2``...), each item's
+    ``records`` (the debate's fields as text) and ``gold`` label (``data.label_column`` as the
+    file spells it; None where absent or blank), all in file order."""
+
+    ids: list[str]
+    records: list[dict[str, str]]
+    gold: list[str | None]
+
+
+def read_debate_items(cfg: Config, items: str | Path) -> DebateItems:
+    """Read ``items`` (CSV / JSONL / Parquet) for the config's debate. One line naming the file,
+    and the row and item where there is one, for a missing field column, a missing or repeated
+    id, or a label the task does not have. Ids and labels are read as the file spells them
+    (``007`` stays ``007``), as a run's data is."""
+    assert cfg.debate is not None
+    fields, id_column, label_column = cfg.debate.fields, cfg.data.id_column, cfg.data.label_column
+    table = read_table(items, text_columns=(id_column, label_column))
+    cols = table.column_names
+    for f in fields:
+        if f not in cols:
+            raise DataError(f"column '{f}' (debate.fields) is missing", str(items))
+    if id_column in cols:
+        ids = table.column(id_column).to_pylist()
+        seen: set[str] = set()
+        for row, x in enumerate(ids, start=1):
+            if x is None or str(x).strip() == "":
+                raise DataError(f"missing id (column '{id_column}')", str(items), row=row)
+            if str(x) in seen:
+                raise DataError("duplicate id", str(items), row=row, item=str(x))
+            seen.add(str(x))
+        ids = [str(x) for x in ids]
+    else:
+        ids = [f"row{i + 1}" for i in range(len(table))]
+    records = [{f: "" if v is None else str(v) for f, v in zip(fields, vals)}
+               for vals in zip(*(table.column(f).to_pylist() for f in fields))]
+    gold = [None if g is None or str(g) == "" else str(g)
+            for g in (table.column(label_column).to_pylist() if label_column in cols else [None] * len(ids))]
+    names = cfg.task.names
+    for row, g in enumerate(gold, start=1):
+        if g is not None and g not in names:
+            raise DataError(f"unknown label '{g}' (labels: {', '.join(names)})", str(items), row=row,
+                            item=ids[row - 1])
+    return DebateItems(ids, records, gold)
+
+
+__all__ = ["DebateItems", "read_debate_items"]
