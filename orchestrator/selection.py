@@ -211,11 +211,11 @@ def select_adaptive(posterior: np.ndarray, p_correct: np.ndarray, prior: np.ndar
     ``prior``: (K,) estimated class shares; ``volume``: the picks wanted this round. Class c
     may take ``class_quota(prior, volume)[c]`` items whose top label is c and whose
     p_correct reaches its bar (:func:`class_bars`), best posterior first (or highest
-    ``rank`` first, e.g. minus the cut statistic). Each class then keeps its most likely
-    picks whose mean p_correct reaches ``min_precision`` (at least its best one), so a sure
-    class cannot carry an unsure one; if the batch's mean p_correct (its estimated
-    precision) is still below ``min_precision``, the least likely picks are dropped until it
-    is not, each class's best last; if nothing qualifies, selection stops (``min_precision``)."""
+    ``rank`` first, e.g. minus the cut statistic). Each class then keeps the picks whose own
+    p_correct reaches ``min_precision``, or its single best pick when none does
+    (:func:`_trim_each_class`); if the batch's mean p_correct (its estimated precision) is
+    then below ``min_precision``, those best picks are dropped, least likely first, until it
+    is not; if nothing qualifies, selection stops (``min_precision``)."""
     posterior = np.asarray(posterior, dtype=np.float64)
     p_correct = np.asarray(p_correct, dtype=np.float64)
     prior = np.asarray(prior, dtype=np.float64)
@@ -240,19 +240,24 @@ def select_adaptive(posterior: np.ndarray, p_correct: np.ndarray, prior: np.ndar
 
 
 def _trim_each_class(item: np.ndarray, label: np.ndarray, p: np.ndarray, min_precision: float) -> np.ndarray:
-    """Per class, keep the most likely picks whose mean p_correct reaches ``min_precision``,
-    and always the class's single best pick (so a class no view is sure of still grows, one
-    item a round). Without this, a batch's mean could reach ``min_precision`` with one class
-    at 0.99 carrying another at 0.6: overall precision would hold while one class's
-    pseudo-labels were mostly wrong, and the views would learn its confusions."""
+    """Per class, keep the picks whose p_correct reaches ``min_precision``; a class with none
+    keeps its single best pick (so a class no view is sure of still grows, one item a round,
+    while the batch's mean allows it).
+
+    Each pick must reach the bar, not only the batch's mean: a mean held at the bar by sure
+    picks carrying unsure ones ends a calibrated estimate on either side of the bar, and
+    later rounds, whose pool is the hard rest, run optimistic. Picks trimmed to a mean of
+    0.9 were 0.893 right on news and Rotten Tomatoes at 5% gold (5 seeds; 0.870-0.899 over
+    10); each pick at 0.9, 0.912 and 0.926 (10 seeds), at the cost of about a tenth of the
+    labels (test accuracy within half a point either way). Before that, a per-class mean
+    replaced the batch's alone, which let one class at 0.99 carry another at 0.6."""
     if not item.size:
         return item
     keep = []
     for c in np.unique(label[item]):
         mine = item[label[item] == c]
-        mine = mine[np.argsort(-p[mine], kind="stable")]
-        reach = np.flatnonzero(np.cumsum(p[mine]) / np.arange(1, mine.size + 1) >= min_precision)
-        keep.append(mine[:reach[-1] + 1 if reach.size else 1])
+        sure = mine[p[mine] >= min_precision]
+        keep.append(sure if sure.size else mine[[int(np.argmax(p[mine]))]])
     return np.sort(np.concatenate(keep))
 
 
