@@ -7,7 +7,7 @@ what it knows of the columns; nothing here reads a config.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -50,12 +50,19 @@ def numeric_spellings(column: pa.ChunkedArray, labels: Sequence[str]) -> dict[st
         return {}
     known, out = set(labels), {}
     for text in pc.unique(pc.utf8_trim(column, characters=" ")).drop_null().to_pylist():  # as SQL's trim()
-        if text in known:
-            continue
-        m = _INTEGER_AS_FLOAT.fullmatch(text)  # '1.0' or '-3.00', never '1_0', '1e1' or other digits
-        if m and str(int(m.group(1))) in known:
-            out[text] = str(int(m.group(1)))
+        if (label := integer_spelling(text, known)) is not None:
+            out[text] = label
     return out
+
+
+def integer_spelling(text: str, labels: Collection[str]) -> str | None:
+    """The task label that ``text``, no task label itself, spells as a float (``'1.0'`` ->
+    ``'1'``); None otherwise. Only ``'1.0'`` or ``'-3.00'``, never ``'1_0'``, ``'1e1'`` or
+    other digits."""
+    if text in labels:
+        return None
+    m = _INTEGER_AS_FLOAT.fullmatch(text)
+    return str(int(m.group(1))) if m and str(int(m.group(1))) in labels else None
 
 
 @dataclass(frozen=True)

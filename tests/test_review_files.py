@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from orchestrator import api
 from store.database import Store
@@ -208,3 +209,27 @@ def test_blank_cells_past_the_header_are_no_loss(store_copy, tmp_path: Path):
     path = tmp_path / "r.csv"
     path.write_text(f"id,label\n{ids[0]},bee,\n{ids[1]},bee, ,\n", encoding="utf-8")
     assert api.import_reviews(store, path, rounds=0).imported == 2
+
+
+def test_a_float_spelling_of_an_integer_label_is_that_label(tmp_path: Path):
+    """The data loader reads a label column pandas wrote as floats (``1.0``) as the task's
+    label ``1``; a review file written the same way was refused (a probe's finding). An exact
+    spelling still wins, and ``1.5`` is still no label."""
+    df = synthetic_frame(n=90, n_gold=6, n_test=30)
+    df["label"] = df["label"].map({"ant": 0, "bee": 1, "cat": 2}).astype("Int64")
+    cfg = write_config(tmp_path, df, max_rounds=0)
+    data = yaml.safe_load(cfg.read_text())
+    data["task"]["labels"] = [0, 1, 2]
+    cfg.write_text(yaml.safe_dump(data))
+    api.run(cfg)
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        ids = [r[0] for r in st.con.execute("SELECT item_id FROM items WHERE gold_label IS NULL AND split = 'train'"
+                                            " ORDER BY row_idx LIMIT 2").fetchall()]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"item_id,label\n{ids[0]},1.5\n")
+    with pytest.raises(ReviewError, match=r"label '1\.5' is not one of the task's labels"):
+        api.import_reviews(tmp_path / "run.duckdb", bad)
+    good = tmp_path / "reviews.jsonl"
+    good.write_text("".join(json.dumps({"item_id": i, "label": lab}) + "\n" for i, lab in zip(ids, ["1.0", "2.00"])))
+    api.import_reviews(tmp_path / "run.duckdb", good)
+    assert [(r[0], r[1]) for r in _filed(tmp_path / "run.duckdb")] == [(ids[0], "1"), (ids[1], "2")]
