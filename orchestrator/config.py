@@ -158,8 +158,9 @@ class CotrainConfig(_Strict):
 
     ``policy``: ``auto`` (default) selects on the views' combined evidence, class by class
     with adaptive per-class bars, as many items per round as spread the pool over the
-    remaining rounds, and stops once the estimated precision of the next batch falls below
-    ``min_precision``; or an explicit ``threshold`` | ``k_best`` | ``agreement`` | ``self``
+    remaining rounds, each pick's p_correct reaching ``min_precision`` (a class none of whose
+    candidates does keeps its single best while the batch's mean does), and stops when no
+    pick qualifies; or an explicit ``threshold`` | ``k_best`` | ``agreement`` | ``self``
     (self-training baseline: each view trains only on its own picks). ``combination``: how
     the views' probabilities become one posterior, the evaluated ensemble and the veto
     (``auto``: ``product`` unless ``mean``, ``label_model`` or ``best_view`` is clearly better).

@@ -194,7 +194,8 @@ def class_bars(label: np.ndarray, p_correct: np.ndarray, prior: np.ndarray, min_
     (so a rare class is not judged by a common one's count); normalised by the best class
     (beta), the bar is ``min_precision * beta / (2 - beta)``, never below
     :data:`P_CORRECT_FLOOR`. A class no view is sure of yet gets a low bar, so its best
-    candidates still come through; a class being learned well keeps the full bar."""
+    candidate still comes through (:func:`_trim_each_class` keeps one such pick a class); a
+    class being learned well keeps the full bar."""
     k = len(prior)
     sure = np.bincount(label[p_correct >= min_precision], minlength=k)[:k].astype(np.float64)
     sigma = np.where(prior > 0, sure / np.maximum(prior, 1e-12), 0.0)

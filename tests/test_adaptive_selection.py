@@ -148,12 +148,15 @@ def test_trim_drops_least_likely_first_and_keeps_each_classes_best():
 
 def test_each_pick_reaches_the_bar_not_only_the_batch_mean():
     """Picks trimmed to a mean p_correct of 0.9 were 0.89 right on news and Rotten Tomatoes at
-    5% gold: a calibrated mean lands on either side of the bar. 20 picks at 0.99 and 20 at
-    0.85 of one class (mean 0.92) keep only the 20 that reach 0.9 each."""
-    p = np.r_[np.full(20, 0.99), np.full(20, 0.85)]
-    post = np.c_[p, 1 - p]
-    sel = select_adaptive(post, p, np.array([0.9, 0.1]), 100, 0.9)
-    assert sel.item.tolist() == list(range(20)) and (sel.p_correct >= 0.9).all()
+    5% gold: a calibrated mean lands on either side of the bar. Class 1 has 5 candidates at
+    0.99 and 15 at 0.85 (its bar is low: few of them are sure); the mean of its best 13 still
+    reached 0.9, so 8 picks at 0.85 went through. Now only its 5 sure ones do."""
+    p = np.r_[np.full(100, 0.99), np.full(5, 0.99), np.full(15, 0.85)]
+    label = np.r_[np.zeros(100, dtype=int), np.ones(20, dtype=int)]
+    post = np.where(label[:, None] == np.arange(2), p[:, None], 1 - p[:, None])
+    sel = select_adaptive(post, p, np.array([0.5, 0.5]), 200, 0.9)
+    assert sel.bars[1] < 0.85                                          # class 1's candidates all qualify ...
+    assert sel.selected.tolist() == [100, 5] and (sel.p_correct >= 0.9).all()   # ... but only 5 are picks
 
 
 def test_a_sure_class_does_not_carry_an_unsure_one():

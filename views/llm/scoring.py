@@ -73,8 +73,8 @@ class Answer(BaseModel):
     @classmethod
     def _percent(cls, v: object) -> object:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and 1.0 < v <= 100.0:
-            # "confidence": 85 means 85 %; 7 is a score out of 10 (as 7 % it would be under any
-            # K-way chance, which no answer naming its label means)
+            # "confidence": 85 means 85 %; 7 means 7 out of 10 (an answer naming its label is
+            # hardly 7 % sure of it); 10 is read as 10 out of 10, 10.5 as a percentage
             return v / 10.0 if v <= 10.0 else v / 100.0
         return v
 
