@@ -8,6 +8,7 @@ from pathlib import Path
 from orchestrator.config import Config
 from orchestrator.data import read_table
 from store.errors import DataError
+from store.items import integer_spelling
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,10 @@ class DebateItems:
 
 def read_debate_items(cfg: Config, items: str | Path) -> DebateItems:
     """Read ``items`` (CSV / JSONL / Parquet) for the config's debate. One line naming the file,
-    and the row and item where there is one, for a missing field column, a missing or repeated
-    id, or a label the task does not have. Ids and labels are read as the file spells them
-    (``007`` stays ``007``), as a run's data is."""
+    and the row and item where there is one, for a missing field or id column, a missing or
+    repeated id, or a label the task does not have. As a run's data: ids and labels are read
+    as the file spells them (``007`` stays ``007``), a label is trimmed, a blank one is no
+    label, and ``1.0`` is the task's label ``1`` when the task has no ``1.0``."""
     assert cfg.debate is not None
     fields, id_column, label_column = cfg.debate.fields, cfg.data.id_column, cfg.data.label_column
     table = read_table(items, text_columns=(id_column, label_column))
@@ -33,7 +35,9 @@ def read_debate_items(cfg: Config, items: str | Path) -> DebateItems:
     for f in fields:
         if f not in cols:
             raise DataError(f"column '{f}' (debate.fields) is missing", str(items))
-    if id_column in cols:
+    if id_column is not None and id_column not in cols:
+        raise DataError(f"column '{id_column}' (data.id_column) is missing", str(items))
+    if id_column is not None:
         ids = table.column(id_column).to_pylist()
         seen: set[str] = set()
         for row, x in enumerate(ids, start=1):
@@ -47,9 +51,10 @@ def read_debate_items(cfg: Config, items: str | Path) -> DebateItems:
         ids = [f"row{i + 1}" for i in range(len(table))]
     records = [{f: "" if v is None else str(v) for f, v in zip(fields, vals)}
                for vals in zip(*(table.column(f).to_pylist() for f in fields))]
-    gold = [None if g is None or str(g) == "" else str(g)
-            for g in (table.column(label_column).to_pylist() if label_column in cols else [None] * len(ids))]
     names = cfg.task.names
+    cells = [None if g is None else str(g).strip() for g in
+             (table.column(label_column).to_pylist() if label_column in cols else [None] * len(ids))]
+    gold = [(integer_spelling(g, names) or g) if g else None for g in cells]
     for row, g in enumerate(gold, start=1):
         if g is not None and g not in names:
             raise DataError(f"unknown label '{g}' (labels: {', '.join(names)})", str(items), row=row,

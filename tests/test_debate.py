@@ -15,6 +15,7 @@ from agents.debate import AgentSpec, DebateSpec, Prompts
 from agents.runner import Budget, Debater
 from orchestrator import api
 from orchestrator.debate import WORST_CASE_PAD
+from orchestrator.debate_items import read_debate_items
 from store.database import Store
 from store.errors import ConfigError, DataError, StoreError, ViewError
 from tests.conftest import debate_config, one_value, sentiment_frame
@@ -261,6 +262,26 @@ def test_a_standalone_debates_items_are_checked_before_a_store_is_made(tmp_path)
         rep = api.debate(cfg, items)
     assert rep.verdicts == 1 and rep.accuracy is not None
     assert api.debate_transcript(tmp_path / "run.duckdb", "007")["debate"]["item_id"] == "007"
+
+
+def test_a_standalone_debates_labels_are_read_as_a_runs_are(tmp_path):
+    """A label cell padded with spaces, blank, or an integer label written as a float was an
+    unknown label in a debate's items, while a run's loader reads them (review finding); a
+    named id column the file lacks is refused, as a run refuses it."""
+    items = tmp_path / "items.csv"
+    cfg_path = debate_config(tmp_path, "http://127.0.0.1:9")
+    cfg = api.resolve_config(cfg_path)[0]
+    pd.DataFrame({"id": ["a", "b", "c"], "text": ["x", "y", "z"],
+                  "label": [" positive", " ", "negative "]}).to_csv(items, index=False)
+    got = read_debate_items(cfg, items)
+    assert got.ids == ["a", "b", "c"] and got.gold == ["positive", None, "negative"]
+    numeric = yaml.safe_load(cfg_path.read_text())
+    numeric["task"]["labels"] = [0, 1]
+    pd.DataFrame({"id": ["a", "b"], "text": ["x", "y"], "label": [1.0, None]}).to_parquet(tmp_path / "n.parquet")
+    assert read_debate_items(api.resolve_config(numeric)[0], tmp_path / "n.parquet").gold == ["1", None]
+    pd.DataFrame({"text": ["x"]}).to_csv(items, index=False)
+    with pytest.raises(DataError, match=r"items\.csv: column 'id' \(data\.id_column\) is missing"):
+        read_debate_items(cfg, items)
 
 
 def test_a_standalone_debates_dollar_budget_holds_against_the_ledger(tmp_path):
