@@ -15,7 +15,7 @@ from orchestrator.examples import example_config, write_example
 from orchestrator.planning import plan
 from orchestrator.rounds import Reporter, RoundRunner, RunResult
 from store.database import Store
-from store.housekeeping import remove_if_empty
+from store.housekeeping import removed_if_left_empty
 from store.errors import ConfigError, CotrainError
 from store.exchange.reviews import ReviewSummary
 from store.exchange.reviews import import_reviews as _import_reviews
@@ -49,20 +49,15 @@ def run(config: str | Path | Config | dict[str, Any], *, store: str | Path | Non
     failure leaves empty (a data file refused before any run) is removed."""
     cfg, base = resolve_config(config)
     path = str(store) if store is not None else cfg.store
-    created = path != ":memory:" and not (Path(path).exists() or Path(path).is_symlink())  # a link is the user's
-    try:
-        with Store(path) as st:  # the write lock first: a progress file is only ever written by the store's holder
-            if path == ":memory:":
-                return RoundRunner(cfg, st, reporter, base_dir=base).run(new_run=new_run)
-            from orchestrator.progress import ProgressFileReporter, TeeReporter
-            with ProgressFileReporter(path) as live:  # `cotrain status` reads it while the store is locked
-                result = RoundRunner(cfg, st, TeeReporter(reporter, live), base_dir=base).run(new_run=new_run)
-                live.close("finished", run_id=result.run_id)
-                return result
-    except BaseException:
-        if created:
-            remove_if_empty(path)  # nothing was stored: no empty store left behind
-        raise
+    # the write lock first: a progress file is only ever written by the store's holder
+    with removed_if_left_empty(path), Store(path) as st:
+        if path == ":memory:":
+            return RoundRunner(cfg, st, reporter, base_dir=base).run(new_run=new_run)
+        from orchestrator.progress import ProgressFileReporter, TeeReporter
+        with ProgressFileReporter(path) as live:  # `cotrain status` reads it while the store is locked
+            result = RoundRunner(cfg, st, TeeReporter(reporter, live), base_dir=base).run(new_run=new_run)
+            live.close("finished", run_id=result.run_id)
+            return result
 
 
 @dataclass
@@ -230,24 +225,18 @@ def debate(config: str | Path | Config | dict[str, Any], items: str | Path, *, s
     if dry_run:
         return DebateReport(None, plan, n_items=len(ids))
     path = str(store) if store is not None else cfg.store
-    created = path != ":memory:" and not (Path(path).exists() or Path(path).is_symlink())  # a link is the user's
-    try:
-        with Store(path) as st:
-            ledger = LLMLedger(st, run_id=None)
-            try:
-                with make_debater(cfg, ledger) as debater:
-                    debater.check()
-                    outcomes = debater.run([(i, r, []) for i, r in zip(ids, records)])
-                with st.transaction():
-                    write_debates(st, outcomes, run_id=None, round_idx=None, triggers=["given"] * len(ids),
-                                  splits=["given"] * len(ids), accepted=[False] * len(ids),
-                                  aggregation=d.aggregation, label_names=names)
-            finally:
-                ledger.close()
-    except BaseException:
-        if created:
-            remove_if_empty(path)  # refused before any call was filed: no empty store left behind
-        raise
+    with removed_if_left_empty(path), Store(path) as st:  # refused before any call was filed: no empty store
+        ledger = LLMLedger(st, run_id=None)
+        try:
+            with make_debater(cfg, ledger) as debater:
+                debater.check()
+                outcomes = debater.run([(i, r, []) for i, r in zip(ids, records)])
+            with st.transaction():
+                write_debates(st, outcomes, run_id=None, round_idx=None, triggers=["given"] * len(ids),
+                              splits=["given"] * len(ids), accepted=[False] * len(ids),
+                              aggregation=d.aggregation, label_names=names)
+        finally:
+            ledger.close()
     judged = [(o, g) for o, g in zip(outcomes, gold) if g is not None and o.status != "budget"]  # debated
     acc = (sum(o.verdict >= 0 and names[o.verdict] == g for o, g in judged) / len(judged)) if judged else None
     return DebateReport(path, plan, n_items=len(ids), verdicts=sum(o.status == "verdict" for o in outcomes),

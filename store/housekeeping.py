@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from store.database import Store
@@ -27,4 +29,18 @@ def remove_if_empty(path: str) -> None:
     shutil.rmtree(path + ".tmp", ignore_errors=True)
 
 
-__all__ = ["remove_if_empty"]
+@contextmanager
+def removed_if_left_empty(path: str) -> Iterator[None]:
+    """Around a command that opens the store at ``path``: when the command fails and the store
+    is one it created (not ``:memory:``, not a file or a link, dangling or not, that was there
+    before: a link is the user's), remove it if it holds nothing (:func:`remove_if_empty`)."""
+    created = path != ":memory:" and not (Path(path).exists() or Path(path).is_symlink())
+    try:
+        yield
+    except BaseException:
+        if created:
+            remove_if_empty(path)
+        raise
+
+
+__all__ = ["remove_if_empty", "removed_if_left_empty"]
