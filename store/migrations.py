@@ -200,6 +200,17 @@ def _m011_prediction_rows(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _m012_debate_turn_answers(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        -- what the model said, verbatim (its first 2,000 characters), and why a call failed (the
+        -- LLM seam's redacted message): an abstained turn showed only 'unreadable' or 'error'
+        ALTER TABLE debate_turns ADD COLUMN answer VARCHAR;
+        ALTER TABLE debate_turns ADD COLUMN error VARCHAR;
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("001_core_schema", m001_core),
     ("002_llm_calls", m002_llm),
@@ -212,4 +223,5 @@ MIGRATIONS: list[Migration] = [
     ("009_shadow_labels", _m009_shadow_labels),
     ("010_items_without_key", _m010_items_without_key),
     ("011_prediction_rows", _m011_prediction_rows),
+    ("012_debate_turn_answers", _m012_debate_turn_answers),
 ]

@@ -255,6 +255,8 @@ def write_debates(store: Store, outcomes: Sequence[Any], *, run_id: int | None, 
             "completion_tokens": pa.array([t["completion_tokens"] for _, t in turns], pa.int64()),
             "latency_s": pa.array([t["latency_s"] for _, t in turns], pa.float64()),
             "cached": [bool(t["cached"]) for _, t in turns],
+            "answer": pa.array([t.get("raw") for _, t in turns], pa.string()),
+            "error": pa.array([t.get("error") for _, t in turns], pa.string()),
         }))
 
 

@@ -371,3 +371,37 @@ def test_a_debate_dollar_budget_without_the_agents_price_is_refused_before_anyth
             api.debate(cfg, items, dry_run=True)
         assert srv.count == 0
     assert not (tmp_path / "run.duckdb").exists()  # nothing stored: the store the run created is gone
+
+
+def test_an_abstained_turn_keeps_what_the_model_said_or_why_the_call_failed(tmp_path, monkeypatch):
+    """`debate show` said only 'abstained (unreadable)' or 'abstained (error)': the answer that
+    could not be read and the failed call's message were not stored. Both are now, in
+    ``debate_turns`` (migration 012), the message redacted as the seam redacts it."""
+    from orchestrator.console import _why_abstained
+
+    secret = "sk-test-0123456789abcdefXYZ"
+    monkeypatch.setenv("COTRAIN_DEBATE_KEY", secret)
+    items = tmp_path / "d.jsonl"
+    pd.DataFrame({"id": ["q1"], "text": ["great film"]}).to_json(items, orient="records", lines=True)
+    with MisbehavingServer() as srv, MisbehavingServer(default="garbage") as garbled, \
+            MisbehavingServer(default="500") as failing:
+        agents = [{"name": "a0", "model": "openai/fake", "api_base": srv.base_url},
+                  {"name": "a1", "model": "openai/fake", "api_base": garbled.base_url},
+                  {"name": "a2", "model": "openai/fake", "api_base": failing.base_url,
+                   "api_key_env": "COTRAIN_DEBATE_KEY"}]
+        cfg = debate_config(tmp_path, srv.base_url, agents=agents, rounds=1, max_retries=1)
+        rep = api.debate(cfg, items)
+        assert failing.count > 0 and rep.verdicts == 1
+    store = tmp_path / "run.duckdb"
+    turns = {t["agent"]: t for t in api.debate_transcript(store, "q1")["turns"]}
+    assert (turns["a0"]["status"], turns["a0"]["error"]) == ("ok", None)
+    assert turns["a0"]["answer"] == '{"label": "positive", "confidence": 0.9, "rationale": "the text reads positive"}'
+    assert (turns["a1"]["status"], turns["a1"]["label"], turns["a1"]["error"]) == ("unreadable", None, None)
+    assert turns["a1"]["answer"] == "Hmm, hard to say. It could go either way!"
+    assert _why_abstained(turns["a1"]) == "answered: Hmm, hard to say. It could go either way!"
+    assert (turns["a2"]["status"], turns["a2"]["label"], turns["a2"]["answer"]) == ("error", None, None)
+    assert "InternalServerError" in turns["a2"]["error"] and "internal error" in turns["a2"]["error"]
+    assert _why_abstained(turns["a2"]) == f"error: {turns['a2']['error']}" and _why_abstained(turns["a0"]) == ""
+    with duckdb.connect(str(store), read_only=True) as con:  # the agent's key reached no table
+        rows = con.execute("SELECT * FROM debate_turns").fetchall() + con.execute("SELECT * FROM llm_calls").fetchall()
+    assert rows and not any(secret in str(v) for row in rows for v in row)

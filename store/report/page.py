@@ -129,7 +129,8 @@ def _disputed_html(d: dict[str, Any]) -> str:
             link = f'<a href="#debate-{n}">{e(verdict)} ({_f(deb["confidence"], 2)})</a>'
             turns = "".join(
                 f'<div class=turn><span class=label>{e(t["agent"])} · round {t["debate_round"]} · '
-                f'{e(t["label"] or "abstained")} ({_f(t["confidence"], 2)})</span><br>{e(t["rationale"] or "")}</div>'
+                f'{e(t["label"] or "abstained: " + t["status"])} ({_f(t["confidence"], 2)})</span><br>'
+                f'{e(t["rationale"] or ("" if t["label"] else t.get("error") or t.get("answer") or ""))}</div>'
                 for t in it["turns"])
             transcripts.append(f'<details id="debate-{n}" open><summary>debate on <b>{e(it["item_id"])}</b>: '
                                f'{e(verdict)}, {deb["rounds_used"]} round(s), {deb["calls"]} call(s)</summary>'
