@@ -25,7 +25,11 @@ from store.queries import (debate_summary, item_problems, llm_usage, resolve_run
 
 
 def init_config(path: str | Path = "cotrain.yaml", force: bool = False) -> Path:
-    """Write the commented example config to ``path``."""
+    """Write the commented example config to ``path`` (a ``.yaml``/``.yml`` file; an existing
+    one only with ``force``, and never a DuckDB database), whole or not at all."""
+    from store.atomic import write_texts
+    from store.store_path import is_duckdb_file
+
     p = Path(path)
     if p.is_dir():  # --force then failed with IsADirectoryError
         raise CotrainError(f"{p}: is a folder; name the config file to write (e.g. {p / 'cotrain.yaml'})")
@@ -34,9 +38,13 @@ def init_config(path: str | Path = "cotrain.yaml", force: bool = False) -> Path:
         raise CotrainError(f"{p}: folder {p.parent} {what}")
     if p.exists() and not p.is_file():  # /dev/null, a FIFO: "wrote /dev/null" said nothing was kept
         raise CotrainError(f"{p}: is not a regular file; name the config file to write")
+    if p.suffix.lower() not in (".yaml", ".yml"):  # `init s.duckdb --force` replaced a store with YAML
+        raise CotrainError(f"{p}: the example config is YAML; name it .yaml or .yml")
+    if is_duckdb_file(p):  # a store named .yaml, or a link to one: never replaced, even with --force
+        raise CotrainError(f"{p}: is a DuckDB database (a store?); refusing to overwrite it with a config")
     if p.exists() and not force:
         raise CotrainError(f"{p}: already exists; pass --force to overwrite it")  # a file, not a config key
-    p.write_text(example_config(), encoding="utf-8")
+    write_texts([(p, example_config())])  # a hard link is replaced, not written through
     return p
 
 

@@ -17,6 +17,15 @@ def locked(path: str, exc: BaseException) -> StoreLockedError:
     return StoreLockedError(path, int(m.group(1)) if m else None)
 
 
+def is_duckdb_file(path: str | Path) -> bool:
+    """Whether a regular file holds DuckDB's magic bytes (``DUCK`` at offset 8)."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with open(p, "rb") as f:
+        return f.read(12)[8:] == b"DUCK"
+
+
 def check_store_path(path: str, read_only: bool, create: bool) -> None:
     """Refuse a path in a missing folder; a missing file when reading or when ``create`` is
     False; a file that is not a DuckDB database; and ``:memory:`` read-only."""
@@ -37,8 +46,8 @@ def check_store_path(path: str, read_only: bool, create: bool) -> None:
         if len(head) < 12:  # DuckDB refuses an empty file too, with its own words
             raise StoreError("not a store: the file is empty or cut short; a cotrain store is the .duckdb file a "
                              "run wrote", path)
-        if head[8:] != b"DUCK":  # DuckDB's magic bytes
+        if not is_duckdb_file(p):
             raise StoreError("not a store: a cotrain store is the .duckdb file a run wrote", path)
 
 
-__all__ = ["check_store_path"]
+__all__ = ["check_store_path", "is_duckdb_file"]

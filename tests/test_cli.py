@@ -59,6 +59,32 @@ def test_init_writes_a_valid_commented_config(tmp_path: Path):
         assert "Traceback" not in res.output and "traceback in" not in _error_line(res)
 
 
+def test_init_never_replaces_a_store_or_writes_through_a_link(tmp_path: Path):
+    """`init s.duckdb --force` replaced a store with YAML (every run lost), and wrote through a
+    hard link into the file it shared; init now writes only .yaml/.yml names, never over a
+    DuckDB file (even under another name, or behind a link), and replaces the file whole."""
+    import os
+
+    import duckdb
+
+    store = tmp_path / "s.duckdb"
+    with duckdb.connect(str(store)) as con:
+        con.execute("CREATE TABLE runs AS SELECT 1 AS run_id")
+    before = store.read_bytes()
+    (tmp_path / "named.yaml").symlink_to(store)
+    os.link(store, tmp_path / "hard.yml")
+    for name, says in (("s.duckdb", "name it .yaml or .yml"), ("x.csv", "name it .yaml or .yml"),
+                       ("named.yaml", "is a DuckDB database"), ("hard.yml", "is a DuckDB database")):
+        res = runner.invoke(app, ["init", str(tmp_path / name), "--force"])
+        assert res.exit_code == 1 and says in _error_line(res) and name in _error_line(res), res.output
+    assert store.read_bytes() == before and not (tmp_path / "x.csv").exists()
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("mine: 1\n")
+    os.link(mine, tmp_path / "other.yaml")
+    assert runner.invoke(app, ["init", str(tmp_path / "other.yaml"), "--force"]).exit_code == 0
+    assert mine.read_text() == "mine: 1\n" and "views:" in (tmp_path / "other.yaml").read_text()
+
+
 def test_run_status_export(tmp_path: Path):
     """Each command succeeds; what it did is read from the store and the API, not from the
     terminal (whose width the test does not control)."""
