@@ -203,6 +203,8 @@ def with_debate_overrides(cfg: Config, overrides: dict[str, Any] | None) -> Conf
     if cfg.debate is None:
         raise ConfigError("debate", "the config has no 'debate' section")
     data = cfg.snapshot()
+    if "test_value" not in cfg.data.model_fields_set:  # the default, which alone would be refused
+        data["data"].pop("test_value", None)
     data["debate"].update(overrides)
     if "n_agents" in data["debate"]:
         n = data["debate"].pop("n_agents")

@@ -109,6 +109,15 @@ class DataConfig(_Strict):
                 seen[v] = key
         return self
 
+    @model_validator(mode="after")
+    def _test_value_needs_a_split_column(self) -> DataConfig:
+        """``test_value`` alone marked nothing: without ``split_column`` every row trained, the
+        held-out ones as gold labels, and the run said "0 test items" (a probe's finding)."""
+        if "test_value" in self.model_fields_set and self.split_column is None:
+            raise ValueError("data.test_value needs data.split_column, the column whose value marks a test row "
+                             "(without it no row is held out and test rows train as gold)")
+        return self
+
 
 class ViewConfig(CheckedModel):
     """A view: ``name``, ``kind`` (built-in or ``package.module:Class``) and its parameters

@@ -397,3 +397,22 @@ def test_a_test_value_that_matches_no_row_is_refused_not_trained_on(tmp_path: Pa
     _expect_error(tmp_path, mutate, DataError,
                   r"items\.csv: no row of split column 'split' equals test_value 'Test' \(it holds 'train', "
                   r"'test'\): every held-out row would train; set data\.test_value")
+
+
+@pytest.mark.parametrize("value", ["test", "holdout"])
+def test_a_test_value_without_a_split_column_is_refused_not_ignored(tmp_path: Path, value: str):
+    """``test_value: test`` with no ``split_column``: every row trained, the held-out ones as gold
+    labels, and the run said "0 test items" (a probe's finding). The default alone still loads."""
+    from orchestrator.config import parse_config
+    from store.errors import ConfigError
+
+    def mutate(tmp, cfg):
+        cfg["data"].pop("split_column", None)
+        cfg["data"]["test_value"] = value
+
+    err = _expect_error(tmp_path, mutate, ConfigError, r"data.test_value needs data.split_column")
+    assert "test rows train as gold" in str(err)
+    (tmp_path / "ok").mkdir()
+    cfg = yaml.safe_load(write_config(tmp_path / "ok", synthetic_frame(n=60, n_gold=6, n_test=20)).read_text())
+    cfg["data"].pop("split_column", None)
+    assert parse_config(cfg).data.test_value == "test"
