@@ -47,6 +47,7 @@ from orchestrator.ray_placement import READ_CPUS, actor_count, place
 from store.database import Store
 from store.errors import ConfigError, CotrainError, RunError, is_interrupt
 from views.base import ITEM_ID_COLUMN, View
+from views.proba import checked_proba
 
 log = logging.getLogger("cotrain")
 
@@ -77,7 +78,7 @@ class PoolPredictor:
         probs = np.empty((batch.num_rows, len(self.views), self.k))
         try:
             for j, view in enumerate(self.views):
-                probs[:, j] = view.predict_proba(frame)
+                probs[:, j] = checked_proba(view, frame, self.k)
         except CotrainError as exc:
             # in-band: Ray Data wraps a raised error in its own and the original does not
             # survive the trip, but the user needs this one (a bad cell names its item)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from orchestrator.selection import ABSTAIN, ensemble_proba, label_matrix, pairwise_agreement
 from views.base import RoundAware, View
+from views.proba import checked_proba
 
 log = logging.getLogger("cotrain")
 
@@ -91,7 +92,7 @@ def crossfit(views: Sequence[View], train: pd.DataFrame, y: np.ndarray, w: np.nd
         frame = train.iloc[held].reset_index(drop=True)
         rows = [where[int(r)] for r in held]
         for j, view in enumerate(views):
-            out[rows, j] = view.predict_proba(frame)
+            out[rows, j] = checked_proba(view, frame, k)
     return out
 
 
@@ -104,7 +105,7 @@ class Evaluation:
 def predict_test(views: Sequence[View], test: pd.DataFrame, k: int) -> np.ndarray:
     """Every view's probabilities on the held-out items, (n_test, V, K). Run outside the
     round's transaction: an LLM view's answers are committed as they arrive."""
-    return np.stack([v.predict_proba(test) for v in views], axis=1) if len(test) else np.zeros((0, len(views), k))
+    return np.stack([checked_proba(v, test, k) for v in views], axis=1) if len(test) else np.zeros((0, len(views), k))
 
 
 def evaluate_views(names: Sequence[str], probs: np.ndarray, y_test: np.ndarray, k: int,
@@ -191,7 +192,7 @@ def predict_into(probs: np.ndarray, views: Sequence[View], cols: Sequence[int], 
     for j in cols:
         view = views[j]
         t = time.perf_counter()
-        probs[:, j] = view.predict_proba(frame)
+        probs[:, j] = checked_proba(view, frame, probs.shape[2])
         out.seconds[view.name] += time.perf_counter() - t
         advance(view.name, "predict", len(frame), total)
 

@@ -263,3 +263,35 @@ class WorkerProbeView(CentroidView):
             with (folder / f"{node}-{os.getpid()}").open("a") as fh:
                 fh.write(f"{len(items)}\n")
         return super().predict_proba(items)
+
+
+class MangledView(CentroidView):
+    """A plug-in whose ``predict_proba`` breaks the view contract as ``mode`` says (a probe's
+    finding: each of these was stored, and some accepted as labels): ``neg`` (values outside
+    [0, 1]), ``unnorm`` (rows summing to 5), ``inf``, ``shape`` (one column too many), ``rows``
+    (one row short), ``partial_nan`` (a row half NaN), ``raise`` (its own ``KeyError``) and
+    ``abstain`` (every other row all NaN, which the contract allows)."""
+
+    def __init__(self, name: str, context: ViewContext, columns: Sequence[str] = (), mode: str = "neg"):
+        super().__init__(name, context, columns)
+        self.mode = mode
+
+    def predict_proba(self, items: pd.DataFrame) -> np.ndarray:
+        p = super().predict_proba(items)
+        if self.mode == "neg":
+            return p * 3 - 1
+        if self.mode == "unnorm":
+            return p * 5
+        if self.mode == "inf":
+            p[-1, 0] = np.inf
+        elif self.mode == "shape":
+            return np.concatenate([p, p[:, :1]], axis=1)
+        elif self.mode == "rows":
+            return p[:-1]
+        elif self.mode == "partial_nan":
+            p[0, 0] = np.nan
+        elif self.mode == "raise":
+            raise KeyError("no such column 'zz'")
+        elif self.mode == "abstain":
+            p[::2] = np.nan
+        return p

@@ -389,3 +389,64 @@ def test_ctrl_c_says_how_far_the_run_got_and_resumes(tmp_path: Path):
         assert st.scalar("SELECT status FROM runs") == "running"
     res = api.run(cfg)
     assert res.resumed and res.status == "finished" and res.n_rounds > after + 1
+
+
+@pytest.mark.parametrize(("mode", "says"), [
+    ("neg", r"predict_proba gave item 'it\d+' \[.+\] \(\d+ of \d+ rows like it\): each row must be 3 probabilities in "
+            r"\[0, 1\] summing to 1, or all NaN to abstain"),
+    ("unnorm", r"predict_proba gave item 'it\d+' .+each row must be 3 probabilities"),
+    ("inf", r"predict_proba gave item 'it\d+' \[.*inf.*\] \(1 of \d+ rows like it\)"),
+    ("partial_nan", r"predict_proba gave item 'it\d+' \[nan, .+\] \(1 of \d+ rows like it\)"),
+    ("shape", r"predict_proba returned shape \(\d+, 4\) for \d+ item\(s\) and 3 labels; expected \(\d+, 3\)"),
+    ("rows", r"predict_proba returned shape \((\d+), 3\) for \d+ item\(s\)"),
+    ("raise", r"predict_proba failed: KeyError: \"no such column 'zz'\""),
+])
+def test_a_view_that_breaks_the_probability_contract_is_named_and_nothing_is_accepted(tmp_path: Path, mode: str,
+                                                                                      says: str):
+    """A plug-in's rows of -1 and 2, rows summing to 5 and an inf were stored and accepted as
+    labels; a wrong shape or the view's own error came out naming no view (a probe's finding).
+    Each is now one error naming the view (and the item), and the run is failed with no label."""
+    cfg = write_config(tmp_path)
+    _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:MangledView",
+                                                    "columns": ["b_0", "b_1"], "mode": mode}))
+    with pytest.raises(ViewError, match="^view 'vb': " + says) as err:
+        api.run(cfg)
+    assert "\n" not in str(err.value)
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT status FROM runs") == "failed"
+        assert st.scalar("SELECT count(*) FROM pseudo_labels") == 0
+        assert st.scalar("SELECT count(*) FROM prediction_rows") == 0
+
+
+def test_a_view_may_abstain_with_whole_rows_of_nan(tmp_path: Path):
+    cfg = write_config(tmp_path, max_rounds=2)
+    _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:MangledView",
+                                                    "columns": ["b_0", "b_1"], "mode": "abstain"}))
+    res = api.run(cfg)
+    assert res.status == "finished" and res.final_metrics["vb"]["test_accuracy"] is not None
+
+
+def test_check_proba_passes_good_rows_as_they_are_and_names_the_first_bad_row():
+    from views.proba import check_proba
+
+    items = pd.DataFrame({"__item_id": ["a", "b", "c"]})
+    good = np.array([[0.2, 0.8], [np.nan, np.nan], [1.0, 0.0]], dtype=np.float32)
+    assert check_proba("v", good, items, 2) is good  # no copy, float32 kept
+    assert check_proba("v", [[0.5, 0.5]] * 3, items.iloc[:3], 2).dtype == np.float64
+    assert check_proba("v", np.zeros((0, 2)), items.iloc[:0], 2).shape == (0, 2)
+    with pytest.raises(ViewError, match=r"item 'c' \[0\.6, 0\.6\] \(1 of 3 rows"):
+        check_proba("v", np.array([[0.2, 0.8], [0.5, 0.5], [0.6, 0.6]]), items, 2)
+    with pytest.raises(ViewError, match=r"row 1 \[nan, 1\] \(1 of 2 rows"):  # no ids: the row
+        check_proba("v", np.array([[0.2, 0.8], [np.nan, 1.0]]), pd.DataFrame({"x": [1, 2]}), 2)
+    with pytest.raises(ViewError, match="predict_proba returned str, not an array of numbers"):
+        check_proba("v", "nope", items, 2)
+
+
+def test_knn_fits_when_a_fold_holds_fewer_rows_than_its_neighbours(tmp_path: Path):
+    """``estimator: knn`` (5 neighbours) on 6 gold labels: a calibration fold trained on 4
+    rows and failed the run with scikit-learn's "n_neighbors <= n_samples_fit"."""
+    df = synthetic_frame(n=120, n_gold=6, n_test=30)
+    cfg = write_config(tmp_path, df, max_rounds=2)
+    _edit(cfg, lambda d: d["views"][0].update(estimator="knn"))
+    res = api.run(cfg)
+    assert res.status == "finished" and res.final_metrics["va"]["test_accuracy"] > 1 / 3

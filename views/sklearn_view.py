@@ -288,6 +288,9 @@ class SklearnView(ParamsView):
             self.model_ = None
             return
         model = self._build(int(counts.min()))
+        est = model.steps[-1][1]
+        if isinstance(getattr(est, "n_neighbors", None), int) and est.n_neighbors > len(y):
+            est.set_params(n_neighbors=len(y))  # `knn` on 4 rows of a fold raised "n_neighbors <= n_samples_fit"
         self._round_c.before(model.steps[-1][1], len(y))
         kwargs: dict[str, Any] = {}
         if has_fit_parameter(model.steps[-1][1], "sample_weight"):
