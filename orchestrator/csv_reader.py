@@ -70,9 +70,11 @@ def _retyped(p: Path, table: pa.Table, text: Sequence[str], opts: dict) -> pa.Ta
     there is something to fix: the ``text`` columns it typed otherwise as VARCHAR, and each
     column it typed as an integer from its sample as DOUBLE when a later row holds a
     fraction (DuckDB's cast to an integer rounds: '1.5' read as 2, without a word; a sample
-    of every row, ``sample_size=-1``, sees them all)."""
+    of every row, ``sample_size=-1``, sees them all), and each column it typed BOOLEAN that
+    is not written as true/false (:func:`_not_spelled_as_booleans`)."""
     typed = [c for c in dict.fromkeys(text) if c in table.column_names
              and not pa.types.is_string(table.schema.field(c).type)]
+    typed += [c for c in _not_spelled_as_booleans(p, table, opts) if c not in typed]
     ints = [] if opts.get("sample_size") == -1 else [
         c for c in table.column_names if c not in typed and pa.types.is_integer(table.schema.field(c).type)]
     if not typed and not ints:
@@ -81,6 +83,23 @@ def _retyped(p: Path, table: pa.Table, text: Sequence[str], opts: dict) -> pa.Ta
     for c in typed + [c for c in ints if pc.any(pc.not_equal(again.column(c), pc.floor(again.column(c)))).as_py()]:
         table = table.set_column(table.column_names.index(c), c, again.column(c))
     return table
+
+
+#: BOOLEAN spellings a column may hold and still be read as booleans (any case; blank is missing).
+BOOLEAN_WORDS = ("true", "false")
+
+
+def _not_spelled_as_booleans(p: Path, table: pa.Table, opts: dict) -> list[str]:
+    """The columns the sniffer typed BOOLEAN whose cells are not all true or false: it also
+    reads yes/no, T/F, Y/N and 1/0 as booleans, and an export then wrote 'true' where the file
+    said 'yes' (a probe's finding). Those are read as text, as written."""
+    flags = [c for c in table.column_names if pa.types.is_boolean(table.schema.field(c).type)]
+    if not flags:
+        return []
+    raw = _duckdb_csv(p, **opts, dtype={c: "VARCHAR" for c in flags})
+    words = pa.array(BOOLEAN_WORDS)
+    return [c for c in flags if not pc.all(pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(raw.column(c).drop_null())),
+                                                    value_set=words)).as_py() in (True, None)]
 
 
 def _duplicate_header(p: Path, names: list[str], opts: dict) -> str | None:
@@ -117,10 +136,17 @@ def case_clash(names: Sequence[str]) -> str | None:
     return None
 
 
+#: The types DuckDB's sniffer may give a column: not TIME, DATE or TIMESTAMP, which turned
+#: '1:00' into 01:00:00 and a column of '-inf' into a DATE of -infinity that exports then wrote
+#: unescaped (a probe's finding); a date stays the text it was written as.
+TYPE_CANDIDATES = ("BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR")
+
+
 def _duckdb_csv(p: Path, **opts: object) -> pa.Table:
     con = connect()
     try:
-        return con.read_csv(str(p), **opts).to_arrow_table()  # type: ignore[arg-type]
+        return con.read_csv(str(p), auto_type_candidates=list(TYPE_CANDIDATES),  # type: ignore[arg-type]
+                            **opts).to_arrow_table()
     except UnicodeDecodeError:  # DuckDB cut its message inside a character: read as a failure
         raise duckdb.InvalidInputException("the CSV reader failed and its message could not be decoded") from None
     finally:

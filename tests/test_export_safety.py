@@ -389,3 +389,44 @@ def test_a_value_starting_with_a_quote_survives_the_round_trip(tmp_path: Path):
         w.writerows([esc(i), cells[esc(i)]] for i in gold)
     summary = api.import_reviews(store, review, rounds=0)  # each cell read as its gold label: nothing to file
     assert (summary.imported, summary.unchanged) == (0, len(gold))
+
+
+def test_csv_fields_are_exported_as_written_not_as_the_sniffer_typed_them(tmp_path: Path):
+    """DuckDB's sniffer typed 'yes'/'no' and 'T'/'F' as booleans (exported 'true'/'false'),
+    '1:00' as a TIME (exported '01:00:00') and a column of '-inf' as a DATE of -infinity,
+    which the CSV export then wrote without its formula escape (a probe's finding). Only
+    true/false stay booleans; the rest are read as written."""
+    import datetime
+
+    df = synthetic_frame(n=120, n_gold=30, n_test=30)
+    df["flag"] = ["yes", "no"] * 75
+    df["tf"] = ["T", "F", "F"] * 50
+    df["bool"] = ["True", "false", "FALSE"] * 50
+    df["clock"] = ["1:00", "23:59"] * 75
+    df["day"] = "2024-03-01"
+    df["low"] = "-inf"
+    api.run(write_config(tmp_path, df, max_rounds=1))
+    api.export(tmp_path / "run.duckdb", tmp_path / "o.csv")
+    _, rows = _rows(tmp_path / "o.csv")
+    by_id = df.set_index("id")
+    for col in ("flag", "tf", "clock", "day"):
+        assert [r[col] for r in rows] == [by_id.loc[r["item_id"], col] for r in rows], col
+    assert {r["low"] for r in rows} == {"'-inf"}  # a number, -inf, escaped as before
+    assert {r["bool"] for r in rows} == {"true", "false"}  # true/false in any case: booleans
+    api.export(tmp_path / "run.duckdb", tmp_path / "o.parquet")
+    out = pd.read_parquet(tmp_path / "o.parquet")
+    assert out["flag"].tolist() == [by_id.loc[i, "flag"] for i in out["item_id"]] and out["bool"].dtype == bool
+    # a date column from a typed file is text to a spreadsheet: -infinity gets the escape too
+    days = synthetic_frame(n=120, n_gold=30, n_test=30)
+    days["when"] = [datetime.date(2024, 3, 1)] * 150
+    (tmp_path / "p").mkdir()
+    cfg = write_config(tmp_path / "p", days, fmt="parquet", max_rounds=1)
+    import duckdb
+    with duckdb.connect() as con:  # pandas cannot hold a date of -infinity: write it with DuckDB
+        con.execute(f"COPY (SELECT * REPLACE (CASE WHEN id = 'it00000' THEN '-infinity'::DATE ELSE \"when\" END "
+                    f"AS \"when\") FROM '{tmp_path / 'p' / 'items.parquet'}') TO '{tmp_path / 'p' / 'x.parquet'}'")
+    os.replace(tmp_path / "p" / "x.parquet", tmp_path / "p" / "items.parquet")
+    api.run(cfg)
+    api.export(tmp_path / "p" / "run.duckdb", tmp_path / "p.csv")
+    _, rows = _rows(tmp_path / "p.csv")
+    assert {r["when"] for r in rows} <= {"2024-03-01", "'-infinity"} and "'-infinity" in {r["when"] for r in rows}

@@ -111,13 +111,12 @@ def review_file_select(store: Store, flt: ExportFilter, sql: str, params: list[A
 #: starting with ``'`` is escaped too, so that reading an export back is unambiguous (``'=x`` is
 #: always the escaped ``=x``, the value ``'=x`` is written ``''=x``).
 FORMULA_START = r"^[-=+@\t\r']"
-#: DuckDB types whose text a spreadsheet reads as a value (a number, a date, true/false), never
-#: as a formula; a negative number's leading ``-`` is its sign. Every other column is written as
-#: text (lists and structs render as ``[...]`` / ``{...}``) and escaped.
+#: DuckDB types whose text a spreadsheet reads as a value (a number, true/false), never as a
+#: formula; a negative number's leading ``-`` is its sign. Every other column is written as
+#: text (lists and structs render as ``[...]`` / ``{...}``) and escaped, dates and times too:
+#: a DATE of -infinity was written as a bare ``-infinity`` (a probe's finding).
 _VALUE_TYPES = {"boolean", "tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint",
-                "uinteger", "ubigint", "uhugeint", "float", "double", "decimal", "date", "time", "timestamp",
-                "timestamp_s", "timestamp_ms", "timestamp_ns", "timestamp with time zone",
-                "time with time zone", "uuid"}
+                "uinteger", "ubigint", "uhugeint", "float", "double", "decimal", "uuid"}
 
 
 def escape_formula(text: str) -> str:
