@@ -36,12 +36,13 @@ def _fail(exc: Exception) -> None:
 
 
 def _one_line(text: str) -> str:
-    """A message as one line (a data value may hold newlines), markup-escaped, secrets redacted."""
+    """A message as one line (a data value may hold newlines), markup-escaped, secrets redacted,
+    and what a terminal would act on (an ESC in a store's file name) written as its escape."""
     from rich.markup import escape
 
     from store.secrets import redact_text
 
-    return escape(redact_text(" ".join(str(text).split()) or "(no message)"))
+    return escape(printable(redact_text(" ".join(str(text).split()) or "(no message)")))
 
 
 def _path(p: object) -> str:

@@ -274,6 +274,9 @@ class Config(_Strict):
             raise ValueError(f"cotrain.cut_view '{c.cut_view}' is not a view of this config")
         if c.select == "cut_statistic" and c.policy != "auto":
             raise ValueError("cotrain.select 'cut_statistic' ranks the candidates of policy 'auto'")
+        if c.combination == "label_model" and n < 3:  # it ran, and accepted nothing (a probe's finding)
+            raise ValueError(f"cotrain.combination 'label_model' needs at least 3 views ({n} configured): the votes "
+                             "of fewer do not identify a label model; use 'product' or 'auto'")
         if c.policy == "agreement" and c.min_agree > n:
             raise ValueError(f"cotrain.min_agree={c.min_agree} but only {n} view(s) are configured")
         if c.policy in ("threshold", "k_best") and c.feeding == "cross" and n < 2:

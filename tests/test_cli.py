@@ -433,3 +433,16 @@ def test_debate_show_writes_what_a_terminal_would_act_on_as_escapes():
     assert [line for line in text.splitlines() if "FAKE" in line] == [
         "item e1\\nFAKE (standalone, items): verdict positive (confidence 0.90, majority, 1 round(s), stopped early)",
         "  round 0  a1 [openai/fake]: positive (0.95) fine\\x1b[2J\\x1b[31mRED\\nFAKE LINE: verdict negative\\r"]
+
+
+def test_an_error_line_writes_what_a_terminal_would_act_on_as_escapes(tmp_path: Path):
+    """`cotrain status` on a file name holding ESC ] 0 ; ... BEL (a terminal-title sequence)
+    printed it raw in its error line (a probe's finding); every error line escapes it."""
+    import os
+
+    name = tmp_path / "n\x1b]0;t\x07.duckdb"
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", str(name)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env={**env, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 1 and "\x1b" not in proc.stderr and "\x07" not in proc.stderr
+    assert "n\\x1b]0;t\\x07.duckdb" in proc.stderr and len(proc.stderr.splitlines()) == 1

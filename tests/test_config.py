@@ -250,3 +250,13 @@ def test_a_key_that_is_a_list_is_refused_before_it_is_compared(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"keys\.yaml: config key '<yaml>': malformed YAML at line \d+, column \d+: "
                                           r"a key that is a list or mapping"):
         load_config(tmp_path / "keys.yaml")
+
+
+def test_a_label_model_over_two_views_is_refused_not_run():
+    """Two views' votes do not identify a Dawid-Skene model: the run went on and accepted
+    nothing (a probe's finding). Three views may; ``auto`` never tries it with two."""
+    with pytest.raises(ConfigError, match=r"cotrain.combination 'label_model' needs at least 3 views \(2 configured\)"):
+        parse_config(with_("cotrain", {"combination": "label_model"}))
+    three = with_("cotrain", {"combination": "label_model"})
+    three["views"].append({"name": "c", "kind": "sklearn", "columns": ["z"]})
+    assert parse_config(three).cotrain.combination == "label_model"
