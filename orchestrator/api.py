@@ -64,7 +64,10 @@ def run(config: str | Path | Config | dict[str, Any], *, store: str | Path | Non
         from orchestrator.progress import ProgressFileReporter, TeeReporter
         with ProgressFileReporter(path) as live:  # `cotrain status` reads it while the store is locked
             result = RoundRunner(cfg, st, TeeReporter(reporter, live), base_dir=base).run(new_run=new_run)
-            live.close("finished", run_id=result.run_id)
+            if result.already_finished:  # nothing ran: the finished run's final state stays
+                live.put_back()
+            else:
+                live.close("finished", run_id=result.run_id)
             return result
 
 

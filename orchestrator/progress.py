@@ -74,6 +74,10 @@ class ProgressFileReporter:
         self._last_write = float("-inf")
         self._broken = False
         self._closed = False
+        try:  # what a call that runs nothing puts back (:meth:`put_back`)
+            self._before: bytes | None = self.path.read_bytes()
+        except OSError:
+            self._before = None
 
     def __enter__(self) -> ProgressFileReporter:
         with self._lock:
@@ -145,6 +149,23 @@ class ProgressFileReporter:
             if state == "finished":
                 p.phase = "done"
             self._write()
+
+    def put_back(self) -> None:
+        """Leave the file as this reporter found it (none: no file): asking again for a run
+        that had finished replaced its final state (rounds done, the LLM's bill) with an
+        empty one that said 0 rounds done (a probe's finding)."""
+        from store.atomic import replacing
+
+        with self._lock:
+            self._closed = True
+            try:
+                if self._before is None:
+                    self.path.unlink(missing_ok=True)
+                else:
+                    with replacing([self.path]) as [tmp]:
+                        tmp.write_bytes(self._before)
+            except OSError as exc:
+                log.warning("cannot restore the progress file %s (%s)", self.path, exc)
 
     # ------------------------------------------------------------------ internals
     def _run_phase(self, phase: str) -> str:

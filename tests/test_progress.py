@@ -371,3 +371,19 @@ def test_a_run_the_store_calls_running_but_no_process_holds_is_interrupted(tmp_p
         st.mark_run(1, "running")
     rep = api.status(tmp_path / "run.duckdb")
     assert [(r["run_id"], r["status"]) for r in rep.runs] == [(1, "interrupted"), (2, "finished")]
+
+
+def test_asking_again_for_a_finished_run_keeps_its_final_progress(tmp_path: Path):
+    """A re-run that found the run finished (nothing to do) rewrote the progress file with
+    rounds_done 0 and no round, losing the finished run's final state (a probe's finding)."""
+    cfg = write_config(tmp_path, max_rounds=2)
+    first = api.run(cfg)
+    path = tmp_path / "run.duckdb.progress.json"
+    before = path.read_bytes()
+    assert json.loads(before)["state"] == "finished" and json.loads(before)["rounds_done"] >= 1
+    again = api.run(cfg)
+    assert again.already_finished and again.run_id == first.run_id
+    assert path.read_bytes() == before
+    api.run(cfg, new_run=True)  # a run that runs writes its own final state
+    after = json.loads(path.read_text())
+    assert after["run_id"] == first.run_id + 1 and after["state"] == "finished"
