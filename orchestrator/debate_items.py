@@ -8,7 +8,7 @@ from pathlib import Path
 from orchestrator.config import Config
 from orchestrator.data import read_table
 from store.errors import DataError
-from store.items import integer_spelling
+from store.items import label_spelling
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def read_debate_items(cfg: Config, items: str | Path) -> DebateItems:
     names = cfg.task.names
     cells = [None if g is None else str(g).strip() for g in
              (table.column(label_column).to_pylist() if label_column in cols else [None] * len(ids))]
-    gold = [(integer_spelling(g, names) or g) if g else None for g in cells]
+    gold = [(label_spelling(g, names) or g) if g else None for g in cells]
     for row, g in enumerate(gold, start=1):
         if g is not None and g not in names:
             raise DataError(f"unknown label '{g}' (labels: {', '.join(names)})", str(items), row=row,

@@ -7,6 +7,7 @@ what it knows of the columns; nothing here reads a config.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -41,28 +42,37 @@ class ItemCounts:
 _INTEGER_AS_FLOAT = re.compile(r"([-+]?[0-9]{1,18})\.0*")
 
 
-def numeric_spellings(column: pa.ChunkedArray, labels: Sequence[str]) -> dict[str, str]:
-    """Text labels of ``column`` that are no task label but name an integer that is one
-    (``'1.0'`` -> ``'1'``: pandas writes an integer label column with gaps as floats), by
-    their trimmed spelling. Exact spellings always win: with labels ``1.0`` and ``2.0`` the
-    file's ``1.0`` stays ``1.0``."""
+def label_spellings(column: pa.ChunkedArray, labels: Sequence[str]) -> dict[str, str]:
+    """Text labels of ``column`` that are no task label but spell one another way
+    (:func:`label_spelling`), by their trimmed spelling. Exact spellings always win: with
+    labels ``1.0`` and ``2.0`` the file's ``1.0`` stays ``1.0``."""
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         return {}
     known, out = set(labels), {}
     for text in pc.unique(pc.utf8_trim(column, characters=" ")).drop_null().to_pylist():  # as SQL's trim()
-        if (label := integer_spelling(text, known)) is not None:
+        if (label := label_spelling(text, known)) is not None:
             out[text] = label
     return out
 
 
-def integer_spelling(text: str, labels: Collection[str]) -> str | None:
-    """The task label that ``text``, no task label itself, spells as a float (``'1.0'`` ->
-    ``'1'``); None otherwise. Only ``'1.0'`` or ``'-3.00'``, never ``'1_0'``, ``'1e1'`` or
-    other digits."""
+def label_spelling(text: str, labels: Collection[str]) -> str | None:
+    """The task label that ``text``, no task label itself, spells another way; None otherwise:
+    an integer written as a float (``'1.0'`` -> ``'1'``, as pandas writes an integer column
+    with gaps; only ``'1.0'`` or ``'-3.00'``, never ``'1_0'``, ``'1e1'`` or other digits), or
+    the same characters in another Unicode form (``café`` with a combining accent, as macOS
+    file and folder names write it, for the task's precomposed ``café``: the two print alike,
+    and the error that one was no task label showed them side by side, identical)."""
     if text in labels:
         return None
     m = _INTEGER_AS_FLOAT.fullmatch(text)
-    return str(int(m.group(1))) if m and str(int(m.group(1))) in labels else None
+    if m and str(int(m.group(1))) in labels:
+        return str(int(m.group(1)))
+    if not text.isascii():
+        nfc = unicodedata.normalize("NFC", text)
+        same = [lab for lab in labels if unicodedata.normalize("NFC", lab) == nfc]
+        if len(same) == 1:
+            return same[0]
+    return None
 
 
 @dataclass(frozen=True)
@@ -98,8 +108,8 @@ def load_items(store: Store, run_id: int, snap: Snapshot, *, labels: Sequence[st
             label_ref = (f"CASE WHEN isnan({x}) THEN NULL WHEN isfinite({x}) AND abs({x}) < 4.6e18 "
                          f"THEN CAST(CAST({x} AS BIGINT) AS VARCHAR) ELSE CAST({x} AS VARCHAR) END")
     label = f"NULLIF(trim(CAST({label_ref} AS VARCHAR)), '')"
-    remap = numeric_spellings(snap.label, labels)
-    if remap:  # a label read as its integer's name ('1.0' -> '1'); parameters need a table, not a view
+    remap = label_spellings(snap.label, labels)
+    if remap:  # a label read as the task's spelling ('1.0' -> '1'); parameters need a table, not a view
         label = f"CASE {label} {' '.join(['WHEN ? THEN ?'] * len(remap))} ELSE {label} END"
     meta = {SPLIT_COL, FILE_ROW_COL, d_label}
     if d_split:

@@ -150,12 +150,28 @@ def test_csv_booleans_and_integer_spellings_of_labels(tmp_path: Path, mem_store:
                          [rid]) == ["1", "0", "2", None]
 
 
+def test_a_label_in_another_unicode_form_names_the_task_label(tmp_path: Path, mem_store: Store):
+    """``café`` written with a combining accent (as macOS writes file and folder names) was
+    refused as "label 'café' is not one of the task's labels ['café', ...]", the two alike
+    on screen (a probe's finding); it now names the task's label, in the data and in reviews."""
+    import unicodedata
+
+    from store.items import label_spelling
+
+    nfc, nfd = "caf\u00e9", unicodedata.normalize("NFD", "caf\u00e9")
+    assert nfd != nfc and label_spelling(nfd, [nfc, "tea"]) == nfc and label_spelling(nfc, [nfd]) == nfd
+    assert label_spelling(nfc, [nfc]) is None and label_spelling("tea", [nfc]) is None
+    rid = _csv_run(tmp_path, mem_store, ["a", "b", "c"], [nfd, "tea", nfc], [nfc, "tea"])
+    assert mem_store.scalar("SELECT list(gold_label ORDER BY row_idx) FROM items WHERE run_id = ?",
+                            [rid]) == [nfc, "tea", nfc]
+
+
 def test_only_a_float_spelling_of_an_integer_names_it(tmp_path: Path, mem_store: Store):
     """'1_0', '1e1' and other digits are no spelling of 10 or 1: they are unknown labels."""
-    from store.items import numeric_spellings
+    from store.items import label_spellings
 
     col = pa.chunked_array([["1.0", "-2.00", "1_0", "1e1", "\u0661", "+3.0", "10", "4.5"]])
-    assert numeric_spellings(col, ["1", "-2", "10", "3", "4"]) == {"1.0": "1", "-2.00": "-2", "+3.0": "3"}
+    assert label_spellings(col, ["1", "-2", "10", "3", "4"]) == {"1.0": "1", "-2.00": "-2", "+3.0": "3"}
 
 
 def test_a_csv_split_column_of_booleans_still_matches_its_test_value(tmp_path: Path, mem_store: Store):

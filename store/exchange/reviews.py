@@ -36,7 +36,7 @@ from store.errors import ReviewError, shown
 from store.exchange.query import content_fingerprint, fingerprinted_columns
 from store.exchange.review_files import read_reviews
 from store.exchange.review_records import ParsedReview, checked_reviewer
-from store.items import integer_spelling
+from store.items import label_spelling
 from store.queries import review_precision
 from store.sql import ident
 
@@ -134,7 +134,7 @@ def import_reviews(store: Store, path: str | Path, run_id: int | None = None, re
                               f"{contents[r.item_id]} in run {rid}): the file was exported from other data, or the "
                               "data changed since; export the items to review from this run again", str(path),
                               row=r.row, item=r.item_id)
-        r.label = integer_spelling(r.label, labels) or r.label  # '1.0' for label 1, as the data loader reads it
+        r.label = label_spelling(r.label, labels) or r.label  # '1.0' for label 1, as the data loader reads it
         if r.label not in labels:
             raise ReviewError(f"label {shown(r.label)} is not one of the task's labels {labels}", str(path),
                               row=r.row, item=r.item_id)
