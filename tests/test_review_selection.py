@@ -269,6 +269,19 @@ def test_export_select_asks_for_a_sample_and_a_known_strategy(run_store, tmp_pat
     assert res.exit_code == 0 and len(pd.read_csv(tmp_path / "c.csv")) == 7
 
 
+@pytest.mark.parametrize("select", ["active", "random"])
+def test_a_run_without_a_pool_says_so_not_to_select_at_random(tmp_path: Path, select: str):
+    """Every training item labelled: `--select active` said "store_predictions: false ...; use
+    --select random", which then wrote 0 rows (a probe's finding)."""
+    df = synthetic_frame(n=60, n_test=20)
+    df.loc[df["split"] == "train", "label"] = df["truth"]
+    api.run(write_config(tmp_path, df, max_rounds=1))
+    with pytest.raises(StoreError, match=r"run 1 has no unlabelled item to choose from: every training item has a "
+                                         r"gold label"):
+        api.export(tmp_path / "run.duckdb", tmp_path / "a.csv", select=select, sample=5)
+    assert not (tmp_path / "a.csv").exists()
+
+
 def test_a_run_without_stored_predictions_cannot_rank_but_draws_at_random(tmp_path: Path):
     """``random`` is what such a run allows, and it was refused too, by a message that said to
     use it (a probe's finding)."""

@@ -61,6 +61,10 @@ def review_candidates(store: Store, run_id: int, *, disputed_only: bool = False,
     info = store.run_info(run_id)
     labels, views = list(info["labels"]), list(info["views"])
     k, v = len(labels), len(views)
+    if not store.scalar("SELECT count(*) > 0 FROM items WHERE run_id = ? AND split = 'train' AND gold_label IS NULL",
+                        [run_id]):  # it said "store_predictions: false ... use --select random", which wrote nothing
+        raise StoreError(f"run {run_id} has no unlabelled item to choose from: every training item has a gold label",
+                         store.path)
     if ranked and not store.scalar("SELECT count(*) > 0 FROM predictions WHERE run_id = ? AND list_contains(?, view)",
                         [run_id, views]):
         raise StoreError(f"run {run_id} stored no predictions to rank items by (cotrain.store_predictions: false, "
