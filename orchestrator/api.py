@@ -40,7 +40,11 @@ def init_config(path: str | Path = "cotrain.yaml", force: bool = False) -> Path:
         raise CotrainError(f"{p}: is not a regular file; name the config file to write")
     if p.suffix.lower() not in (".yaml", ".yml"):  # `init s.duckdb --force` replaced a store with YAML
         raise CotrainError(f"{p}: the example config is YAML; name it .yaml or .yml")
-    if is_duckdb_file(p):  # a store named .yaml, or a link to one: never replaced, even with --force
+    try:
+        is_store = is_duckdb_file(p)
+    except OSError as exc:  # unreadable: what it holds cannot be checked
+        raise CotrainError(f"{p}: cannot be read ({exc.strerror}); refusing to overwrite it") from None
+    if is_store:  # a store named .yaml, or a link to one: never replaced, even with --force
         raise CotrainError(f"{p}: is a DuckDB database (a store?); refusing to overwrite it with a config")
     if p.exists() and not force:
         raise CotrainError(f"{p}: already exists; pass --force to overwrite it")  # a file, not a config key

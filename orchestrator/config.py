@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,11 +71,15 @@ class TaskConfig(_Strict):
     @field_validator("labels")
     @classmethod
     def _unique(cls, v: list[LabelSpec]) -> list[LabelSpec]:
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
         for spec in v:
             if spec.name in seen:
                 raise ValueError(f"label '{spec.name}' is declared twice")
-            seen.add(spec.name)
+            form = unicodedata.normalize("NFC", spec.name)  # data in either form names one of them
+            if form in seen.values():  # (store.items.label_spelling), so two such labels are one
+                raise ValueError(f"labels {ascii(next(n for n, f in seen.items() if f == form))} and "
+                                 f"{ascii(spec.name)} are the same text in two Unicode forms")
+            seen[spec.name] = form
         return v
 
     @property

@@ -67,20 +67,23 @@ def read_csv(p: Path, text: Sequence[str] = ()) -> pa.Table:
 
 def _retyped(p: Path, table: pa.Table, text: Sequence[str], opts: dict) -> pa.Table:
     """``table`` with what the sniffer got wrong read again, in one more read and only when
-    there is something to fix: the ``text`` columns it typed otherwise as VARCHAR, and each
+    there is something to check: the ``text`` columns it typed otherwise as VARCHAR; each
     column it typed as an integer from its sample as DOUBLE when a later row holds a
     fraction (DuckDB's cast to an integer rounds: '1.5' read as 2, without a word; a sample
-    of every row, ``sample_size=-1``, sees them all), and each column it typed BOOLEAN that
-    is not written as true/false (:func:`_not_spelled_as_booleans`)."""
+    of every row, ``sample_size=-1``, sees them all); and each column it typed BOOLEAN as
+    text when its cells are not all true or false: it also reads yes/no, T/F, Y/N and 1/0 as
+    booleans, and an export then wrote 'true' where the file said 'yes' (a probe's finding)."""
     typed = [c for c in dict.fromkeys(text) if c in table.column_names
              and not pa.types.is_string(table.schema.field(c).type)]
-    typed += [c for c in _not_spelled_as_booleans(p, table, opts) if c not in typed]
+    flags = [c for c in table.column_names if c not in typed and pa.types.is_boolean(table.schema.field(c).type)]
     ints = [] if opts.get("sample_size") == -1 else [
-        c for c in table.column_names if c not in typed and pa.types.is_integer(table.schema.field(c).type)]
-    if not typed and not ints:
+        c for c in table.column_names if c not in typed and (pa.types.is_integer(table.schema.field(c).type)
+                                                             or pa.types.is_decimal(table.schema.field(c).type))]
+    if not typed and not ints and not flags:
         return table
-    again = _duckdb_csv(p, **opts, dtype={**{c: "VARCHAR" for c in typed}, **{c: "DOUBLE" for c in ints}})
-    for c in typed + [c for c in ints if pc.any(pc.not_equal(again.column(c), pc.floor(again.column(c)))).as_py()]:
+    again = _duckdb_csv(p, **opts, dtype={**{c: "VARCHAR" for c in typed + flags}, **{c: "DOUBLE" for c in ints}})
+    for c in (typed + [c for c in ints if pc.any(pc.not_equal(again.column(c), pc.floor(again.column(c)))).as_py()]
+              + [c for c in flags if not _spelled_as_booleans(again.column(c))]):
         table = table.set_column(table.column_names.index(c), c, again.column(c))
     return table
 
@@ -89,17 +92,10 @@ def _retyped(p: Path, table: pa.Table, text: Sequence[str], opts: dict) -> pa.Ta
 BOOLEAN_WORDS = ("true", "false")
 
 
-def _not_spelled_as_booleans(p: Path, table: pa.Table, opts: dict) -> list[str]:
-    """The columns the sniffer typed BOOLEAN whose cells are not all true or false: it also
-    reads yes/no, T/F, Y/N and 1/0 as booleans, and an export then wrote 'true' where the file
-    said 'yes' (a probe's finding). Those are read as text, as written."""
-    flags = [c for c in table.column_names if pa.types.is_boolean(table.schema.field(c).type)]
-    if not flags:
-        return []
-    raw = _duckdb_csv(p, **opts, dtype={c: "VARCHAR" for c in flags})
-    words = pa.array(BOOLEAN_WORDS)
-    return [c for c in flags if not pc.all(pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(raw.column(c).drop_null())),
-                                                    value_set=words)).as_py() in (True, None)]
+def _spelled_as_booleans(cells: pa.ChunkedArray) -> bool:
+    """Whether every cell (blank: missing) reads true or false, in any case."""
+    words = pc.utf8_lower(pc.utf8_trim_whitespace(cells.drop_null()))
+    return pc.all(pc.is_in(words, value_set=pa.array(BOOLEAN_WORDS))).as_py() in (True, None)
 
 
 def _duplicate_header(p: Path, names: list[str], opts: dict) -> str | None:
@@ -136,10 +132,10 @@ def case_clash(names: Sequence[str]) -> str | None:
     return None
 
 
-#: The types DuckDB's sniffer may give a column: not TIME, DATE or TIMESTAMP, which turned
-#: '1:00' into 01:00:00 and a column of '-inf' into a DATE of -infinity that exports then wrote
-#: unescaped (a probe's finding); a date stays the text it was written as.
-TYPE_CANDIDATES = ("BOOLEAN", "BIGINT", "DOUBLE", "VARCHAR")
+#: The types DuckDB's sniffer may give a column (HUGEINT keeps a 20-digit integer exact): not
+#: TIME, DATE or TIMESTAMP, which turned '1:00' into 01:00:00 and a column of '-inf' into a DATE
+#: of -infinity that exports then wrote unescaped (a probe's finding); a date stays its text.
+TYPE_CANDIDATES = ("BOOLEAN", "BIGINT", "HUGEINT", "DOUBLE", "VARCHAR")
 
 
 def _duckdb_csv(p: Path, **opts: object) -> pa.Table:

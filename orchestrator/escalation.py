@@ -35,6 +35,7 @@ import pandas as pd
 import pyarrow as pa
 
 from orchestrator.escalation_config import ESCALATED, EscalationConfig
+from views.proba import checked_proba
 
 log = logging.getLogger("cotrain")
 
@@ -178,9 +179,9 @@ def _escalate(runner: Any, write: Any, state: Any, pool: np.ndarray, evidence: A
     train[LABEL_SOURCE_COLUMN] = state.label_sources(fit_on)
     view.set_round(write.round)  # its demonstrations and calibration draw per round, as every view's do
     view.fit(train, state.gold[fit_on].astype(np.int64), np.ones(len(fit_on)))
-    acc, n_answered = estimate_accuracy(view.predict_proba(fetch(held)), state.gold[held]) if len(held) else (0.5, 0)
-    _file_debates(runner.store, write, view, "escalated-gold", set())
     k = len(write.labels)
+    acc, n_answered = estimate_accuracy(checked_proba(view, fetch(held), k), state.gold[held]) if len(held) else (0.5, 0)
+    _file_debates(runner.store, write, view, "escalated-gold", set())
     if not n_answered:
         log.warning("round %d: the escalation model answered no gold item; its accuracy is taken as 0.5", write.round)
     write.view_estimate(ESCALATED, acc if n_answered else None, None)
@@ -219,7 +220,7 @@ def _escalate(runner: Any, write: Any, state: Any, pool: np.ndarray, evidence: A
     votes: list[np.ndarray] = []
     for lo in range(0, len(order), e.chunk):
         chunk = order[lo:lo + e.chunk]
-        probs = view.predict_proba(fetch(pool[chunk]))
+        probs = checked_proba(view, fetch(pool[chunk]), k)
         answered = ~np.isnan(probs).any(axis=1)
         vote = np.where(answered, np.nan_to_num(probs, nan=-1.0).argmax(axis=1), -1)
         _file_answers(write, state, pool[chunk[answered]], probs[answered])  # kept: a later round reuses them

@@ -260,3 +260,14 @@ def test_a_label_model_over_two_views_is_refused_not_run():
     three = with_("cotrain", {"combination": "label_model"})
     three["views"].append({"name": "c", "kind": "sklearn", "columns": ["z"]})
     assert parse_config(three).cotrain.combination == "label_model"
+
+
+def test_two_labels_in_two_unicode_forms_of_one_text_are_refused():
+    """Data in either form names the task's label (``store.items.label_spelling``), so two
+    task labels that differ only in their Unicode form could not both be named."""
+    import unicodedata
+
+    nfc = "caf\u00e9"
+    with pytest.raises(ConfigError, match=r"labels 'caf\\xe9' and 'cafe\\u0301' are the same text in two Unicode forms"):
+        parse_config(with_("task.labels", [nfc, unicodedata.normalize("NFD", nfc)]))
+    assert parse_config(with_("task.labels", [nfc, "tea"])).task.names == [nfc, "tea"]

@@ -432,3 +432,19 @@ def test_a_test_value_without_a_split_column_is_refused_not_ignored(tmp_path: Pa
     cfg = yaml.safe_load(write_config(tmp_path / "ok", synthetic_frame(n=60, n_gold=6, n_test=20)).read_text())
     cfg["data"].pop("split_column", None)
     assert parse_config(cfg).data.test_value == "test"
+
+
+def test_csv_columns_keep_their_values_exactly_and_yes_no_is_text_a_view_names(tmp_path: Path):
+    """A 20-digit integer stays exact (HUGEINT, not a rounded DOUBLE); yes/no is text, which a
+    view over columns refuses in one line that says how to recode it."""
+    from orchestrator.csv_reader import read_csv
+
+    p = tmp_path / "t.csv"
+    p.write_text("id,big,yn\n1,12345678901234567890,yes\n2,2,no\n")
+    t = read_csv(p)
+    assert str(t.column("big")[0].as_py()) == "12345678901234567890" and t.column("yn").to_pylist() == ["yes", "no"]
+    df = synthetic_frame(n=60, n_gold=6, n_test=20)
+    df["a_3"] = ["yes", "no"] * 40
+    with pytest.raises(ViewError, match=r"column 'a_3' is not numeric: item 'it\d+' holds '(yes|no)' \(a view over "
+                                        r"columns reads numbers, or true/false; recode the column, e.g. yes/no as 1/0\)"):
+        api.run(write_config(tmp_path, df))

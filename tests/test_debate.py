@@ -405,3 +405,18 @@ def test_an_abstained_turn_keeps_what_the_model_said_or_why_the_call_failed(tmp_
     with duckdb.connect(str(store), read_only=True) as con:  # the agent's key reached no table
         rows = con.execute("SELECT * FROM debate_turns").fetchall() + con.execute("SELECT * FROM llm_calls").fetchall()
     assert rows and not any(secret in str(v) for row in rows for v in row)
+
+
+def test_debate_flags_apply_to_a_config_without_a_split_column(tmp_path):
+    """The CLI's debate flags re-validate the whole config from its snapshot, which names every
+    default: with no split column, the default ``test_value`` would read as given alone and be
+    refused. A ``test_value`` the config did not give is not re-read as given."""
+    items = tmp_path / "d.jsonl"
+    pd.DataFrame({"id": ["q1", "q2"], "text": ["great film", "dull film"]}).to_json(items, orient="records", lines=True)
+    with MisbehavingServer() as srv:
+        cfg = debate_config(tmp_path, srv.base_url)
+        data = yaml.safe_load(cfg.read_text())
+        del data["data"]["split_column"]
+        cfg.write_text(yaml.safe_dump(data))
+        plan = api.debate(cfg, items, dry_run=True, overrides={"rounds": 3, "n_agents": 2}).plan
+        assert (plan["items"], plan["calls"]) == (2, 2 * 2 * 3) and srv.count == 0

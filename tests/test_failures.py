@@ -434,6 +434,10 @@ def test_check_proba_passes_good_rows_as_they_are_and_names_the_first_bad_row():
     assert check_proba("v", good, items, 2) is good  # no copy, float32 kept
     assert check_proba("v", [[0.5, 0.5]] * 3, items.iloc[:3], 2).dtype == np.float64
     assert check_proba("v", np.zeros((0, 2)), items.iloc[:0], 2).shape == (0, 2)
+    assert check_proba("v", [], items.iloc[:0], 2).shape == (0, 2)  # nothing asked: any empty answer
+    nudged = check_proba("v", [[1.0005, -0.0005], [np.nan, np.nan], [0.5, 0.5]], items, 2)  # rounding past 0 and 1
+    assert np.array_equal(nudged, [[1.0, 0.0], [np.nan, np.nan], [0.5, 0.5]], equal_nan=True)
+    assert check_proba("v", np.full((3, 2), np.nan), items, 2).shape == (3, 2)  # every item abstains
     with pytest.raises(ViewError, match=r"item 'c' \[0\.6, 0\.6\] \(1 of 3 rows"):
         check_proba("v", np.array([[0.2, 0.8], [0.5, 0.5], [0.6, 0.6]]), items, 2)
     with pytest.raises(ViewError, match=r"row 1 \[nan, 1\] \(1 of 2 rows"):  # no ids: the row

@@ -272,12 +272,13 @@ def test_export_select_asks_for_a_sample_and_a_known_strategy(run_store, tmp_pat
 @pytest.mark.parametrize("select", ["active", "random"])
 def test_a_run_without_a_pool_says_so_not_to_select_at_random(tmp_path: Path, select: str):
     """Every training item labelled: `--select active` said "store_predictions: false ...; use
-    --select random", which then wrote 0 rows (a probe's finding)."""
+    --select random", which then wrote 0 rows (a probe's finding). (Items reviewed since are
+    no candidates either: the same rule, ``review_candidates``'s own query, decides.)"""
     df = synthetic_frame(n=60, n_test=20)
     df.loc[df["split"] == "train", "label"] = df["truth"]
     api.run(write_config(tmp_path, df, max_rounds=1))
-    with pytest.raises(StoreError, match=r"run 1 has no unlabelled item to choose from: every training item has a "
-                                         r"gold label"):
+    with pytest.raises(StoreError, match=r"run 1 has no item to choose from: every training item has a gold or a "
+                                         r"reviewed label"):
         api.export(tmp_path / "run.duckdb", tmp_path / "a.csv", select=select, sample=5)
     assert not (tmp_path / "a.csv").exists()
 

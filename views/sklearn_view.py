@@ -223,7 +223,8 @@ class SklearnView(ParamsView):
                 bad = np.flatnonzero(num.isna().to_numpy() & col.notna().to_numpy())
                 if bad.size:
                     raise ViewError(self.name, f"column '{c}' is not numeric: item {self._item(items, bad[0])!r} "
-                                    f"holds {str(col.iloc[bad[0]])[:40]!r}")
+                                    f"holds {str(col.iloc[bad[0]])[:40]!r} (a view over columns reads numbers, "
+                                    "or true/false; recode the column, e.g. yes/no as 1/0)")
                 col = num
             cols.append(col.to_numpy(dtype=np.float64, na_value=np.nan))
         X = np.column_stack(cols) if cols else np.zeros((len(items), 0))

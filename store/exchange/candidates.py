@@ -61,19 +61,19 @@ def review_candidates(store: Store, run_id: int, *, disputed_only: bool = False,
     info = store.run_info(run_id)
     labels, views = list(info["labels"]), list(info["views"])
     k, v = len(labels), len(views)
-    if not store.scalar("SELECT count(*) > 0 FROM items WHERE run_id = ? AND split = 'train' AND gold_label IS NULL",
-                        [run_id]):  # it said "store_predictions: false ... use --select random", which wrote nothing
-        raise StoreError(f"run {run_id} has no unlabelled item to choose from: every training item has a gold label",
-                         store.path)
+    candidates = (" FROM items i LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id"
+                  " LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id"
+                  " AND p.status = 'accepted'"
+                  " WHERE i.run_id = ? AND i.split = 'train' AND i.gold_label IS NULL AND rv.label IS NULL")
+    if not store.scalar("SELECT EXISTS (SELECT 1" + candidates + ")", [run_id]):  # it said "store_predictions:
+        # false ... use --select random", which then wrote nothing
+        raise StoreError(f"run {run_id} has no item to choose from: every training item has a gold or a reviewed "
+                         "label", store.path)
     if ranked and not store.scalar("SELECT count(*) > 0 FROM predictions WHERE run_id = ? AND list_contains(?, view)",
                         [run_id, views]):
         raise StoreError(f"run {run_id} stored no predictions to rank items by (cotrain.store_predictions: false, "
                          "or no round predicted a pool); use --select random", store.path)
     disputed = " AND i.item_id IN (SELECT item_id FROM disputes WHERE run_id = ?)" if disputed_only else ""
-    candidates = (" FROM items i LEFT JOIN reviewed_labels rv ON rv.run_id = i.run_id AND rv.item_id = i.item_id"
-                  " LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id"
-                  " AND p.status = 'accepted'"
-                  " WHERE i.run_id = ? AND i.split = 'train' AND i.gold_label IS NULL AND rv.label IS NULL")
     cand = store.query("SELECT i.item_id, p.label AS pseudo" + candidates + disputed
                        + " ORDER BY i.row_idx", [run_id] + ([run_id] if disputed_only else []))
     coverage = float(store.scalar("SELECT coalesce(avg(CASE WHEN p.label IS NULL THEN 0 ELSE 1 END), 0)"
