@@ -283,6 +283,18 @@ def test_a_run_without_a_pool_says_so_not_to_select_at_random(tmp_path: Path, se
     assert not (tmp_path / "a.csv").exists()
 
 
+def test_a_run_that_accepted_no_label_still_has_its_pool_to_choose_from(tmp_path: Path):
+    """The check above first asked DuckDB ``EXISTS (...)`` over the candidates' LEFT JOINs, which
+    DuckDB 2.0.1 answers false while ``pseudo_labels`` is empty: a run that had accepted nothing
+    (news at 1% in the review bench) was told it had no item to choose from."""
+    api.run(write_config(tmp_path, synthetic_frame(n=120, seed=2), max_rounds=1, policy="threshold",
+                         threshold=0.9999))
+    with Store(tmp_path / "run.duckdb", read_only=True) as st:
+        assert st.scalar("SELECT count(*) FROM pseudo_labels") == 0
+    for select in ("random", "active"):
+        assert api.export(tmp_path / "run.duckdb", tmp_path / f"{select}.csv", select=select, sample=5) == 5
+
+
 def test_a_run_without_stored_predictions_cannot_rank_but_draws_at_random(tmp_path: Path):
     """``random`` is what such a run allows, and it was refused too, by a message that said to
     use it (a probe's finding)."""
