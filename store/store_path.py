@@ -17,13 +17,17 @@ def locked(path: str, exc: BaseException) -> StoreLockedError:
     return StoreLockedError(path, int(m.group(1)) if m else None)
 
 
+#: DuckDB's magic bytes, at offset 8 of a database file.
+DUCKDB_MAGIC = b"DUCK"
+
+
 def is_duckdb_file(path: str | Path) -> bool:
-    """Whether a regular file holds DuckDB's magic bytes (``DUCK`` at offset 8)."""
+    """Whether a regular file holds DuckDB's magic bytes (:data:`DUCKDB_MAGIC` at offset 8)."""
     p = Path(path)
     if not p.is_file():
         return False
     with open(p, "rb") as f:
-        return f.read(12)[8:] == b"DUCK"
+        return f.read(12)[8:] == DUCKDB_MAGIC
 
 
 def check_store_path(path: str, read_only: bool, create: bool) -> None:
@@ -46,7 +50,7 @@ def check_store_path(path: str, read_only: bool, create: bool) -> None:
         if len(head) < 12:  # DuckDB refuses an empty file too, with its own words
             raise StoreError("not a store: the file is empty or cut short; a cotrain store is the .duckdb file a "
                              "run wrote", path)
-        if not is_duckdb_file(p):
+        if head[8:] != DUCKDB_MAGIC:  # the head read above: no second read
             raise StoreError("not a store: a cotrain store is the .duckdb file a run wrote", path)
 
 

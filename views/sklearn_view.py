@@ -292,16 +292,16 @@ class SklearnView(ParamsView):
         est = model.steps[-1][1]
         if isinstance(getattr(est, "n_neighbors", None), int) and est.n_neighbors > len(y):
             est.set_params(n_neighbors=len(y))  # `knn` on 4 rows of a fold raised "n_neighbors <= n_samples_fit"
-        self._round_c.before(model.steps[-1][1], len(y))
+        self._round_c.before(est, len(y))
         kwargs: dict[str, Any] = {}
-        if has_fit_parameter(model.steps[-1][1], "sample_weight"):
+        if has_fit_parameter(est, "sample_weight"):
             kwargs["model__sample_weight"] = np.asarray(sample_weight, dtype=np.float64)
-        kwargs.update({f"model__{k}": v for k, v in head_fit_params(model.steps[-1][1], trusted_rows(items)).items()})
+        kwargs.update({f"model__{k}": v for k, v in head_fit_params(est, trusted_rows(items)).items()})
         try:
             _on_own_copy_if_needed(model.fit, self._matrix(items), y, **kwargs)
         except ValueError as exc:
             raise ViewError(self.name, f"fit failed: {exc}") from None
-        self._round_c.after(model.steps[-1][1], len(y))
+        self._round_c.after(est, len(y))
         self.model_ = model
         self.classes_ = np.asarray(model.classes_, dtype=int)
 
