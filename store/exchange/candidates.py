@@ -65,18 +65,18 @@ def review_candidates(store: Store, run_id: int, *, disputed_only: bool = False,
                   " LEFT JOIN pseudo_labels p ON p.run_id = i.run_id AND p.item_id = i.item_id"
                   " AND p.status = 'accepted'"
                   " WHERE i.run_id = ? AND i.split = 'train' AND i.gold_label IS NULL AND rv.label IS NULL")
-    # not EXISTS: DuckDB 2.0.1 answers false over this LEFT JOIN when pseudo_labels is empty
-    if not store.scalar("SELECT count(*) > 0" + candidates, [run_id]):  # it said "store_predictions: false ...
-        # use --select random", which then wrote nothing
+    disputed = " AND i.item_id IN (SELECT item_id FROM disputes WHERE run_id = ?)" if disputed_only else ""
+    cand = store.query("SELECT i.item_id, p.label AS pseudo" + candidates + disputed
+                       + " ORDER BY i.row_idx", [run_id] + ([run_id] if disputed_only else []))
+    # (counted, not EXISTS: DuckDB 2.0.1 answers false over this LEFT JOIN when pseudo_labels is empty)
+    if not cand.num_rows and (not disputed_only or not store.scalar("SELECT count(*) > 0" + candidates, [run_id])):
+        # it said "store_predictions: false ... use --select random", which then wrote nothing
         raise StoreError(f"run {run_id} has no item to choose from: every training item has a gold or a reviewed "
                          "label", store.path)
     if ranked and not store.scalar("SELECT count(*) > 0 FROM predictions WHERE run_id = ? AND list_contains(?, view)",
                         [run_id, views]):
         raise StoreError(f"run {run_id} stored no predictions to rank items by (cotrain.store_predictions: false, "
                          "or no round predicted a pool); use --select random", store.path)
-    disputed = " AND i.item_id IN (SELECT item_id FROM disputes WHERE run_id = ?)" if disputed_only else ""
-    cand = store.query("SELECT i.item_id, p.label AS pseudo" + candidates + disputed
-                       + " ORDER BY i.row_idx", [run_id] + ([run_id] if disputed_only else []))
     coverage = float(store.scalar("SELECT coalesce(avg(CASE WHEN p.label IS NULL THEN 0 ELSE 1 END), 0)"
                                   + candidates, [run_id]))
     n = cand.num_rows
