@@ -167,6 +167,8 @@ def printable(value: Any) -> Any:
 
 
 def print_transcript(out: Console, t: dict[str, Any]) -> None:
+    from store.queries import abstention_reason  # here: `cotrain --help` imports no DuckDB
+
     t = {"debate": {k: printable(v) for k, v in t["debate"].items()},
          "turns": [{k: printable(v) for k, v in turn.items()} for turn in t["turns"]]}
     d = t["debate"]
@@ -181,18 +183,7 @@ def print_transcript(out: Console, t: dict[str, Any]) -> None:
     for turn in t["turns"]:
         label = turn["label"] or f"abstained ({turn['status']})"
         out.print(f"  round {turn['debate_round']}  {turn['agent']} [{turn['model']}]: {label} "
-                  f"({turn['confidence'] or 0:.2f}) {turn['rationale'] or _why_abstained(turn)}", highlight=False)
-
-
-def _why_abstained(turn: dict[str, Any]) -> str:
-    """Why a turn abstained: why its call failed (the LLM seam's redacted error) or what the
-    model answered that could not be read; empty for a turn with a label, and for turns
-    stored before migration 012."""
-    if turn["label"] is not None:
-        return ""
-    if turn.get("error"):
-        return f"error: {turn['error']}"
-    return f"answered: {turn['answer']}" if turn.get("answer") else ""
+                  f"({turn['confidence'] or 0:.2f}) {turn['rationale'] or abstention_reason(turn)}", highlight=False)
 
 
 def fmt(x: float | None, digits: int = 3) -> str:

@@ -275,6 +275,18 @@ def debate_of_item(store: Store, item_id: str) -> dict[str, Any]:
     return {"debate": rows[0], "turns": turns}
 
 
+def abstention_reason(turn: dict[str, Any]) -> str:
+    """Why a debate turn (a ``debate_turns`` row) abstained: ``error: ...`` when its call
+    failed (the LLM seam's redacted message), ``answered: ...`` when the model's answer named
+    no label; empty for a turn with a label, and for turns stored before migration 012.
+    ``debate show`` and the report both print it."""
+    if turn["label"] is not None:
+        return ""
+    if turn.get("error"):
+        return f"error: {turn['error']}"
+    return f"answered: {turn['answer']}" if turn.get("answer") else ""
+
+
 def round_estimates(store: Store, run_id: int) -> list[dict[str, Any]]:
     """Per round, what selection estimated (migration 008): ``combination``, calibration,
     candidates and picks, ``est_precision`` (of the round's accepted labels),

@@ -377,7 +377,7 @@ def test_an_abstained_turn_keeps_what_the_model_said_or_why_the_call_failed(tmp_
     """`debate show` said only 'abstained (unreadable)' or 'abstained (error)': the answer that
     could not be read and the failed call's message were not stored. Both are now, in
     ``debate_turns`` (migration 012), the message redacted as the seam redacts it."""
-    from orchestrator.console import _why_abstained
+    from store.queries import abstention_reason
 
     secret = "sk-test-0123456789abcdefXYZ"
     monkeypatch.setenv("COTRAIN_DEBATE_KEY", secret)
@@ -398,10 +398,10 @@ def test_an_abstained_turn_keeps_what_the_model_said_or_why_the_call_failed(tmp_
     assert turns["a0"]["answer"] == '{"label": "positive", "confidence": 0.9, "rationale": "the text reads positive"}'
     assert (turns["a1"]["status"], turns["a1"]["label"], turns["a1"]["error"]) == ("unreadable", None, None)
     assert turns["a1"]["answer"] == "Hmm, hard to say. It could go either way!"
-    assert _why_abstained(turns["a1"]) == "answered: Hmm, hard to say. It could go either way!"
+    assert abstention_reason(turns["a1"]) == "answered: Hmm, hard to say. It could go either way!"
     assert (turns["a2"]["status"], turns["a2"]["label"], turns["a2"]["answer"]) == ("error", None, None)
     assert "InternalServerError" in turns["a2"]["error"] and "internal error" in turns["a2"]["error"]
-    assert _why_abstained(turns["a2"]) == f"error: {turns['a2']['error']}" and _why_abstained(turns["a0"]) == ""
+    assert abstention_reason(turns["a2"]) == f"error: {turns['a2']['error']}" and abstention_reason(turns["a0"]) == ""
     with duckdb.connect(str(store), read_only=True) as con:  # the agent's key reached no table
         rows = con.execute("SELECT * FROM debate_turns").fetchall() + con.execute("SELECT * FROM llm_calls").fetchall()
     assert rows and not any(secret in str(v) for row in rows for v in row)

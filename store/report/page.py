@@ -9,6 +9,7 @@ from typing import Any
 from store.atomic import write_texts
 from store.database import Store
 from store.errors import StoreError
+from store.queries import abstention_reason
 from store.report.data import report_data
 from store.report.plots import (STYLE, _confusion, _Figures, _plot_added, _plot_agreement, _plot_confidence,
                                 _plot_cost, _plot_metrics, _plot_precision_coverage)
@@ -130,7 +131,7 @@ def _disputed_html(d: dict[str, Any]) -> str:
             turns = "".join(
                 f'<div class=turn><span class=label>{e(t["agent"])} · round {t["debate_round"]} · '
                 f'{e(t["label"] or "abstained: " + t["status"])} ({_f(t["confidence"], 2)})</span><br>'
-                f'{e(t["rationale"] or ("" if t["label"] else t.get("error") or t.get("answer") or ""))}</div>'
+                f'{e(t["rationale"] or abstention_reason(t))}</div>'
                 for t in it["turns"])
             transcripts.append(f'<details id="debate-{n}" open><summary>debate on <b>{e(it["item_id"])}</b>: '
                                f'{e(verdict)}, {deb["rounds_used"]} round(s), {deb["calls"]} call(s)</summary>'
