@@ -188,7 +188,7 @@ class CotrainConfig(_Strict):
     Lang et al.'s ``cut_statistic`` in ``cut_view``'s feature space (``cut_neighbors``
     neighbours; default: the first view with features), for a badly calibrated labeller. ``feeding``: cross (a view's picks train only the other views) |
     shared (one growing labelled set). ``pseudo_weight``: a pseudo-label's sample weight
-    (gold: 1), or ``confidence``; ``auto``: 0.3 under ``policy: auto`` (its sure picks, far
+    (gold: 1), or ``confidence``; ``auto``: 0.1 under ``policy: auto`` (its sure picks, far
     from the boundary, outnumber the gold and pull the views off it), else 1.0 (as
     ``SelfTrainingClassifier``). ``align_pseudo_labels``: in training, scale down the weights
     of a class's pseudo-labels beyond its share of the gold labels
@@ -232,7 +232,7 @@ class CotrainConfig(_Strict):
         if self.shadows is True and self.calibration_folds < 2:  # a shadow run is one per gold fold
             raise ValueError("shadows: true needs calibration_folds of at least 2 (one shadow run per gold fold)")
         if self.pseudo_weight == "auto":  # stored resolved, so the run's snapshot says what was used
-            self.pseudo_weight = 0.3 if self.policy == "auto" else 1.0
+            self.pseudo_weight = 0.1 if self.policy == "auto" else 1.0
         if self.align_pseudo_labels == "auto":
             self.align_pseudo_labels = self.policy == "auto"
         return self

@@ -190,11 +190,11 @@ def test_bad_llm_params(params, match):
 def test_pseudo_weight_auto_is_resolved_by_policy_and_stored_resolved():
     from orchestrator.config import CotrainConfig
 
-    assert CotrainConfig().pseudo_weight == 0.3                       # policy auto
+    assert CotrainConfig().pseudo_weight == 0.1                       # policy auto
     assert CotrainConfig(policy="k_best").pseudo_weight == 1.0        # explicit policies: sklearn's weighting
     assert CotrainConfig(policy="self", pseudo_weight=0.5).pseudo_weight == 0.5
     assert CotrainConfig(pseudo_weight="confidence").pseudo_weight == "confidence"
-    assert CotrainConfig().model_dump()["pseudo_weight"] == 0.3       # the snapshot says what was used
+    assert CotrainConfig().model_dump()["pseudo_weight"] == 0.1       # the snapshot says what was used
 
 
 def test_shadows_true_without_gold_folds_is_refused_not_ignored():
