@@ -99,6 +99,24 @@ def fit_calibrator(score: np.ndarray, correct: np.ndarray, prior: tuple[float, f
                       accuracy=float(correct.mean()))
 
 
+def accuracy_prior(correct: np.ndarray) -> tuple[float, float]:
+    """The Beta prior (a, b) of :func:`fit_calibrator`'s blocks for out-of-fold items whose
+    labels were ``correct``: uniform, (1, 1), unless fewer than half of them were right; then
+    centred on their accuracy with the same weight of two items, (2 acc, 2 (1 - acc)).
+
+    Why. Where the views are wrong on most gold items, a top block of a few right ones is
+    weak evidence, and the uniform prior let it vouch for 0.9: on Animal-MNIST at 1% gold
+    (25 items, 11 right) the top 8 were right, the block scored (8 + 1) / (8 + 2) = 0.9 and
+    134 labels passed the 0.9 bar, 0.78 of them right. Centred on 0.44 the block scores
+    0.888. The prior never moves up: with mostly right views a uniform prior is already the
+    modest one, and centring it on their accuracy would let fewer items vouch for more."""
+    correct = np.asarray(correct, dtype=np.float64)
+    acc = float(correct.mean()) if correct.size else 0.5
+    if acc >= 0.5:
+        return (1.0, 1.0)
+    return (2.0 * acc, 2.0 * (1.0 - acc))
+
+
 @dataclass(frozen=True)
 class ScoreMap:
     """Takes the run's scores down to the shadow runs' scale: a monotone map fitted by
@@ -165,5 +183,5 @@ def expected_calibration_error(p: np.ndarray, correct: np.ndarray, n_bins: int =
     return float(err / p.size)
 
 
-__all__ = ["Calibrator", "MAP_LEVELS", "ScoreMap", "expected_calibration_error", "fit_calibrator", "fit_score_map",
+__all__ = ["Calibrator", "MAP_LEVELS", "accuracy_prior", "ScoreMap", "expected_calibration_error", "fit_calibrator", "fit_score_map",
            "gold_folds"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.calibration import Calibrator, ScoreMap, fit_calibrator, fit_score_map
+from orchestrator.calibration import Calibrator, ScoreMap, accuracy_prior, fit_calibrator, fit_score_map
 from orchestrator.combination import Combination, fit_combination
 from orchestrator.labelmodel import dawid_skene, ds_posterior
 from orchestrator.selection import ABSTAIN, AdaptiveSelection, Merged, find_disputes, select_threshold
@@ -101,7 +101,8 @@ def assess(method: str, oof: np.ndarray, oof_y: np.ndarray, combined: dict[str, 
     if len(oof_y):
         post = comb.combine(oof)
         ok = ~np.isnan(post).any(axis=1)
-        cal = fit_calibrator(top(post[ok]), post[ok].argmax(axis=1) == np.asarray(oof_y)[ok])
+        right = post[ok].argmax(axis=1) == np.asarray(oof_y)[ok]
+        cal = fit_calibrator(top(post[ok]), right, prior=accuracy_prior(right))
     if combined is None or votes is None:
         empty = np.zeros((0, k))
         return RoundEvidence(comb, cal, empty, np.zeros(0), estimate_prior(gold_counts, empty))

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.calibration import (Calibrator, ScoreMap, expected_calibration_error, fit_calibrator, fit_score_map,
-                                      gold_folds)
+from orchestrator.calibration import (Calibrator, ScoreMap, accuracy_prior, expected_calibration_error, fit_calibrator,
+                                      fit_score_map, gold_folds)
 from orchestrator.evidence import assess, top
 
 
@@ -218,6 +218,37 @@ def _probs(top_p: np.ndarray, label: np.ndarray) -> np.ndarray:
     """(n, 1, 2) one view's probabilities with ``top_p`` on ``label``."""
     p = np.where(label[:, None] == np.arange(2), top_p[:, None], 1.0 - top_p[:, None])
     return p[:, None, :]
+
+
+def test_the_prior_is_uniform_unless_most_gold_items_are_wrong():
+    assert accuracy_prior(np.ones(10, dtype=bool)) == (1.0, 1.0)
+    assert accuracy_prior(np.r_[np.ones(5), np.zeros(5)].astype(bool)) == (1.0, 1.0)    # half right: uniform
+    assert accuracy_prior(np.zeros(0, dtype=bool)) == (1.0, 1.0)
+    a, b = accuracy_prior(np.r_[np.ones(11), np.zeros(14)].astype(bool))              # 11 of 25 right
+    assert (a, b) == (pytest.approx(0.88), pytest.approx(1.12))
+    assert accuracy_prior(np.zeros(4, dtype=bool)) == (0.0, 2.0)
+
+
+def test_a_few_right_gold_items_among_mostly_wrong_ones_do_not_vouch_for_the_bar():
+    # Animal-MNIST at 1% gold, one seed: 25 out-of-fold gold items, 11 right, the top 8 by
+    # score all right. Under a uniform prior that block vouched for (8 + 1) / (8 + 2) = 0.9 and
+    # 134 labels passed the 0.9 bar, 0.78 of them right; centred on 0.44 it says 0.888
+    score = np.r_[np.linspace(0.50, 0.60, 3), np.linspace(0.61, 0.80, 14), np.linspace(0.95, 0.99, 8)]
+    right = np.r_[np.ones(3), np.zeros(14), np.ones(8)].astype(bool)
+    label = np.zeros(25, dtype=np.int64)
+    y = np.where(right, 0, 1)
+    assert fit_calibrator(score, right)(np.array([0.99]))[0] == pytest.approx(0.9)     # the uniform prior
+    pool = _probs(np.array([0.99, 0.97]), np.array([0, 1]))[:, 0]
+    combined = {"product": pool, "mean": pool, "best_view": pool}
+    ev = assess("auto", _probs(score, label), y, combined, np.array([[0], [1]], dtype=np.int16), np.array([11, 14]),
+                2, np.random.default_rng(0))
+    assert ev.calibrator.accuracy == pytest.approx(11 / 25)
+    assert ev.p_correct == pytest.approx([8.88 / 10, 8.88 / 10])                      # below the 0.9 bar
+    # with most gold items right the prior stays uniform: 8 right of the top 8 still vouch for 0.9
+    y_good = np.where(np.r_[np.ones(17), np.ones(8)].astype(bool), 0, 1)
+    good = assess("auto", _probs(score, label), y_good, combined, np.array([[0], [1]], dtype=np.int16),
+                  np.array([25, 0]), 2, np.random.default_rng(0))
+    assert good.p_correct == pytest.approx([26 / 27, 26 / 27])
 
 
 def test_assess_scores_the_runs_pool_on_the_shadows_scale():
