@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 # Run as a script, Python puts bench/ first on sys.path, where bench/datasets.py would shadow
 # Hugging Face's `datasets` (sentence-transformers imports it): import bench's modules as a package.
@@ -115,13 +116,18 @@ def _ece(pl: pd.DataFrame, correct: np.ndarray) -> float | None:
     return anchors.ece(p[ok], correct[ok], ECE_BINS) if ok.any() else None
 
 
-def run_cotrain(ds: Dataset, data: Path, store: Path, key: str, seed: int, n_pool: int, tmp: Path) -> dict[str, Any]:
-    """One cotrain run; its accuracy and its pseudo-labels scored against the hidden truth."""
+def run_cotrain(ds: Dataset, data: Path, store: Path, key: str, seed: int, n_pool: int, tmp: Path,
+                default_set: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One cotrain run; its accuracy and its pseudo-labels scored against the hidden truth.
+    ``default_set``: cotrain keys set on the default's runs (``default`` and ``graph``), for
+    measuring a setting of the default side by side with it (``--default-set``)."""
     from orchestrator import api
 
     section: dict[str, Any] = {"max_rounds": ds.max_rounds}
     over = POLICIES[key]
-    if over is not None:
+    if over is None:
+        section.update(default_set or {})
+    else:
         section.update(over)
         if over["policy"] == "k_best":
             section["k"] = ds.k_best
@@ -154,7 +160,8 @@ def run_cotrain(ds: Dataset, data: Path, store: Path, key: str, seed: int, n_poo
 
 
 # ------------------------------------------------------------------------------ one split
-def run_split(ds: Dataset, base: pd.DataFrame, rate: float, seed: int, methods: list[str]) -> dict[str, Any]:
+def run_split(ds: Dataset, base: pd.DataFrame, rate: float, seed: int, methods: list[str],
+              default_set: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every requested method on one (dataset, rate, seed) split."""
     test, gold, pool = stratified_split(ds.y, rate, ds.n_test, seed)
     row: dict[str, Any] = {"dataset": ds.name, "rate": rate, "seed": seed, "n_gold": len(gold),
@@ -178,7 +185,7 @@ def run_split(ds: Dataset, base: pd.DataFrame, rate: float, seed: int, methods: 
         for key in (m for m in methods if m in POLICIES):
             store = ds.cache_store() or tmp / f"{key}.duckdb"
             try:
-                row["methods"][key] = run_cotrain(ds, data, store, key, seed, len(pool), tmp)
+                row["methods"][key] = run_cotrain(ds, data, store, key, seed, len(pool), tmp, default_set)
             except Exception as e:  # noqa: BLE001 - one failed run is reported; the others go on
                 row["methods"][key] = {"error": f"{type(e).__name__}: {e}"}
     if "round0" in row["methods"].get("default", {}):
@@ -265,7 +272,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 seed, datasets subsampled to 1,200 items")
     ap.add_argument("--with-llm", action="store_true", help="allow rt_llm (the local LLM view: minutes)")
     ap.add_argument("--out", default="quality", help="JSON name under bench/results")
+    ap.add_argument("--default-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a cotrain key for the default's runs, e.g. pseudo_weight=0.3 (YAML value; repeatable)")
     args = ap.parse_args()
+    default_set = {}
+    for item in args.default_set:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            ap.error(f"--default-set takes KEY=VALUE, not {item!r}")
+        default_set[k.strip()] = yaml.safe_load(v)
     methods = args.methods.split(",")
     unknown = set(methods) - {*ANCHORS, *POLICIES}
     if unknown:
@@ -286,7 +301,7 @@ def main() -> None:
         rates = [float(r) for r in args.rates.split(",")] if args.rates else list(ds.rates)
         for rate in rates:
             for seed in range(seeds):
-                results.append(run_split(ds, base, rate, seed, methods))
+                results.append(run_split(ds, base, rate, seed, methods, default_set))
     cells: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in results:
         cells.setdefault((r["dataset"], r["rate"]), []).append(r)
