@@ -183,5 +183,5 @@ def expected_calibration_error(p: np.ndarray, correct: np.ndarray, n_bins: int =
     return float(err / p.size)
 
 
-__all__ = ["Calibrator", "MAP_LEVELS", "accuracy_prior", "ScoreMap", "expected_calibration_error", "fit_calibrator", "fit_score_map",
-           "gold_folds"]
+__all__ = ["Calibrator", "MAP_LEVELS", "ScoreMap", "accuracy_prior", "expected_calibration_error", "fit_calibrator",
+           "fit_score_map", "gold_folds"]
