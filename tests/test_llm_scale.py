@@ -100,12 +100,13 @@ def test_answers_are_committed_in_groups_one_ledger_row_each(mem_store):
     with MisbehavingServer(engine="asyncio", delay_s=0.05) as srv, \
             LLMClient(Endpoint(model="openai/fake", api_base=srv.base_url), view="v", ledger=ledger, concurrency=4,
                       max_concurrency=128, price=Price()) as c:
+        # the client's own controller, with its latency rule off: rising latency cuts the window by
+        # design, and on a loaded machine it did (peak 26 after one cut, two benchmarks beside the
+        # suite), which is not what this test measures; growth on answers alone is deterministic
+        c.control = AIMD(initial=4, maximum=128, latency_factor=float("inf"))
         comps = c.complete([_req(i) for i in range(400)])
         assert all(x.ok for x in comps) and srv.count == 400
-        # grouped, and it grew well past its start (4). Not a fixed height: rising latency cuts the
-        # window by design, and on a loaded machine it does (peak 26 after one cut, with two
-        # benchmarks beside the suite; past 64 on an idle one)
-        assert c.commits < 200 and c.control is not None and c.control.peak >= 16
+        assert c.commits < 200 and c.control.peak > 64 and c.control.cuts == 0   # grouped, and it grew
         again = c.complete([_req(i) for i in range(400)])
         assert all(x.cached for x in again) and srv.count == 400
     calls = mem_store.query("SELECT cached, count(*) AS n FROM llm_calls GROUP BY cached ORDER BY cached").to_pylist()
