@@ -71,16 +71,14 @@ class TaskConfig(_Strict):
     @field_validator("labels")
     @classmethod
     def _unique(cls, v: list[LabelSpec]) -> list[LabelSpec]:
-        seen: set[str] = set()
         forms: dict[str, str] = {}  # NFC form -> the label declared in it
         for spec in v:
-            if spec.name in seen:
-                raise ValueError(f"label '{spec.name}' is declared twice")
             form = unicodedata.normalize("NFC", spec.name)  # data in either form names one of them
+            if forms.get(form) == spec.name:
+                raise ValueError(f"label '{spec.name}' is declared twice")
             if form in forms:  # (store.items.label_spelling), so two such labels are one
                 raise ValueError(f"labels {ascii(forms[form])} and {ascii(spec.name)} are the same text in two "
                                  "Unicode forms")
-            seen.add(spec.name)
             forms[form] = spec.name
         return v
 
