@@ -14,6 +14,7 @@ from orchestrator.config import Config, parse_config, resolve_config
 from orchestrator.examples import example_config, write_example
 from orchestrator.planning import plan
 from orchestrator.rounds import Reporter, RoundRunner, RunResult
+from orchestrator.unread_settings import warn_unread_settings
 from store.database import Store
 from store.housekeeping import removed_if_left_empty
 from store.errors import ConfigError, CotrainError
@@ -60,6 +61,7 @@ def run(config: str | Path | Config | dict[str, Any], *, store: str | Path | Non
     redone (``result.already_finished``) unless ``new_run``. A store this call creates and a
     failure leaves empty (a data file refused before any run) is removed."""
     cfg, base = resolve_config(config)
+    warn_unread_settings(cfg)
     path = str(store) if store is not None else cfg.store
     # the write lock first: a progress file is only ever written by the store's holder
     with removed_if_left_empty(path), Store(path) as st:

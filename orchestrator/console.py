@@ -111,6 +111,8 @@ def dollars(x: float) -> str:
 def print_plan(out: Console, p: dict[str, Any]) -> None:
     out.print(f"data: {p['n_gold']} gold, {p['n_pool']:,} unlabelled, {p['n_test']} test items; "
               f"up to {p['max_rounds']} rounds")
+    for line in p.get("unread_settings", []):
+        out.print(f"note: {line}", highlight=False)
     if p.get("debate"):
         d = p["debate"]
         cost = "unknown price" if d["cost_usd"] is None else f"${d['cost_usd']:.4f}"

@@ -8,6 +8,7 @@ from typing import Any
 
 from orchestrator.config import Config, resolve_config
 from orchestrator.rounds import RoundRunner
+from orchestrator.unread_settings import unread_settings
 from store.database import Store
 from store.queries import first_pool_rows, item_counts
 from views.base import Plannable
@@ -55,7 +56,7 @@ def plan(config: str | Path | Config | dict[str, Any]) -> dict[str, Any]:
         # a round debates at most max_items of the pool and evaluate_test of the test items
         debate = plan_debate(cfg, rounds * (min(d.max_items, n_pool) + min(d.evaluate_test, n_test)), records)
     return {"n_gold": n_gold, "n_pool": n_pool, "n_test": n_test, "max_rounds": rounds, "views": out,
-            "debate": debate, "escalation": escalation}
+            "debate": debate, "escalation": escalation, "unread_settings": unread_settings(cfg)}
 
 
 def _plan_view(v: Plannable, sample: Any, n_gold: int, n_test: int, rounds: int, per_round_pool: int) -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""A cotrain key set under a policy that never reads it is said once, not silently ignored."""
+from __future__ import annotations
+
+import copy
+import logging
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import api
+from orchestrator.config import parse_config
+from orchestrator.examples import example_config
+from orchestrator.unread_settings import unread_settings
+from tests.conftest import write_config
+
+BASE = {
+    "task": {"labels": ["neg", "pos"]},
+    "data": {"train": "items.csv"},
+    "views": [{"name": "a", "kind": "sklearn", "columns": ["x"]}, {"name": "b", "kind": "sklearn", "text": "t"}],
+}
+POLICY_KEYS = {"k": 20, "min_agree": 2, "veto": "none", "min_precision": 0.95, "cut_neighbors": 10}
+
+
+def _unread(**cotrain) -> list[str]:
+    cfg = copy.deepcopy(BASE)
+    cfg["cotrain"] = cotrain
+    return [line.split()[0] for line in unread_settings(parse_config(cfg))]
+
+
+@pytest.mark.parametrize("policy, unread", [
+    ("auto", ["cotrain.cut_neighbors", "cotrain.k", "cotrain.min_agree", "cotrain.veto"]),
+    ("k_best", ["cotrain.min_precision", "cotrain.cut_neighbors", "cotrain.min_agree"]),
+    ("agreement", ["cotrain.min_precision", "cotrain.cut_neighbors", "cotrain.k"]),
+    ("threshold", ["cotrain.min_precision", "cotrain.cut_neighbors", "cotrain.k", "cotrain.min_agree"]),
+    ("self", ["cotrain.min_precision", "cotrain.cut_neighbors", "cotrain.k", "cotrain.min_agree", "cotrain.veto"]),
+])
+def test_each_policy_names_exactly_the_keys_it_never_reads_in_config_order(policy, unread):
+    assert _unread(policy=policy, **POLICY_KEYS) == unread
+
+
+def test_defaults_left_unset_are_never_named_and_a_key_read_is_not_either():
+    assert _unread() == []
+    assert _unread(policy="threshold") == []
+    assert _unread(policy="k_best", k=40, veto="none", threshold=0.8) == []
+    assert _unread(select="cut_statistic", cut_neighbors=10, min_precision=0.95) == []
+
+
+def test_the_line_names_the_key_its_readers_and_the_policy_in_force():
+    cfg = copy.deepcopy(BASE)
+    cfg["cotrain"] = {"k": 50}
+    assert unread_settings(parse_config(cfg)) == [
+        "cotrain.k is read only by policy 'k_best'; this run (policy 'auto', select 'posterior') ignores it"]
+
+
+@pytest.mark.parametrize("name", ["example.yaml", "images.yaml"])
+def test_the_shipped_templates_set_nothing_their_policy_ignores(name):
+    text = example_config() if name == "example.yaml" else \
+        resources.files("orchestrator").joinpath(f"templates/{name}").read_text(encoding="utf-8")
+    assert unread_settings(parse_config(yaml.safe_load(text))) == []
+
+
+def test_a_run_warns_once_per_unread_key_and_the_dry_run_notes_it(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    cfg = write_config(tmp_path, policy="auto", k=25, max_rounds=1)
+    assert api.plan(cfg)["unread_settings"] == [
+        "cotrain.k is read only by policy 'k_best'; this run (policy 'auto', select 'posterior') ignores it"]
+    with caplog.at_level(logging.WARNING, logger="cotrain"):
+        api.run(cfg)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cotrain.")]
+    assert said == ["cotrain.k is read only by policy 'k_best'; this run (policy 'auto', select 'posterior') ignores it"]
