@@ -29,7 +29,7 @@ class CallRecord:
     request: dict[str, Any]
     response: dict[str, Any] | None   # None when the call failed or was refused by the budget
     cached: bool
-    status: str                       # ok | error | budget
+    status: str                       # ok | error | budget | cancelled (in flight when the batch stopped)
     error: str | None = None
     attempts: int = 0
     prompt_tokens: int | None = None

@@ -82,6 +82,36 @@ class ClientStats:
         self.cost_usd += cost
 
 
+def call_record(view: str, endpoint: Endpoint, request: dict[str, Any], comp: Completion,
+                response: dict[str, Any] | None) -> Any:
+    """The ledger row (``store.contracts.CallRecord``) of one request's outcome; an answer
+    from the cache costs nothing and has no tokens of its own."""
+    from store.contracts import CallRecord
+
+    return CallRecord(
+        view=view, key=comp.key, model=endpoint.key_identity(), request=request, response=response,
+        cached=comp.cached, status=comp.status, error=comp.error, attempts=comp.attempts,
+        prompt_tokens=None if comp.cached else comp.prompt_tokens,
+        completion_tokens=None if comp.cached else comp.completion_tokens,
+        cost_usd=0.0 if comp.cached else comp.cost_usd, latency_s=comp.latency_s)
+
+
+def cancelled_record(view: str, endpoint: Endpoint, request: dict[str, Any], key: str, attempts: int,
+                     latency_s: float, billed: list[int], charged: float) -> Any:
+    """The ledger row of a request cancelled while in flight (a fatal answer to another
+    request of its batch, Ctrl-C). A call was made and the server may answer, and bill, it
+    after all, so it is filed and counted as a call, ``cancelled``; its tokens and cost are
+    unknown (None) beyond what its earlier attempts were billed (``billed``: prompt and
+    completion tokens; ``charged``: dollars). Nothing is cached: a resumed run asks again."""
+    from store.contracts import CallRecord
+
+    return CallRecord(
+        view=view, key=key, model=endpoint.key_identity(), request=request, response=None, cached=False,
+        status="cancelled", error="cancelled in flight: the server may have answered it, and billed it",
+        attempts=attempts, prompt_tokens=billed[0] or None, completion_tokens=billed[1] or None,
+        cost_usd=charged or None, latency_s=latency_s)
+
+
 def count_tokens(model: str, messages: list[dict[str, str]]) -> int:
     """Prompt tokens of ``messages`` for ``model`` by litellm's tokenizers (offline). Embedded
     local models are counted with a GPT tokenizer; a model litellm has no tokenizer for falls

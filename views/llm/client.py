@@ -31,8 +31,8 @@ from store.errors import ViewError
 from store.contracts import Ledger
 from views.llm.aimd import AIMD, Gate, RateLimiter as _RateLimiter
 from views.llm.budget import Budget, worst_cost
-from views.llm.calls import (ClientStats, Completion, Endpoint, MalformedResponse, Price, count_tokens,
-                             estimate_cost, parse_response, redacted_error, request_key, usable_key)
+from views.llm.calls import (ClientStats, Completion, Endpoint, MalformedResponse, Price, call_record, cancelled_record,
+                             count_tokens, estimate_cost, parse_response, redacted_error, request_key, usable_key)
 from views.llm.group_commit import GroupCommitter
 from views.llm.litellm_import import import_litellm
 from views.llm.pricing import Pricer
@@ -176,7 +176,7 @@ class LLMClient:
         for i, k in enumerate(keys):
             if k in hits:
                 out[i] = self._from_response(k, hits[k], cached=True)
-                records.append(self._record(requests[i], out[i], hits[k]))
+                records.append(call_record(self.view, self.endpoint, requests[i], out[i], hits[k]))
         self.stats.cache_hits += len(records)
         if records:
             self._flush(records)
@@ -196,7 +196,7 @@ class LLMClient:
         async def one(i: int) -> None:
             comp, raw = await self._call(requests[i], keys[i], gate, limiter, committer)
             out[i] = comp
-            committer.add(self._record(requests[i], comp, raw))
+            committer.add(call_record(self.view, self.endpoint, requests[i], comp, raw))
             nonlocal done, last_log, failed, shown
             done += 1
             if comp.status == "error":
@@ -214,8 +214,8 @@ class LLMClient:
         tasks = [asyncio.ensure_future(one(i)) for i in first.values()]
         try:
             await asyncio.gather(*tasks)
-        finally:  # after a fatal answer (401) or Ctrl-C the rest stop unfiled (left running, they failed on the
-            for t in tasks:  # closed session and filed "Session is closed"); what was answered is filed
+        finally:  # after a fatal answer (401) or Ctrl-C the rest stop where they stand (left running, they failed on
+            for t in tasks:  # the closed session, filed "Session is closed"); those in flight are filed as cancelled
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await committer.flush()
@@ -230,7 +230,7 @@ class LLMClient:
                 assert src is not None
                 out[i] = Completion(key=src.key, content=src.content, top_logprobs=src.top_logprobs,
                                     status=src.status, error=src.error, cached=True)
-                dups.append(self._record(requests[i], out[i], None))
+                dups.append(call_record(self.view, self.endpoint, requests[i], out[i], None))
         self.stats.cache_hits += len(dups)
         self._flush(dups)
         return [c for c in out if c is not None]
@@ -264,16 +264,6 @@ class LLMClient:
     def _flush(self, records: list[Any]) -> None:
         if self.ledger is not None:
             self.ledger.record(records)
-
-    def _record(self, request: dict[str, Any], comp: Completion, response: dict[str, Any] | None) -> Any:
-        from store.contracts import CallRecord
-
-        return CallRecord(
-            view=self.view, key=comp.key, model=self.endpoint.key_identity(), request=request, response=response,
-            cached=comp.cached, status=comp.status, error=comp.error, attempts=comp.attempts,
-            prompt_tokens=None if comp.cached else comp.prompt_tokens,
-            completion_tokens=None if comp.cached else comp.completion_tokens,
-            cost_usd=0.0 if comp.cached else comp.cost_usd, latency_s=comp.latency_s)
 
     def _from_response(self, key: str, resp: dict[str, Any], cached: bool) -> Completion:
         top = resp.get("top_logprobs")
@@ -353,6 +343,10 @@ class LLMClient:
                     resp, data = await self._attempt(request)
                     latency = time.perf_counter() - t_try
                     break
+                except asyncio.CancelledError:  # sent and not answered: the server may still answer, and bill, it
+                    committer.add(cancelled_record(self.view, self.endpoint, request, key, attempts,
+                                                   time.perf_counter() - t0, billed, charged[0]))
+                    raise
                 except ViewError:  # the view's own refusal (no usable key): fatal, not a failed request
                     raise
                 except Exception as exc:  # classified below; never swallowed silently
