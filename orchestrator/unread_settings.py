@@ -2,8 +2,9 @@
 
 Most ``cotrain`` keys apply to every run, but a few belong to one policy or one ranking:
 ``k`` to ``k_best``, ``min_agree`` to ``agreement``, ``veto`` to the explicit policies that
-have peers to veto them, ``min_precision`` to ``auto`` (and to an escalation's acceptance),
-``cut_view`` and ``cut_neighbors`` to ``select: cut_statistic``. Set under another policy,
+have peers to veto them, ``feeding`` to every policy but ``self``, ``min_precision`` to
+``auto`` (and to shadow runs' picks and an escalation's acceptance), ``cut_view`` and
+``cut_neighbors`` to ``select: cut_statistic``. Set under another policy,
 such a key is ignored: a user who writes ``k: 50`` under the default policy to get more
 labels a round gets the same run, and nothing said so. Not an error: the key is harmless,
 and a config kept from a release whose default policy was ``k_best`` still runs.
@@ -23,8 +24,11 @@ _READERS: dict[str, tuple[str, Callable[[Config], bool]]] = {
     "min_agree": ("policy 'agreement'", lambda cfg: cfg.cotrain.policy == "agreement"),
     "veto": ("policies 'threshold', 'k_best' and 'agreement'",
              lambda cfg: cfg.cotrain.policy in ("threshold", "k_best", "agreement")),
-    "min_precision": ("policy 'auto' and an 'escalate' section",
-                      lambda cfg: cfg.cotrain.policy == "auto" or cfg.escalate is not None),
+    "min_precision": ("policy 'auto', shadow runs and an enabled 'escalate' section",
+                      lambda cfg: cfg.cotrain.policy == "auto" or cfg.cotrain.shadows is True
+                      or (cfg.escalate is not None and cfg.escalate.enabled)),
+    "feeding": ("policies other than 'self' (each view trains on its own picks)",
+                lambda cfg: cfg.cotrain.policy != "self"),
     "cut_view": ("select 'cut_statistic'", lambda cfg: cfg.cotrain.select == "cut_statistic"),
     "cut_neighbors": ("select 'cut_statistic'", lambda cfg: cfg.cotrain.select == "cut_statistic"),
 }

@@ -157,6 +157,60 @@ def test_a_failed_ledger_commit_ends_the_batch_with_its_error(key_env):
         asyncio.run(go())
 
 
+def test_a_request_cancelled_while_waiting_to_retry_is_filed(key_env, tmp_path):
+    """Cancelled in its backoff, a request had been sent (and its failed attempt may have
+    been billed): it is filed ``cancelled`` with its attempts. (A request never sent is not
+    filed: the fatal-answer test above.)"""
+    with Store(tmp_path / "s.duckdb") as st:
+        ledger = LLMLedger(st, run_id=1)
+        with MisbehavingServer(default="500") as srv:
+            c = _client(srv, key_env, ledger=ledger, concurrency=1, backoff_s=30.0, max_backoff_s=30.0)
+            with ThreadPoolExecutor(1) as pool:
+                batch = pool.submit(c.complete, [_req("first"), _req("second")])
+                deadline = time.monotonic() + 10
+                while srv.count < 1 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                time.sleep(0.3)  # the 500s are back: each request sleeps before its retry (a backoff frees its slot)
+                c.close()
+                with pytest.raises(BaseException):
+                    batch.result(timeout=10)
+            sent = srv.count
+        rows = st.query("SELECT status, attempts FROM llm_calls").to_pylist()
+    assert sent == 2 and rows == [{"status": "cancelled", "attempts": 1}] * 2
+
+
+def test_a_cancelled_commit_task_loses_nothing_and_flush_writes_the_rest():
+    """A closing client cancels every task on its loop, the committer's too, mid-write. The
+    cancellation was kept as the commit's error: flush() raised it at once, and the records
+    still pending (the batch's cancelled requests) were never written. Now the write goes on
+    in its thread and flush() starts another task for what is pending."""
+    import asyncio
+    import threading
+
+    from views.llm.group_commit import GroupCommitter
+
+    written: list = []
+    release = threading.Event()
+
+    def write(batch: list) -> None:
+        release.wait(5)
+        written.extend(batch)
+
+    async def go() -> None:
+        c = GroupCommitter(write, lambda: 1)
+        c.add("a")
+        await asyncio.sleep(0.05)  # its task is in the write's thread now
+        assert c._task is not None and not c._task.done()
+        c._task.cancel()
+        await asyncio.sleep(0.01)
+        c.add("b")
+        release.set()
+        await asyncio.wait_for(c.flush(), timeout=5)
+
+    asyncio.run(go())
+    assert sorted(written) == ["a", "b"]
+
+
 def test_a_short_key_is_redacted_too():
     from views.llm.calls import redacted_error
 
@@ -361,9 +415,36 @@ def test_a_fatal_answer_stops_the_other_requests_and_files_those_in_flight(key_e
     assert sent - 1 <= len(rows) <= 4, (sent, rows)
     assert {r["status"] for r in rows} == {"cancelled"} and all(r["attempts"] == 1 for r in rows)
     assert all(r["prompt_tokens"] is None and r["cost_usd"] is None and r["latency_s"] > 0 for r in rows)
-    assert all("cancelled in flight" in r["error"] for r in rows), rows
+    assert all(r["error"].startswith("cancelled once sent") for r in rows), rows
     assert usage["calls"] == len(rows) and usage["errors"] == 0
     assert "Session is closed" not in caplog.text and "request failed" not in caplog.text
+
+
+def test_closing_the_client_mid_batch_files_what_was_sent_as_cancelled(key_env, tmp_path):
+    """Ctrl-C: the run closes the view's client while a batch is in flight. The close used to
+    shut the HTTP session first, so the requests in flight failed against it, went into
+    backoff or were filed "Session is closed", and it cancelled the ledger's own commit task,
+    so what was pending was never written. Now the tasks are cancelled first: every request
+    sent is filed once, ``cancelled``, and nothing reads "closed"."""
+    with Store(tmp_path / "s.duckdb") as st:
+        ledger = LLMLedger(st, run_id=1)
+        with MisbehavingServer(default="slow", slow_s=2.0) as srv:
+            c = _client(srv, key_env, ledger=ledger, concurrency=4, timeout_s=10.0)
+            with ThreadPoolExecutor(1) as pool:
+                batch = pool.submit(c.complete, [_req(f"good {i}") for i in range(12)])
+                deadline = time.monotonic() + 10
+                while srv.count < 4 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                c.close()  # what the run's finally does on Ctrl-C
+                with pytest.raises(BaseException):  # the caller sees its batch cancelled
+                    batch.result(timeout=10)
+            sent = srv.count
+        rows = st.query("SELECT key, status, error, attempts, cost_usd FROM llm_calls").to_pylist()
+    assert sent == 4  # the window; the other 8 were never sent
+    assert len(rows) == 4 and len({r["key"] for r in rows}) == 4, rows
+    assert {r["status"] for r in rows} == {"cancelled"} and all(r["attempts"] == 1 for r in rows)
+    assert not any("closed" in (r["error"] or "").lower() for r in rows), rows
+    assert c.stats.calls == 4 and ledger.usage()["calls"] == 4
 
 
 def test_missing_key_variable_is_named(monkeypatch):

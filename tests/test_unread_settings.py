@@ -20,7 +20,7 @@ BASE = {
     "data": {"train": "items.csv"},
     "views": [{"name": "a", "kind": "sklearn", "columns": ["x"]}, {"name": "b", "kind": "sklearn", "text": "t"}],
 }
-POLICY_KEYS = {"k": 20, "min_agree": 2, "veto": "none", "min_precision": 0.95, "cut_neighbors": 10}
+POLICY_KEYS = {"k": 20, "min_agree": 2, "veto": "none", "min_precision": 0.95, "cut_neighbors": 10, "feeding": "shared"}
 
 
 def _unread(**cotrain) -> list[str]:
@@ -34,7 +34,8 @@ def _unread(**cotrain) -> list[str]:
     ("k_best", ["cotrain.min_precision", "cotrain.cut_neighbors", "cotrain.min_agree"]),
     ("agreement", ["cotrain.min_precision", "cotrain.cut_neighbors", "cotrain.k"]),
     ("threshold", ["cotrain.min_precision", "cotrain.cut_neighbors", "cotrain.k", "cotrain.min_agree"]),
-    ("self", ["cotrain.min_precision", "cotrain.cut_neighbors", "cotrain.k", "cotrain.min_agree", "cotrain.veto"]),
+    ("self", ["cotrain.min_precision", "cotrain.cut_neighbors", "cotrain.k", "cotrain.min_agree", "cotrain.feeding",
+              "cotrain.veto"]),
 ])
 def test_each_policy_names_exactly_the_keys_it_never_reads_in_config_order(policy, unread):
     assert _unread(policy=policy, **POLICY_KEYS) == unread
@@ -45,6 +46,18 @@ def test_defaults_left_unset_are_never_named_and_a_key_read_is_not_either():
     assert _unread(policy="threshold") == []
     assert _unread(policy="k_best", k=40, veto="none", threshold=0.8) == []
     assert _unread(select="cut_statistic", cut_neighbors=10, min_precision=0.95) == []
+
+
+def test_shadow_runs_read_min_precision_under_an_explicit_policy_and_a_disabled_escalation_does_not():
+    """Shadow runs pick with ``min_precision`` whatever the policy, and their picks shape the
+    calibration; an escalation section switched off asks nothing."""
+    assert _unread(policy="threshold", shadows=True, min_precision=0.95) == []
+    cfg = copy.deepcopy(BASE)
+    cfg["cotrain"] = {"policy": "threshold", "min_precision": 0.95}
+    cfg["escalate"] = {"model": "openai/gpt-4o-mini", "fields": ["t"], "budget_usd": 1.0, "enabled": False}
+    assert [line.split()[0] for line in unread_settings(parse_config(cfg))] == ["cotrain.min_precision"]
+    cfg["escalate"]["enabled"] = True
+    assert unread_settings(parse_config(cfg)) == []
 
 
 def test_the_line_names_the_key_its_readers_and_the_policy_in_force():

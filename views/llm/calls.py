@@ -98,16 +98,17 @@ def call_record(view: str, endpoint: Endpoint, request: dict[str, Any], comp: Co
 
 def cancelled_record(view: str, endpoint: Endpoint, request: dict[str, Any], key: str, attempts: int,
                      latency_s: float, billed: list[int], charged: float) -> Any:
-    """The ledger row of a request cancelled while in flight (a fatal answer to another
-    request of its batch, Ctrl-C). A call was made and the server may answer, and bill, it
-    after all, so it is filed and counted as a call, ``cancelled``; its tokens and cost are
+    """The ledger row of a request cancelled after an attempt was made (a fatal answer to
+    another request of its batch, Ctrl-C: in flight, or waiting to retry). A call was made and
+    the server may answer, and bill, it after all, so it is filed and counted as a call,
+    ``cancelled``; its tokens and cost are
     unknown (None) beyond what its earlier attempts were billed (``billed``: prompt and
     completion tokens; ``charged``: dollars). Nothing is cached: a resumed run asks again."""
     from store.contracts import CallRecord
 
     return CallRecord(
         view=view, key=key, model=endpoint.key_identity(), request=request, response=None, cached=False,
-        status="cancelled", error="cancelled in flight: the server may have answered it, and billed it",
+        status="cancelled", error="cancelled once sent (or being sent): the server may have answered it, and billed it",
         attempts=attempts, prompt_tokens=billed[0] or None, completion_tokens=billed[1] or None,
         cost_usd=charged or None, latency_s=latency_s)
 

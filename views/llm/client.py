@@ -118,15 +118,16 @@ class LLMClient:
             return self._loop
 
     def close(self) -> None:
-        """Cancel what litellm left running on the loop (its logging worker), then stop it."""
+        """Cancel what runs on the loop (a batch cut by Ctrl-C, litellm's logging worker), then
+        close the HTTP session (after: a request in flight is filed cancelled, not failed)."""
         if self._loop is not None:
             async def _cancel_pending() -> None:
-                if self._http is not None:
-                    await self._http.close()
                 tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                if self._http is not None:
+                    await self._http.close()
 
             try:
                 asyncio.run_coroutine_threadsafe(_cancel_pending(), self._loop).result(timeout=5)
@@ -325,56 +326,61 @@ class LLMClient:
         """One request: a slot under the gate per attempt (a retry waits under the limit as it is
         after the cut its 429 caused), the rate limit, retries with backoff. An attempt that
         answers nothing but reports tokens is billed: its tokens and cost go into the
-        request's row whatever the outcome, and into ``charged`` as the budget is charged."""
+        request's row whatever the outcome, and into ``charged`` as the budget is charged.
+        Cancelled once an attempt was made, it is filed ``cancelled`` (``calls.cancelled_record``);
+        cancelled before any, it was never sent and is not filed."""
         attempts = 0
         t0: float | None = None
         billed = [0, 0]
-        while True:
-            epoch = await gate.acquire()
-            latency: float | None = None
-            overload = False
-            try:
-                await committer.room()  # at most one group of answers uncommitted
-                await limiter.wait()
-                attempts += 1
-                t_try = time.perf_counter()
-                t0 = t0 or t_try
+        try:
+            while True:
+                epoch = await gate.acquire()
+                latency: float | None = None
+                overload = False
                 try:
-                    resp, data = await self._attempt(request)
-                    latency = time.perf_counter() - t_try
-                    break
-                except asyncio.CancelledError:  # sent and not answered: the server may still answer, and bill, it
-                    committer.add(cancelled_record(self.view, self.endpoint, request, key, attempts,
-                                                   time.perf_counter() - t0, billed, charged[0]))
-                    raise
-                except ViewError:  # the view's own refusal (no usable key): fatal, not a failed request
-                    raise
-                except Exception as exc:  # classified below; never swallowed silently
-                    name = type(exc).__name__
-                    overload = name in OVERLOAD or isinstance(exc, asyncio.TimeoutError)
-                    last_err = redacted_error(exc, self._api_key())
-                    if name in FATAL:
-                        raise ViewError(self.view, f"{self.endpoint.model}: {name}: {last_err}") from None
-                    retryable = name in RETRYABLE or isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError,
-                                                                      MalformedResponse))
-                    if isinstance(exc, MalformedResponse) and exc.usage is not None:
-                        cost = self._pricer.cost(exc.response, *exc.usage)
-                        billed[0], billed[1] = billed[0] + exc.usage[0], billed[1] + exc.usage[1]
-                        charged[0] += cost
-                        retryable = self.budget.charge(cost) and retryable and self.retry_billed
-                    if not retryable or attempts > self.max_retries:
-                        self.stats.errors += 1
-                        self.stats.count(billed[0], billed[1], charged[0])
-                        return Completion(key=key, status="error", error=f"{name}: {last_err}"[:500],
-                                          prompt_tokens=billed[0], completion_tokens=billed[1], cost_usd=charged[0],
-                                          attempts=attempts, latency_s=time.perf_counter() - t0), None
-                    delay = self._delay(attempts, exc)
-                    log.debug("view %s: attempt %d failed, retrying in %.2f s: %s: %s", self.view, attempts, delay,
-                              name, last_err)
-            finally:
-                gate.release(latency, epoch, overload)
-            self.stats.retries += 1
-            await asyncio.sleep(delay)
+                    await committer.room()  # at most one group of answers uncommitted
+                    await limiter.wait()
+                    attempts += 1
+                    t_try = time.perf_counter()
+                    t0 = t0 or t_try
+                    try:
+                        resp, data = await self._attempt(request)
+                        latency = time.perf_counter() - t_try
+                        break
+                    except ViewError:  # the view's own refusal (no usable key): fatal, not a failed request
+                        raise
+                    except Exception as exc:  # classified below; never swallowed silently
+                        name = type(exc).__name__
+                        overload = name in OVERLOAD or isinstance(exc, asyncio.TimeoutError)
+                        last_err = redacted_error(exc, self._api_key())
+                        if name in FATAL:
+                            raise ViewError(self.view, f"{self.endpoint.model}: {name}: {last_err}") from None
+                        retryable = name in RETRYABLE or isinstance(exc, (asyncio.TimeoutError, json.JSONDecodeError,
+                                                                          MalformedResponse))
+                        if isinstance(exc, MalformedResponse) and exc.usage is not None:
+                            cost = self._pricer.cost(exc.response, *exc.usage)
+                            billed[0], billed[1] = billed[0] + exc.usage[0], billed[1] + exc.usage[1]
+                            charged[0] += cost
+                            retryable = self.budget.charge(cost) and retryable and self.retry_billed
+                        if not retryable or attempts > self.max_retries:
+                            self.stats.errors += 1
+                            self.stats.count(billed[0], billed[1], charged[0])
+                            return Completion(key=key, status="error", error=f"{name}: {last_err}"[:500],
+                                              prompt_tokens=billed[0], completion_tokens=billed[1], cost_usd=charged[0],
+                                              attempts=attempts, latency_s=time.perf_counter() - t0), None
+                        delay = self._delay(attempts, exc)
+                        log.debug("view %s: attempt %d failed, retrying in %.2f s: %s: %s", self.view, attempts, delay,
+                                  name, last_err)
+                finally:
+                    gate.release(latency, epoch, overload)
+                self.stats.retries += 1
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:  # the batch stopped (a fatal answer to another request, Ctrl-C)
+            if attempts:  # sent at least once: the server may still answer it, and bill it
+                self.stats.count(billed[0], billed[1], charged[0])
+                committer.add(cancelled_record(self.view, self.endpoint, request, key, attempts,
+                                               time.perf_counter() - (t0 or time.perf_counter()), billed, charged[0]))
+            raise
         pt, ct = data["usage"]["prompt_tokens"] + billed[0], data["usage"]["completion_tokens"] + billed[1]
         cost = self._pricer.cost(resp, data["usage"]["prompt_tokens"], data["usage"]["completion_tokens"]) + charged[0]
         comp = self._from_response(key, data, cached=False)

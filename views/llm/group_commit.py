@@ -67,8 +67,13 @@ class GroupCommitter:
             if not self.pending and (self._task is None or self._task.done()):
                 return
             self._kick()
-            assert self._task is not None
-            await asyncio.shield(self._task)
+            task = self._task
+            assert task is not None
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled():  # flush() itself was cancelled
+                    raise
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -91,6 +96,8 @@ class GroupCommitter:
                 await asyncio.to_thread(self._write, batch)
                 self.commits += 1
                 self.largest = max(self.largest, len(batch))
+            except asyncio.CancelledError:  # this task, not the write (a closing client cancels every task):
+                raise  # the batch's thread writes on; flush() starts another task for what is pending
             except BaseException as exc:  # surfaced to the requests waiting for room, and to flush()
                 self._error = exc
             finally:
