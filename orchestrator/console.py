@@ -243,7 +243,8 @@ def print_live(out: Console, p: dict[str, Any]) -> None:
               f"updated {p['age_s']:.1f}s ago", highlight=False)
     u = p.get("llm") or {}
     if u.get("calls") or u.get("cache_hits"):
-        out.print(f"LLM so far: {u['calls']:,} calls, {u['cache_hits']:,} cached, {u['errors']:,} errors, "
+        cut = f"{u['cancelled']:,} cancelled, " if u.get("cancelled") else ""
+        out.print(f"LLM so far: {u['calls']:,} calls, {u['cache_hits']:,} cached, {u['errors']:,} errors, {cut}"
                   f"{u['prompt_tokens']:,}/{u['completion_tokens']:,} tokens, ${u['cost_usd']:.4f}", highlight=False)
 
 
@@ -286,9 +287,10 @@ def print_status(out: Console, store: str, run_id: int | None) -> None:
                      ["view", "round", "cv acc", "label-model acc", "weight"], rows, left={"view"}, wrap={"view"})
     if rep.llm:
         refused = any(x["over_budget"] for x in rep.llm)  # the column only when a budget bit
-        cols = ["round", "view", "calls", "cached", "errors", *(["budget"] if refused else []), "tokens in/out",
-                "cost", "latency"]
-        rows = [[x["round"], x["view"], x["calls"], x["cache_hits"], x["errors"],
+        cut = any(x["cancelled"] for x in rep.llm)  # only when a batch stopped with calls in flight
+        cols = ["round", "view", "calls", "cached", "errors", *(["cancelled"] if cut else []),
+                *(["budget"] if refused else []), "tokens in/out", "cost", "latency"]
+        rows = [[x["round"], x["view"], x["calls"], x["cache_hits"], x["errors"], *([x["cancelled"]] if cut else []),
                  *([x["over_budget"]] if refused else []), f"{x['prompt_tokens']:,}/{x['completion_tokens']:,}",
                  f"${x['cost_usd']:.4f}", "-" if x["mean_latency_s"] is None else f"{x['mean_latency_s']:.2f}s"]
                 for x in rep.llm]

@@ -23,7 +23,8 @@ from store.sql import ident, idents
 
 
 #: The keys of :meth:`LLMLedger.usage`.
-USAGE_KEYS = ("calls", "cache_hits", "errors", "over_budget", "prompt_tokens", "completion_tokens", "cost_usd")
+USAGE_KEYS = ("calls", "cache_hits", "errors", "over_budget", "prompt_tokens", "completion_tokens", "cost_usd",
+              "cancelled")
 
 
 class LLMLedger:
@@ -48,14 +49,15 @@ class LLMLedger:
             row = self._con.execute(
                 "SELECT count(*) FILTER (WHERE NOT cached AND status <> 'budget'), count(*) FILTER (WHERE cached),"
                 " count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE status = 'budget'),"
-                " coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0)"
-                " FROM llm_calls WHERE run_id = ?", [run_id]).fetchall()[0]  # fetchall: duckdb 2.x keeps a
-            # half-read result open, and the next register() on this cursor would fail
-            self._usage.update(zip(USAGE_KEYS, (*map(int, row[:6]), float(row[6]))))
+                " coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0),"
+                " count(*) FILTER (WHERE status = 'cancelled') FROM llm_calls WHERE run_id = ?",
+                [run_id]).fetchall()[0]  # fetchall: duckdb 2.x keeps a half-read result open, and the next
+            # register() on this cursor would fail
+            self._usage.update(zip(USAGE_KEYS, (*map(int, row[:6]), float(row[6]), int(row[7]))))
 
     def usage(self) -> dict[str, int | float]:
         """This run's LLM usage so far, from counters in memory (no query): ``calls`` made,
-        ``cache_hits``, ``errors``, ``over_budget``, ``prompt_tokens``, ``completion_tokens``,
+        ``cache_hits``, ``errors``, ``over_budget``, ``prompt_tokens``, ``completion_tokens``, ``cancelled``,
         ``cost_usd`` (as ``cotrain status`` counts them from ``llm_calls``)."""
         with self._usage_lock:
             return dict(self._usage)
@@ -68,6 +70,7 @@ class LLMLedger:
                     u["cache_hits" if c.cached else "calls"] += 1
                 u["errors"] += c.status == "error"
                 u["over_budget"] += c.status == "budget"
+                u["cancelled"] += c.status == "cancelled"
                 u["prompt_tokens"] += c.prompt_tokens or 0
                 u["completion_tokens"] += c.completion_tokens or 0
                 u["cost_usd"] += c.cost_usd or 0.0

@@ -185,7 +185,7 @@ def resolve_run(store: Store, run_id: int | None) -> int:
 
 
 def llm_usage(store: Store, run_id: int) -> list[dict[str, Any]]:
-    """LLM calls per round and view: calls made, cache hits, errors, budget refusals,
+    """LLM calls per round and view: calls made, cache hits, errors, calls cancelled once sent, budget refusals,
     tokens, dollars and mean latency of the calls made."""
     if not has_table(store, "llm_calls"):
         return []  # a store written before LLM views existed
@@ -194,6 +194,7 @@ def llm_usage(store: Store, run_id: int) -> list[dict[str, Any]]:
         " count(*) FILTER (WHERE NOT cached AND status <> 'budget') AS calls,"  # a budget refusal is no call
         " count(*) FILTER (WHERE cached) AS cache_hits,"
         " count(*) FILTER (WHERE status = 'error') AS errors,"
+        " count(*) FILTER (WHERE status = 'cancelled') AS cancelled,"  # sent, then the batch stopped
         " count(*) FILTER (WHERE status = 'budget') AS over_budget,"
         " coalesce(sum(prompt_tokens), 0) AS prompt_tokens,"
         " coalesce(sum(completion_tokens), 0) AS completion_tokens,"

@@ -444,7 +444,7 @@ def test_closing_the_client_mid_batch_files_what_was_sent_as_cancelled(key_env, 
     assert len(rows) == 4 and len({r["key"] for r in rows}) == 4, rows
     assert {r["status"] for r in rows} == {"cancelled"} and all(r["attempts"] == 1 for r in rows)
     assert not any("closed" in (r["error"] or "").lower() for r in rows), rows
-    assert c.stats.calls == 4 and ledger.usage()["calls"] == 4
+    assert c.stats.calls == 4 and ledger.usage()["calls"] == 4 and ledger.usage()["cancelled"] == 4
 
 
 def test_missing_key_variable_is_named(monkeypatch):

@@ -196,10 +196,11 @@ def test_ledger_counts_calls_and_cost_in_memory(mem_store: Store):
     ledger.round = 0
     ledger.record([call(0), call(1), call(2, cached=True, prompt_tokens=None, completion_tokens=None, cost_usd=0.0),
                    call(3, status="error", response=None, cost_usd=None, prompt_tokens=None, completion_tokens=None),
-                   call(4, status="budget", response=None, cost_usd=None, prompt_tokens=None, completion_tokens=None)])
+                   call(4, status="budget", response=None, cost_usd=None, prompt_tokens=None, completion_tokens=None),
+                   call(5, status="cancelled", response=None, cost_usd=None, prompt_tokens=None, completion_tokens=None)])
     u = ledger.usage()
-    assert u == {"calls": 3, "cache_hits": 1, "errors": 1, "over_budget": 1, "prompt_tokens": 20,
-                 "completion_tokens": 4, "cost_usd": pytest.approx(0.002)}
+    assert u == {"calls": 4, "cache_hits": 1, "errors": 1, "over_budget": 1, "prompt_tokens": 20,
+                 "completion_tokens": 4, "cost_usd": pytest.approx(0.002), "cancelled": 1}
     ledger.close()
     # a resumed run's ledger starts from what the store already holds for the run, and agrees
     # with the per-round usage `cotrain status` reports
@@ -209,6 +210,7 @@ def test_ledger_counts_calls_and_cost_in_memory(mem_store: Store):
 
     rows = llm_usage(mem_store, 3)
     assert sum(r["calls"] for r in rows) == u["calls"] and sum(r["cache_hits"] for r in rows) == u["cache_hits"]
+    assert sum(r["cancelled"] for r in rows) == u["cancelled"] == 1 and sum(r["errors"] for r in rows) == 1
     assert LLMLedger(mem_store, run_id=4).usage()["calls"] == 0
     again.close()
 

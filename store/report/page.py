@@ -86,11 +86,11 @@ def render(d: dict[str, Any]) -> str:
                       [e(x["view"]), x["round"], _f(x["cv_accuracy"]), _f(x["label_model_accuracy"]), _f(x["weight"])]
                       for x in d["view_estimates"]], num={1, 2, 3, 4})]
     if d["llm"] or d["debates"]:
-        parts += ["<h2>LLM usage</h2>", _table(["round", "view", "calls", "cache hits", "errors", "tokens in/out",
-                                                "cost", "latency"], [
-            [x["round"], e(x["view"]), x["calls"], x["cache_hits"], x["errors"],
+        parts += ["<h2>LLM usage</h2>", _table(["round", "view", "calls", "cache hits", "errors",
+                                                "cancelled once sent", "tokens in/out", "cost", "latency"], [
+            [x["round"], e(x["view"]), x["calls"], x["cache_hits"], x["errors"], x["cancelled"],
              f"{x['prompt_tokens']:,}/{x['completion_tokens']:,}", f"${x['cost_usd']:.4f}",
-             _f(x["mean_latency_s"], 2)] for x in d["llm"]], num={0, 2, 3, 4, 5, 6, 7})]
+             _f(x["mean_latency_s"], 2)] for x in d["llm"]], num={0, 2, 3, 4, 5, 6, 7, 8})]
         if d["debates"]:
             parts += ["<h3>Debates</h3>", _table(
                 ["round", "debated", "verdicts", "accepted", "over budget", "calls", "tokens", "cost",
