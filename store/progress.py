@@ -60,7 +60,7 @@ class Progress:
     views: list[ViewProgress] = field(default_factory=list)
     rate: float | None = None          # items/s of the current phase (per view, averaged over views)
     eta_s: float | None = None         # seconds left in the current phase at that rate
-    llm: dict[str, float] = field(default_factory=dict)  # calls, cache_hits, errors, over_budget, tokens, cost_usd
+    llm: dict[str, float] = field(default_factory=dict)  # store.llm_ledger.USAGE_KEYS: calls, errors, cost_usd, ...
     started_at: float = 0.0            # epoch seconds: the process started the run
     updated_at: float = 0.0            # epoch seconds: this version was written
     error: str | None = None           # the exception's type when state is failed
