@@ -37,13 +37,11 @@ _READERS: dict[str, tuple[str, Callable[[Config], bool]]] = {
 def unread_settings(cfg: Config) -> list[str]:
     """One line per ``cotrain`` key the config sets explicitly that this run never reads,
     naming the key, the policy in force and what reads it (config order)."""
-    out = []
-    for key in cfg.cotrain.model_fields_set:
-        if key in _READERS and not _READERS[key][1](cfg):
-            out.append(f"cotrain.{key} is read only by {_READERS[key][0]}; this run (policy "
-                       f"'{cfg.cotrain.policy}', select '{cfg.cotrain.select}') ignores it")
-    order = list(type(cfg.cotrain).model_fields)
-    return sorted(out, key=lambda line: order.index(line.split()[0].split(".", 1)[1]))
+    c = cfg.cotrain
+    return [f"cotrain.{key} is read only by {_READERS[key][0]}; this run (policy '{c.policy}', select "
+            f"'{c.select}') ignores it"
+            for key in type(c).model_fields if key in c.model_fields_set and key in _READERS
+            and not _READERS[key][1](cfg)]
 
 
 def warn_unread_settings(cfg: Config) -> None:

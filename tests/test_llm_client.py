@@ -2,6 +2,7 @@
 on purpose: retries, give-ups, cache, budget, concurrency and rate limits, secrets."""
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -172,7 +173,7 @@ def test_a_request_cancelled_while_waiting_to_retry_is_filed(key_env, tmp_path):
                     time.sleep(0.02)
                 time.sleep(0.3)  # the 500s are back: each request sleeps before its retry (a backoff frees its slot)
                 c.close()
-                with pytest.raises(BaseException):
+                with pytest.raises(concurrent.futures.CancelledError):
                     batch.result(timeout=10)
             sent = srv.count
         rows = st.query("SELECT status, attempts FROM llm_calls").to_pylist()
@@ -436,7 +437,7 @@ def test_closing_the_client_mid_batch_files_what_was_sent_as_cancelled(key_env, 
                 while srv.count < 4 and time.monotonic() < deadline:
                     time.sleep(0.02)
                 c.close()  # what the run's finally does on Ctrl-C
-                with pytest.raises(BaseException):  # the caller sees its batch cancelled
+                with pytest.raises(concurrent.futures.CancelledError):  # the caller sees its batch cancelled
                     batch.result(timeout=10)
             sent = srv.count
         rows = st.query("SELECT key, status, error, attempts, cost_usd FROM llm_calls").to_pylist()
