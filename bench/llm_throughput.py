@@ -10,11 +10,11 @@ for a vLLM box. On it, over the same number of distinct items each:
 
 alternated ``--reps`` times (raw, view, raw, view, ...), each on fresh items so nothing is
 served from the cache. It prints requests/s and the ratio (target >= 0.8) and writes
-``bench/results/llm_throughput.json``. A last run against the same server answering 10% of
+``bench/results/<--out>.json`` (``llm_throughput``). A last run against the same server answering 10% of
 requests arriving while 64 are in flight 429 shows the view backing off without errors.
 
-    .venv/bin/python bench/llm_throughput.py                    # 2,000 items, 200 ms, 256
-    .venv/bin/python bench/llm_throughput.py --concurrency 4 64 256
+    .venv/bin/python bench/llm_throughput.py            # 2,000 items, 200 ms, 64 and 256, median of 2
+    .venv/bin/python bench/llm_throughput.py --items 400 --concurrency 4 --reps 1 --out llm_throughput_c4
 """
 from __future__ import annotations
 
@@ -157,9 +157,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--delay", type=float, default=0.2)
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[256])
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--capacity", type=int, default=64, help="the back-off run's server 429s beyond this")
+    ap.add_argument("--out", default="llm_throughput",
+                    help="JSON name under bench/results (README's concurrency-4 row: --items 400 "
+                         "--concurrency 4 --reps 1 --out llm_throughput_c4)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     t_start = time.perf_counter()
@@ -176,7 +179,8 @@ def main() -> None:
                 ["req/s", "retries", "limit cuts", "peak limit", "final limit", "errors", "abstained"],
                 [[f"{back['view_req_s']:.0f}", back["retries"], back["cuts"], back["peak_limit"], back["final_limit"],
                   back["errors"], back["abstained"]]])
-    path = write_json("llm_throughput", {"args": vars(args), "runs": runs, "backoff_429": back,
+    path = write_json(args.out, {"command": "python bench/llm_throughput.py " + " ".join(sys.argv[1:]),
+                                 "args": vars(args), "runs": runs, "backoff_429": back,
                                          "seconds": time.perf_counter() - t_start})
     print(f"\nwrote {path} in {time.perf_counter() - t_start:.0f} s")
 

@@ -124,7 +124,7 @@ def m002_llm(con: duckdb.DuckDBPyConnection) -> None:
             key                VARCHAR NOT NULL,     -- llm_cache.key of the request
             model              VARCHAR NOT NULL,
             cached             BOOLEAN NOT NULL,     -- answered from llm_cache: no call, no cost
-            status             VARCHAR NOT NULL,     -- ok | error | budget
+            status             VARCHAR NOT NULL,     -- ok | error | budget | cancelled (later: no new migration, a value)
             error              VARCHAR,
             attempts           INTEGER NOT NULL,     -- HTTP attempts made (retries + 1); 0 when cached
             prompt_tokens      BIGINT,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -82,3 +83,15 @@ def test_a_run_warns_once_per_unread_key_and_the_dry_run_notes_it(tmp_path: Path
         api.run(cfg)
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cotrain.")]
     assert said == ["cotrain.k is read only by policy 'k_best'; this run (policy 'auto', select 'posterior') ignores it"]
+
+
+def test_the_readme_names_every_key_the_table_knows():
+    """README's paragraph under the configuration table lists the keys by hand: it must name
+    exactly the keys ``_READERS`` checks, so a key added there is documented too."""
+    from orchestrator.unread_settings import _READERS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("A key that only some policies read (")
+    listed = readme[start:readme.index("), set", start)].split("(", 1)[1]
+    named = {name for part in listed.split(";") for name in re.findall(r"`(\w+)`", part.split(":")[0])}
+    assert named == set(_READERS)

@@ -330,7 +330,7 @@ class LLMClient:
         Cancelled once an attempt was made, it is filed ``cancelled`` (``calls.cancelled_record``);
         cancelled before any, it was never sent and is not filed."""
         attempts = 0
-        t0: float | None = None
+        t0 = 0.0  # the first attempt's start
         billed = [0, 0]
         try:
             while True:
@@ -379,7 +379,7 @@ class LLMClient:
             if attempts:  # sent at least once: the server may still answer it, and bill it
                 self.stats.count(billed[0], billed[1], charged[0])
                 committer.add(cancelled_record(self.view, self.endpoint, request, key, attempts,
-                                               time.perf_counter() - (t0 or time.perf_counter()), billed, charged[0]))
+                                               time.perf_counter() - t0, billed, charged[0]))
             raise
         pt, ct = data["usage"]["prompt_tokens"] + billed[0], data["usage"]["completion_tokens"] + billed[1]
         cost = self._pricer.cost(resp, data["usage"]["prompt_tokens"], data["usage"]["completion_tokens"]) + charged[0]
