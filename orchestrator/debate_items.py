@@ -7,7 +7,7 @@ from pathlib import Path
 
 from orchestrator.config import Config
 from orchestrator.data import read_table
-from store.errors import DataError
+from store.errors import ConfigError, DataError
 from store.items import label_spelling
 
 
@@ -30,6 +30,11 @@ def read_debate_items(cfg: Config, items: str | Path) -> DebateItems:
     label, and ``1.0`` is the task's label ``1`` when the task has no ``1.0``."""
     assert cfg.debate is not None
     fields, id_column, label_column = cfg.debate.fields, cfg.data.id_column, cfg.data.label_column
+    from orchestrator.viewset import protected_columns
+
+    leaks = [f for f in fields if f in protected_columns(cfg) or f.startswith("__")]
+    if leaks:  # the gold label read by the agents would also score their verdicts
+        raise ConfigError("debate.fields", f"'{leaks[0]}' is the label, id or split column; agents may never read it")
     table = read_table(items, text_columns=(id_column, label_column))
     cols = table.column_names
     for f in fields:

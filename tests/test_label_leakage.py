@@ -87,3 +87,22 @@ def test_debate_fields_may_not_name_the_label(tmp_path: Path):
     with pytest.raises(ConfigError) as err:
         api.plan(cfg)
     assert "debate.fields" in str(err.value) and "'label'" in str(err.value)
+
+
+@pytest.mark.parametrize("field", ["label", "split", "id"])
+def test_a_standalone_debate_may_not_read_the_label_id_or_split_either(tmp_path: Path, field: str):
+    """``cotrain debate CONFIG --items FILE`` read ``debate.fields`` unchecked: the agents were
+    shown the gold label that then scored their verdicts' accuracy. Refused before any call,
+    dry run or not, and no store is left behind."""
+    cfg = _project(tmp_path, {"name": "l", "kind": "sklearn", "columns": ["len_a"]})
+    data = yaml.safe_load(cfg.read_text())
+    data["debate"] = {"fields": ["text", field], "agents": [{"name": "a1", "model": "openai/x",
+                                                             "api_base": "http://127.0.0.1:9/v1"}]}
+    cfg.write_text(yaml.safe_dump(data))
+    items = tmp_path / "items.csv"
+    pd.DataFrame({"id": ["x1"], "text": ["fine"], "label": ["pos"], "split": ["train"]}).to_csv(items, index=False)
+    for dry in (True, False):
+        with pytest.raises(ConfigError) as err:
+            api.debate(cfg, items, dry_run=dry, store=tmp_path / "deb.duckdb")
+        assert err.value.key == "debate.fields" and f"'{field}'" in str(err.value)
+    assert not (tmp_path / "deb.duckdb").exists()
