@@ -7,9 +7,7 @@ inside the commands so ``cotrain --help`` is instant."""
 from __future__ import annotations
 
 import gc
-import logging
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -18,8 +16,9 @@ from typing import Optional
 
 import typer
 
+from orchestrator.cli_text import Scrub, one_line as _one_line, path_text as _path, scrubber, setup_logging as _logging
 from orchestrator.console import (CommandConsole, RichReporter, print_plan, print_precision, print_status, print_tables,
-                                  print_transcript, printable, zero_columns)
+                                  print_transcript, zero_columns)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,  # main() guards
                   help="Co-train N model views on a small labelled set and a large pool; every label in DuckDB.")
@@ -30,32 +29,16 @@ out = CommandConsole(markup=False)
 err = CommandConsole(stderr=True, markup=False)
 
 
-def _fail(exc: Exception) -> None:
-    err.print(f"[red]error:[/red] {_one_line(str(exc))}", highlight=False, soft_wrap=True, markup=True)
+def _fail(exc: Exception, scrub: Scrub = str) -> None:
+    err.print(f"[red]error:[/red] {_one_line(str(exc), scrub)}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(1)
 
 
-def _one_line(text: str) -> str:
-    """A message as one line (a data value may hold newlines), markup-escaped, secrets redacted,
-    and what a terminal would act on (an ESC in a store's file name) written as its escape."""
-    from rich.markup import escape
-
-    from store.secrets import redact_text
-
-    return escape(printable(redact_text(" ".join(str(text).split()) or "(no message)")))
-
-
-def _path(p: object) -> str:
-    """A path as printed: as it is, or quoted when it holds what a terminal acts on (a newline
-    in a file name split the one-line message in two), escaped as ``printable`` escapes it."""
-    text = str(p)
-    return f"'{printable(text)}'" if printable(text) != text else text
-
-
 @contextmanager
-def _guarded(work: bool = True) -> Iterator[None]:
+def _guarded(work: bool = True, config: Path | None = None) -> Iterator[None]:
     """Every failure of a command is one line on stderr and a non-zero exit code. ``work``: the
     command's imports are done and its work starts here (collection resumes: see ``main``).
+    Its line and log file never hold a secret, the values ``config`` names too (``cli_text``).
 
     * ``CotrainError``: its own message, which names the file, key, view or item; exit 1.
     * Ctrl-C: ``interrupted after round r; run again to resume`` (or as much as is known); 130.
@@ -78,7 +61,7 @@ def _guarded(work: bool = True) -> Iterator[None]:
         err.print(_one_line(str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     except CotrainError as exc:
-        _fail(exc)
+        _fail(exc, scrubber(config))
     except BaseException as exc:  # noqa: BLE001 - the one place every unforeseen failure is reported
         if isinstance(exc, SystemExit):  # Ray's driver on SIGTERM, or sys.exit() in a plug-in: its code stays
             err.print(f"stopped by a request to exit ({exc.code}); nothing after the last commit was kept",
@@ -92,19 +75,12 @@ def _guarded(work: bool = True) -> Iterator[None]:
             raise
         from orchestrator.crash_log import crash_log
 
-        path = crash_log(exc)
+        scrub = scrubber(config)
+        path = crash_log(exc, scrub)
         where = f" (traceback in {_one_line(str(path))})" if path else ""
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {_one_line(str(exc))}{where}",
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {_one_line(str(exc), scrub)}{where}",
                   highlight=False, soft_wrap=True, markup=True)
         raise typer.Exit(1) from None
-
-
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="cotrain: %(message)s", force=True)
-    for noisy in ("httpx", "httpx2", "LiteLLM", "sentence_transformers"):  # one line per HTTP request otherwise
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # as main() does: CliRunner calls the app without it
 
 
 @app.command()
@@ -126,16 +102,15 @@ def run(config: Path = typer.Argument(..., help="YAML config."),
                                      "tokens and cost; call nothing, write nothing."),
         verbose: bool = typer.Option(True, "--verbose/--quiet", help="Log round events to stderr.")) -> None:
     """Run co-training rounds (resumes an unfinished run of the same config)."""
-    _logging(verbose)
+    _logging(verbose and not dry_run, config)  # a dry run's throwaway in-memory run: its log lines would mislead
     from orchestrator import api
     from store.errors import StoreError
 
     if dry_run:
-        _logging(False)  # the dry run builds a throwaway in-memory run; its log lines would mislead
-        with _guarded():
+        with _guarded(config=config):
             print_plan(out, api.plan(config))
         return
-    with _guarded():
+    with _guarded(config=config):
         if str(store) == ":memory:" or (store is None and api.resolve_config(config)[0].store == ":memory:"):
             raise StoreError("a store of ':memory:' keeps nothing once the command ends; name a .duckdb file",
                              ":memory:")
@@ -162,10 +137,11 @@ def debate(target: str = typer.Argument(..., metavar="CONFIG|show", help="YAML c
            verbose: bool = typer.Option(True, "--verbose/--quiet")) -> None:
     """Debate items among LLM agents without co-training, or show an item's debate:
     cotrain debate CONFIG --items FILE [--dry-run];  cotrain debate show ITEM [--store S]."""
-    _logging(verbose and not dry_run)
+    config = None if target == "show" else Path(target)
+    _logging(verbose and not dry_run, config)
     from orchestrator import api
 
-    with _guarded():
+    with _guarded(config=config):
         if target == "show":
             if item is None:
                 raise typer.BadParameter("give the item id: cotrain debate show ITEM")

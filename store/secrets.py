@@ -10,8 +10,11 @@ store or a report anyway (e.g. a store written by an older cotrain).
 """
 from __future__ import annotations
 
+import base64
+import html
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -148,4 +151,63 @@ def redact(obj: Any, keys_are_labels: bool = False) -> Any:
     return obj
 
 
-__all__ = ["REDACTED", "credential_name", "find_secret", "key_shaped_name", "redact", "redact_text", "secret_in_text"]
+#: Characters of a secret that, found together in any of its forms, are redacted.
+SCRUB_RUN = 8
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The spellings a secret travels in besides its own: JSON-escaped (ASCII or not),
+    HTML-escaped, and base64 (standard and URL-safe) at each of the three byte alignments it
+    may sit at inside a longer encoded text (an ``Authorization: Basic`` header, a token
+    echoed in an encoded error body), each cut to the characters that depend on it alone."""
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], html.escape(secret)}
+    raw = secret.encode("utf-8")
+    for pad in range(3):
+        total = 8 * (pad + len(raw))
+        for enc in (base64.b64encode, base64.urlsafe_b64encode):
+            forms.add(enc(b"\0" * pad + raw).decode("ascii")[-(-8 * pad // 6):total // 6])
+    return {f for f in forms if f}
+
+
+class Scrubber:
+    """Replaces each of ``secrets`` in a text by ``***``: whole, however short (a self-hosted
+    server's ``--api-key dev1234``), and any ``run`` or more of its characters together in any
+    of its forms (:func:`secret_forms`): a provider or a proxy echoes a prefix, a suffix or the
+    whole key, as it is or escaped, inside a JSON body or an error. Built once for many texts
+    (a command's log lines)."""
+
+    def __init__(self, secrets: Iterable[str], run: int = SCRUB_RUN) -> None:
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.run = run
+        self.grams = {f[i:i + run] for s in self.secrets for f in secret_forms(s) for i in range(len(f) - run + 1)}
+
+    def __call__(self, text: str) -> str:
+        if not self.secrets or not text:
+            return text
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        run, hit = self.run, bytearray(len(text))
+        for i in range(len(text) - run + 1):
+            if text[i:i + run] in self.grams:
+                hit[i:i + run] = b"\x01" * run
+        if not any(hit):
+            return text
+        out, i = [], 0
+        while i < len(text):
+            if hit[i]:
+                while i < len(text) and hit[i]:
+                    i += 1
+                out.append("***")
+            else:
+                out.append(text[i])
+                i += 1
+        return "".join(out)
+
+
+def scrub(text: str, secrets: Iterable[str], run: int = SCRUB_RUN) -> str:
+    """``text`` with ``secrets`` scrubbed (:class:`Scrubber`)."""
+    return Scrubber(secrets, run)(text)
+
+
+__all__ = ["REDACTED", "SCRUB_RUN", "Scrubber", "credential_name", "find_secret", "key_shaped_name", "redact", "redact_text",
+           "scrub", "secret_forms", "secret_in_text"]

@@ -7,7 +7,8 @@ when asked for them and a JSON answer otherwise. Faults are scheduled per reques
 (1-based) or set as the default: ``slow``, ``429``, ``500``, ``400`` (an item's own refusal,
 a prompt over the context length), ``malformed`` (a body that is
 not JSON), ``no_logprobs``, ``garbage`` (an unreadable answer), ``401`` (echoing the key,
-as some providers do). ``kill`` SIGKILLs the process ``kill_pid`` before answering.
+as some providers do), ``echo_key`` (an answer that reflects the key: whole, its head and
+base64-encoded). ``kill`` SIGKILLs the process ``kill_pid`` before answering.
 
 It records every request: how many, their bodies' hashes, the Authorization headers seen,
 the most requests in flight at once. Used by the tests and by ``bench/llm.py``.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import json
 import math
@@ -198,6 +200,12 @@ class MisbehavingServer:
             content = top[0][0]
         else:
             content = json.dumps({"label": label, "confidence": 0.9, "rationale": f"the text reads {label}"})
+        if mode == "echo_key":  # a server (or proxy) that reflects the request's key into its answer
+            key = auth.removeprefix("Bearer ")
+            content = f"{content} (asked with key {key}; its head {key[:10]}, its base64 " \
+                      f"{base64.b64encode(key.encode()).decode()})"
+            if logprobs:
+                logprobs["content"][0]["top_logprobs"].append({"token": key, "logprob": math.log(0.01)})
         pt = sum(len(m["content"].split()) for m in req["messages"])
         payload = {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
                    "model": req.get("model", "fake"),

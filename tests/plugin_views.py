@@ -129,11 +129,14 @@ class FailingView(CentroidView):
     when the signal lands while a query runs), once: it leaves a file at that path. With
     ``by_signal`` the interruption is real: the view runs a long DuckDB query and sends its own
     process SIGINT meanwhile (DuckDB 2.0 then raises ``RuntimeError('Query interrupted')``). With
-    ``exit_request`` it raises ``SystemExit`` (what Ray's driver turns SIGTERM into)."""
+    ``exit_request`` it raises ``SystemExit`` (what Ray's driver turns SIGTERM into). With
+    ``credential_env`` its error quotes that variable's value (a client library that puts the
+    key it was given in its exception)."""
 
     def __init__(self, name: str, context: ViewContext, columns: Sequence[str] = (), fail_round: int = -1,
-                 interrupt: str = "", by_signal: bool = False, exit_request: bool = False):
+                 interrupt: str = "", by_signal: bool = False, exit_request: bool = False, credential_env: str = ""):
         super().__init__(name, context, columns)
+        self.credential_env = credential_env
         self.fail_round = fail_round
         self.interrupt = interrupt
         self.by_signal = by_signal
@@ -165,7 +168,9 @@ class FailingView(CentroidView):
                         raise SystemExit(143)
                     raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
                 return super().fit(items, y, sample_weight)
-            raise RuntimeError(f"boom in round {self.round}")
+            import os
+            quoted = f": bad credential {os.environ[self.credential_env]}" if self.credential_env else ""
+            raise RuntimeError(f"boom in round {self.round}{quoted}")
         super().fit(items, y, sample_weight)
 
 

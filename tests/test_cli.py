@@ -446,3 +446,18 @@ def test_an_error_line_writes_what_a_terminal_would_act_on_as_escapes(tmp_path: 
                           capture_output=True, text=True, timeout=60, env={**env, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 1 and "\x1b" not in proc.stderr and "\x07" not in proc.stderr
     assert "n\\x1b]0;t\\x07.duckdb" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+def test_a_commands_log_lines_scrub_the_values_its_config_names(tmp_path: Path):
+    """A warning quoting a key of no known shape (a self-hosted server's, named by
+    ``api_key_env``) printed it: the command's log handler scrubs the values the config names,
+    and keeps every other word of the line."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"views": [{"name": "llm", "kind": "llm", "api_key_env": "MY_SERVER_KEY"}]}))
+    probe = ("import logging, os, sys; from orchestrator.cli_text import setup_logging; setup_logging(False, sys.argv[1]);"
+             " logging.getLogger('cotrain').warning('view llm: refused with key %s (head %s)',"
+             " os.environ['MY_SERVER_KEY'], os.environ['MY_SERVER_KEY'][:9])")
+    env = {**__import__("os").environ, "MY_SERVER_KEY": "devSERVERkey4242abc"}
+    proc = subprocess.run([sys.executable, "-c", probe, str(cfg)], cwd=REPO, env=env, capture_output=True, text=True,
+                          check=True)
+    assert proc.stderr.strip() == "cotrain: view llm: refused with key *** (head ***)"

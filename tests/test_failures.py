@@ -305,6 +305,27 @@ def test_unforeseen_errors_are_one_line_with_a_traceback_file(tmp_path: Path):
     assert "Traceback (most recent call last)" in text and "plugin_views.py" in text and "boom in round 0" in text
 
 
+def test_a_secret_the_config_names_never_reaches_the_error_line_or_the_traceback_file(tmp_path: Path):
+    """A key of no known shape (a self-hosted server's) was printed on the unforeseen error's
+    line and written to its traceback file when a plug-in quoted it: the values of the
+    variables a config names (``*_env``) are scrubbed from both, whole and in part."""
+    cfg = write_config(tmp_path)
+    _edit(cfg, lambda d: d["views"].__setitem__(1, {"name": "vb", "kind": "tests.plugin_views:FailingView",
+                                                    "columns": ["b_0"], "fail_round": 0,
+                                                    "credential_env": "PLUGIN_CRED"}))
+    secret = "plainSECRET123value9876"
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(cfg), "--quiet"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180,
+                          env={**env, "PYTHONPATH": str(REPO), "COTRAIN_HOME": str(tmp_path / "home"),
+                               "PLUGIN_CRED": secret})
+    line = _one_error_line(proc)
+    assert line.startswith("error: RuntimeError: boom in round 0: bad credential *** (traceback in ")
+    text = Path(line.split("(traceback in ", 1)[1].rstrip(")")).read_text()
+    assert "bad credential ***" in text and "plugin_views.py" in text
+    assert secret[:8] not in proc.stdout + proc.stderr + text
+
+
 def test_store_faults_are_one_line(tmp_path: Path):
     home = tmp_path / "home"
     # a foreign DuckDB file with an 'items' table: refused, and left without cotrain's tables

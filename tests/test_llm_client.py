@@ -486,3 +486,36 @@ def test_litellm_leaves_the_process_as_it_found_it(leaves_process_as_found, tmp_
     assert "COTRAIN_DOTENV_PROBE" not in before["env"]
     assert before["loggers"]["LiteLLM"][0] == before["loggers"]["httpx"][0] == logging.INFO
     assert "ReadOnly" not in stderr and "Provider List" not in stderr
+
+
+@pytest.mark.parametrize("logprobs", [True, False])
+def test_a_key_the_server_echoes_in_its_answer_is_stored_nowhere(key_env, tmp_path, logprobs):
+    """A self-hosted server (or proxy) that reflects the bearer key into its answer had it
+    written verbatim to ``llm_cache.response`` (and a debate's ``debate_turns.answer``): the
+    answer's text and tokens are scrubbed of the key, whole, in part and base64-encoded,
+    before anything keeps them; the label is still read."""
+    req = {**_req("a great film"), **({} if logprobs else {"logprobs": False, "top_logprobs": None})}
+    with Store(tmp_path / "s.duckdb") as st:
+        with MisbehavingServer(default="echo_key") as srv, _client(srv, key_env, ledger=LLMLedger(st, run_id=1)) as c:
+            [comp] = c.complete([req])
+        assert comp.ok and srv.auth_headers == [f"Bearer {SECRET}"]
+        stored = " ".join(str(v) for t in ("llm_cache", "llm_calls") for r in st.query(f"SELECT * FROM {t}").to_pylist()
+                          for v in r.values())
+    kept = f"{comp.content} {comp.top_logprobs} {stored}"
+    assert "asked with key ***" in kept and "positive" in kept.lower()
+    import base64
+    for piece in (SECRET, SECRET[:10], SECRET[-8:], base64.b64encode(SECRET.encode()).decode()[:12]):
+        assert piece not in kept, piece
+
+
+def test_scrub_finds_a_key_in_its_forms_and_leaves_other_text():
+    import base64
+
+    from store.secrets import scrub
+    key = "plainSECRET123value9876"  # no known key shape: only the value itself can find it
+    assert scrub(f"x {key} y", [key]) == "x *** y"
+    assert scrub("prefix plainSEC, suffix e9876 ok", [key]) == "prefix ***, suffix e9876 ok"  # 8+ characters only
+    basic = base64.b64encode(f"user:{key}".encode()).decode()  # inside a longer encoded text, at any alignment
+    assert key not in scrub(basic, [key]) and basic not in scrub(f"Basic {basic}", [key])
+    assert scrub("/home/user/data.csv: no such file", [key]) == "/home/user/data.csv: no such file"
+    assert scrub("anything", []) == "anything"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.errors import ViewError
+from store.secrets import scrub
 from views.llm.litellm_import import import_litellm
 from views.llm.prompt import estimate_tokens
 
@@ -173,9 +174,11 @@ def _token_count(usage: dict[str, Any], name: str) -> int:
     return int(value)
 
 
-def parse_response(resp: Any) -> dict[str, Any]:
-    """The part of a chat completion cotrain keeps: content, top logprobs, usage. Raises
-    :class:`MalformedResponse` for a completion that answers nothing."""
+def parse_response(resp: Any, secret: str | None = None) -> dict[str, Any]:
+    """The part of a chat completion cotrain keeps: content, top logprobs, usage, with the
+    request's key ``secret`` scrubbed from the text (a server that echoes it had it stored in
+    ``llm_cache`` and ``debate_turns``). Raises :class:`MalformedResponse` for a completion
+    that answers nothing."""
     data = resp.model_dump() if hasattr(resp, "model_dump") else dict(resp)
     usage = data.get("usage") or {}
     if not isinstance(usage, dict):
@@ -199,7 +202,12 @@ def parse_response(resp: Any) -> dict[str, Any]:
             alts = tok.get("top_logprobs") or [{"token": tok.get("token"), "logprob": tok.get("logprob")}]
             top.append([[a.get("token") or "", float(a.get("logprob") if a.get("logprob") is not None else -math.inf)]
                         for a in alts])
-    return {"content": msg.get("content"), "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
+    content, secrets = msg.get("content"), [secret] if secret else []
+    if secrets and isinstance(content, str):
+        content = scrub(content, secrets)
+    if secrets and top:
+        top = [[[scrub(str(t), secrets), lp] for t, lp in pos] for pos in top]
+    return {"content": content, "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
             "usage": {"prompt_tokens": counts[0], "completion_tokens": counts[1]}}
 
 
@@ -219,30 +227,9 @@ def usable_key(view: str, env: str, value: str | None) -> str:
 
 
 def redacted_error(exc: BaseException, secret: str | None) -> str:
-    """A failed call's error as one line of at most 300 characters, the key redacted first:
-    the whole key however short (a self-hosted server's ``--api-key dev1234``), and any run of
-    8 or more of its characters, as it is or as JSON or HTML escape it (a provider echoes a
-    prefix, a suffix or the whole key inside a JSON body). Cutting first let a long key (a
-    JWT, an Azure AD token) through: only its first characters were found whole."""
+    """A failed call's error as one line of at most 300 characters, the key redacted first
+    (``store.secrets.scrub``: whole, and any 8 of its characters together, as it is, escaped
+    or base64-encoded). Cutting first let a long key (a JWT, an Azure AD token) through: only
+    its first characters were found whole."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    if secret:
-        import html
-
-        forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], html.escape(secret)}
-        text = text.replace(secret, "***")
-        grams = {f[i:i + 8] for f in forms for i in range(len(f) - 7)}
-        hit = bytearray(len(text))
-        for i in range(len(text) - 7):
-            if text[i:i + 8] in grams:
-                hit[i:i + 8] = b"\x01" * 8
-        out, i = [], 0
-        while i < len(text):
-            if hit[i]:
-                while i < len(text) and hit[i]:
-                    i += 1
-                out.append("***")
-            else:
-                out.append(text[i])
-                i += 1
-        text = "".join(out)
-    return text[:300]
+    return scrub(text, [secret] if secret else [])[:300]

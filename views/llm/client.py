@@ -299,7 +299,7 @@ class LLMClient:
                                           self.api_base_override or self.endpoint.api_base, self._api_key(),
                                           self.timeout_s, request)
         try:
-            return resp, parse_response(resp)
+            return resp, parse_response(resp, self._api_key() if self.endpoint.api_key_env else None)
         except MalformedResponse as exc:
             exc.response = resp  # its price is read from it on the litellm path
             raise
