@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config import Config, parse_config, resolve_config
-from orchestrator.examples import example_config, write_example
+from orchestrator.examples import example_config, init_config, write_example
 from orchestrator.planning import plan
 from orchestrator.rounds import Reporter, RoundRunner, RunResult
 from orchestrator.unread_settings import warn_unread_settings
@@ -23,34 +23,6 @@ from store.exchange.reviews import import_reviews as _import_reviews
 from store.exchange.export import ExportCount, ExportFilter, ExportFormat, export_labels
 from store.queries import (debate_summary, item_problems, llm_usage, resolve_run, review_precision, round_estimates,
                            rounds_summary, run_summaries, view_estimates)
-
-
-def init_config(path: str | Path = "cotrain.yaml", force: bool = False) -> Path:
-    """Write the commented example config to ``path`` (a ``.yaml``/``.yml`` file; an existing
-    one only with ``force``, and never a DuckDB database), whole or not at all."""
-    from store.atomic import write_texts
-    from store.store_path import is_duckdb_file
-
-    p = Path(path)
-    if p.is_dir():  # --force then failed with IsADirectoryError
-        raise CotrainError(f"{p}: is a folder; name the config file to write (e.g. {p / 'cotrain.yaml'})")
-    if not p.parent.is_dir():  # a missing folder, or a file as one: a traceback before
-        what = "does not exist" if not p.parent.exists() else "is a file, not a folder"
-        raise CotrainError(f"{p}: folder {p.parent} {what}")
-    if p.exists() and not p.is_file():  # /dev/null, a FIFO: "wrote /dev/null" said nothing was kept
-        raise CotrainError(f"{p}: is not a regular file; name the config file to write")
-    if p.suffix.lower() not in (".yaml", ".yml"):  # `init s.duckdb --force` replaced a store with YAML
-        raise CotrainError(f"{p}: the example config is YAML; name it .yaml or .yml")
-    try:
-        is_store = is_duckdb_file(p)
-    except OSError as exc:  # unreadable: what it holds cannot be checked
-        raise CotrainError(f"{p}: cannot be read ({exc.strerror}); refusing to overwrite it") from None
-    if is_store:  # a store named .yaml, or a link to one: never replaced, even with --force
-        raise CotrainError(f"{p}: is a DuckDB database (a store?); refusing to overwrite it with a config")
-    if p.exists() and not force:
-        raise CotrainError(f"{p}: already exists; pass --force to overwrite it")  # a file, not a config key
-    write_texts([(p, example_config())])  # a hard link is replaced, not written through
-    return p
 
 
 def run(config: str | Path | Config | dict[str, Any], *, store: str | Path | None = None,
@@ -144,7 +116,8 @@ def _live_and_runs(st: Store, store: str | Path, runs: list[dict[str, Any]] | No
     """The progress file's run as it is now (None when finished or absent) and the store's
     runs, each ``running`` one that no process holds said as what it is: ``reopened`` (a
     review import reopened it; `cotrain run` continues it) or ``interrupted`` (Ctrl-C, or a
-    kill that never got to say so). The store opened, so no run of this host holds it."""
+    kill that never got to say so). The store opened, so no run of this host holds it. A file
+    whose run the store says ended (a kill after its last commit) is stale: None."""
     from store.progress import written_here
 
     try:
@@ -156,6 +129,8 @@ def _live_and_runs(st: Store, store: str | Path, runs: list[dict[str, Any]] | No
     elif live is not None and live["state"] == "running" and written_here(live.get("host")):
         live.update(state="interrupted", stale=True, rate=None, eta_s=None)  # readable: no run holds it
     runs = run_summaries(st) if runs is None else runs  # status's tables, or only what export's note needs
+    if live is not None and any(r["run_id"] == live.get("run_id") and r["status"] != "running" for r in runs):
+        live = None
     elsewhere = live["run_id"] if live is not None and live["state"] == "running" else None  # another host's
     for r in runs:
         if r["status"] == "running" and r["run_id"] != elsewhere:

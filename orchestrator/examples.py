@@ -6,7 +6,7 @@ import logging
 from importlib import resources
 from pathlib import Path
 
-from store.errors import ConfigError, DataError
+from store.errors import ConfigError, CotrainError, DataError
 
 log = logging.getLogger("cotrain")
 
@@ -147,4 +147,32 @@ def write_example(folder: str | Path = "cotrain-demo", n_pool: int | None = None
     return path
 
 
-__all__ = ["DEMO_FILES", "DEMO_MARK", "EXAMPLES", "claim_folder", "example_config", "write_example"]
+def init_config(path: str | Path = "cotrain.yaml", force: bool = False) -> Path:
+    """Write the commented example config to ``path`` (a ``.yaml``/``.yml`` file; an existing
+    one only with ``force``, and never a DuckDB database), whole or not at all."""
+    from store.atomic import write_texts
+    from store.store_path import is_duckdb_file
+
+    p = Path(path)
+    if p.is_dir():  # --force then failed with IsADirectoryError
+        raise CotrainError(f"{p}: is a folder; name the config file to write (e.g. {p / 'cotrain.yaml'})")
+    if not p.parent.is_dir():  # a missing folder, or a file as one: a traceback before
+        what = "does not exist" if not p.parent.exists() else "is a file, not a folder"
+        raise CotrainError(f"{p}: folder {p.parent} {what}")
+    if p.exists() and not p.is_file():  # /dev/null, a FIFO: "wrote /dev/null" said nothing was kept
+        raise CotrainError(f"{p}: is not a regular file; name the config file to write")
+    if p.suffix.lower() not in (".yaml", ".yml"):  # `init s.duckdb --force` replaced a store with YAML
+        raise CotrainError(f"{p}: the example config is YAML; name it .yaml or .yml")
+    try:
+        is_store = is_duckdb_file(p)
+    except OSError as exc:  # unreadable: what it holds cannot be checked
+        raise CotrainError(f"{p}: cannot be read ({exc.strerror}); refusing to overwrite it") from None
+    if is_store:  # a store named .yaml, or a link to one: never replaced, even with --force
+        raise CotrainError(f"{p}: is a DuckDB database (a store?); refusing to overwrite it with a config")
+    if p.exists() and not force:
+        raise CotrainError(f"{p}: already exists; pass --force to overwrite it")  # a file, not a config key
+    write_texts([(p, example_config())])  # a hard link is replaced, not written through
+    return p
+
+
+__all__ = ["DEMO_FILES", "DEMO_MARK", "EXAMPLES", "claim_folder", "example_config", "init_config", "write_example"]

@@ -32,11 +32,17 @@ def connect(path: str = ":memory:", read_only: bool = False) -> duckdb.DuckDBPyC
 def connect_when_unlocked(path: str, read_only: bool = False, wait_s: float = LOCK_WAIT_S
                           ) -> duckdb.DuckDBPyConnection:
     """:func:`connect`, trying again while another process holds the file's lock, for up to
-    ``wait_s`` seconds; then DuckDB's lock error (naming the holder's PID) as it came."""
+    ``wait_s`` seconds; then DuckDB's lock error (naming the holder's PID) as it came. Opened
+    for writing, it tidies what a killed writer left beside the store (``store.leftovers``)."""
     deadline, pause = time.monotonic() + wait_s, 0.05
     while True:
         try:
-            return connect(path, read_only)
+            con = connect(path, read_only)
+            if not read_only and path != ":memory:":  # the lock is ours: what a killed writer left goes
+                from store.leftovers import clear_leftovers
+
+                clear_leftovers(path)
+            return con
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() + pause > deadline:
                 raise

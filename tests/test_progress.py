@@ -389,3 +389,42 @@ def test_asking_again_for_a_finished_run_keeps_its_final_progress(tmp_path: Path
     api.run(cfg, new_run=True)  # a run that runs writes its own final state
     after = json.loads(path.read_text())
     assert after["run_id"] == first.run_id + 1 and after["state"] == "finished"
+
+
+def test_a_kill_after_the_last_commit_does_not_leave_status_saying_interrupted(tmp_path: Path):
+    """Killed between the last round's commit (the store: finished) and the progress file's
+    final write, the file said 'running' for good: status called the finished run interrupted
+    ("run it again to resume") and a re-run, finding it finished, put the stale file back."""
+    cfg = write_config(tmp_path, max_rounds=1)
+    first = api.run(cfg)
+    store = tmp_path / "run.duckdb"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    write_progress(progress_path(store), Progress(pid=gone.pid, run_id=first.run_id, round=1, phase="evaluate"))
+    for _ in range(2):
+        rep = api.status(store)
+        assert rep.live is None and [(r["run_id"], r["status"]) for r in rep.runs] == [(first.run_id, "finished")]
+        assert api.run(cfg).already_finished
+
+
+def test_the_next_writer_clears_what_a_killed_one_left_beside_the_store(tmp_path: Path):
+    """After kill -9, DuckDB's temporary folder ``<store>.tmp`` and a half-written progress
+    file's ``.<store>.progress.json.*.tmp`` stayed through every later run; the next process
+    that opens the store for writing removes them, and only them. A reader removes nothing."""
+    store = tmp_path / "s.duckdb"
+    Store(store).close()
+    spill = tmp_path / "s.duckdb.tmp"
+    spill.mkdir()
+    (spill / "duckdb_temp_storage_S32K-0.tmp").write_bytes(b"x")
+    half = tmp_path / ".s.duckdb.progress.json.8yjiw1po.tmp"
+    half.write_text("{")
+    other = tmp_path / ".t.duckdb.progress.json.abc.tmp"  # another store's
+    other.write_text("{")
+    Store(store, read_only=True).close()
+    assert spill.exists() and half.exists()
+    Store(store).close()
+    assert not spill.exists() and not half.exists() and other.exists()
+    spill.mkdir()
+    (spill / "notes.txt").write_text("mine")  # not DuckDB's: the folder is kept as it is
+    Store(store).close()
+    assert (spill / "notes.txt").read_text() == "mine"
