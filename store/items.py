@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from store.database import Store
 from store.errors import DataError
-from store.sql import ident
+from store.sql import ident, literal
 
 #: Columns the loader adds to the snapshot: the item's split and its 1-based row in its file.
 SPLIT_COL = "__split"
@@ -38,6 +38,9 @@ class ItemCounts:
     n_test: int
 
 
+#: What a label cell is trimmed of: spaces, and the tabs and line ends a hand-edited file
+#: leaves (``' b\t'`` was refused as the unknown label ``'b\t'``).
+LABEL_TRIM = " \t\r\n"
 #: An integer as a writer of floats spells it.
 _INTEGER_AS_FLOAT = re.compile(r"([-+]?[0-9]{1,18})\.0*")
 
@@ -49,7 +52,7 @@ def label_spellings(column: pa.ChunkedArray, labels: Sequence[str]) -> dict[str,
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         return {}
     known, out = set(labels), {}
-    for text in pc.unique(pc.utf8_trim(column, characters=" ")).drop_null().to_pylist():  # as SQL's trim()
+    for text in pc.unique(pc.utf8_trim(column, characters=LABEL_TRIM)).drop_null().to_pylist():  # as the SQL
         if (label := label_spelling(text, known)) is not None:
             out[text] = label
     return out
@@ -107,7 +110,7 @@ def load_items(store: Store, run_id: int, snap: Snapshot, *, labels: Sequence[st
             x = label_ref
             label_ref = (f"CASE WHEN isnan({x}) THEN NULL WHEN isfinite({x}) AND abs({x}) < 4.6e18 "
                          f"THEN CAST(CAST({x} AS BIGINT) AS VARCHAR) ELSE CAST({x} AS VARCHAR) END")
-    label = f"NULLIF(trim(CAST({label_ref} AS VARCHAR)), '')"
+    label = f"NULLIF(trim(CAST({label_ref} AS VARCHAR), {literal(LABEL_TRIM)}), '')"
     remap = label_spellings(snap.label, labels)
     if remap:  # a label read as the task's spelling ('1.0' -> '1'); parameters need a table, not a view
         label = f"CASE {label} {' '.join(['WHEN ? THEN ?'] * len(remap))} ELSE {label} END"

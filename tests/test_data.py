@@ -150,6 +150,14 @@ def test_csv_booleans_and_integer_spellings_of_labels(tmp_path: Path, mem_store:
                          [rid]) == ["1", "0", "2", None]
 
 
+def test_label_cells_are_trimmed_of_tabs_and_line_ends_too(tmp_path: Path, mem_store: Store):
+    """README: label cells are read trimmed. Only spaces were: a hand-edited ``' b\t'`` was
+    refused as the unknown label ``'b\t'``."""
+    rid = _csv_run(tmp_path, mem_store, ["a", "b", "c", "d"], [" b\t", "\ta ", "\t", "2.0\t"], ["a", "b", "2"])
+    assert mem_store.scalar("SELECT list(gold_label ORDER BY row_idx) FROM items WHERE run_id = ?",
+                            [rid]) == ["b", "a", None, "2"]
+
+
 def test_a_label_in_another_unicode_form_names_the_task_label(tmp_path: Path, mem_store: Store):
     """``café`` written with a combining accent (as macOS writes file and folder names) was
     refused as "label 'café' is not one of the task's labels ['café', ...]", the two alike
