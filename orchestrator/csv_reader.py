@@ -42,7 +42,7 @@ def read_csv(p: Path, text: Sequence[str] = ()) -> pa.Table:
             bad = _first_bad_csv_line(p)
             if bad:
                 raise DataError(f"cannot read as csv: {bad}", str(p))
-        dup = _duplicate_header(p, table.column_names, opts)
+        dup = _duplicate_header(p, table.column_names, opts) or _nul_in_header(p)
         if dup:
             raise DataError(dup, str(p))
         return table
@@ -118,6 +118,22 @@ def _duplicate_header(p: Path, names: list[str], opts: dict) -> str | None:
         return (f"column {base!r} appears more than once in the header (the reader would call the next one "
                 f"{renamed!r}); rename or drop the copies")
     return case_clash(raw)
+
+
+def _nul_in_header(p: Path) -> str | None:
+    """Why a header holding a NUL character is refused: the reader cut the name there
+    (``f_<NUL>1`` read as ``f_``) without a word."""
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    try:
+        with opener(p, "rb") as f:
+            head = f.readline(1 << 20)
+    except (OSError, EOFError):
+        return None
+    if b"\x00" not in head:
+        return None
+    delim = max((b",", b";", b"\t", b"|"), key=head.count)
+    col = head[:head.index(b"\x00")].count(delim) + 1
+    return f"the header holds a NUL character (in column {col}), which the reader would cut the name at; remove it"
 
 
 def case_clash(names: Sequence[str]) -> str | None:

@@ -233,6 +233,20 @@ def test_columns_differing_only_in_case_are_refused(tmp_path: Path, fmt: str):
     assert not (tmp_path / "cotrain.duckdb").exists()  # the store this run created held nothing: removed
 
 
+@pytest.mark.parametrize("sep", [",", "\t"])
+def test_a_nul_in_a_csv_header_is_refused_not_cut(tmp_path: Path, sep: str):
+    """The reader cut ``f_<NUL>1`` to ``f_`` without a word (a hostile probe's finding)."""
+    rows = [sep.join(["id", "f_\x001", "f_2", "label", "split"])]
+    rows += [sep.join([f"i{i}", f"{i % 7}.5", str(i % 3), "ab"[i % 2], "test" if i > 50 else "train"])
+             for i in range(60)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    cfg = {"task": {"labels": ["a", "b"]}, "data": {"train": "d.csv", "id_column": "id", "split_column": "split"},
+           "views": [{"name": "v", "kind": "sklearn", "column_prefix": "f_"}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(DataError, match=r"the header holds a NUL character \(in column 2\)"):
+        api.plan(tmp_path / "c.yaml")
+
+
 def test_a_refused_data_file_leaves_no_empty_store_and_keeps_an_existing_one(tmp_path: Path):
     """A config whose data file was missing left an empty 800 KB store and its progress file."""
     cfg = write_config(tmp_path)
