@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.errors import ViewError
-from store.secrets import scrub
+from store.secrets import Scrubber, scrub
 from views.llm.litellm_import import import_litellm
 from views.llm.prompt import estimate_tokens
 
@@ -202,11 +202,11 @@ def parse_response(resp: Any, secret: str | None = None) -> dict[str, Any]:
             alts = tok.get("top_logprobs") or [{"token": tok.get("token"), "logprob": tok.get("logprob")}]
             top.append([[a.get("token") or "", float(a.get("logprob") if a.get("logprob") is not None else -math.inf)]
                         for a in alts])
-    content, secrets = msg.get("content"), [secret] if secret else []
-    if secrets and isinstance(content, str):
-        content = scrub(content, secrets)
-    if secrets and top:
-        top = [[[scrub(str(t), secrets), lp] for t, lp in pos] for pos in top]
+    content = msg.get("content")
+    if secret:
+        scrub = Scrubber([secret])
+        content = scrub(content) if isinstance(content, str) else content
+        top = [[[scrub(str(t)), lp] for t, lp in pos] for pos in top] if top else top
     return {"content": content, "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
             "usage": {"prompt_tokens": counts[0], "completion_tokens": counts[1]}}
 
