@@ -168,6 +168,7 @@ def test_encoder_loads_offline_and_leaves_the_process_as_it_found_it(leaves_proc
     ''', tmp_path)
 
 
+@pytest.mark.slow  # 16 s; test_review_selection covers the typical choice itself
 def test_typical_review_items_are_found_in_the_runs_cached_embeddings(rt_small, tmp_path: Path, monkeypatch):
     """``typical`` (and ``active`` on an uncovered run) clusters the run's pretrained vectors,
     read from the store's cache without encoding anything; a run whose vectors are not cached

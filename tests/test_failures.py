@@ -212,7 +212,7 @@ def test_a_reader_that_goes_away_leaves_the_run_to_finish(tmp_path: Path):
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
-@pytest.mark.parametrize("unbuffered", ["1", None])
+@pytest.mark.parametrize("unbuffered", [pytest.param("1", marks=pytest.mark.slow), None])  # 7 s each
 def test_an_unwritable_stdout_lets_the_run_finish_and_fails_the_command(tmp_path: Path, unbuffered: str | None):
     """``cotrain run cfg > /dev/full``: the first line that reached the full device raised
     OSError (no space left) after round 0 committed, and the run failed. Now the run finishes,

@@ -69,6 +69,7 @@ def test_scoring_logprobs_against_an_endpoint_without_them_says_so(tmp_path, key
     assert res.status == "finished" and res.final_metrics["llm"]["test_accuracy"] == 1.0  # auto found out
 
 
+@pytest.mark.slow  # 13 s; the default suite keeps auto finding out from a server without logprobs
 def test_auto_whose_probe_failed_finds_out_from_the_batch_and_a_refused_item_still_abstains(tmp_path, key_env):
     """Under ``scoring: auto`` a failed probe left the batch to logprobs, and against an endpoint
     without them the run failed, telling the user to set the auto they had (a review's finding).

@@ -73,6 +73,7 @@ def _labels(store: Path) -> list[tuple]:
         return st.con.execute("SELECT item_id, label, round FROM pseudo_labels ORDER BY item_id").fetchall()
 
 
+@pytest.mark.slow  # 11 s; test_frames keeps the in-memory and in-store runs' equal labels
 def test_a_run_with_preloading_matches_one_without(tmp_path: Path, monkeypatch):
     """The labels do not depend on whether the modules were imported beside the load."""
     import contextlib

@@ -94,7 +94,9 @@ def _is_own(request: dict[str, Any]) -> bool:
     return _where(request) == [(len(request["messages"]) - 1, "user")]
 
 
-@pytest.mark.parametrize(("strategy", "from_pseudo"), [("balanced", False), ("knn", False), ("balanced", True)])
+@pytest.mark.parametrize(("strategy", "from_pseudo"), [  # ~9 s each: the default suite keeps the pseudo-labelled one
+    pytest.param("balanced", False, marks=pytest.mark.slow), pytest.param("knn", False, marks=pytest.mark.slow),
+    ("balanced", True)])
 def test_a_pseudo_labelled_injection_reaches_no_other_prompt(tmp_path, strategy, from_pseudo):
     demos = {"strategy": strategy, **({"from_pseudo": True} if from_pseudo else {})}
     with RecordingServer() as srv:

@@ -83,6 +83,7 @@ def test_actors_answer_as_the_model_in_this_process_and_passes_run_side_by_side(
     assert all(x.cached for x in cached) and again.batches_ == 0 and again._actors == []  # no actor started
 
 
+@pytest.mark.slow  # 27 s; the default suite keeps the actors' answers against the model in this process
 def test_passes_never_outnumber_the_actors_and_a_dead_actor_is_restarted_or_replaced(tiny_model: Path, cluster,
                                                                                        mem_store):
     remote = RayBatchedModel(str(tiny_model), max_batch=2, actors=2, cpus=1)
