@@ -275,6 +275,35 @@ def test_an_image_folder_input_protects_every_path_inside_it(tmp_path: Path):
     assert (folder / "cat" / "1.png").read_bytes() == b"\x89PNG"
 
 
+@pytest.mark.parametrize("column", ["VARCHAR", "STRUCT(bytes BLOB, path VARCHAR)"])
+def test_an_image_an_image_column_names_is_input_data_too(tmp_path: Path, column: str):
+    """``export ... images/x.png --force`` replaced an image the run's ``image:`` column reads
+    (only data files and image folders were protected; a hostile probe's finding). Any
+    spelling of its path is refused; a new file beside it is written."""
+    (tmp_path / "images").mkdir()
+    png = tmp_path / "images" / "a_1.png"
+    png.write_bytes(b"\x89PNG")
+    data = tmp_path / "items.csv"
+    data.write_text("image,label\nimages/a_1.png,cat\n")
+    with Store(tmp_path / "s.duckdb") as st:
+        st.create_run(config={"data": {"train": str(data)}}, config_hash="x", seed=0, code_version="test",
+                      labels=["cat"], views=["v"], label_column="label", policy="auto", feeding="cross",
+                      max_rounds=1, input_files=[str(data)], image_fields=["image"])
+        value = "'./images/a_1.png'" if column == "VARCHAR" else "{'bytes': NULL, 'path': 'images/a_1.png'}"
+        st.con.execute(f"CREATE TABLE data_1 (image {column}, label VARCHAR)")
+        st.con.execute(f"INSERT INTO data_1 VALUES ({value}, 'cat')")
+    for target in (png, tmp_path / "images" / ".." / "images" / "a_1.png"):
+        with pytest.raises(StoreError, match=r"refusing to overwrite run 1's input image \(column 'image'\)"):
+            api.export(tmp_path / "s.duckdb", target, "csv", force=True)
+    with pytest.raises(StoreError, match="input image"):
+        api.report(tmp_path / "s.duckdb", png)
+    assert png.read_bytes() == b"\x89PNG"
+    from store.exchange.export import guard_output
+
+    with Store(tmp_path / "s.duckdb", read_only=True) as st:  # a new file beside it is no input: allowed
+        guard_output(st, [tmp_path / "images" / "b_1.csv", tmp_path / "images" / "a_2.png"], force=True)
+
+
 # ---------------------------------------------------------------- (d) report --out
 def test_report_refuses_the_store_and_the_input_but_replaces_a_report(csv_run, tmp_path: Path):
     store, data = csv_run["store"], csv_run["input"]

@@ -212,6 +212,32 @@ def protected_paths(store: Store) -> list[tuple[Path, str, bool]]:
     return out
 
 
+def image_input(store: Store, dest: Path) -> str | None:
+    """What names ``dest`` as an input image, or None: a run whose ``image:`` column holds a
+    path to it (relative to the data file's folder, as views read it). Only values ending in
+    its file name are resolved, so an export of a large pool scans one column once."""
+    for run in store.runs():
+        files, table = [Path(str(f)).expanduser() for f in run.get("input_files") or []], run.get("data_table")
+        if not run.get("image_fields") or not files or not table:
+            continue
+        types = dict(store.con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE "
+                                       "table_name = ?", [table]).fetchall())
+        for col in run["image_fields"]:
+            t = str(types.get(col, ""))
+            expr = ident(col) if t == "VARCHAR" else f"{ident(col)}.path" if t.startswith("STRUCT") and \
+                "path VARCHAR" in t else None
+            if expr is None:
+                continue
+            values = store.con.execute(f"SELECT DISTINCT {expr} FROM {ident(table)} WHERE ends_with({expr}, ?)",
+                                       [dest.name]).fetchall()
+            for (v,) in values:
+                for folder in {f.parent.resolve() for f in files}:
+                    q = (folder / Path(v).expanduser()).resolve()
+                    if q == dest.resolve() or _same(dest, q):
+                        return f"run {run['run_id']}'s input image (column '{col}')"
+    return None
+
+
 def _same(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)  # also a hard link or another spelling of the same file
@@ -247,6 +273,9 @@ def guard_output(store: Store, paths: Sequence[str | Path], *, force: bool, fold
             if same or (is_dir and q in r.parents):
                 where = str(p) if r == p.absolute() else f"{p} (= {r})"
                 raise StoreError(f"refusing to overwrite {what}{'' if same else ' (a path inside it)'}: {where}")
+        image = image_input(store, p) if p.exists() else None  # a new file is no input image
+        if image:
+            raise StoreError(f"refusing to overwrite {image}: {p}")
         if folder and p.is_file():
             raise StoreError(f"{p} is a file; the hf format writes a save_to_disk folder there")
         if not folder and p.is_dir():
