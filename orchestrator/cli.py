@@ -199,7 +199,8 @@ def export(store: Path = typer.Argument(..., help="Store file."),
                                              "label-studio | argilla (default: from OUT)."),
            run_id: Optional[int] = typer.Option(None, "--run", help="Run id (default: latest)."),
            max_round: Optional[int] = typer.Option(None, "--round", help="Pseudo-labels up to this round."),
-           min_confidence: Optional[float] = typer.Option(None, "--min-confidence"),
+           min_confidence: Optional[float] = typer.Option(None, "--min-confidence", help="Keep pseudo-labels of at "
+                                                          "least this confidence (0 to 1); gold labels always pass."),
            min_p_correct: Optional[float] = typer.Option(None, "--min-p-correct", help="Keep pseudo-labels whose "
                                                          "estimated probability of being right is at least this "
                                                          "(0 to 1); gold and reviewed labels always pass, "
