@@ -117,7 +117,8 @@ def _live_and_runs(st: Store, store: str | Path, runs: list[dict[str, Any]] | No
     runs, each ``running`` one that no process holds said as what it is: ``reopened`` (a
     review import reopened it; `cotrain run` continues it) or ``interrupted`` (Ctrl-C, or a
     kill that never got to say so). The store opened, so no run of this host holds it. A file
-    whose run the store says ended (a kill after its last commit) is stale: None."""
+    whose run the store says finished (a kill after its last commit) is stale: None (a failed
+    run's file stays: it names the error)."""
     from store.progress import written_here
 
     try:
@@ -129,7 +130,7 @@ def _live_and_runs(st: Store, store: str | Path, runs: list[dict[str, Any]] | No
     elif live is not None and live["state"] == "running" and written_here(live.get("host")):
         live.update(state="interrupted", stale=True, rate=None, eta_s=None)  # readable: no run holds it
     runs = run_summaries(st) if runs is None else runs  # status's tables, or only what export's note needs
-    if live is not None and any(r["run_id"] == live.get("run_id") and r["status"] != "running" for r in runs):
+    if live is not None and any(r["run_id"] == live.get("run_id") and r["status"] == "finished" for r in runs):
         live = None
     elsewhere = live["run_id"] if live is not None and live["state"] == "running" else None  # another host's
     for r in runs:

@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, quote_plus, unquote
 
 REDACTED = "<redacted>"
 
@@ -156,11 +156,13 @@ SCRUB_RUN = 8
 
 
 def secret_forms(secret: str) -> set[str]:
-    """The spellings a secret travels in besides its own: JSON-escaped (ASCII or not),
-    HTML-escaped, and base64 (standard and URL-safe) at each of the three byte alignments it
-    may sit at inside a longer encoded text (an ``Authorization: Basic`` header, a token
-    echoed in an encoded error body), each cut to the characters that depend on it alone."""
-    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], html.escape(secret)}
+    """The spellings a secret travels in besides its own: JSON-escaped (ASCII or not, ``/`` as
+    ``\\/`` or not), HTML-escaped, percent-encoded (a query string, a form body), and base64
+    (standard and URL-safe) at each of the three byte alignments it may sit at inside a
+    longer encoded text (an ``Authorization: Basic`` header, a token echoed in an encoded
+    error body), each cut to the characters that depend on it alone."""
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], html.escape(secret),
+             json.dumps(secret)[1:-1].replace("/", "\\/"), quote(secret, safe=""), quote_plus(secret, safe="")}
     raw = secret.encode("utf-8")
     for pad in range(3):
         total = 8 * (pad + len(raw))

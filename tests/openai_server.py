@@ -204,8 +204,10 @@ class MisbehavingServer:
             key = auth.removeprefix("Bearer ")
             content = f"{content} (asked with key {key}; its head {key[:10]}, its base64 " \
                       f"{base64.b64encode(key.encode()).decode()})"
-            if logprobs:
-                logprobs["content"][0]["top_logprobs"].append({"token": key, "logprob": math.log(0.01)})
+            if logprobs:  # and as the tokens a tokenizer makes of it: a few characters each
+                logprobs["content"] += [{"token": key[i:i + 3], "logprob": -0.1,
+                                         "top_logprobs": [{"token": key[i:i + 3], "logprob": -0.1}]}
+                                        for i in range(0, len(key), 3)]
         pt = sum(len(m["content"].split()) for m in req["messages"])
         payload = {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
                    "model": req.get("model", "fake"),

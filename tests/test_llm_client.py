@@ -503,9 +503,24 @@ def test_a_key_the_server_echoes_in_its_answer_is_stored_nowhere(key_env, tmp_pa
                           for v in r.values())
     kept = f"{comp.content} {comp.top_logprobs} {stored}"
     assert "asked with key ***" in kept and "positive" in kept.lower()
+    assert comp.top_logprobs is None  # the generated tokens spelled the key, three characters each
     import base64
     for piece in (SECRET, SECRET[:10], SECRET[-8:], base64.b64encode(SECRET.encode()).decode()[:12]):
         assert piece not in kept, piece
+
+
+def test_a_short_throwaway_key_leaves_the_answer_as_it_is():
+    """A self-hosted server's key 'none' or 'EMPTY' is no secret worth mangling answers for:
+    'none of the above' stayed '*** of the above', and the label read from it changed."""
+    from views.llm.calls import parse_response
+
+    body = {"choices": [{"message": {"content": "none of the above; label: none"},
+                         "logprobs": {"content": [{"token": "none", "logprob": -0.1,
+                                                   "top_logprobs": [{"token": "none", "logprob": -0.1}]}]}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+    for key in ("none", "EMPTY", "x"):
+        got = parse_response(body, key)
+        assert got["content"] == "none of the above; label: none" and got["top_logprobs"] == [[["none", -0.1]]]
 
 
 def test_scrub_finds_a_key_in_its_forms_and_leaves_other_text():

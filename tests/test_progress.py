@@ -428,3 +428,17 @@ def test_the_next_writer_clears_what_a_killed_one_left_beside_the_store(tmp_path
     (spill / "notes.txt").write_text("mine")  # not DuckDB's: the folder is kept as it is
     Store(store).close()
     assert (spill / "notes.txt").read_text() == "mine"
+
+
+def test_a_failed_runs_progress_file_still_names_its_error(tmp_path: Path):
+    """The store's word on a finished run must not silence a failed one: its file says where
+    it stopped and with which error, which status prints."""
+    cfg = write_config(tmp_path, max_rounds=2)
+    data = yaml.safe_load(cfg.read_text())
+    data["views"][1] = {"name": "vb", "kind": "tests.plugin_views:FailingView", "columns": ["b_0"], "fail_round": 1}
+    cfg.write_text(yaml.safe_dump(data))
+    with pytest.raises(RuntimeError, match="boom in round 1"):
+        api.run(cfg)
+    rep = api.status(tmp_path / "run.duckdb")
+    assert [r["status"] for r in rep.runs] == ["failed"]
+    assert rep.live is not None and rep.live["state"] == "failed" and "RuntimeError" in str(rep.live)

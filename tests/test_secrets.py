@@ -168,3 +168,24 @@ def test_words_that_only_look_like_key_prefixes_pass():
                  "data/sk_test_sentencetransformers.csv", "runs/rk_live_experimentsummary2024a.csv",
                  "github_pat_is_a_name_of_some_variable_here", "s3://b/AKIAIOSFODNN7EXAMPLEPLUS/x"):
         assert secret_in_text(text) is None, text
+
+
+def test_the_command_lines_secret_values_skip_places_throwaways_and_bombs(tmp_path):
+    """What the CLI scrubs: the values a config's ``*_env`` keys name and credential-named
+    variables' values, but not a path or URL held in one (``https://`` and ``/home/user/``
+    would vanish from every line printed), not a throwaway key of under 8 characters, and a
+    YAML alias bomb is refused by the config's own reader, not walked (it hung ``run``)."""
+    import time
+
+    from orchestrator.secret_values import known_secrets
+
+    env = {"SRV_KEY": "devSERVERkey4242", "OPENAI_API_KEY": "sk-abcdefghijklmnop", "SHORT_TOKEN": "none",
+           "ACTIONS_ID_TOKEN_REQUEST_URL": "https://pipelines.example/token", "HF_TOKEN_PATH": "/nowhere/token"}
+    cfg = {"views": [{"name": "llm", "api_key_env": "SRV_KEY"}, {"name": "b", "api_key_env": "UNSET"}]}
+    assert known_secrets(cfg, env) == ("sk-abcdefghijklmnop", "devSERVERkey4242")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)) + "k_env: SRV_KEY\n")
+    t = time.perf_counter()
+    assert known_secrets(bomb, env) == ("sk-abcdefghijklmnop",) and time.perf_counter() - t < 5
+    assert known_secrets(tmp_path / "missing.yaml", {}) == () and known_secrets(tmp_path, {}) == ()

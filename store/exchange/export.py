@@ -214,24 +214,39 @@ def protected_paths(store: Store) -> list[tuple[Path, str, bool]]:
 
 def image_input(store: Store, dest: Path) -> str | None:
     """What names ``dest`` as an input image, or None: a run whose ``image:`` column holds a
-    path to it (relative to the data file's folder, as views read it). Only values ending in
-    its file name are resolved, so an export of a large pool scans one column once."""
+    path to it, resolved as views resolve it (against the data files' folders, or a view's
+    ``image_root``; the config's own folder is not stored, so a relative root is tried
+    against the data files' folders and the working folder). Only values ending in its file
+    name are resolved, so an export of a large pool scans one column once."""
+    import re
+
+    import duckdb
+
     for run in store.runs():
         files, table = [Path(str(f)).expanduser() for f in run.get("input_files") or []], run.get("data_table")
         if not run.get("image_fields") or not files or not table:
             continue
+        folders = {f.resolve() if f.is_dir() else f.parent.resolve() for f in files}
+        config = run.get("config")
+        views = config.get("views") or [] if isinstance(config, dict) else []
+        for root in {str(v["image_root"]) for v in views if isinstance(v, dict) and v.get("image_root")}:
+            r = Path(root).expanduser()
+            folders |= {r.resolve()} if r.is_absolute() else {(f / r).resolve() for f in [*folders, Path.cwd()]}
         types = dict(store.con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE "
                                        "table_name = ?", [table]).fetchall())
         for col in run["image_fields"]:
             t = str(types.get(col, ""))
             expr = ident(col) if t == "VARCHAR" else f"{ident(col)}.path" if t.startswith("STRUCT") and \
-                "path VARCHAR" in t else None
+                re.search(r'[(,]\s*"?path"?\s+VARCHAR', t) else None
             if expr is None:
                 continue
-            values = store.con.execute(f"SELECT DISTINCT {expr} FROM {ident(table)} WHERE ends_with({expr}, ?)",
-                                       [dest.name]).fetchall()
+            try:
+                values = store.con.execute(f"SELECT DISTINCT {expr} FROM {ident(table)} WHERE ends_with({expr}, ?)",
+                                           [dest.name]).fetchall()
+            except duckdb.Error:
+                continue
             for (v,) in values:
-                for folder in {f.parent.resolve() for f in files}:
+                for folder in folders:
                     q = (folder / Path(v).expanduser()).resolve()
                     if q == dest.resolve() or _same(dest, q):
                         return f"run {run['run_id']}'s input image (column '{col}')"

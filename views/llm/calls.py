@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.errors import ViewError
-from store.secrets import Scrubber, scrub
+from store.secrets import SCRUB_RUN, Scrubber, scrub
 from views.llm.litellm_import import import_litellm
 from views.llm.prompt import estimate_tokens
 
@@ -176,7 +176,8 @@ def _token_count(usage: dict[str, Any], name: str) -> int:
 
 def parse_response(resp: Any, secret: str | None = None) -> dict[str, Any]:
     """The part of a chat completion cotrain keeps: content, top logprobs, usage, with the
-    request's key ``secret`` scrubbed from the text (a server that echoes it had it stored in
+    request's key ``secret`` (8 characters or more) scrubbed from the text, and the logprobs
+    dropped when the generated tokens spell it (a server that echoes the key had it stored in
     ``llm_cache`` and ``debate_turns``). Raises :class:`MalformedResponse` for a completion
     that answers nothing."""
     data = resp.model_dump() if hasattr(resp, "model_dump") else dict(resp)
@@ -203,9 +204,12 @@ def parse_response(resp: Any, secret: str | None = None) -> dict[str, Any]:
             top.append([[a.get("token") or "", float(a.get("logprob") if a.get("logprob") is not None else -math.inf)]
                         for a in alts])
     content = msg.get("content")
-    if secret:
+    if secret and len(secret) >= SCRUB_RUN:  # a throwaway key ('none', 'EMPTY') would mangle answers
         scrub = Scrubber([secret])
         content = scrub(content) if isinstance(content, str) else content
+        spelled = "".join(str(tok.get("token") or "") for tok in lp["content"]) if top else ""
+        if top and scrub(spelled) != spelled:  # the tokens spell the key, a piece each: none is kept
+            top = None
         top = [[[scrub(str(t)), lp] for t, lp in pos] for pos in top] if top else top
     return {"content": content, "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
             "usage": {"prompt_tokens": counts[0], "completion_tokens": counts[1]}}
