@@ -214,9 +214,8 @@ def protected_paths(store: Store) -> list[tuple[Path, str, bool]]:
 
 def image_input(store: Store, dest: Path) -> str | None:
     """What names ``dest`` as an input image, or None: a run whose ``image:`` column holds a
-    path to it, resolved as views resolve it (against the data files' folders, or a view's
-    ``image_root``; the config's own folder is not stored, so a relative root is tried
-    against the data files' folders and the working folder). Only values ending in its file
+    path to it, absolute or relative to the data files' folders (as views resolve it without
+    an ``image_root``, a config key the store does not read). Only values ending in its file
     name are resolved, so an export of a large pool scans one column once."""
     import re
 
@@ -227,11 +226,6 @@ def image_input(store: Store, dest: Path) -> str | None:
         if not run.get("image_fields") or not files or not table:
             continue
         folders = {f.resolve() if f.is_dir() else f.parent.resolve() for f in files}
-        config = run.get("config")
-        views = config.get("views") or [] if isinstance(config, dict) else []
-        for root in {str(v["image_root"]) for v in views if isinstance(v, dict) and v.get("image_root")}:
-            r = Path(root).expanduser()
-            folders |= {r.resolve()} if r.is_absolute() else {(f / r).resolve() for f in [*folders, Path.cwd()]}
         types = dict(store.con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE "
                                        "table_name = ?", [table]).fetchall())
         for col in run["image_fields"]:
