@@ -62,6 +62,7 @@ def test_default_local_model_labels_easy_sentiment(caplog):
     assert not _port_open(server_port)  # closing the view stops its server
 
 
+@pytest.mark.slow  # 11 s; test_llm_view keeps a rerun calling nothing (the test server's count)
 def test_rerun_makes_no_call_by_the_servers_own_count(tmp_path):
     """Two runs over one store against one llama.cpp server: its own token counters do not move
     during the second."""
