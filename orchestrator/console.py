@@ -21,12 +21,19 @@ class CommandConsole(Console):
     failed by its own progress line, and is kept in ``write_error``: the entry point ends the
     command with exit code 1 and one line saying its output is incomplete (a script reading
     that output must not take a cut-off file for a whole one).
-    ``COLUMNS=0`` reads as unset: rich took it as no columns and printed nothing, errors included."""
+    ``COLUMNS=0`` reads as unset: rich took it as no columns and printed nothing, errors included.
+    ``COLUMNS`` and ``LINES`` are read when printing, not when the console is made: rich fixes
+    them at construction, and the CLI's consoles are made at import, so a process that imported
+    the CLI under one width (a test runner's worker sets 80) printed every later command at it."""
 
     def __init__(self, **kwargs: Any) -> None:
         if zero_columns():
             kwargs.setdefault("width", shutil.get_terminal_size().columns)  # the terminal's, or 80
         super().__init__(**kwargs)
+        if kwargs.get("width") is None:
+            self._width = None  # rich's ``size`` then reads COLUMNS each time
+        if kwargs.get("height") is None:
+            self._height = None
         self.write_error: OSError | None = None
 
     def _check_buffer(self) -> None:

@@ -153,6 +153,20 @@ def test_tables_fit_the_terminal_without_cutting_numbers(tmp_path: Path):
         assert "…" not in res.output and max(len(x) for x in lines) <= int(width)
 
 
+def test_the_consoles_read_the_width_when_printing_not_when_made(monkeypatch):
+    """The CLI's consoles are made at import; a process that imported it under COLUMNS=80 (an
+    xdist worker does) printed later commands at 80 whatever COLUMNS said then."""
+    from orchestrator.console import CommandConsole
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("LINES", "30")
+    console = CommandConsole()
+    monkeypatch.setenv("COLUMNS", "40")
+    monkeypatch.setenv("LINES", "12")
+    assert (console.width, console.height) == (40, 12)
+    assert CommandConsole(width=55).width == 55  # a width given is kept
+
+
 def test_fitted_tables_split_rather_than_cut():
     from rich.console import Console
 
