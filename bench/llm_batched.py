@@ -11,14 +11,17 @@ token's log-probabilities:
   view's prompts, the client (cache lookups, retries) and the ledger in a DuckDB file;
 * ``llm`` view, ``backend: server`` (the default): llama.cpp over HTTP, ``concurrency`` 4;
 * with ``--ray N``: the ``backend: transformers`` view as ``engine: ray`` runs it, its passes in
-  N Ray actors of a local cluster (``orchestrator.ray_llm``), the view on the driver.
+  N Ray actors of a local cluster (``orchestrator.ray_llm``), the view on the driver;
+* with ``--vllm``: the ``llm`` view with ``backend: vllm`` (vLLM's offline engine on the GPU,
+  ``max_batch: --batch``), where vLLM is installed and torch sees CUDA; elsewhere the row
+  says why it was not measured.
 
 Model loading is left out of every figure (each is loaded before its clock starts). Prints
 items/s and the view's share of the anchor (issue 14's GPU target is >= 2,500 items/s against
 about 5,700 for a bare forward pass on an H200; this script runs where it is started: on a
 machine without CUDA it measures the CPU), and writes ``bench/results/llm_batched.json``.
 
-    .venv/bin/python bench/llm_batched.py [--items 128] [--batch 32] [--ray 1]
+    .venv/bin/python bench/llm_batched.py [--items 128] [--batch 32] [--ray 1] [--vllm]
 """
 from __future__ import annotations
 
@@ -104,6 +107,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=128)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--ray", type=int, default=0, help="also run the passes in this many Ray actors")
+    ap.add_argument("--vllm", action="store_true", help="also run the view with backend: vllm (CUDA only)")
     args = ap.parse_args()
     import torch
 
@@ -118,7 +122,16 @@ def main() -> None:
         first, tokens = anchor_items_per_s(seen, args.batch)
         server, voted_s = view_items_per_s(texts, "server", args.batch, Path(tmp))
         again, _ = anchor_items_per_s(seen, args.batch)
-        on_ray = voted_r = None
+        on_ray = voted_r = on_vllm = voted_v = vllm_skipped = None
+        if args.vllm:
+            from views.llm.vllm_model import check_vllm
+
+            try:
+                check_vllm()
+            except (ImportError, RuntimeError) as exc:
+                vllm_skipped = f"{type(exc).__name__}: {exc}"
+            else:
+                on_vllm, voted_v = view_items_per_s(texts, "vllm", args.batch, Path(tmp))
         if args.ray:
             import ray
 
@@ -132,6 +145,10 @@ def main() -> None:
             ["llm view, backend transformers", f"{batched:.1f}", f"{batched / anchor:.2f}", f"{voted_b:.2f}"],
             ["llm view, backend server (llama.cpp, concurrency 4)", f"{server:.1f}", f"{server / anchor:.2f}",
              f"{voted_s:.2f}"]]
+    if args.vllm:
+        rows.insert(2, ["llm view, backend vllm", "-" if on_vllm is None else f"{on_vllm:.1f}",
+                        "-" if on_vllm is None else f"{on_vllm / anchor:.2f}",
+                        vllm_skipped or f"{voted_v:.2f}"])
     if on_ray is not None:
         rows.insert(2, [f"llm view, backend transformers, {args.ray} Ray actor(s) (engine ray)", f"{on_ray:.1f}",
                         f"{on_ray / anchor:.2f}", f"{voted_r:.2f}"])
@@ -143,7 +160,9 @@ def main() -> None:
                                       "anchor_runs_items_per_s": [first, again],
                                       "transformers_view_items_per_s": batched, "server_view_items_per_s": server,
                                       "ray_actors": args.ray, "ray_view_items_per_s": on_ray,
-                                      "voted": {"transformers": voted_b, "server": voted_s, "ray": voted_r}})
+                                      "vllm_view_items_per_s": on_vllm, "vllm_not_run": vllm_skipped,
+                                      "voted": {"transformers": voted_b, "server": voted_s, "ray": voted_r,
+                                                "vllm": voted_v}})
     print(f"\nwrote {path}")
 
 

@@ -181,9 +181,10 @@ class LLMParams(ViewParams):
     ``max_concurrency`` above it to adapt between the two: AIMD on 429s, timeouts and latency,
     for remote servers; a ``local:`` model keeps ``concurrency``); ``price`` and
     ``budget_usd``; ``n_ctx`` and ``threads`` for local models. ``backend`` (local models):
-    ``server`` (the embedded llama.cpp server, one request per slot) or ``transformers``
+    ``server`` (the embedded llama.cpp server, one request per slot), ``transformers``
     (label-word scoring in this process, ``max_batch`` prompts per forward pass, on CUDA when
-    available: ``views.llm.batched``)."""
+    available: ``views.llm.batched``) or ``vllm`` (the same scoring by vLLM's offline engine on a
+    CUDA GPU: ``views.llm.vllm_model``)."""
 
     model: str = Field(default=DEFAULT_MODEL, min_length=1)
     fields: list[str] = Field(min_length=1)
@@ -211,16 +212,16 @@ class LLMParams(ViewParams):
     budget_usd: float | None = Field(default=None, ge=0)
     n_ctx: int = Field(default=8192, ge=256)
     threads: int | None = Field(default=None, ge=1)
-    backend: Literal["server", "transformers"] = "server"
+    backend: Literal["server", "transformers", "vllm"] = "server"
     max_batch: int = Field(default=32, ge=1, le=4096)
 
     @model_validator(mode="after")
     def _backend(self) -> LLMParams:
-        if self.backend == "transformers" and not self.model.startswith("local:"):
-            raise ValueError("backend 'transformers' runs an embedded local:<name> model; a remote model is "
+        if self.backend != "server" and not self.model.startswith("local:"):
+            raise ValueError(f"backend '{self.backend}' runs an embedded local:<name> model; a remote model is "
                              "served by its own server")
-        if self.backend == "transformers" and self.scoring == "sample":
-            raise ValueError("backend 'transformers' scores label words: use scoring logprobs or auto")
+        if self.backend != "server" and self.scoring == "sample":
+            raise ValueError(f"backend '{self.backend}' scores label words: use scoring logprobs or auto")
         return self
 
     @model_validator(mode="before")

@@ -12,8 +12,8 @@ answer filed in ``llm_calls``), budgets and retries hold exactly as for a server
 
 The packaged SmolLM2 ships only as GGUF: transformers reads it offline (``gguf_file=``,
 dequantised to float32; needs the ``gguf`` and ``accelerate`` packages, the ``batched``
-extra). The model runs on CUDA when torch sees a GPU, else on the CPU. vLLM is not used:
-it is not installed by any extra of this project (see the README).
+extra). The model runs on CUDA when torch sees a GPU, else on the CPU. ``backend: vllm``
+answers through the same seam with vLLM's engine (``views.llm.vllm_model``).
 """
 from __future__ import annotations
 
@@ -85,10 +85,7 @@ class BatchedModel:
         import torch
 
         self.load()
-        for r in requests:
-            if int(r.get("max_tokens") or 1) != 1 or not r.get("logprobs"):
-                raise ValueError("backend 'transformers' scores label words only (max_tokens 1 with logprobs); "
-                                 "use scoring: logprobs or auto")
+        check_label_word(requests, "transformers")
         tok = self._tokenizer
         texts = [tok.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True) for r in requests]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
@@ -113,14 +110,7 @@ class BatchedModel:
     def _body(self, request: dict[str, Any], ids: list[int], values: list[float], prompt_tokens: int) -> dict[str, Any]:
         """An OpenAI chat completion body for one request."""
         words = [self._tokenizer.decode([i]) for i in ids[: max(1, int(request.get("top_logprobs") or 1))]]
-        top = [{"token": w, "logprob": v if math.isfinite(v) else -1e30} for w, v in zip(words, values)]
-        return {"object": "chat.completion", "model": self.model_path.name,
-                "choices": [{"index": 0, "finish_reason": "length",
-                             "message": {"role": "assistant", "content": words[0]},
-                             "logprobs": {"content": [{"token": words[0], "logprob": top[0]["logprob"],
-                                                       "top_logprobs": top}]}}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1,
-                          "total_tokens": prompt_tokens + 1}}
+        return label_word_body(self.model_path.name, words, values, prompt_tokens)
 
     # ------------------------------------------------------------------ batching
     #: forward passes that may run at once (one model in this process: one after another)
@@ -192,4 +182,26 @@ class BatchedModel:
         self._pending, self._running, self._kicked = [], set(), False  # a closed loop runs no pass again
 
 
-__all__ = ["BatchedModel", "PassLost", "batched_installed"]
+def label_word_body(model: str, words: list[str], values: list[float], prompt_tokens: int) -> dict[str, Any]:
+    """The OpenAI chat completion body a server sends for a one-token answer: ``words`` (the
+    most likely first, decoded) with their log-probabilities ``values`` as its
+    ``top_logprobs``, the first as the content. A log-probability of minus infinity (a token
+    the model cannot produce) is written as -1e30: JSON has no infinity."""
+    top = [{"token": w, "logprob": v if math.isfinite(v) else -1e30} for w, v in zip(words, values)]
+    return {"object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "finish_reason": "length",
+                         "message": {"role": "assistant", "content": words[0]},
+                         "logprobs": {"content": [{"token": words[0], "logprob": top[0]["logprob"],
+                                                   "top_logprobs": top}]}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1, "total_tokens": prompt_tokens + 1}}
+
+
+def check_label_word(requests: list[dict[str, Any]], backend: str) -> None:
+    """Refuse a request that is not label-word scoring (one token with log-probabilities)."""
+    for r in requests:
+        if int(r.get("max_tokens") or 1) != 1 or not r.get("logprobs"):
+            raise ValueError(f"backend '{backend}' scores label words only (max_tokens 1 with logprobs); "
+                             "use scoring: logprobs or auto")
+
+
+__all__ = ["BatchedModel", "PassLost", "batched_installed", "check_label_word", "label_word_body"]

@@ -15,7 +15,8 @@ def endpoint_for(model: str, api_base: str | None = None, api_key_env: str | Non
                  backend: str = "server") -> Endpoint:
     """``local:<name>`` is served by llama.cpp on a port that changes every run, so its cache
     identity is the model's name, not its URL; run in-process by transformers (dequantised,
-    so its answers differ slightly from llama.cpp's) it is ``local:<name>+transformers``."""
+    so its answers differ slightly from llama.cpp's) it is ``local:<name>+transformers``, and
+    ``local:<name>+vllm`` in vLLM's engine."""
     if model.startswith("local:"):
         return Endpoint(model="openai/local", identity=model if backend == "server" else f"{model}+{backend}")
     return Endpoint(model=model, api_base=api_base, api_key_env=api_key_env)
@@ -48,25 +49,24 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
             backend: str = "server", max_batch: int = 32, batched: Any = None,
             retry_billed: bool = True) -> Connection:
     """Open ``model`` for the caller ``name`` (a view or an agent: the ledger files calls under it).
-    ``batched``: for ``backend: transformers``, the model to answer with (one that runs elsewhere,
-    e.g. in Ray actors, with :class:`views.llm.batched.BatchedModel`'s interface), instead of
-    one loaded in this process. ``retry_billed`` False: an answer with no choice that reports
+    ``batched``: for ``backend: transformers`` or ``vllm``, the model to answer with (one that
+    runs elsewhere, e.g. in Ray actors, with :class:`views.llm.batched.BatchedModel`'s
+    interface), instead of one loaded in this process. ``retry_billed`` False: an answer with no choice that reports
     tokens is not asked again (a caller that holds its own budget per request, as a debate does)."""
     server = None
     override = None
     path = local_model(model.split(":", 1)[1]).path() if model.startswith("local:") else None
-    if path is not None and backend == "transformers":
+    if path is not None and backend in ("transformers", "vllm"):
         if batched is None:
-            from views.llm.batched import BatchedModel
-
-            batched = BatchedModel(path, max_batch=max_batch)
+            batched = _in_process(backend, path, max_batch, n_ctx)
         try:  # now, once: a model that cannot load stops the view with one line, not one error per item
             batched.load()
         except ImportError as exc:
-            raise ViewError(name, f"backend 'transformers' needs {exc.name or 'a package'}: "
-                                  "pip install 'cotrain[batched]'") from None
-        except Exception as exc:  # noqa: BLE001 - a bad file, or no memory left on the device
-            raise ViewError(name, f"backend 'transformers' cannot load {model}: {type(exc).__name__}: "
+            hint = "pip install 'cotrain[vllm]' on a machine with a CUDA GPU" if backend == "vllm" \
+                else "pip install 'cotrain[batched]'"
+            raise ViewError(name, f"backend '{backend}' needs {exc.name or 'a package'}: {hint}") from None
+        except Exception as exc:  # noqa: BLE001 - a bad file, no GPU, or no memory left on the device
+            raise ViewError(name, f"backend '{backend}' cannot load {model}: {type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
         # enough in flight to fill the next pass while each running one runs
         concurrency = max(concurrency, 2 * max_batch * getattr(batched, "parallel", 1))
@@ -88,3 +88,14 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
             server.stop()
         raise
     return Connection(client, server)
+
+
+def _in_process(backend: str, path: Any, max_batch: int, n_ctx: int) -> Any:
+    """The model that answers in this process under ``backend`` (not loaded yet)."""
+    if backend == "vllm":
+        from views.llm.vllm_model import VllmModel
+
+        return VllmModel(path, max_batch=max_batch, max_model_len=n_ctx)
+    from views.llm.batched import BatchedModel
+
+    return BatchedModel(path, max_batch=max_batch)

@@ -1,0 +1,118 @@
+"""``backend: vllm``: label-word scoring by vLLM's offline engine, on a CUDA GPU.
+
+Everywhere: the answer format (the top tokens of vLLM's logprob entries, made into the body
+the client parses), the refusals (a remote model, sampled scoring, no vLLM or no GPU: one
+line naming the view) and the cache identity. Where torch sees CUDA and vLLM is installed:
+the packaged SmolLM2 through an ``llm`` view, its answers filed and cached like every other
+backend's, and its labels those of ``backend: transformers`` on the same reviews."""
+from __future__ import annotations
+
+import math
+from importlib.util import find_spec
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from store.errors import ViewError
+from views.base import ViewContext
+from views.llm.batched import label_word_body
+from views.llm.calls import parse_response
+from views.llm.connect import endpoint_for
+from views.llm.vllm_model import NoGPU, VllmModel, check_vllm, top_tokens
+
+
+def _gpu_and_vllm() -> bool:
+    if find_spec("vllm") is None or find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+needs_gpu = pytest.mark.skipif(not _gpu_and_vllm(), reason="backend 'vllm' runs only where vLLM is installed and "
+                                                            "torch sees a CUDA GPU")
+
+
+def test_the_top_tokens_are_the_n_most_likely_and_read_as_a_servers_answer():
+    # vLLM's entry: the top 3 and the sampled token outside them (rank 7); an undecodable piece
+    entries = [(" positive", -0.2), ("neg", -2.5), (None, -1.9), (" maybe", -4.0)]
+    words, values = top_tokens(entries, 3)
+    assert words == [" positive", "", "neg"] and values == [-0.2, -1.9, -2.5]
+    body = label_word_body("m.gguf", words, values, prompt_tokens=97)
+    got = parse_response(body)
+    assert got["content"] == " positive" and [tuple(t) for t in got["top_logprobs"][0]] == [(" positive", -0.2), ("", -1.9), ("neg", -2.5)]
+    assert got["usage"] == {"prompt_tokens": 97, "completion_tokens": 1}
+    assert top_tokens([("a", -math.inf), ("b", -1.0)], 1) == (["b"], [-1.0])
+    assert top_tokens([("a", -0.1)], 0) == (["a"], [-0.1])  # at least one: the content
+
+
+def test_the_backend_is_checked_with_the_view_params():
+    from views.llm.view import LLMView
+
+    ctx = ViewContext(labels=("negative", "positive"), seed=0)
+    with pytest.raises(ViewError, match="backend 'vllm' runs an embedded local"):
+        LLMView.from_params("llm", ctx, fields=["text"], model="openai/gpt-4o-mini", backend="vllm")
+    with pytest.raises(ViewError, match="backend 'vllm' scores label words"):
+        LLMView.from_params("llm", ctx, fields=["text"], backend="vllm", scoring="sample")
+
+
+def test_its_answers_are_another_models_in_the_cache():
+    ids = {endpoint_for("local:smollm2-135m", backend=b).identity for b in ("server", "transformers", "vllm")}
+    assert endpoint_for("local:smollm2-135m", backend="vllm").identity == "local:smollm2-135m+vllm" and len(ids) == 3
+
+
+@pytest.mark.skipif(_gpu_and_vllm(), reason="this machine runs vLLM: the refusal cannot happen here")
+def test_without_vllm_or_a_gpu_the_view_stops_with_one_line_naming_it():
+    from views.llm.view import LLMView
+
+    expected = "needs vllm: pip install 'cotrain\\[vllm\\]'" if find_spec("vllm") is None else "NoGPU: vLLM runs on a CUDA"
+    with pytest.raises((ImportError, NoGPU)):
+        check_vllm()
+    ctx = ViewContext(labels=("negative", "positive"), seed=0)
+    view = LLMView.from_params("vllm_view", ctx, fields=["text"], backend="vllm")
+    try:
+        with pytest.raises(ViewError, match=f"vllm_view.*backend 'vllm' {expected}") as info:
+            view.client()
+    finally:
+        view.close()
+    assert "\n" not in str(info.value)
+    model = VllmModel("/nowhere/model.gguf")
+    with pytest.raises((ImportError, NoGPU)):
+        model.forward([{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "logprobs": True}])
+    assert model.batches_ == 0
+
+
+@needs_gpu
+def test_the_packaged_model_labels_like_the_transformers_backend_and_is_filed_and_cached(tmp_path):
+    from store.database import Store
+    from store.llm_ledger import LLMLedger
+    from tests.test_llm_local import EASY
+    from views.llm.view import LLMView
+
+    items = pd.DataFrame({"text": [t for t, _ in EASY]})
+    labels = {}
+    with Store(tmp_path / "s.duckdb") as st:
+        for backend in ("vllm", "transformers", "vllm"):
+            ctx = ViewContext(labels=("negative", "positive"), seed=0, ledger=LLMLedger(st, run_id=None),
+                              label_descriptions=("a negative opinion of the film", "a positive opinion of the film"))
+            view = LLMView.from_params("llm", ctx, fields=["text"], backend=backend, max_batch=8, scoring="logprobs",
+                                       instructions="Classify the sentiment of a movie review.")
+            try:
+                view.resolve_fields(["text"])
+                view.fit(items.iloc[:0], np.zeros(0, dtype=int), np.zeros(0))
+                proba = view.predict_proba(items)
+                passes = view.client().batched.batches_
+            finally:
+                view.close()
+            assert not np.isnan(proba).any() and np.allclose(proba.sum(axis=1), 1.0)
+            if backend in labels:  # the second vLLM view: every answer from the cache, no pass
+                assert passes == 0 and (proba.argmax(axis=1) == labels[backend]).all()
+            else:
+                assert passes >= 1
+            labels[backend] = proba.argmax(axis=1)
+        filed = st.scalar("SELECT count(*) FROM llm_calls WHERE NOT cached AND status = 'ok' "
+                          "AND model = 'local:smollm2-135m+vllm'")
+    assert filed == len(EASY)
+    assert (labels["vllm"] == np.array([y for _, y in EASY])).mean() >= 4 / 6
+    assert (labels["vllm"] == labels["transformers"]).mean() >= 5 / 6  # GGUF kernels against dequantised float32
