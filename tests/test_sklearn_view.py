@@ -1,6 +1,8 @@
 """The sklearn view on its own: inputs, calibration, weights, abstention."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -208,3 +210,21 @@ def test_the_head_scores_its_c_on_the_rows_the_label_sources_trust(data):
     assert head.cv_scores_ == pytest.approx(ref.cv_scores_) and head.C_ == ref.C_
     every = TunedLogisticRegression(random_state=0).fit(X, y[:120], sample_weight=w)
     assert alone.model_.steps[-1][1].cv_scores_ == pytest.approx(every.cv_scores_) != ref.cv_scores_
+
+
+def test_all_finite_finds_every_non_finite_value_without_copying_the_matrix():
+    from views.sklearn_view import all_finite
+
+    X = np.ones((50, 4), dtype=np.float32)
+    assert all_finite(X) and all_finite(np.zeros((0, 4)))
+    for bad in (np.nan, np.inf, -np.inf):
+        Y = X.copy()
+        Y[37, 2] = bad
+        assert not all_finite(Y)
+    Y = X.copy()
+    Y[0, 0], Y[1, 1] = np.inf, -np.inf  # their sum is NaN, not a cancelled zero
+    assert not all_finite(Y)
+    big = np.full((4, 2), 1e308)  # a sum that overflows, of finite values: checked value by value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert all_finite(big)
