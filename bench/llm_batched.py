@@ -131,11 +131,16 @@ def main() -> None:
             except (ImportError, RuntimeError) as exc:
                 vllm_skipped = f"{type(exc).__name__}: {exc}"
             else:
-                on_vllm, voted_v = view_items_per_s(texts, "vllm", args.batch, Path(tmp))
+                from store.errors import ViewError
+
+                try:  # a model vLLM cannot load is a finding of this run, not the end of it
+                    on_vllm, voted_v = view_items_per_s(texts, "vllm", args.batch, Path(tmp))
+                except ViewError as exc:
+                    vllm_skipped = str(exc)
         if args.ray:
             import ray
 
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
             try:
                 on_ray, voted_r = view_items_per_s(texts, "transformers", args.batch, Path(tmp), ray_actors=args.ray)
             finally:

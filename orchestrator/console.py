@@ -11,7 +11,7 @@ import shutil
 import sys
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 
 class CommandConsole(Console):
@@ -35,6 +35,22 @@ class CommandConsole(Console):
         if kwargs.get("height") is None:
             self._height = None
         self.write_error: OSError | None = None
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        """rich's size, except that on a dumb terminal (``TERM=dumb``: Emacs' shell) COLUMNS and
+        LINES still count: rich then answers 80 x 25 whatever they say."""
+        dims = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self.is_dumb_terminal:
+            cols, lines = self._environ.get("COLUMNS", ""), self._environ.get("LINES", "")
+            width = self._width or (int(cols) if cols.isdigit() and int(cols) else dims.width)
+            height = self._height or (int(lines) if lines.isdigit() and int(lines) else dims.height)
+            return ConsoleDimensions(width, height)
+        return dims
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
     def _check_buffer(self) -> None:
         try:

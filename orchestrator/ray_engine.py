@@ -359,7 +359,9 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
         try:
             with warnings.catch_warnings():  # Ray's notice about a future default for GPU env vars
                 warnings.simplefilter("ignore", FutureWarning)
-                ray.init(address=cfg.address, **kwargs)
+                # "local": a cluster of its own, as README promises; with no address Ray joins one
+                # that `ray start` (or another test's cluster) left in /tmp/ray/ray_current_cluster
+                ray.init(address=cfg.address or "local", **kwargs)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise RunError(f"engine.address {cfg.address!r}: cannot join the Ray cluster: "
                            f"{str(exc).splitlines()[0]}") from None

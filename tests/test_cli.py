@@ -165,6 +165,12 @@ def test_the_consoles_read_the_width_when_printing_not_when_made(monkeypatch):
     monkeypatch.setenv("LINES", "12")
     assert (console.width, console.height) == (40, 12)
     assert CommandConsole(width=55).width == 55  # a width given is kept
+    monkeypatch.setenv("TERM", "dumb")  # Emacs' shell: rich alone answers 80 x 25 on a dumb terminal
+    dumb = CommandConsole(force_terminal=True)
+    assert dumb.is_dumb_terminal and (dumb.width, dumb.height) == (40, 12)
+    assert CommandConsole(force_terminal=True, width=55).width == 55
+    monkeypatch.delenv("COLUMNS")
+    assert dumb.width == 80
 
 
 def test_fitted_tables_split_rather_than_cut():

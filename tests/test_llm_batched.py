@@ -143,3 +143,20 @@ def test_the_packaged_model_labels_easy_sentiment_in_batches():
     assert not np.isnan(proba).any() and np.allclose(proba.sum(axis=1), 1.0)
     assert (proba.argmax(axis=1) == np.array([y for _, y in EASY])).mean() >= 4 / 6
     assert batched.largest_batch_ > 1  # the items shared passes
+
+
+def test_a_pass_may_fail_one_request_alone(tiny_model: Path):
+    """A backend whose pass fails one prompt (vLLM refuses one longer than its context) answers
+    the others of the pass: only the failed one's caller gets the error."""
+    m = BatchedModel(tiny_model, max_batch=8, device="cpu")
+    forward = m.forward
+    m.forward = lambda reqs: [ValueError("prompt too long") if r["messages"][0]["content"] == "long" else b
+                              for r, b in zip(reqs, forward(reqs))]
+
+    async def ask() -> list:
+        return await asyncio.gather(*(m.complete(_req(t)) for t in ("good", "long", "bad")), return_exceptions=True)
+
+    got = asyncio.run(ask())
+    assert isinstance(got[1], ValueError) and all(isinstance(g, dict) for g in (got[0], got[2]))
+    assert m.batches_ == 1
+    m.close()

@@ -116,3 +116,19 @@ def test_the_packaged_model_labels_like_the_transformers_backend_and_is_filed_an
     assert filed == len(EASY)
     assert (labels["vllm"] == np.array([y for _, y in EASY])).mean() >= 4 / 6
     assert (labels["vllm"] == labels["transformers"]).mean() >= 5 / 6  # GGUF kernels against dequantised float32
+
+
+def test_a_load_failure_is_one_line_that_names_its_cause():
+    from pydantic import BaseModel
+
+    from views.llm.connect import _load_error
+
+    class ModelConfig(BaseModel):
+        max_model_len: int
+
+    try:
+        ModelConfig(max_model_len="many")
+    except Exception as exc:  # noqa: BLE001
+        line = _load_error(exc)
+    assert line.startswith("max_model_len: Input should be a valid integer") and "\n" not in line
+    assert _load_error(RuntimeError("\nEngine core initialization failed.\nmore")) == "Engine core initialization failed."

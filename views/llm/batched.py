@@ -80,8 +80,9 @@ class BatchedModel:
         self._model, self._tokenizer, self.device = model.to(device).eval(), tok, device
         log.info("batched backend: %s on %s", self.model_path.name, device)
 
-    def forward(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Answer label-word scoring requests with one forward pass (a blocking call)."""
+    def forward(self, requests: list[dict[str, Any]]) -> list[Any]:
+        """Answer label-word scoring requests with one forward pass (a blocking call): a body
+        per request, or an Exception in the place of one that failed alone."""
         import torch
 
         self.load()
@@ -160,8 +161,8 @@ class BatchedModel:
                     f.set_exception(exc)
         else:
             for (_, f), body in zip(batch, bodies):
-                if not f.done():
-                    f.set_result(body)
+                if not f.done():  # a pass may fail one request alone (an Exception in its place)
+                    f.set_exception(body) if isinstance(body, Exception) else f.set_result(body)
         finally:  # cancelled mid-pass: no caller is left waiting on it
             for _, f in batch:
                 if not f.done():

@@ -67,7 +67,7 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
             raise ViewError(name, f"backend '{backend}' needs {exc.name or 'a package'}: {hint}") from None
         except Exception as exc:  # noqa: BLE001 - a bad file, no GPU, or no memory left on the device
             raise ViewError(name, f"backend '{backend}' cannot load {model}: {type(exc).__name__}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+                                  f"{_load_error(exc)}") from None
         # enough in flight to fill the next pass while each running one runs
         concurrency = max(concurrency, 2 * max_batch * getattr(batched, "parallel", 1))
         max_concurrency = None
@@ -88,6 +88,19 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
             server.stop()
         raise
     return Connection(client, server)
+
+
+def _load_error(exc: Exception) -> str:
+    """One line for a model that failed to load: a validation error's first complaint (its
+    first line only says how many there are), else the message's first line."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            return f"{'.'.join(map(str, first.get('loc', ())))}: {first['msg']}".lstrip(": ")
+        except Exception:  # noqa: BLE001 - not pydantic's: fall back to the message
+            pass
+    return next((line for line in str(exc).splitlines() if line.strip()), "")
 
 
 def _in_process(backend: str, path: Any, max_batch: int, n_ctx: int) -> Any:

@@ -25,6 +25,7 @@ the refusals.
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Iterable
 from importlib.util import find_spec
 from pathlib import Path
@@ -54,8 +55,8 @@ def check_vllm() -> None:
 def top_tokens(entries: Iterable[tuple[str | None, float]], n: int) -> tuple[list[str], list[float]]:
     """The ``n`` most likely (decoded token, log-probability) pairs of one position, most likely
     first. vLLM's entry holds the top N and also the sampled token when it is not among them
-    (N + 1 entries); a token vLLM could not decode on its own (part of a UTF-8 character)
-    comes back as None and is kept as the empty string."""
+    (N + 1 entries). A token that is part of a UTF-8 character decodes as U+FFFD, kept as
+    it is, or as None, kept as the empty string."""
     ranked = sorted(entries, key=lambda e: e[1], reverse=True)[: max(1, n)]
     return [w or "" for w, _ in ranked], [float(v) for _, v in ranked]
 
@@ -81,16 +82,37 @@ class VllmModel(BatchedModel):
         check_vllm()
         from vllm import LLM
 
+        # vLLM gives its own logger a stdout handler at INFO (a line per engine step) when
+        # imported; only its warnings belong among the CLI's lines
+        logging.getLogger("vllm").setLevel(logging.WARNING)
         self._model = LLM(model=str(self.model_path), max_model_len=self.max_model_len,
                           gpu_memory_utilization=self.gpu_memory_utilization, enable_prefix_caching=True,
                           max_logprobs=MAX_LOGPROBS, seed=self.seed)
 
-    def forward(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Answer label-word scoring requests with one ``LLM.chat`` call (a blocking call)."""
-        from vllm import SamplingParams
-
+    def forward(self, requests: list[dict[str, Any]]) -> list[Any]:
+        """Answer label-word scoring requests with one ``LLM.chat`` call (a blocking call). vLLM
+        refuses a whole call for one prompt it cannot take (longer than ``max_model_len``):
+        the pass is then asked again a request at a time, so only that one fails."""
         self.load()
         check_label_word(requests, "vllm")
+        try:
+            bodies: list[Any] = self._chat(requests)
+        except ValueError:
+            if len(requests) == 1:
+                raise
+            bodies = []
+            for r in requests:
+                try:
+                    bodies.extend(self._chat([r]))
+                except ValueError as exc:
+                    bodies.append(exc)
+        self._count(len(requests))
+        return bodies
+
+    def _chat(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One ``LLM.chat`` call over ``requests``: their bodies, in order."""
+        from vllm import SamplingParams
+
         wanted = [min(MAX_LOGPROBS, max(1, int(r.get("top_logprobs") or 1))) for r in requests]
         params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=max(wanted))
         outs = self._model.chat([r["messages"] for r in requests], params, use_tqdm=False,
@@ -100,7 +122,6 @@ class VllmModel(BatchedModel):
             first = out.outputs[0].logprobs[0]  # the one generated position: {token id: Logprob}
             words, values = top_tokens(((lp.decoded_token, lp.logprob) for lp in first.values()), n)
             bodies.append(label_word_body(self.model_path.name, words, values, len(out.prompt_token_ids)))
-        self._count(len(requests))
         return bodies
 
     def close(self) -> None:
@@ -108,6 +129,11 @@ class VllmModel(BatchedModel):
         engine = self._model
         super().close()
         if engine is not None:
+            # the engine core runs in a process of its own: stop it rather than wait for the
+            # collector to (a second engine refuses to start while the first holds the GPU)
+            shutdown = getattr(getattr(getattr(engine, "llm_engine", None), "engine_core", None), "shutdown", None)
+            if callable(shutdown):
+                shutdown()
             del engine
             gc.collect()
             import torch
