@@ -37,15 +37,7 @@ def read_csv(p: Path, text: Sequence[str] = ()) -> pa.Table:
         except duckdb.Error as e:
             exc = e
             continue
-        # rows with more fields than the header make DuckDB read each line as one cell
-        if table.num_columns == 1 and any(d in table.column_names[0] for d in ",;\t|"):
-            bad = _first_bad_csv_line(p)
-            if bad:
-                raise DataError(f"cannot read as csv: {bad}", str(p))
-        dup = _duplicate_header(p, table.column_names, opts) or _nul_in_header(p)
-        if dup:
-            raise DataError(dup, str(p))
-        return table
+        return _checked(table, p, p, opts)
     problem = utf8_problem(p)
     if problem:
         raise DataError(f"cannot read as csv: {problem}", str(p)) from None
@@ -56,13 +48,28 @@ def read_csv(p: Path, text: Sequence[str] = ()) -> pa.Table:
             path, stand_in = copy
             actual = str(path)
             try:
-                return _restore_cr(_retyped(path, _duckdb_csv(path, **attempts[-1]), text, attempts[-1]), stand_in)
+                read = _retyped(path, _duckdb_csv(path, **attempts[-1]), text, attempts[-1])
+                return _restore_cr(_checked(read, path, p, attempts[-1]), stand_in)
             except duckdb.Error as e:
                 exc = e
         assert exc is not None
         bad = _first_bad_csv_line(p)
         reason = _reason(exc, shown=shown, actual=actual)
     raise DataError(f"cannot read as csv: {bad + '; ' if bad else ''}{reason}", str(p)) from None
+
+
+def _checked(table: pa.Table, read: Path, p: Path, opts: dict) -> pa.Table:
+    """``table``, read from ``read`` (``p`` itself, or its copy with bare CRs stood in for),
+    unless the file is one the reader misread without a word: rows with more fields than the
+    header (read as one cell a line), a column named twice, or a NUL in the header."""
+    if table.num_columns == 1 and any(d in table.column_names[0] for d in ",;\t|"):
+        bad = _first_bad_csv_line(p)
+        if bad:
+            raise DataError(f"cannot read as csv: {bad}", str(p))
+    dup = _duplicate_header(read, table.column_names, opts) or _nul_in_header(p)
+    if dup:
+        raise DataError(dup, str(p))
+    return table
 
 
 def _retyped(p: Path, table: pa.Table, text: Sequence[str], opts: dict) -> pa.Table:
