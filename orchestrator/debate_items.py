@@ -8,7 +8,7 @@ from pathlib import Path
 from orchestrator.config import Config
 from orchestrator.data import read_table
 from store.errors import ConfigError, DataError
-from store.items import label_spelling
+from store.items import LABEL_TRIM, label_spelling
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def read_debate_items(cfg: Config, items: str | Path) -> DebateItems:
     records = [{f: "" if v is None else str(v) for f, v in zip(fields, vals)}
                for vals in zip(*(table.column(f).to_pylist() for f in fields))]
     names = cfg.task.names
-    cells = [None if g is None else str(g).strip() for g in
+    cells = [None if g is None else str(g).strip(LABEL_TRIM) for g in  # trimmed as a run's loader trims
              (table.column(label_column).to_pylist() if label_column in cols else [None] * len(ids))]
     gold = [(label_spelling(g, names) or g) if g else None for g in cells]
     for row, g in enumerate(gold, start=1):

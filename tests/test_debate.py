@@ -282,6 +282,11 @@ def test_a_standalone_debates_labels_are_read_as_a_runs_are(tmp_path):
     pd.DataFrame({"text": ["x"]}).to_csv(items, index=False)
     with pytest.raises(DataError, match=r"items\.csv: column 'id' \(data\.id_column\) is missing"):
         read_debate_items(cfg, items)
+    # tabs and line ends are trimmed as a run trims them; a no-break space is not (str.strip took it)
+    pd.DataFrame({"id": ["a", "b"], "text": ["x", "y"], "label": ["\tpositive\r\n", "negative\u00a0"]}).to_parquet(
+        tmp_path / "t.parquet")
+    with pytest.raises(DataError, match="row 2 item 'b': unknown label 'negative\u00a0'"):
+        read_debate_items(cfg, tmp_path / "t.parquet")
 
 
 def test_a_standalone_debates_dollar_budget_holds_against_the_ledger(tmp_path):
