@@ -347,6 +347,10 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
     except ImportError:
         raise RunError("engine 'ray' needs the ray package: pip install 'cotrain[ray]'") from None
     hosted = [v for v in views if hosts_batched(v, cfg)]
+    on_gpu = next((v.name for v in hosted if v.batched_model()[2] == "vllm"), None)  # type: ignore[attr-defined]
+    if on_gpu is not None and not cfg.llm_gpus_per_actor:
+        raise RunError(f"engine.llm_gpus_per_actor: view '{on_gpu}' has backend vllm, whose actors each need a "
+                       "GPU: set llm_gpus_per_actor to 1, or llm_actors to 0 to run it in this process")
     travel = any(travels(v, cfg) for v in views)
     started = False
     if not ray.is_initialized():
@@ -379,8 +383,9 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
             engine.folder = f"{base.rstrip('/')}/{prefix}{uuid.uuid4().hex[:8]}"
             write_shards(store, run_id, fields, item_id, engine.folder, cfg.shard_rows)
         for v in hosted:
-            name, max_batch = v.batched_model()  # type: ignore[attr-defined]
-            model = RayBatchedModel(name, max_batch, cfg.llm_actors, cfg.llm_cpus_per_actor, cfg.llm_gpus_per_actor)
+            name, max_batch, backend = v.batched_model()  # type: ignore[attr-defined]
+            model = RayBatchedModel(name, max_batch, cfg.llm_actors, cfg.llm_cpus_per_actor, cfg.llm_gpus_per_actor,
+                                    backend=backend)
             engine.models.append(model)
             v.use_batched(model)  # type: ignore[attr-defined]
     except BaseException:

@@ -1,5 +1,6 @@
-"""``backend: transformers`` under ``engine: ray``: the local LLM's batched forward passes run
-in Ray actors, on the cluster's GPUs when ``engine.llm_gpus_per_actor`` reserves them.
+"""``backend: transformers`` or ``vllm`` under ``engine: ray``: the local LLM's batched passes
+run in Ray actors, on the cluster's GPUs when ``engine.llm_gpus_per_actor`` reserves them
+(``vllm`` runs only there: each actor holds a vLLM engine on its GPU).
 
 The LLM view itself stays on the driver, with its client: only the prompts missing from
 ``llm_cache`` are sent, every answer is filed in ``llm_calls``, budgets and retries hold, as
@@ -44,14 +45,21 @@ def model_file(model: str) -> Path:
 
 class Scorer:
     """A Ray actor: one :class:`BatchedModel` of ``name`` (:func:`model_file`, resolved on
-    this node), one pass at a time. ``threads``: torch's CPU threads (Ray leaves an actor
-    one); ``device``: ``cpu``, or None for CUDA when the actor sees a GPU."""
+    this node), or with ``backend`` ``vllm`` one :class:`views.llm.vllm_model.VllmModel`, one
+    pass at a time. ``threads``: torch's CPU threads (Ray leaves an actor one); ``device``:
+    ``cpu``, or None for CUDA when the actor sees a GPU."""
 
-    def __init__(self, name: str, max_batch: int, threads: int, device: str | None) -> None:
+    def __init__(self, name: str, max_batch: int, threads: int, device: str | None,
+                 backend: str = "transformers") -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.model = BatchedModel(model_file(name), max_batch=max_batch, device=device)
+        if backend == "vllm":
+            from views.llm.vllm_model import VllmModel
+
+            self.model: BatchedModel = VllmModel(model_file(name), max_batch=max_batch)
+        else:
+            self.model = BatchedModel(model_file(name), max_batch=max_batch, device=device)
 
     def load(self) -> str:
         """Load the model; its device."""
@@ -78,9 +86,9 @@ class RayBatchedModel(BatchedModel):
     ``replaced_`` (actors started again after dying for good)."""
 
     def __init__(self, name: str, max_batch: int = 32, actors: int = 1, cpus: float = 0.0,
-                 gpus: float = 0.0) -> None:
+                 gpus: float = 0.0, backend: str = "transformers") -> None:
         super().__init__(model_file(name), max_batch=max_batch)
-        self.name, self.parallel, self.cpus, self.gpus = name, actors, cpus, gpus
+        self.name, self.parallel, self.cpus, self.gpus, self.backend = name, actors, cpus, gpus, backend
         self._actors: list[Any] = []
         self._idle: asyncio.Queue[Any] | None = None
         self.devices_: list[str] = []
@@ -92,7 +100,7 @@ class RayBatchedModel(BatchedModel):
         threads = max(1, round(self.cpus)) if self.cpus else max(1, (os.cpu_count() or 1) // self.parallel)
         actor = ray.remote(Scorer).options(num_cpus=self.cpus, num_gpus=self.gpus or None,
                                           max_restarts=RESTARTS, max_task_retries=RESTARTS)
-        return actor.remote(self.name, self.max_batch, threads, None if self.gpus else "cpu")
+        return actor.remote(self.name, self.max_batch, threads, None if self.gpus else "cpu", self.backend)
 
     def load(self) -> None:
         """Start the actors and load the model in each (idempotent); a model that cannot load

@@ -148,6 +148,32 @@ def test_llm_actors_that_do_not_fit_the_cluster_are_refused():
     assert place(EngineConfig(kind="ray"), 2.0, 0.0, hosted=3, travel=True) == 1
 
 
+def test_a_vllm_view_goes_to_gpu_actors_only(mem_store):
+    """backend vllm runs in the actors too, each holding a vLLM engine, and only where each
+    actor holds a GPU (refused before any cluster starts)."""
+    import torch
+
+    from orchestrator.ray_llm import Scorer
+    from store.errors import RunError
+    from views.base import ViewContext
+    from views.llm.view import LLMView
+    from views.llm.vllm_model import VllmModel
+
+    view = LLMView.from_params("gen", ViewContext(labels=("negative", "positive"), seed=0), fields=["text"],
+                               backend="vllm", max_batch=64)
+    assert view.batched_model() == ("smollm2-135m", 64, "vllm")
+    with pytest.raises(RunError, match="engine.llm_gpus_per_actor: view 'gen' has backend vllm"):
+        open_ray_engine(EngineConfig(kind="ray", llm_actors=1), mem_store, 0, ["text"], pa.array([], pa.string()),
+                        views=[view])
+    threads = torch.get_num_threads()
+    try:  # the actor's class, built here: it holds a vLLM model of the packaged file, not loaded yet
+        scorer = Scorer("smollm2-135m", 8, 1, None, backend="vllm")
+    finally:
+        torch.set_num_threads(threads)
+    assert isinstance(scorer.model, VllmModel) and scorer.model.max_batch == 8 and scorer.model._model is None
+    assert RayBatchedModel("smollm2-135m", 8, backend="vllm").backend == "vllm"
+
+
 # ---------------------------------------------------------------- a whole run, both engines
 def _run_config(d: Path, engine: dict[str, Any] | None) -> Path:
     d.mkdir(parents=True, exist_ok=True)

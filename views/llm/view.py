@@ -190,11 +190,11 @@ class LLMView(ParamsView):
                 threads=self.threads, backend=self.backend, max_batch=self.max_batch, batched=self._batched)
         return self._conn.client
 
-    def batched_model(self) -> tuple[str, int] | None:
-        """The packaged model's name and ``max_batch`` under ``backend: transformers``, else None."""
-        if self.backend != "transformers":
+    def batched_model(self) -> tuple[str, int, str] | None:
+        """The packaged model's name, ``max_batch`` and backend (``transformers``, ``vllm``), else None."""
+        if self.backend == "server":
             return None
-        return self.model.split(":", 1)[1], self.max_batch
+        return self.model.split(":", 1)[1], self.max_batch, self.backend
 
     def use_batched(self, model: Any) -> None:
         """Answer with ``model`` (e.g. one in Ray actors) from the next call on; it is closed

@@ -10,7 +10,8 @@ hold exactly as for the other backends; the cache identity is ``local:<name>+vll
 What differs is the pass: one ``LLM.chat`` call over the gathered conversations with
 ``SamplingParams(max_tokens=1, temperature=0, logprobs=N)`` and prefix caching on (every
 prompt of a view shares its instructions and demonstrations), which vLLM schedules on the
-GPU with its own continuous batching.
+GPU with its own continuous batching. Under ``engine: ray`` the same model runs in Ray
+actors, one vLLM engine on each actor's GPU (``orchestrator.ray_llm.Scorer``).
 
 Written against vLLM's offline API as of 0.12 (``LLM(model, max_model_len=...,
 enable_prefix_caching=..., max_logprobs=...)``, ``LLM.chat``, ``RequestOutput.outputs[0].
