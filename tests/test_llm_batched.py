@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from store.errors import ViewError
 from tests.conftest import tiny_llama
 from store.llm_ledger import LLMLedger
 from views.base import ViewContext
@@ -110,16 +109,6 @@ def test_a_request_it_cannot_score_comes_back_as_an_error(tiny_model: Path):
     with LLMClient(endpoint_for("local:smollm2-135m", backend="transformers"), view="v", batched=m) as c:
         [comp] = c.complete([{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}])
     assert comp.status == "error" and "label words only" in comp.error
-
-
-def test_the_backend_is_checked_with_the_view_params():
-    from views.llm.view import LLMView
-
-    ctx = ViewContext(labels=("negative", "positive"), seed=0)
-    with pytest.raises(ViewError, match="backend"):
-        LLMView.from_params("llm", ctx, fields=["text"], model="openai/gpt-4o-mini", backend="transformers")
-    with pytest.raises(ViewError, match="backend"):
-        LLMView.from_params("llm", ctx, fields=["text"], backend="transformers", scoring="sample")
 
 
 @pytest.mark.slow  # loads and dequantises the 135M model (about 20 s on 2 CPUs)

@@ -47,14 +47,15 @@ def test_the_top_tokens_are_the_n_most_likely_and_read_as_a_servers_answer():
     assert top_tokens([("a", -0.1)], 0) == (["a"], [-0.1])  # at least one: the content
 
 
-def test_the_backend_is_checked_with_the_view_params():
+@pytest.mark.parametrize("backend", ["transformers", "vllm"])
+def test_an_in_process_backend_is_checked_with_the_view_params(backend: str):
     from views.llm.view import LLMView
 
     ctx = ViewContext(labels=("negative", "positive"), seed=0)
-    with pytest.raises(ViewError, match="backend 'vllm' runs an embedded local"):
-        LLMView.from_params("llm", ctx, fields=["text"], model="openai/gpt-4o-mini", backend="vllm")
-    with pytest.raises(ViewError, match="backend 'vllm' scores label words"):
-        LLMView.from_params("llm", ctx, fields=["text"], backend="vllm", scoring="sample")
+    with pytest.raises(ViewError, match=f"backend '{backend}' runs an embedded local"):
+        LLMView.from_params("llm", ctx, fields=["text"], model="openai/gpt-4o-mini", backend=backend)
+    with pytest.raises(ViewError, match=f"backend '{backend}' scores label words"):
+        LLMView.from_params("llm", ctx, fields=["text"], backend=backend, scoring="sample")
 
 
 def test_its_answers_are_another_models_in_the_cache():
