@@ -24,7 +24,7 @@ closely: same estimator, same threshold),
 peak RSS of the cotrain process against the feature matrix's own size (target at 3M: <= 1.3x
 the features plus 300 MB) and against the work's own floor (``FLOOR``: the imports, the
 features, the last fit's training rows and that fit, with nothing else in the process).
-Run:  .venv/bin/python bench/scale.py [--sizes 100000,1000000,3000000] [--repeats 1]
+Run:  .venv/bin/python bench/scale.py [--sizes 100000,1000000,3000000] [--repeats 1] [--out scale]
 """
 from __future__ import annotations
 
@@ -203,6 +203,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,1000000,3000000")
     ap.add_argument("--repeats", type=int, default=1, help="best ratio of this many runs per cell")
+    ap.add_argument("--out", default="scale", help="bench/results/<out>.json (the README's reference run is "
+                                                   "'scale'; a run to compare, e.g. on a slower day, can keep it)")
     args = ap.parse_args()
     results = []
     byte_compile()
@@ -221,7 +223,7 @@ def main() -> None:
                  "added (cotrain / sklearn)",
                  "test acc (cotrain / sklearn)", "cotrain RSS MB", "sklearn RSS MB", "floor RSS MB", "RSS target MB",
                  "features MB"], rows)
-    path = write_json("scale", {"command": "python bench/scale.py " + " ".join(sys.argv[1:]), "results": results})
+    path = write_json(args.out, {"command": "python bench/scale.py " + " ".join(sys.argv[1:]), "results": results})
     print(f"\nwrote {path}")
 
 
