@@ -37,7 +37,7 @@ def read_csv(p: Path, text: Sequence[str] = ()) -> pa.Table:
         except duckdb.Error as e:
             exc = e
             continue
-        return _checked(table, p, p, opts)
+        return _checked(table, p, p, opts, None)
     problem = utf8_problem(p)
     if problem:
         raise DataError(f"cannot read as csv: {problem}", str(p)) from None
@@ -49,7 +49,7 @@ def read_csv(p: Path, text: Sequence[str] = ()) -> pa.Table:
             actual = str(path)
             try:
                 read = _retyped(path, _duckdb_csv(path, **attempts[-1]), text, attempts[-1])
-                return _restore_cr(_checked(read, path, p, attempts[-1]), stand_in)
+                return _restore_cr(_checked(read, path, p, attempts[-1], stand_in), stand_in)
             except duckdb.Error as e:
                 exc = e
         assert exc is not None
@@ -58,17 +58,24 @@ def read_csv(p: Path, text: Sequence[str] = ()) -> pa.Table:
     raise DataError(f"cannot read as csv: {bad + '; ' if bad else ''}{reason}", str(p)) from None
 
 
-def _checked(table: pa.Table, read: Path, p: Path, opts: dict) -> pa.Table:
-    """``table``, read from ``read`` (``p`` itself, or its copy with bare CRs stood in for),
-    unless the file is one the reader misread without a word: rows with more fields than the
-    header (read as one cell a line), a column named twice, or a NUL in the header."""
+def _checked(table: pa.Table, read: Path, p: Path, opts: dict, stand_in: str | None) -> pa.Table:
+    """``table``, read from ``read`` (``p`` itself, or its copy with each bare CR replaced by
+    ``stand_in``), unless the file is one the reader misread without a word: rows with more
+    fields than the header (read as one cell a line), a column named twice, or a NUL in the
+    header. The checks read what the reader read (Python's csv module refuses a bare CR), and
+    a message names a stood-in CR as ``\\r``."""
+    def shown(message: str) -> str:  # the stand-in as a character, and as repr() escapes it
+        if not stand_in:
+            return message
+        return message.replace(stand_in, "\\r").replace(repr(stand_in)[1:-1], "\\r")
+
     if table.num_columns == 1 and any(d in table.column_names[0] for d in ",;\t|"):
-        bad = _first_bad_csv_line(p)
+        bad = _first_bad_csv_line(read)
         if bad:
-            raise DataError(f"cannot read as csv: {bad}", str(p))
+            raise DataError(shown(f"cannot read as csv: {bad}"), str(p))
     dup = _duplicate_header(read, table.column_names, opts) or _nul_in_header(p)
     if dup:
-        raise DataError(dup, str(p))
+        raise DataError(shown(dup), str(p))
     return table
 
 

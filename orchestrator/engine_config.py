@@ -18,7 +18,8 @@ class EngineConfig(CheckedModel):
     the driver writes the store and selects exactly as the local engine does).
 
     ``address``: the Ray cluster to join (``auto``, ``ray://host:10001`` or ``host:6379``);
-    without one a local cluster is started for the run and stopped with it. ``actors``:
+    without one, the cluster ``RAY_ADDRESS`` names (``ray job submit`` sets it), else a local
+    cluster started for the run and stopped with it. ``actors``:
     actors per view pass (default: the cluster's CPUs divided by ``cpus_per_actor``);
     ``gpus_per_actor`` reserves GPUs for them. ``shard_rows``: rows per Parquet shard;
     ``shard_dir``: where the shards go (default: a folder beside the store), which every
@@ -27,7 +28,8 @@ class EngineConfig(CheckedModel):
     ``encode_in_workers``: embedding views travel too and encode their batches in the workers
     every round (the fast path with GPU actors); by default they stay on the driver, where the
     store's cache serves every text encoded before.
-    ``llm_actors``: Ray actors per LLM view with ``backend: transformers``, each holding the
+    ``llm_actors``: Ray actors per LLM view with ``backend: transformers`` or ``vllm`` (this
+    one only on GPU actors), each holding the
     model for the whole run and reserving ``llm_cpus_per_actor`` CPUs and
     ``llm_gpus_per_actor`` GPUs; the view stays on the driver, with its cache and ledger, and
     sends them its uncached prompts (``orchestrator.ray_llm``). By default they reserve no

@@ -349,25 +349,26 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
     hosted = [v for v in views if hosts_batched(v, cfg)]
     on_gpu = next((v.name for v in hosted if v.batched_model()[2] == "vllm"), None)  # type: ignore[attr-defined]
     if on_gpu is not None and not cfg.llm_gpus_per_actor:
-        raise RunError(f"engine.llm_gpus_per_actor: view '{on_gpu}' has backend vllm, whose actors each need a "
-                       "GPU: set llm_gpus_per_actor to 1, or llm_actors to 0 to run it in this process")
+        raise ConfigError("engine.llm_gpus_per_actor", f"view '{on_gpu}' has backend vllm, whose actors each "
+                          "need a GPU: set it to 1, or engine.llm_actors to 0 to run the model in this process")
     travel = any(travels(v, cfg) for v in views)
     started = False
     if not ray.is_initialized():
-        if cfg.address is None:  # the cluster to start has this machine's CPUs: refuse before starting it
+        # no address: RAY_ADDRESS's cluster (`ray job submit`), else one of its own ("local"); Ray alone
+        # joins any cluster `ray start` (or another test) left in /tmp/ray/ray_current_cluster
+        address = cfg.address or os.environ.get("RAY_ADDRESS") or None
+        if address is None:  # the cluster to start has this machine's CPUs: refuse before starting it
             place(cfg, float(os.cpu_count() or 1), float("inf"), len(hosted), travel)
         # configure_logging=False: Ray leaves the process's loggers as they are
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if cfg.address is None and cfg.object_store_mb is not None:
+        if address is None and cfg.object_store_mb is not None:
             kwargs["object_store_memory"] = cfg.object_store_mb * 2**20
         try:
             with warnings.catch_warnings():  # Ray's notice about a future default for GPU env vars
                 warnings.simplefilter("ignore", FutureWarning)
-                # "local": a cluster of its own, as README promises; with no address Ray joins one
-                # that `ray start` (or another test's cluster) left in /tmp/ray/ray_current_cluster
-                ray.init(address=cfg.address or "local", **kwargs)
+                ray.init(address=address or "local", **kwargs)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise RunError(f"engine.address {cfg.address!r}: cannot join the Ray cluster: "
+            raise RunError(f"engine.address {address!r}: cannot join the Ray cluster: "
                            f"{str(exc).splitlines()[0]}") from None
         started = True
     engine = RayEngine(cfg, "", started, 0)
@@ -383,9 +384,9 @@ def open_ray_engine(cfg: EngineConfig, store: Store, run_id: int, fields: Sequen
             engine.folder = f"{base.rstrip('/')}/{prefix}{uuid.uuid4().hex[:8]}"
             write_shards(store, run_id, fields, item_id, engine.folder, cfg.shard_rows)
         for v in hosted:
-            name, max_batch, backend = v.batched_model()  # type: ignore[attr-defined]
+            name, max_batch, backend, n_ctx = v.batched_model()  # type: ignore[attr-defined]
             model = RayBatchedModel(name, max_batch, cfg.llm_actors, cfg.llm_cpus_per_actor, cfg.llm_gpus_per_actor,
-                                    backend=backend)
+                                    backend=backend, n_ctx=n_ctx)
             engine.models.append(model)
             v.use_batched(model)  # type: ignore[attr-defined]
     except BaseException:

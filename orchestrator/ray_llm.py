@@ -47,17 +47,17 @@ class Scorer:
     """A Ray actor: one :class:`BatchedModel` of ``name`` (:func:`model_file`, resolved on
     this node), or with ``backend`` ``vllm`` one :class:`views.llm.vllm_model.VllmModel`, one
     pass at a time. ``threads``: torch's CPU threads (Ray leaves an actor one); ``device``:
-    ``cpu``, or None for CUDA when the actor sees a GPU."""
+    ``cpu``, or None for CUDA when the actor sees a GPU; ``n_ctx``: a vLLM model's context."""
 
     def __init__(self, name: str, max_batch: int, threads: int, device: str | None,
-                 backend: str = "transformers") -> None:
+                 backend: str = "transformers", n_ctx: int = 8192) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
         if backend == "vllm":
             from views.llm.vllm_model import VllmModel
 
-            self.model: BatchedModel = VllmModel(model_file(name), max_batch=max_batch)
+            self.model: BatchedModel = VllmModel(model_file(name), max_batch=max_batch, max_model_len=n_ctx)
         else:
             self.model = BatchedModel(model_file(name), max_batch=max_batch, device=device)
 
@@ -66,7 +66,7 @@ class Scorer:
         self.model.load()
         return str(self.model.device)
 
-    def forward(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def forward(self, requests: list[dict[str, Any]]) -> list[Any]:
         return self.model.forward(requests)
 
 
@@ -86,9 +86,10 @@ class RayBatchedModel(BatchedModel):
     ``replaced_`` (actors started again after dying for good)."""
 
     def __init__(self, name: str, max_batch: int = 32, actors: int = 1, cpus: float = 0.0,
-                 gpus: float = 0.0, backend: str = "transformers") -> None:
+                 gpus: float = 0.0, backend: str = "transformers", n_ctx: int = 8192) -> None:
         super().__init__(model_file(name), max_batch=max_batch)
         self.name, self.parallel, self.cpus, self.gpus, self.backend = name, actors, cpus, gpus, backend
+        self.n_ctx = n_ctx
         self._actors: list[Any] = []
         self._idle: asyncio.Queue[Any] | None = None
         self.devices_: list[str] = []
@@ -100,7 +101,8 @@ class RayBatchedModel(BatchedModel):
         threads = max(1, round(self.cpus)) if self.cpus else max(1, (os.cpu_count() or 1) // self.parallel)
         actor = ray.remote(Scorer).options(num_cpus=self.cpus, num_gpus=self.gpus or None,
                                           max_restarts=RESTARTS, max_task_retries=RESTARTS)
-        return actor.remote(self.name, self.max_batch, threads, None if self.gpus else "cpu", self.backend)
+        return actor.remote(self.name, self.max_batch, threads, None if self.gpus else "cpu", self.backend,
+                            self.n_ctx)
 
     def load(self) -> None:
         """Start the actors and load the model in each (idempotent); a model that cannot load
@@ -128,7 +130,7 @@ class RayBatchedModel(BatchedModel):
         log.info("batched backend: %s in %d Ray actor(s) on %s", self.name, len(self._actors),
                  ", ".join(sorted(set(self.devices_))))
 
-    async def _pass(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _pass(self, requests: list[dict[str, Any]]) -> list[Any]:
         """One pass on an idle actor (the dispatcher never starts more passes than actors)."""
         from ray.exceptions import RayActorError
 
@@ -140,7 +142,7 @@ class RayBatchedModel(BatchedModel):
                 self._idle.put_nowait(a)
         actor = await self._idle.get()
         try:
-            bodies: list[dict[str, Any]] = await actor.forward.remote(requests)
+            bodies: list[Any] = await actor.forward.remote(requests)
         except RayActorError:  # dead for good (restarts spent, or its node gone): start another
             actor = self._replace(actor)
             raise PassLost(f"an LLM actor of {self.name} died; a new one was started") from None
@@ -158,13 +160,13 @@ class RayBatchedModel(BatchedModel):
         log.warning("batched backend: an LLM actor of %s died for good; started another", self.name)
         return new
 
-    def forward(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def forward(self, requests: list[dict[str, Any]]) -> list[Any]:
         """One pass on the first actor (a blocking call, outside the client)."""
         import ray
 
         self.load()
         try:
-            bodies: list[dict[str, Any]] = ray.get(self._actors[0].forward.remote(requests))
+            bodies: list[Any] = ray.get(self._actors[0].forward.remote(requests))
         except Exception as exc:
             raise _unwrapped(exc) from None
         self._count(len(requests))

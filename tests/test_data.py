@@ -473,3 +473,21 @@ def test_csv_columns_keep_their_values_exactly_and_yes_no_is_text_a_view_names(t
     with pytest.raises(ViewError, match=r"column 'a_3' is not numeric: item 'it\d+' holds '(yes|no)' \(a view over "
                                         r"columns reads numbers, or true/false; recode the column, e.g. yes/no as 1/0\)"):
         api.run(write_config(tmp_path, df))
+
+
+def test_a_bare_cr_file_is_checked_as_read_and_named_as_written(tmp_path: Path):
+    """On the bare-CR path the checks read the copy the reader read: a one-column file whose
+    quoted header holds a comma was refused (Python's csv module refuses a bare CR), and a
+    refused header showed the reader's private stand-in for the CR."""
+    from orchestrator.csv_reader import read_csv
+
+    one = tmp_path / "one.csv"
+    one.write_bytes(b'"text, here"\n' + b"".join(b"row %d\n" % i for i in range(20)) + b"a\rb\n")
+    table = read_csv(one)
+    assert table.column_names == ["text, here"] and table.num_rows == 21 and "a\rb" in table.column(0).to_pylist()
+    dup = tmp_path / "dup.csv"
+    dup.write_bytes(b"id,a\r,a\r,label\n" + b"".join(b"i%d,1,2,x\n" % i for i in range(5)) + b"i9,c\rd,2,x\n")
+    with pytest.raises(DataError) as err:
+        read_csv(dup)
+    assert "column 'a\\r' appears more than once" in str(err.value) and "'a\\r_1'" in str(err.value)
+    assert not any(0xE000 <= ord(ch) <= 0xF8FF for ch in str(err.value))

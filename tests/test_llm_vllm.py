@@ -133,3 +133,29 @@ def test_a_load_failure_is_one_line_that_names_its_cause():
         line = _load_error(exc)
     assert line.startswith("max_model_len: Input should be a valid integer") and "\n" not in line
     assert _load_error(RuntimeError("\nEngine core initialization failed.\nmore")) == "Engine core initialization failed."
+
+
+def test_a_prompt_vllm_refuses_fails_alone_and_its_pass_is_answered(monkeypatch):
+    """vLLM refuses a whole ``LLM.chat`` call for one prompt longer than its context: the pass
+    is asked again a prompt at a time. (The engine is stood in for: no GPU runs one here.)"""
+    model = VllmModel("/nowhere/model.gguf", max_batch=8)
+    model._model = object()  # loaded, as far as forward can tell
+    calls: list[int] = []
+
+    def chat(requests: list[dict]) -> list[dict]:
+        calls.append(len(requests))
+        if any(r["messages"][0]["content"] == "long" for r in requests):
+            raise ValueError("The decoder prompt (length 9000) is longer than the maximum model length of 8192")
+        return [label_word_body("m", [" yes"], [-0.1], 5) for _ in requests]
+
+    monkeypatch.setattr(model, "_chat", chat)
+    reqs = [{"messages": [{"role": "user", "content": t}], "max_tokens": 1, "logprobs": True}
+            for t in ("good", "long", "bad")]
+    got = model.forward(reqs)
+    assert calls == [3, 1, 1, 1] and model.batches_ == 1
+    assert isinstance(got[1], ValueError) and "maximum model length" in str(got[1])
+    assert [parse_response(got[i])["content"] for i in (0, 2)] == [" yes", " yes"]
+    with pytest.raises(ValueError, match="maximum model length"):  # alone, its error is the pass's
+        model.forward(reqs[1:2])
+    with pytest.raises(ValueError, match="label words only"):
+        model.forward([{"messages": [], "max_tokens": 8}])

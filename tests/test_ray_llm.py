@@ -154,24 +154,24 @@ def test_a_vllm_view_goes_to_gpu_actors_only(mem_store):
     import torch
 
     from orchestrator.ray_llm import Scorer
-    from store.errors import RunError
     from views.base import ViewContext
     from views.llm.view import LLMView
     from views.llm.vllm_model import VllmModel
 
     view = LLMView.from_params("gen", ViewContext(labels=("negative", "positive"), seed=0), fields=["text"],
                                backend="vllm", max_batch=64)
-    assert view.batched_model() == ("smollm2-135m", 64, "vllm")
-    with pytest.raises(RunError, match="engine.llm_gpus_per_actor: view 'gen' has backend vllm"):
+    assert view.batched_model() == ("smollm2-135m", 64, "vllm", 8192)
+    with pytest.raises(ConfigError, match="'engine.llm_gpus_per_actor': view 'gen' has backend vllm"):
         open_ray_engine(EngineConfig(kind="ray", llm_actors=1), mem_store, 0, ["text"], pa.array([], pa.string()),
                         views=[view])
     threads = torch.get_num_threads()
     try:  # the actor's class, built here: it holds a vLLM model of the packaged file, not loaded yet
-        scorer = Scorer("smollm2-135m", 8, 1, None, backend="vllm")
+        scorer = Scorer("smollm2-135m", 8, 1, None, backend="vllm", n_ctx=2048)
     finally:
         torch.set_num_threads(threads)
-    assert isinstance(scorer.model, VllmModel) and scorer.model.max_batch == 8 and scorer.model._model is None
-    assert RayBatchedModel("smollm2-135m", 8, backend="vllm").backend == "vllm"
+    assert isinstance(scorer.model, VllmModel) and (scorer.model.max_batch, scorer.model.max_model_len) == (8, 2048)
+    assert scorer.model._model is None
+    assert RayBatchedModel("smollm2-135m", 8, backend="vllm", n_ctx=2048).n_ctx == 2048
 
 
 # ---------------------------------------------------------------- a whole run, both engines

@@ -148,12 +148,12 @@ class Portable(Protocol):
 class BatchedHost(Protocol):
     """Runs a model's batched forward passes in this process (an LLM view with ``backend:
     transformers`` or ``vllm``), which an engine may run elsewhere instead: ``batched_model()``
-    gives the packaged model's name, passes' size and backend (None when the view runs no
-    such model), and
+    gives the packaged model's name, passes' size, backend and context length (None when the
+    view runs no such model), and
     ``use_batched(model)`` makes the view answer with ``model`` (the in-process model's
     interface) from its next call on."""
 
-    def batched_model(self) -> tuple[str, int, str] | None: ...
+    def batched_model(self) -> tuple[str, int, str, int] | None: ...
 
     def use_batched(self, model: Any) -> None: ...
 

@@ -168,7 +168,7 @@ class BatchedModel:
                 if not f.done():
                     f.cancel()
 
-    async def _pass(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _pass(self, requests: list[dict[str, Any]]) -> list[Any]:
         """One forward pass, in the pass thread (the event loop is not blocked by it)."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cotrain-batched")

@@ -190,11 +190,11 @@ class LLMView(ParamsView):
                 threads=self.threads, backend=self.backend, max_batch=self.max_batch, batched=self._batched)
         return self._conn.client
 
-    def batched_model(self) -> tuple[str, int, str] | None:
-        """The packaged model's name, ``max_batch`` and backend (``transformers``, ``vllm``), else None."""
+    def batched_model(self) -> tuple[str, int, str, int] | None:
+        """The packaged model's name, ``max_batch``, backend (``transformers``, ``vllm``), ``n_ctx``; else None."""
         if self.backend == "server":
             return None
-        return self.model.split(":", 1)[1], self.max_batch, self.backend
+        return self.model.split(":", 1)[1], self.max_batch, self.backend, self.n_ctx
 
     def use_batched(self, model: Any) -> None:
         """Answer with ``model`` (e.g. one in Ray actors) from the next call on; it is closed
