@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from orchestrator.config import Config
+from orchestrator.engine_config import hosts_batched
 from store.adapters import StoreCache, StoreProblems
 from store.database import Store
 from store.errors import ConfigError, ViewError
 from store.llm_ledger import LLMLedger
-from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, DataChecked, View, ViewContext
+from views.base import ITEM_ID_COLUMN, LABEL_SOURCE_COLUMN, BatchedHost, DataChecked, View, ViewContext
 from views.registry import BUILTIN_KINDS, build_view, check_view, import_object
 
 #: About how many bytes of fields :func:`check_view_data` reads at a time.
@@ -141,6 +142,11 @@ def build_views(cfg: Config, store: Store | None, columns: list[str], base_dir: 
             continue
         view = build_view(vc.name, vc.kind, vc.view_params, ctx)  # the model validated at load
         fields.update(_resolve_fields(view, cfg, columns))
+        batched = view.batched_model() if isinstance(view, BatchedHost) else None
+        if batched is not None and not (cfg.engine.kind == "ray" and hosts_batched(view, cfg.engine)):
+            from views.llm.connect import check_runs_here
+
+            check_runs_here(view.name, batched[2])  # vLLM without a GPU here: refused before the run is recorded
         views.append(view)
     c = cfg.cotrain
     if c.select == "cut_statistic" and (not dry_run or c.cut_view in {v.name for v in views}):

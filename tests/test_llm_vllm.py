@@ -159,3 +159,23 @@ def test_a_prompt_vllm_refuses_fails_alone_and_its_pass_is_answered(monkeypatch)
         model.forward(reqs[1:2])
     with pytest.raises(ValueError, match="label words only"):
         model.forward([{"messages": [], "max_tokens": 8}])
+
+
+@pytest.mark.skipif(_gpu_and_vllm(), reason="this machine runs vLLM: the refusal cannot happen here")
+def test_a_run_whose_vllm_view_cannot_run_here_is_refused_before_it_is_recorded(tmp_path):
+    import yaml
+
+    from orchestrator import api
+
+    rows = [{"id": f"i{i}", "text": f"{'great' if i % 2 else 'awful'} film {i}", "split": "test" if i >= 40 else "train",
+             "label": ("positive" if i % 2 else "negative") if i < 10 or i >= 40 else None} for i in range(50)]
+    pd.DataFrame(rows).to_csv(tmp_path / "items.csv", index=False)
+    cfg = {"task": {"labels": ["negative", "positive"]},
+           "data": {"train": "items.csv", "id_column": "id", "split_column": "split"},
+           "views": [{"name": "gen", "kind": "llm", "fields": ["text"], "backend": "vllm"},
+                     {"name": "tfidf", "kind": "sklearn", "text": "text"}],
+           "cotrain": {"max_rounds": 1}, "store": "run.duckdb"}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ViewError, match="view 'gen': backend 'vllm' (needs vllm|cannot run here)"):
+        api.run(tmp_path / "c.yaml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "items.csv"]  # no store, no progress file

@@ -62,8 +62,7 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
         try:  # now, once: a model that cannot load stops the view with one line, not one error per item
             batched.load()
         except ImportError as exc:
-            hint = "pip install 'cotrain[vllm]' on a machine with a CUDA GPU" if backend == "vllm" \
-                else "pip install 'cotrain[batched]'"
+            hint = VLLM_HINT if backend == "vllm" else "pip install 'cotrain[batched]'"
             raise ViewError(name, f"backend '{backend}' needs {exc.name or 'a package'}: {hint}") from None
         except Exception as exc:  # noqa: BLE001 - a bad file, no GPU, or no memory left on the device
             raise ViewError(name, f"backend '{backend}' cannot load {model}: {type(exc).__name__}: "
@@ -88,6 +87,26 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
             server.stop()
         raise
     return Connection(client, server)
+
+
+#: what a machine without vLLM needs for ``backend: vllm``
+VLLM_HINT = "pip install 'cotrain[vllm]' on a machine with a CUDA GPU"
+
+
+def check_runs_here(name: str, backend: str) -> None:
+    """Raise the view's one-line error now when its in-process backend cannot run in this
+    process (``vllm`` without vLLM or without a GPU), so a run is refused before it is
+    recorded; the model itself loads at the first round."""
+    if backend != "vllm":
+        return
+    from views.llm.vllm_model import NoGPU, check_vllm
+
+    try:
+        check_vllm()
+    except ImportError as exc:
+        raise ViewError(name, f"backend 'vllm' needs {exc.name}: {VLLM_HINT}") from None
+    except NoGPU as exc:
+        raise ViewError(name, f"backend 'vllm' cannot run here: {exc}") from None
 
 
 def _load_error(exc: Exception) -> str:
