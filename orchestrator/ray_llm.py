@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from views.llm.batched import BatchedModel, PassLost
+from views.llm.connect import in_process_model
 from views.llm.local import local_model
 
 log = logging.getLogger("cotrain")
@@ -54,12 +55,7 @@ class Scorer:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        if backend == "vllm":
-            from views.llm.vllm_model import VllmModel
-
-            self.model: BatchedModel = VllmModel(model_file(name), max_batch=max_batch, max_model_len=n_ctx)
-        else:
-            self.model = BatchedModel(model_file(name), max_batch=max_batch, device=device)
+        self.model: BatchedModel = in_process_model(backend, model_file(name), max_batch, n_ctx, device)
 
     def load(self) -> str:
         """Load the model; its device."""

@@ -241,8 +241,7 @@ def image_input(store: Store, dest: Path) -> str | None:
                 continue
             for (v,) in values:
                 for folder in folders:
-                    q = (folder / Path(v).expanduser()).resolve()
-                    if q == dest.resolve() or _same(dest, q):
+                    if _same(dest, (folder / Path(v).expanduser()).resolve()):  # any spelling, or a hard link
                         return f"run {run['run_id']}'s input image (column '{col}')"
     return None
 

@@ -210,7 +210,7 @@ def parse_response(resp: Any, secret: str | None = None) -> dict[str, Any]:
         spelled = "".join(str(tok.get("token") or "") for tok in lp["content"]) if top else ""
         if top and scrub(spelled) != spelled:  # the tokens spell the key, a piece each: none is kept
             top = None
-        top = [[[scrub(str(t)), lp] for t, lp in pos] for pos in top] if top else top
+        top = [[[scrub(str(t)), v] for t, v in pos] for pos in top] if top else top
     return {"content": content, "top_logprobs": top, "finish_reason": choice.get("finish_reason"),
             "usage": {"prompt_tokens": counts[0], "completion_tokens": counts[1]}}
 

@@ -58,7 +58,7 @@ def connect(model: str, name: str, *, api_base: str | None = None, api_key_env: 
     path = local_model(model.split(":", 1)[1]).path() if model.startswith("local:") else None
     if path is not None and backend in ("transformers", "vllm"):
         if batched is None:
-            batched = _in_process(backend, path, max_batch, n_ctx)
+            batched = in_process_model(backend, path, max_batch, n_ctx)
         try:  # now, once: a model that cannot load stops the view with one line, not one error per item
             batched.load()
         except ImportError as exc:
@@ -122,12 +122,14 @@ def _load_error(exc: Exception) -> str:
     return next((line for line in str(exc).splitlines() if line.strip()), "")
 
 
-def _in_process(backend: str, path: Any, max_batch: int, n_ctx: int) -> Any:
-    """The model that answers in this process under ``backend`` (not loaded yet)."""
+def in_process_model(backend: str, path: Any, max_batch: int, n_ctx: int, device: str | None = None) -> Any:
+    """The model that answers in the calling process (this one, or a Ray actor) under
+    ``backend`` (not loaded yet): vLLM's engine, with ``n_ctx`` as its context, or a
+    transformers model on ``device`` (None: CUDA when available)."""
     if backend == "vllm":
         from views.llm.vllm_model import VllmModel
 
         return VllmModel(path, max_batch=max_batch, max_model_len=n_ctx)
     from views.llm.batched import BatchedModel
 
-    return BatchedModel(path, max_batch=max_batch)
+    return BatchedModel(path, max_batch=max_batch, device=device)
